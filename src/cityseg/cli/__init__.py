@@ -1,0 +1,98 @@
+"""The `cityseg` command line: one subcommand per step of the pipeline.
+
+Each subcommand lives in its own module under `cityseg.cli` and exposes
+`register(subparsers)`; this module wires them together and owns exit codes:
+0 success, 2 bad input or usage (one paragraph, no traceback unless `--debug`),
+1 internal error (with traceback, since that is a bug to report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import importlib
+import sys
+import textwrap
+import traceback
+
+from cityseg import __version__
+from cityseg.errors import UserError
+
+# Order here is the order `cityseg --help` lists them: the pipeline's order.
+COMMAND_MODULES = (
+    "synth",
+    "download",
+    "prepare",
+    "cache",
+    "cv",
+    "train",
+    "predict",
+    "evaluate",
+    "submit",
+    "report",
+)
+
+# OS errors that mean "the place you pointed me at cannot take this", not a bug.
+_USER_OS_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOENT}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every available subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="cityseg",
+        description="U-Net/ResNet-34 semantic segmentation on Cityscapes: synthetic data, label "
+        "preparation, 5-fold cross-validation, prediction, official evaluation and a PDF report.",
+        epilog="Run `cityseg COMMAND --help` for the options of one step.",
+    )
+    parser.add_argument("--version", action="version", version=f"cityseg {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"cityseg.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"cityseg.cli.{name}":
+                continue  # that step is not part of this build
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def _print_error(kind: str, message: str) -> None:
+    width = 100
+    paragraph = textwrap.fill(" ".join(str(message).split()), width=width, subsequent_indent="  ")
+    print(f"{kind}: {paragraph}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run one subcommand and map its outcome to an exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse itself exits 2 on usage errors
+    debug = getattr(args, "debug", False)
+    try:
+        result = args.func(args)
+    except UserError as exc:
+        if debug:
+            traceback.print_exc()
+        _print_error("error", str(exc))
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if exc.errno not in _USER_OS_ERRNOS:
+            raise
+        if debug:
+            traceback.print_exc()
+        where = exc.filename or "the output folder"
+        _print_error(
+            "error",
+            f"could not write or read {where}: {exc.strerror}. Free some space, fix the permissions, "
+            "or point the command at another folder; files written before this step are intact.",
+        )
+        return 2
+    except Exception:  # noqa: BLE001 - anything else is a bug: show it
+        traceback.print_exc()
+        print("internal error: this is a bug in cityseg; the traceback above says where.", file=sys.stderr)
+        return 1
+    return int(result or 0)

@@ -1,0 +1,19 @@
+"""User-facing errors: the CLI turns these into one paragraph and exit code 2; notebooks see a plain exception."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem with the user's input (a path, a file, an option) that the user can fix.
+
+    The message is one paragraph naming the file or value and the fix. Raised instead of
+    `sys.exit` so a notebook kernel never dies; the CLI maps it to exit code 2.
+    """
+
+
+def format_paths(paths, limit: int = 5) -> str:
+    """Render a few example paths for an error message, saying how many more there are."""
+    paths = [str(p) for p in paths]
+    shown = ", ".join(paths[:limit])
+    more = len(paths) - limit
+    return shown + (f" (and {more} more)" if more > 0 else "")

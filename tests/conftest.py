@@ -1,0 +1,46 @@
+"""Shared fixtures: one tiny synthetic Cityscapes tree per test session, built by the project itself.
+
+Session fixtures are read-only; a test that changes files copies them first (`mutable_root`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+# Tests run on CPU with few threads: two cores in CI, and helpers may run suites side by side.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+TINY_SIZE = (128, 64)  # width x height; U-Net needs sides divisible by 32
+
+
+@pytest.fixture(scope="session")
+def synth_raw_root(tmp_path_factory) -> Path:
+    """A synthetic dataset as shipped: JSON polygons, labelIds, instanceIds, colour; no trainIds yet."""
+    from cityseg.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("synth") / "cityscapes"
+    write_dataset(root, size=TINY_SIZE, train_cities=10, val_cities=2, test_cities=2, per_city=2, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synth_root(synth_raw_root, tmp_path_factory) -> Path:
+    """The same dataset after `cityseg prepare`: labelTrainIds PNGs beside every JSON."""
+    from cityseg.prepare import prepare_dataset
+
+    root = tmp_path_factory.mktemp("prepared") / "cityscapes"
+    shutil.copytree(synth_raw_root, root)
+    prepare_dataset(root, workers=1, progress=False)
+    return root
+
+
+@pytest.fixture
+def mutable_root(synth_root, tmp_path) -> Path:
+    """A private copy of the prepared dataset for tests that damage or change files."""
+    root = tmp_path / "cityscapes"
+    shutil.copytree(synth_root, root)
+    return root
