@@ -57,7 +57,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             f"{path} is not a plain-tensor cityseg checkpoint and was not opened, because loading it would "
             f"run code it contains ({str(exc).splitlines()[0]}). Use a best.pt or last.pt written by cityseg."
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # the unpickler raises many kinds (IndexError on text files, EOFError, ...)
         raise UserError(
             f"{path} cannot be read as a checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); "
             "it may be truncated or not a checkpoint. Use a best.pt or last.pt written by cityseg."

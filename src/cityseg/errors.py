@@ -10,6 +10,14 @@ class UserError(Exception):
     `sys.exit` so a notebook kernel never dies; the CLI maps it to exit code 2.
     """
 
+    def __init__(self, message: str = "") -> None:
+        # A DataLoader worker re-raises as UserError("Caught UserError in DataLoader worker ...
+        # Original Traceback ... UserError: <paragraph>"): keep only the user's paragraph.
+        marker = "UserError: "
+        if message.startswith("Caught UserError") and marker in message:
+            message = message.rsplit(marker, 1)[1].strip()
+        super().__init__(message)
+
 
 def format_paths(paths, limit: int = 5) -> str:
     """Render a few example paths for an error message, saying how many more there are."""

@@ -1,0 +1,437 @@
+"""Cityscapes on disk: find image/label pairs, check the folder a user pointed at, read PNGs safely.
+
+The layout is the one the official zips unpack to:
+
+    ROOT/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
+    ROOT/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_{polygons.json,labelIds.png,...}
+
+An image id is `<city>_<seq>_<frame>`. Every way this layout commonly goes wrong (wrong folder level,
+a half-extracted zip, labels not prepared) is reported as one `UserError` paragraph that names the
+path and the fix, before any training time is spent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from cityseg.errors import UserError, format_paths
+from cityseg.labels import IGNORE_INDEX, NUM_CLASSES, VALID_LABEL_IDS, ids_to_train_ids
+
+SPLITS = ("train", "val", "test")
+LABEL_SOURCES = ("trainIds", "ids")
+IMAGE_DIR = "leftImg8bit"
+FINE_DIR = "gtFine"
+IMAGE_SUFFIX = "_leftImg8bit.png"
+TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
+LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
+INSTANCE_IDS_SUFFIX = "_gtFine_instanceIds.png"
+POLYGONS_SUFFIX = "_gtFine_polygons.json"
+# Which gtFine file each label source reads; "polygons" is what `prepare` needs.
+_LABEL_SUFFIX = {"trainIds": TRAIN_IDS_SUFFIX, "ids": LABEL_IDS_SUFFIX, "polygons": POLYGONS_SUFFIX}
+_DATASET_DIRS = (IMAGE_DIR, FINE_DIR, "gtCoarse")
+
+_FRAME_PART = r"\d{6}_\d{6}"
+_GT_NAME = re.compile(r"^(?P<stem>.+_" + _FRAME_PART + r")_gtFine_[A-Za-z]+\.(png|json)$")
+
+# trainIds a label PNG may hold: the 19 classes and ignore.
+_VALID_TRAIN_IDS = np.zeros(256, dtype=bool)
+_VALID_TRAIN_IDS[:NUM_CLASSES] = True
+_VALID_TRAIN_IDS[IGNORE_INDEX] = True
+_VALID_IDS = np.zeros(256, dtype=bool)
+_VALID_IDS[sorted(VALID_LABEL_IDS)] = True
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One Cityscapes frame: where its image and labels live, and its city (cross-validation groups by city)."""
+
+    id: str
+    city: str
+    split: str
+    image: Path
+    label: Path | None
+    label_ids: Path | None
+    instance_ids: Path | None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Finding the dataset root
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _visible_entries(folder: Path) -> list[os.DirEntry]:
+    """Entries of a folder without hidden ones (.DS_Store, our own temp files)."""
+    with os.scandir(folder) as entries:
+        return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
+
+
+def _holds_dataset(folder: Path) -> bool:
+    return (folder / IMAGE_DIR).is_dir() or (folder / FINE_DIR).is_dir()
+
+
+def _check_root_location(root: Path) -> None:
+    """Fail with the path the user probably meant when ROOT is missing, empty or one level off."""
+    if not root.exists():
+        raise UserError(
+            f"dataset folder {root} does not exist. Pass the folder that holds leftImg8bit/ and gtFine/ "
+            "(see cityscapes/README.md; `cityseg download --extract ROOT` or `cityseg synth ROOT` create one)."
+        )
+    if not root.is_dir():
+        raise UserError(
+            f"{root} is a file, not a folder; pass the Cityscapes folder that holds leftImg8bit/ and gtFine/."
+        )
+    entries = _visible_entries(root)
+    if not entries:
+        raise UserError(
+            f"dataset folder {root} is empty. Unzip gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip "
+            "into it (see cityscapes/README.md), then run `cityseg prepare "
+            f"{root}`."
+        )
+    if (root / IMAGE_DIR).is_dir():
+        return
+    # One or two levels too deep: ROOT is leftImg8bit/, gtFine/ or one of their split folders.
+    for ancestor in list(root.resolve().parents)[:3]:
+        if _holds_dataset(ancestor) and ancestor.name not in _DATASET_DIRS:
+            raise UserError(
+                f"{root} is a folder inside the dataset, not its root; you probably meant {ancestor} "
+                "(the folder that holds leftImg8bit/ and gtFine/)."
+            )
+    if root.name in _DATASET_DIRS or {e.name for e in entries} & set(SPLITS):
+        raise UserError(
+            f"{root} looks like the {root.name}/ folder itself, not the dataset root; pass its parent "
+            f"{root.resolve().parent}, which should hold both leftImg8bit/ and gtFine/."
+        )
+    if (root / FINE_DIR).is_dir():
+        raise UserError(
+            f"{root} has gtFine/ but no leftImg8bit/: unzip leftImg8bit_trainvaltest.zip into {root} so that "
+            f"{root / IMAGE_DIR} exists."
+        )
+    # Too shallow: the dataset is one level down (the parent of the cityscapes folder was passed).
+    image_holders = [Path(e.path) for e in entries if e.is_dir() and (Path(e.path) / IMAGE_DIR).is_dir()]
+    label_holders = [Path(e.path) for e in entries if e.is_dir() and (Path(e.path) / FINE_DIR).is_dir()]
+    if image_holders and label_holders and image_holders[0] != label_holders[0]:
+        raise UserError(
+            f"leftImg8bit/ is in {image_holders[0]} but gtFine/ is in {label_holders[0]}; move both into one "
+            "folder and pass that folder."
+        )
+    if image_holders:
+        raise UserError(
+            f"{root} is the folder above the dataset; you probably meant {image_holders[0]} "
+            "(the folder that holds leftImg8bit/ and gtFine/)."
+        )
+    names = format_paths([e.name for e in entries])
+    raise UserError(
+        f"{root} is not a Cityscapes folder: it has no leftImg8bit/ or gtFine/ inside (it holds {names}). "
+        "Pass the folder the Cityscapes zips were unpacked into (see cityscapes/README.md)."
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scanning one split
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _scan_images(root: Path, split: str) -> dict[str, tuple[str, Path]]:
+    """Map image id -> (city, path) for one split, refusing names off the Cityscapes pattern."""
+    split_dir = root / IMAGE_DIR / split
+    if not split_dir.is_dir():
+        raise UserError(
+            f"split folder {split_dir} is missing; the Cityscapes download has train, val and test folders "
+            f"under {root / IMAGE_DIR}. Re-extract leftImg8bit_trainvaltest.zip into {root}."
+        )
+    images: dict[str, tuple[str, Path]] = {}
+    bad: list[Path] = []
+    for city_entry in _visible_entries(split_dir):
+        if not city_entry.is_dir():
+            continue
+        city = city_entry.name
+        pattern = re.compile(
+            r"^(?P<id>" + re.escape(city) + "_" + _FRAME_PART + ")" + re.escape(IMAGE_SUFFIX) + "$"
+        )
+        for entry in _visible_entries(Path(city_entry.path)):
+            match = pattern.match(entry.name)
+            if match and entry.is_file():
+                images[match["id"]] = (city, Path(entry.path))
+            else:
+                bad.append(Path(entry.path))
+    if bad:
+        raise UserError(
+            f"{len(bad)} file(s) in {split_dir} do not follow the Cityscapes name pattern "
+            f"<city>/<city>_<seq:6 digits>_<frame:6 digits>{IMAGE_SUFFIX}: {format_paths(bad)}. "
+            "Rename or move them out of the dataset folder."
+        )
+    if not images:
+        raise UserError(
+            f"split '{split}' has no images: {split_dir} holds no <city>/*{IMAGE_SUFFIX} files. "
+            "Re-extract leftImg8bit_trainvaltest.zip into the dataset folder."
+        )
+    return images
+
+
+def _scan_ground_truth(root: Path, split: str) -> dict[str, dict[str, Path]]:
+    """Map gtFine file suffix -> {image id -> path} for one split (empty when gtFine/<split> is missing)."""
+    found: dict[str, dict[str, Path]] = {}
+    split_dir = root / FINE_DIR / split
+    if not split_dir.is_dir():
+        return found
+    bad: list[Path] = []
+    for city_entry in _visible_entries(split_dir):
+        if not city_entry.is_dir():
+            continue
+        for entry in _visible_entries(Path(city_entry.path)):
+            match = _GT_NAME.match(entry.name)
+            if not match or not match["stem"].startswith(city_entry.name + "_"):
+                bad.append(Path(entry.path))
+                continue
+            suffix = entry.name[len(match["stem"]) :]
+            found.setdefault(suffix, {})[match["stem"]] = Path(entry.path)
+    if bad:
+        raise UserError(
+            f"{len(bad)} file(s) in {split_dir} do not follow the Cityscapes name pattern "
+            f"<city>/<city>_<seq>_<frame>_gtFine_<kind>.png|json: {format_paths(bad)}. "
+            "Rename or move them out of the dataset folder."
+        )
+    return found
+
+
+def _check_labels(
+    root: Path, split: str, images: dict[str, tuple[str, Path]], gt: dict[str, dict[str, Path]], kind: str
+) -> dict[str, Path]:
+    """Return id -> label path of `kind`, or explain exactly which labels are missing and how to get them."""
+    labels = gt.get(_LABEL_SUFFIX[kind], {})
+    polygons = gt.get(POLYGONS_SUFFIX, {})
+    gt_split = root / FINE_DIR / split
+    prepare_hint = f"run `cityseg prepare {root}` to write the *{TRAIN_IDS_SUFFIX} files from the polygons"
+    if not gt_split.is_dir():
+        raise UserError(
+            f"split folder {gt_split} is missing, so the {split} images have no labels. Unzip "
+            f"gtFine_trainvaltest.zip into {root}."
+        )
+    if kind == "trainIds" and not labels and polygons:
+        raise UserError(
+            f"the trainIds labels of split '{split}' are not prepared: {gt_split} has polygon JSON files but no "
+            f"*{TRAIN_IDS_SUFFIX}; {prepare_hint} (or read the shipped labelIds with label_source 'ids', --labels ids)."
+        )
+    label_cities = {images[i][0] for i in labels if i in images}
+    for city in sorted({c for c, _ in images.values()} - label_cities):
+        n_images = sum(1 for c, _ in images.values() if c == city)
+        has_polygons = any(i.startswith(city + "_") for i in polygons)
+        fix = (
+            prepare_hint
+            if kind == "trainIds" and has_polygons
+            else "unzip gtFine_trainvaltest.zip into the dataset folder"
+        )
+        raise UserError(
+            f"city '{city}' has {n_images} images in {root / IMAGE_DIR / split / city} but no *{_LABEL_SUFFIX[kind]} "
+            f"labels in {gt_split / city}; {fix}."
+        )
+    unlabeled = sorted(set(images) - set(labels))
+    if unlabeled:
+        fix = (
+            prepare_hint
+            if kind == "trainIds" and set(unlabeled) <= set(polygons)
+            else ("restore their label files from gtFine_trainvaltest.zip or remove those images")
+        )
+        raise UserError(
+            f"{len(unlabeled)} image(s) of split '{split}' have no *{_LABEL_SUFFIX[kind]} label, e.g. "
+            f"{format_paths([images[i][1] for i in unlabeled], limit=3)}; {fix}."
+        )
+    orphans = sorted(set(labels) - set(images))
+    if orphans:
+        raise UserError(
+            f"{len(orphans)} label file(s) of split '{split}' have no image, e.g. "
+            f"{format_paths([labels[i] for i in orphans], limit=3)}; restore the images from "
+            "leftImg8bit_trainvaltest.zip or remove those labels."
+        )
+    return labels
+
+
+def _check_label_source(label_source: str | None) -> None:
+    if label_source is not None and label_source not in LABEL_SOURCES:
+        raise UserError(f"unknown label source {label_source!r}; use one of {', '.join(LABEL_SOURCES)}.")
+
+
+def _scan_split(root: Path, split: str, kind: str | None) -> list[Frame]:
+    """Scan and check one split; `kind` is a label source, "polygons", or None for images only."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; Cityscapes has {', '.join(SPLITS)}.")
+    images = _scan_images(root, split)
+    gt = _scan_ground_truth(root, split)
+    labels = _check_labels(root, split, images, gt, kind) if kind else {}
+    label_ids = gt.get(LABEL_IDS_SUFFIX, {})
+    instance_ids = gt.get(INSTANCE_IDS_SUFFIX, {})
+    return [
+        Frame(
+            id=image_id,
+            city=city,
+            split=split,
+            image=path,
+            label=labels.get(image_id) if kind in LABEL_SOURCES else None,
+            label_ids=label_ids.get(image_id),
+            instance_ids=instance_ids.get(image_id),
+        )
+        for image_id, (city, path) in sorted(images.items())
+    ]
+
+
+def list_frames(root: Path, split: str, label_source: str | None = "trainIds") -> list[Frame]:
+    """All frames of a split sorted by id, after checking the layout so training never starts on a broken tree."""
+    _check_label_source(label_source)
+    root = Path(root)
+    _check_root_location(root)
+    return _scan_split(root, split, label_source)
+
+
+def validate_root(
+    root: Path, splits: Sequence[str] = ("train", "val"), label_source: str | None = "trainIds"
+) -> None:
+    """Check a dataset folder up front, raising one clear `UserError` for the first problem found."""
+    _check_label_source(label_source)
+    root = Path(root)
+    _check_root_location(root)
+    for split in splits:
+        _scan_split(root, split, label_source)
+
+
+def check_polygons(root: Path, splits: Sequence[str] = ("train", "val")) -> None:
+    """Check the layout `prepare` needs: images paired with gtFine polygon JSON files."""
+    root = Path(root)
+    _check_root_location(root)
+    for split in splits:
+        _scan_split(root, split, "polygons")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading PNGs
+# ----------------------------------------------------------------------------------------------------------
+
+
+def describe_error(exc: BaseException) -> str:
+    """'Type: first line' of an exception, so a UserError can quote the cause without a traceback."""
+    lines = str(exc).splitlines()
+    return f"{exc.__class__.__name__}: {lines[0]}" if lines else exc.__class__.__name__
+
+
+def _decode(path: Path, what: str, fix: str) -> Image.Image:
+    """Fully decode a PNG so truncation surfaces here, as a UserError naming the file."""
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise UserError(
+            f"cannot read {what} {path} ({describe_error(exc)}); "
+            f"the file is missing, truncated or corrupt. {fix}"
+        ) from None
+    return image
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB pixels of a camera image; damaged files name themselves."""
+    with _decode(Path(path), "image", "Re-extract it from leftImg8bit_trainvaltest.zip.") as image:
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        return np.array(image)  # a writable copy: torch warns on (and may not) share read-only buffers
+
+
+def _label_array(path: Path) -> np.ndarray:
+    fix = (
+        f"If it is a *{TRAIN_IDS_SUFFIX} file, delete it and run `cityseg prepare ROOT` to rewrite it; "
+        "otherwise re-extract it from gtFine_trainvaltest.zip."
+    )
+    with _decode(path, "label", fix) as image:
+        if image.mode not in ("L", "P", "I", "I;16"):
+            raise UserError(
+                f"label {path} is a {image.mode} image, but labels are single-channel PNGs of class ids "
+                f"(*{TRAIN_IDS_SUFFIX} or *{LABEL_IDS_SUFFIX}); a *_color.png cannot be used as a label."
+            )
+        array = np.array(image)
+    if array.dtype != np.uint8:
+        if array.size and (array.min() < 0 or array.max() > 255):
+            _raise_bad_values(path, array, "trainIds")
+        array = array.astype(np.uint8)
+    return array
+
+
+def _raise_bad_values(path: Path, array: np.ndarray, label_source: str) -> None:
+    if label_source == "ids":
+        bad = [int(v) for v in np.unique(array) if not (0 <= v < 256 and _VALID_IDS[v])]
+        raise UserError(
+            f"label {path} holds values {bad[:10]} that are not Cityscapes labelIds (0..33). If it holds "
+            "trainIds (0..18, 255), use label_source 'trainIds'."
+        )
+    bad = [int(v) for v in np.unique(array) if not (0 <= v < 256 and _VALID_TRAIN_IDS[v])]
+    raise UserError(
+        f"label {path} holds values {bad[:10]} outside the trainIds 0..18 and 255 (ignore); it is probably a "
+        f"labelIds image. Read shipped labelIds with label_source 'ids' (--labels ids), or run "
+        f"`cityseg prepare ROOT` to write proper *{TRAIN_IDS_SUFFIX} files."
+    )
+
+
+def read_train_ids(path: Path, label_source: str = "trainIds") -> np.ndarray:
+    """(H, W) uint8 trainIds (255 = ignore) from a labelTrainIds PNG, or from a labelIds PNG via the official LUT."""
+    _check_label_source(label_source)
+    path = Path(path)
+    array = _label_array(path)
+    valid = _VALID_IDS if label_source == "ids" else _VALID_TRAIN_IDS
+    # max() is far cheaper than a table lookup and settles the common all-valid case.
+    limit = max(VALID_LABEL_IDS) if label_source == "ids" else NUM_CLASSES - 1
+    if array.size and array.max() > limit and not valid[array].all():
+        _raise_bad_values(path, array, label_source)
+    return ids_to_train_ids(array) if label_source == "ids" else array
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Dataset
+# ----------------------------------------------------------------------------------------------------------
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader worker set-up: one torch thread each, so N workers do not fight over the cores."""
+    torch.set_num_threads(1)
+    np.random.seed(torch.initial_seed() % 2**32)  # torch seeds each worker differently; numpy follows suit
+
+
+class CityscapesDataset(Dataset):
+    """(image, mask) pairs: image float32 (3, H, W) ImageNet-normalised, mask int64 (H, W) with 255 = ignore.
+
+    Frames without labels (the test split) get an all-ignore mask, so one transform serves every split.
+    """
+
+    def __init__(self, frames: Iterable[Frame], transform=None, label_source: str = "trainIds") -> None:
+        from cityseg.transforms import build_transform
+
+        _check_label_source(label_source)
+        self.frames: list[Frame] = list(frames)
+        self.transform = transform if transform is not None else build_transform(train=False)
+        self.label_source = label_source
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (H, W, 3) uint8 image and (H, W) uint8 trainIds of one frame, checked to be the same size."""
+        frame = self.frames[index]
+        image = read_image(frame.image)
+        if frame.label is None:
+            return image, np.full(image.shape[:2], IGNORE_INDEX, dtype=np.uint8)
+        mask = read_train_ids(frame.label, self.label_source)
+        if mask.shape != image.shape[:2]:
+            raise UserError(
+                f"image {frame.image} is {image.shape[1]}x{image.shape[0]} but its label {frame.label} is "
+                f"{mask.shape[1]}x{mask.shape[0]}; they must be the same size (re-extract the pair)."
+            )
+        return image, mask
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image, mask = self.read(index)
+        return self.transform(image, mask)

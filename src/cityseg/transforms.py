@@ -1,0 +1,236 @@
+"""Joint image/mask transforms built on torchvision.transforms.v2.
+
+The image travels as `tv_tensors.Image` and the mask as `tv_tensors.Mask`, so every geometric op is
+applied to both with the right resampling (image bilinear, mask nearest) and photometric ops touch the
+image only. Random scaling and cropping come first and are fused into one resize of just the crop window,
+so per-pixel work (photometric distortion, blur) runs on the crop, never on the full 2048x1024 frame.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from cityseg.errors import UserError
+from cityseg.labels import IGNORE_INDEX
+
+AUGMENTATIONS = ("flip", "color-jitter", "gaussian-blur", "scale-crop", "photometric")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_SCALE_RANGE = (0.5, 2.0)
+CROP_TRIES = 10
+
+PairTransformFn = Callable[[np.ndarray, np.ndarray], tuple[Tensor, Tensor]]
+
+
+def normalize(image: Tensor) -> Tensor:
+    """uint8 (..., 3, H, W) -> float32 with ImageNet statistics, the input the pretrained encoder expects."""
+    image = image.as_subclass(Tensor) if isinstance(image, tv_tensors.TVTensor) else image
+    # x/255 - mean over std == x * (1 / (255 std)) - mean / std: one multiply-add, in place on the float copy.
+    std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
+    scale = 1.0 / (255.0 * std)
+    shift = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1) / std
+    return image.float().mul_(scale).sub_(shift)
+
+
+def _dominant_class_ratio(mask: Tensor) -> float:
+    """Share of the most frequent class among non-ignored pixels; 1.0 when all are ignored."""
+    counts = torch.bincount(mask.reshape(-1).long(), minlength=256)[:IGNORE_INDEX]
+    total = int(counts.sum())
+    return 1.0 if total == 0 else int(counts.max()) / total
+
+
+class ScaleCrop(v2.Transform):
+    """Random scale, then a random crop of `crop` (W, H), padded with ignore where the scaled image is smaller.
+
+    The crop position is re-drawn up to `tries` times while one class covers more than `max_class_ratio`
+    of the labelled pixels (the least dominated window wins). Only the source window of the crop is
+    resampled, so the cost is that of the crop, whatever the scale.
+    """
+
+    def __init__(
+        self,
+        crop: tuple[int, int] | None,
+        scale_range: tuple[float, float] = (1.0, 1.0),
+        base_size: tuple[int, int] | None = None,
+        max_class_ratio: float = 1.0,
+        tries: int = CROP_TRIES,
+    ) -> None:
+        super().__init__()
+        self.crop = crop
+        self.scale_range = scale_range
+        self.base_size = base_size
+        self.max_class_ratio = max_class_ratio
+        self.tries = tries
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = next(
+            x for x in flat_inputs if isinstance(x, (tv_tensors.Image, tv_tensors.Mask))
+        ).shape[-2:]
+        mask = next((x for x in flat_inputs if isinstance(x, tv_tensors.Mask)), None)
+        base_w, base_h = self.base_size or (width, height)
+        crop_w, crop_h = self.crop or (base_w, base_h)
+        scale = (
+            float(torch.empty(1).uniform_(*self.scale_range))
+            if self.scale_range[0] != self.scale_range[1]
+            else self.scale_range[0]
+        )
+        scaled_h, scaled_w = max(1, round(base_h * scale)), max(1, round(base_w * scale))
+        out_h, out_w = min(crop_h, scaled_h), min(crop_w, scaled_w)
+        # Source pixels per output pixel; the crop window is mapped back through these.
+        step_y, step_x = height / scaled_h, width / scaled_w
+        src_h = max(1, min(height, round(out_h * step_y)))
+        src_w = max(1, min(width, round(out_w * step_x)))
+        best: tuple[float, int, int] | None = None
+        tries = self.tries if (scaled_h > out_h or scaled_w > out_w) else 1
+        for _ in range(tries):
+            top = int(torch.randint(0, scaled_h - out_h + 1, ()).item() * step_y)
+            left = int(torch.randint(0, scaled_w - out_w + 1, ()).item() * step_x)
+            top, left = min(top, height - src_h), min(left, width - src_w)
+            if mask is None or self.max_class_ratio >= 1.0:
+                best = (0.0, top, left)
+                break
+            ratio = _dominant_class_ratio(mask[..., top : top + src_h, left : left + src_w])
+            if best is None or ratio < best[0]:
+                best = (ratio, top, left)
+            if ratio <= self.max_class_ratio:
+                break
+        _, top, left = best
+        return {
+            "window": (top, left, src_h, src_w),
+            "size": [out_h, out_w],
+            "padding": [0, 0, crop_w - out_w, crop_h - out_h],  # left, top, right, bottom
+        }
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        top, left, height, width = params["window"]
+        out = F.resized_crop(inpt, top, left, height, width, size=params["size"], antialias=True)
+        if any(params["padding"]):
+            fill = IGNORE_INDEX if isinstance(inpt, tv_tensors.Mask) else 0
+            out = F.pad(out, params["padding"], fill=fill)
+        return out
+
+
+def _photometric() -> v2.Transform:
+    """mmseg-style PhotoMetricDistortion: brightness, then contrast before or after saturation and hue, each p=0.5."""
+    contrast = v2.RandomApply([v2.ColorJitter(contrast=(0.5, 1.5))], p=0.5)
+    return v2.Compose(
+        [
+            v2.RandomApply([v2.ColorJitter(brightness=0.25)], p=0.5),  # ~ +-32 grey levels at mid grey
+            v2.RandomChoice(
+                [
+                    v2.Compose([contrast, _saturation_hue()]),
+                    v2.Compose([_saturation_hue(), contrast]),
+                ]
+            ),
+        ]
+    )
+
+
+def _saturation_hue() -> v2.Transform:
+    return v2.Compose(
+        [
+            v2.RandomApply([v2.ColorJitter(saturation=(0.5, 1.5))], p=0.5),
+            v2.RandomApply([v2.ColorJitter(hue=0.1)], p=0.5),  # mmseg's 18 of 180 OpenCV hue steps
+        ]
+    )
+
+
+def _pixel_ops(aug: Sequence[str]) -> list[v2.Transform]:
+    """Per-pixel image-only augmentations, in a fixed order; they run after cropping."""
+    ops: list[v2.Transform] = []
+    if "color-jitter" in aug:
+        ops.append(v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1))
+    if "photometric" in aug:
+        ops.append(_photometric())
+    if "gaussian-blur" in aug:
+        ops.append(v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 2.0))], p=0.5))
+    return ops
+
+
+def _as_tensor(array: np.ndarray | Tensor) -> Tensor:
+    """Share the array's memory without copying; read-only inputs (cache memmaps) are fine because every op
+    below returns a new tensor, so torch's non-writable warning is silenced for them."""
+    array = np.asarray(array) if not isinstance(array, Tensor) else array
+    if isinstance(array, np.ndarray) and not array.flags.writeable:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.as_tensor(array)
+    return torch.as_tensor(array)
+
+
+class PairTransform:
+    """Callable (image (H, W, 3) uint8, mask (H, W) uint8) -> (float (3, H, W) normalised, int64 (H, W))."""
+
+    def __init__(self, ops: list[v2.Transform]) -> None:
+        self.ops = v2.Compose(ops) if ops else None
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[Tensor, Tensor]:
+        image_t = tv_tensors.Image(_as_tensor(image).permute(2, 0, 1))  # (3, H, W) uint8
+        mask_t = tv_tensors.Mask(_as_tensor(mask))  # (H, W) uint8
+        if self.ops is not None:
+            image_t, mask_t = self.ops(image_t, mask_t)
+        return normalize(image_t), mask_t.as_subclass(Tensor).long()
+
+    def __repr__(self) -> str:
+        return f"PairTransform({self.ops!r})"
+
+
+def _check_options(
+    aug: Sequence[str],
+    size: tuple[int, int] | None,
+    crop: tuple[int, int] | None,
+    scale_range: tuple[float, float] | None,
+    crop_max_class_ratio: float,
+) -> None:
+    unknown = [name for name in aug if name not in AUGMENTATIONS]
+    if unknown:
+        raise UserError(
+            f"unknown augmentation(s) {', '.join(unknown)}; valid ones are {', '.join(AUGMENTATIONS)}."
+        )
+    for what, value in (("size", size), ("crop", crop)):
+        if value is not None and (len(value) != 2 or min(value) < 1):
+            raise UserError(f"{what} {value!r} must be two positive numbers WIDTH x HEIGHT, e.g. 1024x512.")
+    if scale_range is not None and not (len(scale_range) == 2 and 0 < scale_range[0] <= scale_range[1]):
+        raise UserError(f"scale range {scale_range!r} must be two numbers 0 < MIN <= MAX, e.g. 0.5 2.0.")
+    if not 0 < crop_max_class_ratio <= 1:
+        raise UserError(
+            f"crop_max_class_ratio {crop_max_class_ratio} must be in (0, 1]; 1 disables the check."
+        )
+
+
+def build_transform(
+    train: bool,
+    aug: Sequence[str] = (),
+    size: tuple[int, int] | None = None,
+    crop: tuple[int, int] | None = None,
+    scale_range: tuple[float, float] | None = None,
+    crop_max_class_ratio: float = 0.75,
+) -> PairTransformFn:
+    """Training or evaluation transform: optional resize to `size` (W, H), augmentations, then normalisation.
+
+    Training: `crop` (W, H) or "scale-crop" enables the fused scale-and-crop (scale 1 without "scale-crop";
+    `scale_range` defaults to 0.5-2.0; the crop defaults to `size` or the input size), then "flip", then
+    colour/blur ops on the crop. Evaluation ignores `aug`/`crop`: resize only, so predictions map back 1:1.
+    """
+    aug = tuple(aug)
+    _check_options(aug, size, crop, scale_range, crop_max_class_ratio)
+    ops: list[v2.Transform] = []
+    if train and ("scale-crop" in aug or crop is not None):
+        scales = (scale_range or DEFAULT_SCALE_RANGE) if "scale-crop" in aug else (1.0, 1.0)
+        ops.append(ScaleCrop(crop, scales, base_size=size, max_class_ratio=crop_max_class_ratio))
+    elif size is not None:
+        ops.append(v2.Resize((size[1], size[0]), antialias=True))
+    if train:
+        if "flip" in aug:
+            ops.append(v2.RandomHorizontalFlip(p=0.5))
+        ops.extend(_pixel_ops(aug))
+    return PairTransform(ops)

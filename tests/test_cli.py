@@ -1,0 +1,91 @@
+"""CLI exit codes: help works for every command, usage errors and UserErrors exit 2 without a traceback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from cityseg.cli import build_parser, main
+
+
+def _command_names() -> list[str]:
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command")  # argparse keeps them here
+    return sorted(subparsers.choices)
+
+
+def test_prepare_is_registered():
+    assert "prepare" in _command_names()
+
+
+@pytest.mark.parametrize("name", _command_names())
+def test_help_of_every_command_exits_0(name, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([name, "--help"])
+    assert info.value.code == 0
+    assert name in capsys.readouterr().out
+
+
+def test_top_level_help_exits_0(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    assert "prepare" in capsys.readouterr().out
+
+
+def test_unknown_command_exits_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
+    assert "frobnicate" in capsys.readouterr().err
+
+
+def test_user_error_exits_2_with_one_paragraph_and_no_traceback(tmp_path, capsys):
+    missing = tmp_path / "cityscapes"
+    assert main(["prepare", str(missing)]) == 2
+    err = " ".join(capsys.readouterr().err.split())  # the CLI wraps the paragraph
+    assert err.startswith("error:") and "does not exist" in err and "cityscapes" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["prepare", "{root}", "--debug"], ["--debug", "prepare", "{root}"]])
+def test_debug_shows_the_traceback(tmp_path, capsys, argv):
+    missing = str(tmp_path / "cityscapes")
+    assert main([a.format(root=missing) for a in argv]) == 2
+    err = " ".join(capsys.readouterr().err.split())  # the CLI wraps the paragraph
+    assert "Traceback" in err and "UserError" in err and "does not exist" in err
+
+
+def test_a_bug_exits_1_with_traceback(tmp_path, capsys, monkeypatch):
+    import cityseg.prepare
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(cityseg.prepare, "prepare_dataset", broken)
+    assert main(["prepare", str(tmp_path)]) == 1
+    err = " ".join(capsys.readouterr().err.split())  # the CLI wraps the paragraph
+    assert "Traceback" in err and "bug" in err
+
+
+def test_prepare_command_counts_converted_and_skipped(synth_raw_root, tmp_path, capsys):
+    root = tmp_path / "cityscapes"
+    shutil.copytree(synth_raw_root, root)
+    n_json = len(list(root.glob("gtFine/*/*/*_gtFine_polygons.json")))
+    assert main(["prepare", str(root), "--workers", "1"]) == 0
+    assert f"{n_json} converted, 0 skipped" in capsys.readouterr().out
+    assert main(["prepare", str(root), "--workers", "1"]) == 0
+    assert f"0 converted, {n_json} skipped" in capsys.readouterr().out
+
+
+def test_user_error_in_a_real_process_exits_2_without_traceback(synth_raw_root):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = [sys.executable, "-m", "cityseg", "prepare", str(synth_raw_root / "leftImg8bit")]
+    result = subprocess.run(run, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert str(synth_raw_root.resolve()) in " ".join(result.stderr.split())  # names the folder meant

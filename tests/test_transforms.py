@@ -1,0 +1,146 @@
+"""Joint transforms: image and mask stay aligned, crops avoid one-class windows, normalisation is ImageNet's."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from cityseg.errors import UserError
+from cityseg.labels import IGNORE_INDEX, NUM_CLASSES, TRAIN_ID_COLORS
+from cityseg.transforms import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, build_transform, normalize
+
+torch.set_num_threads(1)
+
+# Every trainId gets its official colour; ignore is black, like the image padding.
+PALETTE = np.zeros((256, 3), dtype=np.uint8)
+PALETTE[:NUM_CLASSES] = TRAIN_ID_COLORS
+
+
+def _block_pair(
+    seed: int = 0, height: int = 64, width: int = 128, block: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """A mask of random 8x8 class blocks (some ignore) and an image whose colour encodes each pixel's class."""
+    rng = np.random.default_rng(seed)
+    classes = np.append(np.arange(NUM_CLASSES), IGNORE_INDEX).astype(np.uint8)
+    blocks = rng.choice(classes, size=(height // block, width // block))
+    mask = np.kron(blocks, np.ones((block, block), dtype=np.uint8))  # (H, W)
+    return PALETTE[mask], mask
+
+
+def _denormalize(image: torch.Tensor) -> np.ndarray:
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (image * std + mean).mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()  # (H, W, 3)
+
+
+def _uniform_interior(mask: np.ndarray, radius: int = 2) -> np.ndarray:
+    """True where the (2r+1)^2 neighbourhood has one class: there bilinear and nearest resampling must agree."""
+    padded = np.pad(mask, radius, mode="edge")
+    same = np.ones(mask.shape, dtype=bool)
+    h, w = mask.shape
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            same &= padded[dy : dy + h, dx : dx + w] == mask
+    return same
+
+
+def test_geometric_augmentations_move_image_and_mask_together():
+    image, mask = _block_pair()
+    transform = build_transform(True, ("flip", "scale-crop"), crop=(96, 48), scale_range=(0.5, 2.0))
+    checked = 0
+    for seed in range(40):
+        torch.manual_seed(seed)
+        out_image, out_mask = transform(image, mask)
+        assert out_image.shape == (3, 48, 96) and out_mask.shape == (48, 96)
+        assert out_image.dtype == torch.float32 and out_mask.dtype == torch.int64
+        colours = _denormalize(out_image)
+        labels = out_mask.numpy().astype(np.uint8)
+        inside = _uniform_interior(labels)
+        # Colour at each interior pixel is the colour of the class the mask says (tolerance for rounding).
+        diff = np.abs(colours[inside].astype(int) - PALETTE[labels[inside]].astype(int)).max()
+        assert diff <= 3, f"seed {seed}: image and mask disagree by {diff} grey levels"
+        checked += int(inside.sum())
+    assert checked > 40 * 48 * 96 * 0.3  # the check covered a good share of pixels
+
+
+def test_flip_happens_to_both_and_sometimes():
+    image, mask = _block_pair(seed=3)
+    transform = build_transform(True, ("flip",))
+    flips = 0
+    for seed in range(20):
+        torch.manual_seed(seed)
+        _, out_mask = transform(image, mask)
+        flipped = np.array_equal(out_mask.numpy(), mask[:, ::-1])
+        assert flipped or np.array_equal(out_mask.numpy(), mask)
+        flips += flipped
+    assert 0 < flips < 20
+
+
+def test_small_scales_are_padded_with_ignore():
+    image, mask = _block_pair()
+    mask[:] = 1  # no ignore in the input, so every 255 comes from padding
+    transform = build_transform(True, ("scale-crop",), crop=(128, 64), scale_range=(0.5, 0.5))
+    out_image, out_mask = transform(image, mask)
+    assert out_mask.shape == (64, 128)
+    pad = out_mask == IGNORE_INDEX
+    assert pad.sum() == 64 * 128 - 32 * 64  # the scaled 64x32 image fills one quarter
+    assert np.all(_denormalize(out_image)[pad.numpy()] == 0)
+
+
+def test_crop_retries_avoid_one_class_windows():
+    image, mask = _block_pair()
+    mask[:] = 0
+    mask[:, :32] = 1  # class 1 only in the left quarter: most 32x32 windows are pure class 0
+
+    def balanced_share(max_ratio: float) -> float:
+        transform = build_transform(True, (), crop=(32, 32), crop_max_class_ratio=max_ratio)
+        good = 0
+        for seed in range(60):
+            torch.manual_seed(seed)
+            _, out = transform(image, mask)
+            good += int((out == 0).float().mean() <= 0.75)
+        return good / 60
+
+    assert balanced_share(0.75) > 0.8
+    assert balanced_share(1.0) < 0.5  # check disabled: most windows are dominated
+
+
+def test_photometric_and_colour_ops_leave_the_mask_alone():
+    image, mask = _block_pair(seed=5)
+    transform = build_transform(True, ("photometric", "color-jitter", "gaussian-blur"))
+    changed = 0
+    for seed in range(10):
+        torch.manual_seed(seed)
+        out_image, out_mask = transform(image, mask)
+        assert np.array_equal(out_mask.numpy(), mask)
+        changed += not torch.allclose(out_image, normalize(torch.from_numpy(image).permute(2, 0, 1)))
+    assert changed > 0
+
+
+def test_eval_transform_normalises_and_resizes_width_by_height():
+    image, mask = _block_pair()
+    out_image, out_mask = build_transform(False)(image, mask)
+    expected = (
+        torch.from_numpy(image).permute(2, 0, 1).float() / 255 - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    ) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    assert torch.allclose(out_image, expected, atol=1e-5)
+    assert torch.equal(out_mask, torch.from_numpy(mask).long())
+    small_image, small_mask = build_transform(False, aug=("flip",), size=(64, 32))(image, mask)
+    assert small_image.shape == (3, 32, 64) and small_mask.shape == (32, 64)
+    assert set(small_mask.unique().tolist()) <= set(np.unique(mask).tolist())  # nearest: no blended ids
+
+
+def test_unknown_augmentation_lists_the_valid_ones():
+    with pytest.raises(UserError) as info:
+        build_transform(True, ("flip", "mixup"))
+    assert "mixup" in str(info.value) and all(name in str(info.value) for name in AUGMENTATIONS)
+
+
+def test_transform_pickles_for_dataloader_workers():
+    transform = build_transform(True, AUGMENTATIONS, crop=(64, 32))
+    image, mask = _block_pair()
+    out_image, out_mask = pickle.loads(pickle.dumps(transform))(image, mask)
+    assert out_image.shape == (3, 32, 64) and out_mask.shape == (32, 64)
