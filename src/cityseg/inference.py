@@ -1,0 +1,229 @@
+"""Turning a batch of normalised images into class probabilities: whole image, sliding window, TTA.
+
+Pure tensor logic (no files, no datasets) so it can be tested with any `nn.Module` that maps
+(B, 3, H, W) to (B, C, H, W) logits. Sizes given by callers are (width, height), like the CLI;
+tensors are (H, W).
+
+Order of operations, following the usual Cityscapes evaluation recipe:
+1. resize the input to the scale reference (the training `size`, if the model was trained on
+   resized images) times the TTA scale;
+2. run the network on the whole resized image, or on overlapping windows whose logits are
+   averaged (pixels covered by k windows are divided by k);
+3. upsample the logits to the original resolution and take the softmax there;
+4. average the probabilities over flips and scales.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cityseg.errors import UserError
+
+MODES = ("whole", "slide")
+TTAS = ("none", "flip", "ms-flip")
+MS_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75)
+# The U-Net's encoder downsamples five times, so both input sides must divide by 2**5.
+SIZE_MULTIPLE = 32
+
+Size = tuple[int, int]  # (width, height)
+
+
+def as_size(value: int | Sequence[int] | None) -> Size | None:
+    """Accept one number for a square window as well as (width, height), as the CLI does."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value, value
+    width, height = value
+    return int(width), int(height)
+
+
+def pad_to_multiple(image: Tensor, multiple: int = SIZE_MULTIPLE) -> Tensor:
+    """Pad bottom/right so both sides divide by `multiple`; reflect keeps border statistics natural."""
+    height, width = image.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if pad_h == 0 and pad_w == 0:
+        return image
+    # Reflection needs the pad to be shorter than the side; tiny inputs fall back to zeros
+    # (zero is the ImageNet mean colour after normalisation).
+    mode = "reflect" if pad_h < height and pad_w < width else "constant"
+    return F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def forward_padded(model: nn.Module, image: Tensor) -> Tensor:
+    """Run `model` on an input of any size by padding to a multiple of 32 and cropping the logits back."""
+    height, width = image.shape[-2:]
+    padded = pad_to_multiple(image)  # (B, 3, H', W')
+    if padded.is_cuda:
+        padded = padded.contiguous(memory_format=torch.channels_last)
+    logits = model(padded)  # (B, C, H', W')
+    return logits[..., :height, :width].float()
+
+
+def _check_stride(crop: Size, stride: Size) -> None:
+    if stride[0] > crop[0] or stride[1] > crop[1]:
+        raise UserError(
+            f"sliding-window stride {stride[0]}x{stride[1]} is larger than the crop {crop[0]}x{crop[1]}, which "
+            "would leave pixels no window covers; use a --stride at most the --crop size."
+        )
+
+
+def _window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Start offsets covering [0, length) with the last window flush with the border."""
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+def sliding_window(
+    model: nn.Module, image: Tensor, crop: Size | int, stride: Size | int, window_batch: int = 4
+) -> Tensor:
+    """Average the logits of overlapping `crop` windows, so a large image fits in memory at full detail.
+
+    image: (B, 3, H, W) normalised; crop and stride are (width, height). An image smaller
+    than the crop is zero-padded (the mean colour) and the logits cropped back. Returns
+    (B, C, H, W) float logits.
+    """
+    crop, stride = as_size(crop), as_size(stride)
+    _check_stride(crop, stride)
+    crop_w, crop_h = crop
+    stride_w, stride_h = stride
+    batch, _, height, width = image.shape
+    pad_h, pad_w = max(0, crop_h - height), max(0, crop_w - width)
+    padded = F.pad(image, (0, pad_w, 0, pad_h)) if pad_h or pad_w else image  # (B, 3, Hp, Wp)
+    full_h, full_w = padded.shape[-2:]
+    boxes = [
+        (top, left)
+        for top in _window_starts(full_h, crop_h, stride_h)
+        for left in _window_starts(full_w, crop_w, stride_w)
+    ]
+    win_h, win_w = min(crop_h, full_h), min(crop_w, full_w)
+    logit_sum: Tensor | None = None
+    count = torch.zeros((1, 1, full_h, full_w), device=image.device)
+    for first in range(0, len(boxes), window_batch):
+        group = boxes[first : first + window_batch]
+        windows = torch.cat([padded[..., t : t + win_h, left : left + win_w] for t, left in group])
+        logits = forward_padded(model, windows)  # (len(group) * B, C, win_h, win_w)
+        if logit_sum is None:
+            logit_sum = torch.zeros((batch, logits.shape[1], full_h, full_w), device=image.device)
+        for k, (top, left) in enumerate(group):
+            logit_sum[..., top : top + win_h, left : left + win_w] += logits[k * batch : (k + 1) * batch]
+            count[..., top : top + win_h, left : left + win_w] += 1
+    return (logit_sum / count)[..., :height, :width]
+
+
+def flip_tta(predict: Callable[[Tensor], Tensor], image: Tensor) -> Tensor:
+    """Average `predict` over the image and its mirror, so the result is exactly mirror-symmetric.
+
+    `predict` maps (B, 3, H, W) to (B, C, H, W) probabilities.
+    """
+    plain = predict(image)
+    mirrored = predict(image.flip(-1)).flip(-1)
+    return (plain + mirrored) / 2
+
+
+def _scaled_size(reference_hw: tuple[int, int], scale: float) -> tuple[int, int]:
+    return max(1, round(reference_hw[0] * scale)), max(1, round(reference_hw[1] * scale))
+
+
+def _probabilities_at_scale(
+    model: nn.Module,
+    image: Tensor,
+    input_hw: tuple[int, int],
+    mode: str,
+    crop: Size | None,
+    stride: Size | None,
+    window_batch: int,
+) -> Tensor:
+    """Resize to `input_hw`, run the network, upsample logits to the input's size, softmax."""
+    height, width = image.shape[-2:]
+    resized = image
+    if tuple(input_hw) != (height, width):
+        shrinking = input_hw[0] < height or input_hw[1] < width
+        resized = F.interpolate(
+            image, size=input_hw, mode="bilinear", align_corners=False, antialias=shrinking
+        )
+    if mode == "slide":
+        logits = sliding_window(model, resized, crop, stride, window_batch)
+    else:
+        logits = forward_padded(model, resized)  # (B, C, h, w)
+    if logits.shape[-2:] != (height, width):
+        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+    return logits.softmax(dim=1)  # (B, C, H, W)
+
+
+def _autocast(device: torch.device, amp: bool):
+    """bf16 autocast where the GPU has it (no overflow risk), fp16 otherwise; nothing on CPU."""
+    enabled = amp and device.type == "cuda"
+    dtype = torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
+
+
+def default_stride(crop: Size) -> Size:
+    """Two thirds of the crop, as in mmsegmentation's Cityscapes slide setting (341x682 for 512x1024)."""
+    return max(1, (crop[0] * 2 + 2) // 3), max(1, (crop[1] * 2 + 2) // 3)
+
+
+def check_options(mode: str, tta: str, crop: Size | None, stride: Size | None) -> None:
+    """Reject unknown modes/TTAs and window options that do not apply, before any work is done."""
+    if mode not in MODES:
+        raise UserError(f"unknown inference mode {mode!r}; choose one of {', '.join(MODES)}.")
+    if tta not in TTAS:
+        raise UserError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTAS)}.")
+    if mode == "whole" and (crop is not None or stride is not None):
+        raise UserError(
+            "--crop and --stride only apply to sliding-window inference; add --mode slide or drop them."
+        )
+    if mode == "slide" and crop is None:
+        raise UserError("sliding-window inference needs a window size; pass --crop WxH (e.g. 1024x512).")
+    if crop is not None and stride is not None:
+        _check_stride(crop, stride)
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module,
+    image: Tensor,
+    mode: str = "whole",
+    tta: str = "none",
+    crop: Size | int | None = None,
+    stride: Size | int | None = None,
+    scale_size: Size | None = None,
+    scales: Sequence[float] = MS_SCALES,
+    window_batch: int = 4,
+    amp: bool = True,
+) -> Tensor:
+    """Class probabilities (B, C, H, W) for normalised images (B, 3, H, W) at their own resolution.
+
+    Always softmax probabilities (their argmax equals the logits' argmax), so every TTA
+    setting returns the same kind of tensor. `scale_size` (width, height) is the size the
+    model was trained at: inputs are resized to it (times each TTA scale) before the
+    network, and `crop`/`stride` are measured in that resized image. `model` must be in
+    eval mode; on CUDA the forward runs under autocast (bf16, else fp16) when `amp`.
+    """
+    crop, stride = as_size(crop), as_size(stride)
+    check_options(mode, tta, crop, stride)
+    if mode == "slide" and stride is None:
+        stride = default_stride(crop)
+    height, width = image.shape[-2:]
+    reference_hw = (scale_size[1], scale_size[0]) if scale_size is not None else (height, width)
+    tta_scales = tuple(scales) if tta == "ms-flip" else (1.0,)
+
+    def at_scale(scale: float) -> Callable[[Tensor], Tensor]:
+        input_hw = _scaled_size(reference_hw, scale)
+        return lambda x: _probabilities_at_scale(model, x, input_hw, mode, crop, stride, window_batch)
+
+    with _autocast(image.device, amp):
+        total: Tensor | None = None
+        for scale in tta_scales:
+            predict = at_scale(scale)
+            probs = predict(image) if tta == "none" else flip_tta(predict, image)  # (B, C, H, W)
+            total = probs if total is None else total + probs
+    return total / len(tta_scales)
