@@ -8,39 +8,20 @@ crash or a full disk leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from cityseg.errors import UserError
+from cityseg.fileio import atomic_write_bytes
+
+__all__ = ["atomic_write_bytes", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "cityseg-checkpoint"
 FORMAT_VERSION = 1
 ARCHITECTURE = "unet-resnet34"
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call `write(file_object)` on a temp file beside `path`, fsync it, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

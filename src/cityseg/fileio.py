@@ -1,0 +1,38 @@
+"""Atomic file writes, kept free of heavy imports so worker processes start fast."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call `write(file_object)` on a temp file beside `path`, fsync it, then rename it over `path`.
+
+    A crash, a kill or a full disk leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text atomically (JSON, CSV, logs that must never be half-written)."""
+    data = text.encode("utf-8")
+    atomic_write_bytes(path, lambda handle: handle.write(data))
