@@ -1,0 +1,80 @@
+"""`cityseg cv`: k-fold cross-validation on the train split, then the final model on all of it.
+
+Launch (see cityseg.cv for the run-folder layout):
+
+    cityseg cv ROOT --out RUNS                                  # one device
+    torchrun --nproc_per_node=4 -m cityseg cv ROOT --out RUNS   # DDP on 4 GPUs
+    cityseg cv ROOT --out RUNS --only-folds 0,1                 # some folds only (e.g. one process per GPU)
+    cityseg cv ROOT --out RUNS --resume                         # skip finished folds, finish the rest
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cityseg.cli.common import add_command
+from cityseg.cli.train import add_config_arguments, config_from_args
+
+
+def fold_list(text: str) -> list[int]:
+    """'0,1,3' -> [0, 1, 3]."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of fold numbers; write e.g. 0,1") from None
+
+
+def register(subparsers) -> None:
+    parser = add_command(
+        subparsers,
+        "cv",
+        help="cross-validate on the train split, then train the final model on all of it",
+        description="Split the train images into folds (by city by default, so no city is on both sides), "
+        "train one model per fold validated on its held-out cities every epoch, then train the final model on "
+        "every train image for the median of the folds' best epochs. Writes RUNS/folds.json, RUNS/fold_<k>/, "
+        "RUNS/full/ and RUNS/summary.json. The official val split is never used to choose anything.",
+    )
+    parser.add_argument("root", type=Path, help="Cityscapes folder (holds leftImg8bit/ and gtFine/)")
+    parser.add_argument("--out", type=Path, required=True, default=argparse.SUPPRESS, metavar="RUNS", help="runs folder (folds.json, fold_<k>/, full/, summary.json)")
+    group = parser.add_argument_group("Folds")
+    group.add_argument("--folds", type=int, default=5, help="number of folds (at least 2)")
+    group.add_argument("--split", choices=("city", "random"), default="city",
+                       help="city: whole cities per fold, balanced image counts; random: shuffled KFold")
+    group.add_argument("--only-folds", type=fold_list, default=argparse.SUPPRESS, metavar="LIST",
+                       help="train only these folds, e.g. 0,1 (default: all; the full fit waits until all folds are "
+                       "finished)")
+    add_config_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cityseg import dist
+    from cityseg.cv import run_cv
+
+    config = config_from_args(args)
+    try:
+        summary = run_cv(args.root, args.out, config, k=args.folds, split=args.split, seed=config.seed,
+                         resume=args.resume, only_folds=getattr(args, "only_folds", None))
+        main = dist.is_main()
+    finally:
+        dist.cleanup()
+    if main:
+        print(_describe(summary, args.out))
+    return 0
+
+
+def _describe(summary: dict, out: Path) -> str:
+    done = sum(1 for fold in summary["folds"] if fold["finished"])
+    lines = [f"cross-validation: {done}/{summary['k']} folds finished ({summary['split']} split) in {out}"]
+    if summary["miou_mean"] is not None:
+        std = summary["miou_std"]
+        spread = f" +- {100 * std:.2f}" if std is not None else ""
+        lines.append(f"fold mIoU {100 * summary['miou_mean']:.2f}{spread}")
+    if summary["chosen_epochs"] is not None:
+        full = summary["full"]
+        state = "finished" if full and full["finished"] else "not finished"
+        lines.append(f"full model: {summary['chosen_epochs']} epochs, {state} ({out / 'full'})")
+    else:
+        lines.append("full model: waits until every fold is finished (run `cityseg cv ... --resume`)")
+    return "\n".join(lines)

@@ -1,0 +1,119 @@
+"""Distributed helpers: the same code runs as one process or as N processes under torchrun.
+
+Launch:
+
+    cityseg cv ROOT --out RUNS                                   # one process, one device
+    torchrun --nproc_per_node=4 -m cityseg cv ROOT --out RUNS    # DistributedDataParallel on 4 GPUs
+    torchrun --nproc_per_node=2 -m cityseg train ROOT --out RUN --fold 0 --folds-file RUNS/folds.json
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; `init_distributed` reads them and joins the
+process group (nccl on CUDA, gloo on CPU). Without them every helper here is a no-op for a
+single process. Only rank 0 writes files and draws progress bars.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job and which device it drives."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the torchrun process group if there is one (idempotent) and pick this rank's device."""
+    from cityseg.model import resolve_device
+
+    rank, world_size, local_rank = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0)
+    chosen = resolve_device(device)
+    if chosen.type == "cuda":
+        # one GPU per process: the local rank picks it, whatever index `device` named
+        chosen = torch.device("cuda", local_rank if world_size > 1 else (chosen.index or 0))
+        torch.cuda.set_device(chosen)
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if chosen.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, init_method="env://", device_id=chosen if chosen.type == "cuda" else None)
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=chosen)
+
+
+def is_distributed() -> bool:
+    """True inside a multi-process job."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's rank (0 when not distributed)."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    """Number of processes (1 when not distributed)."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    """Rank 0 writes files and prints; the others only compute."""
+    return rank() == 0
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over all ranks in place and return it (unchanged for one process)."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+    Under DDP each rank updates its running statistics with its own last batch, so without this the
+    ranks would validate slightly different models, none exactly the one rank 0 saves.
+    """
+    if is_distributed():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op for one process): e.g. until rank 0 has written a file others read."""
+    if is_distributed():
+        dist.barrier()
+
+
+def cleanup() -> None:
+    """Leave the process group so the job exits without warnings."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class ShardSampler(Sampler[int]):
+    """Indices rank::world_size, without the padding DistributedSampler adds.
+
+    Evaluation must see each image exactly once: padded duplicates would be counted twice in the
+    all-reduced confusion matrix. Shards may differ in length by one, which is fine without grads.
+    """
+
+    def __init__(self, length: int, shard: int | None = None, shards: int | None = None) -> None:
+        self.indices = range(rank() if shard is None else shard, length, world_size() if shards is None else shards)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)

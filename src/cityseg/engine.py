@@ -1,0 +1,202 @@
+"""The two loops: one training epoch, and validation on a held-out set.
+
+Both keep running sums on the device and read them back only at progress updates and at the
+end, so a CUDA step never waits for the host. Validation measures at the labels' own
+resolution and sums one confusion matrix over the whole set (and over all ranks) before
+computing IoU, as the official evaluation does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from cityseg.dist import all_reduce_sum, is_main
+from cityseg.errors import UserError
+from cityseg.labels import IGNORE_INDEX, NUM_CLASSES
+from cityseg.metrics import confusion_matrix, iou_per_class, mean_iou
+
+SIDE_MULTIPLE = 32  # U-Net/ResNet-34 needs input sides divisible by 2**5
+PROGRESS_EVERY = 20  # steps between host reads of the running loss (each read is a device sync)
+
+
+class NonFiniteLossError(UserError):
+    """Training diverged; the caller keeps the last good checkpoint."""
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    """One epoch of training, summed over all ranks."""
+
+    loss: float  # mean of the per-step losses
+    lr: float  # learning rate of the epoch's last step (decoder group)
+    images: int
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        """Training throughput over all ranks, data loading included."""
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class ValResult:
+    """Validation over the whole held-out set: pixel-averaged loss, IoU from the summed confusion matrix."""
+
+    loss: float
+    miou: float
+    class_iou: np.ndarray  # (19,), NaN for classes absent from ground truth and prediction
+    confusion: Tensor  # (19, 19) int64 counts, rows = ground truth, on the CPU
+    seconds: float
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """How batches run on this device: autocast dtype (None = float32) and memory format."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    def to_device(self, image: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Copy a batch asynchronously (the loader pins memory on CUDA)."""
+        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        image = image.to(self.device, non_blocking=True, memory_format=memory_format)
+        return image, target.to(self.device, non_blocking=True)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision where configured; a no-op context in float32."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    context: StepContext,
+    epoch: int,
+    progress: bool = True,
+) -> TrainStats:
+    """Run one pass over the training loader, stepping the schedule every iteration."""
+    model.train()
+    device = context.device
+    loss_sum = torch.zeros((), device=device)
+    first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+    images, steps, lr = 0, 0, optimizer.param_groups[0]["lr"]
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not (progress and is_main()))
+    for steps, (image, target) in enumerate(bar, start=1):
+        image, target = context.to_device(image, target)  # (B, 3, H, W), (B, H, W)
+        with context.autocast():
+            logits = model(image)  # (B, C, H, W)
+            loss = criterion(logits, target)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+
+        loss = loss.detach().float()
+        loss_sum += loss
+        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), steps, first_bad_step)
+        images += image.shape[0]
+        if steps % PROGRESS_EVERY == 0:
+            _stop_if_diverged(first_bad_step, epoch, steps)
+            bar.set_postfix(loss=f"{loss_sum.item() / steps:.4f}", img_s=f"{images / (time.perf_counter() - start):.1f}")
+    _stop_if_diverged(first_bad_step, epoch, steps)
+
+    counts = torch.tensor([steps, images], dtype=torch.float64, device=device)
+    total_loss, total_steps, total_images = all_reduce_sum(torch.cat([loss_sum.double().view(1), counts])).tolist()
+    seconds = time.perf_counter() - start
+    return TrainStats(loss=total_loss / max(total_steps, 1), lr=lr, images=int(total_images), seconds=seconds)
+
+
+def _stop_if_diverged(first_bad_step: Tensor, epoch: int, steps: int) -> None:
+    """Raise on every rank together once any rank has seen a NaN/inf loss (a host sync, so called rarely)."""
+    bad = all_reduce_sum((first_bad_step >= 0).long())
+    if bad.item() == 0:
+        return
+    step = int(first_bad_step.item())
+    where = f"step {step}" if step >= 0 else f"a step up to {steps}"
+    raise NonFiniteLossError(
+        f"training diverged: the loss became NaN or infinite in epoch {epoch}, {where}. The run stopped and "
+        "last.pt/best.pt still hold the last good epoch. Lower the learning rate (--lr), or turn mixed precision "
+        "off (--no-amp), then start a new run (or --resume, which restarts this epoch)."
+    )
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module,
+    loader: Iterable,
+    context: StepContext,
+    size: tuple[int, int] | None = None,
+    num_classes: int = NUM_CLASSES,
+    progress: bool = True,
+) -> ValResult:
+    """Loss and IoU on a held-out loader of full-resolution images and labels (summed over all ranks).
+
+    With `size` (W, H) the model sees the image resized to `size`, like in training, and its logits
+    are upsampled back to the label's resolution, so the score is always at the labels' resolution.
+    """
+    model.eval()
+    device = context.device
+    confusion = torch.zeros((num_classes, num_classes), dtype=torch.long, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    pixels = torch.zeros((), dtype=torch.long, device=device)
+    start = time.perf_counter()
+    for image, target in tqdm(loader, desc="validate", unit="batch", leave=False, disable=not (progress and is_main())):
+        image, target = context.to_device(image, target)  # (B, 3, H, W), (B, H, W)
+        with context.autocast():
+            logits = full_resolution_logits(model, image, target.shape[-2:], size)  # (B, C, H, W) float32
+        loss_sum += F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum").double()
+        pixels += (target != IGNORE_INDEX).sum()
+        confusion += confusion_matrix(logits.argmax(dim=1), target, num_classes)
+    all_reduce_sum(confusion)
+    all_reduce_sum(loss_sum)
+    all_reduce_sum(pixels)
+    n_pixels = int(pixels.item())
+    return ValResult(
+        loss=float(loss_sum.item()) / n_pixels if n_pixels else float("nan"),
+        miou=mean_iou(confusion),
+        class_iou=iou_per_class(confusion),
+        confusion=confusion.cpu(),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def full_resolution_logits(
+    model: nn.Module, image: Tensor, label_hw: tuple[int, int], size: tuple[int, int] | None = None
+) -> Tensor:
+    """Logits (B, C, H, W) at the label's (H, W): resize the input to `size` (W, H) if given, pad to a
+    multiple of 32 for the U-Net, run the model, drop the padding and upsample bilinearly."""
+    if size is not None and tuple(image.shape[-2:]) != (size[1], size[0]):
+        image = F.interpolate(image, size=(size[1], size[0]), mode="bilinear", align_corners=False, antialias=True)
+    height, width = image.shape[-2:]
+    pad_h, pad_w = -height % SIDE_MULTIPLE, -width % SIDE_MULTIPLE
+    if pad_h or pad_w:
+        image = F.pad(image, (0, pad_w, 0, pad_h))  # zeros = the mean colour after normalisation
+    logits = model(image)[..., :height, :width].float()  # (B, C, h, w)
+    if tuple(logits.shape[-2:]) != tuple(label_hw):
+        logits = F.interpolate(logits, size=tuple(label_hw), mode="bilinear", align_corners=False)
+    return logits
+
+
+def json_float(value: float) -> float | None:
+    """JSON has no NaN: absent classes and missing metrics become null."""
+    return None if value is None or not math.isfinite(value) else float(value)

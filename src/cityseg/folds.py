@@ -1,0 +1,156 @@
+"""Cross-validation folds over the official train split, saved as RUNS/folds.json.
+
+Cityscapes frames from one city share streets, weather and camera, so a random split lets a
+model be validated on near-copies of its training images. The default `city` split keeps
+every city on one side of each fold (scikit-learn's GroupKFold, which balances image counts
+greedily); `random` is the plain shuffled KFold of the reference.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import GroupKFold, KFold
+
+from cityseg.checkpoint import atomic_write_bytes
+from cityseg.errors import UserError
+
+SPLITS = ("city", "random")
+
+
+def city_of(image_id: str) -> str:
+    """The city of an id `<city>_<seq:06d>_<frame:06d>` (city names may themselves hold underscores)."""
+    return image_id.rsplit("_", 2)[0]
+
+
+def _ids_of(frames: Sequence[Any]) -> list[str]:
+    """Accept Frames (anything with `.id`) or plain id strings."""
+    return [getattr(frame, "id", frame) for frame in frames]
+
+
+def make_folds(frames: Sequence[Any], k: int = 5, split: str = "city", seed: int = 0) -> dict[str, Any]:
+    """The folds.json dict for these train frames (or ids); the same inputs and seed give the same folds."""
+    ids = sorted(_ids_of(frames))
+    if len(set(ids)) != len(ids):
+        raise UserError("the train frames given to make_folds contain duplicate ids; each image may appear once.")
+    if split not in SPLITS:
+        raise UserError(f"unknown fold split {split!r}; use one of {', '.join(SPLITS)} (--split).")
+    if k < 2:
+        raise UserError(f"cross-validation needs at least 2 folds, got --folds {k}.")
+    cities = sorted({city_of(i) for i in ids})
+    if split == "city" and k > len(cities):
+        raise UserError(
+            f"--folds {k} is more than the {len(cities)} cities in the train split ({', '.join(cities)}); a city "
+            f"split puts each city in one fold. Use --folds {len(cities)} or fewer, or --split random."
+        )
+    if k > len(ids):
+        raise UserError(f"--folds {k} is more than the {len(ids)} train images; use fewer folds.")
+    return {"k": k, "split": split, "seed": seed, "folds": _split(ids, k, split, seed)}
+
+
+def _split(ids: list[str], k: int, split: str, seed: int) -> list[dict[str, list[str]]]:
+    positions = np.arange(len(ids))
+    if split == "random":
+        splits = KFold(n_splits=k, shuffle=True, random_state=seed).split(positions)
+    else:
+        # GroupKFold hands the biggest remaining city to the lightest fold (balanced image counts) and is
+        # deterministic; its shuffle option drops the balancing, so the seed instead permutes the city
+        # labels, which decides how equally sized cities are spread.
+        cities = sorted({city_of(i) for i in ids})
+        order = np.random.default_rng(seed).permutation(len(cities))
+        label = {city: int(order[n]) for n, city in enumerate(cities)}
+        groups = [label[city_of(i)] for i in ids]
+        splits = GroupKFold(n_splits=k).split(positions, groups=groups)
+    return [
+        {"train": [ids[i] for i in sorted(train)], "val": [ids[i] for i in sorted(val)]} for train, val in splits
+    ]
+
+
+def check_folds(folds: dict[str, Any], source: str = "folds.json") -> dict[str, Any]:
+    """Validate a folds dict (from a file a user may have edited) and return it."""
+    try:
+        k, entries = folds["k"], folds["folds"]
+        ok = isinstance(k, int) and isinstance(entries, list) and len(entries) == k and all(
+            isinstance(f.get("train"), list) and isinstance(f.get("val"), list) for f in entries
+        )
+    except (KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise UserError(
+            f"{source} is not a folds file: it needs {{'k': K, 'split', 'seed', 'folds': [{{'train': [ids], "
+            "'val': [ids]}, ...]}} with K folds. Re-create it with `cityseg cv` (after moving it away)."
+        )
+    for n, fold in enumerate(entries):
+        overlap = set(fold["train"]) & set(fold["val"])
+        if overlap:
+            raise UserError(f"fold {n} in {source} has {len(overlap)} image(s) on both sides, e.g. {sorted(overlap)[0]}.")
+    return folds
+
+
+def load_folds(path: Path) -> dict[str, Any]:
+    """Read and check a folds.json."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"folds file {path} does not exist; `cityseg cv` writes RUNS/folds.json.")
+    try:
+        folds = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); re-create it with `cityseg cv`.") from None
+    return check_folds(folds, str(path))
+
+
+def write_folds(path: Path, folds: dict[str, Any]) -> None:
+    """Write folds.json, or accept an identical existing one; a different one is never overwritten."""
+    path = Path(path)
+    if path.exists():
+        existing = load_folds(path)
+        if existing != folds:
+            raise UserError(
+                f"{path} already holds different folds (k={existing.get('k')}, split={existing.get('split')}, "
+                f"seed={existing.get('seed')}) than this run asks for (k={folds['k']}, split={folds['split']}, "
+                f"seed={folds['seed']}), or the train images changed. Use the same --folds/--split/--seed, or "
+                "another --out folder; the runs in it were trained on those folds."
+            )
+        return
+    text = json.dumps(folds, indent=1) + "\n"
+    atomic_write_bytes(path, lambda handle: handle.write(text.encode()))
+
+
+def fold_ids(folds: dict[str, Any], fold: int) -> tuple[list[str], list[str]]:
+    """(train ids, val ids) of one fold, with a clear error for a fold number out of range."""
+    if not 0 <= fold < folds["k"]:
+        raise UserError(f"fold {fold} does not exist; the folds file has folds 0..{folds['k'] - 1}.")
+    entry = folds["folds"][fold]
+    return list(entry["train"]), list(entry["val"])
+
+
+def fold_table(folds: dict[str, Any] | Path | str, frames: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+    """One row per fold (fold, validation cities, n_train, n_val) for the notebook and the report.
+
+    `folds` is a folds dict or the path of a folds.json. `frames` (Frames or ids) is optional: cities
+    are read from the ids themselves; when given, ids missing from it are reported, since the folds
+    no longer match the dataset.
+    """
+    if not isinstance(folds, dict):
+        folds = load_folds(Path(folds))
+    if frames is not None:
+        known = set(_ids_of(frames))
+        missing = sorted({i for f in folds["folds"] for i in f["train"] + f["val"]} - known)
+        if missing:
+            raise UserError(
+                f"{len(missing)} image id(s) in the folds are not in the dataset, e.g. {missing[0]}; the folds "
+                "were made for other data. Use the matching dataset or a new --out folder."
+            )
+    return [
+        {
+            "fold": n,
+            "cities": sorted({city_of(i) for i in fold["val"]}),
+            "n_train": len(fold["train"]),
+            "n_val": len(fold["val"]),
+        }
+        for n, fold in enumerate(folds["folds"])
+    ]

@@ -1,0 +1,105 @@
+"""TrainConfig: recipes say what they claim, JSON round-trips, and bad values fail with the field's name."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from cityseg.config import (
+    FIELD_GROUPS,
+    RECIPES,
+    RUNTIME_FIELDS,
+    TrainConfig,
+    config_differences,
+    resolve_config,
+)
+from cityseg.errors import UserError
+
+
+def test_seed_recipe_is_the_reference():
+    config = resolve_config("seed")
+    assert (config.optimizer, config.lr, config.batch_size, config.epochs) == ("adam", 1e-4, 4, 10)
+    assert (config.loss, config.schedule, config.select) == ("ce", "constant", "loss")
+    assert config.aug == ("flip",)
+    assert config.size is None and config.crop is None and config.scale_range is None  # full resolution
+    assert config.encoder_weights == "imagenet" and config.encoder_lr_mult == 1.0 and config.weight_decay == 0.0
+
+
+def test_strong_recipe_values():
+    config = resolve_config("strong")
+    assert (config.optimizer, config.lr, config.encoder_lr_mult, config.weight_decay) == ("adamw", 4e-4, 0.25, 1e-4)
+    assert (config.schedule, config.batch_size, config.epochs, config.select) == ("cosine", 8, 200, "miou")
+    assert config.warmup_epochs > 0
+    assert config.crop == (768, 768) and config.scale_range == (0.5, 2.0)
+    assert {"flip", "scale-crop", "photometric"} <= set(config.aug)
+    assert resolve_config("strong", loss="ohem").ohem_thresh == 0.7
+    assert resolve_config("strong", loss="ohem").ohem_min_kept == 100_000
+
+
+def test_every_recipe_cites_a_source_for_every_field_group():
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    grouped = [name for names in FIELD_GROUPS.values() for name in names]
+    assert set(grouped) <= fields and len(grouped) == len(set(grouped))
+    for recipe in RECIPES.values():
+        assert set(recipe.sources) == set(FIELD_GROUPS), recipe.name
+        assert all(len(text) > 20 for text in recipe.sources.values())
+        assert set(recipe.values) <= fields - set(RUNTIME_FIELDS)
+
+
+def test_overrides_change_only_what_was_asked():
+    base, changed = resolve_config("strong"), resolve_config("strong", lr=1e-3, crop=[512, 256])
+    assert changed.lr == 1e-3 and changed.crop == (512, 256)  # JSON-style lists become tuples
+    assert config_differences(base, changed) == ["lr: 0.0004 -> 0.001", "crop: [768, 768] -> [512, 256]"]
+    assert config_differences(base, dataclasses.replace(base, workers=0, device="cpu")) == []
+
+
+def test_json_round_trip():
+    config = resolve_config("strong", size=(1024, 512), crop=(512, 512), encoder_weights=None, cache="/tmp/c")
+    text = json.dumps(config.to_dict())
+    assert TrainConfig.from_dict(json.loads(text)) == config
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("batch_size", "4"), ("lr", "fast"), ("amp", 1), ("epochs", 2.5), ("crop", [512, 512, 3]), ("aug", "flip"),
+     ("size", [1024, "512"])],
+)
+def test_from_dict_wrong_type_names_the_key(key, value):
+    data = resolve_config("seed").to_dict() | {key: value}
+    with pytest.raises(UserError, match=key):
+        TrainConfig.from_dict(data)
+
+
+def test_from_dict_unknown_key():
+    data = resolve_config("seed").to_dict() | {"learning_rate": 0.1}
+    with pytest.raises(UserError, match="learning_rate"):
+        TrainConfig.from_dict(data)
+    with pytest.raises(UserError, match="learnin_rate"):
+        resolve_config("seed", learnin_rate=0.1)
+    with pytest.raises(UserError, match="recipe"):
+        resolve_config("nope")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "flag"),
+    [
+        ({"batch_size": 0}, "--batch-size"),
+        ({"epochs": 0}, "--epochs"),
+        ({"lr": 0.0}, "--lr"),
+        ({"lr": -1e-3}, "--lr"),
+        ({"crop": (0, 64)}, "--crop"),
+        ({"crop": (100, 64)}, "--crop"),  # not divisible by 32
+        ({"size": (1024, 500)}, "--size"),
+        ({"scale_range": (2.0, 0.5)}, "--scale-range"),
+        ({"size": (256, 128), "crop": (512, 128)}, "--crop"),  # crop larger than the resized image
+        ({"aug": ("flip", "mixup")}, "--aug"),
+        ({"aug": ("scale-crop",)}, "--aug"),  # needs --crop and --scale-range
+        ({"optimizer": "lion"}, "--optimizer"),
+        ({"warmup_epochs": 20.0}, "--warmup-epochs"),
+    ],
+)
+def test_range_errors_name_the_flag(overrides, flag):
+    with pytest.raises(UserError, match=flag):
+        resolve_config("seed", **overrides)
