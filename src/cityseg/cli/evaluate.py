@@ -1,0 +1,78 @@
+"""`cityseg evaluate`: official Cityscapes scores for a folder of labelIds predictions."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+from cityseg.cli.common import add_command, default_workers, positive_int
+
+
+def register(subparsers) -> None:
+    """Add the `evaluate` subcommand."""
+    parser = add_command(
+        subparsers,
+        "evaluate",
+        help="score labelIds predictions with the official Cityscapes metrics (IoU, iIoU)",
+        description="Score one labelIds PNG per frame of a split with cityscapesscripts' official pixel-level "
+        "evaluation (run in-process: no CITYSCAPES_* variables, no sys.exit) and with a fast twin computed from "
+        "confusion counts; by default both run and must agree. Every input problem (missing, extra or "
+        "duplicate PNGs, wrong size, channels or ids) is listed before anything is scored. Prints a table and "
+        "writes the official-format JSON (plus a 'cityseg' section) and a per-class CSV beside it.",
+    )
+    parser.add_argument("pred_dir", type=Path, metavar="PRED_DIR", help="folder of prediction PNGs (searched recursively)")
+    parser.add_argument("root", type=Path, metavar="ROOT", help="Cityscapes folder holding gtFine/ and leftImg8bit/")
+    parser.add_argument("--split", choices=("val", "test", "train"), default="val", help="which ground truth to score against")
+    parser.add_argument(
+        "--engine",
+        choices=("both", "official", "fast"),
+        default="both",
+        help="official: cityscapesscripts; fast: the confusion-count twin; both: run both, fail if they differ "
+        "by 1e-9 or more, report both timings",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="where to write the JSON (and OUT with .csv: class, IoU, iIoU); None means PRED_DIR-eval/SPLIT.json, "
+        "in a folder beside PRED_DIR, never inside it. An existing file is replaced only if cityseg wrote it",
+    )
+    parser.add_argument("--workers", type=positive_int, default=default_workers(), help="threads decoding PNGs (all cores)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """Evaluate, print the table and timings, and write the JSON and CSV."""
+    from cityseg.evaluation import (
+        EngineMismatchError,
+        TrainIdsWarning,
+        default_json_path,
+        evaluate,
+        format_table,
+    )
+
+    json_out = args.json if args.json is not None else default_json_path(args.pred_dir, args.split)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TrainIdsWarning)
+        try:
+            result = evaluate(args.pred_dir, args.root, args.split, args.engine, json_out, args.workers)
+        except EngineMismatchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    info = result["cityseg"]
+    print(format_table(result, bold=sys.stdout.isatty()))
+    timings = info["timings"]
+    line = f"{info['n_frames']} frames of {info['split']}, engine {info['engine']}: checks {timings['validate_s']:.2f} s"
+    if "official_s" in timings:
+        line += f", official {timings['official_s']:.2f} s"
+    if "fast_s" in timings:
+        line += f", fast {timings['fast_s']:.2f} s ({info['workers']} workers)"
+    if info["engine"] == "both":
+        line += f"; fast is {info['speedup']:.1f}x faster, max |difference| {info['max_abs_diff']:.1e}"
+    print(line)
+    print(f"wrote {json_out} and {Path(json_out).with_suffix('.csv')}")
+    return 0

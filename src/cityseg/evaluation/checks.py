@@ -1,0 +1,287 @@
+"""Checks on prediction PNGs, run before any evaluation or submission so that problems surface as
+one readable `UserError` instead of the official script's `sys.exit` on the first bad file.
+
+A prediction is a single-channel PNG of official labelIds (0..33), the size of its image, named
+`<city>_<seq>_<frame>*.png`. Like the official matcher (and the benchmark server), a prediction
+folder is searched recursively, so a second match in a subfolder is a duplicate.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cityseg.errors import UserError, format_paths
+from cityseg.labels import NUM_CLASSES, VALID_LABEL_IDS
+
+PNG_SUFFIX = ".png"
+EXAMPLES = 5  # examples shown per kind of problem
+
+# PIL modes whose pixels are one integer each; "1" (bilevel) and "F" (float) cannot hold labelIds.
+LABEL_MODES = frozenset({"L", "P", "I", "I;16", "I;16L", "I;16B"})
+
+# Problem kinds in the order an error message lists them (most fundamental first).
+PROBLEM_KINDS = {
+    "missing": "frame(s) without a prediction",
+    "extra": "PNG(s) matching no frame of the split",
+    "badly named": "PNG(s) not named <city>_<seq:6 digits>_<frame:6 digits>*.png",
+    "duplicate": "frame(s) with more than one prediction",
+    "count": "wrong number of predictions",
+    "unreadable": "unreadable PNG(s)",
+    "multi-channel": "PNG(s) that are not single-channel labelIds images",
+    "wrong size": "PNG(s) of the wrong size",
+    "invalid ids": "PNG(s) holding values that are not Cityscapes labelIds (0..33)",
+}
+
+FIX = (
+    "Write exactly one single-channel PNG of official labelIds (0..33, not trainIds; see "
+    "cityseg.labels.train_ids_to_ids) per frame, the size of its image, named <city>_<seq>_<frame>*.png; "
+    "`cityseg predict` writes exactly that."
+)
+
+_INVALID_ID = np.ones(256, dtype=bool)
+_INVALID_ID[sorted(VALID_LABEL_IDS)] = False
+
+# A frame id, as `cityscapesscripts` parses file names: city (no underscore), 6-digit sequence and frame.
+_FRAME_ID = re.compile(r"^(?P<id>[^_]+_\d{6}_\d{6})(?!\d)")
+
+
+class TrainIdsWarning(UserWarning):
+    """Predictions hold only values 0..18: probably trainIds where labelIds were expected."""
+
+
+class PredictionProblem(Exception):
+    """One prediction file is unusable; `kind` (a PROBLEM_KINDS key) groups it in the final error."""
+
+    def __init__(self, kind: str, path: Path, detail: str) -> None:
+        super().__init__(f"{path} ({detail})")
+        self.kind = kind
+        self.path = path
+        self.detail = detail
+
+
+@dataclass
+class Problems:
+    """Everything wrong with a set of predictions, grouped by kind, for one combined error."""
+
+    items: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, kind: str, text: str) -> None:
+        """Record one example of a problem of `kind`."""
+        self.items.setdefault(kind, []).append(text)
+
+    def add_problem(self, problem: PredictionProblem) -> None:
+        """Record a problem raised while reading one file."""
+        self.add(problem.kind, str(problem))
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def raise_if_any(self, context: str) -> None:
+        """Raise one UserError naming every kind of problem, its count and the first few files."""
+        if not self.items:
+            return
+        parts = [
+            f"{PROBLEM_KINDS[kind]}: {'; '.join(self.items[kind])}"
+            if kind == "count"  # a statement about the whole set, not a list of files
+            else f"{len(self.items[kind])} {PROBLEM_KINDS[kind]}: {format_paths(self.items[kind], EXAMPLES)}"
+            for kind in PROBLEM_KINDS
+            if kind in self.items
+        ]
+        raise UserError(f"{context}: " + "; ".join(parts) + ". " + FIX)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Finding and matching files
+# ------------------------------------------------------------------------------------------------------
+
+
+def find_pngs(pred_dir: Path) -> list[Path]:
+    """Every *.png under `pred_dir`, recursively (as the official matcher walks), sorted."""
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        what = "is a file" if pred_dir.exists() else "does not exist"
+        raise UserError(
+            f"prediction folder {pred_dir} {what}; pass the folder `cityseg predict` wrote its labelIds PNGs into."
+        )
+    found = []
+    for folder, _dirs, names in os.walk(pred_dir):
+        found.extend(Path(folder, name) for name in names if name.endswith(PNG_SUFFIX))
+    return sorted(found)
+
+
+def match_to_frames(pngs: Iterable[Path], frame_ids: Iterable[str]) -> tuple[dict[str, list[Path]], list[Path]]:
+    """Map each frame id to the PNGs named `<id>*.png` (the official rule); also return PNGs matching none.
+
+    A name can only start with one frame id of a given length, so trying each distinct id length
+    reproduces `fnmatch(name, id + "*.png")` over all ids without comparing every pair.
+    """
+    ids = set(frame_ids)
+    lengths = sorted({len(i) for i in ids})
+    matches: dict[str, list[Path]] = {i: [] for i in sorted(ids)}
+    extra: list[Path] = []
+    for path in pngs:
+        hits = [path.name[:n] for n in lengths if path.name[:n] in ids]
+        for hit in hits:
+            matches[hit].append(path)
+        if not hits:
+            extra.append(path)
+    return matches, extra
+
+
+def group_by_name(pngs: Iterable[Path]) -> tuple[dict[str, list[Path]], list[Path]]:
+    """Group PNGs by the frame id their name starts with, when no list of frames is known; also return misnamed ones."""
+    groups: dict[str, list[Path]] = {}
+    misnamed: list[Path] = []
+    for path in pngs:
+        match = _FRAME_ID.match(path.name)
+        if match:
+            groups.setdefault(match["id"], []).append(path)
+        else:
+            misnamed.append(path)
+    return dict(sorted(groups.items())), misnamed
+
+
+def single_matches(matches: Mapping[str, list[Path]], problems: Problems) -> dict[str, Path]:
+    """Frame id -> its one prediction; frames with none or several are recorded as problems."""
+    chosen: dict[str, Path] = {}
+    for frame_id, paths in matches.items():
+        if not paths:
+            problems.add("missing", frame_id)
+        elif len(paths) > 1:
+            problems.add("duplicate", f"{frame_id} ({format_paths(paths, 3)})")
+        else:
+            chosen[frame_id] = paths[0]
+    return chosen
+
+
+# ------------------------------------------------------------------------------------------------------
+# Reading one file
+# ------------------------------------------------------------------------------------------------------
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+
+
+def _bands(mode: str) -> str:
+    try:
+        return str(Image.getmodebands(mode))
+    except (KeyError, ValueError):
+        return "?"
+
+
+def check_header(path: Path, size: tuple[int, int]) -> None:
+    """Check format and size (W, H) from the PNG header alone, before paying for a decode."""
+    try:
+        with Image.open(path) as image:
+            mode, actual = image.mode, image.size
+    except Exception as exc:  # noqa: BLE001 - a corrupt file can make PIL raise almost anything
+        raise PredictionProblem("unreadable", path, _describe(exc)) from None
+    if mode not in LABEL_MODES:
+        raise PredictionProblem("multi-channel", path, f"PIL mode {mode}, {_bands(mode)} channel(s)")
+    if tuple(actual) != tuple(size):
+        raise PredictionProblem("wrong size", path, f"{actual[0]}x{actual[1]}, expected {size[0]}x{size[1]}")
+
+
+def read_prediction(path: Path) -> np.ndarray:
+    """(H, W) uint8 labelIds of a prediction PNG, read the way the official script reads it (np.array of PIL)."""
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now, so truncation raises here and not inside numpy
+            mode = image.mode
+            array = np.asarray(image)
+    except Exception as exc:  # noqa: BLE001 - a corrupt file can make PIL or zlib raise almost anything
+        raise PredictionProblem("unreadable", path, _describe(exc)) from None
+    if mode not in LABEL_MODES or array.ndim != 2 or array.dtype.kind not in "ui":
+        raise PredictionProblem("multi-channel", path, f"PIL mode {mode}, array shape {array.shape}")
+    if array.dtype != np.uint8:
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise PredictionProblem("invalid ids", path, f"values {invalid_values(np.unique(array))}")
+        array = array.astype(np.uint8)
+    return array
+
+
+def invalid_values(values: Iterable[int]) -> list[int]:
+    """The values among `values` that are not labelIds, for an error message (at most 10)."""
+    bad = [int(v) for v in values if not 0 <= v < 256 or _INVALID_ID[int(v)]]
+    return bad[:10]
+
+
+def value_counts(pred: np.ndarray) -> np.ndarray:
+    """(256,) pixel count of each value in a uint8 prediction."""
+    return np.bincount(pred.ravel(), minlength=256)
+
+
+def check_values(path: Path, counts: np.ndarray) -> None:
+    """Raise if a prediction holds any value that is not a labelId (the script would crash or miscount)."""
+    if counts[_INVALID_ID].any():
+        raise PredictionProblem("invalid ids", path, f"values {invalid_values(np.flatnonzero(counts))}")
+
+
+def read_and_count(path: Path) -> np.ndarray:
+    """Decode one prediction, check its values, return its (256,) value counts."""
+    counts = value_counts(read_prediction(path))
+    check_values(path, counts)
+    return counts
+
+
+# ------------------------------------------------------------------------------------------------------
+# Whole sets
+# ------------------------------------------------------------------------------------------------------
+
+
+def check_headers(predictions: Mapping[str, Path], sizes: Callable[[str], tuple[int, int]], problems: Problems) -> None:
+    """Header checks for every prediction; `sizes(frame_id)` gives the expected (W, H)."""
+    for frame_id, path in predictions.items():
+        try:
+            check_header(path, sizes(frame_id))
+        except PredictionProblem as problem:
+            problems.add_problem(problem)
+
+
+def scan_values(paths: Sequence[Path], workers: int, problems: Problems) -> np.ndarray:
+    """Decode every prediction in parallel (PIL decodes outside the GIL); return summed (256,) value counts."""
+    total = np.zeros(256, dtype=np.int64)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for outcome in pool.map(_try, [read_and_count] * len(paths), paths):
+            if isinstance(outcome, PredictionProblem):
+                problems.add_problem(outcome)
+            else:
+                total += outcome
+    return total
+
+
+def _try(function: Callable, *args):
+    """Run `function`, returning a PredictionProblem instead of raising it (so one bad file does not hide others)."""
+    try:
+        return function(*args)
+    except PredictionProblem as problem:
+        return problem
+
+
+def warn_if_train_ids(counts: np.ndarray, where: Path) -> str | None:
+    """Warn (not fail) when predictions hold only values 0..18, which is what trainIds look like.
+
+    Valid labelIds predictions almost always contain ids above 18 (vegetation 21, sky 23, car 26);
+    all-small values usually mean `train_ids_to_ids` was forgotten, which the evaluation cannot tell.
+    """
+    present = np.flatnonzero(counts)
+    if present.size == 0 or present.max() >= NUM_CLASSES:
+        return None
+    message = (
+        f"the predictions in {where} hold only values {present.min()}..{present.max()}, which look like trainIds "
+        "(0..18) rather than official labelIds (0..33); if so, convert them with "
+        "cityseg.labels.train_ids_to_ids before evaluating or submitting, or the scores are meaningless."
+    )
+    warnings.warn(message, TrainIdsWarning, stacklevel=3)
+    return message

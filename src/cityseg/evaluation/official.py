@@ -1,0 +1,142 @@
+"""The official Cityscapes pixel-level evaluation, run in-process and kept on a short leash.
+
+`cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling` was written as a script: it reads
+`CITYSCAPES_*` variables into a module-global `args` at import time, prints a lot, writes an export
+JSON next to the installed package, and calls `sys.exit` on any problem. We call only its core,
+`evaluateImgLists(predictions, ground_truths, args)`, with an argument object we build ourselves,
+capture its prints, turn a `SystemExit` into a `UserError`, and give it `np.in1d` back for the
+duration of the call because numpy 2.4 removed it (the script still calls it for iIoU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import os
+import threading
+import types
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cityseg.errors import UserError
+
+_MODULE_NAME = "cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling"
+
+# The script keeps state in module globals (its `np`, stdout while we capture it), so two
+# evaluations in threads of one process must not overlap.
+_LOCK = threading.RLock()
+
+
+def official_module() -> types.ModuleType:
+    """Import the official script without letting `CITYSCAPES_EXPORT_DIR` break the import."""
+    with _LOCK:
+        saved = os.environ.pop("CITYSCAPES_EXPORT_DIR", None)  # a bad value raises at import time
+        try:
+            return importlib.import_module(_MODULE_NAME)
+        finally:
+            if saved is not None:
+                os.environ["CITYSCAPES_EXPORT_DIR"] = saved
+
+
+def average_class_sizes() -> dict[str, float]:
+    """The official per-class average instance sizes (pixels) that weight iIoU, from the script itself."""
+    return dict(official_module().args.avgClassSize)
+
+
+def official_args() -> types.SimpleNamespace:
+    """Every attribute `evaluateImgLists` and the functions it calls read, set explicitly.
+
+    Nothing comes from environment variables or package-relative paths, and the script writes no
+    file at all (JSONOutput off): we write its export dict ourselves, atomically, where asked.
+    """
+    module = official_module()
+    return types.SimpleNamespace(
+        evalInstLevelScore=True,  # iIoU needs *_gtFine_instanceIds.png beside each labelIds file
+        evalPixelAccuracy=False,  # its per-image stats are not part of the export we keep
+        evalLabels=[],  # filled by the script's generateMatrix (all ids >= 0)
+        printRow=5,
+        normalized=True,
+        colorized=False,  # output is captured, so no terminal colour codes
+        bold="",
+        nocol="",
+        quiet=True,
+        JSONOutput=False,
+        exportFile=os.devnull,  # never used with JSONOutput off; a harmless target if it ever were
+        avgClassSize=dict(module.args.avgClassSize),
+        # only read by the script's own file discovery (getPrediction), which we never call
+        predictionPath=None,
+        predictionWalk=None,
+        groundTruthSearch="",
+        cityscapesPath="",
+    )
+
+
+def _in1d(ar1, ar2, assume_unique: bool = False, invert: bool = False, **kwargs) -> np.ndarray:
+    """numpy < 2.4's `in1d`: membership of the flattened `ar1`, i.e. `isin` on `ravel(ar1)`."""
+    return np.isin(np.ravel(ar1), ar2, assume_unique=assume_unique, invert=invert, **kwargs)
+
+
+class _NumpyWithIn1d(types.ModuleType):
+    """numpy as the script sees it, plus `in1d`; every other attribute is numpy's own."""
+
+    def __init__(self) -> None:
+        super().__init__(np.__name__)
+        self.in1d = _in1d
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+
+@contextlib.contextmanager
+def numpy_in1d_for(module: types.ModuleType) -> Iterator[None]:
+    """Give `module` (only it) an `np.in1d` while the block runs, when the installed numpy lacks it.
+
+    Why a proxy and not `numpy.in1d = ...`: patching the numpy module would change numpy for
+    every thread and library in the process; replacing the script's own global `np` reference
+    changes nothing else, and is undone on exit. `isin(ravel(a), b)` is exactly what `in1d(a, b)`
+    computed, so the script's numbers are unchanged.
+    """
+    if hasattr(module.np, "in1d"):
+        yield
+        return
+    original = module.np
+    module.np = _NumpyWithIn1d()
+    try:
+        yield
+    finally:
+        module.np = original
+
+
+def _last_error_line(printed: str) -> str:
+    """The script reports problems as 'ERROR: ...' right before exiting."""
+    lines = [line.strip() for line in printed.replace("\r", "\n").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    if errors:
+        return errors[-1][len("ERROR:") :].strip()
+    return lines[-1] if lines else "no message"
+
+
+def run_official(predictions: Sequence[Path], ground_truths: Sequence[Path]) -> tuple[dict[str, Any], str]:
+    """Run `evaluateImgLists` on explicit, already validated lists; return (export dict, captured output).
+
+    `predictions[i]` is the labelIds PNG for `ground_truths[i]` (a *_gtFine_labelIds.png).
+    """
+    module = official_module()
+    args = official_args()
+    printed = io.StringIO()
+    with _LOCK, numpy_in1d_for(module), contextlib.redirect_stdout(printed):
+        try:
+            result = module.evaluateImgLists([str(p) for p in predictions], [str(p) for p in ground_truths], args)
+        except SystemExit:
+            # Validation runs first, so this means a problem we do not check for (e.g. a ground
+            # truth file with an unknown label id); never let it end the process or a notebook.
+            message = _last_error_line(printed.getvalue())
+            raise UserError(
+                f"the official Cityscapes evaluation stopped with: {message}. Check the files it names; "
+                "ground truth must be the shipped gtFine *_labelIds.png and *_instanceIds.png."
+            ) from None
+    return result, printed.getvalue()

@@ -1,0 +1,147 @@
+"""What an evaluation leaves behind: a printed table, the official-format JSON and a per-class CSV.
+
+The JSON is written the way the official script writes its export (sorted keys, indent 4, NaN as
+the bare token `NaN`, which Python's json reads back), plus our "cityseg" section; both files are
+written atomically and never over a file that is not an earlier cityseg evaluation.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cityseg.checkpoint import atomic_write_bytes
+from cityseg.errors import UserError
+from cityseg.labels import CATEGORY_NAMES, CLASS_NAMES, NUM_CLASSES
+
+CSV_HEADER = ("class", "IoU", "iIoU")
+NAME_WIDTH = 18  # fits "mIoU (19 classes)"
+
+
+def default_json_path(pred_dir: Path, split: str) -> Path:
+    """`<PRED_DIR>-eval/<split>.json`: beside the predictions it scores, never inside PRED_DIR (which is walked for PNGs)."""
+    pred_dir = Path(pred_dir).resolve()
+    return pred_dir.with_name(pred_dir.name + "-eval") / f"{split}.json"
+
+
+def csv_path_for(json_path: Path) -> Path:
+    """The per-class CSV lives next to the JSON with the same stem."""
+    return Path(json_path).with_suffix(".csv")
+
+
+def summary(export: Mapping[str, Any]) -> dict[str, Any]:
+    """Scores in trainId order (the 19 classes) for plots and reports, read from an official-format export."""
+    conf = np.asarray(export["confMatrix"], dtype=np.int64)  # (34, 34) rows = ground-truth labelId
+    label_ids = [int(export["labels"][name]) for name in CLASS_NAMES]
+    train_conf = conf[np.ix_(label_ids, label_ids)]  # (19, 19) rows = ground-truth trainId
+    gt_pixels = int(conf[label_ids].sum())
+    return {
+        "class_names": list(CLASS_NAMES),
+        "class_iou": [float(export["classScores"][name]) for name in CLASS_NAMES],
+        "class_iiou": [float(export["classInstScores"][name]) for name in CLASS_NAMES],
+        "miou": float(export["averageScoreClasses"]),
+        "miiou": float(export["averageScoreInstClasses"]),
+        "category_names": list(CATEGORY_NAMES),
+        "category_iou": [float(export["categoryScores"][name]) for name in CATEGORY_NAMES],
+        "category_iiou": [float(export["categoryInstScores"][name]) for name in CATEGORY_NAMES],
+        "category_miou": float(export["averageScoreCategories"]),
+        "category_miiou": float(export["averageScoreInstCategories"]),
+        # correct pixels over ground-truth pixels of the 19 classes (predictions into other ids are wrong)
+        "pixel_accuracy": float(np.trace(train_conf) / gt_pixels) if gt_pixels else float("nan"),
+        "confusion_train_ids": train_conf.tolist(),
+    }
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars, tuples and paths -> JSON types, recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _fmt(value: float, width: int = 7) -> str:
+    return f"{'-':>{width}}" if math.isnan(value) else f"{value:>{width}.3f}"
+
+
+def format_table(result: Mapping[str, Any], bold: bool = False) -> str:
+    """Class IoU/iIoU, category IoU/iIoU and the mean IoU as the (optionally bold) last line."""
+    on, off = ("\033[1m", "\033[0m") if bold else ("", "")
+    rule = "-" * (NAME_WIDTH + 16)
+    lines = [f"{'class':<{NAME_WIDTH}}{'IoU':>7}{'iIoU':>9}", rule]
+    for name in CLASS_NAMES:
+        lines.append(f"{name:<{NAME_WIDTH}}{_fmt(result['classScores'][name])}  {_fmt(result['classInstScores'][name])}")
+    lines += [rule, f"{'category':<{NAME_WIDTH}}{'IoU':>7}{'iIoU':>9}", rule]
+    for name in CATEGORY_NAMES:
+        lines.append(f"{name:<{NAME_WIDTH}}{_fmt(result['categoryScores'][name])}  {_fmt(result['categoryInstScores'][name])}")
+    lines += [
+        rule,
+        f"{'categories avg':<{NAME_WIDTH}}{_fmt(result['averageScoreCategories'])}  {_fmt(result['averageScoreInstCategories'])}",
+        f"{on}{f'mIoU ({NUM_CLASSES} classes)':<{NAME_WIDTH}}{_fmt(result['averageScoreClasses'])}  "
+        f"{_fmt(result['averageScoreInstClasses'])}{off}",
+    ]
+    return "\n".join(lines)
+
+
+def _is_ours_json(path: Path) -> bool:
+    try:
+        return isinstance(data := json.loads(path.read_text()), dict) and "cityseg" in data
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+
+
+def _is_ours_csv(path: Path) -> bool:
+    try:
+        with path.open(newline="") as handle:
+            return tuple(next(csv.reader(handle), ())) == CSV_HEADER
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+
+
+def check_output_paths(json_path: Path) -> None:
+    """Refuse, before any work, to replace a JSON or CSV that an earlier cityseg evaluation did not write."""
+    json_path = Path(json_path)
+    if json_path.suffix != ".json":
+        raise UserError(f"--json {json_path} must end in .json (the per-class CSV is written beside it as .csv).")
+    for path, ours in ((json_path, _is_ours_json), (csv_path_for(json_path), _is_ours_csv)):
+        if path.is_dir():
+            raise UserError(f"{path} is a folder; pass a file name ending in .json for --json.")
+        if path.exists() and not ours(path):
+            raise UserError(
+                f"{path} exists and was not written by `cityseg evaluate`, so it is left alone; pass another --json path "
+                "or move that file away."
+            )
+
+
+def write_outputs(result: Mapping[str, Any], json_path: Path) -> tuple[Path, Path]:
+    """Write the JSON and the per-class CSV (class, IoU, iIoU in trainId order), each atomically."""
+    json_path = Path(json_path)
+    check_output_paths(json_path)
+    text = json.dumps(plain(result), sort_keys=True, indent=4)
+    atomic_write_bytes(json_path, lambda handle: handle.write(text.encode()))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    for name in CLASS_NAMES:
+        writer.writerow([name, repr(float(result["classScores"][name])), repr(float(result["classInstScores"][name]))])
+    csv_path = csv_path_for(json_path)
+    atomic_write_bytes(csv_path, lambda handle: handle.write(buffer.getvalue().encode()))
+    return json_path, csv_path

@@ -1,0 +1,118 @@
+"""A Cityscapes benchmark submission for pixel-level semantic labeling: one zip of labelIds PNGs.
+
+The server matches each test image to a file named `<city>_<seq>_<frame>*.png` anywhere in the
+archive (the same rule as evalPixelLevelSemanticLabeling), holding official labelIds (not trainIds)
+at full resolution, single channel. We keep the PNGs flat at the top level of the zip, stored
+without recompression (PNG is already compressed), after checking everything the server would
+reject or silently mis-score: count, names, duplicates, size, channels and ids.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+from cityseg.checkpoint import atomic_write_bytes
+from cityseg.cli.common import default_workers
+from cityseg.errors import UserError
+from cityseg.evaluation.checks import (
+    Problems,
+    check_headers,
+    find_pngs,
+    group_by_name,
+    match_to_frames,
+    scan_values,
+    single_matches,
+    warn_if_train_ids,
+)
+
+TEST_IMAGES = 1525  # images in the real Cityscapes test split
+IMAGE_SIZE = (2048, 1024)  # (W, H) of every real Cityscapes image
+
+
+def _test_frames(root: Path) -> dict[str, tuple[int, int]]:
+    """Test-split frame id -> (W, H) of its camera image, read from the PNG headers."""
+    from cityseg.data import list_frames
+
+    sizes = {}
+    for frame in list_frames(Path(root), "test", label_source=None):
+        try:
+            with Image.open(frame.image) as image:
+                sizes[frame.id] = image.size
+        except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
+            raise UserError(f"cannot read test image {frame.image} ({exc.__class__.__name__}); re-extract it.") from None
+    return sizes
+
+
+def _select_predictions(
+    pred_dir: Path, expect: int | None, root: Path | None, size: tuple[int, int] | None, problems: Problems
+) -> tuple[dict[str, Path], Callable[[str], tuple[int, int]]]:
+    """Frame id -> its one PNG, and the expected size per frame; name and count problems are recorded."""
+    pngs = find_pngs(pred_dir)
+    if root is not None:
+        sizes = _test_frames(root)
+        if expect is not None and expect != len(sizes):
+            raise UserError(
+                f"--expect {expect} contradicts --root {root}, whose test split has {len(sizes)} images; give one of them."
+            )
+        matches, extra = match_to_frames(pngs, sizes)
+        for path in extra:
+            problems.add("extra", str(path))
+        return single_matches(matches, problems), sizes.__getitem__
+    matches, misnamed = group_by_name(pngs)
+    for path in misnamed:
+        problems.add("badly named", str(path))
+    chosen = single_matches(matches, problems)
+    wanted = TEST_IMAGES if expect is None else expect
+    if len(matches) != wanted:
+        problems.add(
+            "count",
+            f"{len(matches)} frame(s) found, {wanted} expected "
+            + ("(the real test split; use --expect N or --root ROOT for another set)" if expect is None else "(--expect)"),
+        )
+    fixed = tuple(size) if size is not None else IMAGE_SIZE
+    return chosen, lambda _frame_id: fixed
+
+
+def make_submission(
+    pred_dir: Path,
+    out_zip: Path,
+    expect: int | None = None,
+    *,
+    root: Path | None = None,
+    size: tuple[int, int] | None = None,
+    overwrite: bool = False,
+    workers: int | None = None,
+) -> Path:
+    """Check test-split predictions the way the benchmark server would, then zip them flat, atomically.
+
+    Expects TEST_IMAGES (1525) frames of 2048x1024 unless `expect`/`size` say otherwise, or exactly the
+    test frames and image sizes found under `root`. Raises UserError listing every problem.
+    """
+    pred_dir, out_zip = Path(pred_dir), Path(out_zip)
+    if out_zip.suffix.lower() != ".zip":
+        raise UserError(f"submission file {out_zip} must end in .zip (the benchmark server takes a zip archive).")
+    if out_zip.is_dir():
+        raise UserError(f"{out_zip} is a folder; pass a file name such as submission.zip.")
+    if out_zip.exists() and not overwrite:
+        raise UserError(f"{out_zip} already exists and was left untouched; pass --overwrite to replace it, or another name.")
+    problems = Problems()
+    chosen, sizes = _select_predictions(pred_dir, expect, root, size, problems)
+    check_headers(chosen, sizes, problems)
+    problems.raise_if_any(f"the predictions in {pred_dir} are not a valid submission")
+    counts = scan_values(list(chosen.values()), workers or default_workers(), problems)
+    problems.raise_if_any(f"the predictions in {pred_dir} are not a valid submission")
+    warn_if_train_ids(counts, pred_dir)
+
+    def write(handle) -> None:
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
+            for frame_id in sorted(chosen):
+                archive.write(chosen[frame_id], arcname=chosen[frame_id].name)
+
+    atomic_write_bytes(out_zip, write)
+    os.chmod(out_zip, 0o644)  # mkstemp's private 0600 would surprise whoever uploads it
+    return out_zip

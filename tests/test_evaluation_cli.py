@@ -1,0 +1,122 @@
+"""`cityseg evaluate`: exit codes, the table, the JSON (official keys + cityseg section) and CSV it writes,
+where it writes them by default, and what it refuses to overwrite."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from cityseg.cli import main
+from cityseg.data import list_frames
+from cityseg.evaluation import default_json_path
+from cityseg.evaluation import runner as runner_module
+from cityseg.evaluation.noisy import write_noisy_predictions
+from cityseg.labels import CLASS_NAMES
+
+OFFICIAL_KEYS = {
+    "confMatrix", "priors", "labels", "classScores", "classInstScores", "categoryScores", "categoryInstScores",
+    "averageScoreClasses", "averageScoreInstClasses", "averageScoreCategories", "averageScoreInstCategories",
+}  # fmt: skip
+
+
+def _unwrapped(text: str) -> str:
+    """The CLI wraps error paragraphs at 100 columns; compare words, not line breaks."""
+    return " ".join(text.split())
+
+
+@pytest.fixture
+def pred(synth_raw_root, tmp_path):
+    out = tmp_path / "predictions"
+    write_noisy_predictions(list_frames(synth_raw_root, "val", label_source="ids"), out, seed=9)
+    return out
+
+
+def test_writes_table_json_and_csv(pred, synth_raw_root, tmp_path, capsys):
+    out = tmp_path / "eval" / "val.json"
+    assert main(["evaluate", str(pred), str(synth_raw_root), "--json", str(out), "--workers", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "mIoU (19 classes)" in printed.splitlines()[-3] and "fast is" in printed
+
+    result = json.loads(out.read_text())
+    assert OFFICIAL_KEYS <= set(result)
+    info = result["cityseg"]
+    assert info["engine"] == "both" and info["split"] == "val" and info["n_frames"] == 4
+    assert info["pred_dir"] == str(pred.resolve()) and info["synthetic"] is True
+    assert {"official_s", "fast_s", "validate_s"} <= set(info["timings"])
+    assert info["scores"]["miou"] == result["averageScoreClasses"]
+    assert OFFICIAL_KEYS <= set(info["fast"])
+    assert f"{result['averageScoreClasses']:.3f}" in printed
+
+    with (tmp_path / "eval" / "val.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["class"] for r in rows] == list(CLASS_NAMES)
+    for row in rows:
+        assert float(row["IoU"]) == pytest.approx(result["classScores"][row["class"]])
+        iiou = float(row["iIoU"])
+        assert (math.isnan(iiou) and math.isnan(result["classInstScores"][row["class"]])) or iiou == pytest.approx(
+            result["classInstScores"][row["class"]]
+        )
+    assert not list(out.parent.glob(".*"))  # no temp files left
+
+
+def test_default_json_goes_beside_not_inside_the_prediction_folder(pred, synth_raw_root, capsys):
+    before = sorted(p.name for p in pred.iterdir())
+    assert main(["evaluate", str(pred), str(synth_raw_root), "--engine", "fast"]) == 0
+    expected = default_json_path(pred, "val")
+    assert expected.is_file() and expected.with_suffix(".csv").is_file()
+    assert pred.resolve() not in expected.parents
+    assert sorted(p.name for p in pred.iterdir()) == before
+    assert str(expected) in capsys.readouterr().out
+    # a second run replaces its own earlier output
+    assert main(["evaluate", str(pred), str(synth_raw_root), "--engine", "official"]) == 0
+    assert json.loads(expected.read_text())["cityseg"]["engine"] == "official"
+
+
+def test_refuses_to_overwrite_a_foreign_file(pred, synth_raw_root, tmp_path, capsys):
+    foreign = tmp_path / "notes.json"
+    foreign.write_text('{"mine": true}')
+    assert main(["evaluate", str(pred), str(synth_raw_root), "--json", str(foreign)]) == 2
+    assert "was not written by `cityseg evaluate`" in _unwrapped(capsys.readouterr().err)
+    assert foreign.read_text() == '{"mine": true}'
+    foreign_csv = tmp_path / "other.csv"
+    foreign_csv.write_text("a,b\n1,2\n")
+    assert main(["evaluate", str(pred), str(synth_raw_root), "--json", str(tmp_path / "other.json")]) == 2
+    assert foreign_csv.read_text() == "a,b\n1,2\n" and not (tmp_path / "other.json").exists()
+
+
+def test_bad_predictions_exit_2_with_one_paragraph(pred, synth_raw_root, tmp_path, capsys):
+    next(pred.iterdir()).unlink()
+    assert main(["evaluate", str(pred), str(synth_raw_root), "--json", str(tmp_path / "e.json")]) == 2
+    err = _unwrapped(capsys.readouterr().err)
+    assert err.startswith("error: ") and "without a prediction" in err and "Traceback" not in err
+
+
+def test_engine_mismatch_exits_1(pred, synth_raw_root, tmp_path, monkeypatch, capsys):
+    real = runner_module.run_fast
+
+    def wrong(*args, **kwargs):
+        export, problems = real(*args, **kwargs)
+        export["averageScoreClasses"] += 0.01
+        return export, problems
+
+    monkeypatch.setattr(runner_module, "run_fast", wrong)
+    out = tmp_path / "e.json"
+    assert main(["evaluate", str(pred), str(synth_raw_root), "--json", str(out)]) == 1
+    assert "disagrees with the official script" in _unwrapped(capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_runs_as_a_subprocess(pred, synth_raw_root, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "cityseg", "evaluate", str(pred), str(synth_raw_root), "--json", str(tmp_path / "s.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "s.json").is_file()
