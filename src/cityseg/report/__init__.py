@@ -1,0 +1,75 @@
+"""Reports from run files: the PDF (`build_report`) and the tables and figures the notebooks show.
+
+Everything here reads the files a run leaves behind (config.json, log.jsonl, folds.json,
+summary.json, the evaluation JSON, prediction PNGs); nothing trains or needs a GPU.
+
+    cityseg report RUNS --eval EVAL_JSON --out report.pdf [--predictions DIR] [--root ROOT]
+"""
+
+from cityseg.report.frames import (
+    FrameScore,
+    best_and_worst,
+    load_examples,
+    prediction_paths,
+    score_frames,
+    spread,
+)
+from cityseg.report.notebook import config_table, engines_table, histories, parse_size, training_config
+from cityseg.report.overview import (
+    class_iou_table,
+    dataset_counts,
+    environment_table,
+    folds_table,
+    is_synthetic,
+    require_dataset,
+    sample_figure,
+)
+from cityseg.report.pdf import (
+    REFERENCE_MIOU,
+    build_report,
+    cv_table,
+    figures_dir,
+    full_fit_text,
+    headline_text,
+    is_synthetic_run,
+    official_tables,
+    val_class_iou,
+    val_confusion,
+)
+from cityseg.report.runfiles import RunFiles, load_evaluation, load_runs
+from cityseg.report.tables import Table
+
+__all__ = [
+    "REFERENCE_MIOU",
+    "FrameScore",
+    "RunFiles",
+    "Table",
+    "best_and_worst",
+    "build_report",
+    "class_iou_table",
+    "config_table",
+    "cv_table",
+    "dataset_counts",
+    "engines_table",
+    "environment_table",
+    "figures_dir",
+    "full_fit_text",
+    "folds_table",
+    "headline_text",
+    "histories",
+    "is_synthetic",
+    "is_synthetic_run",
+    "load_evaluation",
+    "load_examples",
+    "load_runs",
+    "official_tables",
+    "parse_size",
+    "prediction_paths",
+    "require_dataset",
+    "sample_figure",
+    "score_frames",
+    "spread",
+    "training_config",
+    "val_class_iou",
+    "val_confusion",
+]

@@ -1,0 +1,120 @@
+"""What the notebooks show before and around training: the machine, the dataset, the folds, the CV results.
+
+Each helper returns a `Table` or a figure so a notebook cell is one call; the numbers come
+from the same run files the PDF report reads.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from cityseg.errors import UserError
+from cityseg.labels import CLASS_NAMES
+from cityseg.plots import dataset_sample, mean_std_text, percent
+from cityseg.report.tables import Table
+
+
+def require_dataset(root: Path, splits: Sequence[str] = ("train", "val")) -> Path:
+    """Stop a notebook early, with the download steps, when the dataset folder is missing or empty."""
+    root = Path(root)
+    if not root.is_dir() or not any(p for p in root.iterdir() if not p.name.startswith(".")):
+        raise UserError(
+            f"no Cityscapes dataset in {root.resolve()}. Get gtFine_trainvaltest.zip (241 MB) and "
+            "leftImg8bit_trainvaltest.zip (11 GB) from https://www.cityscapes-dataset.com (free account), either "
+            f"with `cityseg download --extract {root}` or by downloading both zips and unzipping them into {root}; "
+            f"then run `cityseg prepare {root}` to write the trainIds labels. To try the whole pipeline on "
+            "synthetic data first, run `make demo` (under 15 minutes on 2 CPU cores)."
+        )
+    from cityseg.data import validate_root
+
+    validate_root(root, splits=splits)
+    return root
+
+
+def is_synthetic(root: Path | None) -> bool:
+    """Whether a dataset folder was written by `cityseg synth` (it leaves SYNTHETIC.json at its root)."""
+    return root is not None and (Path(root) / "SYNTHETIC.json").is_file()
+
+
+def environment_table(device: str = "auto") -> Table:
+    """The device training will use, the machine, and the library versions (as config.json will record them)."""
+    import torch
+
+    from cityseg.model import resolve_device
+    from cityseg.runinfo import hardware, versions
+
+    chosen = resolve_device(device)
+    info = hardware(chosen)
+    rows: list[tuple[str, object]] = [
+        ("device", f"{chosen} (asked for: {device})"),
+        ("gpu", f"{info['gpu_count']} x {info['gpu']}" if info["gpu"] else "none"),
+        ("cpu cores", info["cpu_count"]),
+        ("torch threads", torch.get_num_threads()),
+        ("platform", info["platform"]),
+        ("python executable", sys.executable),
+        ("python environment", sys.prefix),
+    ]
+    rows += [(name, version or "missing") for name, version in versions().items()]
+    return Table.build(("item", "value"), rows, title="environment")
+
+
+def dataset_counts(root: Path, splits: Sequence[str] = ("train", "val", "test")) -> Table:
+    """Images per split and city, with a total per split, to check the download is complete."""
+    from cityseg.data import list_frames
+
+    root = Path(root)
+    rows: list[tuple[str, str, int]] = []
+    for split in splits:
+        if not (root / "leftImg8bit" / split).is_dir():
+            rows.append((split, "(missing)", 0))
+            continue
+        frames = list_frames(root, split, label_source=None)
+        per_city = Counter(f.city for f in frames)
+        rows += [(split, city, n) for city, n in sorted(per_city.items())]
+        rows.append((split, f"total ({len(per_city)} cities)", len(frames)))
+    source = "synthetic (cityseg synth)" if is_synthetic(root) else "Cityscapes"
+    return Table.build(("split", "city", "images"), rows, title=f"images per split and city in {root} [{source}]")
+
+
+def sample_figure(root: Path, split: str = "train", index: int = 0) -> Figure:
+    """One image of a split with its coloured trainIds mask, to check that images and labels match."""
+    from cityseg.data import list_frames, read_image, read_train_ids
+
+    frames = list_frames(Path(root), split)
+    frame = frames[index % len(frames)]
+    return dataset_sample(read_image(frame.image), read_train_ids(frame.label), title=f"{split}: {frame.id}")
+
+
+def folds_table(folds: Mapping[str, Any], frames: Sequence[Any] | None = None) -> Table:
+    """Validation cities and image counts of every fold, to check the folds are balanced and disjoint."""
+    from cityseg.folds import fold_table
+
+    rows = [(r["fold"], ", ".join(r["cities"]), r["n_val"], r["n_train"]) for r in fold_table(dict(folds), frames)]
+    return Table.build(("fold", "validation cities", "val images", "train images"), rows,
+                       title=f"{folds['k']} folds, split by {folds['split']} (seed {folds.get('seed')})")
+
+
+def class_iou_table(cv_mean: Sequence[float | None] | None, cv_std: Sequence[float | None] | None = None,
+                    val: Sequence[float | None] | None = None) -> Table:
+    """Per-class IoU in percent: CV mean ± std and/or the official validation score."""
+    columns = ["class"]
+    if cv_mean is not None:
+        columns.append("CV IoU mean ± std")
+    if val is not None:
+        columns.append("val IoU (official)")
+    rows = []
+    for i, name in enumerate(CLASS_NAMES):
+        row: list[str] = [name]
+        if cv_mean is not None:
+            row.append(mean_std_text(cv_mean[i], cv_std[i] if cv_std is not None else None))
+        if val is not None:
+            row.append(percent(val[i]))
+        rows.append(row)
+    return Table.build(columns, rows, title="IoU per class (%)")
+

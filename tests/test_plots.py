@@ -1,0 +1,145 @@
+"""Figure builders and the plain-text tables: what they draw and how numbers are formatted."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from cityseg.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, TRAIN_ID_COLORS
+from cityseg.plots import (
+    ERROR_CORRECT,
+    ERROR_IGNORED,
+    ERROR_WRONG,
+    Example,
+    LiveCurves,
+    class_iou_bars,
+    class_legend_handles,
+    confusion_figure,
+    dataset_sample,
+    error_map,
+    figure_png,
+    mean_std_text,
+    normalize_rows,
+    percent,
+    qualitative_panel,
+    text_page,
+    training_curves,
+)
+from cityseg.report.tables import Table
+
+
+def test_percent_and_mean_std_use_one_format():
+    assert percent(0.66789) == "66.79"
+    assert percent(None) == "n/a"
+    assert percent(float("nan")) == "n/a"
+    assert mean_std_text(0.5, 0.0123) == "50.00 ± 1.23"
+    assert mean_std_text(0.5, None) == "50.00"  # one fold: no spread to show
+
+
+def test_error_map_marks_wrong_red_ignored_white_and_right_black():
+    truth = np.array([[0, 1], [IGNORE_INDEX, 2]], dtype=np.uint8)
+    pred = np.array([[0, 2], [5, 2]], dtype=np.uint8)
+    colours = error_map(truth, pred)
+    assert colours.shape == (2, 2, 3) and colours.dtype == np.uint8
+    assert tuple(colours[0, 0]) == ERROR_CORRECT
+    assert tuple(colours[0, 1]) == ERROR_WRONG
+    assert tuple(colours[1, 0]) == ERROR_IGNORED  # ignored ground truth is never counted as an error
+    assert tuple(colours[1, 1]) == ERROR_CORRECT
+
+
+def test_normalize_rows_sums_each_present_class_to_one_and_leaves_absent_classes_empty():
+    conf = np.array([[8, 2, 0], [0, 0, 0], [1, 1, 2]])
+    norm = normalize_rows(conf)
+    np.testing.assert_allclose(norm[0], [0.8, 0.2, 0.0])
+    assert np.isnan(norm[1]).all()
+    np.testing.assert_allclose(norm[2].sum(), 1.0)
+
+
+def test_training_curves_draw_each_run_and_skip_missing_validation():
+    rows = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 2.5 / e, "val_miou": 0.1 * e} for e in (1, 2, 3)]
+    full = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": None, "val_miou": None} for e in (1, 2)]
+    fig = training_curves({"fold_0": rows, "fold_1": rows, "full": full})
+    ax_loss, ax_miou = fig.axes[:2]
+    labels = [line.get_label() for line in ax_loss.get_lines()]
+    assert labels == ["fold_0 train", "fold_0 val", "fold_1 train", "fold_1 val", "full train"]
+    assert [line.get_label() for line in ax_miou.get_lines()] == ["fold_0", "fold_1"]
+    np.testing.assert_allclose(ax_miou.get_lines()[0].get_ydata(), [10.0, 20.0, 30.0])  # plotted in percent
+
+
+def test_class_iou_bars_show_cv_and_val_side_by_side_with_gaps_for_absent_classes():
+    mean = [0.5] * NUM_CLASSES
+    mean[3] = None  # a class absent from every fold
+    fig = class_iou_bars(mean, [0.1] * NUM_CLASSES, [0.4] * NUM_CLASSES)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(CLASS_NAMES)
+    widths = [p.get_width() for p in ax.patches]
+    assert len(widths) == 2 * NUM_CLASSES
+    assert math.isnan(widths[3]) and widths[0] == pytest.approx(50.0) and widths[NUM_CLASSES] == pytest.approx(40.0)
+
+
+def test_confusion_figure_writes_the_diagonal_in_percent():
+    conf = np.diag(np.arange(1, NUM_CLASSES + 1)) * 3
+    conf[0, 1] = 3  # road: half right, half sidewalk
+    fig = confusion_figure(conf)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts[0] == "50" and texts[1:] == ["100"] * (NUM_CLASSES - 1)
+
+
+def test_qualitative_panel_has_four_columns_and_shrinks_big_frames_without_mixing_labels():
+    truth = np.zeros((1024, 2048), dtype=np.uint8)
+    truth[:, 1024:] = 13  # car
+    example = Example("frame", np.zeros((1024, 2048, 3), dtype=np.uint8), truth, truth.copy())
+    fig = qualitative_panel([example, example])
+    assert len(fig.axes) == 8
+    shown = fig.axes[1].get_images()[0].get_array()
+    assert max(shown.shape[:2]) <= 1024
+    colours = {tuple(c) for c in np.asarray(shown).reshape(-1, 3)}
+    assert colours == {(128, 64, 128), tuple(TRAIN_ID_COLORS[13])}  # road and car only, no blended colours
+
+
+def test_dataset_sample_legend_lists_only_classes_present():
+    mask = np.full((64, 128), IGNORE_INDEX, dtype=np.uint8)
+    mask[:32] = 10  # sky
+    mask[32:, :10] = 0  # road
+    assert [h.get_label() for h in class_legend_handles(mask)] == ["road", "sky"]
+    assert isinstance(dataset_sample(np.zeros((64, 128, 3), np.uint8), mask, "x"), Figure)
+
+
+def test_text_page_keeps_tables_as_text_and_figure_png_is_marked_as_ours():
+    table = Table.build(("class", "IoU (%)"), [("road", "97.10"), ("traffic light", "n/a")])
+    fig = text_page([("Official", table.text())], header="SYNTHETIC data")
+    texts = [t.get_text() for t in fig.texts]
+    assert "SYNTHETIC data" in texts and table.text() in texts
+    png = figure_png(fig, dpi=20)
+    assert png.startswith(b"\x89PNG") and b"cityseg" in png
+
+
+def test_table_aligns_numbers_right_and_renders_markdown():
+    table = Table.build(("class", "IoU (%)"), [("road", "97.10"), ("traffic light", "5.00 ± 1.00")], title="t")
+    lines = table.text().splitlines()
+    assert lines[0].startswith("class") and lines[1].startswith("-----")
+    assert lines[2].endswith("      97.10") and lines[3].endswith("5.00 ± 1.00")
+    assert table.markdown().splitlines()[2:4] == ["| class | IoU (%) |", "|:---|---:|"]
+    assert table.text(header=False).splitlines()[0].startswith("road")
+
+
+def test_live_curves_keep_one_row_per_epoch_and_redraw_in_place(monkeypatch):
+    shown = []
+
+    class Handle:
+        def update(self, obj):
+            shown.append(("update", obj))
+
+    def fake_display(obj, display_id=None):
+        shown.append(("display", obj))
+        return Handle()
+
+    monkeypatch.setattr("IPython.display.display", fake_display)
+    live = LiveCurves({"fold_0": [{"epoch": 1, "train_loss": 3.0, "val_loss": 3.0, "val_miou": 0.1}]})
+    live.update("fold_0", {"epoch": 1, "train_loss": 2.0, "val_loss": 2.5, "val_miou": 0.2})  # resumed epoch 1
+    live.update("fold_0", {"epoch": 2, "train_loss": 1.0, "val_loss": 2.0, "val_miou": 0.3})
+    assert [r["train_loss"] for r in live.histories["fold_0"]] == [2.0, 1.0]
+    assert [kind for kind, _ in shown] == ["display", "update"]  # one output, replaced

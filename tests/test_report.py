@@ -1,0 +1,257 @@
+"""The PDF report and the notebook helpers, built on the files of a real tiny run.
+
+One module-scoped run (2 folds x 1 epoch at 128x64, full fit, val predictions, official
+evaluation) supplies every file the report reads; nothing here is a hand-written number.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pypdf import PdfReader
+
+from cityseg.cli import main
+from cityseg.errors import UserError
+from cityseg.labels import CATEGORY_NAMES, CLASS_NAMES
+from cityseg.plots import mean_std_text, percent
+from cityseg.report import (
+    best_and_worst,
+    build_report,
+    dataset_counts,
+    figures_dir,
+    folds_table,
+    histories,
+    load_examples,
+    parse_size,
+    require_dataset,
+    score_frames,
+    spread,
+    training_config,
+)
+
+FIGURES = ("curves", "class_iou", "confusion", "examples")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(synth_root, tmp_path_factory) -> SimpleNamespace:
+    """CV (2 folds, 1 epoch) + full fit + val predictions + official evaluation + the report."""
+    from cityseg.cv import run_cv
+    from cityseg.evaluation import evaluate
+    from cityseg.predict import predict_split
+
+    torch.set_num_threads(1)
+    base = tmp_path_factory.mktemp("report_run")
+    config = training_config("seed", epochs=1, size="128x64", workers=0, device="cpu", encoder_weights="none",
+                             overrides={"lr": 1e-3})
+    summary = run_cv(synth_root, base / "runs", config, k=2, split="city", progress=False)
+    predict_split(base / "runs" / "full" / "best.pt", synth_root, "val", out_dir=base / "pred", device="cpu",
+                  progress=False)
+    evaluation = evaluate(base / "pred", synth_root, "val", engine="both", json_out=base / "eval" / "val.json",
+                          workers=1)
+    pdf = build_report(base / "runs", base / "eval" / "val.json", base / "report.pdf", pred_dir=base / "pred",
+                       root=synth_root)
+    return SimpleNamespace(base=base, root=synth_root, runs=base / "runs", eval_json=base / "eval" / "val.json",
+                           pred=base / "pred", pdf=pdf, summary=summary, evaluation=evaluation)
+
+
+def page_texts(pdf: Path) -> list[str]:
+    return [page.extract_text() for page in PdfReader(pdf).pages]
+
+
+def copy_runs(tiny_run, tmp_path: Path) -> Path:
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run.runs, runs, ignore=shutil.ignore_patterns("*.pt"))
+    return runs
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The PDF
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_report_has_every_page_and_each_header_says_synthetic(tiny_run):
+    texts = page_texts(tiny_run.pdf)
+    assert len(texts) == 7  # overview, folds, curves, class IoU, confusion, examples, official table
+    for text in texts:
+        assert "SYNTHETIC data" in text
+    assert "not meaningful" in texts[0].lower() and "66.79" in texts[0]
+
+
+def test_report_numbers_match_summary_and_evaluation_json(tiny_run):
+    texts = page_texts(tiny_run.pdf)
+    summary = json.loads((tiny_run.runs / "summary.json").read_text())
+    evaluation = json.loads(tiny_run.eval_json.read_text())
+    cv_text = mean_std_text(summary["miou_mean"], summary["miou_std"])
+    val_text = percent(evaluation["averageScoreClasses"])
+    assert cv_text in texts[0] and cv_text in texts[1]
+    assert f"Validation mIoU (official cityscapesscripts): {val_text} %" in texts[0]
+    for fold in summary["folds"]:
+        assert re.search(rf"^{fold['fold']}\s.*{re.escape(percent(fold['val_miou']))}$", texts[1], re.M)
+    official = texts[-1]
+    for name in CLASS_NAMES:
+        iou, iiou = percent(evaluation["classScores"][name]), percent(evaluation["classInstScores"][name])
+        assert re.search(rf"^{name}\s+{re.escape(iou)}\s+{re.escape(iiou)}$", official, re.M), name
+    for name in CATEGORY_NAMES:
+        assert re.search(rf"^{name}\s+{re.escape(percent(evaluation['categoryScores'][name]))}\s", official, re.M)
+    assert re.search(rf"mean \(mIoU / iIoU\)\s+{re.escape(val_text)}\s", official)
+
+
+def test_report_metadata_and_figures_beside_the_pdf(tiny_run):
+    reader = PdfReader(tiny_run.pdf)
+    assert "SYNTHETIC" in reader.metadata.title
+    assert reader.metadata.creation_date.date() >= datetime.date.today() - datetime.timedelta(days=1)
+    folder = figures_dir(tiny_run.pdf)
+    assert folder == tiny_run.pdf.with_name("report_figures")
+    for name in FIGURES:
+        with Image.open(folder / f"{name}.png") as image:
+            assert image.format == "PNG" and image.width > 300
+
+
+def test_report_rebuilds_over_its_own_files_but_never_over_foreign_ones(tiny_run, tmp_path):
+    out = tmp_path / "report.pdf"
+    build_report(tiny_run.runs, tiny_run.eval_json, out)  # no predictions: no examples page
+    assert len(PdfReader(out).pages) == 6
+    build_report(tiny_run.runs, tiny_run.eval_json, out)  # again: our own PDF may be replaced
+    foreign = tmp_path / "notes.pdf"
+    foreign.write_bytes(b"%PDF-1.4 someone else's file")
+    with pytest.raises(UserError, match="not written by `cityseg report`"):
+        build_report(tiny_run.runs, tiny_run.eval_json, foreign)
+    assert foreign.read_bytes() == b"%PDF-1.4 someone else's file"
+
+
+def test_report_on_cityscapes_compares_with_the_reference(tiny_run, tmp_path):
+    runs = copy_runs(tiny_run, tmp_path)
+    for config_path in runs.glob("*/config.json"):
+        config = json.loads(config_path.read_text())
+        config.update(synthetic=False, data_root=str(tmp_path / "cityscapes"))
+        config_path.write_text(json.dumps(config))
+    evaluation = json.loads(tiny_run.eval_json.read_text())
+    evaluation["cityseg"]["synthetic"] = False
+    eval_json = tmp_path / "val.json"
+    eval_json.write_text(json.dumps(evaluation))
+    texts = page_texts(build_report(runs, eval_json, tmp_path / "real.pdf"))
+    assert all("Cityscapes data" in text and "SYNTHETIC" not in text for text in texts)
+    difference = 100 * evaluation["averageScoreClasses"] - 66.79
+    assert f"Difference to the reference: {difference:+.2f} points." in texts[0]
+
+
+@pytest.mark.parametrize(
+    ("damage", "named", "command"),
+    [
+        (lambda runs, ev: (runs / "summary.json").unlink(), "summary.json", "cityseg cv"),
+        (lambda runs, ev: (runs / "folds.json").write_text("{not json"), "folds.json", "cityseg cv"),
+        (lambda runs, ev: (runs / "fold_1" / "log.jsonl").write_text('{"epoch": 1}\n{oops\n{"epoch": 2}\n'),
+         "log.jsonl", "cityseg cv"),
+        (lambda runs, ev: (runs / "full" / "config.json").unlink(), "config.json", "cityseg cv"),
+        (lambda runs, ev: ev.unlink(), "val.json", "cityseg evaluate"),
+        (lambda runs, ev: ev.write_text('{"confMatrix": []}'), "val.json", "cityseg evaluate"),
+    ],
+)
+def test_missing_or_corrupt_run_files_name_the_file_and_the_command(tiny_run, tmp_path, damage, named, command):
+    runs = copy_runs(tiny_run, tmp_path)
+    eval_json = tmp_path / "val.json"
+    shutil.copy(tiny_run.eval_json, eval_json)
+    damage(runs, eval_json)
+    with pytest.raises(UserError) as caught:
+        build_report(runs, eval_json, tmp_path / "report.pdf")
+    assert named in str(caught.value) and command in str(caught.value)
+    assert not (tmp_path / "report.pdf").exists()
+
+
+def test_cli_report_writes_pdf_and_maps_bad_input_to_exit_2(tiny_run, tmp_path, capsys):
+    out = tmp_path / "cli.pdf"
+    code = main(["report", str(tiny_run.runs), "--eval", str(tiny_run.eval_json), "--out", str(out),
+                 "--predictions", str(tiny_run.pred), "--root", str(tiny_run.root)])
+    assert code == 0 and len(PdfReader(out).pages) == 7
+    assert str(out) in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "nowhere"), "--eval", str(tiny_run.eval_json), "--out", str(out)]) == 2
+    assert "cityseg cv" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Frames: per-frame scores and examples
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_perfect_predictions_score_one_and_show_no_errors(tiny_run, tmp_path):
+    from cityseg.data import list_frames
+
+    perfect = tmp_path / "perfect"
+    perfect.mkdir()
+    frames = list_frames(tiny_run.root, "val", label_source="ids")
+    for frame in frames:
+        shutil.copy(frame.label_ids, perfect / f"{frame.id}_leftImg8bit.png")
+    scores = score_frames(perfect, tiny_run.root)
+    assert [s.miou for s in scores] == [1.0] * len(frames)
+    example = load_examples([frames[0].id], perfect, tiny_run.root)[0]
+    labelled = example.truth != 255
+    assert labelled.any() and (example.prediction[labelled] == example.truth[labelled]).all()
+
+
+def test_frame_scores_sorted_worst_first_and_best_and_worst_pick_both_ends(tiny_run):
+    scores = score_frames(tiny_run.pred, tiny_run.root)
+    assert len(scores) == tiny_run.evaluation["cityseg"]["n_frames"]
+    assert [s.miou for s in scores] == sorted(s.miou for s in scores)
+    picked = best_and_worst(scores, count=1)
+    assert picked == [scores[-1], scores[0]]
+
+
+def test_spread_picks_evenly_and_keeps_short_lists():
+    assert spread(["c", "a", "b"], 5) == ["a", "b", "c"]
+    assert spread([str(i) for i in range(10)], 3) == ["0", "4", "9"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Notebook helpers
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_training_config_turns_notebook_parameters_into_a_config():
+    config = training_config("seed", epochs=3, size="256x128", workers=0, encoder_weights="none",
+                             overrides={"lr": 1e-3})
+    assert (config.epochs, config.size, config.workers, config.encoder_weights, config.lr) == (3, (256, 128), 0,
+                                                                                             None, 1e-3)
+    assert training_config("seed", workers=0).epochs == 10  # None keeps the recipe's value
+    assert parse_size(None) is None and parse_size([64, 32]) == (64, 32)
+    with pytest.raises(UserError, match="WIDTHxHEIGHT"):
+        parse_size("large")
+
+
+def test_require_dataset_explains_download_prepare_and_demo(tmp_path):
+    with pytest.raises(UserError) as caught:
+        require_dataset(tmp_path / "cityscapes")
+    message = str(caught.value)
+    for hint in ("cityseg download", "gtFine_trainvaltest.zip", "leftImg8bit_trainvaltest.zip", "cityseg prepare",
+                 "make demo"):
+        assert hint in message
+
+
+def test_dataset_counts_and_folds_table_match_the_data(tiny_run):
+    from cityseg.data import list_frames
+
+    table = dataset_counts(tiny_run.root)
+    totals = {row[0]: int(row[2]) for row in table.rows if row[1].startswith("total")}
+    assert totals == {split: len(list_frames(tiny_run.root, split, label_source=None))
+                      for split in ("train", "val", "test")}
+    folds = json.loads((tiny_run.runs / "folds.json").read_text())
+    rows = folds_table(folds).rows
+    assert [int(r[2]) for r in rows] == [len(f["val"]) for f in folds["folds"]]
+    assert sum(int(r[2]) for r in rows) == totals["train"]  # each train image is validated exactly once
+
+
+def test_histories_read_back_every_logged_epoch(tiny_run, tmp_path):
+    logged = histories(tiny_run.runs)
+    assert list(logged) == ["fold_0", "fold_1", "full"]
+    assert all(len(rows) == 1 and rows[0]["epoch"] == 1 for rows in logged.values())
+    assert list(histories(tiny_run.runs, names=["full"])) == ["full"]
+    assert histories(tmp_path / "new") == {}
+    assert np.isfinite(logged["fold_0"][0]["train_loss"])
