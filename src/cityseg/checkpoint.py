@@ -8,13 +8,15 @@ crash or a full disk leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import collections
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cityseg.errors import UserError
+from cityseg.errors import UserError, describe_error, name_the_file
 from cityseg.fileio import atomic_write_bytes
 
 __all__ = ["atomic_write_bytes", "load_checkpoint", "save_checkpoint"]
@@ -23,11 +25,43 @@ FORMAT = "cityseg-checkpoint"
 FORMAT_VERSION = 1
 ARCHITECTURE = "unet-resnet34"
 
+# What `torch.load(weights_only=True)` rebuilds without running code (exact types: subclasses are refused).
+_PLAIN_LEAVES = (type(None), bool, int, float, complex, str, bytes, bytearray, torch.dtype, torch.device, torch.Size)
+_PLAIN_MAPPINGS = (dict, collections.OrderedDict, collections.Counter)
+_PLAIN_SEQUENCES = (list, tuple, set)
+
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write `state` (tensors and plain types) atomically, stamped with format and architecture."""
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": ARCHITECTURE, **state}
-    atomic_write_bytes(Path(path), lambda handle: torch.save(payload, handle))
+    _check_plain(payload, "state")
+    try:
+        atomic_write_bytes(Path(path), lambda handle: torch.save(payload, handle))
+    except OSError as exc:  # a full disk fails inside write(), whose error names no file
+        named = name_the_file(exc, path)
+        if named is exc:
+            raise
+        raise named from exc
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Refuse, at save time, what a weights_only load would refuse, so a run never writes an unloadable file."""
+    kind = type(value)
+    if kind in _PLAIN_LEAVES or isinstance(value, torch.Tensor):
+        return
+    if kind in _PLAIN_MAPPINGS:
+        for key, item in value.items():
+            _check_plain(key, f"{where} key {key!r}")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    if kind in _PLAIN_SEQUENCES:
+        for index, item in enumerate(value):
+            _check_plain(item, f"{where}[{index}]")
+        return
+    raise TypeError(
+        f"checkpoint entry {where} is a {kind.__module__}.{kind.__qualname__}; checkpoints hold only tensors and "
+        "plain Python types (convert numpy values with .tolist() or float(), paths with str())."
+    )
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -37,16 +71,18 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise UserError(f"checkpoint {path} does not exist; pass the best.pt or last.pt of a run folder.")
     if path.stat().st_size == 0:
         raise UserError(f"checkpoint {path} is empty (0 bytes); pass the best.pt or last.pt of a finished run.")
+    _check_crcs(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UserError(
-            f"{path} is not a plain-tensor cityseg checkpoint and was not opened, because loading it would "
-            f"run code it contains ({str(exc).splitlines()[0]}). Use a best.pt or last.pt written by cityseg."
+            f"{path} is not a plain-tensor cityseg checkpoint, so it was not opened: it holds objects other than "
+            f"tensors and plain values, which could run code when loaded ({_unpickler_reason(exc)}), or it is "
+            "damaged. Use a best.pt or last.pt written by cityseg."
         ) from None
     except Exception as exc:  # the unpickler raises many kinds (IndexError on text files, EOFError, ...)
         raise UserError(
-            f"{path} cannot be read as a checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); "
+            f"{path} cannot be read as a checkpoint ({describe_error(exc)}); "
             "it may be truncated or not a checkpoint. Use a best.pt or last.pt written by cityseg."
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -57,3 +93,35 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             "use a checkpoint trained by this version of cityseg."
         )
     return state
+
+
+def _unpickler_reason(exc: pickle.UnpicklingError) -> str:
+    """What torch's refusal says was refused (e.g. 'Unsupported global: GLOBAL os.system'), minus its unsafe advice."""
+    text = str(exc)
+    if "WeightsUnpickler error:" not in text:
+        return "it is not a weights-only pickle"
+    detail = text.split("WeightsUnpickler error:", 1)[1].strip()
+    first = detail.splitlines()[0] if detail else "unsupported content"
+    return first.split(" was not an allowed global")[0].strip()
+
+
+def _check_crcs(path: Path) -> None:
+    """Refuse a checkpoint whose stored CRCs do not match: torch.load would silently load flipped weights."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except Exception:  # noqa: BLE001 - not a readable zip (truncated, or not a checkpoint): torch.load says so below
+        return
+    with archive:
+        for info in archive.infolist():
+            if info.CRC == 0:
+                continue  # torch can be told not to record CRCs (serialization compute_crc32=False)
+            try:
+                with archive.open(info) as member:
+                    while member.read(1 << 22):  # zipfile compares the CRC when the member is read to its end
+                        pass
+            except Exception as exc:  # noqa: BLE001 - a damaged archive fails in many ways (BadZipFile, zlib, ...)
+                raise UserError(
+                    f"checkpoint {path} is damaged: its part {info.filename} does not read back as written "
+                    f"({describe_error(exc)}), so the file changed on disk or in a copy. Use another copy, or the "
+                    "run's other checkpoint (best.pt or last.pt)."
+                ) from None

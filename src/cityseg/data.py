@@ -24,7 +24,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from cityseg.errors import UserError, format_paths
+from cityseg.errors import UserError, describe_error, format_paths
 from cityseg.labels import IGNORE_INDEX, NUM_CLASSES, VALID_LABEL_IDS, ids_to_train_ids
 
 SPLITS = ("train", "val", "test")
@@ -316,18 +316,19 @@ def check_polygons(root: Path, splits: Sequence[str] = ("train", "val")) -> None
 # ----------------------------------------------------------------------------------------------------------
 
 
-def describe_error(exc: BaseException) -> str:
-    """'Type: first line' of an exception, so a UserError can quote the cause without a traceback."""
-    lines = str(exc).splitlines()
-    return f"{exc.__class__.__name__}: {lines[0]}" if lines else exc.__class__.__name__
-
-
 def _decode(path: Path, what: str, fix: str) -> Image.Image:
     """Fully decode a PNG so truncation surfaces here, as a UserError naming the file."""
+    image = None
     try:
         image = Image.open(path)
+        # A damaged header can claim a huge size; refuse before decoding allocates it (Cityscapes: 2 Mpx).
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit and image.width * image.height > limit:
+            raise ValueError(f"its header claims {image.width}x{image.height} pixels, over PIL's MAX_IMAGE_PIXELS")
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        if image is not None:
+            image.close()
         raise UserError(
             f"cannot read {what} {path} ({describe_error(exc)}); "
             f"the file is missing, truncated or corrupt. {fix}"
@@ -343,7 +344,7 @@ def read_image(path: Path) -> np.ndarray:
         return np.array(image)  # a writable copy: torch warns on (and may not) share read-only buffers
 
 
-def _label_array(path: Path) -> np.ndarray:
+def _label_array(path: Path, label_source: str) -> np.ndarray:
     fix = (
         f"If it is a *{TRAIN_IDS_SUFFIX} file, delete it and run `cityseg prepare ROOT` to rewrite it; "
         "otherwise re-extract it from gtFine_trainvaltest.zip."
@@ -357,7 +358,7 @@ def _label_array(path: Path) -> np.ndarray:
         array = np.array(image)
     if array.dtype != np.uint8:
         if array.size and (array.min() < 0 or array.max() > 255):
-            _raise_bad_values(path, array, "trainIds")
+            _raise_bad_values(path, array, label_source)
         array = array.astype(np.uint8)
     return array
 
@@ -381,7 +382,7 @@ def read_train_ids(path: Path, label_source: str = "trainIds") -> np.ndarray:
     """(H, W) uint8 trainIds (255 = ignore) from a labelTrainIds PNG, or from a labelIds PNG via the official LUT."""
     _check_label_source(label_source)
     path = Path(path)
-    array = _label_array(path)
+    array = _label_array(path, label_source)
     valid = _VALID_IDS if label_source == "ids" else _VALID_TRAIN_IDS
     # max() is far cheaper than a table lookup and settles the common all-valid case.
     limit = max(VALID_LABEL_IDS) if label_source == "ids" else NUM_CLASSES - 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class UserError(Exception):
     """A problem with the user's input (a path, a file, an option) that the user can fix.
@@ -25,3 +27,23 @@ def format_paths(paths, limit: int = 5) -> str:
     shown = ", ".join(paths[:limit])
     more = len(paths) - limit
     return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def describe_error(exc: BaseException) -> str:
+    """'Type: first line' of an exception, so a UserError can quote the cause without a traceback."""
+    lines = str(exc).splitlines()
+    return f"{exc.__class__.__name__}: {lines[0]}" if lines else exc.__class__.__name__
+
+
+def name_the_file(exc: OSError, path) -> OSError:
+    """The same OS error naming `path` when it named no file or only our hidden temp file beside `path`.
+
+    A full disk surfaces in `write()`, whose OSError carries no file name; the user needs the file
+    they asked for (the CLI prints it), not a temp file. Temp files are named `.<name>.*`.
+    """
+    path = Path(path)
+    if exc.filename is not None and not Path(exc.filename).name.startswith(f".{path.name}."):
+        return exc
+    renamed = OSError(exc.errno, exc.strerror or str(exc), str(path))
+    renamed.__cause__ = exc
+    return renamed

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from cityseg.errors import name_the_file
+
 
 def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Call `write(file_object)` on a temp file beside `path`, fsync it, then rename it over `path`.
@@ -27,6 +29,9 @@ def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], object]) -> None:
         os.umask(umask)
         os.chmod(tmp_name, 0o666 & ~umask)
         os.replace(tmp_name, path)
+    except OSError as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise name_the_file(exc, path) from exc
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise

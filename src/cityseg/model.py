@@ -15,8 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cityseg.data import describe_error
-from cityseg.errors import UserError
+from cityseg.errors import UserError, describe_error
 from cityseg.labels import NUM_CLASSES
 
 ENCODER = "resnet34"

@@ -1,10 +1,12 @@
 """`cityseg prepare`: write the `*_labelTrainIds.png` files training reads, from the polygon JSONs.
 
-Each file is rendered by the official `cityscapesscripts.preparation.json2labelImg.json2labelImg(json,
-png, "trainIds")`, so the output equals what `csCreateTrainIdLabelImgs` writes, pixel for pixel; unlike
+Each file is rendered by the official converter: the steps of `cityscapesscripts.preparation.json2labelImg.
+json2labelImg(json, png, "trainIds")` (its Annotation reader and createLabelImage), with a size check in
+between, so the output equals what `csCreateTrainIdLabelImgs` writes, pixel for pixel; unlike
 that script it needs no environment variable, runs on all cores, skips files that are already up to
 date, and writes each PNG atomically so an interrupted run never leaves a half-written label that a
-later run would skip as current.
+later run would skip as current. Ctrl-C stops after the files in progress; a killed run leaves at most
+hidden temp files, which the next run removes.
 """
 
 from __future__ import annotations
@@ -12,20 +14,28 @@ from __future__ import annotations
 import contextlib
 import io
 import multiprocessing
+import multiprocessing.connection
 import os
+import re
 import secrets
+import signal
+import socket
+import threading
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from cityseg.errors import UserError
+from cityseg.errors import UserError, describe_error, name_the_file
 
 # Worker processes import this module, so it stays free of torch: cityseg.data is imported lazily.
 COARSE_DIR = "gtCoarse"
 COARSE_POLYGONS_SUFFIX = "_gtCoarse_polygons.json"
 _CHUNK = 16  # files per worker task: enough to hide the inter-process round trip
+# Temp files: ".<output name>.<host>-<pid>-<random>.tmp.png"; host and pid tell a dead writer's leftovers.
+_TEMP_NAME = re.compile(r"^\.(?P<output>.+_labelTrainIds\.png)\.(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}\.tmp\.png$")
 
 
 @dataclass
@@ -48,16 +58,39 @@ def _is_up_to_date(json_path: Path, out_path: Path) -> bool:
         return False
 
 
+def _temp_path(out_path: Path) -> Path:
+    return out_path.with_name(f".{out_path.name}.{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}.tmp.png")
+
+
+def _check_canvas(annotation, json_path: Path) -> None:
+    """Refuse an absurd imgWidth x imgHeight before the converter allocates it (a flipped digit can ask for 40 GB)."""
+    from PIL import Image
+
+    width, height = annotation.imgWidth, annotation.imgHeight
+    limit = Image.MAX_IMAGE_PIXELS or 2**28
+    if not (0 < width and 0 < height and width * height <= limit):
+        raise UserError(
+            f"cannot convert {json_path}: it declares a {width}x{height} image (imgWidth x imgHeight), which is "
+            "empty or implausibly large (Cityscapes frames are 2048x1024); the file is corrupt, re-extract it "
+            "from the Cityscapes zip."
+        )
+
+
 def convert_one(json_path: Path, out_path: Path) -> None:
     """Render one JSON with the official converter into a temp PNG beside the output, then rename it into place."""
-    from cityscapesscripts.preparation.json2labelImg import json2labelImg
+    from cityscapesscripts.helpers.annotation import Annotation
+    from cityscapesscripts.preparation.json2labelImg import createLabelImage
 
     # PIL creates the temp file itself (normal permissions) and picks the PNG encoder from its suffix.
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp.png")
+    tmp = _temp_path(out_path)
     captured = io.StringIO()
     try:
         with contextlib.redirect_stdout(captured):  # the converter prints its errors before sys.exit
-            json2labelImg(str(json_path), str(tmp), "trainIds")
+            # json2labelImg(json, png, "trainIds") step by step, to check the size before drawing.
+            annotation = Annotation()
+            annotation.fromJsonFile(str(json_path))
+            _check_canvas(annotation, json_path)
+            createLabelImage(annotation, "trainIds").save(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, out_path)
@@ -67,16 +100,52 @@ def convert_one(json_path: Path, out_path: Path) -> None:
             f"cannot convert {json_path}: {reason}. The file is not a valid Cityscapes polygon annotation; "
             "re-extract it from the Cityscapes zip."
         ) from None
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-        from cityseg.data import describe_error
-
+    except OSError as exc:  # a full disk fails inside write(), whose error names no file
+        named = name_the_file(exc, out_path)
+        if named is exc:
+            raise
+        raise named from exc
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, ArithmeticError, RecursionError) as exc:
         raise UserError(
             f"cannot convert {json_path}: it is corrupt or not a Cityscapes polygon annotation "
-            f"({describe_error(exc)}); re-extract it from "
-            "the Cityscapes zip."
+            f"({describe_error(exc)}); re-extract it from the Cityscapes zip."
         ) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _writer_is_gone(host: str, pid: int) -> bool:
+    """True when the process that wrote a temp file no longer runs (only decidable on this host)."""
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: alive, another user's
+        return False
+    # A killed worker can linger as a zombie until its new parent reaps it: it writes nothing any more.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("Z", "X")
+
+
+def remove_stale_temp_files(folders: Iterable[Path]) -> int:
+    """Delete temp PNGs that a killed `prepare` left in these folders (only ours, and only of dead writers)."""
+    removed = 0
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            match = _TEMP_NAME.match(entry.name)
+            if match and entry.is_file() and _writer_is_gone(match["host"], int(match["pid"])):
+                Path(entry.path).unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def _convert_chunk(pairs: list[tuple[Path, Path]]) -> int:
@@ -100,15 +169,47 @@ def find_annotations(root: Path, coarse: bool = False) -> list[Path]:
     return files
 
 
+def _worker_start() -> None:
+    """Pool worker set-up: Ctrl-C is the parent's to handle, and a worker exits when its parent dies (kill -9)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with_parent, args=(parent.sentinel,), daemon=True).start()
+
+
+def _exit_with_parent(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])  # readable once the parent is gone
+    os._exit(1)  # a file in progress stays a hidden temp file, removed by the next run
+
+
+@contextlib.contextmanager
+def _children_ignore_sigint() -> Iterator[None]:
+    """Processes started in here inherit an ignored SIGINT, so a Ctrl-C during their start-up cannot kill them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
 def _run_parallel(todo: list[tuple[Path, Path]], workers: int, bar: tqdm) -> None:
-    """Convert chunks in worker processes; the first failure cancels what has not started and is re-raised."""
+    """Convert chunks in worker processes; the first failure or Ctrl-C cancels what has not started and is re-raised.
+
+    Files in progress are finished first (each takes milliseconds), so an interrupted run leaves only whole PNGs.
+    """
     chunks = [todo[i : i + _CHUNK] for i in range(0, len(todo), _CHUNK)]
     # spawn: workers start clean (no inherited torch/OpenMP threads) and import only this light module.
     pool = ProcessPoolExecutor(
-        max_workers=min(workers, len(chunks)), mp_context=multiprocessing.get_context("spawn")
+        max_workers=min(workers, len(chunks)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_start,
     )
     try:
-        pending = {pool.submit(_convert_chunk, chunk) for chunk in chunks}
+        with _children_ignore_sigint():  # the pool starts its processes during submit()
+            pending = {pool.submit(_convert_chunk, chunk) for chunk in chunks}
         while pending:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
             for future in done:
@@ -126,6 +227,7 @@ def prepare_dataset(
     root = Path(root)
     check_polygons(root)
     pairs = [(j, output_path(j)) for j in find_annotations(root, coarse)]
+    remove_stale_temp_files(sorted({out.parent for _, out in pairs}))
     todo = [(j, o) for j, o in pairs if not _is_up_to_date(j, o)]
     if workers is None:
         from cityseg.cli.common import default_workers

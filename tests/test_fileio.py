@@ -1,0 +1,33 @@
+"""Atomic writes: all or nothing, and a full disk names the file the user asked for."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from cityseg.fileio import atomic_write_bytes, atomic_write_text
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    target = tmp_path / "sub" / "a.json"
+    atomic_write_text(target, "first")
+    atomic_write_text(target, "second")
+    assert target.read_text() == "second"
+    assert [p.name for p in target.parent.iterdir()] == ["a.json"]
+
+
+def test_full_disk_keeps_the_old_file_and_names_the_target(tmp_path):
+    target = tmp_path / "evaluation.json"
+    atomic_write_text(target, "old")
+
+    def write_half_then_fail(handle):
+        handle.write(b"new and half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as info:
+        atomic_write_bytes(target, write_half_then_fail)
+    assert info.value.errno == errno.ENOSPC
+    assert info.value.filename == str(target)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["evaluation.json"]
