@@ -1,0 +1,74 @@
+"""The fast engine's per-frame counting against the script's own per-instance definition, on hand-made arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cityscapesscripts.helpers.labels import id2label
+
+from cityseg.errors import UserError
+from cityseg.evaluation.fast import INSTANCE_CATEGORIES, _instance_counts, _joint_counts
+
+PERSON, RIDER, CAR, TRUCK, CARAVAN, ROAD = 24, 25, 26, 27, 29, 7
+WHERE = Path("frame_gtFine_instanceIds.png")
+
+
+def per_instance_reference(instances: np.ndarray, pred: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """What evalPixelLevelSemanticLabeling does: one mask per instance id, in np.unique order."""
+    rows = []
+    for inst_id in np.unique(instances[instances > 1000]):
+        label = id2label[int(inst_id) // 1000]
+        if label.ignoreInEval:
+            continue
+        mask = instances == inst_id
+        category_ids = INSTANCE_CATEGORIES[label.category]
+        rows.append(
+            (
+                label.id,
+                int(mask.sum()),
+                int(np.count_nonzero(pred[mask] == label.id)),
+                int(np.count_nonzero(np.isin(pred[mask], category_ids))),
+            )
+        )
+    return rows
+
+
+def test_instance_counts_match_the_scripts_per_instance_loop():
+    rng = np.random.default_rng(0)
+    # stuff ids, id 1000 exactly (not an instance), scored instances in shuffled order, an ignored caravan
+    values = [ROAD, 11, 1000, PERSON * 1000 + 3, PERSON * 1000, RIDER * 1000 + 1, CAR * 1000 + 7, TRUCK * 1000 + 2]
+    values += [CARAVAN * 1000 + 1, CAR * 1000 + 12]
+    instances = rng.choice(np.array(values, dtype=np.uint16), size=(48, 64))
+    # predictions hit the class, the category only (person <-> rider, car <-> caravan), or miss
+    pred = rng.choice(np.array([PERSON, RIDER, CAR, TRUCK, CARAVAN, ROAD, 0], dtype=np.uint8), size=(48, 64))
+    got = [tuple(row) for row in _instance_counts(instances, pred, WHERE).tolist()]
+    expected = per_instance_reference(instances, pred)
+    assert got == expected
+    assert any(category_tp > tp for _, _, tp, category_tp in got)  # category-only hits were exercised
+
+
+def test_no_instances_give_an_empty_table():
+    instances = np.full((4, 6), ROAD, dtype=np.uint16)
+    assert _instance_counts(instances, np.zeros((4, 6), np.uint8), WHERE).shape == (0, 4)
+
+
+def test_instance_ids_of_a_class_without_instances_are_a_user_error():
+    instances = np.full((4, 6), ROAD * 1000 + 1, dtype=np.uint16)  # "road instance": not Cityscapes
+    with pytest.raises(UserError, match=r"label ids \[7\]"):
+        _instance_counts(instances, np.zeros((4, 6), np.uint8), WHERE)
+
+
+def test_joint_counts_are_the_pixel_pairs():
+    gt = np.array([[7, 7, 26], [0, 33, 7]], dtype=np.uint8)
+    pred = np.array([[7, 8, 26], [7, 33, 7]], dtype=np.uint8)
+    joint = _joint_counts(gt, pred, WHERE)
+    assert joint.shape == (34, 256) and joint.sum() == gt.size
+    assert joint[7, 7] == 2 and joint[7, 8] == 1 and joint[26, 26] == 1 and joint[0, 7] == 1 and joint[33, 33] == 1
+
+
+def test_ground_truth_values_beyond_the_label_ids_name_the_file():
+    gt = np.array([[7, 40], [200, 7]], dtype=np.uint8)
+    with pytest.raises(UserError, match=r"frame_gtFine_instanceIds.png holds values \[40, 200\]"):
+        _joint_counts(gt, np.zeros_like(gt), WHERE)
