@@ -1,0 +1,592 @@
+"""Decode each split once: uint8 memmaps of images and trainIds at the training resolution.
+
+Decoding one 2048x1024 PNG costs ~33 ms of a core, reading a 512x1024 crop from a memmap ~0.1 ms, so
+training epochs after the first stop paying for PNG decoding. The cache is derived data: it can always
+be rebuilt from ROOT, so it lives outside ROOT's official tree (default `ROOT/../cityseg-cache`).
+
+Layout of a cache folder (`cityseg cache ROOT --out DIR`, `--cache DIR` on train/cv):
+
+    DIR/CITYSEG_CACHE.json              marker: cityseg owns this folder (it refuses folders without it)
+    DIR/<split>_<W>x<H>_<labels>/       one entry per split, size ("full" = source size) and label source
+        images.npy                      (N, H, W, 3) uint8, rows in index order
+        labels.npy                      (N, H, W) uint8 trainIds, 255 = ignore
+        index.json                      per frame: id, source paths (relative to ROOT), mtime_ns, bytes
+        COMPLETE                        written last; an entry without it is never read
+    DIR/.lock-<entry>                   flock: one builder per entry, concurrent trainers wait
+
+An entry is built in `DIR/.tmp-<entry>/` and renamed into place only once complete, so a killed build
+leaves at most a temp folder that the next run discards. A source whose path, size or mtime changed makes
+the entry stale; the rebuild decodes only the changed frames and copies the rest from the old entry.
+The bytes written depend only on the sources, so a rerun after SIGKILL ends equal to an uninterrupted run.
+
+Resizing uses the evaluation transform's own `v2.Resize` (image bilinear+antialias, mask nearest), so a
+cache at `--size` gives exactly the evaluation inputs of PNGs at that size. Training crops from a full-
+resolution entry equal those from PNGs bit for bit; from a downsized entry they are resampled twice,
+which `training_cache_size` avoids whenever random scaling could enlarge a crop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from cityseg.errors import UserError, format_paths
+
+MARKER = "CITYSEG_CACHE.json"
+FORMAT = "cityseg-cache"
+FORMAT_VERSION = 1
+LABEL_SOURCES = ("trainIds", "ids")
+IMAGES_FILE = "images.npy"
+LABELS_FILE = "labels.npy"
+INDEX_FILE = "index.json"
+COMPLETE_FILE = "COMPLETE"
+_ENTRY_FILES = (IMAGES_FILE, LABELS_FILE, INDEX_FILE, COMPLETE_FILE)
+# Fault injection for the kill tests: the build SIGKILLs itself at the named step (see tests/test_cache.py).
+_CRASH_ENV = "CITYSEG_CACHE_CRASH_AT"
+
+
+@dataclass(frozen=True)
+class CacheResult:
+    """What `ensure_cache` found or did for one split."""
+
+    split: str
+    path: Path  # the entry folder
+    frames: int
+    decoded: int  # frames decoded from PNG in this call
+    reused: int  # frames copied unchanged from a stale entry
+    status: str  # "fresh" (nothing to do), "built" (new entry) or "rebuilt" (stale or partial entry replaced)
+
+
+def default_cache_dir(root: Path) -> Path:
+    """Cache beside ROOT, not inside it, so ROOT keeps the official layout and can stay read-only."""
+    return Path(root).resolve().parent / "cityseg-cache"
+
+
+def entry_name(split: str, size: tuple[int, int] | None, label_source: str = "trainIds") -> str:
+    """Folder name of one entry: `train_1024x512_trainIds`, or `val_full_trainIds` at source size."""
+    size_part = "full" if size is None else f"{size[0]}x{size[1]}"
+    return f"{split}_{size_part}_{label_source}"
+
+
+def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Resize (H, W, 3) and (H, W) uint8 arrays to (W, H) with the op the evaluation transform uses.
+
+    The same `v2.Resize` as `build_transform(train=False, size=size)` (image bilinear with antialias on
+    uint8, mask nearest), so evaluating on the cache gives exactly the pixels of evaluating on PNGs.
+    """
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    resize = v2.Resize((size[1], size[0]), antialias=True)
+    image_t = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))  # (3, H, W) uint8
+    image_t, mask_t = resize(image_t, tv_tensors.Mask(torch.from_numpy(mask)))
+    return image_t.permute(1, 2, 0).numpy(), mask_t.numpy()
+
+
+def training_cache_size(
+    size: tuple[int, int] | None, aug: Sequence[str], scale_range: tuple[float, float] | None
+) -> tuple[int, int] | None:
+    """The entry size that loses nothing for these augmentations: `size`, or full resolution when random
+    scaling can enlarge past `size` (a crop upsampled from a downsized cache would be blurrier than one
+    resampled once from the source, which is what training on PNGs does)."""
+    from cityseg.transforms import DEFAULT_SCALE_RANGE
+
+    if size is not None and "scale-crop" in aug and (scale_range or DEFAULT_SCALE_RANGE)[1] > 1.0:
+        return None
+    return size
+
+
+# ----------------------------------------------------------------------------------------------------------
+# building
+
+
+def build_cache(
+    root: Path,
+    splits: Sequence[str] = ("train", "val"),
+    size: tuple[int, int] | None = None,
+    out: Path | None = None,
+    workers: int | None = None,
+    label_source: str = "trainIds",
+    progress: bool = True,
+) -> list[CacheResult]:
+    """Make every requested split's entry fresh (the `cityseg cache` command)."""
+    return [ensure_cache(root, split, size, out, label_source, workers, progress) for split in splits]
+
+
+def ensure_cache(
+    root: Path,
+    split: str,
+    size: tuple[int, int] | None = None,
+    out: Path | None = None,
+    label_source: str = "trainIds",
+    workers: int | None = None,
+    progress: bool = True,
+) -> CacheResult:
+    """Return a fresh entry for `split`, building or repairing it first when needed (safe to call each run)."""
+    from cityseg.data import list_frames
+
+    root = Path(root)
+    if label_source not in LABEL_SOURCES:
+        raise UserError(f"label source {label_source!r} is unknown; use one of {', '.join(LABEL_SOURCES)}.")
+    out = Path(out) if out is not None else default_cache_dir(root)
+    _check_outside_dataset(out, root)
+    frames = list_frames(root, split, label_source=label_source)
+    if not frames:
+        raise UserError(f"split {split!r} of {root} has no frames to cache; check ROOT and --splits.")
+    records = [_source_record(frame, root) for frame in frames]
+    _claim_folder(out)
+    name = entry_name(split, size, label_source)
+    final = out / name
+    with _entry_lock(out, name):
+        _recover_interrupted_swap(out, name)
+        old = _read_complete_index(final)
+        if old is not None and _stale_reason(old, records, size) is None:
+            return CacheResult(split, final, len(records), 0, 0, "fresh")
+        status = "built" if not final.exists() else "rebuilt"
+        if final.exists():
+            _check_only_ours(final)  # before decoding, not after an hour
+        job = _Job(split, frames, records, size, label_source, workers, progress)
+        decoded, reused = _build_entry(job, final, old)
+    return CacheResult(split, final, len(records), decoded, reused, status)
+
+
+def cache_state(root: Path, split: str, size: tuple[int, int] | None = None, out: Path | None = None,
+                label_source: str = "trainIds") -> str:
+    """Say whether an entry is usable: "fresh", "missing", "partial" or "stale: <why>" (reads no pixels)."""
+    from cityseg.data import list_frames
+
+    out = Path(out) if out is not None else default_cache_dir(root)
+    final = out / entry_name(split, size, label_source)
+    if not final.exists():
+        return "missing"
+    index = _read_complete_index(final)
+    if index is None:
+        return "partial"
+    records = [_source_record(f, Path(root)) for f in list_frames(root, split, label_source=label_source)]
+    reason = _stale_reason(index, records, size)
+    return "fresh" if reason is None else f"stale: {reason}"
+
+
+def _source_record(frame, root: Path) -> dict[str, Any]:
+    """What identifies a frame's sources: paths relative to ROOT (so ROOT may move), sizes and mtimes."""
+    record: dict[str, Any] = {"id": frame.id}
+    for key, path in (("image", frame.image), ("label", frame.label)):
+        stat = Path(path).stat()
+        record[key] = os.path.relpath(path, root)
+        record[f"{key}_bytes"] = stat.st_size
+        record[f"{key}_mtime_ns"] = stat.st_mtime_ns
+    return record
+
+
+def _stale_reason(index: dict[str, Any], records: list[dict[str, Any]], size: tuple[int, int] | None) -> str | None:
+    """Why an index no longer matches the sources (None when it does)."""
+    if index.get("requested_size") != (list(size) if size else None):
+        return f"built for size {index.get('requested_size')}, asked for {size}"
+    old_ids = [r["id"] for r in index["frames"]]
+    new_ids = [r["id"] for r in records]
+    if old_ids != new_ids:
+        added = sorted(set(new_ids) - set(old_ids))
+        removed = sorted(set(old_ids) - set(new_ids))
+        return f"frames added {format_paths(added, 3) or 'none'}, removed {format_paths(removed, 3) or 'none'}"
+    changed = [new["id"] for old, new in zip(index["frames"], records, strict=True) if old != new]
+    if changed:
+        return f"{len(changed)} source(s) changed since the build, e.g. {format_paths(changed, 3)}"
+    return None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One entry to build: the split's frames, their source records and how to decode them."""
+
+    split: str
+    frames: list  # cityseg.data.Frame, in index order
+    records: list[dict[str, Any]]
+    size: tuple[int, int] | None
+    label_source: str
+    workers: int | None
+    progress: bool
+
+
+def _build_entry(job: _Job, final: Path, old: dict[str, Any] | None) -> tuple[int, int]:
+    """Write a whole entry into `.tmp-<name>` and swap it into place; returns (decoded, reused)."""
+    tmp = final.parent / f".tmp-{final.name}"
+    if tmp.exists():
+        _remove_entry(tmp)  # left by a killed build: never used, start again
+    tmp.mkdir()
+    try:
+        decoded, reused = _fill_entry(job, tmp, final, old)
+    except Exception:
+        _remove_entry(tmp)  # a bad frame or a full disk: nothing half-built stays behind
+        raise
+    _crash_point("before-swap")
+    _swap_into_place(tmp, final)
+    return decoded, reused
+
+
+def _fill_entry(job: _Job, tmp: Path, final: Path, old: dict[str, Any] | None) -> tuple[int, int]:
+    """Write arrays, index and (last) the complete flag into the temp folder; returns (decoded, reused)."""
+    records, frames = job.records, job.frames
+    height, width = _stored_shape(frames[0].image, job.size)
+    n = len(records)
+    _check_disk_space(tmp, n * height * width * 4)
+    images = np.lib.format.open_memmap(tmp / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(n, height, width, 3))
+    labels = np.lib.format.open_memmap(tmp / LABELS_FILE, mode="w+", dtype=np.uint8, shape=(n, height, width))
+    reusable = _reusable_rows(old, records, (height, width))
+    if reusable:
+        old_images = np.load(final / IMAGES_FILE, mmap_mode="r")
+        old_labels = np.load(final / LABELS_FILE, mmap_mode="r")
+        for row, old_row in reusable.items():
+            images[row] = old_images[old_row]
+            labels[row] = old_labels[old_row]
+        del old_images, old_labels
+    del images, labels  # unmapped here; the decoders map the files themselves
+    todo = [(row, str(frames[row].image), str(frames[row].label)) for row in range(n) if row not in reusable]
+    _decode_into(job, tmp, todo, (height, width))
+    index = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "split": job.split,
+        "label_source": job.label_source,
+        "requested_size": list(job.size) if job.size else None,
+        "shape": [n, height, width],
+        "frames": records,
+    }
+    _write_synced(tmp / INDEX_FILE, json.dumps(index, indent=1, sort_keys=True).encode() + b"\n")
+    _crash_point("before-complete")
+    _write_synced(tmp / COMPLETE_FILE, b"complete\n")  # last: its presence means every byte above is on disk
+    _fsync_dir(tmp)
+    return len(todo), len(reusable)
+
+
+def _stored_shape(first_image: Path, size: tuple[int, int] | None) -> tuple[int, int]:
+    """(H, W) of every stored frame: the requested size, else the first image's (from its header only)."""
+    if size is not None:
+        return size[1], size[0]
+    from PIL import Image
+
+    with Image.open(first_image) as image:
+        width, height = image.size
+    return height, width
+
+
+def _swap_into_place(tmp: Path, final: Path) -> None:
+    """Replace `final` by the complete `tmp`; a kill in between is repaired by `_recover_interrupted_swap`."""
+    previous = final.parent / f".old-{final.name}"
+    if final.exists():
+        os.rename(final, previous)  # a folder cannot be renamed over a non-empty one: two steps
+        _crash_point("mid-swap")
+    os.rename(tmp, final)
+    _fsync_dir(final.parent)
+    if previous.exists():
+        _remove_entry(previous)
+
+
+def _reusable_rows(old: dict[str, Any] | None, records, shape_hw) -> dict[int, int]:
+    """Rows of the new entry whose sources are unchanged in the old one (new row -> old row)."""
+    if old is None or tuple(old["shape"][1:]) != tuple(shape_hw):
+        return {}
+    old_rows = {r["id"]: (row, r) for row, r in enumerate(old["frames"])}
+    return {row: old_rows[r["id"]][0] for row, r in enumerate(records) if old_rows.get(r["id"], (0, None))[1] == r}
+
+
+# Per-process state of decode workers: the open memmaps (opened once, not per frame).
+_WORKER: dict[str, Any] = {}
+
+
+def _init_decoder(folder: str, size, shape_hw, label_source: str) -> None:
+    """Open the temp entry's arrays in this process; one thread, since the pool already uses every core."""
+    torch.set_num_threads(1)
+    _WORKER.update(
+        images=np.load(Path(folder) / IMAGES_FILE, mmap_mode="r+"),
+        labels=np.load(Path(folder) / LABELS_FILE, mmap_mode="r+"),
+        size=size, shape_hw=tuple(shape_hw), label_source=label_source,
+    )
+
+
+def _decode_one(task: tuple[int, str, str]) -> int:
+    """Decode, check and resize one frame into its row; returns the row."""
+    from cityseg.data import read_image, read_train_ids
+
+    row, image_path, label_path = task
+    image = read_image(Path(image_path))  # (H, W, 3) uint8
+    mask = read_train_ids(Path(label_path), label_source=_WORKER["label_source"])  # (H, W) uint8
+    if _WORKER["size"] is not None:
+        image, mask = resize_pair(image, mask, _WORKER["size"])
+    if image.shape[:2] != _WORKER["shape_hw"] or mask.shape != image.shape[:2]:
+        h, w = _WORKER["shape_hw"]
+        raise UserError(
+            f"{image_path} is {image.shape[1]}x{image.shape[0]} (label {mask.shape[1]}x{mask.shape[0]}) but the "
+            f"cache stores {w}x{h}; frames of different sizes need a common --size WxH."
+        )
+    _WORKER["images"][row] = image
+    _WORKER["labels"][row] = mask
+    return row
+
+
+def _decode_into(job: _Job, folder: Path, todo: list[tuple[int, str, str]], shape_hw: tuple[int, int]) -> None:
+    """Fill the rows in `todo`, in worker processes when asked, then flush the arrays to disk."""
+    workers = min(job.workers or os.cpu_count() or 1, max(1, len(todo)))
+    init_args = (str(folder), job.size, shape_hw, job.label_source)
+    bar = tqdm(total=len(todo), desc=f"cache {job.split}", unit="img", disable=not job.progress, dynamic_ncols=True)
+    crash_at = max(1, len(todo) // 2)
+    with bar:
+        for done, _row in enumerate(_map_rows(todo, workers, init_args), start=1):
+            bar.update()
+            if done == crash_at:
+                _crash_point("mid-decode")
+    for name in (IMAGES_FILE, LABELS_FILE):
+        with open(folder / name, "rb+") as handle:
+            os.fsync(handle.fileno())
+
+
+def _map_rows(todo, workers: int, init_args) -> Iterator[int]:
+    """Run `_decode_one` over the tasks, in this process for one worker (no pool start-up cost)."""
+    if workers <= 1:
+        saved = torch.get_num_threads()
+        _init_decoder(*init_args)
+        try:
+            yield from map(_decode_one, todo)
+        finally:
+            _WORKER.clear()  # drop the memmaps so the files are flushed and closed
+            torch.set_num_threads(saved)
+        return
+    pool = ProcessPoolExecutor(workers, initializer=_init_decoder, initargs=init_args)
+    try:
+        yield from pool.map(_decode_one, todo, chunksize=4)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # after a bad frame, do not decode the rest
+
+
+# ----------------------------------------------------------------------------------------------------------
+# folder safety
+
+
+def _check_outside_dataset(out: Path, root: Path) -> None:
+    """Keep cache files out of the official tree, where dataset walkers would find them."""
+    out_r, root_r = out.resolve(), Path(root).resolve()
+    for sub in ("leftImg8bit", "gtFine", "gtCoarse"):
+        if out_r == root_r / sub or (root_r / sub) in out_r.parents:
+            raise UserError(
+                f"cache folder {out} is inside the dataset's {sub}/ tree; pick a folder outside it, e.g. "
+                f"{default_cache_dir(root)} (the default)."
+            )
+
+
+def _claim_folder(out: Path) -> None:
+    """Create the cache folder with its marker, or check the marker; never write into someone else's folder."""
+    marker = out / MARKER
+    if marker.is_file():
+        try:
+            ok = json.loads(marker.read_text()).get("format") == FORMAT
+        except (OSError, ValueError):
+            ok = False
+        if ok:
+            return
+    elif out.exists() and not out.is_dir():
+        raise UserError(f"cache path {out} is a file; pass a folder with --out/--cache.")
+    elif not out.exists() or not [p for p in out.iterdir() if p.name != f".{MARKER}.tmp"]:
+        out.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION,
+                           "note": "written by `cityseg cache`; safe to delete, it is rebuilt from ROOT"}, indent=1)
+        _write_synced(out / f".{MARKER}.tmp", text.encode() + b"\n")
+        os.replace(out / f".{MARKER}.tmp", marker)  # atomic: a marker is whole or absent
+        return
+    raise UserError(
+        f"{out} is not empty and has no valid {MARKER}, so it is not a cityseg cache; cityseg will not write "
+        "or delete anything there. Pass an empty or new folder with --out/--cache, or leave it out to use "
+        "the default beside ROOT."
+    )
+
+
+def _check_only_ours(path: Path) -> None:
+    """Refuse to replace an entry folder that holds files cityseg did not write."""
+    others = sorted(p.name for p in path.iterdir() if p.name not in _ENTRY_FILES)
+    if others:
+        raise UserError(
+            f"cache entry {path} holds files cityseg did not write ({format_paths(others)}); move them away "
+            "and rerun, cityseg deletes only its own files."
+        )
+
+
+def _remove_entry(path: Path) -> None:
+    """Delete an entry folder cityseg wrote, file by known file (never a recursive delete)."""
+    _check_only_ours(path)
+    for name in _ENTRY_FILES:
+        (path / name).unlink(missing_ok=True)
+    path.rmdir()
+
+
+def _recover_interrupted_swap(out: Path, name: str) -> None:
+    """A kill between the two renames of a swap leaves only `.old-<name>`: put it back (it was complete)."""
+    final, previous = out / name, out / f".old-{name}"
+    if previous.exists():
+        if final.exists():
+            _remove_entry(previous)
+        else:
+            os.rename(previous, final)
+
+
+def _read_complete_index(entry: Path) -> dict[str, Any] | None:
+    """The entry's index if it is complete and its arrays have the recorded shape, else None."""
+    if not (entry / COMPLETE_FILE).is_file():
+        return None
+    try:
+        index = json.loads((entry / INDEX_FILE).read_text())
+        if index.get("format") != FORMAT or index.get("format_version") != FORMAT_VERSION:
+            return None
+        n, h, w = index["shape"]
+        images = np.load(entry / IMAGES_FILE, mmap_mode="r")
+        labels = np.load(entry / LABELS_FILE, mmap_mode="r")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # truncated or edited by hand: rebuild rather than trust it
+    if images.shape != (n, h, w, 3) or labels.shape != (n, h, w) or images.dtype != np.uint8:
+        return None
+    return index
+
+
+@contextlib.contextmanager
+def _entry_lock(out: Path, name: str) -> Iterator[None]:
+    """Serialise builders of one entry (DDP ranks, parallel folds); the OS drops the lock if we are killed."""
+    with open(out / f".lock-{name}", "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _check_disk_space(out: Path, needed: int) -> None:
+    """Fail before decoding for an hour rather than at the last frame."""
+    free = shutil.disk_usage(out).free
+    if free < needed:
+        raise UserError(
+            f"the cache needs {needed / 1e9:.1f} GB but {out} has {free / 1e9:.1f} GB free; free some space, "
+            "pass a smaller --size, or put the cache elsewhere with --out/--cache."
+        )
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _crash_point(name: str) -> None:
+    """Let the tests SIGKILL a real build at a chosen step (nothing happens unless the variable is set)."""
+    if os.environ.get(_CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# reading
+
+
+class CachedDataset(Dataset):
+    """The items of `cityseg.data.CityscapesDataset`, read from a cache entry instead of PNGs.
+
+    `transform` is the same callable (from `cityseg.transforms.build_transform`; None = evaluation
+    transform, as there); with a cache built at the training size its resize step is a no-op. `size` and
+    `label_source` pick the entry, as in `cityseg cache`. With `root`, the sources are re-stat'ed and a
+    stale cache is refused. The memmaps open lazily in each DataLoader worker and are dropped when
+    pickled, so workers never receive a copy of the arrays.
+    """
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        split: str,
+        ids: Sequence[str] | None = None,
+        transform: Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        size: tuple[int, int] | None = None,
+        label_source: str = "trainIds",
+        root: Path | None = None,
+    ) -> None:
+        self.entry = Path(cache_dir) / entry_name(split, size, label_source)
+        index = _read_complete_index(self.entry)
+        if index is None:
+            raise UserError(
+                f"no complete cache at {self.entry}; build it with `cityseg cache ROOT --out {cache_dir} --splits "
+                f"{split}" + (f" --size {size[0]}x{size[1]}" if size else "") + f" --labels {label_source}`."
+            )
+        if root is not None:  # re-stat the sources (no walk, no decoding): a stale cache must not train
+            records = [_source_record_from_index(r, Path(root)) for r in index["frames"]]
+            changed = [new["id"] for old, new in zip(index["frames"], records, strict=True) if old != new]
+            if changed:
+                raise UserError(
+                    f"cache {self.entry} is stale: {len(changed)} source(s) changed since it was built, e.g. "
+                    f"{format_paths(changed, 3)}; rerun `cityseg cache` (it re-decodes only those)."
+                )
+        rows = {record["id"]: row for row, record in enumerate(index["frames"])}
+        self.ids = list(rows) if ids is None else list(ids)
+        missing = [i for i in self.ids if i not in rows]
+        if missing:
+            raise UserError(
+                f"cache {self.entry} has no frames {format_paths(missing)}; they are not in split {split!r} "
+                "of the ROOT it was built from. Rebuild it with `cityseg cache` for that ROOT."
+            )
+        self.rows = [rows[i] for i in self.ids]
+        if transform is None:
+            from cityseg.transforms import build_transform
+
+            transform = build_transform(train=False)  # what CityscapesDataset does without one
+        self.transform = transform
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self._open()
+        row = self.rows[index]
+        image, mask = images[row], labels[row]  # (H, W, 3), (H, W) uint8 views: only touched pages are read
+        return self.transform(image, mask)
+
+    def _open(self) -> tuple[np.ndarray, np.ndarray]:
+        # Copy-on-write: writable views (torch.from_numpy warns on read-only ones), disk never modified.
+        if self._arrays is None:
+            self._arrays = (np.load(self.entry / IMAGES_FILE, mmap_mode="c"),
+                            np.load(self.entry / LABELS_FILE, mmap_mode="c"))
+        return self._arrays
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_arrays"] = None  # each worker maps the files itself
+        return state
+
+
+def _source_record_from_index(record: dict[str, Any], root: Path) -> dict[str, Any]:
+    """Re-stat the sources an index names (cheap: no directory walk, no decoding)."""
+    fresh: dict[str, Any] = {"id": record["id"]}
+    for key in ("image", "label"):
+        fresh[key] = record[key]
+        try:
+            stat = (root / record[key]).stat()
+        except FileNotFoundError:
+            fresh[f"{key}_bytes"] = fresh[f"{key}_mtime_ns"] = None
+            continue
+        fresh[f"{key}_bytes"] = stat.st_size
+        fresh[f"{key}_mtime_ns"] = stat.st_mtime_ns
+    return fresh
