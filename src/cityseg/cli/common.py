@@ -18,26 +18,25 @@ def size_type(text: str) -> tuple[int, int]:
     return width, height
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (batch sizes, epochs, counts)."""
+def _int_at_least(text: str, minimum: int) -> int:
+    """Parse a whole number and check its lower bound, with argparse's error type."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (batch sizes, epochs, counts)."""
+    return _int_at_least(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """An integer >= 0 (worker counts, seeds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
+    return _int_at_least(text, 0)
 
 
 def default_workers() -> int:
