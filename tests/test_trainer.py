@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 import torch
+from helpers_training import CLI_ENV, cityseg_command, running, signal_when
 
 from cityseg.checkpoint import load_checkpoint
 from cityseg.config import resolve_config
@@ -145,24 +142,16 @@ def test_sigkill_mid_run_then_resume(synth_root, fold0, tmp_path):
     folds_file = tmp_path / "folds.json"
     write_folds(folds_file, make_folds(list_frames(synth_root, "train"), k=5, seed=0))
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "cityseg", "train", str(synth_root), "--out", str(run_dir), "--fold", "0",
-               "--folds-file", str(folds_file), "--epochs", "3", "--size", "64x32", "--encoder-weights", "none",
-               "--workers", "0", "--device", "cpu", "--batch-size", "8"]
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while not load_log(run_dir) and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert process.poll() is None, "the run ended before it could be killed"
-        process.send_signal(signal.SIGKILL)  # mid-epoch 2, or while saving
-    finally:
-        process.kill()
+    command = cityseg_command("train", synth_root, "--out", run_dir, "--fold", "0", "--folds-file", folds_file,
+                              "--epochs", "3", "--size", "64x32", "--encoder-weights", "none", "--workers", "0",
+                              "--device", "cpu", "--batch-size", "8")
+    with running(command) as process:
+        signal_when(process, lambda: load_log(run_dir))  # mid-epoch 2, or while saving
         process.wait()
     killed_rows = load_log(run_dir)
     assert 1 <= len(killed_rows) < 3
 
-    done = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command + ["--resume"], env=CLI_ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = load_log(run_dir)
     assert [r["epoch"] for r in rows] == [1, 2, 3]
