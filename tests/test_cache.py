@@ -86,7 +86,7 @@ def test_cached_items_equal_png_items(synth_root, tmp_path):
         assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
     # Without a transform both give the full-size evaluation tensors.
     image, mask = CachedDataset(out, "val")[1]
-    assert torch.equal(image, CityscapesDataset(frames)[1][0]) and mask.dtype == torch.int64
+    assert torch.equal(image, CityscapesDataset(frames)[1][0]) and image.dtype == mask.dtype == torch.uint8
 
     # A subset in any order maps ids to the right rows.
     ids = [frames[2].id, frames[0].id]

@@ -21,7 +21,7 @@ from cityseg.data import (
     worker_init,
 )
 from cityseg.errors import UserError
-from cityseg.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cityseg.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 
 ID_PATTERN = re.compile(r"^(?P<city>.+)_\d{6}_\d{6}$")
 
@@ -185,16 +185,18 @@ def test_train_ids_not_prepared_says_run_prepare(synth_raw_root):
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def test_dataset_item_is_normalised_image_and_int64_mask(synth_root):
+def test_dataset_item_is_uint8_image_and_mask(synth_root):
     frames = list_frames(synth_root, "val")
     image, mask = CityscapesDataset(frames)[0]
     raw = read_image(frames[0].image)
-    assert image.dtype == torch.float32 and image.shape == (3, *raw.shape[:2])
-    assert mask.dtype == torch.int64 and mask.shape == raw.shape[:2]
+    assert image.dtype == torch.uint8 and image.shape == (3, *raw.shape[:2]) and image.is_contiguous()
+    assert mask.dtype == torch.uint8 and mask.shape == raw.shape[:2]
+    assert np.array_equal(image.permute(1, 2, 0).numpy(), raw)  # the decoded pixels, untouched
+    # Normalised on the device later: the model input is ImageNet's (x / 255 - mean) / std.
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    restored = (image * std + mean).mul(255).round().byte().permute(1, 2, 0).numpy()
+    restored = (normalize(image) * std + mean).mul(255).round().byte().permute(1, 2, 0).numpy()
     assert np.array_equal(restored, raw)
-    assert torch.equal(mask, torch.from_numpy(read_train_ids(frames[0].label)).long())
+    assert torch.equal(mask, torch.from_numpy(read_train_ids(frames[0].label)))
     assert set(mask.unique().tolist()) <= set(range(19)) | {255}
 
 

@@ -10,10 +10,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from cityseg.engine import NonFiniteLossError, StepContext, train_one_epoch, validate
+from cityseg.engine import NonFiniteLossError, StepContext, to_device_batch, train_one_epoch, validate
 from cityseg.labels import NUM_CLASSES
 from cityseg.metrics import confusion_matrix, iou_per_class
 from cityseg.trainer import lr_factor
+from cityseg.transforms import normalize
 
 CPU = StepContext(torch.device("cpu"))
 
@@ -120,3 +121,15 @@ def test_lr_schedules():
     assert lr_factor(50, total, 0, "constant") == 1.0
     assert lr_factor(50, total, 0, "cosine") == pytest.approx(0.5)
     assert lr_factor(50, total, 0, "poly", power=1.0) == pytest.approx(0.5)
+
+
+def test_uint8_batches_are_normalised_and_widened_on_the_device():
+    images = torch.randint(0, 256, (2, 3, 32, 64), dtype=torch.uint8)  # (B, 3, H, W), as loaders collate
+    masks = torch.randint(0, 19, (2, 32, 64), dtype=torch.uint8)  # (B, H, W)
+    image, target = to_device_batch(images, masks, CPU)
+    assert image.dtype == torch.float32 and torch.equal(image, normalize(images)) and image.is_contiguous()
+    assert target.dtype == torch.int64 and torch.equal(target, masks.long())
+    image, _ = to_device_batch(images, masks, StepContext(torch.device("cpu"), channels_last=True))
+    assert image.is_contiguous(memory_format=torch.channels_last) and torch.equal(image, normalize(images))
+    ready = torch.randn(2, 3, 32, 64)  # float batches are taken as model-ready
+    assert torch.equal(to_device_batch(ready, masks, CPU)[0], ready)

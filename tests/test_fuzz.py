@@ -136,8 +136,8 @@ def frame(synth_root) -> Frame:
 
 def _check_item(item, shape):
     image, mask = item
-    assert image.dtype == torch.float32 and image.shape == (3, *shape)
-    assert mask.dtype == torch.int64 and mask.shape == shape
+    assert image.dtype == torch.uint8 and image.shape == (3, *shape)
+    assert mask.dtype == torch.uint8 and mask.shape == shape
     assert set(mask.unique().tolist()) <= TRAIN_IDS
 
 

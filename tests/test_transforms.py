@@ -1,4 +1,4 @@
-"""Joint transforms: image and mask stay aligned, crops avoid one-class windows, normalisation is ImageNet's."""
+"""Joint transforms: image and mask stay aligned and uint8, crops avoid one-class windows, normalisation is ImageNet's."""
 
 from __future__ import annotations
 
@@ -30,10 +30,9 @@ def _block_pair(
     return PALETTE[mask], mask
 
 
-def _denormalize(image: torch.Tensor) -> np.ndarray:
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (image * std + mean).mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()  # (H, W, 3)
+def _hwc(image: torch.Tensor) -> np.ndarray:
+    assert image.dtype == torch.uint8 and image.is_contiguous()  # what loaders collate and pass between processes
+    return image.permute(1, 2, 0).numpy()  # (H, W, 3)
 
 
 def _uniform_interior(mask: np.ndarray, radius: int = 2) -> np.ndarray:
@@ -55,9 +54,9 @@ def test_geometric_augmentations_move_image_and_mask_together():
         torch.manual_seed(seed)
         out_image, out_mask = transform(image, mask)
         assert out_image.shape == (3, 48, 96) and out_mask.shape == (48, 96)
-        assert out_image.dtype == torch.float32 and out_mask.dtype == torch.int64
-        colours = _denormalize(out_image)
-        labels = out_mask.numpy().astype(np.uint8)
+        assert out_image.dtype == torch.uint8 and out_mask.dtype == torch.uint8
+        colours = _hwc(out_image)
+        labels = out_mask.numpy()
         inside = _uniform_interior(labels)
         # Colour at each interior pixel is the colour of the class the mask says (tolerance for rounding).
         diff = np.abs(colours[inside].astype(int) - PALETTE[labels[inside]].astype(int)).max()
@@ -87,7 +86,7 @@ def test_small_scales_are_padded_with_ignore():
     assert out_mask.shape == (64, 128)
     pad = out_mask == IGNORE_INDEX
     assert pad.sum() == 64 * 128 - 32 * 64  # the scaled 64x32 image fills one quarter
-    assert np.all(_denormalize(out_image)[pad.numpy()] == 0)
+    assert np.all(_hwc(out_image)[pad.numpy()] == 0)
 
 
 def test_crop_retries_avoid_one_class_windows():
@@ -108,26 +107,31 @@ def test_crop_retries_avoid_one_class_windows():
     assert balanced_share(1.0) < 0.5  # check disabled: most windows are dominated
 
 
-def test_photometric_and_colour_ops_leave_the_mask_alone():
+@pytest.mark.parametrize("aug", [("photometric",), ("color-jitter",), ("gaussian-blur",),
+                                 ("photometric", "color-jitter", "gaussian-blur")])
+def test_photometric_and_colour_ops_work_on_uint8_and_leave_the_mask_alone(aug):
     image, mask = _block_pair(seed=5)
-    transform = build_transform(True, ("photometric", "color-jitter", "gaussian-blur"))
+    transform = build_transform(True, aug)
     changed = 0
     for seed in range(10):
         torch.manual_seed(seed)
         out_image, out_mask = transform(image, mask)
+        assert out_image.dtype == torch.uint8 and out_mask.dtype == torch.uint8
         assert np.array_equal(out_mask.numpy(), mask)
-        changed += not torch.allclose(out_image, normalize(torch.from_numpy(image).permute(2, 0, 1)))
+        changed += not np.array_equal(_hwc(out_image), image)
     assert changed > 0
 
 
-def test_eval_transform_normalises_and_resizes_width_by_height():
+def test_eval_transform_keeps_pixels_and_resizes_width_by_height():
     image, mask = _block_pair()
+    image.flags.writeable = mask.flags.writeable = False  # like cache memmaps: outputs must not be views of them
     out_image, out_mask = build_transform(False)(image, mask)
-    expected = (
-        torch.from_numpy(image).permute(2, 0, 1).float() / 255 - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    ) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    assert torch.allclose(out_image, expected, atol=1e-5)
-    assert torch.equal(out_mask, torch.from_numpy(mask).long())
+    assert np.array_equal(_hwc(out_image), image) and out_mask.dtype == torch.uint8
+    assert torch.equal(out_mask, torch.from_numpy(mask))
+    before = mask.copy()
+    out_image += 1
+    out_mask += 1
+    assert np.array_equal(mask, before) and not np.array_equal(_hwc(out_image), image)  # no shared memory
     small_image, small_mask = build_transform(False, aug=("flip",), size=(64, 32))(image, mask)
     assert small_image.shape == (3, 32, 64) and small_mask.shape == (32, 64)
     assert set(small_mask.unique().tolist()) <= set(np.unique(mask).tolist())  # nearest: no blended ids
@@ -144,3 +148,28 @@ def test_transform_pickles_for_dataloader_workers():
     image, mask = _block_pair()
     out_image, out_mask = pickle.loads(pickle.dumps(transform))(image, mask)
     assert out_image.shape == (3, 32, 64) and out_mask.shape == (32, 64)
+
+
+def test_normalize_is_imagenet_and_lays_out_as_asked():
+    image, _ = _block_pair()
+    chw = torch.from_numpy(image).permute(2, 0, 1)[None]  # (1, 3, H, W) channels-last view, as predict makes
+    expected = (chw.double() / 255 - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    out = normalize(chw)
+    assert out.dtype == torch.float32 and out.is_contiguous()
+    assert torch.allclose(out.double(), expected, atol=1e-5)
+    last = normalize(chw.contiguous(), memory_format=torch.channels_last)
+    assert last.is_contiguous(memory_format=torch.channels_last) and torch.equal(last, out)
+
+
+def test_dominant_class_ratio_estimate_is_close_on_large_windows_and_exact_on_small_ones():
+    from cityseg.transforms import _dominant_class_ratio
+
+    def exact(mask: torch.Tensor) -> float:
+        counts = torch.bincount(mask.reshape(-1).long(), minlength=256)[:IGNORE_INDEX]
+        return int(counts.max()) / int(counts.sum())
+
+    _, mask = _block_pair(seed=7, height=512, width=1024, block=24)  # blocks off the 4-pixel grid
+    large = torch.from_numpy(mask)
+    assert abs(_dominant_class_ratio(large) - exact(large)) < 0.01
+    small = large[:64, :128]
+    assert _dominant_class_ratio(small) == exact(small)

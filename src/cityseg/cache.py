@@ -45,6 +45,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from cityseg.errors import UserError, format_paths
+from cityseg.fileio import atomic_write_text
 
 MARKER = "CITYSEG_CACHE.json"
 FORMAT = "cityseg-cache"
@@ -398,12 +399,12 @@ def _claim_folder(out: Path) -> None:
             return
     elif out.exists() and not out.is_dir():
         raise UserError(f"cache path {out} is a file; pass a folder with --out/--cache.")
-    elif not out.exists() or not [p for p in out.iterdir() if p.name != f".{MARKER}.tmp"]:
+    elif not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(f".{MARKER}.")]:
         out.mkdir(parents=True, exist_ok=True)
         text = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION,
                            "note": "written by `cityseg cache`; safe to delete, it is rebuilt from ROOT"}, indent=1)
-        _write_synced(out / f".{MARKER}.tmp", text.encode() + b"\n")
-        os.replace(out / f".{MARKER}.tmp", marker)  # atomic: a marker is whole or absent
+        # unique temp names: DDP ranks may claim a new folder at the same moment
+        atomic_write_text(marker, text + "\n")
         return
     raise UserError(
         f"{out} is not empty and has no valid {MARKER}, so it is not a cityseg cache; cityseg will not write "
@@ -505,7 +506,8 @@ def _crash_point(name: str) -> None:
 
 
 class CachedDataset(Dataset):
-    """The items of `cityseg.data.CityscapesDataset`, read from a cache entry instead of PNGs.
+    """The items of `cityseg.data.CityscapesDataset` (uint8 image (3, H, W), uint8 mask (H, W)), read from a
+    cache entry instead of PNGs.
 
     `transform` is the same callable (from `cityseg.transforms.build_transform`; None = evaluation
     transform, as there); with a cache built at the training size its resize step is a no-op. `size` and

@@ -24,6 +24,7 @@ from cityseg.dist import all_reduce_sum, is_main
 from cityseg.errors import UserError
 from cityseg.labels import IGNORE_INDEX, NUM_CLASSES
 from cityseg.metrics import confusion_matrix, iou_per_class, mean_iou
+from cityseg.transforms import normalize
 
 SIDE_MULTIPLE = 32  # U-Net/ResNet-34 needs input sides divisible by 2**5
 PROGRESS_EVERY = 20  # steps between host reads of the running loss (each read is a device sync)
@@ -67,17 +68,27 @@ class StepContext:
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
 
-    def to_device(self, image: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """Copy a batch asynchronously (the loader pins memory on CUDA)."""
-        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
-        image = image.to(self.device, non_blocking=True, memory_format=memory_format)
-        return image, target.to(self.device, non_blocking=True)
-
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision where configured; a no-op context in float32."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+
+def to_device_batch(images: Tensor, masks: Tensor, context: StepContext) -> tuple[Tensor, Tensor]:
+    """Copy a loader batch to the device, then normalise and widen it there, so the host moves uint8 only.
+
+    uint8 images (B, 3, H, W) become ImageNet-normalised float32 (channels-last where configured) and masks
+    (B, H, W) become int64 for the loss. Float images are taken as already model-ready (only re-laid out).
+    """
+    memory_format = torch.channels_last if context.channels_last else torch.contiguous_format
+    images = images.to(context.device, non_blocking=True)  # non_blocking: the loader pins memory on CUDA
+    masks = masks.to(context.device, non_blocking=True)
+    if images.dtype == torch.uint8:
+        images = normalize(images, memory_format=memory_format)
+    elif context.channels_last:
+        images = images.contiguous(memory_format=memory_format)
+    return images, masks.long()
 
 
 def train_one_epoch(
@@ -100,7 +111,7 @@ def train_one_epoch(
     start = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not (progress and is_main()))
     for steps, (image, target) in enumerate(bar, start=1):
-        image, target = context.to_device(image, target)  # (B, 3, H, W), (B, H, W)
+        image, target = to_device_batch(image, target, context)  # (B, 3, H, W) float, (B, H, W) int64
         with context.autocast():
             logits = model(image)  # (B, C, H, W)
             loss = criterion(logits, target)
@@ -161,7 +172,7 @@ def validate(
     pixels = torch.zeros((), dtype=torch.long, device=device)
     start = time.perf_counter()
     for image, target in tqdm(loader, desc="validate", unit="batch", leave=False, disable=not (progress and is_main())):
-        image, target = context.to_device(image, target)  # (B, 3, H, W), (B, H, W)
+        image, target = to_device_batch(image, target, context)  # (B, 3, H, W) float, (B, H, W) int64
         with context.autocast():
             logits = full_resolution_logits(model, image, target.shape[-2:], size)  # (B, C, H, W) float32
         loss_sum += F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum").double()

@@ -322,7 +322,9 @@ def _labels_for_batch(model, images: list[torch.Tensor], device: torch.device, *
     results: list[np.ndarray | None] = [None] * len(images)
     for positions in by_shape.values():
         batch = torch.stack([images[p] for p in positions]).to(device, non_blocking=True)  # (B, H, W, 3)
-        batch = normalize(batch.permute(0, 3, 1, 2))  # (B, 3, H, W)
+        # Channels-last, the layout the permuted batch already has: CPU convolutions take their faster
+        # channels-last path and predictions stay bit-identical to earlier versions.
+        batch = normalize(batch.permute(0, 3, 1, 2), memory_format=torch.channels_last)  # (B, 3, H, W)
         probs = predict_logits(model, batch, **options)  # (B, 19, H, W)
         train_ids = probs.argmax(dim=1).to(torch.uint8).cpu().numpy()  # (B, H, W)
         for position, train_id_map in zip(positions, train_ids, strict=True):

@@ -145,7 +145,7 @@ def is_finished(run_dir: Path, epochs: int) -> bool:
 def build_datasets(
     config: TrainConfig, root: Path, train_ids: Sequence[str], val_ids: Sequence[str] | None = None
 ) -> tuple[Dataset, Dataset | None]:
-    """The one place training and validation datasets are built (the cache plugs in here).
+    """The one place training and validation datasets are built: from PNGs, or from the cache with --cache.
 
     Validation images stay at full resolution: `engine.validate` resizes them on the device to
     `config.size` and scores at the labels' resolution.
@@ -166,10 +166,32 @@ def build_datasets(
         scale_range=config.scale_range,
         crop_max_class_ratio=config.crop_max_class_ratio,
     )
-    # config.cache (--cache DIR) is recorded in the config; decoded-image caching is wired in here.
+    if config.cache:
+        return _cached_datasets(config, root, train_frames, val_frames, train_transform)
     train_set = CityscapesDataset(train_frames, transform=train_transform, label_source=config.labels)
     val_set = CityscapesDataset(val_frames, label_source=config.labels) if val_frames else None
     return train_set, val_set
+
+
+def _cached_datasets(config: TrainConfig, root: Path, train_frames: Sequence, val_frames: Sequence,
+                     train_transform) -> tuple[Dataset, Dataset | None]:
+    """Datasets over `cityseg cache` memmaps (built or refreshed here first; DDP ranks wait on a file lock).
+
+    Validation reads the cache only when it holds full-resolution frames; a downsized entry cannot give
+    the labels' resolution that validation scores at, so it reads the PNGs then.
+    """
+    from cityseg.cache import CachedDataset, ensure_cache, training_cache_size
+    from cityseg.data import CityscapesDataset
+
+    size = training_cache_size(config.size, config.aug, config.scale_range)
+    entry = ensure_cache(root, "train", size, Path(config.cache), config.labels, config.workers or None, is_main())
+    train_set = CachedDataset(entry.path.parent, "train", [f.id for f in train_frames], train_transform, size,
+                              config.labels)
+    if not val_frames:
+        return train_set, None
+    if size is None:
+        return train_set, CachedDataset(entry.path.parent, "train", [f.id for f in val_frames], None, None, config.labels)
+    return train_set, CityscapesDataset(val_frames, label_source=config.labels)
 
 
 def _frames_for(frames: dict, ids: Sequence[str], root: Path) -> list:
