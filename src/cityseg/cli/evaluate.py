@@ -40,6 +40,19 @@ def register(subparsers) -> None:
         "in a folder beside PRED_DIR, never inside it. An existing file is replaced only if cityseg wrote it",
     )
     parser.add_argument("--workers", type=positive_int, default=default_workers(), help="threads decoding PNGs (all cores)")
+    cache = parser.add_argument_group("Ground-truth cache (fast engine only; the official script always reads the PNGs)")
+    where = cache.add_mutually_exclusive_group()
+    where.add_argument(
+        "--gt-cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder keeping each split's decoded labelIds and instanceIds (in DIR/SPLIT, a memmap of 2 bytes per "
+        "pixel) so later evaluations decode only the predictions; built on first use, rebuilt when any gtFine file "
+        "of the split changes, refused if DIR holds files cityseg did not write. None means "
+        "ROOT/../cityseg-cache/eval-gt, beside the training cache (skipped with a note if not writable)",
+    )
+    where.add_argument("--no-gt-cache", action="store_true", help="decode the ground-truth PNGs every time; write no cache")
     parser.set_defaults(func=run)
 
 
@@ -57,7 +70,8 @@ def run(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TrainIdsWarning)
         try:
-            result = evaluate(args.pred_dir, args.root, args.split, args.engine, json_out, args.workers)
+            gt_cache = False if args.no_gt_cache else (args.gt_cache or True)
+            result = evaluate(args.pred_dir, args.root, args.split, args.engine, json_out, args.workers, gt_cache)
         except EngineMismatchError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -71,6 +85,9 @@ def run(args) -> int:
         line += f", official {timings['official_s']:.2f} s"
     if "fast_s" in timings:
         line += f", fast {timings['fast_s']:.2f} s ({info['workers']} workers)"
+    if info.get("gt_cache"):
+        line += f" with ground-truth cache {info['gt_cache']['status']} ({info['gt_cache']['path']}"
+        line += f", built in {info['gt_cache']['build_s']:.2f} s)" if info["gt_cache"]["status"] != "fresh" else ")"
     if info["engine"] == "both":
         line += f"; fast is {info['speedup']:.1f}x faster, max |difference| {info['max_abs_diff']:.1e}"
     print(line)

@@ -25,6 +25,9 @@ bounds the engine, so frames run in threads: PIL's decoder and torch.bincount re
 (numpy's bincount holds it while counting, which is why an earlier version gained little from a
 second thread). torchvision's libpng decoder is ~30% faster but segfaults on some damaged PNGs
 (flipped IDAT bytes, torchvision 0.29.1), and predictions are user files, so it is not used.
+The two ground-truth PNGs are the larger share and never change between evaluations, so gt_cache
+keeps them decoded, as segments (see encode_segments), and `run_fast(..., read_segments=cache.read)`
+then decodes only predictions and counts each frame with a single bincount.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -122,14 +126,19 @@ def _read_ground_truth(path: Path, what: str) -> np.ndarray:
     return array
 
 
-def _joint_counts(gt: np.ndarray, pred: np.ndarray, gt_path: Path) -> np.ndarray:
-    """(34, 256) counts of (ground-truth labelId, predicted value) pairs in one bincount pass."""
+def check_label_ids(gt: np.ndarray, gt_path: Path) -> None:
+    """Refuse ground truth outside labelIds 0..33 (the script would crash or miscount on it)."""
     if gt.size and (gt.max() >= N_IDS or gt.min() < 0):
         bad = np.unique(gt[(gt >= N_IDS) | (gt < 0)])
         raise UserError(
             f"ground truth {gt_path} holds values {bad.tolist()[:10]} that are not Cityscapes labelIds (0..33); "
             "use the shipped *_gtFine_labelIds.png files."
         )
+
+
+def _joint_counts(gt: np.ndarray, pred: np.ndarray, gt_path: Path) -> np.ndarray:
+    """(34, 256) counts of (ground-truth labelId, predicted value) pairs in one bincount pass."""
+    check_label_ids(gt, gt_path)
     index = gt.astype(np.int16) * 256 + pred  # (H, W) < 34 * 256, so int16 holds it
     return _bincount(index, N_IDS * 256).reshape(N_IDS, 256)
 
@@ -149,10 +158,7 @@ def _instance_counts(instances: np.ndarray, pred: np.ndarray, inst_path: Path) -
     One bincount over instance pixels keyed by (instance id, hit code) gives all three counts;
     `pred` must hold valid labelIds only (checked before).
     """
-    if instances.dtype != np.uint16:
-        if instances.size and (instances.min() < 0 or instances.max() > _MAX_ID):
-            _raise_bad_instances(instances[(instances < 0) | (instances > _MAX_ID)], inst_path)
-        instances = instances.astype(np.uint16)
+    instances = to_instance_ids(instances, inst_path)
     inside = instances > INSTANCE_THRESHOLD  # (H, W) instance pixels
     ids = instances[inside]  # (N,) uint16
     if ids.size == 0:
@@ -162,11 +168,19 @@ def _instance_counts(instances: np.ndarray, pred: np.ndarray, inst_path: Path) -
     keys = ids.astype(np.int32) * _N_HIT_CODES + codes  # (N,) instance id * 4 + hit code
     counts = _bincount(keys, (int(ids.max()) + 1) * _N_HIT_CODES).reshape(-1, _N_HIT_CODES)  # (ids, 4)
     present = np.flatnonzero(counts.any(axis=1))  # ascending ids, like the script's np.unique
+    return _instance_table(present, counts[present], inst_path)
+
+
+def _instance_table(present: np.ndarray, hits: np.ndarray, inst_path: Path) -> np.ndarray:
+    """(K, 4) class id, size, tp, category tp of the scored instances among `present` (ascending ids > 1000).
+
+    `hits` (len(present), 4): each instance's pixels per hit code. Instances of ignored classes are
+    dropped, of classes without instances refused.
+    """
     roles = _CLASS_ROLE[present // INSTANCE_THRESHOLD]
     if (roles < 0).any():
         _raise_bad_instances(present[roles < 0], inst_path)
-    present = present[roles == 1]
-    hits = counts[present]  # (K, 4) pixels per hit code
+    present, hits = present[roles == 1], hits[roles == 1]  # (K,), (K, 4) pixels per hit code
     return np.stack(
         [
             present // INSTANCE_THRESHOLD,
@@ -178,6 +192,15 @@ def _instance_counts(instances: np.ndarray, pred: np.ndarray, inst_path: Path) -
     ).astype(np.int64)
 
 
+def to_instance_ids(instances: np.ndarray, inst_path: Path) -> np.ndarray:
+    """(H, W) uint16 view or copy of decoded instanceIds (PIL may give int32); out-of-range ids are refused."""
+    if instances.dtype == np.uint16:
+        return instances
+    if instances.size and (instances.min() < 0 or instances.max() > _MAX_ID):
+        _raise_bad_instances(instances[(instances < 0) | (instances > _MAX_ID)], inst_path)
+    return instances.astype(np.uint16)
+
+
 def _raise_bad_instances(ids: np.ndarray, inst_path: Path) -> None:
     bad = sorted({int(i) // INSTANCE_THRESHOLD for i in np.unique(ids)})
     raise UserError(
@@ -186,18 +209,95 @@ def _raise_bad_instances(ids: np.ndarray, inst_path: Path) -> None:
     )
 
 
-def read_frame(pair: Pair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(prediction, labelIds, instanceIds), each (H, W), all one size; PredictionProblem for a bad prediction.
+# ------------------------------------------------------------------------------------------------------
+# Ground truth as segments (what gt_cache stores)
+# ------------------------------------------------------------------------------------------------------
+#
+# A frame's ground truth, for counting, is a (labelId, instance id) per pixel (instance id 0 where the
+# instanceIds value is <= 1000). A frame has few distinct pairs (34 ids + its instances), so the
+# cache stores one uint16 segment number per pixel plus a small (S, 2) table of the pairs: counting is
+# then ONE bincount of (segment, predicted value), and both the confusion matrix and every instance's
+# tallies are sums of its rows. No relation between labelIds and instanceIds is assumed, so frames
+# whose two files disagree are counted exactly as from the PNGs.
 
-    Ground-truth problems raise UserError: they are the dataset's, not the predictions'.
+_SEGMENT_KEYS = N_IDS * (_MAX_ID + 1)  # labelId * 65536 + instance id
+MAX_SEGMENTS = 1 << 16  # segment numbers are uint16
+
+
+def encode_segments(gt: np.ndarray, instances: np.ndarray, label_path: Path, inst_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """((H, W) uint16 segment per pixel, (S, 2) int64 table of (labelId, instance id or 0)) of one frame.
+
+    Raises ValueError when a frame has more than 65536 distinct pairs (not a real annotation).
     """
-    pred = read_prediction(pair.prediction)  # (H, W) uint8, read like the official script does
+    check_label_ids(gt, label_path)
+    instances = to_instance_ids(instances, inst_path)
+    inst = np.where(instances > INSTANCE_THRESHOLD, instances, 0).astype(np.int32)  # (H, W)
+    keys = gt.astype(np.int32) * (_MAX_ID + 1) + inst  # (H, W) < 34 * 65536
+    present = np.flatnonzero(_bincount(keys, _SEGMENT_KEYS))  # (S,) ascending keys
+    if present.size > MAX_SEGMENTS:
+        raise ValueError(f"{present.size} distinct (labelId, instance) pairs in {label_path}")
+    lookup = np.zeros(_SEGMENT_KEYS, dtype=np.uint16)
+    lookup[present] = np.arange(present.size, dtype=np.uint16)
+    table = np.stack([present // (_MAX_ID + 1), present % (_MAX_ID + 1)], axis=1).astype(np.int64)  # (S, 2)
+    return lookup[keys], table
+
+
+def _segment_counts(segments: np.ndarray, table: np.ndarray, pred: np.ndarray, inst_path: Path) -> FrameCounts:
+    """The same FrameCounts as `count_frame` from PNGs, from one bincount over (segment, predicted value)."""
+    index = segments.astype(np.int32) * 256 + pred  # (H, W)
+    by_segment = _bincount(index, len(table) * 256).reshape(len(table), 256)  # (S, 256)
+    joint = np.zeros((N_IDS, 256), dtype=np.int64)
+    np.add.at(joint, table[:, 0], by_segment)  # rows of all segments of a labelId
+    is_instance = table[:, 1] > 0
+    if not is_instance.any():
+        return FrameCounts(joint=joint, instances=np.zeros((0, 4), dtype=np.int64))
+    present, which = np.unique(table[is_instance, 1], return_inverse=True)  # (K,) ascending instance ids
+    per_instance = np.zeros((len(present), 256), dtype=np.int64)
+    np.add.at(per_instance, which, by_segment[is_instance])  # (K, 256) one instance may span labelIds
+    codes = _HIT_CODE[present // INSTANCE_THRESHOLD]  # (K, 256) hit code of each predicted value
+    hits = np.stack([(per_instance * (codes == c)).sum(axis=1) for c in _CODES], axis=1)  # (K, 4)
+    return FrameCounts(joint=joint, instances=_instance_table(present, hits, inst_path))
+
+
+# Where a frame's ground truth comes from when cached: (segments (H, W) uint16, table (S, 2)) per pair.
+SegmentReader = Callable[[Pair], tuple[np.ndarray, np.ndarray]]
+
+
+def count_frame_cached(pair: Pair, read_segments: SegmentReader) -> FrameCounts | PredictionProblem:
+    """Like count_frame, with the ground truth read already encoded from gt_cache (only the prediction is decoded)."""
+    try:
+        pred = read_prediction(pair.prediction)  # (H, W) uint8
+        segments, table = read_segments(pair)  # (H, W) uint16, (S, 2)
+        if pred.shape != segments.shape:
+            raise PredictionProblem(
+                "wrong size", pair.prediction,
+                f"{pred.shape[1]}x{pred.shape[0]}, expected {segments.shape[1]}x{segments.shape[0]}",
+            )  # fmt: skip
+        counts = _segment_counts(segments, table, pred, pair.instance_ids)
+        check_values(pair.prediction, counts.joint.sum(axis=0))
+    except PredictionProblem as problem:
+        return problem
+    return counts
+
+
+def read_ground_truth_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
+    """(labelIds, instanceIds) decoded from the pair's gtFine PNGs, each (H, W), one size."""
     gt = _read_ground_truth(pair.label_ids, "labelIds")  # (H, W)
     instances = _read_ground_truth(pair.instance_ids, "instanceIds")  # (H, W)
     if instances.shape != gt.shape:
         raise UserError(
             f"ground truth {pair.label_ids} and {pair.instance_ids} differ in size; restore both from gtFine."
         )
+    return gt, instances
+
+
+def read_frame(pair: Pair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(prediction, labelIds, instanceIds), each (H, W), all one size; PredictionProblem for a bad prediction.
+
+    Ground-truth problems raise UserError: they are the dataset's, not the predictions'.
+    """
+    pred = read_prediction(pair.prediction)  # (H, W) uint8, read like the official script does
+    gt, instances = read_ground_truth_pair(pair)  # (H, W) each
     if pred.shape != gt.shape:
         raise PredictionProblem(
             "wrong size", pair.prediction, f"{pred.shape[1]}x{pred.shape[0]}, expected {gt.shape[1]}x{gt.shape[0]}"
@@ -216,7 +316,7 @@ def count_frame(pair: Pair) -> FrameCounts | PredictionProblem:
     return FrameCounts(joint=joint, instances=_instance_counts(instances, pred, pair.instance_ids))
 
 
-def map_frames(function: Callable[[Pair], T], pairs: Sequence[Pair], workers: int) -> list[T]:
+def map_frames(function: Callable[[Any], T], pairs: Sequence[Any], workers: int) -> list[T]:
     """`function` over every pair in parallel threads, results in order (also used to time decoding alone).
 
     Threads, not processes: PIL's PNG decoder and torch.bincount release the GIL, so two threads
@@ -227,9 +327,13 @@ def map_frames(function: Callable[[Pair], T], pairs: Sequence[Pair], workers: in
         return list(pool.map(function, pairs))
 
 
-def count_frames(pairs: Sequence[Pair], workers: int) -> list[FrameCounts | PredictionProblem]:
-    """Count every frame (see map_frames for the parallelism); order is kept."""
-    return map_frames(count_frame, pairs, workers)
+def count_frames(
+    pairs: Sequence[Pair], workers: int, read_segments: SegmentReader | None = None
+) -> list[FrameCounts | PredictionProblem]:
+    """Count every frame (see map_frames for the parallelism), ground truth from PNGs or cached segments; order kept."""
+    if read_segments is None:
+        return map_frames(count_frame, pairs, workers)
+    return map_frames(partial(count_frame_cached, read_segments=read_segments), pairs, workers)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -350,10 +454,17 @@ def export_dict(totals: Totals) -> dict[str, Any]:
 
 
 def run_fast(
-    pairs: Sequence[Pair], workers: int, avg_class_size: dict[str, float]
+    pairs: Sequence[Pair],
+    workers: int,
+    avg_class_size: dict[str, float],
+    read_segments: SegmentReader | None = None,
 ) -> tuple[dict[str, Any] | None, list[PredictionProblem]]:
-    """Score all pairs; returns (export dict, []) or (None, problems) when some predictions are unusable."""
-    outcomes = count_frames(pairs, workers)
+    """Score all pairs; returns (export dict, []) or (None, problems) when some predictions are unusable.
+
+    Ground truth is decoded from the PNGs, or with `read_segments` (gt_cache) read already encoded:
+    the same integer counts either way, so the same numbers.
+    """
+    outcomes = count_frames(pairs, workers, read_segments)
     problems = [o for o in outcomes if isinstance(o, PredictionProblem)]
     if problems:
         return None, problems
