@@ -45,7 +45,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from cityseg.errors import UserError, format_paths
-from cityseg.fileio import atomic_write_text
+from cityseg.fileio import claim_folder
 
 MARKER = "CITYSEG_CACHE.json"
 FORMAT = "cityseg-cache"
@@ -149,7 +149,7 @@ def ensure_cache(
     if not frames:
         raise UserError(f"split {split!r} of {root} has no frames to cache; check ROOT and --splits.")
     records = [_source_record(frame, root) for frame in frames]
-    _claim_folder(out)
+    claim_cache_folder(out)
     name = entry_name(split, size, label_source)
     final = out / name
     with _entry_lock(out, name):
@@ -387,30 +387,12 @@ def _check_outside_dataset(out: Path, root: Path) -> None:
             )
 
 
-def _claim_folder(out: Path) -> None:
+def claim_cache_folder(out: Path) -> None:
     """Create the cache folder with its marker, or check the marker; never write into someone else's folder."""
-    marker = out / MARKER
-    if marker.is_file():
-        try:
-            ok = json.loads(marker.read_text()).get("format") == FORMAT
-        except (OSError, ValueError):
-            ok = False
-        if ok:
-            return
-    elif out.exists() and not out.is_dir():
-        raise UserError(f"cache path {out} is a file; pass a folder with --out/--cache.")
-    elif not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(f".{MARKER}.")]:
-        out.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION,
-                           "note": "written by `cityseg cache`; safe to delete, it is rebuilt from ROOT"}, indent=1)
-        # unique temp names: DDP ranks may claim a new folder at the same moment
-        atomic_write_text(marker, text + "\n")
-        return
-    raise UserError(
-        f"{out} is not empty and has no valid {MARKER}, so it is not a cityseg cache; cityseg will not write "
-        "or delete anything there. Pass an empty or new folder with --out/--cache, or leave it out to use "
-        "the default beside ROOT."
-    )
+    stamp = {"format": FORMAT, "format_version": FORMAT_VERSION,
+             "note": "written by `cityseg cache`; safe to delete, it is rebuilt from ROOT"}
+    claim_folder(out, MARKER, stamp, "cityseg cache",
+                 "pass an empty or new folder with --out/--cache, or leave it out to use the default beside ROOT.")
 
 
 def _check_only_ours(path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -41,3 +42,32 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write UTF-8 text atomically (JSON, CSV, logs that must never be half-written)."""
     data = text.encode("utf-8")
     atomic_write_bytes(path, lambda handle: handle.write(data))
+
+
+def claim_folder(out: Path, marker: str, stamp: dict, what: str, fix: str) -> None:
+    """Make `out` ours (create it with a `marker` JSON holding `stamp`) or check that it already is.
+
+    Caches write and delete only inside folders that carry their marker, so a folder the user
+    pointed at by mistake is refused (UserError naming `what` it is not and the `fix`), never emptied.
+    """
+    from cityseg.errors import UserError
+
+    out = Path(out)
+    marker_path = out / marker
+    if marker_path.is_file():
+        try:
+            if json.loads(marker_path.read_text()).get("format") == stamp["format"]:
+                return
+        except (OSError, ValueError):
+            pass
+    elif out.exists() and not out.is_dir():
+        raise UserError(f"{what} path {out} is a file; {fix}")
+    # temp files of a claim another process is making right now (DDP ranks) do not count as content
+    elif not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(f".{marker}.")]:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(marker_path, json.dumps(stamp, indent=1) + "\n")
+        return
+    raise UserError(
+        f"{out} is not empty and has no valid {marker}, so it is not a {what}; cityseg will not write or delete "
+        f"anything there. {fix}"
+    )

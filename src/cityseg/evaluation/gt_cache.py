@@ -41,7 +41,7 @@ from PIL import Image
 from cityseg.cache import default_cache_dir
 from cityseg.errors import UserError, format_paths
 from cityseg.evaluation.fast import Pair, encode_segments, map_frames, read_ground_truth_pair
-from cityseg.fileio import atomic_write_bytes, atomic_write_text
+from cityseg.fileio import atomic_write_bytes, atomic_write_text, claim_folder
 
 MARKER = "CITYSEG_EVAL_GT.json"
 FORMAT = "cityseg-eval-gt"
@@ -245,7 +245,7 @@ def _claim_training_cache(parent: Path) -> None:
     from cityseg import cache as training_cache
 
     try:
-        training_cache._claim_folder(parent)  # noqa: SLF001 - the one rule for who owns that folder
+        training_cache.claim_cache_folder(parent)
     except UserError:
         raise UserError(
             f"{parent} (the default cache folder beside ROOT) is not empty and was not written by cityseg, so the "
@@ -263,23 +263,10 @@ def _check_outside_dataset(out: Path, root: Path) -> None:
 
 
 def _claim_folder(out: Path) -> None:
-    """Create the cache folder with its marker, or check the marker; never write into someone else's folder."""
-    marker = out / MARKER
-    if marker.is_file():
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(marker.read_text()).get("format") == FORMAT:
-                return
-    elif out.exists() and not out.is_dir():
-        raise UserError(f"ground-truth cache path {out} is a file; pass a folder with --gt-cache, or --no-gt-cache.")
-    elif not out.exists() or not any(out.iterdir()):
-        out.mkdir(parents=True, exist_ok=True)
-        note = "written by `cityseg evaluate` (decoded ground truth); safe to delete, it is rebuilt from ROOT"
-        atomic_write_text(marker, json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "note": note}) + "\n")
-        return
-    raise UserError(
-        f"{out} is not empty and has no valid {MARKER}, so it is not a cityseg ground-truth cache; cityseg will not "
-        "write or delete anything there. Pass an empty or new folder with --gt-cache DIR, or --no-gt-cache."
-    )
+    """Create the ground-truth cache folder with its marker, or check the marker."""
+    note = "written by `cityseg evaluate` (decoded ground truth); safe to delete, it is rebuilt from ROOT"
+    claim_folder(out, MARKER, {"format": FORMAT, "format_version": FORMAT_VERSION, "note": note},
+                 "cityseg ground-truth cache", "pass an empty or new folder with --gt-cache DIR, or --no-gt-cache.")
 
 
 def _ours(name: str) -> bool:
