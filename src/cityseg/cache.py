@@ -27,8 +27,6 @@ which `training_cache_size` avoids whenever random scaling could enlarge a crop.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -45,7 +43,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from cityseg.errors import UserError, format_paths
-from cityseg.fileio import claim_folder
+from cityseg.fileio import claim_folder, folder_lock
 
 MARKER = "CITYSEG_CACHE.json"
 FORMAT = "cityseg-cache"
@@ -152,7 +150,7 @@ def ensure_cache(
     claim_cache_folder(out)
     name = entry_name(split, size, label_source)
     final = out / name
-    with _entry_lock(out, name):
+    with folder_lock(out, name):
         _recover_interrupted_swap(out, name)
         old = _read_complete_index(final)
         if old is not None and _stale_reason(old, records, size) is None:
@@ -439,17 +437,6 @@ def _read_complete_index(entry: Path) -> dict[str, Any] | None:
     if images.shape != (n, h, w, 3) or labels.shape != (n, h, w) or images.dtype != np.uint8:
         return None
     return index
-
-
-@contextlib.contextmanager
-def _entry_lock(out: Path, name: str) -> Iterator[None]:
-    """Serialise builders of one entry (DDP ranks, parallel folds); the OS drops the lock if we are killed."""
-    with open(out / f".lock-{name}", "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _check_disk_space(out: Path, needed: int) -> None:

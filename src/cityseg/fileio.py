@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -71,3 +73,14 @@ def claim_folder(out: Path, marker: str, stamp: dict, what: str, fix: str) -> No
         f"{out} is not empty and has no valid {marker}, so it is not a {what}; cityseg will not write or delete "
         f"anything there. {fix}"
     )
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, name: str) -> Iterator[None]:
+    """Serialise writers of one entry in `folder` (DDP ranks, two notebooks); the OS drops the lock if we die."""
+    with open(Path(folder) / f".lock-{name}", "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

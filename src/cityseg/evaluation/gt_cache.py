@@ -23,14 +23,12 @@ Any source added, removed, resized or touched makes the entry stale: it is rebui
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import itertools
 import json
 import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,7 @@ from PIL import Image
 from cityseg.cache import default_cache_dir
 from cityseg.errors import UserError, format_paths
 from cityseg.evaluation.fast import Pair, encode_segments, map_frames, read_ground_truth_pair
-from cityseg.fileio import atomic_write_bytes, atomic_write_text, claim_folder
+from cityseg.fileio import atomic_write_bytes, atomic_write_text, claim_folder, folder_lock
 
 MARKER = "CITYSEG_EVAL_GT.json"
 FORMAT = "cityseg-eval-gt"
@@ -90,7 +88,7 @@ def open_gt_cache(out: Path, root: Path, split: str, pairs: Sequence[Pair], work
     _claim_folder(out)
     records = [_source_record(pair, root) for pair in pairs]
     entry = out / split
-    with _lock(out, split):
+    with folder_lock(out, split):
         index = _read_complete_index(entry)
         if index is not None and index["root"] == str(Path(root).resolve()) and index["frames"] == records:
             return _open(entry, index, "fresh", 0.0)
@@ -288,14 +286,3 @@ def _remove_entry(path: Path) -> None:
     for child in path.iterdir():
         child.unlink()  # all ours, checked above
     path.rmdir()
-
-
-@contextlib.contextmanager
-def _lock(out: Path, split: str) -> Iterator[None]:
-    """One builder per entry (two notebooks evaluating at once); the OS drops the lock if we are killed."""
-    with open(out / f".lock-{split}", "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
