@@ -43,7 +43,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from cityseg.errors import UserError, format_paths
-from cityseg.fileio import claim_folder, folder_lock
+from cityseg.fileio import claim_folder, folder_lock, read_complete_index
 
 MARKER = "CITYSEG_CACHE.json"
 FORMAT = "cityseg-cache"
@@ -152,7 +152,7 @@ def ensure_cache(
     final = out / name
     with folder_lock(out, name):
         _recover_interrupted_swap(out, name)
-        old = _read_complete_index(final)
+        old = _read_entry_index(final)
         if old is not None and _stale_reason(old, records, size) is None:
             return CacheResult(split, final, len(records), 0, 0, "fresh")
         status = "built" if not final.exists() else "rebuilt"
@@ -172,7 +172,7 @@ def cache_state(root: Path, split: str, size: tuple[int, int] | None = None, out
     final = out / entry_name(split, size, label_source)
     if not final.exists():
         return "missing"
-    index = _read_complete_index(final)
+    index = _read_entry_index(final)
     if index is None:
         return "partial"
     records = [_source_record(f, Path(root)) for f in list_frames(root, split, label_source=label_source)]
@@ -421,14 +421,12 @@ def _recover_interrupted_swap(out: Path, name: str) -> None:
             os.rename(previous, final)
 
 
-def _read_complete_index(entry: Path) -> dict[str, Any] | None:
+def _read_entry_index(entry: Path) -> dict[str, Any] | None:
     """The entry's index if it is complete and its arrays have the recorded shape, else None."""
-    if not (entry / COMPLETE_FILE).is_file():
+    index = read_complete_index(entry, FORMAT, FORMAT_VERSION)
+    if index is None:
         return None
     try:
-        index = json.loads((entry / INDEX_FILE).read_text())
-        if index.get("format") != FORMAT or index.get("format_version") != FORMAT_VERSION:
-            return None
         n, h, w = index["shape"]
         images = np.load(entry / IMAGES_FILE, mmap_mode="r")
         labels = np.load(entry / LABELS_FILE, mmap_mode="r")
@@ -496,7 +494,7 @@ class CachedDataset(Dataset):
         root: Path | None = None,
     ) -> None:
         self.entry = Path(cache_dir) / entry_name(split, size, label_source)
-        index = _read_complete_index(self.entry)
+        index = _read_entry_index(self.entry)
         if index is None:
             raise UserError(
                 f"no complete cache at {self.entry}; build it with `cityseg cache ROOT --out {cache_dir} --splits "

@@ -84,3 +84,20 @@ def folder_lock(folder: Path, name: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def read_complete_index(entry: Path, format_name: str, format_version: int) -> dict | None:
+    """A cache entry's index.json if its COMPLETE flag exists and the format matches, else None (rebuild).
+
+    COMPLETE is written last, so an entry without it was cut short and is never trusted.
+    """
+    entry = Path(entry)
+    if not (entry / "COMPLETE").is_file():
+        return None
+    try:
+        index = json.loads((entry / "index.json").read_text())
+    except (OSError, ValueError):
+        return None  # truncated or edited by hand
+    if not isinstance(index, dict) or index.get("format") != format_name or index.get("format_version") != format_version:
+        return None
+    return index

@@ -39,7 +39,13 @@ from PIL import Image
 from cityseg.cache import default_cache_dir
 from cityseg.errors import UserError, format_paths
 from cityseg.evaluation.fast import Pair, encode_segments, map_frames, read_ground_truth_pair
-from cityseg.fileio import atomic_write_bytes, atomic_write_text, claim_folder, folder_lock
+from cityseg.fileio import (
+    atomic_write_bytes,
+    atomic_write_text,
+    claim_folder,
+    folder_lock,
+    read_complete_index,
+)
 
 MARKER = "CITYSEG_EVAL_GT.json"
 FORMAT = "cityseg-eval-gt"
@@ -89,7 +95,7 @@ def open_gt_cache(out: Path, root: Path, split: str, pairs: Sequence[Pair], work
     records = [_source_record(pair, root) for pair in pairs]
     entry = out / split
     with folder_lock(out, split):
-        index = _read_complete_index(entry)
+        index = _read_entry_index(entry)
         if index is not None and index["root"] == str(Path(root).resolve()) and index["frames"] == records:
             return _open(entry, index, "fresh", 0.0)
         status = "built" if not entry.exists() else "rebuilt"
@@ -220,14 +226,12 @@ def _open(entry: Path, index: dict[str, Any], status: str, build_s: float) -> Gr
     )
 
 
-def _read_complete_index(entry: Path) -> dict[str, Any] | None:
+def _read_entry_index(entry: Path) -> dict[str, Any] | None:
     """The entry's index if it is complete and its arrays have the recorded length, else None (rebuild)."""
-    if not (entry / COMPLETE_FILE).is_file():
+    index = read_complete_index(entry, FORMAT, FORMAT_VERSION)
+    if index is None:
         return None
     try:
-        index = json.loads((entry / INDEX_FILE).read_text())
-        if index.get("format") != FORMAT or index.get("format_version") != FORMAT_VERSION:
-            return None
         offset, h, w, first, count = index["rows"][-1] if index["rows"] else (0, 0, 0, 0, 0)
         segments = np.load(entry / SEGMENTS_FILE, mmap_mode="r")
         tables = np.load(entry / TABLES_FILE, mmap_mode="r")
