@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -133,3 +134,32 @@ def test_uint8_batches_are_normalised_and_widened_on_the_device():
     assert image.is_contiguous(memory_format=torch.channels_last) and torch.equal(image, normalize(images))
     ready = torch.randn(2, 3, 32, 64)  # float batches are taken as model-ready
     assert torch.equal(to_device_batch(ready, masks, CPU)[0], ready)
+
+
+class SlowLoader:
+    """Batches of `block_dataset` that each take `delay` seconds to arrive, like a starved data pipeline."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.batches = list(DataLoader(block_dataset(n=6), batch_size=2))
+
+    def __iter__(self):
+        for batch in self.batches:
+            time.sleep(self.delay)
+            yield batch
+
+
+def test_data_wait_counts_the_time_spent_waiting_for_batches():
+    model, _, loss, optimizer, scheduler, scaler = make_training([1.0] * 3)
+    stats = train_one_epoch(model, SlowLoader(0.05), loss, optimizer, scheduler, scaler, CPU, epoch=1, progress=False)
+    assert stats.data_seconds >= 3 * 0.05  # sleep never returns early
+    assert stats.data_seconds <= stats.seconds and 0 < stats.data_wait_share <= 1
+    assert stats.peak_memory_bytes is None  # CPU
+
+
+def test_training_batches_get_the_context_augment_and_validation_batches_do_not():
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    masks = torch.zeros(2, 8, 8, dtype=torch.uint8)
+    invert = StepContext(torch.device("cpu"), augment=lambda batch: 255 - batch)
+    assert torch.equal(to_device_batch(images, masks, invert, train=True)[0], normalize(255 - images))
+    assert torch.equal(to_device_batch(images, masks, invert)[0], normalize(images))

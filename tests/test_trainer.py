@@ -19,7 +19,8 @@ from cityseg.metrics import confusion_matrix, mean_iou
 from cityseg.trainer import load_log, train_run
 
 CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "scaler", "epoch", "rng", "config", "best_metric", "num_classes"}
-ROW_KEYS = {"epoch", "lr", "train_loss", "val_loss", "val_miou", "class_iou", "images_per_s", "seconds"}
+ROW_KEYS = {"epoch", "lr", "train_loss", "val_loss", "val_miou", "class_iou", "images_per_s", "data_wait_share",
+            "peak_memory_gb", "seconds"}
 
 
 def tiny_config(**overrides):
@@ -83,6 +84,7 @@ def test_run_folder_format(learned_run, synth_root):
     rows = load_log(run_dir)
     assert [r["epoch"] for r in rows] == list(range(1, config.epochs + 1)) == [e for _, e in rows_seen]
     assert all(set(r) == ROW_KEYS and len(r["class_iou"]) == 19 for r in rows)
+    assert all(0 <= r["data_wait_share"] <= 1 and r["peak_memory_gb"] is None for r in rows)  # CPU: no CUDA peak
 
     last = load_checkpoint(run_dir / "last.pt")
     best = load_checkpoint(run_dir / "best.pt")
@@ -204,3 +206,16 @@ def test_out_of_memory_becomes_a_user_error(synth_root, fold0, tmp_path, monkeyp
     monkeypatch.setattr(cityseg.model, "build_model", model_that_runs_out_of_memory)
     with pytest.raises(UserError, match=r"out of memory.*--batch-size.*--crop.*--size"):
         train_run(synth_root, tmp_path / "run", tiny_config(), fold0[0][:4], fold0[1][:2], progress=False)
+
+
+def test_gpu_aug_moves_the_colour_ops_from_the_loader_to_the_step(synth_root, fold0):
+    from cityseg.trainer import build_datasets, step_context
+
+    config = tiny_config(aug=("flip", "photometric"), gpu_aug=True)
+    train_set, _ = build_datasets(config, synth_root, fold0[0][:2])
+    context = step_context(config, torch.device("cpu"))
+    assert "ColorJitter" not in repr(train_set.transform) and "RandomHorizontalFlip" in repr(train_set.transform)
+    assert "ColorJitter" in repr(context.augment)
+    in_loader, _ = build_datasets(tiny_config(aug=("flip", "photometric")), synth_root, fold0[0][:2])
+    assert "ColorJitter" in repr(in_loader.transform)
+    assert step_context(tiny_config(aug=("flip", "photometric")), torch.device("cpu")).augment is None

@@ -26,7 +26,7 @@ DEVICES = ("auto", "cpu", "cuda")
 SIDE_MULTIPLE = 32
 
 # Fields that describe the machine rather than the experiment: a resumed run may change them.
-RUNTIME_FIELDS = ("workers", "device", "amp", "compile", "cache")
+RUNTIME_FIELDS = ("workers", "device", "amp", "compile", "cache", "gpu_aug")
 
 
 def _default_workers() -> int:
@@ -76,6 +76,7 @@ class TrainConfig:
     amp: bool = True
     compile: bool = False
     cache: str | None = None
+    gpu_aug: bool = False  # colour augmentations on the training device instead of the loader workers
 
     def __post_init__(self) -> None:
         _validate(self)

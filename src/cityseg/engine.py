@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,11 +42,20 @@ class TrainStats:
     lr: float  # learning rate of the epoch's last step (decoder group)
     images: int
     seconds: float
+    data_seconds: float = 0.0  # of `seconds`, spent waiting for the loader's next batch (rank 0)
+    peak_memory_bytes: int | None = None  # CUDA memory allocated at the epoch's peak (rank 0); None on CPU
 
     @property
     def images_per_s(self) -> float:
         """Training throughput over all ranks, data loading included."""
         return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def data_wait_share(self) -> float:
+        """Share of the epoch the host waited for data. The step never syncs, so the host runs ahead of
+        the GPU and blocks in the loader only when the batch is not ready: then the GPU soon idles too.
+        Near 0 means the loader keeps up; an upper estimate of the GPU's idle share when it is not."""
+        return self.data_seconds / self.seconds if self.seconds > 0 else float("nan")
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,8 @@ class StepContext:
     device: torch.device
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
+    # Training-only colour augmentation of the uint8 batch on the device (transforms.build_batch_augment)
+    augment: Callable[[Tensor], Tensor] | None = None
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision where configured; a no-op context in float32."""
@@ -75,16 +86,19 @@ class StepContext:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
 
-def to_device_batch(images: Tensor, masks: Tensor, context: StepContext) -> tuple[Tensor, Tensor]:
+def to_device_batch(images: Tensor, masks: Tensor, context: StepContext, train: bool = False) -> tuple[Tensor, Tensor]:
     """Copy a loader batch to the device, then normalise and widen it there, so the host moves uint8 only.
 
     uint8 images (B, 3, H, W) become ImageNet-normalised float32 (channels-last where configured) and masks
-    (B, H, W) become int64 for the loss. Float images are taken as already model-ready (only re-laid out).
+    (B, H, W) become int64 for the loss; a training batch gets `context.augment` first. Float images are
+    taken as already model-ready (only re-laid out).
     """
     memory_format = torch.channels_last if context.channels_last else torch.contiguous_format
     images = images.to(context.device, non_blocking=True)  # non_blocking: the loader pins memory on CUDA
     masks = masks.to(context.device, non_blocking=True)
     if images.dtype == torch.uint8:
+        if train and context.augment is not None:
+            images = context.augment(images)  # (B, 3, H, W) uint8
         images = normalize(images, memory_format=memory_format)
     elif context.channels_last:
         images = images.contiguous(memory_format=memory_format)
@@ -108,10 +122,13 @@ def train_one_epoch(
     loss_sum = torch.zeros((), device=device)
     first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
     images, steps, lr = 0, 0, optimizer.param_groups[0]["lr"]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not (progress and is_main()))
-    for steps, (image, target) in enumerate(bar, start=1):
-        image, target = to_device_batch(image, target, context)  # (B, 3, H, W) float, (B, H, W) int64
+    waiting = _WaitClock()
+    for steps, (image, target) in enumerate(waiting.wrap(bar), start=1):
+        image, target = to_device_batch(image, target, context, train=True)  # (B, 3, H, W) float, (B, H, W) int64
         with context.autocast():
             logits = model(image)  # (B, C, H, W)
             loss = criterion(logits, target)
@@ -134,7 +151,29 @@ def train_one_epoch(
     counts = torch.tensor([steps, images], dtype=torch.float64, device=device)
     total_loss, total_steps, total_images = all_reduce_sum(torch.cat([loss_sum.double().view(1), counts])).tolist()
     seconds = time.perf_counter() - start
-    return TrainStats(loss=total_loss / max(total_steps, 1), lr=lr, images=int(total_images), seconds=seconds)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return TrainStats(loss=total_loss / max(total_steps, 1), lr=lr, images=int(total_images), seconds=seconds,
+                      data_seconds=waiting.seconds, peak_memory_bytes=peak)
+
+
+class _WaitClock:
+    """Adds up the time spent inside the wrapped iterator's `next`: the host waiting for the loader."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def wrap(self, iterable: Iterable) -> Iterator:
+        """Yield the items of `iterable`, timing each fetch."""
+        iterator = iter(iterable)
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                self.seconds += time.perf_counter() - start
+            yield item
 
 
 def _stop_if_diverged(first_bad_step: Tensor, epoch: int, steps: int) -> None:

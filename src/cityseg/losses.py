@@ -50,7 +50,7 @@ class OhemCrossEntropy(nn.Module):
             prob = torch.where(valid, torch.exp(-pixel_loss), torch.full_like(pixel_loss, 2.0)).flatten()
             kth = torch.clamp(valid.sum() - 1, max=self.min_kept - 1).clamp_min(0)  # device tensor, no .item()
             kth_prob = torch.sort(prob).values.gather(0, kth.reshape(1))[0]
-            threshold = torch.maximum(kth_prob, torch.tensor(self.thresh, device=prob.device))
+            threshold = kth_prob.clamp_min(self.thresh)  # a Python scalar: no host-to-device copy, no sync
             keep = valid & (prob.reshape(valid.shape) <= threshold)
         return (pixel_loss * keep).sum() / keep.sum().clamp_min(1)
 

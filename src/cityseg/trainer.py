@@ -165,6 +165,7 @@ def build_datasets(
         crop=config.crop,
         scale_range=config.scale_range,
         crop_max_class_ratio=config.crop_max_class_ratio,
+        pixel_ops=not config.gpu_aug,  # with --gpu-aug, step_context's augment runs them on the device
     )
     if config.cache:
         return _cached_datasets(config, root, train_frames, val_frames, train_transform)
@@ -299,12 +300,16 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _step_context(config: TrainConfig, device: torch.device) -> StepContext:
-    """bf16 autocast where the GPU has it, else fp16 (with a GradScaler); float32 on CPU."""
+def step_context(config: TrainConfig, device: torch.device) -> StepContext:
+    """bf16 autocast where the GPU has it, else fp16 (with a GradScaler), channels-last; float32 on CPU.
+    With `gpu_aug` the colour augmentations run here on the batch (on CPU: in the main process)."""
+    from cityseg.transforms import build_batch_augment
+
+    augment = build_batch_augment(config.aug) if config.gpu_aug else None
     if device.type != "cuda":
-        return StepContext(device)
+        return StepContext(device, augment=augment)
     dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if config.amp else None
-    return StepContext(device, amp_dtype=dtype, channels_last=True)
+    return StepContext(device, amp_dtype=dtype, channels_last=True, augment=augment)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -570,7 +575,7 @@ def _setup(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, tr
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     train_loader, val_loader, sampler = build_loaders(config, train_set, val_set, info)
-    context = _step_context(config, device)
+    context = step_context(config, device)
     # A resumed run loads its weights below, so it needs no download.
     core = build_model(encoder_weights=None if state is not None else config.encoder_weights)
     if config.sync_bn and info.world_size > 1 and device.type == "cuda":
@@ -629,6 +634,8 @@ def _log_row(epoch: int, stats, val, seconds: float) -> dict:
         "val_miou": json_float(val.miou) if val is not None else None,
         "class_iou": [json_float(v) for v in val.class_iou] if val is not None else None,
         "images_per_s": json_float(stats.images_per_s),
+        "data_wait_share": json_float(round(stats.data_wait_share, 4)),
+        "peak_memory_gb": None if stats.peak_memory_bytes is None else round(stats.peak_memory_bytes / 2**30, 3),
         "seconds": round(seconds, 3),
     }
 
@@ -638,10 +645,11 @@ def _summary_line(run_name: str, epochs: int, row: dict, improved: bool) -> str:
         return "-" if value is None else format(value, fmt)
 
     miou = None if row["val_miou"] is None else 100 * row["val_miou"]
+    wait = None if row.get("data_wait_share") is None else 100 * row["data_wait_share"]
     return (
         f"{run_name} epoch {row['epoch']}/{epochs}  lr {row['lr']:.2e}  train_loss {show(row['train_loss'], '.4f')}  "
         f"val_loss {show(row['val_loss'], '.4f')}  mIoU {show(miou, '.2f')}  {show(row['images_per_s'], '.1f')} img/s  "
-        f"{row['seconds']:.0f}s" + ("  *best" if improved else "")
+        f"data wait {show(wait, '.0f')}%  {row['seconds']:.0f}s" + ("  *best" if improved else "")
     )
 
 
@@ -668,5 +676,6 @@ def with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
 __all__ = [
     "EpochCallback", "RunResult", "append_log_row", "best_row", "build_datasets", "build_loaders", "build_optimizer",
     "build_scheduler", "check_input_size", "finished_result", "is_better", "is_finished", "load_log",
-    "lr_factor", "read_run_config", "rng_state", "selection_metric", "set_rng_state", "train_run", "with_epochs",
+    "lr_factor", "read_run_config", "rng_state", "selection_metric", "set_rng_state", "step_context", "train_run",
+    "with_epochs",
 ]

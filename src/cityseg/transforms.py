@@ -8,6 +8,7 @@ so per-pixel work (photometric distortion, blur) runs on the crop, never on the 
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -42,11 +43,19 @@ def normalize(image: Tensor, memory_format: torch.memory_format = torch.contiguo
     channels-last view such as a permuted (H, W, 3) image; channels_last: what a channels-last model wants).
     """
     image = image.as_subclass(Tensor) if isinstance(image, tv_tensors.TVTensor) else image
-    # x/255 - mean over std == x * (1 / (255 std)) - mean / std: one multiply-add, in place on the float copy.
-    std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
-    scale = 1.0 / (255.0 * std)
-    shift = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1) / std
+    scale, shift = _normalize_constants(image.device)
     return image.to(torch.float32, memory_format=memory_format).mul_(scale).sub_(shift)
+
+
+@functools.cache
+def _normalize_constants(device: torch.device) -> tuple[Tensor, Tensor]:
+    """(scale, shift), each (3, 1, 1) on `device`, made once per device: building them from Python lists
+    every step would be a blocking host-to-device copy, a sync in the middle of the training step."""
+    # x/255 - mean over std == x * (1 / (255 std)) - mean / std: one multiply-add, in place on the float copy.
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    scale = 1.0 / (255.0 * std)
+    shift = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) / std
+    return scale.to(device), shift.to(device)
 
 
 def _dominant_class_ratio(mask: Tensor) -> float:
@@ -235,12 +244,14 @@ def build_transform(
     crop: tuple[int, int] | None = None,
     scale_range: tuple[float, float] | None = None,
     crop_max_class_ratio: float = 0.75,
+    pixel_ops: bool = True,
 ) -> PairTransformFn:
     """Training or evaluation transform: optional resize to `size` (W, H), then augmentations; uint8 out.
 
     Training: `crop` (W, H) or "scale-crop" enables the fused scale-and-crop (scale 1 without "scale-crop";
     `scale_range` defaults to 0.5-2.0; the crop defaults to `size` or the input size), then "flip", then
-    colour/blur ops on the crop. Evaluation ignores `aug`/`crop`: resize only, so predictions map back 1:1.
+    colour/blur ops on the crop, unless `pixel_ops` is False: then `build_batch_augment` runs them on the
+    device. Evaluation ignores `aug`/`crop`: resize only, so predictions map back 1:1.
     """
     aug = tuple(aug)
     _check_options(aug, size, crop, scale_range, crop_max_class_ratio)
@@ -253,5 +264,31 @@ def build_transform(
     if train:
         if "flip" in aug:
             ops.append(v2.RandomHorizontalFlip(p=0.5))
-        ops.extend(_pixel_ops(aug))
+        if pixel_ops:
+            ops.extend(_pixel_ops(aug))
     return PairTransform(ops)
+
+
+class BatchAugment:
+    """The colour/blur augmentations of a training recipe, applied on the device to a whole uint8 batch.
+
+    Photometric distortion costs ~40 ms per 1024x512 crop on one CPU core, enough to starve a GPU that
+    trains hundreds of crops/s; on the GPU it is a few kernels per image. Each image gets its own random
+    draw (drawn on the host from torch's global generator, so no device sync), as in the loader workers.
+    """
+
+    def __init__(self, ops: list[v2.Transform]) -> None:
+        self.ops = v2.Compose(ops)
+
+    def __call__(self, images: Tensor) -> Tensor:
+        # images (B, 3, H, W) uint8 -> (B, 3, H, W) uint8
+        return torch.stack([self.ops(image) for image in images])
+
+    def __repr__(self) -> str:
+        return f"BatchAugment({self.ops!r})"
+
+
+def build_batch_augment(aug: Sequence[str]) -> BatchAugment | None:
+    """The per-pixel ops of `aug` for `build_transform(pixel_ops=False)` to leave to the device (None: none)."""
+    ops = _pixel_ops(tuple(aug))
+    return BatchAugment(ops) if ops else None
