@@ -29,7 +29,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
@@ -192,12 +195,16 @@ def append_row(path: Path, record: dict[str, Any]) -> None:
         handle.write(row)
 
 
-def add_data_args(parser: argparse.ArgumentParser, frames: int) -> None:
-    """Where the synthetic 2048x1024 data lives (generated on first use, then reused) and how much of it."""
+def add_data_args(parser: argparse.ArgumentParser, frames: int | None) -> None:
+    """Where the synthetic 2048x1024 data lives (generated on first use, then reused) and how much of it.
+
+    `frames` None leaves the default to the script (e.g. one per device), which fills in `args.frames`.
+    """
     group = parser.add_argument_group("Data")
     group.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "cityseg-bench",
                        help="folder for the generated synthetic datasets (reused between runs)")
-    group.add_argument("--frames", type=int, default=frames, help="train frames to generate (per_city=4)")
+    group.add_argument("--frames", type=int, default=frames, help="train frames to generate (per_city=4)"
+                       + ("" if frames is not None else "; default depends on the device"))
 
 
 def synthetic_root(base: Path, frames: int, size: tuple[int, int] = (2048, 1024), prepared: bool = False) -> Path:
@@ -237,3 +244,46 @@ def _fresh_partial(final: Path) -> Path:
         shutil.rmtree(partial)
     partial.parent.mkdir(parents=True, exist_ok=True)
     return partial
+
+
+# Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from the vendors' data sheets; matched by substring.
+PEAK_BF16_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),  # SXM (reported as "H100 80GB HBM3")
+    ("H200", 989.0),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+    ("RTX 4090", 165.0),
+)
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The GPU's dense bf16 peak in FLOP/s, or None (CPU, or a GPU not in the table): the MFU denominator."""
+    if device.type != "cuda":
+        return None
+    import torch
+
+    name = torch.cuda.get_device_name(device)
+    return next((tflops * 1e12 for key, tflops in PEAK_BF16_TFLOPS if key in name), None)
+
+
+def count_flops(model: torch.nn.Module, batch: int, size: tuple[int, int], train: bool) -> int:
+    """FLOPs of one step (forward, plus backward when training), counted on meta tensors: nothing is computed."""
+    import copy
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    meta = copy.deepcopy(model).to("meta")
+    x = torch.randn(batch, 3, size[1], size[0], device="meta")  # (B, 3, H, W)
+    with FlopCounterMode(display=False) as counter:
+        if train:
+            logits = meta(x)
+            logits.sum().backward()
+        else:
+            with torch.no_grad():
+                meta(x)
+    return counter.get_total_flops()

@@ -5,7 +5,9 @@ the fp32 eager (contiguous) baseline measured here:
 
   training   forward + cross-entropy + backward + Adam step; CPU: batch 2 at 512x256 (and 1024x512 with
              --train-sizes), CUDA: batch 8 at 1024x512
-  inference  2048x1024, batch 1, under torch.inference_mode
+  inference  2048x1024, batch 1 (--infer-batch N), under torch.inference_mode
+
+Each variant also reports the CUDA memory allocated at its peak (weights, optimizer state, activations).
 
 Variants: fp32 (baseline), channels_last, channels_last+bf16 (autocast), and with --compile
 channels_last+bf16+compile. FLOPs come from torch.utils.flop_counter.FlopCounterMode on the meta device
@@ -14,54 +16,22 @@ peak from a small table (unknown GPUs get none).
 
     python bench/train_step.py                  # ~2 minutes on 2 CPU cores
     python bench/train_step.py --iters 1 --warmup 1 --no-infer --no-record    # smoke run
+    python bench/train_step.py --infer-batch 4 --no-record     # batched inference (e.g. sliding windows)
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import functools
+import gc
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from common import Recorder, add_common_args, timed
-from torch.utils.flop_counter import FlopCounterMode
+from common import Recorder, add_common_args, count_flops, peak_flops, timed
 
 from cityseg.cli.common import size_type
-
-# Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from the vendors' data sheets; matched by substring.
-PEAK_BF16_TFLOPS = (
-    ("H100 PCIe", 756.0),
-    ("H100 NVL", 835.0),
-    ("H100", 989.0),  # SXM (reported as "H100 80GB HBM3")
-    ("H200", 989.0),
-    ("B200", 2250.0),
-    ("A100", 312.0),
-    ("L40S", 362.0),
-    ("L4", 121.0),
-    ("RTX 4090", 165.0),
-)
-
-
-def peak_flops(device: torch.device) -> float | None:
-    """The GPU's dense bf16 peak in FLOP/s, or None (CPU, or a GPU not in the table)."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((tflops * 1e12 for key, tflops in PEAK_BF16_TFLOPS if key in name), None)
-
-
-def count_flops(model: torch.nn.Module, batch: int, size: tuple[int, int], train: bool) -> int:
-    """FLOPs of one step (forward, plus backward when training), counted on meta tensors: nothing is computed."""
-    meta = copy.deepcopy(model).to("meta")
-    x = torch.randn(batch, 3, size[1], size[0], device="meta")  # (B, 3, H, W)
-    with FlopCounterMode(display=False) as counter:
-        if train:
-            logits = meta(x)
-            logits.sum().backward()
-        else:
-            with torch.no_grad():
-                meta(x)
-    return counter.get_total_flops()
 
 
 def variants(device: torch.device, compile_too: bool) -> list[tuple[str, bool, bool, bool]]:
@@ -102,11 +72,11 @@ def train_rate(base, device, batch, size, variant, args) -> float:
     return batch / seconds
 
 
-def infer_rate(base, device, size, variant, args) -> float:
-    """Images/s of batch-1 inference for one variant."""
+def infer_rate(base, device, batch, size, variant, args) -> float:
+    """Images/s of inference on `batch` images per call for one variant."""
     _, channels_last, bf16, compiled = variant
     model = prepare(base, device, channels_last, compiled, train=False)
-    x = torch.randn(1, 3, size[1], size[0], generator=torch.Generator().manual_seed(0)).to(device)  # (1, 3, H, W)
+    x = torch.randn(batch, 3, size[1], size[0], generator=torch.Generator().manual_seed(0)).to(device)  # (N, 3, H, W)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
 
@@ -115,11 +85,29 @@ def infer_rate(base, device, size, variant, args) -> float:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             model(x)
 
-    return 1 / timed(run, args.warmup, args.iters, sync=_sync(device))
+    return batch / timed(run, args.warmup, args.iters, sync=_sync(device))
+
+
+def with_peak_memory(device: torch.device, measure: Callable[[], float]) -> tuple[float, float | None]:
+    """`measure()` and the CUDA memory allocated at its peak in GiB (None on CPU): what a batch size costs."""
+    if device.type != "cuda":
+        return measure(), None
+    gc.collect()  # the previous variant's model (compiled ones hold cycles) must not count here
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    result = measure()
+    return result, torch.cuda.max_memory_allocated(device) / 2**30
 
 
 def _sync(device: torch.device):
     return torch.cuda.synchronize if device.type == "cuda" else None
+
+
+def _extras(rate: dict) -> str:
+    """' (MFU 41.2%, 12.3 GiB)' for the figure; empty on CPU, where neither is known."""
+    parts = ([f"MFU {100 * rate['mfu']:.1f}%"] if rate["mfu"] else []) + (
+        [f"{rate['peak_memory_gib']:.1f} GiB"] if rate["peak_memory_gib"] is not None else [])
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def main() -> None:
@@ -129,6 +117,7 @@ def main() -> None:
                         help="comma-separated WxH training sizes (default: 512x256 on CPU, 1024x512 on CUDA)")
     parser.add_argument("--batch", type=int, default=None, help="training batch (default: 2 on CPU, 8 on CUDA)")
     parser.add_argument("--infer-size", type=size_type, default=(2048, 1024))
+    parser.add_argument("--infer-batch", type=int, default=1, help="images per inference call")
     parser.add_argument("--no-infer", action="store_true", help="skip the inference measurement")
     parser.add_argument("--iters", type=int, default=2, help="timed iterations per variant")
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations per variant first")
@@ -151,24 +140,25 @@ def main() -> None:
     settings = variants(device, args.compile)
     jobs = [(f"train {w}x{h} b{batch}", batch, (w, h), True) for w, h in train_sizes]
     if not args.no_infer:
-        jobs.append((f"infer {args.infer_size[0]}x{args.infer_size[1]} b1", 1, args.infer_size, False))
+        jobs.append((f"infer {args.infer_size[0]}x{args.infer_size[1]} b{args.infer_batch}", args.infer_batch,
+                     args.infer_size, False))
     results: dict[str, dict] = {}
     for label, n, size, train in jobs:
         flops = count_flops(base, n, size, train)
         rates = {}
         for variant in settings:
-            rate = train_rate(base, device, n, size, variant, args) if train else infer_rate(base, device, size, variant, args)
+            rate_fn = train_rate if train else infer_rate
+            rate, memory = with_peak_memory(device, functools.partial(rate_fn, base, device, n, size, variant, args))
             rates[variant[0]] = {"images_per_s": round(rate, 3), "tflops_per_s": round(rate / n * flops / 1e12, 3),
                                  "mfu": round(rate / n * flops / peak, 4) if peak else None,
-                                 "ratio": None}
+                                 "peak_memory_gib": None if memory is None else round(memory, 2), "ratio": None}
         baseline = rates["fp32"]["images_per_s"]
         for r in rates.values():
             r["ratio"] = round(r["images_per_s"] / baseline, 2)
         results[label] = {"gflop_per_step": round(flops / 1e9, 1), "variants": rates}
         print(label, rates, flush=True)
     figure = "; ".join(
-        f"{label}: " + ", ".join(f"{name} {r['images_per_s']:.3g} img/s" + (f" (MFU {100 * r['mfu']:.1f}%)" if r["mfu"] else "")
-                                 for name, r in res["variants"].items())
+        f"{label}: " + ", ".join(f"{name} {r['images_per_s']:.3g} img/s" + _extras(r) for name, r in res["variants"].items())
         for label, res in results.items()
     )
     ratio = "; ".join(

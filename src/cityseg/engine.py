@@ -145,7 +145,8 @@ def train_one_epoch(
         images += image.shape[0]
         if steps % PROGRESS_EVERY == 0:
             _stop_if_diverged(first_bad_step, epoch, steps)
-            bar.set_postfix(loss=f"{loss_sum.item() / steps:.4f}", img_s=f"{images / (time.perf_counter() - start):.1f}")
+            if not bar.disable:  # reading the loss is a second sync: only when someone sees it
+                bar.set_postfix(loss=f"{loss_sum.item() / steps:.4f}", img_s=f"{images / (time.perf_counter() - start):.1f}")
     _stop_if_diverged(first_bad_step, epoch, steps)
 
     counts = torch.tensor([steps, images], dtype=torch.float64, device=device)

@@ -5,7 +5,8 @@ A run folder is the truth that every later tool reads:
     config.json   {"config": TrainConfig fields, "git", "versions", "hardware", "device", "data_root",
                    "synthetic", "started", "world_size", "run_name", "n_train", "n_val", "resumed"}
     log.jsonl     one row per finished epoch: epoch, lr, train_loss, val_loss, val_miou,
-                  class_iou (19 floats, null = class absent), images_per_s, seconds
+                  class_iou (19 floats, null = class absent), images_per_s, data_wait_share,
+                  peak_memory_gb (null on CPU), seconds
     last.pt       state after the latest finished epoch (model, optimizer, scheduler, scaler, epoch,
                   rng, config, best_metric, best_epoch, num_classes, log_row)
     best.pt       the same for the selected epoch (fold val loss or mIoU; the last epoch without validation)
