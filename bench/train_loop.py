@@ -9,7 +9,7 @@ frames. Same initial weights, crop, batch, steps and workers for all; each is re
                      cycled: the step alone (plus the host-to-device copy), the ceiling a loader can reach
   (1) cache          DataLoader over CachedDataset (`cityseg cache`), colour ops in the loader workers
   (2) cache+gpu-aug  the same with `gpu_aug`: the workers only crop and flip; photometric distortion runs on
-                     the batch on the device (`transforms.build_batch_augment` via StepContext.augment)
+                     the batch on the device (`device_augment.build_batch_augment` via StepContext.augment)
   (3) png            DataLoader over CityscapesDataset (PNG decode), colour ops in the workers (--no-png skips)
 
 Datasets and transforms come from `trainer.build_datasets`; the loaders are configured like the trainer's
@@ -21,7 +21,8 @@ raise --steps when a loader variant is close to (0). Per variant: images/s, the 
 host waited for data (TrainStats.data_wait_share), CUDA peak memory and, on CUDA, the model FLOP
 utilisation (MFU: forward+backward FLOPs from FlopCounterMode over the GPU's dense bf16 peak).
 
---check-syncs (CUDA) counts the host-device syncs of (0)'s timed epoch with torch's sync debug mode; the
+--check-syncs (CUDA) counts the host-device syncs of the timed epochs of (0) and (2) (the step, and the
+step with the batched colour augmentation) with torch's sync debug mode; the
 epoch reads the loss every 20 steps and once at its end by design, anything more is a sync in the step.
 
     python bench/train_loop.py                  # CUDA: batch 16, 1024x512, 60 steps; CPU: ~2 min smoke-sized
@@ -170,7 +171,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--memory-batches", type=int, default=8, help="distinct batches variant (0) cycles through")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (compiled once, all variants)")
     parser.add_argument("--no-png", action="store_true", help="skip variant (3), PNG decoding in the workers")
-    parser.add_argument("--check-syncs", action="store_true", help="count host-device syncs in (0)'s timed epoch (CUDA)")
+    parser.add_argument("--check-syncs", action="store_true", help="count host-device syncs in the timed epochs of (0) and (2) (CUDA)")
     parser.add_argument("--cache", type=Path, default=None, help="cache folder (default: a temp folder, removed)")
     add_data_args(parser, frames=None)
     add_common_args(parser)
@@ -228,21 +229,22 @@ def main() -> None:
         variants = [("memory", cached), ("cache", cached), ("cache+gpu-aug", config(cache=str(cache_dir), gpu_aug=True))]
         variants += [] if args.no_png else [("png", base)]  # base: no cache, so CityscapesDataset over the PNGs
         stats: dict[str, TrainStats] = {}
-        syncs: list[str] = []
+        syncs: dict[str, list[str]] = {}
         for name, cfg in variants:
             dataset = build_datasets(cfg, root, ids)[0]  # the trainer's dataset and transform for this config
             feed = (memory_feed(dataset, cfg, device, args.memory_batches) if name == "memory"
                     else loader_feed(dataset, cfg, device))
-            check = args.check_syncs and name == "memory" and device.type == "cuda"
+            check = args.check_syncs and name in ("memory", "cache+gpu-aug") and device.type == "cuda"
             stats[name], found = runner.run(cfg, feed, check_syncs=check)
-            syncs += found
+            if check:
+                syncs[name] = found
             del feed  # the loader's persistent workers stop before the next variant's start
             progress(f"{name}: {stats[name].images_per_s:.1f} img/s, data wait {100 * stats[name].data_wait_share:.0f}%")
     report(rec, args, stats, flops, peak_flops(device), syncs, build_s, len(ids))
 
 
 def report(rec: Recorder, args: argparse.Namespace, stats: dict[str, TrainStats], flops: int,
-           peak: float | None, syncs: list[str], build_s: float, frames: int) -> None:
+           peak: float | None, syncs: dict[str, list[str]], build_s: float, frames: int) -> None:
     """Write the record: per variant images/s, ratio to memory, data wait, peak memory, MFU."""
     baseline = stats["memory"].images_per_s
     rows = {name: {
@@ -256,10 +258,10 @@ def report(rec: Recorder, args: argparse.Namespace, stats: dict[str, TrainStats]
         "crop": list(args.crop), "workers": args.workers, "steps": args.steps, "warmup": args.warmup,
         "frames": frames, "cache_build_s": round(build_s, 1), "compile": args.compile,
     }
-    if args.check_syncs and args.device == "cuda":
-        counts = Counter(syncs)
-        results["syncs_per_step"] = round(len(syncs) / args.steps, 3)
-        results["sync_sites"] = [f"{site} (x{n})" for site, n in counts.most_common(3)]
+    if syncs:
+        results["syncs_per_step"] = {name: round(len(found) / args.steps, 3) for name, found in syncs.items()}
+        results["sync_sites"] = {name: [f"{site} (x{n})" for site, n in Counter(found).most_common(3)]
+                                 for name, found in syncs.items()}
     figure = "img/s: " + ", ".join(f"{name} {r['images_per_s']:.4g} (data wait {100 * r['data_wait_share']:.0f}%)"
                                    for name, r in rows.items())
     if args.device == "cuda":
@@ -267,7 +269,7 @@ def report(rec: Recorder, args: argparse.Namespace, stats: dict[str, TrainStats]
     if peak:
         figure += "; MFU: " + ", ".join(f"{name} {100 * r['mfu']:.1f}%" for name, r in rows.items())
     if "syncs_per_step" in results:
-        figure += f"; syncs/step (memory) {results['syncs_per_step']}"
+        figure += "; syncs/step " + ", ".join(f"{name} {n}" for name, n in results["syncs_per_step"].items())
     ratio = ", ".join(f"{name}/memory {r['ratio']:.2f}x" for name, r in rows.items() if name != "memory")
     if args.device == "cuda" and tuple(args.crop) == (1024, 512):
         best = max(r["images_per_s"] for name, r in rows.items() if name != "memory")

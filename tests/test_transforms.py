@@ -175,26 +175,6 @@ def test_dominant_class_ratio_estimate_is_close_on_large_windows_and_exact_on_sm
     assert _dominant_class_ratio(small) == exact(small)
 
 
-def test_batch_augment_draws_like_the_loader_transform_one_image_at_a_time():
-    from cityseg.transforms import build_batch_augment
-
-    aug = ("flip", "photometric", "color-jitter", "gaussian-blur")
-    images = torch.randint(0, 256, (3, 3, 32, 48), dtype=torch.uint8)  # (B, 3, H, W)
-    batch_augment = build_batch_augment(aug)
-    torch.manual_seed(5)
-    on_device = batch_augment(images)
-    loader_ops = build_transform(train=True, aug=("photometric", "color-jitter", "gaussian-blur"))
-    mask = np.zeros((32, 48), np.uint8)
-    torch.manual_seed(5)  # the same draws, image by image, as the per-sample worker transform makes
-    one_by_one = torch.stack([loader_ops(image.permute(1, 2, 0).numpy(), mask)[0] for image in images])
-    assert on_device.dtype == torch.uint8 and on_device.shape == images.shape
-    assert torch.equal(on_device, one_by_one)
-    assert not torch.equal(on_device, images)
-    copies = batch_augment(images[:1].repeat(8, 1, 1, 1))  # color-jitter always applies: a new draw per image
-    assert len({bytes(image.numpy()) for image in copies}) == 8
-    assert build_batch_augment(("flip", "scale-crop")) is None  # nothing per-pixel to move
-
-
 def test_pixel_ops_can_be_left_out_of_the_worker_transform():
     aug = ("flip", "scale-crop", "photometric")
     with_ops = build_transform(train=True, aug=aug, crop=(32, 16))

@@ -76,7 +76,7 @@ class StepContext:
     device: torch.device
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
-    # Training-only colour augmentation of the uint8 batch on the device (transforms.build_batch_augment)
+    # Training-only colour augmentation of the uint8 batch on the device (device_augment.build_batch_augment)
     augment: Callable[[Tensor], Tensor] | None = None
 
     def autocast(self) -> contextlib.AbstractContextManager:

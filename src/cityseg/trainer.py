@@ -304,7 +304,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps
 def step_context(config: TrainConfig, device: torch.device) -> StepContext:
     """bf16 autocast where the GPU has it, else fp16 (with a GradScaler), channels-last; float32 on CPU.
     With `gpu_aug` the colour augmentations run here on the batch (on CPU: in the main process)."""
-    from cityseg.transforms import build_batch_augment
+    from cityseg.device_augment import build_batch_augment
 
     augment = build_batch_augment(config.aug) if config.gpu_aug else None
     if device.type != "cuda":

@@ -12,6 +12,7 @@ import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -144,12 +145,28 @@ class ScaleCrop(v2.Transform):
         return out
 
 
+@dataclass(frozen=True)
+class PhotometricSpec:
+    """mmseg's PhotoMetricDistortion as ranges of torchvision factors, shared by the loader-worker version
+    (`_photometric`) and the batched device version (`cityseg.device_augment.BatchPhotometric`)."""
+
+    p: float = 0.5  # each of the four distortions is applied with this probability
+    brightness: tuple[float, float] = (0.75, 1.25)  # ~ +-32 grey levels at mid grey
+    contrast: tuple[float, float] = (0.5, 1.5)
+    saturation: tuple[float, float] = (0.5, 1.5)
+    hue: tuple[float, float] = (-0.1, 0.1)  # share of the colour wheel: mmseg's 18 of 180 OpenCV hue steps
+
+
+PHOTOMETRIC = PhotometricSpec()
+
+
 def _photometric() -> v2.Transform:
-    """mmseg-style PhotoMetricDistortion: brightness, then contrast before or after saturation and hue, each p=0.5."""
-    contrast = v2.RandomApply([v2.ColorJitter(contrast=(0.5, 1.5))], p=0.5)
+    """Brightness, then contrast before or after saturation and hue (each drawn with probability p)."""
+    spec = PHOTOMETRIC
+    contrast = v2.RandomApply([v2.ColorJitter(contrast=spec.contrast)], p=spec.p)
     return v2.Compose(
         [
-            v2.RandomApply([v2.ColorJitter(brightness=0.25)], p=0.5),  # ~ +-32 grey levels at mid grey
+            v2.RandomApply([v2.ColorJitter(brightness=spec.brightness)], p=spec.p),
             v2.RandomChoice(
                 [
                     v2.Compose([contrast, _saturation_hue()]),
@@ -161,24 +178,32 @@ def _photometric() -> v2.Transform:
 
 
 def _saturation_hue() -> v2.Transform:
+    spec = PHOTOMETRIC
     return v2.Compose(
         [
-            v2.RandomApply([v2.ColorJitter(saturation=(0.5, 1.5))], p=0.5),
-            v2.RandomApply([v2.ColorJitter(hue=0.1)], p=0.5),  # mmseg's 18 of 180 OpenCV hue steps
+            v2.RandomApply([v2.ColorJitter(saturation=spec.saturation)], p=spec.p),
+            v2.RandomApply([v2.ColorJitter(hue=spec.hue)], p=spec.p),
         ]
     )
 
 
+# Per-pixel image-only augmentations, in the order they run (after cropping).
+PIXEL_AUGMENTATIONS = ("color-jitter", "photometric", "gaussian-blur")
+
+
+def pixel_transform(name: str) -> v2.Transform:
+    """One per-pixel augmentation of PIXEL_AUGMENTATIONS, for one image."""
+    if name == "color-jitter":
+        return v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1)
+    if name == "photometric":
+        return _photometric()
+    if name == "gaussian-blur":
+        return v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 2.0))], p=0.5)
+    raise ValueError(f"{name!r} is not a per-pixel augmentation")  # callers iterate PIXEL_AUGMENTATIONS
+
+
 def _pixel_ops(aug: Sequence[str]) -> list[v2.Transform]:
-    """Per-pixel image-only augmentations, in a fixed order; they run after cropping."""
-    ops: list[v2.Transform] = []
-    if "color-jitter" in aug:
-        ops.append(v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1))
-    if "photometric" in aug:
-        ops.append(_photometric())
-    if "gaussian-blur" in aug:
-        ops.append(v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 2.0))], p=0.5))
-    return ops
+    return [pixel_transform(name) for name in PIXEL_AUGMENTATIONS if name in aug]
 
 
 def _as_tensor(array: np.ndarray | Tensor) -> Tensor:
@@ -250,8 +275,8 @@ def build_transform(
 
     Training: `crop` (W, H) or "scale-crop" enables the fused scale-and-crop (scale 1 without "scale-crop";
     `scale_range` defaults to 0.5-2.0; the crop defaults to `size` or the input size), then "flip", then
-    colour/blur ops on the crop, unless `pixel_ops` is False: then `build_batch_augment` runs them on the
-    device. Evaluation ignores `aug`/`crop`: resize only, so predictions map back 1:1.
+    colour/blur ops on the crop, unless `pixel_ops` is False: then `device_augment.build_batch_augment` runs
+    them on the device. Evaluation ignores `aug`/`crop`: resize only, so predictions map back 1:1.
     """
     aug = tuple(aug)
     _check_options(aug, size, crop, scale_range, crop_max_class_ratio)
@@ -267,28 +292,3 @@ def build_transform(
         if pixel_ops:
             ops.extend(_pixel_ops(aug))
     return PairTransform(ops)
-
-
-class BatchAugment:
-    """The colour/blur augmentations of a training recipe, applied on the device to a whole uint8 batch.
-
-    Photometric distortion costs ~40 ms per 1024x512 crop on one CPU core, enough to starve a GPU that
-    trains hundreds of crops/s; on the GPU it is a few kernels per image. Each image gets its own random
-    draw (drawn on the host from torch's global generator, so no device sync), as in the loader workers.
-    """
-
-    def __init__(self, ops: list[v2.Transform]) -> None:
-        self.ops = v2.Compose(ops)
-
-    def __call__(self, images: Tensor) -> Tensor:
-        # images (B, 3, H, W) uint8 -> (B, 3, H, W) uint8
-        return torch.stack([self.ops(image) for image in images])
-
-    def __repr__(self) -> str:
-        return f"BatchAugment({self.ops!r})"
-
-
-def build_batch_augment(aug: Sequence[str]) -> BatchAugment | None:
-    """The per-pixel ops of `aug` for `build_transform(pixel_ops=False)` to leave to the device (None: none)."""
-    ops = _pixel_ops(tuple(aug))
-    return BatchAugment(ops) if ops else None
