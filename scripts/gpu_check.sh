@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The GPU measurements and checks of the performance work, in one go: about 6 minutes on one H100/H200.
+# The GPU measurements and checks of the performance work, in one go: about 6 minutes on one H200.
 # Nothing here runs in `make test` (CI has no GPU); run it on a CUDA machine with the requirements installed:
 #
 #   bash scripts/gpu_check.sh OUT_DIR
 #
 #   1. bench/train_step.py: training step (1024x512 crops, batch 16) and whole-image 2048x1024 inference,
 #      fp32 eager vs channels_last vs channels_last+bf16 vs +torch.compile: images/s, MFU, peak memory
-#   2. bench/train_loop.py: the project's loaders (memmap cache with colour augmentation in the workers or
-#      on the GPU, and PNG decoding) feeding the real training step vs batches already in memory: images/s,
-#      data-wait share, host syncs per step
+#   2. bench/train_loop.py, compiled then eager: the project's loaders (memmap cache with colour augmentation
+#      in the workers or on the GPU; eager also PNG decoding) feeding the real training step vs batches
+#      already in memory: images/s, data-wait share, host syncs per step
 #   3. the CLI on CUDA end to end on a small synthetic set: cv (2 folds + full fit, strong recipe,
 #      --gpu-aug, --cache) -> predict val -> evaluate (official and fast engines must agree)
 #
@@ -60,6 +60,9 @@ export -f cityseg cli_path
 export WORK PYTHON DEVICE CLI_SIZE CLI_CROP
 [[ -z $ONLY || $ONLY == train_step ]] && step train_step 240 "$PYTHON" bench/train_step.py --device cuda --batch 16 --train-sizes 1024x512 \
     --infer-batch 8 --compile --warmup 3 --iters 10 --md "$MD"
-[[ -z $ONLY || $ONLY == train_loop ]] && step train_loop 200 "$PYTHON" bench/train_loop.py --check-syncs --steps 150 --data "$WORK/bench-data" --md "$MD"
+[[ -z $ONLY || $ONLY == train_loop ]] && step train_loop_compiled 200 "$PYTHON" bench/train_loop.py --compile --no-png \
+    --check-syncs --steps 150 --data "$WORK/bench-data" --md "$MD"
+[[ -z $ONLY || $ONLY == train_loop ]] && step train_loop_eager 200 "$PYTHON" bench/train_loop.py \
+    --check-syncs --steps 150 --data "$WORK/bench-data" --md "$MD"
 [[ -z $ONLY || $ONLY == cli ]] && step cli 150 bash -c cli_path
 rm -rf "$WORK"
