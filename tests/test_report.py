@@ -105,6 +105,15 @@ def test_report_numbers_match_summary_and_evaluation_json(tiny_run):
     assert re.search(rf"mean \(mIoU / iIoU\)\s+{re.escape(val_text)}\s", official)
 
 
+def test_report_overview_gives_the_logged_throughput_and_data_wait(tiny_run):
+    rows = [json.loads(line) for log in sorted(tiny_run.runs.glob("*/log.jsonl")) for line in log.read_text().splitlines()]
+    speed = np.median([row["images_per_s"] for row in rows])
+    wait = np.median([row["data_wait_share"] for row in rows])
+    overview = " ".join(page_texts(tiny_run.pdf)[0].split())  # the PDF text wraps long cells
+    assert f"throughput {speed:.1f} img/s, {100 * wait:.0f}% of it waiting for data" in overview
+    assert "peak GPU memory" not in overview  # a CPU run logs none
+
+
 def test_report_metadata_and_figures_beside_the_pdf(tiny_run):
     reader = PdfReader(tiny_run.pdf)
     assert "SYNTHETIC" in reader.metadata.title

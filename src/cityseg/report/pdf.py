@@ -81,6 +81,23 @@ def total_seconds(runs: RunFiles) -> float:
     return sum(float(row.get("seconds") or 0.0) for rows in runs.histories.values() for row in rows)
 
 
+def throughput_text(runs: RunFiles) -> str:
+    """Median training speed over all epochs, with how long the GPU waited for data: a starving loader shows here."""
+    rows = [row for rows in runs.histories.values() for row in rows]
+
+    def median(key: str) -> float | None:
+        values = [float(row[key]) for row in rows if row.get(key) is not None]
+        return float(np.median(values)) if values else None
+
+    speed, wait, peak = median("images_per_s"), median("data_wait_share"), median("peak_memory_gb")
+    parts = [f"{speed:.1f} img/s" if speed is not None else "not logged"]
+    if wait is not None:
+        parts.append(f"{100 * wait:.0f}% of it waiting for data")
+    if peak is not None:
+        parts.append(f"peak GPU memory {peak:.1f} GiB")
+    return ", ".join(parts) + " (medians over all epochs)"
+
+
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
@@ -111,6 +128,7 @@ def trained_table(runs: RunFiles, data_root: Path | None, synthetic: bool) -> Ta
         ("folds", f"{runs.folds['k']} folds split by {runs.folds['split']} (seed {runs.folds.get('seed')})"),
         ("hardware", f"{record.get('world_size') or 1} x {device}, {hardware.get('cpu_count')} CPU cores"),
         ("training time", f"{_duration(total_seconds(runs))} (all folds and the full fit)"),
+        ("throughput", throughput_text(runs)),
         ("code", f"git {sha[:12]}{' (uncommitted changes)' if git.get('dirty') else ''}, "
                  f"torch {versions.get('torch')}, smp {versions.get('segmentation-models-pytorch')}"),
     ]
