@@ -17,7 +17,8 @@
 # to OUT_DIR/gpu_check.log, and the exit status of each step to OUT_DIR/status.txt.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-OUT=${1:?usage: bash scripts/gpu_check.sh OUT_DIR}
+[[ $# -eq 1 ]] || { echo "usage: bash scripts/gpu_check.sh OUT_DIR (a folder for the logs and benchmark rows)" >&2; exit 2; }
+OUT=$1
 PYTHON=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}  # DEVICE=cpu CLI_SIZE=256x128 CLI_CROP=128x128 ONLY=cli: a dry run of step 3 on a CPU
 CLI_SIZE=${CLI_SIZE:-1024x512}

@@ -31,3 +31,20 @@ def test_full_disk_keeps_the_old_file_and_names_the_target(tmp_path):
     assert info.value.filename == str(target)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["evaluation.json"]
+
+
+def test_source_fingerprint_notices_a_rewrite_and_a_missing_file(tmp_path):
+    import os
+
+    from cityseg.fileio import source_fingerprint
+
+    source = tmp_path / "city" / "a.png"
+    source.parent.mkdir()
+    source.write_bytes(b"1234")
+    first = source_fingerprint("image", source, tmp_path)
+    assert first == {"image": os.path.join("city", "a.png"), "image_bytes": 4,
+                     "image_mtime_ns": source.stat().st_mtime_ns}
+    os.utime(source, ns=(1, first["image_mtime_ns"] + 1_000_000))
+    assert source_fingerprint("image", source, tmp_path) != first
+    source.unlink()
+    assert source_fingerprint("image", source, tmp_path)["image_bytes"] is None

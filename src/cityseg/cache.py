@@ -43,7 +43,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from cityseg.errors import UserError, format_paths
-from cityseg.fileio import claim_folder, folder_lock, read_complete_index
+from cityseg.fileio import claim_folder, folder_lock, read_complete_index, source_fingerprint
 
 MARKER = "CITYSEG_CACHE.json"
 FORMAT = "cityseg-cache"
@@ -182,13 +182,8 @@ def cache_state(root: Path, split: str, size: tuple[int, int] | None = None, out
 
 def _source_record(frame, root: Path) -> dict[str, Any]:
     """What identifies a frame's sources: paths relative to ROOT (so ROOT may move), sizes and mtimes."""
-    record: dict[str, Any] = {"id": frame.id}
-    for key, path in (("image", frame.image), ("label", frame.label)):
-        stat = Path(path).stat()
-        record[key] = os.path.relpath(path, root)
-        record[f"{key}_bytes"] = stat.st_size
-        record[f"{key}_mtime_ns"] = stat.st_mtime_ns
-    return record
+    return {"id": frame.id, **source_fingerprint("image", frame.image, root),
+            **source_fingerprint("label", frame.label, root)}
 
 
 def _stale_reason(index: dict[str, Any], records: list[dict[str, Any]], size: tuple[int, int] | None) -> str | None:
@@ -550,12 +545,6 @@ def _source_record_from_index(record: dict[str, Any], root: Path) -> dict[str, A
     """Re-stat the sources an index names (cheap: no directory walk, no decoding)."""
     fresh: dict[str, Any] = {"id": record["id"]}
     for key in ("image", "label"):
-        fresh[key] = record[key]
-        try:
-            stat = (root / record[key]).stat()
-        except FileNotFoundError:
-            fresh[f"{key}_bytes"] = fresh[f"{key}_mtime_ns"] = None
-            continue
-        fresh[f"{key}_bytes"] = stat.st_size
-        fresh[f"{key}_mtime_ns"] = stat.st_mtime_ns
+        fresh.update(source_fingerprint(key, root / record[key], root))
+        fresh[key] = record[key]  # as written, so an unchanged source compares equal
     return fresh

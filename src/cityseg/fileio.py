@@ -40,6 +40,18 @@ def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], object]) -> None:
         raise
 
 
+def source_fingerprint(key: str, path: Path, root: Path) -> dict[str, object]:
+    """{key: path relative to ROOT, key_bytes, key_mtime_ns}: what the caches' indexes record to notice that
+    a source file changed, without decoding it (sizes and mtime None for a file that is gone)."""
+    fields: dict[str, object] = {key: os.path.relpath(path, root), f"{key}_bytes": None, f"{key}_mtime_ns": None}
+    try:
+        stat = Path(path).stat()
+    except FileNotFoundError:
+        return fields
+    fields[f"{key}_bytes"], fields[f"{key}_mtime_ns"] = stat.st_size, stat.st_mtime_ns
+    return fields
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write UTF-8 text atomically (JSON, CSV, logs that must never be half-written)."""
     data = text.encode("utf-8")

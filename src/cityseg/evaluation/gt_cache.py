@@ -45,6 +45,7 @@ from cityseg.fileio import (
     claim_folder,
     folder_lock,
     read_complete_index,
+    source_fingerprint,
 )
 
 MARKER = "CITYSEG_EVAL_GT.json"
@@ -200,13 +201,8 @@ def _png_shape(pair: Pair) -> tuple[int, int]:
 
 def _source_record(pair: Pair, root: Path) -> dict[str, Any]:
     """What identifies a frame's ground truth: paths relative to ROOT, sizes and mtimes."""
-    record: dict[str, Any] = {"id": pair.frame_id}
-    for key, path in (("label_ids", pair.label_ids), ("instance_ids", pair.instance_ids)):
-        stat = Path(path).stat()
-        record[key] = os.path.relpath(path, root)
-        record[f"{key}_bytes"] = stat.st_size
-        record[f"{key}_mtime_ns"] = stat.st_mtime_ns
-    return record
+    return {"id": pair.frame_id, **source_fingerprint("label_ids", pair.label_ids, root),
+            **source_fingerprint("instance_ids", pair.instance_ids, root)}
 
 
 # ------------------------------------------------------------------------------------------------------
