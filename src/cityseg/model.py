@@ -164,3 +164,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise UserError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N.")
     return device
+
+
+def mixed_precision_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype on `device`: bf16 where the GPU computes it natively, else fp16; None (float32) off CUDA.
+
+    torch.cuda.is_bf16_supported() also answers True on GPUs that only emulate bf16 (V100, T4, Turing), where
+    it is slow; `including_emulation=False` asks for native support (compute capability 8.0+, or ROCm).
+    fp16 training needs a GradScaler (`trainer.needs_grad_scaler`); inference needs none.
+    """
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16

@@ -109,12 +109,16 @@ def _rewrite_log(run_dir: Path, rows: list[dict]) -> None:
 
 
 def selection_metric(row: dict, select: str) -> float | None:
-    """The number a run is selected by: val loss (lower is better) or val mIoU (higher is better)."""
+    """The number a run is selected by: val loss (lower is better) or val mIoU (higher is better; also what
+    "last", which selects nothing, records)."""
     return row.get("val_loss") if select == "loss" else row.get("val_miou")
 
 
 def is_better(value: float | None, best: float | None, select: str) -> bool:
-    """Strict improvement, so ties keep the earlier epoch; a missing value never wins over a real one."""
+    """Strict improvement, so ties keep the earlier epoch; a missing value never wins over a real one.
+    With select "last" every new epoch wins: best.pt is the latest epoch."""
+    if select == "last":
+        return True
     if value is None or not np.isfinite(value):
         return False
     if best is None or not np.isfinite(best):
@@ -123,7 +127,7 @@ def is_better(value: float | None, best: float | None, select: str) -> bool:
 
 
 def best_row(rows: Sequence[dict], select: str) -> dict | None:
-    """The row the trainer saved as best.pt: first strict best by `select`, else (no validation) the last."""
+    """The row the trainer saved as best.pt: first strict best by `select`, else (no validation, or "last") the last."""
     best = None
     for row in rows:
         if is_better(selection_metric(row, select), None if best is None else selection_metric(best, select), select):
@@ -261,20 +265,35 @@ def build_loaders(
 # ----------------------------------------------------------------------------------------------------------
 
 
+def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """Decoder and encoder, each split into decayed weights and never-decayed 1-D parameters.
+
+    Group 0 is the decoder's decayed weights at `lr` (the lr the log reports); the encoder runs at
+    lr * encoder_lr_mult with weight_decay * encoder_weight_decay_mult (SwiftNet's fine-tuning split).
+    Every 1-D parameter (BatchNorm weights, all biases) gets weight decay 0, as in timm and
+    mmsegmentation: shrinking a norm's scale or a bias toward 0 regularises nothing.
+    """
+    encoder_ids = {id(p) for p in model.encoder.parameters()}
+    decoder = [p for p in model.parameters() if id(p) not in encoder_ids]
+    encoder = [p for p in model.parameters() if id(p) in encoder_ids]
+    encoder_lr, encoder_decay = config.lr * config.encoder_lr_mult, config.weight_decay * config.encoder_weight_decay_mult
+    groups = []
+    for name, params, lr, decay in (("decoder", decoder, config.lr, config.weight_decay),
+                                    ("encoder", encoder, encoder_lr, encoder_decay)):
+        groups.append({"params": [p for p in params if p.ndim > 1], "lr": lr, "weight_decay": decay, "name": name})
+        groups.append({"params": [p for p in params if p.ndim <= 1], "lr": lr, "weight_decay": 0.0,
+                       "name": f"{name}_no_decay"})
+    return [group for group in groups if group["params"]]
+
+
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Two parameter groups: decoder/head at lr (group 0, the logged lr) and the encoder at lr * encoder_lr_mult."""
-    encoder = list(model.encoder.parameters())
-    encoder_ids = {id(p) for p in encoder}
-    rest = [p for p in model.parameters() if id(p) not in encoder_ids]
-    groups = [
-        {"params": rest, "lr": config.lr, "name": "decoder"},
-        {"params": encoder, "lr": config.lr * config.encoder_lr_mult, "name": "encoder"},
-    ]
+    """The configured optimizer over `parameter_groups` (Adam's and SGD's decay is coupled L2, AdamW's decoupled)."""
+    groups = parameter_groups(model, config)
     if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(groups, lr=config.lr, betas=config.betas)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min_ratio: float = 0.0,
@@ -290,8 +309,9 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
-    """A per-iteration LambdaLR over the whole run (its state holds only the step count, so it resumes)."""
-    total = config.epochs * steps_per_epoch
+    """A per-iteration LambdaLR over `config.schedule_length` epochs, which a shorter run stops partway through
+    (its state holds only the step count, so it resumes)."""
+    total = config.schedule_length * steps_per_epoch
     warmup = round(config.warmup_epochs * steps_per_epoch)
     min_ratio = config.min_lr / config.lr
 
@@ -302,15 +322,22 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps
 
 
 def step_context(config: TrainConfig, device: torch.device) -> StepContext:
-    """bf16 autocast where the GPU has it, else fp16 (with a GradScaler), channels-last; float32 on CPU.
-    With `gpu_aug` the colour augmentations run here on the batch (on CPU: in the main process)."""
+    """With `amp`: bf16 autocast where the GPU has it natively, else fp16 (with a GradScaler); channels-last on
+    CUDA; float32 on CPU. With `gpu_aug` the colour augmentations run here on the batch (on CPU: in the main
+    process)."""
     from cityseg.device_augment import build_batch_augment
+    from cityseg.model import mixed_precision_dtype
 
     augment = build_batch_augment(config.aug) if config.gpu_aug else None
     if device.type != "cuda":
         return StepContext(device, augment=augment)
-    dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if config.amp else None
+    dtype = mixed_precision_dtype(device) if config.amp else None
     return StepContext(device, amp_dtype=dtype, channels_last=True, augment=augment)
+
+
+def needs_grad_scaler(context: StepContext) -> bool:
+    """fp16 gradients underflow without loss scaling; bf16 has float32's range and float32 needs none."""
+    return context.amp_dtype == torch.float16
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -532,7 +559,8 @@ class _Training:
                 _copy_atomic(self.run_dir / LAST_FILE, self.run_dir / BEST_FILE)
             append_log_row(self.run_dir, row)
             if progress:
-                tqdm.write(_summary_line(self.run_name, self.config.epochs, row, improved and val is not None))
+                marked = improved and val is not None and self.config.select != "last"
+                tqdm.write(_summary_line(self.run_name, self.config.epochs, row, marked))
             if on_epoch is not None:
                 on_epoch(self.run_name, row)
         barrier()
@@ -555,7 +583,14 @@ class _Training:
 
     def restore(self, state: dict, rank: int) -> None:
         """Continue where last.pt left off: same optimizer moments, schedule step and random streams."""
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError:  # another number or size of parameter groups
+            raise UserError(
+                f"{self.run_dir / LAST_FILE} holds optimizer state for other parameter groups: the run was started "
+                "by an older cityseg (before norm weights and biases got their own groups without weight decay). "
+                "Finish it with that version, or start it again in a new --out folder."
+            ) from None
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.best_metric, self.best_epoch = float(state["best_metric"]), state.get("best_epoch")
@@ -598,7 +633,7 @@ def _setup(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, tr
         model=model,
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, config, len(train_loader)),
-        scaler=torch.amp.GradScaler(device.type, enabled=context.amp_dtype == torch.float16),
+        scaler=torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(context)),
         criterion=build_loss(config.loss, config.ohem_thresh, config.ohem_min_kept),
         context=context,
         train_loader=train_loader,
@@ -670,12 +705,18 @@ def read_run_config(run_dir: Path) -> TrainConfig | None:
 
 
 def with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
-    """The same config trained for another number of epochs (the full fit after cross-validation)."""
-    return dataclasses.replace(config, epochs=epochs, warmup_epochs=min(config.warmup_epochs, float(epochs)))
+    """The same config and the same lr schedule, stopped after `epochs` (the full fit after cross-validation).
+
+    The schedule keeps its length (the folds' epochs), so at every point of training the lr is the one the
+    folds had there: the full fit's weights at its last epoch follow the trajectory that produced each
+    fold's score at that epoch, not a cosine squeezed into fewer epochs.
+    """
+    return dataclasses.replace(config, epochs=epochs, schedule_epochs=config.schedule_length)
 
 
 __all__ = [
     "EpochCallback", "RunResult", "append_log_row", "best_row", "build_datasets", "build_loaders", "build_optimizer",
+    "needs_grad_scaler", "parameter_groups",
     "build_scheduler", "check_input_size", "finished_result", "is_better", "is_finished", "load_log",
     "lr_factor", "read_run_config", "rng_state", "selection_metric", "set_rng_state", "step_context", "train_run",
     "with_epochs",
