@@ -95,7 +95,12 @@ def test_report_numbers_match_summary_and_evaluation_json(tiny_run):
     assert cv_text in texts[0] and cv_text in texts[1]
     assert f"Validation mIoU (official cityscapesscripts): {val_text} %" in texts[0]
     for fold in summary["folds"]:
-        assert re.search(rf"^{fold['fold']}\s.*{re.escape(percent(fold['val_miou']))}$", texts[1], re.M)
+        scored, best = re.escape(percent(fold["val_miou"])), re.escape(percent(fold["best_val_miou"]))
+        assert re.search(rf"^{fold['fold']}\s.*\s{scored}\s+{fold['best_epoch']}\s+{best}$", texts[1], re.M)
+    selected = mean_std_text(summary["selected"]["miou_mean"], summary["selected"]["miou_std"])
+    assert f"no selection): {cv_text} %" in texts[0] and "optimistic" in texts[0] and selected in texts[1]
+    overview = " ".join(texts[0].split())  # the PDF text wraps long cells
+    assert "changed from the recipe epochs 10 -> 1; lr 0.0001 -> 0.001; size none -> 128x64" in overview
     official = texts[-1]
     for name in CLASS_NAMES:
         iou, iiou = percent(evaluation["classScores"][name]), percent(evaluation["classInstScores"][name])

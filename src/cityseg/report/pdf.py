@@ -114,6 +114,7 @@ def trained_table(runs: RunFiles, data_root: Path | None, synthetic: bool) -> Ta
     device = hardware.get("gpu") or hardware.get("device") or cfg.get("device")
     sha = git.get("sha") or "unknown"
     full_epochs = (runs.summary.get("full") or {}).get("epochs")
+    selection = "last epoch (fixed budget)" if cfg.get("select") == "last" else f"best by {cfg.get('select')}"
     rows = [
         ("recipe", cfg.get("recipe")),
         ("model", f"U-Net, ResNet-34 encoder, encoder weights: {cfg.get('encoder_weights') or 'none (from scratch)'}"),
@@ -121,8 +122,9 @@ def trained_table(runs: RunFiles, data_root: Path | None, synthetic: bool) -> Ta
         ("image size / crop", f"{_size_text(cfg.get('size'))} / {_size_text(cfg.get('crop'), 'none')}"),
         ("optimisation", f"{cfg.get('optimizer')} lr {cfg.get('lr')}, {cfg.get('schedule')} schedule, "
                          f"batch {cfg.get('batch_size')}, loss {cfg.get('loss')}"),
-        ("epochs", f"{cfg.get('epochs')} per fold, best by {cfg.get('select')}; full-data fit: "
-                   f"{full_epochs if full_epochs is not None else 'not trained yet'}"),
+        ("epochs", f"{cfg.get('epochs')} per fold, {selection}; full-data fit: "
+                   f"{full_epochs if full_epochs is not None else 'not trained yet'} on the folds' lr schedule"),
+        ("changed from the recipe", _changes_text(cfg)),
         ("data", f"{'synthetic (cityseg synth)' if synthetic else 'Cityscapes'} at "
                  f"{Path(data_root).resolve() if data_root else record.get('data_root')}"),
         ("folds", f"{runs.folds['k']} folds split by {runs.folds['split']} (seed {runs.folds.get('seed')})"),
@@ -135,12 +137,22 @@ def trained_table(runs: RunFiles, data_root: Path | None, synthetic: bool) -> Ta
     return Table.build(("", ""), rows)
 
 
+def _changes_text(cfg: dict[str, Any]) -> str:
+    """The resolved fields that differ from the run's recipe (machine fields aside), as 'field recipe -> run'."""
+    from cityseg.config import TrainConfig, recipe_differences, value_text
+
+    changes = recipe_differences(TrainConfig.from_dict(cfg)) if cfg else []
+    return "; ".join(f"{name} {value_text(recipe)} -> {value_text(run)}" for name, recipe, run in changes) or "nothing"
+
+
 def headline_text(runs: RunFiles, evaluation: dict[str, Any], synthetic: bool) -> str:
-    """CV mIoU mean ± std, the official val mIoU and how it compares with the reference."""
+    """CV mIoU mean ± std (no selection, and the optimistic selected one), the official val mIoU and the reference."""
+    from cityseg.cv import summary_text
+
     summary = runs.summary
     val = float(evaluation["averageScoreClasses"])
     lines = [
-        f"Cross-validation mIoU ({summary['k']} folds, mean ± std): {mean_std_text(summary['miou_mean'], summary['miou_std'])} %",
+        summary_text(summary),
         f"Validation mIoU (official cityscapesscripts): {percent(val)} %  "
         f"(iIoU {percent(evaluation['averageScoreInstClasses'])} %, "
         f"categories {percent(evaluation['averageScoreCategories'])} %)",
@@ -155,16 +167,20 @@ def headline_text(runs: RunFiles, evaluation: dict[str, Any], synthetic: bool) -
 
 
 def cv_table(runs: RunFiles) -> Table:
-    """Per-fold best epoch, validation loss and mIoU, with the folds' mean ± std as the last row."""
+    """Per fold: the scored epoch's val loss and mIoU (the headline), then its own best epoch and mIoU (selected on
+    the same fold, optimistic); the folds' mean ± std as the last row."""
     summary = runs.summary
     cities = {row[0]: row[1] for row in folds_table(runs.folds).rows}
-    rows = [(str(f["fold"]), cities.get(str(f["fold"]), ""), f["best_epoch"], _loss(f["val_loss"]), percent(f["val_miou"]))
-            for f in summary["folds"]]
+    rows = [(str(f["fold"]), cities.get(str(f["fold"]), ""), f["epoch"] or "n/a", _loss(f["val_loss"]),
+             percent(f["val_miou"]), f["best_epoch"], percent(f["best_val_miou"])) for f in summary["folds"]]
     losses = [f["val_loss"] for f in summary["folds"] if f["val_loss"] is not None]
+    selected = summary["selected"]
     rows.append(("mean ± std", "", "", _loss(float(np.mean(losses))) if losses else "n/a",
-                 mean_std_text(summary["miou_mean"], summary["miou_std"])))
-    return Table.build(("fold", "validation cities", "best epoch", "val loss", "mIoU (%)"), rows,
-                       title="cross-validation: each fold's selected epoch")
+                 mean_std_text(summary["miou_mean"], summary["miou_std"]), "",
+                 mean_std_text(selected["miou_mean"], selected["miou_std"])))
+    return Table.build(("fold", "validation cities", "epoch", "val loss", "mIoU (%)", "best epoch", "best mIoU (%)"),
+                       rows, title="cross-validation: every fold at the full fit's epoch count; best epoch chosen on "
+                       "the same fold (optimistic)")
 
 
 def full_fit_text(runs: RunFiles) -> str:
@@ -175,8 +191,11 @@ def full_fit_text(runs: RunFiles) -> str:
         return "No full-data fit yet: `cityseg cv ... --resume` trains it once every fold is finished."
     n_train = runs.configs.get("full", {}).get("n_train", "all")
     state = "finished" if full.get("finished") else f"{full.get('epochs_done')} of {full.get('epochs')} epochs done"
-    return (f"{n_train} train images, {full['epochs']} epochs = median of the folds' best epochs "
-            f"(chosen: {summary['chosen_epochs']}); {state}. Its best.pt made the validation predictions.")
+    rule = "the folds' epochs (fixed budget)" if summary["folds"] and all(
+        f["select"] == "last" for f in summary["folds"]) else "the median of the folds' best epochs"
+    horizon = full.get("schedule_epochs", full["epochs"])
+    return (f"{n_train} train images, {full['epochs']} epochs = {rule} (chosen: {summary['chosen_epochs']}), on the "
+            f"folds' {horizon}-epoch lr schedule stopped there; {state}. Its best.pt made the validation predictions.")
 
 
 def _loss(value: float | None) -> str:
