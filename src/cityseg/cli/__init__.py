@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "download",
     "prepare",
     "cache",
+    "recipes",
     "cv",
     "train",
     "predict",
