@@ -506,8 +506,8 @@ def train_run(
         raise UserError(
             f"the GPU ran out of memory training {run_name} (batch size {config.batch_size}, crop "
             f"{_size_text(config.crop)}, size {_size_text(config.size)}). Lower --batch-size, use a smaller --crop, "
-            f"or train at a lower resolution with --size (e.g. 1024x512); keep --amp on. Then --resume continues "
-            f"from the last finished epoch in {run_dir}."
+            f"or train at a lower resolution with --size (e.g. 1024x512); --amp (mixed precision) also saves memory "
+            f"and may be added on --resume, which continues from the last finished epoch in {run_dir}."
         ) from None
 
 
