@@ -125,10 +125,11 @@ def distort_hwc(image: np.ndarray, draw: PhotometricDraw) -> np.ndarray:
 
 
 def distort_chw(image: Tensor, draw: PhotometricDraw) -> Tensor:
-    """The same for a (3, H, W) uint8 tensor; returns (3, H, W) uint8, maybe a permuted view of (H, W, 3).
+    """The same for a (3, H, W) uint8 tensor; returns (3, H, W) uint8.
 
-    Without an HSV step the tables apply to the memory in whatever layout it has (no transposing copy);
-    the HSV steps need interleaved (H, W, 3) pixels, which a permuted view of an HWC array already is.
+    Without an HSV step the tables apply to the memory in whatever layout it has (no copy to reorder).
+    The HSV steps need interleaved (H, W, 3) pixels: OpenCV's merge and split reorder the planes (a
+    tenth of the cost of a transposing copy), and a (3, H, W) view of HWC memory needs no reordering.
     """
     hwc_view = image.permute(1, 2, 0).is_contiguous()  # (3, H, W) view of (H, W, 3) memory: how images arrive
     if draw.saturation is None and draw.hue is None:
@@ -139,8 +140,15 @@ def distort_chw(image: Tensor, draw: PhotometricDraw) -> Tensor:
         memory = image.permute(1, 2, 0) if hwc_view else image.contiguous()  # (H, W, 3) or (3, H, W)
         out = torch.from_numpy(_lookup(memory.numpy(), table))
         return out.permute(2, 0, 1) if hwc_view else out
-    hwc = np.ascontiguousarray(image.permute(1, 2, 0).numpy())  # (H, W, 3); no copy for an HWC view
-    return torch.from_numpy(distort_hwc(hwc, draw)).permute(2, 0, 1)
+    if hwc_view:
+        return torch.from_numpy(distort_hwc(image.permute(1, 2, 0).numpy(), draw)).permute(2, 0, 1)
+    planes = image.contiguous().numpy()  # (3, H, W)
+    distorted = distort_hwc(cv2.merge(list(planes)), draw)  # (H, W, 3)
+    out = np.empty_like(planes)
+    written = cv2.split(distorted, list(out))  # writes into the (3, H, W) planes given
+    if not np.shares_memory(written[0], out):  # an OpenCV that allocated its own planes instead
+        out = np.stack(written)
+    return torch.from_numpy(out)
 
 
 class PhotoMetricDistortion(v2.Transform):
