@@ -1,9 +1,9 @@
 """Which CPU kernel switches change what a training run computes (README, "Same numbers?").
 
 Trains the U-Net for a few Adam steps on fixed random data under each switch, every variant in a fresh
-process (the switches are read at start-up), and compares the final state (weights and BatchNorm buffers)
-with the first variant's:
-bit-identical, or the largest difference. The switches are the ones that pick a machine's kernels:
+process (the switches are read at start-up), and compares the final state (weights and BatchNorm
+buffers) with the first variant's: bit-identical, or the largest difference. The switches are the ones
+that pick a machine's kernels:
 
   ATEN_CPU_CAPABILITY   PyTorch's own vectorised kernels: default (no SIMD), avx2, avx512
   ONEDNN_MAX_CPU_ISA    oneDNN's convolutions: the widest instruction set it may use (SSE41, AVX2, AVX512_CORE, ...)
