@@ -71,9 +71,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cache", default=_UNSET, metavar="DIR", help="decoded-image cache folder (see `cityseg cache`)")
     group.add_argument("--gpu-aug", action=argparse.BooleanOptionalAction, default=_UNSET,
                        help="run the colour augmentations (photometric, color-jitter, gaussian-blur) on the training "
-                       "device instead of in the loader workers (photometric batched, hue turned in YIQ space): use "
-                       "it when the printed data wait share is high on a fast GPU (photometric costs ~40 ms per "
-                       "1024x512 crop on one CPU core)")
+                       "device instead of in the loader workers (photometric batched, the same mmsegmentation ops "
+                       "and draws): use it when the printed data wait share is high on a fast GPU (photometric "
+                       "costs ~5 ms of a CPU core per 768x768 crop)")
 
     group = parser.add_argument_group("Loss, model and selection")
     group.add_argument("--loss", choices=LOSSES, default=_UNSET, help="cross-entropy or OHEM cross-entropy")
