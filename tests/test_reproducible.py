@@ -19,7 +19,7 @@ from helpers_training import CLI_ENV, cityseg_command, running, signal_when
 from cityseg.checkpoint import load_checkpoint
 from cityseg.trainer import load_log
 
-pytestmark = pytest.mark.slow  # ~8 trainings of a few steps: about a minute on two idle cores
+pytestmark = pytest.mark.slow  # ~8 short trainings in child processes: about 2 minutes of CPU
 
 # 2 folds x 2 epochs of 5 steps and a full fit, with the strong recipe's augmentations on 64x32 crops.
 OPTIONS = ("--recipe", "strong", "--folds", "2", "--epochs", "2", "--crop", "64x32", "--scale-range", "0.25,1.0",
