@@ -214,10 +214,10 @@ def test_gpu_aug_moves_the_colour_ops_from_the_loader_to_the_step(synth_root, fo
     config = tiny_config(aug=("flip", "photometric"), gpu_aug=True)
     train_set, _ = build_datasets(config, synth_root, fold0[0][:2])
     context = step_context(config, torch.device("cpu"))
-    assert "ColorJitter" not in repr(train_set.transform) and "RandomHorizontalFlip" in repr(train_set.transform)
+    assert "PhotoMetricDistortion" not in repr(train_set.transform) and "RandomHorizontalFlip" in repr(train_set.transform)
     assert "BatchPhotometric" in repr(context.augment)
     in_loader, _ = build_datasets(tiny_config(aug=("flip", "photometric")), synth_root, fold0[0][:2])
-    assert "ColorJitter" in repr(in_loader.transform)
+    assert "PhotoMetricDistortion" in repr(in_loader.transform)
     assert step_context(tiny_config(aug=("flip", "photometric")), torch.device("cpu")).augment is None
 
 

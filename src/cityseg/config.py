@@ -96,9 +96,9 @@ class TrainConfig:
     workers: int = _option(help="data-loading processes per training process", group=DATA, factory=_default_workers)
     cache: str | None = _option(None, help="decoded-image cache folder (see `cityseg cache`); 'none'", group=DATA)
     gpu_aug: bool = _option(False, help="run the colour augmentations (photometric, color-jitter, gaussian-blur) on "
-                            "the training device instead of in the loader workers (photometric batched, hue turned "
-                            "in YIQ space): use it when the printed data wait share is high on a fast GPU "
-                            "(photometric costs ~40 ms per 1024x512 crop on one CPU core)", group=DATA)
+                            "the training device instead of in the loader workers (photometric batched, the same "
+                            "mmsegmentation ops and draws): use it when the printed data wait share is high on a "
+                            "fast GPU (photometric costs ~5 ms of a CPU core per 768x768 crop)", group=DATA)
     # Loss
     loss: str = _option("ce", help="cross-entropy or OHEM cross-entropy", group=LOSS_MODEL, choices=LOSSES)
     ohem_thresh: float = _option(0.7, help="OHEM keeps pixels whose true-class probability is below this",

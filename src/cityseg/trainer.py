@@ -36,17 +36,19 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from cityseg import runinfo
 from cityseg.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from cityseg.config import SIDE_MULTIPLE, TrainConfig, config_differences
+from cityseg.device_augment import BatchAugment, build_batch_augment
 from cityseg.dist import DistInfo, ShardSampler, barrier, broadcast_buffers, init_distributed, is_main
 from cityseg.engine import StepContext, json_float, train_one_epoch, validate
 from cityseg.errors import UserError
 from cityseg.labels import NUM_CLASSES
 from cityseg.losses import build_loss
+from cityseg.sampling import EpochKeys, KeyedDataset
 
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.jsonl"
@@ -230,8 +232,13 @@ def check_input_size(config: TrainConfig, image_path: Path) -> None:
 
 def build_loaders(
     config: TrainConfig, train_set: Dataset, val_set: Dataset | None, info: DistInfo
-) -> tuple[DataLoader, DataLoader | None, DistributedSampler | None]:
-    """Training loader (shuffled; sharded under DDP) and validation loader (each image once over all ranks)."""
+) -> tuple[DataLoader, DataLoader | None, EpochKeys]:
+    """Training loader (shuffled; sharded under DDP) and validation loader (each image once over all ranks).
+
+    The training loader reads `EpochKeys` (call its `set_epoch` before each epoch) through a
+    `KeyedDataset`: its order and every sample's augmentation depend only on (seed, epoch, index), so the
+    batches are the same with any worker count and after a resume (`cityseg.sampling`).
+    """
     from cityseg.data import worker_init
 
     workers = config.workers
@@ -242,22 +249,22 @@ def build_loaders(
     common: dict[str, Any] = {"num_workers": workers, "pin_memory": info.device.type == "cuda"}
     if workers > 0:
         common.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=worker_init)
-    sampler = None
-    if info.world_size > 1:
-        sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed)
-    per_rank = len(sampler) if sampler is not None else len(train_set)
+    keys = EpochKeys(len(train_set), config.seed, rank=info.rank, world_size=info.world_size)
     train_loader = DataLoader(
-        train_set,
+        KeyedDataset(train_set, config.seed),
         batch_size=config.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        drop_last=per_rank >= config.batch_size,  # a 1-image last batch would get a full step's weight
+        sampler=keys,
+        drop_last=len(keys) >= config.batch_size,  # a 1-image last batch would get a full step's weight
+        # The loader draws its workers' base seed from this generator, not from the global one, whose
+        # stream then does not depend on the worker count (each sample seeds itself).
+        generator=torch.Generator().manual_seed(config.seed),
         **common,
     )
     val_loader = None
     if val_set is not None:
-        val_loader = DataLoader(val_set, batch_size=config.batch_size, sampler=ShardSampler(len(val_set)), **common)
-    return train_loader, val_loader, sampler
+        val_loader = DataLoader(val_set, batch_size=config.batch_size, sampler=ShardSampler(len(val_set)),
+                                generator=torch.Generator().manual_seed(config.seed), **common)
+    return train_loader, val_loader, keys
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -321,14 +328,13 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def step_context(config: TrainConfig, device: torch.device) -> StepContext:
+def step_context(config: TrainConfig, device: torch.device, rank: int = 0) -> StepContext:
     """With `amp`: bf16 autocast where the GPU has it natively, else fp16 (with a GradScaler); channels-last on
     CUDA; float32 on CPU. With `gpu_aug` the colour augmentations run here on the batch (on CPU: in the main
-    process)."""
-    from cityseg.device_augment import build_batch_augment
+    process), with draws seeded by (config.seed, epoch, step, rank)."""
     from cityseg.model import mixed_precision_dtype
 
-    augment = build_batch_augment(config.aug) if config.gpu_aug else None
+    augment = build_batch_augment(config.aug, config.seed, rank) if config.gpu_aug else None
     if device.type != "cuda":
         return StepContext(device, augment=augment)
     dtype = mixed_precision_dtype(device) if config.amp else None
@@ -531,15 +537,16 @@ class _Training:
     context: StepContext
     train_loader: DataLoader
     val_loader: DataLoader | None
-    sampler: DistributedSampler | None
+    sampler: EpochKeys
     best_metric: float = float("nan")
     best_epoch: int | None = None
     saved_epoch: int = 0
 
     def run_epoch(self, epoch: int, progress: bool, on_epoch: EpochCallback | None) -> None:
         """Train, validate, then save last.pt, best.pt (if improved) and the log row, in that order."""
-        if self.sampler is not None:
-            self.sampler.set_epoch(epoch)  # a new shuffle per epoch on every rank
+        self.sampler.set_epoch(epoch)  # the shuffle and every sample's draws follow (seed, epoch)
+        if isinstance(self.context.augment, BatchAugment):
+            self.context.augment.start_epoch(epoch)  # --gpu-aug draws follow (seed, epoch, step, rank)
         started = time.perf_counter()
         stats = train_one_epoch(self.model, self.train_loader, self.criterion, self.optimizer, self.scheduler,
                                 self.scaler, self.context, epoch, progress)
@@ -611,7 +618,7 @@ def _setup(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, tr
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     train_loader, val_loader, sampler = build_loaders(config, train_set, val_set, info)
-    context = step_context(config, device)
+    context = step_context(config, device, info.rank)
     # A resumed run loads its weights below, so it needs no download.
     core = build_model(encoder_weights=None if state is not None else config.encoder_weights)
     if config.sync_bn and info.world_size > 1 and device.type == "cuda":
