@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from cityseg.checkpoint import atomic_write_bytes
 from cityseg.data import Frame, list_frames, read_image
+from cityseg.deployed import weights_path
 from cityseg.errors import UserError, format_paths
 from cityseg.inference import Size, as_size, check_options, default_stride, predict_logits
 from cityseg.labels import ID_COLORS, train_ids_to_ids
@@ -88,6 +89,12 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _is_inside_name(name: str) -> bool:
+    """A manifest file name that stays inside the folder (relative, no '..'), so deleting it cannot reach out."""
+    path = Path(name)
+    return bool(name) and not path.is_absolute() and ".." not in path.parts and path.as_posix() == name
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
@@ -201,7 +208,7 @@ class OutputLedger:
             manifest = json.loads(self.path.read_text())
             frames = manifest["frames"]
             valid = manifest.get("format") == MANIFEST_FORMAT and all(
-                isinstance(entry["files"], dict) and all(Path(n).name == n for n in entry["files"])
+                isinstance(entry["files"], dict) and all(_is_inside_name(n) for n in entry["files"])
                 for entry in frames.values()
             )
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -239,9 +246,9 @@ class OutputLedger:
         """Delete temp files a killed run left; only names our atomic writer produces for our files."""
         ours = recorded | {name for files in self.names.values() for name in files} | {MANIFEST_NAME}
         pattern = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")
-        for path in self.folder.glob(".*.tmp"):
+        for path in self.folder.rglob(".*.tmp"):  # recursive: `cityseg predict --images` mirrors subfolders
             match = pattern.match(path.name)
-            if match and match["name"] in ours:
+            if match and (path.parent / match["name"]).relative_to(self.folder).as_posix() in ours:
                 path.unlink(missing_ok=True)
 
     def _is_done(self, entry: dict[str, Any]) -> bool:
@@ -292,7 +299,7 @@ def _settings(
     size = config.get("size")
     return {
         "checkpoint": str(Path(checkpoint).resolve()),
-        "checkpoint_sha256": file_sha256(Path(checkpoint)),
+        "checkpoint_sha256": file_sha256(weights_path(Path(checkpoint))),
         "epoch": state.get("epoch"),
         "split": split,
         "mode": mode,
