@@ -55,16 +55,13 @@ def read_card(folder: Path) -> dict[str, Any]:
     return card
 
 
-def load_exported(folder: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
-    """The network of an export folder in eval mode on `device`, and a checkpoint-like state (config, epoch)."""
+def load_weights(path: Path) -> nn.Module:
+    """The network (CPU, eval mode) from a model.safetensors; anything else is a UserError naming the file."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from cityseg.model import build_model
 
-    folder = Path(folder)
-    card = read_card(folder)
-    path = folder / WEIGHTS_FILE
     try:
         weights = load_file(path, device="cpu")
     except (OSError, SafetensorError) as exc:
@@ -79,6 +76,14 @@ def load_exported(folder: Path, device: torch.device) -> tuple[nn.Module, dict[s
             f"{path} does not hold {ARCHITECTURE} weights with {NUM_CLASSES} classes; export the model again "
             "with this version of cityseg."
         ) from None
+    return model.eval()
+
+
+def load_exported(folder: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    """The network of an export folder in eval mode on `device`, and a checkpoint-like state (config, epoch)."""
+    folder = Path(folder)
+    card = read_card(folder)
+    model = load_weights(folder / WEIGHTS_FILE)
     source = card.get("source") or {}
     state = {"config": card.get("config") or {}, "epoch": source.get("epoch"), "num_classes": NUM_CLASSES}
-    return model.to(device).eval(), state
+    return model.to(device), state

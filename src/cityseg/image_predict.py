@@ -6,10 +6,11 @@ command did not write are never touched; outputs of other settings are refused u
 `overwrite`; an output someone edited is refused (named) rather than replaced. A photo that
 cannot be decoded is reported by name and the others go on; the caller gets the list.
 
-Scale: a model trained on resized Cityscapes frames (`--size`) sees photos shrunk by the same
-factor (training width / 2048), unless `scale` says otherwise. A photo whose network input has
-more pixels than `whole_limit` (default: the training frame, the size predicting a split already
-fits in memory) is predicted with the sliding window of that size instead of in one piece.
+Scale, as for split frames: a model trained at full resolution sees each photo at its own size; a
+model trained on resized frames (`--size WxH`) sees each photo resized to the training width W,
+keeping its aspect ratio; `scale` overrides both with a fixed factor. A photo whose network input
+has more pixels than `whole_limit` (default: the training frame, which predicting a split already
+fits in memory) is predicted with sliding windows of that size instead of in one piece.
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ OUTPUT_KINDS = ("labelIds", "color", "overlay")
 CITYSCAPES_SIZE: Size = (2048, 1024)  # the frames a model's training size is relative to
 # Image settings that change the pixels, compared on top of the split writer's (mode, tta, checkpoint, ...).
 _IMAGE_COMPARED = ("scale", "whole_limit")
+
+
+def photo_scale(width: int, training_size: Size | None, scale: float | None = None) -> float:
+    """Photo -> network resize factor: `scale` if given, else the photo's width to the training width
+    (the resize a split frame gets), else 1 for a model trained at full resolution."""
+    if scale is not None:
+        return scale
+    return training_size[0] / width if training_size else 1.0
 
 
 def output_names(key: str) -> dict[str, str]:
@@ -131,10 +140,12 @@ def _as_list(batch: list) -> list:
 
 
 def image_options(
-    height: int, width: int, mode: str, tta: str, crop: Size | None, stride: Size | None, scale: float, whole_limit: Size
+    height: int, width: int, mode: str, tta: str, crop: Size | None, stride: Size | None, scale: float | None,
+    training_size: Size | None, whole_limit: Size,
 ) -> dict[str, Any]:
     """predict_logits options for one photo: its network size, and the sliding window when it is too large."""
-    net_w, net_h = max(1, round(width * scale)), max(1, round(height * scale))
+    factor = photo_scale(width, training_size, scale)
+    net_w, net_h = max(1, round(width * factor)), max(1, round(height * factor))
     scale_size = None if (net_w, net_h) == (width, height) else (net_w, net_h)
     if mode == "whole" and net_w * net_h > whole_limit[0] * whole_limit[1]:
         window = (min(whole_limit[0], net_w), min(whole_limit[1], net_h))
@@ -184,9 +195,8 @@ def predict_images(
     if torch_device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     settings = _settings(Path(checkpoint), state, "images", mode, tta, crop, stride)
-    training_size = settings["scale_size"]
-    scale = scale if scale is not None else (training_size[0] / CITYSCAPES_SIZE[0] if training_size else 1.0)
-    whole_limit = whole_limit or tuple(training_size or CITYSCAPES_SIZE)
+    training_size = as_size(settings["scale_size"])
+    whole_limit = whole_limit or training_size or CITYSCAPES_SIZE
     settings.update(kind="images", scale=scale, whole_limit=list(whole_limit))
 
     names = {item.key: list(output_names(item.key).values()) for item in inputs}
@@ -197,7 +207,8 @@ def predict_images(
     todo = [item for item in inputs if item.key not in done]
     failed: dict[str, str] = {}
     start = time.perf_counter()
-    options = {"mode": mode, "tta": tta, "crop": crop, "stride": stride, "scale": scale, "whole_limit": whole_limit}
+    options = {"mode": mode, "tta": tta, "crop": crop, "stride": stride, "scale": scale,
+               "training_size": training_size, "whole_limit": whole_limit}
     run = _PhotoRun(model, torch_device, ledger, options, failed)
     run.predict(todo, batch_size, workers, progress)
     seconds = time.perf_counter() - start

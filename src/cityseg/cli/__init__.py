@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "cv",
     "train",
     "predict",
+    "export",
     "evaluate",
     "submit",
     "report",

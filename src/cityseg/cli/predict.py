@@ -113,8 +113,8 @@ def register(subparsers) -> None:
         "--scale",
         type=float,
         default=None,
-        help="resize factor from the photo to the network input; None means the training size's factor "
-        "(training width / 2048; 1 for full-resolution training)",
+        help="resize factor from the photo to the network input; None means as split frames: the photo's own "
+        "size for a model trained at full resolution, else resized to the training width (aspect ratio kept)",
     )
     photos.add_argument(
         "--whole-limit",
