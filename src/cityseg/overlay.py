@@ -52,7 +52,7 @@ def draw_legend(canvas: Image.Image, entries: Sequence[tuple[int, float]]) -> Im
     """The RGB `canvas` with a legend (colour swatch, class name, share) in its top-left corner.
 
     Text height follows the image height (1/40, 9..36 px); entries that do not fit in one column
-    continue in the next.
+    continue in the next, up to half the image's width (then the smallest classes are left out).
     """
     width, height = canvas.size
     size = int(np.clip(round(height / 40), 9, 36))
@@ -62,12 +62,13 @@ def draw_legend(canvas: Image.Image, entries: Sequence[tuple[int, float]]) -> Im
     rows_per_column = max(1, (height - 2 * pad) // row)
     text_width = max((int(ImageDraw.Draw(canvas).textlength(text, font=font)) for text in labels), default=0)
     column = size + 2 * pad + text_width + pad  # swatch, gap, text, gap
+    labels = labels[: max(1, (width // 2) // column) * rows_per_column]
     layer = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     columns = -(-len(labels) // rows_per_column)
     used_rows = min(len(labels), rows_per_column)
     draw.rectangle((0, 0, columns * column + pad, used_rows * row + pad), fill=LEGEND_BACKGROUND)
-    for index, ((train_id, _), text) in enumerate(zip(entries, labels, strict=True)):
+    for index, ((train_id, _), text) in enumerate(zip(entries, labels, strict=False)):
         left = pad + (index // rows_per_column) * column
         top = pad + (index % rows_per_column) * row
         draw.rectangle((left, top, left + size, top + size), fill=tuple(int(v) for v in TRAIN_ID_COLORS[train_id]))
