@@ -23,9 +23,12 @@ from helpers_training import CLI_ENV, cityseg_command
 from safetensors import safe_open
 
 from cityseg import export as export_module
+from cityseg.config import resolve_config
+from cityseg.cv import run_cv
 from cityseg.data import read_image
 from cityseg.deployed import CARD_JSON, CARD_MD, ONNX_FILE, WEIGHTS_FILE, load_exported
 from cityseg.errors import UserError
+from cityseg.evaluation import evaluate
 from cityseg.export import LOGIT_RTOL, MIN_AGREEMENT, check_parity, default_check_images, export_model
 from cityseg.image_predict import predict_images
 from cityseg.inference import forward_padded
@@ -37,15 +40,10 @@ from cityseg.transforms import normalize
 @pytest.fixture(scope="module")
 def exported(synth_root, tmp_path_factory) -> SimpleNamespace:
     """A tiny real run, its val evaluation, and `cityseg export runs/full/best.pt --out model --eval val.json`."""
-    from cityseg.cv import run_cv
-    from cityseg.evaluation import evaluate
-    from cityseg.report import training_config
-
     torch.set_num_threads(1)
     base = tmp_path_factory.mktemp("export")
-    config = training_config("seed", epochs=1, size="128x64", workers=0, device="cpu", encoder_weights="none",
-                             overrides={"lr": 1e-3})
-    run_cv(synth_root, base / "runs", config, k=2, split="city", progress=False)
+    one_epoch = resolve_config("seed", epochs=1, size=(128, 64), workers=0, device="cpu", encoder_weights=None, lr=1e-3)
+    run_cv(synth_root, base / "runs", one_epoch, k=2, split="city", progress=False)
     checkpoint = base / "runs" / "full" / "best.pt"
     predict_split(checkpoint, synth_root, "val", out_dir=base / "pred", device="cpu", progress=False)
     evaluate(base / "pred", synth_root, "val", engine="fast", json_out=base / "eval" / "val.json", workers=1)
