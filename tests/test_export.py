@@ -181,3 +181,23 @@ def test_a_folder_that_is_not_an_export_is_refused_by_predict(exported, tmp_path
     (broken / WEIGHTS_FILE).write_bytes((exported.model / WEIGHTS_FILE).read_bytes()[:1000])
     with pytest.raises(UserError, match=r"model\.safetensors cannot be read"):
         load_exported(broken, torch.device("cpu"))
+
+
+def test_card_of_a_checkpoint_without_run_files_says_what_is_missing(tmp_path):
+    from cityseg.card import build_card, card_markdown
+    from cityseg.checkpoint import save_checkpoint
+    from cityseg.model import build_model
+
+    lone = tmp_path / "somewhere" / "weights.pt"  # no config.json, no summary.json beside it
+    network = build_model(encoder_weights=None)
+    save_checkpoint(lone, {"model": network.state_dict(), "epoch": 3, "config": {"size": [1024, 512]},
+                           "num_classes": 19})
+    _, state = load_model(lone)
+    parity = {"passed": True, "rule": "r", "runtime": "t", "images": []}
+    files = {"weights": {"file": WEIGHTS_FILE}, "onnx": {"file": ONNX_FILE, "opset": 20}}
+    card = build_card(lone, state, network, files, parity, None)
+    assert card["results"] == {"cross_validation": None, "evaluation": None}
+    assert card["git"] == {"sha": None, "dirty": None} and card["source"]["epoch"] == 3
+    assert card["inference"]["training_size"] == [1024, 512]
+    markdown = card_markdown(card)
+    assert "no summary.json" in markdown and "Evaluation: none given" in markdown

@@ -164,17 +164,10 @@ def export_onnx(network: nn.Module, path: Path) -> int:
     example = torch.zeros((2, 75, 133, 3), dtype=torch.uint8)
     shapes = {"image": {0: torch.export.Dim("batch", min=1, max=1024), 1: torch.export.Dim("height", min=MIN_SIDE),
                         2: torch.export.Dim("width", min=MIN_SIDE)}}
-    chatter = io.StringIO()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(deployed, (example,), str(path), dynamo=True, input_names=[ONNX_INPUT],
-                              output_names=[ONNX_OUTPUT], dynamic_shapes=shapes, external_data=False, verbose=False)
-    except ImportError as exc:
-        raise UserError(
-            f"the ONNX export needs onnx and onnxscript ({describe_error(exc)}); install them with "
-            "`pip install onnx onnxscript onnxruntime` (they are in requirements.txt)."
-        ) from None
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress chatter
+        warnings.simplefilter("ignore")
+        torch.onnx.export(deployed, (example,), str(path), dynamo=True, input_names=[ONNX_INPUT],
+                          output_names=[ONNX_OUTPUT], dynamic_shapes=shapes, external_data=False, verbose=False)
     graph = onnx.load(str(path), load_external_data=False)
     return max(entry.version for entry in graph.opset_import if entry.domain in ("", "ai.onnx"))
 
@@ -230,8 +223,20 @@ def export_model(
     log=print,
 ) -> ExportResult:
     """Write the export folder for `checkpoint` (see the module docstring); `log` gets one line per step."""
+    try:
+        return _export(Path(checkpoint), Path(out_dir), eval_json, check_images, overwrite, log)
+    except ImportError as exc:  # a missing optional package: say which, not a traceback
+        raise UserError(
+            f"`cityseg export` needs the package {exc.name or describe_error(exc)}; install the requirements "
+            "(`pip install onnx onnxscript onnxruntime safetensors`, all in requirements.txt)."
+        ) from None
+
+
+def _export(
+    checkpoint: Path, out_dir: Path, eval_json: Path | None, check_images: list[tuple[str, np.ndarray]] | None,
+    overwrite: bool, log,
+) -> ExportResult:
     start = time.perf_counter()
-    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     if checkpoint.is_dir():
         raise UserError(f"{checkpoint} is a folder; `cityseg export` takes a run's best.pt or last.pt.")
     _check_out(out_dir, overwrite)
@@ -261,6 +266,9 @@ def export_model(
             "onnx": {"file": ONNX_FILE, "sha256": file_sha256(staging / ONNX_FILE), "opset": opset},
         }
         card = build_card(checkpoint, state, network, files, parity.as_dict(), evaluation)
+        if evaluation is not None and card["results"]["evaluation"]["same_checkpoint"] is False:
+            log(f"warning: the predictions scored in {eval_json} were made with another checkpoint (their manifest "
+                "says so); the card says so too. Predict and evaluate with this checkpoint for its own numbers.")
         atomic_write_text(staging / CARD_JSON, json.dumps(card, indent=1) + "\n")
         atomic_write_text(staging / CARD_MD, card_markdown(card))
         for path in staging.iterdir():  # some writers make private files; the export is ordinary files
