@@ -289,3 +289,14 @@ def test_cli_refuses_options_that_do_not_go_with_images(checkpoint, photos, caps
 def test_cli_without_root_or_images_explains_both(checkpoint, capsys):
     assert main(["predict", str(checkpoint)]) == 2
     assert "--images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["../outside.png", "/tmp/outside.png", "a/../../outside.png"])
+def test_manifest_naming_a_file_outside_the_folder_is_refused(checkpoint, photos, tmp_path, name):
+    out = tmp_path / "out"
+    predict_images(checkpoint, [photos / "day1"], out, device="cpu", progress=False)
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    manifest["frames"]["a"]["files"] = {name: "0" * 64}  # subfolders are allowed; a way out is not
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="not a readable cityseg predict manifest"):
+        predict_images(checkpoint, [photos / "day1"], out, device="cpu", progress=False, overwrite=True)

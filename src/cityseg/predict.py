@@ -38,6 +38,7 @@ from cityseg.checkpoint import atomic_write_bytes
 from cityseg.data import Frame, list_frames, read_image
 from cityseg.deployed import weights_path
 from cityseg.errors import UserError, format_paths
+from cityseg.fileio import is_name_inside
 from cityseg.inference import Size, as_size, check_options, default_stride, predict_logits
 from cityseg.labels import ID_COLORS, train_ids_to_ids
 from cityseg.model import load_model, resolve_device
@@ -89,12 +90,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _is_inside_name(name: str) -> bool:
-    """A manifest file name that stays inside the folder (relative, no '..'), so deleting it cannot reach out."""
-    path = Path(name)
-    return bool(name) and not path.is_absolute() and ".." not in path.parts and path.as_posix() == name
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
@@ -208,7 +203,7 @@ class OutputLedger:
             manifest = json.loads(self.path.read_text())
             frames = manifest["frames"]
             valid = manifest.get("format") == MANIFEST_FORMAT and all(
-                isinstance(entry["files"], dict) and all(_is_inside_name(n) for n in entry["files"])
+                isinstance(entry["files"], dict) and all(is_name_inside(n) for n in entry["files"])
                 for entry in frames.values()
             )
         except (ValueError, KeyError, TypeError, AttributeError):
