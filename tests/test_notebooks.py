@@ -45,6 +45,9 @@ EVALUATE_DEFAULTS = {
     "TEST_PRED_DIR": "../test_predictions",
     "REPORT": "../report.pdf",
     "SUBMISSION": "../submission.zip",
+    "IMAGES_DIR": None,
+    "IMAGES_OUT": "../image_predictions",
+    "IMAGES_COUNT": 4,
 }
 
 
@@ -127,6 +130,7 @@ def executed(synth_root, tmp_path_factory) -> SimpleNamespace:
             "DATA_ROOT": str(synth_root), "RUNS_DIR": str(runs), "CHECKPOINT": str(runs / "full" / "best.pt"),
             "DEVICE": "cpu", "PRED_DIR": str(base / "predictions"), "TEST_PRED_DIR": str(base / "test_predictions"),
             "REPORT": str(base / "report.pdf"), "SUBMISSION": str(base / "submission.zip"),
+            "IMAGES_DIR": str(synth_root / "leftImg8bit" / "val"), "IMAGES_OUT": str(base / "photos"), "IMAGES_COUNT": 3,
         })
     return SimpleNamespace(base=base, runs=runs, train=train, evaluate=evaluate, root=synth_root)
 
@@ -156,3 +160,12 @@ def test_evaluate_notebook_predicts_scores_zips_and_reports(executed):
     assert len(reader.pages) == 7 and "SYNTHETIC" in reader.pages[0].extract_text()
     text = outputs_text(executed.evaluate)
     assert "official (cityscapesscripts)" in text and "fast (bincount)" in text
+
+
+def test_evaluate_notebook_shows_overlays_of_the_photos_it_is_pointed_at(executed):
+    overlays = sorted((executed.base / "photos").rglob("*_overlay.png"))
+    assert len(overlays) == 3  # IMAGES_COUNT of the folder's four photos
+    last = [cell for cell in executed.evaluate.cells if cell.cell_type == "code"][-1]
+    assert "predict_images" in last.source
+    assert any("image/png" in output.get("data", {}) for output in last.get("outputs", []))
+    assert "wrote 3" in outputs_text(executed.evaluate)

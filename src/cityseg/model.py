@@ -117,9 +117,13 @@ def _strip_wrappers(state_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_model(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the network from a cityseg checkpoint (no download needed) in eval mode on `device`."""
+    """Rebuild the network from a cityseg checkpoint or `cityseg export` folder (no download) in eval mode on `device`."""
     from cityseg.checkpoint import load_checkpoint
 
+    if Path(checkpoint).is_dir():
+        from cityseg.deployed import load_exported
+
+        return load_exported(Path(checkpoint), resolve_device(device) if isinstance(device, str) else device)
     state = load_checkpoint(Path(checkpoint), map_location="cpu")
     weights = state.get("model")
     if state.get("num_classes") != NUM_CLASSES or not isinstance(weights, dict):

@@ -36,7 +36,9 @@ from tqdm.auto import tqdm
 
 from cityseg.checkpoint import atomic_write_bytes
 from cityseg.data import Frame, list_frames, read_image
+from cityseg.deployed import weights_path
 from cityseg.errors import UserError, format_paths
+from cityseg.fileio import is_name_inside
 from cityseg.inference import Size, as_size, check_options, default_stride, predict_logits
 from cityseg.labels import ID_COLORS, train_ids_to_ids
 from cityseg.model import load_model, resolve_device
@@ -201,7 +203,7 @@ class OutputLedger:
             manifest = json.loads(self.path.read_text())
             frames = manifest["frames"]
             valid = manifest.get("format") == MANIFEST_FORMAT and all(
-                isinstance(entry["files"], dict) and all(Path(n).name == n for n in entry["files"])
+                isinstance(entry["files"], dict) and all(is_name_inside(n) for n in entry["files"])
                 for entry in frames.values()
             )
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -239,9 +241,9 @@ class OutputLedger:
         """Delete temp files a killed run left; only names our atomic writer produces for our files."""
         ours = recorded | {name for files in self.names.values() for name in files} | {MANIFEST_NAME}
         pattern = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")
-        for path in self.folder.glob(".*.tmp"):
+        for path in self.folder.rglob(".*.tmp"):  # recursive: `cityseg predict --images` mirrors subfolders
             match = pattern.match(path.name)
-            if match and match["name"] in ours:
+            if match and (path.parent / match["name"]).relative_to(self.folder).as_posix() in ours:
                 path.unlink(missing_ok=True)
 
     def _is_done(self, entry: dict[str, Any]) -> bool:
@@ -292,7 +294,7 @@ def _settings(
     size = config.get("size")
     return {
         "checkpoint": str(Path(checkpoint).resolve()),
-        "checkpoint_sha256": file_sha256(Path(checkpoint)),
+        "checkpoint_sha256": file_sha256(weights_path(Path(checkpoint))),
         "epoch": state.get("epoch"),
         "split": split,
         "mode": mode,
