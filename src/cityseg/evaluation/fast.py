@@ -45,10 +45,10 @@ import torch
 # Per-id fields the official script reads (ignoreInEval, hasInstances, category) are not in
 # cityseg.labels, so the table comes from the same source it is derived from.
 from cityscapesscripts.helpers.labels import category2labels, id2label, labels
-from PIL import Image
 
 from cityseg.errors import UserError
 from cityseg.evaluation.checks import PredictionProblem, check_values, read_prediction
+from cityseg.pngdecode import UnreadablePngError, decode_png
 
 INSTANCE_THRESHOLD = 1000  # instanceIds above this are instances (labelId * 1000 + k)
 
@@ -113,12 +113,10 @@ class FrameCounts:
 def _read_ground_truth(path: Path, what: str) -> np.ndarray:
     """(H, W) integer array of a shipped gtFine PNG; a damaged one is the user's to restore."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            array = np.asarray(image)
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
+        array, _mode = decode_png(path)
+    except UnreadablePngError as exc:
         raise UserError(
-            f"cannot read ground-truth {what} {path} ({exc.__class__.__name__}); restore it from "
+            f"cannot read ground-truth {what} {path} ({exc.detail}); restore it from "
             "gtFine_trainvaltest.zip (or regenerate the synthetic dataset)."
         ) from None
     if array.ndim != 2 or array.dtype.kind not in "ui":

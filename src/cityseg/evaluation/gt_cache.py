@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from cityseg.cache import default_cache_dir
 from cityseg.errors import UserError, format_paths
@@ -47,6 +46,7 @@ from cityseg.fileio import (
     read_complete_index,
     source_fingerprint,
 )
+from cityseg.pngdecode import UnreadablePngError, image_size
 
 MARKER = "CITYSEG_EVAL_GT.json"
 FORMAT = "cityseg-eval-gt"
@@ -193,10 +193,10 @@ def _fill_entry(tmp: Path, split: str, root: Path, pairs: Sequence[Pair], record
 def _png_shape(pair: Pair) -> tuple[int, int]:
     """(H, W) of the labelIds PNG from its header, to size the memmaps before decoding."""
     try:
-        with Image.open(pair.label_ids) as image:
-            return image.size[1], image.size[0]
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
-        raise UserError(f"cannot read ground truth {pair.label_ids} ({exc.__class__.__name__}); restore it from gtFine.") from None
+        width, height = image_size(pair.label_ids)
+    except UnreadablePngError as exc:
+        raise UserError(f"cannot read ground truth {pair.label_ids} ({exc.detail}); restore it from gtFine.") from None
+    return height, width
 
 
 def _source_record(pair: Pair, root: Path) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from cityseg import __version__
 from cityseg.cli.common import default_workers
@@ -35,6 +34,7 @@ from cityseg.evaluation.fast import N_IDS, Pair, run_fast
 from cityseg.evaluation.gt_cache import GroundTruthCache, gt_cache_or_none
 from cityseg.evaluation.official import average_class_sizes, run_official
 from cityseg.evaluation.output import check_output_paths, plain, summary, write_outputs
+from cityseg.pngdecode import UnreadablePngError, image_size
 
 ENGINES = ("both", "official", "fast")
 TOLERANCE = 1e-9  # largest |official - fast| accepted for any score
@@ -60,10 +60,9 @@ def ground_truth_frames(root: Path, split: str) -> list[Frame]:
 
 def _image_size(path: Path) -> tuple[int, int]:
     try:
-        with Image.open(path) as image:
-            return image.size
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
-        raise UserError(f"cannot read the size of ground truth {path} ({exc.__class__.__name__}); restore it from gtFine.") from None
+        return image_size(path)
+    except UnreadablePngError as exc:
+        raise UserError(f"cannot read the size of ground truth {path} ({exc.detail}); restore it from gtFine.") from None
 
 
 def prediction_pairs(pred_dir: Path, frames: Sequence[Frame]) -> list[Pair]:

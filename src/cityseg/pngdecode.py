@@ -1,0 +1,180 @@
+"""Fast, safe decoding of single-channel label PNGs (labelIds, instanceIds, predictions), PIL as the fallback.
+
+Decoding the three PNGs of a frame is most of what an evaluation costs, and PIL is slow at it: on a
+2048x1024 8-bit labelIds PNG it spends ~10 ms of CPU, libpng (through imagecodecs) ~6 ms, and 16-bit
+instanceIds twice that (bench/png_decode.py measures every decoder installed). So files that are plain
+grayscale (8- or 16-bit, not interlaced: what Cityscapes and `cityseg predict` write) go to libpng;
+everything else (palette images, other depths or colour types, interlacing) and every file libpng refuses
+goes to PIL, which is what the official script uses. The values are PIL's either way: libpng applies no
+gamma, sBIT or transparency to grayscale, and 16-bit samples come out in native byte order.
+
+Safety: the files are the user's, and a damaged PNG must be a clear error, never a crash (torchvision's
+libpng wrapper segfaults on some). The header is checked here before libpng sees the file (signature,
+an IHDR chunk of the right length and checksum, sizes within PIL's decompression-bomb limit), every
+chunk's CRC is verified (PIL checks those before IDAT, so libpng never accepts a file PIL would
+refuse there), and imagecodecs turns libpng's errors into exceptions (fuzzed in tests/test_pngdecode.py,
+every case in a subprocess so a crash fails the test instead of killing pytest). pyspng was not taken:
+it holds the GIL while decoding, so threads cannot decode two files at once, and it ignores checksums.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cityseg.errors import UserError
+
+try:  # optional: without it every file goes through PIL (same values, ~1.6x slower)
+    from imagecodecs import png_decode as _libpng_decode
+except ImportError:  # pragma: no cover - exercised by forcing FAST_DECODER off in tests
+    _libpng_decode = None
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_IHDR_END = 33  # signature (8) + length (4) + "IHDR" (4) + 13 bytes of fields + CRC (4)
+_GRAYSCALE = 0
+_MODE_OF_DEPTH = {8: "L", 16: "I;16"}  # PIL's mode for plain grayscale of that bit depth
+FAST_DECODER = _libpng_decode is not None  # tests switch it off to exercise the PIL path
+
+
+class UnreadablePngError(UserError):
+    """A PNG that neither decoder can read (truncated, corrupt, not a PNG at all)."""
+
+    def __init__(self, path: Path | str, detail: str) -> None:
+        super().__init__(f"cannot read {path} as a PNG ({detail})")
+        self.path = Path(path)
+        self.detail = detail
+
+    def __reduce__(self):  # picklable across worker processes despite the two-argument constructor
+        return type(self), (self.path, self.detail)
+
+
+@dataclass(frozen=True)
+class PngHeader:
+    """The IHDR fields that decide how a PNG is decoded."""
+
+    width: int
+    height: int
+    bit_depth: int
+    color_type: int
+    interlace: int
+
+    @property
+    def mode(self) -> str | None:
+        """PIL's mode for plain grayscale 8/16-bit images, None for anything else (ask PIL)."""
+        if self.color_type != _GRAYSCALE or self.interlace != 0:
+            return None
+        return _MODE_OF_DEPTH.get(self.bit_depth)
+
+
+def parse_header(data: bytes) -> PngHeader | None:
+    """The IHDR of PNG bytes (only the first 33 are needed), or None when it is not a well-formed PNG header."""
+    if len(data) < _IHDR_END or data[:8] != PNG_SIGNATURE or data[8:16] != b"\x00\x00\x00\x0dIHDR":
+        return None
+    if zlib.crc32(data[12:29]) != struct.unpack(">I", data[29:33])[0]:
+        return None
+    width, height, depth, color, compression, filtering, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    if not width or not height or compression or filtering or interlace > 1:
+        return None
+    return PngHeader(width, height, depth, color, interlace)
+
+
+def read_header(path: Path) -> PngHeader | None:
+    """The IHDR of a PNG file from its first bytes, None when it is not well formed (then ask PIL)."""
+    with open(path, "rb") as handle:
+        return parse_header(handle.read(_IHDR_END))
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(W, H) of a PNG from its header, by PIL for anything unusual; UnreadablePngError if neither can."""
+    header = read_header(path)
+    if header is not None:
+        return header.width, header.height
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
+        raise UnreadablePngError(path, describe(exc)) from None
+
+
+def header_mode_and_size(path: Path) -> tuple[str, tuple[int, int]]:
+    """(PIL mode, (W, H)) from the header, without decoding; PIL opens the file when the header is unusual."""
+    header = read_header(path)
+    if header is not None and header.mode is not None:
+        return header.mode, (header.width, header.height)
+    try:
+        with Image.open(path) as image:
+            return image.mode, image.size
+    except Exception as exc:  # noqa: BLE001 - a corrupt file can make PIL raise almost anything
+        raise UnreadablePngError(path, describe(exc)) from None
+
+
+def decode_png(path: Path) -> tuple[np.ndarray, str]:
+    """(pixels, PIL mode) of a PNG file: (H, W) uint8 or uint16 for plain grayscale, else whatever PIL gives.
+
+    The same values as `np.asarray(PIL.Image.open(path))`; UnreadablePngError for a file PIL cannot read.
+    """
+    data = Path(path).read_bytes()
+    header = parse_header(data)
+    if FAST_DECODER and header is not None and header.mode is not None and _fits_pil_limit(header):
+        pixels = _libpng(data, header)
+        if pixels is not None:
+            return pixels, header.mode
+    return _pil_decode(data, path)
+
+
+def describe(exc: BaseException) -> str:
+    """'Type: first line of the message', for one-line error reports."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+
+
+def _fits_pil_limit(header: PngHeader) -> bool:
+    """Above PIL's decompression-bomb limit PIL warns or refuses; let it (and never allocate gigabytes here)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return limit is None or header.width * header.height <= limit
+
+
+def _chunks_intact(data: bytes) -> bool:
+    """Every chunk up to IEND (or the end of the data) is whole and its CRC matches."""
+    position = 8
+    while position < len(data):
+        if position + 12 > len(data):
+            return False
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        end = position + 8 + length
+        if end + 4 > len(data) or zlib.crc32(data[position + 4 : end]) != struct.unpack(">I", data[end : end + 4])[0]:
+            return False
+        if kind == b"IEND":
+            return True
+        position = end + 4
+    return True
+
+
+def _libpng(data: bytes, header: PngHeader) -> np.ndarray | None:
+    """Decoded by libpng, or None when the file is damaged or decodes to anything unexpected (PIL decides then)."""
+    if not _chunks_intact(data):
+        return None
+    try:
+        pixels = _libpng_decode(data)
+    except Exception:  # noqa: BLE001 - libpng's errors (PngError, ValueError, ...): PIL gets the last word
+        return None
+    expected = np.uint8 if header.bit_depth == 8 else np.uint16
+    if pixels.shape != (header.height, header.width) or pixels.dtype != expected:
+        return None
+    return pixels
+
+
+def _pil_decode(data: bytes, path: Path) -> tuple[np.ndarray, str]:
+    """(np.asarray of the PIL image, its mode), decoded now so truncation raises here."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return np.asarray(image), image.mode
+    except Exception as exc:  # noqa: BLE001 - a corrupt file can make PIL or zlib raise almost anything
+        raise UnreadablePngError(path, describe(exc)) from None
