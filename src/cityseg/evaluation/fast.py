@@ -218,31 +218,47 @@ def _raise_bad_instances(ids: np.ndarray, inst_path: Path) -> None:
 # tallies are sums of its rows. No relation between labelIds and instanceIds is assumed, so frames
 # whose two files disagree are counted exactly as from the PNGs.
 
-_SEGMENT_KEYS = N_IDS * (_MAX_ID + 1)  # labelId * 65536 + instance id
 MAX_SEGMENTS = 1 << 16  # segment numbers are uint16
+_INT16_SEGMENTS = 1 << 7  # below this many segments, (segment, value) fits an int16 index (faster to count)
 
 
 def encode_segments(gt: np.ndarray, instances: np.ndarray, label_path: Path, inst_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """((H, W) uint16 segment per pixel, (S, 2) int64 table of (labelId, instance id or 0)) of one frame.
 
-    Raises ValueError when a frame has more than 65536 distinct pairs (not a real annotation).
+    Segments 0..33 are the labelIds of pixels outside instances (rows (id, 0), present or not); the
+    (labelId, instance id) pairs found on instance pixels follow, by ascending instance id. Only the
+    instance pixels (a fifth of a Cityscapes frame) are keyed, through a compact number per instance, so
+    no table over all 34 x 65536 possible pairs is needed. Raises ValueError beyond 65536 segments.
     """
     check_label_ids(gt, label_path)
     instances = to_instance_ids(instances, inst_path)
-    inst = np.where(instances > INSTANCE_THRESHOLD, instances, 0).astype(np.int32)  # (H, W)
-    keys = gt.astype(np.int32) * (_MAX_ID + 1) + inst  # (H, W) < 34 * 65536
-    present = np.flatnonzero(_bincount(keys, _SEGMENT_KEYS))  # (S,) ascending keys
-    if present.size > MAX_SEGMENTS:
-        raise ValueError(f"{present.size} distinct (labelId, instance) pairs in {label_path}")
-    lookup = np.zeros(_SEGMENT_KEYS, dtype=np.uint16)
-    lookup[present] = np.arange(present.size, dtype=np.uint16)
-    table = np.stack([present // (_MAX_ID + 1), present % (_MAX_ID + 1)], axis=1).astype(np.int64)  # (S, 2)
-    return lookup[keys], table
+    inside = instances > INSTANCE_THRESHOLD  # (H, W)
+    segments = gt.astype(np.uint16)  # (H, W) outside instances: segment = labelId
+    stuff = np.stack([_IDS, np.zeros(N_IDS, dtype=np.int64)], axis=1)  # (34, 2)
+    ids = instances[inside]  # (N,) uint16
+    if ids.size == 0:
+        return segments, stuff
+    present_ids = np.flatnonzero(_bincount(ids.astype(np.int32), _MAX_ID + 1))  # (K,) ascending instance ids
+    compact = np.zeros(_MAX_ID + 1, dtype=np.int32)
+    compact[present_ids] = np.arange(present_ids.size, dtype=np.int32)
+    pair_keys = compact[ids]  # (N,) instance number
+    pair_keys *= N_IDS
+    pair_keys += gt[inside]  # (N,) instance number * 34 + labelId
+    present_pairs = np.flatnonzero(_bincount(pair_keys, present_ids.size * N_IDS))  # (P,) ascending
+    if N_IDS + present_pairs.size > MAX_SEGMENTS:
+        raise ValueError(f"{N_IDS + present_pairs.size} distinct (labelId, instance) pairs in {label_path}")
+    pair_segment = np.zeros(present_ids.size * N_IDS, dtype=np.uint16)
+    pair_segment[present_pairs] = N_IDS + np.arange(present_pairs.size, dtype=np.uint16)
+    segments[inside] = pair_segment[pair_keys]
+    pairs = np.stack([present_pairs % N_IDS, present_ids[present_pairs // N_IDS]], axis=1)  # (P, 2)
+    return segments, np.concatenate([stuff, pairs]).astype(np.int64)
 
 
 def _segment_counts(segments: np.ndarray, table: np.ndarray, pred: np.ndarray, inst_path: Path) -> FrameCounts:
     """The same FrameCounts as `count_frame` from PNGs, from one bincount over (segment, predicted value)."""
-    index = segments.astype(np.int32) * 256 + pred  # (H, W)
+    index = segments.astype(np.int16 if len(table) <= _INT16_SEGMENTS else np.int32)  # (H, W)
+    index <<= 8
+    index |= pred  # (H, W) segment * 256 + predicted value
     by_segment = _bincount(index, len(table) * 256).reshape(len(table), 256)  # (S, 256)
     joint = np.zeros((N_IDS, 256), dtype=np.int64)
     np.add.at(joint, table[:, 0], by_segment)  # rows of all segments of a labelId
@@ -262,10 +278,12 @@ SegmentReader = Callable[[Pair], tuple[np.ndarray, np.ndarray]]
 
 
 def count_frame_cached(pair: Pair, read_segments: SegmentReader) -> FrameCounts | PredictionProblem:
-    """Like count_frame, with the ground truth read already encoded from gt_cache (only the prediction is decoded)."""
+    """Like count_frame, with the ground truth encoded as segments: read from gt_cache (only the prediction is
+    decoded) or decoded and stored by a cache being built in this pass (so it is read first, whatever the
+    prediction holds: the entry gets every frame)."""
     try:
-        pred = read_prediction(pair.prediction)  # (H, W) uint8
         segments, table = read_segments(pair)  # (H, W) uint16, (S, 2)
+        pred = read_prediction(pair.prediction)  # (H, W) uint8
         if pred.shape != segments.shape:
             raise PredictionProblem(
                 "wrong size", pair.prediction,
