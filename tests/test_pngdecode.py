@@ -23,7 +23,7 @@ from cityseg import pngdecode
 from cityseg.errors import UserError
 from cityseg.pngdecode import UnreadablePngError, decode_png, header_mode_and_size, image_size
 
-pytest.importorskip("imagecodecs")
+FAST_BACKENDS = sorted(pngdecode._BACKENDS)  # "libpng" (imagecodecs), "wuffs" (pywuffs): each one installed
 
 
 def _label_like(shape: tuple[int, int], values: list[int], dtype, seed: int) -> np.ndarray:
@@ -150,8 +150,10 @@ _CHILD = r"""
 import io, json, sys
 import numpy as np
 from PIL import Image
+from cityseg import pngdecode
 from cityseg.pngdecode import UnreadablePngError, decode_png
-for path in sys.argv[1:]:
+pngdecode.BACKEND = sys.argv[1]
+for path in sys.argv[2:]:
     print(json.dumps({"start": path}), flush=True)
     try:
         array, mode = decode_png(path)
@@ -172,13 +174,15 @@ for path in sys.argv[1:]:
 """
 
 
-def _run_child(paths: list[Path]) -> tuple[subprocess.CompletedProcess, list[dict]]:
-    child = subprocess.run([sys.executable, "-c", _CHILD, *map(str, paths)], capture_output=True, text=True, timeout=600)
+def _run_child(backend: str, paths: list[Path]) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    command = [sys.executable, "-c", _CHILD, backend, *map(str, paths)]
+    child = subprocess.run(command, capture_output=True, text=True, timeout=600)
     records = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
     return child, records
 
 
-def test_damaged_pngs_decode_like_pil_or_raise_unreadable_never_crash(tmp_path):
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_damaged_pngs_decode_like_pil_or_raise_unreadable_never_crash(tmp_path, backend):
     cases = list(damaged_cases(_clean_files()))
     paths = []
     for index, (_name, data) in enumerate(cases):
@@ -186,7 +190,7 @@ def test_damaged_pngs_decode_like_pil_or_raise_unreadable_never_crash(tmp_path):
         path.write_bytes(data)
         paths.append(path)
     names = {str(p): name for p, (name, _) in zip(paths, cases, strict=True)}
-    child, records = _run_child(paths)
+    child, records = _run_child(backend, paths)
     started = [r["start"] for r in records if "start" in r]
     assert child.returncode == 0, f"decoder crashed (rc {child.returncode}) on {names.get(started[-1] if started else '?')}: {child.stderr[-500:]}"
     done = [r for r in records if "path" in r]
@@ -201,9 +205,9 @@ def test_damaged_pngs_decode_like_pil_or_raise_unreadable_never_crash(tmp_path):
     assert sum(outcomes) >= 20 and outcomes.count(False) >= 300, (sum(outcomes), len(outcomes))  # both sides exercised
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_clean_label_pngs_give_pils_values_and_mode(tmp_path, monkeypatch, fast):
-    monkeypatch.setattr(pngdecode, "FAST_DECODER", fast)
+@pytest.mark.parametrize("backend", [*FAST_BACKENDS, None])
+def test_clean_label_pngs_give_pils_values_and_mode(tmp_path, monkeypatch, backend):
+    monkeypatch.setattr(pngdecode, "BACKEND", backend)
     for name, data in _clean_files().items():
         path = tmp_path / f"{name}.png"
         path.write_bytes(data)
@@ -217,10 +221,12 @@ def test_clean_label_pngs_give_pils_values_and_mode(tmp_path, monkeypatch, fast)
         assert array.dtype.kind == reference.dtype.kind
 
 
-def test_plain_grayscale_goes_to_libpng_and_the_rest_to_pil(tmp_path, monkeypatch):
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_plain_grayscale_goes_to_the_fast_decoder_and_the_rest_to_pil(tmp_path, monkeypatch, backend):
     used = []
-    real = pngdecode._libpng_decode
-    monkeypatch.setattr(pngdecode, "_libpng_decode", lambda data: used.append(1) or real(data))
+    real = pngdecode._BACKENDS[backend]
+    monkeypatch.setattr(pngdecode, "BACKEND", backend)
+    monkeypatch.setitem(pngdecode._BACKENDS, backend, lambda data, depth: used.append(1) or real(data, depth))
     for name, data in _clean_files().items():
         used.clear()
         path = tmp_path / f"{name}.png"
@@ -229,7 +235,7 @@ def test_plain_grayscale_goes_to_libpng_and_the_rest_to_pil(tmp_path, monkeypatc
         assert bool(used) == (name in ("labelIds", "instanceIds16", "instanceIds-high", "prediction")), name
 
 
-def test_a_file_only_libpng_refuses_is_read_by_pil(tmp_path):
+def test_a_file_the_fast_path_refuses_is_read_by_pil(tmp_path):
     """A broken IDAT checksum: PIL does not check it (nor does the official script), so the file is read."""
     data = _clean_files()["labelIds"]
     position, length, _ = next(c for c in _chunks(data) if c[2] == b"IDAT")
@@ -247,3 +253,8 @@ def test_unreadable_png_is_a_named_user_error(tmp_path):
     with pytest.raises(UnreadablePngError, match=r"x_leftImg8bit\.png") as caught:
         decode_png(path)
     assert isinstance(caught.value, UserError) and caught.value.path == path
+
+
+def test_the_fast_decoder_is_installed():
+    """requirements.txt lists pywuffs and imagecodecs: without them every decode silently takes PIL's slow path."""
+    assert pngdecode.BACKEND == "wuffs" and FAST_BACKENDS == ["libpng", "wuffs"]

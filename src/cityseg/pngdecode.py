@@ -1,27 +1,31 @@
 """Fast, safe decoding of single-channel label PNGs (labelIds, instanceIds, predictions), PIL as the fallback.
 
-Decoding the three PNGs of a frame is most of what an evaluation costs, and PIL is slow at it: on a
-2048x1024 8-bit labelIds PNG it spends ~10 ms of CPU, libpng (through imagecodecs) ~6 ms, and 16-bit
-instanceIds twice that (bench/png_decode.py measures every decoder installed). So files that are plain
-grayscale (8- or 16-bit, not interlaced: what Cityscapes and `cityseg predict` write) go to libpng;
-everything else (palette images, other depths or colour types, interlacing) and every file libpng refuses
-goes to PIL, which is what the official script uses. The values are PIL's either way: libpng applies no
-gamma, sBIT or transparency to grayscale, and 16-bit samples come out in native byte order.
+Decoding the three PNGs of a frame is most of what an evaluation costs, and PIL is slow at it. CPU per
+2048x1024 file on this machine (bench/png_decode.py measures the decoders installed): 8-bit labelIds PIL
+~10 ms, libpng (imagecodecs) ~6.5 ms, Wuffs (pywuffs) ~4 ms; 16-bit instanceIds about twice that. So
+files that are plain grayscale (8- or 16-bit, not interlaced, no chunks that could change the pixels:
+what Cityscapes and `cityseg predict` write) go to the fastest decoder installed, Wuffs, else libpng;
+everything else (palette images, other depths or colour types, interlacing, tRNS, gAMA...) and every file
+the fast decoder refuses goes to PIL, which is what the official script uses. The values are PIL's either
+way (tests/test_pngdecode.py compares them on clean and on damaged files).
 
 Safety: the files are the user's, and a damaged PNG must be a clear error, never a crash (torchvision's
-libpng wrapper segfaults on some). The header is checked here before libpng sees the file (signature,
-an IHDR chunk of the right length and checksum, sizes within PIL's decompression-bomb limit), every
-chunk's CRC is verified (PIL checks those before IDAT, so libpng never accepts a file PIL would
-refuse there), and imagecodecs turns libpng's errors into exceptions (fuzzed in tests/test_pngdecode.py,
-every case in a subprocess so a crash fails the test instead of killing pytest). pyspng was not taken:
-it holds the GIL while decoding, so threads cannot decode two files at once, and it ignores checksums.
+libpng wrapper segfaults on some). Wuffs is written in a memory-safe language (bounds checked at compile
+time), and libpng's errors come back as exceptions through imagecodecs. Before either sees a file, the
+header is checked here (signature, an IHDR chunk of the right length and checksum, sizes within PIL's
+decompression-bomb limit) and every chunk's CRC is verified (PIL checks those before IDAT, so the fast
+path never accepts a file PIL would refuse there). Both are fuzzed in tests/test_pngdecode.py, each case
+in a subprocess so a crash fails the test instead of killing pytest. Both release the GIL, so threads
+decode in parallel; pyspng was not taken: it holds the GIL while decoding and ignores checksums.
 """
 
 from __future__ import annotations
 
 import io
 import struct
+import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,16 +34,54 @@ from PIL import Image
 
 from cityseg.errors import UserError
 
-try:  # optional: without it every file goes through PIL (same values, ~1.6x slower)
-    from imagecodecs import png_decode as _libpng_decode
-except ImportError:  # pragma: no cover - exercised by forcing FAST_DECODER off in tests
-    _libpng_decode = None
-
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IHDR_END = 33  # signature (8) + length (4) + "IHDR" (4) + 13 bytes of fields + CRC (4)
 _GRAYSCALE = 0
 _MODE_OF_DEPTH = {8: "L", 16: "I;16"}  # PIL's mode for plain grayscale of that bit depth
-FAST_DECODER = _libpng_decode is not None  # tests switch it off to exercise the PIL path
+# Chunks that cannot change grayscale pixel values; any other (tRNS, gAMA, sBIT, PLTE, ...) sends the file to PIL.
+_PLAIN_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND", b"tEXt", b"zTXt", b"iTXt", b"pHYs", b"tIME"})
+
+
+def _wuffs() -> Callable[[bytes, int], np.ndarray | None] | None:
+    """Wuffs' PNG decoder (pywuffs), one decoder object per thread and bit depth; None when not installed."""
+    try:
+        from pywuffs import ImageDecoderQuirks, ImageDecoderType, PixelFormat
+        from pywuffs.aux import ImageDecoder, ImageDecoderConfig
+    except ImportError:
+        return None
+    local = threading.local()
+
+    def decode(data: bytes, bit_depth: int) -> np.ndarray | None:
+        decoders = getattr(local, "decoders", None)
+        if decoders is None:
+            decoders = local.decoders = {}
+            for depth, pixel_format in ((8, PixelFormat.Y), (16, PixelFormat.Y_16LE)):
+                config = ImageDecoderConfig()
+                config.enabled_decoders = [ImageDecoderType.PNG]
+                config.pixel_format = pixel_format
+                config.quirks = {ImageDecoderQuirks.IGNORE_CHECKSUM: 0}  # pywuffs ignores zlib's Adler-32 unless told
+                decoders[depth] = ImageDecoder(config)
+        result = decoders[bit_depth].decode(data)
+        if result.error_message:
+            return None
+        pixels = result.pixbuf  # (H, W, 1) uint8, or (H, W, 2) uint8 holding little-endian uint16
+        return pixels.view("<u2")[..., 0] if bit_depth == 16 else pixels[..., 0]
+
+    return decode
+
+
+def _libpng() -> Callable[[bytes, int], np.ndarray | None] | None:
+    """libpng through imagecodecs; None when not installed."""
+    try:
+        from imagecodecs import png_decode
+    except ImportError:
+        return None
+    return lambda data, bit_depth: png_decode(data)
+
+
+_BACKENDS = {name: found for name, found in (("wuffs", _wuffs()), ("libpng", _libpng())) if found is not None}
+# The decoder plain grayscale files go to (tests switch it); None: PIL for everything (same values, slower).
+BACKEND: str | None = next(iter(_BACKENDS), None)
 
 
 class UnreadablePngError(UserError):
@@ -121,8 +163,8 @@ def decode_png(path: Path) -> tuple[np.ndarray, str]:
     """
     data = Path(path).read_bytes()
     header = parse_header(data)
-    if FAST_DECODER and header is not None and header.mode is not None and _fits_pil_limit(header):
-        pixels = _libpng(data, header)
+    if BACKEND is not None and header is not None and header.mode is not None and _fits_pil_limit(header):
+        pixels = _fast(data, header)
         if pixels is not None:
             return pixels, header.mode
     return _pil_decode(data, path)
@@ -140,15 +182,18 @@ def _fits_pil_limit(header: PngHeader) -> bool:
     return limit is None or header.width * header.height <= limit
 
 
-def _chunks_intact(data: bytes) -> bool:
-    """Every chunk up to IEND (or the end of the data) is whole and its CRC matches."""
+def _plain_and_intact(data: bytes) -> bool:
+    """Every chunk up to IEND (or the end of the data) is whole, of a kind that cannot change pixel values,
+    and its CRC matches."""
     position = 8
     while position < len(data):
         if position + 12 > len(data):
             return False
         length, kind = struct.unpack(">I4s", data[position : position + 8])
         end = position + 8 + length
-        if end + 4 > len(data) or zlib.crc32(data[position + 4 : end]) != struct.unpack(">I", data[end : end + 4])[0]:
+        if kind not in _PLAIN_CHUNKS or end + 4 > len(data):
+            return False
+        if zlib.crc32(data[position + 4 : end]) != struct.unpack(">I", data[end : end + 4])[0]:
             return False
         if kind == b"IEND":
             return True
@@ -156,16 +201,17 @@ def _chunks_intact(data: bytes) -> bool:
     return True
 
 
-def _libpng(data: bytes, header: PngHeader) -> np.ndarray | None:
-    """Decoded by libpng, or None when the file is damaged or decodes to anything unexpected (PIL decides then)."""
-    if not _chunks_intact(data):
+def _fast(data: bytes, header: PngHeader) -> np.ndarray | None:
+    """Decoded by the fast backend, or None when the file is unusual, damaged or decodes to anything unexpected
+    (PIL decides then)."""
+    if not _plain_and_intact(data):
         return None
     try:
-        pixels = _libpng_decode(data)
-    except Exception:  # noqa: BLE001 - libpng's errors (PngError, ValueError, ...): PIL gets the last word
+        pixels = _BACKENDS[BACKEND](data, header.bit_depth)
+    except Exception:  # noqa: BLE001 - the backend's errors (PngError, ValueError, ...): PIL gets the last word
         return None
     expected = np.uint8 if header.bit_depth == 8 else np.uint16
-    if pixels.shape != (header.height, header.width) or pixels.dtype != expected:
+    if pixels is None or pixels.shape != (header.height, header.width) or pixels.dtype != expected:
         return None
     return pixels
 

@@ -283,17 +283,31 @@ def count_frame_cached(pair: Pair, read_segments: SegmentReader) -> FrameCounts 
     prediction holds: the entry gets every frame)."""
     try:
         segments, table = read_segments(pair)  # (H, W) uint16, (S, 2)
-        pred = read_prediction(pair.prediction)  # (H, W) uint8
-        if pred.shape != segments.shape:
-            raise PredictionProblem(
-                "wrong size", pair.prediction,
-                f"{pred.shape[1]}x{pred.shape[0]}, expected {segments.shape[1]}x{segments.shape[0]}",
-            )  # fmt: skip
-        counts = _segment_counts(segments, table, pred, pair.instance_ids)
-        check_values(pair.prediction, counts.joint.sum(axis=0))
+        return count_prediction(pair, read_prediction(pair.prediction), (segments, table))
     except PredictionProblem as problem:
         return problem
+
+
+def count_prediction(pair: Pair, pred: np.ndarray, segments: tuple[np.ndarray, np.ndarray] | None = None) -> FrameCounts:
+    """Counts of one frame from its decoded (or in-memory) (H, W) uint8 prediction; the ground truth from
+    `segments` (gt_cache's (segments, table)) or decoded from the pair's PNGs. PredictionProblem if unusable."""
+    if segments is None:
+        gt, instances = read_ground_truth_pair(pair)  # (H, W) each
+        _check_size(pair, pred, gt.shape)
+        counts = FrameCounts(joint=_joint_counts(gt, pred, pair.label_ids), instances=np.zeros((0, 4), np.int64))
+        check_values(pair.prediction, counts.joint.sum(axis=0))  # before the instance counts, which need valid ids
+        return FrameCounts(joint=counts.joint, instances=_instance_counts(instances, pred, pair.instance_ids))
+    _check_size(pair, pred, segments[0].shape)
+    counts = _segment_counts(segments[0], segments[1], pred, pair.instance_ids)
+    check_values(pair.prediction, counts.joint.sum(axis=0))
     return counts
+
+
+def _check_size(pair: Pair, pred: np.ndarray, shape: tuple[int, ...]) -> None:
+    if pred.shape != shape:
+        raise PredictionProblem(
+            "wrong size", pair.prediction, f"{pred.shape[1]}x{pred.shape[0]}, expected {shape[1]}x{shape[0]}"
+        )
 
 
 def read_ground_truth_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
@@ -314,22 +328,16 @@ def read_frame(pair: Pair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     pred = read_prediction(pair.prediction)  # (H, W) uint8, read like the official script does
     gt, instances = read_ground_truth_pair(pair)  # (H, W) each
-    if pred.shape != gt.shape:
-        raise PredictionProblem(
-            "wrong size", pair.prediction, f"{pred.shape[1]}x{pred.shape[0]}, expected {gt.shape[1]}x{gt.shape[0]}"
-        )
+    _check_size(pair, pred, gt.shape)
     return pred, gt, instances
 
 
 def count_frame(pair: Pair) -> FrameCounts | PredictionProblem:
     """Decode one frame's three PNGs and count; a bad prediction comes back as a problem, not an exception."""
     try:
-        pred, gt, instances = read_frame(pair)
-        joint = _joint_counts(gt, pred, pair.label_ids)
-        check_values(pair.prediction, joint.sum(axis=0))
+        return count_prediction(pair, read_prediction(pair.prediction))
     except PredictionProblem as problem:
         return problem
-    return FrameCounts(joint=joint, instances=_instance_counts(instances, pred, pair.instance_ids))
 
 
 def map_frames(function: Callable[[Any], T], pairs: Sequence[Any], workers: int) -> list[T]:
