@@ -125,11 +125,8 @@ def ground_truth_source(out: Path, root: Path, split: str, pairs: Sequence[Pair]
     records = [_source_record(pair, root) for pair in pairs]
     entry = out / split
     with folder_lock(out, split):
-        index = _read_entry_index(entry)
-        if index is not None and index["root"] == str(Path(root).resolve()) and index["frames"] == records:
-            fresh = _open(entry, index, "fresh", 0.0)
-        else:
-            fresh = None
+        fresh = _open_if_matching(entry, root, records)
+        if fresh is None:
             if entry.exists():
                 _check_only_ours(entry)
             build = GroundTruthBuild(out, split, root, pairs, records, workers, "rebuilt" if entry.exists() else "built")
@@ -141,6 +138,19 @@ def ground_truth_source(out: Path, root: Path, split: str, pairs: Sequence[Pair]
             build.finish(entry)
     if fresh is not None:
         yield fresh  # outside the lock: a concurrent rebuild replaces the files, the open memmap stays valid
+
+
+def open_if_fresh(out: Path, root: Path, split: str, pairs: Sequence[Pair]) -> GroundTruthCache | None:
+    """The split's entry if it matches every source file now, else None; never builds (for `predict --score`,
+    which decodes the ground truth itself rather than make a prediction wait for a cache)."""
+    return _open_if_matching(Path(out) / split, root, [_source_record(pair, root) for pair in pairs])
+
+
+def _open_if_matching(entry: Path, root: Path, records: list[dict[str, Any]]) -> GroundTruthCache | None:
+    index = _read_entry_index(entry)
+    if index is None or index["root"] != str(Path(root).resolve()) or index["frames"] != records:
+        return None
+    return _open(entry, index, "fresh", 0.0)
 
 
 def gt_cache_folder(setting: Path | bool | None, root: Path) -> Path | None:
