@@ -24,7 +24,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ class PredictResult:
     skipped: int
     seconds: float
     images_per_s: float
-    scores: dict[str, Any] | None = None  # with score=True: the fast engine's export dict (same as `evaluate`)
+    scores: dict[str, Any] | None = field(default=None, repr=False)  # score=True: the fast engine's export (as `evaluate`)
 
 
 def prediction_name(frame_id: str) -> str:
