@@ -21,11 +21,12 @@ import numpy as np
 
 from cityseg.errors import UserError, format_paths
 from cityseg.evaluation.checks import PredictionProblem, read_prediction
-from cityseg.evaluation.fast import FrameCounts, Pair, accumulate, count_prediction, export_dict
+from cityseg.evaluation.fast import FrameCounts, Pair, count_prediction
 from cityseg.evaluation.gt_cache import gt_cache_folder, open_if_fresh
 from cityseg.evaluation.official import average_class_sizes
 from cityseg.evaluation.output import plain
 from cityseg.evaluation.runner import ground_truth_frames
+from cityseg.evaluation.scores import accumulate, export_dict
 
 
 class PredictionScorer:

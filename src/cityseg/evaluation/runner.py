@@ -30,10 +30,11 @@ from cityseg.evaluation.checks import (
     single_matches,
     warn_if_train_ids,
 )
-from cityseg.evaluation.fast import N_IDS, Pair, run_fast
+from cityseg.evaluation.fast import N_IDS, Pair
 from cityseg.evaluation.gt_cache import UncachableGroundTruth, gt_cache_or_none, warn_uncachable
 from cityseg.evaluation.official import average_class_sizes, run_official
 from cityseg.evaluation.output import check_output_paths, plain, summary, write_outputs
+from cityseg.evaluation.scores import run_fast
 from cityseg.pngdecode import UnreadablePngError, image_size
 
 ENGINES = ("both", "official", "fast")
