@@ -26,6 +26,7 @@ Any source added, removed, resized or touched makes the entry stale: it is rebui
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -61,6 +62,7 @@ INDEX_FILE = "index.json"
 COMPLETE_FILE = "COMPLETE"
 _ENTRY_FILES = (SEGMENTS_FILE, TABLES_FILE, INDEX_FILE, COMPLETE_FILE)
 _SPARE_BYTES = 1 << 30  # left free for everything else
+SEEN_PREFIX = ".seen-"  # DIR/.seen-<split>.json: the split was evaluated once with these sources (see NotYet)
 
 
 class UncachableGroundTruth(Exception):
@@ -110,14 +112,16 @@ def open_gt_cache(out: Path, root: Path, split: str, pairs: Sequence[Pair], work
 
 
 @contextlib.contextmanager
-def ground_truth_source(out: Path, root: Path, split: str, pairs: Sequence[Pair],
-                        workers: int) -> Iterator[GroundTruthCache | GroundTruthBuild]:
+def ground_truth_source(out: Path, root: Path, split: str, pairs: Sequence[Pair], workers: int,
+                        build_now: bool = True) -> Iterator[GroundTruthCache | GroundTruthBuild | NotYet]:
     """The split's entry in `out`: opened if it matches every source file now, else a GroundTruthBuild that the
     caller's scoring pass fills frame by frame (through `read`), completed when the block ends without error.
 
     A build holds the entry's lock for the whole pass, so a second evaluation waits and then finds it fresh;
     an error in the pass leaves nothing behind. Raises UncachableGroundTruth when the encoding cannot hold
-    a frame (the caller then scores from the PNGs).
+    a frame (the caller then scores from the PNGs). With `build_now` False, a split not evaluated before
+    (with these very files) only gets a note of that, NotYet, and the next evaluation builds: the cache
+    pays only when a split is scored again, and the first evaluation stays as fast as it can be.
     """
     out = Path(out)
     _check_outside_dataset(out, root)
@@ -126,7 +130,9 @@ def ground_truth_source(out: Path, root: Path, split: str, pairs: Sequence[Pair]
     entry = out / split
     with folder_lock(out, split):
         fresh = _open_if_matching(entry, root, records)
-        if fresh is None:
+        if fresh is None and not build_now and not _seen_before(out, split, root, records):
+            fresh = NotYet(entry)
+        elif fresh is None:
             if entry.exists():
                 _check_only_ours(entry)
             build = GroundTruthBuild(out, split, root, pairs, records, workers, "rebuilt" if entry.exists() else "built")
@@ -153,6 +159,40 @@ def _open_if_matching(entry: Path, root: Path, records: list[dict[str, Any]]) ->
     return _open(entry, index, "fresh", 0.0)
 
 
+@dataclass(frozen=True)
+class NotYet:
+    """The first evaluation of a split (with these files): scored from the PNGs; the next one builds the entry."""
+
+    path: Path
+    read = None  # no segments: the caller decodes the ground truth itself
+
+    def info(self) -> dict[str, Any]:
+        """What `evaluate` reports about the cache."""
+        return {"path": str(self.path), "status": "next run", "build_s": 0.0}
+
+
+def _seen_before(out: Path, split: str, root: Path, records: list[dict[str, Any]]) -> bool:
+    """Whether this split, with exactly these source files, was evaluated before; notes it if not."""
+    digest = hashlib.sha256(json.dumps([str(Path(root).resolve()), records]).encode()).hexdigest()
+    note = out / f"{SEEN_PREFIX}{split}.json"
+    try:
+        if json.loads(note.read_text()).get("sources") == digest:
+            return True
+    except (OSError, ValueError, AttributeError):
+        pass
+    atomic_write_text(note, json.dumps({"sources": digest, "note": "evaluated once; the next evaluation builds the cache"}) + "\n")
+    return False
+
+
+def forget_split(out: Path, split: str) -> None:
+    """Delete a split's entry and its note of an earlier evaluation (only files cityseg wrote): the next
+    evaluation is a first one again (bench/evaluate.py times first runs this way)."""
+    out = Path(out)
+    if (out / split).exists():
+        _remove_entry(out / split)
+    (out / f"{SEEN_PREFIX}{split}.json").unlink(missing_ok=True)
+
+
 def gt_cache_folder(setting: Path | bool | None, root: Path) -> Path | None:
     """Where `evaluate`'s gt_cache argument puts the cache: None (off), the default folder (True) or a Path."""
     if setting is False or setting is None:
@@ -162,9 +202,10 @@ def gt_cache_folder(setting: Path | bool | None, root: Path) -> Path | None:
 
 @contextlib.contextmanager
 def gt_cache_or_none(setting: Path | bool, root: Path, split: str, pairs: Sequence[Pair],
-                     workers: int) -> Iterator[GroundTruthCache | GroundTruthBuild | None]:
+                     workers: int) -> Iterator[GroundTruthCache | GroundTruthBuild | NotYet | None]:
     """ground_truth_source for `evaluate`'s gt_cache argument: None when off, or (with a GtCacheWarning) when the
-    default folder is unwritable or short of space; an explicit folder that is unwritable is a UserError."""
+    default folder is unwritable or short of space; an explicit folder that is unwritable is a UserError. The
+    default folder (True) is built by the second evaluation of a split, an explicit one by the first."""
     out = gt_cache_folder(setting, root)
     if out is None:
         yield None
@@ -173,7 +214,8 @@ def gt_cache_or_none(setting: Path | bool, root: Path, split: str, pairs: Sequen
         try:
             if setting is True:
                 _claim_training_cache(out.parent)
-            opened = stack.enter_context(ground_truth_source(out, root, split, pairs, workers))
+            # the default folder builds from the second evaluation of a split on; a folder given explicitly, now
+            opened = stack.enter_context(ground_truth_source(out, root, split, pairs, workers, build_now=setting is not True))
         except OSError as exc:  # read-only dataset mount, no permission, disk full
             if setting is not True:
                 raise UserError(f"cannot write the ground-truth cache {out} ({exc.strerror}); pick a writable "
