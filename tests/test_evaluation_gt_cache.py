@@ -123,6 +123,7 @@ def test_default_location_and_no_gt_cache(mutable_root, tmp_path):
     args = ["evaluate", str(pred), str(mutable_root), "--json", str(tmp_path / "e.json")]
     assert main([*args, "--no-gt-cache"]) == 0
     assert not default.exists()
+    assert main(args) == 0  # the first evaluation of the split only notes it; the second builds
     assert main(args) == 0
     assert (default / "eval-gt" / "val" / COMPLETE_FILE).is_file()
     assert json.loads((default / "eval-gt" / MARKER).read_text())["format"] == "cityseg-eval-gt"
@@ -240,3 +241,24 @@ def test_no_room_for_the_cache_is_a_note_not_a_failure(synth_raw_root, tmp_path,
         result, info = _fast(pred, synth_raw_root, cache)
     assert info["gt_cache"] is None and not (cache / "val").exists()
     _assert_agree(evaluate(pred, synth_raw_root, "val", engine="official"), result)
+
+
+def test_default_cache_is_built_by_the_second_evaluation_of_a_split(mutable_root, tmp_path):
+    """A cache pays only when a split is scored again: the first run scores from the PNGs at full speed."""
+    pred = _predictions(mutable_root, tmp_path / "pred")
+    entry = tmp_path / "cityseg-cache" / "eval-gt" / "val"  # the default folder beside ROOT
+    statuses, results = [], []
+    for _ in range(3):
+        result = evaluate(pred, mutable_root, "val", engine="fast")
+        statuses.append(result["cityseg"]["gt_cache"]["status"])
+        results.append(result)
+        if len(statuses) == 1:
+            assert not entry.exists()
+    assert statuses == ["next run", "built", "fresh"] and (entry / COMPLETE_FILE).is_file()
+    official = evaluate(pred, mutable_root, "val", engine="official")
+    for result in results:
+        _assert_agree(official, result)
+    # New ground truth is a new split as far as the note goes: scored from the PNGs, cached by the run after.
+    _rewrite_label(list_frames(mutable_root, "val", label_source="ids")[0].label_ids, 7)
+    assert evaluate(pred, mutable_root, "val", engine="fast")["cityseg"]["gt_cache"]["status"] == "next run"
+    assert evaluate(pred, mutable_root, "val", engine="fast")["cityseg"]["gt_cache"]["status"] == "rebuilt"

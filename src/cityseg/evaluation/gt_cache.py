@@ -1,13 +1,15 @@
 """Decoded ground truth for the fast engine: each split's labelIds and instanceIds PNGs decoded once.
 
 Decoding a frame's two gtFine PNGs is most of the fast engine's time, yet the ground truth never changes
-while a user scores checkpoint after checkpoint on the same split. So the first fast evaluation stores it,
-already encoded for counting (fast.encode_segments: one uint16 segment per pixel, and per frame a small
-table of the (labelId, instance id) pair each segment stands for), and later evaluations decode only the
-predictions and count each frame with one bincount. The entry is written by the scoring pass itself
-(GroundTruthBuild.read decodes, encodes, stores and hands back each frame), which adds ~5% to the first
-evaluation instead of a separate pass over the ground truth, so the cache costs nothing worth skipping it
-for. The encoding is lossless for what the metrics read, so results are identical to decoding the PNGs.
+while a user scores checkpoint after checkpoint on the same split. So it is stored, already encoded for
+counting (fast.encode_segments: one uint16 segment per pixel, and per frame a small table of the
+(labelId, instance id) pair each segment stands for), and later evaluations decode only the predictions
+and count each frame with one bincount. The entry is written by a scoring pass itself (GroundTruthBuild.read
+decodes, encodes, stores and hands back each frame) rather than by a pass of its own; that still adds ~25%
+to the pass, so in the default folder only a split's second evaluation builds it (the first leaves a note,
+NotYet): a cache pays only when a split is scored again, and a user's first evaluation stays as fast as it
+can be. A folder given explicitly is built by the first evaluation. The encoding is lossless for what the
+metrics read, so results are identical to decoding the PNGs.
 
 Layout (default `ROOT/../cityseg-cache/eval-gt`, beside the training cache; `--gt-cache DIR`):
 
