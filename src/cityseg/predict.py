@@ -24,7 +24,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ class PredictResult:
     skipped: int
     seconds: float
     images_per_s: float
+    scores: dict[str, Any] | None = field(default=None, repr=False)  # score=True: the fast engine's export (as `evaluate`)
 
 
 def prediction_name(frame_id: str) -> str:
@@ -349,11 +350,14 @@ def predict_split(
     overwrite: bool = False,
     progress: bool = True,
     workers: int = 0,
+    score: bool = False,
 ) -> PredictResult:
     """Write one full-size labelIds PNG per frame of `split`, resuming and refusing stale files safely.
 
     `crop`/`stride` are (width, height) in the image the network sees (after resizing to the
     checkpoint's training `size`, if it has one). `workers` processes decode PNGs in parallel.
+    `score`: also score the label maps in memory as they are written (evaluation.inmemory), so the result
+    carries the fast engine's numbers without decoding the PNGs again.
     """
     crop, stride = as_size(crop), as_size(stride)
     check_options(mode, tta, crop, stride)
@@ -365,6 +369,7 @@ def predict_split(
     color_out = Path(color_out) if color_out is not None else None
     check_color_folder(out_dir, color_out)
     frames = list_frames(Path(root), split, label_source=None)
+    scorer = _scorer(root, split, frames) if score else None  # ground-truth problems surface before any forward
     torch_device = resolve_device(device)
     model, state = load_model(Path(checkpoint), torch_device)
     model.eval()
@@ -393,15 +398,32 @@ def predict_split(
 
     options = {"mode": mode, "tta": tta, "crop": crop, "stride": stride, "scale_size": settings["scale_size"]}
     start = time.perf_counter()
-    _predict_frames(model, todo, torch_device, options, ledger, color_ledger, batch_size, workers, progress)
+    try:
+        _predict_frames(model, todo, torch_device, options, ledger, color_ledger, batch_size, workers, progress, scorer)
+    except BaseException:
+        if scorer is not None:
+            scorer.close()
+        raise
     seconds = time.perf_counter() - start
+    if scorer is not None:
+        for frame in frames:
+            if frame.id in done:
+                scorer.add_file(frame.id, out_dir / prediction_name(frame.id))
     return PredictResult(
         out_dir=out_dir,
         written=len(todo),
         skipped=len(frames) - len(todo),
         seconds=seconds,
         images_per_s=len(todo) / seconds if seconds > 0 else 0.0,
+        scores=scorer.result() if scorer is not None else None,
     )
+
+
+def _scorer(root: Path, split: str, frames: list[Frame]):
+    from cityseg.cli.common import default_workers
+    from cityseg.evaluation.inmemory import PredictionScorer
+
+    return PredictionScorer(Path(root), split, [f.id for f in frames], workers=default_workers())
 
 
 def _ledgers(
@@ -436,8 +458,9 @@ def _predict_frames(
     batch_size: int,
     workers: int,
     progress: bool,
+    scorer=None,
 ) -> None:
-    """The prediction loop: reserve frames in the manifests, predict a batch, write it, record it."""
+    """The prediction loop: reserve frames in the manifests, predict a batch, write it, record it (and score it)."""
     ledgers = [ledger] + ([color_ledger] if color_ledger is not None else [])
     loader = DataLoader(
         _Images(todo),
@@ -461,6 +484,8 @@ def _predict_frames(
                 label_maps = _labels_for_batch(model, [image for _, image in batch], device, **options)
                 for (index, image), label_ids in zip(batch, label_maps, strict=True):
                     _write_frame(todo[index], label_ids, image.numpy(), ledger, color_ledger)
+                    if scorer is not None:
+                        scorer.add(todo[index].id, label_ids, ledger.folder / prediction_name(todo[index].id))
                 bar.update(len(batch))
             failed = False
         finally:

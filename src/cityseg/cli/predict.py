@@ -4,6 +4,7 @@ or labelIds, colour and overlay PNGs for any photos (`--images`)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from cityseg.cli.common import add_command, default_workers, non_negative_int, positive_int, size_type
@@ -107,6 +108,13 @@ def register(subparsers) -> None:
         help="processes decoding images in parallel (0 = in the main process)",
     )
     runtime.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    runtime.add_argument(
+        "--score",
+        action="store_true",
+        help="also score the predictions as they are written (val/train): the fast engine's numbers from the label "
+        "maps in memory, identical to `cityseg evaluate`'s, printed as its table at the end; ground truth from the "
+        "evaluation's ground-truth cache when fresh, else decoded from gtFine",
+    )
 
     photos = parser.add_argument_group("Photos (--images)")
     photos.add_argument(
@@ -191,7 +199,12 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         workers=args.workers,
+        score=args.score,
     )
+    if result.scores is not None:
+        from cityseg.evaluation import format_table
+
+        print(format_table(result.scores, bold=sys.stdout.isatty()))
     print(
         f"wrote {result.written} and kept {result.skipped} finished prediction(s) in {result.out_dir} "
         f"({result.images_per_s:.2f} images/s over {result.seconds:.1f} s)"
