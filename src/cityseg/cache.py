@@ -28,6 +28,7 @@ which `training_cache_size` avoids whenever random scaling could enlarge a crop.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -44,6 +45,7 @@ from tqdm import tqdm
 
 from cityseg.errors import UserError, format_paths
 from cityseg.fileio import claim_folder, folder_lock, read_complete_index, source_fingerprint
+from cityseg.locks import die_with_parent
 
 MARKER = "CITYSEG_CACHE.json"
 FORMAT = "cityseg-cache"
@@ -303,6 +305,8 @@ _WORKER: dict[str, Any] = {}
 
 def _init_decoder(folder: str, size, shape_hw, label_source: str) -> None:
     """Open the temp entry's arrays in this process; one thread, since the pool already uses every core."""
+    if multiprocessing.parent_process() is not None:  # a pool worker, not the one-worker path in this process
+        die_with_parent()
     torch.set_num_threads(1)
     _WORKER.update(
         images=np.load(Path(folder) / IMAGES_FILE, mmap_mode="r+"),

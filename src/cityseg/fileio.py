@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import tempfile
@@ -95,13 +94,14 @@ def claim_folder(out: Path, marker: str, stamp: dict, what: str, fix: str) -> No
 
 @contextlib.contextmanager
 def folder_lock(folder: Path, name: str) -> Iterator[None]:
-    """Serialise writers of one entry in `folder` (DDP ranks, two notebooks); the OS drops the lock if we die."""
-    with open(Path(folder) / f".lock-{name}", "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    """Serialise writers of one entry in `folder` (DDP ranks, two notebooks); the OS drops the lock if we die.
+
+    A writer that waits says for whom, and gives up after CITYSEG_LOCK_TIMEOUT seconds (see cityseg.locks).
+    """
+    from cityseg.locks import wait_lock
+
+    with wait_lock(Path(folder) / f".lock-{name}", f"{Path(folder) / name}, which another process is writing"):
+        yield
 
 
 def read_complete_index(entry: Path, format_name: str, format_version: int) -> dict | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import multiprocessing
-import multiprocessing.connection
 import os
 import re
 import secrets
@@ -29,6 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cityseg.errors import UserError, describe_error, name_the_file
+from cityseg.locks import die_with_parent
 
 # Worker processes import this module, so it stays free of torch: cityseg.data is imported lazily.
 COARSE_DIR = "gtCoarse"
@@ -170,16 +170,10 @@ def find_annotations(root: Path, coarse: bool = False) -> list[Path]:
 
 
 def _worker_start() -> None:
-    """Pool worker set-up: Ctrl-C is the parent's to handle, and a worker exits when its parent dies (kill -9)."""
+    """Pool worker set-up: Ctrl-C is the parent's to handle, and a worker exits when its parent dies (kill -9);
+    a file in progress then stays a hidden temp file, removed by the next run."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(target=_exit_with_parent, args=(parent.sentinel,), daemon=True).start()
-
-
-def _exit_with_parent(sentinel: int) -> None:
-    multiprocessing.connection.wait([sentinel])  # readable once the parent is gone
-    os._exit(1)  # a file in progress stays a hidden temp file, removed by the next run
+    die_with_parent()
 
 
 @contextlib.contextmanager

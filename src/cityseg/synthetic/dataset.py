@@ -27,6 +27,7 @@ from cityseg import __version__
 from cityseg.errors import UserError
 from cityseg.fileio import atomic_write_bytes
 from cityseg.labels import EVAL_LABEL_IDS
+from cityseg.locks import die_with_parent
 from cityseg.synthetic.render import render_image
 from cityseg.synthetic.scene import decal_mask, scene_objects
 from cityseg.synthetic.street import sample_scene
@@ -245,7 +246,8 @@ def _run(root: Path, frames: list[FrameSpec], workers: int) -> Iterator[str]:
         return
     # spawn: workers start clean even when the parent has torch threads running
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context,
+                             initializer=die_with_parent) as pool:
         yield from pool.map(_write_frame_task, tasks, chunksize=1)
 
 
