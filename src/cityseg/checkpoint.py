@@ -24,6 +24,9 @@ __all__ = ["atomic_write_bytes", "load_checkpoint", "save_checkpoint"]
 FORMAT = "cityseg-checkpoint"
 FORMAT_VERSION = 1
 ARCHITECTURE = "unet-resnet34"
+# torch.load(weights_only=True) is a safe loader only from this torch on: older ones can be made to run
+# code by a crafted file (CVE-2025-32434 below 2.6, CVE-2026-24747 / GHSA-63cw-57p8-fm3p below 2.10).
+SAFE_TORCH = "2.10"
 
 # What `torch.load(weights_only=True)` rebuilds without running code (exact types: subclasses are refused).
 _PLAIN_LEAVES = (type(None), bool, int, float, complex, str, bytes, bytearray, torch.dtype, torch.device, torch.Size)
@@ -31,12 +34,36 @@ _PLAIN_MAPPINGS = (dict, collections.OrderedDict, collections.Counter)
 _PLAIN_SEQUENCES = (list, tuple, set)
 
 
+def require_safe_torch(path: Path) -> None:
+    """Refuse to open a file a stranger may have made with a torch whose weights-only loader is not safe."""
+    if torch.__version__ < SAFE_TORCH:
+        raise UserError(
+            f"{path} was not opened: torch {torch.__version__} can be made to run code by a crafted checkpoint even "
+            f"with weights_only=True (CVE-2025-32434, CVE-2026-24747); cityseg needs torch {SAFE_TORCH} or newer. "
+            f"Upgrade it, e.g. `pip install 'torch>={SAFE_TORCH}'`."
+        )
+
+
+def _save_reporting_os_errors(payload: dict[str, Any], handle) -> None:
+    """torch.save that lets a failed write() surface as the OSError it was (a full disk), not torch's
+    RuntimeError 'unexpected pos ...', so callers can say which file and why."""
+    try:
+        torch.save(payload, handle)
+    except RuntimeError as exc:
+        cause = exc.__cause__ or exc.__context__
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write `state` (tensors and plain types) atomically, stamped with format and architecture."""
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": ARCHITECTURE, **state}
     _check_plain(payload, "state")
     try:
-        atomic_write_bytes(Path(path), lambda handle: torch.save(payload, handle))
+        atomic_write_bytes(Path(path), lambda handle: _save_reporting_os_errors(payload, handle))
     except OSError as exc:  # a full disk fails inside write(), whose error names no file
         named = name_the_file(exc, path)
         if named is exc:
@@ -67,10 +94,16 @@ def _check_plain(value: Any, where: str) -> None:
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a cityseg checkpoint with `weights_only=True`; anything else is a clear `UserError`."""
     path = Path(path)
+    if path.is_dir():
+        inside = [name for name in ("best.pt", "last.pt") if (path / name).is_file()]
+        hint = f", e.g. {path / inside[0]}" if inside else ""
+        raise UserError(f"checkpoint {path} is a folder, not a file; pass a checkpoint file inside a run folder{hint}.")
     if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist; pass the best.pt or last.pt of a run folder.")
+        kind = "is a broken link" if path.is_symlink() else "does not exist"
+        raise UserError(f"checkpoint {path} {kind}; pass the best.pt or last.pt of a run folder.")
     if path.stat().st_size == 0:
         raise UserError(f"checkpoint {path} is empty (0 bytes); pass the best.pt or last.pt of a finished run.")
+    require_safe_torch(path)
     _check_crcs(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
@@ -87,12 +120,35 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not a cityseg checkpoint (no '{FORMAT}' marker); pass a run's best.pt or last.pt.")
+    version = state.get("format_version")
+    if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
+        raise UserError(
+            f"{path} is a cityseg checkpoint of format version {version!r}, but this cityseg reads version "
+            f"{FORMAT_VERSION} only; " + ("it was written by a newer cityseg: upgrade cityseg to use it."
+                                          if newer else "it is damaged or was edited: use another copy.")
+        )
     if state.get("arch") != ARCHITECTURE:
         raise UserError(
             f"{path} holds a {state.get('arch')!r} model, but cityseg builds {ARCHITECTURE!r}; "
             "use a checkpoint trained by this version of cityseg."
         )
+    if state.get("config") is not None:
+        _check_config(state["config"], path)
     return state
+
+
+def _check_config(config: Any, path: Path) -> None:
+    """Every load path sees a valid training config (predict reads its size, resume its settings)."""
+    from cityseg.config import TrainConfig
+
+    try:
+        TrainConfig.from_dict(config)
+    except UserError as exc:
+        raise UserError(
+            f"the training config stored in checkpoint {path} is malformed ({exc}); the file was edited or damaged. "
+            "Use an unedited best.pt or last.pt of the run."
+        ) from None
 
 
 def _unpickler_reason(exc: pickle.UnpicklingError) -> str:

@@ -66,6 +66,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"encoder weights file {path} does not exist; pass a torchvision resnet34 state dict saved with "
             "torch.save, 'imagenet', or 'none'."
         )
+    from cityseg.checkpoint import require_safe_torch
+
+    require_safe_torch(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch.load fails on foreign files with many types (even IndexError)
@@ -106,6 +109,21 @@ def build_model(encoder_weights: str | Path | None = "imagenet", num_classes: in
     if encoder_weights is not None and str(encoder_weights).lower() not in ("none", ""):
         _load_local_encoder(model, Path(encoder_weights))
     return model
+
+
+_CHECKED_WEIGHTS: set[str] = set()
+
+
+def check_encoder_weights(encoder_weights: str | Path | None) -> None:
+    """Fail before a run writes anything when its encoder weights cannot be had (hub offline, bad local file).
+
+    Builds the model once (the hub download is cached for the real build); a success is remembered.
+    """
+    key = "none" if encoder_weights is None else str(encoder_weights)
+    if key.lower() in ("none", "") or key in _CHECKED_WEIGHTS:
+        return
+    build_model(encoder_weights)
+    _CHECKED_WEIGHTS.add(key)
 
 
 def _strip_wrappers(state_dict: dict[str, Any]) -> dict[str, Any]:
