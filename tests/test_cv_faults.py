@@ -49,8 +49,9 @@ def reference(synth_root, tmp_path_factory) -> dict:
 
 
 def temp_files(folder: Path) -> list[Path]:
-    """Half-written files a kill can leave (atomic writes go through '.<name>.*.tmp' beside the target)."""
-    return sorted(p for p in folder.rglob(".*")) if folder.exists() else []
+    """Half-written files a kill can leave (atomic writes go through '.<name>.*.tmp' beside the target);
+    not the lock files, which stay (an flock needs no clean-up: the kernel drops it with its holder)."""
+    return sorted(p for p in folder.rglob(".*") if not p.name.startswith(".lock-")) if folder.exists() else []
 
 
 def deterministic(rows: list[dict]) -> list[dict]:

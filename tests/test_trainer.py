@@ -73,7 +73,7 @@ def test_short_run_beats_the_constant_predictor(learned_run, synth_root, fold0):
 
 def test_run_folder_format(learned_run, synth_root):
     config, run_dir, result, rows_seen = learned_run
-    assert sorted(p.name for p in run_dir.iterdir()) == ["best.pt", "config.json", "last.pt", "log.jsonl"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock-run", "best.pt", "config.json", "last.pt", "log.jsonl"]
     info = json.loads((run_dir / "config.json").read_text())
     assert info["config"] == config.to_dict()
     assert {"sha", "dirty"} <= set(info["git"])
@@ -102,12 +102,15 @@ def test_run_folder_format(learned_run, synth_root):
 
 def test_existing_run_is_never_overwritten(learned_run, synth_root, fold0):
     config, run_dir, _, _ = learned_run
-    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    def files():  # the lock file is rewritten by every process that takes it, to name itself
+        return {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.name != ".lock-run"}
+
+    before = files()
     with pytest.raises(UserError, match="--resume"):
         train_run(synth_root, run_dir, config, *fold0, progress=False)
     with pytest.raises(UserError, match="lr: 0.002 -> 0.001"):
         train_run(synth_root, run_dir, tiny_config(epochs=8, lr=1e-3), *fold0, resume=True, progress=False)
-    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
+    assert files() == before
 
 
 def stop_after_first_epoch(name, row):

@@ -22,7 +22,12 @@ Launch:
     CUDA_VISIBLE_DEVICES=1 cityseg cv ROOT --out RUNS --only-folds 3,4   # folds spread over GPUs
     cityseg cv ROOT --out RUNS --resume                           # skip finished folds, then the full fit
 
-With --only-folds the full fit starts only once every fold is finished; a later `cv --resume` runs it.
+With --only-folds a process trains only its folds, never the full fit: a later `cv --resume` runs it.
+
+Locks (cityseg.locks) keep two processes from training one run folder: each trainer locks its run
+folder, a `cv` locks RUNS as a whole (shared between `--only-folds` processes, so folds may run in
+parallel, exclusive otherwise), and folds.json and summary.json are written under a short lock of their
+own. A second process is refused before it writes anything, naming the process in its way.
 """
 
 from __future__ import annotations
@@ -38,17 +43,20 @@ import numpy as np
 
 from cityseg.checkpoint import atomic_write_bytes
 from cityseg.config import TrainConfig, config_differences
-from cityseg.dist import barrier, init_distributed, is_main
+from cityseg.dist import barrier, held_by_main, init_distributed, is_main
 from cityseg.engine import json_float
 from cityseg.errors import UserError
-from cityseg.folds import fold_ids, fold_table, load_folds, make_folds, write_folds
+from cityseg.folds import check_folds_match, fold_ids, fold_table, load_folds, make_folds, write_folds
 from cityseg.labels import CLASS_NAMES
+from cityseg.locks import hold_lock, wait_lock
+from cityseg.model import check_encoder_weights
 from cityseg.trainer import (
     EpochCallback,
     best_row,
     check_input_size,
     is_finished,
     load_log,
+    make_run_folder,
     read_run_config,
     train_run,
     with_epochs,
@@ -56,7 +64,12 @@ from cityseg.trainer import (
 
 FOLDS_FILE = "folds.json"
 SUMMARY_FILE = "summary.json"
+SUMMARY_FORMAT = "cityseg-cv-summary"  # the marker that makes a summary.json ours to replace
 FULL_RUN = "full"
+RUNS_LOCK = ".lock-cv"  # held for a whole `cv` (shared by --only-folds processes)
+SHARED_FILES_LOCK = ".lock-cv-files"  # held while folds.json or summary.json is checked and written
+# What summary.json held before it carried SUMMARY_FORMAT: such a file is an older cityseg's, not the user's.
+_LEGACY_SUMMARY_KEYS = frozenset(("k", "split", "seed", "complete", "folds", "chosen_epochs", "full", "std"))
 
 __all__ = ["fold_table", "load_log", "make_folds", "run_cv", "summarize", "summary_text", "chosen_epochs", "fold_dir"]
 
@@ -79,7 +92,11 @@ def run_cv(
     full: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Make/check the folds, train the selected folds, then (all folds done) the full model; returns the summary."""
+    """Make/check the folds, train the selected folds, then (all folds done) the full model; returns the summary.
+
+    Every option and the files already in RUNS are checked before anything is written. With `only_folds`
+    the full fit is left to a later call without it (folds of one RUNS may train in parallel processes).
+    """
     from cityseg.data import list_frames
 
     root, runs_dir = Path(root), Path(runs_dir)
@@ -88,31 +105,72 @@ def run_cv(
     check_input_size(config, frames[0].image)
     folds = make_folds(frames, k=k, split=split, seed=seed)
     selected = _selected_folds(only_folds, k)
+    if not resume:
+        check_encoder_weights(config.encoder_weights)
+    _check_shared_files(runs_dir, folds)
     if is_main():
-        write_folds(runs_dir / FOLDS_FILE, folds)
+        make_run_folder(runs_dir)
     barrier()
+    with held_by_main(lambda: _lock_runs(runs_dir, shared=only_folds is not None)):
+        if is_main():
+            with _shared_files_lock(runs_dir):
+                _check_shared_files(runs_dir, folds)
+                write_folds(runs_dir / FOLDS_FILE, folds)
+        barrier()
+        for fold in selected:
+            run_dir = fold_dir(runs_dir, fold)
+            if resume and _skip_finished(run_dir, config):
+                continue
+            train_ids, val_ids = fold_ids(folds, fold)
+            train_run(root, run_dir, config, train_ids, val_ids, resume=resume, on_epoch=on_epoch,
+                      run_name=run_dir.name, progress=progress)
 
-    for fold in selected:
-        run_dir = fold_dir(runs_dir, fold)
-        if resume and _skip_finished(run_dir, config):
-            continue
-        train_ids, val_ids = fold_ids(folds, fold)
-        train_run(root, run_dir, config, train_ids, val_ids, resume=resume, on_epoch=on_epoch,
-                  run_name=run_dir.name, progress=progress)
-
-    summary = summarize(runs_dir)
-    if full and summary["complete"]:
-        full_config = with_epochs(config, summary["chosen_epochs"])
-        run_dir = runs_dir / FULL_RUN
-        if not (resume and _skip_finished(run_dir, full_config)):
-            train_run(root, run_dir, full_config, [f.id for f in frames], None, resume=resume, on_epoch=on_epoch,
-                      run_name=FULL_RUN, progress=progress)
         summary = summarize(runs_dir)
-    if is_main():
-        text = json.dumps(summary, indent=1) + "\n"
-        atomic_write_bytes(runs_dir / SUMMARY_FILE, lambda handle: handle.write(text.encode()))
-    barrier()
+        if full and only_folds is None and summary["complete"]:
+            full_config = with_epochs(config, summary["chosen_epochs"])
+            run_dir = runs_dir / FULL_RUN
+            if not (resume and _skip_finished(run_dir, full_config)):
+                train_run(root, run_dir, full_config, [f.id for f in frames], None, resume=resume, on_epoch=on_epoch,
+                          run_name=FULL_RUN, progress=progress)
+            summary = summarize(runs_dir)
+        if is_main():
+            with _shared_files_lock(runs_dir):  # another --only-folds process may have finished a fold meanwhile
+                summary = summarize(runs_dir)
+                text = json.dumps(summary, indent=1) + "\n"
+                atomic_write_bytes(runs_dir / SUMMARY_FILE, lambda handle: handle.write(text.encode()))
+        barrier()
     return summary
+
+
+def _lock_runs(runs_dir: Path, shared: bool):
+    """RUNS as a whole: exclusive for a `cv` that may run the full fit, shared between --only-folds processes."""
+    fix = ("folds of one RUNS may train in parallel only as `cv --only-folds` processes, with the full fit left to "
+           "a `cv --resume` once they are done" if shared else
+           "wait for it to finish (then `cv --resume` continues), or pass another --out folder")
+    return hold_lock(runs_dir / RUNS_LOCK, f"runs folder {runs_dir}", f"{fix}. Nothing was written.", shared=shared)
+
+
+def _shared_files_lock(runs_dir: Path):
+    """A short lock around reading and writing folds.json and summary.json (parallel --only-folds processes)."""
+    return wait_lock(runs_dir / SHARED_FILES_LOCK, f"folds.json and summary.json of {runs_dir}")
+
+
+def _check_shared_files(runs_dir: Path, folds: dict[str, Any]) -> None:
+    """Refuse, before writing anything, a folds.json or summary.json in RUNS that is not this run's to use."""
+    check_folds_match(runs_dir / FOLDS_FILE, folds)
+    path = runs_dir / SUMMARY_FILE
+    if not path.exists() and not path.is_symlink():
+        return
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = None
+    if isinstance(data, dict) and (data.get("format") == SUMMARY_FORMAT or _LEGACY_SUMMARY_KEYS <= data.keys()):
+        return
+    raise UserError(
+        f"{path} exists but was not written by `cityseg cv` (it lacks the {SUMMARY_FORMAT!r} format marker), and cv "
+        "writes its summary there; it is left alone. Move that file away, or pass another --out folder."
+    )
 
 
 def _selected_folds(only_folds: Sequence[int] | None, k: int) -> list[int]:
@@ -172,6 +230,7 @@ def summarize(runs_dir: Path) -> dict[str, Any]:
     scored = [row for row in per_fold if row["epoch"] is not None]
     selected = [row for row in per_fold if row["finished"]]
     return {
+        "format": SUMMARY_FORMAT,
         "k": folds["k"],
         "split": folds["split"],
         "seed": folds["seed"],

@@ -13,13 +13,17 @@ single process. Only rank 0 writes files and draws progress bars.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
+
+from cityseg.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,30 @@ def barrier() -> None:
     """Wait for every rank (no-op for one process): e.g. until rank 0 has written a file others read."""
     if is_distributed():
         dist.barrier()
+
+
+@contextlib.contextmanager
+def held_by_main(enter: Callable[[], AbstractContextManager]) -> Iterator[None]:
+    """Enter `enter()` (a lock) on rank 0 only; when it refuses there, every rank raises the same UserError.
+
+    Locks are per machine and per process, so one holder speaks for the job; the others must still
+    stop with it rather than wait forever in the next collective.
+    """
+    with contextlib.ExitStack() as stack:
+        refusal = None
+        if is_main():
+            try:
+                stack.enter_context(enter())
+            except UserError as exc:
+                refusal = exc
+        if is_distributed():
+            box = [None if refusal is None else str(refusal)]
+            dist.broadcast_object_list(box, src=0)
+            if box[0] is not None and refusal is None:
+                refusal = UserError(box[0])
+        if refusal is not None:
+            raise refusal
+        yield
 
 
 def cleanup() -> None:

@@ -103,18 +103,26 @@ def load_folds(path: Path) -> dict[str, Any]:
     return check_folds(folds, str(path))
 
 
+def check_folds_match(path: Path, folds: dict[str, Any]) -> bool:
+    """True if `path` holds exactly `folds`, False if there is no file; a different or foreign one is refused."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    existing = load_folds(path)
+    if existing != folds:
+        raise UserError(
+            f"{path} already holds different folds (k={existing.get('k')}, split={existing.get('split')}, "
+            f"seed={existing.get('seed')}) than this run asks for (k={folds['k']}, split={folds['split']}, "
+            f"seed={folds['seed']}), or the train images changed. Use the same --folds/--split/--seed, or "
+            "another --out folder; the runs in it were trained on those folds."
+        )
+    return True
+
+
 def write_folds(path: Path, folds: dict[str, Any]) -> None:
     """Write folds.json, or accept an identical existing one; a different one is never overwritten."""
     path = Path(path)
-    if path.exists():
-        existing = load_folds(path)
-        if existing != folds:
-            raise UserError(
-                f"{path} already holds different folds (k={existing.get('k')}, split={existing.get('split')}, "
-                f"seed={existing.get('seed')}) than this run asks for (k={folds['k']}, split={folds['split']}, "
-                f"seed={folds['seed']}), or the train images changed. Use the same --folds/--split/--seed, or "
-                "another --out folder; the runs in it were trained on those folds."
-            )
+    if check_folds_match(path, folds):
         return
     text = json.dumps(folds, indent=1) + "\n"
     atomic_write_bytes(path, lambda handle: handle.write(text.encode()))

@@ -19,15 +19,17 @@ re-added if the kill came before the append, so each epoch ends up logged exactl
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import errno
 import json
 import os
 import random
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,11 +45,21 @@ from cityseg import runinfo
 from cityseg.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from cityseg.config import SIDE_MULTIPLE, TrainConfig, config_differences
 from cityseg.device_augment import BatchAugment, build_batch_augment
-from cityseg.dist import DistInfo, ShardSampler, barrier, broadcast_buffers, init_distributed, is_main
+from cityseg.dist import (
+    DistInfo,
+    ShardSampler,
+    barrier,
+    broadcast_buffers,
+    held_by_main,
+    init_distributed,
+    is_main,
+)
 from cityseg.engine import StepContext, json_float, train_one_epoch, validate
-from cityseg.errors import UserError
+from cityseg.errors import UserError, name_the_file
 from cityseg.labels import NUM_CLASSES
+from cityseg.locks import hold_lock
 from cityseg.losses import build_loss
+from cityseg.model import check_encoder_weights
 from cityseg.sampling import EpochKeys, KeyedDataset
 
 CONFIG_FILE = "config.json"
@@ -55,6 +67,7 @@ LOG_FILE = "log.jsonl"
 LAST_FILE = "last.pt"
 BEST_FILE = "best.pt"
 RUN_FILES = (CONFIG_FILE, LOG_FILE, LAST_FILE, BEST_FILE)
+RUN_LOCK = ".lock-run"  # held by the one process training the folder (cityseg.locks)
 
 EpochCallback = Callable[[str, dict], None]
 
@@ -97,10 +110,17 @@ def load_log(run_dir: Path) -> list[dict]:
 def append_log_row(run_dir: Path, row: dict) -> None:
     """Append one row with a single write and fsync, so a kill leaves at most a torn last line."""
     data = (json.dumps(row) + "\n").encode()
-    fd = os.open(Path(run_dir) / LOG_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    path = Path(run_dir) / LOG_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, data)
+        if os.write(fd, data) != len(data):  # a short write: the disk filled up; the torn line is dropped on resume
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         os.fsync(fd)
+    except OSError as exc:  # os.write's error names no file
+        named = name_the_file(exc, path)
+        if named is exc:
+            raise
+        raise named from exc
     finally:
         os.close(fd)
 
@@ -488,16 +508,43 @@ def train_run(
     run_name: str | None = None,
     progress: bool = True,
 ) -> RunResult:
-    """Train one model on `train_ids`, validating on `val_ids` every epoch (none: best.pt = last epoch)."""
+    """Train one model on `train_ids`, validating on `val_ids` every epoch (none: best.pt = last epoch).
+
+    The run folder is locked while this runs: a second process training it stops at once, naming this one.
+    """
     root, run_dir = Path(root), Path(run_dir)
     run_name = run_name or run_dir.name
     info = init_distributed(config.device)
+    if not (resume and (run_dir / LAST_FILE).is_file()):
+        check_encoder_weights(config.encoder_weights)  # a missing download or file fails before anything is written
+    if is_main():
+        make_run_folder(run_dir)
+    barrier()
+    with held_by_main(lambda: lock_run_folder(run_dir)):
+        return _train_locked(root, run_dir, run_name, config, info, train_ids, val_ids, resume, on_epoch, progress)
+
+
+def make_run_folder(folder: Path) -> None:
+    """Create a run folder (and its parents); a file in its place is the user's, not ours to replace."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {folder} is a file; pass a folder for the run (it is created if missing).")
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def lock_run_folder(run_dir: Path):
+    """The lock one trainer of `run_dir` holds (see cityseg.locks); a second one is refused before it writes."""
+    return hold_lock(run_dir / RUN_LOCK, f"run folder {run_dir}",
+                     "two processes must not train one run folder. Wait for that one to finish (a stopped run "
+                     "continues with --resume), or pass another --out folder. Nothing was written.")
+
+
+def _train_locked(root: Path, run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo,
+                  train_ids: Sequence[str], val_ids: Sequence[str] | None, resume: bool,
+                  on_epoch: EpochCallback | None, progress: bool) -> RunResult:
     state = _check_run_dir(run_dir, config, resume)  # every rank checks before rank 0 writes anything
     barrier()
-    if is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            _repair_after_kill(run_dir, state)
+    if is_main() and resume:
+        _repair_after_kill(run_dir, state)
     barrier()
     done = state["epoch"] if state is not None else 0
     if done >= config.epochs and is_finished(run_dir, config.epochs):
@@ -560,11 +607,12 @@ class _Training:
         if improved:
             self.best_metric, self.best_epoch = (float("nan") if metric is None else float(metric)), epoch
         if is_main():
-            save_checkpoint(self.run_dir / LAST_FILE, self.checkpoint(epoch, row))
-            self.saved_epoch = epoch
-            if improved:
-                _copy_atomic(self.run_dir / LAST_FILE, self.run_dir / BEST_FILE)
-            append_log_row(self.run_dir, row)
+            with _disk_full_is_a_user_error(self.run_dir, epoch, self.saved_epoch):
+                save_checkpoint(self.run_dir / LAST_FILE, self.checkpoint(epoch, row))
+                self.saved_epoch = epoch
+                if improved:
+                    _copy_atomic(self.run_dir / LAST_FILE, self.run_dir / BEST_FILE)
+                append_log_row(self.run_dir, row)
             if progress:
                 marked = improved and val is not None and self.config.select != "last"
                 tqdm.write(_summary_line(self.run_name, self.config.epochs, row, marked))
@@ -606,6 +654,24 @@ class _Training:
             set_rng_state(state["rng"])
         else:
             seed_everything(self.config.seed + rank + 1000 * state["epoch"])  # only rank 0's streams are saved
+
+
+@contextlib.contextmanager
+def _disk_full_is_a_user_error(run_dir: Path, epoch: int, saved_epoch: int) -> Iterator[None]:
+    """A full disk at the end of an epoch: say which file, and that --resume continues from what is intact."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = Path(exc.filename).name if exc.filename else "the run's files"
+        kept = (f"the files of epoch {saved_epoch} are intact" if saved_epoch
+                else "nothing of this run was saved yet, so it starts again")
+        raise UserError(
+            f"the disk holding {run_dir} is full ({exc.strerror}): {where} of epoch {epoch} could not be written "
+            f"to {exc.filename or run_dir}. Free some space (a checkpoint needs a few hundred MB), then rerun with "
+            f"--resume: {kept}."
+        ) from None
 
 
 def _setup(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, train_set: Dataset,
@@ -656,14 +722,20 @@ def _setup(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, tr
 def _train_epochs(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, train_set: Dataset,
                   val_set: Dataset | None, state: dict | None, on_epoch: EpochCallback | None,
                   progress: bool) -> RunResult:
-    training = _setup(run_dir, run_name, config, info, train_set, val_set, state)
+    saved_epoch = state["epoch"] if state is not None else 0  # _setup empties `state`
     try:
+        training = _setup(run_dir, run_name, config, info, train_set, val_set, state)
         for epoch in range(training.saved_epoch + 1, config.epochs + 1):
             training.run_epoch(epoch, progress, on_epoch)
+            saved_epoch = training.saved_epoch
     except KeyboardInterrupt:
         if is_main():
-            tqdm.write(f"interrupted: {run_dir / LAST_FILE} holds epoch {training.saved_epoch} of {run_name}; "
-                       "continue with --resume.", file=sys.stderr)
+            if saved_epoch:
+                said = f"{run_dir / LAST_FILE} holds epoch {saved_epoch} of {run_name}; continue with --resume."
+            else:
+                said = (f"{run_name} stopped before its first epoch ended, so no checkpoint was saved in {run_dir}; "
+                        "--resume starts it again from epoch 1.")
+            tqdm.write(f"interrupted: {said}", file=sys.stderr)
         raise
     return RunResult(run_dir, load_log(run_dir), training.best_epoch, training.best_metric)
 

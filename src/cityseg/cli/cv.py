@@ -45,8 +45,8 @@ def register(subparsers) -> None:
     group.add_argument("--split", choices=("city", "random"), default="city",
                        help="city: whole cities per fold, balanced image counts; random: shuffled KFold")
     group.add_argument("--only-folds", type=fold_list, default=argparse.SUPPRESS, metavar="LIST",
-                       help="train only these folds, e.g. 0,1 (default: all; the full fit waits until all folds are "
-                       "finished)")
+                       help="train only these folds, e.g. 0,1 (default: all). Processes with other folds may train "
+                       "the same RUNS at the same time; the full fit is left to a later `cv --resume`")
     add_config_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -75,10 +75,12 @@ def _describe(summary: dict, out: Path) -> str:
              summary_text(summary)]
     if summary["chosen_epochs"] is not None:
         full = summary["full"]
-        state = "finished" if full and full["finished"] else "not finished"
-        horizon = full["schedule_epochs"] if full else summary["folds"][0]["epochs"]
-        lines.append(f"full model: {summary['chosen_epochs']} epochs of the folds' {horizon}-epoch lr schedule, "
-                     f"{state} ({out / 'full'})")
+        if full is None:  # --only-folds leaves the full fit to `cv --resume`
+            lines.append(f"full model: {summary['chosen_epochs']} epochs, not started (run `cityseg cv ... --resume`)")
+        else:
+            state = "finished" if full["finished"] else "not finished"
+            lines.append(f"full model: {summary['chosen_epochs']} epochs of the folds' {full['schedule_epochs']}-epoch "
+                         f"lr schedule, {state} ({out / 'full'})")
     else:
         lines.append("full model: waits until every fold is finished (run `cityseg cv ... --resume`)")
     return "\n".join(lines)

@@ -35,8 +35,14 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Build the report and say where it and its figures are."""
-    from cityseg.report import build_report, figures_dir
+    import sys
 
+    from cityseg.report import build_report, figures_dir, load_evaluation, predictions_checkpoint_warning
+
+    # Checked before any drawing: an evaluation of another split is refused, another checkpoint's is flagged.
+    warning = predictions_checkpoint_warning(args.runs, load_evaluation(args.eval_json))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     out = build_report(args.runs, args.eval_json, args.out, pred_dir=args.predictions, root=args.root)
     print(f"report: {out}\nfigures: {figures_dir(out)}")
     return 0

@@ -36,7 +36,7 @@ from cityseg.report.pdf import (
     val_class_iou,
     val_confusion,
 )
-from cityseg.report.runfiles import RunFiles, load_evaluation, load_runs
+from cityseg.report.runfiles import RunFiles, load_evaluation, load_runs, predictions_checkpoint_warning
 from cityseg.report.tables import Table
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "official_tables",
     "parse_size",
     "prediction_paths",
+    "predictions_checkpoint_warning",
     "require_dataset",
     "sample_figure",
     "score_frames",

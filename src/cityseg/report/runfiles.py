@@ -37,12 +37,17 @@ def read_json(path: Path, producer: str) -> Any:
 
 
 def read_jsonl(path: Path, producer: str) -> list[dict]:
-    """Parse a JSON-lines log; a half-written last line (a run killed mid-write) is dropped, not fatal."""
+    """Parse a JSON-lines log; a half-written last line (a run killed mid-write) is dropped, not fatal.
+
+    An epoch logged twice means two processes trained one run at once: its curves and numbers mix two
+    trainings, so it is refused rather than drawn.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} is missing; it is written by {producer} as the run trains.")
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     rows = []
+    first_line: dict[Any, int] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -54,6 +59,14 @@ def read_jsonl(path: Path, producer: str) -> list[dict]:
             raise UserError(f"{path} line {number} is not valid JSON; re-create the run with {producer}.") from None
         if not isinstance(row, dict) or "epoch" not in row:
             raise UserError(f"{path} line {number} is not an epoch record; re-create the run with {producer}.")
+        epoch = json.dumps(row["epoch"])
+        if epoch in first_line:
+            raise UserError(
+                f"{path} logs epoch {epoch} twice (lines {first_line[epoch]} and {number}): two processes trained "
+                f"this run at the same time, so its log mixes two trainings and no number from it can be trusted. "
+                f"Train that run again in a new --out folder with {producer}."
+            )
+        first_line[epoch] = number
         rows.append(row)
     return rows
 
@@ -111,8 +124,44 @@ def load_runs(runs_dir: Path) -> RunFiles:
     return RunFiles(runs_dir, configs[names[0]], folds, summary, histories, configs)
 
 
-def load_evaluation(path: Path) -> dict:
-    """Load the official evaluation JSON (cityscapesscripts export format, plus cityseg's extras)."""
+def load_evaluation(path: Path, split: str | None = "val") -> dict:
+    """Load the official evaluation JSON (cityscapesscripts export format, plus cityseg's extras).
+
+    The report presents it as the official `split` score (val), so an evaluation cityseg records as being
+    of another split is refused (None accepts any).
+    """
     data = read_json(Path(path), EVAL_COMMAND)
     _require(data, EVAL_REQUIRED_KEYS, Path(path), EVAL_COMMAND)
+    section = data.get("cityseg")
+    scored = section.get("split") if isinstance(section, dict) else None
+    if split is not None and scored is not None and scored != split:
+        raise UserError(
+            f"{path} scores the {scored!r} split, but the report presents its numbers as the official {split} "
+            f"mIoU. Pass the evaluation of the {split} split: `cityseg predict RUNS/full/best.pt ROOT --split "
+            f"{split}`, then `cityseg evaluate PRED_DIR ROOT --split {split} --json EVAL_JSON`."
+        )
     return data
+
+
+def predictions_checkpoint_warning(runs_dir: Path, evaluation: dict) -> str | None:
+    """A warning when the evaluated predictions' manifest names another checkpoint than RUNS/full/best.pt.
+
+    The report credits its official numbers to the final model; predictions of a fold or an older run
+    would be reported under its name. None when they match, or when no manifest says which it was.
+    """
+    from cityseg.predict import MANIFEST_NAME, file_sha256
+
+    section = evaluation.get("cityseg")
+    pred_dir = section.get("pred_dir") if isinstance(section, dict) else None
+    if not pred_dir:
+        return None
+    try:
+        settings = json.loads((Path(pred_dir) / MANIFEST_NAME).read_text())["settings"]
+        used = settings["checkpoint_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    final = Path(runs_dir) / "full" / "best.pt"
+    if final.is_file() and file_sha256(final) == used:
+        return None
+    return (f"the evaluated predictions in {pred_dir} were made by {settings.get('checkpoint')} (epoch "
+            f"{settings.get('epoch')}), not by {final}; the report's official numbers are that checkpoint's.")

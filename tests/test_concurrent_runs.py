@@ -1,0 +1,114 @@
+"""Two commands on one runs folder: the second is refused before it writes anything, naming the first; folds
+of one RUNS still train in parallel `--only-folds` processes; a log with an epoch twice is refused by the report.
+
+The first process is paused (SIGSTOP) while it holds its locks, so the overlap is certain, not a race.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from helpers_training import CLI_ENV, cityseg_command, running
+
+from cityseg.cli import main
+from cityseg.errors import UserError
+from cityseg.report import load_runs
+
+OPTIONS = ("--folds", "2", "--epochs", "1", "--size", "64x32", "--batch-size", "2", "--workers", "0",
+           "--encoder-weights", "none", "--device", "cpu")
+
+
+def cv(root: Path, runs: Path, *extra: str) -> list[str]:
+    return cityseg_command("cv", root, "--out", runs, *OPTIONS, *extra)
+
+
+def _flat(text: str) -> str:
+    return "".join(text.split())
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder below `folder`, hidden ones included, with size and modification time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+@contextlib.contextmanager
+def paused_when(process: subprocess.Popen, ready: Callable[[], bool], timeout: float = 180) -> Iterator[None]:
+    """Stop `process` once `ready()` holds (it keeps its locks while stopped); let it go on afterwards."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, f"the command ended (exit {process.returncode}) before it could be paused"
+        assert time.monotonic() < deadline, "the moment to pause the command did not come"
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+
+
+def epochs_logged(run_dir: Path) -> list[int]:
+    """Raw log lines (not load_log, which would hide nothing but also check nothing)."""
+    return [json.loads(line)["epoch"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_a_second_cv_on_one_runs_folder_is_refused_before_writing(synth_root, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    with running(cv(synth_root, runs), stderr=tmp_path / "first.err") as first:
+        with paused_when(first, (runs / "fold_0" / "config.json").exists):
+            before = snapshot(runs)
+            second = subprocess.run(cv(synth_root, runs), env=CLI_ENV, capture_output=True, text=True, timeout=300)
+            assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+            message = _flat(second.stderr)
+            assert _flat(str(runs)) in message and f"pid{first.pid}" in message, second.stderr
+            assert snapshot(runs) == before  # not a byte written
+            # the same for a concurrent --resume (in this process, to spare a start-up of torch)
+            assert main(["cv", str(synth_root), "--out", str(runs), *OPTIONS, "--resume"]) == 2
+            assert f"pid{first.pid}" in _flat(capsys.readouterr().err)
+            assert snapshot(runs) == before
+        assert first.wait(timeout=300) == 0, (tmp_path / "first.err").read_text()[-3000:]
+
+    for name in ("fold_0", "fold_1", "full"):
+        assert epochs_logged(runs / name) == [1], name
+    summary = json.loads((runs / "summary.json").read_text())
+    assert [fold["epochs_done"] for fold in summary["folds"]] == [1, 1] and summary["full"]["finished"]
+
+    # A log holding an epoch twice (what two unlocked trainers left) is refused by the report, naming it.
+    log = runs / "fold_0" / "log.jsonl"
+    log.write_text(log.read_text() * 2)
+    with pytest.raises(UserError, match="twice") as refused:
+        load_runs(runs)
+    assert str(log) in str(refused.value)
+
+
+def test_only_folds_train_in_parallel_then_resume_runs_the_full_fit(synth_root, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    with running(cv(synth_root, runs, "--only-folds", "0"), stderr=tmp_path / "a.err") as fold_0:
+        with paused_when(fold_0, (runs / "fold_0" / "config.json").exists):
+            with running(cv(synth_root, runs, "--only-folds", "1"), stderr=tmp_path / "b.err") as fold_1:
+                with paused_when(fold_1, (runs / "fold_1" / "config.json").exists):
+                    # both hold their folds now; a third process may take neither, nor the whole folder
+                    assert main(["cv", str(synth_root), "--out", str(runs), *OPTIONS, "--only-folds", "0"]) == 2
+                    assert f"pid{fold_0.pid}" in _flat(capsys.readouterr().err)
+                    assert main(["cv", str(synth_root), "--out", str(runs), *OPTIONS, "--resume"]) == 2
+                    refusal = _flat(capsys.readouterr().err)
+                    assert f"pid{fold_0.pid}" in refusal and f"pid{fold_1.pid}" in refusal
+                assert fold_1.wait(timeout=300) == 0, (tmp_path / "b.err").read_text()[-3000:]
+        assert fold_0.wait(timeout=300) == 0, (tmp_path / "a.err").read_text()[-3000:]
+
+    assert not (runs / "full").exists()  # --only-folds leaves the full fit to the resume
+    summary = json.loads((runs / "summary.json").read_text())
+    assert summary["complete"] and [fold["epochs_done"] for fold in summary["folds"]] == [1, 1]
+
+    done = subprocess.run(cv(synth_root, runs, "--resume"), env=CLI_ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("fold_0", "fold_1", "full"):
+        assert epochs_logged(runs / name) == [1], name
+    assert json.loads((runs / "summary.json").read_text())["full"]["finished"]
