@@ -155,6 +155,14 @@ class OutputLedger:
             )
         reasons = self._stale_reasons(manifest, entries)
         ours = sorted(name for name in recorded if (self.folder / name).exists())
+        edited = [] if reasons or overwrite else self._edited(entries)
+        if edited:
+            raise UserError(
+                f"{len(edited)} file(s) in {self.folder} changed after `cityseg predict` wrote them (their sha256 no "
+                f"longer matches its manifest): {format_paths(self.folder / name for name in edited)}. They are never "
+                "replaced silently: pass "
+                "--overwrite (overwrite=True) to predict them again, or move them away first to keep them."
+            )
         if reasons and ours and not overwrite:
             raise UserError(
                 f"{self.folder} holds {len(ours)} file(s) from an earlier `cityseg predict` that cannot be "
@@ -246,6 +254,15 @@ class OutputLedger:
             match = pattern.match(path.name)
             if match and (path.parent / match["name"]).relative_to(self.folder).as_posix() in ours:
                 path.unlink(missing_ok=True)
+
+    def _edited(self, entries: dict[str, dict[str, Any]]) -> list[str]:
+        """Files of finished frames that exist but no longer hold what was written (someone edited them)."""
+        return sorted(
+            name
+            for entry in entries.values() if entry.get("state") == "done"
+            for name, sha in entry["files"].items()
+            if (self.folder / name).is_file() and file_sha256(self.folder / name) != sha
+        )
 
     def _is_done(self, entry: dict[str, Any]) -> bool:
         if entry.get("state") != "done":

@@ -3,11 +3,16 @@
 The JSON is written the way the official script writes its export (sorted keys, indent 4, NaN as
 the bare token `NaN`, which Python's json reads back), plus our "cityseg" section; both files are
 written atomically and never over a file that is not an earlier cityseg evaluation.
+
+Which files are ours is checked, not guessed: the JSON's `cityseg.written_by` holds the sha256 of the
+JSON text itself (computed with that field empty) and of the CSV written beside it. A file that does
+not match (someone else's, or ours edited since) is left alone.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -22,6 +27,7 @@ from cityseg.errors import UserError
 from cityseg.labels import CATEGORY_NAMES, CLASS_NAMES, NUM_CLASSES
 
 CSV_HEADER = ("class", "IoU", "iIoU")
+WRITTEN_BY = "cityseg evaluate"
 NAME_WIDTH = 18  # fits "mIoU (19 classes)"
 
 
@@ -101,19 +107,43 @@ def format_table(result: Mapping[str, Any], bold: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _is_ours_json(path: Path) -> bool:
-    try:
-        return isinstance(data := json.loads(path.read_text()), dict) and "cityseg" in data
-    except (OSError, ValueError, UnicodeDecodeError):
-        return False
+def _json_text(data: Mapping[str, Any]) -> str:
+    return json.dumps(plain(data), sort_keys=True, indent=4)
 
 
-def _is_ours_csv(path: Path) -> bool:
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _stamped_text(result: Mapping[str, Any], csv_bytes: bytes, previous_csv_sha256: str | None) -> str:
+    """The JSON text with `cityseg.written_by`: the sha256 of this very text (taken with that field empty), of
+    the CSV written beside it, and of the CSV that one replaces (still there if a kill came in between)."""
+    stamp = {"command": WRITTEN_BY, "sha256": "", "csv_sha256": _sha256(csv_bytes),
+             "previous_csv_sha256": previous_csv_sha256}
+    data = {**result, "cityseg": {**result.get("cityseg", {}), "written_by": stamp}}
+    stamp["sha256"] = _sha256(_json_text(data).encode())
+    return _json_text(data)
+
+
+def _our_stamp(path: Path) -> dict[str, Any] | None:
+    """The `written_by` record of a JSON this command wrote and nobody changed since; None for any other file."""
     try:
-        with path.open(newline="") as handle:
-            return tuple(next(csv.reader(handle), ())) == CSV_HEADER
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return False
+        data = json.loads(path.read_text())
+        stamp = dict(data["cityseg"]["written_by"])
+        claimed = stamp["sha256"]
+        data["cityseg"]["written_by"] = {**stamp, "sha256": ""}
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError):
+        return None
+    if stamp.get("command") != WRITTEN_BY or _sha256(_json_text(data).encode()) != claimed:
+        return None
+    return stamp
+
+
+def _refuse(path: Path) -> None:
+    raise UserError(
+        f"{path} exists and was not written by `cityseg evaluate` (or was changed since: it does not match the "
+        "checksum cityseg recorded), so it is left alone; pass another --json path or move that file away."
+    )
 
 
 def check_output_paths(json_path: Path) -> None:
@@ -121,27 +151,36 @@ def check_output_paths(json_path: Path) -> None:
     json_path = Path(json_path)
     if json_path.suffix != ".json":
         raise UserError(f"--json {json_path} must end in .json (the per-class CSV is written beside it as .csv).")
-    for path, ours in ((json_path, _is_ours_json), (csv_path_for(json_path), _is_ours_csv)):
+    csv_path = csv_path_for(json_path)
+    for path in (json_path, csv_path):
         if path.is_dir():
             raise UserError(f"{path} is a folder; pass a file name ending in .json for --json.")
-        if path.exists() and not ours(path):
-            raise UserError(
-                f"{path} exists and was not written by `cityseg evaluate`, so it is left alone; pass another --json path "
-                "or move that file away."
-            )
+    stamp = _our_stamp(json_path) if json_path.is_file() else None
+    if (json_path.exists() or json_path.is_symlink()) and stamp is None:
+        _refuse(json_path)
+    if csv_path.exists() or csv_path.is_symlink():
+        try:
+            ours = stamp is not None and _sha256(csv_path.read_bytes()) in (
+                stamp.get("csv_sha256"), stamp.get("previous_csv_sha256"))
+        except OSError:
+            ours = False
+        if not ours:
+            _refuse(csv_path)
 
 
 def write_outputs(result: Mapping[str, Any], json_path: Path) -> tuple[Path, Path]:
     """Write the JSON and the per-class CSV (class, IoU, iIoU in trainId order), each atomically."""
     json_path = Path(json_path)
     check_output_paths(json_path)
-    text = json.dumps(plain(result), sort_keys=True, indent=4)
-    atomic_write_bytes(json_path, lambda handle: handle.write(text.encode()))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_HEADER)
     for name in CLASS_NAMES:
         writer.writerow([name, repr(float(result["classScores"][name])), repr(float(result["classInstScores"][name]))])
+    csv_bytes = buffer.getvalue().encode()
     csv_path = csv_path_for(json_path)
-    atomic_write_bytes(csv_path, lambda handle: handle.write(buffer.getvalue().encode()))
+    previous = _sha256(csv_path.read_bytes()) if csv_path.is_file() else None  # checked to be ours above
+    text = _stamped_text(result, csv_bytes, previous)
+    atomic_write_bytes(json_path, lambda handle: handle.write(text.encode()))
+    atomic_write_bytes(csv_path, lambda handle: handle.write(csv_bytes))
     return json_path, csv_path
