@@ -317,11 +317,12 @@ def _init_decoder(folder: str, size, shape_hw, label_source: str) -> None:
 
 def _decode_one(task: tuple[int, str, str]) -> int:
     """Decode, check and resize one frame into its row; returns the row."""
-    from cityseg.data import read_image, read_train_ids
+    from cityseg.data import check_same_size, read_image, read_train_ids
 
     row, image_path, label_path = task
     image = read_image(Path(image_path))  # (H, W, 3) uint8
     mask = read_train_ids(Path(label_path), label_source=_WORKER["label_source"])  # (H, W) uint8
+    check_same_size(image, mask, image_path, label_path)  # before a resize would make any pair agree
     if _WORKER["size"] is not None:
         image, mask = resize_pair(image, mask, _WORKER["size"])
     if image.shape[:2] != _WORKER["shape_hw"] or mask.shape != image.shape[:2]:

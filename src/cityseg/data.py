@@ -141,6 +141,20 @@ def _check_root_location(root: Path) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _is_dangling(entry: os.DirEntry) -> bool:
+    """A symbolic link whose target is gone (an unmounted drive, a moved download)."""
+    return entry.is_symlink() and not os.path.exists(entry.path)
+
+
+def _refuse_dangling(links: list[Path]) -> None:
+    if links:
+        raise UserError(
+            f"{len(links)} file(s) of the dataset are symbolic links to files that do not exist: "
+            f"{format_paths(f'{p} -> {os.readlink(p)}' for p in links)}. Mount or restore what they point to, or "
+            "remove the links."
+        )
+
+
 def _scan_images(root: Path, split: str) -> dict[str, tuple[str, Path]]:
     """Map image id -> (city, path) for one split, refusing names off the Cityscapes pattern."""
     split_dir = root / IMAGE_DIR / split
@@ -151,6 +165,7 @@ def _scan_images(root: Path, split: str) -> dict[str, tuple[str, Path]]:
         )
     images: dict[str, tuple[str, Path]] = {}
     bad: list[Path] = []
+    dangling: list[Path] = []
     for city_entry in _visible_entries(split_dir):
         if not city_entry.is_dir():
             continue
@@ -163,7 +178,8 @@ def _scan_images(root: Path, split: str) -> dict[str, tuple[str, Path]]:
             if match and entry.is_file():
                 images[match["id"]] = (city, Path(entry.path))
             else:
-                bad.append(Path(entry.path))
+                (dangling if _is_dangling(entry) else bad).append(Path(entry.path))
+    _refuse_dangling(dangling)
     if bad:
         raise UserError(
             f"{len(bad)} file(s) in {split_dir} do not follow the Cityscapes name pattern "
@@ -185,16 +201,21 @@ def _scan_ground_truth(root: Path, split: str) -> dict[str, dict[str, Path]]:
     if not split_dir.is_dir():
         return found
     bad: list[Path] = []
+    dangling: list[Path] = []
     for city_entry in _visible_entries(split_dir):
         if not city_entry.is_dir():
             continue
         for entry in _visible_entries(Path(city_entry.path)):
+            if _is_dangling(entry):
+                dangling.append(Path(entry.path))
+                continue
             match = _GT_NAME.match(entry.name)
             if not match or not match["stem"].startswith(city_entry.name + "_"):
                 bad.append(Path(entry.path))
                 continue
             suffix = entry.name[len(match["stem"]) :]
             found.setdefault(suffix, {})[match["stem"]] = Path(entry.path)
+    _refuse_dangling(dangling)
     if bad:
         raise UserError(
             f"{len(bad)} file(s) in {split_dir} do not follow the Cityscapes name pattern "
@@ -336,12 +357,30 @@ def _decode(path: Path, what: str, fix: str) -> Image.Image:
     return image
 
 
+# Camera image modes whose conversion to 8-bit RGB keeps what the camera saw. PIL's convert("RGB") of 16-bit
+# ("I;16"), 32-bit ("I", "F") or 1-bit images clips or thresholds instead of scaling (a 16-bit photo turns
+# almost all white), and CMYK/YCbCr/LAB need a colour profile it does not apply.
+CAMERA_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA")
+
+
 def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB pixels of a camera image; damaged files name themselves."""
+    """(H, W, 3) uint8 RGB pixels of a camera image; damaged files and unusable pixel formats name themselves."""
     with _decode(Path(path), "image", "Re-extract it from leftImg8bit_trainvaltest.zip.") as image:
+        if image.mode not in CAMERA_MODES:
+            raise UserError(
+                f"image {path} is a {image.mode} image ({_MODE_NAMES.get(image.mode, 'not 8-bit colour or grey')}), "
+                "but camera images must be 8-bit RGB, RGBA, grey or palette PNGs like the Cityscapes "
+                "*_leftImg8bit.png; converting it would change its pixels silently. Re-extract it from "
+                "leftImg8bit_trainvaltest.zip, or convert it to 8-bit RGB yourself."
+            )
         if image.mode != "RGB":
             image = image.convert("RGB")
         return np.array(image)  # a writable copy: torch warns on (and may not) share read-only buffers
+
+
+_MODE_NAMES = {"I;16": "16-bit grey", "I;16B": "16-bit grey", "I;16L": "16-bit grey", "I": "32-bit integer",
+               "F": "32-bit float", "1": "1-bit black and white", "CMYK": "CMYK colour", "YCbCr": "YCbCr colour",
+               "LAB": "Lab colour", "HSV": "HSV colour"}
 
 
 def _label_array(path: Path, label_source: str) -> np.ndarray:
@@ -396,6 +435,15 @@ def read_train_ids(path: Path, label_source: str = "trainIds") -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def check_same_size(image: np.ndarray, mask: np.ndarray, image_path: Path, label_path: Path) -> None:
+    """An (H, W, 3) image and its (H, W) label as decoded, before any resize could make them agree."""
+    if mask.shape != image.shape[:2]:
+        raise UserError(
+            f"image {image_path} is {image.shape[1]}x{image.shape[0]} but its label {label_path} is "
+            f"{mask.shape[1]}x{mask.shape[0]}; they must be the same size (re-extract the pair)."
+        )
+
+
 def worker_init(worker_id: int) -> None:
     """DataLoader worker set-up: one torch and one OpenCV thread each, so N workers do not fight over the
     cores. (Training samples seed themselves per (seed, epoch, index): `cityseg.sampling.KeyedDataset`.)"""
@@ -432,11 +480,7 @@ class CityscapesDataset(Dataset):
         if frame.label is None:
             return image, np.full(image.shape[:2], IGNORE_INDEX, dtype=np.uint8)
         mask = read_train_ids(frame.label, self.label_source)
-        if mask.shape != image.shape[:2]:
-            raise UserError(
-                f"image {frame.image} is {image.shape[1]}x{image.shape[0]} but its label {frame.label} is "
-                f"{mask.shape[1]}x{mask.shape[0]}; they must be the same size (re-extract the pair)."
-            )
+        check_same_size(image, mask, frame.image, frame.label)
         return image, mask
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:

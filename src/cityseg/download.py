@@ -23,9 +23,19 @@ PASSWORD_ENV = "CITYSCAPES_PASSWORD"
 
 
 def read_credentials(username: str | None = None, prompt=input, secret_prompt=getpass.getpass) -> dict[str, str]:
-    """Username and password from arguments, `CITYSCAPES_USERNAME`/`CITYSCAPES_PASSWORD`, or a prompt."""
-    username = username or os.environ.get(USER_ENV) or prompt("Cityscapes username or email: ").strip()
-    password = os.environ.get(PASSWORD_ENV) or secret_prompt("Cityscapes password (not stored): ")
+    """Username and password from arguments, `CITYSCAPES_USERNAME`/`CITYSCAPES_PASSWORD`, or a prompt.
+
+    With no one to answer the prompt (input closed: a script, a job, `< /dev/null`) the variables are the way.
+    """
+    try:
+        username = username or os.environ.get(USER_ENV) or prompt("Cityscapes username or email: ").strip()
+        password = os.environ.get(PASSWORD_ENV) or secret_prompt("Cityscapes password (not stored): ")
+    except EOFError:
+        raise UserError(
+            f"no Cityscapes credentials: {USER_ENV} or {PASSWORD_ENV} is not set and the input closed before the "
+            f"prompt was answered (no terminal). Set {USER_ENV} and {PASSWORD_ENV} in the environment (or pass "
+            "--username), or run the command in a terminal to be asked."
+        ) from None
     if not username or not password:
         raise UserError(
             f"no Cityscapes credentials: set {USER_ENV} and {PASSWORD_ENV}, or answer the prompts. "
@@ -68,8 +78,10 @@ def download(
     from cityscapesscripts.download import downloader
 
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"--dest {dest} is a file; pass a folder for the zip files (it is created if missing).")
     session = login(read_credentials(username, prompt, secret_prompt), session)
+    dest.mkdir(parents=True, exist_ok=True)  # after the login: a refused command leaves no empty folder
     paths = []
     for name in packages:
         target = dest / name
