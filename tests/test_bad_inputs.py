@@ -173,6 +173,15 @@ def test_a_bad_flag_fails_before_cv_writes_anything(synth_root, tmp_path):
     assert not runs.exists()  # so the corrected command, or --resume, finds nothing in its way
 
 
+@pytest.mark.parametrize("command", ["train", "cv"])
+def test_an_out_folder_that_is_a_file_is_refused(synth_root, tmp_path, command, capsys):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    which = ("--full",) if command == "train" else ("--folds", "2")
+    assert main([command, str(synth_root), "--out", str(taken), *which, *TRAIN_OPTIONS]) == 2
+    assert str(taken) in error_of(capsys) and taken.read_text() == "mine"
+
+
 def test_a_full_disk_while_saving_a_checkpoint_names_the_file_and_the_disk(synth_root, tmp_path, monkeypatch, capsys):
     """Simulated as torch 2.14 fails on a full disk: RuntimeError 'unexpected pos', the OSError only its context."""
     real_save = torch.save

@@ -112,3 +112,25 @@ def test_only_folds_train_in_parallel_then_resume_runs_the_full_fit(synth_root, 
     for name in ("fold_0", "fold_1", "full"):
         assert epochs_logged(runs / name) == [1], name
     assert json.loads((runs / "summary.json").read_text())["full"]["finished"]
+
+
+def test_a_second_predict_into_one_folder_is_refused(synth_raw_root, tmp_path, capsys):
+    import torch
+
+    from cityseg.checkpoint import save_checkpoint
+    from cityseg.model import build_model
+
+    checkpoint = tmp_path / "best.pt"
+    torch.manual_seed(0)
+    save_checkpoint(checkpoint, {"model": build_model(encoder_weights=None).state_dict(), "epoch": 1,
+                                 "config": {"size": None}, "num_classes": 19})
+    out = tmp_path / "predictions"
+    command = ["predict", str(checkpoint), str(synth_raw_root), "--out", str(out), "--device", "cpu"]
+    with running(cityseg_command(*command), stderr=tmp_path / "first.err") as first:
+        with paused_when(first, (out / ".cityseg-predict.json").exists):
+            before = snapshot(out)
+            assert main(command) == 2
+            assert f"pid{first.pid}" in _flat(capsys.readouterr().err)
+            assert snapshot(out) == before
+        assert first.wait(timeout=300) == 0, (tmp_path / "first.err").read_text()[-3000:]
+    assert main(command) == 0 and "kept 4" in capsys.readouterr().out  # the first one's files are whole and ours

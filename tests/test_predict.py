@@ -112,9 +112,13 @@ def test_rerun_skips_finished_frames(checkpoints, synth_raw_root, reference, tmp
     assert pngs(out) == pngs(reference)  # batching does not change the pixels
     again = predict(checkpoints["a"], synth_raw_root, out)
     assert (again.written, again.skipped) == (0, 4)
-    # A finished PNG someone damaged no longer matches its recorded sha256: recomputed.
+    # A finished PNG that no longer matches its recorded sha256 may be someone's edit: refused, kept.
     damaged = out / sorted(pngs(out))[0]
     damaged.write_bytes(b"not a png")
+    with pytest.raises(UserError, match="changed after") as refused:
+        predict(checkpoints["a"], synth_raw_root, out)
+    assert str(damaged) in str(refused.value) and damaged.read_bytes() == b"not a png"
+    damaged.unlink()  # once it is gone, only that frame is predicted again
     third = predict(checkpoints["a"], synth_raw_root, out)
     assert (third.written, third.skipped) == (1, 3)
     assert pngs(out) == pngs(reference)

@@ -45,6 +45,7 @@ from cityseg.model import load_model, resolve_device
 from cityseg.transforms import normalize
 
 MANIFEST_NAME = ".cityseg-predict.json"
+LOCK_NAME = ".lock-predict"  # held by the one `predict` writing the folder (not a PNG: matchers ignore it)
 MANIFEST_FORMAT = "cityseg-predict"
 MANIFEST_VERSION = 1
 # Frames reserved ("pending") per manifest write: bounds both the rewrite cost and the work
@@ -394,7 +395,41 @@ def predict_split(
         model = model.to(memory_format=torch.channels_last)
     settings = _settings(Path(checkpoint), state, split, mode, tta, crop, stride)
     settings["root"] = str(Path(root).resolve())  # recorded for people; not compared (datasets move)
+    options = {"mode": mode, "tta": tta, "crop": crop, "stride": stride, "scale_size": settings["scale_size"]}
+    try:
+        with _output_locks([out_dir] if color_out is None else [out_dir, color_out]):
+            return _predict_into(model, frames, out_dir, color_out, settings, options, torch_device, overwrite,
+                                 batch_size, workers, progress, scorer)
+    except BaseException:
+        if scorer is not None:
+            scorer.close()
+        raise
 
+
+@contextmanager
+def _output_locks(folders: list[Path]) -> Iterator[None]:
+    """One `predict` per output folder: a second one would rewrite the manifest under the first (see cityseg.locks)."""
+    from contextlib import ExitStack
+
+    from cityseg.locks import hold_lock
+
+    with ExitStack() as stack:
+        for folder in folders:
+            if folder.exists() and not folder.is_dir():
+                raise UserError(f"output folder {folder} is a file; pass a folder (it is created if missing).")
+            with _storage_errors(folder, "the lock file"):
+                folder.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(hold_lock(
+                    folder / LOCK_NAME, f"output folder {folder}",
+                    "two predictions into one folder would mix their files and manifests. Wait for it to finish, or "
+                    "pass another output folder."))
+        yield
+
+
+def _predict_into(model, frames: list[Frame], out_dir: Path, color_out: Path | None, settings: dict[str, Any],
+                  options: dict[str, Any], torch_device: torch.device, overwrite: bool, batch_size: int,
+                  workers: int, progress: bool, scorer) -> PredictResult:
+    """Check and claim the output folders, then predict every frame not yet done (folders locked by the caller)."""
     ledger, color_ledger = _ledgers(out_dir, color_out, settings, frames)
     ledgers = [each for each in (ledger, color_ledger) if each is not None]
     for each in ledgers:  # every folder is checked before any is changed
@@ -413,14 +448,8 @@ def predict_split(
             [f for f in frames if f.id in done and f.id not in color_done], out_dir, color_ledger, progress
         )
 
-    options = {"mode": mode, "tta": tta, "crop": crop, "stride": stride, "scale_size": settings["scale_size"]}
     start = time.perf_counter()
-    try:
-        _predict_frames(model, todo, torch_device, options, ledger, color_ledger, batch_size, workers, progress, scorer)
-    except BaseException:
-        if scorer is not None:
-            scorer.close()
-        raise
+    _predict_frames(model, todo, torch_device, options, ledger, color_ledger, batch_size, workers, progress, scorer)
     seconds = time.perf_counter() - start
     if scorer is not None:
         for frame in frames:
