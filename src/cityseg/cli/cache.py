@@ -30,7 +30,8 @@ def register(subparsers) -> None:
         "with --cache DIR then reads crops straight from them instead of decoding PNGs each epoch. A rerun "
         "re-decodes only frames whose source changed; an interrupted build is never used and is redone. "
         "The cache holds 4 bytes per pixel (29 GB for the 3475 train+val frames at 2048x1024, 7.3 GB at "
-        "1024x512). ROOT itself is only read.",
+        "1024x512). ROOT itself is only read. A second build of the same entry waits for the first (at most "
+        "CITYSEG_LOCK_TIMEOUT seconds, default 3600, then it stops naming the process in its way).",
     )
     parser.add_argument("root", type=Path, metavar="ROOT", help="Cityscapes folder (holds leftImg8bit/ and gtFine/)")
     data = parser.add_argument_group("What to cache")

@@ -15,7 +15,8 @@ def register(subparsers) -> None:
         help="download the Cityscapes packages (needs an account)",
         description="Download gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip with your Cityscapes "
         "account. The username comes from --username or CITYSCAPES_USERNAME, the password from "
-        "CITYSCAPES_PASSWORD or a prompt; neither is ever written to disk. A partial download is resumed "
+        "CITYSCAPES_PASSWORD or a prompt (without a terminal, set both variables); neither is ever written to "
+        "disk. A partial download is resumed "
         "by running the same command again; each package's MD5 sum is checked.",
     )
     parser.add_argument("--dest", type=Path, default=Path("downloads"), help="folder for the zip files")
