@@ -134,3 +134,23 @@ def test_a_second_predict_into_one_folder_is_refused(synth_raw_root, tmp_path, c
             assert snapshot(out) == before
         assert first.wait(timeout=300) == 0, (tmp_path / "first.err").read_text()[-3000:]
     assert main(command) == 0 and "kept 4" in capsys.readouterr().out  # the first one's files are whole and ours
+
+
+def test_under_torchrun_a_refused_run_folder_stops_every_rank(synth_root, tmp_path):
+    import sys
+
+    from cityseg.data import list_frames
+    from cityseg.folds import make_folds, write_folds
+    from cityseg.locks import hold_lock
+
+    write_folds(tmp_path / "folds.json", make_folds(list_frames(synth_root, "train"), k=2, seed=0))
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cityseg",
+               "train", str(synth_root), "--out", str(run_dir), "--fold", "0", "--folds-file",
+               str(tmp_path / "folds.json"), *OPTIONS[2:]]
+    with hold_lock(run_dir / ".lock-run", "the test's hold", "-"):  # another trainer of this folder
+        done = subprocess.run(command, env=CLI_ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0, done.stderr[-3000:]
+    # both ranks stop with rank 0's refusal (none waits forever in a collective)
+    assert _flat(done.stderr).count(f"isinusebypid{os.getpid()}") == 2, done.stderr[-3000:]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock-run"]

@@ -722,14 +722,15 @@ def _setup(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, tr
 def _train_epochs(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, train_set: Dataset,
                   val_set: Dataset | None, state: dict | None, on_epoch: EpochCallback | None,
                   progress: bool) -> RunResult:
-    saved_epoch = state["epoch"] if state is not None else 0  # _setup empties `state`
+    resumed_from = state["epoch"] if state is not None else 0  # _setup empties `state`
+    training = None
     try:
         training = _setup(run_dir, run_name, config, info, train_set, val_set, state)
         for epoch in range(training.saved_epoch + 1, config.epochs + 1):
             training.run_epoch(epoch, progress, on_epoch)
-            saved_epoch = training.saved_epoch
     except KeyboardInterrupt:
         if is_main():
+            saved_epoch = training.saved_epoch if training is not None else resumed_from
             if saved_epoch:
                 said = f"{run_dir / LAST_FILE} holds epoch {saved_epoch} of {run_name}; continue with --resume."
             else:
