@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from cityseg.errors import UserError, format_paths
+from cityseg.errors import UserError
 from cityseg.image_files import ImageInput, find_images, read_user_image
 from cityseg.inference import Size, as_size, check_options, default_stride
 from cityseg.model import load_model, resolve_device
@@ -34,9 +34,9 @@ from cityseg.predict import (
     MANIFEST_EVERY,
     OutputLedger,
     _labels_for_batch,
+    _output_locks,
     _settings,
     _storage_errors,
-    file_sha256,
     write_png,
 )
 
@@ -96,23 +96,6 @@ class ImageLedger(OutputLedger):
         before = (manifest or {}).get("settings", {})
         changed = [key for key in _IMAGE_COMPARED if manifest is not None and before.get(key) != self.settings.get(key)]
         return reasons + [f"{key} was {before.get(key)!r}, now {self.settings.get(key)!r}" for key in changed]
-
-    def commit(self) -> set[str]:
-        done = super().commit()
-        edited = sorted(
-            name
-            for key, entry in self.entries.items()
-            if key in self.names and key not in done and entry.get("state") == "done"
-            for name, sha in entry["files"].items()
-            if (self.folder / name).is_file() and file_sha256(self.folder / name) != sha
-        )
-        if edited:
-            raise UserError(
-                f"{len(edited)} output(s) in {self.folder} changed after `cityseg predict` wrote them "
-                f"({format_paths(edited)}), so they are not replaced silently. Move them elsewhere to keep them "
-                "(they are then written again), or pass --overwrite to replace every output of the earlier run."
-            )
-        return done
 
     def forget(self, key: str) -> None:
         """Drop the claim on an image that failed: nothing was written for it."""
@@ -200,18 +183,18 @@ def predict_images(
     settings.update(kind="images", scale=scale, whole_limit=list(whole_limit))
 
     names = {item.key: list(output_names(item.key).values()) for item in inputs}
-    ledger = ImageLedger(out_dir, settings, names, "image predictions")
-    with _storage_errors(out_dir, ledger.what):
-        ledger.check(overwrite)
-        done = ledger.commit()
-    todo = [item for item in inputs if item.key not in done]
-    failed: dict[str, str] = {}
-    start = time.perf_counter()
     options = {"mode": mode, "tta": tta, "crop": crop, "stride": stride, "scale": scale,
                "training_size": training_size, "whole_limit": whole_limit}
-    run = _PhotoRun(model, torch_device, ledger, options, failed)
-    run.predict(todo, batch_size, workers, progress)
-    seconds = time.perf_counter() - start
+    with _output_locks([out_dir]):  # one predict per folder, as for splits
+        ledger = ImageLedger(out_dir, settings, names, "image predictions")
+        with _storage_errors(out_dir, ledger.what):
+            ledger.check(overwrite)
+            done = ledger.commit()
+        todo = [item for item in inputs if item.key not in done]
+        failed: dict[str, str] = {}
+        start = time.perf_counter()
+        _PhotoRun(model, torch_device, ledger, options, failed).predict(todo, batch_size, workers, progress)
+        seconds = time.perf_counter() - start
     written = len(todo) - len(failed)
     finished = [item for item in inputs if str(item.path) not in failed]
     outputs = [

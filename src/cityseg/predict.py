@@ -257,10 +257,10 @@ class OutputLedger:
                 path.unlink(missing_ok=True)
 
     def _edited(self, entries: dict[str, dict[str, Any]]) -> list[str]:
-        """Files of finished frames that exist but no longer hold what was written (someone edited them)."""
+        """Files of this run's finished frames that exist but no longer hold what was written (someone edited them)."""
         return sorted(
             name
-            for entry in entries.values() if entry.get("state") == "done"
+            for key, entry in entries.items() if key in self.names and entry.get("state") == "done"
             for name, sha in entry["files"].items()
             if (self.folder / name).is_file() and file_sha256(self.folder / name) != sha
         )
