@@ -90,6 +90,15 @@ def test_a_malformed_config_in_a_checkpoint_is_refused_on_every_load_path(weight
     message = error_of(capsys)
     assert str(path) in message and "size" in message and "banana" in message
 
+    # the same config in the card of a `cityseg export` folder
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "card.json").write_text(json.dumps({"format": "cityseg-export", "format_version": 1,
+                                                  "config": {"size": "banana"}}))
+    assert main(["predict", str(export), str(synth_raw_root), "--out", str(tmp_path / "p"), "--device", "cpu"]) == 2
+    message = error_of(capsys)
+    assert str(export / "card.json") in message and "banana" in message
+
 
 def test_a_checkpoint_path_that_is_a_folder_is_called_a_folder(synth_raw_root, tmp_path, capsys):
     run = tmp_path / "run"

@@ -19,7 +19,7 @@ import torch
 from cityseg.errors import UserError, describe_error, name_the_file
 from cityseg.fileio import atomic_write_bytes
 
-__all__ = ["atomic_write_bytes", "load_checkpoint", "save_checkpoint"]
+__all__ = ["atomic_write_bytes", "check_stored_config", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "cityseg-checkpoint"
 FORMAT_VERSION = 1
@@ -134,11 +134,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             "use a checkpoint trained by this version of cityseg."
         )
     if state.get("config") is not None:
-        _check_config(state["config"], path)
+        check_stored_config(state["config"], path)
     return state
 
 
-def _check_config(config: Any, path: Path) -> None:
+def check_stored_config(config: Any, path: Path) -> None:
     """Every load path sees a valid training config (predict reads its size, resume its settings)."""
     from cityseg.config import TrainConfig
 
@@ -146,8 +146,8 @@ def _check_config(config: Any, path: Path) -> None:
         TrainConfig.from_dict(config)
     except UserError as exc:
         raise UserError(
-            f"the training config stored in checkpoint {path} is malformed ({exc}); the file was edited or damaged. "
-            "Use an unedited best.pt or last.pt of the run."
+            f"the training config stored in {path} is malformed ({exc}); the file was edited or damaged. "
+            "Use an unedited copy (a run's best.pt or last.pt, or a fresh `cityseg export`)."
         ) from None
 
 

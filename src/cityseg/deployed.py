@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cityseg.checkpoint import ARCHITECTURE
+from cityseg.checkpoint import ARCHITECTURE, check_stored_config
 from cityseg.errors import UserError, describe_error
 from cityseg.labels import NUM_CLASSES
 
@@ -37,9 +37,11 @@ def read_card(folder: Path) -> dict[str, Any]:
     folder = Path(folder)
     path = folder / CARD_JSON
     if not path.is_file():
+        inside = [folder / name for name in ("best.pt", "last.pt") if (folder / name).is_file()]
         raise UserError(
             f"{folder} is a folder but not a model exported by `cityseg export` (it has no {CARD_JSON}); pass a "
-            "run's best.pt or last.pt, or a folder written by `cityseg export CKPT --out FOLDER`."
+            f"run's best.pt or last.pt{f' (e.g. {inside[0]})' if inside else ''}, or a folder written by "
+            "`cityseg export CKPT --out FOLDER`."
         )
     try:
         card = json.loads(path.read_text())
@@ -52,6 +54,8 @@ def read_card(folder: Path) -> dict[str, Any]:
             f"{path} has export format version {card.get('format_version')!r}; this cityseg reads version "
             f"{EXPORT_VERSION}. Export the model again with this version of cityseg."
         )
+    if card.get("config") is not None:
+        check_stored_config(card["config"], path)  # predict reads its training size
     return card
 
 
