@@ -14,6 +14,7 @@ from cityseg.report.frames import (
     score_frames,
     spread,
 )
+from cityseg.report.layout import figures_dir
 from cityseg.report.notebook import config_table, engines_table, histories, parse_size, training_config
 from cityseg.report.overview import (
     class_iou_table,
@@ -25,29 +26,31 @@ from cityseg.report.overview import (
     sample_figure,
 )
 from cityseg.report.pdf import (
-    REFERENCE_MIOU,
     build_report,
+    class_results_table,
     cv_table,
-    figures_dir,
     full_fit_text,
+    headline_table,
     headline_text,
     is_synthetic_run,
     official_tables,
-    val_class_iou,
-    val_confusion,
 )
+from cityseg.report.results import REFERENCE_MIOU, CvResult, cv_result, val_class_iou, val_confusion
 from cityseg.report.runfiles import RunFiles, load_evaluation, load_runs
 from cityseg.report.tables import Table
 
 __all__ = [
     "REFERENCE_MIOU",
+    "CvResult",
     "FrameScore",
     "RunFiles",
     "Table",
     "best_and_worst",
     "build_report",
     "class_iou_table",
+    "class_results_table",
     "config_table",
+    "cv_result",
     "cv_table",
     "dataset_counts",
     "engines_table",
@@ -55,6 +58,7 @@ __all__ = [
     "figures_dir",
     "full_fit_text",
     "folds_table",
+    "headline_table",
     "headline_text",
     "histories",
     "is_synthetic",

@@ -1,0 +1,196 @@
+"""The numbers a report or a comparison states, read from the run files with their provenance.
+
+summary.json has two generations. The current one gives the headline cross-validation numbers
+selection-free (every fold scored at the epoch count the full fit uses) with a `protocol` sentence,
+and keeps the optimistic best-epoch numbers under `selected`; an older one has only the best-epoch
+numbers at the top level. `cv_result` reads either and says which protocol the numbers follow, so a
+page never presents selected numbers as unselected ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cityseg.labels import CLASS_NAMES
+from cityseg.report.runfiles import RunFiles
+
+# The reference write-up's val mIoU (U-Net/ResNet-34, 10 epochs, batch 4, Adam 1e-4; NOTES.md).
+REFERENCE_MIOU = 66.79
+REFERENCE_TEXT = "U-Net/ResNet-34 reference (10 epochs, batch 4, Adam 1e-4, full resolution)"
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """One fold: its headline score (at `epoch`) and its best epoch's score."""
+
+    fold: int
+    epoch: int | None
+    val_loss: float | None
+    val_miou: float | None
+    class_iou: Sequence[float | None]
+    best_epoch: int | None
+    best_val_loss: float | None
+    best_val_miou: float | None
+
+
+@dataclass(frozen=True)
+class Selected:
+    """The best-epoch (selected on each fold's own held-out cities, so optimistic) cross-validation numbers."""
+
+    miou_mean: float | None
+    miou_std: float | None
+    class_iou_mean: Sequence[float | None] | None
+    class_iou_std: Sequence[float | None] | None
+    note: str
+
+
+@dataclass(frozen=True)
+class CvResult:
+    """Cross-validation numbers as the report states them, with the protocol that produced them."""
+
+    k: int
+    split: str
+    miou_mean: float | None
+    miou_std: float | None
+    class_iou_mean: Sequence[float | None]
+    class_iou_std: Sequence[float | None]
+    protocol: str
+    selection_free: bool  # False: an older summary.json whose only numbers are the selected ones
+    selected: Selected | None
+    folds: list[FoldResult]
+
+
+def cv_result(summary: Mapping[str, Any]) -> CvResult:
+    """Read summary.json of either generation (module docstring); missing keys become None, not errors."""
+    none_list = [None] * len(CLASS_NAMES)
+    folds = summary.get("folds") or []
+    selection_free = "protocol" in summary or "selected" in summary
+    if selection_free:
+        chosen = summary.get("selected") or {}
+        selected = Selected(chosen.get("miou_mean"), chosen.get("miou_std"), chosen.get("class_iou_mean"),
+                            chosen.get("class_iou_std"), str(chosen.get("note") or "each fold at its best epoch"))
+        fold_results = [FoldResult(int(f.get("fold", n)), f.get("epoch"), f.get("val_loss"), f.get("val_miou"),
+                                   f.get("class_iou") or none_list, f.get("best_epoch"), f.get("best_val_loss"),
+                                   f.get("best_val_miou")) for n, f in enumerate(folds)]
+        protocol = str(summary.get("protocol") or "every fold scored at the epoch count the full fit uses")
+    else:
+        select = next((f.get("select") for f in folds if f.get("select")), "val loss")
+        selected = None
+        fold_results = [FoldResult(int(f.get("fold", n)), f.get("best_epoch"), f.get("val_loss"), f.get("val_miou"),
+                                   f.get("class_iou") or none_list, f.get("best_epoch"), f.get("val_loss"),
+                                   f.get("val_miou")) for n, f in enumerate(folds)]
+        protocol = (f"each fold scored at its best epoch by {select}, chosen on that fold's own held-out cities: an "
+                    "optimistic estimate (this summary.json was written before cityseg reported selection-free "
+                    "numbers; `cityseg cv ... --resume` rewrites it)")
+    return CvResult(
+        k=int(summary.get("k") or len(folds)), split=str(summary.get("split") or "?"),
+        miou_mean=summary.get("miou_mean"), miou_std=summary.get("miou_std"),
+        class_iou_mean=summary.get("class_iou_mean") or none_list,
+        class_iou_std=summary.get("class_iou_std") or none_list,
+        protocol=protocol, selection_free=selection_free, selected=selected, folds=fold_results,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation JSON (official export format)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def val_class_iou(evaluation: Mapping[str, Any]) -> list[float]:
+    """Official per-class IoU in trainId order."""
+    return [float(evaluation["classScores"][name]) for name in CLASS_NAMES]
+
+
+def val_confusion(evaluation: Mapping[str, Any]) -> np.ndarray:
+    """(19, 19) counts from the official 34x34 confMatrix, rows = ground truth, in trainId order."""
+    from cityseg.evaluation.output import summary
+
+    return np.asarray(summary(dict(evaluation))["confusion_train_ids"], dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Time and throughput from log.jsonl (machine-dependent: never printed in a demo report)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def total_seconds(histories: Mapping[str, Sequence[Mapping]]) -> float:
+    """Training time summed over every epoch of every run (folds and the full fit)."""
+    return sum(float(row.get("seconds") or 0.0) for rows in histories.values() for row in rows)
+
+
+def median_logged(histories: Mapping[str, Sequence[Mapping]], key: str) -> float | None:
+    """Median of one log.jsonl field over all epochs of all runs (None when never logged)."""
+    values = [float(row[key]) for rows in histories.values() for row in rows if row.get(key) is not None]
+    return float(np.median(values)) if values else None
+
+
+def throughput_text(histories: Mapping[str, Sequence[Mapping]]) -> str:
+    """Median training speed over all epochs, with how long the GPU waited for data: a starving loader shows here."""
+    speed = median_logged(histories, "images_per_s")
+    wait = median_logged(histories, "data_wait_share")
+    peak = median_logged(histories, "peak_memory_gb")
+    parts = [f"{speed:.1f} img/s" if speed is not None else "not logged"]
+    if wait is not None:
+        parts.append(f"{100 * wait:.0f}% of it waiting for data")
+    if peak is not None:
+        parts.append(f"peak GPU memory {peak:.1f} GiB")
+    return ", ".join(parts) + " (medians over all epochs)"
+
+
+def duration_text(seconds: float) -> str:
+    """`1 h 05 min` or `3 min 07 s`."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The run's settings
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "x".join(map(str, value)) if len(value) == 2 and all(isinstance(v, int) for v in value) \
+            else ", ".join(map(str, value)) or "none"
+    return "none" if value is None else str(value)
+
+
+def recipe_differences(runs: RunFiles) -> list[tuple[str, str, str]] | None:
+    """(field, recipe value, run value) for every config field the run changed from its recipe; None when
+    this version of cityseg cannot tell (the pages then say so)."""
+    # --- recipe differences -------------------------------------------------------------------------------
+    # `cityseg.config.recipe_differences(config)` comes with the recipes work; until it is merged this
+    # returns None and the report prints that the list is not available.
+    try:
+        from cityseg.config import recipe_differences as differences_of
+    except ImportError:
+        return None
+    from cityseg.config import TrainConfig
+    from cityseg.errors import UserError
+
+    saved = runs.config.get("config")
+    if not isinstance(saved, dict):
+        return None
+    try:
+        config = TrainConfig.from_dict(saved)
+    except UserError:  # written by another cityseg version
+        return None
+    return [(str(name), _cell(recipe_value), _cell(run_value)) for name, recipe_value, run_value in
+            differences_of(config)]
+    # ------------------------------------------------------------------------------------------------------
+
+
+def config_value(runs: RunFiles, name: str) -> str:
+    """One field of the run's config.json, formatted for a table cell."""
+    return _cell((runs.config.get("config") or {}).get(name))
+
+
+def finite(value: float | None) -> bool:
+    """A number that can be printed (JSON null and NaN cannot)."""
+    return value is not None and math.isfinite(value)
