@@ -4,8 +4,11 @@ Everything here reads the files a run leaves behind (config.json, log.jsonl, fol
 summary.json, the evaluation JSON, prediction PNGs); nothing trains or needs a GPU.
 
     cityseg report RUNS --eval EVAL_JSON --out report.pdf [--predictions DIR] [--root ROOT]
+    cityseg compare RUNS_A RUNS_B --labels a,b [--eval A.json --eval B.json] --out compare.pdf
 """
 
+from cityseg.report.compare import Comparison, PairedComparison, compare_runs
+from cityseg.report.compare_pdf import build_comparison, comparison_figure, write_comparison
 from cityseg.report.frames import (
     FrameScore,
     best_and_worst,
@@ -41,14 +44,19 @@ from cityseg.report.tables import Table
 
 __all__ = [
     "REFERENCE_MIOU",
+    "Comparison",
     "CvResult",
     "FrameScore",
+    "PairedComparison",
     "RunFiles",
     "Table",
     "best_and_worst",
+    "build_comparison",
     "build_report",
     "class_iou_table",
     "class_results_table",
+    "compare_runs",
+    "comparison_figure",
     "config_table",
     "cv_result",
     "cv_table",
@@ -76,4 +84,5 @@ __all__ = [
     "training_config",
     "val_class_iou",
     "val_confusion",
+    "write_comparison",
 ]
