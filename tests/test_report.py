@@ -7,9 +7,11 @@ evaluation) supplies every file the report reads; nothing here is a hand-written
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -185,7 +187,8 @@ def test_report_rebuilds_over_its_own_files_but_never_over_foreign_ones(tiny_run
     assert foreign.read_bytes() == b"%PDF-1.4 someone else's file"
 
 
-def test_report_on_cityscapes_compares_with_the_reference_and_gives_machine_and_speed(tiny_run, tmp_path):
+def as_cityscapes_run(tiny_run, tmp_path: Path) -> tuple[Path, Path]:
+    """The tiny run's files as if trained and evaluated on Cityscapes (what a real run's report reads)."""
     runs = copy_runs(tiny_run, tmp_path)
     for config_path in runs.glob("*/config.json"):
         config = json.loads(config_path.read_text())
@@ -195,6 +198,12 @@ def test_report_on_cityscapes_compares_with_the_reference_and_gives_machine_and_
     evaluation["cityseg"]["synthetic"] = False
     eval_json = tmp_path / "val.json"
     eval_json.write_text(json.dumps(evaluation))
+    return runs, eval_json
+
+
+def test_report_on_cityscapes_compares_with_the_reference_and_gives_machine_and_speed(tiny_run, tmp_path):
+    runs, eval_json = as_cityscapes_run(tiny_run, tmp_path)
+    evaluation = json.loads(eval_json.read_text())
     texts = page_texts(build_report(runs, eval_json, tmp_path / "real.pdf"))
     assert all("Cityscapes" in text and "SYNTHETIC" not in text for text in texts)
     difference = 100 * evaluation["averageScoreClasses"] - 66.79
@@ -227,6 +236,29 @@ def test_changes_from_the_recipe_come_from_recipe_differences_when_cityseg_has_i
     assert re.search(r"^field recipe this run$", texts[1], re.M)
     assert re.search(r"^lr 0\.0001 0\.001$", texts[1], re.M) and re.search(r"^epochs 10 1$", texts[1], re.M)
     assert re.search(r"^size none 128x64$", texts[1], re.M)
+
+
+def test_make_demo_replaces_a_demo_report_but_refuses_a_real_one(tiny_run, tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "scripts" / "demo.sh", repo / "scripts" / "demo.sh")
+    tools = tmp_path / "bin"  # stand-ins that say they ran: the demo itself must not run here
+    tools.mkdir()
+    for tool in ("cityseg", "papermill", "python"):
+        (tools / tool).write_text(f"#!/bin/sh\necho '{tool} ran' >&2\nexit 1\n")
+        (tools / tool).chmod(0o755)
+    env = os.environ | {"PATH": f"{tools}:/usr/bin:/bin"}
+
+    runs, eval_json = as_cityscapes_run(tiny_run, tmp_path)
+    build_report(runs, eval_json, repo / "report.pdf")
+    real = (repo / "report.pdf").read_bytes()
+    done = subprocess.run(["bash", "scripts/demo.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "report.pdf exists and is not a demo report" in done.stderr
+    assert (repo / "report.pdf").read_bytes() == real and not (repo / "demo").exists()
+
+    shutil.copy(tiny_run.pdf, repo / "report.pdf")  # a demo report: the demo goes ahead (to the stand-ins)
+    done = subprocess.run(["bash", "scripts/demo.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+    assert "not a demo report" not in done.stderr and "cityseg ran" in done.stderr
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
                         help="evaluation JSON of one run (`cityseg evaluate --json`), once per run in the order of "
                         "RUNS; `none` for a run without one. Without --eval no val numbers are shown. A runs folder "
                         "does not record where its predictions were evaluated, so there is no default.")
-    parser.add_argument("--out", type=Path, default=Path("compare.pdf"), help="PDF to write (default: compare.pdf)")
+    parser.add_argument("--out", type=Path, default=Path("compare.pdf"), help="PDF to write")
     parser.add_argument("--allow-mismatch", action="store_true",
                         help="compare runs trained on different datasets or fold splits anyway (their CV numbers "
                         "measure different things; no paired comparison for them)")
