@@ -1,7 +1,7 @@
 """End-to-end training throughput: the project's loader feeding the real training step, vs batches in memory.
 
 Every variant runs `cityseg.engine.train_one_epoch` with what the trainer builds for the "strong" recipe
-(AdamW, cosine schedule, cross-entropy, `trainer.step_context`: bf16 autocast + channels-last on CUDA,
+(Adam, cosine schedule, cross-entropy, `trainer.step_context`: bf16 autocast + channels-last on CUDA,
 float32 on CPU) on random crops (scale 0.5-2.0, flip, photometric distortion) of synthetic 2048x1024
 frames. Same initial weights, crop, batch, steps and workers for all; each is reported as a ratio to (0):
 
@@ -125,13 +125,13 @@ class Runner:
         """A warm-up epoch, then the timed epoch, from the initial weights with a fresh optimizer and schedule."""
         from cityseg.engine import train_one_epoch
         from cityseg.tensorboard_log import TensorBoardLog
-        from cityseg.trainer import build_optimizer, build_scheduler, step_context
+        from cityseg.trainer import build_optimizer, build_scheduler, needs_grad_scaler, step_context
 
         self.core.load_state_dict(self.initial)  # in place: a compiled model keeps its graphs
         context = step_context(config, self.device)
         optimizer = build_optimizer(self.core, config)
         scheduler = build_scheduler(optimizer, config, self.warmup + self.steps)
-        scaler = torch.amp.GradScaler(self.device.type, enabled=context.amp_dtype == torch.float16)
+        scaler = torch.amp.GradScaler(self.device.type, enabled=needs_grad_scaler(context))
 
         with tempfile.TemporaryDirectory(prefix="cityseg-bench-events-") as events:
             # The trainer's per-iteration TensorBoard scalars ride along, so their cost and syncs are measured too.

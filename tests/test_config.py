@@ -9,10 +9,12 @@ import pytest
 
 from cityseg.config import (
     FIELD_GROUPS,
+    MACHINE_FIELDS,
     RECIPES,
-    RUNTIME_FIELDS,
     TrainConfig,
     config_differences,
+    parse_size,
+    recipe_differences,
     resolve_config,
 )
 from cityseg.errors import UserError
@@ -25,12 +27,17 @@ def test_seed_recipe_is_the_reference():
     assert config.aug == ("flip",)
     assert config.size is None and config.crop is None and config.scale_range is None  # full resolution
     assert config.encoder_weights == "imagenet" and config.encoder_lr_mult == 1.0 and config.weight_decay == 0.0
+    assert config.betas == (0.9, 0.999) and config.amp is False  # torch's Adam defaults, float32 like the reference
+    assert len(RECIPES["seed"].deviations) == 2  # drop_last and the epoch choice by CV, listed on its card
 
 
 def test_strong_recipe_values():
     config = resolve_config("strong")
-    assert (config.optimizer, config.lr, config.encoder_lr_mult, config.weight_decay) == ("adamw", 4e-4, 0.25, 1e-4)
-    assert (config.schedule, config.batch_size, config.epochs, config.select) == ("cosine", 8, 200, "miou")
+    # SwiftNet's own optimiser: Adam (coupled L2), betas (0.9, 0.99), encoder at lr/4 and weight decay/4
+    assert (config.optimizer, config.lr, config.encoder_lr_mult, config.weight_decay) == ("adam", 4e-4, 0.25, 1e-4)
+    assert (config.betas, config.encoder_weight_decay_mult, config.min_lr) == ((0.9, 0.99), 0.25, 1e-6)
+    assert (config.schedule, config.batch_size, config.epochs, config.select) == ("cosine", 8, 200, "last")
+    assert config.amp is True and config.schedule_epochs is None
     assert config.warmup_epochs > 0
     assert config.crop == (768, 768) and config.scale_range == (0.5, 2.0)
     assert {"flip", "scale-crop", "photometric"} <= set(config.aug)
@@ -45,7 +52,8 @@ def test_every_recipe_cites_a_source_for_every_field_group():
     for recipe in RECIPES.values():
         assert set(recipe.sources) == set(FIELD_GROUPS), recipe.name
         assert all(len(text) > 20 for text in recipe.sources.values())
-        assert set(recipe.values) <= fields - set(RUNTIME_FIELDS)
+        assert set(recipe.values) <= fields - set(MACHINE_FIELDS) - {"recipe"}
+        assert all(len(text) > 20 for text in recipe.deviations)
 
 
 def test_overrides_change_only_what_was_asked():
@@ -98,8 +106,32 @@ def test_from_dict_unknown_key():
         ({"aug": ("scale-crop",)}, "--aug"),  # needs --crop and --scale-range
         ({"optimizer": "lion"}, "--optimizer"),
         ({"warmup_epochs": 20.0}, "--warmup-epochs"),
+        ({"schedule_epochs": 5}, "--schedule-epochs"),  # shorter than --epochs (10)
+        ({"betas": (0.9, 1.0)}, "--betas"),
+        ({"encoder_weight_decay_mult": -1.0}, "--encoder-weight-decay-mult"),
+        ({"select": "best"}, "--select"),
     ],
 )
 def test_range_errors_name_the_flag(overrides, flag):
     with pytest.raises(UserError, match=flag):
         resolve_config("seed", **overrides)
+
+
+def test_recipe_differences_name_what_the_run_changed_but_not_the_machine():
+    config = resolve_config("strong", lr=1e-3, amp=False, workers=0, device="cpu", cache="/tmp/c", compile=True)
+    assert recipe_differences(config) == [("lr", 4e-4, 1e-3), ("amp", True, False), ("compile", False, True)]
+    assert recipe_differences(resolve_config("seed", workers=3)) == []
+
+
+def test_warmup_may_exceed_a_run_cut_short_but_not_its_schedule():
+    config = resolve_config("strong", epochs=1, schedule_epochs=200, workers=0)  # the full fit stopped at epoch 1
+    assert config.schedule_length == 200 and config.warmup_epochs == 2.0
+
+
+def test_parse_size_is_the_one_size_syntax():
+    assert parse_size("1024x512") == (1024, 512) and parse_size(" 64X32 ") == (64, 32)
+    assert parse_size("none") is None and parse_size("full") is None and parse_size(None) is None
+    assert parse_size([64, 32]) == (64, 32)
+    for bad in ("1024", "axb", "1024x512x3", "0x64", "-64x32", (1, 2, 3)):
+        with pytest.raises(UserError, match="WIDTHxHEIGHT|positive|pair"):
+            parse_size(bad)

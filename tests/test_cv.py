@@ -11,10 +11,10 @@ import torch
 
 from cityseg.cli import main
 from cityseg.config import resolve_config
-from cityseg.cv import run_cv, summarize
+from cityseg.cv import run_cv, summarize, summary_text
 from cityseg.errors import UserError
 from cityseg.folds import city_of
-from cityseg.trainer import load_log
+from cityseg.trainer import build_scheduler, load_log, with_epochs
 
 
 def tiny_config(**overrides):
@@ -32,6 +32,8 @@ def test_cv_only_folds_then_resume_then_summary(synth_root, tmp_path):
                    on_epoch=lambda name, row: seen.append((name, row["epoch"])))
     assert seen == [("fold_0", 1), ("fold_0", 2)]
     assert not first["complete"] and first["chosen_epochs"] is None and not (runs / "full").exists()
+    assert first["miou_mean"] is None and first["protocol"].startswith("Null until all 2 folds are finished (1 are)")
+    assert first["selected"]["miou_mean"] == first["folds"][0]["best_val_miou"]
 
     folds = json.loads((runs / "folds.json").read_text())
     assert (folds["k"], folds["split"], folds["seed"]) == (2, "city", 0)
@@ -48,24 +50,31 @@ def test_cv_only_folds_then_resume_then_summary(synth_root, tmp_path):
     assert seen == [("fold_1", 1), ("fold_1", 2)] + [("full", e) for e in range(1, chosen + 1)]
     assert summary == json.loads((runs / "summary.json").read_text())
 
-    # Recompute the summary from the fold logs alone.
-    best_rows = [min(load_log(runs / f"fold_{k}"), key=lambda r: r["val_loss"]) for k in (0, 1)]
+    # Recompute the summary from the fold logs alone: the headline at the chosen epoch, `selected` at each best.
+    logs = [load_log(runs / f"fold_{k}") for k in (0, 1)]
+    best_rows = [min(rows, key=lambda r: r["val_loss"]) for rows in logs]
+    chosen_rows = [rows[chosen - 1] for rows in logs]
     assert summary["complete"] and summary["chosen_epochs"] == chosen
     assert [f["best_epoch"] for f in summary["folds"]] == [r["epoch"] for r in best_rows]
-    assert [f["val_loss"] for f in summary["folds"]] == [r["val_loss"] for r in best_rows]
-    mious = [r["val_miou"] for r in best_rows]
-    assert summary["miou_mean"] == pytest.approx(np.mean(mious))
-    assert summary["miou_std"] == pytest.approx(np.std(mious, ddof=1))
-    for c in range(19):
-        values = [r["class_iou"][c] for r in best_rows if r["class_iou"][c] is not None]
-        assert summary["class_iou_mean"][c] == (pytest.approx(np.mean(values)) if values else None)
-        assert summary["class_iou_std"][c] == (pytest.approx(np.std(values, ddof=1)) if len(values) > 1 else None)
+    assert [f["best_val_loss"] for f in summary["folds"]] == [r["val_loss"] for r in best_rows]
+    assert [f["epoch"] for f in summary["folds"]] == [chosen, chosen]
+    assert [f["val_miou"] for f in summary["folds"]] == [r["val_miou"] for r in chosen_rows]
+    for stats, rows in ((summary, chosen_rows), (summary["selected"], best_rows)):
+        mious = [r["val_miou"] for r in rows]
+        assert stats["miou_mean"] == pytest.approx(np.mean(mious))
+        assert stats["miou_std"] == pytest.approx(np.std(mious, ddof=1))
+        for c in range(19):
+            values = [r["class_iou"][c] for r in rows if r["class_iou"][c] is not None]
+            assert stats["class_iou_mean"][c] == (pytest.approx(np.mean(values)) if values else None)
+            assert stats["class_iou_std"][c] == (pytest.approx(np.std(values, ddof=1)) if len(values) > 1 else None)
+    assert f"epoch {chosen}" in summary["protocol"] and "optimistic" in summary["selected"]["note"]
 
     full_rows = load_log(runs / "full")
     assert [r["epoch"] for r in full_rows] == list(range(1, chosen + 1))
     assert all(r["val_loss"] is None and r["val_miou"] is None and r["class_iou"] is None for r in full_rows)
     full_info = json.loads((runs / "full" / "config.json").read_text())
     assert full_info["n_train"] == 20 and full_info["n_val"] == 0 and full_info["config"]["epochs"] == chosen
+    assert full_info["config"]["schedule_epochs"] == config.epochs  # the folds' schedule, stopped at `chosen`
     assert summarize(runs) == summary
 
     with pytest.raises(UserError, match="different folds"):
@@ -96,3 +105,96 @@ def test_cli_bad_values_exit_2(synth_root, tmp_path, options, capsys):
 def test_cli_train_needs_fold_or_full(synth_root, tmp_path):
     assert main(["train", str(synth_root), "--out", str(tmp_path / "run")]) == 2
     assert main(["train", str(synth_root), "--out", str(tmp_path / "run"), "--fold", "0"]) == 2
+
+
+# ----------------------------------------------------------------------------------------------------------
+# summary.json from hand-written logs, and the full fit's schedule
+# ----------------------------------------------------------------------------------------------------------
+
+
+def write_fold(runs, fold, config, mious, losses, finished=True):
+    """A fold folder as the trainer leaves it: config.json, one log row per epoch, best.pt when finished."""
+    run = runs / f"fold_{fold}"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"config": config.to_dict()}))
+    rows = [{"epoch": e, "val_loss": loss, "val_miou": miou, "class_iou": [miou / 2] + [None] * 17 + [miou]}
+            for e, (miou, loss) in enumerate(zip(mious, losses, strict=True), start=1)]
+    (run / "log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    if finished:
+        (run / "best.pt").write_bytes(b"")
+
+
+def write_folds_file(runs, k):
+    runs.mkdir(parents=True, exist_ok=True)
+    folds = [{"train": [f"t{n}"], "val": [f"v{n}"]} for n in range(k)]
+    (runs / "folds.json").write_text(json.dumps({"k": k, "split": "city", "seed": 0, "folds": folds}))
+
+
+def test_headline_scores_every_fold_at_the_chosen_epoch_not_its_own_best(tmp_path):
+    runs, config = tmp_path / "runs", resolve_config("seed", epochs=4, workers=0)
+    write_folds_file(runs, 3)
+    # best epochs by val loss: 2, 3 and 4 -> the full fit trains 3 epochs; every fold is scored at epoch 3
+    write_fold(runs, 0, config, mious=[0.30, 0.50, 0.40, 0.35], losses=[0.9, 0.5, 0.6, 0.7])
+    write_fold(runs, 1, config, mious=[0.20, 0.30, 0.45, 0.44], losses=[0.9, 0.8, 0.4, 0.5])
+    write_fold(runs, 2, config, mious=[0.10, 0.20, 0.30, 0.60], losses=[0.9, 0.8, 0.7, 0.3])
+    summary = summarize(runs)
+    assert summary["chosen_epochs"] == 3
+    assert [f["epoch"] for f in summary["folds"]] == [3, 3, 3]
+    assert [f["best_epoch"] for f in summary["folds"]] == [2, 3, 4]
+    assert [f["val_loss"] for f in summary["folds"]] == [0.6, 0.4, 0.7]
+    assert summary["miou_mean"] == pytest.approx((0.40 + 0.45 + 0.30) / 3)
+    assert summary["miou_std"] == pytest.approx(np.std([0.40, 0.45, 0.30], ddof=1))
+    assert summary["class_iou_mean"][18] == pytest.approx((0.40 + 0.45 + 0.30) / 3)
+    assert summary["class_iou_mean"][1] is None and summary["class_iou_std"][1] is None  # absent class
+    assert summary["selected"]["miou_mean"] == pytest.approx((0.50 + 0.45 + 0.60) / 3)
+    assert summary["selected"]["class_iou_mean"][0] == pytest.approx((0.25 + 0.225 + 0.30) / 3)
+    assert summary["protocol"].startswith("Each fold is scored at epoch 3") and "val loss" in summary["protocol"]
+    assert "(optimistic)" in summary["selected"]["note"]
+    assert "no selection" in summary_text(summary) and "optimistic" in summary_text(summary)
+
+
+def test_select_last_scores_the_last_epoch_as_soon_as_a_fold_finishes(tmp_path):
+    runs, config = tmp_path / "runs", resolve_config("seed", epochs=3, select="last", workers=0)
+    write_folds_file(runs, 2)
+    write_fold(runs, 0, config, mious=[0.2, 0.5, 0.4], losses=[0.9, 0.5, 0.6])
+    write_fold(runs, 1, config, mious=[0.1, 0.3], losses=[0.9, 0.8], finished=False)
+    summary = summarize(runs)
+    assert not summary["complete"] and summary["chosen_epochs"] is None
+    assert [f["epoch"] for f in summary["folds"]] == [3, None]
+    assert summary["miou_mean"] == pytest.approx(0.4) and summary["miou_std"] is None
+    assert summary["folds"][0]["best_epoch"] == 3 and summary["selected"]["miou_mean"] == pytest.approx(0.4)
+    assert "last epoch (3)" in summary["protocol"] and "1 finished of 2" in summary["protocol"]
+
+    (runs / "fold_1").rename(tmp_path / "unfinished")
+    write_fold(runs, 1, config, mious=[0.1, 0.3, 0.2], losses=[0.9, 0.8, 0.85])
+    summary = summarize(runs)
+    assert summary["complete"] and summary["chosen_epochs"] == 3  # a fixed budget: the full fit trains all 3
+    assert summary["miou_mean"] == pytest.approx(0.3) == summary["selected"]["miou_mean"]
+
+
+def scheduled_lrs(config, steps_per_epoch, steps):
+    """The lr of each of the first `steps` optimizer steps under `build_scheduler`."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "poly"])
+def test_full_fit_runs_the_folds_schedule_stopped_at_the_chosen_epoch(schedule):
+    fold = resolve_config("strong", epochs=10, warmup_epochs=1.0, schedule=schedule, workers=0)
+    full = with_epochs(fold, 6)
+    assert (full.epochs, full.schedule_length, full.warmup_epochs) == (6, 10, 1.0)
+    # Same steps per epoch: the full fit's lr at every step is the fold's lr at that step.
+    assert scheduled_lrs(full, 7, 6 * 7) == scheduled_lrs(fold, 7, 10 * 7)[: 6 * 7]
+    # All train images give more steps per epoch than a fold's share; the lr at each epoch start still agrees.
+    fold_lrs, full_lrs = scheduled_lrs(fold, 8, 10 * 8), scheduled_lrs(full, 10, 6 * 10)
+    for epoch in range(1, 6):
+        assert full_lrs[epoch * 10] == pytest.approx(fold_lrs[epoch * 8], rel=1e-12)
+    assert full_lrs[-1] > fold_lrs[-1] * 10  # stopped mid-schedule, far above the cosine's end
+    assert with_epochs(fold, 10).schedule_length == 10 and scheduled_lrs(with_epochs(fold, 10), 7, 70) == \
+        scheduled_lrs(fold, 7, 70)

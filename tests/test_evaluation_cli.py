@@ -13,7 +13,7 @@ import pytest
 
 from cityseg.cli import main
 from cityseg.data import list_frames
-from cityseg.evaluation import default_json_path
+from cityseg.evaluation import compare_exports, default_json_path, evaluate
 from cityseg.evaluation import runner as runner_module
 from cityseg.evaluation.noisy import write_noisy_predictions
 from cityseg.labels import CLASS_NAMES
@@ -38,7 +38,7 @@ def pred(synth_raw_root, tmp_path):
 
 def test_writes_table_json_and_csv(pred, synth_raw_root, tmp_path, capsys):
     out = tmp_path / "eval" / "val.json"
-    assert main(["evaluate", str(pred), str(synth_raw_root), "--json", str(out), "--workers", "2"]) == 0
+    assert main(["evaluate", str(pred), str(synth_raw_root), "--json", str(out), "--workers", "2", "--engine", "both"]) == 0
     printed = capsys.readouterr().out
     assert "mIoU (19 classes)" in printed.splitlines()[-3] and "fast is" in printed
 
@@ -106,7 +106,7 @@ def test_engine_mismatch_exits_1(pred, synth_raw_root, tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(runner_module, "run_fast", wrong)
     out = tmp_path / "e.json"
-    assert main(["evaluate", str(pred), str(synth_raw_root), "--json", str(out)]) == 1
+    assert main(["evaluate", str(pred), str(synth_raw_root), "--json", str(out), "--engine", "both"]) == 1
     assert "disagrees with the official script" in _unwrapped(capsys.readouterr().err)
     assert not out.exists()
 
@@ -120,3 +120,12 @@ def test_runs_as_a_subprocess(pred, synth_raw_root, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "s.json").is_file()
+
+
+def test_the_default_engine_is_fast_and_gives_the_official_numbers(pred, synth_raw_root, tmp_path):
+    out = tmp_path / "default.json"
+    assert main(["evaluate", str(pred), str(synth_raw_root), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["cityseg"]["engine"] == "fast" and "official_s" not in result["cityseg"]["timings"]
+    official = evaluate(pred, synth_raw_root, "val", engine="official")
+    assert compare_exports(official, result) == ([], 0.0)

@@ -123,6 +123,7 @@ def test_default_location_and_no_gt_cache(mutable_root, tmp_path):
     args = ["evaluate", str(pred), str(mutable_root), "--json", str(tmp_path / "e.json")]
     assert main([*args, "--no-gt-cache"]) == 0
     assert not default.exists()
+    assert main(args) == 0  # the first evaluation of the split only notes it; the second builds
     assert main(args) == 0
     assert (default / "eval-gt" / "val" / COMPLETE_FILE).is_file()
     assert json.loads((default / "eval-gt" / MARKER).read_text())["format"] == "cityseg-eval-gt"
@@ -181,3 +182,83 @@ def test_segment_counts_refuse_the_same_bad_instances():
     instances = np.full((4, 6), 7001, np.uint16)  # road has no instances
     with pytest.raises(UserError, match="no instances"):
         _counts_both_ways(labels, instances, np.zeros((4, 6), np.uint8))
+
+
+def test_first_evaluation_decodes_each_ground_truth_png_once_and_builds_the_cache_on_the_way(
+    synth_raw_root, tmp_path, monkeypatch
+):
+    """The cache is written by the scoring pass itself: no second pass over the ground truth, then none at all."""
+    from cityseg.evaluation import fast
+
+    pred = _predictions(synth_raw_root, tmp_path / "pred")
+    decoded: list[Path] = []
+    real = fast.decode_png
+    monkeypatch.setattr(fast, "decode_png", lambda path: decoded.append(Path(path)) or real(path))
+    cache = tmp_path / "gt-cache"
+    first, info = _fast(pred, synth_raw_root, cache)
+    frames = list_frames(synth_raw_root, "val", label_source="ids")
+    ground_truth = sorted([f.label_ids for f in frames] + [f.instance_ids for f in frames])
+    assert info["gt_cache"]["status"] == "built" and sorted(decoded) == ground_truth
+    decoded.clear()
+    second, info = _fast(pred, synth_raw_root, cache)
+    assert info["gt_cache"]["status"] == "fresh" and decoded == []
+    _assert_agree(evaluate(pred, synth_raw_root, "val", engine="official"), first)
+    _assert_agree(first, second)
+
+
+def test_cache_is_kept_when_the_predictions_are_bad(synth_raw_root, tmp_path):
+    pred = _predictions(synth_raw_root, tmp_path / "pred")
+    victim = sorted(pred.glob("*.png"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])  # truncated
+    cache = tmp_path / "gt-cache"
+    with pytest.raises(UserError, match="unreadable"):
+        _fast(pred, synth_raw_root, cache)
+    assert (cache / "val" / COMPLETE_FILE).is_file() and not (cache / ".tmp-val").exists()
+
+
+def test_a_frame_the_encoding_cannot_hold_falls_back_to_the_pngs(synth_raw_root, tmp_path, monkeypatch):
+    from cityseg.evaluation import fast
+
+    pred = _predictions(synth_raw_root, tmp_path / "pred")
+    monkeypatch.setattr(fast, "MAX_SEGMENTS", fast.N_IDS)  # every frame with an instance is "too many pairs"
+    cache = tmp_path / "gt-cache"
+    with pytest.warns(GtCacheWarning, match="distinct"):
+        result, info = _fast(pred, synth_raw_root, cache)
+    assert info["gt_cache"] is None and not (cache / "val").exists() and not (cache / ".tmp-val").exists()
+    _assert_agree(evaluate(pred, synth_raw_root, "val", engine="official"), result)
+
+
+def test_no_room_for_the_cache_is_a_note_not_a_failure(synth_raw_root, tmp_path, monkeypatch):
+    import shutil
+
+    from cityseg.evaluation import gt_cache
+
+    pred = _predictions(synth_raw_root, tmp_path / "pred")
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(gt_cache.shutil, "disk_usage", lambda path: usage._replace(free=10**6))
+    cache = tmp_path / "gt-cache"
+    with pytest.warns(GtCacheWarning, match="GB free"):
+        result, info = _fast(pred, synth_raw_root, cache)
+    assert info["gt_cache"] is None and not (cache / "val").exists()
+    _assert_agree(evaluate(pred, synth_raw_root, "val", engine="official"), result)
+
+
+def test_default_cache_is_built_by_the_second_evaluation_of_a_split(mutable_root, tmp_path):
+    """A cache pays only when a split is scored again: the first run scores from the PNGs at full speed."""
+    pred = _predictions(mutable_root, tmp_path / "pred")
+    entry = tmp_path / "cityseg-cache" / "eval-gt" / "val"  # the default folder beside ROOT
+    statuses, results = [], []
+    for _ in range(3):
+        result = evaluate(pred, mutable_root, "val", engine="fast")
+        statuses.append(result["cityseg"]["gt_cache"]["status"])
+        results.append(result)
+        if len(statuses) == 1:
+            assert not entry.exists()
+    assert statuses == ["next run", "built", "fresh"] and (entry / COMPLETE_FILE).is_file()
+    official = evaluate(pred, mutable_root, "val", engine="official")
+    for result in results:
+        _assert_agree(official, result)
+    # New ground truth is a new split as far as the note goes: scored from the PNGs, cached by the run after.
+    _rewrite_label(list_frames(mutable_root, "val", label_source="ids")[0].label_ids, 7)
+    assert evaluate(pred, mutable_root, "val", engine="fast")["cityseg"]["gt_cache"]["status"] == "next run"
+    assert evaluate(pred, mutable_root, "val", engine="fast")["cityseg"]["gt_cache"]["status"] == "rebuilt"

@@ -47,6 +47,9 @@ EVALUATE_DEFAULTS = {
     "SUBMISSION": "../submission.zip",
     "COMPARE_RUNS": [],
     "COMPARE_EVALS": [],
+    "IMAGES_DIR": None,
+    "IMAGES_OUT": "../image_predictions",
+    "IMAGES_COUNT": 4,
 }
 
 
@@ -131,6 +134,7 @@ def executed(synth_root, tmp_path_factory) -> SimpleNamespace:
             "REPORT": str(base / "report.pdf"), "SUBMISSION": str(base / "submission.zip"),
             # the run beside itself under a second label: same folds, so the paired comparison runs too
             "COMPARE_RUNS": [str(runs)], "COMPARE_EVALS": [None], "COMPARE_LABELS": "this,again",
+            "IMAGES_DIR": str(synth_root / "leftImg8bit" / "val"), "IMAGES_OUT": str(base / "photos"), "IMAGES_COUNT": 3,
         })
     return SimpleNamespace(base=base, runs=runs, train=train, evaluate=evaluate, root=synth_root)
 
@@ -161,3 +165,12 @@ def test_evaluate_notebook_predicts_scores_zips_and_reports(executed):
     text = outputs_text(executed.evaluate)
     assert "official (cityscapesscripts)" in text and "fast (bincount)" in text
     assert "**runs compared**" in text and "again − this: +0.00 ± 0.00 points over 2 folds" in text
+
+
+def test_evaluate_notebook_shows_overlays_of_the_photos_it_is_pointed_at(executed):
+    overlays = sorted((executed.base / "photos").rglob("*_overlay.png"))
+    assert len(overlays) == 3  # IMAGES_COUNT of the folder's four photos
+    last = [cell for cell in executed.evaluate.cells if cell.cell_type == "code"][-1]
+    assert "predict_images" in last.source
+    assert any("image/png" in output.get("data", {}) for output in last.get("outputs", []))
+    assert "wrote 3" in outputs_text(executed.evaluate)

@@ -217,8 +217,94 @@ def test_gpu_aug_moves_the_colour_ops_from_the_loader_to_the_step(synth_root, fo
     config = tiny_config(aug=("flip", "photometric"), gpu_aug=True)
     train_set, _ = build_datasets(config, synth_root, fold0[0][:2])
     context = step_context(config, torch.device("cpu"))
-    assert "ColorJitter" not in repr(train_set.transform) and "RandomHorizontalFlip" in repr(train_set.transform)
+    assert "PhotoMetricDistortion" not in repr(train_set.transform) and "RandomHorizontalFlip" in repr(train_set.transform)
     assert "BatchPhotometric" in repr(context.augment)
     in_loader, _ = build_datasets(tiny_config(aug=("flip", "photometric")), synth_root, fold0[0][:2])
-    assert "ColorJitter" in repr(in_loader.transform)
+    assert "PhotoMetricDistortion" in repr(in_loader.transform)
     assert step_context(tiny_config(aug=("flip", "photometric")), torch.device("cpu")).augment is None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Optimizer groups and weight decay; mixed precision
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_norm_weights_and_biases_never_decay_and_the_encoder_gets_its_share(optimizer):
+    from cityseg.model import build_model
+    from cityseg.trainer import build_optimizer
+
+    model = build_model(encoder_weights=None)
+    config = resolve_config("strong", optimizer=optimizer, workers=0)  # wd 1e-4, encoder x 0.25 for lr and wd
+    built = build_optimizer(model, config)
+    assert [g["name"] for g in built.param_groups] == ["decoder", "decoder_no_decay", "encoder", "encoder_no_decay"]
+    assert built.param_groups[0]["lr"] == 4e-4 and built.param_groups[0]["weight_decay"] == 1e-4  # the logged lr
+    encoder = {id(p) for p in model.encoder.parameters()}
+    seen = []
+    for group in built.param_groups:
+        in_encoder = group["name"].startswith("encoder")
+        assert group["lr"] == pytest.approx(1e-4 if in_encoder else 4e-4)
+        expected_decay = 0.0 if group["name"].endswith("no_decay") else (2.5e-5 if in_encoder else 1e-4)
+        assert group["weight_decay"] == pytest.approx(expected_decay)
+        for param in group["params"]:
+            assert (param.ndim == 1) == (group["weight_decay"] == 0.0) and (id(param) in encoder) == in_encoder
+            seen.append(id(param))
+    assert sorted(seen) == sorted(id(p) for p in model.parameters())  # every parameter exactly once
+    one_d = [p for p in model.parameters() if p.ndim == 1]
+    assert len(one_d) == 93 and len(list(model.parameters())) == 140  # BatchNorm weights and biases, conv biases
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_a_step_with_zero_gradient_changes_each_parameter_by_its_decay_alone(optimizer):
+    from cityseg.model import build_model
+    from cityseg.trainer import build_optimizer
+
+    torch.manual_seed(0)
+    # float64, so the check is the optimizer's formula and not float32 rounding (in float32, AdamW's factor
+    # 1 - 4e-8 rounds to 1 - 6e-8, and the encoder's 1 - 2.5e-9 to exactly 1)
+    model = build_model(encoder_weights=None).double()
+    config = resolve_config("strong", optimizer=optimizer, workers=0)
+    built = build_optimizer(model, config)
+    before = {id(p): p.detach().clone() for p in model.parameters()}
+    for param in model.parameters():
+        param.grad = torch.zeros_like(param)
+    built.step()
+    eps = 1e-8  # torch.optim.Adam's default
+    for group in built.param_groups:
+        lr, decay = group["lr"], group["weight_decay"]
+        for param in group["params"]:
+            p0 = before[id(param)]
+            if optimizer == "adam":
+                # coupled L2: g = wd * p; first step m_hat = g, sqrt(v_hat) = |g|, so p -= lr * g / (|g| + eps)
+                gradient = decay * p0
+                expected = p0 - lr * gradient / (gradient.abs() + eps)
+            else:
+                expected = p0 * (1 - lr * decay)  # AdamW's decoupled decay; SGD's first step on g = wd * p
+            torch.testing.assert_close(param.detach(), expected, rtol=1e-13, atol=1e-16)
+            if decay == 0.0:
+                assert torch.equal(param.detach(), p0)
+            else:
+                assert not torch.equal(param.detach(), p0)
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, torch.float16)])
+def test_bf16_only_where_the_gpu_has_it_natively_else_fp16_with_a_scaler(monkeypatch, native, expected):
+    from cityseg import inference
+    from cityseg.trainer import needs_grad_scaler, step_context
+
+    asked = []
+
+    def is_bf16_supported(including_emulation=True):
+        asked.append(including_emulation)
+        return native or including_emulation  # a T4/V100 emulates bf16: True unless native support is asked for
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    cuda = torch.device("cuda")
+    context = step_context(tiny_config(amp=True), cuda)
+    assert context.amp_dtype == expected and needs_grad_scaler(context) == (expected == torch.float16)
+    with pytest.warns(UserWarning, match="CUDA is not available"):  # this machine has no GPU to autocast on
+        assert inference._autocast(cuda, True).fast_dtype == expected
+    assert asked and not any(asked)  # always asked with including_emulation=False
+    assert step_context(tiny_config(amp=False), cuda).amp_dtype is None
+    assert step_context(tiny_config(amp=True), torch.device("cpu")).amp_dtype is None
+    assert not inference._autocast(torch.device("cpu"), True)._enabled

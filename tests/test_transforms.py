@@ -10,13 +10,22 @@ import torch
 
 from cityseg.errors import UserError
 from cityseg.labels import IGNORE_INDEX, NUM_CLASSES, TRAIN_ID_COLORS
-from cityseg.transforms import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, build_transform, normalize
+from cityseg.transforms import (
+    AUGMENTATIONS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PAD_COLOR,
+    PAD_LABEL,
+    build_transform,
+    normalize,
+)
 
 torch.set_num_threads(1)
 
-# Every trainId gets its official colour; ignore is black, like the image padding.
+# Every trainId gets its official colour; ignore is black; crop padding is the pad colour.
 PALETTE = np.zeros((256, 3), dtype=np.uint8)
 PALETTE[:NUM_CLASSES] = TRAIN_ID_COLORS
+PALETTE[PAD_LABEL] = PAD_COLOR
 
 
 def _block_pair(
@@ -78,15 +87,18 @@ def test_flip_happens_to_both_and_sometimes():
     assert 0 < flips < 20
 
 
-def test_small_scales_are_padded_with_ignore():
+def test_small_scales_are_padded_last_at_the_bottom_right_with_the_pad_marks():
     image, mask = _block_pair()
-    mask[:] = 1  # no ignore in the input, so every 255 comes from padding
-    transform = build_transform(True, ("scale-crop",), crop=(128, 64), scale_range=(0.5, 0.5))
-    out_image, out_mask = transform(image, mask)
-    assert out_mask.shape == (64, 128)
-    pad = out_mask == IGNORE_INDEX
-    assert pad.sum() == 64 * 128 - 32 * 64  # the scaled 64x32 image fills one quarter
-    assert np.all(_hwc(out_image)[pad.numpy()] == 0)
+    mask[:] = 1  # no ignore in the input
+    transform = build_transform(True, ("scale-crop", "flip", "photometric"), crop=(128, 64), scale_range=(0.5, 0.5))
+    for seed in range(6):  # flipped or not, distorted or not: the padding is added after, bottom and right
+        torch.manual_seed(seed)
+        out_image, out_mask = transform(image, mask)
+        assert out_mask.shape == (64, 128)
+        pad = out_mask == PAD_LABEL
+        assert pad.sum() == 64 * 128 - 32 * 64  # the scaled 64x32 image fills one quarter
+        assert not pad[:32, :64].any() and pad[32:].all() and pad[:, 64:].all()
+        assert np.all(_hwc(out_image)[pad.numpy()] == PAD_COLOR)  # the mean colour as near as uint8 gets
 
 
 def test_crop_retries_avoid_one_class_windows():
@@ -179,5 +191,5 @@ def test_pixel_ops_can_be_left_out_of_the_worker_transform():
     aug = ("flip", "scale-crop", "photometric")
     with_ops = build_transform(train=True, aug=aug, crop=(32, 16))
     without = build_transform(train=True, aug=aug, crop=(32, 16), pixel_ops=False)
-    assert "ColorJitter" in repr(with_ops) and "ColorJitter" not in repr(without)
+    assert "PhotoMetricDistortion" in repr(with_ops) and "PhotoMetricDistortion" not in repr(without)
     assert "ScaleCrop" in repr(without) and "RandomHorizontalFlip" in repr(without)

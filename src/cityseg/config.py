@@ -1,9 +1,10 @@
 """Training configuration: one typed dataclass and the named recipes that fill it.
 
 A recipe is a documented starting point; every field can be overridden (`--lr 2e-4`, or
-`resolve_config("strong", lr=2e-4)` in a notebook). The resolved config is saved as
-`config.json` in each run folder and inside every checkpoint, so a run can be rebuilt
-from its folder alone. Adding a recipe is one entry in `RECIPES`.
+`resolve_config("strong", lr=2e-4)` in a notebook). Each field's metadata holds its help text and
+option group, from which `cityseg cv`/`train` generate one flag per field. The resolved config is
+saved as `config.json` in each run folder and inside every checkpoint, so a run can be rebuilt
+from its folder alone. Adding a recipe is one entry in `RECIPES`; `cityseg recipes` prints them.
 """
 
 from __future__ import annotations
@@ -15,18 +16,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cityseg.errors import UserError
+from cityseg.recipes import FIELD_GROUPS, RECIPES, RUN_SETTING, Recipe
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "poly")
 LOSSES = ("ce", "ohem")
-SELECT = ("loss", "miou")
+SELECT = ("loss", "miou", "last")
 LABEL_SOURCES = ("trainIds", "ids")
 DEVICES = ("auto", "cpu", "cuda")
 # U-Net/ResNet-34 downsamples five times, so every side the model sees must divide by 2**5.
 SIDE_MULTIPLE = 32
 
-# Fields that describe the machine rather than the experiment: a resumed run may change them.
+# Fields that describe the machine rather than the experiment: a resumed run may change them. Mixed
+# precision is among them so that a run that diverged in fp16 can continue in fp32 (--resume --no-amp).
 RUNTIME_FIELDS = ("workers", "device", "amp", "compile", "cache", "gpu_aug")
+# Fields that say where a run happens, not what it computes: never listed as a change from the recipe.
+MACHINE_FIELDS = ("workers", "device", "cache")
+
+# Option groups of the generated CLI flags (`cityseg cv --help` lists them in this order).
+RECIPE_GROUP = "Recipe"
+OPTIMIZATION = "Optimization"
+DATA = "Data and augmentation (sizes are WIDTHxHEIGHT)"
+LOSS_MODEL = "Loss, model and selection"
+RUN = "Run"
 
 
 def _default_workers() -> int:
@@ -35,48 +47,76 @@ def _default_workers() -> int:
     return min(8, default_workers())
 
 
+def _option(default: Any = dataclasses.MISSING, *, help: str, group: str, factory: Any = dataclasses.MISSING,
+            choices: tuple[str, ...] | None = None) -> Any:
+    """A config field whose metadata is the single source of its CLI flag: help text, option group, choices."""
+    metadata = {"help": help, "group": group, "choices": choices}
+    return field(default=default, default_factory=factory, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every knob of one training run; sizes are (width, height) like the images' 2048x1024."""
 
-    recipe: str = "seed"
+    recipe: str = _option("seed", help="the named default config the other fields override", group=RECIPE_GROUP)
     # Optimisation
-    epochs: int = 10
-    batch_size: int = 4
-    optimizer: str = "adam"
-    lr: float = 1e-4
-    encoder_lr_mult: float = 1.0  # the pretrained encoder's lr is lr * this
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # SGD only
+    epochs: int = _option(10, help="training epochs", group=OPTIMIZATION)
+    batch_size: int = _option(4, help="images per step per process", group=OPTIMIZATION)
+    optimizer: str = _option("adam", help="adam and adamw use --betas, sgd uses --momentum", group=OPTIMIZATION,
+                             choices=OPTIMIZERS)
+    lr: float = _option(1e-4, help="base learning rate of the decoder and head (the logged lr)", group=OPTIMIZATION)
+    encoder_lr_mult: float = _option(1.0, help="the pretrained encoder's lr is lr times this", group=OPTIMIZATION)
+    weight_decay: float = _option(0.0, help="weight decay of the decoder's weights: coupled L2 for adam and sgd, "
+                                  "decoupled for adamw; norm weights and biases never decay", group=OPTIMIZATION)
+    encoder_weight_decay_mult: float = _option(1.0, help="the encoder's weight decay is weight_decay times this",
+                                               group=OPTIMIZATION)
+    betas: tuple[float, float] = _option((0.9, 0.999), help="Adam/AdamW moment decay rates B1,B2", group=OPTIMIZATION)
+    momentum: float = _option(0.9, help="SGD momentum (sgd only)", group=OPTIMIZATION)
     # Learning-rate schedule (stepped every iteration)
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    min_lr: float = 0.0  # cosine decays to this
-    poly_power: float = 0.9
+    schedule: str = _option("constant", help="lr schedule, stepped every iteration", group=OPTIMIZATION,
+                            choices=SCHEDULES)
+    warmup_epochs: float = _option(0.0, help="linear lr warm-up length in epochs", group=OPTIMIZATION)
+    min_lr: float = _option(0.0, help="final lr of the cosine schedule", group=OPTIMIZATION)
+    poly_power: float = _option(0.9, help="exponent of the poly schedule", group=OPTIMIZATION)
+    schedule_epochs: int | None = _option(
+        None, help="epochs the lr schedule spans when training stops earlier ('none' = --epochs); the full fit "
+        "of `cityseg cv` runs the folds' schedule cut at the chosen epoch this way", group=OPTIMIZATION)
     # Data and augmentation
-    size: tuple[int, int] | None = None  # resize before anything else; None = full resolution
-    crop: tuple[int, int] | None = None
-    scale_range: tuple[float, float] | None = None
-    crop_max_class_ratio: float = 0.75  # re-draw crops where one class covers more than this
-    aug: tuple[str, ...] = ("flip",)
-    labels: str = "trainIds"
+    size: tuple[int, int] | None = _option(None, help="resize every image before anything else, e.g. 1024x512; "
+                                           "'none' = full resolution", group=DATA)
+    crop: tuple[int, int] | None = _option(None, help="training crop, e.g. 768x768; 'none'", group=DATA)
+    scale_range: tuple[float, float] | None = _option(None, help="random scale LO,HI, e.g. 0.5,2.0; 'none'",
+                                                      group=DATA)
+    crop_max_class_ratio: float = _option(0.75, help="re-draw crops where one class covers more than this share",
+                                          group=DATA)
+    aug: tuple[str, ...] = _option(("flip",), help="comma list of named augmentations, e.g. flip,scale-crop,"
+                                   "photometric ('none' for none; an unknown name lists the valid ones)", group=DATA)
+    labels: str = _option("trainIds", help="train from labelTrainIds PNGs (after `cityseg prepare`) or the shipped "
+                          "labelIds", group=DATA, choices=LABEL_SOURCES)
+    workers: int = _option(help="data-loading processes per training process", group=DATA, factory=_default_workers)
+    cache: str | None = _option(None, help="decoded-image cache folder (see `cityseg cache`); 'none'", group=DATA)
+    gpu_aug: bool = _option(False, help="run the colour augmentations (photometric, color-jitter, gaussian-blur) on "
+                            "the training device instead of in the loader workers (photometric batched, the same "
+                            "mmsegmentation ops and draws): use it when the printed data wait share is high on a "
+                            "fast GPU (photometric costs ~5 ms of a CPU core per 768x768 crop)", group=DATA)
     # Loss
-    loss: str = "ce"
-    ohem_thresh: float = 0.7
-    ohem_min_kept: int = 100_000
+    loss: str = _option("ce", help="cross-entropy or OHEM cross-entropy", group=LOSS_MODEL, choices=LOSSES)
+    ohem_thresh: float = _option(0.7, help="OHEM keeps pixels whose true-class probability is below this",
+                                 group=LOSS_MODEL)
+    ohem_min_kept: int = _option(100_000, help="OHEM keeps at least this many pixels per image", group=LOSS_MODEL)
     # Model
-    encoder_weights: str | None = "imagenet"
-    sync_bn: bool = False
+    encoder_weights: str | None = _option("imagenet", help="'imagenet' (download), a local torchvision resnet34 "
+                                          "state dict, or 'none'", group=LOSS_MODEL)
+    sync_bn: bool = _option(False, help="SyncBatchNorm across GPUs under torchrun", group=LOSS_MODEL)
     # Checkpoint selection on the held-out fold
-    select: str = "loss"
+    select: str = _option("loss", help="best.pt and the full fit's epoch count: the fold's best epoch by val loss "
+                          "or mIoU, or 'last' (a fixed budget: nothing is selected)", group=LOSS_MODEL, choices=SELECT)
     # Reproducibility and machine
-    seed: int = 0
-    workers: int = field(default_factory=_default_workers)
-    device: str = "auto"
-    amp: bool = True
-    compile: bool = False
-    cache: str | None = None
-    gpu_aug: bool = False  # colour augmentations on the training device instead of the loader workers
+    seed: int = _option(0, help="seed of the folds and of training", group=RUN)
+    device: str = _option("auto", help="auto, cpu, cuda or cuda:N", group=RUN)
+    amp: bool = _option(False, help="mixed precision on CUDA: bf16 where the GPU has it natively, else fp16 with "
+                        "a gradient scaler", group=RUN)
+    compile: bool = _option(False, help="torch.compile the model", group=RUN)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -99,112 +139,15 @@ class TrainConfig:
         values = {name: _coerce(name, value) for name, value in data.items()}
         return resolve_config(values.pop("recipe", "seed"), **values)
 
+    @property
+    def schedule_length(self) -> int:
+        """Epochs the lr schedule spans (training may stop earlier, see schedule_epochs)."""
+        return self.schedule_epochs if self.schedule_epochs is not None else self.epochs
 
 
 def flag(name: str) -> str:
     """The CLI flag that sets a config field, so error messages name what the user types."""
     return "--" + name.replace("_", "-")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A named default config plus, per group of fields, where its choices come from."""
-
-    name: str
-    description: str
-    values: dict[str, Any]
-    sources: dict[str, str]
-
-
-# Groups of fields a recipe cites a source for (the README quotes these).
-FIELD_GROUPS: dict[str, tuple[str, ...]] = {
-    "optimization": ("optimizer", "lr", "encoder_lr_mult", "weight_decay", "momentum", "batch_size", "epochs"),
-    "schedule": ("schedule", "warmup_epochs", "min_lr", "poly_power"),
-    "augmentation": ("aug", "size", "crop", "scale_range", "crop_max_class_ratio"),
-    "loss": ("loss", "ohem_thresh", "ohem_min_kept"),
-    "model": ("encoder_weights", "sync_bn"),
-    "selection": ("select",),
-}
-
-_REFERENCE = "the reference write-up (U-Net/ResNet-34, 66.79 val mIoU; NOTES.md)"
-
-RECIPES: dict[str, Recipe] = {
-    recipe.name: recipe
-    for recipe in (
-        Recipe(
-            name="seed",
-            description="The reference exactly: Adam 1e-4, batch 4, plain cross-entropy, 10 epochs, "
-            "horizontal flip only, full-resolution images, best checkpoint by fold val loss.",
-            values={
-                "epochs": 10,
-                "batch_size": 4,
-                "optimizer": "adam",
-                "lr": 1e-4,
-                "encoder_lr_mult": 1.0,
-                "weight_decay": 0.0,
-                "schedule": "constant",
-                "warmup_epochs": 0.0,
-                "size": None,
-                "crop": None,
-                "scale_range": None,
-                "aug": ("flip",),
-                "loss": "ce",
-                "encoder_weights": "imagenet",
-                "select": "loss",
-            },
-            sources={
-                "optimization": f"Adam, lr 1e-4, batch 4, 10 epochs as in {_REFERENCE}.",
-                "schedule": f"constant learning rate, as in {_REFERENCE}.",
-                "augmentation": f"horizontal flip only on full-resolution 2048x1024 images, as in {_REFERENCE}.",
-                "loss": f"CrossEntropyLoss(ignore_index=255), as in {_REFERENCE}.",
-                "model": f"smp.Unet('resnet34') with an ImageNet encoder, as in {_REFERENCE}.",
-                "selection": f"best epoch by validation loss, as in {_REFERENCE} (here: on the held-out fold).",
-            },
-        ),
-        Recipe(
-            name="strong",
-            description="A SwiftNet/mmsegmentation-style recipe: AdamW 4e-4 with the encoder at lr/4, cosine "
-            "schedule with warm-up, random scale 0.5-2.0 and 768x768 crops, flip, photometric distortion, "
-            "batch 8, 200 epochs, best checkpoint by fold mIoU.",
-            values={
-                "epochs": 200,
-                "batch_size": 8,
-                "optimizer": "adamw",
-                "lr": 4e-4,
-                "encoder_lr_mult": 0.25,
-                "weight_decay": 1e-4,
-                "schedule": "cosine",
-                "warmup_epochs": 2.0,
-                "min_lr": 1e-6,
-                "size": None,
-                "crop": (768, 768),
-                "scale_range": (0.5, 2.0),
-                "crop_max_class_ratio": 0.75,
-                "aug": ("flip", "scale-crop", "photometric"),
-                "loss": "ce",
-                "ohem_thresh": 0.7,
-                "ohem_min_kept": 100_000,
-                "encoder_weights": "imagenet",
-                "select": "miou",
-            },
-            sources={
-                "optimization": "SwiftNet RN-18 (Orsic et al., CVPR 2019): Adam lr 4e-4 with the pretrained "
-                "encoder at lr/4 and weight decay 1e-4; AdamW (decoupled decay) instead of Adam; 200 epochs "
-                "and batch 8 instead of 250 and 14 to fit one GPU (NOTES.md).",
-                "schedule": "SwiftNet: cosine decay to 1e-6; linear warm-up as in mmsegmentation's schedules "
-                "(here 2 epochs); poly 0.9 (mmsegmentation's Cityscapes default) is `--schedule poly`.",
-                "augmentation": "SwiftNet and mmsegmentation Cityscapes configs: random scale 0.5-2.0, 768x768 "
-                "crops (SwiftNet; mmsegmentation uses 512x1024) re-drawn when one class covers more than 75% "
-                "(mmsegmentation's cat_max_ratio=0.75), horizontal flip, photometric distortion.",
-                "loss": "cross-entropy with ignore 255; optional OHEM (`--loss ohem`, thresh 0.7, min_kept "
-                "100000) as in mmsegmentation's OHEMPixelSampler configs.",
-                "model": "ImageNet-pretrained encoder, as in SwiftNet and the reference; SyncBN for multi-GPU "
-                "runs as in mmsegmentation (`--sync-bn`).",
-                "selection": "best epoch by held-out fold mIoU, the metric the benchmark reports.",
-            },
-        ),
-    )
-}
 
 
 def resolve_config(recipe: str = "seed", **overrides: Any) -> TrainConfig:
@@ -223,12 +166,54 @@ def resolve_config(recipe: str = "seed", **overrides: Any) -> TrainConfig:
 
 def config_differences(old: TrainConfig, new: TrainConfig, ignore: tuple[str, ...] = RUNTIME_FIELDS) -> list[str]:
     """Fields (outside `ignore`) whose values differ, as 'name: old -> new' lines for resume checks."""
-    changed = []
-    for f in dataclasses.fields(TrainConfig):
-        before, after = getattr(old, f.name), getattr(new, f.name)
-        if f.name not in ignore and before != after:
-            changed.append(f"{f.name}: {_jsonable(before)} -> {_jsonable(after)}")
-    return changed
+    return [f"{name}: {_jsonable(before)} -> {_jsonable(after)}"
+            for name, before, after in field_differences(old, new, ignore)]
+
+
+def recipe_differences(config: TrainConfig) -> list[tuple[str, Any, Any]]:
+    """(field, recipe value, run value) for every field the run set differently from its recipe.
+
+    Machine fields (workers, device, cache) are left out: they say where a run happened, not what it computed.
+    """
+    return field_differences(resolve_config(config.recipe), config, MACHINE_FIELDS)
+
+
+def field_differences(old: TrainConfig, new: TrainConfig, ignore: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+    """(field, old value, new value) for every field outside `ignore` that differs, in the dataclass's order."""
+    return [(name, getattr(old, name), getattr(new, name)) for name in _FIELDS
+            if name not in ignore and getattr(old, name) != getattr(new, name)]
+
+
+def parse_size(value: str | tuple[int, int] | list[int] | None, name: str = "size") -> tuple[int, int] | None:
+    """'WxH' (as typed on the CLI, like the images' 2048x1024), a (W, H) pair, or None/'none'/'full' for the
+    images' own resolution; the one parser of sizes (the CLI's and the notebooks')."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "full")):
+        return None
+    if isinstance(value, str):
+        parts = value.lower().split("x")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise UserError(f"{name} {value!r} is not WIDTHxHEIGHT; write e.g. 1024x512, or none for full resolution.")
+        width, height = int(parts[0]), int(parts[1])
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        width, height = int(value[0]), int(value[1])
+    else:
+        raise UserError(f"{name} {value!r} must be a (width, height) pair, a 'WxH' string, or None.")
+    if width <= 0 or height <= 0:
+        raise UserError(f"{name} {value!r}: width and height must be positive.")
+    return width, height
+
+
+def value_text(value: Any) -> str:
+    """A config value as typed after its flag (1024x512, 0.5,2.0, flip,photometric, none); booleans on/off."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        if not value:
+            return "none"
+        return "x".join(map(str, value)) if all(isinstance(v, int) for v in value) else ",".join(map(str, value))
+    return str(value)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -236,6 +221,7 @@ def config_differences(old: TrainConfig, new: TrainConfig, ignore: tuple[str, ..
 # ----------------------------------------------------------------------------------------------------------
 
 _FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrainConfig)
+_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
 def _jsonable(value: Any) -> Any:
@@ -333,13 +319,17 @@ def _validate(config: TrainConfig) -> None:
     for name in ("lr", "encoder_lr_mult", "poly_power"):
         if not getattr(config, name) > 0:
             _fail(config, name, "must be greater than 0")
-    for name in ("weight_decay", "warmup_epochs", "min_lr"):
+    for name in ("weight_decay", "encoder_weight_decay_mult", "warmup_epochs", "min_lr"):
         if not getattr(config, name) >= 0:
             _fail(config, name, "must be 0 or more")
     if config.min_lr > config.lr:
         _fail(config, "min_lr", f"must not exceed lr ({config.lr})")
-    if config.warmup_epochs > config.epochs:
-        _fail(config, "warmup_epochs", f"must not exceed epochs ({config.epochs})")
+    if config.schedule_epochs is not None and config.schedule_epochs < config.epochs:
+        _fail(config, "schedule_epochs", f"must be at least epochs ({config.epochs}), or none")
+    if config.warmup_epochs > config.schedule_length:
+        _fail(config, "warmup_epochs", f"must not exceed the schedule's length ({config.schedule_length} epochs)")
+    if not all(0 <= beta < 1 for beta in config.betas):
+        _fail(config, "betas", "must be two numbers in [0, 1), e.g. 0.9,0.999")
     if not 0 <= config.momentum < 1:
         _fail(config, "momentum", "must be in [0, 1)")
     if not 0 < config.ohem_thresh <= 1:
@@ -369,3 +359,10 @@ def _validate(config: TrainConfig) -> None:
     ):
         _fail(config, "crop", f"must fit inside the resized image {config.size[0]}x{config.size[1]} (--size)",
               "Use a smaller --crop or a larger --size.")
+
+
+__all__ = [
+    "DEVICES", "FIELD_GROUPS", "LABEL_SOURCES", "LOSSES", "MACHINE_FIELDS", "OPTIMIZERS", "RECIPES", "RUNTIME_FIELDS",
+    "RUN_SETTING", "Recipe", "SCHEDULES", "SELECT", "SIDE_MULTIPLE", "TrainConfig", "config_differences",
+    "field_differences", "flag", "parse_size", "recipe_differences", "resolve_config", "value_text",
+]

@@ -1,13 +1,18 @@
 """K-fold cross-validation on the train split, then one final model on all of it.
 
-The official val split never picks anything: each fold's held-out cities choose that fold's
-best epoch, the median of those epochs sets how long the final model trains on all train
-images, and val is left for one honest evaluation at the end.
+The official val split never picks anything. With select "loss" or "miou" each fold's held-out
+cities choose that fold's best epoch and the median of those epochs (`chosen_epochs`) sets how
+long the final model trains on all train images; with "last" (a fixed budget) it trains the
+recipe's epochs. The full fit runs the folds' lr schedule, stopped at `chosen_epochs`
+(`trainer.with_epochs`). The headline CV number scores every fold at that same epoch, so no
+fold is scored at an epoch it chose for itself; the best-epoch scores, chosen on the fold that
+scores them, are kept beside it as `selected` (optimistic). Val is left for one honest
+evaluation at the end.
 
     RUNS/folds.json      the folds (written once; a different existing file is never overwritten)
     RUNS/fold_<k>/       one run folder per fold (see cityseg.trainer)
     RUNS/full/           the final model, trained for the chosen number of epochs, no validation
-    RUNS/summary.json    per-fold best epochs and scores, mean and std over folds, chosen epochs
+    RUNS/summary.json    see `summarize`
 
 Launch:
 
@@ -45,7 +50,6 @@ from cityseg.trainer import (
     is_finished,
     load_log,
     read_run_config,
-    selection_metric,
     train_run,
     with_epochs,
 )
@@ -54,7 +58,7 @@ FOLDS_FILE = "folds.json"
 SUMMARY_FILE = "summary.json"
 FULL_RUN = "full"
 
-__all__ = ["fold_table", "load_log", "make_folds", "run_cv", "summarize", "chosen_epochs", "fold_dir"]
+__all__ = ["fold_table", "load_log", "make_folds", "run_cv", "summarize", "summary_text", "chosen_epochs", "fold_dir"]
 
 
 def fold_dir(runs_dir: Path, fold: int) -> Path:
@@ -139,65 +143,123 @@ def chosen_epochs(best_epochs: Sequence[int]) -> int:
     return int(math.floor(statistics.median(best_epochs) + 0.5))
 
 
+SELECTED_NOTE = "best epoch chosen on the same fold that scores it (optimistic)"
+
+
 def summarize(runs_dir: Path) -> dict[str, Any]:
     """Cross-validation summary from the run folders alone (what summary.json holds).
 
-    Per fold: the selected (best) epoch and its val loss, mIoU and class IoUs. Over finished folds:
-    mean and sample standard deviation (ddof=1) of mIoU and of each class IoU; a class absent from
-    a fold's ground truth (null) is left out of that class's statistics.
+    Headline (`miou_mean`, `miou_std`, `class_iou_mean`, `class_iou_std`): every fold scored at
+    `chosen_epochs`, the epoch count the full fit trains for (with select "last": the last epoch),
+    so no fold is scored at an epoch it picked for itself; null until that epoch is known (all
+    folds finished, or a "last" fold finished). `selected`: the same statistics at each fold's own
+    best epoch, which is optimistic. `protocol` says in one sentence how the headline was obtained.
+    Statistics: mean and sample standard deviation (ddof=1) over folds; a class absent from a
+    fold's ground truth (null) is left out of that class's statistics.
+
+    Per fold: fold, run_dir, finished, epochs, epochs_done, select; `epoch` (the epoch scored for the
+    headline), val_miou, val_loss, class_iou at it; best_epoch, best_val_miou, best_val_loss, best_class_iou.
     """
     runs_dir = Path(runs_dir)
     folds = load_folds(runs_dir / FOLDS_FILE)
-    per_fold = [row for n in range(folds["k"]) if (row := _fold_summary(fold_dir(runs_dir, n), n)) is not None]
-    finished = [row for row in per_fold if row["finished"]]
-    complete = len(finished) == folds["k"]
-    class_iou = np.array([[np.nan if v is None else v for v in row["class_iou"]] for row in finished], dtype=float)
-    miou = np.array([np.nan if row["val_miou"] is None else row["val_miou"] for row in finished], dtype=float)
-    epochs = chosen_epochs([row["best_epoch"] for row in finished]) if complete else None
+    runs = [(n, run, config, load_log(run)) for n in range(folds["k"])
+            if (config := read_run_config(run := fold_dir(runs_dir, n))) is not None]
+    finished = {n: is_finished(run, config.epochs) for n, run, config, _ in runs}
+    complete = sum(finished.values()) == folds["k"]
+    best = {n: best_row(rows, config.select) for n, _, config, rows in runs}
+    epochs = chosen_epochs([best[n]["epoch"] for n, done in finished.items() if done]) if complete else None
+    per_fold = [_fold_summary(n, run, config, rows, best[n], finished[n], epochs) for n, run, config, rows in runs]
+    scored = [row for row in per_fold if row["epoch"] is not None]
+    selected = [row for row in per_fold if row["finished"]]
     return {
         "k": folds["k"],
         "split": folds["split"],
         "seed": folds["seed"],
         "complete": complete,
         "folds": per_fold,
-        "miou_mean": _mean(miou),
-        "miou_std": _std(miou),
+        **_statistics(scored, "val_miou", "class_iou"),
+        "protocol": _protocol(per_fold, folds["k"], epochs),
+        "selected": {**_statistics(selected, "best_val_miou", "best_class_iou"), "note": SELECTED_NOTE},
         "class_names": list(CLASS_NAMES),
-        "class_iou_mean": [_mean(class_iou[:, c]) for c in range(len(CLASS_NAMES))] if len(finished) else None,
-        "class_iou_std": [_std(class_iou[:, c]) for c in range(len(CLASS_NAMES))] if len(finished) else None,
         "chosen_epochs": epochs,
         "full": _full_summary(runs_dir / FULL_RUN),
-        "std": "sample standard deviation (ddof=1) over finished folds; null with fewer than 2 values",
+        "std": "sample standard deviation (ddof=1) over folds; null with fewer than 2 values",
     }
 
 
-def _fold_summary(run_dir: Path, fold: int) -> dict[str, Any] | None:
-    config = read_run_config(run_dir)
-    if config is None:
-        return None
-    rows = load_log(run_dir)
-    best = best_row(rows, config.select)
+def _statistics(rows: list[dict], miou_key: str, class_key: str) -> dict[str, Any]:
+    """miou_mean/std and class_iou_mean/std over `rows` (null class IoUs left out)."""
+    miou = np.array([np.nan if row[miou_key] is None else row[miou_key] for row in rows], dtype=float)
+    class_iou = np.array([[np.nan if v is None else v for v in row[class_key]] for row in rows], dtype=float)
+    classes = range(len(CLASS_NAMES))
+    return {
+        "miou_mean": _mean(miou),
+        "miou_std": _std(miou),
+        "class_iou_mean": [_mean(class_iou[:, c]) for c in classes] if rows else None,
+        "class_iou_std": [_std(class_iou[:, c]) for c in classes] if rows else None,
+    }
+
+
+def _fold_summary(fold: int, run_dir: Path, config: TrainConfig, rows: list[dict], best: dict | None,
+                  finished: bool, chosen: int | None) -> dict[str, Any]:
+    """One fold: the row scored for the headline (at `chosen`, or the last epoch for "last") and its best row."""
+    epoch = chosen if chosen is not None else (config.epochs if config.select == "last" and finished else None)
+    scored = next((row for row in rows if row.get("epoch") == epoch), None) if epoch is not None else None
+    none_per_class = [None] * len(CLASS_NAMES)
     return {
         "fold": fold,
         "run_dir": run_dir.name,
-        "finished": is_finished(run_dir, config.epochs),
+        "finished": finished,
         "epochs": config.epochs,
         "epochs_done": len(rows),
         "select": config.select,
+        "epoch": epoch if scored is not None else None,
+        "val_miou": scored["val_miou"] if scored else None,
+        "val_loss": scored["val_loss"] if scored else None,
+        "class_iou": scored["class_iou"] if scored else none_per_class,
         "best_epoch": best["epoch"] if best else None,
-        "selection_metric": selection_metric(best, config.select) if best else None,
-        "val_loss": best["val_loss"] if best else None,
-        "val_miou": best["val_miou"] if best else None,
-        "class_iou": best["class_iou"] if best else [None] * len(CLASS_NAMES),
+        "best_val_miou": best["val_miou"] if best else None,
+        "best_val_loss": best["val_loss"] if best else None,
+        "best_class_iou": best["class_iou"] if best else none_per_class,
     }
+
+
+def _protocol(per_fold: list[dict], k: int, chosen: int | None) -> str:
+    """One sentence: how the headline numbers were obtained (or why they are still null)."""
+    done = sum(row["finished"] for row in per_fold)
+    if per_fold and all(row["select"] == "last" for row in per_fold):
+        epochs = sorted({row["epochs"] for row in per_fold})
+        return (f"Each fold is scored at its last epoch ({', '.join(map(str, epochs))}) of a fixed budget that selects "
+                f"nothing, and the full fit trains the same epochs on all train images; mean and sample std over "
+                f"the {done} finished of {k} folds.")
+    by = " and ".join(sorted({"val loss" if row["select"] == "loss" else "val mIoU" for row in per_fold})) or "val loss"
+    rule = f"the epoch count the full fit trains for (the median of the folds' best epochs by {by})"
+    if chosen is None:
+        return f"Null until all {k} folds are finished ({done} are): each fold will be scored at {rule}."
+    return (f"Each fold is scored at epoch {chosen}, {rule}, not at its own best epoch; mean and sample std over "
+            f"the {k} folds.")
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """The CV numbers as `cityseg cv`, the notebook and the report print them: headline, protocol, selected."""
+    from cityseg.plots import mean_std_text
+
+    selected = summary["selected"]
+    return "\n".join([
+        f"CV mIoU ({summary['k']} folds, mean ± std, no selection): "
+        f"{mean_std_text(summary['miou_mean'], summary['miou_std'])} %",
+        f"  {summary['protocol']}",
+        f"Selected on the same fold ({selected['note']}): "
+        f"{mean_std_text(selected['miou_mean'], selected['miou_std'])} %",
+    ])
 
 
 def _full_summary(run_dir: Path) -> dict[str, Any] | None:
     config = read_run_config(run_dir)
     if config is None:
         return None
-    return {"run_dir": run_dir.name, "epochs": config.epochs, "epochs_done": len(load_log(run_dir)),
-            "finished": is_finished(run_dir, config.epochs)}
+    return {"run_dir": run_dir.name, "epochs": config.epochs, "schedule_epochs": config.schedule_length,
+            "epochs_done": len(load_log(run_dir)), "finished": is_finished(run_dir, config.epochs)}
 
 
 def _mean(values: np.ndarray) -> float | None:

@@ -397,8 +397,12 @@ def read_train_ids(path: Path, label_source: str = "trainIds") -> np.ndarray:
 
 
 def worker_init(worker_id: int) -> None:
-    """DataLoader worker set-up: one torch thread each, so N workers do not fight over the cores."""
+    """DataLoader worker set-up: one torch and one OpenCV thread each, so N workers do not fight over the
+    cores. (Training samples seed themselves per (seed, epoch, index): `cityseg.sampling.KeyedDataset`.)"""
+    import cv2
+
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     np.random.seed(torch.initial_seed() % 2**32)  # torch seeds each worker differently; numpy follows suit
 
 

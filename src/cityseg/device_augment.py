@@ -1,113 +1,151 @@
 """Colour augmentations of a training batch on the device (`--gpu-aug`), instead of in the loader workers.
 
-Photometric distortion costs ~40 ms per 1024x512 crop on one CPU core: 14 loader workers then feed at
-most ~350 crops/s, less than one H100/H200 trains. On the GPU, torchvision's per-image ops cost dozens of
-small kernels per image; `BatchPhotometric` applies the same distortion to the whole batch with per-image
-factors in about twenty kernels. Random draws happen on the host (torch's global generator, like the
-workers' transforms), so the step never waits for the device.
+On a fast GPU, photometric distortion in the workers can limit the feed; here it runs on the whole
+batch with per-image draws. `BatchPhotometric` is `cityseg.photometric`'s definition (mmsegmentation's
+PhotoMetricDistortion) batched: the brightness and contrast steps are the same 256-entry tables, looked
+up on the device (bit-identical to the workers); saturation and hue go through OpenCV's 8-bit HSV,
+re-implemented in tensor ops: RGB -> HSV in OpenCV's integer arithmetic (exact for every colour), HSV ->
+RGB in OpenCV's float formula. The latter equals OpenCV bit for bit where OpenCV's build fuses its
+multiply-adds (as the x86-64 wheels do; reproduced here in float64), and is one grey level off on the
+rare pixels it computes otherwise; tests/test_device_augment.py bounds the difference to the worker path.
+
+Random draws happen on the host, from a torch generator seeded by (seed, epoch, step, rank), so the step
+never waits for the device and a run draws the same numbers after a resume.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
-from torchvision.transforms.v2 import functional as F
 
-from cityseg.transforms import PIXEL_AUGMENTATIONS, PhotometricSpec, pixel_transform
+from cityseg.photometric import (
+    PHOTOMETRIC,
+    PhotometricDraw,
+    PhotometricSpec,
+    convert_table,
+    draw_photometric,
+    hue_table,
+    value_tables,
+)
+from cityseg.sampling import sample_seed
+from cityseg.transforms import PIXEL_AUGMENTATIONS, pixel_transform
 
-# RGB -> YIQ (NTSC): Y is luma, I and Q span the chroma plane that a hue shift rotates.
-_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64)
-_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
-
-
-def blend(image: Tensor, other: Tensor | float, factor: Tensor) -> Tensor:
-    """factor * image + (1 - factor) * other, clamped to [0, 1]: torchvision's adjust_* blend, with one
-    factor per image. image (B, 3, H, W) float in [0, 1]; other broadcastable; factor (B,)."""
-    factor = factor.view(-1, 1, 1, 1)
-    return (image * factor + other * (1 - factor)).clamp_(0, 1)
-
-
-def adjust_brightness(image: Tensor, factor: Tensor) -> Tensor:
-    """Per-image brightness: blend with black."""
-    return blend(image, 0.0, factor)
+_HSV_SHIFT = 12  # OpenCV's fixed-point shift in its 8-bit RGB -> HSV
+# Per sector of the hue circle, which of OpenCV's four values (v, v(1-s), v(1-sf), v(1-s(1-f))) is R, G, B.
+_RGB_FROM_SECTOR = ((0, 3, 1), (2, 0, 1), (1, 0, 3), (1, 2, 0), (3, 1, 0), (0, 1, 2))
+_TABLES = 4  # per image: before, saturation, hue, after
 
 
-def adjust_contrast(image: Tensor, factor: Tensor) -> Tensor:
-    """Per-image contrast: blend with the image's mean grey level."""
-    mean = F.rgb_to_grayscale(image).mean(dim=(-3, -2, -1), keepdim=True)  # (B, 1, 1, 1)
-    return blend(image, mean, factor)
+@functools.cache
+def _hsv_constants(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """OpenCV's division tables (saturation, hue for the 180 range) and the sector map, on `device`, made once."""
+    divisor = np.arange(1, 256, dtype=np.float64)
+    saturation = np.zeros(256, dtype=np.int32)
+    hue = np.zeros(256, dtype=np.int32)
+    saturation[1:] = np.round((255 << _HSV_SHIFT) / divisor)  # saturate_cast<int>: round half to even
+    hue[1:] = np.round((180 << _HSV_SHIFT) / (6 * divisor))
+    sectors = torch.tensor(_RGB_FROM_SECTOR, dtype=torch.long)
+    return torch.from_numpy(saturation).to(device), torch.from_numpy(hue).to(device), sectors.to(device)
 
 
-def adjust_saturation(image: Tensor, factor: Tensor) -> Tensor:
-    """Per-image saturation: blend with the image's grey version."""
-    return blend(image, F.rgb_to_grayscale(image), factor)
+def lookup(tables: Tensor, values: Tensor) -> Tensor:
+    """Per-image table lookup: tables (B, 256) uint8, values (B, ...) uint8 -> uint8 of values' shape."""
+    batch = values.shape[0]
+    offsets = torch.arange(batch, device=values.device, dtype=torch.int32).mul_(256)
+    index = values.int() + offsets.view(batch, *([1] * (values.dim() - 1)))
+    return tables.reshape(-1).index_select(0, index.reshape(-1)).view(values.shape)
 
 
-def hue_matrices(shift: Tensor) -> Tensor:
-    """RGB -> RGB matrices (B, 3, 3) that shift hue by `shift` (B,) turns of the colour wheel: a rotation of
-    the chroma plane in YIQ space. It keeps luma exactly, where an HSV shift (torchvision's adjust_hue)
-    keeps the largest channel; both turn red towards yellow for a positive shift, by a similar angle (within
-    half of it either way). Built on the host (tiny)."""
-    angle = shift.double() * (-2 * math.pi)  # YIQ's I->Q rotation runs red->magenta; HSV's hue runs red->yellow
-    rotation = torch.zeros(shift.shape[0], 3, 3, dtype=torch.float64)
-    rotation[:, 0, 0] = 1
-    rotation[:, 1, 1], rotation[:, 1, 2] = torch.cos(angle), -torch.sin(angle)
-    rotation[:, 2, 1], rotation[:, 2, 2] = torch.sin(angle), torch.cos(angle)
-    return (_YIQ_TO_RGB @ rotation @ _RGB_TO_YIQ).float()
+def rgb_to_hsv(images: Tensor) -> Tensor:
+    """OpenCV's 8-bit RGB -> HSV (H in 0..179, S and V in 0..255) in its integer arithmetic:
+    (B, 3, H, W) uint8 RGB -> (B, 3, H, W) uint8 HSV, equal to cv2.cvtColor(..., COLOR_RGB2HSV)."""
+    saturation_div, hue_div, _ = _hsv_constants(images.device)
+    red, green, blue = images.int().unbind(dim=1)  # each (B, H, W)
+    value = torch.maximum(torch.maximum(red, green), blue)
+    diff = value - torch.minimum(torch.minimum(red, green), blue)
+    half = 1 << (_HSV_SHIFT - 1)
+    saturation = (diff * saturation_div[value.long()] + half) >> _HSV_SHIFT
+    hue = torch.where(value == red, green - blue, torch.where(value == green, blue - red + 2 * diff, red - green + 4 * diff))
+    hue = (hue * hue_div[diff.long()] + half) >> _HSV_SHIFT
+    hue = torch.where(hue < 0, hue + 180, hue)
+    return torch.stack([hue, saturation, value], dim=1).to(torch.uint8)
 
 
-def rotate_hue(image: Tensor, matrices: Tensor) -> Tensor:
-    """Apply per-image colour matrices (B, 3, 3) from `hue_matrices` to image (B, 3, H, W): one batched matmul."""
-    return torch.einsum("bij,bjhw->bihw", matrices, image).clamp_(0, 1)
+def hsv_to_rgb(hsv: Tensor) -> Tensor:
+    """OpenCV's 8-bit HSV -> RGB: (B, 3, H, W) uint8 HSV -> (B, 3, H, W) uint8 RGB.
+
+    OpenCV's vectorised float formula, truncated to uint8; its fused multiply-adds 1 - s*f are computed in
+    float64 and rounded once, which reproduces them exactly for every 8-bit input.
+    """
+    _, _, sectors = _hsv_constants(hsv.device)
+    hue = hsv[:, 0].float() * np.float32(6.0 / 180.0)  # (B, H, W), in sixths of the circle
+    saturation = hsv[:, 1].float() * np.float32(1.0 / 255.0)
+    value = hsv[:, 2].float() * np.float32(1.0 / 255.0)
+    whole = torch.trunc(hue)
+    fraction = hue - whole
+    sector = (whole - torch.trunc(whole * np.float32(1.0 / 6.0)) * 6).long()  # (B, H, W) in 0..5
+    s64 = saturation.double()
+    candidates = torch.stack([
+        value,
+        value * (1 - saturation),
+        value * (1 - s64 * fraction.double()).float(),
+        value * (1 - s64 * (1 - fraction).double()).float(),
+    ], dim=1)  # (B, 4, H, W)
+    index = sectors[sector].permute(0, 3, 1, 2)  # (B, 3, H, W): which candidate is R, G, B
+    rgb = torch.gather(candidates, 1, index).mul_(255)
+    return rgb.trunc_().clamp_(0, 255).to(torch.uint8)
+
+
+def photometric_tables(draws: Sequence[PhotometricDraw]) -> Tensor:
+    """The draws of a batch as one host tensor (B, 4 * 256 + 2) uint8: tables before, saturation, hue,
+    after, then whether saturation and hue are applied (one copy to the device carries everything)."""
+    identity = np.arange(256, dtype=np.uint8)
+    rows = []
+    for draw in draws:
+        before, after = value_tables(draw)
+        saturation = convert_table(alpha=draw.saturation) if draw.saturation is not None else identity
+        hue = hue_table(draw.hue) if draw.hue is not None else identity
+        flags = np.array([draw.saturation is not None, draw.hue is not None], dtype=np.uint8)
+        rows.append(np.concatenate([before, saturation, hue, after, flags]))
+    return torch.from_numpy(np.stack(rows))
 
 
 class BatchPhotometric:
-    """mmseg-style photometric distortion of a whole uint8 batch, each image with its own draw.
+    """mmsegmentation's PhotoMetricDistortion of a whole uint8 batch on its device, each image with its own
+    draw (`cityseg.photometric.draw_photometric`); the worker path's tables, looked up on the device."""
 
-    Per image: brightness, then contrast either before or after saturation and hue, each applied with
-    probability `spec.p` (the schedule and ranges of `transforms._photometric`). An op not drawn for an image
-    gets the identity factor, so every op runs once on the whole batch.
-    """
-
-    def __init__(self, spec: PhotometricSpec) -> None:
+    def __init__(self, spec: PhotometricSpec = PHOTOMETRIC) -> None:
         self.spec = spec
 
-    def draw(self, batch: int) -> Tensor:
-        """Factors (B, 5): brightness, contrast first, saturation, hue, contrast last (identity where not drawn)."""
-        spec = self.spec
+    def draw(self, batch: int, generator: torch.Generator | None = None) -> list[PhotometricDraw]:
+        """One draw per image, from torch's (global or given) generator."""
+        return [draw_photometric(self.spec, generator) for _ in range(batch)]
 
-        def factor(bounds: tuple[float, float], identity: float) -> Tensor:
-            value = torch.empty(batch).uniform_(*bounds)
-            return torch.where(torch.rand(batch) < spec.p, value, torch.full((batch,), identity))
-
-        brightness = factor(spec.brightness, 1.0)
-        contrast = factor(spec.contrast, 1.0)
-        contrast_first = torch.rand(batch) < 0.5
-        saturation = factor(spec.saturation, 1.0)
-        hue = factor(spec.hue, 0.0)
-        first = torch.where(contrast_first, contrast, 1.0)
-        last = torch.where(contrast_first, 1.0, contrast)
-        return torch.stack([brightness, first, saturation, hue, last], dim=1)
-
-    def __call__(self, images: Tensor) -> Tensor:
+    def __call__(self, images: Tensor, draws: Sequence[PhotometricDraw] | None = None) -> Tensor:
         # images (B, 3, H, W) uint8 -> (B, 3, H, W) uint8
         batch = images.shape[0]
-        factors = self.draw(batch)  # (B, 5)
-        packed = torch.cat([factors, hue_matrices(factors[:, 3]).view(batch, 9)], dim=1)  # (B, 14): one copy
+        draws = self.draw(batch) if draws is None else draws
+        packed = photometric_tables(draws)
         if images.device.type == "cuda":  # pinned + non_blocking: the copy does not wait for queued work
             packed = packed.pin_memory()
         packed = packed.to(images.device, non_blocking=True)
-        brightness, first, saturation, _, last = packed[:, :5].unbind(dim=1)
-        x = images.float().div_(255)
-        x = adjust_brightness(x, brightness)
-        x = adjust_contrast(x, first)
-        x = adjust_saturation(x, saturation)
-        x = rotate_hue(x, packed[:, 5:].view(batch, 3, 3))
-        x = adjust_contrast(x, last)
-        return x.mul_(255).round_().to(torch.uint8)
+        tables = packed[:, : _TABLES * 256].view(batch, _TABLES, 256)
+        applied = packed[:, _TABLES * 256 :].bool()  # (B, 2): saturation, hue
+        x = lookup(tables[:, 0], images)
+        # Saturation scales S, then hue shifts H: one HSV round trip each, kept only where drawn (mmseg makes
+        # no round trip for a skipped step, and the round trip alone is not the identity).
+        for step, channel, drawn in ((1, 1, [d.saturation is not None for d in draws]),
+                                     (2, 0, [d.hue is not None for d in draws])):
+            if not any(drawn):
+                continue  # known on the host: no round trip, no sync
+            hsv = rgb_to_hsv(x)
+            hsv[:, channel] = lookup(tables[:, step], hsv[:, channel])
+            x = torch.where(applied[:, step - 1].view(batch, 1, 1, 1), hsv_to_rgb(hsv), x)
+        return lookup(tables[:, 3], x)
 
     def __repr__(self) -> str:
         return f"BatchPhotometric({self.spec})"
@@ -128,28 +166,42 @@ class PerImage:
 
 
 class BatchAugment:
-    """The per-pixel augmentations of a recipe, in the loader's order, for a uint8 batch on the device."""
+    """The per-pixel augmentations of a recipe, in the loader's order, for a uint8 batch on the device.
 
-    def __init__(self, stages: list[Callable[[Tensor], Tensor]]) -> None:
+    Each call is a training step; its draws come from torch's generator seeded by (seed, epoch, step,
+    rank) inside a forked RNG, so they do not depend on anything drawn before and a resumed run (which
+    restarts at an epoch boundary, `start_epoch`) draws exactly what the uninterrupted run drew.
+    """
+
+    def __init__(self, stages: list[Callable[[Tensor], Tensor]], seed: int = 0, rank: int = 0) -> None:
         self.stages = stages
+        self.seed = seed
+        self.rank = rank
+        self.epoch = 0
+        self.step = 0
+
+    def start_epoch(self, epoch: int) -> None:
+        """Steps are counted from 0 in every epoch."""
+        self.epoch, self.step = epoch, 0
 
     def __call__(self, images: Tensor) -> Tensor:
-        for stage in self.stages:
-            images = stage(images)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, self.epoch, self.step, self.rank))
+            self.step += 1
+            for stage in self.stages:
+                images = stage(images)
         return images
 
     def __repr__(self) -> str:
         return f"BatchAugment({self.stages!r})"
 
 
-def build_batch_augment(aug: Sequence[str]) -> BatchAugment | None:
+def build_batch_augment(aug: Sequence[str], seed: int = 0, rank: int = 0) -> BatchAugment | None:
     """The per-pixel ops of `aug` that `build_transform(pixel_ops=False)` leaves out (None: there are none).
     Photometric distortion runs batched; color-jitter and gaussian-blur image by image."""
-    from cityseg.transforms import PHOTOMETRIC
-
     stages: list[Callable[[Tensor], Tensor]] = [
         BatchPhotometric(PHOTOMETRIC) if name == "photometric" else PerImage(pixel_transform(name))
         for name in PIXEL_AUGMENTATIONS
         if name in aug
     ]
-    return BatchAugment(stages) if stages else None
+    return BatchAugment(stages, seed, rank) if stages else None

@@ -24,7 +24,7 @@ from cityseg.dist import all_reduce_sum, is_main, world_size
 from cityseg.errors import UserError
 from cityseg.labels import IGNORE_INDEX, NUM_CLASSES
 from cityseg.metrics import confusion_matrix, iou_per_class, mean_iou
-from cityseg.transforms import normalize
+from cityseg.transforms import mark_padding, normalize
 
 SIDE_MULTIPLE = 32  # U-Net/ResNet-34 needs input sides divisible by 2**5
 PROGRESS_EVERY = 20  # steps between host reads of the running loss (each read is a device sync)
@@ -95,8 +95,9 @@ def to_device_batch(images: Tensor, masks: Tensor, context: StepContext, train: 
     """Copy a loader batch to the device, then normalise and widen it there, so the host moves uint8 only.
 
     uint8 images (B, 3, H, W) become ImageNet-normalised float32 (channels-last where configured) and masks
-    (B, H, W) become int64 for the loss; a training batch gets `context.augment` first. Float images are
-    taken as already model-ready (only re-laid out).
+    (B, H, W) become int64 for the loss; a training batch gets `context.augment` first, and its crop
+    padding becomes exactly the mean colour with ignore labels (`transforms.mark_padding`) last, so no
+    augmentation can alter it. Float images are taken as already model-ready (only re-laid out).
     """
     memory_format = torch.channels_last if context.channels_last else torch.contiguous_format
     images = images.to(context.device, non_blocking=True)  # non_blocking: the loader pins memory on CUDA
@@ -105,6 +106,8 @@ def to_device_batch(images: Tensor, masks: Tensor, context: StepContext, train: 
         if train and context.augment is not None:
             images = context.augment(images)  # (B, 3, H, W) uint8
         images = normalize(images, memory_format=memory_format)
+        if train:
+            images, masks = mark_padding(images, masks)
     elif context.channels_last:
         images = images.contiguous(memory_format=memory_format)
     return images, masks.long()

@@ -52,6 +52,12 @@ def source_fingerprint(key: str, path: Path, root: Path) -> dict[str, object]:
     return fields
 
 
+def is_name_inside(name: str) -> bool:
+    """A recorded file name that stays inside its folder (relative, posix, no '..'): deleting it cannot reach out."""
+    path = Path(name)
+    return bool(name) and not path.is_absolute() and ".." not in path.parts and path.as_posix() == name
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write UTF-8 text atomically (JSON, CSV, logs that must never be half-written)."""
     data = text.encode("utf-8")

@@ -160,10 +160,11 @@ def _probabilities_at_scale(
 
 
 def _autocast(device: torch.device, amp: bool):
-    """bf16 autocast where the GPU has it (no overflow risk), fp16 otherwise; nothing on CPU."""
-    enabled = amp and device.type == "cuda"
-    dtype = torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
+    """bf16 autocast where the GPU has it natively (no overflow risk), fp16 otherwise; nothing on CPU."""
+    from cityseg.model import mixed_precision_dtype
+
+    dtype = mixed_precision_dtype(device) if amp else None
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def default_stride(crop: Size) -> Size:
@@ -206,7 +207,7 @@ def predict_logits(
     setting returns the same kind of tensor. `scale_size` (width, height) is the size the
     model was trained at: inputs are resized to it (times each TTA scale) before the
     network, and `crop`/`stride` are measured in that resized image. `model` must be in
-    eval mode; on CUDA the forward runs under autocast (bf16, else fp16) when `amp`.
+    eval mode; on CUDA the forward runs under autocast (native bf16, else fp16) when `amp`.
     """
     crop, stride = as_size(crop), as_size(stride)
     check_options(mode, tta, crop, stride)

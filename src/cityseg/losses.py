@@ -1,7 +1,8 @@
 """Pixel losses that ignore label 255 and never force a host sync.
 
-Both losses average over the pixels that count, dividing by a count clamped to at least one,
-so a crop that happens to be all ignore gives loss 0 instead of NaN (NaN would stop the run).
+Cross-entropy averages over the labelled pixels (PyTorch's ignore_index mean), dividing by a count
+clamped to at least one, so a crop that happens to be all ignore gives loss 0 instead of NaN (NaN
+would stop the run). OHEM follows mmsegmentation, whose mean runs over every pixel of the batch.
 """
 
 from __future__ import annotations
@@ -28,11 +29,16 @@ class CrossEntropy(nn.Module):
 
 
 class OhemCrossEntropy(nn.Module):
-    """Cross-entropy over the hard pixels only: those whose true-class probability is below a threshold.
+    """mmsegmentation's OHEMPixelSampler (with `thresh`) followed by its CrossEntropyLoss, exactly.
 
-    As in mmsegmentation's OHEMPixelSampler: the threshold is raised to the `min_kept`-th smallest
-    true-class probability in the batch when fewer than `min_kept` pixels fall below `thresh`, so
-    every batch trains on at least `min_kept` pixels (or all of them, when the batch is smaller).
+    Sampler: with batch_kept = min_kept x batch size and p the softmax probability of the true class,
+    sort p over the labelled pixels; threshold = max(thresh, p_sorted[min(batch_kept, n_labelled - 1)])
+    (thresh alone when no pixel is labelled); a labelled pixel is kept when p < threshold, strictly.
+    So about min_kept pixels per image are kept at least when enough are labelled (pixels tied at the
+    threshold, and the most confident one when fewer are labelled, are not). Loss: CrossEntropyLoss
+    (reduction "mean", avg_non_ignore False: mmsegmentation's defaults) with the kept mask as pixel
+    weight, i.e. the kept pixels' summed loss divided by the number of ALL pixels of the batch, ignored
+    and unkept ones included.
     """
 
     def __init__(self, thresh: float = 0.7, min_kept: int = 100_000, ignore_index: int = IGNORE_INDEX) -> None:
@@ -43,16 +49,25 @@ class OhemCrossEntropy(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         # logits (B, C, H, W); target (B, H, W)
-        pixel_loss = F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index, reduction="none")
-        valid = target != self.ignore_index  # (B, H, W)
+        logits = logits.float()
+        pixel_loss = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="none")  # (B, H, W)
         with torch.no_grad():
-            # true-class probability; ignored pixels get 2 so they sort last and are never kept
-            prob = torch.where(valid, torch.exp(-pixel_loss), torch.full_like(pixel_loss, 2.0)).flatten()
-            kth = torch.clamp(valid.sum() - 1, max=self.min_kept - 1).clamp_min(0)  # device tensor, no .item()
-            kth_prob = torch.sort(prob).values.gather(0, kth.reshape(1))[0]
-            threshold = kth_prob.clamp_min(self.thresh)  # a Python scalar: no host-to-device copy, no sync
-            keep = valid & (prob.reshape(valid.shape) <= threshold)
-        return (pixel_loss * keep).sum() / keep.sum().clamp_min(1)
+            keep = self.kept_pixels(logits, target)
+        return (pixel_loss * keep).sum() / target.numel()
+
+    def kept_pixels(self, logits: Tensor, target: Tensor) -> Tensor:
+        """The sampler's 0/1 weight per pixel (B, H, W), computed on the device without reading anything back."""
+        valid = target != self.ignore_index  # (B, H, W)
+        safe_target = torch.where(valid, target, torch.zeros_like(target))
+        prob = logits.softmax(dim=1).gather(1, safe_target.unsqueeze(1)).squeeze(1)  # (B, H, W) true-class p
+        # Unlabelled pixels sort after every labelled one (p <= 1 < 2), so the first n_valid sorted entries are
+        # exactly mmsegmentation's sort_prob over the labelled pixels.
+        ranked = torch.where(valid, prob, torch.full_like(prob, 2.0)).flatten().sort().values
+        n_valid = valid.sum()
+        index = torch.clamp(n_valid - 1, min=0, max=self.min_kept * target.shape[0])  # a device tensor: no .item()
+        min_threshold = torch.where(n_valid > 0, ranked.gather(0, index.reshape(1))[0], torch.zeros_like(ranked[0]))
+        threshold = min_threshold.clamp_min(self.thresh)
+        return (valid & (prob < threshold)).to(logits.dtype)
 
 
 def build_loss(name: str, ohem_thresh: float = 0.7, ohem_min_kept: int = 100_000) -> nn.Module:

@@ -117,9 +117,13 @@ def _strip_wrappers(state_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_model(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the network from a cityseg checkpoint (no download needed) in eval mode on `device`."""
+    """Rebuild the network from a cityseg checkpoint or `cityseg export` folder (no download) in eval mode on `device`."""
     from cityseg.checkpoint import load_checkpoint
 
+    if Path(checkpoint).is_dir():
+        from cityseg.deployed import load_exported
+
+        return load_exported(Path(checkpoint), resolve_device(device) if isinstance(device, str) else device)
     state = load_checkpoint(Path(checkpoint), map_location="cpu")
     weights = state.get("model")
     if state.get("num_classes") != NUM_CLASSES or not isinstance(weights, dict):
@@ -164,3 +168,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise UserError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N.")
     return device
+
+
+def mixed_precision_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype on `device`: bf16 where the GPU computes it natively, else fp16; None (float32) off CUDA.
+
+    torch.cuda.is_bf16_supported() also answers True on GPUs that only emulate bf16 (V100, T4, Turing), where
+    it is slow; `including_emulation=False` asks for native support (compute capability 8.0+, or ROCm).
+    fp16 training needs a GradScaler (`trainer.needs_grad_scaler`); inference needs none.
+    """
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16

@@ -24,7 +24,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,9 @@ from tqdm.auto import tqdm
 
 from cityseg.checkpoint import atomic_write_bytes
 from cityseg.data import Frame, list_frames, read_image
+from cityseg.deployed import weights_path
 from cityseg.errors import UserError, format_paths
+from cityseg.fileio import is_name_inside
 from cityseg.inference import Size, as_size, check_options, default_stride, predict_logits
 from cityseg.labels import ID_COLORS, train_ids_to_ids
 from cityseg.model import load_model, resolve_device
@@ -69,6 +71,7 @@ class PredictResult:
     skipped: int
     seconds: float
     images_per_s: float
+    scores: dict[str, Any] | None = field(default=None, repr=False)  # score=True: the fast engine's export (as `evaluate`)
 
 
 def prediction_name(frame_id: str) -> str:
@@ -201,7 +204,7 @@ class OutputLedger:
             manifest = json.loads(self.path.read_text())
             frames = manifest["frames"]
             valid = manifest.get("format") == MANIFEST_FORMAT and all(
-                isinstance(entry["files"], dict) and all(Path(n).name == n for n in entry["files"])
+                isinstance(entry["files"], dict) and all(is_name_inside(n) for n in entry["files"])
                 for entry in frames.values()
             )
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -239,9 +242,9 @@ class OutputLedger:
         """Delete temp files a killed run left; only names our atomic writer produces for our files."""
         ours = recorded | {name for files in self.names.values() for name in files} | {MANIFEST_NAME}
         pattern = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")
-        for path in self.folder.glob(".*.tmp"):
+        for path in self.folder.rglob(".*.tmp"):  # recursive: `cityseg predict --images` mirrors subfolders
             match = pattern.match(path.name)
-            if match and match["name"] in ours:
+            if match and (path.parent / match["name"]).relative_to(self.folder).as_posix() in ours:
                 path.unlink(missing_ok=True)
 
     def _is_done(self, entry: dict[str, Any]) -> bool:
@@ -292,7 +295,7 @@ def _settings(
     size = config.get("size")
     return {
         "checkpoint": str(Path(checkpoint).resolve()),
-        "checkpoint_sha256": file_sha256(Path(checkpoint)),
+        "checkpoint_sha256": file_sha256(weights_path(Path(checkpoint))),
         "epoch": state.get("epoch"),
         "split": split,
         "mode": mode,
@@ -347,11 +350,14 @@ def predict_split(
     overwrite: bool = False,
     progress: bool = True,
     workers: int = 0,
+    score: bool = False,
 ) -> PredictResult:
     """Write one full-size labelIds PNG per frame of `split`, resuming and refusing stale files safely.
 
     `crop`/`stride` are (width, height) in the image the network sees (after resizing to the
     checkpoint's training `size`, if it has one). `workers` processes decode PNGs in parallel.
+    `score`: also score the label maps in memory as they are written (evaluation.inmemory), so the result
+    carries the fast engine's numbers without decoding the PNGs again.
     """
     crop, stride = as_size(crop), as_size(stride)
     check_options(mode, tta, crop, stride)
@@ -363,6 +369,7 @@ def predict_split(
     color_out = Path(color_out) if color_out is not None else None
     check_color_folder(out_dir, color_out)
     frames = list_frames(Path(root), split, label_source=None)
+    scorer = _scorer(root, split, frames) if score else None  # ground-truth problems surface before any forward
     torch_device = resolve_device(device)
     model, state = load_model(Path(checkpoint), torch_device)
     model.eval()
@@ -391,15 +398,32 @@ def predict_split(
 
     options = {"mode": mode, "tta": tta, "crop": crop, "stride": stride, "scale_size": settings["scale_size"]}
     start = time.perf_counter()
-    _predict_frames(model, todo, torch_device, options, ledger, color_ledger, batch_size, workers, progress)
+    try:
+        _predict_frames(model, todo, torch_device, options, ledger, color_ledger, batch_size, workers, progress, scorer)
+    except BaseException:
+        if scorer is not None:
+            scorer.close()
+        raise
     seconds = time.perf_counter() - start
+    if scorer is not None:
+        for frame in frames:
+            if frame.id in done:
+                scorer.add_file(frame.id, out_dir / prediction_name(frame.id))
     return PredictResult(
         out_dir=out_dir,
         written=len(todo),
         skipped=len(frames) - len(todo),
         seconds=seconds,
         images_per_s=len(todo) / seconds if seconds > 0 else 0.0,
+        scores=scorer.result() if scorer is not None else None,
     )
+
+
+def _scorer(root: Path, split: str, frames: list[Frame]):
+    from cityseg.cli.common import default_workers
+    from cityseg.evaluation.inmemory import PredictionScorer
+
+    return PredictionScorer(Path(root), split, [f.id for f in frames], workers=default_workers())
 
 
 def _ledgers(
@@ -434,8 +458,9 @@ def _predict_frames(
     batch_size: int,
     workers: int,
     progress: bool,
+    scorer=None,
 ) -> None:
-    """The prediction loop: reserve frames in the manifests, predict a batch, write it, record it."""
+    """The prediction loop: reserve frames in the manifests, predict a batch, write it, record it (and score it)."""
     ledgers = [ledger] + ([color_ledger] if color_ledger is not None else [])
     loader = DataLoader(
         _Images(todo),
@@ -459,6 +484,8 @@ def _predict_frames(
                 label_maps = _labels_for_batch(model, [image for _, image in batch], device, **options)
                 for (index, image), label_ids in zip(batch, label_maps, strict=True):
                     _write_frame(todo[index], label_ids, image.numpy(), ledger, color_ledger)
+                    if scorer is not None:
+                        scorer.add(todo[index].id, label_ids, ledger.folder / prediction_name(todo[index].id))
                 bar.update(len(batch))
             failed = False
         finally:

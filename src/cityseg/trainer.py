@@ -37,17 +37,19 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from cityseg import runinfo
 from cityseg.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from cityseg.config import SIDE_MULTIPLE, TrainConfig, config_differences
+from cityseg.device_augment import BatchAugment, build_batch_augment
 from cityseg.dist import DistInfo, ShardSampler, barrier, broadcast_buffers, init_distributed, is_main
 from cityseg.engine import StepContext, json_float, train_one_epoch, validate
 from cityseg.errors import UserError
 from cityseg.labels import NUM_CLASSES
 from cityseg.losses import build_loss
+from cityseg.sampling import EpochKeys, KeyedDataset
 from cityseg.tensorboard_log import TensorBoardLog
 
 CONFIG_FILE = "config.json"
@@ -111,12 +113,16 @@ def _rewrite_log(run_dir: Path, rows: list[dict]) -> None:
 
 
 def selection_metric(row: dict, select: str) -> float | None:
-    """The number a run is selected by: val loss (lower is better) or val mIoU (higher is better)."""
+    """The number a run is selected by: val loss (lower is better) or val mIoU (higher is better; also what
+    "last", which selects nothing, records)."""
     return row.get("val_loss") if select == "loss" else row.get("val_miou")
 
 
 def is_better(value: float | None, best: float | None, select: str) -> bool:
-    """Strict improvement, so ties keep the earlier epoch; a missing value never wins over a real one."""
+    """Strict improvement, so ties keep the earlier epoch; a missing value never wins over a real one.
+    With select "last" every new epoch wins: best.pt is the latest epoch."""
+    if select == "last":
+        return True
     if value is None or not np.isfinite(value):
         return False
     if best is None or not np.isfinite(best):
@@ -125,7 +131,7 @@ def is_better(value: float | None, best: float | None, select: str) -> bool:
 
 
 def best_row(rows: Sequence[dict], select: str) -> dict | None:
-    """The row the trainer saved as best.pt: first strict best by `select`, else (no validation) the last."""
+    """The row the trainer saved as best.pt: first strict best by `select`, else (no validation, or "last") the last."""
     best = None
     for row in rows:
         if is_better(selection_metric(row, select), None if best is None else selection_metric(best, select), select):
@@ -228,8 +234,13 @@ def check_input_size(config: TrainConfig, image_path: Path) -> None:
 
 def build_loaders(
     config: TrainConfig, train_set: Dataset, val_set: Dataset | None, info: DistInfo
-) -> tuple[DataLoader, DataLoader | None, DistributedSampler | None]:
-    """Training loader (shuffled; sharded under DDP) and validation loader (each image once over all ranks)."""
+) -> tuple[DataLoader, DataLoader | None, EpochKeys]:
+    """Training loader (shuffled; sharded under DDP) and validation loader (each image once over all ranks).
+
+    The training loader reads `EpochKeys` (call its `set_epoch` before each epoch) through a
+    `KeyedDataset`: its order and every sample's augmentation depend only on (seed, epoch, index), so the
+    batches are the same with any worker count and after a resume (`cityseg.sampling`).
+    """
     from cityseg.data import worker_init
 
     workers = config.workers
@@ -240,22 +251,22 @@ def build_loaders(
     common: dict[str, Any] = {"num_workers": workers, "pin_memory": info.device.type == "cuda"}
     if workers > 0:
         common.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=worker_init)
-    sampler = None
-    if info.world_size > 1:
-        sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed)
-    per_rank = len(sampler) if sampler is not None else len(train_set)
+    keys = EpochKeys(len(train_set), config.seed, rank=info.rank, world_size=info.world_size)
     train_loader = DataLoader(
-        train_set,
+        KeyedDataset(train_set, config.seed),
         batch_size=config.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        drop_last=per_rank >= config.batch_size,  # a 1-image last batch would get a full step's weight
+        sampler=keys,
+        drop_last=len(keys) >= config.batch_size,  # a 1-image last batch would get a full step's weight
+        # The loader draws its workers' base seed from this generator, not from the global one, whose
+        # stream then does not depend on the worker count (each sample seeds itself).
+        generator=torch.Generator().manual_seed(config.seed),
         **common,
     )
     val_loader = None
     if val_set is not None:
-        val_loader = DataLoader(val_set, batch_size=config.batch_size, sampler=ShardSampler(len(val_set)), **common)
-    return train_loader, val_loader, sampler
+        val_loader = DataLoader(val_set, batch_size=config.batch_size, sampler=ShardSampler(len(val_set)),
+                                generator=torch.Generator().manual_seed(config.seed), **common)
+    return train_loader, val_loader, keys
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -263,20 +274,35 @@ def build_loaders(
 # ----------------------------------------------------------------------------------------------------------
 
 
+def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """Decoder and encoder, each split into decayed weights and never-decayed 1-D parameters.
+
+    Group 0 is the decoder's decayed weights at `lr` (the lr the log reports); the encoder runs at
+    lr * encoder_lr_mult with weight_decay * encoder_weight_decay_mult (SwiftNet's fine-tuning split).
+    Every 1-D parameter (BatchNorm weights, all biases) gets weight decay 0, as in timm and
+    mmsegmentation: shrinking a norm's scale or a bias toward 0 regularises nothing.
+    """
+    encoder_ids = {id(p) for p in model.encoder.parameters()}
+    decoder = [p for p in model.parameters() if id(p) not in encoder_ids]
+    encoder = [p for p in model.parameters() if id(p) in encoder_ids]
+    encoder_lr, encoder_decay = config.lr * config.encoder_lr_mult, config.weight_decay * config.encoder_weight_decay_mult
+    groups = []
+    for name, params, lr, decay in (("decoder", decoder, config.lr, config.weight_decay),
+                                    ("encoder", encoder, encoder_lr, encoder_decay)):
+        groups.append({"params": [p for p in params if p.ndim > 1], "lr": lr, "weight_decay": decay, "name": name})
+        groups.append({"params": [p for p in params if p.ndim <= 1], "lr": lr, "weight_decay": 0.0,
+                       "name": f"{name}_no_decay"})
+    return [group for group in groups if group["params"]]
+
+
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Two parameter groups: decoder/head at lr (group 0, the logged lr) and the encoder at lr * encoder_lr_mult."""
-    encoder = list(model.encoder.parameters())
-    encoder_ids = {id(p) for p in encoder}
-    rest = [p for p in model.parameters() if id(p) not in encoder_ids]
-    groups = [
-        {"params": rest, "lr": config.lr, "name": "decoder"},
-        {"params": encoder, "lr": config.lr * config.encoder_lr_mult, "name": "encoder"},
-    ]
+    """The configured optimizer over `parameter_groups` (Adam's and SGD's decay is coupled L2, AdamW's decoupled)."""
+    groups = parameter_groups(model, config)
     if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(groups, lr=config.lr, betas=config.betas)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min_ratio: float = 0.0,
@@ -292,8 +318,9 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
-    """A per-iteration LambdaLR over the whole run (its state holds only the step count, so it resumes)."""
-    total = config.epochs * steps_per_epoch
+    """A per-iteration LambdaLR over `config.schedule_length` epochs, which a shorter run stops partway through
+    (its state holds only the step count, so it resumes)."""
+    total = config.schedule_length * steps_per_epoch
     warmup = round(config.warmup_epochs * steps_per_epoch)
     min_ratio = config.min_lr / config.lr
 
@@ -303,16 +330,22 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def step_context(config: TrainConfig, device: torch.device) -> StepContext:
-    """bf16 autocast where the GPU has it, else fp16 (with a GradScaler), channels-last; float32 on CPU.
-    With `gpu_aug` the colour augmentations run here on the batch (on CPU: in the main process)."""
-    from cityseg.device_augment import build_batch_augment
+def step_context(config: TrainConfig, device: torch.device, rank: int = 0) -> StepContext:
+    """With `amp`: bf16 autocast where the GPU has it natively, else fp16 (with a GradScaler); channels-last on
+    CUDA; float32 on CPU. With `gpu_aug` the colour augmentations run here on the batch (on CPU: in the main
+    process), with draws seeded by (config.seed, epoch, step, rank)."""
+    from cityseg.model import mixed_precision_dtype
 
-    augment = build_batch_augment(config.aug) if config.gpu_aug else None
+    augment = build_batch_augment(config.aug, config.seed, rank) if config.gpu_aug else None
     if device.type != "cuda":
         return StepContext(device, augment=augment)
-    dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if config.amp else None
+    dtype = mixed_precision_dtype(device) if config.amp else None
     return StepContext(device, amp_dtype=dtype, channels_last=True, augment=augment)
+
+
+def needs_grad_scaler(context: StepContext) -> bool:
+    """fp16 gradients underflow without loss scaling; bf16 has float32's range and float32 needs none."""
+    return context.amp_dtype == torch.float16
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -481,8 +514,8 @@ def train_run(
         raise UserError(
             f"the GPU ran out of memory training {run_name} (batch size {config.batch_size}, crop "
             f"{_size_text(config.crop)}, size {_size_text(config.size)}). Lower --batch-size, use a smaller --crop, "
-            f"or train at a lower resolution with --size (e.g. 1024x512); keep --amp on. Then --resume continues "
-            f"from the last finished epoch in {run_dir}."
+            f"or train at a lower resolution with --size (e.g. 1024x512); --amp (mixed precision) also saves memory "
+            f"and may be added on --resume, which continues from the last finished epoch in {run_dir}."
         ) from None
 
 
@@ -506,7 +539,7 @@ class _Training:
     context: StepContext
     train_loader: DataLoader
     val_loader: DataLoader | None
-    sampler: DistributedSampler | None
+    sampler: EpochKeys
     board: TensorBoardLog
     best_metric: float = float("nan")
     best_epoch: int | None = None
@@ -514,8 +547,9 @@ class _Training:
 
     def run_epoch(self, epoch: int, progress: bool, on_epoch: EpochCallback | None) -> None:
         """Train, validate, then save last.pt, best.pt (if improved) and the log row, in that order."""
-        if self.sampler is not None:
-            self.sampler.set_epoch(epoch)  # a new shuffle per epoch on every rank
+        self.sampler.set_epoch(epoch)  # the shuffle and every sample's draws follow (seed, epoch)
+        if isinstance(self.context.augment, BatchAugment):
+            self.context.augment.start_epoch(epoch)  # --gpu-aug draws follow (seed, epoch, step, rank)
         started = time.perf_counter()
         stats = train_one_epoch(self.model, self.train_loader, self.criterion, self.optimizer, self.scheduler,
                                 self.scaler, self.context, epoch, progress, on_steps=self.board.step_writer(epoch))
@@ -536,7 +570,8 @@ class _Training:
                 _copy_atomic(self.run_dir / LAST_FILE, self.run_dir / BEST_FILE)
             append_log_row(self.run_dir, row)
             if progress:
-                tqdm.write(_summary_line(self.run_name, self.config.epochs, row, improved and val is not None))
+                marked = improved and val is not None and self.config.select != "last"
+                tqdm.write(_summary_line(self.run_name, self.config.epochs, row, marked))
             if on_epoch is not None:
                 on_epoch(self.run_name, row)
         barrier()
@@ -559,7 +594,14 @@ class _Training:
 
     def restore(self, state: dict, rank: int) -> None:
         """Continue where last.pt left off: same optimizer moments, schedule step and random streams."""
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError:  # another number or size of parameter groups
+            raise UserError(
+                f"{self.run_dir / LAST_FILE} holds optimizer state for other parameter groups: the run was started "
+                "by an older cityseg (before norm weights and biases got their own groups without weight decay). "
+                "Finish it with that version, or start it again in a new --out folder."
+            ) from None
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.best_metric, self.best_epoch = float(state["best_metric"]), state.get("best_epoch")
@@ -580,7 +622,7 @@ def _setup(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, tr
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     train_loader, val_loader, sampler = build_loaders(config, train_set, val_set, info)
-    context = step_context(config, device)
+    context = step_context(config, device, info.rank)
     # A resumed run loads its weights below, so it needs no download.
     core = build_model(encoder_weights=None if state is not None else config.encoder_weights)
     if config.sync_bn and info.world_size > 1 and device.type == "cuda":
@@ -602,7 +644,7 @@ def _setup(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, tr
         model=model,
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, config, len(train_loader)),
-        scaler=torch.amp.GradScaler(device.type, enabled=context.amp_dtype == torch.float16),
+        scaler=torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(context)),
         criterion=build_loss(config.loss, config.ohem_thresh, config.ohem_min_kept),
         context=context,
         train_loader=train_loader,
@@ -678,12 +720,18 @@ def read_run_config(run_dir: Path) -> TrainConfig | None:
 
 
 def with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
-    """The same config trained for another number of epochs (the full fit after cross-validation)."""
-    return dataclasses.replace(config, epochs=epochs, warmup_epochs=min(config.warmup_epochs, float(epochs)))
+    """The same config and the same lr schedule, stopped after `epochs` (the full fit after cross-validation).
+
+    The schedule keeps its length (the folds' epochs), so at every point of training the lr is the one the
+    folds had there: the full fit's weights at its last epoch follow the trajectory that produced each
+    fold's score at that epoch, not a cosine squeezed into fewer epochs.
+    """
+    return dataclasses.replace(config, epochs=epochs, schedule_epochs=config.schedule_length)
 
 
 __all__ = [
     "EpochCallback", "RunResult", "append_log_row", "best_row", "build_datasets", "build_loaders", "build_optimizer",
+    "needs_grad_scaler", "parameter_groups",
     "build_scheduler", "check_input_size", "finished_result", "is_better", "is_finished", "load_log",
     "lr_factor", "read_run_config", "rng_state", "selection_metric", "set_rng_state", "step_context", "train_run",
     "with_epochs",

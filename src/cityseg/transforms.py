@@ -4,6 +4,13 @@ The image travels as `tv_tensors.Image` and the mask as `tv_tensors.Mask`, so ev
 applied to both with the right resampling (image bilinear, mask nearest) and photometric ops touch the
 image only. Random scaling and cropping come first and are fused into one resize of just the crop window,
 so per-pixel work (photometric distortion, blur) runs on the crop, never on the full 2048x1024 frame.
+
+A crop larger than the scaled image is padded last, after the colour ops (as mmsegmentation pads after
+its PhotoMetricDistortion), at the bottom and right: the label with `PAD_LABEL`, the image with the
+ImageNet mean rounded to uint8. The training step (`mark_padding`, called by
+`cityseg.engine.to_device_batch`) then sets those pixels to exactly 0 after normalisation (the mean)
+and their labels to ignore, so padding never shifts BatchNorm statistics, whatever ran in between
+(`--gpu-aug` colour ops included).
 """
 
 from __future__ import annotations
@@ -12,7 +19,6 @@ import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +34,9 @@ from cityseg.labels import IGNORE_INDEX
 AUGMENTATIONS = ("flip", "color-jitter", "gaussian-blur", "scale-crop", "photometric")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# A label value no trainId uses (0..18, 255): marks crop padding until the training step makes it ignore.
+PAD_LABEL = 254
+PAD_COLOR = tuple(round(255 * m) for m in IMAGENET_MEAN)  # (124, 116, 104): the mean as near as uint8 gets
 DEFAULT_SCALE_RANGE = (0.5, 2.0)
 CROP_TRIES = 10
 RATIO_MAX_STRIDE = 4  # pixel step of the crop's class-ratio estimate on large windows
@@ -75,7 +84,8 @@ def _dominant_class_ratio(mask: Tensor) -> float:
 
 
 class ScaleCrop(v2.Transform):
-    """Random scale, then a random crop of `crop` (W, H), padded with ignore where the scaled image is smaller.
+    """Random scale, then a random crop of up to `crop` (W, H): smaller where the scaled image is (`PadTo`
+    pads it afterwards).
 
     The crop position is re-drawn up to `tries` times while one class covers more than `max_class_ratio`
     of the labelled pixels (the least dominated window wins). Only the source window of the crop is
@@ -130,61 +140,40 @@ class ScaleCrop(v2.Transform):
             if ratio <= self.max_class_ratio:
                 break
         _, top, left = best
-        return {
-            "window": (top, left, src_h, src_w),
-            "size": [out_h, out_w],
-            "padding": [0, 0, crop_w - out_w, crop_h - out_h],  # left, top, right, bottom
-        }
+        return {"window": (top, left, src_h, src_w), "size": [out_h, out_w]}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         top, left, height, width = params["window"]
-        out = F.resized_crop(inpt, top, left, height, width, size=params["size"], antialias=True)
-        if any(params["padding"]):
-            fill = IGNORE_INDEX if isinstance(inpt, tv_tensors.Mask) else 0
-            out = F.pad(out, params["padding"], fill=fill)
-        return out
+        return F.resized_crop(inpt, top, left, height, width, size=params["size"], antialias=True)
 
 
-@dataclass(frozen=True)
-class PhotometricSpec:
-    """mmseg's PhotoMetricDistortion as ranges of torchvision factors, shared by the loader-worker version
-    (`_photometric`) and the batched device version (`cityseg.device_augment.BatchPhotometric`)."""
+class PadTo(v2.Transform):
+    """Pad at the bottom and right up to `size` (W, H): the image with `PAD_COLOR`, the mask with `PAD_LABEL`."""
 
-    p: float = 0.5  # each of the four distortions is applied with this probability
-    brightness: tuple[float, float] = (0.75, 1.25)  # ~ +-32 grey levels at mid grey
-    contrast: tuple[float, float] = (0.5, 1.5)
-    saturation: tuple[float, float] = (0.5, 1.5)
-    hue: tuple[float, float] = (-0.1, 0.1)  # share of the colour wheel: mmseg's 18 of 180 OpenCV hue steps
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.size = size
 
-
-PHOTOMETRIC = PhotometricSpec()
-
-
-def _photometric() -> v2.Transform:
-    """Brightness, then contrast before or after saturation and hue (each drawn with probability p)."""
-    spec = PHOTOMETRIC
-    contrast = v2.RandomApply([v2.ColorJitter(contrast=spec.contrast)], p=spec.p)
-    return v2.Compose(
-        [
-            v2.RandomApply([v2.ColorJitter(brightness=spec.brightness)], p=spec.p),
-            v2.RandomChoice(
-                [
-                    v2.Compose([contrast, _saturation_hue()]),
-                    v2.Compose([_saturation_hue(), contrast]),
-                ]
-            ),
-        ]
-    )
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        height, width = inpt.shape[-2:]
+        missing_w, missing_h = max(0, self.size[0] - width), max(0, self.size[1] - height)
+        if not (missing_w or missing_h):
+            return inpt
+        if isinstance(inpt, tv_tensors.Mask):
+            return F.pad(inpt, [0, 0, missing_w, missing_h], fill=PAD_LABEL)
+        return F.pad(inpt, [0, 0, missing_w, missing_h], fill=list(PAD_COLOR))
 
 
-def _saturation_hue() -> v2.Transform:
-    spec = PHOTOMETRIC
-    return v2.Compose(
-        [
-            v2.RandomApply([v2.ColorJitter(saturation=spec.saturation)], p=spec.p),
-            v2.RandomApply([v2.ColorJitter(hue=spec.hue)], p=spec.p),
-        ]
-    )
+def mark_padding(images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+    """Set the crop padding of a normalised training batch to the exact mean and its labels to ignore.
+
+    images (B, 3, H, W) float, normalised (0 = the ImageNet mean), changed in place; masks (B, H, W) uint8
+    with `PAD_LABEL` where `PadTo` padded, returned as a new tensor (the loader's batch stays as it was).
+    No host sync.
+    """
+    padded = masks == PAD_LABEL  # (B, H, W)
+    images.masked_fill_(padded.unsqueeze(1), 0.0)
+    return images, masks.masked_fill(padded, IGNORE_INDEX)
 
 
 # Per-pixel image-only augmentations, in the order they run (after cropping).
@@ -196,7 +185,9 @@ def pixel_transform(name: str) -> v2.Transform:
     if name == "color-jitter":
         return v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1)
     if name == "photometric":
-        return _photometric()
+        from cityseg.photometric import PhotoMetricDistortion
+
+        return PhotoMetricDistortion()
     if name == "gaussian-blur":
         return v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 2.0))], p=0.5)
     raise ValueError(f"{name!r} is not a per-pixel augmentation")  # callers iterate PIXEL_AUGMENTATIONS
@@ -260,6 +251,8 @@ def _check_options(
         raise UserError(
             f"crop_max_class_ratio {crop_max_class_ratio} must be in (0, 1]; 1 disables the check."
         )
+    if "scale-crop" in aug and crop is None and size is None:
+        raise UserError("scale-crop needs a crop size (--crop WxH) or an input --size to crop and pad to.")
 
 
 def build_transform(
@@ -274,16 +267,19 @@ def build_transform(
     """Training or evaluation transform: optional resize to `size` (W, H), then augmentations; uint8 out.
 
     Training: `crop` (W, H) or "scale-crop" enables the fused scale-and-crop (scale 1 without "scale-crop";
-    `scale_range` defaults to 0.5-2.0; the crop defaults to `size` or the input size), then "flip", then
-    colour/blur ops on the crop, unless `pixel_ops` is False: then `device_augment.build_batch_augment` runs
-    them on the device. Evaluation ignores `aug`/`crop`: resize only, so predictions map back 1:1.
+    `scale_range` defaults to 0.5-2.0; the crop defaults to `size`), then "flip", then colour/blur ops on
+    the crop, unless `pixel_ops` is False: then `device_augment.build_batch_augment` runs them on the
+    device; last, `PadTo` pads crops the scaled image could not fill. Evaluation ignores `aug`/`crop`:
+    resize only, so predictions map back 1:1.
     """
     aug = tuple(aug)
     _check_options(aug, size, crop, scale_range, crop_max_class_ratio)
     ops: list[v2.Transform] = []
+    pad_to = None
     if train and ("scale-crop" in aug or crop is not None):
         scales = (scale_range or DEFAULT_SCALE_RANGE) if "scale-crop" in aug else (1.0, 1.0)
         ops.append(ScaleCrop(crop, scales, base_size=size, max_class_ratio=crop_max_class_ratio))
+        pad_to = crop or size
     elif size is not None:
         ops.append(v2.Resize((size[1], size[0]), antialias=True))
     if train:
@@ -291,4 +287,6 @@ def build_transform(
             ops.append(v2.RandomHorizontalFlip(p=0.5))
         if pixel_ops:
             ops.extend(_pixel_ops(aug))
+    if pad_to is not None:
+        ops.append(PadTo(pad_to))
     return PairTransform(ops)

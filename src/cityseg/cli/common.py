@@ -7,15 +7,18 @@ import os
 
 
 def size_type(text: str) -> tuple[int, int]:
-    """Parse 'WxH' (width x height, like the images' 2048x1024) into (width, height)."""
-    parts = text.lower().split("x")
+    """Parse 'WxH' (width x height, like the images' 2048x1024) into (width, height): cityseg.config.parse_size,
+    with argparse's error type."""
+    from cityseg.config import parse_size
+    from cityseg.errors import UserError
+
     try:
-        width, height = (int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write WIDTHxHEIGHT, e.g. 1024x512") from None
-    if width <= 0 or height <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be positive")
-    return width, height
+        size = parse_size(text, name="size")
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if size is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size here; write WIDTHxHEIGHT, e.g. 1024x512")
+    return size
 
 
 def _int_at_least(text: str, minimum: int) -> int:

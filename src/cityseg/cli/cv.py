@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from cityseg.cli.common import add_command
-from cityseg.cli.train import add_config_arguments, config_from_args
+from cityseg.cli.config_flags import add_config_arguments, config_from_args
 
 
 def fold_list(text: str) -> list[int]:
@@ -32,8 +32,11 @@ def register(subparsers) -> None:
         help="cross-validate on the train split, then train the final model on all of it",
         description="Split the train images into folds (by city by default, so no city is on both sides), "
         "train one model per fold validated on its held-out cities every epoch, then train the final model on "
-        "every train image for the median of the folds' best epochs. Writes RUNS/folds.json, RUNS/fold_<k>/, "
-        "RUNS/full/ and RUNS/summary.json. The official val split is never used to choose anything.",
+        "every train image for the median of the folds' best epochs (--select loss/miou) or the recipe's epochs "
+        "(--select last), on the folds' lr schedule stopped there. The CV number scores every fold at that same "
+        "epoch (no fold at an epoch it chose itself); the folds' best-epoch scores are printed beside it as "
+        "selected (optimistic). Writes RUNS/folds.json, RUNS/fold_<k>/, RUNS/full/ and RUNS/summary.json. The "
+        "official val split is never used to choose anything.",
     )
     parser.add_argument("root", type=Path, help="Cityscapes folder (holds leftImg8bit/ and gtFine/)")
     parser.add_argument("--out", type=Path, required=True, default=argparse.SUPPRESS, metavar="RUNS", help="runs folder (folds.json, fold_<k>/, full/, summary.json)")
@@ -65,16 +68,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _describe(summary: dict, out: Path) -> str:
+    from cityseg.cv import summary_text
+
     done = sum(1 for fold in summary["folds"] if fold["finished"])
-    lines = [f"cross-validation: {done}/{summary['k']} folds finished ({summary['split']} split) in {out}"]
-    if summary["miou_mean"] is not None:
-        std = summary["miou_std"]
-        spread = f" +- {100 * std:.2f}" if std is not None else ""
-        lines.append(f"fold mIoU {100 * summary['miou_mean']:.2f}{spread}")
+    lines = [f"cross-validation: {done}/{summary['k']} folds finished ({summary['split']} split) in {out}",
+             summary_text(summary)]
     if summary["chosen_epochs"] is not None:
         full = summary["full"]
         state = "finished" if full and full["finished"] else "not finished"
-        lines.append(f"full model: {summary['chosen_epochs']} epochs, {state} ({out / 'full'})")
+        horizon = full["schedule_epochs"] if full else summary["folds"][0]["epochs"]
+        lines.append(f"full model: {summary['chosen_epochs']} epochs of the folds' {horizon}-epoch lr schedule, "
+                     f"{state} ({out / 'full'})")
     else:
         lines.append("full model: waits until every fold is finished (run `cityseg cv ... --resume`)")
     return "\n".join(lines)

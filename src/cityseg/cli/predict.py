@@ -1,11 +1,14 @@
-"""`cityseg predict`: a trained checkpoint -> one labelIds PNG per frame, ready for evaluation or the server."""
+"""`cityseg predict`: a trained model -> one labelIds PNG per frame of a split (for evaluation or the server),
+or labelIds, colour and overlay PNGs for any photos (`--images`)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from cityseg.cli.common import add_command, default_workers, non_negative_int, positive_int, size_type
+from cityseg.errors import UserError
 from cityseg.inference import MODES, MS_SCALES, TTAS
 
 
@@ -22,23 +25,36 @@ def register(subparsers) -> None:
     parser = add_command(
         subparsers,
         "predict",
-        help="predict a split into labelIds PNGs for `cityseg evaluate` or the test server",
+        help="predict a split into labelIds PNGs for `cityseg evaluate` or the test server, or any photos",
         description="Write one single-channel labelIds PNG per image of a split, at the original size, named "
-        "<city>_<seq>_<frame>_leftImg8bit.png. A killed run resumes when rerun with the same arguments. The "
+        "<city>_<seq>_<frame>_leftImg8bit.png. With --images instead of ROOT: for every PNG/JPEG/WebP photo "
+        "(files, folders searched recursively, globs; EXIF orientation applied) write <name>_labelIds.png, "
+        "<name>_color.png (Cityscapes palette) and <name>_overlay.png (blend with a legend) at the photo's size, "
+        "mirroring the input folders below their deepest common folder; photos that cannot be decoded are listed "
+        "at the end and the exit code is 2. A killed run resumes when rerun with the same arguments. The "
         "output folder may hold only files this command wrote (recorded in .cityseg-predict.json): other PNGs "
         "stop the run, and outputs of another checkpoint or setting are refused unless --overwrite is given.",
     )
-    parser.add_argument("checkpoint", type=Path, help="best.pt or last.pt of a training run")
-    parser.add_argument("root", type=Path, help="Cityscapes folder holding leftImg8bit/")
     parser.add_argument(
-        "--split", choices=("val", "test", "train"), default="val", help="which images to predict"
+        "checkpoint", type=Path, help="best.pt or last.pt of a training run, or a folder written by `cityseg export`"
+    )
+    parser.add_argument("root", type=Path, nargs="?", help="Cityscapes folder holding leftImg8bit/ (not with --images)")
+    parser.add_argument(
+        "--split", choices=("val", "test", "train"), default=None, help="which images to predict; None means val"
+    )
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help="predict these photos instead of a split: files, folders (recursive) or quoted globs; needs --out",
     )
     parser.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="output folder; None means predictions/ for val, test_predictions/ for test, predictions_train/ "
-        "for train, in the current directory",
+        help="output folder (required with --images); None means predictions/ for val, test_predictions/ for "
+        "test, predictions_train/ for train, in the current directory",
     )
     parser.add_argument(
         "--overwrite",
@@ -92,6 +108,30 @@ def register(subparsers) -> None:
         help="processes decoding images in parallel (0 = in the main process)",
     )
     runtime.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    runtime.add_argument(
+        "--score",
+        action="store_true",
+        help="also score the predictions as they are written (val/train): the fast engine's numbers from the label "
+        "maps in memory, identical to `cityseg evaluate`'s, printed as its table at the end; ground truth from the "
+        "evaluation's ground-truth cache when fresh, else decoded from gtFine",
+    )
+
+    photos = parser.add_argument_group("Photos (--images)")
+    photos.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="resize factor from the photo to the network input; None means as split frames: the photo's own "
+        "size for a model trained at full resolution, else resized to the training width (aspect ratio kept)",
+    )
+    photos.add_argument(
+        "--whole-limit",
+        type=size_or_int,
+        default=None,
+        metavar="WxH",
+        help="with --mode whole, photos whose network input has more pixels than this use the sliding window "
+        "of this size instead (bounds memory); None means the training frame (--size, else 2048x1024)",
+    )
 
     extras = parser.add_argument_group("Visualisation")
     extras.add_argument(
@@ -104,10 +144,46 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def _check_sources(args: argparse.Namespace) -> None:
+    """Either a split of ROOT or --images, with the options that apply to it."""
+    if args.images is None:
+        if args.root is None:
+            raise UserError("pass the Cityscapes ROOT folder to predict a split, or --images PATH ... to predict photos.")
+        if args.scale is not None or args.whole_limit is not None:
+            raise UserError("--scale and --whole-limit apply to --images only; a split is predicted at the training size.")
+        return
+    given = [name for name, value in (("ROOT", args.root), ("--split", args.split), ("--color-out", args.color_out))
+             if value is not None]
+    if given:
+        raise UserError(
+            f"{' and '.join(given)} cannot be combined with --images (photos get their colour and overlay PNGs "
+            "beside the labelIds); predict a split and photos in two commands."
+        )
+    if args.out is None:
+        raise UserError("--images needs --out DIR, the folder for the labelIds, colour and overlay PNGs.")
+
+
+def _run_images(args: argparse.Namespace) -> int:
+    """Predict photos, print the summary (with every failed photo); exit 2 when any failed."""
+    from cityseg.image_predict import predict_images
+
+    result = predict_images(
+        args.checkpoint, args.images, args.out, mode=args.mode, tta=args.tta, crop=args.crop, stride=args.stride,
+        scale=args.scale, whole_limit=args.whole_limit, batch_size=args.batch_size, device=args.device,
+        overwrite=args.overwrite, progress=not args.no_progress, workers=args.workers,
+    )
+    print(result.summary())
+    return 2 if result.failed else 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Predict and print where the PNGs went and how fast."""
+    _check_sources(args)
+    if args.images is not None:
+        return _run_images(args)
     from cityseg.predict import predict_split  # torch is imported only when the command runs
 
+    args.split = args.split or "val"
     result = predict_split(
         args.checkpoint,
         args.root,
@@ -123,7 +199,12 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         workers=args.workers,
+        score=args.score,
     )
+    if result.scores is not None:
+        from cityseg.evaluation import format_table
+
+        print(format_table(result.scores, bold=sys.stdout.isatty()))
     print(
         f"wrote {result.written} and kept {result.skipped} finished prediction(s) in {result.out_dir} "
         f"({result.images_per_s:.2f} images/s over {result.seconds:.1f} s)"

@@ -2,14 +2,17 @@
 
 - `evaluate(pred_dir, root, split="val", engine="both", json_out=None, workers=None, gt_cache=True) -> dict`
   scores predictions with cityscapesscripts' evalPixelLevelSemanticLabeling (in-process, no
-  environment variables, no sys.exit) and/or the fast bincount engine, which must agree. The fast
-  engine keeps the split's decoded ground truth in ROOT/../cityseg-cache/eval-gt (gt_cache=True; a
-  Path picks the folder, False turns it off), so repeated evaluations decode only the predictions.
+  environment variables, no sys.exit) and/or the fast bincount engine, which must agree (the CLI's
+  default engine is "fast"). The fast engine keeps the split's decoded ground truth in
+  ROOT/../cityseg-cache/eval-gt (gt_cache=True; a Path picks the folder, False turns it off), written
+  during the first evaluation's pass, so repeated evaluations decode only the predictions.
 - `check_predictions(pred_dir, root, split="val", workers=None) -> dict[str, Path]` runs every
   input check alone (missing, extra, duplicate, unreadable, multi-channel, wrong size, invalid ids).
 
-Modules: checks (prediction files), official (the script, leashed), fast (the twin from counts),
-gt_cache (decoded ground truth for fast), output (table, JSON, CSV), runner (the two together).
+Modules: checks (prediction files), official (the script, leashed), fast (the twin's per-frame counts),
+scores (the twin's scores from the counts), gt_cache (decoded ground truth for fast, written by the first
+evaluation's own pass), inmemory (`predict --score`: counts of label maps in memory), output (table, JSON,
+CSV), runner (the engines together). PNGs are decoded by cityseg.pngdecode (Wuffs or libpng, PIL fallback).
 """
 
 from cityseg.evaluation.checks import TrainIdsWarning

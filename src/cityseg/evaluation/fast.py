@@ -45,10 +45,10 @@ import torch
 # Per-id fields the official script reads (ignoreInEval, hasInstances, category) are not in
 # cityseg.labels, so the table comes from the same source it is derived from.
 from cityscapesscripts.helpers.labels import category2labels, id2label, labels
-from PIL import Image
 
 from cityseg.errors import UserError
 from cityseg.evaluation.checks import PredictionProblem, check_values, read_prediction
+from cityseg.pngdecode import UnreadablePngError, decode_png
 
 INSTANCE_THRESHOLD = 1000  # instanceIds above this are instances (labelId * 1000 + k)
 
@@ -113,12 +113,10 @@ class FrameCounts:
 def _read_ground_truth(path: Path, what: str) -> np.ndarray:
     """(H, W) integer array of a shipped gtFine PNG; a damaged one is the user's to restore."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            array = np.asarray(image)
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
+        array, _mode = decode_png(path)
+    except UnreadablePngError as exc:
         raise UserError(
-            f"cannot read ground-truth {what} {path} ({exc.__class__.__name__}); restore it from "
+            f"cannot read ground-truth {what} {path} ({exc.detail}); restore it from "
             "gtFine_trainvaltest.zip (or regenerate the synthetic dataset)."
         ) from None
     if array.ndim != 2 or array.dtype.kind not in "ui":
@@ -139,7 +137,8 @@ def check_label_ids(gt: np.ndarray, gt_path: Path) -> None:
 def _joint_counts(gt: np.ndarray, pred: np.ndarray, gt_path: Path) -> np.ndarray:
     """(34, 256) counts of (ground-truth labelId, predicted value) pairs in one bincount pass."""
     check_label_ids(gt, gt_path)
-    index = gt.astype(np.int16) * 256 + pred  # (H, W) < 34 * 256, so int16 holds it
+    index = np.left_shift(gt, 8, dtype=np.int16)  # (H, W) < 34 * 256, so int16 holds it; one pass, no temporaries
+    index |= pred
     return _bincount(index, N_IDS * 256).reshape(N_IDS, 256)
 
 
@@ -220,31 +219,47 @@ def _raise_bad_instances(ids: np.ndarray, inst_path: Path) -> None:
 # tallies are sums of its rows. No relation between labelIds and instanceIds is assumed, so frames
 # whose two files disagree are counted exactly as from the PNGs.
 
-_SEGMENT_KEYS = N_IDS * (_MAX_ID + 1)  # labelId * 65536 + instance id
 MAX_SEGMENTS = 1 << 16  # segment numbers are uint16
+_INT16_SEGMENTS = 1 << 7  # below this many segments, (segment, value) fits an int16 index (faster to count)
 
 
 def encode_segments(gt: np.ndarray, instances: np.ndarray, label_path: Path, inst_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """((H, W) uint16 segment per pixel, (S, 2) int64 table of (labelId, instance id or 0)) of one frame.
 
-    Raises ValueError when a frame has more than 65536 distinct pairs (not a real annotation).
+    Segments 0..33 are the labelIds of pixels outside instances (rows (id, 0), present or not); the
+    (labelId, instance id) pairs found on instance pixels follow, by ascending instance id. Only the
+    instance pixels (a fifth of a Cityscapes frame) are keyed, through a compact number per instance, so
+    no table over all 34 x 65536 possible pairs is needed. Raises ValueError beyond 65536 segments.
     """
     check_label_ids(gt, label_path)
     instances = to_instance_ids(instances, inst_path)
-    inst = np.where(instances > INSTANCE_THRESHOLD, instances, 0).astype(np.int32)  # (H, W)
-    keys = gt.astype(np.int32) * (_MAX_ID + 1) + inst  # (H, W) < 34 * 65536
-    present = np.flatnonzero(_bincount(keys, _SEGMENT_KEYS))  # (S,) ascending keys
-    if present.size > MAX_SEGMENTS:
-        raise ValueError(f"{present.size} distinct (labelId, instance) pairs in {label_path}")
-    lookup = np.zeros(_SEGMENT_KEYS, dtype=np.uint16)
-    lookup[present] = np.arange(present.size, dtype=np.uint16)
-    table = np.stack([present // (_MAX_ID + 1), present % (_MAX_ID + 1)], axis=1).astype(np.int64)  # (S, 2)
-    return lookup[keys], table
+    inside = instances > INSTANCE_THRESHOLD  # (H, W)
+    segments = gt.astype(np.uint16)  # (H, W) outside instances: segment = labelId
+    stuff = np.stack([_IDS, np.zeros(N_IDS, dtype=np.int64)], axis=1)  # (34, 2)
+    ids = instances[inside]  # (N,) uint16
+    if ids.size == 0:
+        return segments, stuff
+    present_ids = np.flatnonzero(_bincount(ids.astype(np.int32), _MAX_ID + 1))  # (K,) ascending instance ids
+    compact = np.zeros(_MAX_ID + 1, dtype=np.int32)
+    compact[present_ids] = np.arange(present_ids.size, dtype=np.int32)
+    pair_keys = compact[ids]  # (N,) instance number
+    pair_keys *= N_IDS
+    pair_keys += gt[inside]  # (N,) instance number * 34 + labelId
+    present_pairs = np.flatnonzero(_bincount(pair_keys, present_ids.size * N_IDS))  # (P,) ascending
+    if N_IDS + present_pairs.size > MAX_SEGMENTS:
+        raise ValueError(f"{N_IDS + present_pairs.size} distinct (labelId, instance) pairs in {label_path}")
+    pair_segment = np.zeros(present_ids.size * N_IDS, dtype=np.uint16)
+    pair_segment[present_pairs] = N_IDS + np.arange(present_pairs.size, dtype=np.uint16)
+    segments[inside] = pair_segment[pair_keys]
+    pairs = np.stack([present_pairs % N_IDS, present_ids[present_pairs // N_IDS]], axis=1)  # (P, 2)
+    return segments, np.concatenate([stuff, pairs]).astype(np.int64)
 
 
 def _segment_counts(segments: np.ndarray, table: np.ndarray, pred: np.ndarray, inst_path: Path) -> FrameCounts:
     """The same FrameCounts as `count_frame` from PNGs, from one bincount over (segment, predicted value)."""
-    index = segments.astype(np.int32) * 256 + pred  # (H, W)
+    index = segments.astype(np.int16 if len(table) <= _INT16_SEGMENTS else np.int32)  # (H, W)
+    index <<= 8
+    index |= pred  # (H, W) segment * 256 + predicted value
     by_segment = _bincount(index, len(table) * 256).reshape(len(table), 256)  # (S, 256)
     joint = np.zeros((N_IDS, 256), dtype=np.int64)
     np.add.at(joint, table[:, 0], by_segment)  # rows of all segments of a labelId
@@ -264,20 +279,36 @@ SegmentReader = Callable[[Pair], tuple[np.ndarray, np.ndarray]]
 
 
 def count_frame_cached(pair: Pair, read_segments: SegmentReader) -> FrameCounts | PredictionProblem:
-    """Like count_frame, with the ground truth read already encoded from gt_cache (only the prediction is decoded)."""
+    """Like count_frame, with the ground truth encoded as segments: read from gt_cache (only the prediction is
+    decoded) or decoded and stored by a cache being built in this pass (so it is read first, whatever the
+    prediction holds: the entry gets every frame)."""
     try:
-        pred = read_prediction(pair.prediction)  # (H, W) uint8
         segments, table = read_segments(pair)  # (H, W) uint16, (S, 2)
-        if pred.shape != segments.shape:
-            raise PredictionProblem(
-                "wrong size", pair.prediction,
-                f"{pred.shape[1]}x{pred.shape[0]}, expected {segments.shape[1]}x{segments.shape[0]}",
-            )  # fmt: skip
-        counts = _segment_counts(segments, table, pred, pair.instance_ids)
-        check_values(pair.prediction, counts.joint.sum(axis=0))
+        return count_prediction(pair, read_prediction(pair.prediction), (segments, table))
     except PredictionProblem as problem:
         return problem
+
+
+def count_prediction(pair: Pair, pred: np.ndarray, segments: tuple[np.ndarray, np.ndarray] | None = None) -> FrameCounts:
+    """Counts of one frame from its decoded (or in-memory) (H, W) uint8 prediction; the ground truth from
+    `segments` (gt_cache's (segments, table)) or decoded from the pair's PNGs. PredictionProblem if unusable."""
+    if segments is None:
+        gt, instances = read_ground_truth_pair(pair)  # (H, W) each
+        _check_size(pair, pred, gt.shape)
+        counts = FrameCounts(joint=_joint_counts(gt, pred, pair.label_ids), instances=np.zeros((0, 4), np.int64))
+        check_values(pair.prediction, counts.joint.sum(axis=0))  # before the instance counts, which need valid ids
+        return FrameCounts(joint=counts.joint, instances=_instance_counts(instances, pred, pair.instance_ids))
+    _check_size(pair, pred, segments[0].shape)
+    counts = _segment_counts(segments[0], segments[1], pred, pair.instance_ids)
+    check_values(pair.prediction, counts.joint.sum(axis=0))
     return counts
+
+
+def _check_size(pair: Pair, pred: np.ndarray, shape: tuple[int, ...]) -> None:
+    if pred.shape != shape:
+        raise PredictionProblem(
+            "wrong size", pair.prediction, f"{pred.shape[1]}x{pred.shape[0]}, expected {shape[1]}x{shape[0]}"
+        )
 
 
 def read_ground_truth_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
@@ -298,22 +329,16 @@ def read_frame(pair: Pair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     pred = read_prediction(pair.prediction)  # (H, W) uint8, read like the official script does
     gt, instances = read_ground_truth_pair(pair)  # (H, W) each
-    if pred.shape != gt.shape:
-        raise PredictionProblem(
-            "wrong size", pair.prediction, f"{pred.shape[1]}x{pred.shape[0]}, expected {gt.shape[1]}x{gt.shape[0]}"
-        )
+    _check_size(pair, pred, gt.shape)
     return pred, gt, instances
 
 
 def count_frame(pair: Pair) -> FrameCounts | PredictionProblem:
     """Decode one frame's three PNGs and count; a bad prediction comes back as a problem, not an exception."""
     try:
-        pred, gt, instances = read_frame(pair)
-        joint = _joint_counts(gt, pred, pair.label_ids)
-        check_values(pair.prediction, joint.sum(axis=0))
+        return count_prediction(pair, read_prediction(pair.prediction))
     except PredictionProblem as problem:
         return problem
-    return FrameCounts(joint=joint, instances=_instance_counts(instances, pred, pair.instance_ids))
 
 
 def map_frames(function: Callable[[Any], T], pairs: Sequence[Any], workers: int) -> list[T]:
@@ -334,138 +359,3 @@ def count_frames(
     if read_segments is None:
         return map_frames(count_frame, pairs, workers)
     return map_frames(partial(count_frame_cached, read_segments=read_segments), pairs, workers)
-
-
-# ------------------------------------------------------------------------------------------------------
-# Whole set
-# ------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Totals:
-    """Counts summed over frames: the confusion matrix and the weighted instance tallies."""
-
-    confusion: np.ndarray  # (34, 34) int64, rows = ground truth
-    class_tp: dict[str, float]
-    class_fn: dict[str, float]
-    category_tp: dict[str, float]
-    category_fn: dict[str, float]
-
-
-def accumulate(frames: Sequence[FrameCounts], avg_class_size: dict[str, float]) -> Totals:
-    """Sum frames in order; instance weights are added one by one, in the script's order, so float sums agree."""
-    joint = np.zeros((N_IDS, 256), dtype=np.int64)
-    totals = Totals(
-        confusion=np.zeros((N_IDS, N_IDS), dtype=np.int64),
-        class_tp=dict.fromkeys(INSTANCE_CLASSES, 0.0),
-        class_fn=dict.fromkeys(INSTANCE_CLASSES, 0.0),
-        category_tp=dict.fromkeys(INSTANCE_CATEGORIES, 0.0),
-        category_fn=dict.fromkeys(INSTANCE_CATEGORIES, 0.0),
-    )
-    for frame in frames:
-        joint += frame.joint
-        for class_id, size, tp, category_tp in frame.instances.tolist():
-            label = id2label[class_id]
-            weight = avg_class_size[label.name] / float(size)
-            totals.class_tp[label.name] += float(tp) * weight
-            totals.class_fn[label.name] += float(size - tp) * weight
-            if label.category in totals.category_tp:
-                totals.category_tp[label.category] += float(category_tp) * weight
-                totals.category_fn[label.category] += float(size - category_tp) * weight
-    # predicted values >= 34 never get here (check_values), and ground truth >= 34 raised per frame
-    totals.confusion = joint[:, :N_IDS].copy()
-    return totals
-
-
-def _ratio(tp: float, fp: int, fn: float) -> float:
-    """tp / (tp + fp + fn), summed in the script's order; NaN when nothing was there to find."""
-    denom = tp + fp + fn
-    return float("nan") if denom == 0 else float(tp) / denom
-
-
-def _mean_of_valid(scores: dict[str, float]) -> float:
-    """Mean over non-NaN scores, added left to right like the script (not pairwise, not compensated)."""
-    total, count = 0.0, 0
-    for value in scores.values():
-        if not np.isnan(value):
-            total += value
-            count += 1
-    return total / count if count else float("nan")
-
-
-def _class_scores(conf: np.ndarray, totals: Totals) -> tuple[dict[str, float], dict[str, float]]:
-    scored_column = conf[_SCORED].sum(axis=0)  # (34,) pixels predicted as each id on evaluated ground truth
-    iou: dict[str, float] = {}
-    iiou: dict[str, float] = {}
-    for label_id in EVAL_IDS:
-        name = id2label[label_id].name
-        if not _SCORED[label_id]:
-            iou[name] = iiou[name] = float("nan")
-            continue
-        tp = int(conf[label_id, label_id])
-        fn = int(conf[label_id].sum()) - tp
-        fp = int(scored_column[label_id]) - tp
-        iou[name] = _ratio(tp, fp, fn)
-        iiou[name] = _ratio(totals.class_tp[name], fp, totals.class_fn[name]) if name in totals.class_tp else float("nan")
-    return iou, iiou
-
-
-def _category_scores(conf: np.ndarray, totals: Totals) -> tuple[dict[str, float], dict[str, float]]:
-    iou: dict[str, float] = {}
-    iiou: dict[str, float] = {}
-    for category, members in category2labels.items():
-        fp_rows = [i for i in EVAL_IDS if _SCORED[i] and id2label[i].category != category]
-        ids = [lab.id for lab in members if not lab.ignoreInEval and lab.id in EVAL_IDS]
-        if ids:
-            tp = int(conf[np.ix_(ids, ids)].sum())
-            fn = int(conf[ids].sum()) - tp
-            fp = int(conf[np.ix_(fp_rows, ids)].sum())
-            iou[category] = _ratio(tp, fp, fn)
-        else:
-            iou[category] = float("nan")
-        if category in INSTANCE_CATEGORIES:
-            inst_ids = list(INSTANCE_CATEGORIES[category])  # includes ignored members, as the script does
-            fp = int(conf[np.ix_(fp_rows, inst_ids)].sum())
-            iiou[category] = _ratio(totals.category_tp[category], fp, totals.category_fn[category])
-        else:
-            iiou[category] = float("nan")
-    return iou, iiou
-
-
-def export_dict(totals: Totals) -> dict[str, Any]:
-    """The official export structure (same keys, same label names, same NaN rules) from summed counts."""
-    conf = totals.confusion
-    total = int(conf.sum())
-    class_iou, class_iiou = _class_scores(conf, totals)
-    category_iou, category_iiou = _category_scores(conf, totals)
-    return {
-        "confMatrix": conf.tolist(),
-        "priors": {id2label[i].name: float(conf[i].sum()) / total for i in EVAL_IDS},
-        "labels": {id2label[i].name: i for i in EVAL_IDS},
-        "classScores": class_iou,
-        "classInstScores": class_iiou,
-        "categoryScores": category_iou,
-        "categoryInstScores": category_iiou,
-        "averageScoreClasses": _mean_of_valid(class_iou),
-        "averageScoreInstClasses": _mean_of_valid(class_iiou),
-        "averageScoreCategories": _mean_of_valid(category_iou),
-        "averageScoreInstCategories": _mean_of_valid(category_iiou),
-    }
-
-
-def run_fast(
-    pairs: Sequence[Pair],
-    workers: int,
-    avg_class_size: dict[str, float],
-    read_segments: SegmentReader | None = None,
-) -> tuple[dict[str, Any] | None, list[PredictionProblem]]:
-    """Score all pairs; returns (export dict, []) or (None, problems) when some predictions are unusable.
-
-    Ground truth is decoded from the PNGs, or with `read_segments` (gt_cache) read already encoded:
-    the same integer counts either way, so the same numbers.
-    """
-    outcomes = count_frames(pairs, workers, read_segments)
-    problems = [o for o in outcomes if isinstance(o, PredictionProblem)]
-    if problems:
-        return None, problems
-    return export_dict(accumulate(outcomes, avg_class_size)), []

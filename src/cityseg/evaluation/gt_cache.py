@@ -1,11 +1,15 @@
 """Decoded ground truth for the fast engine: each split's labelIds and instanceIds PNGs decoded once.
 
-Decoding a frame's two gtFine PNGs costs ~2/3 of the fast engine's time, yet the ground truth never
-changes while a user scores checkpoint after checkpoint on the same split. So the first fast evaluation
-decodes it once and stores it already encoded for counting (fast.encode_segments: one uint16 segment
-per pixel, and per frame a small table of the (labelId, instance id) pair each segment stands for);
-later evaluations decode only the predictions and count each frame with one bincount. The encoding is
-lossless for what the metrics read, so results are identical to decoding the PNGs (tests check it).
+Decoding a frame's two gtFine PNGs is most of the fast engine's time, yet the ground truth never changes
+while a user scores checkpoint after checkpoint on the same split. So it is stored, already encoded for
+counting (fast.encode_segments: one uint16 segment per pixel, and per frame a small table of the
+(labelId, instance id) pair each segment stands for), and later evaluations decode only the predictions
+and count each frame with one bincount. The entry is written by a scoring pass itself (GroundTruthBuild.read
+decodes, encodes, stores and hands back each frame) rather than by a pass of its own; that still adds ~25%
+to the pass, so in the default folder only a split's second evaluation builds it (the first leaves a note,
+NotYet): a cache pays only when a split is scored again, and a user's first evaluation stays as fast as it
+can be. A folder given explicitly is built by the first evaluation. The encoding is lossless for what the
+metrics read, so results are identical to decoding the PNGs.
 
 Layout (default `ROOT/../cityseg-cache/eval-gt`, beside the training cache; `--gt-cache DIR`):
 
@@ -15,26 +19,28 @@ Layout (default `ROOT/../cityseg-cache/eval-gt`, beside the training cache; `--g
     DIR/<split>/index.json       per frame: offsets, (H, W), source paths (relative to ROOT), bytes, mtime_ns
     DIR/<split>/COMPLETE         written last; an entry without it is rebuilt, never read
 
-2 bytes per pixel (a 500-frame val split: 2.1 GB). Flat arrays rather than (N, H, W) so frames of
-different sizes need no special case. An entry is built
-in `DIR/.tmp-<split>/` and renamed into place, so a killed build leaves nothing that is ever read.
+2 bytes per pixel (a 500-frame val split: 2.1 GB; a disk without that much room plus 1 GB spare gets no cache,
+with a note). Flat arrays rather than (N, H, W) so frames of different sizes need no special case. An entry
+is built in `DIR/.tmp-<split>/` and renamed into place, so a killed build leaves nothing that is ever read.
 Any source added, removed, resized or touched makes the entry stale: it is rebuilt whole.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import itertools
 import json
 import os
+import shutil
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from cityseg.cache import default_cache_dir
 from cityseg.errors import UserError, format_paths
@@ -47,6 +53,7 @@ from cityseg.fileio import (
     read_complete_index,
     source_fingerprint,
 )
+from cityseg.pngdecode import UnreadablePngError, image_size
 
 MARKER = "CITYSEG_EVAL_GT.json"
 FORMAT = "cityseg-eval-gt"
@@ -56,10 +63,16 @@ TABLES_FILE = "tables.npy"
 INDEX_FILE = "index.json"
 COMPLETE_FILE = "COMPLETE"
 _ENTRY_FILES = (SEGMENTS_FILE, TABLES_FILE, INDEX_FILE, COMPLETE_FILE)
+_SPARE_BYTES = 1 << 30  # left free for everything else
+SEEN_PREFIX = ".seen-"  # DIR/.seen-<split>.json: the split was evaluated once with these sources (see NotYet)
 
 
-class _Uncachable(Exception):
+class UncachableGroundTruth(Exception):
     """A frame the segment encoding cannot hold (over 65536 distinct pairs): evaluate from the PNGs instead."""
+
+
+class _ShortOfSpace(Exception):
+    """The disk cannot hold the entry: evaluate from the PNGs instead."""
 
 
 class GtCacheWarning(UserWarning):
@@ -82,6 +95,10 @@ class GroundTruthCache:
     tables: np.ndarray  # (T, 2) int64
     rows: dict[str, tuple[int, int, int, int, int]]  # frame id -> (pixel offset, H, W, table offset, S)
 
+    def info(self) -> dict[str, Any]:
+        """What `evaluate` reports about the cache."""
+        return {"path": str(self.path), "status": self.status, "build_s": self.build_s}
+
     def read(self, pair: Pair) -> tuple[np.ndarray, np.ndarray]:
         """((H, W) uint16 segments, a view into the memmap; (S, 2) table) of one frame."""
         offset, h, w, first, count = self.rows[pair.frame_id]
@@ -89,43 +106,137 @@ class GroundTruthCache:
 
 
 def open_gt_cache(out: Path, root: Path, split: str, pairs: Sequence[Pair], workers: int) -> GroundTruthCache:
-    """The split's entry in `out`, built or rebuilt first unless it matches every source file now."""
+    """The split's entry in `out`, built or rebuilt first (a pass of its own) unless it matches every source file now."""
+    with ground_truth_source(out, root, split, pairs, workers) as source:
+        if isinstance(source, GroundTruthBuild):
+            map_frames(source.read, pairs, workers)
+    return source if isinstance(source, GroundTruthCache) else source.result
+
+
+@contextlib.contextmanager
+def ground_truth_source(out: Path, root: Path, split: str, pairs: Sequence[Pair], workers: int,
+                        build_now: bool = True) -> Iterator[GroundTruthCache | GroundTruthBuild | NotYet]:
+    """The split's entry in `out`: opened if it matches every source file now, else a GroundTruthBuild that the
+    caller's scoring pass fills frame by frame (through `read`), completed when the block ends without error.
+
+    A build holds the entry's lock for the whole pass, so a second evaluation waits and then finds it fresh;
+    an error in the pass leaves nothing behind. Raises UncachableGroundTruth when the encoding cannot hold
+    a frame (the caller then scores from the PNGs). With `build_now` False, a split not evaluated before
+    (with these very files) only gets a note of that, NotYet, and the next evaluation builds: the cache
+    pays only when a split is scored again, and the first evaluation stays as fast as it can be.
+    """
     out = Path(out)
     _check_outside_dataset(out, root)
     _claim_folder(out)
     records = [_source_record(pair, root) for pair in pairs]
     entry = out / split
     with folder_lock(out, split):
-        index = _read_entry_index(entry)
-        if index is not None and index["root"] == str(Path(root).resolve()) and index["frames"] == records:
-            return _open(entry, index, "fresh", 0.0)
-        status = "built" if not entry.exists() else "rebuilt"
-        if entry.exists():
-            _check_only_ours(entry)
-        started = time.perf_counter()
-        index = _build(out, entry, split, root, pairs, records, workers)
-        return _open(entry, index, status, time.perf_counter() - started)
+        fresh = _open_if_matching(entry, root, records)
+        if fresh is None and not build_now and not _seen_before(out, split, root, records):
+            fresh = NotYet(entry)
+        elif fresh is None:
+            if entry.exists():
+                _check_only_ours(entry)
+            build = GroundTruthBuild(out, split, root, pairs, records, workers, "rebuilt" if entry.exists() else "built")
+            try:
+                yield build
+            except BaseException:
+                build.abort()  # a bad frame must not leave gigabytes behind until the next run
+                raise
+            build.finish(entry)
+    if fresh is not None:
+        yield fresh  # outside the lock: a concurrent rebuild replaces the files, the open memmap stays valid
 
 
-def gt_cache_or_none(setting: Path | bool, root: Path, split: str, pairs: Sequence[Pair], workers: int) -> GroundTruthCache | None:
-    """Resolve `evaluate`'s gt_cache argument: False = off; True = default folder, skipped with a warning if unwritable."""
+def open_if_fresh(out: Path, root: Path, split: str, pairs: Sequence[Pair]) -> GroundTruthCache | None:
+    """The split's entry if it matches every source file now, else None; never builds (for `predict --score`,
+    which decodes the ground truth itself rather than make a prediction wait for a cache)."""
+    return _open_if_matching(Path(out) / split, root, [_source_record(pair, root) for pair in pairs])
+
+
+def _open_if_matching(entry: Path, root: Path, records: list[dict[str, Any]]) -> GroundTruthCache | None:
+    index = _read_entry_index(entry)
+    if index is None or index["root"] != str(Path(root).resolve()) or index["frames"] != records:
+        return None
+    return _open(entry, index, "fresh", 0.0)
+
+
+@dataclass(frozen=True)
+class NotYet:
+    """The first evaluation of a split (with these files): scored from the PNGs; the next one builds the entry."""
+
+    path: Path
+    read = None  # no segments: the caller decodes the ground truth itself
+
+    def info(self) -> dict[str, Any]:
+        """What `evaluate` reports about the cache."""
+        return {"path": str(self.path), "status": "next run", "build_s": 0.0}
+
+
+def _seen_before(out: Path, split: str, root: Path, records: list[dict[str, Any]]) -> bool:
+    """Whether this split, with exactly these source files, was evaluated before; notes it if not."""
+    digest = hashlib.sha256(json.dumps([str(Path(root).resolve()), records]).encode()).hexdigest()
+    note = out / f"{SEEN_PREFIX}{split}.json"
+    try:
+        if json.loads(note.read_text()).get("sources") == digest:
+            return True
+    except (OSError, ValueError, AttributeError):
+        pass
+    atomic_write_text(note, json.dumps({"sources": digest, "note": "evaluated once; the next evaluation builds the cache"}) + "\n")
+    return False
+
+
+def forget_split(out: Path, split: str) -> None:
+    """Delete a split's entry and its note of an earlier evaluation (only files cityseg wrote): the next
+    evaluation is a first one again (bench/evaluate.py times first runs this way)."""
+    out = Path(out)
+    if (out / split).exists():
+        _remove_entry(out / split)
+    (out / f"{SEEN_PREFIX}{split}.json").unlink(missing_ok=True)
+
+
+def gt_cache_folder(setting: Path | bool | None, root: Path) -> Path | None:
+    """Where `evaluate`'s gt_cache argument puts the cache: None (off), the default folder (True) or a Path."""
     if setting is False or setting is None:
         return None
-    out = default_gt_cache_dir(root) if setting is True else Path(setting)
-    try:
-        if setting is True:
-            _claim_training_cache(out.parent)
-        return open_gt_cache(out, root, split, pairs, workers)
-    except _Uncachable as exc:
-        warnings.warn(f"ground-truth cache not used: {exc}; decoding PNGs instead.", GtCacheWarning, stacklevel=3)
-        return None
-    except OSError as exc:  # read-only dataset mount, no permission, disk full
-        if setting is not True:
-            raise UserError(f"cannot write the ground-truth cache {out} ({exc.strerror}); pick a writable folder "
-                            "with --gt-cache DIR, or pass --no-gt-cache.") from None
-        warnings.warn(f"ground-truth cache not used: cannot write {out} ({exc.strerror}); decoding PNGs instead.",
-                      GtCacheWarning, stacklevel=3)
-        return None
+    return default_gt_cache_dir(root) if setting is True else Path(setting)
+
+
+@contextlib.contextmanager
+def gt_cache_or_none(setting: Path | bool, root: Path, split: str, pairs: Sequence[Pair],
+                     workers: int) -> Iterator[GroundTruthCache | GroundTruthBuild | NotYet | None]:
+    """ground_truth_source for `evaluate`'s gt_cache argument: None when off, or (with a GtCacheWarning) when the
+    default folder is unwritable or short of space; an explicit folder that is unwritable is a UserError. The
+    default folder (True) is built by the second evaluation of a split, an explicit one by the first."""
+    out = gt_cache_folder(setting, root)
+    if out is None:
+        yield None
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            if setting is True:
+                _claim_training_cache(out.parent)
+            # the default folder builds from the second evaluation of a split on; a folder given explicitly, now
+            opened = stack.enter_context(ground_truth_source(out, root, split, pairs, workers, build_now=setting is not True))
+        except OSError as exc:  # read-only dataset mount, no permission, disk full
+            if setting is not True:
+                raise UserError(f"cannot write the ground-truth cache {out} ({exc.strerror}); pick a writable "
+                                "folder with --gt-cache DIR, or pass --no-gt-cache.") from None
+            _note(f"cannot write {out} ({exc.strerror})")
+            opened = None
+        except _ShortOfSpace as exc:
+            _note(str(exc))
+            opened = None
+        yield opened  # an error in the caller's block reaches the build here, which then removes its temp entry
+
+
+def _note(reason: str) -> None:
+    warnings.warn(f"ground-truth cache not used: {reason}; decoding PNGs instead.", GtCacheWarning, stacklevel=4)
+
+
+def warn_uncachable(exc: UncachableGroundTruth) -> None:
+    """The note printed when a frame could not be cached and the pass was redone from the PNGs."""
+    _note(str(exc))
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -133,70 +244,99 @@ def gt_cache_or_none(setting: Path | bool, root: Path, split: str, pairs: Sequen
 # ------------------------------------------------------------------------------------------------------
 
 
-def _build(out: Path, entry: Path, split: str, root: Path, pairs: Sequence[Pair], records: list[dict[str, Any]],
-           workers: int) -> dict[str, Any]:
-    """Decode every frame's ground truth into a temp entry, then swap it into place."""
-    tmp = out / f".tmp-{split}"
-    if tmp.exists():
-        _remove_entry(tmp)  # a killed build's leftovers
-    tmp.mkdir()
-    try:
-        index = _fill_entry(tmp, split, root, pairs, records, workers)
-    except BaseException:
-        _remove_entry(tmp)  # a bad frame must not leave gigabytes behind until the next run
-        raise
-    if entry.exists():
-        _remove_entry(entry)
-    os.rename(tmp, entry)
-    return index
+class GroundTruthBuild:
+    """An entry being written during a scoring pass: `read` decodes a frame's ground truth, encodes it, stores it
+    in a temp entry and hands it back for counting; `finish` swaps the complete entry into place."""
 
+    def __init__(self, out: Path, split: str, root: Path, pairs: Sequence[Pair], records: list[dict[str, Any]],
+                 workers: int, status: str) -> None:
+        self.status = status
+        self.root, self.split, self.records = Path(root), split, records
+        self.shapes = map_frames(_png_shape, pairs, workers)  # (H, W) from headers, to size the memmap
+        self.offsets = [0, *itertools.accumulate(h * w for h, w in self.shapes)]
+        self.position = {pair.frame_id: i for i, pair in enumerate(pairs)}
+        self.tables: list[np.ndarray | None] = [None] * len(pairs)
+        self.build_s = 0.0  # seconds spent encoding and storing, summed over threads
+        self.result: GroundTruthCache | None = None
+        _check_free_space(out, 2 * self.offsets[-1])
+        self.tmp = out / f".tmp-{split}"
+        if self.tmp.exists():
+            _remove_entry(self.tmp)  # a killed build's leftovers
+        self.tmp.mkdir()
+        self.segments = np.lib.format.open_memmap(self.tmp / SEGMENTS_FILE, mode="w+", dtype=np.uint16,
+                                                  shape=(self.offsets[-1],))
 
-def _fill_entry(tmp: Path, split: str, root: Path, pairs: Sequence[Pair], records: list[dict[str, Any]],
-                workers: int) -> dict[str, Any]:
-    """Write the arrays, the index and COMPLETE (last) into the temp entry `tmp`."""
-    shapes = map_frames(_png_shape, pairs, workers)
-    offsets = [0, *itertools.accumulate(h * w for h, w in shapes)]
-    segments = np.lib.format.open_memmap(tmp / SEGMENTS_FILE, mode="w+", dtype=np.uint16, shape=(offsets[-1],))
-
-    def fill(i: int) -> np.ndarray:
-        gt, inst = read_ground_truth_pair(pairs[i])
-        if gt.shape != shapes[i]:
-            raise UserError(f"ground truth {pairs[i].label_ids} changed while the cache was built; rerun.")
+    def read(self, pair: Pair) -> tuple[np.ndarray, np.ndarray]:
+        """((H, W) uint16 segments, (S, 2) table) of one frame, decoded from its PNGs and stored on the way."""
+        i = self.position[pair.frame_id]
+        gt, inst = read_ground_truth_pair(pair)
+        started = time.perf_counter()
+        if gt.shape != self.shapes[i]:
+            raise UserError(f"ground truth {pair.label_ids} changed while the cache was built; rerun.")
         try:
-            frame_segments, table = encode_segments(gt, inst, pairs[i].label_ids, pairs[i].instance_ids)
+            segments, table = encode_segments(gt, inst, pair.label_ids, pair.instance_ids)
         except ValueError as exc:
-            raise _Uncachable(str(exc)) from None
-        segments[offsets[i] : offsets[i + 1]] = frame_segments.ravel()
-        return table  # (S, 2)
+            raise UncachableGroundTruth(str(exc)) from None
+        self.segments[self.offsets[i] : self.offsets[i + 1]] = segments.ravel()
+        self.tables[i] = table
+        self.build_s += time.perf_counter() - started  # a float add under the GIL: safe across threads
+        return segments, table
 
-    tables = map_frames(fill, range(len(pairs)), workers)
-    segments.flush()
-    firsts = [0, *itertools.accumulate(len(t) for t in tables)]
-    table_array = np.concatenate(tables) if tables else np.zeros((0, 2), dtype=np.int64)
-    atomic_write_bytes(tmp / TABLES_FILE, lambda handle: np.save(handle, table_array))
-    index = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "root": str(Path(root).resolve()),
-        "split": split,
-        "rows": [
-            [offset, h, w, first, len(table)]
-            for offset, (h, w), first, table in zip(offsets[:-1], shapes, firsts[:-1], tables, strict=True)
-        ],
-        "frames": records,
-    }
-    atomic_write_text(tmp / INDEX_FILE, json.dumps(index) + "\n")
-    atomic_write_text(tmp / COMPLETE_FILE, "complete\n")  # last: an entry without it is never read
-    return index
+    def info(self) -> dict[str, Any]:
+        """What `evaluate` reports about the cache (build_s: encoding and writing, summed over threads)."""
+        return {"path": str(self.result.path if self.result else self.tmp), "status": self.status, "build_s": self.build_s}
+
+    def finish(self, entry: Path) -> None:
+        """Write the tables, the index and COMPLETE (last), then rename the temp entry into place."""
+        started = time.perf_counter()
+        missing = [self.records[i]["id"] for i, table in enumerate(self.tables) if table is None]
+        if missing:
+            raise RuntimeError(f"ground-truth cache build ended with {len(missing)} frame(s) never read: {missing[:3]}")
+        self.segments.flush()
+        tables = [table for table in self.tables if table is not None]
+        firsts = [0, *itertools.accumulate(len(t) for t in tables)]
+        table_array = np.concatenate(tables) if tables else np.zeros((0, 2), dtype=np.int64)
+        atomic_write_bytes(self.tmp / TABLES_FILE, lambda handle: np.save(handle, table_array))
+        index = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "root": str(self.root.resolve()),
+            "split": self.split,
+            "rows": [[offset, h, w, first, len(table)] for offset, (h, w), first, table
+                     in zip(self.offsets[:-1], self.shapes, firsts[:-1], tables, strict=True)],
+            "frames": self.records,
+        }
+        atomic_write_text(self.tmp / INDEX_FILE, json.dumps(index) + "\n")
+        atomic_write_text(self.tmp / COMPLETE_FILE, "complete\n")  # last: an entry without it is never read
+        del self.segments  # close the memmap before the rename
+        if entry.exists():
+            _remove_entry(entry)
+        os.rename(self.tmp, entry)
+        self.build_s += time.perf_counter() - started
+        self.result = _open(entry, index, self.status, self.build_s)
+
+    def abort(self) -> None:
+        """Remove the temp entry (the pass failed; the next run builds again)."""
+        self.segments = None
+        if self.tmp.exists():
+            _remove_entry(self.tmp)
+
+
+def _check_free_space(out: Path, needed: int) -> None:
+    """Refuse to start a build the disk cannot hold (a memmap write to a full disk kills the process)."""
+    free = shutil.disk_usage(out).free
+    if free < needed + _SPARE_BYTES:
+        raise _ShortOfSpace(f"{out} has {free / 1e9:.1f} GB free, the split needs {needed / 1e9:.1f} GB "
+                            f"(+{_SPARE_BYTES / 1e9:.1f} GB spare); free some space or pass --gt-cache DIR")
 
 
 def _png_shape(pair: Pair) -> tuple[int, int]:
     """(H, W) of the labelIds PNG from its header, to size the memmaps before decoding."""
     try:
-        with Image.open(pair.label_ids) as image:
-            return image.size[1], image.size[0]
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
-        raise UserError(f"cannot read ground truth {pair.label_ids} ({exc.__class__.__name__}); restore it from gtFine.") from None
+        width, height = image_size(pair.label_ids)
+    except UnreadablePngError as exc:
+        raise UserError(f"cannot read ground truth {pair.label_ids} ({exc.detail}); restore it from gtFine.") from None
+    return height, width
 
 
 def _source_record(pair: Pair, root: Path) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from cityseg import __version__
 from cityseg.cli.common import default_workers
@@ -31,10 +30,12 @@ from cityseg.evaluation.checks import (
     single_matches,
     warn_if_train_ids,
 )
-from cityseg.evaluation.fast import N_IDS, Pair, run_fast
-from cityseg.evaluation.gt_cache import GroundTruthCache, gt_cache_or_none
+from cityseg.evaluation.fast import N_IDS, Pair
+from cityseg.evaluation.gt_cache import UncachableGroundTruth, gt_cache_or_none, warn_uncachable
 from cityseg.evaluation.official import average_class_sizes, run_official
 from cityseg.evaluation.output import check_output_paths, plain, summary, write_outputs
+from cityseg.evaluation.scores import run_fast
+from cityseg.pngdecode import UnreadablePngError, image_size
 
 ENGINES = ("both", "official", "fast")
 TOLERANCE = 1e-9  # largest |official - fast| accepted for any score
@@ -60,10 +61,9 @@ def ground_truth_frames(root: Path, split: str) -> list[Frame]:
 
 def _image_size(path: Path) -> tuple[int, int]:
     try:
-        with Image.open(path) as image:
-            return image.size
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
-        raise UserError(f"cannot read the size of ground truth {path} ({exc.__class__.__name__}); restore it from gtFine.") from None
+        return image_size(path)
+    except UnreadablePngError as exc:
+        raise UserError(f"cannot read the size of ground truth {path} ({exc.detail}); restore it from gtFine.") from None
 
 
 def prediction_pairs(pred_dir: Path, frames: Sequence[Frame]) -> list[Pair]:
@@ -133,21 +133,30 @@ def _package_version(name: str) -> str | None:
 
 
 def _fast(
-    pairs: Sequence[Pair], workers: int, pred_dir: Path, gt: GroundTruthCache | None
-) -> tuple[dict[str, Any], np.ndarray]:
-    """The fast engine, which decodes every prediction anyway and so is also the full content check."""
-    if gt is None:
+    pairs: Sequence[Pair], workers: int, pred_dir: Path, gt_cache: Path | bool, root: Path, split: str
+) -> tuple[dict[str, Any], np.ndarray, dict[str, Any] | None]:
+    """The fast engine, which decodes every prediction anyway and so is also the full content check.
+
+    With a gt_cache folder it reads the split's ground truth from there, or builds the entry in this same
+    pass (the ground truth is decoded to be scored anyway; encoding and storing it adds ~5%), so the first
+    evaluation is not slowed by a separate build and later ones decode only the predictions.
+    """
+    try:
+        with gt_cache_or_none(gt_cache, root, split, pairs, workers) as gt:
+            read_segments = gt.read if gt is not None else None
+            export, problems = run_fast(pairs, workers, average_class_sizes(), read_segments=read_segments)
+    except UncachableGroundTruth as exc:
+        warn_uncachable(exc)
+        gt = None
         export, problems = run_fast(pairs, workers, average_class_sizes())
-    else:
-        export, problems = run_fast(pairs, workers, average_class_sizes(), read_segments=gt.read)
-    if problems:
+    if problems:  # after the block: a cache built in this pass is kept, whatever the predictions hold
         collected = Problems()
         for problem in problems:
             collected.add_problem(problem)
         collected.raise_if_any(f"the predictions in {pred_dir} cannot be evaluated")
     counts = np.zeros(256, dtype=np.int64)
     counts[:N_IDS] = np.asarray(export["confMatrix"], dtype=np.int64).sum(axis=0)  # predicted ids, all valid
-    return plain(export), counts
+    return plain(export), counts, gt.info() if gt is not None else None
 
 
 def _check_agreement(official: Mapping[str, Any], fast: Mapping[str, Any]) -> float:
@@ -195,13 +204,9 @@ def evaluate(
         timings["validate_s"] = time.perf_counter() - started
     else:
         timings["validate_s"] = time.perf_counter() - started
-        gt = gt_cache_or_none(gt_cache, root, split, pairs, workers)
-        if gt is not None:
-            # the build is a one-off cost, kept out of fast_s so fast_s compares across runs
-            cache_info = {"path": str(gt.path), "status": gt.status, "build_s": gt.build_s}
         started = time.perf_counter()
-        exports["fast"], counts = _fast(pairs, workers, pred_dir, gt)
-        timings["fast_s"] = time.perf_counter() - started
+        exports["fast"], counts, cache_info = _fast(pairs, workers, pred_dir, gt_cache, root, split)
+        timings["fast_s"] = time.perf_counter() - started  # includes building the gt cache when it was built
     train_ids_warning = warn_if_train_ids(counts, pred_dir)
     if engine != "fast":  # every input check has passed: the script's sys.exit paths are out of reach
         started = time.perf_counter()

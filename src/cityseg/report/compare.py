@@ -156,7 +156,7 @@ class Comparison:
         rows = []
         for run in self.runs:
             differences = recipe_differences(run.runs)
-            changes = "n/a (needs cityseg.config.recipe_differences)" if differences is None else \
+            changes = "n/a (config.json of another cityseg version)" if differences is None else \
                 ", ".join(f"{name} {value}" for name, _, value in differences) or "none"
             evaluation = run.evaluation
             row = [run.label, str((run.runs.config.get("config") or {}).get("recipe")), changes,

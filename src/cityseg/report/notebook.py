@@ -1,7 +1,7 @@
 """Glue between notebook parameters (papermill passes plain strings and numbers) and the library.
 
-A notebook cell stays a single call: these helpers turn `SIZE = "128x64"` or
-`ENCODER_WEIGHTS = "none"` into what `resolve_config` expects, and read earlier runs back for
+A notebook cell stays a single call: these helpers turn `SIZE = "128x64"` (with `parse_size`, the
+CLI's parser too) or `ENCODER_WEIGHTS = "none"` into what `resolve_config` expects, and read earlier runs back for
 the live curves of a resumed notebook.
 """
 
@@ -11,25 +11,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cityseg.config import TrainConfig, resolve_config
-from cityseg.errors import UserError
+from cityseg.config import TrainConfig, parse_size, resolve_config
 from cityseg.plots import percent
 from cityseg.report.runfiles import run_names
 from cityseg.report.tables import Table
-
-
-def parse_size(size: str | tuple[int, int] | list[int] | None) -> tuple[int, int] | None:
-    """'WxH' (as typed on the CLI), a (W, H) pair, or None/'none'/'full' for the images' own resolution."""
-    if size is None or (isinstance(size, str) and size.lower() in ("none", "full")):
-        return None
-    if isinstance(size, str):
-        parts = size.lower().split("x")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise UserError(f"SIZE {size!r} is not WIDTHxHEIGHT; write e.g. \"1024x512\", or None for full resolution.")
-        return int(parts[0]), int(parts[1])
-    if len(size) != 2:
-        raise UserError(f"SIZE {size!r} must be a (width, height) pair, a \"WxH\" string, or None.")
-    return int(size[0]), int(size[1])
 
 
 def training_config(recipe: str = "seed", epochs: int | None = None, size: Any = None, workers: int | None = None,

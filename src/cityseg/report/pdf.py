@@ -96,21 +96,19 @@ def headline_table(cv: CvResult, evaluation: Mapping[str, Any]) -> Table:
 
 
 def headline_text(runs: RunFiles, evaluation: dict[str, Any], synthetic: bool) -> str:
-    """The headline in plain text (notebook and `make demo` output): CV mIoU, val mIoU, the reference."""
-    cv = cv_result(runs.summary)
+    """The headline in plain text (notebook and `make demo` output): the CV numbers as `cityseg cv` prints
+    them (no selection, protocol, selected), the official val mIoU and the reference."""
+    from cityseg.cv import summary_text
+
     val = float(evaluation["averageScoreClasses"])
     lines = [
-        f"Cross-validation mIoU ({cv.k} folds, mean ± std): {mean_std_text(cv.miou_mean, cv.miou_std)} %",
-        f"  protocol: {cv.protocol}",
+        summary_text(runs.summary),
         f"Validation mIoU (official cityscapesscripts): {percent(val)} %  "
         f"(iIoU {percent(evaluation['averageScoreInstClasses'])} %, "
         f"categories {percent(evaluation['averageScoreCategories'])} %)",
         f"Reference, {REFERENCE_TEXT}: {REFERENCE_MIOU:.2f} %",
+        _reference_sentence(val, synthetic),
     ]
-    if cv.selected is not None:
-        lines.insert(2, f"  at each fold's best epoch (selected, optimistic): "
-                        f"{mean_std_text(cv.selected.miou_mean, cv.selected.miou_std)} %")
-    lines.append(_reference_sentence(val, synthetic))
     return "\n".join(lines)
 
 
@@ -149,8 +147,11 @@ def full_fit_text(runs: RunFiles) -> str:
         return "No full-data fit yet: `cityseg cv ... --resume` trains it once every fold is finished."
     n_train = runs.configs.get("full", {}).get("n_train", "all")
     state = "finished" if full.get("finished") else f"{full.get('epochs_done')} of {full.get('epochs')} epochs done"
-    return (f"{n_train} train images, {full['epochs']} epochs = median of the folds' best epochs "
-            f"(chosen: {summary.get('chosen_epochs')}); {state}. Its best.pt made the validation predictions.")
+    rule = "the folds' epochs (fixed budget)" if summary["folds"] and all(
+        f.get("select") == "last" for f in summary["folds"]) else "the median of the folds' best epochs"
+    horizon = full.get("schedule_epochs", full["epochs"])
+    return (f"{n_train} train images, {full['epochs']} epochs = {rule} (chosen: {summary['chosen_epochs']}), on the "
+            f"folds' {horizon}-epoch lr schedule stopped there; {state}. Its best.pt made the validation predictions.")
 
 
 def sentence(text: str) -> str:
@@ -197,6 +198,7 @@ def setup_table(runs: RunFiles, synthetic: bool) -> Table:
     """What was trained and on what: enough to reproduce or question the numbers."""
     cfg = runs.config.get("config") or {}
     full_epochs = (runs.summary.get("full") or {}).get("epochs")
+    selection = "last epoch (fixed budget)" if cfg.get("select") == "last" else f"best epoch by {cfg.get('select')}"
     rows = [
         ("model", f"U-Net, ResNet-34 encoder; encoder weights: {cfg.get('encoder_weights') or 'none (from scratch)'}"),
         ("recipe", config_value(runs, "recipe")),
@@ -206,8 +208,8 @@ def setup_table(runs: RunFiles, synthetic: bool) -> Table:
                       f"weight decay {cfg.get('weight_decay')}, batch {cfg.get('batch_size')}"),
         ("schedule", f"{cfg.get('schedule')}, warm-up {cfg.get('warmup_epochs')} epochs"),
         ("loss", config_value(runs, "loss")),
-        ("epochs", f"{cfg.get('epochs')} per fold, best epoch by {cfg.get('select')}; full-data fit: "
-                   f"{full_epochs if full_epochs is not None else 'not trained yet'}"),
+        ("epochs", f"{cfg.get('epochs')} per fold, {selection}; full-data fit: "
+                   f"{full_epochs if full_epochs is not None else 'not trained yet'} on the folds' lr schedule"),
         ("data", "synthetic street scenes (cityseg synth)" if synthetic else f"Cityscapes at {runs.config.get('data_root')}"),
         ("folds", f"{runs.folds['k']} folds of the train split, grouped by {runs.folds['split']} "
                   f"(seed {runs.folds.get('seed')})"),
@@ -279,8 +281,8 @@ def _setup_page(runs: RunFiles, synthetic: bool) -> Page:
     page.heading("Changes from the recipe")
     differences = recipe_differences(runs)
     if differences is None:
-        page.paragraph("Not available in this version of cityseg (it needs cityseg.config.recipe_differences); "
-                       "config.json in each run folder holds every setting.")
+        page.paragraph("Cannot be listed: config.json was not written by this version of cityseg; it holds every "
+                       "setting the run used.")
     elif not differences:
         page.paragraph(f"None: the run used the {config_value(runs, 'recipe')} recipe as defined.")
     else:

@@ -1,10 +1,9 @@
 """The numbers a report or a comparison states, read from the run files with their provenance.
 
-summary.json has two generations. The current one gives the headline cross-validation numbers
-selection-free (every fold scored at the epoch count the full fit uses) with a `protocol` sentence,
-and keeps the optimistic best-epoch numbers under `selected`; an older one has only the best-epoch
-numbers at the top level. `cv_result` reads either and says which protocol the numbers follow, so a
-page never presents selected numbers as unselected ones.
+summary.json gives the headline cross-validation numbers selection-free (every fold scored at the
+epoch count the full fit uses) with a `protocol` sentence, and keeps the optimistic best-epoch numbers
+under `selected` (cityseg.cv.summarize). `cv_result` reads them with the protocol beside the numbers,
+so a page never presents selected numbers as unselected ones.
 """
 
 from __future__ import annotations
@@ -60,39 +59,26 @@ class CvResult:
     class_iou_mean: Sequence[float | None]
     class_iou_std: Sequence[float | None]
     protocol: str
-    selection_free: bool  # False: an older summary.json whose only numbers are the selected ones
     selected: Selected | None
     folds: list[FoldResult]
 
 
 def cv_result(summary: Mapping[str, Any]) -> CvResult:
-    """Read summary.json of either generation (module docstring); missing keys become None, not errors."""
+    """Read summary.json (keys cityseg.report.runfiles requires); a missing optional value becomes None."""
     none_list = [None] * len(CLASS_NAMES)
-    folds = summary.get("folds") or []
-    selection_free = "protocol" in summary or "selected" in summary
-    if selection_free:
-        chosen = summary.get("selected") or {}
-        selected = Selected(chosen.get("miou_mean"), chosen.get("miou_std"), chosen.get("class_iou_mean"),
-                            chosen.get("class_iou_std"), str(chosen.get("note") or "each fold at its best epoch"))
-        fold_results = [FoldResult(int(f.get("fold", n)), f.get("epoch"), f.get("val_loss"), f.get("val_miou"),
-                                   f.get("class_iou") or none_list, f.get("best_epoch"), f.get("best_val_loss"),
-                                   f.get("best_val_miou")) for n, f in enumerate(folds)]
-        protocol = str(summary.get("protocol") or "every fold scored at the epoch count the full fit uses")
-    else:
-        select = next((f.get("select") for f in folds if f.get("select")), "val loss")
-        selected = None
-        fold_results = [FoldResult(int(f.get("fold", n)), f.get("best_epoch"), f.get("val_loss"), f.get("val_miou"),
-                                   f.get("class_iou") or none_list, f.get("best_epoch"), f.get("val_loss"),
-                                   f.get("val_miou")) for n, f in enumerate(folds)]
-        protocol = (f"each fold scored at its best epoch by {select}, chosen on that fold's own held-out cities: an "
-                    "optimistic estimate (this summary.json was written before cityseg reported selection-free "
-                    "numbers; `cityseg cv ... --resume` rewrites it)")
+    chosen = summary.get("selected")
+    selected = None if chosen is None else Selected(
+        chosen.get("miou_mean"), chosen.get("miou_std"), chosen.get("class_iou_mean"), chosen.get("class_iou_std"),
+        str(chosen.get("note") or "each fold at its best epoch"))
+    folds = [FoldResult(int(f.get("fold", n)), f.get("epoch"), f.get("val_loss"), f.get("val_miou"),
+                        f.get("class_iou") or none_list, f.get("best_epoch"), f.get("best_val_loss"),
+                        f.get("best_val_miou")) for n, f in enumerate(summary.get("folds") or [])]
     return CvResult(
         k=int(summary.get("k") or len(folds)), split=str(summary.get("split") or "?"),
         miou_mean=summary.get("miou_mean"), miou_std=summary.get("miou_std"),
         class_iou_mean=summary.get("class_iou_mean") or none_list,
         class_iou_std=summary.get("class_iou_std") or none_list,
-        protocol=protocol, selection_free=selection_free, selected=selected, folds=fold_results,
+        protocol=str(summary.get("protocol") or "not recorded in summary.json"), selected=selected, folds=folds,
     )
 
 
@@ -154,24 +140,11 @@ def duration_text(seconds: float) -> str:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return "x".join(map(str, value)) if len(value) == 2 and all(isinstance(v, int) for v in value) \
-            else ", ".join(map(str, value)) or "none"
-    return "none" if value is None else str(value)
-
-
 def recipe_differences(runs: RunFiles) -> list[tuple[str, str, str]] | None:
-    """(field, recipe value, run value) for every config field the run changed from its recipe; None when
-    this version of cityseg cannot tell (the pages then say so)."""
-    # --- recipe differences -------------------------------------------------------------------------------
-    # `cityseg.config.recipe_differences(config)` comes with the recipes work; until it is merged this
-    # returns None and the report prints that the list is not available.
-    try:
-        from cityseg.config import recipe_differences as differences_of
-    except ImportError:
-        return None
-    from cityseg.config import TrainConfig
+    """(field, recipe value, run value) for every config field the run changed from its recipe, formatted as
+    typed after the flags; None when config.json is not a config of this cityseg version (the pages say so)."""
+    from cityseg.config import TrainConfig, value_text
+    from cityseg.config import recipe_differences as differences_of
     from cityseg.errors import UserError
 
     saved = runs.config.get("config")
@@ -181,14 +154,15 @@ def recipe_differences(runs: RunFiles) -> list[tuple[str, str, str]] | None:
         config = TrainConfig.from_dict(saved)
     except UserError:  # written by another cityseg version
         return None
-    return [(str(name), _cell(recipe_value), _cell(run_value)) for name, recipe_value, run_value in
-            differences_of(config)]
-    # ------------------------------------------------------------------------------------------------------
+    return [(name, value_text(recipe), value_text(value)) for name, recipe, value in differences_of(config)]
 
 
 def config_value(runs: RunFiles, name: str) -> str:
-    """One field of the run's config.json, formatted for a table cell."""
-    return _cell((runs.config.get("config") or {}).get(name))
+    """One field of the run's config.json, formatted as typed after its flag."""
+    from cityseg.config import value_text
+
+    value = (runs.config.get("config") or {}).get(name)
+    return value_text(tuple(value) if isinstance(value, list) else value)
 
 
 def finite(value: float | None) -> bool:

@@ -17,7 +17,8 @@ from cityseg.errors import UserError
 
 CV_COMMAND = "`cityseg cv DATA_ROOT --out RUNS`"
 EVAL_COMMAND = "`cityseg evaluate PRED_DIR DATA_ROOT --json EVAL_JSON`"
-SUMMARY_REQUIRED_KEYS = ("k", "folds", "miou_mean", "miou_std", "class_iou_mean", "class_iou_std", "chosen_epochs")
+SUMMARY_REQUIRED_KEYS = ("k", "folds", "miou_mean", "miou_std", "class_iou_mean", "class_iou_std", "chosen_epochs",
+                         "protocol", "selected")
 EVAL_REQUIRED_KEYS = ("confMatrix", "labels", "classScores", "classInstScores", "categoryScores",
                       "categoryInstScores", "averageScoreClasses", "averageScoreInstClasses",
                       "averageScoreCategories", "averageScoreInstCategories")

@@ -1,0 +1,59 @@
+"""`cityseg export`: a training checkpoint -> safetensors weights, an ONNX graph and a model card, checked."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cityseg.cli.common import add_command
+
+
+def register(subparsers) -> None:
+    """Add the `export` subcommand."""
+    parser = add_command(
+        subparsers,
+        "export",
+        help="write a deployable model folder: safetensors weights, ONNX graph, model card",
+        description="Write OUT/model.safetensors (the network's tensors only, no optimizer), OUT/model.onnx (input "
+        "'image': uint8 RGB (batch, height, width, 3), any height and width >= 33; output 'logits': float32 "
+        "(batch, 19, height, width) in trainId order; normalisation and padding inside) and OUT/card.json + "
+        "card.md (classes and palette, normalisation, training recipe and data, CV and evaluation numbers with "
+        "their protocol, git sha). Before OUT is put in place the export checks itself: onnxruntime's logits must "
+        "match torch's on a few images (argmax identical on >= 99.9% of pixels, max |difference| <= 1e-3 x max "
+        "|logit|), else it exits 2 and writes nothing. `cityseg predict OUT ...` takes the folder like a checkpoint.",
+    )
+    parser.add_argument("checkpoint", type=Path, help="best.pt or last.pt of a run (RUNS/full/best.pt for the final model)")
+    parser.add_argument("--out", type=Path, required=True, help="folder to create (e.g. model/)")
+    parser.add_argument(
+        "--eval",
+        type=Path,
+        default=None,
+        metavar="EVAL_JSON",
+        help="the `cityseg evaluate --json` file of this model's predictions, for the card's numbers; CV numbers "
+        "come from summary.json of the checkpoint's runs folder when it is there",
+    )
+    parser.add_argument(
+        "--check-images",
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help="photos (files, folders, globs) for the ONNX-vs-torch check; None means three cuts of a synthetic "
+        "street scene (384x192, 250x141, 141x250). Large photos make the check slow (it runs on the CPU)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it holds an earlier export")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export, printing each step and the parity figures."""
+    from cityseg.export import export_model  # torch and onnx are imported only when the command runs
+    from cityseg.image_files import find_images, read_user_image
+
+    check_images = None
+    if args.check_images is not None:
+        check_images = [(str(item.path), read_user_image(item.path)) for item in find_images(args.check_images)]
+    result = export_model(args.checkpoint, args.out, eval_json=args.eval, check_images=check_images,
+                          overwrite=args.overwrite, log=lambda line: print(line, flush=True))
+    print(f"exported to {result.out_dir} in {result.seconds:.0f} s; use it with: cityseg predict {result.out_dir} "
+          "--images PHOTOS --out DIR")
+    return 0

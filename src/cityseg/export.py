@@ -1,0 +1,279 @@
+"""`cityseg export`: a training checkpoint -> a folder a runtime without cityseg (or without Python) can use.
+
+    model.safetensors  the network's tensors only (no optimizer, no pickle: loading it cannot run code)
+    model.onnx         uint8 RGB photo (N, H, W, 3), any H, W >= 33 -> logits (N, 19, H, W) float32 in
+                       trainId order; ImageNet normalisation and the pad to a multiple of 32 are inside
+    card.json/card.md  classes and palette, normalisation, training recipe and data, CV and val numbers
+                       with their protocol, git sha, and the parity figures below
+
+The graph comes from torch.onnx.export(dynamo=True) (torch.export + onnxscript; works offline). The
+export checks itself before the folder is put in place: onnxruntime's logits on a few street images
+must agree with torch's (same weights, the `cityseg predict` forward) — argmax identical on at least
+99.9% of the pixels of every image and max |logit difference| <= 1e-3 x max |logit| — or the export
+fails and leaves no folder. The folder is built beside OUT and renamed into place, so OUT is never
+half-written; an existing OUT is replaced only if it is an earlier export and `overwrite` is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cityseg.card import build_card, card_markdown, read_evaluation
+from cityseg.deployed import (
+    CARD_JSON,
+    CARD_MD,
+    EXPORT_FORMAT,
+    ONNX_FILE,
+    WEIGHTS_FILE,
+    load_weights,
+    read_card,
+)
+from cityseg.errors import UserError, describe_error
+from cityseg.fileio import atomic_write_text
+from cityseg.image_files import read_user_image
+from cityseg.inference import SIZE_MULTIPLE, forward_padded
+from cityseg.model import load_model
+from cityseg.predict import file_sha256
+from cityseg.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+
+ONNX_INPUT, ONNX_OUTPUT = "image", "logits"
+# torch.export specialises sizes 0 and 1; a side of 32 or less pads to one 1x1 bottleneck cell.
+MIN_SIDE = SIZE_MULTIPLE + 1
+MIN_AGREEMENT = 0.999  # share of pixels whose argmax must be identical, per image
+LOGIT_RTOL = 1e-3  # max |onnx - torch| allowed, relative to the image's max |logit| (float32 round-off is ~1e-6)
+CHECK_FRAME = (384, 192)  # synthetic street scene the default check images are cut from (width, height)
+
+
+class DeployedNetwork(nn.Module):
+    """uint8 RGB (N, H, W, 3) -> logits (N, C, H, W): what `cityseg predict` computes, in one graph."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        # the constants and formula of transforms.normalize, as buffers: its per-device cache must not be traced
+        self.register_buffer("scale", 1.0 / (255.0 * std))
+        self.register_buffer("shift", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) / std)
+
+    def forward(self, image: Tensor) -> Tensor:
+        normalised = image.permute(0, 3, 1, 2).to(torch.float32) * self.scale - self.shift  # (N, 3, H, W)
+        height, width = normalised.shape[-2:]
+        # Reflect, as inference.pad_to_multiple does for every side above 32 (the pad is then shorter than it).
+        padded = F.pad(normalised, (0, -width % SIZE_MULTIPLE, 0, -height % SIZE_MULTIPLE), mode="reflect")
+        return self.network(padded)[..., :height, :width]  # (N, C, H, W)
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """onnxruntime against torch on the check images: per image (name, WxH, agreement, max diff, tolerance)."""
+
+    rows: list[dict[str, Any]]
+
+    @property
+    def passed(self) -> bool:
+        return all(row["agreement"] >= MIN_AGREEMENT and row["max_abs_diff"] <= row["tolerance"] for row in self.rows)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "rule": f"per image: argmax identical on >= {100 * MIN_AGREEMENT:.1f}% of pixels and "
+            f"max |logit_onnx - logit_torch| <= {LOGIT_RTOL:g} x max |logit_torch|",
+            "runtime": "onnxruntime CPUExecutionProvider vs torch float32 on CPU, same weights",
+            "images": self.rows,
+        }
+
+    def text(self) -> str:
+        lines = [f"ONNX parity {'PASSED' if self.passed else 'FAILED'} ({self.as_dict()['rule']}):"]
+        lines += [
+            f"  {row['name']} {row['size']}: argmax agreement {100 * row['agreement']:.4f}%, max |logit diff| "
+            f"{row['max_abs_diff']:.2e} (tolerance {row['tolerance']:.2e})"
+            for row in self.rows
+        ]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the export went, its parity figures and how long it took."""
+
+    out_dir: Path
+    parity: ParityReport
+    seconds: float
+
+
+def default_check_images() -> list[tuple[str, np.ndarray]]:
+    """A synthetic street scene as three inputs: a multiple of 32, an odd size (padding) and a portrait cut."""
+    from cityseg.synthetic.dataset import FrameSpec, city_names, write_frame
+
+    with tempfile.TemporaryDirectory(prefix="cityseg-export-check-") as folder:
+        spec = FrameSpec("val", city_names("val", 1)[0], 0, CHECK_FRAME, (0, 1, 0, 0))
+        write_frame(Path(folder), spec)
+        scene = read_user_image(spec.image_path(Path(folder)))  # (H, W, 3)
+    odd = scene[23:164, 61:311]  # 250x141
+    return [("street", scene), ("crop", odd), ("portrait", np.ascontiguousarray(odd.transpose(1, 0, 2)))]
+
+
+def check_parity(folder: Path, images: list[tuple[str, np.ndarray]]) -> ParityReport:
+    """Run the exported folder's ONNX graph and its safetensors weights in torch on `images`; compare."""
+    import onnxruntime
+
+    network = load_weights(Path(folder) / WEIGHTS_FILE)  # what the folder ships, not the checkpoint in memory
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = onnxruntime.InferenceSession(str(Path(folder) / ONNX_FILE), options, providers=["CPUExecutionProvider"])
+    rows = []
+    for name, image in images:
+        height, width = image.shape[:2]
+        if min(height, width) < MIN_SIDE:
+            raise UserError(f"check image {name} is {width}x{height}; the graph takes sides of {MIN_SIDE} px or more.")
+        pixels = torch.from_numpy(np.ascontiguousarray(image))[None]  # (1, H, W, 3) uint8
+        with torch.inference_mode():
+            expected = forward_padded(network, normalize(pixels.permute(0, 3, 1, 2))).numpy()  # (1, C, H, W)
+        actual = session.run([ONNX_OUTPUT], {ONNX_INPUT: pixels.numpy()})[0]
+        rows.append({
+            "name": name,
+            "size": f"{width}x{height}",
+            "agreement": float(np.mean(actual.argmax(1) == expected.argmax(1))),
+            "max_abs_diff": float(np.abs(actual - expected).max()),
+            "tolerance": LOGIT_RTOL * float(np.abs(expected).max()),
+        })
+    return ParityReport(rows)
+
+
+def export_onnx(network: nn.Module, path: Path) -> int:
+    """Write the graph of `DeployedNetwork(network)` with dynamic batch, height and width; returns its opset."""
+    import onnx
+
+    deployed = DeployedNetwork(network).eval()
+    # An example whose sides are not multiples of 32, so the padding is traced as the general case.
+    example = torch.zeros((2, 75, 133, 3), dtype=torch.uint8)
+    shapes = {"image": {0: torch.export.Dim("batch", min=1, max=1024), 1: torch.export.Dim("height", min=MIN_SIDE),
+                        2: torch.export.Dim("width", min=MIN_SIDE)}}
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress chatter
+        warnings.simplefilter("ignore")
+        torch.onnx.export(deployed, (example,), str(path), dynamo=True, input_names=[ONNX_INPUT],
+                          output_names=[ONNX_OUTPUT], dynamic_shapes=shapes, external_data=False, verbose=False)
+    graph = onnx.load(str(path), load_external_data=False)
+    return max(entry.version for entry in graph.opset_import if entry.domain in ("", "ai.onnx"))
+
+
+def _write_weights(network: nn.Module, path: Path) -> None:
+    """The state dict as safetensors, read back and compared bit for bit (what predict will load)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
+    save_file(tensors, str(path), metadata={"format": EXPORT_FORMAT})
+    loaded = load_file(str(path))
+    if loaded.keys() != tensors.keys() or not all(torch.equal(loaded[k], tensors[k]) for k in tensors):
+        raise UserError(f"{path} did not read back as written; check the disk and export again.")  # pragma: no cover
+
+
+def _check_out(out_dir: Path, overwrite: bool) -> None:
+    """OUT may be missing, empty, or (with overwrite) an earlier export; anything else is left alone."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; pass a folder (it is created).")
+    if not any(out_dir.iterdir()):
+        return
+    try:
+        read_card(out_dir)
+    except UserError:
+        raise UserError(
+            f"{out_dir} already holds files that `cityseg export` did not write; they are left alone. Choose "
+            "another --out folder."
+        ) from None
+    if not overwrite:
+        raise UserError(f"{out_dir} holds an earlier export; pass --overwrite to replace it, or choose another --out.")
+
+
+def _install(staging: Path, out_dir: Path, overwrite: bool) -> None:
+    """Rename the finished folder into place; an earlier export is moved aside first, then deleted."""
+    _check_out(out_dir, overwrite)  # again: something may have appeared during the export
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        out_dir.rename(old)
+    staging.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_model(
+    checkpoint: Path,
+    out_dir: Path,
+    eval_json: Path | None = None,
+    check_images: list[tuple[str, np.ndarray]] | None = None,
+    overwrite: bool = False,
+    log=print,
+) -> ExportResult:
+    """Write the export folder for `checkpoint` (see the module docstring); `log` gets one line per step."""
+    try:
+        return _export(Path(checkpoint), Path(out_dir), eval_json, check_images, overwrite, log)
+    except ImportError as exc:  # a missing optional package: say which, not a traceback
+        raise UserError(
+            f"`cityseg export` needs the package {exc.name or describe_error(exc)}; install the requirements "
+            "(`pip install onnx onnxscript onnxruntime safetensors`, all in requirements.txt)."
+        ) from None
+
+
+def _export(
+    checkpoint: Path, out_dir: Path, eval_json: Path | None, check_images: list[tuple[str, np.ndarray]] | None,
+    overwrite: bool, log,
+) -> ExportResult:
+    start = time.perf_counter()
+    if checkpoint.is_dir():
+        raise UserError(f"{checkpoint} is a folder; `cityseg export` takes a run's best.pt or last.pt.")
+    _check_out(out_dir, overwrite)
+    evaluation = read_evaluation(Path(eval_json)) if eval_json is not None else None  # fail before the slow part
+    network, state = load_model(checkpoint, torch.device("cpu"))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary folder
+    try:
+        _write_weights(network, staging / WEIGHTS_FILE)
+        log(f"weights: {WEIGHTS_FILE} ({(staging / WEIGHTS_FILE).stat().st_size / 2**20:.1f} MiB)")
+        log("ONNX: tracing the graph with torch.onnx.export(dynamo=True) (about a minute on a laptop CPU) ...")
+        opset = export_onnx(network, staging / ONNX_FILE)
+        log(f"ONNX: {ONNX_FILE} (opset {opset}); checking it against torch with onnxruntime ...")
+        parity = check_parity(staging, check_images if check_images is not None else default_check_images())
+        log(parity.text())
+        if not parity.passed:
+            raise UserError(
+                f"the ONNX graph of {checkpoint} does not reproduce the torch model within the stated tolerance "
+                "(figures above), so no export was written. Report this with the figures; `cityseg predict "
+                "CHECKPOINT` still works."
+            )
+        files = {
+            "weights": {"file": WEIGHTS_FILE, "sha256": file_sha256(staging / WEIGHTS_FILE)},
+            "onnx": {"file": ONNX_FILE, "sha256": file_sha256(staging / ONNX_FILE), "opset": opset},
+        }
+        card = build_card(checkpoint, state, network, files, parity.as_dict(), evaluation)
+        if evaluation is not None and card["results"]["evaluation"]["same_checkpoint"] is False:
+            log(f"warning: the predictions scored in {eval_json} were made with another checkpoint (their manifest "
+                "says so); the card says so too. Predict and evaluate with this checkpoint for its own numbers.")
+        atomic_write_text(staging / CARD_JSON, json.dumps(card, indent=1) + "\n")
+        atomic_write_text(staging / CARD_MD, card_markdown(card))
+        for path in staging.iterdir():  # some writers make private files; the export is ordinary files
+            path.chmod(0o666 & ~umask)
+        _install(staging, out_dir, overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(out_dir=out_dir, parity=parity, seconds=time.perf_counter() - start)

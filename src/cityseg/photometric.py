@@ -1,0 +1,172 @@
+"""mmsegmentation's PhotoMetricDistortion, exactly, for one uint8 RGB crop in a loader worker.
+
+The definition (mmseg/datasets/transforms/transforms.py, defaults): each step with probability 0.5,
+
+    brightness  x + delta,   delta ~ U(-32, 32)
+    contrast    x * alpha,   alpha ~ U(0.5, 1.5)   second (before the HSV steps) or last, 50/50
+    saturation  S * alpha,   alpha ~ U(0.5, 1.5)   on OpenCV's 8-bit HSV (S in 0..255)
+    hue         (H + k) % 180, k integer in [-18, 18)   on OpenCV's 8-bit HSV (H in 0..179)
+
+where every step computes in float32, clips to 0..255 and casts to uint8 (truncation: mmseg's
+`convert`), and saturation and hue each make their own RGB -> HSV -> RGB round trip with OpenCV
+(`mmcv.bgr2hsv` is `cv2.cvtColor`; our images are RGB, so the RGB codes give the same H, S, V).
+
+Every step maps a uint8 value to a uint8 value, so each is a 256-entry lookup table computed with the
+very float32 expression above: `cv2.LUT` then gives mmseg's pixels bit for bit, at a fraction of the
+cost of the float pipeline (bench/photometric.py). Consecutive table steps are composed into one.
+The random draws are a `PhotometricDraw`, made by `draw_photometric` from torch's generator, so the
+loader (`PhotoMetricDistortion`), the batched device version (`cityseg.device_augment`) and the tests
+can be fed the same draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+_IDENTITY = np.arange(256, dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class PhotometricSpec:
+    """mmsegmentation's PhotoMetricDistortion defaults (NOTES.md)."""
+
+    p: float = 0.5  # each of the four steps is applied with this probability
+    brightness_delta: float = 32.0  # additive, uniform in [-delta, delta]
+    contrast_range: tuple[float, float] = (0.5, 1.5)  # multiplicative
+    saturation_range: tuple[float, float] = (0.5, 1.5)  # multiplies HSV's S channel
+    hue_delta: int = 18  # OpenCV hue steps (0..180, i.e. 2 degrees each); shift is an integer in [-delta, delta)
+
+
+PHOTOMETRIC = PhotometricSpec()
+
+
+@dataclass(frozen=True)
+class PhotometricDraw:
+    """One image's random choices; None means the step is skipped."""
+
+    brightness: float | None = None  # delta added
+    contrast: float | None = None  # alpha multiplied
+    contrast_first: bool = True  # contrast second (after brightness) or last
+    saturation: float | None = None  # alpha multiplied into S
+    hue: int | None = None  # steps added to H, modulo 180
+
+
+def draw_photometric(spec: PhotometricSpec = PHOTOMETRIC, generator: torch.Generator | None = None) -> PhotometricDraw:
+    """Draw one image's choices from torch's (global or given) generator: always 9 numbers, so the stream
+    advances the same whatever is drawn."""
+    u = torch.rand(9, generator=generator, dtype=torch.float64).tolist()
+    applied = [value < spec.p for value in u[:4]]
+    low, high = spec.contrast_range
+    s_low, s_high = spec.saturation_range
+    return PhotometricDraw(
+        brightness=(2 * u[4] - 1) * spec.brightness_delta if applied[0] else None,
+        contrast=low + (high - low) * u[5] if applied[1] else None,
+        contrast_first=u[8] < 0.5,
+        saturation=s_low + (s_high - s_low) * u[6] if applied[2] else None,
+        # numpy's randint(-d, d): an integer in [-d, d), each with probability 1 / (2 d)
+        hue=int(np.floor(-spec.hue_delta + 2 * spec.hue_delta * u[7])) if applied[3] else None,
+    )
+
+
+def convert_table(alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+    """mmseg's `convert` (float32 x * alpha + beta, clipped to 0..255, cast to uint8) of every uint8 value:
+    (256,) uint8. numpy computes float32 array x Python float in float32, as mmseg's does."""
+    values = np.arange(256, dtype=np.float32) * alpha + beta
+    return np.clip(values, 0, 255).astype(np.uint8)
+
+
+def hue_table(shift: int) -> np.ndarray:
+    """(H + shift) % 180 for every uint8 H: (256,) uint8 (OpenCV's 8-bit H never exceeds 179)."""
+    return ((np.arange(256) + shift) % 180).astype(np.uint8)
+
+
+def value_tables(draw: PhotometricDraw) -> tuple[np.ndarray, np.ndarray]:
+    """The per-value steps around the HSV ones, each composed into one table: (before, after), (256,) uint8."""
+    before = convert_table(beta=draw.brightness) if draw.brightness is not None else _IDENTITY
+    contrast = convert_table(alpha=draw.contrast) if draw.contrast is not None else _IDENTITY
+    if draw.contrast_first:
+        return contrast[before], _IDENTITY
+    return before, contrast
+
+
+def hsv_channel_tables(draw: PhotometricDraw) -> list[np.ndarray]:
+    """One (256, 1, 3) table per HSV round trip, in order: saturation scales S, hue shifts H."""
+    tables = []
+    if draw.saturation is not None:
+        tables.append(np.stack([_IDENTITY, convert_table(alpha=draw.saturation), _IDENTITY], axis=-1))
+    if draw.hue is not None:
+        tables.append(np.stack([hue_table(draw.hue), _IDENTITY, _IDENTITY], axis=-1))
+    return [table.reshape(256, 1, 3) for table in tables]
+
+
+def _lookup(array: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """cv2.LUT of a contiguous uint8 array of any layout, as one channel (cv2 reads a 3-D array as H, W, C)."""
+    if table is _IDENTITY:
+        return array
+    return cv2.LUT(array.reshape(-1, array.shape[-1]), table).reshape(array.shape)
+
+
+def distort_hwc(image: np.ndarray, draw: PhotometricDraw) -> np.ndarray:
+    """mmseg's PhotoMetricDistortion of a contiguous (H, W, 3) uint8 RGB image with the given draw."""
+    before, after = value_tables(draw)
+    out = _lookup(image, before)
+    for table in hsv_channel_tables(draw):
+        hsv = cv2.LUT(cv2.cvtColor(out, cv2.COLOR_RGB2HSV), table)
+        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return _lookup(out, after)
+
+
+def distort_chw(image: Tensor, draw: PhotometricDraw) -> Tensor:
+    """The same for a (3, H, W) uint8 tensor; returns (3, H, W) uint8.
+
+    Without an HSV step the tables apply to the memory in whatever layout it has (no copy to reorder).
+    The HSV steps need interleaved (H, W, 3) pixels: OpenCV's merge and split reorder the planes (a
+    tenth of the cost of a transposing copy), and a (3, H, W) view of HWC memory needs no reordering.
+    """
+    hwc_view = image.permute(1, 2, 0).is_contiguous()  # (3, H, W) view of (H, W, 3) memory: how images arrive
+    if draw.saturation is None and draw.hue is None:
+        before, after = value_tables(draw)
+        table = after[before]
+        if np.array_equal(table, _IDENTITY):
+            return image
+        memory = image.permute(1, 2, 0) if hwc_view else image.contiguous()  # (H, W, 3) or (3, H, W)
+        out = torch.from_numpy(_lookup(memory.numpy(), table))
+        return out.permute(2, 0, 1) if hwc_view else out
+    if hwc_view:
+        return torch.from_numpy(distort_hwc(image.permute(1, 2, 0).numpy(), draw)).permute(2, 0, 1)
+    planes = image.contiguous().numpy()  # (3, H, W)
+    distorted = distort_hwc(cv2.merge(list(planes)), draw)  # (H, W, 3)
+    out = np.empty_like(planes)
+    written = cv2.split(distorted, list(out))  # writes into the (3, H, W) planes given
+    if not np.shares_memory(written[0], out):  # an OpenCV that allocated its own planes instead
+        out = np.stack(written)
+    return torch.from_numpy(out)
+
+
+class PhotoMetricDistortion(v2.Transform):
+    """mmsegmentation's PhotoMetricDistortion on the image of a (image, mask) pair; the mask passes through.
+    Draws come from torch's generator (`draw_photometric`), like every other random op of the transforms."""
+
+    _transformed_types = (tv_tensors.Image,)
+
+    def __init__(self, spec: PhotometricSpec = PHOTOMETRIC) -> None:
+        super().__init__()
+        self.spec = spec
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"draw": draw_photometric(self.spec)}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        out = distort_chw(inpt.as_subclass(Tensor), params["draw"])
+        return tv_tensors.wrap(out, like=inpt)
+
+    def extra_repr(self) -> str:
+        return repr(self.spec)

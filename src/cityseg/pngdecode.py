@@ -1,0 +1,226 @@
+"""Fast, safe decoding of single-channel label PNGs (labelIds, instanceIds, predictions), PIL as the fallback.
+
+Decoding the three PNGs of a frame is most of what an evaluation costs, and PIL is slow at it. CPU per
+2048x1024 file on this machine (bench/png_decode.py measures the decoders installed): 8-bit labelIds PIL
+~10 ms, libpng (imagecodecs) ~6.5 ms, Wuffs (pywuffs) ~4 ms; 16-bit instanceIds about twice that. So
+files that are plain grayscale (8- or 16-bit, not interlaced, no chunks that could change the pixels:
+what Cityscapes and `cityseg predict` write) go to the fastest decoder installed, Wuffs, else libpng;
+everything else (palette images, other depths or colour types, interlacing, tRNS, gAMA...) and every file
+the fast decoder refuses goes to PIL, which is what the official script uses. The values are PIL's either
+way (tests/test_pngdecode.py compares them on clean and on damaged files).
+
+Safety: the files are the user's, and a damaged PNG must be a clear error, never a crash (torchvision's
+libpng wrapper segfaults on some). Wuffs is written in a memory-safe language (bounds checked at compile
+time), and libpng's errors come back as exceptions through imagecodecs. Before either sees a file, the
+header is checked here (signature, an IHDR chunk of the right length and checksum, sizes within PIL's
+decompression-bomb limit) and every chunk's CRC is verified (PIL checks those before IDAT, so the fast
+path never accepts a file PIL would refuse there). Both are fuzzed in tests/test_pngdecode.py, each case
+in a subprocess so a crash fails the test instead of killing pytest. Both release the GIL, so threads
+decode in parallel; pyspng was not taken: it holds the GIL while decoding and ignores checksums.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cityseg.errors import UserError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_IHDR_END = 33  # signature (8) + length (4) + "IHDR" (4) + 13 bytes of fields + CRC (4)
+_GRAYSCALE = 0
+_MODE_OF_DEPTH = {8: "L", 16: "I;16"}  # PIL's mode for plain grayscale of that bit depth
+# Chunks that cannot change grayscale pixel values; any other (tRNS, gAMA, sBIT, PLTE, ...) sends the file to PIL.
+_PLAIN_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND", b"tEXt", b"zTXt", b"iTXt", b"pHYs", b"tIME"})
+
+
+def _wuffs() -> Callable[[bytes, int], np.ndarray | None] | None:
+    """Wuffs' PNG decoder (pywuffs), one decoder object per thread and bit depth; None when not installed."""
+    try:
+        from pywuffs import ImageDecoderQuirks, ImageDecoderType, PixelFormat
+        from pywuffs.aux import ImageDecoder, ImageDecoderConfig
+    except ImportError:
+        return None
+    local = threading.local()
+
+    def decode(data: bytes, bit_depth: int) -> np.ndarray | None:
+        decoders = getattr(local, "decoders", None)
+        if decoders is None:
+            decoders = local.decoders = {}
+            for depth, pixel_format in ((8, PixelFormat.Y), (16, PixelFormat.Y_16LE)):
+                config = ImageDecoderConfig()
+                config.enabled_decoders = [ImageDecoderType.PNG]
+                config.pixel_format = pixel_format
+                config.quirks = {ImageDecoderQuirks.IGNORE_CHECKSUM: 0}  # pywuffs ignores zlib's Adler-32 unless told
+                decoders[depth] = ImageDecoder(config)
+        result = decoders[bit_depth].decode(data)
+        if result.error_message:
+            return None
+        pixels = result.pixbuf  # (H, W, 1) uint8, or (H, W, 2) uint8 holding little-endian uint16
+        return pixels.view("<u2")[..., 0] if bit_depth == 16 else pixels[..., 0]
+
+    return decode
+
+
+def _libpng() -> Callable[[bytes, int], np.ndarray | None] | None:
+    """libpng through imagecodecs; None when not installed."""
+    try:
+        from imagecodecs import png_decode
+    except ImportError:
+        return None
+    return lambda data, bit_depth: png_decode(data)
+
+
+_BACKENDS = {name: found for name, found in (("wuffs", _wuffs()), ("libpng", _libpng())) if found is not None}
+# The decoder plain grayscale files go to (tests switch it); None: PIL for everything (same values, slower).
+BACKEND: str | None = next(iter(_BACKENDS), None)
+
+
+class UnreadablePngError(UserError):
+    """A PNG that neither decoder can read (truncated, corrupt, not a PNG at all)."""
+
+    def __init__(self, path: Path | str, detail: str) -> None:
+        super().__init__(f"cannot read {path} as a PNG ({detail})")
+        self.path = Path(path)
+        self.detail = detail
+
+    def __reduce__(self):  # picklable across worker processes despite the two-argument constructor
+        return type(self), (self.path, self.detail)
+
+
+@dataclass(frozen=True)
+class PngHeader:
+    """The IHDR fields that decide how a PNG is decoded."""
+
+    width: int
+    height: int
+    bit_depth: int
+    color_type: int
+    interlace: int
+
+    @property
+    def mode(self) -> str | None:
+        """PIL's mode for plain grayscale 8/16-bit images, None for anything else (ask PIL)."""
+        if self.color_type != _GRAYSCALE or self.interlace != 0:
+            return None
+        return _MODE_OF_DEPTH.get(self.bit_depth)
+
+
+def parse_header(data: bytes) -> PngHeader | None:
+    """The IHDR of PNG bytes (only the first 33 are needed), or None when it is not a well-formed PNG header."""
+    if len(data) < _IHDR_END or data[:8] != PNG_SIGNATURE or data[8:16] != b"\x00\x00\x00\x0dIHDR":
+        return None
+    if zlib.crc32(data[12:29]) != struct.unpack(">I", data[29:33])[0]:
+        return None
+    width, height, depth, color, compression, filtering, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    if not width or not height or compression or filtering or interlace > 1:
+        return None
+    return PngHeader(width, height, depth, color, interlace)
+
+
+def read_header(path: Path) -> PngHeader | None:
+    """The IHDR of a PNG file from its first bytes, None when it is not well formed (then ask PIL)."""
+    with open(path, "rb") as handle:
+        return parse_header(handle.read(_IHDR_END))
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(W, H) of a PNG from its header, by PIL for anything unusual; UnreadablePngError if neither can."""
+    header = read_header(path)
+    if header is not None:
+        return header.width, header.height
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
+        raise UnreadablePngError(path, describe(exc)) from None
+
+
+def header_mode_and_size(path: Path) -> tuple[str, tuple[int, int]]:
+    """(PIL mode, (W, H)) from the header, without decoding; PIL opens the file when the header is unusual."""
+    header = read_header(path)
+    if header is not None and header.mode is not None:
+        return header.mode, (header.width, header.height)
+    try:
+        with Image.open(path) as image:
+            return image.mode, image.size
+    except Exception as exc:  # noqa: BLE001 - a corrupt file can make PIL raise almost anything
+        raise UnreadablePngError(path, describe(exc)) from None
+
+
+def decode_png(path: Path) -> tuple[np.ndarray, str]:
+    """(pixels, PIL mode) of a PNG file: (H, W) uint8 or uint16 for plain grayscale, else whatever PIL gives.
+
+    The same values as `np.asarray(PIL.Image.open(path))`; UnreadablePngError for a file PIL cannot read.
+    """
+    data = Path(path).read_bytes()
+    header = parse_header(data)
+    if BACKEND is not None and header is not None and header.mode is not None and _fits_pil_limit(header):
+        pixels = _fast(data, header)
+        if pixels is not None:
+            return pixels, header.mode
+    return _pil_decode(data, path)
+
+
+def describe(exc: BaseException) -> str:
+    """'Type: first line of the message', for one-line error reports."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+
+
+def _fits_pil_limit(header: PngHeader) -> bool:
+    """Above PIL's decompression-bomb limit PIL warns or refuses; let it (and never allocate gigabytes here)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return limit is None or header.width * header.height <= limit
+
+
+def _plain_and_intact(data: bytes) -> bool:
+    """Every chunk up to IEND (or the end of the data) is whole, of a kind that cannot change pixel values,
+    and its CRC matches."""
+    position = 8
+    while position < len(data):
+        if position + 12 > len(data):
+            return False
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        end = position + 8 + length
+        if kind not in _PLAIN_CHUNKS or end + 4 > len(data):
+            return False
+        if zlib.crc32(data[position + 4 : end]) != struct.unpack(">I", data[end : end + 4])[0]:
+            return False
+        if kind == b"IEND":
+            return True
+        position = end + 4
+    return True
+
+
+def _fast(data: bytes, header: PngHeader) -> np.ndarray | None:
+    """Decoded by the fast backend, or None when the file is unusual, damaged or decodes to anything unexpected
+    (PIL decides then)."""
+    if not _plain_and_intact(data):
+        return None
+    try:
+        pixels = _BACKENDS[BACKEND](data, header.bit_depth)
+    except Exception:  # noqa: BLE001 - the backend's errors (PngError, ValueError, ...): PIL gets the last word
+        return None
+    expected = np.uint8 if header.bit_depth == 8 else np.uint16
+    if pixels is None or pixels.shape != (header.height, header.width) or pixels.dtype != expected:
+        return None
+    return pixels
+
+
+def _pil_decode(data: bytes, path: Path) -> tuple[np.ndarray, str]:
+    """(np.asarray of the PIL image, its mode), decoded now so truncation raises here."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return np.asarray(image), image.mode
+    except Exception as exc:  # noqa: BLE001 - a corrupt file can make PIL or zlib raise almost anything
+        raise UnreadablePngError(path, describe(exc)) from None
