@@ -105,10 +105,11 @@ def test_report_numbers_match_summary_and_evaluation_json(tiny_run):
     headline = texts[0]
     assert re.search(rf"^cross-validation mIoU, 2 folds \(mean ± std\) {cv_text}{beside} –$", headline, re.M)
     dashes = " –" if selected else ""
-    assert re.search(rf"^val mIoU, official cityscapesscripts {re.escape(val)}{dashes} 66\.79$", headline, re.M)
-    assert re.search(rf"^val iIoU, official cityscapesscripts {re.escape(iiou)}{dashes} –$", headline, re.M)
+    assert re.search(rf"^val mIoU, official Cityscapes metric {re.escape(val)}{dashes} 66\.79$", headline, re.M)
+    assert re.search(rf"^val iIoU, official Cityscapes metric {re.escape(iiou)}{dashes} –$", headline, re.M)
     protocol = summary.get("protocol") or "best epoch by loss"
     assert protocol in " ".join(headline.split())
+    assert "by cityseg's fast engine, checked to agree" in " ".join(headline.split())  # evaluated with both engines
     for fold in summary["folds"]:  # the numbers end the row (a wrapped cities cell may come before them)
         cells = [fold.get("epoch", fold["best_epoch"]), f"{fold['val_loss']:.4f}", percent(fold["val_miou"])]
         cells += [fold["best_epoch"], percent(fold["best_val_miou"])] if selected else []

@@ -124,7 +124,7 @@ def comparison_pages(comparison: Comparison) -> list[Page]:
         first.paragraph(f"Not strictly comparable (compared because it was asked for): {mismatch}.", color=WARNING_RED,
                         weight="bold")
     first.table(comparison.runs_table())
-    first.paragraph(sentence(_protocols(comparison)) + " Val: the official script on each run's --eval JSON (– where "
+    first.paragraph(sentence(_protocols(comparison)) + " Val: the official Cityscapes metrics in each run's --eval JSON (– where "
                     "none was given). Training time: all folds and the full fit; images/s: median over epochs.",
                     size=8, color="0.25")
     settings = comparison.settings_table()

@@ -52,11 +52,10 @@ from cityseg.report.results import (
     CvResult,
     config_value,
     cv_result,
-    duration_text,
     finite,
+    machine_table,
     recipe_differences,
-    throughput_text,
-    total_seconds,
+    setup_table,
     val_class_iou,
     val_confusion,
 )
@@ -84,9 +83,9 @@ def headline_table(cv: CvResult, evaluation: Mapping[str, Any]) -> Table:
     selected = cv.selected is not None
     rows = [[f"cross-validation mIoU, {cv.k} folds (mean ± std)", mean_std_text(cv.miou_mean, cv.miou_std),
              mean_std_text(cv.selected.miou_mean, cv.selected.miou_std) if selected else None, DASH],
-            ["val mIoU, official cityscapesscripts", percent(evaluation["averageScoreClasses"]), DASH,
+            ["val mIoU, official Cityscapes metric", percent(evaluation["averageScoreClasses"]), DASH,
              f"{REFERENCE_MIOU:.2f}"],
-            ["val iIoU, official cityscapesscripts", percent(evaluation["averageScoreInstClasses"]), DASH, DASH],
+            ["val iIoU, official Cityscapes metric", percent(evaluation["averageScoreInstClasses"]), DASH, DASH],
             ["val mIoU over the 7 categories", percent(evaluation["averageScoreCategories"]), DASH, DASH]]
     columns = ["", "this run (%)", "CV at each fold's best epoch (%)", "reference (%)"]
     if not selected:
@@ -110,6 +109,17 @@ def headline_text(runs: RunFiles, evaluation: dict[str, Any], synthetic: bool) -
         _reference_sentence(val, synthetic),
     ]
     return "\n".join(lines)
+
+
+def engine_sentence(evaluation: Mapping[str, Any]) -> str:
+    """Which engine computed the val numbers of an evaluation JSON (they are the official metrics either way)."""
+    engine = (evaluation.get("cityseg") or {}).get("engine")
+    return {
+        "official": "Val: computed by cityscapesscripts' own evaluation script.",
+        "both": "Val: computed by cityscapesscripts' script and by cityseg's fast engine, checked to agree.",
+        "fast": "Val: computed by cityseg's fast engine, which gives cityscapesscripts' numbers to the last bit "
+                "(checked against the script by the test suite).",
+    }.get(engine, "Val: the official Cityscapes metrics from the evaluation JSON.")
 
 
 def _reference_sentence(val: float, synthetic: bool) -> str:
@@ -194,48 +204,6 @@ def class_results_table(cv: CvResult, evaluation: Mapping[str, Any]) -> Table:
     return Table.build([*columns, "val IoU (%)", "val iIoU (%)"], rows)
 
 
-def setup_table(runs: RunFiles, synthetic: bool) -> Table:
-    """What was trained and on what: enough to reproduce or question the numbers."""
-    cfg = runs.config.get("config") or {}
-    full_epochs = (runs.summary.get("full") or {}).get("epochs")
-    selection = "last epoch (fixed budget)" if cfg.get("select") == "last" else f"best epoch by {cfg.get('select')}"
-    rows = [
-        ("model", f"U-Net, ResNet-34 encoder; encoder weights: {cfg.get('encoder_weights') or 'none (from scratch)'}"),
-        ("recipe", config_value(runs, "recipe")),
-        ("augmentations", config_value(runs, "aug")),
-        ("image size / crop", f"{config_value(runs, 'size')} / {config_value(runs, 'crop')}"),
-        ("optimiser", f"{cfg.get('optimizer')}, lr {cfg.get('lr')} (encoder × {cfg.get('encoder_lr_mult')}), "
-                      f"weight decay {cfg.get('weight_decay')}, batch {cfg.get('batch_size')}"),
-        ("schedule", f"{cfg.get('schedule')}, warm-up {cfg.get('warmup_epochs')} epochs"),
-        ("loss", config_value(runs, "loss")),
-        ("epochs", f"{cfg.get('epochs')} per fold, {selection}; full-data fit: "
-                   f"{full_epochs if full_epochs is not None else 'not trained yet'} on the folds' lr schedule"),
-        ("data", "synthetic street scenes (cityseg synth)" if synthetic else f"Cityscapes at {runs.config.get('data_root')}"),
-        ("folds", f"{runs.folds['k']} folds of the train split, grouped by {runs.folds['split']} "
-                  f"(seed {runs.folds.get('seed')})"),
-    ]
-    return Table.build(("setting", "value"), rows)
-
-
-def machine_table(runs: RunFiles) -> Table:
-    """Hardware, time, throughput and code version: real runs only (a demo report must not depend on them)."""
-    record = runs.config
-    hardware, git, versions = record.get("hardware") or {}, record.get("git") or {}, record.get("versions") or {}
-    sha = git.get("sha") or "unknown"
-    rows = [
-        ("run folder", str(runs.runs_dir.resolve())),
-        ("hardware", f"{record.get('world_size') or 1} × {hardware.get('gpu') or hardware.get('device')}, "
-                     f"{hardware.get('cpu_count')} CPU cores"),
-        ("training time", f"{duration_text(total_seconds(runs.histories))} (all folds and the full fit)"),
-        ("throughput", throughput_text(runs.histories)),
-        ("code", f"git {sha[:12]}{' (uncommitted changes)' if git.get('dirty') else ''}"),
-        ("versions", f"torch {versions.get('torch')}, smp {versions.get('segmentation-models-pytorch')}, "
-                     f"cityscapesscripts {versions.get('cityscapesscripts')}"),
-        ("started", str(record.get("started") or "unknown")),
-    ]
-    return Table.build(("item", "value"), rows)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Pages
 # ----------------------------------------------------------------------------------------------------------
@@ -262,6 +230,7 @@ def _results_page(runs: RunFiles, evaluation: dict[str, Any], cv: CvResult, synt
     if cv.selected is not None:
         notes.append(sentence("The best-epoch column is selected on each fold's own held-out cities, so it is "
                               f"optimistic: {cv.selected.note}"))
+    notes.append(engine_sentence(evaluation))
     notes.append(f"Reference: {REFERENCE_TEXT}, val mIoU {REFERENCE_MIOU:.2f}.")
     if not synthetic:  # the banner above says it for synthetic data
         notes.append(_reference_sentence(float(evaluation["averageScoreClasses"]), synthetic))
@@ -270,7 +239,7 @@ def _results_page(runs: RunFiles, evaluation: dict[str, Any], cv: CvResult, synt
     page.heading("IoU per class: cross-validation against val")
     ax = page.plot(page.remaining, left=1.05, bottom=0.45, top=0.05)
     draw_class_iou(ax, cv.class_iou_mean, cv.class_iou_std, val_class_iou(evaluation),
-                   cv_label=f"cross-validation, {cv.k} folds: mean ± std", val_label="val, official script")
+                   cv_label=f"cross-validation, {cv.k} folds: mean ± std", val_label="val, official metric")
     return page
 
 
@@ -317,7 +286,7 @@ def _class_page(cv: CvResult, evaluation: dict[str, Any], synthetic: bool) -> Pa
     page = Page("per-class results", synthetic)
     page.title("Per-class results")
     page.paragraph("IoU per class in percent. Cross-validation: mean ± sample std over the folds (a class absent "
-                   "from a fold is left out of its statistics). Val: the official cityscapesscripts evaluation; iIoU "
+                   "from a fold is left out of its statistics). Val: the official Cityscapes evaluation; iIoU "
                    "weighs each instance by its size, for the classes with instances.", size=8, color="0.25")
     table = class_results_table(cv, evaluation)
     page.table(table, swatches=[class_colour(i) for i in range(NUM_CLASSES)] + [None], rules_before=[NUM_CLASSES])

@@ -17,6 +17,7 @@ import numpy as np
 
 from cityseg.labels import CLASS_NAMES
 from cityseg.report.runfiles import RunFiles
+from cityseg.report.tables import Table
 
 # The reference write-up's val mIoU (U-Net/ResNet-34, 10 epochs, batch 4, Adam 1e-4; NOTES.md).
 REFERENCE_MIOU = 66.79
@@ -163,6 +164,48 @@ def config_value(runs: RunFiles, name: str) -> str:
 
     value = (runs.config.get("config") or {}).get(name)
     return value_text(tuple(value) if isinstance(value, list) else value)
+
+
+def setup_table(runs: RunFiles, synthetic: bool) -> Table:
+    """What was trained and on what: enough to reproduce or question the numbers."""
+    cfg = runs.config.get("config") or {}
+    full_epochs = (runs.summary.get("full") or {}).get("epochs")
+    selection = "last epoch (fixed budget)" if cfg.get("select") == "last" else f"best epoch by {cfg.get('select')}"
+    rows = [
+        ("model", f"U-Net, ResNet-34 encoder; encoder weights: {cfg.get('encoder_weights') or 'none (from scratch)'}"),
+        ("recipe", config_value(runs, "recipe")),
+        ("augmentations", config_value(runs, "aug")),
+        ("image size / crop", f"{config_value(runs, 'size')} / {config_value(runs, 'crop')}"),
+        ("optimiser", f"{cfg.get('optimizer')}, lr {cfg.get('lr')} (encoder × {cfg.get('encoder_lr_mult')}), "
+                      f"weight decay {cfg.get('weight_decay')}, batch {cfg.get('batch_size')}"),
+        ("schedule", f"{cfg.get('schedule')}, warm-up {cfg.get('warmup_epochs')} epochs"),
+        ("loss", config_value(runs, "loss")),
+        ("epochs", f"{cfg.get('epochs')} per fold, {selection}; full-data fit: "
+                   f"{full_epochs if full_epochs is not None else 'not trained yet'} on the folds' lr schedule"),
+        ("data", "synthetic street scenes (cityseg synth)" if synthetic else f"Cityscapes at {runs.config.get('data_root')}"),
+        ("folds", f"{runs.folds['k']} folds of the train split, grouped by {runs.folds['split']} "
+                  f"(seed {runs.folds.get('seed')})"),
+    ]
+    return Table.build(("setting", "value"), rows)
+
+
+def machine_table(runs: RunFiles) -> Table:
+    """Hardware, time, throughput and code version: real runs only (a demo report must not depend on them)."""
+    record = runs.config
+    hardware, git, versions = record.get("hardware") or {}, record.get("git") or {}, record.get("versions") or {}
+    sha = git.get("sha") or "unknown"
+    rows = [
+        ("run folder", str(runs.runs_dir.resolve())),
+        ("hardware", f"{record.get('world_size') or 1} × {hardware.get('gpu') or hardware.get('device')}, "
+                     f"{hardware.get('cpu_count')} CPU cores"),
+        ("training time", f"{duration_text(total_seconds(runs.histories))} (all folds and the full fit)"),
+        ("throughput", throughput_text(runs.histories)),
+        ("code", f"git {sha[:12]}{' (uncommitted changes)' if git.get('dirty') else ''}"),
+        ("versions", f"torch {versions.get('torch')}, smp {versions.get('segmentation-models-pytorch')}, "
+                     f"cityscapesscripts {versions.get('cityscapesscripts')}"),
+        ("started", str(record.get("started") or "unknown")),
+    ]
+    return Table.build(("item", "value"), rows)
 
 
 def finite(value: float | None) -> bool:
