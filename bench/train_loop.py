@@ -23,7 +23,8 @@ utilisation (MFU: forward+backward FLOPs from FlopCounterMode over the GPU's den
 
 --check-syncs (CUDA) counts the host-device syncs of the timed epochs of (0) and (2) (the step, and the
 step with the batched colour augmentation) with torch's sync debug mode; the
-epoch reads the loss every 20 steps and once at its end by design, anything more is a sync in the step.
+epoch reads the loss every 20 steps and once at its end by design (the trainer's per-iteration TensorBoard
+scalars are written from those same reads, and run here too), anything more is a sync in the step.
 
     python bench/train_loop.py                  # CUDA: batch 16, 1024x512, 60 steps; CPU: ~2 min smoke-sized
     python bench/train_loop.py --compile --check-syncs --no-record
@@ -123,6 +124,7 @@ class Runner:
     def run(self, config: TrainConfig, feed: Feed, check_syncs: bool = False) -> tuple[TrainStats, list[str]]:
         """A warm-up epoch, then the timed epoch, from the initial weights with a fresh optimizer and schedule."""
         from cityseg.engine import train_one_epoch
+        from cityseg.tensorboard_log import TensorBoardLog
         from cityseg.trainer import build_optimizer, build_scheduler, needs_grad_scaler, step_context
 
         self.core.load_state_dict(self.initial)  # in place: a compiled model keeps its graphs
@@ -131,13 +133,18 @@ class Runner:
         scheduler = build_scheduler(optimizer, config, self.warmup + self.steps)
         scaler = torch.amp.GradScaler(self.device.type, enabled=needs_grad_scaler(context))
 
-        def epoch(number: int, steps: int) -> TrainStats:
-            return train_one_epoch(self.model, feed(steps), self.criterion, optimizer, scheduler, scaler, context,
-                                   epoch=number, progress=False)
+        with tempfile.TemporaryDirectory(prefix="cityseg-bench-events-") as events:
+            # The trainer's per-iteration TensorBoard scalars ride along, so their cost and syncs are measured too.
+            board = TensorBoardLog(Path(events), self.warmup + self.steps, epochs=2)
 
-        epoch(0, self.warmup)
-        with sync_warnings(check_syncs) as syncs:
-            stats = epoch(1, self.steps)
+            def epoch(number: int, steps: int) -> TrainStats:
+                return train_one_epoch(self.model, feed(steps), self.criterion, optimizer, scheduler, scaler, context,
+                                       epoch=number, progress=False, on_steps=board.step_writer(number + 1))
+
+            epoch(0, self.warmup)
+            with sync_warnings(check_syncs) as syncs:
+                stats = epoch(1, self.steps)
+            board.close()
         return stats, syncs
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -49,6 +50,16 @@ def test_torchrun_two_cpu_processes(synth_root, tmp_path):
     info = json.loads((run_dir / "config.json").read_text())
     assert info["world_size"] == 2 and info["n_train"] == 16 and info["n_val"] == 4
     (row,) = load_log(run_dir)
+
+    # TensorBoard: rank 0 alone writes, and each step's loss is the mean over both ranks' batches, so the
+    # steps average to the epoch's train_loss (rank 0's own losses alone would not).
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    board = EventAccumulator(str(run_dir))
+    board.Reload()
+    losses = [event.value for event in board.Scalars("train/loss")]
+    assert len(losses) == 2 and sum(losses) / 2 == pytest.approx(row["train_loss"], rel=1e-5)  # 8 images a rank
 
     # The same model and val images in one process, one rank's shard at a time, summed by hand:
     # the all-reduced confusion matrix of the 2-process run must give the same IoUs.

@@ -73,7 +73,10 @@ def test_short_run_beats_the_constant_predictor(learned_run, synth_root, fold0):
 
 def test_run_folder_format(learned_run, synth_root):
     config, run_dir, result, rows_seen = learned_run
-    assert sorted(p.name for p in run_dir.iterdir()) == ["best.pt", "config.json", "last.pt", "log.jsonl"]
+    names = sorted(p.name for p in run_dir.iterdir())
+    assert [n for n in names if not n.startswith("events.out.tfevents.")] == ["best.pt", "config.json", "last.pt",
+                                                                               "log.jsonl"]
+    assert len(names) == 5  # and one TensorBoard event file (tests/test_tensorboard.py reads it)
     info = json.loads((run_dir / "config.json").read_text())
     assert info["config"] == config.to_dict()
     assert {"sha", "dirty"} <= set(info["git"])

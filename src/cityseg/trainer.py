@@ -10,6 +10,7 @@ A run folder is the truth that every later tool reads:
     last.pt       state after the latest finished epoch (model, optimizer, scheduler, scaler, epoch,
                   rng, config, best_metric, best_epoch, num_classes, log_row)
     best.pt       the same for the selected epoch (fold val loss or mIoU; the last epoch without validation)
+    events.out.tfevents.*   TensorBoard view of the same numbers (cityseg.tensorboard_log)
 
 Every epoch ends with: last.pt written atomically, copied to best.pt if the epoch is the best so far,
 then the log row appended with one write + fsync. A run killed at any moment is resumed from last.pt:
@@ -49,6 +50,7 @@ from cityseg.errors import UserError
 from cityseg.labels import NUM_CLASSES
 from cityseg.losses import build_loss
 from cityseg.sampling import EpochKeys, KeyedDataset
+from cityseg.tensorboard_log import TensorBoardLog
 
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.jsonl"
@@ -538,6 +540,7 @@ class _Training:
     train_loader: DataLoader
     val_loader: DataLoader | None
     sampler: EpochKeys
+    board: TensorBoardLog
     best_metric: float = float("nan")
     best_epoch: int | None = None
     saved_epoch: int = 0
@@ -549,7 +552,7 @@ class _Training:
             self.context.augment.start_epoch(epoch)  # --gpu-aug draws follow (seed, epoch, step, rank)
         started = time.perf_counter()
         stats = train_one_epoch(self.model, self.train_loader, self.criterion, self.optimizer, self.scheduler,
-                                self.scaler, self.context, epoch, progress)
+                                self.scaler, self.context, epoch, progress, on_steps=self.board.step_writer(epoch))
         val = None
         if self.val_loader is not None:
             broadcast_buffers(self.core)  # validate exactly the model rank 0 saves
@@ -560,6 +563,7 @@ class _Training:
         if improved:
             self.best_metric, self.best_epoch = (float("nan") if metric is None else float(metric)), epoch
         if is_main():
+            self.board.log_epoch(epoch, row, self.core, self.context, self.config.size)  # flushed before last.pt
             save_checkpoint(self.run_dir / LAST_FILE, self.checkpoint(epoch, row))
             self.saved_epoch = epoch
             if improved:
@@ -646,6 +650,8 @@ def _setup(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, tr
         train_loader=train_loader,
         val_loader=val_loader,
         sampler=sampler,
+        board=TensorBoardLog(run_dir if is_main() else None, len(train_loader), config.epochs,
+                             done_epochs=state["epoch"] if state is not None else 0, val_set=val_set),
     )
     if state is not None:
         training.restore(state, info.rank)
@@ -665,6 +671,8 @@ def _train_epochs(run_dir: Path, run_name: str, config: TrainConfig, info: DistI
             tqdm.write(f"interrupted: {run_dir / LAST_FILE} holds epoch {training.saved_epoch} of {run_name}; "
                        "continue with --resume.", file=sys.stderr)
         raise
+    finally:
+        training.board.close()
     return RunResult(run_dir, load_log(run_dir), training.best_epoch, training.best_metric)
 
 
