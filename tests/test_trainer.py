@@ -75,7 +75,10 @@ def test_run_folder_format(learned_run, synth_root):
     config, run_dir, result, rows_seen = learned_run
     assert sorted(p.name for p in run_dir.iterdir()) == ["best.pt", "config.json", "last.pt", "log.jsonl"]
     info = json.loads((run_dir / "config.json").read_text())
-    assert info["config"] == config.to_dict()
+    # saved as resolved for this (CPU) machine: concrete values where the config left them at auto
+    assert info["config"] == config.to_dict() | {"compile": False, "gpu_aug": False, "cache": None}
+    assert info["runtime"] == {"device": "cpu", "world_size": 1, "workers": 0, "amp_dtype": None,
+                               "channels_last": False, "compile": False, "gpu_aug": False, "cache": None}
     assert {"sha", "dirty"} <= set(info["git"])
     assert {"torch", "segmentation-models-pytorch", "cityscapesscripts"} <= set(info["versions"])
     assert info["synthetic"] is True and info["data_root"] == str(synth_root.resolve())
