@@ -3,6 +3,7 @@ disk-space check and where the cache goes. CUDA is mocked: only the resolver run
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import namedtuple
 
@@ -11,7 +12,7 @@ import torch
 
 from cityseg import runtime
 from cityseg.cache import MARKER, CachedDataset, ensure_cache
-from cityseg.config import resolve_config
+from cityseg.config import TrainConfig, config_differences, resolve_config
 from cityseg.data import CityscapesDataset, list_frames
 from cityseg.runtime import CACHE_MARGIN_BYTES, COMPILE_MIN_MEGAPIXELS, resolve_runtime
 
@@ -63,6 +64,14 @@ def test_what_the_user_set_is_kept_and_a_resolved_config_resolves_to_itself(cuda
     first = resolve_runtime(strong(), mutable_root, FOLD_IMAGES)
     again = resolve_runtime(first.config, mutable_root, FOLD_IMAGES)
     assert again.config == first.config and not again.resolved_any  # train_run under cv prints nothing more
+
+
+def test_a_saved_resolved_config_resumes_with_the_fields_back_at_auto(cuda_machine, roomy_disk, mutable_root):
+    resolved = resolve_runtime(strong(), mutable_root, FOLD_IMAGES).config
+    saved = TrainConfig.from_dict(json.loads(json.dumps(resolved.to_dict())))  # as config.json and last.pt hold it
+    assert saved == resolved and (saved.compile, saved.gpu_aug) == (True, True)
+    assert config_differences(saved, strong()) == []  # `--resume` with auto again is the same experiment
+    assert config_differences(saved, strong(lr=1e-3)) == ["lr: 0.0004 -> 0.001"]
 
 
 def test_gpu_aug_only_for_colour_augmentations(cuda_machine, roomy_disk, mutable_root):

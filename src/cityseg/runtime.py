@@ -253,12 +253,14 @@ def summary_line(config: TrainConfig, device: torch.device, reasons: dict[str, s
 
 def runtime_record(config: TrainConfig, device: torch.device, world_size: int = 1) -> dict[str, Any]:
     """What config.json's "runtime" holds: the machine-dependent settings as they ran."""
+    from cityseg.dist import is_distributed
     from cityseg.model import mixed_precision_dtype
 
     dtype = mixed_precision_dtype(device) if config.amp else None
     return {
         "device": str(device),
         "world_size": world_size,
+        "process_group": torch.distributed.get_backend() if is_distributed() else None,  # DDP ran (nccl/gloo)
         "workers": config.workers,
         "amp_dtype": None if dtype is None else str(dtype).removeprefix("torch."),
         "channels_last": device.type == "cuda",

@@ -44,7 +44,15 @@ from tqdm.auto import tqdm
 from cityseg import runinfo
 from cityseg.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from cityseg.config import SIDE_MULTIPLE, TrainConfig, config_differences
-from cityseg.dist import DistInfo, ShardSampler, barrier, broadcast_buffers, init_distributed, is_main
+from cityseg.dist import (
+    DistInfo,
+    ShardSampler,
+    barrier,
+    broadcast_buffers,
+    init_distributed,
+    is_distributed,
+    is_main,
+)
 from cityseg.engine import StepContext, json_float, train_one_epoch, validate
 from cityseg.errors import UserError
 from cityseg.labels import NUM_CLASSES
@@ -612,7 +620,7 @@ def _setup(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, tr
         core.load_state_dict(state["model"])
     core.to(device, memory_format=torch.channels_last if context.channels_last else torch.preserve_format)
     model: nn.Module = core
-    if info.world_size > 1:
+    if is_distributed():  # also a one-process torchrun job: the multi-GPU path on one GPU
         model = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         model = compile_with_fallback(model, lambda reason: note_compile_fallback(run_dir, reason) if is_main() else None)
