@@ -415,6 +415,8 @@ def _copy_atomic(source: Path, target: Path) -> None:
     last.pt is always replaced by a new file (never rewritten in place), so the link keeps this
     epoch's bytes as best.pt for free; filesystems without hard links get a real copy.
     """
+    if target.exists() and os.path.samefile(source, target):
+        return  # already the same file; renaming a link onto it would do nothing and leave the link behind
     temporary = target.with_name(f".{target.name}.{os.getpid()}.link.tmp")
     temporary.unlink(missing_ok=True)
     try:
