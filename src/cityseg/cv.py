@@ -44,7 +44,7 @@ from cityseg.engine import json_float
 from cityseg.errors import UserError
 from cityseg.folds import fold_ids, fold_table, load_folds, make_folds, write_folds
 from cityseg.labels import CLASS_NAMES
-from cityseg.runtime import resolve_runtime
+from cityseg.runtime import resolve_and_report
 from cityseg.trainer import (
     EpochCallback,
     best_row,
@@ -95,10 +95,7 @@ def run_cv(
     barrier()
     fold_images = {fold: len(fold_ids(folds, fold)[0]) for fold in range(k)}
     # Machine defaults once for the whole CV (every fold and the full fit run with them), printed once.
-    resolution = resolve_runtime(config, root, min(fold_images.values()), info.world_size, info.device)
-    config = resolution.config
-    if is_main():
-        print("\n".join(resolution.lines()), flush=True)
+    config = resolve_and_report(config, root, min(fold_images.values()), info.world_size, info.device)
     full_planned = full and all(f in selected or is_finished(fold_dir(runs_dir, f), config.epochs) for f in range(k))
     plan = planned_runs([(fold_dir(runs_dir, f).name, fold_dir(runs_dir, f), fold_images[f]) for f in selected],
                         config.epochs, (runs_dir / FULL_RUN, len(frames)) if full_planned else None)

@@ -111,6 +111,18 @@ def resolve_runtime(config: TrainConfig, root: Path, train_images: int, world_si
     return Resolution(dataclasses.replace(config, **changes), device, reasons, tuple(warnings))
 
 
+def resolve_and_report(config: TrainConfig, root: Path, train_images: int, world_size: int, device: torch.device,
+                       always: bool = True) -> TrainConfig:
+    """`resolve_runtime`'s config, its lines printed once by rank 0: always, or (`always` False, a run inside
+    `cityseg cv`, whose config is resolved already) only when something was still auto."""
+    from cityseg.dist import is_main
+
+    resolution = resolve_runtime(config, root, train_images, world_size, device)
+    if is_main() and (always or resolution.resolved_any):
+        print("\n".join(resolution.lines()), flush=True)
+    return resolution.config
+
+
 def training_megapixels(config: TrainConfig, train_images: int, world_size: int,
                         image_size: tuple[int, int] | None) -> float:
     """Pixels one process trains on over the whole run, in millions: epochs x steps x batch x input pixels."""
@@ -319,6 +331,7 @@ def uses_cache(config: TrainConfig) -> bool:
 
 __all__ = [
     "COMPILE_MIN_MEGAPIXELS", "Resolution", "amp_text", "auto_cache", "cache_bytes", "default_cache_candidates",
-    "default_cache_location", "free_bytes", "needs_grad_scaler", "note_compile_fallback", "resolve_runtime",
+    "default_cache_location", "free_bytes", "needs_grad_scaler", "note_compile_fallback", "resolve_and_report",
+    "resolve_runtime",
     "runtime_record", "step_context", "summary_line", "training_megapixels", "uses_cache",
 ]

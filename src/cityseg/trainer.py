@@ -57,7 +57,7 @@ from cityseg.engine import StepContext, json_float, train_one_epoch, validate
 from cityseg.errors import UserError
 from cityseg.labels import NUM_CLASSES
 from cityseg.losses import build_loss
-from cityseg.runtime import needs_grad_scaler, resolve_runtime, runtime_record, step_context, uses_cache
+from cityseg.runtime import needs_grad_scaler, resolve_and_report, runtime_record, step_context, uses_cache
 
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.jsonl"
@@ -481,10 +481,7 @@ def train_run(
     root, run_dir = Path(root), Path(run_dir)
     run_name = run_name or run_dir.name
     info = init_distributed(config.device)
-    resolution = resolve_runtime(config, root, len(train_ids), info.world_size, info.device)  # auto -> concrete
-    config = resolution.config
-    if resolution.resolved_any and is_main():  # under `cityseg cv` the folds get concrete values: silent here
-        print("\n".join(resolution.lines()), flush=True)
+    config = resolve_and_report(config, root, len(train_ids), info.world_size, info.device, always=False)
     state = _check_run_dir(run_dir, config, resume)  # every rank checks before rank 0 writes anything
     barrier()
     if is_main():
