@@ -34,6 +34,7 @@ TRAIN_DEFAULTS = {
     "ENCODER_WEIGHTS": "imagenet",
     "SIZE": None,
     "WORKERS": None,
+    "CACHE": "auto",
 }
 EVALUATE_DEFAULTS = {
     "DATA_ROOT": "../cityscapes",

@@ -9,6 +9,7 @@ computing IoU, as the official evaluation does.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -18,8 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
+from cityseg.compiling import first_step
 from cityseg.dist import all_reduce_sum, is_main, world_size
 from cityseg.errors import UserError
 from cityseg.labels import IGNORE_INDEX, NUM_CLASSES
@@ -144,11 +146,9 @@ def train_one_epoch(
     waiting = _WaitClock()
     for steps, (image, target) in enumerate(waiting.wrap(bar), start=1):
         image, target = to_device_batch(image, target, context, train=True)  # (B, 3, H, W) float, (B, H, W) int64
-        with context.autocast():
-            logits = model(image)  # (B, C, H, W)
-            loss = criterion(logits, target)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        # first_step: a compiled model that fails to compile in its first forward or backward redoes it eagerly
+        loss = first_step(model, functools.partial(_forward_backward, model, criterion, optimizer, scaler, context,
+                                                   image, target))
         scaler.step(optimizer)
         scaler.update()
         lr = optimizer.param_groups[0]["lr"]
@@ -177,6 +177,17 @@ def train_one_epoch(
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     return TrainStats(loss=total_loss / max(total_steps, 1), lr=lr, images=int(total_images), seconds=seconds,
                       data_seconds=waiting.seconds, peak_memory_bytes=peak)
+
+
+def _forward_backward(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                      scaler: torch.amp.GradScaler, context: StepContext, image: Tensor, target: Tensor) -> Tensor:
+    """Loss of one batch, with its gradients in the parameters (the optimizer has not stepped yet)."""
+    with context.autocast():
+        logits = model(image)  # (B, C, H, W)
+        loss = criterion(logits, target)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    return loss
 
 
 class _WaitClock:
