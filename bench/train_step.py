@@ -5,18 +5,23 @@ the fp32 eager (contiguous) baseline measured here:
 
   training   forward + cross-entropy + backward + Adam step; CPU: batch 2 at 512x256 (and 1024x512 with
              --train-sizes), CUDA: batch 8 at 1024x512
-  inference  2048x1024, batch 1 (--infer-batch N), under torch.inference_mode
+  inference  2048x1024, batch 1 (--infer-batch N, or several: 1,8), under torch.inference_mode; with
+             --infer-path predict through `cityseg.inference.predict_logits` (what `cityseg predict` runs per
+             batch: autocast as configured for the device, softmax at full resolution) and the argmax, instead
+             of the bare forward
 
 Each variant also reports the CUDA memory allocated at its peak (weights, optimizer state, activations).
 
 Variants: fp32 (baseline), channels_last, channels_last+bf16 (autocast), and with --compile
-channels_last+bf16+compile. FLOPs come from torch.utils.flop_counter.FlopCounterMode on the meta device
+channels_last+bf16+compile; --variants picks some of them (the first listed is the baseline of the ratios). FLOPs come from torch.utils.flop_counter.FlopCounterMode on the meta device
 (no compute); on CUDA the model FLOP utilisation (MFU) divides achieved FLOP/s by the GPU's dense bf16
 peak from a small table (unknown GPUs get none).
 
     python bench/train_step.py                  # ~2 minutes on 2 CPU cores
     python bench/train_step.py --iters 1 --warmup 1 --no-infer --no-record    # smoke run
     python bench/train_step.py --infer-batch 4 --no-record     # batched inference (e.g. sliding windows)
+    python bench/train_step.py --no-train --infer-path predict --infer-batch 1,8 --compile \
+        --variants channels_last+bf16,channels_last+bf16+compile   # the project's inference path
 """
 
 from __future__ import annotations
@@ -34,12 +39,19 @@ from common import Recorder, add_common_args, count_flops, peak_flops, timed
 from cityseg.cli.common import size_type
 
 
-def variants(device: torch.device, compile_too: bool) -> list[tuple[str, bool, bool, bool]]:
-    """(name, channels_last, bf16, compile) for each setting measured; the first is the baseline."""
+def variants(compile_too: bool, names: list[str] | None = None) -> list[tuple[str, bool, bool, bool]]:
+    """(name, channels_last, bf16, compile) for each setting measured (`names`: these, in this order); the first
+    is the baseline."""
     out = [("fp32", False, False, False), ("channels_last", True, False, False), ("channels_last+bf16", True, True, False)]
     if compile_too:
         out.append(("channels_last+bf16+compile", True, True, True))
-    return out
+    if names is None:
+        return out
+    known = {variant[0]: variant for variant in out}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)} (+compile needs --compile)")
+    return [known[name] for name in names]
 
 
 def prepare(base: torch.nn.Module, device, channels_last: bool, compiled: bool, train: bool):
@@ -47,6 +59,8 @@ def prepare(base: torch.nn.Module, device, channels_last: bool, compiled: bool, 
     model = copy.deepcopy(base).to(device).train(train)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if compiled:
+        torch._dynamo.reset()  # each compiled variant gets its own static graph, not a recompiled dynamic one
     return torch.compile(model) if compiled else model
 
 
@@ -82,6 +96,11 @@ def infer_rate(base, device, batch, size, variant, args) -> float:
 
     @torch.inference_mode()
     def run() -> None:
+        if args.infer_path == "predict":
+            from cityseg.inference import predict_logits
+
+            predict_logits(model, x, amp=bf16).argmax(dim=1)  # (N, H, W): the labels predict writes
+            return
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             model(x)
 
@@ -117,8 +136,15 @@ def main() -> None:
                         help="comma-separated WxH training sizes (default: 512x256 on CPU, 1024x512 on CUDA)")
     parser.add_argument("--batch", type=int, default=None, help="training batch (default: 2 on CPU, 8 on CUDA)")
     parser.add_argument("--infer-size", type=size_type, default=(2048, 1024))
-    parser.add_argument("--infer-batch", type=int, default=1, help="images per inference call")
+    parser.add_argument("--infer-batch", type=lambda t: [int(n) for n in t.split(",")], default=[1],
+                        help="images per inference call; several as 1,8")
+    parser.add_argument("--infer-path", choices=("model", "predict"), default="model",
+                        help="model: the bare forward under bf16 autocast; predict: cityseg.inference.predict_logits "
+                        "+ argmax, as `cityseg predict` runs a batch (its own autocast: bf16/fp16 on CUDA only)")
     parser.add_argument("--no-infer", action="store_true", help="skip the inference measurement")
+    parser.add_argument("--no-train", action="store_true", help="skip the training measurement")
+    parser.add_argument("--variants", type=lambda t: t.split(","), default=None,
+                        help="comma list of the variants to measure (default: all); the first is the baseline")
     parser.add_argument("--iters", type=int, default=2, help="timed iterations per variant")
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations per variant first")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile on CPU)")
@@ -137,11 +163,13 @@ def main() -> None:
     torch.manual_seed(0)
     base = build_model(encoder_weights=None)
     peak = peak_flops(device)
-    settings = variants(device, args.compile)
-    jobs = [(f"train {w}x{h} b{batch}", batch, (w, h), True) for w, h in train_sizes]
+    settings = variants(args.compile, args.variants)
+    baseline_name = settings[0][0]
+    jobs = [] if args.no_train else [(f"train {w}x{h} b{batch}", batch, (w, h), True) for w, h in train_sizes]
     if not args.no_infer:
-        jobs.append((f"infer {args.infer_size[0]}x{args.infer_size[1]} b{args.infer_batch}", args.infer_batch,
-                     args.infer_size, False))
+        path = " via predict_logits" if args.infer_path == "predict" else ""
+        jobs += [(f"infer {args.infer_size[0]}x{args.infer_size[1]} b{n}{path}", n, args.infer_size, False)
+                 for n in args.infer_batch]
     results: dict[str, dict] = {}
     for label, n, size, train in jobs:
         flops = count_flops(base, n, size, train)
@@ -152,7 +180,7 @@ def main() -> None:
             rates[variant[0]] = {"images_per_s": round(rate, 3), "tflops_per_s": round(rate / n * flops / 1e12, 3),
                                  "mfu": round(rate / n * flops / peak, 4) if peak else None,
                                  "peak_memory_gib": None if memory is None else round(memory, 2), "ratio": None}
-        baseline = rates["fp32"]["images_per_s"]
+        baseline = rates[baseline_name]["images_per_s"]
         for r in rates.values():
             r["ratio"] = round(r["images_per_s"] / baseline, 2)
         results[label] = {"gflop_per_step": round(flops / 1e9, 1), "variants": rates}
@@ -162,8 +190,9 @@ def main() -> None:
         for label, res in results.items()
     )
     ratio = "; ".join(
-        f"{label}: " + ", ".join(f"{name} {r['ratio']:.2f}x" for name, r in res["variants"].items() if name != "fp32")
-        + " vs fp32 eager"
+        f"{label}: " + ", ".join(f"{name} {r['ratio']:.2f}x" for name, r in res["variants"].items()
+                                 if name != baseline_name)
+        + f" vs {baseline_name}"
         for label, res in results.items()
     )
     rec.finish(

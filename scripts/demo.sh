@@ -8,11 +8,13 @@
 # The training and evaluation stages run the two notebooks with papermill, so the demo exercises exactly
 # the code paths a user runs cell by cell. Outputs:
 #   demo/cityscapes/            synthetic dataset (Cityscapes layout)
-#   demo/runs/                  folds.json, fold_<k>/, full/, summary.json
+#   demo/runs/                  folds.json, fold_<k>/, full/, summary.json (TensorBoard: tensorboard --logdir demo/runs)
 #   demo/predictions/, demo/test_predictions/, demo/predictions-eval/val.json
 #   demo/01_train.out.ipynb, demo/02_evaluate.out.ipynb   executed notebooks
 #   demo/submission.zip         test predictions zipped for the server
-#   report.pdf, report_figures/ at the repository root
+#   report.pdf, report_figures/ at the repository root. report.pdf is committed: it holds nothing that
+#   depends on the machine, the time or the commit and is written with fixed metadata, so a rebuild from an
+#   unchanged tree gives the same bytes and leaves `git status` clean.
 #
 # Sizes are chosen so a from-scratch model (no ImageNet weights: nothing is downloaded) learns enough in a
 # few epochs for the mIoU to mean something (about 26% CV, 29% val: large classes learned, thin ones not
@@ -35,8 +37,8 @@ for tool in cityseg papermill python; do
     command -v "$tool" >/dev/null || { echo "error: $tool is not on PATH; run \`make demo\` (it installs .venv first)." >&2; exit 2; }
 done
 
-# report.pdf at the root may be the report of a real run: replace it only if it is an earlier demo report
-# (its PDF title says SYNTHETIC; the title sits uncompressed in the PDF's info dictionary).
+# report.pdf at the root may be the report of a real run: replace it only if it is a demo report (the
+# committed one or an earlier build; its PDF title says SYNTHETIC and sits uncompressed in the info dictionary).
 if [[ -e report.pdf ]] && ! grep -aqF "cityseg report - SYNTHETIC" report.pdf; then
     echo "error: report.pdf exists and is not a demo report; move it away (the demo writes report.pdf)." >&2
     exit 2
@@ -82,7 +84,8 @@ runs = load_runs(demo / "runs")
 evaluation = load_evaluation(demo / "predictions-eval" / "val.json")
 print(headline_text(runs, evaluation, is_synthetic_run(runs, evaluation, demo / "cityscapes")))
 print(f"""
-report:            report.pdf (figures in report_figures/)
+report:            report.pdf (figures in report_figures/; committed, so `git status` shows whether it changed)
+tensorboard:       tensorboard --logdir {demo}/runs
 executed notebooks: {demo}/01_train.out.ipynb, {demo}/02_evaluate.out.ipynb
 runs:              {demo}/runs (final model: {demo}/runs/full/best.pt)
 predictions:       {demo}/predictions, {demo}/test_predictions

@@ -11,7 +11,15 @@ from helpers_training import CLI_ENV, cityseg_command
 
 from cityseg.cli import main
 from cityseg.cli.config_flags import add_config_arguments, config_from_args, flag_args
-from cityseg.config import FIELD_GROUPS, RECIPES, TrainConfig, field_differences, resolve_config, value_text
+from cityseg.config import (
+    FIELD_GROUPS,
+    RECIPES,
+    TrainConfig,
+    field_differences,
+    field_text,
+    resolve_config,
+    value_text,
+)
 
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 
@@ -87,6 +95,16 @@ def test_help_shows_each_recipes_value():
     text = " ".join(training_parser().format_help().split())
     assert "[seed: 0.0001; strong: 0.0004]" in text and "[seed: loss; strong: last]" in text
     assert "[default: 0.7]" in text  # --ohem-thresh: no recipe changes it
+    assert "--compile, --no-compile" in text and "--gpu-aug, --no-gpu-aug" in text
+    assert text.count("[default: auto]") == 4  # --cache, --gpu-aug, --device, --compile: the machine decides
+
+
+def test_machine_switches_stay_auto_unless_given():
+    parser = training_parser()
+    assert (config_from_args(parser.parse_args([])).compile, config_from_args(parser.parse_args([])).cache) == (None, "auto")
+    forced = config_from_args(parser.parse_args(["--compile", "--no-gpu-aug", "--cache", "none"]))
+    assert (forced.compile, forced.gpu_aug, forced.cache) == (True, False, None)
+    assert flag_args("compile", None) == [] and flag_args("compile", False) == ["--no-compile"]
 
 
 def test_recipes_prints_every_field_value_and_source_of_every_recipe(capsys):
@@ -98,7 +116,7 @@ def test_recipes_prints_every_field_value_and_source_of_every_recipe(capsys):
         config = resolve_config(recipe.name)
         flat = " ".join(card.split())
         for name in FIELDS[1:]:
-            assert f"{name} {value_text(getattr(config, name))}" in flat, (recipe.name, name)
+            assert f"{name} {field_text(name, getattr(config, name))}" in flat, (recipe.name, name)
         for group in FIELD_GROUPS:
             assert " ".join(recipe.sources[group].split()) in flat
         for deviation in recipe.deviations:

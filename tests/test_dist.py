@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -31,14 +32,13 @@ def test_single_process_helpers_are_no_ops():
     assert all_reduce_sum(tensor) is tensor and tensor.tolist() == [1, 2, 3]
 
 
-def test_torchrun_two_cpu_processes(synth_root, tmp_path):
-    torch.set_num_threads(1)
+def torchrun_train(synth_root, tmp_path, processes: int) -> subprocess.CompletedProcess:
+    """`torchrun -m cityseg train` of fold 0 for one epoch on the CPU (gloo) into tmp_path/run."""
     folds = make_folds(list_frames(synth_root, "train"), k=5, seed=0)
     write_folds(tmp_path / "folds.json", folds)
-    run_dir = tmp_path / "run"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "cityseg", "train", str(synth_root), "--out", str(run_dir), "--fold", "0",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+        "-m", "cityseg", "train", str(synth_root), "--out", str(tmp_path / "run"), "--fold", "0",
         "--folds-file", str(tmp_path / "folds.json"), "--epochs", "1", "--size", "64x32", "--encoder-weights", "none",
         "--workers", "0", "--device", "cpu", "--batch-size", "4", "--lr", "1e-3",
     ]
@@ -46,9 +46,35 @@ def test_torchrun_two_cpu_processes(synth_root, tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("done:") == 1  # only rank 0 reports
+    return done
+
+
+def test_torchrun_one_process_takes_the_ddp_path(synth_root, tmp_path):
+    torchrun_train(synth_root, tmp_path, 1)
+    info = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert info["world_size"] == 1 and info["runtime"]["process_group"] == "gloo"  # joined the group: DDP ran
+    assert len(load_log(tmp_path / "run")) == 1
+
+
+def test_torchrun_two_cpu_processes(synth_root, tmp_path):
+    torch.set_num_threads(1)
+    torchrun_train(synth_root, tmp_path, 2)
+    folds = make_folds(list_frames(synth_root, "train"), k=5, seed=0)
+    run_dir = tmp_path / "run"
     info = json.loads((run_dir / "config.json").read_text())
     assert info["world_size"] == 2 and info["n_train"] == 16 and info["n_val"] == 4
+    assert info["runtime"]["process_group"] == "gloo"
     (row,) = load_log(run_dir)
+
+    # TensorBoard: rank 0 alone writes, and each step's loss is the mean over both ranks' batches, so the
+    # steps average to the epoch's train_loss (rank 0's own losses alone would not).
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    board = EventAccumulator(str(run_dir))
+    board.Reload()
+    losses = [event.value for event in board.Scalars("train/loss")]
+    assert len(losses) == 2 and sum(losses) / 2 == pytest.approx(row["train_loss"], rel=1e-5)  # 8 images a rank
 
     # The same model and val images in one process, one rank's shard at a time, summed by hand:
     # the all-reduced confusion matrix of the 2-process run must give the same IoUs.

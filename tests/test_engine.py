@@ -105,6 +105,34 @@ def test_train_one_epoch_reports_mean_loss_and_images():
     assert scheduler.last_epoch == 4  # stepped every iteration
 
 
+def test_every_step_loss_reaches_on_steps_without_an_extra_host_read(monkeypatch):
+    import cityseg.engine
+
+    monkeypatch.setattr(cityseg.engine, "PROGRESS_EVERY", 3)  # 8 steps: reads after 3 and 6, the rest at the end
+    values = [float(v) for v in range(1, 9)]
+    reads = []
+    for name in ("item", "tolist"):  # every way the loop brings a tensor value to the host
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, real=real, name=name: reads.append(name) or real(self))
+
+    def epoch(on_steps):
+        model = ReadsClassFromImage()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))  # a new lr each step
+        reads.clear()
+        train_one_epoch(model, DataLoader(block_dataset(n=16), batch_size=2), ScriptedLoss(values), optimizer,
+                        scheduler, torch.amp.GradScaler("cpu", enabled=False), CPU, epoch=1, progress=False,
+                        on_steps=on_steps)
+        return list(reads)
+
+    calls = []
+    without, with_hook = epoch(None), epoch(lambda first, losses, lrs: calls.append((first, losses, lrs)))
+    assert with_hook == without  # the hook gets values the loop reads anyway
+    assert [first for first, _, _ in calls] == [1, 4, 7]
+    assert [loss for _, losses, _ in calls for loss in losses] == values
+    assert [lr for _, _, lrs in calls for lr in lrs] == pytest.approx([0.1 / (1 + step) for step in range(8)])
+
+
 def test_non_finite_loss_stops_with_epoch_and_step():
     model, loader, loss, optimizer, scheduler, scaler = make_training([1.0, 1.0, float("nan"), 1.0])
     with pytest.raises(NonFiniteLossError, match=r"epoch 7, step 3.*--lr.*--no-amp"):

@@ -34,6 +34,7 @@ TRAIN_DEFAULTS = {
     "ENCODER_WEIGHTS": "imagenet",
     "SIZE": None,
     "WORKERS": None,
+    "CACHE": "auto",
 }
 EVALUATE_DEFAULTS = {
     "DATA_ROOT": "../cityscapes",
@@ -45,6 +46,8 @@ EVALUATE_DEFAULTS = {
     "TEST_PRED_DIR": "../test_predictions",
     "REPORT": "../report.pdf",
     "SUBMISSION": "../submission.zip",
+    "COMPARE_RUNS": [],
+    "COMPARE_EVALS": [],
     "IMAGES_DIR": None,
     "IMAGES_OUT": "../image_predictions",
     "IMAGES_COUNT": 4,
@@ -130,6 +133,8 @@ def executed(synth_root, tmp_path_factory) -> SimpleNamespace:
             "DATA_ROOT": str(synth_root), "RUNS_DIR": str(runs), "CHECKPOINT": str(runs / "full" / "best.pt"),
             "DEVICE": "cpu", "PRED_DIR": str(base / "predictions"), "TEST_PRED_DIR": str(base / "test_predictions"),
             "REPORT": str(base / "report.pdf"), "SUBMISSION": str(base / "submission.zip"),
+            # the run beside itself under a second label: same folds, so the paired comparison runs too
+            "COMPARE_RUNS": [str(runs)], "COMPARE_EVALS": [None], "COMPARE_LABELS": "this,again",
             "IMAGES_DIR": str(synth_root / "leftImg8bit" / "val"), "IMAGES_OUT": str(base / "photos"), "IMAGES_COUNT": 3,
         })
     return SimpleNamespace(base=base, runs=runs, train=train, evaluate=evaluate, root=synth_root)
@@ -157,9 +162,10 @@ def test_evaluate_notebook_predicts_scores_zips_and_reports(executed):
     evaluation = json.loads((executed.base / "predictions-eval" / "val.json").read_text())
     assert evaluation["cityseg"]["engine"] == "both" and evaluation["cityseg"]["n_frames"] == n_val
     reader = PdfReader(executed.base / "report.pdf")
-    assert len(reader.pages) == 7 and "SYNTHETIC" in reader.pages[0].extract_text()
+    assert len(reader.pages) == 6 and all("SYNTHETIC" in page.extract_text() for page in reader.pages)
     text = outputs_text(executed.evaluate)
     assert "official (cityscapesscripts)" in text and "fast (bincount)" in text
+    assert "**runs compared**" in text and "again − this: +0.00 ± 0.00 points over 2 folds" in text
 
 
 def test_evaluate_notebook_shows_overlays_of_the_photos_it_is_pointed_at(executed):

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
 from cityseg.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, TRAIN_ID_COLORS
@@ -25,7 +26,6 @@ from cityseg.plots import (
     normalize_rows,
     percent,
     qualitative_panel,
-    text_page,
     training_curves,
 )
 from cityseg.report.tables import Table
@@ -80,12 +80,17 @@ def test_class_iou_bars_show_cv_and_val_side_by_side_with_gaps_for_absent_classe
     assert math.isnan(widths[3]) and widths[0] == pytest.approx(50.0) and widths[NUM_CLASSES] == pytest.approx(40.0)
 
 
-def test_confusion_figure_writes_the_diagonal_in_percent():
-    conf = np.diag(np.arange(1, NUM_CLASSES + 1)) * 3
-    conf[0, 1] = 3  # road: half right, half sidewalk
+def test_confusion_figure_writes_every_cell_of_one_percent_or_more_and_the_diagonal_in_bold():
+    conf = np.diag(np.arange(1, NUM_CLASSES + 1)) * 1000
+    conf[0, 1] = 1000  # road: half right, half sidewalk
+    conf[2, 3] = 5  # building -> wall: 5 of 3005 pixels, under 1 %: left blank
     fig = confusion_figure(conf)
-    texts = [t.get_text() for t in fig.axes[0].texts]
-    assert texts[0] == "50" and texts[1:] == ["100"] * (NUM_CLASSES - 1)
+    cells = {(int(t.get_position()[1]), int(t.get_position()[0])): t for t in fig.axes[0].texts}
+    assert cells[(0, 0)].get_text() == "50" and cells[(0, 1)].get_text() == "50"
+    assert (2, 3) not in cells and cells[(2, 2)].get_text() == "100"
+    assert len(cells) == NUM_CLASSES + 1
+    assert all(cells[(i, i)].get_fontweight() == "bold" for i in range(NUM_CLASSES))
+    assert cells[(0, 1)].get_fontweight() == "normal"
 
 
 def test_qualitative_panel_has_four_columns_and_shrinks_big_frames_without_mixing_labels():
@@ -108,13 +113,18 @@ def test_dataset_sample_legend_lists_only_classes_present():
     assert isinstance(dataset_sample(np.zeros((64, 128, 3), np.uint8), mask, "x"), Figure)
 
 
-def test_text_page_keeps_tables_as_text_and_figure_png_is_marked_as_ours():
-    table = Table.build(("class", "IoU (%)"), [("road", "97.10"), ("traffic light", "n/a")])
-    fig = text_page([("Official", table.text())], header="SYNTHETIC data")
-    texts = [t.get_text() for t in fig.texts]
-    assert "SYNTHETIC data" in texts and table.text() in texts
-    png = figure_png(fig, dpi=20)
+def test_figure_png_is_marked_as_ours():
+    png = figure_png(training_curves({}), dpi=20)
     assert png.startswith(b"\x89PNG") and b"cityseg" in png
+
+
+def test_class_iou_bars_use_the_cityscapes_palette():
+    fig = class_iou_bars([0.5] * NUM_CLASSES, None, [0.4] * NUM_CLASSES)
+    bars = fig.axes[0].patches
+    for i in range(NUM_CLASSES):
+        assert to_rgb(bars[i].get_facecolor()) == pytest.approx(tuple(TRAIN_ID_COLORS[i] / 255))  # CV: solid
+        assert to_rgb(bars[NUM_CLASSES + i].get_edgecolor()) == pytest.approx(tuple(TRAIN_ID_COLORS[i] / 255))
+        assert bars[NUM_CLASSES + i].get_hatch()  # val: hatched, in the class's colour
 
 
 def test_table_aligns_numbers_right_and_renders_markdown():

@@ -73,9 +73,15 @@ def test_short_run_beats_the_constant_predictor(learned_run, synth_root, fold0):
 
 def test_run_folder_format(learned_run, synth_root):
     config, run_dir, result, rows_seen = learned_run
-    assert sorted(p.name for p in run_dir.iterdir()) == [".lock-run", "best.pt", "config.json", "last.pt", "log.jsonl"]
+    names = sorted(p.name for p in run_dir.iterdir())
+    assert [n for n in names if not n.startswith("events.out.tfevents.")] == [".lock-run", "best.pt", "config.json",
+                                                                               "last.pt", "log.jsonl"]
+    assert len(names) == 6  # and one TensorBoard event file (tests/test_tensorboard.py reads it)
     info = json.loads((run_dir / "config.json").read_text())
-    assert info["config"] == config.to_dict()
+    # saved as resolved for this (CPU) machine: concrete values where the config left them at auto
+    assert info["config"] == config.to_dict() | {"compile": False, "gpu_aug": False, "cache": None}
+    assert info["runtime"] == {"device": "cpu", "world_size": 1, "process_group": None, "workers": 0, "amp_dtype": None,
+                               "channels_last": False, "compile": False, "gpu_aug": False, "cache": None}
     assert {"sha", "dirty"} <= set(info["git"])
     assert {"torch", "segmentation-models-pytorch", "cityscapesscripts"} <= set(info["versions"])
     assert info["synthetic"] is True and info["data_root"] == str(synth_root.resolve())

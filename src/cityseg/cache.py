@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from cityseg.errors import UserError, format_paths
 from cityseg.fileio import claim_folder, folder_lock, read_complete_index, source_fingerprint

@@ -30,8 +30,11 @@ SIDE_MULTIPLE = 32
 # Fields that describe the machine rather than the experiment: a resumed run may change them. Mixed
 # precision is among them so that a run that diverged in fp16 can continue in fp32 (--resume --no-amp).
 RUNTIME_FIELDS = ("workers", "device", "amp", "compile", "cache", "gpu_aug")
-# Fields that say where a run happens, not what it computes: never listed as a change from the recipe.
-MACHINE_FIELDS = ("workers", "device", "cache")
+# Fields that say where and how fast a run happens, resolved per machine when left at auto (cityseg.runtime;
+# config.json's "runtime" record says what ran): never listed as a change from the recipe.
+MACHINE_FIELDS = ("workers", "device", "cache", "compile", "gpu_aug")
+# The value of `cache` that lets the machine decide (the boolean machine fields use None for auto).
+AUTO = "auto"
 
 # Option groups of the generated CLI flags (`cityseg cv --help` lists them in this order).
 RECIPE_GROUP = "Recipe"
@@ -94,11 +97,14 @@ class TrainConfig:
     labels: str = _option("trainIds", help="train from labelTrainIds PNGs (after `cityseg prepare`) or the shipped "
                           "labelIds", group=DATA, choices=LABEL_SOURCES)
     workers: int = _option(help="data-loading processes per training process", group=DATA, factory=_default_workers)
-    cache: str | None = _option(None, help="decoded-image cache folder (see `cityseg cache`); 'none'", group=DATA)
-    gpu_aug: bool = _option(False, help="run the colour augmentations (photometric, color-jitter, gaussian-blur) on "
-                            "the training device instead of in the loader workers (photometric batched, the same "
-                            "mmsegmentation ops and draws): use it when the printed data wait share is high on a "
-                            "fast GPU (photometric costs ~5 ms of a CPU core per 768x768 crop)", group=DATA)
+    cache: str | None = _option(AUTO, help="decoded-image cache folder (see `cityseg cache`), built on first use "
+                                "and shared by every fold and the full fit; 'auto': on CUDA, in ROOT/../cityseg-cache "
+                                "(else $XDG_CACHE_HOME/cityseg) when the disk has room, else the PNGs; 'none': always "
+                                "the PNGs", group=DATA)
+    gpu_aug: bool | None = _option(None, help="run the colour augmentations (photometric, color-jitter, gaussian-blur) "
+                                   "on the training device instead of in the loader workers (photometric batched, the "
+                                   "same mmsegmentation ops and draws; ~5 ms of a CPU core per 768x768 crop otherwise); "
+                                   "auto: on CUDA when the recipe has one", group=DATA)
     # Loss
     loss: str = _option("ce", help="cross-entropy or OHEM cross-entropy", group=LOSS_MODEL, choices=LOSSES)
     ohem_thresh: float = _option(0.7, help="OHEM keeps pixels whose true-class probability is below this",
@@ -116,7 +122,9 @@ class TrainConfig:
     device: str = _option("auto", help="auto, cpu, cuda or cuda:N", group=RUN)
     amp: bool = _option(False, help="mixed precision on CUDA: bf16 where the GPU has it natively, else fp16 with "
                         "a gradient scaler", group=RUN)
-    compile: bool = _option(False, help="torch.compile the model", group=RUN)
+    compile: bool | None = _option(None, help="torch.compile the training step (eager again, with one warning, if "
+                                   "compiling fails); auto: on CUDA for runs long enough to repay the compile time "
+                                   "(cityseg.runtime)", group=RUN)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -201,6 +209,13 @@ def parse_size(value: str | tuple[int, int] | list[int] | None, name: str = "siz
     if width <= 0 or height <= 0:
         raise UserError(f"{name} {value!r}: width and height must be positive.")
     return width, height
+
+
+def field_text(name: str, value: Any) -> str:
+    """A field's value as `value_text` writes it, with 'auto' for a machine field left to the machine."""
+    if name in MACHINE_FIELDS and value is None and _FIELD_TYPES[name] == bool | None:
+        return AUTO
+    return value_text(value)
 
 
 def value_text(value: Any) -> str:
@@ -362,7 +377,7 @@ def _validate(config: TrainConfig) -> None:
 
 
 __all__ = [
-    "DEVICES", "FIELD_GROUPS", "LABEL_SOURCES", "LOSSES", "MACHINE_FIELDS", "OPTIMIZERS", "RECIPES", "RUNTIME_FIELDS",
-    "RUN_SETTING", "Recipe", "SCHEDULES", "SELECT", "SIDE_MULTIPLE", "TrainConfig", "config_differences",
-    "field_differences", "flag", "parse_size", "recipe_differences", "resolve_config", "value_text",
+    "AUTO", "DEVICES", "FIELD_GROUPS", "LABEL_SOURCES", "LOSSES", "MACHINE_FIELDS", "OPTIMIZERS", "RECIPES",
+    "RUNTIME_FIELDS", "RUN_SETTING", "Recipe", "SCHEDULES", "SELECT", "SIDE_MULTIPLE", "TrainConfig", "config_differences",
+    "field_differences", "field_text", "flag", "parse_size", "recipe_differences", "resolve_config", "value_text",
 ]

@@ -43,6 +43,7 @@ import numpy as np
 
 from cityseg.checkpoint import atomic_write_bytes
 from cityseg.config import TrainConfig, config_differences
+from cityseg.cv_progress import CVProgress, planned_runs
 from cityseg.dist import barrier, held_by_main, init_distributed, is_main
 from cityseg.engine import json_float
 from cityseg.errors import UserError
@@ -50,6 +51,7 @@ from cityseg.folds import check_folds_match, fold_ids, fold_table, load_folds, m
 from cityseg.labels import CLASS_NAMES
 from cityseg.locks import hold_lock, wait_lock
 from cityseg.model import check_encoder_weights
+from cityseg.runtime import resolve_and_report
 from cityseg.trainer import (
     EpochCallback,
     best_row,
@@ -100,7 +102,7 @@ def run_cv(
     from cityseg.data import list_frames
 
     root, runs_dir = Path(root), Path(runs_dir)
-    init_distributed(config.device)
+    info = init_distributed(config.device)
     frames = list_frames(root, "train", label_source=config.labels)
     check_input_size(config, frames[0].image)
     folds = make_folds(frames, k=k, split=split, seed=seed)
@@ -111,28 +113,37 @@ def run_cv(
     if is_main():
         make_run_folder(runs_dir)
     barrier()
+    fold_images = {fold: len(fold_ids(folds, fold)[0]) for fold in range(k)}
+    # Machine defaults once for the whole CV (every fold and the full fit run with them), printed once.
+    config = resolve_and_report(config, root, min(fold_images.values()), info.world_size, info.device)
+    full_planned = full and only_folds is None and all(
+        f in selected or is_finished(fold_dir(runs_dir, f), config.epochs) for f in range(k))
+    plan = planned_runs([(fold_dir(runs_dir, f).name, fold_dir(runs_dir, f), fold_images[f]) for f in selected],
+                        config.epochs, (runs_dir / FULL_RUN, len(frames)) if full_planned else None)
     with held_by_main(lambda: _lock_runs(runs_dir, shared=only_folds is not None)):
         if is_main():
             with _shared_files_lock(runs_dir):
                 _check_shared_files(runs_dir, folds)
                 write_folds(runs_dir / FOLDS_FILE, folds)
         barrier()
-        for fold in selected:
-            run_dir = fold_dir(runs_dir, fold)
-            if resume and _skip_finished(run_dir, config):
-                continue
-            train_ids, val_ids = fold_ids(folds, fold)
-            train_run(root, run_dir, config, train_ids, val_ids, resume=resume, on_epoch=on_epoch,
-                      run_name=run_dir.name, progress=progress)
+        with CVProgress(plan, enabled=progress and is_main()) as overall:
+            for fold in selected:
+                run_dir = fold_dir(runs_dir, fold)
+                if resume and _skip_finished(run_dir, config):
+                    continue
+                train_ids, val_ids = fold_ids(folds, fold)
+                train_run(root, run_dir, config, train_ids, val_ids, resume=resume,
+                          on_epoch=overall.callback(on_epoch), run_name=run_dir.name, progress=progress)
 
-        summary = summarize(runs_dir)
-        if full and only_folds is None and summary["complete"]:
-            full_config = with_epochs(config, summary["chosen_epochs"])
-            run_dir = runs_dir / FULL_RUN
-            if not (resume and _skip_finished(run_dir, full_config)):
-                train_run(root, run_dir, full_config, [f.id for f in frames], None, resume=resume, on_epoch=on_epoch,
-                          run_name=FULL_RUN, progress=progress)
             summary = summarize(runs_dir)
+            if full and only_folds is None and summary["complete"]:
+                full_config = with_epochs(config, summary["chosen_epochs"])
+                overall.set_epochs(FULL_RUN, full_config.epochs)
+                run_dir = runs_dir / FULL_RUN
+                if not (resume and _skip_finished(run_dir, full_config)):
+                    train_run(root, run_dir, full_config, [f.id for f in frames], None, resume=resume,
+                              on_epoch=overall.callback(on_epoch), run_name=FULL_RUN, progress=progress)
+                summary = summarize(runs_dir)
         if is_main():
             with _shared_files_lock(runs_dir):  # another --only-folds process may have finished a fold meanwhile
                 summary = summarize(runs_dir)

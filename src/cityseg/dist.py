@@ -50,15 +50,18 @@ def init_distributed(device: str = "auto") -> DistInfo:
         # one GPU per process: the local rank picks it, whatever index `device` named
         chosen = torch.device("cuda", local_rank if world_size > 1 else (chosen.index or 0))
         torch.cuda.set_device(chosen)
-    if world_size > 1 and not dist.is_initialized():
+    # Under torchrun even one process joins the group and trains with DDP (as torchvision's references do),
+    # so `torchrun --nproc_per_node=1` runs the multi-GPU code path on a single GPU.
+    launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    if (world_size > 1 or launched) and not dist.is_initialized():
         backend = "nccl" if chosen.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, init_method="env://", device_id=chosen if chosen.type == "cuda" else None)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=chosen)
 
 
 def is_distributed() -> bool:
-    """True inside a multi-process job."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """True inside a torchrun job (with one process too: its collectives and DDP run all the same)."""
+    return dist.is_available() and dist.is_initialized()
 
 
 def rank() -> int:

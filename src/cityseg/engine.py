@@ -9,6 +9,7 @@ computing IoU, as the official evaluation does.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -18,9 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
-from cityseg.dist import all_reduce_sum, is_main
+from cityseg.compiling import first_step
+from cityseg.dist import all_reduce_sum, is_main, world_size
 from cityseg.errors import UserError
 from cityseg.labels import IGNORE_INDEX, NUM_CLASSES
 from cityseg.metrics import confusion_matrix, iou_per_class, mean_iou
@@ -28,6 +30,11 @@ from cityseg.transforms import mark_padding, normalize
 
 SIDE_MULTIPLE = 32  # U-Net/ResNet-34 needs input sides divisible by 2**5
 PROGRESS_EVERY = 20  # steps between host reads of the running loss (each read is a device sync)
+
+
+# Receives, at each host read, the epoch's step number (1-based) of the first value, the per-step losses
+# (mean over ranks) and the learning rates of those steps: how TensorBoard gets per-iteration scalars.
+StepsCallback = Callable[[int, list[float], list[float]], None]
 
 
 class NonFiniteLossError(UserError):
@@ -118,11 +125,18 @@ def train_one_epoch(
     context: StepContext,
     epoch: int,
     progress: bool = True,
+    on_steps: StepsCallback | None = None,
 ) -> TrainStats:
-    """Run one pass over the training loader, stepping the schedule every iteration."""
+    """Run one pass over the training loader, stepping the schedule every iteration.
+
+    Per-step losses stay on the device until the host reads them anyway (every PROGRESS_EVERY steps and
+    at the end), so `on_steps` gets every step's loss without adding a sync.
+    """
     model.train()
     device = context.device
     loss_sum = torch.zeros((), device=device)
+    recent_losses = torch.zeros(PROGRESS_EVERY, device=device)  # the steps since the last host read
+    recent_lrs: list[float] = []
     first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
     images, steps, lr = 0, 0, optimizer.param_groups[0]["lr"]
     if device.type == "cuda":
@@ -132,11 +146,9 @@ def train_one_epoch(
     waiting = _WaitClock()
     for steps, (image, target) in enumerate(waiting.wrap(bar), start=1):
         image, target = to_device_batch(image, target, context, train=True)  # (B, 3, H, W) float, (B, H, W) int64
-        with context.autocast():
-            logits = model(image)  # (B, C, H, W)
-            loss = criterion(logits, target)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        # first_step: a compiled model that fails to compile in its first forward or backward redoes it eagerly
+        loss = first_step(model, functools.partial(_forward_backward, model, criterion, optimizer, scaler, context,
+                                                   image, target))
         scaler.step(optimizer)
         scaler.update()
         lr = optimizer.param_groups[0]["lr"]
@@ -144,13 +156,20 @@ def train_one_epoch(
 
         loss = loss.detach().float()
         loss_sum += loss
+        recent_losses[(steps - 1) % PROGRESS_EVERY] = loss  # a device copy, no sync
+        recent_lrs.append(lr)
         first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), steps, first_bad_step)
         images += image.shape[0]
         if steps % PROGRESS_EVERY == 0:
-            _stop_if_diverged(first_bad_step, epoch, steps)
+            losses = _read_back(first_bad_step, recent_losses, epoch, steps)
+            if on_steps is not None:
+                on_steps(steps - PROGRESS_EVERY + 1, losses, recent_lrs)
+            recent_lrs = []
             if not bar.disable:  # reading the loss is a second sync: only when someone sees it
                 bar.set_postfix(loss=f"{loss_sum.item() / steps:.4f}", img_s=f"{images / (time.perf_counter() - start):.1f}")
-    _stop_if_diverged(first_bad_step, epoch, steps)
+    losses = _read_back(first_bad_step, recent_losses[: len(recent_lrs)], epoch, steps)
+    if on_steps is not None and recent_lrs:
+        on_steps(steps - len(recent_lrs) + 1, losses, recent_lrs)
 
     counts = torch.tensor([steps, images], dtype=torch.float64, device=device)
     total_loss, total_steps, total_images = all_reduce_sum(torch.cat([loss_sum.double().view(1), counts])).tolist()
@@ -158,6 +177,17 @@ def train_one_epoch(
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     return TrainStats(loss=total_loss / max(total_steps, 1), lr=lr, images=int(total_images), seconds=seconds,
                       data_seconds=waiting.seconds, peak_memory_bytes=peak)
+
+
+def _forward_backward(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                      scaler: torch.amp.GradScaler, context: StepContext, image: Tensor, target: Tensor) -> Tensor:
+    """Loss of one batch, with its gradients in the parameters (the optimizer has not stepped yet)."""
+    with context.autocast():
+        logits = model(image)  # (B, C, H, W)
+        loss = criterion(logits, target)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    return loss
 
 
 class _WaitClock:
@@ -180,11 +210,14 @@ class _WaitClock:
             yield item
 
 
-def _stop_if_diverged(first_bad_step: Tensor, epoch: int, steps: int) -> None:
-    """Raise on every rank together once any rank has seen a NaN/inf loss (a host sync, so called rarely)."""
-    bad = all_reduce_sum((first_bad_step >= 0).long())
-    if bad.item() == 0:
-        return
+def _read_back(first_bad_step: Tensor, recent_losses: Tensor, epoch: int, steps: int) -> list[float]:
+    """The step loop's one host read (called rarely): raise on every rank together once any rank has seen a
+    NaN/inf loss, else return the recent per-step losses averaged over ranks, fetched in the same transfer."""
+    packed = torch.cat([(first_bad_step >= 0).to(recent_losses.dtype).view(1), recent_losses])  # (1 + n,)
+    bad, *loss_sums = all_reduce_sum(packed).tolist()
+    if bad == 0:
+        ranks = world_size()
+        return [value / ranks for value in loss_sums]
     step = int(first_bad_step.item())
     where = f"step {step}" if step >= 0 else f"a step up to {steps}"
     raise NonFiniteLossError(

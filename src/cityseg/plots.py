@@ -16,11 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.transforms import ScaledTranslation
 
 from cityseg.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, TRAIN_ID_COLORS, colorize_train_ids
 
-# A4 portrait in inches: report pages and the figures written beside them share one shape.
-PAGE_SIZE = (8.27, 11.69)
 WIDE_SIZE = (11.0, 4.2)
 
 # Error map colours: why a pixel is not simply "right or wrong" is the ignore label.
@@ -68,6 +67,14 @@ def training_curves(histories: Mapping[str, Sequence[Mapping]], title: str | Non
     """
     fig = Figure(figsize=WIDE_SIZE, layout="constrained")
     ax_loss, ax_miou = fig.subplots(1, 2)
+    draw_training_curves(ax_loss, ax_miou, histories)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def draw_training_curves(ax_loss, ax_miou, histories: Mapping[str, Sequence[Mapping]]) -> None:
+    """`training_curves` into two given axes (a report page places them itself)."""
     colours = _run_colours(list(histories))
     for name, rows in histories.items():
         if not rows:
@@ -90,9 +97,6 @@ def training_curves(histories: Mapping[str, Sequence[Mapping]], title: str | Non
         ax.xaxis.get_major_locator().set_params(integer=True)
         if ax.has_data():
             ax.legend(fontsize="x-small", ncols=2 if len(histories) > 3 else 1)
-    if title:
-        fig.suptitle(title)
-    return fig
 
 
 def _run_colours(names: Sequence[str]) -> dict[str, tuple]:
@@ -107,6 +111,11 @@ def _run_colours(names: Sequence[str]) -> dict[str, tuple]:
     return colours
 
 
+def class_colour(train_id: int) -> tuple[float, float, float]:
+    """The class's colour in the official Cityscapes palette (cityscapesscripts), as matplotlib RGB."""
+    return tuple(float(c) / 255.0 for c in TRAIN_ID_COLORS[train_id])
+
+
 def class_iou_bars(
     cv_mean: Sequence[float | None] | None = None,
     cv_std: Sequence[float | None] | None = None,
@@ -117,23 +126,40 @@ def class_iou_bars(
     """Horizontal bars of per-class IoU: CV mean ± std beside the validation score, to spot weak classes."""
     fig = Figure(figsize=(8.27, 7.0), layout="constrained")
     ax = fig.subplots()
+    draw_class_iou(ax, cv_mean, cv_std, val, class_names)
+    ax.set_title(title)
+    return fig
+
+
+def draw_class_iou(ax, cv_mean: Sequence[float | None] | None, cv_std: Sequence[float | None] | None,
+                   val: Sequence[float | None] | None, class_names: Sequence[str] = CLASS_NAMES,
+                   cv_label: str = "cross-validation mean ± std", val_label: str = "val (official script)") -> None:
+    """Per-class IoU bars in each class's palette colour: solid for CV (with its fold std), hatched for val."""
     y = np.arange(len(class_names))
-    series = [(values, std, label, colour) for values, std, label, colour in (
-        (cv_mean, cv_std, "CV mean ± std", "tab:blue"),
-        (val, None, "val (official)", "tab:orange"),
-    ) if values is not None]
+    colours = [class_colour(i) for i in range(len(class_names))]
+    # (values, std, hatch, share of the class colour in the fill, legend label) of each series drawn
+    series = [s for s in ((cv_mean, cv_std, None, 1.0, cv_label), (val, None, "////", 0.3, val_label))
+              if s[0] is not None]
     height = 0.8 / max(1, len(series))
-    for i, (values, std, label, colour) in enumerate(series):
+    for i, (values, std, hatch, alpha, _) in enumerate(series):
         offset = (i - (len(series) - 1) / 2) * height
         err = None if std is None else 100.0 * _finite(std)
-        ax.barh(y + offset, 100.0 * _finite(values), height=height, xerr=err, capsize=2, label=label, color=colour)
+        ax.barh(y + offset, 100.0 * _finite(values), height=height, color=[_tint(c, alpha) for c in colours],
+                edgecolor=colours, hatch=hatch, linewidth=0.6, xerr=err,
+                error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "0.15"})
     ax.set_yticks(y, class_names)
     ax.invert_yaxis()  # trainId 0 (road) at the top, as in the official table
-    ax.set(xlabel="IoU (%)", xlim=(0, 100), title=title)
+    ax.set(xlabel="IoU (%)", xlim=(0, 100))
     ax.grid(axis="x", alpha=0.3)
-    if series:
-        ax.legend(loc="lower right", fontsize="small")
-    return fig
+    if series:  # grey stand-ins: the bars themselves carry the class colours
+        handles = [Patch(facecolor=_tint((0.4, 0.4, 0.4), alpha), edgecolor="0.4", hatch=hatch, label=label)
+                   for _, _, hatch, alpha, label in series]
+        ax.legend(handles=handles, loc="lower right", fontsize="small")
+
+
+def _tint(colour: Sequence[float], share: float) -> tuple[float, ...]:
+    """`colour` mixed with white, opaque: PDF viewers drop the hatching of some semi-transparent fills."""
+    return tuple(1.0 - share * (1.0 - c) for c in colour)
 
 
 def normalize_rows(confusion: np.ndarray) -> np.ndarray:
@@ -146,21 +172,47 @@ def normalize_rows(confusion: np.ndarray) -> np.ndarray:
 
 def confusion_figure(confusion: np.ndarray, class_names: Sequence[str] = CLASS_NAMES,
                      title: str = "normalised confusion matrix (rows: ground truth)") -> Figure:
-    """Row-normalised confusion matrix heat map with the diagonal written in, to see which classes get mixed up."""
-    norm = normalize_rows(confusion)  # (C, C)
+    """Row-normalised confusion matrix heat map with its cells written in, to see which classes get mixed up."""
     fig = Figure(figsize=(8.27, 7.6), layout="constrained")
     ax = fig.subplots()
-    image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+    image = draw_confusion(ax, confusion, class_names)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the row's pixels (%)")
+    return fig
+
+
+def draw_confusion(ax, confusion: np.ndarray, class_names: Sequence[str] = CLASS_NAMES, min_percent: float = 1.0):
+    """Row-normalised matrix in percent: every cell of at least `min_percent` written as an integer (the
+    diagonal in bold), palette swatches beside the class names; returns the image for a colour bar."""
+    norm = 100.0 * normalize_rows(confusion)  # (C, C) percent of each ground-truth row
+    image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=100.0)
     ticks = np.arange(len(class_names))
     ax.set_xticks(ticks, class_names, rotation=90, fontsize="small")
     ax.set_yticks(ticks, class_names, fontsize="small")
-    ax.set(xlabel="prediction", ylabel="ground truth", title=title)
-    for i in ticks:
-        if np.isfinite(norm[i, i]):
-            ax.text(i, i, f"{100 * norm[i, i]:.0f}", ha="center", va="center", fontsize=6,
-                    color="white" if norm[i, i] > 0.5 else "black")
-    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the row's pixels")
-    return fig
+    ax.set(xlabel="prediction", ylabel="ground truth")
+    for row in ticks:
+        for col in ticks:
+            value = norm[row, col]
+            if np.isfinite(value) and (value >= min_percent or row == col):
+                ax.text(col, row, f"{value:.0f}", ha="center", va="center", fontsize=5.5,
+                        weight="bold" if row == col else "normal", color="white" if value > 55 else "black")
+    class_swatches(ax, "y")
+    class_swatches(ax, "x")
+    return image
+
+
+def class_swatches(ax, axis: str = "y") -> None:
+    """A square in each class's palette colour between the axes and its class-name tick labels (tick i = trainId i)."""
+    shift = 7 / 72  # inches from the axes edge, whatever the figure's size
+    if axis == "y":
+        where = ax.get_yaxis_transform() + ScaledTranslation(-shift, 0, ax.figure.dpi_scale_trans)
+    else:
+        where = ax.get_xaxis_transform() + ScaledTranslation(0, -shift, ax.figure.dpi_scale_trans)
+    ax.tick_params(axis=axis, pad=13, length=0)
+    for i in range(NUM_CLASSES):
+        xy = ([0], [i]) if axis == "y" else ([i], [0])
+        ax.plot(*xy, transform=where, marker="s", markersize=7, color=class_colour(i), markeredgecolor="0.3",
+                markeredgewidth=0.3, clip_on=False)
 
 
 def error_map(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
@@ -178,31 +230,41 @@ def _shrink(array: np.ndarray, max_side: int = PANEL_MAX_SIDE) -> np.ndarray:
     return array[::step, ::step]
 
 
+EXAMPLE_HEADERS = ("image", "ground truth", "prediction", "error (red: wrong, white: ignored)")
+
+
 def qualitative_panel(examples: Sequence[Example], title: str | None = None) -> Figure:
     """Rows of image | ground truth | prediction | error map, the quickest check of what the model gets wrong."""
     rows = max(1, len(examples))
     aspect = examples[0].image.shape[0] / examples[0].image.shape[1] if examples else 0.5
     fig = Figure(figsize=(11.0, 0.4 + rows * 11.0 / 4 * aspect + rows * 0.35), layout="constrained")
     axes = np.atleast_2d(fig.subplots(rows, 4))
-    headers = ("image", "ground truth", "prediction", "error (red: wrong, white: ignored)")
     for row, example in zip(axes, examples, strict=False):
-        panels = (
-            example.image,
-            colorize_train_ids(example.truth),
-            colorize_train_ids(example.prediction),
-            error_map(example.truth, example.prediction),
-        )
-        for ax, panel in zip(row, panels, strict=True):
-            ax.imshow(_shrink(panel), interpolation="nearest")
-        row[0].set_ylabel(example.title, fontsize="small")
-    for ax, header in zip(axes[0], headers, strict=True):
+        draw_example(row, example)
+    for ax, header in zip(axes[0], EXAMPLE_HEADERS, strict=True):
         ax.set_title(header, fontsize="small")
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
     if title:
         fig.suptitle(title)
     return fig
+
+
+def draw_example(axes: Sequence, example: Example, title_beside: bool = False) -> None:
+    """Image, ground truth, prediction (Cityscapes palette) and error map of one frame into four axes; the
+    title goes up the first panel's side, or (`title_beside`) level to its left, where a page made room."""
+    panels = (
+        example.image,
+        colorize_train_ids(example.truth),
+        colorize_train_ids(example.prediction),
+        error_map(example.truth, example.prediction),
+    )
+    for ax, panel in zip(axes, panels, strict=True):
+        ax.imshow(_shrink(panel), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title_beside:
+        axes[0].text(-0.04, 0.5, example.title, transform=axes[0].transAxes, ha="right", va="center", fontsize=7)
+    else:
+        axes[0].set_ylabel(example.title, fontsize="small")
 
 
 def class_legend_handles(train_ids: np.ndarray) -> list[Patch]:
@@ -225,26 +287,6 @@ def dataset_sample(image: np.ndarray, train_ids: np.ndarray, title: str = "") ->
     fig.legend(handles=class_legend_handles(train_ids), loc="outside right center", fontsize="x-small")
     if title:
         fig.suptitle(title)
-    return fig
-
-
-def text_page(blocks: Sequence[tuple[str, str]], header: str, footer: str = "") -> Figure:
-    """An A4 page of titled monospace text blocks, so tables stay real text that a PDF reader can copy.
-
-    blocks: (title, body) pairs drawn top to bottom; body lines are pre-aligned plain text.
-    """
-    fig = Figure(figsize=PAGE_SIZE)
-    fig.text(0.06, 0.965, header, fontsize=9, color="0.3", va="top")
-    y = 0.93
-    for title, body in blocks:
-        if title:
-            fig.text(0.06, y, title, fontsize=12, weight="bold", va="top")
-            y -= 0.03
-        if body:
-            fig.text(0.06, y, body, family="monospace", fontsize=8, va="top", linespacing=1.3)
-            y -= (body.count("\n") + 1) * 0.0135 + 0.03
-    if footer:
-        fig.text(0.06, 0.03, footer, fontsize=7, color="0.4", va="bottom")
     return fig
 
 

@@ -25,7 +25,7 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from cityseg.errors import UserError, describe_error, name_the_file
 from cityseg.locks import die_with_parent

@@ -2,14 +2,17 @@
 
 A run folder is the truth that every later tool reads:
 
-    config.json   {"config": TrainConfig fields, "git", "versions", "hardware", "device", "data_root",
-                   "synthetic", "started", "world_size", "run_name", "n_train", "n_val", "resumed"}
+    config.json   {"config": TrainConfig fields (machine defaults resolved: cityseg.runtime), "runtime" (what
+                   ran: device, workers, amp dtype, compile, gpu_aug, cache), "git", "versions", "hardware",
+                   "device", "data_root", "synthetic", "started", "world_size", "run_name", "n_train", "n_val",
+                   "resumed"}
     log.jsonl     one row per finished epoch: epoch, lr, train_loss, val_loss, val_miou,
                   class_iou (19 floats, null = class absent), images_per_s, data_wait_share,
                   peak_memory_gb (null on CPU), seconds
     last.pt       state after the latest finished epoch (model, optimizer, scheduler, scaler, epoch,
                   rng, config, best_metric, best_epoch, num_classes, log_row)
     best.pt       the same for the selected epoch (fold val loss or mIoU; the last epoch without validation)
+    events.out.tfevents.*   TensorBoard view of the same numbers (cityseg.tensorboard_log)
 
 Every epoch ends with: last.pt written atomically, copied to best.pt if the epoch is the best so far,
 then the log row appended with one write + fsync. A run killed at any moment is resumed from last.pt:
@@ -39,12 +42,12 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from cityseg import runinfo
 from cityseg.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from cityseg.config import SIDE_MULTIPLE, TrainConfig, config_differences
-from cityseg.device_augment import BatchAugment, build_batch_augment
+from cityseg.device_augment import BatchAugment
 from cityseg.dist import (
     DistInfo,
     ShardSampler,
@@ -52,6 +55,7 @@ from cityseg.dist import (
     broadcast_buffers,
     held_by_main,
     init_distributed,
+    is_distributed,
     is_main,
 )
 from cityseg.engine import StepContext, json_float, train_one_epoch, validate
@@ -60,7 +64,9 @@ from cityseg.labels import NUM_CLASSES
 from cityseg.locks import hold_lock
 from cityseg.losses import build_loss
 from cityseg.model import check_encoder_weights
+from cityseg.runtime import needs_grad_scaler, resolve_and_report, runtime_record, step_context, uses_cache
 from cityseg.sampling import EpochKeys, KeyedDataset
+from cityseg.tensorboard_log import TensorBoardLog
 
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.jsonl"
@@ -194,7 +200,7 @@ def build_datasets(
         crop_max_class_ratio=config.crop_max_class_ratio,
         pixel_ops=not config.gpu_aug,  # with --gpu-aug, step_context's augment runs them on the device
     )
-    if config.cache:
+    if uses_cache(config):
         return _cached_datasets(config, root, train_frames, val_frames, train_transform)
     train_set = CityscapesDataset(train_frames, transform=train_transform, label_source=config.labels)
     val_set = CityscapesDataset(val_frames, label_source=config.labels) if val_frames else None
@@ -348,24 +354,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def step_context(config: TrainConfig, device: torch.device, rank: int = 0) -> StepContext:
-    """With `amp`: bf16 autocast where the GPU has it natively, else fp16 (with a GradScaler); channels-last on
-    CUDA; float32 on CPU. With `gpu_aug` the colour augmentations run here on the batch (on CPU: in the main
-    process), with draws seeded by (config.seed, epoch, step, rank)."""
-    from cityseg.model import mixed_precision_dtype
-
-    augment = build_batch_augment(config.aug, config.seed, rank) if config.gpu_aug else None
-    if device.type != "cuda":
-        return StepContext(device, augment=augment)
-    dtype = mixed_precision_dtype(device) if config.amp else None
-    return StepContext(device, amp_dtype=dtype, channels_last=True, augment=augment)
-
-
-def needs_grad_scaler(context: StepContext) -> bool:
-    """fp16 gradients underflow without loss scaling; bf16 has float32's range and float32 needs none."""
-    return context.amp_dtype == torch.float16
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Random state (plain lists and tensors, so checkpoints load with weights_only=True)
 # ----------------------------------------------------------------------------------------------------------
@@ -449,6 +437,8 @@ def _copy_atomic(source: Path, target: Path) -> None:
     last.pt is always replaced by a new file (never rewritten in place), so the link keeps this
     epoch's bytes as best.pt for free; filesystems without hard links get a real copy.
     """
+    if target.exists() and os.path.samefile(source, target):
+        return  # already the same file; renaming a link onto it would do nothing and leave the link behind
     temporary = target.with_name(f".{target.name}.{os.getpid()}.link.tmp")
     temporary.unlink(missing_ok=True)
     try:
@@ -480,6 +470,7 @@ def _write_config_json(run_dir: Path, config: TrainConfig, info: DistInfo, root:
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     record = {
         "config": config.to_dict(),
+        "runtime": runtime_record(config, info.device, info.world_size),
         "run_name": run_name,
         **runinfo.collect(info.device, root, world_size=info.world_size),
         "device": str(info.device),
@@ -515,6 +506,7 @@ def train_run(
     root, run_dir = Path(root), Path(run_dir)
     run_name = run_name or run_dir.name
     info = init_distributed(config.device)
+    config = resolve_and_report(config, root, len(train_ids), info.world_size, info.device, always=False)
     if not (resume and (run_dir / LAST_FILE).is_file()):
         check_encoder_weights(config.encoder_weights)  # a missing download or file fails before anything is written
     if is_main():
@@ -585,6 +577,7 @@ class _Training:
     train_loader: DataLoader
     val_loader: DataLoader | None
     sampler: EpochKeys
+    board: TensorBoardLog
     best_metric: float = float("nan")
     best_epoch: int | None = None
     saved_epoch: int = 0
@@ -596,17 +589,19 @@ class _Training:
             self.context.augment.start_epoch(epoch)  # --gpu-aug draws follow (seed, epoch, step, rank)
         started = time.perf_counter()
         stats = train_one_epoch(self.model, self.train_loader, self.criterion, self.optimizer, self.scheduler,
-                                self.scaler, self.context, epoch, progress)
+                                self.scaler, self.context, epoch, progress, on_steps=self.board.step_writer(epoch))
         val = None
         if self.val_loader is not None:
             broadcast_buffers(self.core)  # validate exactly the model rank 0 saves
-            val = validate(self.model, self.val_loader, self.context, size=self.config.size, progress=progress)
+            # The bare network: compiling would build a second graph (eval mode, full-resolution shapes) per run.
+            val = validate(self.core, self.val_loader, self.context, size=self.config.size, progress=progress)
         row = _log_row(epoch, stats, val, time.perf_counter() - started)
         metric = selection_metric(row, self.config.select) if val is not None else None
         improved = val is None or self.best_epoch is None or is_better(metric, self.best_metric, self.config.select)
         if improved:
             self.best_metric, self.best_epoch = (float("nan") if metric is None else float(metric)), epoch
         if is_main():
+            self.board.log_epoch(epoch, row, self.core, self.context, self.config.size)  # flushed before last.pt
             with _disk_full_is_a_user_error(self.run_dir, epoch, self.saved_epoch):
                 save_checkpoint(self.run_dir / LAST_FILE, self.checkpoint(epoch, row))
                 self.saved_epoch = epoch
@@ -677,7 +672,9 @@ def _disk_full_is_a_user_error(run_dir: Path, epoch: int, saved_epoch: int) -> I
 def _setup(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, train_set: Dataset,
            val_set: Dataset | None, state: dict | None) -> _Training:
     """Build loaders, model (DDP/SyncBN/compile as configured), optimizer, schedule and loss."""
+    from cityseg.compiling import compile_with_fallback
     from cityseg.model import build_model
+    from cityseg.runtime import note_compile_fallback
 
     device = info.device
     seed_everything(config.seed + info.rank)
@@ -693,10 +690,10 @@ def _setup(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, tr
         core.load_state_dict(state["model"])
     core.to(device, memory_format=torch.channels_last if context.channels_last else torch.preserve_format)
     model: nn.Module = core
-    if info.world_size > 1:
+    if is_distributed():  # also a one-process torchrun job: the multi-GPU path on one GPU
         model = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
-        model = torch.compile(model)
+        model = compile_with_fallback(model, lambda reason: note_compile_fallback(run_dir, reason) if is_main() else None)
     optimizer = build_optimizer(core, config)
     training = _Training(
         run_dir=run_dir,
@@ -712,6 +709,8 @@ def _setup(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, tr
         train_loader=train_loader,
         val_loader=val_loader,
         sampler=sampler,
+        board=TensorBoardLog(run_dir if is_main() else None, len(train_loader), config.epochs,
+                             done_epochs=state["epoch"] if state is not None else 0, val_set=val_set),
     )
     if state is not None:
         training.restore(state, info.rank)
@@ -738,6 +737,9 @@ def _train_epochs(run_dir: Path, run_name: str, config: TrainConfig, info: DistI
                         "--resume starts it again from epoch 1.")
             tqdm.write(f"interrupted: {said}", file=sys.stderr)
         raise
+    finally:
+        if training is not None:
+            training.board.close()
     return RunResult(run_dir, load_log(run_dir), training.best_epoch, training.best_metric)
 
 

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "evaluate",
     "submit",
     "report",
+    "compare",
 )
 
 # OS errors that mean "the place you pointed me at cannot take this", not a bug.

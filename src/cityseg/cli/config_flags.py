@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cityseg.cli.common import size_type
-from cityseg.config import RECIPE_GROUP, RECIPES, TrainConfig, resolve_config, value_text
+from cityseg.config import RECIPE_GROUP, RECIPES, TrainConfig, field_text, resolve_config, value_text
 
 # Options that change the recipe use SUPPRESS as default, so only what the user typed overrides it.
 _UNSET = argparse.SUPPRESS
@@ -69,8 +69,11 @@ _PARSERS: dict[Any, tuple[Callable[[str], Any], str | None]] = {
 
 
 def flag_args(name: str, value: Any) -> list[str]:
-    """The command-line words that set field `name` to `value` (`--no-amp`, `--size 1024x512`)."""
+    """The command-line words that set field `name` to `value` (`--no-amp`, `--size 1024x512`; none for a
+    switch left at auto)."""
     option = "--" + name.replace("_", "-")
+    if value is None and typing.get_type_hints(TrainConfig)[name] == bool | None:
+        return []
     if isinstance(value, bool):
         return [option if value else "--no-" + option[2:]]
     return [option, value_text(value)]
@@ -80,7 +83,7 @@ def _recipe_defaults(name: str, configs: dict[str, TrainConfig]) -> str:
     """What each recipe sets a field to, for its --help line."""
     if name == "workers":
         return "default: one per core, at most 8"
-    values = {recipe: value_text(getattr(config, name)) for recipe, config in configs.items()}
+    values = {recipe: field_text(name, getattr(config, name)) for recipe, config in configs.items()}
     if len(set(values.values())) == 1:
         return f"default: {next(iter(values.values()))}"
     return "; ".join(f"{recipe}: {value}" for recipe, value in values.items())
@@ -105,7 +108,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         option = "--" + config_field.name.replace("_", "-")
         help_text = f"{meta['help']} [{_recipe_defaults(config_field.name, configs)}]"
         hint = hints[config_field.name]
-        if hint is bool:
+        if hint in (bool, bool | None):  # bool | None: a switch whose default (None) leaves it to the machine
             groups[group_name].add_argument(option, action=argparse.BooleanOptionalAction, default=_UNSET,
                                             help=help_text)
             continue

@@ -13,6 +13,7 @@ from cityseg.config import (
     RUN_SETTING,
     TrainConfig,
     field_differences,
+    field_text,
     resolve_config,
     value_text,
 )
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _rows(config: TrainConfig, names: tuple[str, ...]) -> list[str]:
     width = max(len(n) for n in names)
-    return [f"  {name.ljust(width)}  {value_text(getattr(config, name))}" for name in names]
+    return [f"  {name.ljust(width)}  {field_text(name, getattr(config, name))}" for name in names]
 
 
 def _wrapped(text: str, indent: str = "    ", first: str | None = None) -> str:

@@ -13,11 +13,13 @@ def register(subparsers) -> None:
         subparsers,
         "report",
         help="build report.pdf from a runs folder and the official evaluation JSON",
-        description="Write a multi-page PDF (what was trained, the headline numbers against the 66.79 mIoU "
-        "reference, per-fold table, training curves, per-class IoU, confusion matrix, qualitative examples, "
-        "the official table) from the files a run leaves behind: config.json, log.jsonl, folds.json, "
-        "summary.json and the evaluation JSON. No model or GPU is needed. The figures are also written as "
-        "PNGs to <OUT stem>_figures/ beside the PDF.",
+        description="Write a PDF that reads like a paper's results section: the headline table (CV mIoU "
+        "under its protocol, official val mIoU and iIoU, the 66.79 reference) with per-class IoU, what was "
+        "trained, the folds and training curves, per-class and per-category results, the confusion matrix and "
+        "(with --predictions) the best and worst val frames, built from the files a run leaves behind: "
+        "config.json, log.jsonl, folds.json, summary.json and the evaluation JSON. No model or GPU is needed. "
+        "A report of synthetic data says SYNTHETIC on every page and has no dates or machine details, so it "
+        "rebuilds to the same bytes. The figures are also written as PNGs to <OUT stem>_figures/ beside the PDF.",
     )
     parser.add_argument("runs", type=Path, metavar="RUNS",
                         help="runs folder written by `cityseg cv` (holds folds.json, summary.json)")

@@ -4,8 +4,11 @@ Everything here reads the files a run leaves behind (config.json, log.jsonl, fol
 summary.json, the evaluation JSON, prediction PNGs); nothing trains or needs a GPU.
 
     cityseg report RUNS --eval EVAL_JSON --out report.pdf [--predictions DIR] [--root ROOT]
+    cityseg compare RUNS_A RUNS_B --labels a,b [--eval A.json --eval B.json] --out compare.pdf
 """
 
+from cityseg.report.compare import Comparison, PairedComparison, compare_runs
+from cityseg.report.compare_pdf import build_comparison, comparison_figure, write_comparison
 from cityseg.report.frames import (
     FrameScore,
     best_and_worst,
@@ -14,6 +17,7 @@ from cityseg.report.frames import (
     score_frames,
     spread,
 )
+from cityseg.report.layout import figures_dir
 from cityseg.report.notebook import config_table, engines_table, histories, parse_size, training_config
 from cityseg.report.overview import (
     class_iou_table,
@@ -25,29 +29,36 @@ from cityseg.report.overview import (
     sample_figure,
 )
 from cityseg.report.pdf import (
-    REFERENCE_MIOU,
     build_report,
+    class_results_table,
     cv_table,
-    figures_dir,
     full_fit_text,
+    headline_table,
     headline_text,
     is_synthetic_run,
     official_tables,
-    val_class_iou,
-    val_confusion,
 )
+from cityseg.report.results import REFERENCE_MIOU, CvResult, cv_result, val_class_iou, val_confusion
 from cityseg.report.runfiles import RunFiles, load_evaluation, load_runs, predictions_checkpoint_warning
 from cityseg.report.tables import Table
 
 __all__ = [
     "REFERENCE_MIOU",
+    "Comparison",
+    "CvResult",
     "FrameScore",
+    "PairedComparison",
     "RunFiles",
     "Table",
     "best_and_worst",
+    "build_comparison",
     "build_report",
     "class_iou_table",
+    "class_results_table",
+    "compare_runs",
+    "comparison_figure",
     "config_table",
+    "cv_result",
     "cv_table",
     "dataset_counts",
     "engines_table",
@@ -55,6 +66,7 @@ __all__ = [
     "figures_dir",
     "full_fit_text",
     "folds_table",
+    "headline_table",
     "headline_text",
     "histories",
     "is_synthetic",
@@ -73,4 +85,5 @@ __all__ = [
     "training_config",
     "val_class_iou",
     "val_confusion",
+    "write_comparison",
 ]

@@ -19,9 +19,11 @@ from cityseg.report.tables import Table
 
 def training_config(recipe: str = "seed", epochs: int | None = None, size: Any = None, workers: int | None = None,
                     device: str = "auto", encoder_weights: str | None = "imagenet",
-                    overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    """The notebook's parameters as a TrainConfig; None keeps the recipe's (or the machine's) default."""
-    values: dict[str, Any] = {"device": device, **dict(overrides or {})}
+                    overrides: Mapping[str, Any] | None = None, cache: str | None = "auto") -> TrainConfig:
+    """The notebook's parameters as a TrainConfig; None keeps the recipe's (or the machine's) default.
+    `cache`: "auto" (cityseg.runtime decides), a folder, or "none"/None for the PNGs."""
+    cache = None if cache is None or str(cache).lower() == "none" else str(cache)
+    values: dict[str, Any] = {"device": device, "cache": cache, **dict(overrides or {})}
     if epochs is not None:
         values["epochs"] = int(epochs)
     if size is not None:

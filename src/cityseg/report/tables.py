@@ -55,10 +55,10 @@ class Table:
         return (self.title + "\n" if self.title else "") + self.text()
 
 
-def _looks_numeric(cell: str) -> bool:
+def looks_numeric(cell: str) -> bool:
     """Numbers, `mean ± std` and `n/a` align to the right like the numbers beside them."""
     head = cell.split(" ± ")[0].strip().rstrip("%")
-    if head in ("n/a", "-", ""):
+    if head in ("n/a", "-", "–", ""):
         return True
     try:
         float(head)
@@ -68,4 +68,4 @@ def _looks_numeric(cell: str) -> bool:
 
 
 def _column_numeric(table: Table, index: int) -> bool:
-    return bool(table.rows) and all(_looks_numeric(row[index]) for row in table.rows)
+    return bool(table.rows) and all(looks_numeric(row[index]) for row in table.rows)
