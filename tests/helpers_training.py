@@ -21,13 +21,21 @@ def cityseg_command(*args: str) -> list[str]:
 
 
 @contextlib.contextmanager
+def default_sigint() -> None:
+    """In a child before exec: SIGINT raises KeyboardInterrupt again (see `running`)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def running(command: list[str], stderr: Path | None = None) -> Iterator[subprocess.Popen]:
     """Start `command`; whatever happens in the block, the child is gone (killed and reaped) when it ends.
 
     stderr goes to a file, not a pipe: a pipe nobody reads fills up with progress bars and blocks the child.
     """
     with open(stderr or os.devnull, "wb") as err:
-        process = subprocess.Popen(command, env=CLI_ENV, stdout=subprocess.DEVNULL, stderr=err)
+        # SIGINT back to its default in the child: a suite started in the background (nohup, `&`) passes an
+        # ignored SIGINT down, and Python then never raises KeyboardInterrupt, so Ctrl-C tests could not work.
+        process = subprocess.Popen(command, env=CLI_ENV, stdout=subprocess.DEVNULL, stderr=err,
+                                   preexec_fn=default_sigint)
         try:
             yield process
         finally:

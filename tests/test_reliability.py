@@ -25,6 +25,7 @@ from PIL import Image
 from cityseg.cli import main
 from cityseg.data import check_polygons
 from cityseg.prepare import output_path, prepare_dataset
+from helpers_training import default_sigint
 
 SCALE = 16  # the 128x64 synthetic polygons drawn at 2048x1024, the real label size
 COPIES = 12  # each train frame 12 times: 240 labels, a few seconds for two worker processes
@@ -112,7 +113,7 @@ def _start_prepare(root: Path, workers: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "cityseg", "prepare", str(root), "--workers", str(workers)]
     # A session of its own: the test can signal the whole group, as a terminal's Ctrl-C does.
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_sigint)
 
 
 def _wait_for_outputs(root: Path, process: subprocess.Popen, count: int, timeout: float = 120) -> int:
