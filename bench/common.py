@@ -228,7 +228,7 @@ def synthetic_root(base: Path, frames: int, size: tuple[int, int] = (2048, 1024)
         return raw
     done = raw.with_name(raw.name + "_prepared")
     if not done.is_dir():
-        from cityseg.prepare import prepare_dataset
+        from cityseg.data.prepare import prepare_dataset
 
         partial = _fresh_partial(done)
         shutil.copytree(raw, partial)

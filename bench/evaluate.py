@@ -41,7 +41,7 @@ SPLIT = "train"  # the benchmark tree's big split; its ground truth is as comple
 
 def noisy_predictions(root: Path) -> Path:
     """Stand-in model outputs for every frame of the split, written once beside the data and reused."""
-    from cityseg.data import list_frames
+    from cityseg.data.frames import list_frames
     from cityseg.evaluation.noisy import write_noisy_predictions
 
     out = root.with_name(root.name + "_noisy_predictions")

@@ -4,7 +4,7 @@ All three feed the same DataLoader (batch 8, 2 workers, same sampler) with 1024x
 2048x1024 frames and a random horizontal flip; samples/s is measured after a warm-up, in one process.
 Each pipeline yields what its training loop consumes: (a) float32 normalised images and int64 masks, as
 the reference's loader does; (b) and (c) the project's datasets as training uses them, uint8 images and
-masks (training normalises and widens them on the device, `cityseg.engine.to_device_batch`):
+masks (training normalises and widens them on the device, `cityseg.training.engine.to_device_batch`):
 
   (a) naive   the reference's way: PIL decode, PIL flip, torchvision v1 ToTensor + Normalize of the whole
               frame, crop last (float work on 2M pixels to keep 0.5M)
@@ -43,7 +43,7 @@ class NaiveDataset(Dataset):
     """The reference's per-sample pipeline, kept as the baseline the project is measured against."""
 
     def __init__(self, frames, crop: tuple[int, int]) -> None:
-        from cityseg.transforms import IMAGENET_MEAN, IMAGENET_STD
+        from cityseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
         self.frames = frames
         self.crop = crop
@@ -124,9 +124,9 @@ def main() -> None:
     add_common_args(parser)
     args = parser.parse_args()
 
-    from cityseg.cache import CachedDataset, ensure_cache
-    from cityseg.data import CityscapesDataset, list_frames, worker_init
-    from cityseg.transforms import build_transform
+    from cityseg.data.cache import CachedDataset, ensure_cache
+    from cityseg.data.frames import CityscapesDataset, list_frames, worker_init
+    from cityseg.data.transforms import build_transform
 
     root = synthetic_root(args.data, args.frames, prepared=True)
     rec = Recorder("loader", args)

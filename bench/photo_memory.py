@@ -21,10 +21,10 @@ import torch
 from common import Recorder, add_common_args
 from PIL import Image
 
-from cityseg.checkpoint import save_checkpoint
 from cityseg.cli.common import size_type
-from cityseg.image_predict import predict_images
-from cityseg.model import build_model
+from cityseg.prediction.image_predict import predict_images
+from cityseg.training.checkpoint import save_checkpoint
+from cityseg.training.model import build_model
 
 
 def photo(size: tuple[int, int], seed: int = 0) -> Image.Image:

@@ -3,7 +3,7 @@
   (a) old  the torchvision composition cityseg used before (ColorJitter brightness 0.75-1.25, contrast,
            saturation 0.5-1.5, hue +-0.1 on uint8 tensors, contrast before or after saturation and hue,
            each with p 0.5); not mmsegmentation's ops, kept here only as the baseline
-  (b) new  `cityseg.photometric.PhotoMetricDistortion` (mmsegmentation's ops: uint8 tables + OpenCV HSV)
+  (b) new  `cityseg.data.photometric.PhotoMetricDistortion` (mmsegmentation's ops: uint8 tables + OpenCV HSV)
 
 Both run on the same (3, 768, 768) uint8 crop, one torch and one OpenCV thread (one loader worker),
 over the same sequence of seeds, so each sees the mix of steps training draws (each step with p 0.5).
@@ -64,7 +64,7 @@ def main() -> None:
     add_common_args(parser)
     args = parser.parse_args()
 
-    from cityseg.photometric import PhotoMetricDistortion, PhotometricSpec
+    from cityseg.data.photometric import PhotoMetricDistortion, PhotometricSpec
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)

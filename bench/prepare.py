@@ -62,7 +62,7 @@ def run_official(root: Path) -> float:
 
 def run_cityseg(root: Path, workers: int) -> float:
     """Seconds for cityseg's prepare over `root` with `workers` processes (pool start-up included)."""
-    from cityseg.prepare import prepare_dataset  # imported before timing, as the official script is
+    from cityseg.data.prepare import prepare_dataset  # imported before timing, as the official script is
 
     start = time.perf_counter()
     prepare_dataset(root, workers=workers, progress=False)
@@ -102,7 +102,7 @@ def main() -> None:
         ours, official = Path(tmp) / "ours", Path(tmp) / "official"
         files = replicate(raw, ours, args.copies)
         replicate(raw, official, args.copies)
-        import cityseg.data  # noqa: F401  (torch and all: import cost is not conversion cost)
+        import cityseg.data.frames  # noqa: F401  (torch and all: import cost is not conversion cost)
         official_s = run_official(official)
         ours_s = run_cityseg(ours, args.workers)
         same = compare_outputs(ours, official)

@@ -1,8 +1,8 @@
 """Where one compiled training step spends its time: torch.profiler over a few steps, kernels grouped by kind.
 
-The step is the one the plain defaults train on a GPU (`cityseg.runtime`): the strong recipe's batch of
+The step is the one the plain defaults train on a GPU (`cityseg.training.runtime`): the strong recipe's batch of
 uint8 crops on the device, colour augmentation there (gpu_aug), normalisation, forward and backward of the
-U-Net under bf16 autocast in channels-last, compiled with the trainer's fallback (`cityseg.compiling`),
+U-Net under bf16 autocast in channels-last, compiled with the trainer's fallback (`cityseg.training.compiling`),
 cross-entropy, Adam with its parameter groups. Random batches already on the device isolate the step from
 the loader (bench/train_loop.py measures the loader). After --warmup steps (compiling, cuDNN's search),
 --steps steps are timed, then profiled.
@@ -65,12 +65,12 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    from cityseg.compiling import compile_with_fallback, first_step
-    from cityseg.config import resolve_config
-    from cityseg.engine import to_device_batch
-    from cityseg.losses import build_loss
-    from cityseg.model import build_model
-    from cityseg.trainer import build_optimizer, step_context
+    from cityseg.training.compiling import compile_with_fallback, first_step
+    from cityseg.training.config import resolve_config
+    from cityseg.training.engine import to_device_batch
+    from cityseg.training.losses import build_loss
+    from cityseg.training.model import build_model
+    from cityseg.training.trainer import build_optimizer, step_context
 
     device = torch.device(args.device)
     if device.type == "cuda":

@@ -1,6 +1,6 @@
 """End-to-end training throughput: the project's loader feeding the real training step, vs batches in memory.
 
-Every variant runs `cityseg.engine.train_one_epoch` with what the trainer builds for the "strong" recipe
+Every variant runs `cityseg.training.engine.train_one_epoch` with what the trainer builds for the "strong" recipe
 (Adam, cosine schedule, cross-entropy, `trainer.step_context`: bf16 autocast + channels-last on CUDA,
 float32 on CPU) on random crops (scale 0.5-2.0, flip, photometric distortion) of synthetic 2048x1024
 frames. Same initial weights, crop, batch, steps and workers for all; each is reported as a ratio to (0):
@@ -12,14 +12,14 @@ frames. Same initial weights, crop, batch, steps and workers for all; each is re
                      the batch on the device (`device_augment.build_batch_augment` via StepContext.augment)
   (3) png            DataLoader over CityscapesDataset (PNG decode), colour ops in the workers (--no-png skips)
   defaults           what a notebook user gets: the strong recipe with every machine field left at auto, resolved
-                     by `cityseg.runtime.resolve_runtime` as for a run over --run-images training frames (a
+                     by `cityseg.training.runtime.resolve_runtime` as for a run over --run-images training frames (a
                      Cityscapes fold by default): device, loader workers, compile, gpu_aug and the cache in its
                      default folder, built there on first use (the build is timed, outside the epochs)
   best               the best explicit flags: --cache DIR --gpu-aug --compile with --workers
 
 --variants picks which run (default: (0)-(3)); `--variants memory,defaults,best` is the check that the plain
 defaults reach the best flags (ratio defaults/best). Compiled variants share one compiled model (compiled
-with the trainer's fallback, `cityseg.compiling`); its first step, forward and backward at the run's shapes,
+with the trainer's fallback, `cityseg.training.compiling`); its first step, forward and backward at the run's shapes,
 is timed apart and reported as the compile time.
 
 Datasets and transforms come from `trainer.build_datasets`; the loaders are configured like the trainer's
@@ -70,8 +70,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cityseg.cli.common import size_type
-from cityseg.config import TrainConfig
-from cityseg.engine import TrainStats
+from cityseg.training.config import TrainConfig
+from cityseg.training.engine import TrainStats
 
 TARGET_IMAGES_PER_S = 300  # the performance goal: crops/s at 1024x512 bf16 on one H100/H200
 TARGET_DEFAULTS_RATIO = 0.9  # the plain defaults reach at least this share of the best flags
@@ -100,7 +100,7 @@ Feed = Callable[[int], Iterable]  # steps -> an epoch of that many (image, mask)
 
 def loader_feed(dataset: Dataset, config: TrainConfig, device: torch.device) -> Feed:
     """Epochs from a DataLoader set up like `trainer.build_loaders`, over an `EpochSampler`."""
-    from cityseg.data import worker_init
+    from cityseg.data.frames import worker_init
 
     sampler = EpochSampler(len(dataset))
     extra: dict[str, Any] = {}
@@ -140,9 +140,9 @@ class Runner:
         if not config.compile:
             return self.core
         if self.compiled is None:
-            from cityseg.compiling import compile_with_fallback, first_step
-            from cityseg.engine import to_device_batch
-            from cityseg.trainer import step_context
+            from cityseg.training.compiling import compile_with_fallback, first_step
+            from cityseg.training.engine import to_device_batch
+            from cityseg.training.trainer import step_context
 
             self.compiled = compile_with_fallback(self.core)
             context = step_context(config, self.device)
@@ -167,9 +167,9 @@ class Runner:
     def run(self, config: TrainConfig, feed: Feed, sample: tuple[Tensor, Tensor],
             check_syncs: bool = False) -> tuple[TrainStats, list[str]]:
         """A warm-up epoch, then the timed epoch, from the initial weights with a fresh optimizer and schedule."""
-        from cityseg.engine import train_one_epoch
-        from cityseg.tensorboard_log import TensorBoardLog
-        from cityseg.trainer import build_optimizer, build_scheduler, needs_grad_scaler, step_context
+        from cityseg.training.engine import train_one_epoch
+        from cityseg.training.tensorboard_log import TensorBoardLog
+        from cityseg.training.trainer import build_optimizer, build_scheduler, needs_grad_scaler, step_context
 
         model = self.model_for(config, sample)
         self.core.load_state_dict(self.initial)  # in place: a compiled model keeps its graphs
@@ -254,12 +254,12 @@ def progress(text: str) -> None:
 
 def main() -> None:
     args = parse_args()
-    from cityseg.cache import ensure_cache
-    from cityseg.config import resolve_config
-    from cityseg.data import list_frames
-    from cityseg.losses import build_loss
-    from cityseg.model import build_model
-    from cityseg.trainer import build_datasets, step_context
+    from cityseg.data.cache import ensure_cache
+    from cityseg.data.frames import list_frames
+    from cityseg.training.config import resolve_config
+    from cityseg.training.losses import build_loss
+    from cityseg.training.model import build_model
+    from cityseg.training.trainer import build_datasets, step_context
 
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -319,8 +319,8 @@ def main() -> None:
 def variant_configs(args: argparse.Namespace, config: Callable[..., TrainConfig], cache_dir: Path,
                     root: Path) -> dict[str, TrainConfig]:
     """The TrainConfig of each variant; `defaults` is resolved here (its line printed) as a notebook run would be."""
-    from cityseg.config import resolve_config
-    from cityseg.runtime import resolve_runtime
+    from cityseg.training.config import resolve_config
+    from cityseg.training.runtime import resolve_runtime
 
     cached = config(cache=str(cache_dir))
     configs = {

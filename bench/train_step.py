@@ -6,7 +6,7 @@ the fp32 eager (contiguous) baseline measured here:
   training   forward + cross-entropy + backward + Adam step; CPU: batch 2 at 512x256 (and 1024x512 with
              --train-sizes), CUDA: batch 8 at 1024x512
   inference  2048x1024, batch 1 (--infer-batch N, or several: 1,8), under torch.inference_mode; with
-             --infer-path predict through `cityseg.inference.predict_logits` (what `cityseg predict` runs per
+             --infer-path predict through `cityseg.prediction.inference.predict_logits` (what `cityseg predict` runs per
              batch: autocast as configured for the device, softmax at full resolution) and the argmax, instead
              of the bare forward
 
@@ -97,7 +97,7 @@ def infer_rate(base, device, batch, size, variant, args) -> float:
     @torch.inference_mode()
     def run() -> None:
         if args.infer_path == "predict":
-            from cityseg.inference import predict_logits
+            from cityseg.prediction.inference import predict_logits
 
             predict_logits(model, x, amp=bf16).argmax(dim=1)  # (N, H, W): the labels predict writes
             return
@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--infer-batch", type=lambda t: [int(n) for n in t.split(",")], default=[1],
                         help="images per inference call; several as 1,8")
     parser.add_argument("--infer-path", choices=("model", "predict"), default="model",
-                        help="model: the bare forward under bf16 autocast; predict: cityseg.inference.predict_logits "
+                        help="model: the bare forward under bf16 autocast; predict: cityseg.prediction.inference.predict_logits "
                         "+ argmax, as `cityseg predict` runs a batch (its own autocast: bf16/fp16 on CUDA only)")
     parser.add_argument("--no-infer", action="store_true", help="skip the inference measurement")
     parser.add_argument("--no-train", action="store_true", help="skip the training measurement")
@@ -151,7 +151,7 @@ def main() -> None:
     add_common_args(parser)
     args = parser.parse_args()
 
-    from cityseg.model import build_model
+    from cityseg.training.model import build_model
 
     cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
     device = torch.device("cuda" if cuda else "cpu")

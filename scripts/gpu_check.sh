@@ -21,7 +21,7 @@
 #   4. torchrun (limit 60 s, ~40 s): `torchrun --nproc_per_node=1 -m cityseg cv` on the same set: the DDP path
 #      with NCCL on one GPU (a one-process torchrun job joins the process group); checks "nccl" in config.json
 #   5. inference (limit 60 s, ~30 s): bench/train_step.py --infer-path predict: whole 2048x1024 images through
-#      cityseg.inference.predict_logits + argmax (what `cityseg predict` runs per batch), bf16 eager, at
+#      cityseg.prediction.inference.predict_logits + argmax (what `cityseg predict` runs per batch), bf16 eager, at
 #      batch 1 (predict's default), 4 and 8 (target >= 200 img/s)
 #
 # Each step has its own time limit, so one hang cannot eat the others. Benchmark rows go to

@@ -43,7 +43,7 @@ def train_and_save(out: Path, steps: int) -> None:
     """A few deterministic Adam steps of the U-Net from seed 0; saves the weights and what ran."""
     import torch
 
-    from cityseg.model import build_model
+    from cityseg.training.model import build_model
 
     torch.backends.mkldnn.enabled = os.environ.get("CITYSEG_MKLDNN", "1") == "1"
     torch.manual_seed(0)

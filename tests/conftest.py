@@ -30,7 +30,7 @@ def synth_raw_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synth_root(synth_raw_root, tmp_path_factory) -> Path:
     """The same dataset after `cityseg prepare`: labelTrainIds PNGs beside every JSON."""
-    from cityseg.prepare import prepare_dataset
+    from cityseg.data.prepare import prepare_dataset
 
     root = tmp_path_factory.mktemp("prepared") / "cityscapes"
     shutil.copytree(synth_raw_root, root)

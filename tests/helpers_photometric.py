@@ -7,7 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from cityseg.photometric import PhotometricDraw
+from cityseg.data.photometric import PhotometricDraw
 
 
 def convert(img: np.ndarray, alpha: float = 1, beta: float = 0) -> np.ndarray:

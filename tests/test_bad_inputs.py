@@ -20,13 +20,13 @@ from helpers_training import CLI_ENV, cityseg_command, running, signal_when
 from packaging.requirements import Requirement
 from PIL import Image
 
-from cityseg import checkpoint as checkpoint_module
-from cityseg.cache import ensure_cache
-from cityseg.checkpoint import load_checkpoint, save_checkpoint
 from cityseg.cli import main
-from cityseg.data import CityscapesDataset, list_frames, read_image
+from cityseg.data.cache import ensure_cache
+from cityseg.data.frames import CityscapesDataset, list_frames, read_image
 from cityseg.errors import UserError
-from cityseg.model import build_model
+from cityseg.training import checkpoint as checkpoint_module
+from cityseg.training.checkpoint import load_checkpoint, save_checkpoint
+from cityseg.training.model import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_OPTIONS = ("--epochs", "1", "--size", "64x32", "--batch-size", "2", "--workers", "0", "--encoder-weights",

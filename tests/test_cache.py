@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cityseg.cache import (
+from cityseg.cli import main
+from cityseg.data.cache import (
     COMPLETE_FILE,
     IMAGES_FILE,
     LABELS_FILE,
@@ -24,10 +25,9 @@ from cityseg.cache import (
     entry_name,
     training_cache_size,
 )
-from cityseg.cli import main
-from cityseg.data import CityscapesDataset, list_frames, read_image, read_train_ids
+from cityseg.data.frames import CityscapesDataset, list_frames, read_image, read_train_ids
+from cityseg.data.transforms import build_transform
 from cityseg.errors import UserError
-from cityseg.transforms import build_transform
 
 torch.set_num_threads(1)
 

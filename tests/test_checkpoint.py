@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch import nn
 
-from cityseg.checkpoint import load_checkpoint, save_checkpoint
 from cityseg.errors import UserError
-from cityseg.model import build_model, load_model
+from cityseg.training.checkpoint import load_checkpoint, save_checkpoint
+from cityseg.training.model import build_model, load_model
 
 torch.set_num_threads(1)
 
@@ -69,8 +69,8 @@ def _assert_same(a, b, where="state"):
 
 
 def test_training_state_loads_with_weights_only(tmp_path):
-    from cityseg.config import TrainConfig
-    from cityseg.trainer import build_optimizer, build_scheduler, rng_state
+    from cityseg.training.config import TrainConfig
+    from cityseg.training.trainer import build_optimizer, build_scheduler, rng_state
 
     torch.manual_seed(0)
     config = TrainConfig(encoder_weights=None, workers=0, device="cpu", schedule="cosine", warmup_epochs=1.0)

@@ -61,12 +61,12 @@ def test_debug_shows_the_traceback(tmp_path, capsys, argv):
 
 
 def test_a_bug_exits_1_with_traceback(tmp_path, capsys, monkeypatch):
-    import cityseg.prepare
+    import cityseg.data.prepare
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(cityseg.prepare, "prepare_dataset", broken)
+    monkeypatch.setattr(cityseg.data.prepare, "prepare_dataset", broken)
     assert main(["prepare", str(tmp_path)]) == 1
     err = " ".join(capsys.readouterr().err.split())  # the CLI wraps the paragraph
     assert "Traceback" in err and "bug" in err

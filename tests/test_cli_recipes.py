@@ -11,7 +11,7 @@ from helpers_training import CLI_ENV, cityseg_command
 
 from cityseg.cli import main
 from cityseg.cli.config_flags import add_config_arguments, config_from_args, flag_args
-from cityseg.config import (
+from cityseg.training.config import (
     FIELD_GROUPS,
     RECIPES,
     TrainConfig,

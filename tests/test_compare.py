@@ -17,17 +17,17 @@ from pypdf import PdfReader
 
 from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES
-from cityseg.plots import mean_std_text, percent
 from cityseg.report import training_config
 from cityseg.report.compare import PairedComparison, compare_runs
+from cityseg.report.plots import mean_std_text, percent
 
 
 @pytest.fixture(scope="module")
 def two_runs(synth_root, tmp_path_factory) -> SimpleNamespace:
     """The same 2 folds trained twice (lr 1e-3 and 3e-3, one epoch each); only the first is evaluated on val."""
-    from cityseg.cv import run_cv
     from cityseg.evaluation import evaluate
-    from cityseg.predict import predict_split
+    from cityseg.prediction.predict import predict_split
+    from cityseg.training.cv import run_cv
 
     torch.set_num_threads(1)
     base = tmp_path_factory.mktemp("compare")

@@ -1,4 +1,4 @@
-"""torch.compile's fallback (cityseg.compiling): a model that fails to compile, in its first forward or its first
+"""torch.compile's fallback (cityseg.training.compiling): a model that fails to compile, in its first forward or its first
 backward, trains on eagerly after one warning line, with the numbers of an eager run. torch.compile is mocked
 (compiling for real takes minutes on a CPU and cannot be made to fail on demand)."""
 
@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from cityseg.checkpoint import load_checkpoint
-from cityseg.compiling import WARNING_PREFIX, CompiledOrEager
-from cityseg.config import resolve_config
-from cityseg.data import list_frames
-from cityseg.folds import fold_ids, make_folds
-from cityseg.trainer import load_log, train_run
+from cityseg.data.frames import list_frames
+from cityseg.training.checkpoint import load_checkpoint
+from cityseg.training.compiling import WARNING_PREFIX, CompiledOrEager
+from cityseg.training.config import resolve_config
+from cityseg.training.folds import fold_ids, make_folds
+from cityseg.training.trainer import load_log, train_run
 
 
 class FailsInForward(nn.Module):

@@ -117,8 +117,8 @@ def test_only_folds_train_in_parallel_then_resume_runs_the_full_fit(synth_root, 
 def test_a_second_predict_into_one_folder_is_refused(synth_raw_root, tmp_path, capsys):
     import torch
 
-    from cityseg.checkpoint import save_checkpoint
-    from cityseg.model import build_model
+    from cityseg.training.checkpoint import save_checkpoint
+    from cityseg.training.model import build_model
 
     checkpoint = tmp_path / "best.pt"
     torch.manual_seed(0)
@@ -139,9 +139,9 @@ def test_a_second_predict_into_one_folder_is_refused(synth_raw_root, tmp_path, c
 def test_under_torchrun_a_refused_run_folder_stops_every_rank(synth_root, tmp_path):
     import sys
 
-    from cityseg.data import list_frames
-    from cityseg.folds import make_folds, write_folds
+    from cityseg.data.frames import list_frames
     from cityseg.locks import hold_lock
+    from cityseg.training.folds import make_folds, write_folds
 
     write_folds(tmp_path / "folds.json", make_folds(list_frames(synth_root, "train"), k=2, seed=0))
     run_dir = tmp_path / "run"

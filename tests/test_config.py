@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from cityseg.config import (
+from cityseg.errors import UserError
+from cityseg.training.config import (
     FIELD_GROUPS,
     MACHINE_FIELDS,
     RECIPES,
@@ -17,7 +18,6 @@ from cityseg.config import (
     recipe_differences,
     resolve_config,
 )
-from cityseg.errors import UserError
 
 
 def test_seed_recipe_is_the_reference():
@@ -118,7 +118,7 @@ def test_range_errors_name_the_flag(overrides, flag):
 
 
 def test_recipe_differences_name_what_the_run_changed_but_not_the_machine():
-    # compile and gpu_aug are resolved per machine when left at auto (cityseg.runtime): machine fields too
+    # compile and gpu_aug are resolved per machine when left at auto (cityseg.training.runtime): machine fields too
     config = resolve_config("strong", lr=1e-3, amp=False, workers=0, device="cpu", cache="/tmp/c", compile=True,
                             gpu_aug=False)
     assert recipe_differences(config) == [("lr", 4e-4, 1e-3), ("amp", True, False)]

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from cityseg.cli import main
-from cityseg.config import resolve_config
-from cityseg.cv import run_cv, summarize, summary_text
 from cityseg.errors import UserError
-from cityseg.folds import city_of
-from cityseg.trainer import build_scheduler, load_log, with_epochs
+from cityseg.training.config import resolve_config
+from cityseg.training.cv import run_cv, summarize, summary_text
+from cityseg.training.folds import city_of
+from cityseg.training.trainer import build_scheduler, load_log, with_epochs
 
 
 def tiny_config(**overrides):

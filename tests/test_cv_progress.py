@@ -1,4 +1,4 @@
-"""The overall cross-validation bar and its ETA (cityseg.cv_progress): counted from the run folders, estimated
+"""The overall cross-validation bar and its ETA (cityseg.training.cv_progress): counted from the run folders, estimated
 from the logged epochs, and right across the training notebook's two calls of run_cv."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import re
 import pytest
 import torch
 
-from cityseg.config import resolve_config
-from cityseg.cv import run_cv
-from cityseg.cv_progress import CVProgress, duration_text, planned_runs
-from cityseg.trainer import append_log_row
+from cityseg.training.config import resolve_config
+from cityseg.training.cv import run_cv
+from cityseg.training.cv_progress import CVProgress, duration_text, planned_runs
+from cityseg.training.trainer import append_log_row
 
 
 def row(epoch, seconds, images_per_s, validated=True):

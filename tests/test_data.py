@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from cityseg.data import (
+from cityseg.data.frames import (
     CityscapesDataset,
     list_frames,
     read_image,
@@ -20,8 +20,8 @@ from cityseg.data import (
     validate_root,
     worker_init,
 )
+from cityseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from cityseg.errors import UserError
-from cityseg.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 
 ID_PATTERN = re.compile(r"^(?P<city>.+)_\d{6}_\d{6}$")
 

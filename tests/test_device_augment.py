@@ -10,8 +10,14 @@ import pytest
 import torch
 from helpers_photometric import colourful_image, every_kind_of_draw, reference_rgb
 
-from cityseg.device_augment import BatchAugment, BatchPhotometric, build_batch_augment, hsv_to_rgb, rgb_to_hsv
-from cityseg.photometric import PHOTOMETRIC, PhotometricDraw, PhotometricSpec, draw_photometric
+from cityseg.data.device_augment import (
+    BatchAugment,
+    BatchPhotometric,
+    build_batch_augment,
+    hsv_to_rgb,
+    rgb_to_hsv,
+)
+from cityseg.data.photometric import PHOTOMETRIC, PhotometricDraw, PhotometricSpec, draw_photometric
 
 torch.set_num_threads(1)
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from cityseg.config import TrainConfig
-from cityseg.data import list_frames
-from cityseg.dist import ShardSampler, all_reduce_sum, is_distributed, is_main
-from cityseg.engine import StepContext, json_float, validate
-from cityseg.folds import fold_ids, make_folds, write_folds
-from cityseg.trainer import build_datasets, load_log
+from cityseg.data.frames import list_frames
+from cityseg.training.config import TrainConfig
+from cityseg.training.dist import ShardSampler, all_reduce_sum, is_distributed, is_main
+from cityseg.training.engine import StepContext, json_float, validate
+from cityseg.training.folds import fold_ids, make_folds, write_folds
+from cityseg.training.trainer import build_datasets, load_log
 
 
 def test_shards_cover_every_index_once_without_padding():
@@ -78,7 +78,7 @@ def test_torchrun_two_cpu_processes(synth_root, tmp_path):
 
     # The same model and val images in one process, one rank's shard at a time, summed by hand:
     # the all-reduced confusion matrix of the 2-process run must give the same IoUs.
-    from cityseg.model import load_model
+    from cityseg.training.model import load_model
 
     model, state = load_model(run_dir / "last.pt")
     config = TrainConfig.from_dict(state["config"])
@@ -89,7 +89,7 @@ def test_torchrun_two_cpu_processes(synth_root, tmp_path):
                  context, size=config.size, progress=False)
         for r in range(2)
     ]
-    from cityseg.metrics import iou_per_class
+    from cityseg.training.metrics import iou_per_class
 
     confusion = results[0].confusion + results[1].confusion
     assert [json_float(v) for v in iou_per_class(confusion)] == row["class_iou"]

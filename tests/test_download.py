@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from cityseg.download import download, extract
+from cityseg.data.download import download, extract
 from cityseg.errors import UserError
 
 PAYLOAD = b"0123456789" * 1000

@@ -11,11 +11,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from cityseg.engine import NonFiniteLossError, StepContext, to_device_batch, train_one_epoch, validate
+from cityseg.data.transforms import normalize
 from cityseg.labels import NUM_CLASSES
-from cityseg.metrics import confusion_matrix, iou_per_class
-from cityseg.trainer import lr_factor
-from cityseg.transforms import normalize
+from cityseg.training.engine import (
+    NonFiniteLossError,
+    StepContext,
+    to_device_batch,
+    train_one_epoch,
+    validate,
+)
+from cityseg.training.metrics import confusion_matrix, iou_per_class
+from cityseg.training.trainer import lr_factor
 
 CPU = StepContext(torch.device("cpu"))
 
@@ -106,9 +112,9 @@ def test_train_one_epoch_reports_mean_loss_and_images():
 
 
 def test_every_step_loss_reaches_on_steps_without_an_extra_host_read(monkeypatch):
-    import cityseg.engine
+    import cityseg.training.engine
 
-    monkeypatch.setattr(cityseg.engine, "PROGRESS_EVERY", 3)  # 8 steps: reads after 3 and 6, the rest at the end
+    monkeypatch.setattr(cityseg.training.engine, "PROGRESS_EVERY", 3)  # 8 steps: reads after 3 and 6, the rest at the end
     values = [float(v) for v in range(1, 9)]
     reads = []
     for name in ("item", "tolist"):  # every way the loop brings a tensor value to the host

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cityseg.data import list_frames
+from cityseg.data.frames import list_frames
 from cityseg.errors import UserError
 from cityseg.evaluation import TrainIdsWarning, check_predictions, evaluate
 from cityseg.evaluation import runner as runner_module

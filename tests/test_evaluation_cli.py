@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from cityseg.cli import main
-from cityseg.data import list_frames
+from cityseg.data.frames import list_frames
 from cityseg.evaluation import compare_exports, default_json_path, evaluate
 from cityseg.evaluation import runner as runner_module
 from cityseg.evaluation.noisy import write_noisy_predictions

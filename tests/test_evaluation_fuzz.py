@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cityseg.data import list_frames
+from cityseg.data.frames import list_frames
 from cityseg.errors import UserError
 from cityseg.evaluation import evaluate
 from cityseg.evaluation.noisy import write_noisy_predictions

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from cityseg.cli import main
-from cityseg.data import list_frames
+from cityseg.data.frames import list_frames
 from cityseg.errors import UserError
 from cityseg.evaluation import compare_exports, evaluate
 from cityseg.evaluation.fast import read_ground_truth_pair
@@ -128,8 +128,7 @@ def test_default_location_and_no_gt_cache(mutable_root, tmp_path):
     assert (default / "eval-gt" / "val" / COMPLETE_FILE).is_file()
     assert json.loads((default / "eval-gt" / MARKER).read_text())["format"] == "cityseg-eval-gt"
     # The shared folder carries the training cache's marker, so `cityseg cache`/train accept it later.
-    from cityseg import cache as training_cache
-
+    from cityseg.data import cache as training_cache
     assert (default / training_cache.MARKER).is_file()
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cityseg.data import list_frames
+from cityseg.data.frames import list_frames
 from cityseg.evaluation import EngineMismatchError, compare_exports, evaluate
 from cityseg.evaluation import runner as runner_module
 from cityseg.evaluation.noisy import PREDICTION_SUFFIX, write_noisy_predictions

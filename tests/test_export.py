@@ -22,19 +22,25 @@ from cityscapesscripts.helpers.labels import trainId2label
 from helpers_training import CLI_ENV, cityseg_command
 from safetensors import safe_open
 
-from cityseg import export as export_module
-from cityseg.config import resolve_config
-from cityseg.cv import run_cv
-from cityseg.data import read_image
-from cityseg.deployed import CARD_JSON, CARD_MD, ONNX_FILE, WEIGHTS_FILE, load_exported
+from cityseg.data.frames import read_image
+from cityseg.data.transforms import normalize
 from cityseg.errors import UserError
 from cityseg.evaluation import evaluate
-from cityseg.export import LOGIT_RTOL, MIN_AGREEMENT, check_parity, default_check_images, export_model
-from cityseg.image_predict import predict_images
-from cityseg.inference import forward_padded
-from cityseg.model import load_model
-from cityseg.predict import file_sha256, predict_split
-from cityseg.transforms import normalize
+from cityseg.prediction import export as export_module
+from cityseg.prediction.export import (
+    LOGIT_RTOL,
+    MIN_AGREEMENT,
+    check_parity,
+    default_check_images,
+    export_model,
+)
+from cityseg.prediction.image_predict import predict_images
+from cityseg.prediction.inference import forward_padded
+from cityseg.prediction.predict import file_sha256, predict_split
+from cityseg.training.config import resolve_config
+from cityseg.training.cv import run_cv
+from cityseg.training.deployed import CARD_JSON, CARD_MD, ONNX_FILE, WEIGHTS_FILE, load_exported
+from cityseg.training.model import load_model
 
 
 @pytest.fixture(scope="module")
@@ -184,9 +190,9 @@ def test_a_folder_that_is_not_an_export_is_refused_by_predict(exported, tmp_path
 
 
 def test_card_of_a_checkpoint_without_run_files_says_what_is_missing(tmp_path):
-    from cityseg.card import build_card, card_markdown
-    from cityseg.checkpoint import save_checkpoint
-    from cityseg.model import build_model
+    from cityseg.prediction.card import build_card, card_markdown
+    from cityseg.training.checkpoint import save_checkpoint
+    from cityseg.training.model import build_model
 
     lone = tmp_path / "somewhere" / "weights.pt"  # no config.json, no summary.json beside it
     network = build_model(encoder_weights=None)

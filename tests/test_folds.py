@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cityseg.errors import UserError
-from cityseg.folds import city_of, fold_table, load_folds, make_folds, write_folds
+from cityseg.training.folds import city_of, fold_table, load_folds, make_folds, write_folds
 
 # Images per city in the real Cityscapes train split: unequal sizes make balancing matter.
 CITY_SIZES = {
@@ -40,7 +40,7 @@ def test_city_split_groups_and_balances():
 
 
 def test_same_seed_same_folds_other_seed_other_folds(synth_root):
-    from cityseg.data import list_frames
+    from cityseg.data.frames import list_frames
 
     frames = list_frames(synth_root, "train")
     assert make_folds(frames, k=5, seed=3) == make_folds(list(reversed(frames)), k=5, seed=3)

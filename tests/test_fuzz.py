@@ -20,9 +20,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cityseg.data import CityscapesDataset, Frame, list_frames, read_image, read_train_ids
+from cityseg.data.frames import CityscapesDataset, Frame, list_frames, read_image, read_train_ids
+from cityseg.data.prepare import convert_one, output_path, prepare_dataset
 from cityseg.errors import UserError
-from cityseg.prepare import convert_one, output_path, prepare_dataset
 
 CASES = 30
 TRAIN_IDS = set(range(19)) | {255}

@@ -17,18 +17,18 @@ import torch
 from helpers_training import CLI_ENV, cityseg_command, running, signal_when
 from PIL import Image
 
-from cityseg.checkpoint import save_checkpoint
 from cityseg.cli import main
-from cityseg.data import read_image
+from cityseg.data.frames import read_image
+from cityseg.data.transforms import normalize
 from cityseg.errors import UserError
-from cityseg.image_files import find_images, read_user_image
-from cityseg.image_predict import output_names, predict_images
-from cityseg.inference import default_stride, predict_logits
 from cityseg.labels import EVAL_LABEL_IDS, ID_COLORS, ID_TO_TRAIN_ID, TRAIN_ID_COLORS, train_ids_to_ids
-from cityseg.model import build_model, load_model
-from cityseg.overlay import classes_present, overlay_image
-from cityseg.predict import MANIFEST_NAME
-from cityseg.transforms import normalize
+from cityseg.prediction.image_files import find_images, read_user_image
+from cityseg.prediction.image_predict import output_names, predict_images
+from cityseg.prediction.inference import default_stride, predict_logits
+from cityseg.prediction.overlay import classes_present, overlay_image
+from cityseg.prediction.predict import MANIFEST_NAME
+from cityseg.training.checkpoint import save_checkpoint
+from cityseg.training.model import build_model, load_model
 
 EXIF_ORIENTATION = 0x0112
 ROTATED_90_CW = 6  # "the camera was turned: rotate 90 degrees clockwise to display"

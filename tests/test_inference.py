@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from cityseg.errors import UserError
-from cityseg.inference import (
+from cityseg.labels import NUM_CLASSES
+from cityseg.prediction.inference import (
     MS_SCALES,
     _window_starts,
     flip_tta,
@@ -17,8 +18,7 @@ from cityseg.inference import (
     predict_logits,
     sliding_window,
 )
-from cityseg.labels import NUM_CLASSES
-from cityseg.model import build_model
+from cityseg.training.model import build_model
 
 WIDTH, HEIGHT = 128, 64
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers_training import CLI_ENV, cityseg_command
 
-from cityseg.cache import build_cache, entry_name
+from cityseg.data.cache import build_cache, entry_name
 from cityseg.locks import hold_lock, wait_lock
 
 LINUX = Path("/proc/self/environ").exists()

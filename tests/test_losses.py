@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from cityseg.losses import CrossEntropy, OhemCrossEntropy, build_loss
+from cityseg.training.losses import CrossEntropy, OhemCrossEntropy, build_loss
 
 
 def random_batch(seed=0, ignore_share=0.2, batch=2, confident_share=0.0):

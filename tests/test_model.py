@@ -10,9 +10,9 @@ import pytest
 import torch
 import torchvision
 
-from cityseg.checkpoint import save_checkpoint
 from cityseg.errors import UserError
-from cityseg.model import build_model, load_model, resolve_device
+from cityseg.training.checkpoint import save_checkpoint
+from cityseg.training.model import build_model, load_model, resolve_device
 
 torch.set_num_threads(1)
 
@@ -70,7 +70,7 @@ def test_imagenet_offline_names_the_alternatives(tmp_path):
     # A subprocess, because huggingface_hub reads HF_HUB_OFFLINE once at import.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1"}
     code = (
-        "from cityseg.errors import UserError\nfrom cityseg.model import build_model\n"
+        "from cityseg.errors import UserError\nfrom cityseg.training.model import build_model\n"
         "try:\n    build_model('imagenet')\nexcept UserError as e:\n    print('USERERROR', e)\n"
     )
     result = subprocess.run(

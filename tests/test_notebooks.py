@@ -152,7 +152,7 @@ def test_train_notebook_runs_cv_and_the_full_fit_in_this_venv(executed):
 
 
 def test_evaluate_notebook_predicts_scores_zips_and_reports(executed):
-    from cityseg.data import list_frames
+    from cityseg.data.frames import list_frames
 
     n_val = len(list_frames(executed.root, "val", label_source=None))
     n_test = len(list_frames(executed.root, "test", label_source=None))

@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from cityseg.config import resolve_config
-from cityseg.data import list_frames
-from cityseg.engine import full_resolution_logits, to_device_batch
+from cityseg.data.frames import list_frames
+from cityseg.data.transforms import PAD_COLOR
 from cityseg.labels import IGNORE_INDEX, NUM_CLASSES
-from cityseg.trainer import build_datasets, step_context
-from cityseg.transforms import PAD_COLOR
+from cityseg.training.config import resolve_config
+from cityseg.training.engine import full_resolution_logits, to_device_batch
+from cityseg.training.trainer import build_datasets, step_context
 
 torch.set_num_threads(1)
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from helpers_photometric import colourful_image, every_kind_of_draw, reference_rgb
 
-from cityseg.photometric import PHOTOMETRIC, PhotometricDraw, distort_chw, distort_hwc, draw_photometric
-from cityseg.transforms import build_transform
+from cityseg.data.photometric import PHOTOMETRIC, PhotometricDraw, distort_chw, distort_hwc, draw_photometric
+from cityseg.data.transforms import build_transform
 
 torch.set_num_threads(1)
 

@@ -10,7 +10,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
 from cityseg.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, TRAIN_ID_COLORS
-from cityseg.plots import (
+from cityseg.report.plots import (
     ERROR_CORRECT,
     ERROR_IGNORED,
     ERROR_WRONG,

@@ -1,4 +1,4 @@
-"""cityseg.pngdecode: PIL's values on every file, libpng only where it is safe, and no crash on damaged PNGs.
+"""cityseg.data.pngdecode: PIL's values on every file, libpng only where it is safe, and no crash on damaged PNGs.
 
 The fuzz test decodes each damaged file in a child process (a segfault in a C decoder would otherwise
 kill pytest rather than fail a test) and checks the contract on every case: decode_png gives exactly
@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cityseg import pngdecode
+from cityseg.data import pngdecode
+from cityseg.data.pngdecode import UnreadablePngError, decode_png, header_mode_and_size, image_size
 from cityseg.errors import UserError
-from cityseg.pngdecode import UnreadablePngError, decode_png, header_mode_and_size, image_size
 
 FAST_BACKENDS = sorted(pngdecode._BACKENDS)  # "libpng" (imagecodecs), "wuffs" (pywuffs): each one installed
 
@@ -150,8 +150,8 @@ _CHILD = r"""
 import io, json, sys
 import numpy as np
 from PIL import Image
-from cityseg import pngdecode
-from cityseg.pngdecode import UnreadablePngError, decode_png
+from cityseg.data import pngdecode
+from cityseg.data.pngdecode import UnreadablePngError, decode_png
 pngdecode.BACKEND = sys.argv[1]
 for path in sys.argv[2:]:
     print(json.dumps({"start": path}), flush=True)

@@ -17,14 +17,13 @@ import pytest
 import torch
 from PIL import Image
 
-from cityseg.checkpoint import save_checkpoint
 from cityseg.cli import main
-from cityseg.data import list_frames, read_image
+from cityseg.data.frames import list_frames, read_image
+from cityseg.data.transforms import normalize
 from cityseg.errors import UserError
-from cityseg.inference import predict_logits
 from cityseg.labels import EVAL_LABEL_IDS, ID_COLORS, NUM_CLASSES, train_ids_to_ids
-from cityseg.model import build_model, load_model
-from cityseg.predict import (
+from cityseg.prediction.inference import predict_logits
+from cityseg.prediction.predict import (
     MANIFEST_EVERY,
     MANIFEST_NAME,
     color_names,
@@ -32,7 +31,8 @@ from cityseg.predict import (
     predict_split,
     prediction_name,
 )
-from cityseg.transforms import normalize
+from cityseg.training.checkpoint import save_checkpoint
+from cityseg.training.model import build_model, load_model
 
 WIDTH, HEIGHT = 128, 64
 

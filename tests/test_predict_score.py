@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from cityseg.checkpoint import save_checkpoint
 from cityseg.cli import main
 from cityseg.errors import UserError
 from cityseg.evaluation import compare_exports, evaluate
 from cityseg.evaluation.gt_cache import default_gt_cache_dir
-from cityseg.model import build_model
-from cityseg.predict import predict_split
+from cityseg.prediction.predict import predict_split
+from cityseg.training.checkpoint import save_checkpoint
+from cityseg.training.model import build_model
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cityseg.data.prepare import prepare_dataset
 from cityseg.errors import UserError
-from cityseg.prepare import prepare_dataset
 
 
 def _outputs(root):

@@ -24,7 +24,6 @@ from pypdf import PdfReader
 from cityseg.cli import main
 from cityseg.errors import UserError
 from cityseg.labels import CATEGORY_NAMES, CLASS_NAMES
-from cityseg.plots import mean_std_text, percent
 from cityseg.report import (
     best_and_worst,
     build_report,
@@ -39,6 +38,7 @@ from cityseg.report import (
     spread,
     training_config,
 )
+from cityseg.report.plots import mean_std_text, percent
 
 FIGURES = ("curves", "class_iou", "confusion", "examples")
 
@@ -46,9 +46,9 @@ FIGURES = ("curves", "class_iou", "confusion", "examples")
 @pytest.fixture(scope="module")
 def tiny_run(synth_root, tmp_path_factory) -> SimpleNamespace:
     """CV (2 folds, 1 epoch) + full fit + val predictions + official evaluation + the report."""
-    from cityseg.cv import run_cv
     from cityseg.evaluation import evaluate
-    from cityseg.predict import predict_split
+    from cityseg.prediction.predict import predict_split
+    from cityseg.training.cv import run_cv
 
     torch.set_num_threads(1)
     base = tmp_path_factory.mktemp("report_run")
@@ -227,7 +227,7 @@ def test_report_on_cityscapes_compares_with_the_reference_and_gives_machine_and_
 
 
 def test_changes_from_the_recipe_are_listed_on_the_setup_page(tiny_run, tmp_path):
-    from cityseg.config import TrainConfig, recipe_differences, value_text
+    from cityseg.training.config import TrainConfig, recipe_differences, value_text
 
     text = page_texts(tiny_run.pdf)[1]
     config = TrainConfig.from_dict(json.loads((tiny_run.runs / "fold_0" / "config.json").read_text())["config"])
@@ -308,7 +308,7 @@ def test_cli_report_writes_pdf_and_maps_bad_input_to_exit_2(tiny_run, tmp_path, 
 
 
 def test_perfect_predictions_score_one_and_show_no_errors(tiny_run, tmp_path):
-    from cityseg.data import list_frames
+    from cityseg.data.frames import list_frames
 
     perfect = tmp_path / "perfect"
     perfect.mkdir()
@@ -361,7 +361,7 @@ def test_require_dataset_explains_download_prepare_and_demo(tmp_path):
 
 
 def test_dataset_counts_and_folds_table_match_the_data(tiny_run):
-    from cityseg.data import list_frames
+    from cityseg.data.frames import list_frames
 
     table = dataset_counts(tiny_run.root)
     totals = {row[0]: int(row[2]) for row in table.rows if row[1].startswith("total")}

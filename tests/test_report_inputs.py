@@ -10,13 +10,13 @@ import pytest
 import torch
 from helpers_training import CLI_ENV, cityseg_command
 
-from cityseg.checkpoint import save_checkpoint
-from cityseg.data import list_frames
+from cityseg.data.frames import list_frames
 from cityseg.evaluation import evaluate
 from cityseg.evaluation.noisy import write_noisy_predictions
-from cityseg.model import build_model
-from cityseg.predict import predict_split
+from cityseg.prediction.predict import predict_split
 from cityseg.report import load_evaluation, predictions_checkpoint_warning
+from cityseg.training.checkpoint import save_checkpoint
+from cityseg.training.model import build_model
 
 
 def _checkpoint(path: Path, seed: int) -> Path:

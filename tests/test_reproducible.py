@@ -16,8 +16,8 @@ import pytest
 import torch
 from helpers_training import CLI_ENV, cityseg_command, running, signal_when
 
-from cityseg.checkpoint import load_checkpoint
-from cityseg.trainer import load_log
+from cityseg.training.checkpoint import load_checkpoint
+from cityseg.training.trainer import load_log
 
 pytestmark = pytest.mark.slow  # ~8 short trainings in child processes: about 2 minutes of CPU
 

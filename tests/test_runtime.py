@@ -1,4 +1,4 @@
-"""Machine defaults (cityseg.runtime): what auto resolves to on a CUDA machine and on a CPU one, the cache's
+"""Machine defaults (cityseg.training.runtime): what auto resolves to on a CUDA machine and on a CPU one, the cache's
 disk-space check and where the cache goes. CUDA is mocked: only the resolver runs, never a CUDA kernel."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from collections import namedtuple
 import pytest
 import torch
 
-from cityseg import runtime
-from cityseg.cache import MARKER, CachedDataset, ensure_cache
-from cityseg.config import TrainConfig, config_differences, resolve_config
-from cityseg.data import CityscapesDataset, list_frames
-from cityseg.runtime import CACHE_MARGIN_BYTES, COMPILE_MIN_MEGAPIXELS, resolve_runtime
+from cityseg.data.cache import MARKER, CachedDataset, ensure_cache
+from cityseg.data.frames import CityscapesDataset, list_frames
+from cityseg.training import runtime
+from cityseg.training.config import TrainConfig, config_differences, resolve_config
+from cityseg.training.runtime import CACHE_MARGIN_BYTES, COMPILE_MIN_MEGAPIXELS, resolve_runtime
 
 Usage = namedtuple("Usage", "total used free")
 FOLD_IMAGES = 2380  # a Cityscapes fold's training part: 4/5 of 2975
@@ -166,7 +166,7 @@ def test_cache_falls_back_to_the_users_cache_folder(cuda_machine, roomy_disk, mo
 
 
 def _datasets(config, root):
-    from cityseg.trainer import build_datasets
+    from cityseg.training.trainer import build_datasets
 
     ids = [frame.id for frame in list_frames(root, "train")]
     return build_datasets(config, root, ids[:4], ids[4:6])

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from cityseg.data import worker_init
-from cityseg.sampling import EpochKeys, KeyedDataset, sample_seed
-from cityseg.transforms import build_transform
+from cityseg.data.frames import worker_init
+from cityseg.data.sampling import EpochKeys, KeyedDataset, sample_seed
+from cityseg.data.transforms import build_transform
 
 
 def test_epoch_keys_shuffle_by_seed_and_epoch_like_distributed_sampler():

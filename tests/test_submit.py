@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from cityseg.cli import main
-from cityseg.data import list_frames
+from cityseg.data.frames import list_frames
 from cityseg.errors import UserError
 from cityseg.evaluation import TrainIdsWarning
 from cityseg.evaluation.noisy import PREDICTION_SUFFIX, write_noisy_predictions
-from cityseg.submit import make_submission
+from cityseg.prediction.submit import make_submission
 
 
 @pytest.fixture

@@ -19,13 +19,13 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-import cityseg.engine
-import cityseg.trainer
-from cityseg.config import resolve_config
-from cityseg.data import list_frames, read_train_ids
-from cityseg.folds import fold_ids, make_folds
+import cityseg.training.engine
+import cityseg.training.trainer
+from cityseg.data.frames import list_frames, read_train_ids
 from cityseg.labels import CLASS_NAMES, TRAIN_ID_COLORS, colorize_train_ids
-from cityseg.trainer import load_log, lr_factor, train_run
+from cityseg.training.config import resolve_config
+from cityseg.training.folds import fold_ids, make_folds
+from cityseg.training.trainer import load_log, lr_factor, train_run
 
 EPOCH_KEYS = ("train_loss", "val_loss", "val_miou", "lr", "images_per_s", "data_wait_share")
 EPOCHS, STEPS = 2, 8  # 8 train images at batch 1
@@ -93,7 +93,7 @@ def straight_run(synth_root, fold, tmp_path_factory):
     """One uninterrupted run, host reads every 3 steps (so an epoch has two mid-epoch reads and a remainder)."""
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cityseg.engine, "PROGRESS_EVERY", 3)
+        patch.setattr(cityseg.training.engine, "PROGRESS_EVERY", 3)
         run_dir = tmp_path_factory.mktemp("board") / "fold_0"
         train_run(synth_root, run_dir, tiny_config(), *fold, progress=False)
     return run_dir
@@ -130,8 +130,8 @@ def test_val_frames_show_image_truth_and_prediction_in_the_palette(straight_run,
 def test_crash_between_events_and_checkpoint_then_resume_keeps_one_stream(synth_root, fold, straight_run, tmp_path,
                                                                             monkeypatch):
     torch.set_num_threads(1)
-    monkeypatch.setattr(cityseg.engine, "PROGRESS_EVERY", 3)
-    real_save = cityseg.trainer.save_checkpoint
+    monkeypatch.setattr(cityseg.training.engine, "PROGRESS_EVERY", 3)
+    real_save = cityseg.training.trainer.save_checkpoint
 
     def save_then_die_in_epoch_2(path, state):
         if state["epoch"] == 2:
@@ -139,10 +139,10 @@ def test_crash_between_events_and_checkpoint_then_resume_keeps_one_stream(synth_
         real_save(path, state)
 
     run_dir = tmp_path / "fold_0"
-    monkeypatch.setattr(cityseg.trainer, "save_checkpoint", save_then_die_in_epoch_2)
+    monkeypatch.setattr(cityseg.training.trainer, "save_checkpoint", save_then_die_in_epoch_2)
     with pytest.raises(RuntimeError, match="killed"):
         train_run(synth_root, run_dir, tiny_config(), *fold, progress=False)
-    monkeypatch.setattr(cityseg.trainer, "save_checkpoint", real_save)
+    monkeypatch.setattr(cityseg.training.trainer, "save_checkpoint", real_save)
     train_run(synth_root, run_dir, tiny_config(), *fold, resume=True, progress=False)
 
     assert raw_loss_events(run_dir) == 3 * STEPS  # epoch 2 was written twice on disk ...

@@ -10,13 +10,13 @@ import pytest
 import torch
 from helpers_training import CLI_ENV, cityseg_command, running, signal_when
 
-from cityseg.checkpoint import load_checkpoint
-from cityseg.config import resolve_config
-from cityseg.data import list_frames, read_train_ids
+from cityseg.data.frames import list_frames, read_train_ids
 from cityseg.errors import UserError
-from cityseg.folds import fold_ids, make_folds, write_folds
-from cityseg.metrics import confusion_matrix, mean_iou
-from cityseg.trainer import load_log, train_run
+from cityseg.training.checkpoint import load_checkpoint
+from cityseg.training.config import resolve_config
+from cityseg.training.folds import fold_ids, make_folds, write_folds
+from cityseg.training.metrics import confusion_matrix, mean_iou
+from cityseg.training.trainer import load_log, train_run
 
 CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "scaler", "epoch", "rng", "config", "best_metric", "num_classes"}
 ROW_KEYS = {"epoch", "lr", "train_loss", "val_loss", "val_miou", "class_iou", "images_per_s", "data_wait_share",
@@ -100,7 +100,7 @@ def test_run_folder_format(learned_run, synth_root):
     assert best["epoch"] == best_epoch == result.best_epoch
     assert best["best_metric"] == pytest.approx(rows[best_epoch - 1]["val_loss"])
 
-    from cityseg.model import load_model
+    from cityseg.training.model import load_model
 
     model, _ = load_model(run_dir / "best.pt")
     assert model(torch.zeros(1, 3, 32, 64)).shape == (1, 19, 32, 64)
@@ -174,13 +174,13 @@ def test_sigkill_mid_run_then_resume(synth_root, fold0, tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synth_root, fold0, tmp_path, monkeypatch):
-    import cityseg.losses
-    import cityseg.trainer
+    import cityseg.training.losses
+    import cityseg.training.trainer
 
     calls = []
 
     def diverging_loss(*args, **kwargs):
-        real = cityseg.losses.build_loss(*args, **kwargs)
+        real = cityseg.training.losses.build_loss(*args, **kwargs)
 
         def loss(logits, target):
             calls.append(1)
@@ -189,7 +189,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synth_root, fold0,
 
         return loss
 
-    monkeypatch.setattr(cityseg.trainer, "build_loss", diverging_loss)
+    monkeypatch.setattr(cityseg.training.trainer, "build_loss", diverging_loss)
     config = tiny_config(epochs=3, batch_size=4)
     with pytest.raises(UserError, match=r"epoch 2, step 1.*--lr.*--no-amp"):
         train_run(synth_root, tmp_path / "run", config, fold0[0][:4], fold0[1][:2], progress=False)
@@ -199,9 +199,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synth_root, fold0,
 
 
 def test_out_of_memory_becomes_a_user_error(synth_root, fold0, tmp_path, monkeypatch):
-    import cityseg.model
+    import cityseg.training.model
 
-    real_build = cityseg.model.build_model
+    real_build = cityseg.training.model.build_model
 
     def model_that_runs_out_of_memory(*args, **kwargs):
         model = real_build(*args, **kwargs)
@@ -212,13 +212,13 @@ def test_out_of_memory_becomes_a_user_error(synth_root, fold0, tmp_path, monkeyp
         model.forward = forward
         return model
 
-    monkeypatch.setattr(cityseg.model, "build_model", model_that_runs_out_of_memory)
+    monkeypatch.setattr(cityseg.training.model, "build_model", model_that_runs_out_of_memory)
     with pytest.raises(UserError, match=r"out of memory.*--batch-size.*--crop.*--size"):
         train_run(synth_root, tmp_path / "run", tiny_config(), fold0[0][:4], fold0[1][:2], progress=False)
 
 
 def test_gpu_aug_moves_the_colour_ops_from_the_loader_to_the_step(synth_root, fold0):
-    from cityseg.trainer import build_datasets, step_context
+    from cityseg.training.trainer import build_datasets, step_context
 
     config = tiny_config(aug=("flip", "photometric"), gpu_aug=True)
     train_set, _ = build_datasets(config, synth_root, fold0[0][:2])
@@ -237,8 +237,8 @@ def test_gpu_aug_moves_the_colour_ops_from_the_loader_to_the_step(synth_root, fo
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
 def test_norm_weights_and_biases_never_decay_and_the_encoder_gets_its_share(optimizer):
-    from cityseg.model import build_model
-    from cityseg.trainer import build_optimizer
+    from cityseg.training.model import build_model
+    from cityseg.training.trainer import build_optimizer
 
     model = build_model(encoder_weights=None)
     config = resolve_config("strong", optimizer=optimizer, workers=0)  # wd 1e-4, encoder x 0.25 for lr and wd
@@ -262,8 +262,8 @@ def test_norm_weights_and_biases_never_decay_and_the_encoder_gets_its_share(opti
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
 def test_a_step_with_zero_gradient_changes_each_parameter_by_its_decay_alone(optimizer):
-    from cityseg.model import build_model
-    from cityseg.trainer import build_optimizer
+    from cityseg.training.model import build_model
+    from cityseg.training.trainer import build_optimizer
 
     torch.manual_seed(0)
     # float64, so the check is the optimizer's formula and not float32 rounding (in float32, AdamW's factor
@@ -295,8 +295,8 @@ def test_a_step_with_zero_gradient_changes_each_parameter_by_its_decay_alone(opt
 
 @pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, torch.float16)])
 def test_bf16_only_where_the_gpu_has_it_natively_else_fp16_with_a_scaler(monkeypatch, native, expected):
-    from cityseg import inference
-    from cityseg.trainer import needs_grad_scaler, step_context
+    from cityseg.prediction import inference
+    from cityseg.training.trainer import needs_grad_scaler, step_context
 
     asked = []
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from cityseg.cache import COMPLETE_FILE, CachedDataset, entry_name
-from cityseg.config import resolve_config
-from cityseg.data import CityscapesDataset, list_frames
-from cityseg.folds import fold_ids, make_folds
-from cityseg.trainer import build_datasets, train_run
+from cityseg.data.cache import COMPLETE_FILE, CachedDataset, entry_name
+from cityseg.data.frames import CityscapesDataset, list_frames
+from cityseg.training.config import resolve_config
+from cityseg.training.folds import fold_ids, make_folds
+from cityseg.training.trainer import build_datasets, train_run
 
 COMPARED = ("epoch", "lr", "train_loss", "val_loss", "val_miou", "class_iou")
 

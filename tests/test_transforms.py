@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cityseg.errors import UserError
-from cityseg.labels import IGNORE_INDEX, NUM_CLASSES, TRAIN_ID_COLORS
-from cityseg.transforms import (
+from cityseg.data.transforms import (
     AUGMENTATIONS,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -19,6 +17,8 @@ from cityseg.transforms import (
     build_transform,
     normalize,
 )
+from cityseg.errors import UserError
+from cityseg.labels import IGNORE_INDEX, NUM_CLASSES, TRAIN_ID_COLORS
 
 torch.set_num_threads(1)
 
@@ -174,7 +174,7 @@ def test_normalize_is_imagenet_and_lays_out_as_asked():
 
 
 def test_dominant_class_ratio_estimate_is_close_on_large_windows_and_exact_on_small_ones():
-    from cityseg.transforms import _dominant_class_ratio
+    from cityseg.data.transforms import _dominant_class_ratio
 
     def exact(mask: torch.Tensor) -> float:
         counts = torch.bincount(mask.reshape(-1).long(), minlength=256)[:IGNORE_INDEX]

@@ -11,12 +11,12 @@ import pytest
 import torch
 from helpers_training import CLI_ENV, cityseg_command
 
-from cityseg.checkpoint import save_checkpoint
 from cityseg.cli import main
-from cityseg.data import list_frames
+from cityseg.data.frames import list_frames
 from cityseg.evaluation.noisy import write_noisy_predictions
-from cityseg.model import build_model
-from cityseg.predict import prediction_name
+from cityseg.prediction.predict import prediction_name
+from cityseg.training.checkpoint import save_checkpoint
+from cityseg.training.model import build_model
 
 CV_OPTIONS = ("--folds", "2", "--epochs", "1", "--size", "64x32", "--batch-size", "2", "--workers", "0",
               "--encoder-weights", "none", "--device", "cpu")

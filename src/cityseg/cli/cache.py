@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cityseg.cli.common import add_command, default_workers, positive_int, size_type
+from cityseg.cli.common import add_command, positive_int, size_type
+from cityseg.system import default_workers
 
 _SPLITS = ("train", "val", "test")
 
@@ -39,7 +40,7 @@ def register(subparsers) -> None:
         "--size", type=size_type, default=None, metavar="WxH",
         help="training resolution WIDTHxHEIGHT, e.g. 1024x512 (images bilinear+antialias, labels nearest); "
         "default: the images' own size. Training uses an entry at its --size, or a full-resolution one when "
-        "random scaling can enlarge crops (see `cityseg.cache.training_cache_size`)",
+        "random scaling can enlarge crops (see `cityseg.data.cache.training_cache_size`)",
     )
     data.add_argument("--splits", type=split_list, default="train,val", help="comma-separated splits")
     data.add_argument(
@@ -60,7 +61,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Build or refresh each split's entry and say where it is."""
-    from cityseg.cache import build_cache, default_cache_dir
+    from cityseg.data.cache import build_cache, default_cache_dir
 
     out = args.out if args.out is not None else default_cache_dir(args.root)
     results = build_cache(args.root, args.splits, args.size, out, args.workers, args.labels, not args.no_progress)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 
 def size_type(text: str) -> tuple[int, int]:
-    """Parse 'WxH' (width x height, like the images' 2048x1024) into (width, height): cityseg.config.parse_size,
+    """Parse 'WxH' (width x height, like the images' 2048x1024) into (width, height): cityseg.training.config.parse_size,
     with argparse's error type."""
-    from cityseg.config import parse_size
     from cityseg.errors import UserError
+    from cityseg.training.config import parse_size
 
     try:
         size = parse_size(text, name="size")
@@ -40,14 +39,6 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """An integer >= 0 (worker counts, seeds)."""
     return _int_at_least(text, 0)
-
-
-def default_workers() -> int:
-    """All cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 def add_command(subparsers, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """The training options of `cityseg cv` and `cityseg train`, generated from TrainConfig: one flag per field.
 
 A field's name gives the flag (`batch_size` -> `--batch-size`), its type the value syntax, its metadata
-the help text, option group and choices (see cityseg.config), and the recipes its defaults. So a new
+the help text, option group and choices (see cityseg.training.config), and the recipes its defaults. So a new
 config field gets its flag without an edit here, and `--help` shows what each recipe sets.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cityseg.cli.common import size_type
-from cityseg.config import RECIPE_GROUP, RECIPES, TrainConfig, field_text, resolve_config, value_text
+from cityseg.training.config import RECIPE_GROUP, RECIPES, TrainConfig, field_text, resolve_config, value_text
 
 # Options that change the recipe use SUPPRESS as default, so only what the user typed overrides it.
 _UNSET = argparse.SUPPRESS

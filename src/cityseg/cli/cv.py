@@ -1,6 +1,6 @@
 """`cityseg cv`: k-fold cross-validation on the train split, then the final model on all of it.
 
-Launch (see cityseg.cv for the run-folder layout):
+Launch (see cityseg.training.cv for the run-folder layout):
 
     cityseg cv ROOT --out RUNS                                  # one device
     torchrun --nproc_per_node=4 -m cityseg cv ROOT --out RUNS   # DDP on 4 GPUs
@@ -52,8 +52,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cityseg import dist
-    from cityseg.cv import run_cv
+    from cityseg.training import dist
+    from cityseg.training.cv import run_cv
 
     config = config_from_args(args)
     try:
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _describe(summary: dict, out: Path) -> str:
-    from cityseg.cv import summary_text
+    from cityseg.training.cv import summary_text
 
     done = sum(1 for fold in summary["folds"] if fold["finished"])
     lines = [f"cross-validation: {done}/{summary['k']} folds finished ({summary['split']} split) in {out}",

@@ -34,7 +34,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Download, optionally extract, and say what comes next."""
-    from cityseg.download import DEFAULT_PACKAGES, download, extract
+    from cityseg.data.download import DEFAULT_PACKAGES, download, extract
 
     paths = download(args.dest, tuple(args.packages or DEFAULT_PACKAGES), username=args.username)
     if args.extract:

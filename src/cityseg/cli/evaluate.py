@@ -6,7 +6,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from cityseg.cli.common import add_command, default_workers, positive_int
+from cityseg.cli.common import add_command, positive_int
+from cityseg.system import default_workers
 
 
 def register(subparsers) -> None:

@@ -46,8 +46,10 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, printing each step and the parity figures."""
-    from cityseg.export import export_model  # torch and onnx are imported only when the command runs
-    from cityseg.image_files import find_images, read_user_image
+    from cityseg.prediction.export import (
+        export_model,  # torch and onnx are imported only when the command runs
+    )
+    from cityseg.prediction.image_files import find_images, read_user_image
 
     check_images = None
     if args.check_images is not None:

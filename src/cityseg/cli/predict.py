@@ -7,9 +7,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from cityseg.cli.common import add_command, default_workers, non_negative_int, positive_int, size_type
+from cityseg.cli.common import add_command, non_negative_int, positive_int, size_type
 from cityseg.errors import UserError
-from cityseg.inference import MODES, MS_SCALES, TTAS
+from cityseg.prediction.inference import MODES, MS_SCALES, TTAS
+from cityseg.system import default_workers
 
 
 def size_or_int(text: str) -> tuple[int, int]:
@@ -165,7 +166,7 @@ def _check_sources(args: argparse.Namespace) -> None:
 
 def _run_images(args: argparse.Namespace) -> int:
     """Predict photos, print the summary (with every failed photo); exit 2 when any failed."""
-    from cityseg.image_predict import predict_images
+    from cityseg.prediction.image_predict import predict_images
 
     result = predict_images(
         args.checkpoint, args.images, args.out, mode=args.mode, tta=args.tta, crop=args.crop, stride=args.stride,
@@ -181,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     _check_sources(args)
     if args.images is not None:
         return _run_images(args)
-    from cityseg.predict import predict_split  # torch is imported only when the command runs
+    from cityseg.prediction.predict import predict_split  # torch is imported only when the command runs
 
     args.split = args.split or "val"
     result = predict_split(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cityseg.cli.common import add_command, default_workers, positive_int
+from cityseg.cli.common import add_command, positive_int
+from cityseg.system import default_workers
 
 
 def register(subparsers) -> None:
@@ -37,7 +38,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Convert, then say how many files were written and how many were already current."""
-    from cityseg.prepare import prepare_dataset
+    from cityseg.data.prepare import prepare_dataset
 
     result = prepare_dataset(args.root, workers=args.workers, coarse=args.coarse)
     print(f"prepared {args.root}: {result.converted} converted, {result.skipped} skipped (up to date)")

@@ -7,7 +7,7 @@ import dataclasses
 import textwrap
 
 from cityseg.cli.common import add_command
-from cityseg.config import (
+from cityseg.training.config import (
     FIELD_GROUPS,
     RECIPES,
     RUN_SETTING,

@@ -6,7 +6,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from cityseg.cli.common import add_command, default_workers, positive_int, size_type
+from cityseg.cli.common import add_command, positive_int, size_type
+from cityseg.system import default_workers
 
 
 def register(subparsers) -> None:
@@ -39,7 +40,7 @@ def run(args) -> int:
     """Check, zip, and say where the zip is."""
     from cityseg.errors import UserError
     from cityseg.evaluation import TrainIdsWarning
-    from cityseg.submit import make_submission
+    from cityseg.prediction.submit import make_submission
 
     if args.root is not None and args.size is not None:
         raise UserError("--size and --root both set the expected size; with --root the test images' sizes are used, so drop --size.")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cityseg.cli.common import add_command, default_workers, non_negative_int, positive_int, size_type
+from cityseg.cli.common import add_command, non_negative_int, positive_int, size_type
 from cityseg.synthetic import MIN_SIZE
+from cityseg.system import default_workers
 
 
 def _synth_size(text: str) -> tuple[int, int]:

@@ -33,23 +33,23 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cityseg import dist
     from cityseg.errors import UserError
-    from cityseg.folds import fold_ids, load_folds
+    from cityseg.training import dist
+    from cityseg.training.folds import fold_ids, load_folds
 
     config = config_from_args(args)
     fold, folds_file = getattr(args, "fold", None), getattr(args, "folds_file", None)
     if args.full == (fold is not None):
         raise UserError("say what to train: either --fold K with --folds-file RUNS/folds.json, or --full.")
     if args.full:
-        from cityseg.data import list_frames
+        from cityseg.data.frames import list_frames
 
         train_ids, val_ids = [f.id for f in list_frames(args.root, "train", label_source=config.labels)], None
     else:
         if folds_file is None:
             raise UserError("--fold needs --folds-file (the RUNS/folds.json written by `cityseg cv`).")
         train_ids, val_ids = fold_ids(load_folds(folds_file), fold)
-    from cityseg.trainer import train_run
+    from cityseg.training.trainer import train_run
 
     try:
         result = train_run(args.root, args.out, config, train_ids, val_ids, resume=args.resume)

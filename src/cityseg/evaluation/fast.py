@@ -46,9 +46,9 @@ import torch
 # cityseg.labels, so the table comes from the same source it is derived from.
 from cityscapesscripts.helpers.labels import category2labels, id2label, labels
 
+from cityseg.data.pngdecode import UnreadablePngError, decode_png
 from cityseg.errors import UserError
 from cityseg.evaluation.checks import PredictionProblem, check_values, read_prediction
-from cityseg.pngdecode import UnreadablePngError, decode_png
 
 INSTANCE_THRESHOLD = 1000  # instanceIds above this are instances (labelId * 1000 + k)
 

@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from cityseg.cache import default_cache_dir
+from cityseg.data.cache import default_cache_dir
+from cityseg.data.pngdecode import UnreadablePngError, image_size
 from cityseg.errors import UserError, format_paths
 from cityseg.evaluation.fast import Pair, encode_segments, map_frames, read_ground_truth_pair
 from cityseg.fileio import (
@@ -53,7 +54,6 @@ from cityseg.fileio import (
     read_complete_index,
     source_fingerprint,
 )
-from cityseg.pngdecode import UnreadablePngError, image_size
 
 MARKER = "CITYSEG_EVAL_GT.json"
 FORMAT = "cityseg-eval-gt"
@@ -380,8 +380,7 @@ def _read_entry_index(entry: Path) -> dict[str, Any] | None:
 
 def _claim_training_cache(parent: Path) -> None:
     """Mark the shared default folder as the training cache's, so `cityseg cache`/train accept it later."""
-    from cityseg import cache as training_cache
-
+    from cityseg.data import cache as training_cache
     try:
         training_cache.claim_cache_folder(parent)
     except UserError:

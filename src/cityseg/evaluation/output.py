@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from cityseg.checkpoint import atomic_write_bytes
 from cityseg.errors import UserError
 from cityseg.labels import CATEGORY_NAMES, CLASS_NAMES, NUM_CLASSES
+from cityseg.training.checkpoint import atomic_write_bytes
 
 CSV_HEADER = ("class", "IoU", "iIoU")
 WRITTEN_BY = "cityseg evaluate"

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from cityseg import __version__
-from cityseg.cli.common import default_workers
-from cityseg.data import Frame, list_frames
+from cityseg.data.frames import Frame, list_frames
+from cityseg.data.pngdecode import UnreadablePngError, image_size
 from cityseg.errors import UserError, format_paths
 from cityseg.evaluation.checks import (
     Problems,
@@ -35,7 +35,7 @@ from cityseg.evaluation.gt_cache import UncachableGroundTruth, gt_cache_or_none,
 from cityseg.evaluation.official import average_class_sizes, run_official
 from cityseg.evaluation.output import check_output_paths, plain, summary, write_outputs
 from cityseg.evaluation.scores import run_fast
-from cityseg.pngdecode import UnreadablePngError, image_size
+from cityseg.system import default_workers
 
 ENGINES = ("both", "official", "fast")
 TOLERANCE = 1e-9  # largest |official - fast| accepted for any score

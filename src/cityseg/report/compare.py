@@ -25,8 +25,8 @@ from typing import Any
 
 from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES
-from cityseg.plots import mean_std_text, percent
 from cityseg.report.layout import CellStyle
+from cityseg.report.plots import mean_std_text, percent
 from cityseg.report.results import (
     CvResult,
     cv_result,

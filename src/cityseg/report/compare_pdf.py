@@ -10,10 +10,10 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from cityseg.labels import CLASS_NAMES, NUM_CLASSES
-from cityseg.plots import class_colour, class_swatches
 from cityseg.report.compare import ComparedRun, Comparison, compare_runs
 from cityseg.report.layout import WARNING_RED, Page, check_output, typesetting, write_pdf
 from cityseg.report.pdf import sentence
+from cityseg.report.plots import class_colour, class_swatches
 
 CREATOR = "cityseg compare"
 

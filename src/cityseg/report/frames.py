@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from cityseg.errors import UserError, format_paths
-from cityseg.metrics import confusion_matrix, mean_iou, pixel_accuracy
-from cityseg.plots import Example
+from cityseg.report.plots import Example
+from cityseg.training.metrics import confusion_matrix, mean_iou, pixel_accuracy
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def prediction_paths(pred_dir: Path) -> dict[str, Path]:
 
 def _matched_frames(pred_dir: Path, root: Path, split: str):
     """Frames of `split` that have a prediction, with the prediction path; none at all is a user error."""
-    from cityseg.data import list_frames
+    from cityseg.data.frames import list_frames
 
     predictions = prediction_paths(pred_dir)
     frames = [f for f in list_frames(Path(root), split, label_source="ids") if f.id in predictions]
@@ -63,7 +63,7 @@ def _matched_frames(pred_dir: Path, root: Path, split: str):
 
 def _truth_and_prediction(frame, pred_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(H, W) trainIds of the ground truth (from the shipped labelIds, like the evaluation) and the prediction."""
-    from cityseg.data import read_train_ids
+    from cityseg.data.frames import read_train_ids
 
     truth = read_train_ids(frame.label_ids or frame.label, label_source="ids")
     prediction = read_train_ids(pred_path, label_source="ids")
@@ -88,7 +88,7 @@ def score_frames(pred_dir: Path, root: Path, split: str = "val") -> list[FrameSc
 def load_examples(frame_ids: Sequence[str], pred_dir: Path, root: Path, split: str = "val",
                   scores: Sequence[FrameScore] = ()) -> list[Example]:
     """Image, ground truth and prediction of the given frames, titled with their id (and score when known)."""
-    from cityseg.data import read_image
+    from cityseg.data.frames import read_image
 
     by_id = {frame.id: (frame, path) for frame, path in _matched_frames(pred_dir, root, split)}
     score_of = {s.id: s for s in scores}

@@ -11,17 +11,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cityseg.config import TrainConfig, parse_size, resolve_config
-from cityseg.plots import percent
+from cityseg.report.plots import percent
 from cityseg.report.runfiles import run_names
 from cityseg.report.tables import Table
+from cityseg.training.config import TrainConfig, parse_size, resolve_config
 
 
 def training_config(recipe: str = "seed", epochs: int | None = None, size: Any = None, workers: int | None = None,
                     device: str = "auto", encoder_weights: str | None = "imagenet",
                     overrides: Mapping[str, Any] | None = None, cache: str | None = "auto") -> TrainConfig:
     """The notebook's parameters as a TrainConfig; None keeps the recipe's (or the machine's) default.
-    `cache`: "auto" (cityseg.runtime decides), a folder, or "none"/None for the PNGs."""
+    `cache`: "auto" (cityseg.training.runtime decides), a folder, or "none"/None for the PNGs."""
     cache = None if cache is None or str(cache).lower() == "none" else str(cache)
     values: dict[str, Any] = {"device": device, "cache": cache, **dict(overrides or {})}
     if epochs is not None:
@@ -40,7 +40,7 @@ def histories(runs_dir: Path, names: Sequence[str] | None = None) -> dict[str, l
 
     names: only these runs (e.g. ["full"]); None = every fold and the full fit.
     """
-    from cityseg.trainer import load_log
+    from cityseg.training.trainer import load_log
 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES
-from cityseg.plots import dataset_sample, mean_std_text, percent
+from cityseg.report.plots import dataset_sample, mean_std_text, percent
 from cityseg.report.tables import Table
 
 
@@ -31,7 +31,7 @@ def require_dataset(root: Path, splits: Sequence[str] = ("train", "val")) -> Pat
             f"then run `cityseg prepare {root}` to write the trainIds labels. To try the whole pipeline on "
             "synthetic data first, run `make demo` (under 15 minutes on 2 CPU cores)."
         )
-    from cityseg.data import validate_root
+    from cityseg.data.frames import validate_root
 
     validate_root(root, splits=splits)
     return root
@@ -46,8 +46,8 @@ def environment_table(device: str = "auto") -> Table:
     """The device training will use, the machine, and the library versions (as config.json will record them)."""
     import torch
 
-    from cityseg.model import resolve_device
-    from cityseg.runinfo import hardware, versions
+    from cityseg.training.model import resolve_device
+    from cityseg.training.runinfo import hardware, versions
 
     chosen = resolve_device(device)
     info = hardware(chosen)
@@ -66,7 +66,7 @@ def environment_table(device: str = "auto") -> Table:
 
 def dataset_counts(root: Path, splits: Sequence[str] = ("train", "val", "test")) -> Table:
     """Images per split and city, with a total per split, to check the download is complete."""
-    from cityseg.data import list_frames
+    from cityseg.data.frames import list_frames
 
     root = Path(root)
     rows: list[tuple[str, str, int]] = []
@@ -84,7 +84,7 @@ def dataset_counts(root: Path, splits: Sequence[str] = ("train", "val", "test"))
 
 def sample_figure(root: Path, split: str = "train", index: int = 0) -> Figure:
     """One image of a split with its coloured trainIds mask, to check that images and labels match."""
-    from cityseg.data import list_frames, read_image, read_train_ids
+    from cityseg.data.frames import list_frames, read_image, read_train_ids
 
     frames = list_frames(Path(root), split)
     frame = frames[index % len(frames)]
@@ -93,7 +93,7 @@ def sample_figure(root: Path, split: str = "train", index: int = 0) -> Figure:
 
 def folds_table(folds: Mapping[str, Any], frames: Sequence[Any] | None = None) -> Table:
     """Validation cities and image counts of every fold, to check the folds are balanced and disjoint."""
-    from cityseg.folds import fold_table
+    from cityseg.training.folds import fold_table
 
     rows = [(r["fold"], ", ".join(r["cities"]), r["n_val"], r["n_train"]) for r in fold_table(dict(folds), frames)]
     return Table.build(("fold", "validation cities", "val images", "train images"), rows,

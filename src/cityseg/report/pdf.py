@@ -19,7 +19,18 @@ from matplotlib.patches import Patch
 
 from cityseg.errors import UserError
 from cityseg.labels import CATEGORY_NAMES, CLASS_NAMES, NUM_CLASSES
-from cityseg.plots import (
+from cityseg.report.frames import best_and_worst, load_examples, score_frames
+from cityseg.report.layout import (
+    CellStyle,
+    Page,
+    check_output,
+    figures_dir,
+    typesetting,
+    write_pdf,
+    write_readable,
+)
+from cityseg.report.overview import folds_table, is_synthetic
+from cityseg.report.plots import (
     EXAMPLE_HEADERS,
     Example,
     class_colour,
@@ -35,17 +46,6 @@ from cityseg.plots import (
     qualitative_panel,
     training_curves,
 )
-from cityseg.report.frames import best_and_worst, load_examples, score_frames
-from cityseg.report.layout import (
-    CellStyle,
-    Page,
-    check_output,
-    figures_dir,
-    typesetting,
-    write_pdf,
-    write_readable,
-)
-from cityseg.report.overview import folds_table, is_synthetic
 from cityseg.report.results import (
     REFERENCE_MIOU,
     REFERENCE_TEXT,
@@ -97,7 +97,7 @@ def headline_table(cv: CvResult, evaluation: Mapping[str, Any]) -> Table:
 def headline_text(runs: RunFiles, evaluation: dict[str, Any], synthetic: bool) -> str:
     """The headline in plain text (notebook and `make demo` output): the CV numbers as `cityseg cv` prints
     them (no selection, protocol, selected), the official val mIoU and the reference."""
-    from cityseg.cv import summary_text
+    from cityseg.training.cv import summary_text
 
     val = float(evaluation["averageScoreClasses"])
     lines = [

@@ -2,7 +2,7 @@
 
 summary.json gives the headline cross-validation numbers selection-free (every fold scored at the
 epoch count the full fit uses) with a `protocol` sentence, and keeps the optimistic best-epoch numbers
-under `selected` (cityseg.cv.summarize). `cv_result` reads them with the protocol beside the numbers,
+under `selected` (cityseg.training.cv.summarize). `cv_result` reads them with the protocol beside the numbers,
 so a page never presents selected numbers as unselected ones.
 """
 
@@ -144,9 +144,9 @@ def duration_text(seconds: float) -> str:
 def recipe_differences(runs: RunFiles) -> list[tuple[str, str, str]] | None:
     """(field, recipe value, run value) for every config field the run changed from its recipe, formatted as
     typed after the flags; None when config.json is not a config of this cityseg version (the pages say so)."""
-    from cityseg.config import TrainConfig, value_text
-    from cityseg.config import recipe_differences as differences_of
     from cityseg.errors import UserError
+    from cityseg.training.config import TrainConfig, value_text
+    from cityseg.training.config import recipe_differences as differences_of
 
     saved = runs.config.get("config")
     if not isinstance(saved, dict):
@@ -160,7 +160,7 @@ def recipe_differences(runs: RunFiles) -> list[tuple[str, str, str]] | None:
 
 def config_value(runs: RunFiles, name: str) -> str:
     """One field of the run's config.json, formatted as typed after its flag."""
-    from cityseg.config import value_text
+    from cityseg.training.config import value_text
 
     value = (runs.config.get("config") or {}).get(name)
     return value_text(tuple(value) if isinstance(value, list) else value)

@@ -7,12 +7,12 @@ A notebook user who changes nothing should get the fast path. TrainConfig leaves
               gaussian-blur). In the loader workers they cost CPU time per crop (photometric: ~5 ms per
               768x768) and left an H200 waiting for data (BENCHMARKS.md: data wait 66% from PNGs with the
               older, slower colour ops; 3% with the cache and the ops on the GPU)
-    cache     "auto": on CUDA, the decoded-image cache (cityseg.cache) in ROOT/../cityseg-cache, or under the
+    cache     "auto": on CUDA, the decoded-image cache (cityseg.data.cache) in ROOT/../cityseg-cache, or under the
               user's cache folder ($XDG_CACHE_HOME/cityseg, else ~/.cache/cityseg) when that is not writable,
               built on first use and shared by every fold and the full fit, if the disk has room for the
               entry (`cache_bytes` plus a margin); else the PNGs, with one line saying why
     compile   None (auto): on CUDA when the run is long enough to repay compiling (`COMPILE_MIN_MEGAPIXELS`);
-              a failure to compile falls back to eager (cityseg.compiling)
+              a failure to compile falls back to eager (cityseg.training.compiling)
     workers   one loader process per core, at most 8 (set when the config is made)
     amp       a recipe field; its dtype follows the GPU (bf16 where native, else fp16 with a GradScaler)
 
@@ -36,8 +36,8 @@ from typing import Any
 
 import torch
 
-from cityseg.config import AUTO, TrainConfig
-from cityseg.engine import StepContext
+from cityseg.training.config import AUTO, TrainConfig
+from cityseg.training.engine import StepContext
 
 # torch.compile pays off when the time it saves exceeds the time it takes. Saving: the H200 rows of
 # BENCHMARKS.md (bench/train_loop.py, strong recipe, batch 16 at 1024x512, bf16, fed from memory) ran
@@ -79,7 +79,7 @@ def resolve_runtime(config: TrainConfig, root: Path, train_images: int, world_si
                     device: torch.device | None = None) -> Resolution:
     """Concrete values for the auto fields of `config`, for a run over `train_images` training frames of ROOT
     (per run: a fold's training part under `cityseg cv`), on `device` (default: what config.device names)."""
-    from cityseg.model import resolve_device
+    from cityseg.training.model import resolve_device
 
     device = device if device is not None else resolve_device(config.device)
     cuda = device.type == "cuda"
@@ -116,7 +116,7 @@ def resolve_and_report(config: TrainConfig, root: Path, train_images: int, world
                        always: bool = True) -> TrainConfig:
     """`resolve_runtime`'s config, its lines printed once by rank 0: always, or (`always` False, a run inside
     `cityseg cv`, whose config is resolved already) only when something was still auto."""
-    from cityseg.dist import is_main
+    from cityseg.training.dist import is_main
 
     resolution = resolve_runtime(config, root, train_images, world_size, device)
     if is_main() and (always or resolution.resolved_any):
@@ -140,8 +140,8 @@ def training_megapixels(config: TrainConfig, train_images: int, world_size: int,
 def auto_cache(config: TrainConfig, root: Path, image_size: tuple[int, int] | None
                ) -> tuple[str | None, str, str | None]:
     """(folder or None, reason, warning line or None) for cache "auto" on a CUDA machine."""
-    from cityseg.cache import cache_state, training_cache_size
-    from cityseg.data import list_frames
+    from cityseg.data.cache import cache_state, training_cache_size
+    from cityseg.data.frames import list_frames
 
     folder = default_cache_location(root)
     if folder is None:
@@ -171,9 +171,9 @@ def cache_bytes(frames: int, size: tuple[int, int]) -> int:
 
 
 def default_cache_candidates(root: Path) -> tuple[Path, Path]:
-    """Where cache "auto" goes, in order: beside ROOT (cityseg.cache's default), then the user's cache folder,
+    """Where cache "auto" goes, in order: beside ROOT (cityseg.data.cache's default), then the user's cache folder,
     in a subfolder per dataset (entries are named by split and size, so two datasets must not share one)."""
-    from cityseg.cache import default_cache_dir
+    from cityseg.data.cache import default_cache_dir
 
     resolved = Path(root).resolve()
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -183,7 +183,7 @@ def default_cache_candidates(root: Path) -> tuple[Path, Path]:
 
 def default_cache_location(root: Path) -> Path | None:
     """The first candidate cityseg may write a cache into: writable, and new, empty or already a cityseg cache."""
-    from cityseg.cache import MARKER
+    from cityseg.data.cache import MARKER
 
     for folder in default_cache_candidates(root):
         if folder.exists():
@@ -211,7 +211,7 @@ def _image_size(root: Path, labels: str) -> tuple[int, int] | None:
     """(width, height) of the first train image, from its header; None without train images."""
     from PIL import Image
 
-    from cityseg.data import list_frames
+    from cityseg.data.frames import list_frames
 
     frames = list_frames(root, "train", label_source=labels)
     if not frames:
@@ -221,14 +221,14 @@ def _image_size(root: Path, labels: str) -> tuple[int, int] | None:
 
 
 def _colour_augmentations() -> tuple[str, ...]:
-    from cityseg.transforms import PIXEL_AUGMENTATIONS
+    from cityseg.data.transforms import PIXEL_AUGMENTATIONS
 
     return PIXEL_AUGMENTATIONS
 
 
 def _agreed(changes: dict[str, Any]) -> dict[str, Any]:
     """Rank 0's choices on every rank (free disk space may change between two ranks' checks)."""
-    from cityseg.dist import is_distributed
+    from cityseg.training.dist import is_distributed
 
     if not is_distributed():
         return changes
@@ -244,7 +244,7 @@ def _agreed(changes: dict[str, Any]) -> dict[str, Any]:
 
 def amp_text(config: TrainConfig, device: torch.device) -> str:
     """The precision a run trains in, as the step context will set it up."""
-    from cityseg.model import mixed_precision_dtype
+    from cityseg.training.model import mixed_precision_dtype
 
     dtype = mixed_precision_dtype(device) if config.amp else None
     if dtype is None:
@@ -266,8 +266,8 @@ def summary_line(config: TrainConfig, device: torch.device, reasons: dict[str, s
 
 def runtime_record(config: TrainConfig, device: torch.device, world_size: int = 1) -> dict[str, Any]:
     """What config.json's "runtime" holds: the machine-dependent settings as they ran."""
-    from cityseg.dist import is_distributed
-    from cityseg.model import mixed_precision_dtype
+    from cityseg.training.dist import is_distributed
+    from cityseg.training.model import mixed_precision_dtype
 
     dtype = mixed_precision_dtype(device) if config.amp else None
     return {
@@ -285,8 +285,8 @@ def runtime_record(config: TrainConfig, device: torch.device, world_size: int = 
 
 def note_compile_fallback(run_dir: Path, reason: str) -> None:
     """Record in the run's config.json that compiling failed and the run trained eagerly (rank 0 only)."""
-    from cityseg.checkpoint import atomic_write_bytes
-    from cityseg.trainer import CONFIG_FILE
+    from cityseg.training.checkpoint import atomic_write_bytes
+    from cityseg.training.trainer import CONFIG_FILE
 
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
@@ -310,8 +310,8 @@ def step_context(config: TrainConfig, device: torch.device, rank: int = 0) -> St
     """With `amp`: bf16 autocast where the GPU has it natively, else fp16 (with a GradScaler); channels-last on
     CUDA; float32 on CPU. With `gpu_aug` the colour augmentations run here on the batch (on CPU: in the main
     process), with draws seeded by (config.seed, epoch, step, rank)."""
-    from cityseg.device_augment import build_batch_augment
-    from cityseg.model import mixed_precision_dtype
+    from cityseg.data.device_augment import build_batch_augment
+    from cityseg.training.model import mixed_precision_dtype
 
     augment = build_batch_augment(config.aug, config.seed, rank) if config.gpu_aug else None
     if device.type != "cuda":

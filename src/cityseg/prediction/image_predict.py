@@ -1,6 +1,6 @@
 """`cityseg predict MODEL --images ...`: labelIds, colour and overlay PNGs for anyone's photos.
 
-The same guarantees as the split writer (`cityseg.predict`), through the same manifest: files
+The same guarantees as the split writer (`cityseg.prediction.predict`), through the same manifest: files
 are claimed before they are written and written atomically, so a killed run resumes; PNGs the
 command did not write are never touched; outputs of other settings are refused unless
 `overwrite`; an output someone edited is refused (named) rather than replaced. A photo that
@@ -26,11 +26,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from cityseg.errors import UserError
-from cityseg.image_files import ImageInput, find_images, read_user_image
-from cityseg.inference import Size, as_size, check_options, default_stride
-from cityseg.model import load_model, resolve_device
-from cityseg.overlay import color_image, overlay_image
-from cityseg.predict import (
+from cityseg.prediction.image_files import ImageInput, find_images, read_user_image
+from cityseg.prediction.inference import Size, as_size, check_options, default_stride
+from cityseg.prediction.overlay import color_image, overlay_image
+from cityseg.prediction.predict import (
     MANIFEST_EVERY,
     OutputLedger,
     _labels_for_batch,
@@ -39,6 +38,7 @@ from cityseg.predict import (
     _storage_errors,
     write_png,
 )
+from cityseg.training.model import load_model, resolve_device
 
 OUTPUT_KINDS = ("labelIds", "color", "overlay")
 CITYSCAPES_SIZE: Size = (2048, 1024)  # the frames a model's training size is relative to

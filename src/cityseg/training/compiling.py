@@ -21,7 +21,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor, nn
 
-from cityseg.dist import is_main
+from cityseg.training.dist import is_main
 
 T = TypeVar("T")
 WARNING_PREFIX = "warning: torch.compile failed"

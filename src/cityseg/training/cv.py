@@ -10,7 +10,7 @@ scores them, are kept beside it as `selected` (optimistic). Val is left for one 
 evaluation at the end.
 
     RUNS/folds.json      the folds (written once; a different existing file is never overwritten)
-    RUNS/fold_<k>/       one run folder per fold (see cityseg.trainer)
+    RUNS/fold_<k>/       one run folder per fold (see cityseg.training.trainer)
     RUNS/full/           the final model, trained for the chosen number of epochs, no validation
     RUNS/summary.json    see `summarize`
 
@@ -41,18 +41,25 @@ from typing import Any
 
 import numpy as np
 
-from cityseg.checkpoint import atomic_write_bytes
-from cityseg.config import TrainConfig, config_differences
-from cityseg.cv_progress import CVProgress, planned_runs
-from cityseg.dist import barrier, held_by_main, init_distributed, is_main
-from cityseg.engine import json_float
 from cityseg.errors import UserError
-from cityseg.folds import check_folds_match, fold_ids, fold_table, load_folds, make_folds, write_folds
 from cityseg.labels import CLASS_NAMES
 from cityseg.locks import hold_lock, wait_lock
-from cityseg.model import check_encoder_weights
-from cityseg.runtime import resolve_and_report
-from cityseg.trainer import (
+from cityseg.training.checkpoint import atomic_write_bytes
+from cityseg.training.config import TrainConfig, config_differences
+from cityseg.training.cv_progress import CVProgress, planned_runs
+from cityseg.training.dist import barrier, held_by_main, init_distributed, is_main
+from cityseg.training.engine import json_float
+from cityseg.training.folds import (
+    check_folds_match,
+    fold_ids,
+    fold_table,
+    load_folds,
+    make_folds,
+    write_folds,
+)
+from cityseg.training.model import check_encoder_weights
+from cityseg.training.runtime import resolve_and_report
+from cityseg.training.trainer import (
     EpochCallback,
     best_row,
     check_input_size,
@@ -99,7 +106,7 @@ def run_cv(
     Every option and the files already in RUNS are checked before anything is written. With `only_folds`
     the full fit is left to a later call without it (folds of one RUNS may train in parallel processes).
     """
-    from cityseg.data import list_frames
+    from cityseg.data.frames import list_frames
 
     root, runs_dir = Path(root), Path(runs_dir)
     info = init_distributed(config.device)
@@ -312,7 +319,7 @@ def _protocol(per_fold: list[dict], k: int, chosen: int | None) -> str:
 
 def summary_text(summary: dict[str, Any]) -> str:
     """The CV numbers as `cityseg cv`, the notebook and the report print them: headline, protocol, selected."""
-    from cityseg.plots import mean_std_text
+    from cityseg.report.plots import mean_std_text
 
     selected = summary["selected"]
     return "\n".join([

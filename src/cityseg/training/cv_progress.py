@@ -1,6 +1,6 @@
 """How long a cross-validation will take: one overall bar (every fold's epochs, then the full fit's) with an ETA.
 
-The bar sits beside the per-epoch bars of cityseg.engine (a widget in notebooks: tqdm.auto). It counts
+The bar sits beside the per-epoch bars of cityseg.training.engine (a widget in notebooks: tqdm.auto). It counts
 what the run folders already hold, so a resumed `cityseg cv` and the training notebook's two calls of
 `run_cv` (the folds with full=False, then the full fit with full=True) both start from what is done.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from cityseg.trainer import EpochCallback, load_log
+from cityseg.training.trainer import EpochCallback, load_log
 
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} epochs [{elapsed}{postfix}]"
 

@@ -66,7 +66,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"encoder weights file {path} does not exist; pass a torchvision resnet34 state dict saved with "
             "torch.save, 'imagenet', or 'none'."
         )
-    from cityseg.checkpoint import require_safe_torch
+    from cityseg.training.checkpoint import require_safe_torch
 
     require_safe_torch(path)
     try:
@@ -136,10 +136,10 @@ def _strip_wrappers(state_dict: dict[str, Any]) -> dict[str, Any]:
 
 def load_model(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the network from a cityseg checkpoint or `cityseg export` folder (no download) in eval mode on `device`."""
-    from cityseg.checkpoint import load_checkpoint
+    from cityseg.training.checkpoint import load_checkpoint
 
     if Path(checkpoint).is_dir():
-        from cityseg.deployed import load_exported
+        from cityseg.training.deployed import load_exported
 
         return load_exported(Path(checkpoint), resolve_device(device) if isinstance(device, str) else device)
     state = load_checkpoint(Path(checkpoint), map_location="cpu")

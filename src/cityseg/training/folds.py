@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import GroupKFold, KFold
 
-from cityseg.checkpoint import atomic_write_bytes
 from cityseg.errors import UserError
+from cityseg.training.checkpoint import atomic_write_bytes
 
 SPLITS = ("city", "random")
 

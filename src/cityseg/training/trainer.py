@@ -2,7 +2,7 @@
 
 A run folder is the truth that every later tool reads:
 
-    config.json   {"config": TrainConfig fields (machine defaults resolved: cityseg.runtime), "runtime" (what
+    config.json   {"config": TrainConfig fields (machine defaults resolved: cityseg.training.runtime), "runtime" (what
                    ran: device, workers, amp dtype, compile, gpu_aug, cache), "git", "versions", "hardware",
                    "device", "data_root", "synthetic", "started", "world_size", "run_name", "n_train", "n_val",
                    "resumed"}
@@ -12,7 +12,7 @@ A run folder is the truth that every later tool reads:
     last.pt       state after the latest finished epoch (model, optimizer, scheduler, scaler, epoch,
                   rng, config, best_metric, best_epoch, num_classes, log_row)
     best.pt       the same for the selected epoch (fold val loss or mIoU; the last epoch without validation)
-    events.out.tfevents.*   TensorBoard view of the same numbers (cityseg.tensorboard_log)
+    events.out.tfevents.*   TensorBoard view of the same numbers (cityseg.training.tensorboard_log)
 
 Every epoch ends with: last.pt written atomically, copied to best.pt if the epoch is the best so far,
 then the log row appended with one write + fsync. A run killed at any moment is resumed from last.pt:
@@ -44,11 +44,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from cityseg import runinfo
-from cityseg.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from cityseg.config import SIDE_MULTIPLE, TrainConfig, config_differences
-from cityseg.device_augment import BatchAugment
-from cityseg.dist import (
+from cityseg.data.device_augment import BatchAugment
+from cityseg.data.sampling import EpochKeys, KeyedDataset
+from cityseg.errors import UserError, name_the_file
+from cityseg.labels import NUM_CLASSES
+from cityseg.locks import hold_lock
+from cityseg.training import runinfo
+from cityseg.training.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from cityseg.training.config import SIDE_MULTIPLE, TrainConfig, config_differences
+from cityseg.training.dist import (
     DistInfo,
     ShardSampler,
     barrier,
@@ -58,15 +62,17 @@ from cityseg.dist import (
     is_distributed,
     is_main,
 )
-from cityseg.engine import StepContext, json_float, train_one_epoch, validate
-from cityseg.errors import UserError, name_the_file
-from cityseg.labels import NUM_CLASSES
-from cityseg.locks import hold_lock
-from cityseg.losses import build_loss
-from cityseg.model import check_encoder_weights
-from cityseg.runtime import needs_grad_scaler, resolve_and_report, runtime_record, step_context, uses_cache
-from cityseg.sampling import EpochKeys, KeyedDataset
-from cityseg.tensorboard_log import TensorBoardLog
+from cityseg.training.engine import StepContext, json_float, train_one_epoch, validate
+from cityseg.training.losses import build_loss
+from cityseg.training.model import check_encoder_weights
+from cityseg.training.runtime import (
+    needs_grad_scaler,
+    resolve_and_report,
+    runtime_record,
+    step_context,
+    uses_cache,
+)
+from cityseg.training.tensorboard_log import TensorBoardLog
 
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.jsonl"
@@ -183,8 +189,8 @@ def build_datasets(
     Validation images stay at full resolution: `engine.validate` resizes them on the device to
     `config.size` and scores at the labels' resolution.
     """
-    from cityseg.data import CityscapesDataset, list_frames
-    from cityseg.transforms import build_transform
+    from cityseg.data.frames import CityscapesDataset, list_frames
+    from cityseg.data.transforms import build_transform
 
     if not train_ids:
         raise UserError("no training images were given (an empty fold?); check the folds file or the dataset.")
@@ -214,8 +220,8 @@ def _cached_datasets(config: TrainConfig, root: Path, train_frames: Sequence, va
     Validation reads the cache only when it holds full-resolution frames; a downsized entry cannot give
     the labels' resolution that validation scores at, so it reads the PNGs then.
     """
-    from cityseg.cache import CachedDataset, ensure_cache, training_cache_size
-    from cityseg.data import CityscapesDataset
+    from cityseg.data.cache import CachedDataset, ensure_cache, training_cache_size
+    from cityseg.data.frames import CityscapesDataset
 
     size = training_cache_size(config.size, config.aug, config.scale_range)
     entry = ensure_cache(root, "train", size, Path(config.cache), config.labels, config.workers or None, is_main())
@@ -263,13 +269,13 @@ def build_loaders(
 
     The training loader reads `EpochKeys` (call its `set_epoch` before each epoch) through a
     `KeyedDataset`: its order and every sample's augmentation depend only on (seed, epoch, index), so the
-    batches are the same with any worker count and after a resume (`cityseg.sampling`).
+    batches are the same with any worker count and after a resume (`cityseg.data.sampling`).
     """
-    from cityseg.data import worker_init
+    from cityseg.data.frames import worker_init
 
     workers = config.workers
     if info.world_size > 1:  # N processes share the machine's cores
-        from cityseg.cli.common import default_workers
+        from cityseg.system import default_workers
 
         workers = min(workers, max(1, default_workers() // info.world_size))
     common: dict[str, Any] = {"num_workers": workers, "pin_memory": info.device.type == "cuda"}
@@ -672,9 +678,9 @@ def _disk_full_is_a_user_error(run_dir: Path, epoch: int, saved_epoch: int) -> I
 def _setup(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, train_set: Dataset,
            val_set: Dataset | None, state: dict | None) -> _Training:
     """Build loaders, model (DDP/SyncBN/compile as configured), optimizer, schedule and loss."""
-    from cityseg.compiling import compile_with_fallback
-    from cityseg.model import build_model
-    from cityseg.runtime import note_compile_fallback
+    from cityseg.training.compiling import compile_with_fallback
+    from cityseg.training.model import build_model
+    from cityseg.training.runtime import note_compile_fallback
 
     device = info.device
     seed_everything(config.seed + info.rank)

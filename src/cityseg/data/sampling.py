@@ -8,9 +8,9 @@ worker count, and after a `--resume`. Here nothing carries over from one sample 
 - `EpochKeys` shuffles with a generator seeded by (seed, epoch) (through DistributedSampler, which does
   exactly that on every rank and shards the permutation under DDP) and yields (epoch, index) keys;
 - `KeyedDataset` loads sample `index` with torch's generator seeded by `sample_seed(seed, epoch, index)`
-  inside a forked RNG (every random op of `cityseg.transforms` draws from torch's generator), so sample
+  inside a forked RNG (every random op of `cityseg.data.transforms` draws from torch's generator), so sample
   i of epoch e gets the same crop, flip and colours in any worker, any rank, any run;
-- `cityseg.device_augment.BatchAugment` (`--gpu-aug`) does the same per step with (seed, epoch, step, rank).
+- `cityseg.data.device_augment.BatchAugment` (`--gpu-aug`) does the same per step with (seed, epoch, step, rank).
 """
 
 from __future__ import annotations

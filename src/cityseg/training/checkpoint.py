@@ -140,7 +140,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 def check_stored_config(config: Any, path: Path) -> None:
     """Every load path sees a valid training config (predict reads its size, resume its settings)."""
-    from cityseg.config import TrainConfig
+    from cityseg.training.config import TrainConfig
 
     try:
         TrainConfig.from_dict(config)

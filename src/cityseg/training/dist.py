@@ -42,7 +42,7 @@ def _env_int(name: str, default: int) -> int:
 
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the torchrun process group if there is one (idempotent) and pick this rank's device."""
-    from cityseg.model import resolve_device
+    from cityseg.training.model import resolve_device
 
     rank, world_size, local_rank = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0)
     chosen = resolve_device(device)

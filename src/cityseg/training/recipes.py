@@ -1,6 +1,6 @@
 """The named recipes: default values for a TrainConfig, with the source of every choice and the deviations.
 
-`cityseg recipes` prints them; `cityseg.config.resolve_config(name, **overrides)` turns one into a config.
+`cityseg recipes` prints them; `cityseg.training.config.resolve_config(name, **overrides)` turns one into a config.
 Each source names the paper or repository it follows (NOTES.md says what "as in X" means precisely).
 """
 

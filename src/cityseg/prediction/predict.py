@@ -34,15 +34,15 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from cityseg.checkpoint import atomic_write_bytes
-from cityseg.data import Frame, list_frames, read_image
-from cityseg.deployed import weights_path
+from cityseg.data.frames import Frame, list_frames, read_image
+from cityseg.data.transforms import normalize
 from cityseg.errors import UserError, format_paths
 from cityseg.fileio import is_name_inside
-from cityseg.inference import Size, as_size, check_options, default_stride, predict_logits
 from cityseg.labels import ID_COLORS, train_ids_to_ids
-from cityseg.model import load_model, resolve_device
-from cityseg.transforms import normalize
+from cityseg.prediction.inference import Size, as_size, check_options, default_stride, predict_logits
+from cityseg.training.checkpoint import atomic_write_bytes
+from cityseg.training.deployed import weights_path
+from cityseg.training.model import load_model, resolve_device
 
 MANIFEST_NAME = ".cityseg-predict.json"
 LOCK_NAME = ".lock-predict"  # held by the one `predict` writing the folder (not a PNG: matchers ignore it)
@@ -466,8 +466,8 @@ def _predict_into(model, frames: list[Frame], out_dir: Path, color_out: Path | N
 
 
 def _scorer(root: Path, split: str, frames: list[Frame]):
-    from cityseg.cli.common import default_workers
     from cityseg.evaluation.inmemory import PredictionScorer
+    from cityseg.system import default_workers
 
     return PredictionScorer(Path(root), split, [f.id for f in frames], workers=default_workers())
 

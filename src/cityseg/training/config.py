@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cityseg.errors import UserError
-from cityseg.recipes import FIELD_GROUPS, RECIPES, RUN_SETTING, Recipe
+from cityseg.training.recipes import FIELD_GROUPS, RECIPES, RUN_SETTING, Recipe
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "poly")
@@ -30,7 +30,7 @@ SIDE_MULTIPLE = 32
 # Fields that describe the machine rather than the experiment: a resumed run may change them. Mixed
 # precision is among them so that a run that diverged in fp16 can continue in fp32 (--resume --no-amp).
 RUNTIME_FIELDS = ("workers", "device", "amp", "compile", "cache", "gpu_aug")
-# Fields that say where and how fast a run happens, resolved per machine when left at auto (cityseg.runtime;
+# Fields that say where and how fast a run happens, resolved per machine when left at auto (cityseg.training.runtime;
 # config.json's "runtime" record says what ran): never listed as a change from the recipe.
 MACHINE_FIELDS = ("workers", "device", "cache", "compile", "gpu_aug")
 # The value of `cache` that lets the machine decide (the boolean machine fields use None for auto).
@@ -45,7 +45,7 @@ RUN = "Run"
 
 
 def _default_workers() -> int:
-    from cityseg.cli.common import default_workers
+    from cityseg.system import default_workers
 
     return min(8, default_workers())
 
@@ -124,7 +124,7 @@ class TrainConfig:
                         "a gradient scaler", group=RUN)
     compile: bool | None = _option(None, help="torch.compile the training step (eager again, with one warning, if "
                                    "compiling fails); auto: on CUDA for runs long enough to repay the compile time "
-                                   "(cityseg.runtime)", group=RUN)
+                                   "(cityseg.training.runtime)", group=RUN)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -321,7 +321,7 @@ def _check_side_pair(config: TrainConfig, name: str) -> None:
 
 def _validate(config: TrainConfig) -> None:
     """Reject values that would crash later or silently train something else."""
-    from cityseg.transforms import AUGMENTATIONS
+    from cityseg.data.transforms import AUGMENTATIONS
 
     if config.recipe not in RECIPES:
         _fail(config, "recipe", f"must be one of {', '.join(RECIPES)}")

@@ -15,7 +15,7 @@ Every step maps a uint8 value to a uint8 value, so each is a 256-entry lookup ta
 very float32 expression above: `cv2.LUT` then gives mmseg's pixels bit for bit, at a fraction of the
 cost of the float pipeline (bench/photometric.py). Consecutive table steps are composed into one.
 The random draws are a `PhotometricDraw`, made by `draw_photometric` from torch's generator, so the
-loader (`PhotoMetricDistortion`), the batched device version (`cityseg.device_augment`) and the tests
+loader (`PhotoMetricDistortion`), the batched device version (`cityseg.data.device_augment`) and the tests
 can be fed the same draws.
 """
 

@@ -16,8 +16,6 @@ from pathlib import Path
 
 from PIL import Image
 
-from cityseg.checkpoint import atomic_write_bytes
-from cityseg.cli.common import default_workers
 from cityseg.errors import UserError
 from cityseg.evaluation.checks import (
     Problems,
@@ -29,6 +27,8 @@ from cityseg.evaluation.checks import (
     single_matches,
     warn_if_train_ids,
 )
+from cityseg.system import default_workers
+from cityseg.training.checkpoint import atomic_write_bytes
 
 TEST_IMAGES = 1525  # images in the real Cityscapes test split
 IMAGE_SIZE = (2048, 1024)  # (W, H) of every real Cityscapes image
@@ -36,7 +36,7 @@ IMAGE_SIZE = (2048, 1024)  # (W, H) of every real Cityscapes image
 
 def _test_frames(root: Path) -> dict[str, tuple[int, int]]:
     """Test-split frame id -> (W, H) of its camera image, read from the PNG headers."""
-    from cityseg.data import list_frames
+    from cityseg.data.frames import list_frames
 
     sizes = {}
     for frame in list_frames(Path(root), "test", label_source=None):

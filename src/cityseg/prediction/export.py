@@ -33,8 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cityseg.card import build_card, card_markdown, read_evaluation
-from cityseg.deployed import (
+from cityseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+from cityseg.errors import UserError, describe_error
+from cityseg.fileio import atomic_write_text
+from cityseg.prediction.card import build_card, card_markdown, read_evaluation
+from cityseg.prediction.image_files import read_user_image
+from cityseg.prediction.inference import SIZE_MULTIPLE, forward_padded
+from cityseg.prediction.predict import file_sha256
+from cityseg.training.deployed import (
     CARD_JSON,
     CARD_MD,
     EXPORT_FORMAT,
@@ -43,13 +49,7 @@ from cityseg.deployed import (
     load_weights,
     read_card,
 )
-from cityseg.errors import UserError, describe_error
-from cityseg.fileio import atomic_write_text
-from cityseg.image_files import read_user_image
-from cityseg.inference import SIZE_MULTIPLE, forward_padded
-from cityseg.model import load_model
-from cityseg.predict import file_sha256
-from cityseg.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+from cityseg.training.model import load_model
 
 ONNX_INPUT, ONNX_OUTPUT = "image", "logits"
 # torch.export specialises sizes 0 and 1; a side of 32 or less pads to one 1x1 bottleneck cell.

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from cityseg.engine import StepContext, StepsCallback, full_resolution_logits, to_device_batch
 from cityseg.labels import CLASS_NAMES, colorize_train_ids
+from cityseg.training.engine import StepContext, StepsCallback, full_resolution_logits, to_device_batch
 
 EVENTS_GLOB = "events.out.tfevents.*"
 IMAGES_EVERY = 5  # epochs between val frame images (they cost a forward pass and some disk)

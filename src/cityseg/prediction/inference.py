@@ -161,7 +161,7 @@ def _probabilities_at_scale(
 
 def _autocast(device: torch.device, amp: bool):
     """bf16 autocast where the GPU has it natively (no overflow risk), fp16 otherwise; nothing on CPU."""
-    from cityseg.model import mixed_precision_dtype
+    from cityseg.training.model import mixed_precision_dtype
 
     dtype = mixed_precision_dtype(device) if amp else None
     return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)

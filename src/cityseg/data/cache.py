@@ -104,7 +104,7 @@ def training_cache_size(
     """The entry size that loses nothing for these augmentations: `size`, or full resolution when random
     scaling can enlarge past `size` (a crop upsampled from a downsized cache would be blurrier than one
     resampled once from the source, which is what training on PNGs does)."""
-    from cityseg.transforms import DEFAULT_SCALE_RANGE
+    from cityseg.data.transforms import DEFAULT_SCALE_RANGE
 
     if size is not None and "scale-crop" in aug and (scale_range or DEFAULT_SCALE_RANGE)[1] > 1.0:
         return None
@@ -138,7 +138,7 @@ def ensure_cache(
     progress: bool = True,
 ) -> CacheResult:
     """Return a fresh entry for `split`, building or repairing it first when needed (safe to call each run)."""
-    from cityseg.data import list_frames
+    from cityseg.data.frames import list_frames
 
     root = Path(root)
     if label_source not in LABEL_SOURCES:
@@ -168,7 +168,7 @@ def ensure_cache(
 def cache_state(root: Path, split: str, size: tuple[int, int] | None = None, out: Path | None = None,
                 label_source: str = "trainIds") -> str:
     """Say whether an entry is usable: "fresh", "missing", "partial" or "stale: <why>" (reads no pixels)."""
-    from cityseg.data import list_frames
+    from cityseg.data.frames import list_frames
 
     out = Path(out) if out is not None else default_cache_dir(root)
     final = out / entry_name(split, size, label_source)
@@ -209,7 +209,7 @@ class _Job:
     """One entry to build: the split's frames, their source records and how to decode them."""
 
     split: str
-    frames: list  # cityseg.data.Frame, in index order
+    frames: list  # cityseg.data.frames.Frame, in index order
     records: list[dict[str, Any]]
     size: tuple[int, int] | None
     label_source: str
@@ -317,7 +317,7 @@ def _init_decoder(folder: str, size, shape_hw, label_source: str) -> None:
 
 def _decode_one(task: tuple[int, str, str]) -> int:
     """Decode, check and resize one frame into its row; returns the row."""
-    from cityseg.data import check_same_size, read_image, read_train_ids
+    from cityseg.data.frames import check_same_size, read_image, read_train_ids
 
     row, image_path, label_path = task
     image = read_image(Path(image_path))  # (H, W, 3) uint8
@@ -473,10 +473,10 @@ def _crash_point(name: str) -> None:
 
 
 class CachedDataset(Dataset):
-    """The items of `cityseg.data.CityscapesDataset` (uint8 image (3, H, W), uint8 mask (H, W)), read from a
+    """The items of `cityseg.data.frames.CityscapesDataset` (uint8 image (3, H, W), uint8 mask (H, W)), read from a
     cache entry instead of PNGs.
 
-    `transform` is the same callable (from `cityseg.transforms.build_transform`; None = evaluation
+    `transform` is the same callable (from `cityseg.data.transforms.build_transform`; None = evaluation
     transform, as there); with a cache built at the training size its resize step is a no-op. `size` and
     `label_source` pick the entry, as in `cityseg cache`. With `root`, the sources are re-stat'ed and a
     stale cache is refused. The memmaps open lazily in each DataLoader worker and are dropped when
@@ -518,7 +518,7 @@ class CachedDataset(Dataset):
             )
         self.rows = [rows[i] for i in self.ids]
         if transform is None:
-            from cityseg.transforms import build_transform
+            from cityseg.data.transforms import build_transform
 
             transform = build_transform(train=False)  # what CityscapesDataset does without one
         self.transform = transform

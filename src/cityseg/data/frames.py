@@ -446,7 +446,7 @@ def check_same_size(image: np.ndarray, mask: np.ndarray, image_path: Path, label
 
 def worker_init(worker_id: int) -> None:
     """DataLoader worker set-up: one torch and one OpenCV thread each, so N workers do not fight over the
-    cores. (Training samples seed themselves per (seed, epoch, index): `cityseg.sampling.KeyedDataset`.)"""
+    cores. (Training samples seed themselves per (seed, epoch, index): `cityseg.data.sampling.KeyedDataset`.)"""
     import cv2
 
     torch.set_num_threads(1)
@@ -458,12 +458,12 @@ class CityscapesDataset(Dataset):
     """(image, mask) pairs: image uint8 (3, H, W), mask uint8 (H, W) trainIds with 255 = ignore.
 
     uint8 keeps loader traffic 4x below float32/int64; normalisation and `.long()` happen on the device
-    (`cityseg.engine.to_device_batch`). Frames without labels (the test split) get an all-ignore mask,
+    (`cityseg.training.engine.to_device_batch`). Frames without labels (the test split) get an all-ignore mask,
     so one transform serves every split.
     """
 
     def __init__(self, frames: Iterable[Frame], transform=None, label_source: str = "trainIds") -> None:
-        from cityseg.transforms import build_transform
+        from cityseg.data.transforms import build_transform
 
         _check_label_source(label_source)
         self.frames: list[Frame] = list(frames)

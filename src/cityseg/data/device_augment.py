@@ -1,7 +1,7 @@
 """Colour augmentations of a training batch on the device (`--gpu-aug`), instead of in the loader workers.
 
 On a fast GPU, photometric distortion in the workers can limit the feed; here it runs on the whole
-batch with per-image draws. `BatchPhotometric` is `cityseg.photometric`'s definition (mmsegmentation's
+batch with per-image draws. `BatchPhotometric` is `cityseg.data.photometric`'s definition (mmsegmentation's
 PhotoMetricDistortion) batched: the brightness and contrast steps are the same 256-entry tables, looked
 up on the device (bit-identical to the workers); saturation and hue go through OpenCV's 8-bit HSV,
 re-implemented in tensor ops: RGB -> HSV in OpenCV's integer arithmetic (exact for every colour), HSV ->
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cityseg.photometric import (
+from cityseg.data.photometric import (
     PHOTOMETRIC,
     PhotometricDraw,
     PhotometricSpec,
@@ -31,8 +31,8 @@ from cityseg.photometric import (
     hue_table,
     value_tables,
 )
-from cityseg.sampling import sample_seed
-from cityseg.transforms import PIXEL_AUGMENTATIONS, pixel_transform
+from cityseg.data.sampling import sample_seed
+from cityseg.data.transforms import PIXEL_AUGMENTATIONS, pixel_transform
 
 _HSV_SHIFT = 12  # OpenCV's fixed-point shift in its 8-bit RGB -> HSV
 # Per sector of the hue circle, which of OpenCV's four values (v, v(1-s), v(1-sf), v(1-s(1-f))) is R, G, B.
@@ -116,7 +116,7 @@ def photometric_tables(draws: Sequence[PhotometricDraw]) -> Tensor:
 
 class BatchPhotometric:
     """mmsegmentation's PhotoMetricDistortion of a whole uint8 batch on its device, each image with its own
-    draw (`cityseg.photometric.draw_photometric`); the worker path's tables, looked up on the device."""
+    draw (`cityseg.data.photometric.draw_photometric`); the worker path's tables, looked up on the device."""
 
     def __init__(self, spec: PhotometricSpec = PHOTOMETRIC) -> None:
         self.spec = spec

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from cityseg.errors import UserError, describe_error, name_the_file
 from cityseg.locks import die_with_parent
 
-# Worker processes import this module, so it stays free of torch: cityseg.data is imported lazily.
+# Worker processes import this module, so it stays free of torch: cityseg.data.frames is imported lazily.
 COARSE_DIR = "gtCoarse"
 COARSE_POLYGONS_SUFFIX = "_gtCoarse_polygons.json"
 _CHUNK = 16  # files per worker task: enough to hide the inter-process round trip
@@ -156,7 +156,7 @@ def _convert_chunk(pairs: list[tuple[Path, Path]]) -> int:
 
 def find_annotations(root: Path, coarse: bool = False) -> list[Path]:
     """Every polygon JSON the official script would convert: gtFine/*/*/, and gtCoarse/*/*/ with `coarse`."""
-    from cityseg.data import FINE_DIR, POLYGONS_SUFFIX
+    from cityseg.data.frames import FINE_DIR, POLYGONS_SUFFIX
 
     files = sorted((root / FINE_DIR).glob(f"*/*/*{POLYGONS_SUFFIX}"))
     if coarse:
@@ -216,7 +216,7 @@ def prepare_dataset(
     root: Path, workers: int | None = None, coarse: bool = False, progress: bool = True
 ) -> PrepareResult:
     """Write every missing or outdated `*_labelTrainIds.png` under ROOT in parallel; returns converted/skipped counts."""
-    from cityseg.data import check_polygons
+    from cityseg.data.frames import check_polygons
 
     root = Path(root)
     check_polygons(root)
@@ -224,7 +224,7 @@ def prepare_dataset(
     remove_stale_temp_files(sorted({out.parent for _, out in pairs}))
     todo = [(j, o) for j, o in pairs if not _is_up_to_date(j, o)]
     if workers is None:
-        from cityseg.cli.common import default_workers
+        from cityseg.system import default_workers
 
         workers = default_workers()
     with tqdm(total=len(todo), desc="prepare trainIds", unit="file", disable=not progress or not todo) as bar:

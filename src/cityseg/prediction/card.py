@@ -15,11 +15,11 @@ from typing import Any
 
 from torch import nn
 
-from cityseg import runinfo
-from cityseg.deployed import EXPORT_FORMAT, EXPORT_VERSION
+from cityseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES, NUM_CLASSES, TRAIN_ID_COLORS, TRAIN_ID_TO_ID
-from cityseg.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cityseg.training import runinfo
+from cityseg.training.deployed import EXPORT_FORMAT, EXPORT_VERSION
 
 # How `cityseg predict` sizes photos for a model trained on resized frames (image_predict.photo_scale).
 _PHOTO_RULE = "each photo resized to the training width, aspect ratio kept (as split frames are)"
@@ -112,7 +112,7 @@ def build_card(
     evaluation: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """card.json's content for a checkpoint of a run folder (RUNS/<run>/best.pt beside config.json)."""
-    from cityseg.predict import file_sha256
+    from cityseg.prediction.predict import file_sha256
 
     run_dir = Path(checkpoint).resolve().parent
     run_info = _read_json(run_dir / CONFIG_FILE) or {}

@@ -8,7 +8,7 @@ so per-pixel work (photometric distortion, blur) runs on the crop, never on the 
 A crop larger than the scaled image is padded last, after the colour ops (as mmsegmentation pads after
 its PhotoMetricDistortion), at the bottom and right: the label with `PAD_LABEL`, the image with the
 ImageNet mean rounded to uint8. The training step (`mark_padding`, called by
-`cityseg.engine.to_device_batch`) then sets those pixels to exactly 0 after normalisation (the mean)
+`cityseg.training.engine.to_device_batch`) then sets those pixels to exactly 0 after normalisation (the mean)
 and their labels to ignore, so padding never shifts BatchNorm statistics, whatever ran in between
 (`--gpu-aug` colour ops included).
 """
@@ -185,7 +185,7 @@ def pixel_transform(name: str) -> v2.Transform:
     if name == "color-jitter":
         return v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1)
     if name == "photometric":
-        from cityseg.photometric import PhotoMetricDistortion
+        from cityseg.data.photometric import PhotoMetricDistortion
 
         return PhotoMetricDistortion()
     if name == "gaussian-blur":
@@ -212,7 +212,7 @@ class PairTransform:
     """Callable (image (H, W, 3) uint8, mask (H, W) uint8) -> (image uint8 (3, H, W), mask uint8 (H, W)).
 
     Outputs stay uint8: collating and passing samples between loader processes costs 4x less than
-    float32/int64, and `normalize` plus `.long()` run on the device (`cityseg.engine.to_device_batch`).
+    float32/int64, and `normalize` plus `.long()` run on the device (`cityseg.training.engine.to_device_batch`).
     """
 
     def __init__(self, ops: list[v2.Transform]) -> None:

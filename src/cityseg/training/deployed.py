@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from cityseg.checkpoint import ARCHITECTURE, check_stored_config
 from cityseg.errors import UserError, describe_error
 from cityseg.labels import NUM_CLASSES
+from cityseg.training.checkpoint import ARCHITECTURE, check_stored_config
 
 EXPORT_FORMAT = "cityseg-export"
 EXPORT_VERSION = 1
@@ -64,7 +64,7 @@ def load_weights(path: Path) -> nn.Module:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from cityseg.model import build_model
+    from cityseg.training.model import build_model
 
     try:
         weights = load_file(path, device="cpu")

@@ -1,0 +1,4 @@
+"""Stage 3 of the pipeline: a trained model's label maps for a split or for photos, exports and submissions.
+
+Imports training (to load models), data, evaluation (to score while predicting) and the shared leaves.
+"""
