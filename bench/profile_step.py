@@ -70,7 +70,8 @@ def main() -> None:
     from cityseg.training.engine import to_device_batch
     from cityseg.training.losses import build_loss
     from cityseg.training.model import build_model
-    from cityseg.training.trainer import build_optimizer, step_context
+    from cityseg.training.optim import build_optimizer
+    from cityseg.training.runtime import step_context
 
     device = torch.device(args.device)
     if device.type == "cuda":

@@ -142,7 +142,7 @@ class Runner:
         if self.compiled is None:
             from cityseg.training.compiling import compile_with_fallback, first_step
             from cityseg.training.engine import to_device_batch
-            from cityseg.training.trainer import step_context
+            from cityseg.training.runtime import step_context
 
             self.compiled = compile_with_fallback(self.core)
             context = step_context(config, self.device)
@@ -168,8 +168,9 @@ class Runner:
             check_syncs: bool = False) -> tuple[TrainStats, list[str]]:
         """A warm-up epoch, then the timed epoch, from the initial weights with a fresh optimizer and schedule."""
         from cityseg.training.engine import train_one_epoch
+        from cityseg.training.optim import build_optimizer, build_scheduler
+        from cityseg.training.runtime import needs_grad_scaler, step_context
         from cityseg.training.tensorboard_log import TensorBoardLog
-        from cityseg.training.trainer import build_optimizer, build_scheduler, needs_grad_scaler, step_context
 
         model = self.model_for(config, sample)
         self.core.load_state_dict(self.initial)  # in place: a compiled model keeps its graphs
@@ -257,9 +258,10 @@ def main() -> None:
     from cityseg.data.cache import ensure_cache
     from cityseg.data.frames import list_frames
     from cityseg.training.config import resolve_config
+    from cityseg.training.datasets import build_datasets
     from cityseg.training.losses import build_loss
     from cityseg.training.model import build_model
-    from cityseg.training.trainer import build_datasets, step_context
+    from cityseg.training.runtime import step_context
 
     device = torch.device(args.device)
     if device.type == "cuda":

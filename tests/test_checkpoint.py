@@ -70,7 +70,7 @@ def _assert_same(a, b, where="state"):
 
 def test_training_state_loads_with_weights_only(tmp_path):
     from cityseg.training.config import TrainConfig
-    from cityseg.training.trainer import build_optimizer, build_scheduler, rng_state
+    from cityseg.training.optim import build_optimizer, build_scheduler, rng_state
 
     torch.manual_seed(0)
     config = TrainConfig(encoder_weights=None, workers=0, device="cpu", schedule="cosine", warmup_epochs=1.0)

@@ -15,7 +15,8 @@ from cityseg.training.checkpoint import load_checkpoint
 from cityseg.training.compiling import WARNING_PREFIX, CompiledOrEager
 from cityseg.training.config import resolve_config
 from cityseg.training.folds import fold_ids, make_folds
-from cityseg.training.trainer import load_log, train_run
+from cityseg.training.runfolder import load_log
+from cityseg.training.trainer import train_run
 
 
 class FailsInForward(nn.Module):

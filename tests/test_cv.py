@@ -11,10 +11,11 @@ import torch
 
 from cityseg.cli import main
 from cityseg.errors import UserError
-from cityseg.training.config import resolve_config
+from cityseg.training.config import resolve_config, with_epochs
 from cityseg.training.cv import run_cv, summarize, summary_text
 from cityseg.training.folds import city_of
-from cityseg.training.trainer import build_scheduler, load_log, with_epochs
+from cityseg.training.optim import build_scheduler
+from cityseg.training.runfolder import load_log
 
 
 def tiny_config(**overrides):

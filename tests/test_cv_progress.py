@@ -11,7 +11,7 @@ import torch
 from cityseg.training.config import resolve_config
 from cityseg.training.cv import run_cv
 from cityseg.training.cv_progress import CVProgress, duration_text, planned_runs
-from cityseg.training.trainer import append_log_row
+from cityseg.training.runfolder import append_log_row
 
 
 def row(epoch, seconds, images_per_s, validated=True):

@@ -13,10 +13,11 @@ from torch.utils.data import DataLoader
 
 from cityseg.data.frames import list_frames
 from cityseg.training.config import TrainConfig
+from cityseg.training.datasets import build_datasets
 from cityseg.training.dist import ShardSampler, all_reduce_sum, is_distributed, is_main
 from cityseg.training.engine import StepContext, json_float, validate
 from cityseg.training.folds import fold_ids, make_folds, write_folds
-from cityseg.training.trainer import build_datasets, load_log
+from cityseg.training.runfolder import load_log
 
 
 def test_shards_cover_every_index_once_without_padding():

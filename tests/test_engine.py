@@ -21,7 +21,7 @@ from cityseg.training.engine import (
     validate,
 )
 from cityseg.training.metrics import confusion_matrix, iou_per_class
-from cityseg.training.trainer import lr_factor
+from cityseg.training.optim import lr_factor
 
 CPU = StepContext(torch.device("cpu"))
 

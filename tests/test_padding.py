@@ -11,8 +11,9 @@ from cityseg.data.frames import list_frames
 from cityseg.data.transforms import PAD_COLOR
 from cityseg.labels import IGNORE_INDEX, NUM_CLASSES
 from cityseg.training.config import resolve_config
+from cityseg.training.datasets import build_datasets
 from cityseg.training.engine import full_resolution_logits, to_device_batch
-from cityseg.training.trainer import build_datasets, step_context
+from cityseg.training.runtime import step_context
 
 torch.set_num_threads(1)
 

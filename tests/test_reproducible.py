@@ -17,7 +17,7 @@ import torch
 from helpers_training import CLI_ENV, cityseg_command, running, signal_when
 
 from cityseg.training.checkpoint import load_checkpoint
-from cityseg.training.trainer import load_log
+from cityseg.training.runfolder import load_log
 
 pytestmark = pytest.mark.slow  # ~8 short trainings in child processes: about 2 minutes of CPU
 

@@ -166,7 +166,7 @@ def test_cache_falls_back_to_the_users_cache_folder(cuda_machine, roomy_disk, mo
 
 
 def _datasets(config, root):
-    from cityseg.training.trainer import build_datasets
+    from cityseg.training.datasets import build_datasets
 
     ids = [frame.id for frame in list_frames(root, "train")]
     return build_datasets(config, root, ids[:4], ids[4:6])

@@ -25,7 +25,9 @@ from cityseg.data.frames import list_frames, read_train_ids
 from cityseg.labels import CLASS_NAMES, TRAIN_ID_COLORS, colorize_train_ids
 from cityseg.training.config import resolve_config
 from cityseg.training.folds import fold_ids, make_folds
-from cityseg.training.trainer import load_log, lr_factor, train_run
+from cityseg.training.optim import lr_factor
+from cityseg.training.runfolder import load_log
+from cityseg.training.trainer import train_run
 
 EPOCH_KEYS = ("train_loss", "val_loss", "val_miou", "lr", "images_per_s", "data_wait_share")
 EPOCHS, STEPS = 2, 8  # 8 train images at batch 1

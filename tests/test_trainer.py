@@ -16,7 +16,8 @@ from cityseg.training.checkpoint import load_checkpoint
 from cityseg.training.config import resolve_config
 from cityseg.training.folds import fold_ids, make_folds, write_folds
 from cityseg.training.metrics import confusion_matrix, mean_iou
-from cityseg.training.trainer import load_log, train_run
+from cityseg.training.runfolder import load_log
+from cityseg.training.trainer import train_run
 
 CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "scaler", "epoch", "rng", "config", "best_metric", "num_classes"}
 ROW_KEYS = {"epoch", "lr", "train_loss", "val_loss", "val_miou", "class_iou", "images_per_s", "data_wait_share",
@@ -218,7 +219,8 @@ def test_out_of_memory_becomes_a_user_error(synth_root, fold0, tmp_path, monkeyp
 
 
 def test_gpu_aug_moves_the_colour_ops_from_the_loader_to_the_step(synth_root, fold0):
-    from cityseg.training.trainer import build_datasets, step_context
+    from cityseg.training.datasets import build_datasets
+    from cityseg.training.runtime import step_context
 
     config = tiny_config(aug=("flip", "photometric"), gpu_aug=True)
     train_set, _ = build_datasets(config, synth_root, fold0[0][:2])
@@ -238,7 +240,7 @@ def test_gpu_aug_moves_the_colour_ops_from_the_loader_to_the_step(synth_root, fo
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
 def test_norm_weights_and_biases_never_decay_and_the_encoder_gets_its_share(optimizer):
     from cityseg.training.model import build_model
-    from cityseg.training.trainer import build_optimizer
+    from cityseg.training.optim import build_optimizer
 
     model = build_model(encoder_weights=None)
     config = resolve_config("strong", optimizer=optimizer, workers=0)  # wd 1e-4, encoder x 0.25 for lr and wd
@@ -263,7 +265,7 @@ def test_norm_weights_and_biases_never_decay_and_the_encoder_gets_its_share(opti
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
 def test_a_step_with_zero_gradient_changes_each_parameter_by_its_decay_alone(optimizer):
     from cityseg.training.model import build_model
-    from cityseg.training.trainer import build_optimizer
+    from cityseg.training.optim import build_optimizer
 
     torch.manual_seed(0)
     # float64, so the check is the optimizer's formula and not float32 rounding (in float32, AdamW's factor
@@ -296,7 +298,7 @@ def test_a_step_with_zero_gradient_changes_each_parameter_by_its_decay_alone(opt
 @pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, torch.float16)])
 def test_bf16_only_where_the_gpu_has_it_natively_else_fp16_with_a_scaler(monkeypatch, native, expected):
     from cityseg.prediction import inference
-    from cityseg.training.trainer import needs_grad_scaler, step_context
+    from cityseg.training.runtime import needs_grad_scaler, step_context
 
     asked = []
 

@@ -8,8 +8,9 @@ import torch
 from cityseg.data.cache import COMPLETE_FILE, CachedDataset, entry_name
 from cityseg.data.frames import CityscapesDataset, list_frames
 from cityseg.training.config import resolve_config
+from cityseg.training.datasets import build_datasets
 from cityseg.training.folds import fold_ids, make_folds
-from cityseg.training.trainer import build_datasets, train_run
+from cityseg.training.trainer import train_run
 
 COMPARED = ("epoch", "lr", "train_loss", "val_loss", "val_miou", "class_iou")
 

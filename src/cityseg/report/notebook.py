@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from cityseg.report.plots import percent
-from cityseg.report.runfiles import run_names
 from cityseg.report.tables import Table
 from cityseg.training.config import TrainConfig, parse_size, resolve_config
+from cityseg.training.runfolder import run_names
 
 
 def training_config(recipe: str = "seed", epochs: int | None = None, size: Any = None, workers: int | None = None,
@@ -40,7 +40,7 @@ def histories(runs_dir: Path, names: Sequence[str] | None = None) -> dict[str, l
 
     names: only these runs (e.g. ["full"]); None = every fold and the full fit.
     """
-    from cityseg.training.trainer import load_log
+    from cityseg.training.runfolder import load_log
 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():

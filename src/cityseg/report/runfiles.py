@@ -8,12 +8,12 @@ report can be rebuilt on any machine from copied run folders.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cityseg.errors import UserError
+from cityseg.training.runfolder import BEST_FILE, CONFIG_FILE, FULL_RUN, load_log, run_names
 
 CV_COMMAND = "`cityseg cv DATA_ROOT --out RUNS`"
 EVAL_COMMAND = "`cityseg evaluate PRED_DIR DATA_ROOT --json EVAL_JSON`"
@@ -34,41 +34,6 @@ def read_json(path: Path, producer: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{path} is not valid JSON ({exc}); it may be truncated. Re-create it with {producer}.") from None
-
-
-def read_jsonl(path: Path, producer: str) -> list[dict]:
-    """Parse a JSON-lines log; a half-written last line (a run killed mid-write) is dropped, not fatal.
-
-    An epoch logged twice means two processes trained one run at once: its curves and numbers mix two
-    trainings, so it is refused rather than drawn.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} is missing; it is written by {producer} as the run trains.")
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    rows = []
-    first_line: dict[Any, int] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break  # the writer was interrupted; earlier epochs are still good
-            raise UserError(f"{path} line {number} is not valid JSON; re-create the run with {producer}.") from None
-        if not isinstance(row, dict) or "epoch" not in row:
-            raise UserError(f"{path} line {number} is not an epoch record; re-create the run with {producer}.")
-        epoch = json.dumps(row["epoch"])
-        if epoch in first_line:
-            raise UserError(
-                f"{path} logs epoch {epoch} twice (lines {first_line[epoch]} and {number}): two processes trained "
-                f"this run at the same time, so its log mixes two trainings and no number from it can be trusted. "
-                f"Train that run again in a new --out folder with {producer}."
-            )
-        first_line[epoch] = number
-        rows.append(row)
-    return rows
 
 
 def _require(data: Any, keys: tuple[str, ...], path: Path, producer: str) -> None:
@@ -99,14 +64,6 @@ class RunFiles:
         return any(bool(c.get("synthetic")) for c in self.configs.values()) or bool(self.config.get("synthetic"))
 
 
-def run_names(runs_dir: Path) -> list[str]:
-    """Run folders in display order: fold_0, fold_1, ... then full."""
-    runs_dir = Path(runs_dir)
-    numbers = sorted(int(match[1]) for path in runs_dir.glob("fold_*")
-                     if path.is_dir() and (match := re.fullmatch(r"fold_(\d+)", path.name)))
-    return [f"fold_{n}" for n in numbers] + (["full"] if (runs_dir / "full").is_dir() else [])
-
-
 def load_runs(runs_dir: Path) -> RunFiles:
     """Load config, logs, folds and summary of a runs folder written by `run_cv`."""
     runs_dir = Path(runs_dir)
@@ -119,8 +76,8 @@ def load_runs(runs_dir: Path) -> RunFiles:
     names = run_names(runs_dir)
     if not names:
         raise UserError(f"{runs_dir} holds no fold_<k> or full run folders; train with {CV_COMMAND}.")
-    configs = {name: read_json(runs_dir / name / "config.json", CV_COMMAND) for name in names}
-    histories = {name: read_jsonl(runs_dir / name / "log.jsonl", CV_COMMAND) for name in names}
+    configs = {name: read_json(runs_dir / name / CONFIG_FILE, CV_COMMAND) for name in names}
+    histories = {name: load_log(runs_dir / name, CV_COMMAND) for name in names}
     return RunFiles(runs_dir, configs[names[0]], folds, summary, histories, configs)
 
 
@@ -160,7 +117,7 @@ def predictions_checkpoint_warning(runs_dir: Path, evaluation: dict) -> str | No
         used = settings["checkpoint_sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    final = Path(runs_dir) / "full" / "best.pt"
+    final = Path(runs_dir) / FULL_RUN / BEST_FILE
     if final.is_file() and file_sha256(final) == used:
         return None
     return (f"the evaluated predictions in {pred_dir} were made by {settings.get('checkpoint')} (epoch "

@@ -377,7 +377,18 @@ def _validate(config: TrainConfig) -> None:
 
 
 __all__ = [
+    "with_epochs",
     "AUTO", "DEVICES", "FIELD_GROUPS", "LABEL_SOURCES", "LOSSES", "MACHINE_FIELDS", "OPTIMIZERS", "RECIPES",
     "RUNTIME_FIELDS", "RUN_SETTING", "Recipe", "SCHEDULES", "SELECT", "SIDE_MULTIPLE", "TrainConfig", "config_differences",
     "field_differences", "field_text", "flag", "parse_size", "recipe_differences", "resolve_config", "value_text",
 ]
+
+
+def with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
+    """The same config and the same lr schedule, stopped after `epochs` (the full fit after cross-validation).
+
+    The schedule keeps its length (the folds' epochs), so at every point of training the lr is the one the
+    folds had there: the full fit's weights at its last epoch follow the trajectory that produced each
+    fold's score at that epoch, not a cosine squeezed into fewer epochs.
+    """
+    return dataclasses.replace(config, epochs=epochs, schedule_epochs=config.schedule_length)

@@ -45,8 +45,9 @@ from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES
 from cityseg.locks import hold_lock, wait_lock
 from cityseg.training.checkpoint import atomic_write_bytes
-from cityseg.training.config import TrainConfig, config_differences
+from cityseg.training.config import TrainConfig, config_differences, with_epochs
 from cityseg.training.cv_progress import CVProgress, planned_runs
+from cityseg.training.datasets import check_input_size
 from cityseg.training.dist import barrier, held_by_main, init_distributed, is_main
 from cityseg.training.engine import json_float
 from cityseg.training.folds import (
@@ -58,34 +59,28 @@ from cityseg.training.folds import (
     write_folds,
 )
 from cityseg.training.model import check_encoder_weights
-from cityseg.training.runtime import resolve_and_report
-from cityseg.training.trainer import (
+from cityseg.training.runfolder import (
+    FULL_RUN,
     EpochCallback,
     best_row,
-    check_input_size,
+    fold_dir,
     is_finished,
     load_log,
     make_run_folder,
     read_run_config,
-    train_run,
-    with_epochs,
 )
+from cityseg.training.runtime import resolve_and_report
+from cityseg.training.trainer import train_run
 
 FOLDS_FILE = "folds.json"
 SUMMARY_FILE = "summary.json"
 SUMMARY_FORMAT = "cityseg-cv-summary"  # the marker that makes a summary.json ours to replace
-FULL_RUN = "full"
 RUNS_LOCK = ".lock-cv"  # held for a whole `cv` (shared by --only-folds processes)
 SHARED_FILES_LOCK = ".lock-cv-files"  # held while folds.json or summary.json is checked and written
 # What summary.json held before it carried SUMMARY_FORMAT: such a file is an older cityseg's, not the user's.
 _LEGACY_SUMMARY_KEYS = frozenset(("k", "split", "seed", "complete", "folds", "chosen_epochs", "full", "std"))
 
 __all__ = ["fold_table", "load_log", "make_folds", "run_cv", "summarize", "summary_text", "chosen_epochs", "fold_dir"]
-
-
-def fold_dir(runs_dir: Path, fold: int) -> Path:
-    """Run folder of one fold."""
-    return Path(runs_dir) / f"fold_{fold}"
 
 
 def run_cv(

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -285,16 +284,13 @@ def runtime_record(config: TrainConfig, device: torch.device, world_size: int = 
 
 def note_compile_fallback(run_dir: Path, reason: str) -> None:
     """Record in the run's config.json that compiling failed and the run trained eagerly (rank 0 only)."""
-    from cityseg.training.checkpoint import atomic_write_bytes
-    from cityseg.training.trainer import CONFIG_FILE
+    from cityseg.training.runfolder import CONFIG_FILE, read_config_json, write_json
 
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
+    record = read_config_json(Path(run_dir))
+    if not record:
         return
-    record = json.loads(path.read_text())
     record.setdefault(RUNTIME_KEY, {}).update(compile=False, compile_failed=reason)
-    text = json.dumps(record, indent=1) + "\n"
-    atomic_write_bytes(path, lambda handle: handle.write(text.encode()))
+    write_json(Path(run_dir) / CONFIG_FILE, record)
 
 
 def _on(value: bool | None) -> str:

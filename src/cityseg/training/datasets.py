@@ -1,0 +1,145 @@
+"""The data one run reads: training and validation datasets (PNGs or the training cache) and their loaders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from cityseg.data.sampling import EpochKeys, KeyedDataset
+from cityseg.errors import UserError
+from cityseg.training.config import SIDE_MULTIPLE, TrainConfig
+from cityseg.training.dist import (
+    DistInfo,
+    ShardSampler,
+    is_main,
+)
+from cityseg.training.runtime import (
+    uses_cache,
+)
+
+
+def build_datasets(
+    config: TrainConfig, root: Path, train_ids: Sequence[str], val_ids: Sequence[str] | None = None
+) -> tuple[Dataset, Dataset | None]:
+    """The one place training and validation datasets are built: from PNGs, or from the cache with --cache.
+
+    Validation images stay at full resolution: `engine.validate` resizes them on the device to
+    `config.size` and scores at the labels' resolution.
+    """
+    from cityseg.data.frames import CityscapesDataset, list_frames
+    from cityseg.data.transforms import build_transform
+
+    if not train_ids:
+        raise UserError("no training images were given (an empty fold?); check the folds file or the dataset.")
+    frames = {frame.id: frame for frame in list_frames(root, "train", label_source=config.labels)}
+    train_frames, val_frames = _frames_for(frames, train_ids, root), _frames_for(frames, val_ids or [], root)
+    check_input_size(config, train_frames[0].image)
+    train_transform = build_transform(
+        train=True,
+        aug=config.aug,
+        size=config.size,
+        crop=config.crop,
+        scale_range=config.scale_range,
+        crop_max_class_ratio=config.crop_max_class_ratio,
+        pixel_ops=not config.gpu_aug,  # with --gpu-aug, step_context's augment runs them on the device
+    )
+    if uses_cache(config):
+        return _cached_datasets(config, root, train_frames, val_frames, train_transform)
+    train_set = CityscapesDataset(train_frames, transform=train_transform, label_source=config.labels)
+    val_set = CityscapesDataset(val_frames, label_source=config.labels) if val_frames else None
+    return train_set, val_set
+
+
+
+def _cached_datasets(config: TrainConfig, root: Path, train_frames: Sequence, val_frames: Sequence,
+                     train_transform) -> tuple[Dataset, Dataset | None]:
+    """Datasets over `cityseg cache` memmaps (built or refreshed here first; DDP ranks wait on a file lock).
+
+    Validation reads the cache only when it holds full-resolution frames; a downsized entry cannot give
+    the labels' resolution that validation scores at, so it reads the PNGs then.
+    """
+    from cityseg.data.cache import CachedDataset, ensure_cache, training_cache_size
+    from cityseg.data.frames import CityscapesDataset
+
+    size = training_cache_size(config.size, config.aug, config.scale_range)
+    entry = ensure_cache(root, "train", size, Path(config.cache), config.labels, config.workers or None, is_main())
+    train_set = CachedDataset(entry.path.parent, "train", [f.id for f in train_frames], train_transform, size,
+                              config.labels)
+    if not val_frames:
+        return train_set, None
+    if size is None:
+        return train_set, CachedDataset(entry.path.parent, "train", [f.id for f in val_frames], None, None, config.labels)
+    return train_set, CityscapesDataset(val_frames, label_source=config.labels)
+
+
+
+def _frames_for(frames: dict, ids: Sequence[str], root: Path) -> list:
+    missing = [i for i in ids if i not in frames]
+    if missing:
+        raise UserError(
+            f"{len(missing)} image id(s) of the folds are not in {Path(root) / 'leftImg8bit' / 'train'}, e.g. "
+            f"{missing[0]}; the folds file was made for another dataset. Use its dataset, or a new --out folder."
+        )
+    return [frames[i] for i in ids]
+
+
+
+def check_input_size(config: TrainConfig, image_path: Path) -> None:
+    """Fail before training if the crop exceeds the (resized) image or the model would see a bad size."""
+    with Image.open(image_path) as image:
+        width, height = image.size
+    base_w, base_h = config.size or (width, height)
+    where = f"the resized image ({base_w}x{base_h}, --size)" if config.size else f"the images ({width}x{height}, e.g. {image_path})"
+    if config.crop is not None and (config.crop[0] > base_w or config.crop[1] > base_h):
+        raise UserError(
+            f"crop {config.crop[0]}x{config.crop[1]} (--crop) is larger than {where}; use a crop that fits, "
+            "e.g. --crop " + f"{min(config.crop[0], base_w)}x{min(config.crop[1], base_h)}, or a larger --size."
+        )
+    if config.crop is None and (base_w % SIDE_MULTIPLE or base_h % SIDE_MULTIPLE):
+        raise UserError(
+            f"the U-Net needs input sides divisible by {SIDE_MULTIPLE}, but {where} is not; pass --size or --crop "
+            f"with such sides, e.g. --size {base_w // SIDE_MULTIPLE * SIDE_MULTIPLE}x{base_h // SIDE_MULTIPLE * SIDE_MULTIPLE}."
+        )
+
+
+
+def build_loaders(
+    config: TrainConfig, train_set: Dataset, val_set: Dataset | None, info: DistInfo
+) -> tuple[DataLoader, DataLoader | None, EpochKeys]:
+    """Training loader (shuffled; sharded under DDP) and validation loader (each image once over all ranks).
+
+    The training loader reads `EpochKeys` (call its `set_epoch` before each epoch) through a
+    `KeyedDataset`: its order and every sample's augmentation depend only on (seed, epoch, index), so the
+    batches are the same with any worker count and after a resume (`cityseg.data.sampling`).
+    """
+    from cityseg.data.frames import worker_init
+
+    workers = config.workers
+    if info.world_size > 1:  # N processes share the machine's cores
+        from cityseg.system import default_workers
+
+        workers = min(workers, max(1, default_workers() // info.world_size))
+    common: dict[str, Any] = {"num_workers": workers, "pin_memory": info.device.type == "cuda"}
+    if workers > 0:
+        common.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=worker_init)
+    keys = EpochKeys(len(train_set), config.seed, rank=info.rank, world_size=info.world_size)
+    train_loader = DataLoader(
+        KeyedDataset(train_set, config.seed),
+        batch_size=config.batch_size,
+        sampler=keys,
+        drop_last=len(keys) >= config.batch_size,  # a 1-image last batch would get a full step's weight
+        # The loader draws its workers' base seed from this generator, not from the global one, whose
+        # stream then does not depend on the worker count (each sample seeds itself).
+        generator=torch.Generator().manual_seed(config.seed),
+        **common,
+    )
+    val_loader = None
+    if val_set is not None:
+        val_loader = DataLoader(val_set, batch_size=config.batch_size, sampler=ShardSampler(len(val_set)),
+                                generator=torch.Generator().manual_seed(config.seed), **common)
+    return train_loader, val_loader, keys
