@@ -39,7 +39,7 @@ def tensor_hashes(value: Any, prefix: str, out: dict[str, str]) -> None:
 
     if isinstance(value, torch.Tensor):
         tensor = value.detach().cpu().contiguous()
-        digest = hashlib.sha256(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest = hashlib.sha256(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
         out[prefix] = f"{tensor.dtype} {tuple(tensor.shape)} {digest.hexdigest()}"
     elif isinstance(value, dict):
         for key in sorted(value, key=str):
