@@ -124,8 +124,10 @@ def main() -> None:
     add_common_args(parser)
     args = parser.parse_args()
 
-    from cityseg.data.cache import CachedDataset, ensure_cache
-    from cityseg.data.frames import CityscapesDataset, list_frames, worker_init
+    from cityseg.data.cache import ensure_cache
+    from cityseg.data.cached_dataset import CachedDataset
+    from cityseg.data.dataset import CityscapesDataset, worker_init
+    from cityseg.data.frames import list_frames
     from cityseg.data.transforms import build_transform
 
     root = synthetic_root(args.data, args.frames, prepared=True)

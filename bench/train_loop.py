@@ -100,7 +100,7 @@ Feed = Callable[[int], Iterable]  # steps -> an epoch of that many (image, mask)
 
 def loader_feed(dataset: Dataset, config: TrainConfig, device: torch.device) -> Feed:
     """Epochs from a DataLoader set up like `trainer.build_loaders`, over an `EpochSampler`."""
-    from cityseg.data.frames import worker_init
+    from cityseg.data.dataset import worker_init
 
     sampler = EpochSampler(len(dataset))
     extra: dict[str, Any] = {}

@@ -22,7 +22,8 @@ from PIL import Image
 
 from cityseg.cli import main
 from cityseg.data.cache import ensure_cache
-from cityseg.data.frames import CityscapesDataset, list_frames, read_image
+from cityseg.data.dataset import CityscapesDataset
+from cityseg.data.frames import list_frames, read_image
 from cityseg.errors import UserError
 from cityseg.training import checkpoint as checkpoint_module
 from cityseg.training.checkpoint import load_checkpoint, save_checkpoint

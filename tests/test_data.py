@@ -12,14 +12,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from cityseg.data.frames import (
-    CityscapesDataset,
-    list_frames,
-    read_image,
-    read_train_ids,
-    validate_root,
-    worker_init,
-)
+from cityseg.data.dataset import CityscapesDataset, worker_init
+from cityseg.data.frames import list_frames, read_image, read_train_ids, validate_root
 from cityseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from cityseg.errors import UserError
 

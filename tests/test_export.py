@@ -36,7 +36,8 @@ from cityseg.prediction.export import (
 )
 from cityseg.prediction.image_predict import predict_images
 from cityseg.prediction.inference import forward_padded
-from cityseg.prediction.predict import file_sha256, predict_split
+from cityseg.prediction.ledger import file_sha256
+from cityseg.prediction.predict import predict_split
 from cityseg.training.config import resolve_config
 from cityseg.training.cv import run_cv
 from cityseg.training.deployed import CARD_JSON, CARD_MD, ONNX_FILE, WEIGHTS_FILE, load_exported

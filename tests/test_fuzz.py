@@ -20,7 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cityseg.data.frames import CityscapesDataset, Frame, list_frames, read_image, read_train_ids
+from cityseg.data.dataset import CityscapesDataset
+from cityseg.data.frames import Frame, list_frames, read_image, read_train_ids
 from cityseg.data.prepare import convert_one, output_path, prepare_dataset
 from cityseg.errors import UserError
 

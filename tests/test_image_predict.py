@@ -24,9 +24,10 @@ from cityseg.errors import UserError
 from cityseg.labels import EVAL_LABEL_IDS, ID_COLORS, ID_TO_TRAIN_ID, TRAIN_ID_COLORS, train_ids_to_ids
 from cityseg.prediction.image_files import find_images, read_user_image
 from cityseg.prediction.image_predict import output_names, predict_images
-from cityseg.prediction.inference import default_stride, predict_logits
+from cityseg.prediction.inference import predict_logits
+from cityseg.prediction.ledger import MANIFEST_NAME
+from cityseg.prediction.options import default_stride
 from cityseg.prediction.overlay import classes_present, overlay_image
-from cityseg.prediction.predict import MANIFEST_NAME
 from cityseg.training.checkpoint import save_checkpoint
 from cityseg.training.model import build_model, load_model
 

@@ -11,13 +11,13 @@ from torch import nn
 from cityseg.errors import UserError
 from cityseg.labels import NUM_CLASSES
 from cityseg.prediction.inference import (
-    MS_SCALES,
     _window_starts,
     flip_tta,
     forward_padded,
     predict_logits,
     sliding_window,
 )
+from cityseg.prediction.options import MS_SCALES
 from cityseg.training.model import build_model
 
 WIDTH, HEIGHT = 128, 64

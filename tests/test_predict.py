@@ -23,14 +23,8 @@ from cityseg.data.transforms import normalize
 from cityseg.errors import UserError
 from cityseg.labels import EVAL_LABEL_IDS, ID_COLORS, NUM_CLASSES, train_ids_to_ids
 from cityseg.prediction.inference import predict_logits
-from cityseg.prediction.predict import (
-    MANIFEST_EVERY,
-    MANIFEST_NAME,
-    color_names,
-    file_sha256,
-    predict_split,
-    prediction_name,
-)
+from cityseg.prediction.ledger import MANIFEST_NAME, color_names, file_sha256, prediction_name
+from cityseg.prediction.predict import MANIFEST_EVERY, predict_split
 from cityseg.training.checkpoint import save_checkpoint
 from cityseg.training.model import build_model, load_model
 

@@ -10,8 +10,10 @@ from collections import namedtuple
 import pytest
 import torch
 
-from cityseg.data.cache import MARKER, CachedDataset, ensure_cache
-from cityseg.data.frames import CityscapesDataset, list_frames
+from cityseg.data.cache import MARKER, ensure_cache
+from cityseg.data.cached_dataset import CachedDataset
+from cityseg.data.dataset import CityscapesDataset
+from cityseg.data.frames import list_frames
 from cityseg.training import runtime
 from cityseg.training.config import TrainConfig, config_differences, resolve_config
 from cityseg.training.runtime import CACHE_MARGIN_BYTES, COMPILE_MIN_MEGAPIXELS, resolve_runtime

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from cityseg.data.frames import worker_init
+from cityseg.data.dataset import worker_init
 from cityseg.data.sampling import EpochKeys, KeyedDataset, sample_seed
 from cityseg.data.transforms import build_transform
 

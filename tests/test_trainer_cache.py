@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from cityseg.data.cache import COMPLETE_FILE, CachedDataset, entry_name
-from cityseg.data.frames import CityscapesDataset, list_frames
+from cityseg.data.cache import COMPLETE_FILE, entry_name
+from cityseg.data.cached_dataset import CachedDataset
+from cityseg.data.dataset import CityscapesDataset
+from cityseg.data.frames import list_frames
 from cityseg.training.config import resolve_config
 from cityseg.training.datasets import build_datasets
 from cityseg.training.folds import fold_ids, make_folds

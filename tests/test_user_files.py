@@ -14,7 +14,7 @@ from helpers_training import CLI_ENV, cityseg_command
 from cityseg.cli import main
 from cityseg.data.frames import list_frames
 from cityseg.evaluation.noisy import write_noisy_predictions
-from cityseg.prediction.predict import prediction_name
+from cityseg.prediction.ledger import prediction_name
 from cityseg.training.checkpoint import save_checkpoint
 from cityseg.training.model import build_model
 

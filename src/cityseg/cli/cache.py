@@ -6,17 +6,16 @@ import argparse
 from pathlib import Path
 
 from cityseg.cli.common import add_command, positive_int, size_type
+from cityseg.data.frames import SPLITS
 from cityseg.system import default_workers
-
-_SPLITS = ("train", "val", "test")
 
 
 def split_list(text: str) -> tuple[str, ...]:
     """Parse 'train,val' into known split names."""
     splits = tuple(s.strip() for s in text.split(",") if s.strip())
-    unknown = [s for s in splits if s not in _SPLITS]
+    unknown = [s for s in splits if s not in SPLITS]
     if not splits or unknown:
-        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated splits out of {', '.join(_SPLITS)}")
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated splits out of {', '.join(SPLITS)}")
     return splits
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cityseg.cli.common import add_command
 from cityseg.cli.config_flags import add_config_arguments, config_from_args
+from cityseg.training.config import FOLD_SPLITS
 
 
 def fold_list(text: str) -> list[int]:
@@ -42,7 +43,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, default=argparse.SUPPRESS, metavar="RUNS", help="runs folder (folds.json, fold_<k>/, full/, summary.json)")
     group = parser.add_argument_group("Folds")
     group.add_argument("--folds", type=int, default=5, help="number of folds (at least 2)")
-    group.add_argument("--split", choices=("city", "random"), default="city",
+    group.add_argument("--split", choices=FOLD_SPLITS, default="city",
                        help="city: whole cities per fold, balanced image counts; random: shuffled KFold")
     group.add_argument("--only-folds", type=fold_list, default=argparse.SUPPRESS, metavar="LIST",
                        help="train only these folds, e.g. 0,1 (default: all). Processes with other folds may train "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cityseg.cli.common import add_command, non_negative_int, positive_int, size_type
 from cityseg.errors import UserError
-from cityseg.prediction.inference import MODES, MS_SCALES, TTAS
+from cityseg.prediction.options import MODES, MS_SCALES, TTAS
 from cityseg.system import default_workers
 
 
@@ -182,14 +182,11 @@ def run(args: argparse.Namespace) -> int:
     _check_sources(args)
     if args.images is not None:
         return _run_images(args)
+    from cityseg.prediction.options import PredictOptions
     from cityseg.prediction.predict import predict_split  # torch is imported only when the command runs
 
     args.split = args.split or "val"
-    result = predict_split(
-        args.checkpoint,
-        args.root,
-        split=args.split,
-        out_dir=args.out,
+    options = PredictOptions(
         mode=args.mode,
         tta=args.tta,
         crop=args.crop,
@@ -202,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         score=args.score,
     )
+    result = predict_split(args.checkpoint, args.root, split=args.split, out_dir=args.out, options=options)
     if result.scores is not None:
         from cityseg.evaluation import format_table
 

@@ -30,9 +30,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,22 +39,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from cityseg.data.cache_core import (
+    COMPLETE_FILE,
+    IMAGES_FILE,
+    INDEX_FILE,
+    LABELS_FILE,
+    TRAINING_CACHE,
+    claim_cache_folder,
+    default_cache_dir,
+    free_bytes,
+)
+from cityseg.data.frames import LABEL_SOURCES
 from cityseg.errors import UserError, format_paths
-from cityseg.fileio import claim_folder, folder_lock, read_complete_index, source_fingerprint
+from cityseg.fileio import folder_lock, source_fingerprint
 from cityseg.locks import die_with_parent
 
-MARKER = "CITYSEG_CACHE.json"
-FORMAT = "cityseg-cache"
-FORMAT_VERSION = 1
-LABEL_SOURCES = ("trainIds", "ids")
-IMAGES_FILE = "images.npy"
-LABELS_FILE = "labels.npy"
-INDEX_FILE = "index.json"
-COMPLETE_FILE = "COMPLETE"
-_ENTRY_FILES = (IMAGES_FILE, LABELS_FILE, INDEX_FILE, COMPLETE_FILE)
+MARKER, FORMAT, FORMAT_VERSION = TRAINING_CACHE.marker, TRAINING_CACHE.format, TRAINING_CACHE.format_version
 # Fault injection for the kill tests: the build SIGKILLs itself at the named step (see tests/test_cache.py).
 _CRASH_ENV = "CITYSEG_CACHE_CRASH_AT"
 
@@ -70,11 +71,6 @@ class CacheResult:
     decoded: int  # frames decoded from PNG in this call
     reused: int  # frames copied unchanged from a stale entry
     status: str  # "fresh" (nothing to do), "built" (new entry) or "rebuilt" (stale or partial entry replaced)
-
-
-def default_cache_dir(root: Path) -> Path:
-    """Cache beside ROOT, not inside it, so ROOT keeps the official layout and can stay read-only."""
-    return Path(root).resolve().parent / "cityseg-cache"
 
 
 def entry_name(split: str, size: tuple[int, int] | None, label_source: str = "trainIds") -> str:
@@ -104,7 +100,7 @@ def training_cache_size(
     """The entry size that loses nothing for these augmentations: `size`, or full resolution when random
     scaling can enlarge past `size` (a crop upsampled from a downsized cache would be blurrier than one
     resampled once from the source, which is what training on PNGs does)."""
-    from cityseg.data.transforms import DEFAULT_SCALE_RANGE
+    from cityseg.data.augmentations import DEFAULT_SCALE_RANGE
 
     if size is not None and "scale-crop" in aug and (scale_range or DEFAULT_SCALE_RANGE)[1] > 1.0:
         return None
@@ -144,22 +140,22 @@ def ensure_cache(
     if label_source not in LABEL_SOURCES:
         raise UserError(f"label source {label_source!r} is unknown; use one of {', '.join(LABEL_SOURCES)}.")
     out = Path(out) if out is not None else default_cache_dir(root)
-    _check_outside_dataset(out, root)
+    TRAINING_CACHE.check_outside_dataset(out, root, f", e.g. {default_cache_dir(root)}")
     frames = list_frames(root, split, label_source=label_source)
     if not frames:
         raise UserError(f"split {split!r} of {root} has no frames to cache; check ROOT and --splits.")
-    records = [_source_record(frame, root) for frame in frames]
+    records = [_frame_record(frame, root) for frame in frames]
     claim_cache_folder(out)
     name = entry_name(split, size, label_source)
     final = out / name
     with folder_lock(out, name):
         _recover_interrupted_swap(out, name)
-        old = _read_entry_index(final)
+        old = read_entry_index(final)
         if old is not None and _stale_reason(old, records, size) is None:
             return CacheResult(split, final, len(records), 0, 0, "fresh")
         status = "built" if not final.exists() else "rebuilt"
         if final.exists():
-            _check_only_ours(final)  # before decoding, not after an hour
+            TRAINING_CACHE.check_only_ours(final)  # before decoding, not after an hour
         job = _Job(split, frames, records, size, label_source, workers, progress)
         decoded, reused = _build_entry(job, final, old)
     return CacheResult(split, final, len(records), decoded, reused, status)
@@ -174,15 +170,15 @@ def cache_state(root: Path, split: str, size: tuple[int, int] | None = None, out
     final = out / entry_name(split, size, label_source)
     if not final.exists():
         return "missing"
-    index = _read_entry_index(final)
+    index = read_entry_index(final)
     if index is None:
         return "partial"
-    records = [_source_record(f, Path(root)) for f in list_frames(root, split, label_source=label_source)]
+    records = [_frame_record(f, Path(root)) for f in list_frames(root, split, label_source=label_source)]
     reason = _stale_reason(index, records, size)
     return "fresh" if reason is None else f"stale: {reason}"
 
 
-def _source_record(frame, root: Path) -> dict[str, Any]:
+def _frame_record(frame, root: Path) -> dict[str, Any]:
     """What identifies a frame's sources: paths relative to ROOT (so ROOT may move), sizes and mtimes."""
     return {"id": frame.id, **source_fingerprint("image", frame.image, root),
             **source_fingerprint("label", frame.label, root)}
@@ -221,12 +217,12 @@ def _build_entry(job: _Job, final: Path, old: dict[str, Any] | None) -> tuple[in
     """Write a whole entry into `.tmp-<name>` and swap it into place; returns (decoded, reused)."""
     tmp = final.parent / f".tmp-{final.name}"
     if tmp.exists():
-        _remove_entry(tmp)  # left by a killed build: never used, start again
+        TRAINING_CACHE.remove_entry(tmp)  # left by a killed build: never used, start again
     tmp.mkdir()
     try:
         decoded, reused = _fill_entry(job, tmp, final, old)
     except Exception:
-        _remove_entry(tmp)  # a bad frame or a full disk: nothing half-built stays behind
+        TRAINING_CACHE.remove_entry(tmp)  # a bad frame or a full disk: nothing half-built stays behind
         raise
     _crash_point("before-swap")
     _swap_into_place(tmp, final)
@@ -288,7 +284,7 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
     os.rename(tmp, final)
     _fsync_dir(final.parent)
     if previous.exists():
-        _remove_entry(previous)
+        TRAINING_CACHE.remove_entry(previous)
 
 
 def _reusable_rows(old: dict[str, Any] | None, records, shape_hw) -> dict[int, int]:
@@ -374,72 +370,31 @@ def _map_rows(todo, workers: int, init_args) -> Iterator[int]:
 # folder safety
 
 
-def _check_outside_dataset(out: Path, root: Path) -> None:
-    """Keep cache files out of the official tree, where dataset walkers would find them."""
-    out_r, root_r = out.resolve(), Path(root).resolve()
-    for sub in ("leftImg8bit", "gtFine", "gtCoarse"):
-        if out_r == root_r / sub or (root_r / sub) in out_r.parents:
-            raise UserError(
-                f"cache folder {out} is inside the dataset's {sub}/ tree; pick a folder outside it, e.g. "
-                f"{default_cache_dir(root)} (the default)."
-            )
-
-
-def claim_cache_folder(out: Path) -> None:
-    """Create the cache folder with its marker, or check the marker; never write into someone else's folder."""
-    stamp = {"format": FORMAT, "format_version": FORMAT_VERSION,
-             "note": "written by `cityseg cache`; safe to delete, it is rebuilt from ROOT"}
-    claim_folder(out, MARKER, stamp, "cityseg cache",
-                 "pass an empty or new folder with --out/--cache, or leave it out to use the default beside ROOT.")
-
-
-def _check_only_ours(path: Path) -> None:
-    """Refuse to replace an entry folder that holds files cityseg did not write."""
-    others = sorted(p.name for p in path.iterdir() if p.name not in _ENTRY_FILES)
-    if others:
-        raise UserError(
-            f"cache entry {path} holds files cityseg did not write ({format_paths(others)}); move them away "
-            "and rerun, cityseg deletes only its own files."
-        )
-
-
-def _remove_entry(path: Path) -> None:
-    """Delete an entry folder cityseg wrote, file by known file (never a recursive delete)."""
-    _check_only_ours(path)
-    for name in _ENTRY_FILES:
-        (path / name).unlink(missing_ok=True)
-    path.rmdir()
-
-
 def _recover_interrupted_swap(out: Path, name: str) -> None:
     """A kill between the two renames of a swap leaves only `.old-<name>`: put it back (it was complete)."""
     final, previous = out / name, out / f".old-{name}"
     if previous.exists():
         if final.exists():
-            _remove_entry(previous)
+            TRAINING_CACHE.remove_entry(previous)
         else:
             os.rename(previous, final)
 
 
-def _read_entry_index(entry: Path) -> dict[str, Any] | None:
+def read_entry_index(entry: Path) -> dict[str, Any] | None:
     """The entry's index if it is complete and its arrays have the recorded shape, else None."""
-    index = read_complete_index(entry, FORMAT, FORMAT_VERSION)
-    if index is None:
-        return None
-    try:
-        n, h, w = index["shape"]
-        images = np.load(entry / IMAGES_FILE, mmap_mode="r")
-        labels = np.load(entry / LABELS_FILE, mmap_mode="r")
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # truncated or edited by hand: rebuild rather than trust it
-    if images.shape != (n, h, w, 3) or labels.shape != (n, h, w) or images.dtype != np.uint8:
-        return None
-    return index
+    return TRAINING_CACHE.read_index(entry, _images_match_index)
+
+
+def _images_match_index(entry: Path, index: dict[str, Any]) -> bool:
+    n, h, w = index["shape"]
+    images = np.load(entry / IMAGES_FILE, mmap_mode="r")
+    labels = np.load(entry / LABELS_FILE, mmap_mode="r")
+    return images.shape == (n, h, w, 3) and labels.shape == (n, h, w) and images.dtype == np.uint8
 
 
 def _check_disk_space(out: Path, needed: int) -> None:
     """Fail before decoding for an hour rather than at the last frame."""
-    free = shutil.disk_usage(out).free
+    free = free_bytes(out)
     if free < needed:
         raise UserError(
             f"the cache needs {needed / 1e9:.1f} GB but {out} has {free / 1e9:.1f} GB free; free some space, "
@@ -472,84 +427,3 @@ def _crash_point(name: str) -> None:
 # reading
 
 
-class CachedDataset(Dataset):
-    """The items of `cityseg.data.frames.CityscapesDataset` (uint8 image (3, H, W), uint8 mask (H, W)), read from a
-    cache entry instead of PNGs.
-
-    `transform` is the same callable (from `cityseg.data.transforms.build_transform`; None = evaluation
-    transform, as there); with a cache built at the training size its resize step is a no-op. `size` and
-    `label_source` pick the entry, as in `cityseg cache`. With `root`, the sources are re-stat'ed and a
-    stale cache is refused. The memmaps open lazily in each DataLoader worker and are dropped when
-    pickled, so workers never receive a copy of the arrays.
-    """
-
-    def __init__(
-        self,
-        cache_dir: Path,
-        split: str,
-        ids: Sequence[str] | None = None,
-        transform: Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]] | None = None,
-        size: tuple[int, int] | None = None,
-        label_source: str = "trainIds",
-        root: Path | None = None,
-    ) -> None:
-        self.entry = Path(cache_dir) / entry_name(split, size, label_source)
-        index = _read_entry_index(self.entry)
-        if index is None:
-            raise UserError(
-                f"no complete cache at {self.entry}; build it with `cityseg cache ROOT --out {cache_dir} --splits "
-                f"{split}" + (f" --size {size[0]}x{size[1]}" if size else "") + f" --labels {label_source}`."
-            )
-        if root is not None:  # re-stat the sources (no walk, no decoding): a stale cache must not train
-            records = [_source_record_from_index(r, Path(root)) for r in index["frames"]]
-            changed = [new["id"] for old, new in zip(index["frames"], records, strict=True) if old != new]
-            if changed:
-                raise UserError(
-                    f"cache {self.entry} is stale: {len(changed)} source(s) changed since it was built, e.g. "
-                    f"{format_paths(changed, 3)}; rerun `cityseg cache` (it re-decodes only those)."
-                )
-        rows = {record["id"]: row for row, record in enumerate(index["frames"])}
-        self.ids = list(rows) if ids is None else list(ids)
-        missing = [i for i in self.ids if i not in rows]
-        if missing:
-            raise UserError(
-                f"cache {self.entry} has no frames {format_paths(missing)}; they are not in split {split!r} "
-                "of the ROOT it was built from. Rebuild it with `cityseg cache` for that ROOT."
-            )
-        self.rows = [rows[i] for i in self.ids]
-        if transform is None:
-            from cityseg.data.transforms import build_transform
-
-            transform = build_transform(train=False)  # what CityscapesDataset does without one
-        self.transform = transform
-        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = self._open()
-        row = self.rows[index]
-        image, mask = images[row], labels[row]  # (H, W, 3), (H, W) uint8 views: only touched pages are read
-        return self.transform(image, mask)
-
-    def _open(self) -> tuple[np.ndarray, np.ndarray]:
-        # Copy-on-write: writable views (torch.from_numpy warns on read-only ones), disk never modified.
-        if self._arrays is None:
-            self._arrays = (np.load(self.entry / IMAGES_FILE, mmap_mode="c"),
-                            np.load(self.entry / LABELS_FILE, mmap_mode="c"))
-        return self._arrays
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_arrays"] = None  # each worker maps the files itself
-        return state
-
-
-def _source_record_from_index(record: dict[str, Any], root: Path) -> dict[str, Any]:
-    """Re-stat the sources an index names (cheap: no directory walk, no decoding)."""
-    fresh: dict[str, Any] = {"id": record["id"]}
-    for key in ("image", "label"):
-        fresh.update(source_fingerprint(key, root / record[key], root))
-        fresh[key] = record[key]  # as written, so an unchanged source compares equal
-    return fresh

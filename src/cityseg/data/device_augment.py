@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cityseg.data.augmentations import PIXEL_AUGMENTATIONS
 from cityseg.data.photometric import (
     PHOTOMETRIC,
     PhotometricDraw,
@@ -32,7 +33,7 @@ from cityseg.data.photometric import (
     value_tables,
 )
 from cityseg.data.sampling import sample_seed
-from cityseg.data.transforms import PIXEL_AUGMENTATIONS, pixel_transform
+from cityseg.data.transforms import pixel_transform
 
 _HSV_SHIFT = 12  # OpenCV's fixed-point shift in its 8-bit RGB -> HSV
 # Per sector of the hue circle, which of OpenCV's four values (v, v(1-s), v(1-sf), v(1-s(1-f))) is R, G, B.

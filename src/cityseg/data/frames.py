@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import Tensor
-from torch.utils.data import Dataset
 
 from cityseg.errors import UserError, describe_error, format_paths
 from cityseg.labels import IGNORE_INDEX, NUM_CLASSES, VALID_LABEL_IDS, ids_to_train_ids
@@ -277,7 +274,7 @@ def _check_labels(
     return labels
 
 
-def _check_label_source(label_source: str | None) -> None:
+def check_label_source(label_source: str | None) -> None:
     if label_source is not None and label_source not in LABEL_SOURCES:
         raise UserError(f"unknown label source {label_source!r}; use one of {', '.join(LABEL_SOURCES)}.")
 
@@ -307,7 +304,7 @@ def _scan_split(root: Path, split: str, kind: str | None) -> list[Frame]:
 
 def list_frames(root: Path, split: str, label_source: str | None = "trainIds") -> list[Frame]:
     """All frames of a split sorted by id, after checking the layout so training never starts on a broken tree."""
-    _check_label_source(label_source)
+    check_label_source(label_source)
     root = Path(root)
     _check_root_location(root)
     return _scan_split(root, split, label_source)
@@ -317,7 +314,7 @@ def validate_root(
     root: Path, splits: Sequence[str] = ("train", "val"), label_source: str | None = "trainIds"
 ) -> None:
     """Check a dataset folder up front, raising one clear `UserError` for the first problem found."""
-    _check_label_source(label_source)
+    check_label_source(label_source)
     root = Path(root)
     _check_root_location(root)
     for split in splits:
@@ -419,7 +416,7 @@ def _raise_bad_values(path: Path, array: np.ndarray, label_source: str) -> None:
 
 def read_train_ids(path: Path, label_source: str = "trainIds") -> np.ndarray:
     """(H, W) uint8 trainIds (255 = ignore) from a labelTrainIds PNG, or from a labelIds PNG via the official LUT."""
-    _check_label_source(label_source)
+    check_label_source(label_source)
     path = Path(path)
     array = _label_array(path, label_source)
     valid = _VALID_IDS if label_source == "ids" else _VALID_TRAIN_IDS
@@ -430,9 +427,6 @@ def read_train_ids(path: Path, label_source: str = "trainIds") -> np.ndarray:
     return ids_to_train_ids(array) if label_source == "ids" else array
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Dataset
-# ----------------------------------------------------------------------------------------------------------
 
 
 def check_same_size(image: np.ndarray, mask: np.ndarray, image_path: Path, label_path: Path) -> None:
@@ -444,45 +438,3 @@ def check_same_size(image: np.ndarray, mask: np.ndarray, image_path: Path, label
         )
 
 
-def worker_init(worker_id: int) -> None:
-    """DataLoader worker set-up: one torch and one OpenCV thread each, so N workers do not fight over the
-    cores. (Training samples seed themselves per (seed, epoch, index): `cityseg.data.sampling.KeyedDataset`.)"""
-    import cv2
-
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-    np.random.seed(torch.initial_seed() % 2**32)  # torch seeds each worker differently; numpy follows suit
-
-
-class CityscapesDataset(Dataset):
-    """(image, mask) pairs: image uint8 (3, H, W), mask uint8 (H, W) trainIds with 255 = ignore.
-
-    uint8 keeps loader traffic 4x below float32/int64; normalisation and `.long()` happen on the device
-    (`cityseg.training.engine.to_device_batch`). Frames without labels (the test split) get an all-ignore mask,
-    so one transform serves every split.
-    """
-
-    def __init__(self, frames: Iterable[Frame], transform=None, label_source: str = "trainIds") -> None:
-        from cityseg.data.transforms import build_transform
-
-        _check_label_source(label_source)
-        self.frames: list[Frame] = list(frames)
-        self.transform = transform if transform is not None else build_transform(train=False)
-        self.label_source = label_source
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw (H, W, 3) uint8 image and (H, W) uint8 trainIds of one frame, checked to be the same size."""
-        frame = self.frames[index]
-        image = read_image(frame.image)
-        if frame.label is None:
-            return image, np.full(image.shape[:2], IGNORE_INDEX, dtype=np.uint8)
-        mask = read_train_ids(frame.label, self.label_source)
-        check_same_size(image, mask, frame.image, frame.label)
-        return image, mask
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        image, mask = self.read(index)
-        return self.transform(image, mask)

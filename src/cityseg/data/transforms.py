@@ -28,16 +28,15 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from cityseg.data.augmentations import AUGMENTATIONS, DEFAULT_SCALE_RANGE, PIXEL_AUGMENTATIONS
 from cityseg.errors import UserError
 from cityseg.labels import IGNORE_INDEX
 
-AUGMENTATIONS = ("flip", "color-jitter", "gaussian-blur", "scale-crop", "photometric")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # A label value no trainId uses (0..18, 255): marks crop padding until the training step makes it ignore.
 PAD_LABEL = 254
 PAD_COLOR = tuple(round(255 * m) for m in IMAGENET_MEAN)  # (124, 116, 104): the mean as near as uint8 gets
-DEFAULT_SCALE_RANGE = (0.5, 2.0)
 CROP_TRIES = 10
 RATIO_MAX_STRIDE = 4  # pixel step of the crop's class-ratio estimate on large windows
 RATIO_SAMPLES = 16384  # pixels that estimate looks at, at least
@@ -176,8 +175,6 @@ def mark_padding(images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
     return images, masks.masked_fill(padded, IGNORE_INDEX)
 
 
-# Per-pixel image-only augmentations, in the order they run (after cropping).
-PIXEL_AUGMENTATIONS = ("color-jitter", "photometric", "gaussian-blur")
 
 
 def pixel_transform(name: str) -> v2.Transform:

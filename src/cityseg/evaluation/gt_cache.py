@@ -32,7 +32,6 @@ import hashlib
 import itertools
 import json
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -42,27 +41,25 @@ from typing import Any
 
 import numpy as np
 
-from cityseg.data.cache import default_cache_dir
+from cityseg.data.cache_core import CacheKind, claim_cache_folder, default_cache_dir, free_bytes
 from cityseg.data.pngdecode import UnreadablePngError, image_size
-from cityseg.errors import UserError, format_paths
+from cityseg.errors import UserError
 from cityseg.evaluation.fast import Pair, encode_segments, map_frames, read_ground_truth_pair
 from cityseg.fileio import (
     atomic_write_bytes,
     atomic_write_text,
-    claim_folder,
     folder_lock,
-    read_complete_index,
     source_fingerprint,
 )
 
-MARKER = "CITYSEG_EVAL_GT.json"
-FORMAT = "cityseg-eval-gt"
-FORMAT_VERSION = 1
 SEGMENTS_FILE = "segments.npy"
 TABLES_FILE = "tables.npy"
 INDEX_FILE = "index.json"
 COMPLETE_FILE = "COMPLETE"
-_ENTRY_FILES = (SEGMENTS_FILE, TABLES_FILE, INDEX_FILE, COMPLETE_FILE)
+GT_CACHE = CacheKind(marker="CITYSEG_EVAL_GT.json", format="cityseg-eval-gt", format_version=1,
+                     entry_files=(SEGMENTS_FILE, TABLES_FILE, INDEX_FILE, COMPLETE_FILE),
+                     label="ground-truth cache", entry_label="ground-truth cache entry")
+MARKER, FORMAT, FORMAT_VERSION = GT_CACHE.marker, GT_CACHE.format, GT_CACHE.format_version
 _SPARE_BYTES = 1 << 30  # left free for everything else
 SEEN_PREFIX = ".seen-"  # DIR/.seen-<split>.json: the split was evaluated once with these sources (see NotYet)
 
@@ -126,9 +123,9 @@ def ground_truth_source(out: Path, root: Path, split: str, pairs: Sequence[Pair]
     pays only when a split is scored again, and the first evaluation stays as fast as it can be.
     """
     out = Path(out)
-    _check_outside_dataset(out, root)
+    GT_CACHE.check_outside_dataset(out, root, f" with --gt-cache, e.g. {default_gt_cache_dir(root)}")
     _claim_folder(out)
-    records = [_source_record(pair, root) for pair in pairs]
+    records = [_pair_record(pair, root) for pair in pairs]
     entry = out / split
     with folder_lock(out, split):
         fresh = _open_if_matching(entry, root, records)
@@ -136,7 +133,7 @@ def ground_truth_source(out: Path, root: Path, split: str, pairs: Sequence[Pair]
             fresh = NotYet(entry)
         elif fresh is None:
             if entry.exists():
-                _check_only_ours(entry)
+                GT_CACHE.check_only_ours(entry)
             build = GroundTruthBuild(out, split, root, pairs, records, workers, "rebuilt" if entry.exists() else "built")
             try:
                 yield build
@@ -151,11 +148,11 @@ def ground_truth_source(out: Path, root: Path, split: str, pairs: Sequence[Pair]
 def open_if_fresh(out: Path, root: Path, split: str, pairs: Sequence[Pair]) -> GroundTruthCache | None:
     """The split's entry if it matches every source file now, else None; never builds (for `predict --score`,
     which decodes the ground truth itself rather than make a prediction wait for a cache)."""
-    return _open_if_matching(Path(out) / split, root, [_source_record(pair, root) for pair in pairs])
+    return _open_if_matching(Path(out) / split, root, [_pair_record(pair, root) for pair in pairs])
 
 
 def _open_if_matching(entry: Path, root: Path, records: list[dict[str, Any]]) -> GroundTruthCache | None:
-    index = _read_entry_index(entry)
+    index = _read_gt_index(entry)
     if index is None or index["root"] != str(Path(root).resolve()) or index["frames"] != records:
         return None
     return _open(entry, index, "fresh", 0.0)
@@ -191,7 +188,7 @@ def forget_split(out: Path, split: str) -> None:
     evaluation is a first one again (bench/evaluate.py times first runs this way)."""
     out = Path(out)
     if (out / split).exists():
-        _remove_entry(out / split)
+        GT_CACHE.remove_entry(out / split)
     (out / f"{SEEN_PREFIX}{split}.json").unlink(missing_ok=True)
 
 
@@ -261,7 +258,7 @@ class GroundTruthBuild:
         _check_free_space(out, 2 * self.offsets[-1])
         self.tmp = out / f".tmp-{split}"
         if self.tmp.exists():
-            _remove_entry(self.tmp)  # a killed build's leftovers
+            GT_CACHE.remove_entry(self.tmp)  # a killed build's leftovers
         self.tmp.mkdir()
         self.segments = np.lib.format.open_memmap(self.tmp / SEGMENTS_FILE, mode="w+", dtype=np.uint16,
                                                   shape=(self.offsets[-1],))
@@ -310,7 +307,7 @@ class GroundTruthBuild:
         atomic_write_text(self.tmp / COMPLETE_FILE, "complete\n")  # last: an entry without it is never read
         del self.segments  # close the memmap before the rename
         if entry.exists():
-            _remove_entry(entry)
+            GT_CACHE.remove_entry(entry)
         os.rename(self.tmp, entry)
         self.build_s += time.perf_counter() - started
         self.result = _open(entry, index, self.status, self.build_s)
@@ -319,12 +316,12 @@ class GroundTruthBuild:
         """Remove the temp entry (the pass failed; the next run builds again)."""
         self.segments = None
         if self.tmp.exists():
-            _remove_entry(self.tmp)
+            GT_CACHE.remove_entry(self.tmp)
 
 
 def _check_free_space(out: Path, needed: int) -> None:
     """Refuse to start a build the disk cannot hold (a memmap write to a full disk kills the process)."""
-    free = shutil.disk_usage(out).free
+    free = free_bytes(out)
     if free < needed + _SPARE_BYTES:
         raise _ShortOfSpace(f"{out} has {free / 1e9:.1f} GB free, the split needs {needed / 1e9:.1f} GB "
                             f"(+{_SPARE_BYTES / 1e9:.1f} GB spare); free some space or pass --gt-cache DIR")
@@ -339,7 +336,7 @@ def _png_shape(pair: Pair) -> tuple[int, int]:
     return height, width
 
 
-def _source_record(pair: Pair, root: Path) -> dict[str, Any]:
+def _pair_record(pair: Pair, root: Path) -> dict[str, Any]:
     """What identifies a frame's ground truth: paths relative to ROOT, sizes and mtimes."""
     return {"id": pair.frame_id, **source_fingerprint("label_ids", pair.label_ids, root),
             **source_fingerprint("instance_ids", pair.instance_ids, root)}
@@ -362,27 +359,22 @@ def _open(entry: Path, index: dict[str, Any], status: str, build_s: float) -> Gr
     )
 
 
-def _read_entry_index(entry: Path) -> dict[str, Any] | None:
+def _read_gt_index(entry: Path) -> dict[str, Any] | None:
     """The entry's index if it is complete and its arrays have the recorded length, else None (rebuild)."""
-    index = read_complete_index(entry, FORMAT, FORMAT_VERSION)
-    if index is None:
-        return None
-    try:
-        offset, h, w, first, count = index["rows"][-1] if index["rows"] else (0, 0, 0, 0, 0)
-        segments = np.load(entry / SEGMENTS_FILE, mmap_mode="r")
-        tables = np.load(entry / TABLES_FILE, mmap_mode="r")
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return None  # truncated or edited by hand: rebuild rather than trust it
-    if segments.shape != (offset + h * w,) or segments.dtype != np.uint16 or tables.shape != (first + count, 2):
-        return None
-    return index
+    return GT_CACHE.read_index(entry, _segments_match_index)
+
+
+def _segments_match_index(entry: Path, index: dict[str, Any]) -> bool:
+    offset, h, w, first, count = index["rows"][-1] if index["rows"] else (0, 0, 0, 0, 0)
+    segments = np.load(entry / SEGMENTS_FILE, mmap_mode="r")
+    tables = np.load(entry / TABLES_FILE, mmap_mode="r")
+    return segments.shape == (offset + h * w,) and segments.dtype == np.uint16 and tables.shape == (first + count, 2)
 
 
 def _claim_training_cache(parent: Path) -> None:
     """Mark the shared default folder as the training cache's, so `cityseg cache`/train accept it later."""
-    from cityseg.data import cache as training_cache
     try:
-        training_cache.claim_cache_folder(parent)
+        claim_cache_folder(parent)
     except UserError:
         raise UserError(
             f"{parent} (the default cache folder beside ROOT) is not empty and was not written by cityseg, so the "
@@ -390,38 +382,7 @@ def _claim_training_cache(parent: Path) -> None:
         ) from None
 
 
-def _check_outside_dataset(out: Path, root: Path) -> None:
-    """Keep cache files out of the official tree, where dataset walkers would find them."""
-    out_r, root_r = out.resolve(), Path(root).resolve()
-    for sub in ("leftImg8bit", "gtFine", "gtCoarse"):
-        if out_r == root_r / sub or (root_r / sub) in out_r.parents:
-            raise UserError(f"ground-truth cache {out} is inside the dataset's {sub}/ tree; pick a folder outside it "
-                            f"with --gt-cache, e.g. {default_gt_cache_dir(root)} (the default).")
-
-
 def _claim_folder(out: Path) -> None:
     """Create the ground-truth cache folder with its marker, or check the marker."""
-    note = "written by `cityseg evaluate` (decoded ground truth); safe to delete, it is rebuilt from ROOT"
-    claim_folder(out, MARKER, {"format": FORMAT, "format_version": FORMAT_VERSION, "note": note},
-                 "cityseg ground-truth cache", "pass an empty or new folder with --gt-cache DIR, or --no-gt-cache.")
-
-
-def _ours(name: str) -> bool:
-    """An entry file, or the temp file atomic_write_text leaves if killed while writing one."""
-    return name in _ENTRY_FILES or (name.endswith(".tmp") and any(name.startswith(f".{f}.") for f in _ENTRY_FILES))
-
-
-def _check_only_ours(path: Path) -> None:
-    """Refuse to replace an entry folder that holds files cityseg did not write."""
-    others = sorted(p.name for p in path.iterdir() if not _ours(p.name))
-    if others or not path.is_dir():
-        raise UserError(f"ground-truth cache entry {path} holds files cityseg did not write ({format_paths(others)}); "
-                        "move them away and rerun, cityseg deletes only its own files.")
-
-
-def _remove_entry(path: Path) -> None:
-    """Delete an entry folder cityseg wrote, file by known file (never a recursive delete)."""
-    _check_only_ours(path)
-    for child in path.iterdir():
-        child.unlink()  # all ours, checked above
-    path.rmdir()
+    GT_CACHE.claim(out, "written by `cityseg evaluate` (decoded ground truth); safe to delete, it is rebuilt from ROOT",
+                   "cityseg ground-truth cache", "pass an empty or new folder with --gt-cache DIR, or --no-gt-cache.")

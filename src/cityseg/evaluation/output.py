@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from cityseg.errors import UserError
+from cityseg.fileio import atomic_write_bytes
 from cityseg.labels import CATEGORY_NAMES, CLASS_NAMES, NUM_CLASSES
-from cityseg.training.checkpoint import atomic_write_bytes
 
 CSV_HEADER = ("class", "IoU", "iIoU")
 WRITTEN_BY = "cityseg evaluate"

@@ -112,7 +112,7 @@ def build_card(
     evaluation: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """card.json's content for a checkpoint of a run folder (RUNS/<run>/best.pt beside config.json)."""
-    from cityseg.prediction.predict import file_sha256
+    from cityseg.prediction.ledger import file_sha256
 
     run_dir = Path(checkpoint).resolve().parent
     run_info = _read_json(run_dir / CONFIG_FILE) or {}

@@ -38,8 +38,9 @@ from cityseg.errors import UserError, describe_error
 from cityseg.fileio import atomic_write_text
 from cityseg.prediction.card import build_card, card_markdown, read_evaluation
 from cityseg.prediction.image_files import read_user_image
-from cityseg.prediction.inference import SIZE_MULTIPLE, forward_padded
-from cityseg.prediction.predict import file_sha256
+from cityseg.prediction.inference import forward_padded
+from cityseg.prediction.ledger import file_sha256
+from cityseg.training.config import SIDE_MULTIPLE
 from cityseg.training.deployed import (
     CARD_JSON,
     CARD_MD,
@@ -53,7 +54,7 @@ from cityseg.training.model import load_model
 
 ONNX_INPUT, ONNX_OUTPUT = "image", "logits"
 # torch.export specialises sizes 0 and 1; a side of 32 or less pads to one 1x1 bottleneck cell.
-MIN_SIDE = SIZE_MULTIPLE + 1
+MIN_SIDE = SIDE_MULTIPLE + 1
 MIN_AGREEMENT = 0.999  # share of pixels whose argmax must be identical, per image
 LOGIT_RTOL = 1e-3  # max |onnx - torch| allowed, relative to the image's max |logit| (float32 round-off is ~1e-6)
 CHECK_FRAME = (384, 192)  # synthetic street scene the default check images are cut from (width, height)
@@ -74,7 +75,7 @@ class DeployedNetwork(nn.Module):
         normalised = image.permute(0, 3, 1, 2).to(torch.float32) * self.scale - self.shift  # (N, 3, H, W)
         height, width = normalised.shape[-2:]
         # Reflect, as inference.pad_to_multiple does for every side above 32 (the pad is then shorter than it).
-        padded = F.pad(normalised, (0, -width % SIZE_MULTIPLE, 0, -height % SIZE_MULTIPLE), mode="reflect")
+        padded = F.pad(normalised, (0, -width % SIDE_MULTIPLE, 0, -height % SIDE_MULTIPLE), mode="reflect")
         return self.network(padded)[..., :height, :width]  # (N, C, H, W)
 
 

@@ -27,17 +27,10 @@ from tqdm.auto import tqdm
 
 from cityseg.errors import UserError
 from cityseg.prediction.image_files import ImageInput, find_images, read_user_image
-from cityseg.prediction.inference import Size, as_size, check_options, default_stride
+from cityseg.prediction.ledger import OutputLedger, output_locks, storage_errors, write_png
+from cityseg.prediction.options import Size, as_size, check_options, default_stride
 from cityseg.prediction.overlay import color_image, overlay_image
-from cityseg.prediction.predict import (
-    MANIFEST_EVERY,
-    OutputLedger,
-    _labels_for_batch,
-    _output_locks,
-    _settings,
-    _storage_errors,
-    write_png,
-)
+from cityseg.prediction.predict import MANIFEST_EVERY, _labels_for_batch, _settings
 from cityseg.training.model import load_model, resolve_device
 
 OUTPUT_KINDS = ("labelIds", "color", "overlay")
@@ -185,9 +178,9 @@ def predict_images(
     names = {item.key: list(output_names(item.key).values()) for item in inputs}
     options = {"mode": mode, "tta": tta, "crop": crop, "stride": stride, "scale": scale,
                "training_size": training_size, "whole_limit": whole_limit}
-    with _output_locks([out_dir]):  # one predict per folder, as for splits
+    with output_locks([out_dir]):  # one predict per folder, as for splits
         ledger = ImageLedger(out_dir, settings, names, "image predictions")
-        with _storage_errors(out_dir, ledger.what):
+        with storage_errors(out_dir, ledger.what):
             ledger.check(overwrite)
             done = ledger.commit()
         todo = [item for item in inputs if item.key not in done]
@@ -251,7 +244,7 @@ class _PhotoRun:
                         raise  # after another error, pending entries make a rerun redo those photos
 
     def _flush(self) -> None:
-        with _storage_errors(self.ledger.folder, "the manifest"):
+        with storage_errors(self.ledger.folder, "the manifest"):
             self.ledger.flush()
 
     def _fail(self, item: ImageInput, reason: str) -> None:
@@ -275,6 +268,6 @@ class _PhotoRun:
                                "--scale or --whole-limit, or with --device cpu.")
                 continue
             for (item, image), label_ids in zip(members, label_maps, strict=True):
-                with _storage_errors(self.ledger.folder, self.ledger.what):
+                with storage_errors(self.ledger.folder, self.ledger.what):
                     files = _write_outputs(self.ledger.folder, item.key, image.numpy(), label_ids)
                 self.ledger.mark_done(item.key, files)

@@ -21,28 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cityseg.errors import UserError
-
-MODES = ("whole", "slide")
-TTAS = ("none", "flip", "ms-flip")
-MS_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75)
-# The U-Net's encoder downsamples five times, so both input sides must divide by 2**5.
-SIZE_MULTIPLE = 32
-
-Size = tuple[int, int]  # (width, height)
+from cityseg.prediction.options import MS_SCALES, Size, as_size, check_options, check_stride, default_stride
+from cityseg.training.config import SIDE_MULTIPLE
 
 
-def as_size(value: int | Sequence[int] | None) -> Size | None:
-    """Accept one number for a square window as well as (width, height), as the CLI does."""
-    if value is None:
-        return None
-    if isinstance(value, int):
-        return value, value
-    width, height = value
-    return int(width), int(height)
-
-
-def pad_to_multiple(image: Tensor, multiple: int = SIZE_MULTIPLE) -> Tensor:
+def pad_to_multiple(image: Tensor, multiple: int = SIDE_MULTIPLE) -> Tensor:
     """Pad bottom/right so both sides divide by `multiple`; reflect keeps border statistics natural."""
     height, width = image.shape[-2:]
     pad_h, pad_w = -height % multiple, -width % multiple
@@ -62,14 +45,6 @@ def forward_padded(model: nn.Module, image: Tensor) -> Tensor:
         padded = padded.contiguous(memory_format=torch.channels_last)
     logits = model(padded)  # (B, C, H', W')
     return logits[..., :height, :width].float()
-
-
-def _check_stride(crop: Size, stride: Size) -> None:
-    if stride[0] > crop[0] or stride[1] > crop[1]:
-        raise UserError(
-            f"sliding-window stride {stride[0]}x{stride[1]} is larger than the crop {crop[0]}x{crop[1]}, which "
-            "would leave pixels no window covers; use a --stride at most the --crop size."
-        )
 
 
 def _window_starts(length: int, window: int, stride: int) -> list[int]:
@@ -92,7 +67,7 @@ def sliding_window(
     (B, C, H, W) float logits.
     """
     crop, stride = as_size(crop), as_size(stride)
-    _check_stride(crop, stride)
+    check_stride(crop, stride)
     crop_w, crop_h = crop
     stride_w, stride_h = stride
     batch, _, height, width = image.shape
@@ -165,27 +140,6 @@ def _autocast(device: torch.device, amp: bool):
 
     dtype = mixed_precision_dtype(device) if amp else None
     return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
-def default_stride(crop: Size) -> Size:
-    """Two thirds of the crop, as in mmsegmentation's Cityscapes slide setting (341x682 for 512x1024)."""
-    return max(1, (crop[0] * 2 + 2) // 3), max(1, (crop[1] * 2 + 2) // 3)
-
-
-def check_options(mode: str, tta: str, crop: Size | None, stride: Size | None) -> None:
-    """Reject unknown modes/TTAs and window options that do not apply, before any work is done."""
-    if mode not in MODES:
-        raise UserError(f"unknown inference mode {mode!r}; choose one of {', '.join(MODES)}.")
-    if tta not in TTAS:
-        raise UserError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTAS)}.")
-    if mode == "whole" and (crop is not None or stride is not None):
-        raise UserError(
-            "--crop and --stride only apply to sliding-window inference; add --mode slide or drop them."
-        )
-    if mode == "slide" and crop is None:
-        raise UserError("sliding-window inference needs a window size; pass --crop WxH (e.g. 1024x512).")
-    if crop is not None and stride is not None:
-        _check_stride(crop, stride)
 
 
 @torch.inference_mode()

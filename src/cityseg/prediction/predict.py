@@ -1,29 +1,14 @@
 """Predict a whole split into a folder of labelIds PNGs the official evaluation and server accept.
 
-Safety rules for the output folder, because the official matcher walks it recursively and
-takes any `<city>_<seq>_<frame>*.png` it finds:
-
-- A manifest `.cityseg-predict.json` records which files this command wrote, with the
-  checkpoint's sha256 and the inference settings. PNGs it does not list are never touched
-  and make the run stop, naming them.
-- PNGs from other settings (another checkpoint, mode, TTA, split) or for frames that are
-  not in this run are refused, or deleted with `overwrite=True` (only files the manifest lists).
-- Resuming after a kill at any moment is correct: frames are recorded as "pending" in the
-  manifest before their files are written, every file is written to a temporary name and
-  renamed into place, and a frame is "done" only after all its files exist. A rerun
-  recomputes pending frames and skips done frames whose files still match their sha256.
+The folder's safety rules (what may be overwritten, how a killed run resumes) are its ledger:
+`cityseg.prediction.ledger`.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import io
-import json
-import re
+import dataclasses
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,18 +21,25 @@ from tqdm.auto import tqdm
 
 from cityseg.data.frames import Frame, list_frames, read_image
 from cityseg.data.transforms import normalize
-from cityseg.errors import UserError, format_paths
-from cityseg.fileio import is_name_inside
+from cityseg.errors import UserError
 from cityseg.labels import ID_COLORS, train_ids_to_ids
-from cityseg.prediction.inference import Size, as_size, check_options, default_stride, predict_logits
-from cityseg.training.checkpoint import atomic_write_bytes
+from cityseg.prediction.inference import predict_logits
+from cityseg.prediction.ledger import (
+    OutputLedger,
+    check_color_folder,
+    color_names,
+    file_sha256,
+    flush_all,
+    open_ledgers,
+    output_locks,
+    prediction_name,
+    storage_errors,
+    write_png,
+)
+from cityseg.prediction.options import PredictOptions, Size, as_size, check_options, default_stride
 from cityseg.training.deployed import weights_path
 from cityseg.training.model import load_model, resolve_device
 
-MANIFEST_NAME = ".cityseg-predict.json"
-LOCK_NAME = ".lock-predict"  # held by the one `predict` writing the folder (not a PNG: matchers ignore it)
-MANIFEST_FORMAT = "cityseg-predict"
-MANIFEST_VERSION = 1
 # Frames reserved ("pending") per manifest write: bounds both the rewrite cost and the work
 # redone after a kill.
 MANIFEST_EVERY = 8
@@ -56,11 +48,6 @@ DEFAULT_OUT = {
     "test": Path("test_predictions"),
     "train": Path("predictions_train"),
 }
-SPLITS = tuple(DEFAULT_OUT)
-# Settings that change the pixels written; two runs may share a folder only if all are equal.
-_COMPARED = ("kind", "split", "checkpoint_sha256", "mode", "tta", "crop", "stride", "scale_size")
-# Errors that mean "this folder cannot take the files", as opposed to a bug.
-_STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
 
 @dataclass(frozen=True)
@@ -73,205 +60,6 @@ class PredictResult:
     seconds: float
     images_per_s: float
     scores: dict[str, Any] | None = field(default=None, repr=False)  # score=True: the fast engine's export (as `evaluate`)
-
-
-def prediction_name(frame_id: str) -> str:
-    """The file name the official evaluation and the test server expect for a frame."""
-    return f"{frame_id}_leftImg8bit.png"
-
-
-def color_names(frame_id: str) -> tuple[str, str]:
-    """Colour and overlay file names of a frame in the --color-out folder."""
-    return f"{frame_id}_color.png", f"{frame_id}_overlay.png"
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks so multi-hundred-MB checkpoints stay cheap on memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _png_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def write_png(path: Path, array: np.ndarray) -> str:
-    """Write (H, W) or (H, W, 3) uint8 atomically (temp name not ending in .png); return its sha256."""
-    data = _png_bytes(array)
-    atomic_write_bytes(path, lambda handle: handle.write(data))
-    return hashlib.sha256(data).hexdigest()
-
-
-@contextmanager
-def _storage_errors(folder: Path, what: str) -> Iterator[None]:
-    """Turn 'disk full' / 'read-only' into a UserError naming the folder instead of a traceback."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in _STORAGE_ERRNOS:
-            raise
-        raise UserError(
-            f"could not write {what} to {folder}: {exc.strerror}. Free some space, make the folder writable, "
-            "or choose another folder; every file already there is complete, and rerunning the same command "
-            "resumes where this one stopped."
-        ) from None
-
-
-class OutputLedger:
-    """The manifest of one output folder: which files this command wrote there, and with what settings."""
-
-    def __init__(
-        self, folder: Path, settings: dict[str, Any], names: dict[str, Sequence[str]], what: str
-    ) -> None:
-        self.folder = Path(folder)
-        self.what = what  # "predictions" or "colour images", for error messages
-        self.path = self.folder / MANIFEST_NAME
-        self.settings = settings
-        self.names = {frame_id: list(files) for frame_id, files in names.items()}
-        self.entries: dict[str, dict[str, Any]] = {}
-        self._recorded: set[str] = set()
-        self._discard: list[str] = []
-        self._reset = False
-
-    def check(self, overwrite: bool) -> None:
-        """Refuse foreign or stale files before anything is changed (in this folder or another one)."""
-        if self.folder.exists() and not self.folder.is_dir():
-            raise UserError(
-                f"output folder {self.folder} is a file; pass a folder (it is created if missing)."
-            )
-        manifest = self._load()
-        entries: dict[str, dict[str, Any]] = manifest["frames"] if manifest else {}
-        recorded = {name for entry in entries.values() for name in entry["files"]}
-        foreign = sorted(self._present_pngs() - recorded)
-        if foreign:
-            raise UserError(
-                f"{self.folder} already holds {len(foreign)} PNG file(s) that cityseg predict did not write "
-                f"({format_paths(foreign)}). The official evaluation walks this folder and would mix them in, "
-                "and they are never deleted automatically: move them away or choose another output folder."
-            )
-        reasons = self._stale_reasons(manifest, entries)
-        ours = sorted(name for name in recorded if (self.folder / name).exists())
-        edited = [] if reasons or overwrite else self._edited(entries)
-        if edited:
-            raise UserError(
-                f"{len(edited)} file(s) in {self.folder} changed after `cityseg predict` wrote them (their sha256 no "
-                f"longer matches its manifest): {format_paths(self.folder / name for name in edited)}. They are never "
-                "replaced silently: pass "
-                "--overwrite (overwrite=True) to predict them again, or move them away first to keep them."
-            )
-        if reasons and ours and not overwrite:
-            raise UserError(
-                f"{self.folder} holds {len(ours)} file(s) from an earlier `cityseg predict` that cannot be "
-                f"mixed with this run: {'; '.join(reasons)}. Pass --overwrite (overwrite=True) to delete "
-                "exactly those files and predict again, or choose another output folder."
-            )
-        self.entries = entries
-        self._recorded = recorded
-        self._reset = bool(reasons or overwrite)
-        self._discard = ours if self._reset else []
-
-    def commit(self) -> set[str]:
-        """Delete what `check` condemned, write a fresh manifest; return the ids of finished frames."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for name in self._discard:
-            (self.folder / name).unlink(missing_ok=True)
-        if self._reset:
-            self.entries = {}
-        self._remove_temp_files(self._recorded)
-        self.flush()
-        return {frame_id for frame_id, entry in self.entries.items() if self._is_done(entry)}
-
-    def mark_pending(self, frame_ids: Iterable[str]) -> None:
-        """Claim files before writing them, so after a kill their names are known to be ours."""
-        for frame_id in frame_ids:
-            self.entries[frame_id] = {"state": "pending", "files": dict.fromkeys(self.names[frame_id])}
-
-    def mark_done(self, frame_id: str, files: dict[str, str]) -> None:
-        """Record a frame whose files (name -> sha256) are all complete on disk."""
-        self.entries[frame_id] = {"state": "done", "files": files}
-
-    def flush(self) -> None:
-        """Rewrite the manifest atomically: a kill leaves either the old or the new one."""
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "version": MANIFEST_VERSION,
-            "settings": self.settings,
-            "frames": self.entries,
-        }
-        data = json.dumps(manifest, indent=1, sort_keys=True).encode()
-        atomic_write_bytes(self.path, lambda handle: handle.write(data))
-
-    def _load(self) -> dict[str, Any] | None:
-        if not self.path.exists():
-            return None
-        try:
-            manifest = json.loads(self.path.read_text())
-            frames = manifest["frames"]
-            valid = manifest.get("format") == MANIFEST_FORMAT and all(
-                isinstance(entry["files"], dict) and all(is_name_inside(n) for n in entry["files"])
-                for entry in frames.values()
-            )
-        except (ValueError, KeyError, TypeError, AttributeError):
-            valid = False
-        if not valid:
-            raise UserError(
-                f"{self.path} is not a readable cityseg predict manifest, so it is unknown which files in "
-                f"{self.folder} this command wrote. Empty that folder yourself or choose another output folder."
-            )
-        return manifest
-
-    def _present_pngs(self) -> set[str]:
-        # Recursive, like the official matcher: a PNG in a subfolder would be matched just the same.
-        return {path.relative_to(self.folder).as_posix() for path in self.folder.rglob("*.png")}
-
-    def _stale_reasons(
-        self, manifest: dict[str, Any] | None, entries: dict[str, dict[str, Any]]
-    ) -> list[str]:
-        """Why files recorded in `manifest` must not be mixed with this run (empty list: they may)."""
-        if manifest is None:
-            return []
-        before = manifest.get("settings", {})
-        changed = [key for key in _COMPARED if before.get(key) != self.settings.get(key)]
-        reasons = [f"{key} was {before.get(key)!r}, now {self.settings.get(key)!r}" for key in changed]
-        if "checkpoint_sha256" in changed:
-            reasons.append(
-                f"the earlier checkpoint was {before.get('checkpoint')} (epoch {before.get('epoch')})"
-            )
-        extra = sorted(frame_id for frame_id in entries if frame_id not in self.names)
-        if extra:
-            reasons.append(f"{len(extra)} frame(s) are not in this run ({format_paths(extra)})")
-        return reasons
-
-    def _remove_temp_files(self, recorded: set[str]) -> None:
-        """Delete temp files a killed run left; only names our atomic writer produces for our files."""
-        ours = recorded | {name for files in self.names.values() for name in files} | {MANIFEST_NAME}
-        pattern = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")
-        for path in self.folder.rglob(".*.tmp"):  # recursive: `cityseg predict --images` mirrors subfolders
-            match = pattern.match(path.name)
-            if match and (path.parent / match["name"]).relative_to(self.folder).as_posix() in ours:
-                path.unlink(missing_ok=True)
-
-    def _edited(self, entries: dict[str, dict[str, Any]]) -> list[str]:
-        """Files of this run's finished frames that exist but no longer hold what was written (someone edited them)."""
-        return sorted(
-            name
-            for key, entry in entries.items() if key in self.names and entry.get("state") == "done"
-            for name, sha in entry["files"].items()
-            if (self.folder / name).is_file() and file_sha256(self.folder / name) != sha
-        )
-
-    def _is_done(self, entry: dict[str, Any]) -> bool:
-        if entry.get("state") != "done":
-            return False
-        return all(
-            (self.folder / name).is_file() and file_sha256(self.folder / name) == sha
-            for name, sha in entry["files"].items()
-        )
 
 
 class _Images(Dataset):
@@ -290,20 +78,6 @@ class _Images(Dataset):
 def _as_list(batch: list) -> list:
     # Images may differ in size, so they are stacked later, per shape.
     return batch
-
-
-def check_color_folder(out_dir: Path, color_out: Path | None) -> None:
-    """Keep colour images out of the prediction folder (and vice versa): the matcher would see two PNGs per frame."""
-    if color_out is None:
-        return
-    out_abs, color_abs = Path(out_dir).resolve(), Path(color_out).resolve()
-    if color_abs == out_abs or color_abs.is_relative_to(out_abs) or out_abs.is_relative_to(color_abs):
-        raise UserError(
-            f"--color-out {color_out} and the prediction folder {out_dir} are inside one another. The official "
-            "evaluation walks the prediction folder recursively and fails when it finds a colour image next to "
-            "a prediction of the same frame; put the colour images in a separate folder, e.g. "
-            f"{Path(out_dir).resolve().parent / (Path(out_dir).resolve().name + '_color')}."
-        )
 
 
 def _settings(
@@ -358,86 +132,57 @@ def predict_split(
     root: Path,
     split: str = "val",
     out_dir: Path | None = None,
-    mode: str = "whole",
-    tta: str = "none",
-    crop: Size | int | None = None,
-    stride: Size | int | None = None,
-    batch_size: int = 1,
-    device: str = "auto",
-    color_out: Path | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-    workers: int = 0,
-    score: bool = False,
+    options: PredictOptions | None = None,
+    **fields: Any,
 ) -> PredictResult:
     """Write one full-size labelIds PNG per frame of `split`, resuming and refusing stale files safely.
 
-    `crop`/`stride` are (width, height) in the image the network sees (after resizing to the
-    checkpoint's training `size`, if it has one). `workers` processes decode PNGs in parallel.
-    `score`: also score the label maps in memory as they are written (evaluation.inmemory), so the result
-    carries the fast engine's numbers without decoding the PNGs again.
+    How to predict is `options` (a `PredictOptions`), or its fields given as keywords
+    (`predict_split(ckpt, root, "val", mode="slide", crop=(1024, 512))`), which override `options`.
     """
-    crop, stride = as_size(crop), as_size(stride)
+    options = dataclasses.replace(options or PredictOptions(), **fields)
+    mode, tta, color_out = options.mode, options.tta, options.color_out
+    crop, stride = as_size(options.crop), as_size(options.stride)
     check_options(mode, tta, crop, stride)
-    if split not in SPLITS:
-        raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}.")
+    if split not in DEFAULT_OUT:
+        raise UserError(f"unknown split {split!r}; choose one of {', '.join(DEFAULT_OUT)}.")
     if mode == "slide" and stride is None:
         stride = default_stride(crop)
     out_dir = Path(out_dir) if out_dir is not None else DEFAULT_OUT[split]
     color_out = Path(color_out) if color_out is not None else None
     check_color_folder(out_dir, color_out)
     frames = list_frames(Path(root), split, label_source=None)
-    scorer = _scorer(root, split, frames) if score else None  # ground-truth problems surface before any forward
-    torch_device = resolve_device(device)
+    scorer = _scorer(root, split, frames) if options.score else None  # ground-truth problems surface before any forward
+    torch_device = resolve_device(options.device)
     model, state = load_model(Path(checkpoint), torch_device)
     model.eval()
     if torch_device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     settings = _settings(Path(checkpoint), state, split, mode, tta, crop, stride)
     settings["root"] = str(Path(root).resolve())  # recorded for people; not compared (datasets move)
-    options = {"mode": mode, "tta": tta, "crop": crop, "stride": stride, "scale_size": settings["scale_size"]}
+    inference = {"mode": mode, "tta": tta, "crop": crop, "stride": stride, "scale_size": settings["scale_size"]}
     try:
-        with _output_locks([out_dir] if color_out is None else [out_dir, color_out]):
-            return _predict_into(model, frames, out_dir, color_out, settings, options, torch_device, overwrite,
-                                 batch_size, workers, progress, scorer)
+        with output_locks([out_dir] if color_out is None else [out_dir, color_out]):
+            return _predict_into(model, frames, out_dir, color_out, settings, inference, torch_device,
+                                 options.overwrite, options.batch_size, options.workers, options.progress, scorer)
     except BaseException:
         if scorer is not None:
             scorer.close()
         raise
 
 
-@contextmanager
-def _output_locks(folders: list[Path]) -> Iterator[None]:
-    """One `predict` per output folder: a second one would rewrite the manifest under the first (see cityseg.locks)."""
-    from contextlib import ExitStack
-
-    from cityseg.locks import hold_lock
-
-    with ExitStack() as stack:
-        for folder in folders:
-            if folder.exists() and not folder.is_dir():
-                raise UserError(f"output folder {folder} is a file; pass a folder (it is created if missing).")
-            with _storage_errors(folder, "the lock file"):
-                folder.mkdir(parents=True, exist_ok=True)
-                stack.enter_context(hold_lock(
-                    folder / LOCK_NAME, f"output folder {folder}",
-                    "two predictions into one folder would mix their files and manifests. Wait for it to finish, or "
-                    "pass another output folder."))
-        yield
-
-
 def _predict_into(model, frames: list[Frame], out_dir: Path, color_out: Path | None, settings: dict[str, Any],
                   options: dict[str, Any], torch_device: torch.device, overwrite: bool, batch_size: int,
                   workers: int, progress: bool, scorer) -> PredictResult:
     """Check and claim the output folders, then predict every frame not yet done (folders locked by the caller)."""
-    ledger, color_ledger = _ledgers(out_dir, color_out, settings, frames)
+    ledger, color_ledger = open_ledgers(out_dir, color_out, settings, frames)
     ledgers = [each for each in (ledger, color_ledger) if each is not None]
     for each in ledgers:  # every folder is checked before any is changed
-        with _storage_errors(each.folder, each.what):
+        with storage_errors(each.folder, each.what):
             each.check(overwrite)
     done_by_folder = []
     for each in ledgers:
-        with _storage_errors(each.folder, each.what):
+        with storage_errors(each.folder, each.what):
             done_by_folder.append(each.commit())
     done = done_by_folder[0]
     color_done = done_by_folder[1] if color_ledger is not None else set()
@@ -472,28 +217,6 @@ def _scorer(root: Path, split: str, frames: list[Frame]):
     return PredictionScorer(Path(root), split, [f.id for f in frames], workers=default_workers())
 
 
-def _ledgers(
-    out_dir: Path, color_out: Path | None, settings: dict[str, Any], frames: list[Frame]
-) -> tuple[OutputLedger, OutputLedger | None]:
-    """The manifests of the prediction folder and, if asked for, the colour folder."""
-    names = {f.id: [prediction_name(f.id)] for f in frames}
-    ledger = OutputLedger(out_dir, {**settings, "kind": "labelIds"}, names, "predictions")
-    if color_out is None:
-        return ledger, None
-    color_names_by_id = {f.id: color_names(f.id) for f in frames}
-    return ledger, OutputLedger(color_out, {**settings, "kind": "color"}, color_names_by_id, "colour images")
-
-
-def _flush_all(ledgers: list[OutputLedger], after_error: bool) -> None:
-    for ledger in ledgers:
-        try:
-            with _storage_errors(ledger.folder, "the manifest"):
-                ledger.flush()
-        except UserError:
-            if not after_error:
-                raise  # pending entries in the old manifest make a rerun recompute those frames
-
-
 def _predict_frames(
     model,
     todo: list[Frame],
@@ -526,7 +249,7 @@ def _predict_frames(
                     reserve = [f.id for f in todo[min(indices) : reserved_until]]
                     for each in ledgers:
                         each.mark_pending(reserve)
-                    _flush_all(ledgers, after_error=False)
+                    flush_all(ledgers, after_error=False)
                 label_maps = _labels_for_batch(model, [image for _, image in batch], device, **options)
                 for (index, image), label_ids in zip(batch, label_maps, strict=True):
                     _write_frame(todo[index], label_ids, image.numpy(), ledger, color_ledger)
@@ -535,7 +258,7 @@ def _predict_frames(
                 bar.update(len(batch))
             failed = False
         finally:
-            _flush_all(ledgers, after_error=failed)
+            flush_all(ledgers, after_error=failed)
 
 
 def _write_frame(
@@ -546,10 +269,10 @@ def _write_frame(
     color_ledger: OutputLedger | None,
 ) -> None:
     name = prediction_name(frame.id)
-    with _storage_errors(ledger.folder, ledger.what):
+    with storage_errors(ledger.folder, ledger.what):
         ledger.mark_done(frame.id, {name: write_png(ledger.folder / name, label_ids)})
     if color_ledger is not None:
-        with _storage_errors(color_ledger.folder, color_ledger.what):
+        with storage_errors(color_ledger.folder, color_ledger.what):
             color_ledger.mark_done(frame.id, _write_colors(frame, label_ids, image, color_ledger.folder))
 
 
@@ -558,7 +281,7 @@ def _color_from_saved(frames: list[Frame], out_dir: Path, color_ledger: OutputLe
     if not frames:
         return
     color_ledger.mark_pending(f.id for f in frames)
-    with _storage_errors(color_ledger.folder, color_ledger.what):
+    with storage_errors(color_ledger.folder, color_ledger.what):
         color_ledger.flush()
         for frame in tqdm(frames, unit="img", desc="colour", disable=not progress):
             label_ids = np.asarray(Image.open(out_dir / prediction_name(frame.id)))

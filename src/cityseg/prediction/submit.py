@@ -27,8 +27,8 @@ from cityseg.evaluation.checks import (
     single_matches,
     warn_if_train_ids,
 )
+from cityseg.fileio import atomic_write_bytes
 from cityseg.system import default_workers
-from cityseg.training.checkpoint import atomic_write_bytes
 
 TEST_IMAGES = 1525  # images in the real Cityscapes test split
 IMAGE_SIZE = (2048, 1024)  # (W, H) of every real Cityscapes image

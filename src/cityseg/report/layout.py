@@ -25,8 +25,8 @@ from matplotlib.textpath import TextToPath
 from PIL import Image
 
 from cityseg.errors import UserError
+from cityseg.fileio import atomic_write_bytes
 from cityseg.report.tables import Table, looks_numeric
-from cityseg.training.checkpoint import atomic_write_bytes
 
 A4_PORTRAIT = (8.27, 11.69)
 A4_LANDSCAPE = (11.69, 8.27)

@@ -106,7 +106,7 @@ def predictions_checkpoint_warning(runs_dir: Path, evaluation: dict) -> str | No
     The report credits its official numbers to the final model; predictions of a fold or an older run
     would be reported under its name. None when they match, or when no manifest says which it was.
     """
-    from cityseg.prediction.predict import MANIFEST_NAME, file_sha256
+    from cityseg.prediction.ledger import MANIFEST_NAME, file_sha256
 
     section = evaluation.get("cityseg")
     pred_dir = section.get("pred_dir") if isinstance(section, dict) else None

@@ -24,6 +24,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from cityseg import __version__
+from cityseg.data.frames import SPLITS
 from cityseg.errors import UserError
 from cityseg.fileio import atomic_write_bytes
 from cityseg.labels import EVAL_LABEL_IDS
@@ -35,7 +36,6 @@ from cityseg.synthetic.street import sample_scene
 GENERATOR = "cityseg.synthetic"
 GENERATOR_VERSION = 1  # bump whenever the same parameters would give different files
 MARKER = "SYNTHETIC.json"
-SPLITS = ("train", "val", "test")
 MIN_SIZE = (64, 32)  # below this the small classes (poles, signs) no longer survive rasterisation
 MAX_SIDE = 16384
 FRAME_NUMBER = 19  # the annotated frame of every real Cityscapes snippet is _000019

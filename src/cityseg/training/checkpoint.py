@@ -19,7 +19,7 @@ import torch
 from cityseg.errors import UserError, describe_error, name_the_file
 from cityseg.fileio import atomic_write_bytes
 
-__all__ = ["atomic_write_bytes", "check_stored_config", "load_checkpoint", "save_checkpoint"]
+__all__ = ["check_stored_config", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "cityseg-checkpoint"
 FORMAT_VERSION = 1

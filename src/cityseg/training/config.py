@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from cityseg.data.frames import LABEL_SOURCES
 from cityseg.errors import UserError
 from cityseg.training.recipes import FIELD_GROUPS, RECIPES, RUN_SETTING, Recipe
 
@@ -22,8 +23,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "poly")
 LOSSES = ("ce", "ohem")
 SELECT = ("loss", "miou", "last")
-LABEL_SOURCES = ("trainIds", "ids")
 DEVICES = ("auto", "cpu", "cuda")
+FOLD_SPLITS = ("city", "random")  # whole cities per fold, or shuffled images (cityseg.training.folds)
 # U-Net/ResNet-34 downsamples five times, so every side the model sees must divide by 2**5.
 SIDE_MULTIPLE = 32
 
@@ -321,7 +322,7 @@ def _check_side_pair(config: TrainConfig, name: str) -> None:
 
 def _validate(config: TrainConfig) -> None:
     """Reject values that would crash later or silently train something else."""
-    from cityseg.data.transforms import AUGMENTATIONS
+    from cityseg.data.augmentations import AUGMENTATIONS
 
     if config.recipe not in RECIPES:
         _fail(config, "recipe", f"must be one of {', '.join(RECIPES)}")
@@ -377,7 +378,7 @@ def _validate(config: TrainConfig) -> None:
 
 
 __all__ = [
-    "with_epochs",
+    "FOLD_SPLITS", "with_epochs",
     "AUTO", "DEVICES", "FIELD_GROUPS", "LABEL_SOURCES", "LOSSES", "MACHINE_FIELDS", "OPTIMIZERS", "RECIPES",
     "RUNTIME_FIELDS", "RUN_SETTING", "Recipe", "SCHEDULES", "SELECT", "SIDE_MULTIPLE", "TrainConfig", "config_differences",
     "field_differences", "field_text", "flag", "parse_size", "recipe_differences", "resolve_config", "value_text",

@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 
 from cityseg.errors import UserError
+from cityseg.fileio import atomic_write_bytes
 from cityseg.labels import CLASS_NAMES
 from cityseg.locks import hold_lock, wait_lock
-from cityseg.training.checkpoint import atomic_write_bytes
 from cityseg.training.config import TrainConfig, config_differences, with_epochs
 from cityseg.training.cv_progress import CVProgress, planned_runs
 from cityseg.training.datasets import check_input_size

@@ -31,7 +31,8 @@ def build_datasets(
     Validation images stay at full resolution: `engine.validate` resizes them on the device to
     `config.size` and scores at the labels' resolution.
     """
-    from cityseg.data.frames import CityscapesDataset, list_frames
+    from cityseg.data.dataset import CityscapesDataset
+    from cityseg.data.frames import list_frames
     from cityseg.data.transforms import build_transform
 
     if not train_ids:
@@ -63,8 +64,9 @@ def _cached_datasets(config: TrainConfig, root: Path, train_frames: Sequence, va
     Validation reads the cache only when it holds full-resolution frames; a downsized entry cannot give
     the labels' resolution that validation scores at, so it reads the PNGs then.
     """
-    from cityseg.data.cache import CachedDataset, ensure_cache, training_cache_size
-    from cityseg.data.frames import CityscapesDataset
+    from cityseg.data.cache import ensure_cache, training_cache_size
+    from cityseg.data.cached_dataset import CachedDataset
+    from cityseg.data.dataset import CityscapesDataset
 
     size = training_cache_size(config.size, config.aug, config.scale_range)
     entry = ensure_cache(root, "train", size, Path(config.cache), config.labels, config.workers or None, is_main())
@@ -117,7 +119,7 @@ def build_loaders(
     `KeyedDataset`: its order and every sample's augmentation depend only on (seed, epoch, index), so the
     batches are the same with any worker count and after a resume (`cityseg.data.sampling`).
     """
-    from cityseg.data.frames import worker_init
+    from cityseg.data.dataset import worker_init
 
     workers = config.workers
     if info.world_size > 1:  # N processes share the machine's cores

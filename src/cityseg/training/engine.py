@@ -25,10 +25,10 @@ from cityseg.data.transforms import mark_padding, normalize
 from cityseg.errors import UserError
 from cityseg.labels import IGNORE_INDEX, NUM_CLASSES
 from cityseg.training.compiling import first_step
+from cityseg.training.config import SIDE_MULTIPLE
 from cityseg.training.dist import all_reduce_sum, is_main, world_size
 from cityseg.training.metrics import confusion_matrix, iou_per_class, mean_iou
 
-SIDE_MULTIPLE = 32  # U-Net/ResNet-34 needs input sides divisible by 2**5
 PROGRESS_EVERY = 20  # steps between host reads of the running loss (each read is a device sync)
 
 

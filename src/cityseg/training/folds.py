@@ -17,9 +17,8 @@ import numpy as np
 from sklearn.model_selection import GroupKFold, KFold
 
 from cityseg.errors import UserError
-from cityseg.training.checkpoint import atomic_write_bytes
-
-SPLITS = ("city", "random")
+from cityseg.fileio import atomic_write_bytes
+from cityseg.training.config import FOLD_SPLITS
 
 
 def city_of(image_id: str) -> str:
@@ -37,8 +36,8 @@ def make_folds(frames: Sequence[Any], k: int = 5, split: str = "city", seed: int
     ids = sorted(_ids_of(frames))
     if len(set(ids)) != len(ids):
         raise UserError("the train frames given to make_folds contain duplicate ids; each image may appear once.")
-    if split not in SPLITS:
-        raise UserError(f"unknown fold split {split!r}; use one of {', '.join(SPLITS)} (--split).")
+    if split not in FOLD_SPLITS:
+        raise UserError(f"unknown fold split {split!r}; use one of {', '.join(FOLD_SPLITS)} (--split).")
     if k < 2:
         raise UserError(f"cross-validation needs at least 2 folds, got --folds {k}.")
     cities = sorted({city_of(i) for i in ids})

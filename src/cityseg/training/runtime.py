@@ -172,7 +172,7 @@ def cache_bytes(frames: int, size: tuple[int, int]) -> int:
 def default_cache_candidates(root: Path) -> tuple[Path, Path]:
     """Where cache "auto" goes, in order: beside ROOT (cityseg.data.cache's default), then the user's cache folder,
     in a subfolder per dataset (entries are named by split and size, so two datasets must not share one)."""
-    from cityseg.data.cache import default_cache_dir
+    from cityseg.data.cache_core import default_cache_dir
 
     resolved = Path(root).resolve()
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -182,11 +182,11 @@ def default_cache_candidates(root: Path) -> tuple[Path, Path]:
 
 def default_cache_location(root: Path) -> Path | None:
     """The first candidate cityseg may write a cache into: writable, and new, empty or already a cityseg cache."""
-    from cityseg.data.cache import MARKER
+    from cityseg.data.cache_core import TRAINING_CACHE
 
     for folder in default_cache_candidates(root):
         if folder.exists():
-            ours = (folder / MARKER).is_file() or (folder.is_dir() and not any(folder.iterdir()))
+            ours = (folder / TRAINING_CACHE.marker).is_file() or (folder.is_dir() and not any(folder.iterdir()))
             if folder.is_dir() and ours and os.access(folder, os.W_OK | os.X_OK):
                 return folder
         elif os.access(_existing_ancestor(folder), os.W_OK | os.X_OK):
@@ -220,7 +220,7 @@ def _image_size(root: Path, labels: str) -> tuple[int, int] | None:
 
 
 def _colour_augmentations() -> tuple[str, ...]:
-    from cityseg.data.transforms import PIXEL_AUGMENTATIONS
+    from cityseg.data.augmentations import PIXEL_AUGMENTATIONS
 
     return PIXEL_AUGMENTATIONS
 

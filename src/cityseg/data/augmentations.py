@@ -1,0 +1,10 @@
+"""The named augmentations a training config may ask for, without torch: the CLI lists them in --help.
+
+What each one does is `cityseg.data.transforms` (in the loader workers) and `cityseg.data.device_augment`
+(batched on the training device).
+"""
+
+AUGMENTATIONS = ("flip", "color-jitter", "gaussian-blur", "scale-crop", "photometric")
+# Per-pixel image-only augmentations, in the order they run (after cropping).
+PIXEL_AUGMENTATIONS = ("color-jitter", "photometric", "gaussian-blur")
+DEFAULT_SCALE_RANGE = (0.5, 2.0)

@@ -1,0 +1,58 @@
+"""The torch Dataset over Cityscapes frames read from their PNGs, and the loader workers' set-up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from cityseg.data.frames import Frame, check_label_source, check_same_size, read_image, read_train_ids
+from cityseg.labels import IGNORE_INDEX
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader worker set-up: one torch and one OpenCV thread each, so N workers do not fight over the
+    cores. (Training samples seed themselves per (seed, epoch, index): `cityseg.data.sampling.KeyedDataset`.)"""
+    import cv2
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    np.random.seed(torch.initial_seed() % 2**32)  # torch seeds each worker differently; numpy follows suit
+
+
+
+class CityscapesDataset(Dataset):
+    """(image, mask) pairs: image uint8 (3, H, W), mask uint8 (H, W) trainIds with 255 = ignore.
+
+    uint8 keeps loader traffic 4x below float32/int64; normalisation and `.long()` happen on the device
+    (`cityseg.training.engine.to_device_batch`). Frames without labels (the test split) get an all-ignore mask,
+    so one transform serves every split.
+    """
+
+    def __init__(self, frames: Iterable[Frame], transform=None, label_source: str = "trainIds") -> None:
+        from cityseg.data.transforms import build_transform
+
+        check_label_source(label_source)
+        self.frames: list[Frame] = list(frames)
+        self.transform = transform if transform is not None else build_transform(train=False)
+        self.label_source = label_source
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (H, W, 3) uint8 image and (H, W) uint8 trainIds of one frame, checked to be the same size."""
+        frame = self.frames[index]
+        image = read_image(frame.image)
+        if frame.label is None:
+            return image, np.full(image.shape[:2], IGNORE_INDEX, dtype=np.uint8)
+        mask = read_train_ids(frame.label, self.label_source)
+        check_same_size(image, mask, frame.image, frame.label)
+        return image, mask
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image, mask = self.read(index)
+        return self.transform(image, mask)

@@ -1,0 +1,84 @@
+"""How to predict, without torch: inference modes, test-time augmentations and window sizes, checked
+before any work is done, and `PredictOptions`, the settings of `predict_split` (the CLI lists them in --help)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cityseg.errors import UserError
+
+MODES = ("whole", "slide")
+
+
+
+TTAS = ("none", "flip", "ms-flip")
+
+
+
+MS_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75)
+
+
+
+Size = tuple[int, int]  # (width, height)
+
+
+
+def as_size(value: int | Sequence[int] | None) -> Size | None:
+    """Accept one number for a square window as well as (width, height), as the CLI does."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value, value
+    width, height = value
+    return int(width), int(height)
+
+
+
+def check_stride(crop: Size, stride: Size) -> None:
+    if stride[0] > crop[0] or stride[1] > crop[1]:
+        raise UserError(
+            f"sliding-window stride {stride[0]}x{stride[1]} is larger than the crop {crop[0]}x{crop[1]}, which "
+            "would leave pixels no window covers; use a --stride at most the --crop size."
+        )
+
+
+
+def default_stride(crop: Size) -> Size:
+    """Two thirds of the crop, as in mmsegmentation's Cityscapes slide setting (341x682 for 512x1024)."""
+    return max(1, (crop[0] * 2 + 2) // 3), max(1, (crop[1] * 2 + 2) // 3)
+
+
+
+def check_options(mode: str, tta: str, crop: Size | None, stride: Size | None) -> None:
+    """Reject unknown modes/TTAs and window options that do not apply, before any work is done."""
+    if mode not in MODES:
+        raise UserError(f"unknown inference mode {mode!r}; choose one of {', '.join(MODES)}.")
+    if tta not in TTAS:
+        raise UserError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTAS)}.")
+    if mode == "whole" and (crop is not None or stride is not None):
+        raise UserError(
+            "--crop and --stride only apply to sliding-window inference; add --mode slide or drop them."
+        )
+    if mode == "slide" and crop is None:
+        raise UserError("sliding-window inference needs a window size; pass --crop WxH (e.g. 1024x512).")
+    if crop is not None and stride is not None:
+        check_stride(crop, stride)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How `predict_split` predicts a split; every field has the CLI's default."""
+
+    mode: str = "whole"  # whole: one forward per image; slide: overlapping `crop` windows, logits averaged
+    tta: str = "none"  # none, flip, or ms-flip (flip at each of MS_SCALES)
+    crop: Size | int | None = None  # window (width, height) in the image the network sees (after resizing)
+    stride: Size | int | None = None  # step between windows; None = two thirds of `crop`
+    batch_size: int = 1  # images per forward pass
+    device: str = "auto"  # auto, cpu, cuda or cuda:N
+    workers: int = 0  # processes decoding PNGs in parallel (0 = in the calling process)
+    color_out: Path | None = None  # also write Cityscapes-coloured images and overlays here
+    overwrite: bool = False  # delete what an earlier prediction wrote with other settings (only its own files)
+    progress: bool = True  # show a progress bar
+    score: bool = False  # also score the label maps in memory as they are written (evaluation.inmemory)
