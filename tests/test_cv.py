@@ -11,8 +11,9 @@ import torch
 
 from cityseg.cli import main
 from cityseg.errors import UserError
+from cityseg.report.results import summary_text
 from cityseg.training.config import resolve_config, with_epochs
-from cityseg.training.cv import run_cv, summarize, summary_text
+from cityseg.training.cv import run_cv, summarize
 from cityseg.training.folds import city_of
 from cityseg.training.optim import build_scheduler
 from cityseg.training.runfolder import load_log

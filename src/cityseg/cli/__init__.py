@@ -40,7 +40,7 @@ _USER_OS_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.E
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser with every available subcommand registered."""
+    """Build the top-level parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
         prog="cityseg",
         description="U-Net/ResNet-34 semantic segmentation on Cityscapes: synthetic data, label "
@@ -50,14 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cityseg {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"cityseg.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"cityseg.cli.{name}":
-                continue  # that step is not part of this build
-            raise
-        module.register(subparsers)
+    for name in COMMAND_MODULES:  # each imports only argparse helpers; the library loads when its command runs
+        importlib.import_module(f"cityseg.cli.{name}").register(subparsers)
     return parser
 
 

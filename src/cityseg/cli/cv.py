@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _describe(summary: dict, out: Path) -> str:
-    from cityseg.training.cv import summary_text
+    from cityseg.report.results import summary_text
 
     done = sum(1 for fold in summary["folds"] if fold["finished"])
     lines = [f"cross-validation: {done}/{summary['k']} folds finished ({summary['split']} split) in {out}",

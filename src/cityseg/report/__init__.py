@@ -38,11 +38,19 @@ from cityseg.report.pdf import (
     is_synthetic_run,
     official_tables,
 )
-from cityseg.report.results import REFERENCE_MIOU, CvResult, cv_result, val_class_iou, val_confusion
+from cityseg.report.results import (
+    REFERENCE_MIOU,
+    CvResult,
+    cv_result,
+    summary_text,
+    val_class_iou,
+    val_confusion,
+)
 from cityseg.report.runfiles import RunFiles, load_evaluation, load_runs, predictions_checkpoint_warning
 from cityseg.report.tables import Table
 
 __all__ = [
+    "summary_text",
     "REFERENCE_MIOU",
     "Comparison",
     "CvResult",

@@ -97,7 +97,7 @@ def headline_table(cv: CvResult, evaluation: Mapping[str, Any]) -> Table:
 def headline_text(runs: RunFiles, evaluation: dict[str, Any], synthetic: bool) -> str:
     """The headline in plain text (notebook and `make demo` output): the CV numbers as `cityseg cv` prints
     them (no selection, protocol, selected), the official val mIoU and the reference."""
-    from cityseg.training.cv import summary_text
+    from cityseg.report.results import summary_text
 
     val = float(evaluation["averageScoreClasses"])
     lines = [

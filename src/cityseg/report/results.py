@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from cityseg.labels import CLASS_NAMES
+from cityseg.report.plots import mean_std_text
 from cityseg.report.runfiles import RunFiles
 from cityseg.report.tables import Table
 
@@ -211,3 +212,15 @@ def machine_table(runs: RunFiles) -> Table:
 def finite(value: float | None) -> bool:
     """A number that can be printed (JSON null and NaN cannot)."""
     return value is not None and math.isfinite(value)
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """The CV numbers as `cityseg cv`, the notebook and the report print them: headline, protocol, selected."""
+    selected = summary["selected"]
+    return "\n".join([
+        f"CV mIoU ({summary['k']} folds, mean ± std, no selection): "
+        f"{mean_std_text(summary['miou_mean'], summary['miou_std'])} %",
+        f"  {summary['protocol']}",
+        f"Selected on the same fold ({selected['note']}): "
+        f"{mean_std_text(selected['miou_mean'], selected['miou_std'])} %",
+    ])

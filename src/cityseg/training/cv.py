@@ -80,7 +80,7 @@ SHARED_FILES_LOCK = ".lock-cv-files"  # held while folds.json or summary.json is
 # What summary.json held before it carried SUMMARY_FORMAT: such a file is an older cityseg's, not the user's.
 _LEGACY_SUMMARY_KEYS = frozenset(("k", "split", "seed", "complete", "folds", "chosen_epochs", "full", "std"))
 
-__all__ = ["fold_table", "load_log", "make_folds", "run_cv", "summarize", "summary_text", "chosen_epochs", "fold_dir"]
+__all__ = ["fold_table", "load_log", "make_folds", "run_cv", "summarize", "chosen_epochs", "fold_dir"]
 
 
 def run_cv(
@@ -310,20 +310,6 @@ def _protocol(per_fold: list[dict], k: int, chosen: int | None) -> str:
         return f"Null until all {k} folds are finished ({done} are): each fold will be scored at {rule}."
     return (f"Each fold is scored at epoch {chosen}, {rule}, not at its own best epoch; mean and sample std over "
             f"the {k} folds.")
-
-
-def summary_text(summary: dict[str, Any]) -> str:
-    """The CV numbers as `cityseg cv`, the notebook and the report print them: headline, protocol, selected."""
-    from cityseg.report.plots import mean_std_text
-
-    selected = summary["selected"]
-    return "\n".join([
-        f"CV mIoU ({summary['k']} folds, mean ± std, no selection): "
-        f"{mean_std_text(summary['miou_mean'], summary['miou_std'])} %",
-        f"  {summary['protocol']}",
-        f"Selected on the same fold ({selected['note']}): "
-        f"{mean_std_text(selected['miou_mean'], selected['miou_std'])} %",
-    ])
 
 
 def _full_summary(run_dir: Path) -> dict[str, Any] | None:

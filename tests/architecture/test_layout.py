@@ -1,0 +1,121 @@
+"""The package layout is the pipeline: each folder imports only the stages before it (docs/ARCHITECTURE.md),
+no module grows past 450 lines, and `cityseg --help` stays fast by never importing torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "cityseg"
+LEAVES = {"__init__", "errors", "fileio", "locks", "labels", "system"}
+# What each part of the package may import besides itself; the leaves import only leaves. This is the one
+# import rule of docs/ARCHITECTURE.md: arrows point back along the pipeline, never forward, never into cli.
+ALLOWED = {
+    "leaves": set(),
+    "data": {"leaves"},
+    "synthetic": {"leaves", "data"},
+    "training": {"leaves", "data"},
+    "evaluation": {"leaves", "data"},
+    "prediction": {"leaves", "data", "synthetic", "training", "evaluation"},
+    "report": {"leaves", "data", "training", "evaluation", "prediction"},
+    "cli": {"leaves", "data", "synthetic", "training", "evaluation", "prediction", "report"},
+}
+MAX_LINES = 450
+# Being split in a parallel change (one class per thing it draws); the test insists it is still over, so the
+# exemption cannot outlive the split.
+OVER_LIMIT_FOR_NOW = {"synthetic/street.py"}
+COMMANDS = ("synth", "download", "prepare", "cache", "recipes", "cv", "train", "predict", "export", "evaluate",
+            "submit", "report", "compare")
+
+
+def part_of(module: str) -> str:
+    """The layer of a dotted module name under cityseg: a subpackage's name, or "leaves"."""
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] in LEAVES or parts[1] == "__main__":
+        return "cli" if parts[-1] == "__main__" else "leaves"
+    return parts[1]
+
+
+def module_name(path: Path) -> str:
+    relative = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = relative.parts[:-1] if relative.name == "__init__" else relative.parts
+    return ".".join(parts)
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """Every cityseg module `path` imports, at the top or inside a function: (line, dotted name)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names if alias.name.split(".")[0] == "cityseg"]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.split(".")[0] == "cityseg":
+            # `from cityseg.data import cache` names the module cityseg.data.cache
+            for alias in node.names:
+                candidate = f"{node.module}.{alias.name}"
+                is_module = (PACKAGE.parent / Path(*candidate.split("."))).with_suffix(".py").is_file() or \
+                    (PACKAGE.parent / Path(*candidate.split("."))).is_dir()
+                found.append((node.lineno, candidate if is_module else node.module))
+    return found
+
+
+def python_files() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def test_part_of_reads_the_layers():
+    assert part_of("cityseg") == "leaves" and part_of("cityseg.errors") == "leaves"
+    assert part_of("cityseg.training.runfolder") == "training" and part_of("cityseg.cli.common") == "cli"
+    assert part_of("cityseg.__main__") == "cli"
+
+
+def test_imports_point_back_along_the_pipeline():
+    upward = []
+    for path in python_files():
+        importer = module_name(path)
+        own = part_of(importer)
+        for line, imported in imported_modules(path):
+            target = part_of(imported)
+            if target != own and target not in ALLOWED[own]:
+                upward.append(f"{path.relative_to(PACKAGE)}:{line} ({own}) imports {imported} ({target})")
+    assert not upward, "imports against the pipeline (docs/ARCHITECTURE.md):\n" + "\n".join(upward)
+
+
+def test_no_library_module_imports_the_cli():
+    offenders = [f"{path.relative_to(PACKAGE)}:{line}" for path in python_files()
+                 if part_of(module_name(path)) != "cli"
+                 for line, imported in imported_modules(path) if part_of(imported) == "cli"]
+    assert not offenders
+
+
+def test_the_import_check_sees_an_upward_import(tmp_path):
+    """The checker itself: a library module importing the CLI inside a function is found."""
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f():\n    from cityseg.cli.common import add_command\n    from cityseg.data import cache\n")
+    assert imported_modules(sample) == [(2, "cityseg.cli.common"), (3, "cityseg.data.cache")]
+
+
+def test_no_module_is_over_450_lines():
+    sizes = {str(path.relative_to(PACKAGE)): len(path.read_text().splitlines()) for path in python_files()}
+    too_long = {name: lines for name, lines in sizes.items() if lines > MAX_LINES and name not in OVER_LIMIT_FOR_NOW}
+    assert not too_long, f"split these by responsibility: {too_long}"
+    assert all(sizes[name] > MAX_LINES for name in OVER_LIMIT_FOR_NOW), "split done: drop it from OVER_LIMIT_FOR_NOW"
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_help_imports_no_torch(command):
+    """`cityseg --help` and every `cityseg X --help` print without importing torch (it takes ~1 s to load)."""
+    argv = [command, "--help"] if command else ["--help"]
+    probe = (
+        "import sys\n"
+        "from cityseg.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit as exit:\n    assert exit.code == 0, exit.code\n"
+        "print('torch' in sys.modules, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "usage: cityseg" in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == "False", f"`cityseg {command} --help` imported torch"
