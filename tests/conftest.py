@@ -44,3 +44,27 @@ def mutable_root(synth_root, tmp_path) -> Path:
     root = tmp_path / "cityscapes"
     shutil.copytree(synth_root, root)
     return root
+
+
+# The training settings of the tiny runs: 64x32 inputs, random init, no worker processes, two epochs.
+TINY_TRAINING = {"size": (64, 32), "encoder_weights": None, "workers": 0, "device": "cpu", "epochs": 2}
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """Make a training config fast enough for a 2-core CI machine (`TINY_TRAINING`); keywords override fields."""
+    from cityseg.training.config import resolve_config
+
+    def make(**overrides):
+        return resolve_config("seed", **(TINY_TRAINING | overrides))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def fold0(synth_root):
+    """Fold 0 of a 5-fold city split of the tiny train set: 16 train images (8 cities), 4 val (2 cities)."""
+    from cityseg.data.frames import list_frames
+    from cityseg.training.folds import fold_ids, make_folds
+
+    return fold_ids(make_folds(list_frames(synth_root, "train"), k=5, seed=0), 0)

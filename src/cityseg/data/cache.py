@@ -57,7 +57,7 @@ from cityseg.fileio import folder_lock, source_fingerprint
 from cityseg.locks import die_with_parent
 
 MARKER, FORMAT, FORMAT_VERSION = TRAINING_CACHE.marker, TRAINING_CACHE.format, TRAINING_CACHE.format_version
-# Fault injection for the kill tests: the build SIGKILLs itself at the named step (see tests/test_cache.py).
+# Fault injection for the kill tests: the build SIGKILLs itself at the named step (see tests/data/test_cache.py).
 _CRASH_ENV = "CITYSEG_CACHE_CRASH_AT"
 
 

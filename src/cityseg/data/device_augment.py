@@ -7,7 +7,7 @@ up on the device (bit-identical to the workers); saturation and hue go through O
 re-implemented in tensor ops: RGB -> HSV in OpenCV's integer arithmetic (exact for every colour), HSV ->
 RGB in OpenCV's float formula. The latter equals OpenCV bit for bit where OpenCV's build fuses its
 multiply-adds (as the x86-64 wheels do; reproduced here in float64), and is one grey level off on the
-rare pixels it computes otherwise; tests/test_device_augment.py bounds the difference to the worker path.
+rare pixels it computes otherwise; tests/data/test_device_augment.py bounds the difference to the worker path.
 
 Random draws happen on the host, from a torch generator seeded by (seed, epoch, step, rank), so the step
 never waits for the device and a run draws the same numbers after a resume.

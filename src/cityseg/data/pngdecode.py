@@ -7,14 +7,14 @@ files that are plain grayscale (8- or 16-bit, not interlaced, no chunks that cou
 what Cityscapes and `cityseg predict` write) go to the fastest decoder installed, Wuffs, else libpng;
 everything else (palette images, other depths or colour types, interlacing, tRNS, gAMA...) and every file
 the fast decoder refuses goes to PIL, which is what the official script uses. The values are PIL's either
-way (tests/test_pngdecode.py compares them on clean and on damaged files).
+way (tests/data/test_pngdecode.py compares them on clean and on damaged files).
 
 Safety: the files are the user's, and a damaged PNG must be a clear error, never a crash (torchvision's
 libpng wrapper segfaults on some). Wuffs is written in a memory-safe language (bounds checked at compile
 time), and libpng's errors come back as exceptions through imagecodecs. Before either sees a file, the
 header is checked here (signature, an IHDR chunk of the right length and checksum, sizes within PIL's
 decompression-bomb limit) and every chunk's CRC is verified (PIL checks those before IDAT, so the fast
-path never accepts a file PIL would refuse there). Both are fuzzed in tests/test_pngdecode.py, each case
+path never accepts a file PIL would refuse there). Both are fuzzed in tests/data/test_pngdecode.py, each case
 in a subprocess so a crash fails the test instead of killing pytest. Both release the GIL, so threads
 decode in parallel; pyspng was not taken: it holds the GIL while decoding and ignores checksums.
 """

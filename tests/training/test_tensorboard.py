@@ -23,7 +23,6 @@ import cityseg.training.engine
 import cityseg.training.trainer
 from cityseg.data.frames import list_frames, read_train_ids
 from cityseg.labels import CLASS_NAMES, TRAIN_ID_COLORS, colorize_train_ids
-from cityseg.training.config import resolve_config
 from cityseg.training.folds import fold_ids, make_folds
 from cityseg.training.optim import lr_factor
 from cityseg.training.runfolder import load_log
@@ -78,32 +77,30 @@ def assert_matches_log(run_dir: Path, epochs: int, steps: int) -> EventAccumulat
     return board
 
 
+# cosine with warm-up, so the logged lr changes every step
+COSINE = {"epochs": EPOCHS, "batch_size": 1, "lr": 1e-3, "schedule": "cosine", "warmup_epochs": 0.5}
+
+
 @pytest.fixture(scope="module")
 def fold(synth_root):
     train_ids, val_ids = fold_ids(make_folds(list_frames(synth_root, "train"), k=5, seed=0), 0)
     return train_ids[:STEPS], val_ids[:2]
 
 
-def tiny_config():
-    # cosine with warm-up, so the logged lr changes every step
-    return resolve_config("seed", size=(64, 32), encoder_weights=None, workers=0, device="cpu", epochs=EPOCHS,
-                          batch_size=1, lr=1e-3, schedule="cosine", warmup_epochs=0.5)
-
-
 @pytest.fixture(scope="module")
-def straight_run(synth_root, fold, tmp_path_factory):
+def straight_run(tiny_config, synth_root, fold, tmp_path_factory):
     """One uninterrupted run, host reads every 3 steps (so an epoch has two mid-epoch reads and a remainder)."""
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cityseg.training.engine, "PROGRESS_EVERY", 3)
         run_dir = tmp_path_factory.mktemp("board") / "fold_0"
-        train_run(synth_root, run_dir, tiny_config(), *fold, progress=False)
+        train_run(synth_root, run_dir, tiny_config(**COSINE), *fold, progress=False)
     return run_dir
 
 
-def test_every_iteration_and_every_log_row_reach_tensorboard(straight_run):
+def test_every_iteration_and_every_log_row_reach_tensorboard(tiny_config, straight_run):
     board = assert_matches_log(straight_run, EPOCHS, STEPS)
-    config = tiny_config()
+    config = tiny_config(**COSINE)
     lrs = [value for _, value in scalars(board, "train/lr")]
     expected = [config.lr * lr_factor(s, EPOCHS * STEPS, STEPS // 2, "cosine", config.min_lr / config.lr)
                 for s in range(EPOCHS * STEPS)]
@@ -129,7 +126,7 @@ def test_val_frames_show_image_truth_and_prediction_in_the_palette(straight_run,
         assert {tuple(pixel) for pixel in np.unique(prediction, axis=0)} <= palette
 
 
-def test_crash_between_events_and_checkpoint_then_resume_keeps_one_stream(synth_root, fold, straight_run, tmp_path,
+def test_crash_between_events_and_checkpoint_then_resume_keeps_one_stream(tiny_config, synth_root, fold, straight_run, tmp_path,
                                                                             monkeypatch):
     torch.set_num_threads(1)
     monkeypatch.setattr(cityseg.training.engine, "PROGRESS_EVERY", 3)
@@ -143,9 +140,9 @@ def test_crash_between_events_and_checkpoint_then_resume_keeps_one_stream(synth_
     run_dir = tmp_path / "fold_0"
     monkeypatch.setattr(cityseg.training.trainer, "save_checkpoint", save_then_die_in_epoch_2)
     with pytest.raises(RuntimeError, match="killed"):
-        train_run(synth_root, run_dir, tiny_config(), *fold, progress=False)
+        train_run(synth_root, run_dir, tiny_config(**COSINE), *fold, progress=False)
     monkeypatch.setattr(cityseg.training.trainer, "save_checkpoint", real_save)
-    train_run(synth_root, run_dir, tiny_config(), *fold, resume=True, progress=False)
+    train_run(synth_root, run_dir, tiny_config(**COSINE), *fold, resume=True, progress=False)
 
     assert raw_loss_events(run_dir) == 3 * STEPS  # epoch 2 was written twice on disk ...
     board = assert_matches_log(run_dir, EPOCHS, STEPS)  # ... and TensorBoard shows it once

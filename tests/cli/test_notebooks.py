@@ -19,7 +19,7 @@ import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 from pypdf import PdfReader
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 TRAIN = NOTEBOOKS / "01_train.ipynb"
 EVALUATE = NOTEBOOKS / "02_evaluate.ipynb"
 

@@ -10,11 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from cityseg.data.frames import list_frames
 from cityseg.training.checkpoint import load_checkpoint
 from cityseg.training.compiling import WARNING_PREFIX, CompiledOrEager
-from cityseg.training.config import resolve_config
-from cityseg.training.folds import fold_ids, make_folds
 from cityseg.training.runfolder import load_log
 from cityseg.training.trainer import train_run
 
@@ -51,18 +48,8 @@ class FailsInBackward(nn.Module):
         return _RaiseInBackward.apply(self.model(image))
 
 
-def tiny_config(**overrides):
-    values = {"size": (64, 32), "encoder_weights": None, "workers": 0, "device": "cpu", "epochs": 2}
-    return resolve_config("seed", **(values | overrides))
-
-
 @pytest.fixture(scope="module")
-def fold0(synth_root):
-    return fold_ids(make_folds(list_frames(synth_root, "train"), k=5, seed=0), 0)
-
-
-@pytest.fixture(scope="module")
-def eager_run(synth_root, fold0, tmp_path_factory):
+def eager_run(tiny_config, synth_root, fold0, tmp_path_factory):
     torch.set_num_threads(1)
     run_dir = tmp_path_factory.mktemp("eager") / "run"
     train_run(synth_root, run_dir, tiny_config(compile=False), *fold0, progress=False)
@@ -77,7 +64,7 @@ def numbers(run_dir):
 
 
 @pytest.mark.parametrize("compiled", [FailsInForward, FailsInBackward], ids=["forward", "backward"])
-def test_a_failed_compile_trains_on_eagerly_with_one_warning(compiled, synth_root, fold0, eager_run, tmp_path,
+def test_a_failed_compile_trains_on_eagerly_with_one_warning(tiny_config, compiled, synth_root, fold0, eager_run, tmp_path,
                                                               monkeypatch, capsys):
     calls = []
 

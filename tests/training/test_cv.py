@@ -19,16 +19,10 @@ from cityseg.training.optim import build_scheduler
 from cityseg.training.runfolder import load_log
 
 
-def tiny_config(**overrides):
-    values = {"size": (64, 32), "encoder_weights": None, "workers": 0, "device": "cpu", "epochs": 2,
-              "lr": 1e-3, "batch_size": 5}
-    return resolve_config("seed", **(values | overrides))
-
-
-def test_cv_only_folds_then_resume_then_summary(synth_root, tmp_path):
+def test_cv_only_folds_then_resume_then_summary(tiny_config, synth_root, tmp_path):
     torch.set_num_threads(1)
     runs = tmp_path / "runs"
-    config = tiny_config()
+    config = tiny_config(lr=1e-3, batch_size=5)
     seen = []
     first = run_cv(synth_root, runs, config, k=2, only_folds=[0], progress=False,
                    on_epoch=lambda name, row: seen.append((name, row["epoch"])))

@@ -14,7 +14,7 @@ from cityseg.data.frames import list_frames, read_train_ids
 from cityseg.errors import UserError
 from cityseg.training.checkpoint import load_checkpoint
 from cityseg.training.config import resolve_config
-from cityseg.training.folds import fold_ids, make_folds, write_folds
+from cityseg.training.folds import make_folds, write_folds
 from cityseg.training.metrics import confusion_matrix, mean_iou
 from cityseg.training.runfolder import load_log
 from cityseg.training.trainer import train_run
@@ -24,20 +24,8 @@ ROW_KEYS = {"epoch", "lr", "train_loss", "val_loss", "val_miou", "class_iou", "i
             "peak_memory_gb", "seconds"}
 
 
-def tiny_config(**overrides):
-    """64x32 inputs, random init, no worker processes: fast enough for a 2-core CI machine."""
-    values = {"size": (64, 32), "encoder_weights": None, "workers": 0, "device": "cpu", "epochs": 2}
-    return resolve_config("seed", **(values | overrides))
-
-
 @pytest.fixture(scope="module")
-def fold0(synth_root):
-    frames = list_frames(synth_root, "train")
-    return fold_ids(make_folds(frames, k=5, seed=0), 0)  # 16 train images (8 cities), 4 val (2 cities)
-
-
-@pytest.fixture(scope="module")
-def learned_run(synth_root, fold0, tmp_path_factory):
+def learned_run(tiny_config, synth_root, fold0, tmp_path_factory):
     torch.set_num_threads(1)
     # lr 2e-3 (20x the reference's 1e-4) because the net starts from random weights and gets only 32
     # steps; on this data it passes 0.1 mIoU by epoch 6, against ~0.017 for the constant predictor.
@@ -77,7 +65,7 @@ def test_run_folder_format(learned_run, synth_root):
     names = sorted(p.name for p in run_dir.iterdir())
     assert [n for n in names if not n.startswith("events.out.tfevents.")] == [".lock-run", "best.pt", "config.json",
                                                                                "last.pt", "log.jsonl"]
-    assert len(names) == 6  # and one TensorBoard event file (tests/test_tensorboard.py reads it)
+    assert len(names) == 6  # and one TensorBoard event file (tests/training/test_tensorboard.py reads it)
     info = json.loads((run_dir / "config.json").read_text())
     # saved as resolved for this (CPU) machine: concrete values where the config left them at auto
     assert info["config"] == config.to_dict() | {"compile": False, "gpu_aug": False, "cache": None}
@@ -107,7 +95,7 @@ def test_run_folder_format(learned_run, synth_root):
     assert model(torch.zeros(1, 3, 32, 64)).shape == (1, 19, 32, 64)
 
 
-def test_existing_run_is_never_overwritten(learned_run, synth_root, fold0):
+def test_existing_run_is_never_overwritten(tiny_config, learned_run, synth_root, fold0):
     config, run_dir, _, _ = learned_run
     def files():  # the lock file is rewritten by every process that takes it, to name itself
         return {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.name != ".lock-run"}
@@ -125,7 +113,7 @@ def stop_after_first_epoch(name, row):
         raise KeyboardInterrupt
 
 
-def test_ctrl_c_then_resume_equals_an_uninterrupted_run(synth_root, fold0, tmp_path, capsys):
+def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tiny_config, synth_root, fold0, tmp_path, capsys):
     torch.set_num_threads(1)
     train_ids, val_ids = fold0[0][:8], fold0[1][:2]
     # cosine schedule and random flips, so a resume that lost the schedule step or RNG would differ
@@ -174,7 +162,7 @@ def test_sigkill_mid_run_then_resume(synth_root, fold0, tmp_path):
     assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]  # no half-written files left
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synth_root, fold0, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_config, synth_root, fold0, tmp_path, monkeypatch):
     import cityseg.training.losses
     import cityseg.training.trainer
 
@@ -199,7 +187,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synth_root, fold0,
     assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 1
 
 
-def test_out_of_memory_becomes_a_user_error(synth_root, fold0, tmp_path, monkeypatch):
+def test_out_of_memory_becomes_a_user_error(tiny_config, synth_root, fold0, tmp_path, monkeypatch):
     import cityseg.training.model
 
     real_build = cityseg.training.model.build_model
@@ -218,7 +206,7 @@ def test_out_of_memory_becomes_a_user_error(synth_root, fold0, tmp_path, monkeyp
         train_run(synth_root, tmp_path / "run", tiny_config(), fold0[0][:4], fold0[1][:2], progress=False)
 
 
-def test_gpu_aug_moves_the_colour_ops_from_the_loader_to_the_step(synth_root, fold0):
+def test_gpu_aug_moves_the_colour_ops_from_the_loader_to_the_step(tiny_config, synth_root, fold0):
     from cityseg.training.datasets import build_datasets
     from cityseg.training.runtime import step_context
 
@@ -296,7 +284,7 @@ def test_a_step_with_zero_gradient_changes_each_parameter_by_its_decay_alone(opt
 
 
 @pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, torch.float16)])
-def test_bf16_only_where_the_gpu_has_it_natively_else_fp16_with_a_scaler(monkeypatch, native, expected):
+def test_bf16_only_where_the_gpu_has_it_natively_else_fp16_with_a_scaler(tiny_config, monkeypatch, native, expected):
     from cityseg.prediction import inference
     from cityseg.training.runtime import needs_grad_scaler, step_context
 

@@ -249,7 +249,7 @@ def test_changes_from_the_recipe_are_listed_on_the_setup_page(tiny_run, tmp_path
 def test_make_demo_replaces_a_demo_report_but_refuses_a_real_one(tiny_run, tmp_path):
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
-    shutil.copy(Path(__file__).resolve().parents[1] / "scripts" / "demo.sh", repo / "scripts" / "demo.sh")
+    shutil.copy(Path(__file__).resolve().parents[2] / "scripts" / "demo.sh", repo / "scripts" / "demo.sh")
     tools = tmp_path / "bin"  # stand-ins that say they ran: the demo itself must not run here
     tools.mkdir()
     for tool in ("cityseg", "papermill", "python"):
