@@ -20,11 +20,10 @@ from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES, NUM_CLASSES, TRAIN_ID_COLORS, TRAIN_ID_TO_ID
 from cityseg.training import runinfo
 from cityseg.training.deployed import EXPORT_FORMAT, EXPORT_VERSION
+from cityseg.training.runfolder import CONFIG_FILE, SUMMARY_FILE
 
 # How `cityseg predict` sizes photos for a model trained on resized frames (image_predict.photo_scale).
 _PHOTO_RULE = "each photo resized to the training width, aspect ratio kept (as split frames are)"
-SUMMARY_FILE = "summary.json"
-CONFIG_FILE = "config.json"
 PREDICT_MANIFEST = ".cityseg-predict.json"
 # What `miou_mean` meant before summary.json recorded its protocol.
 _LEGACY_CV_PROTOCOL = (

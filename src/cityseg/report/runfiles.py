@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from cityseg.errors import UserError
-from cityseg.training.runfolder import BEST_FILE, CONFIG_FILE, FULL_RUN, load_log, run_names
+from cityseg.training.runfolder import (
+    BEST_FILE,
+    CONFIG_FILE,
+    FOLDS_FILE,
+    FULL_RUN,
+    SUMMARY_FILE,
+    load_log,
+    run_names,
+)
 
 CV_COMMAND = "`cityseg cv DATA_ROOT --out RUNS`"
 EVAL_COMMAND = "`cityseg evaluate PRED_DIR DATA_ROOT --json EVAL_JSON`"
@@ -69,10 +77,10 @@ def load_runs(runs_dir: Path) -> RunFiles:
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise UserError(f"runs folder {runs_dir} does not exist; train with {CV_COMMAND} first.")
-    folds = read_json(runs_dir / "folds.json", CV_COMMAND)
-    _require(folds, ("k", "split", "folds"), runs_dir / "folds.json", CV_COMMAND)
-    summary = read_json(runs_dir / "summary.json", CV_COMMAND)
-    _require(summary, SUMMARY_REQUIRED_KEYS, runs_dir / "summary.json", CV_COMMAND)
+    folds = read_json(runs_dir / FOLDS_FILE, CV_COMMAND)
+    _require(folds, ("k", "split", "folds"), runs_dir / FOLDS_FILE, CV_COMMAND)
+    summary = read_json(runs_dir / SUMMARY_FILE, CV_COMMAND)
+    _require(summary, SUMMARY_REQUIRED_KEYS, runs_dir / SUMMARY_FILE, CV_COMMAND)
     names = run_names(runs_dir)
     if not names:
         raise UserError(f"{runs_dir} holds no fold_<k> or full run folders; train with {CV_COMMAND}.")

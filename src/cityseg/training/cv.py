@@ -60,7 +60,9 @@ from cityseg.training.folds import (
 )
 from cityseg.training.model import check_encoder_weights
 from cityseg.training.runfolder import (
+    FOLDS_FILE,
     FULL_RUN,
+    SUMMARY_FILE,
     EpochCallback,
     best_row,
     fold_dir,
@@ -72,8 +74,6 @@ from cityseg.training.runfolder import (
 from cityseg.training.runtime import resolve_and_report
 from cityseg.training.trainer import train_run
 
-FOLDS_FILE = "folds.json"
-SUMMARY_FILE = "summary.json"
 SUMMARY_FORMAT = "cityseg-cv-summary"  # the marker that makes a summary.json ours to replace
 RUNS_LOCK = ".lock-cv"  # held for a whole `cv` (shared by --only-folds processes)
 SHARED_FILES_LOCK = ".lock-cv-files"  # held while folds.json or summary.json is checked and written

@@ -47,6 +47,9 @@ BEST_FILE = "best.pt"
 RUN_FILES = (CONFIG_FILE, LOG_FILE, LAST_FILE, BEST_FILE)
 RUN_LOCK = ".lock-run"  # held by the one process training the folder (cityseg.locks)
 
+# The runs folder of a cross-validation (`cityseg cv --out RUNS`) holds its runs beside these two files.
+FOLDS_FILE = "folds.json"
+SUMMARY_FILE = "summary.json"
 FULL_RUN = "full"  # RUNS/full/: the fit on every train image after cross-validation (RUNS/fold_<k>/ before it)
 
 EpochCallback = Callable[[str, dict], None]  # (run name, the log row of the epoch just finished)
