@@ -22,7 +22,8 @@ from typing import Any
 
 SIZE = "128x64"
 # Keys whose values depend on the clock, the machine or the temp folder, not on what was computed.
-VOLATILE = ("time", "second", "elapsed", "date", "path", "root", "dir", "host", "version", "eta", "started")
+VOLATILE = ("time", "timing", "second", "elapsed", "date", "path", "root", "dir", "host", "version", "eta",
+            "started", "written_by")  # written_by: the sha256 of the JSON file itself, which holds its timings
 
 
 def cityseg(*args: str, cwd: Path) -> None:
