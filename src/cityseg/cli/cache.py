@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from cityseg.cli.common import add_command, positive_int, size_type
-from cityseg.data.frames import SPLITS
+from cityseg.data.layout import SPLITS
 from cityseg.system import default_workers
 
 

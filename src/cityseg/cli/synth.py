@@ -6,12 +6,13 @@ import argparse
 from pathlib import Path
 
 from cityseg.cli.common import add_command, non_negative_int, positive_int, size_type
-from cityseg.synthetic import MIN_SIZE
 from cityseg.system import default_workers
 
 
 def _synth_size(text: str) -> tuple[int, int]:
     """WxH, at least the generator's minimum (smaller frames cannot show every class)."""
+    from cityseg.synthetic import MIN_SIZE  # the generator's imports take ~0.5 s: not for --help
+
     width, height = size_type(text)
     if width < MIN_SIZE[0] or height < MIN_SIZE[1]:
         raise argparse.ArgumentTypeError(f"{text!r} is too small; use at least {MIN_SIZE[0]}x{MIN_SIZE[1]}")

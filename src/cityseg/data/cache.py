@@ -51,7 +51,7 @@ from cityseg.data.cache_core import (
     default_cache_dir,
     free_bytes,
 )
-from cityseg.data.frames import LABEL_SOURCES
+from cityseg.data.layout import LABEL_SOURCES
 from cityseg.errors import UserError, format_paths
 from cityseg.fileio import folder_lock, source_fingerprint
 from cityseg.locks import die_with_parent

@@ -21,18 +21,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cityseg.data.layout import (
+    FINE_DIR,
+    IMAGE_DIR,
+    IMAGE_SUFFIX,
+    INSTANCE_IDS_SUFFIX,
+    LABEL_IDS_SUFFIX,
+    LABEL_SOURCES,
+    POLYGONS_SUFFIX,
+    SPLITS,
+    TRAIN_IDS_SUFFIX,
+)
 from cityseg.errors import UserError, describe_error, format_paths
 from cityseg.labels import IGNORE_INDEX, NUM_CLASSES, VALID_LABEL_IDS, ids_to_train_ids
 
-SPLITS = ("train", "val", "test")
-LABEL_SOURCES = ("trainIds", "ids")
-IMAGE_DIR = "leftImg8bit"
-FINE_DIR = "gtFine"
-IMAGE_SUFFIX = "_leftImg8bit.png"
-TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
-LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
-INSTANCE_IDS_SUFFIX = "_gtFine_instanceIds.png"
-POLYGONS_SUFFIX = "_gtFine_polygons.json"
 # Which gtFine file each label source reads; "polygons" is what `prepare` needs.
 _LABEL_SUFFIX = {"trainIds": TRAIN_IDS_SUFFIX, "ids": LABEL_IDS_SUFFIX, "polygons": POLYGONS_SUFFIX}
 _DATASET_DIRS = (IMAGE_DIR, FINE_DIR, "gtCoarse")

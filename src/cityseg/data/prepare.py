@@ -156,7 +156,7 @@ def _convert_chunk(pairs: list[tuple[Path, Path]]) -> int:
 
 def find_annotations(root: Path, coarse: bool = False) -> list[Path]:
     """Every polygon JSON the official script would convert: gtFine/*/*/, and gtCoarse/*/*/ with `coarse`."""
-    from cityseg.data.frames import FINE_DIR, POLYGONS_SUFFIX
+    from cityseg.data.layout import FINE_DIR, POLYGONS_SUFFIX
 
     files = sorted((root / FINE_DIR).glob(f"*/*/*{POLYGONS_SUFFIX}"))
     if coarse:

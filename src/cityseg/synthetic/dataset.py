@@ -24,7 +24,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from cityseg import __version__
-from cityseg.data.frames import SPLITS
+from cityseg.data.layout import SPLITS
 from cityseg.errors import UserError
 from cityseg.fileio import atomic_write_bytes
 from cityseg.labels import EVAL_LABEL_IDS

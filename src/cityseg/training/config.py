@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from cityseg.data.frames import LABEL_SOURCES
+from cityseg.data.layout import LABEL_SOURCES
 from cityseg.errors import UserError
 from cityseg.training.recipes import FIELD_GROUPS, RECIPES, RUN_SETTING, Recipe
 

@@ -1,0 +1,15 @@
+"""The Cityscapes layout on disk, as names only (no numpy: the CLI lists the splits in --help).
+
+    ROOT/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
+    ROOT/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_{polygons.json,labelIds.png,...}
+"""
+
+SPLITS = ("train", "val", "test")
+LABEL_SOURCES = ("trainIds", "ids")  # train from labelTrainIds PNGs (after `cityseg prepare`) or the shipped labelIds
+IMAGE_DIR = "leftImg8bit"
+FINE_DIR = "gtFine"
+IMAGE_SUFFIX = "_leftImg8bit.png"
+TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
+LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
+INSTANCE_IDS_SUFFIX = "_gtFine_instanceIds.png"
+POLYGONS_SUFFIX = "_gtFine_polygons.json"
