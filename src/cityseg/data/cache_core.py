@@ -18,6 +18,9 @@ from cityseg.errors import UserError, format_paths
 from cityseg.fileio import claim_folder, read_complete_index
 
 DATASET_TREES = ("leftImg8bit", "gtFine", "gtCoarse")
+# Every entry of every kind has these two: the index of what it holds, and COMPLETE, written last.
+INDEX_FILE = "index.json"
+COMPLETE_FILE = "COMPLETE"
 
 
 def default_cache_dir(root: Path) -> Path:
@@ -88,8 +91,6 @@ def free_bytes(folder: Path) -> int:
 # The default folder beside ROOT is the training cache's (its marker), and holds the ground truth's in eval-gt/.
 IMAGES_FILE = "images.npy"
 LABELS_FILE = "labels.npy"
-INDEX_FILE = "index.json"
-COMPLETE_FILE = "COMPLETE"
 TRAINING_CACHE = CacheKind(marker="CITYSEG_CACHE.json", format="cityseg-cache", format_version=1,
                            entry_files=(IMAGES_FILE, LABELS_FILE, INDEX_FILE, COMPLETE_FILE),
                            label="cache folder", entry_label="cache entry")

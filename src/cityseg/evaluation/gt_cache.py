@@ -41,7 +41,14 @@ from typing import Any
 
 import numpy as np
 
-from cityseg.data.cache_core import CacheKind, claim_cache_folder, default_cache_dir, free_bytes
+from cityseg.data.cache_core import (
+    COMPLETE_FILE,
+    INDEX_FILE,
+    CacheKind,
+    claim_cache_folder,
+    default_cache_dir,
+    free_bytes,
+)
 from cityseg.data.pngdecode import UnreadablePngError, image_size
 from cityseg.errors import UserError
 from cityseg.evaluation.fast import Pair, encode_segments, map_frames, read_ground_truth_pair
@@ -54,8 +61,6 @@ from cityseg.fileio import (
 
 SEGMENTS_FILE = "segments.npy"
 TABLES_FILE = "tables.npy"
-INDEX_FILE = "index.json"
-COMPLETE_FILE = "COMPLETE"
 GT_CACHE = CacheKind(marker="CITYSEG_EVAL_GT.json", format="cityseg-eval-gt", format_version=1,
                      entry_files=(SEGMENTS_FILE, TABLES_FILE, INDEX_FILE, COMPLETE_FILE),
                      label="ground-truth cache", entry_label="ground-truth cache entry")
