@@ -230,11 +230,11 @@ def test_a_frame_the_encoding_cannot_hold_falls_back_to_the_pngs(synth_raw_root,
 def test_no_room_for_the_cache_is_a_note_not_a_failure(synth_raw_root, tmp_path, monkeypatch):
     import shutil
 
-    from cityseg.evaluation import gt_cache
+    from cityseg.data import cache_core  # asks for free space for every cache
 
     pred = _predictions(synth_raw_root, tmp_path / "pred")
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(gt_cache.shutil, "disk_usage", lambda path: usage._replace(free=10**6))
+    monkeypatch.setattr(cache_core.shutil, "disk_usage", lambda path: usage._replace(free=10**6))
     cache = tmp_path / "gt-cache"
     with pytest.warns(GtCacheWarning, match="GB free"):
         result, info = _fast(pred, synth_raw_root, cache)
