@@ -20,12 +20,12 @@ def cityseg_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "cityseg", *map(str, args)]
 
 
-@contextlib.contextmanager
 def default_sigint() -> None:
     """In a child before exec: SIGINT raises KeyboardInterrupt again (see `running`)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@contextlib.contextmanager
 def running(command: list[str], stderr: Path | None = None) -> Iterator[subprocess.Popen]:
     """Start `command`; whatever happens in the block, the child is gone (killed and reaped) when it ends.
 

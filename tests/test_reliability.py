@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers_training import default_sigint
 from PIL import Image
 
 from cityseg.cli import main
 from cityseg.data import check_polygons
 from cityseg.prepare import output_path, prepare_dataset
-from helpers_training import default_sigint
 
 SCALE = 16  # the 128x64 synthetic polygons drawn at 2048x1024, the real label size
 COPIES = 12  # each train frame 12 times: 240 labels, a few seconds for two worker processes
