@@ -9,18 +9,18 @@ from cityseg.synthetic.geometry import band, disc, rect
 from cityseg.synthetic.layout import Part, Street
 from cityseg.synthetic.scene import Decal
 
+# (neck height, hip height) of each body outline at scale 1, metres: skin above, trousers below
+_BODY_BANDS = {
+    "person": (shapes.PERSON_NECK, shapes.PERSON_HIP),
+    "rider": (shapes.RIDER_NECK, shapes.RIDER_HIP),
+}
+
 
 def human(
-    street: Street,
-    label: str,
-    shape: np.ndarray,
-    neck: float,
-    hip: float,
-    x: float,
-    z: float,
-    mirror: bool = False,
+    street: Street, label: str, shape: np.ndarray, scale: float, x: float, z: float, mirror: bool = False
 ) -> Part:
-    """A person or rider with a face and legs in other colours than their top."""
+    """A person or rider (outline already scaled) whose face and legs get other colours than their top."""
+    neck, hip = (height * scale for height in _BODY_BANDS[label])
     decals = []
     for kind, lo, hi in ((Decal.SKIN, neck, 99.0), (Decal.TROUSERS, -1.0, hip)):
         part = band(shape, lo, hi)
@@ -40,21 +40,11 @@ def add_pedestrians(street: Street) -> None:
         if rng.random() < 0.3:  # a companion half a step behind: overlapping persons
             size = rng.uniform(1.5, 1.95)
             parts.append(
-                human(
-                    street,
-                    "person",
-                    shapes.PERSON * size,
-                    shapes.PERSON_NECK * size,
-                    shapes.PERSON_HIP * size,
-                    x + rng.uniform(-0.5, 0.5),
-                    z + 0.3,
-                )
+                human(street, "person", shapes.PERSON * size, size, x + rng.uniform(-0.5, 0.5), z + 0.3)
             )
         size = rng.uniform(1.5, 1.95)
         shape = shapes.PERSON * size + rng.normal(0, 0.015, size=shapes.PERSON.shape) * np.array([1.0, 0.0])
-        parts.append(
-            human(street, "person", shape, shapes.PERSON_NECK * size, shapes.PERSON_HIP * size, x, z)
-        )
+        parts.append(human(street, "person", shape, size, x, z))
         street.thing(z, parts)
 
 
@@ -77,18 +67,7 @@ def add_two_wheelers(street: Street) -> None:
         if ridden:
             scale = rng.uniform(0.95, 1.1)
             rider = (shapes.RIDER_SIDE if side_view else shapes.RIDER_BACK) * scale
-            parts.append(
-                human(
-                    street,
-                    "rider",
-                    rider,
-                    shapes.RIDER_NECK * scale,
-                    shapes.RIDER_HIP * scale,
-                    x,
-                    z - 0.05,
-                    mirror,
-                )
-            )
+            parts.append(human(street, "rider", rider, scale, x, z - 0.05, mirror))
         street.thing(z, parts)
 
 
