@@ -256,5 +256,5 @@ def test_unreadable_png_is_a_named_user_error(tmp_path):
 
 
 def test_the_fast_decoder_is_installed():
-    """requirements.txt lists pywuffs and imagecodecs: without them every decode silently takes PIL's slow path."""
-    assert pngdecode.BACKEND == "wuffs" and FAST_BACKENDS == ["libpng", "wuffs"]
+    """requirements.txt lists imagecodecs: without it every decode silently takes PIL's slow path."""
+    assert "libpng" in FAST_BACKENDS and pngdecode.BACKEND in ("wuffs", "libpng")

@@ -1,10 +1,10 @@
 """Fast, safe decoding of single-channel label PNGs (labelIds, instanceIds, predictions), PIL as the fallback.
 
 Decoding the three PNGs of a frame is most of what an evaluation costs, and PIL is slow at it. CPU per
-2048x1024 file on this machine (bench/png_decode.py measures the decoders installed): 8-bit labelIds PIL
-~10 ms, libpng (imagecodecs) ~6.5 ms, Wuffs (pywuffs) ~4 ms; 16-bit instanceIds about twice that. So
-files that are plain grayscale (8- or 16-bit, not interlaced, no chunks that could change the pixels:
-what Cityscapes and `cityseg predict` write) go to the fastest decoder installed, Wuffs, else libpng;
+2048x1024 synthetic label file on the 2-core development machine: PIL ~35 ms, libpng (imagecodecs, a
+requirement) ~17 ms, Wuffs (pywuffs, optional: no wheels) ~17 ms. So files that are plain grayscale (8-
+or 16-bit, not interlaced, no chunks that could change the pixels: what Cityscapes and `cityseg predict`
+write) go to a fast decoder, Wuffs when installed, else libpng;
 everything else (palette images, other depths or colour types, interlacing, tRNS, gAMA...) and every file
 the fast decoder refuses goes to PIL, which is what the official script uses. The values are PIL's either
 way (tests/data/test_pngdecode.py compares them on clean and on damaged files).
