@@ -23,6 +23,7 @@ def tiny_config(**overrides):
     return resolve_config("seed", **(values | overrides))
 
 
+@pytest.mark.slow
 def test_cv_only_folds_then_resume_then_summary(synth_root, tmp_path):
     torch.set_num_threads(1)
     runs = tmp_path / "runs"

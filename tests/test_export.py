@@ -36,6 +36,8 @@ from cityseg.model import load_model
 from cityseg.predict import file_sha256, predict_split
 from cityseg.transforms import normalize
 
+pytestmark = pytest.mark.slow  # a tiny cv, then an ONNX export and its onnxruntime check
+
 
 @pytest.fixture(scope="module")
 def exported(synth_root, tmp_path_factory) -> SimpleNamespace:

@@ -199,6 +199,7 @@ def test_foreign_png_or_other_settings_are_refused(checkpoint, photos, tmp_path)
         predict_images(checkpoint, [photos / "day1"], other, device="cpu", progress=False, tta="flip")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_gives_the_outputs_of_an_uninterrupted_run(checkpoint, photos, cli_run, tmp_path):
     _, reference = cli_run
     out = tmp_path / "out"

@@ -40,6 +40,8 @@ from cityseg.report import (
     training_config,
 )
 
+pytestmark = pytest.mark.slow  # a tiny cv and its evaluation, then several reports
+
 FIGURES = ("curves", "class_iou", "confusion", "examples")
 
 
