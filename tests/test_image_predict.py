@@ -301,3 +301,21 @@ def test_manifest_naming_a_file_outside_the_folder_is_refused(checkpoint, photos
     (out / MANIFEST_NAME).write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="not a readable cityseg predict manifest"):
         predict_images(checkpoint, [photos / "day1"], out, device="cpu", progress=False, overwrite=True)
+
+
+def test_a_second_predict_into_a_held_output_folder_is_refused_before_writing(checkpoint, photos, tmp_path, capsys):
+    """Another predict holds OUT (its lock is taken here as that one takes it): refused at once, naming it."""
+    import os
+
+    from cityseg.predict import _output_locks
+
+    out = tmp_path / "out"
+    with _output_locks([out]):
+        before = sorted(p.name for p in out.iterdir())
+        command = ["predict", str(checkpoint), "--images", str(photos), "--out", str(out), "--device", "cpu"]
+        assert main(command) == 2
+        message = "".join(capsys.readouterr().err.split())
+        assert f"pid{os.getpid()}" in message and str(out).replace(" ", "") in message
+        assert sorted(p.name for p in out.iterdir()) == before
+    assert main(command) == 2  # free again: it runs (exit 2 for the one damaged photo)
+    assert "wrote 5 and kept 0" in capsys.readouterr().out
