@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,17 @@ import pytest
 # Tests run on CPU with few threads: two cores in CI, and helpers may run suites side by side.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-TINY_SIZE = (128, 64)  # width x height; U-Net needs sides divisible by 32
+TINY_SIZE = (128, 64)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Files with the most slow tests first, so that parallel workers end on short files, not on one long one.
+
+    pytest-xdist hands out whole files in this order (`--dist loadfile --no-loadscope-reorder`, pyproject.toml);
+    the sort is stable, so each file keeps its own order.
+    """
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])  # width x height; U-Net needs sides divisible by 32
 
 
 @pytest.fixture(scope="session")

@@ -174,6 +174,7 @@ def test_download_without_credentials_or_terminal_says_which_variables_to_set(tm
     assert "CITYSCAPES_PASSWORD" in done.stderr and not (tmp_path / "dl").exists()
 
 
+@pytest.mark.slow
 def test_a_bad_flag_fails_before_cv_writes_anything(synth_root, tmp_path):
     runs = tmp_path / "runs"
     done = subprocess.run(cityseg_command("cv", synth_root, "--out", runs, "--folds", "2", *TRAIN_OPTIONS,
@@ -215,6 +216,7 @@ def test_a_full_disk_while_saving_a_checkpoint_names_the_file_and_the_disk(synth
     assert kept == ["config.json"]
 
 
+@pytest.mark.slow
 def test_a_full_tmpfs_while_saving_a_checkpoint_exits_2(synth_root, tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -231,6 +233,7 @@ def test_a_full_tmpfs_while_saving_a_checkpoint_exits_2(synth_root, tmp_path):
     assert "last.pt" in done.stderr and "No space left on device" in done.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_before_the_first_checkpoint_does_not_claim_one(synth_root, tmp_path):
     runs = tmp_path / "runs"
     err = tmp_path / "stderr.txt"

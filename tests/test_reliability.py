@@ -155,6 +155,7 @@ def _assert_group_exits(pgid: int, timeout: float = 20) -> None:
 # ---------------------------------------------------------------------------------------------- kill -9 and Ctrl-C
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not LINUX, reason="reads /proc to check for orphaned workers")
 def test_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run(big, tmp_path):
     root, expected = _fresh_copy(big, tmp_path), big[1]

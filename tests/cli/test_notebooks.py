@@ -140,6 +140,7 @@ def executed(synth_root, tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(base=base, runs=runs, train=train, evaluate=evaluate, root=synth_root)
 
 
+@pytest.mark.slow
 def test_train_notebook_runs_cv_and_the_full_fit_in_this_venv(executed):
     text = outputs_text(executed.train)
     assert f"| python environment | {sys.prefix} |" in text  # the kernel is this venv's python
@@ -151,6 +152,7 @@ def test_train_notebook_runs_cv_and_the_full_fit_in_this_venv(executed):
     assert live, "the live training curve was not drawn"
 
 
+@pytest.mark.slow
 def test_evaluate_notebook_predicts_scores_zips_and_reports(executed):
     from cityseg.data.frames import list_frames
 

@@ -43,6 +43,8 @@ from cityseg.training.cv import run_cv
 from cityseg.training.deployed import CARD_JSON, CARD_MD, ONNX_FILE, WEIGHTS_FILE, load_exported
 from cityseg.training.model import load_model
 
+pytestmark = pytest.mark.slow  # a tiny cv, then an ONNX export and its onnxruntime check
+
 
 @pytest.fixture(scope="module")
 def exported(synth_root, tmp_path_factory) -> SimpleNamespace:

@@ -200,6 +200,7 @@ def test_foreign_png_or_other_settings_are_refused(checkpoint, photos, tmp_path)
         predict_images(checkpoint, [photos / "day1"], other, device="cpu", progress=False, tta="flip")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_gives_the_outputs_of_an_uninterrupted_run(checkpoint, photos, cli_run, tmp_path):
     _, reference = cli_run
     out = tmp_path / "out"
@@ -301,3 +302,21 @@ def test_manifest_naming_a_file_outside_the_folder_is_refused(checkpoint, photos
     (out / MANIFEST_NAME).write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="not a readable cityseg predict manifest"):
         predict_images(checkpoint, [photos / "day1"], out, device="cpu", progress=False, overwrite=True)
+
+
+def test_a_second_predict_into_a_held_output_folder_is_refused_before_writing(checkpoint, photos, tmp_path, capsys):
+    """Another predict holds OUT (its lock is taken here as that one takes it): refused at once, naming it."""
+    import os
+
+    from cityseg.predict import _output_locks
+
+    out = tmp_path / "out"
+    with _output_locks([out]):
+        before = sorted(p.name for p in out.iterdir())
+        command = ["predict", str(checkpoint), "--images", str(photos), "--out", str(out), "--device", "cpu"]
+        assert main(command) == 2
+        message = "".join(capsys.readouterr().err.split())
+        assert f"pid{os.getpid()}" in message and str(out).replace(" ", "") in message
+        assert sorted(p.name for p in out.iterdir()) == before
+    assert main(command) == 2  # free again: it runs (exit 2 for the one damaged photo)
+    assert "wrote 5 and kept 0" in capsys.readouterr().out

@@ -21,6 +21,8 @@ from cityseg.report import training_config
 from cityseg.report.compare import PairedComparison, compare_runs
 from cityseg.report.plots import mean_std_text, percent
 
+pytestmark = pytest.mark.slow  # two tiny cv runs, then `cityseg compare` in child processes
+
 
 @pytest.fixture(scope="module")
 def two_runs(synth_root, tmp_path_factory) -> SimpleNamespace:

@@ -40,6 +40,8 @@ from cityseg.report import (
 )
 from cityseg.report.plots import mean_std_text, percent
 
+pytestmark = pytest.mark.slow  # a tiny cv and its evaluation, then several reports
+
 FIGURES = ("curves", "class_iou", "confusion", "examples")
 
 

@@ -22,6 +22,8 @@ from cityseg.cli import main
 from cityseg.errors import UserError
 from cityseg.report import load_runs
 
+pytestmark = pytest.mark.slow  # concurrent cv and predict processes on one folder
+
 OPTIONS = ("--folds", "2", "--epochs", "1", "--size", "64x32", "--batch-size", "2", "--workers", "0",
            "--encoder-weights", "none", "--device", "cpu")
 

@@ -19,6 +19,7 @@ from cityseg.training.optim import build_scheduler
 from cityseg.training.runfolder import load_log
 
 
+@pytest.mark.slow
 def test_cv_only_folds_then_resume_then_summary(tiny_config, synth_root, tmp_path):
     torch.set_num_threads(1)
     runs = tmp_path / "runs"

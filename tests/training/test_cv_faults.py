@@ -21,6 +21,8 @@ from helpers_training import CLI_ENV, cityseg_command, running, signal_when
 from cityseg.training.checkpoint import load_checkpoint
 from cityseg.training.runfolder import load_log
 
+pytestmark = pytest.mark.slow  # a reference cv plus killed and resumed ones in child processes
+
 # 2 folds x 2 epochs of 5 steps, then a full fit of 1-2 epochs: every stage of cv in ~15 s on two cores.
 CV_OPTIONS = ("--folds", "2", "--epochs", "2", "--size", "64x32", "--batch-size", "2", "--workers", "0",
               "--encoder-weights", "none", "--device", "cpu", "--lr", "1e-3")

@@ -50,6 +50,7 @@ def torchrun_train(synth_root, tmp_path, processes: int) -> subprocess.Completed
     return done
 
 
+@pytest.mark.slow
 def test_torchrun_one_process_takes_the_ddp_path(synth_root, tmp_path):
     torchrun_train(synth_root, tmp_path, 1)
     info = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -57,6 +58,7 @@ def test_torchrun_one_process_takes_the_ddp_path(synth_root, tmp_path):
     assert len(load_log(tmp_path / "run")) == 1
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes(synth_root, tmp_path):
     torch.set_num_threads(1)
     torchrun_train(synth_root, tmp_path, 2)

@@ -151,6 +151,7 @@ def test_crash_between_events_and_checkpoint_then_resume_keeps_one_stream(tiny_c
     assert resumed == pytest.approx(straight, rel=1e-5)  # the resumed epoch is the uninterrupted one
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_every_run_one_complete_stream(synth_root, tmp_path):
     runs = tmp_path / "runs"
     command = cityseg_command("cv", synth_root, "--out", runs, "--folds", "2", "--epochs", "2", "--size", "64x32",

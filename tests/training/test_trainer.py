@@ -113,6 +113,7 @@ def stop_after_first_epoch(name, row):
         raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tiny_config, synth_root, fold0, tmp_path, capsys):
     torch.set_num_threads(1)
     train_ids, val_ids = fold0[0][:8], fold0[1][:2]
@@ -138,6 +139,7 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tiny_config, synth_root,
     assert repaired.rows == resumed.rows  # the missing row comes back from last.pt; nothing retrained
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume(synth_root, fold0, tmp_path):
     folds_file = tmp_path / "folds.json"
     write_folds(folds_file, make_folds(list_frames(synth_root, "train"), k=5, seed=0))

@@ -3,6 +3,7 @@ what it learns from the PNGs."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from cityseg.data.cache import COMPLETE_FILE, entry_name
@@ -28,6 +29,7 @@ def fold0(root):
     return fold_ids(make_folds(list_frames(root, "train"), k=5, seed=0), 0)
 
 
+@pytest.mark.slow
 def test_cached_run_logs_the_same_numbers_as_a_png_run(synth_root, tmp_path):
     torch.set_num_threads(1)
     train_ids, val_ids = fold0(synth_root)

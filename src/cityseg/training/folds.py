@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import GroupKFold, KFold
 
 from cityseg.errors import UserError
 from cityseg.fileio import atomic_write_bytes
@@ -52,6 +51,9 @@ def make_folds(frames: Sequence[Any], k: int = 5, split: str = "city", seed: int
 
 
 def _split(ids: list[str], k: int, split: str, seed: int) -> list[dict[str, list[str]]]:
+    # imported here: scikit-learn costs ~1 s of start-up, and most commands that import folds never split
+    from sklearn.model_selection import GroupKFold, KFold
+
     positions = np.arange(len(ids))
     if split == "random":
         splits = KFold(n_splits=k, shuffle=True, random_state=seed).split(positions)
