@@ -308,10 +308,10 @@ def test_a_second_predict_into_a_held_output_folder_is_refused_before_writing(ch
     """Another predict holds OUT (its lock is taken here as that one takes it): refused at once, naming it."""
     import os
 
-    from cityseg.predict import _output_locks
+    from cityseg.prediction.ledger import output_locks
 
     out = tmp_path / "out"
-    with _output_locks([out]):
+    with output_locks([out]):
         before = sorted(p.name for p in out.iterdir())
         command = ["predict", str(checkpoint), "--images", str(photos), "--out", str(out), "--device", "cpu"]
         assert main(command) == 2
