@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo`: the whole pipeline on a small synthetic dataset, on CPU: about 3.5 minutes on 2 idle cores
+# `make demo`: the whole pipeline on a small synthetic dataset, on CPU: about 12 minutes on 2 cores
 # (measured; the budget is 15 minutes).
 #
 #   synth -> prepare -> 5-fold CV (city split) -> full-data fit -> predict val and test
@@ -17,7 +17,7 @@
 #   unchanged tree gives the same bytes and leaves `git status` clean.
 #
 # Sizes are chosen so a from-scratch model (no ImageNet weights: nothing is downloaded) learns enough in a
-# few epochs for the mIoU to mean something (about 26% CV, 29% val: large classes learned, thin ones not
+# few epochs for the mIoU to mean something (about 27% CV, 30% val: large classes learned, thin ones not
 # yet); 12 epochs with a cosine schedule gained only one point for 50% more time. Override with
 # DEMO_EPOCHS, DEMO_SIZE, DEMO_PER_CITY. Expects the venv's bin on PATH (the Makefile does that).
 set -euo pipefail
