@@ -122,6 +122,20 @@ def test_runs_as_a_subprocess(pred, synth_raw_root, tmp_path):
     assert (tmp_path / "s.json").is_file()
 
 
+def test_a_first_evaluation_never_imports_torch(pred, synth_raw_root, tmp_path):
+    """Importing torch costs a first evaluation seconds (more than the scoring itself on val): the whole
+    default run, ground-truth cache included, stays without it."""
+    script = "import sys\nfrom cityseg.cli import main\ncode = main(sys.argv[1:])\nprint('torch' in sys.modules, file=sys.stderr)\nsys.exit(code)"
+    for run in ("first", "second"):  # the second evaluation of a split builds the ground-truth cache
+        done = subprocess.run(
+            [sys.executable, "-c", script, "evaluate", str(pred), str(synth_raw_root), "--json", str(tmp_path / f"{run}.json")],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.strip().splitlines()[-1] == "False", f"the {run} evaluation imported torch"
+    assert json.loads((tmp_path / "second.json").read_text())["cityseg"]["gt_cache"]["status"] == "built"
+
+
 def test_the_default_engine_is_fast_and_gives_the_official_numbers(pred, synth_raw_root, tmp_path):
     out = tmp_path / "default.json"
     assert main(["evaluate", str(pred), str(synth_raw_root), "--json", str(out)]) == 0

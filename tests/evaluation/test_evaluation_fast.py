@@ -9,7 +9,8 @@ import pytest
 from cityscapesscripts.helpers.labels import id2label
 
 from cityseg.errors import UserError
-from cityseg.evaluation.fast import INSTANCE_CATEGORIES, _instance_counts, _joint_counts
+from cityseg.evaluation import fast
+from cityseg.evaluation.fast import INSTANCE_CATEGORIES, _instance_counts, _joint_counts, pair_histogram
 
 PERSON, RIDER, CAR, TRUCK, CARAVAN, ROAD = 24, 25, 26, 27, 29, 7
 WHERE = Path("frame_gtFine_instanceIds.png")
@@ -72,3 +73,38 @@ def test_ground_truth_values_beyond_the_label_ids_name_the_file():
     gt = np.array([[7, 40], [200, 7]], dtype=np.uint8)
     with pytest.raises(UserError, match=r"frame_gtFine_instanceIds.png holds values \[40, 200\]"):
         _joint_counts(gt, np.zeros_like(gt), WHERE)
+
+
+def _reference_pair_counts(rows: np.ndarray, values: np.ndarray, n_rows: int) -> np.ndarray:
+    """(n_rows, 256) counts by a plain loop over pixels: the definition pair_histogram must meet."""
+    counts = np.zeros((n_rows, 256), dtype=np.int64)
+    for row, value in zip(rows.ravel().tolist(), values.ravel().tolist(), strict=True):
+        counts[row, value] += 1
+    return counts
+
+
+@pytest.mark.parametrize("dtype, n_rows", [(np.uint8, 34), (np.uint8, 256), (np.uint16, 34), (np.uint16, 300), (np.uint16, 65536)])
+def test_pair_histogram_counts_every_pair_up_to_the_last_row_and_value(dtype, n_rows):
+    rng = np.random.default_rng(n_rows)
+    rows = rng.integers(0, n_rows, (37, 53)).astype(dtype)
+    values = rng.integers(0, 256, (37, 53)).astype(np.uint8)
+    rows[0, :3] = [0, n_rows - 1, n_rows - 1]  # the range's two ends, where a histogram's bin edges could slip
+    values[0, :3] = [0, 255, 0]
+    counts = pair_histogram(rows, values, n_rows)
+    assert counts.dtype == np.int64
+    np.testing.assert_array_equal(counts, _reference_pair_counts(rows, values, n_rows))
+
+
+def test_pair_histogram_counts_exactly_beyond_float32s_integers(monkeypatch):
+    # calcHist counts in float32; above its limit the numpy path must give the same exact counts
+    monkeypatch.setattr(fast, "_CALCHIST_MAX_PIXELS", 10)
+    rows = np.array([[3, 3, 1], [0, 3, 2], [1, 1, 3], [3, 0, 0]], dtype=np.uint16)
+    values = np.array([[9, 9, 0], [255, 9, 2], [1, 0, 9], [9, 255, 255]], dtype=np.uint8)
+    np.testing.assert_array_equal(pair_histogram(rows, values, 4), _reference_pair_counts(rows, values, 4))
+
+
+def test_pair_histogram_refuses_inputs_it_would_miscount():
+    with pytest.raises(TypeError, match="int32"):
+        pair_histogram(np.zeros((2, 2), np.int32), np.zeros((2, 2), np.uint8), 34)
+    with pytest.raises(TypeError, match="uint16"):
+        pair_histogram(np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint16), 34)

@@ -2,10 +2,11 @@
 
 - `evaluate(pred_dir, root, split="val", engine="both", json_out=None, workers=None, gt_cache=True) -> dict`
   scores predictions with cityscapesscripts' evalPixelLevelSemanticLabeling (in-process, no
-  environment variables, no sys.exit) and/or the fast bincount engine, which must agree (the CLI's
+  environment variables, no sys.exit) and/or the fast counting engine, which must agree (the CLI's
   default engine is "fast"). The fast engine keeps the split's decoded ground truth in
   ROOT/../cityseg-cache/eval-gt (gt_cache=True; a Path picks the folder, False turns it off), written
-  during the first evaluation's pass, so repeated evaluations decode only the predictions.
+  during the second evaluation's pass of a split (the first only notes the split, so a one-off
+  evaluation pays nothing for it), so later evaluations decode only the predictions.
 - `check_predictions(pred_dir, root, split="val", workers=None) -> dict[str, Path]` runs every
   input check alone (missing, extra, duplicate, unreadable, multi-channel, wrong size, invalid ids).
 

@@ -19,15 +19,17 @@ floating-point accumulation, so the numbers agree to the last bit in practice):
   category, including the ignored caravan and trailer ids.
 - Averages: plain mean over the non-NaN entries, accumulated in label-id order.
 
-Where the time goes (one synthetic 2048x1024 frame, one core): decoding its three PNGs with PIL,
-as the official script does, ~29 ms (the 16-bit instanceIds half of it); counting ~4 ms. Decoding
-bounds the engine, so frames run in threads: PIL's decoder and torch.bincount release the GIL
-(numpy's bincount holds it while counting, which is why an earlier version gained little from a
-second thread). torchvision's libpng decoder is ~30% faster but segfaults on some damaged PNGs
-(flipped IDAT bytes, torchvision 0.29.1), and predictions are user files, so it is not used.
+Where the time goes (one synthetic 2048x1024 frame, one core): decoding its three PNGs with libpng
+(cityseg.data.pngdecode) ~30 ms, the 16-bit instanceIds half of it (PIL, as the official script does,
+~50 ms); counting ~8 ms. Decoding bounds the engine, so frames run in threads: libpng and OpenCV release
+the GIL. The full-frame pair counts use OpenCV's calcHist (~5 ms, in parallel threads) rather than
+numpy's bincount (~10 ms, holding the GIL while it counts) or torch's (as fast, but importing torch costs
+a first evaluation ~3 s); cv2 is already a requirement of the training augmentations. torchvision's
+libpng decoder segfaults on some damaged PNGs (flipped IDAT bytes, torchvision 0.29.1), and predictions
+are user files, so it is not used.
 The two ground-truth PNGs are the larger share and never change between evaluations, so gt_cache
 keeps them decoded, as segments (see encode_segments), and `run_fast(..., read_segments=cache.read)`
-then decodes only predictions and counts each frame with a single bincount.
+then decodes only predictions and counts each frame with a single histogram.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import cv2
 import numpy as np
-import torch
 
 # Per-id fields the official script reads (ignoreInEval, hasInstances, category) are not in
 # cityseg.labels, so the table comes from the same source it is derived from.
@@ -135,20 +137,31 @@ def check_label_ids(gt: np.ndarray, gt_path: Path) -> None:
 
 
 def _joint_counts(gt: np.ndarray, pred: np.ndarray, gt_path: Path) -> np.ndarray:
-    """(34, 256) counts of (ground-truth labelId, predicted value) pairs in one bincount pass."""
+    """(34, 256) counts of (ground-truth labelId, predicted value) pairs in one pass."""
     check_label_ids(gt, gt_path)
-    index = np.left_shift(gt, 8, dtype=np.int16)  # (H, W) < 34 * 256, so int16 holds it; one pass, no temporaries
-    index |= pred
-    return _bincount(index, N_IDS * 256).reshape(N_IDS, 256)
+    return pair_histogram(gt if gt.dtype == np.uint8 else gt.astype(np.uint8), pred, N_IDS)
 
 
-def _bincount(index: np.ndarray, length: int) -> np.ndarray:
-    """(length,) int64 counts of the values in `index` (any shape, non-negative, < length).
+# calcHist counts in float32, exact up to 2**24 per bin; larger images are counted by numpy.
+_CALCHIST_MAX_PIXELS = 1 << 24
 
-    torch's bincount, because on int16/int32 indices it is ~2x numpy's (which first copies them to
-    int64) and it releases the GIL, so frames count in parallel threads.
+
+def pair_histogram(rows: np.ndarray, values: np.ndarray, n_rows: int) -> np.ndarray:
+    """(n_rows, 256) int64 counts of (rows[i], values[i]) over two (H, W) arrays.
+
+    `rows`: uint8 or uint16, every value < n_rows (checked by the caller: calcHist drops values outside
+    its range silently); `values`: uint8 predictions. One OpenCV calcHist pass, which releases the GIL.
     """
-    return torch.bincount(torch.from_numpy(index.ravel()), minlength=length).numpy()
+    if values.dtype != np.uint8 or rows.dtype not in (np.uint8, np.uint16) or rows.shape != values.shape:
+        raise TypeError(f"pair_histogram needs uint8/uint16 rows and uint8 values of one shape, got "
+                        f"{rows.dtype} {rows.shape} and {values.dtype} {values.shape}")
+    if rows.size > _CALCHIST_MAX_PIXELS:
+        index = rows.astype(np.int64) * 256 + values  # (H, W)
+        return np.bincount(index.ravel(), minlength=n_rows * 256).reshape(n_rows, 256)
+    if rows.dtype != values.dtype:  # calcHist takes images of one depth
+        values = values.astype(rows.dtype)
+    counts = cv2.calcHist([rows, values], [0, 1], None, [n_rows, 256], [0, n_rows, 0, 256])  # (n_rows, 256) float32
+    return counts.astype(np.int64)
 
 
 def _instance_counts(instances: np.ndarray, pred: np.ndarray, inst_path: Path) -> np.ndarray:
@@ -165,7 +178,7 @@ def _instance_counts(instances: np.ndarray, pred: np.ndarray, inst_path: Path) -
     classes = ids // INSTANCE_THRESHOLD  # (N,) uint16, < 66
     codes = np.take(_HIT_CODE_FLAT, classes * 256 + pred[inside])  # (N,) uint8
     keys = ids.astype(np.int32) * _N_HIT_CODES + codes  # (N,) instance id * 4 + hit code
-    counts = _bincount(keys, (int(ids.max()) + 1) * _N_HIT_CODES).reshape(-1, _N_HIT_CODES)  # (ids, 4)
+    counts = np.bincount(keys, minlength=(int(ids.max()) + 1) * _N_HIT_CODES).reshape(-1, _N_HIT_CODES)  # (ids, 4)
     present = np.flatnonzero(counts.any(axis=1))  # ascending ids, like the script's np.unique
     return _instance_table(present, counts[present], inst_path)
 
@@ -215,12 +228,11 @@ def _raise_bad_instances(ids: np.ndarray, inst_path: Path) -> None:
 # A frame's ground truth, for counting, is a (labelId, instance id) per pixel (instance id 0 where the
 # instanceIds value is <= 1000). A frame has few distinct pairs (34 ids + its instances), so the
 # cache stores one uint16 segment number per pixel plus a small (S, 2) table of the pairs: counting is
-# then ONE bincount of (segment, predicted value), and both the confusion matrix and every instance's
+# then ONE histogram of (segment, predicted value), and both the confusion matrix and every instance's
 # tallies are sums of its rows. No relation between labelIds and instanceIds is assumed, so frames
 # whose two files disagree are counted exactly as from the PNGs.
 
 MAX_SEGMENTS = 1 << 16  # segment numbers are uint16
-_INT16_SEGMENTS = 1 << 7  # below this many segments, (segment, value) fits an int16 index (faster to count)
 
 
 def encode_segments(gt: np.ndarray, instances: np.ndarray, label_path: Path, inst_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -239,13 +251,13 @@ def encode_segments(gt: np.ndarray, instances: np.ndarray, label_path: Path, ins
     ids = instances[inside]  # (N,) uint16
     if ids.size == 0:
         return segments, stuff
-    present_ids = np.flatnonzero(_bincount(ids.astype(np.int32), _MAX_ID + 1))  # (K,) ascending instance ids
+    present_ids = np.flatnonzero(np.bincount(ids, minlength=_MAX_ID + 1))  # (K,) ascending instance ids
     compact = np.zeros(_MAX_ID + 1, dtype=np.int32)
     compact[present_ids] = np.arange(present_ids.size, dtype=np.int32)
     pair_keys = compact[ids]  # (N,) instance number
     pair_keys *= N_IDS
     pair_keys += gt[inside]  # (N,) instance number * 34 + labelId
-    present_pairs = np.flatnonzero(_bincount(pair_keys, present_ids.size * N_IDS))  # (P,) ascending
+    present_pairs = np.flatnonzero(np.bincount(pair_keys, minlength=present_ids.size * N_IDS))  # (P,) ascending
     if N_IDS + present_pairs.size > MAX_SEGMENTS:
         raise ValueError(f"{N_IDS + present_pairs.size} distinct (labelId, instance) pairs in {label_path}")
     pair_segment = np.zeros(present_ids.size * N_IDS, dtype=np.uint16)
@@ -256,11 +268,8 @@ def encode_segments(gt: np.ndarray, instances: np.ndarray, label_path: Path, ins
 
 
 def _segment_counts(segments: np.ndarray, table: np.ndarray, pred: np.ndarray, inst_path: Path) -> FrameCounts:
-    """The same FrameCounts as `count_frame` from PNGs, from one bincount over (segment, predicted value)."""
-    index = segments.astype(np.int16 if len(table) <= _INT16_SEGMENTS else np.int32)  # (H, W)
-    index <<= 8
-    index |= pred  # (H, W) segment * 256 + predicted value
-    by_segment = _bincount(index, len(table) * 256).reshape(len(table), 256)  # (S, 256)
+    """The same FrameCounts as `count_frame` from PNGs, from one histogram of (segment, predicted value)."""
+    by_segment = pair_histogram(segments, pred, len(table))  # (S, 256)
     joint = np.zeros((N_IDS, 256), dtype=np.int64)
     np.add.at(joint, table[:, 0], by_segment)  # rows of all segments of a labelId
     is_instance = table[:, 1] > 0
@@ -344,7 +353,7 @@ def count_frame(pair: Pair) -> FrameCounts | PredictionProblem:
 def map_frames(function: Callable[[Any], T], pairs: Sequence[Any], workers: int) -> list[T]:
     """`function` over every pair in parallel threads, results in order (also used to time decoding alone).
 
-    Threads, not processes: PIL's PNG decoder and torch.bincount release the GIL, so two threads
+    Threads, not processes: libpng, PIL's PNG decoder and calcHist release the GIL, so two threads
     count at ~1.9x one; a fork pool measured 10-15% slower than threads on 2 cores, as it pays to
     start and to feed its workers.
     """

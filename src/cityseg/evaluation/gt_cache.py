@@ -4,7 +4,7 @@ Decoding a frame's two gtFine PNGs is most of the fast engine's time, yet the gr
 while a user scores checkpoint after checkpoint on the same split. So it is stored, already encoded for
 counting (fast.encode_segments: one uint16 segment per pixel, and per frame a small table of the
 (labelId, instance id) pair each segment stands for), and later evaluations decode only the predictions
-and count each frame with one bincount. The entry is written by a scoring pass itself (GroundTruthBuild.read
+and count each frame with one histogram. The entry is written by a scoring pass itself (GroundTruthBuild.read
 decodes, encodes, stores and hands back each frame) rather than by a pass of its own; that still adds ~25%
 to the pass, so in the default folder only a split's second evaluation builds it (the first leaves a note,
 NotYet): a cache pays only when a split is scored again, and a user's first evaluation stays as fast as it
