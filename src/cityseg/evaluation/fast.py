@@ -83,7 +83,6 @@ for _cls in EVAL_IDS:
     _HIT_CODE[_cls, _cls] |= _CLASS_HIT
     _members = INSTANCE_CATEGORIES.get(id2label[_cls].category, ())
     _HIT_CODE[_cls, list(_members)] |= _CATEGORY_HIT
-_HIT_CODE_FLAT = _HIT_CODE.ravel()  # indexed by class * 256 + value: a 1-D take is ~5x a 2-D fancy index
 _CODES = np.arange(_N_HIT_CODES)
 
 T = TypeVar("T")
@@ -158,6 +157,8 @@ def pair_histogram(rows: np.ndarray, values: np.ndarray, n_rows: int) -> np.ndar
     if rows.size > _CALCHIST_MAX_PIXELS:
         index = rows.astype(np.int64) * 256 + values  # (H, W)
         return np.bincount(index.ravel(), minlength=n_rows * 256).reshape(n_rows, 256)
+    if rows.dtype == np.uint16 and n_rows <= 256:
+        rows = rows.astype(np.uint8)  # calcHist's 8-bit path (lookup tables) is ~4x its 16-bit one
     if rows.dtype != values.dtype:  # calcHist takes images of one depth
         values = values.astype(rows.dtype)
     counts = cv2.calcHist([rows, values], [0, 1], None, [n_rows, 256], [0, n_rows, 0, 256])  # (n_rows, 256) float32
@@ -167,32 +168,34 @@ def pair_histogram(rows: np.ndarray, values: np.ndarray, n_rows: int) -> np.ndar
 def _instance_counts(instances: np.ndarray, pred: np.ndarray, inst_path: Path) -> np.ndarray:
     """(K, 4) per ground-truth instance: class id, size, pixels predicted as its class, as its category.
 
-    One bincount over instance pixels keyed by (instance id, hit code) gives all three counts;
-    `pred` must hold valid labelIds only (checked before).
+    The instance pixels' ids are renumbered 0..K-1 (ascending, like the script's np.unique), then one
+    histogram of (instance, predicted value) holds all three counts; `pred` must hold valid labelIds only
+    (checked before).
     """
     instances = to_instance_ids(instances, inst_path)
     inside = instances > INSTANCE_THRESHOLD  # (H, W) instance pixels
     ids = instances[inside]  # (N,) uint16
     if ids.size == 0:
         return np.zeros((0, 4), dtype=np.int64)
-    classes = ids // INSTANCE_THRESHOLD  # (N,) uint16, < 66
-    codes = np.take(_HIT_CODE_FLAT, classes * 256 + pred[inside])  # (N,) uint8
-    keys = ids.astype(np.int32) * _N_HIT_CODES + codes  # (N,) instance id * 4 + hit code
-    counts = np.bincount(keys, minlength=(int(ids.max()) + 1) * _N_HIT_CODES).reshape(-1, _N_HIT_CODES)  # (ids, 4)
-    present = np.flatnonzero(counts.any(axis=1))  # ascending ids, like the script's np.unique
-    return _instance_table(present, counts[present], inst_path)
+    present = np.flatnonzero(np.bincount(ids, minlength=_MAX_ID + 1))  # (K,) ascending instance ids
+    number = np.zeros(_MAX_ID + 1, dtype=np.uint8 if present.size <= 256 else np.uint16)  # instance id -> 0..K-1
+    number[present] = np.arange(present.size)
+    per_instance = pair_histogram(number[ids], pred[inside], present.size)  # (K, 256)
+    return _instance_table(present, per_instance, inst_path)
 
 
-def _instance_table(present: np.ndarray, hits: np.ndarray, inst_path: Path) -> np.ndarray:
+def _instance_table(present: np.ndarray, per_instance: np.ndarray, inst_path: Path) -> np.ndarray:
     """(K, 4) class id, size, tp, category tp of the scored instances among `present` (ascending ids > 1000).
 
-    `hits` (len(present), 4): each instance's pixels per hit code. Instances of ignored classes are
-    dropped, of classes without instances refused.
+    `per_instance` (len(present), 256): each instance's pixels by predicted value. Instances of ignored
+    classes are dropped, of classes without instances refused.
     """
     roles = _CLASS_ROLE[present // INSTANCE_THRESHOLD]
     if (roles < 0).any():
         _raise_bad_instances(present[roles < 0], inst_path)
-    present, hits = present[roles == 1], hits[roles == 1]  # (K,), (K, 4) pixels per hit code
+    present, per_instance = present[roles == 1], per_instance[roles == 1]  # (K,), (K, 256)
+    codes = _HIT_CODE[present // INSTANCE_THRESHOLD]  # (K, 256) hit code of each predicted value
+    hits = np.stack([(per_instance * (codes == c)).sum(axis=1) for c in _CODES], axis=1)  # (K, 4) pixels per hit code
     return np.stack(
         [
             present // INSTANCE_THRESHOLD,
@@ -278,9 +281,7 @@ def _segment_counts(segments: np.ndarray, table: np.ndarray, pred: np.ndarray, i
     present, which = np.unique(table[is_instance, 1], return_inverse=True)  # (K,) ascending instance ids
     per_instance = np.zeros((len(present), 256), dtype=np.int64)
     np.add.at(per_instance, which, by_segment[is_instance])  # (K, 256) one instance may span labelIds
-    codes = _HIT_CODE[present // INSTANCE_THRESHOLD]  # (K, 256) hit code of each predicted value
-    hits = np.stack([(per_instance * (codes == c)).sum(axis=1) for c in _CODES], axis=1)  # (K, 4)
-    return FrameCounts(joint=joint, instances=_instance_table(present, hits, inst_path))
+    return FrameCounts(joint=joint, instances=_instance_table(present, per_instance, inst_path))
 
 
 # Where a frame's ground truth comes from when cached: (segments (H, W) uint16, table (S, 2)) per pair.
