@@ -50,6 +50,17 @@ def test_instance_counts_match_the_scripts_per_instance_loop():
     assert any(category_tp > tp for _, _, tp, category_tp in got)  # category-only hits were exercised
 
 
+def test_more_instances_than_a_byte_can_number_are_counted_each():
+    # > 256 instances in one frame: the instances are numbered in 16 bits, not 8
+    rng = np.random.default_rng(1)
+    ids = np.array([PERSON * 1000 + k for k in range(1, 200)] + [CAR * 1000 + k for k in range(1, 150)], dtype=np.uint16)
+    instances = rng.choice(np.concatenate([ids, np.array([ROAD, 11], np.uint16)]), size=(96, 128))
+    pred = rng.choice(np.array([PERSON, RIDER, CAR, CARAVAN, ROAD], dtype=np.uint8), size=(96, 128))
+    got = [tuple(row) for row in _instance_counts(instances, pred, WHERE).tolist()]
+    assert len(got) > 256
+    assert got == per_instance_reference(instances, pred)
+
+
 def test_no_instances_give_an_empty_table():
     instances = np.full((4, 6), ROAD, dtype=np.uint16)
     assert _instance_counts(instances, np.zeros((4, 6), np.uint8), WHERE).shape == (0, 4)
