@@ -42,9 +42,10 @@ SPLIT = "train"  # the benchmark tree's big split; its ground truth is as comple
 def noisy_predictions(root: Path) -> Path:
     """Stand-in model outputs for every frame of the split, written once beside the data and reused."""
     from cityseg.data.frames import list_frames
+    from cityseg.data.pngdecode import LABEL_PNG_ENCODING
     from cityseg.evaluation.noisy import write_noisy_predictions
 
-    out = root.with_name(root.name + "_noisy_predictions")
+    out = root.with_name(f"{root.name}_noisy_predictions_{LABEL_PNG_ENCODING}")  # written as `cityseg predict` writes
     if not out.is_dir():
         partial = out.with_name(out.name + ".partial")
         write_noisy_predictions(list_frames(root, SPLIT, label_source="ids"), partial, seed=0, error_rate=0.2, block=16)

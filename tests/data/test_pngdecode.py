@@ -258,3 +258,29 @@ def test_unreadable_png_is_a_named_user_error(tmp_path):
 def test_the_fast_decoder_is_installed():
     """requirements.txt lists imagecodecs: without it every decode silently takes PIL's slow path."""
     assert "libpng" in FAST_BACKENDS and pngdecode.BACKEND in ("wuffs", "libpng")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (64, 129), (257, 40)])
+def test_label_pngs_cityseg_writes_read_back_identically_in_pil_and_the_fast_decoder(tmp_path, shape):
+    # predictions are read by the official script (PIL, mode L) and by the fast engine: both must see the labels
+    rng = np.random.default_rng(shape[1])
+    labels = rng.integers(0, 34, shape).astype(np.uint8)
+    labels[: shape[0] // 2] = 7  # runs of one value next to noise: both kinds of rows a label map has
+    labels.flat[-1] = 255
+    path = tmp_path / "labels.png"
+    path.write_bytes(pngdecode.encode_label_png(labels))
+    with Image.open(path) as image:
+        assert image.mode == "L"
+        np.testing.assert_array_equal(np.asarray(image), labels)
+    decoded, mode = decode_png(path)
+    assert mode == "L" and decoded.dtype == np.uint8
+    np.testing.assert_array_equal(decoded, labels)
+    data = path.read_bytes()  # and by the fast decoder itself, not by PIL as a fallback
+    np.testing.assert_array_equal(pngdecode._fast(data, pngdecode.parse_header(data)), labels)
+
+
+def test_label_png_encoding_refuses_what_is_not_a_label_map():
+    with pytest.raises(ValueError, match="uint16"):
+        pngdecode.encode_label_png(np.zeros((4, 4), np.uint16))
+    with pytest.raises(ValueError, match=r"\(4, 4, 3\)"):
+        pngdecode.encode_label_png(np.zeros((4, 4, 3), np.uint8))

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from cityseg.data.frames import Frame
+from cityseg.data.pngdecode import encode_label_png
 from cityseg.errors import UserError, format_paths
 from cityseg.fileio import atomic_write_bytes, is_name_inside
 
@@ -82,6 +83,9 @@ def file_sha256(path: Path) -> str:
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
+    """Label maps in the fast-to-decode encoding every evaluation reads them in; colour images by PIL."""
+    if array.ndim == 2:
+        return encode_label_png(array)
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
