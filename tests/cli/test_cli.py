@@ -89,3 +89,40 @@ def test_user_error_in_a_real_process_exits_2_without_traceback(synth_raw_root):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert str(synth_raw_root.resolve()) in " ".join(result.stderr.split())  # names the folder meant
+
+
+_HALF_BUILT_ON_CTRL_C = """
+import argparse, sys
+import cityseg.cli as cli
+
+
+class HalfBuilt:
+    def __init__(self):
+        raise KeyboardInterrupt  # Ctrl-C inside a constructor, as it can land in tqdm's before its fields exist
+
+    def __del__(self):
+        self.pos  # noqa: B018 - AttributeError when collected, as tqdm's close() fails on a half-built bar
+
+
+def run(args):
+    HalfBuilt()
+
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--debug", action="store_true")
+parser.set_defaults(func=run)
+cli.build_parser = lambda: parser
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_ctrl_c_in_a_constructor_exits_130_without_a_traceback(debug):
+    done = subprocess.run([sys.executable, "-c", _HALF_BUILT_ON_CTRL_C, *(["--debug"] if debug else [])],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130
+    assert done.stderr.strip().splitlines()[0] == "interrupted"
+    if debug:  # --debug keeps Python's reports of what the interrupt left behind
+        assert "Exception ignored" in done.stderr
+    else:
+        assert done.stderr.strip() == "interrupted", done.stderr

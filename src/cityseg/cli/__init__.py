@@ -77,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         _print_error("error", str(exc))
         return 2
     except KeyboardInterrupt:
+        if not debug:
+            # Ctrl-C can land inside a constructor (a tqdm bar being built); the half-built object's __del__
+            # then fails when it is collected and Python prints "Exception ignored in ... Traceback" at exit.
+            # The user asked to stop and needs only the line below (--debug keeps those reports).
+            sys.unraisablehook = lambda unraisable: None
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as exc:
