@@ -9,6 +9,7 @@ import os
 import shutil
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -79,3 +80,37 @@ def fold0(synth_root):
     from cityseg.training.folds import fold_ids, make_folds
 
     return fold_ids(make_folds(list_frames(synth_root, "train"), k=5, seed=0), 0)
+
+
+@pytest.fixture(scope="session")
+def one_epoch_cv(synth_root, tmp_path_factory) -> SimpleNamespace:
+    """A finished tiny `cityseg cv` (seed recipe, 2 city folds x 1 epoch at 128x64, lr 1e-3, and the full fit),
+    the full model's val predictions and their evaluation (both engines), on its own copy of the dataset.
+
+    The report, compare and export tests all read such a run and none changes it, so it is trained once per
+    session (`built_once`), not once per file: its own copy of the dataset keeps the paths it records valid
+    whichever worker built it. Read-only: copy what a test changes.
+    """
+    from helpers_shared import built_once
+
+    def build(folder: Path) -> None:
+        import torch
+
+        from cityseg.evaluation import evaluate
+        from cityseg.prediction.predict import predict_split
+        from cityseg.report import training_config
+        from cityseg.training.cv import run_cv
+
+        torch.set_num_threads(1)
+        root = folder / "cityscapes"
+        shutil.copytree(synth_root, root)
+        config = training_config("seed", epochs=1, size="128x64", workers=0, device="cpu", encoder_weights="none",
+                                 overrides={"lr": 1e-3})
+        run_cv(root, folder / "runs", config, k=2, split="city", progress=False)
+        predict_split(folder / "runs" / "full" / "best.pt", root, "val", out_dir=folder / "pred", device="cpu",
+                      progress=False)
+        evaluate(folder / "pred", root, "val", engine="both", json_out=folder / "eval" / "val.json", workers=1)
+
+    folder = built_once(tmp_path_factory, "one-epoch-cv", build)
+    return SimpleNamespace(root=folder / "cityscapes", runs=folder / "runs", pred=folder / "pred",
+                           eval_json=folder / "eval" / "val.json")
