@@ -16,17 +16,43 @@ import pytest
 # Tests run on CPU with few threads: two cores in CI, and helpers may run suites side by side.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-TINY_SIZE = (128, 64)
+TINY_SIZE = (128, 64)  # width x height; U-Net needs sides divisible by 32
+
+# Seconds the longest files take on one worker of a 2-core machine (pytest --durations, summed per file). Only the
+# order in which files are handed out depends on them: the longest first, so that the workers end together on
+# short files, not one of them on a long file the other waits for. Files not listed come after, most slow tests first.
+LONG_FILES_S = {
+    "training/test_cv_faults.py": 200,
+    "training/test_reproducible.py": 160,
+    "training/test_concurrent_runs.py": 150,
+    "report/test_report.py": 90,  # first of the three that read `one_epoch_cv`: it trains the run
+    "cli/test_notebooks.py": 70,
+    "training/test_trainer.py": 70,
+    "test_bad_inputs.py": 60,
+    "prediction/test_export.py": 60,
+    "training/test_tensorboard.py": 25,
+    "report/test_compare.py": 50,
+    "training/test_dist.py": 45,
+}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Files with the most slow tests first, so that parallel workers end on short files, not on one long one.
+    """The longest files first (`LONG_FILES_S`, then the count of slow tests), so parallel workers end together.
 
     pytest-xdist hands out whole files in this order (`--dist loadfile --no-loadscope-reorder`, pyproject.toml);
     the sort is stable, so each file keeps its own order.
     """
+    tests = Path(__file__).parent
     slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
-    items.sort(key=lambda item: -slow[item.path])  # width x height; U-Net needs sides divisible by 32
+
+    def cost(item) -> tuple[int, int]:
+        try:
+            name = item.path.relative_to(tests).as_posix()
+        except ValueError:  # a test file outside tests/, named on the command line
+            name = ""
+        return -LONG_FILES_S.get(name, 0), -slow[item.path]
+
+    items.sort(key=cost)
 
 
 @pytest.fixture(scope="session")
