@@ -22,17 +22,18 @@ TINY_SIZE = (128, 64)  # width x height; U-Net needs sides divisible by 32
 # order in which files are handed out depends on them: the longest first, so that the workers end together on
 # short files, not one of them on a long file the other waits for. Files not listed come after, most slow tests first.
 LONG_FILES_S = {
-    "training/test_cv_faults.py": 200,
-    "training/test_reproducible.py": 160,
-    "training/test_concurrent_runs.py": 150,
-    "report/test_report.py": 90,  # first of the three that read `one_epoch_cv`: it trains the run
+    "training/test_cv_faults.py": 180,
+    "training/test_reproducible.py": 150,
+    "training/test_concurrent_runs.py": 125,
+    "report/test_report.py": 90,  # with the shared `one_epoch_cv`, which it trains: before export and compare
+    "training/test_trainer.py": 80,
+    "report/test_compare.py": 75,
     "cli/test_notebooks.py": 70,
-    "training/test_trainer.py": 70,
-    "test_bad_inputs.py": 60,
-    "prediction/test_export.py": 60,
-    "training/test_tensorboard.py": 25,
-    "report/test_compare.py": 50,
-    "training/test_dist.py": 45,
+    "prediction/test_export.py": 65,
+    "training/test_dist.py": 50,
+    "prediction/test_image_predict.py": 45,
+    "prediction/test_predict.py": 40,
+    "test_bad_inputs.py": 40,
 }
 
 
