@@ -1,7 +1,7 @@
 """`cityseg export`: safetensors + ONNX + model card from a real tiny run, checked against torch with onnxruntime.
 
-One module-scoped run (2 folds x 1 epoch at 128x64 and the full fit, val predictions, fast
-evaluation) and one real `cityseg export` process supply every file; the ONNX graph is traced
+One tiny run (2 folds x 1 epoch at 128x64 and the full fit, val predictions, evaluation; the session's
+`one_epoch_cv`) and one real `cityseg export` process supply every file; the ONNX graph is traced
 once (about a minute) and reused.
 """
 
@@ -25,7 +25,6 @@ from safetensors import safe_open
 from cityseg.data.frames import read_image
 from cityseg.data.transforms import normalize
 from cityseg.errors import UserError
-from cityseg.evaluation import evaluate
 from cityseg.prediction import export as export_module
 from cityseg.prediction.export import (
     LOGIT_RTOL,
@@ -38,8 +37,6 @@ from cityseg.prediction.image_predict import predict_images
 from cityseg.prediction.inference import forward_padded
 from cityseg.prediction.ledger import file_sha256
 from cityseg.prediction.predict import predict_split
-from cityseg.training.config import resolve_config
-from cityseg.training.cv import run_cv
 from cityseg.training.deployed import CARD_JSON, CARD_MD, ONNX_FILE, WEIGHTS_FILE, load_exported
 from cityseg.training.model import load_model
 
@@ -47,21 +44,18 @@ pytestmark = pytest.mark.slow  # a tiny cv, then an ONNX export and its onnxrunt
 
 
 @pytest.fixture(scope="module")
-def exported(synth_root, tmp_path_factory) -> SimpleNamespace:
-    """A tiny real run, its val evaluation, and `cityseg export runs/full/best.pt --out model --eval val.json`."""
+def exported(one_epoch_cv, tmp_path_factory) -> SimpleNamespace:
+    """A tiny real run and its val evaluation (`one_epoch_cv`), and `cityseg export runs/full/best.pt --out model
+    --eval val.json`."""
     torch.set_num_threads(1)
     base = tmp_path_factory.mktemp("export")
-    one_epoch = resolve_config("seed", epochs=1, size=(128, 64), workers=0, device="cpu", encoder_weights=None, lr=1e-3)
-    run_cv(synth_root, base / "runs", one_epoch, k=2, split="city", progress=False)
-    checkpoint = base / "runs" / "full" / "best.pt"
-    predict_split(checkpoint, synth_root, "val", out_dir=base / "pred", device="cpu", progress=False)
-    evaluate(base / "pred", synth_root, "val", engine="fast", json_out=base / "eval" / "val.json", workers=1)
+    checkpoint = one_epoch_cv.runs / "full" / "best.pt"
     model = base / "model"
-    result = subprocess.run(cityseg_command("export", checkpoint, "--out", model, "--eval", base / "eval" / "val.json"),
+    result = subprocess.run(cityseg_command("export", checkpoint, "--out", model, "--eval", one_epoch_cv.eval_json),
                             env=CLI_ENV, capture_output=True, text=True, timeout=900)
-    return SimpleNamespace(base=base, root=synth_root, checkpoint=checkpoint, model=model, result=result,
-                           eval_json=base / "eval" / "val.json", card=json.loads((model / CARD_JSON).read_text())
-                           if (model / CARD_JSON).is_file() else None)
+    return SimpleNamespace(base=base, root=one_epoch_cv.root, runs=one_epoch_cv.runs, checkpoint=checkpoint,
+                           model=model, result=result, eval_json=one_epoch_cv.eval_json,
+                           card=json.loads((model / CARD_JSON).read_text()) if (model / CARD_JSON).is_file() else None)
 
 
 def test_export_writes_weights_graph_and_card_and_says_the_check_passed(exported):
@@ -105,7 +99,7 @@ def test_onnxruntime_agrees_with_the_checkpoint_on_photos_of_any_size_and_batch(
 
 
 def test_card_reads_its_numbers_from_the_run_files(exported):
-    card, runs = exported.card, exported.base / "runs"
+    card, runs = exported.card, exported.runs
     summary = json.loads((runs / "summary.json").read_text())
     evaluation = json.loads(exported.eval_json.read_text())
     run_config = json.loads((runs / "full" / "config.json").read_text())
@@ -179,7 +173,7 @@ def test_export_refuses_folders_it_did_not_write_and_asks_before_replacing_its_o
     with pytest.raises(UserError, match="--overwrite"):
         export_model(exported.checkpoint, exported.model)
     with pytest.raises(UserError, match="not an evaluation JSON"):
-        export_model(exported.checkpoint, tmp_path / "new", eval_json=exported.base / "runs" / "summary.json")
+        export_model(exported.checkpoint, tmp_path / "new", eval_json=exported.runs / "summary.json")
 
 
 def test_a_folder_that_is_not_an_export_is_refused_by_predict(exported, tmp_path):

@@ -25,22 +25,17 @@ pytestmark = pytest.mark.slow  # two tiny cv runs, then `cityseg compare` in chi
 
 
 @pytest.fixture(scope="module")
-def two_runs(synth_root, tmp_path_factory) -> SimpleNamespace:
-    """The same 2 folds trained twice (lr 1e-3 and 3e-3, one epoch each); only the first is evaluated on val."""
-    from cityseg.evaluation import evaluate
-    from cityseg.prediction.predict import predict_split
+def two_runs(one_epoch_cv, tmp_path_factory) -> SimpleNamespace:
+    """The same 2 folds trained twice (lr 1e-3: the session's `one_epoch_cv`, and 3e-3 here, one epoch each);
+    only the first is evaluated on val."""
     from cityseg.training.cv import run_cv
 
     torch.set_num_threads(1)
     base = tmp_path_factory.mktemp("compare")
-    for name, lr in (("runs_a", 1e-3), ("runs_b", 3e-3)):
-        config = training_config("seed", epochs=1, size="128x64", workers=0, device="cpu", encoder_weights="none",
-                                 overrides={"lr": lr})
-        run_cv(synth_root, base / name, config, k=2, split="city", progress=False)
-    predict_split(base / "runs_a" / "full" / "best.pt", synth_root, "val", out_dir=base / "pred", device="cpu",
-                  progress=False)
-    evaluate(base / "pred", synth_root, "val", engine="fast", json_out=base / "eval_a.json", workers=1, gt_cache=False)
-    return SimpleNamespace(base=base, a=base / "runs_a", b=base / "runs_b", eval_a=base / "eval_a.json")
+    config = training_config("seed", epochs=1, size="128x64", workers=0, device="cpu", encoder_weights="none",
+                             overrides={"lr": 3e-3})
+    run_cv(one_epoch_cv.root, base / "runs_b", config, k=2, split="city", progress=False)
+    return SimpleNamespace(base=base, a=one_epoch_cv.runs, b=base / "runs_b", eval_a=one_epoch_cv.eval_json)
 
 
 def compare(*args: str | Path) -> subprocess.CompletedProcess:

@@ -1,7 +1,7 @@
 """The PDF report and the notebook helpers, built on the files of a real tiny run.
 
-One module-scoped run (2 folds x 1 epoch at 128x64, full fit, val predictions, official
-evaluation) supplies every file the report reads; nothing here is a hand-written number.
+One tiny run (2 folds x 1 epoch at 128x64, full fit, val predictions, official evaluation; the
+session's `one_epoch_cv`) supplies every file the report reads; nothing here is a hand-written number.
 """
 
 from __future__ import annotations
@@ -46,25 +46,14 @@ FIGURES = ("curves", "class_iou", "confusion", "examples")
 
 
 @pytest.fixture(scope="module")
-def tiny_run(synth_root, tmp_path_factory) -> SimpleNamespace:
-    """CV (2 folds, 1 epoch) + full fit + val predictions + official evaluation + the report."""
-    from cityseg.evaluation import evaluate
-    from cityseg.prediction.predict import predict_split
-    from cityseg.training.cv import run_cv
-
+def tiny_run(one_epoch_cv, tmp_path_factory) -> SimpleNamespace:
+    """CV (2 folds, 1 epoch) + full fit + val predictions + official evaluation (`one_epoch_cv`) + the report."""
     torch.set_num_threads(1)
     base = tmp_path_factory.mktemp("report_run")
-    config = training_config("seed", epochs=1, size="128x64", workers=0, device="cpu", encoder_weights="none",
-                             overrides={"lr": 1e-3})
-    summary = run_cv(synth_root, base / "runs", config, k=2, split="city", progress=False)
-    predict_split(base / "runs" / "full" / "best.pt", synth_root, "val", out_dir=base / "pred", device="cpu",
-                  progress=False)
-    evaluation = evaluate(base / "pred", synth_root, "val", engine="both", json_out=base / "eval" / "val.json",
-                          workers=1)
-    pdf = build_report(base / "runs", base / "eval" / "val.json", base / "report.pdf", pred_dir=base / "pred",
-                       root=synth_root)
-    return SimpleNamespace(base=base, root=synth_root, runs=base / "runs", eval_json=base / "eval" / "val.json",
-                           pred=base / "pred", pdf=pdf, summary=summary, evaluation=evaluation)
+    pdf = build_report(one_epoch_cv.runs, one_epoch_cv.eval_json, base / "report.pdf", pred_dir=one_epoch_cv.pred,
+                       root=one_epoch_cv.root)
+    return SimpleNamespace(base=base, root=one_epoch_cv.root, runs=one_epoch_cv.runs, eval_json=one_epoch_cv.eval_json,
+                           pred=one_epoch_cv.pred, pdf=pdf, evaluation=json.loads(one_epoch_cv.eval_json.read_text()))
 
 
 def page_texts(pdf: Path) -> list[str]:

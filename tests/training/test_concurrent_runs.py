@@ -24,7 +24,8 @@ from cityseg.report import load_runs
 
 pytestmark = pytest.mark.slow  # concurrent cv and predict processes on one folder
 
-OPTIONS = ("--folds", "2", "--epochs", "1", "--size", "64x32", "--batch-size", "2", "--workers", "0",
+# Batch 4: the fewest steps that still train every run (2 per fold, 5 in the full fit); the locks are the point here.
+OPTIONS = ("--folds", "2", "--epochs", "1", "--size", "64x32", "--batch-size", "4", "--workers", "0",
            "--encoder-weights", "none", "--device", "cpu")
 
 

@@ -3,7 +3,7 @@
 Every run is a real `cityseg cv` child process with --workers 0 on one CPU thread, so a clean run is
 deterministic and a resumed one must reproduce it exactly: the trainer restores weights, optimizer moments,
 schedule step and every random stream from last.pt, which leaves nothing to differ (a tolerance here would
-hide a resume that loses state).
+hide a resume that loses state). The folder killed three times is also read for its TensorBoard streams.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_tensorboard import assert_matches_log
 from helpers_training import CLI_ENV, cityseg_command, running, signal_when
 
 from cityseg.training.checkpoint import load_checkpoint
@@ -23,8 +24,10 @@ from cityseg.training.runfolder import load_log
 
 pytestmark = pytest.mark.slow  # a reference cv plus killed and resumed ones in child processes
 
-# 2 folds x 2 epochs of 5 steps, then a full fit of 1-2 epochs: every stage of cv in ~15 s on two cores.
-CV_OPTIONS = ("--folds", "2", "--epochs", "2", "--size", "64x32", "--batch-size", "2", "--workers", "0",
+# 2 folds x 2 epochs of 2 steps, then a full fit of 1-2 epochs of 5 steps: every stage of cv, each moment below
+# (mid-run, between folds, in the full fit) present; batch 4 halves the steps, whose count no check here needs.
+BATCH_SIZE = 4
+CV_OPTIONS = ("--folds", "2", "--epochs", "2", "--size", "64x32", "--batch-size", str(BATCH_SIZE), "--workers", "0",
               "--encoder-weights", "none", "--device", "cpu", "--lr", "1e-3")
 RUNS = ("fold_0", "fold_1", "full")
 DETERMINISTIC_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_miou", "class_iou")  # not seconds, images_per_s
@@ -94,8 +97,14 @@ def saving_last(run_dir: Path):
     return lambda: any(run_dir.glob(".last.pt.*.tmp"))
 
 
-def test_sigkill_at_three_moments_then_resume_equals_an_uninterrupted_run(synth_root, reference, tmp_path):
-    runs = tmp_path / "runs"
+@pytest.fixture(scope="module")
+def killed_three_times(synth_root, tmp_path_factory) -> Path:
+    """`cityseg cv` SIGKILLed at three moments, each checked as it is reached, then `--resume`d to the end.
+
+    A fixture, not a test, because two tests read the finished folder: the outputs (equal to the reference) and
+    the TensorBoard streams (each step once, though kills 1 and 3 came after an epoch's events were written).
+    """
+    runs = tmp_path_factory.mktemp("killed") / "runs"
     fold_0, fold_1, full = (runs / name for name in RUNS)
 
     # 1. During fold 0: while last.pt of epoch 2 is being written, so the resume starts from epoch 1's
@@ -123,7 +132,19 @@ def test_sigkill_at_three_moments_then_resume_equals_an_uninterrupted_run(synth_
 
     run_to_the_end(synth_root, runs, "--resume")
     assert {p.name: p.stat().st_mtime_ns for p in fold_0.iterdir()} == fold_0_files  # finished fold never retrained
-    assert_same_outputs(runs, reference)
+    return runs
+
+
+def test_sigkill_at_three_moments_then_resume_equals_an_uninterrupted_run(killed_three_times, reference):
+    assert_same_outputs(killed_three_times, reference)
+
+
+def test_sigkill_then_resume_gives_every_run_one_complete_stream(killed_three_times):
+    """TensorBoard after the kills: every iteration's loss and lr once, epoch scalars equal to log.jsonl."""
+    for name in RUNS:
+        info = json.loads((killed_three_times / name / "config.json").read_text())
+        steps = info["n_train"] // BATCH_SIZE  # the last, smaller batch is dropped
+        assert_matches_log(killed_three_times / name, info["config"]["epochs"], steps)
 
 
 def test_ctrl_c_exits_130_keeps_the_last_epoch_then_resume_equals_an_uninterrupted_run(synth_root, reference,
