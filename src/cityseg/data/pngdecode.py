@@ -227,8 +227,8 @@ def _pil_decode(data: bytes, path: Path) -> tuple[np.ndarray, str]:
         raise UnreadablePngError(path, describe(exc)) from None
 
 
-# "Up" filtering at zlib level 1: on Cityscapes-like 2048x1024 label maps 4-5x faster to write than PIL's
-# defaults (adaptive filters, level 6) and ~4x faster to decode, for files ~1.7x larger (24 KB instead of
+# "Up" filtering at zlib level 1: on Cityscapes-like 2048x1024 label maps ~5x faster to write than PIL's
+# defaults (adaptive filters, level 6) and 3-4x faster to decode, for files ~1.7x larger (24 KB instead of
 # 13 KB; bench/label_png.py, BENCHMARKS.md `label-png`).
 # Predictions are written once per run and decoded by every evaluation, so decoding speed is what counts.
 _LABEL_PNG_LEVEL, _LABEL_PNG_FILTER_UP = 1, 32  # zlib level; libpng's PNG_FILTER_UP flag
