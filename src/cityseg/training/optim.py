@@ -35,13 +35,27 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, An
 
 
 
+# Devices whose parameters Adam/AdamW update in one fused kernel per step: on CPU ~4x faster than torch's
+# default per-tensor loop over the network's 140 tensors (bench/optimizer.py), on CUDA torch's fastest path.
+_FUSED_DEVICES = {"cpu", "cuda"}
+
+
+def fused_where_supported(groups: list[dict[str, Any]]) -> bool | None:
+    """True when every parameter sits on a device with fused Adam kernels; None keeps torch's default elsewhere."""
+    devices = {param.device.type for group in groups for param in group["params"]}
+    return True if devices <= _FUSED_DEVICES else None
+
+
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The configured optimizer over `parameter_groups` (Adam's and SGD's decay is coupled L2, AdamW's decoupled)."""
+    """The configured optimizer over `parameter_groups` (Adam's and SGD's decay is coupled L2, AdamW's decoupled).
+
+    Adam and AdamW run fused where torch has the kernels: the same update, computed in one pass per step.
+    SGD keeps torch's default (its fused CPU kernel measured no faster).
+    """
     groups = parameter_groups(model, config)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr, betas=config.betas)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+    if config.optimizer in ("adam", "adamw"):
+        adam = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+        return adam(groups, lr=config.lr, betas=config.betas, fused=fused_where_supported(groups))
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
 
 
