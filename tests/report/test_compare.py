@@ -19,7 +19,7 @@ from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES
 from cityseg.report import training_config
 from cityseg.report.compare import PairedComparison, compare_runs
-from cityseg.report.plots import mean_std_text, percent
+from cityseg.report.tables import mean_std_text, percent
 
 pytestmark = pytest.mark.slow  # two tiny cv runs, then `cityseg compare` in child processes
 

@@ -22,21 +22,11 @@ from cityseg.report.plots import (
     dataset_sample,
     error_map,
     figure_png,
-    mean_std_text,
     normalize_rows,
-    percent,
     qualitative_panel,
     training_curves,
 )
 from cityseg.report.tables import Table
-
-
-def test_percent_and_mean_std_use_one_format():
-    assert percent(0.66789) == "66.79"
-    assert percent(None) == "n/a"
-    assert percent(float("nan")) == "n/a"
-    assert mean_std_text(0.5, 0.0123) == "50.00 ± 1.23"
-    assert mean_std_text(0.5, None) == "50.00"  # one fold: no spread to show
 
 
 def test_error_map_marks_wrong_red_ignored_white_and_right_black():

@@ -38,7 +38,7 @@ from cityseg.report import (
     spread,
     training_config,
 )
-from cityseg.report.plots import mean_std_text, percent
+from cityseg.report.tables import mean_std_text, percent
 
 pytestmark = pytest.mark.slow  # a tiny cv and its evaluation, then several reports
 

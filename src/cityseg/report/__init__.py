@@ -7,91 +7,37 @@ summary.json, the evaluation JSON, prediction PNGs); nothing trains or needs a G
     cityseg compare RUNS_A RUNS_B --labels a,b [--eval A.json --eval B.json] --out compare.pdf
 """
 
-from cityseg.report.compare import Comparison, PairedComparison, compare_runs
-from cityseg.report.compare_pdf import build_comparison, comparison_figure, write_comparison
-from cityseg.report.frames import (
-    FrameScore,
-    best_and_worst,
-    load_examples,
-    prediction_paths,
-    score_frames,
-    spread,
-)
-from cityseg.report.layout import figures_dir
-from cityseg.report.notebook import config_table, engines_table, histories, parse_size, training_config
-from cityseg.report.overview import (
-    class_iou_table,
-    dataset_counts,
-    environment_table,
-    folds_table,
-    is_synthetic,
-    require_dataset,
-    sample_figure,
-)
-from cityseg.report.pdf import (
-    build_report,
-    class_results_table,
-    cv_table,
-    full_fit_text,
-    headline_table,
-    headline_text,
-    is_synthetic_run,
-    official_tables,
-)
-from cityseg.report.results import (
-    REFERENCE_MIOU,
-    CvResult,
-    cv_result,
-    summary_text,
-    val_class_iou,
-    val_confusion,
-)
-from cityseg.report.runfiles import RunFiles, load_evaluation, load_runs, predictions_checkpoint_warning
-from cityseg.report.tables import Table
+from __future__ import annotations
 
-__all__ = [
-    "summary_text",
-    "REFERENCE_MIOU",
-    "Comparison",
-    "CvResult",
-    "FrameScore",
-    "PairedComparison",
-    "RunFiles",
-    "Table",
-    "best_and_worst",
-    "build_comparison",
-    "build_report",
-    "class_iou_table",
-    "class_results_table",
-    "compare_runs",
-    "comparison_figure",
-    "config_table",
-    "cv_result",
-    "cv_table",
-    "dataset_counts",
-    "engines_table",
-    "environment_table",
-    "figures_dir",
-    "full_fit_text",
-    "folds_table",
-    "headline_table",
-    "headline_text",
-    "histories",
-    "is_synthetic",
-    "is_synthetic_run",
-    "load_evaluation",
-    "load_examples",
-    "load_runs",
-    "official_tables",
-    "parse_size",
-    "prediction_paths",
-    "predictions_checkpoint_warning",
-    "require_dataset",
-    "sample_figure",
-    "score_frames",
-    "spread",
-    "training_config",
-    "val_class_iou",
-    "val_confusion",
-    "write_comparison",
-]
+import importlib
+from typing import Any
+
+# name -> submodule. Imported on first use (PEP 562), so `cityseg cv`, which only prints a summary, does not
+# pay for matplotlib and the PDF modules at its end.
+_EXPORTS = {
+    **dict.fromkeys(("compare_runs", "Comparison", "PairedComparison"), "compare"),
+    **dict.fromkeys(("build_comparison", "comparison_figure", "write_comparison"), "compare_pdf"),
+    **dict.fromkeys(("best_and_worst", "FrameScore", "load_examples", "prediction_paths", "score_frames", "spread"), "frames"),
+    **dict.fromkeys(("figures_dir",), "layout"),
+    **dict.fromkeys(("config_table", "engines_table", "histories", "parse_size", "training_config"), "notebook"),
+    **dict.fromkeys(("class_iou_table", "dataset_counts", "environment_table", "folds_table", "is_synthetic", "require_dataset", "sample_figure"), "overview"),
+    **dict.fromkeys(("build_report", "class_results_table", "cv_table", "full_fit_text", "headline_table", "headline_text", "is_synthetic_run", "official_tables"), "pdf"),
+    **dict.fromkeys(("cv_result", "CvResult", "REFERENCE_MIOU", "summary_text", "val_class_iou", "val_confusion"), "results"),
+    **dict.fromkeys(("load_evaluation", "load_runs", "predictions_checkpoint_warning", "RunFiles"), "runfiles"),
+    **dict.fromkeys(("Table",), "tables"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """The public name from its submodule, imported the first time it is asked for."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -26,7 +26,6 @@ from typing import Any
 from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES
 from cityseg.report.layout import CellStyle
-from cityseg.report.plots import mean_std_text, percent
 from cityseg.report.results import (
     CvResult,
     cv_result,
@@ -37,7 +36,7 @@ from cityseg.report.results import (
     total_seconds,
 )
 from cityseg.report.runfiles import RunFiles, load_evaluation, load_runs
-from cityseg.report.tables import Table
+from cityseg.report.tables import Table, mean_std_text, percent
 
 SIGNIFICANCE = 0.05
 GAIN_COLOUR, LOSS_COLOUR, BEYOND_NOISE_FILL = "#1a7f37", "#b00020", "#fff2c6"

@@ -11,8 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cityseg.report.plots import percent
-from cityseg.report.tables import Table
+from cityseg.report.tables import Table, percent
 from cityseg.training.config import TrainConfig, parse_size, resolve_config
 from cityseg.training.runfolder import run_names
 

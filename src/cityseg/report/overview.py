@@ -16,8 +16,8 @@ from matplotlib.figure import Figure
 
 from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES
-from cityseg.report.plots import dataset_sample, mean_std_text, percent
-from cityseg.report.tables import Table
+from cityseg.report.plots import dataset_sample
+from cityseg.report.tables import Table, mean_std_text, percent
 
 
 def require_dataset(root: Path, splits: Sequence[str] = ("train", "val")) -> Path:

@@ -41,8 +41,6 @@ from cityseg.report.plots import (
     draw_example,
     draw_training_curves,
     figure_png,
-    mean_std_text,
-    percent,
     qualitative_panel,
     training_curves,
 )
@@ -60,7 +58,7 @@ from cityseg.report.results import (
     val_confusion,
 )
 from cityseg.report.runfiles import RunFiles, load_evaluation, load_runs
-from cityseg.report.tables import Table
+from cityseg.report.tables import Table, mean_std_text, percent
 
 CREATOR = "cityseg report"
 FIGURES = ("class_iou", "curves", "confusion", "examples")

@@ -41,20 +41,6 @@ class Example:
     prediction: np.ndarray  # (H, W) uint8 trainIds
 
 
-def percent(value: float | None, digits: int = 2) -> str:
-    """Format a 0..1 score as a percentage with fixed decimals, the one format used in tables and text."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return f"{100.0 * value:.{digits}f}"
-
-
-def mean_std_text(mean: float | None, std: float | None, digits: int = 2) -> str:
-    """`mean ± std` in percent, so fold results read the same in the notebook, the PDF and the README."""
-    if std is None or not math.isfinite(std):
-        return percent(mean, digits)
-    return f"{percent(mean, digits)} ± {percent(std, digits)}"
-
-
 def _finite(values: Sequence[float | None]) -> np.ndarray:
     """JSON nulls (a class that never occurred) become NaN so matplotlib leaves a gap."""
     return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)

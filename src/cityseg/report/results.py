@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 
 from cityseg.labels import CLASS_NAMES
-from cityseg.report.plots import mean_std_text
 from cityseg.report.runfiles import RunFiles
-from cityseg.report.tables import Table
+from cityseg.report.tables import Table, mean_std_text
 
 # The reference write-up's val mIoU (U-Net/ResNet-34, 10 epochs, batch 4, Adam 1e-4; NOTES.md).
 REFERENCE_MIOU = 66.79

@@ -6,6 +6,7 @@ the report and tests can find them with a PDF text extractor.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -69,3 +70,17 @@ def looks_numeric(cell: str) -> bool:
 
 def _column_numeric(table: Table, index: int) -> bool:
     return bool(table.rows) and all(looks_numeric(row[index]) for row in table.rows)
+
+
+def percent(value: float | None, digits: int = 2) -> str:
+    """Format a 0..1 score as a percentage with fixed decimals, the one format used in tables and text."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{100.0 * value:.{digits}f}"
+
+
+def mean_std_text(mean: float | None, std: float | None, digits: int = 2) -> str:
+    """`mean ± std` in percent, so fold results read the same in the notebook, the PDF and the README."""
+    if std is None or not math.isfinite(std):
+        return percent(mean, digits)
+    return f"{percent(mean, digits)} ± {percent(std, digits)}"
