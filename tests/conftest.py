@@ -15,6 +15,9 @@ import pytest
 
 # Tests run on CPU with few threads: two cores in CI, and helpers may run suites side by side.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The suite's files are throwaway and no test cuts the power: skip fsync (cityseg.fileio.sync_to_disk), here and in
+# every child process, which inherit this environment. tests/test_fileio.py checks that a user's run does fsync.
+os.environ.setdefault("CITYSEG_FSYNC", "0")
 
 TINY_SIZE = (128, 64)  # width x height; U-Net needs sides divisible by 32
 

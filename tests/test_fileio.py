@@ -3,10 +3,33 @@
 from __future__ import annotations
 
 import errno
+import os
 
 import pytest
 
-from cityseg.fileio import atomic_write_bytes, atomic_write_text
+from cityseg.fileio import FSYNC_ENV, atomic_write_bytes, atomic_write_text
+from cityseg.training.runfolder import append_log_row
+
+
+@pytest.mark.parametrize(("setting", "synced"), [(None, True), ("1", True), ("0", False)])
+def test_finished_files_are_fsynced_unless_the_run_is_throwaway(tmp_path, monkeypatch, setting, synced):
+    """A user's run (no CITYSEG_FSYNC) syncs every atomic write and log row; only CITYSEG_FSYNC=0 skips it."""
+    if setting is None:
+        monkeypatch.delenv(FSYNC_ENV, raising=False)  # the suite sets 0 for itself (conftest)
+    else:
+        monkeypatch.setenv(FSYNC_ENV, setting)
+    synced_files = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced_files.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    atomic_write_text(tmp_path / "a.json", "{}")
+    append_log_row(tmp_path, {"epoch": 1})
+    assert (tmp_path / "a.json").read_text() == "{}" and (tmp_path / "log.jsonl").read_text() == '{"epoch": 1}\n'
+    assert [name.startswith(".a.json.") or name == "log.jsonl" for name in synced_files] == ([True, True] if synced else [])
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):

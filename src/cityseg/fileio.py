@@ -12,6 +12,18 @@ from typing import BinaryIO
 
 from cityseg.errors import name_the_file
 
+FSYNC_ENV = "CITYSEG_FSYNC"
+
+
+def sync_to_disk(fd: int) -> None:
+    """os.fsync(fd), so a finished file also survives a power cut or an OS crash, not only a kill.
+
+    CITYSEG_FSYNC=0 skips it, for throwaway runs (the test suite sets it): a kill never needs it, since the
+    kernel keeps written pages, and on a slow disk it costs ~0.5 s per 300 MB checkpoint.
+    """
+    if os.environ.get(FSYNC_ENV, "1") != "0":
+        os.fsync(fd)
+
 
 def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Call `write(file_object)` on a temp file beside `path`, fsync it, then rename it over `path`.
@@ -25,7 +37,7 @@ def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], object]) -> None:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            sync_to_disk(handle.fileno())
         # mkstemp creates 0600 files; give the result the permissions a plain open() would.
         umask = os.umask(0)
         os.umask(umask)

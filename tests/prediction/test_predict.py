@@ -21,6 +21,7 @@ from cityseg.cli import main
 from cityseg.data.frames import list_frames, read_image
 from cityseg.data.transforms import normalize
 from cityseg.errors import UserError
+from cityseg.fileio import FSYNC_ENV
 from cityseg.labels import EVAL_LABEL_IDS, ID_COLORS, NUM_CLASSES, train_ids_to_ids
 from cityseg.prediction.inference import predict_logits
 from cityseg.prediction.ledger import MANIFEST_NAME, color_names, file_sha256, prediction_name
@@ -242,6 +243,7 @@ def test_color_folder_nested_with_predictions_is_refused(
 
 def _fail_fsync_of_png_temp_files_after(monkeypatch, successes: int) -> None:
     """Simulate a disk that fills up while PNGs are written: fsync of the (successes+1)-th PNG fails."""
+    monkeypatch.setenv(FSYNC_ENV, "1")  # the suite skips fsync (conftest); this disk fails inside it
     real_fsync = os.fsync
     calls = {"png": 0}
 

@@ -53,7 +53,7 @@ from cityseg.data.cache_core import (
 )
 from cityseg.data.layout import LABEL_SOURCES
 from cityseg.errors import UserError, format_paths
-from cityseg.fileio import folder_lock, source_fingerprint
+from cityseg.fileio import folder_lock, source_fingerprint, sync_to_disk
 from cityseg.locks import die_with_parent
 
 MARKER, FORMAT, FORMAT_VERSION = TRAINING_CACHE.marker, TRAINING_CACHE.format, TRAINING_CACHE.format_version
@@ -345,7 +345,7 @@ def _decode_into(job: _Job, folder: Path, todo: list[tuple[int, str, str]], shap
                 _crash_point("mid-decode")
     for name in (IMAGES_FILE, LABELS_FILE):
         with open(folder / name, "rb+") as handle:
-            os.fsync(handle.fileno())
+            sync_to_disk(handle.fileno())
 
 
 def _map_rows(todo, workers: int, init_args) -> Iterator[int]:
@@ -406,13 +406,13 @@ def _write_synced(path: Path, data: bytes) -> None:
     with open(path, "wb") as handle:
         handle.write(data)
         handle.flush()
-        os.fsync(handle.fileno())
+        sync_to_disk(handle.fileno())
 
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        sync_to_disk(fd)
     finally:
         os.close(fd)
 

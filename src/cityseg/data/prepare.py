@@ -28,6 +28,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from cityseg.errors import UserError, describe_error, name_the_file
+from cityseg.fileio import sync_to_disk
 from cityseg.locks import die_with_parent
 
 # Worker processes import this module, so it stays free of torch: cityseg.data.frames is imported lazily.
@@ -92,7 +93,7 @@ def convert_one(json_path: Path, out_path: Path) -> None:
             _check_canvas(annotation, json_path)
             createLabelImage(annotation, "trainIds").save(tmp)
         with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+            sync_to_disk(handle.fileno())
         os.replace(tmp, out_path)
     except SystemExit:
         reason = " ".join(captured.getvalue().split("USAGE:")[0].split()) or "the converter gave up"

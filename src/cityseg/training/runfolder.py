@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from cityseg.errors import UserError, name_the_file
-from cityseg.fileio import atomic_write_bytes
+from cityseg.fileio import atomic_write_bytes, sync_to_disk
 from cityseg.locks import hold_lock
 from cityseg.training.config import TrainConfig, config_differences
 
@@ -129,7 +129,7 @@ def append_log_row(run_dir: Path, row: dict) -> None:
     try:
         if os.write(fd, data) != len(data):  # a short write: the disk filled up; the torn line is dropped on resume
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        os.fsync(fd)
+        sync_to_disk(fd)
     except OSError as exc:  # os.write's error names no file
         named = name_the_file(exc, path)
         if named is exc:
