@@ -33,7 +33,7 @@ from cityseg.cli.common import size_type
 KINDS = (
     ("convolution and matmul (tensor cores)", r"conv|gemm|xmma|cutlass|implicit|sm\d\d_|wgrad|dgrad|fprop|cudnn"),
     ("Triton kernels (fused by inductor: norms, activations, elementwise)", r"^triton"),
-    ("optimizer (Adam, foreach)", r"multi_tensor|adam|foreach"),
+    ("optimizer (Adam, fused where torch has it)", r"multi_tensor|adam|foreach|fused_"),
     ("loss (log-softmax, NLL)", r"nll|softmax|cross_entropy"),
     ("batch norm (not fused)", r"batch_norm|bn_fw|bn_bw"),
     ("copies and fills", r"memcpy|memset|copy|fill|cat"),

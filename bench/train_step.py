@@ -3,7 +3,7 @@
 Every variant runs in this one process on the same weights and inputs, and is reported as a ratio to
 the fp32 eager (contiguous) baseline measured here:
 
-  training   forward + cross-entropy + backward + Adam step; CPU: batch 2 at 512x256 (and 1024x512 with
+  training   forward + cross-entropy + backward + Adam step (fused, as training runs); CPU: batch 2 at 512x256 (and 1024x512 with
              --train-sizes), CUDA: batch 8 at 1024x512
   inference  2048x1024, batch 1 (--infer-batch N, or several: 1,8), under torch.inference_mode; with
              --infer-path predict through `cityseg.prediction.inference.predict_logits` (what `cityseg predict` runs per
@@ -68,7 +68,10 @@ def train_rate(base, device, batch, size, variant, args) -> float:
     """Images/s of full training steps for one variant."""
     _, channels_last, bf16, compiled = variant
     model = prepare(base, device, channels_last, compiled, train=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    from cityseg.training.optim import fused_where_supported
+
+    params = list(model.parameters())
+    optimizer = torch.optim.Adam(params, lr=1e-4, fused=fused_where_supported([{"params": params}]))  # as training runs
     generator = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn(batch, 3, size[1], size[0], generator=generator).to(device)  # (B, 3, H, W)
     y = torch.randint(0, 19, (batch, size[1], size[0]), generator=generator).to(device)  # (B, H, W)

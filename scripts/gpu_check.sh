@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU measurements and checks of the "fast by default" work, in one go: about 7 minutes on one H100, and
-# at most 8.5 (the steps' time limits add up to 510 s, plus a few seconds of set-up).
+# at most 9 (the steps' time limits add up to 540 s, plus a few seconds of set-up).
 # Nothing here runs in `make test` (CI has no GPU); run it on a CUDA machine with the requirements installed:
 #
 #   bash scripts/gpu_check.sh OUT_DIR
@@ -23,6 +23,8 @@
 #   5. inference (limit 60 s, ~30 s): bench/train_step.py --infer-path predict: whole 2048x1024 images through
 #      cityseg.prediction.inference.predict_logits + argmax (what `cityseg predict` runs per batch), bf16 eager, at
 #      batch 1 (predict's default), 4 and 8 (target >= 200 img/s)
+#   6. optimizer (limit 30 s, ~10 s): bench/optimizer.py: one Adam/AdamW/SGD step over the U-Net's parameters,
+#      torch's default (foreach on CUDA) against the fused kernel training uses
 #
 # Each step has its own time limit, so one hang cannot eat the others. Benchmark rows go to
 # OUT_DIR/BENCHMARKS.gpu.md (append them to BENCHMARKS.md by hand after reading them), every step's output
@@ -124,5 +126,6 @@ step torchrun 60 bash -c torchrun_cv
 step inference 60 "$PYTHON" bench/train_step.py --device "$DEVICE" --no-train --infer-path predict \
     --infer-size "$INFER_SIZE" --infer-batch "$INFER_BATCHES" --variants channels_last+bf16 --warmup 3 --iters 20 \
     --md "$MD"
+step optimizer 30 "$PYTHON" bench/optimizer.py --device "$DEVICE" --md "$MD"
 rm -rf "$WORK"
 cat "$OUT/status.txt"

@@ -286,8 +286,8 @@ def test_a_step_with_zero_gradient_changes_each_parameter_by_its_decay_alone(opt
                 assert not torch.equal(param.detach(), p0)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
-def test_adam_runs_fused_and_updates_like_torchs_per_tensor_loop(optimizer):
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_the_optimizer_runs_fused_and_updates_like_torchs_per_tensor_loop(optimizer):
     from cityseg.training.model import build_model
     from cityseg.training.optim import build_optimizer, parameter_groups
 
@@ -297,8 +297,12 @@ def test_adam_runs_fused_and_updates_like_torchs_per_tensor_loop(optimizer):
     config = resolve_config("strong", optimizer=optimizer, workers=0)
     built = build_optimizer(model, config)
     assert all(group["fused"] is True for group in built.param_groups)
-    loop = (torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW)(
-        parameter_groups(reference_model, config), lr=config.lr, betas=config.betas, foreach=False, fused=False)
+    groups = parameter_groups(reference_model, config)
+    if optimizer == "sgd":
+        loop = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, foreach=False, fused=False)
+    else:
+        adam = torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW
+        loop = adam(groups, lr=config.lr, betas=config.betas, foreach=False, fused=False)
     for _ in range(3):  # moments and bias correction past the first step
         for param, twin in zip(model.parameters(), reference_model.parameters(), strict=True):
             param.grad = torch.randn_like(param) * 1e-3
@@ -310,15 +314,12 @@ def test_adam_runs_fused_and_updates_like_torchs_per_tensor_loop(optimizer):
     assert not torch.equal(next(model.parameters()), next(build_model(encoder_weights=None).parameters()))
 
 
-def test_fused_only_where_torch_has_the_kernels_and_never_for_sgd():
-    from cityseg.training.model import build_model
-    from cityseg.training.optim import build_optimizer, fused_where_supported
+def test_fused_only_where_torch_has_the_kernels():
+    from cityseg.training.optim import fused_where_supported
 
     assert fused_where_supported([{"params": [torch.zeros(2)]}]) is True
     assert fused_where_supported([{"params": [torch.zeros(2, device="meta")]}]) is None  # torch's default there
     assert fused_where_supported([{"params": [torch.zeros(2)]}, {"params": [torch.zeros(2, device="meta")]}]) is None
-    sgd = build_optimizer(build_model(encoder_weights=None), resolve_config("seed", optimizer="sgd", workers=0))
-    assert all(not group["fused"] for group in sgd.param_groups)
 
 
 @pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, torch.float16)])
