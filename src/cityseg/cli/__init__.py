@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cityseg",
         description="U-Net/ResNet-34 semantic segmentation on Cityscapes: synthetic data, label "
         "preparation, 5-fold cross-validation, prediction, official evaluation and a PDF report.",
-        epilog="Run `cityseg COMMAND --help` for the options of one step.",
+        epilog="Run `cityseg COMMAND --help` for the options of one step. Environment: CITYSEG_LOCK_TIMEOUT "
+        "(seconds a wait for another process's lock lasts, default 3600); CITYSEG_FSYNC=0 (do not fsync finished "
+        "files: for throwaway runs on slow disks; a kill never needs the fsync, a power cut does).",
     )
     parser.add_argument("--version", action="version", version=f"cityseg {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
