@@ -35,9 +35,9 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, An
 
 
 
-# Devices whose parameters the optimizers update in one fused kernel per step: on CPU 5-6x (Adam, AdamW) and
-# 2.6x (SGD) faster than torch's default per-tensor loop over the network's 140 tensors, one core
-# (bench/optimizer.py); on CUDA torch's fastest path.
+# Devices whose parameters the optimizers update in one fused kernel per step: on CPU 4-7x (Adam, AdamW) and
+# 2.3x (SGD) faster than torch's default per-tensor loop over the network's 140 tensors (bench/optimizer.py,
+# 1-2 threads); on CUDA torch's fastest path.
 _FUSED_DEVICES = {"cpu", "cuda"}
 
 
