@@ -142,6 +142,7 @@ def main() -> None:
     add_common_args(parser)
     args = parser.parse_args()
 
+    from cityseg.data.pngdecode import BACKEND
     from cityseg.evaluation import compare_exports, evaluate
 
     root = synthetic_root(args.data, args.frames)
@@ -186,6 +187,7 @@ def main() -> None:
             "max_abs_diff": max(worst for _, worst in checks.values()),
             "workers": args.workers,
             "repeats": args.repeats,
+            "png_decoder": BACKEND,
             "miou": official["averageScoreClasses"],
         },
         figure=f"{n} pairs 2048x1024: official {official_s:.2f} s ({official_cpu_s:.2f} s CPU); `cityseg evaluate` "
@@ -193,7 +195,7 @@ def main() -> None:
         f"gt cache) {cli['second_s']:.2f} s ({cli['second_cpu_s']:.2f} s CPU), third {cli['third_s']:.2f} s "
         f"({cli['third_cpu_s']:.2f} s CPU); in-process fast engine: no cache {fast_s:.2f} s, building the cache "
         f"{built_s:.2f} s, warm {warm_s:.2f} s ({warm_single_s:.2f} s with 1 thread); decoding the 3 PNGs alone "
-        f"{decode_s:.2f} s ({args.workers} threads)",
+        f"{decode_s:.2f} s ({args.workers} threads, {BACKEND} decoder)",
         ratio=f"first CLI run {ratios['first']:.1f}x (target 5x; CPU time {cpu_ratios['first']:.1f}x), second "
         f"{ratios['second']:.1f}x (CPU {cpu_ratios['second']:.1f}x), third {ratios['third']:.1f}x (CPU "
         f"{cpu_ratios['third']:.1f}x); in-process warm {official_s / warm_s:.1f}x, no cache {official_s / fast_s:.1f}x",

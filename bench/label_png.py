@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import argparse
 import io
-import time
 
 import numpy as np
-from common import Recorder, add_common_args, add_data_args, synthetic_root
+from common import Recorder, add_common_args, add_data_args, seconds_per_item, synthetic_root
 from PIL import Image
 
 
@@ -27,17 +26,6 @@ def pil_png(labels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(labels).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def seconds_per_map(function, items: list, repeats: int = 3) -> float:
-    """Minimum over `repeats` of the mean seconds of `function` over `items` (one thread)."""
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for item in items:
-            function(item)
-        best = min(best, (time.perf_counter() - started) / len(items))
-    return best
 
 
 def measure(maps: list[np.ndarray]) -> dict[str, float]:
@@ -53,10 +41,10 @@ def measure(maps: list[np.ndarray]) -> dict[str, float]:
             assert np.array_equal(decode(data), labels), f"{name} encoding does not decode to the labels"
             assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), labels), f"PIL reads {name} wrong"
     return {
-        "pil_encode_s": seconds_per_map(pil_png, maps),
-        "cityseg_encode_s": seconds_per_map(encode_label_png, maps),
-        "pil_decode_s": seconds_per_map(decode, encoded["pil"]),
-        "cityseg_decode_s": seconds_per_map(decode, encoded["cityseg"]),
+        "pil_encode_s": seconds_per_item(pil_png, maps),
+        "cityseg_encode_s": seconds_per_item(encode_label_png, maps),
+        "pil_decode_s": seconds_per_item(decode, encoded["pil"]),
+        "cityseg_decode_s": seconds_per_item(decode, encoded["cityseg"]),
         "pil_kb": float(np.mean([len(d) for d in encoded["pil"]]) / 1024),
         "cityseg_kb": float(np.mean([len(d) for d in encoded["cityseg"]]) / 1024),
     }
@@ -69,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from cityseg.data.frames import list_frames
-    from cityseg.data.pngdecode import decode_png
+    from cityseg.data.pngdecode import BACKEND, decode_png
     from cityseg.evaluation.noisy import noisy_labels
 
     root = synthetic_root(args.data, args.frames)
@@ -97,8 +85,8 @@ def main() -> None:
         results=results,
         figure=f"{len(frames)} label maps 2048x1024 per kind, one thread; " + "; ".join(describe(k) for k in kinds),
         ratio="; ".join(ratio(k) for k in kinds),
-        notes="decoder: cityseg.data.pngdecode's fast path (libpng via imagecodecs, or Wuffs when installed); "
-        "every file decodes to the same labels in it and in PIL",
+        notes=f"decoder: cityseg.data.pngdecode's fast path ({BACKEND}); every file decodes to the same labels in "
+        "it and in PIL",
     )
 
 

@@ -2,28 +2,34 @@
 and a fast encoding for the label maps cityseg writes itself.
 
 Decoding the three PNGs of a frame is most of what an evaluation costs, and PIL is slow at it. CPU per
-2048x1024 synthetic label file on the 2-core development machine: PIL ~35 ms, libpng (imagecodecs, a
-requirement) ~17 ms, Wuffs (pywuffs, optional: no wheels) ~17 ms. So files that are plain grayscale (8-
-or 16-bit, not interlaced, no chunks that could change the pixels: what Cityscapes and `cityseg predict`
-write) go to a fast decoder, Wuffs when installed, else libpng;
+2048x1024 synthetic label file on the 2-core development machine (labelIds / 16-bit instanceIds): PIL
+~16 / 21 ms, libpng (imagecodecs) ~8 / 13 ms, Wuffs (pywuffs, optional: no wheels) about libpng's, and
+cityseg's own path ~1.5 / 3 ms: zlib-ng (imagecodecs) inflates the image data in one call, and the row
+filters are undone by the small C extension cityseg.data._pngrows (built by `pip install -e .`; every
+library above spends most of its time there; bench/evaluate.py, BENCHMARKS.md). So files that are plain
+grayscale (8- or 16-bit, not interlaced, no chunks that could change the pixels: what Cityscapes and
+`cityseg predict` write) go to the fastest decoder installed: cityseg's, else Wuffs, else libpng;
 everything else (palette images, other depths or colour types, interlacing, tRNS, gAMA...) and every file
 the fast decoder refuses goes to PIL, which is what the official script uses. The values are PIL's either
 way (tests/data/test_pngdecode.py compares them on clean and on damaged files).
 
 Safety: the files are the user's, and a damaged PNG must be a clear error, never a crash (torchvision's
-libpng wrapper segfaults on some). Wuffs is written in a memory-safe language (bounds checked at compile
-time), and libpng's errors come back as exceptions through imagecodecs. Before either sees a file, the
-header is checked here (signature, an IHDR chunk of the right length and checksum, sizes within PIL's
-decompression-bomb limit) and every chunk's CRC is verified (PIL checks those before IDAT, so the fast
-path never accepts a file PIL would refuse there). Both are fuzzed in tests/data/test_pngdecode.py, each case
-in a subprocess so a crash fails the test instead of killing pytest. Both release the GIL, so threads
-decode in parallel; pyspng was not taken: it holds the GIL while decoding and ignores checksums.
+libpng wrapper segfaults on some). Before any decoder sees a file, the header is checked here (signature,
+an IHDR chunk of the right length and checksum, sizes within PIL's decompression-bomb limit) and every
+chunk's CRC is verified (PIL checks those before IDAT, so the fast path never accepts a file PIL would
+refuse there). cityseg's path then needs the image data to inflate to exactly the size the header
+promises, zlib's own checksum included, before the C code sees it; the C code checks the two buffer sizes
+against each other and reads nothing else. Wuffs is memory-safe by construction and libpng's errors come
+back as exceptions through imagecodecs. Every decoder is fuzzed in tests/data/test_pngdecode.py, each case
+in a subprocess so a crash fails the test instead of killing pytest. All release the GIL, so threads decode
+in parallel; pyspng was not taken: it holds the GIL while decoding and ignores checksums.
 """
 
 from __future__ import annotations
 
 import io
 import struct
+import sys
 import threading
 import zlib
 from collections.abc import Callable
@@ -41,9 +47,46 @@ _GRAYSCALE = 0
 _MODE_OF_DEPTH = {8: "L", 16: "I;16"}  # PIL's mode for plain grayscale of that bit depth
 # Chunks that cannot change grayscale pixel values; any other (tRNS, gAMA, sBIT, PLTE, ...) sends the file to PIL.
 _PLAIN_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND", b"tEXt", b"zTXt", b"iTXt", b"pHYs", b"tIME"})
+# A fast decoder: (the file's bytes, its header, its image data: the IDAT chunks joined) -> (H, W) pixels, or None
+Decoder = Callable[[bytes, "PngHeader", bytes], "np.ndarray | None"]
+_SCRATCH_LIMIT = 16 * 2**20  # inflate buffers up to this size are kept per thread (a 2048x1024 16-bit file: 4 MB)
 
 
-def _wuffs() -> Callable[[bytes, int], np.ndarray | None] | None:
+def _zlibng_rows() -> Decoder | None:
+    """zlib-ng (imagecodecs) inflates, cityseg's C extension undoes the row filters; None when either is missing."""
+    try:
+        import imagecodecs
+
+        from cityseg.data._pngrows import unfilter
+    except ImportError:
+        return None
+    if not imagecodecs.ZLIBNG.available:  # builds of imagecodecs may leave codecs out
+        return None
+    zlibng_decode = imagecodecs.zlibng_decode
+    local = threading.local()  # a reused buffer: a fresh one costs a page fault per 4 KB, ~1.5 ms per 2 MB here
+    swap16 = sys.byteorder == "little"  # PNG's 16-bit samples are big-endian
+
+    def decode(data: bytes, header: PngHeader, image_data: bytes) -> np.ndarray | None:
+        pixel_bytes = header.bit_depth // 8
+        row_bytes = header.width * pixel_bytes
+        size = header.height * (row_bytes + 1)  # each row: its filter-type byte, then its samples
+        buffer = getattr(local, "buffer", None)
+        if buffer is None or len(buffer) < size:
+            buffer = bytearray(size)
+            if size <= _SCRATCH_LIMIT:
+                local.buffer = buffer
+        # raises when the data would inflate to more than `size` bytes, or is damaged (zlib's Adler-32 included)
+        filtered = zlibng_decode(image_data, out=memoryview(buffer)[:size])
+        if len(filtered) != size:
+            return None
+        pixels = np.empty((header.height, header.width), np.uint8 if pixel_bytes == 1 else np.uint16)
+        unfilter(filtered, pixels, row_bytes, pixel_bytes, swap16)
+        return pixels
+
+    return decode
+
+
+def _wuffs() -> Decoder | None:
     """Wuffs' PNG decoder (pywuffs), one decoder object per thread and bit depth; None when not installed."""
     try:
         from pywuffs import ImageDecoderQuirks, ImageDecoderType, PixelFormat
@@ -52,7 +95,7 @@ def _wuffs() -> Callable[[bytes, int], np.ndarray | None] | None:
         return None
     local = threading.local()
 
-    def decode(data: bytes, bit_depth: int) -> np.ndarray | None:
+    def decode(data: bytes, header: PngHeader, image_data: bytes) -> np.ndarray | None:
         decoders = getattr(local, "decoders", None)
         if decoders is None:
             decoders = local.decoders = {}
@@ -62,25 +105,27 @@ def _wuffs() -> Callable[[bytes, int], np.ndarray | None] | None:
                 config.pixel_format = pixel_format
                 config.quirks = {ImageDecoderQuirks.IGNORE_CHECKSUM: 0}  # pywuffs ignores zlib's Adler-32 unless told
                 decoders[depth] = ImageDecoder(config)
-        result = decoders[bit_depth].decode(data)
+        result = decoders[header.bit_depth].decode(data)
         if result.error_message:
             return None
         pixels = result.pixbuf  # (H, W, 1) uint8, or (H, W, 2) uint8 holding little-endian uint16
-        return pixels.view("<u2")[..., 0] if bit_depth == 16 else pixels[..., 0]
+        return pixels.view("<u2")[..., 0] if header.bit_depth == 16 else pixels[..., 0]
 
     return decode
 
 
-def _libpng() -> Callable[[bytes, int], np.ndarray | None] | None:
+def _libpng() -> Decoder | None:
     """libpng through imagecodecs; None when not installed."""
     try:
         from imagecodecs import png_decode
     except ImportError:
         return None
-    return lambda data, bit_depth: png_decode(data)
+    return lambda data, header, image_data: png_decode(data)
 
 
-_BACKENDS = {name: found for name, found in (("wuffs", _wuffs()), ("libpng", _libpng())) if found is not None}
+# fastest first
+_FOUND = (("zlibng-rows", _zlibng_rows()), ("wuffs", _wuffs()), ("libpng", _libpng()))
+_BACKENDS: dict[str, Decoder] = {name: found for name, found in _FOUND if found is not None}
 # The decoder plain grayscale files go to (tests switch it); None: PIL for everything (same values, slower).
 BACKEND: str | None = next(iter(_BACKENDS), None)
 
@@ -183,32 +228,39 @@ def _fits_pil_limit(header: PngHeader) -> bool:
     return limit is None or header.width * header.height <= limit
 
 
-def _plain_and_intact(data: bytes) -> bool:
-    """Every chunk up to IEND (or the end of the data) is whole, of a kind that cannot change pixel values,
-    and its CRC matches."""
-    position = 8
+def _plain_image_data(data: bytes) -> bytes | None:
+    """The image data (the IDAT chunks joined) when every chunk up to IEND (or the end of the data) is whole,
+    of a kind that cannot change pixel values, with a matching CRC, and the IDATs are consecutive (as the PNG
+    spec requires); else None."""
+    position, parts, kinds = 8, [], []
     while position < len(data):
         if position + 12 > len(data):
-            return False
+            return None
         length, kind = struct.unpack(">I4s", data[position : position + 8])
         end = position + 8 + length
         if kind not in _PLAIN_CHUNKS or end + 4 > len(data):
-            return False
+            return None
         if zlib.crc32(data[position + 4 : end]) != struct.unpack(">I", data[end : end + 4])[0]:
-            return False
+            return None
+        if kind == b"IDAT":
+            if parts and kinds[-1] != b"IDAT":
+                return None
+            parts.append(data[position + 8 : end])
+        kinds.append(kind)
         if kind == b"IEND":
-            return True
+            break
         position = end + 4
-    return True
+    return b"".join(parts)
 
 
 def _fast(data: bytes, header: PngHeader) -> np.ndarray | None:
     """Decoded by the fast backend, or None when the file is unusual, damaged or decodes to anything unexpected
     (PIL decides then)."""
-    if not _plain_and_intact(data):
+    image_data = _plain_image_data(data)
+    if image_data is None:
         return None
     try:
-        pixels = _BACKENDS[BACKEND](data, header.bit_depth)
+        pixels = _BACKENDS[BACKEND](data, header, image_data)
     except Exception:  # noqa: BLE001 - the backend's errors (PngError, ValueError, ...): PIL gets the last word
         return None
     expected = np.uint8 if header.bit_depth == 8 else np.uint16

@@ -13,7 +13,7 @@
 Modules: checks (prediction files), official (the script, leashed), fast (the twin's per-frame counts),
 scores (the twin's scores from the counts), gt_cache (decoded ground truth for fast, written by the first
 evaluation's own pass), inmemory (`predict --score`: counts of label maps in memory), output (table, JSON,
-CSV), runner (the engines together). PNGs are decoded by cityseg.data.pngdecode (Wuffs or libpng, PIL fallback).
+CSV), runner (the engines together). PNGs are decoded by cityseg.data.pngdecode (zlib-ng + a C row unfilter, or libpng; PIL fallback).
 """
 
 from cityseg.evaluation.checks import TrainIdsWarning

@@ -191,7 +191,7 @@ def check_header(path: Path, size: tuple[int, int]) -> None:
 def read_prediction(path: Path) -> np.ndarray:
     """(H, W) uint8 labelIds of a prediction PNG, the values the official script reads (np.array of PIL).
 
-    Decoded by cityseg.data.pngdecode (libpng for plain grayscale, PIL otherwise): same values, ~1.6x faster.
+    Decoded by cityseg.data.pngdecode (its fast path for plain grayscale, PIL otherwise): PIL's values, faster.
     """
     try:
         array, mode = decode_png(path)
