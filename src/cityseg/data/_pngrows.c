@@ -20,6 +20,7 @@
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 #elif defined(_MSC_VER)
 #define ALWAYS_INLINE static __forceinline
+#define restrict __restrict /* older MSVC C compilers know only the underscored spelling */
 #else
 #define ALWAYS_INLINE static inline
 #endif

@@ -1,12 +1,12 @@
 """Fast, safe decoding of single-channel label PNGs (labelIds, instanceIds, predictions), PIL as the fallback,
 and a fast encoding for the label maps cityseg writes itself.
 
-Decoding the three PNGs of a frame is most of what an evaluation costs, and PIL is slow at it. CPU per
-2048x1024 synthetic label file on the 2-core development machine (labelIds / 16-bit instanceIds): PIL
-~16 / 21 ms, libpng (imagecodecs) ~8 / 13 ms, Wuffs (pywuffs, optional: no wheels) about libpng's, and
-cityseg's own path ~1.5 / 3 ms: zlib-ng (imagecodecs) inflates the image data in one call, and the row
-filters are undone by the small C extension cityseg.data._pngrows (built by `pip install -e .`; every
-library above spends most of its time there; bench/evaluate.py, BENCHMARKS.md). So files that are plain
+Decoding the three PNGs of a frame is most of what an evaluation costs, and PIL is slow at it. One core
+per 2048x1024 synthetic label file as PIL writes them, on the 2-core development machine (labelIds /
+16-bit instanceIds; bench/png_decode.py, BENCHMARKS.md): PIL ~12 / 22 ms, libpng (imagecodecs) ~7.5 / 16
+ms, Wuffs (pywuffs, optional: no wheels) about libpng's, and cityseg's own path ~2.8 / 5 ms: zlib-ng
+(imagecodecs) inflates the image data in one call, and the row filters, where the libraries above spend
+most of their time, are undone by the small C extension cityseg.data._pngrows (built by `pip install -e .`). So files that are plain
 grayscale (8- or 16-bit, not interlaced, no chunks that could change the pixels: what Cityscapes and
 `cityseg predict` write) go to the fastest decoder installed: cityseg's, else Wuffs, else libpng;
 everything else (palette images, other depths or colour types, interlacing, tRNS, gAMA...) and every file

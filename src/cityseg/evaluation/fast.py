@@ -20,9 +20,9 @@ floating-point accumulation, so the numbers agree to the last bit in practice):
 - Averages: plain mean over the non-NaN entries, accumulated in label-id order.
 
 Where the time goes (one synthetic 2048x1024 frame, one core of the development machine): decoding its
-three PNGs (cityseg.data.pngdecode: zlib-ng + cityseg's C row unfilter) ~8 ms: the 16-bit instanceIds
-~4.5, the labelIds ~2.5, a prediction as `cityseg predict` writes it ~1 (libpng took ~24 ms for the three,
-PIL, the official script's reader, ~50 ms; bench/png_decode.py); counting ~12 ms: ~4 the (labelId,
+three PNGs (cityseg.data.pngdecode: zlib-ng + cityseg's C row unfilter) ~8.5 ms: the 16-bit instanceIds
+~5, the labelIds ~2.8, a prediction as `cityseg predict` writes it ~0.8 (libpng takes ~26 ms for the three,
+PIL, the official script's reader, ~37 ms; bench/png_decode.py, bench/label_png.py); counting ~12 ms: ~4 the (labelId,
 prediction) pairs, ~7 the instance tallies. Frames run in threads: the decoders and OpenCV release the GIL. The full-frame pair counts use OpenCV's calcHist (~5 ms, in parallel threads) rather than
 numpy's bincount (~10 ms, holding the GIL while it counts) or torch's (as fast, but importing torch costs
 a first evaluation ~3 s); cv2 is already a requirement of the training augmentations. torchvision's
