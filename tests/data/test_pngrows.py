@@ -17,7 +17,7 @@ import pytest
 
 from cityseg.data import pngdecode
 
-_pngrows = pytest.importorskip("cityseg.data._pngrows", reason="the C extension is not built (no C compiler)")
+_pngrows = pytest.importorskip("cityseg.data._pngrows", reason="cityseg.data._pngrows is not built (see README, Troubleshooting)")
 
 
 def _paeth(a: int, b: int, c: int) -> int:
