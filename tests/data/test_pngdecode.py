@@ -260,10 +260,11 @@ def test_unreadable_png_is_a_named_user_error(tmp_path):
 
 def test_the_fast_decoders_are_installed():
     """imagecodecs is a requirement and `pip install -e .` builds the C row unfilter wherever there is a C
-    compiler: without them every decode silently takes a slower path (the same values)."""
+    compiler and Python's headers: without them every decode silently takes a slower path (the same values)."""
     assert "libpng" in FAST_BACKENDS
     compiler = (sysconfig.get_config_var("CC") or "").split()
-    if compiler and shutil.which(compiler[0]):
+    headers = Path(sysconfig.get_paths()["include"], "Python.h").is_file()
+    if compiler and shutil.which(compiler[0]) and headers:
         assert pngdecode.BACKEND == "zlibng-rows", "cityseg.data._pngrows is not built: run `make install`"
 
 
