@@ -156,3 +156,20 @@ def test_a_png_with_an_unknown_filter_type_is_pils_call(tmp_path):
     assert pngdecode._fast(path.read_bytes(), header) is None
     with pytest.raises(pngdecode.UnreadablePngError, match="bad-filter.png"):
         pngdecode.decode_png(path)
+
+
+def test_image_data_split_over_idat_chunks_is_joined_and_a_gap_sends_the_file_to_pil(tmp_path):
+    """The spec allows the image data in several consecutive IDATs; another chunk between them is invalid."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    rows = b"".join(b"\x00" + bytes([value] * 8) for value in range(4))  # 4 rows of 8 pixels, no filter
+    compressed = zlib.compress(rows)
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 4, 8, 0, 0, 0, 0))
+    idats = [chunk(b"IDAT", compressed[:5]), chunk(b"IDAT", compressed[5:])]
+    split = pngdecode.PNG_SIGNATURE + header + idats[0] + idats[1] + chunk(b"IEND", b"")
+    gap = pngdecode.PNG_SIGNATURE + header + idats[0] + chunk(b"tEXt", b"a\0b") + idats[1] + chunk(b"IEND", b"")
+    assert pngdecode._plain_image_data(split) == compressed
+    np.testing.assert_array_equal(pngdecode._fast(split, pngdecode.parse_header(split)), np.repeat(np.arange(4), 8).reshape(4, 8))
+    assert pngdecode._plain_image_data(gap) is None and pngdecode._fast(gap, pngdecode.parse_header(gap)) is None

@@ -6,9 +6,10 @@ per 2048x1024 synthetic label file as PIL writes them, on the 2-core development
 16-bit instanceIds; bench/png_decode.py, BENCHMARKS.md): PIL ~12 / 22 ms, libpng (imagecodecs) ~7.5 / 16
 ms, Wuffs (pywuffs, optional: no wheels) about libpng's, and cityseg's own path ~2.8 / 5 ms: zlib-ng
 (imagecodecs) inflates the image data in one call, and the row filters, where the libraries above spend
-most of their time, are undone by the small C extension cityseg.data._pngrows (built by `pip install -e .`). So files that are plain
-grayscale (8- or 16-bit, not interlaced, no chunks that could change the pixels: what Cityscapes and
-`cityseg predict` write) go to the fastest decoder installed: cityseg's, else Wuffs, else libpng;
+most of their time, are undone by the small C extension cityseg.data._pngrows (built by `pip install -e
+.`). So files that are plain grayscale (8- or 16-bit, not interlaced, no chunks that could change the
+pixels: what Cityscapes and `cityseg predict` write) go to the fastest decoder installed: cityseg's, else
+Wuffs, else libpng;
 everything else (palette images, other depths or colour types, interlacing, tRNS, gAMA...) and every file
 the fast decoder refuses goes to PIL, which is what the official script uses. The values are PIL's either
 way (tests/data/test_pngdecode.py compares them on clean and on damaged files).
@@ -232,7 +233,7 @@ def _plain_image_data(data: bytes) -> bytes | None:
     """The image data (the IDAT chunks joined) when every chunk up to IEND (or the end of the data) is whole,
     of a kind that cannot change pixel values, with a matching CRC, and the IDATs are consecutive (as the PNG
     spec requires); else None."""
-    position, parts, kinds = 8, [], []
+    position, parts, previous = 8, [], b""
     while position < len(data):
         if position + 12 > len(data):
             return None
@@ -243,10 +244,10 @@ def _plain_image_data(data: bytes) -> bytes | None:
         if zlib.crc32(data[position + 4 : end]) != struct.unpack(">I", data[end : end + 4])[0]:
             return None
         if kind == b"IDAT":
-            if parts and kinds[-1] != b"IDAT":
+            if parts and previous != b"IDAT":
                 return None
             parts.append(data[position + 8 : end])
-        kinds.append(kind)
+        previous = kind
         if kind == b"IEND":
             break
         position = end + 4
