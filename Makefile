@@ -29,7 +29,8 @@ bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/bench.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench notebooks
+	$(BIN)/ruff check src tests bench scripts notebooks
+	$(BIN)/ruff format --check src tests bench scripts notebooks
 
 # report.pdf stays: the demo's report is committed (rebuilding it gives the same bytes).
 clean-demo:

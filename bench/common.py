@@ -87,8 +87,12 @@ def gpu_name() -> str | None:
 
 def machine() -> dict[str, Any]:
     """Facts that decide what a figure means: cores, CPU, GPU, library versions."""
-    info: dict[str, Any] = {"cores": usable_cores(), "cpu": cpu_model(), "gpu": gpu_name(),
-                            "python": platform.python_version()}
+    info: dict[str, Any] = {
+        "cores": usable_cores(),
+        "cpu": cpu_model(),
+        "gpu": gpu_name(),
+        "python": platform.python_version(),
+    }
     try:
         import torch
 
@@ -186,7 +190,9 @@ class Recorder:
         cores = self.machine["cores"]
         # This process itself adds up to its worker count to the load; "busy" means others were running too.
         shared = self.load_start > 0.5 * cores
-        return f"load avg {self.load_start} -> {load_end} on {cores} cores" + (" (machine shared/busy)" if shared else "")
+        return f"load avg {self.load_start} -> {load_end} on {cores} cores" + (
+            " (machine shared/busy)" if shared else ""
+        )
 
 
 def _cell(text: str) -> str:
@@ -197,10 +203,22 @@ def _cell(text: str) -> str:
 def append_row(path: Path, record: dict[str, Any]) -> None:
     """Append one table row, writing the header first when the file is new."""
     new = not path.exists() or path.stat().st_size == 0
-    row = "| " + " | ".join(_cell(c) for c in (
-        record["date"], record["bench"], describe_machine(record["machine"]), f"`{record['command']}`",
-        record["figure"], record["ratio"], record["notes"],
-    )) + " |\n"
+    row = (
+        "| "
+        + " | ".join(
+            _cell(c)
+            for c in (
+                record["date"],
+                record["bench"],
+                describe_machine(record["machine"]),
+                f"`{record['command']}`",
+                record["figure"],
+                record["ratio"],
+                record["notes"],
+            )
+        )
+        + " |\n"
+    )
     with open(path, "a", encoding="utf-8") as handle:
         if new:
             handle.write(HEADER)
@@ -213,10 +231,19 @@ def add_data_args(parser: argparse.ArgumentParser, frames: int | None) -> None:
     `frames` None leaves the default to the script (e.g. one per device), which fills in `args.frames`.
     """
     group = parser.add_argument_group("Data")
-    group.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "cityseg-bench",
-                       help="folder for the generated synthetic datasets (reused between runs)")
-    group.add_argument("--frames", type=int, default=frames, help="train frames to generate (per_city=4)"
-                       + ("" if frames is not None else "; default depends on the device"))
+    group.add_argument(
+        "--data",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "cityseg-bench",
+        help="folder for the generated synthetic datasets (reused between runs)",
+    )
+    group.add_argument(
+        "--frames",
+        type=int,
+        default=frames,
+        help="train frames to generate (per_city=4)"
+        + ("" if frames is not None else "; default depends on the device"),
+    )
 
 
 def synthetic_root(base: Path, frames: int, size: tuple[int, int] = (2048, 1024), prepared: bool = False) -> Path:
@@ -232,9 +259,21 @@ def synthetic_root(base: Path, frames: int, size: tuple[int, int] = (2048, 1024)
         from cityseg.synthetic import write_dataset
 
         partial = _fresh_partial(raw)
-        print(f"generating {cities * per_city} synthetic {size[0]}x{size[1]} train frames in {raw} (once)", file=sys.stderr)
-        write_dataset(partial, size=size, train_cities=cities, val_cities=1, test_cities=1, per_city=per_city,
-                      seed=0, workers=usable_cores(), progress=True)
+        print(
+            f"generating {cities * per_city} synthetic {size[0]}x{size[1]} train frames in {raw} (once)",
+            file=sys.stderr,
+        )
+        write_dataset(
+            partial,
+            size=size,
+            train_cities=cities,
+            val_cities=1,
+            test_cities=1,
+            per_city=per_city,
+            seed=0,
+            workers=usable_cores(),
+            progress=True,
+        )
         os.rename(partial, raw)
     if not prepared:
         return raw

@@ -110,12 +110,27 @@ def cli_runs(pred: Path, root: Path, workers: int, repeats: int, out: Path) -> d
         forget_split(default_gt_cache_dir(root), SPLIT)
         for name in runs:
             json_out = out / f"{name}{repeat}.json"
-            runs[name].append(cli_seconds(out / "times.json", "evaluate", str(pred), str(root), "--split", SPLIT,
-                                          "--workers", str(workers), "--json", str(json_out)))
+            runs[name].append(
+                cli_seconds(
+                    out / "times.json",
+                    "evaluate",
+                    str(pred),
+                    str(root),
+                    "--split",
+                    SPLIT,
+                    "--workers",
+                    str(workers),
+                    "--json",
+                    str(json_out),
+                )
+            )
             status = json.loads(json_out.read_text())["cityseg"]["gt_cache"]["status"]
             assert status == {"first": "next run", "second": "built", "third": "fresh"}[name], (name, status)
-    return {f"{name}{suffix}": min(values[k] for values in runs[name])
-            for name in runs for k, suffix in ((0, "_s"), (1, "_cpu_s"))}
+    return {
+        f"{name}{suffix}": min(values[k] for values in runs[name])
+        for name in runs
+        for k, suffix in ((0, "_s"), (1, "_cpu_s"))
+    }
 
 
 def official_seconds(pred: Path, root: Path, repeats: int) -> tuple[dict, float, float]:
@@ -137,7 +152,9 @@ def official_seconds(pred: Path, root: Path, repeats: int) -> tuple[dict, float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=usable_cores(), help="threads of the fast engine")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of the official script and of the CLI; minimum kept")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="runs of the official script and of the CLI; minimum kept"
+    )
     add_data_args(parser, frames=64)  # 64: the tree bench/prepare.py and bench/loader.py already built
     add_common_args(parser)
     args = parser.parse_args()
@@ -160,8 +177,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix=".bench-eval-out-", dir=root.parent) as out:
         cli = cli_runs(pred, root, args.workers, args.repeats, Path(out))
         cli_results = [json.loads((Path(out) / name).read_text()) for name in ("first0.json", "third0.json")]
-    checks = {"cold": compare_exports(official, fast), "warm": compare_exports(official, warm),
-              "first CLI": compare_exports(official, cli_results[0]), "third CLI": compare_exports(official, cli_results[1])}
+    checks = {
+        "cold": compare_exports(official, fast),
+        "warm": compare_exports(official, warm),
+        "first CLI": compare_exports(official, cli_results[0]),
+        "third CLI": compare_exports(official, cli_results[1]),
+    }
     fast_s = fast["cityseg"]["timings"]["fast_s"]
     built_s = built["cityseg"]["timings"]["fast_s"]
     warm_s = warm["cityseg"]["timings"]["fast_s"]

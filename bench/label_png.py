@@ -72,14 +72,18 @@ def main() -> None:
 
     def describe(kind: str) -> str:
         k = kinds[kind]
-        return (f"{kind}: PIL {k['pil_encode_s'] * 1e3:.1f} ms to write, {k['pil_decode_s'] * 1e3:.1f} ms to decode, "
-                f"{k['pil_kb']:.1f} KB; cityseg {k['cityseg_encode_s'] * 1e3:.1f} ms, {k['cityseg_decode_s'] * 1e3:.1f} ms, "
-                f"{k['cityseg_kb']:.1f} KB")
+        return (
+            f"{kind}: PIL {k['pil_encode_s'] * 1e3:.1f} ms to write, {k['pil_decode_s'] * 1e3:.1f} ms to decode, "
+            f"{k['pil_kb']:.1f} KB; cityseg {k['cityseg_encode_s'] * 1e3:.1f} ms, {k['cityseg_decode_s'] * 1e3:.1f} ms, "
+            f"{k['cityseg_kb']:.1f} KB"
+        )
 
     def ratio(kind: str) -> str:
         k = kinds[kind]
-        return (f"{kind}: write {k['pil_encode_s'] / k['cityseg_encode_s']:.1f}x, decode "
-                f"{k['pil_decode_s'] / k['cityseg_decode_s']:.1f}x, size {k['cityseg_kb'] / k['pil_kb']:.2f}x")
+        return (
+            f"{kind}: write {k['pil_encode_s'] / k['cityseg_encode_s']:.1f}x, decode "
+            f"{k['pil_decode_s'] / k['cityseg_decode_s']:.1f}x, size {k['cityseg_kb'] / k['pil_kb']:.2f}x"
+        )
 
     rec.finish(
         results=results,

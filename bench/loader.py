@@ -63,7 +63,9 @@ class NaiveDataset(Dataset):
         width, height = self.crop
         top = random.randint(0, x.shape[1] - height)
         left = random.randint(0, x.shape[2] - width)
-        return x[:, top : top + height, left : left + width].contiguous(), y[top : top + height, left : left + width].contiguous()
+        return x[:, top : top + height, left : left + width].contiguous(), y[
+            top : top + height, left : left + width
+        ].contiguous()
 
 
 def samples_per_s(dataset: Dataset, args: argparse.Namespace, worker_init=None) -> float:
@@ -74,8 +76,14 @@ def samples_per_s(dataset: Dataset, args: argparse.Namespace, worker_init=None) 
     """
     sampler = RandomSampler(dataset, replacement=True, num_samples=10**7, generator=torch.Generator().manual_seed(0))
     loader = DataLoader(
-        dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
-        persistent_workers=True, prefetch_factor=4, pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init,
+        dataset,
+        batch_size=args.batch_size,
+        sampler=sampler,
+        num_workers=args.workers,
+        persistent_workers=True,
+        prefetch_factor=4,
+        pin_memory=torch.cuda.is_available(),
+        worker_init_fn=worker_init,
     )
     batches = iter(loader)
     for _ in range(args.warmup):
@@ -117,8 +125,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches first (workers start, caches warm)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers, the same for all three")
-    parser.add_argument("--crop-max-class-ratio", type=float, default=1.0,
-                        help="cityseg's crop re-draw threshold for (b) and (c); 1 = uniform crops like (a)")
+    parser.add_argument(
+        "--crop-max-class-ratio",
+        type=float,
+        default=1.0,
+        help="cityseg's crop re-draw threshold for (b) and (c); 1 = uniform crops like (a)",
+    )
     parser.add_argument("--cache", type=Path, default=None, help="cache folder (default: a temp folder, removed)")
     add_data_args(parser, frames=64)
     add_common_args(parser)
@@ -147,9 +159,15 @@ def main() -> None:
         results["cache"] = samples_per_s(CachedDataset(cache_dir, "train", None, transform), args, worker_init)
     a, b, c = results["naive"], results["cityseg"], results["cache"]
     rec.finish(
-        results={"samples_per_s": {k: round(v, 1) for k, v in results.items()}, "decode_ms": decode,
-                 "cache_build_s": round(build_s, 1), "frames": len(frames), "batches": args.batches,
-                 "batch_size": args.batch_size, "workers": args.workers},
+        results={
+            "samples_per_s": {k: round(v, 1) for k, v in results.items()},
+            "decode_ms": decode,
+            "cache_build_s": round(build_s, 1),
+            "frames": len(frames),
+            "batches": args.batches,
+            "batch_size": args.batch_size,
+            "workers": args.workers,
+        },
         figure=f"samples/s: (a) naive {a:.1f}, (b) cityseg {b:.1f}, (c) cache {c:.1f}",
         ratio=f"(b)/(a) {b / a:.2f}x (target 1.3x), (c)/(a) {c / a:.1f}x (target 8x)",
         notes=f"{len(frames)} synthetic 2048x1024 frames, crop 1024x512 (max class ratio {args.crop_max_class_ratio}) "

@@ -22,7 +22,9 @@ from common import Recorder, add_common_args, timed
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
-def step_seconds(model: torch.nn.Module, name: str, fused: bool | None, device: torch.device, args) -> tuple[float, list]:
+def step_seconds(
+    model: torch.nn.Module, name: str, fused: bool | None, device: torch.device, args
+) -> tuple[float, list]:
     """(seconds per optimizer step, the parameters after warm-up + timed steps) for one implementation."""
     from cityseg.training.config import resolve_config
     from cityseg.training.optim import parameter_groups
@@ -69,17 +71,23 @@ def main() -> None:
     for name in OPTIMIZERS:
         default_s, default_params = step_seconds(model, name, None, device, args)
         fused_s, fused_params = step_seconds(model, name, True, device, args)
-        results[name] = {"default_ms": round(1e3 * default_s, 2), "fused_ms": round(1e3 * fused_s, 2),
-                         "ratio": round(default_s / fused_s, 2),
-                         "max_diff_in_lr": round(largest_difference(default_params, fused_params) / lr, 6)}
+        results[name] = {
+            "default_ms": round(1e3 * default_s, 2),
+            "fused_ms": round(1e3 * fused_s, 2),
+            "ratio": round(default_s / fused_s, 2),
+            "max_diff_in_lr": round(largest_difference(default_params, fused_params) / lr, 6),
+        }
         print(name, results[name], flush=True)
     rec.finish(
         results={"device": str(device), "threads": torch.get_num_threads(), **results},
-        figure="; ".join(f"{name}: default {r['default_ms']:.1f} ms/step, fused {r['fused_ms']:.1f} ms/step"
-                         for name, r in results.items()),
+        figure="; ".join(
+            f"{name}: default {r['default_ms']:.1f} ms/step, fused {r['fused_ms']:.1f} ms/step"
+            for name, r in results.items()
+        ),
         ratio="; ".join(f"{name} fused {r['ratio']:.2f}x" for name, r in results.items()) + " vs torch's default",
         notes=f"{device}, {torch.get_num_threads()} threads; after {args.warmup + args.iters} steps the fused and the "
-        "default parameters differ by at most " + ", ".join(f"{r['max_diff_in_lr']:.1e} lr ({name})" for name, r in results.items())
+        "default parameters differ by at most "
+        + ", ".join(f"{r['max_diff_in_lr']:.1e} lr ({name})" for name, r in results.items())
         + f" (lr {lr:g}: one Adam step moves a weight by up to ~lr)",
     )
 

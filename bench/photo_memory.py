@@ -57,8 +57,15 @@ def main() -> None:
         base = Path(tmp)
         torch.manual_seed(0)
         checkpoint = base / "best.pt"  # trained at full resolution: the training frame is 2048x1024
-        save_checkpoint(checkpoint, {"model": build_model(encoder_weights=None).state_dict(), "epoch": 0,
-                                     "config": {"size": None}, "num_classes": 19})
+        save_checkpoint(
+            checkpoint,
+            {
+                "model": build_model(encoder_weights=None).state_dict(),
+                "epoch": 0,
+                "config": {"size": None},
+                "num_classes": 19,
+            },
+        )
         folders = {"frame": base / "frame", "large": base / "large"}
         for name, size in (("frame", (2048, 1024)), ("large", args.size)):
             folders[name].mkdir()
@@ -70,21 +77,29 @@ def main() -> None:
             "large_whole": measure(checkpoint, folders["large"], base / "o3", args.device, (10**6, 10**6)),
         }
     width, height = args.size
-    results = {name: {"seconds": round(s, 2), "peak_gib": None if p is None else round(p, 2)}
-               for name, (s, p) in runs.items()}
+    results = {
+        name: {"seconds": round(s, 2), "peak_gib": None if p is None else round(p, 2)} for name, (s, p) in runs.items()
+    }
 
     def text(name: str) -> str:
         seconds, peak = runs[name]
         return f"{seconds:.2f} s" + ("" if peak is None else f", peak {peak:.2f} GiB")
 
-    figure = (f"2048x1024 photo whole: {text('frame_whole')}; {width}x{height} photo: sliding 2048x1024 windows "
-              f"(default) {text('large_slide')}, one whole forward {text('large_whole')}")
+    figure = (
+        f"2048x1024 photo whole: {text('frame_whole')}; {width}x{height} photo: sliding 2048x1024 windows "
+        f"(default) {text('large_slide')}, one whole forward {text('large_whole')}"
+    )
     peaks = [runs[n][1] for n in ("large_slide", "large_whole", "frame_whole")]
-    ratio = ("n/a on CPU" if None in peaks else
-             f"whole/sliding peak {peaks[1] / peaks[0]:.2f}x; sliding/2048x1024 frame peak {peaks[0] / peaks[2]:.2f}x")
+    ratio = (
+        "n/a on CPU"
+        if None in peaks
+        else f"whole/sliding peak {peaks[1] / peaks[0]:.2f}x; sliding/2048x1024 frame peak {peaks[0] / peaks[2]:.2f}x"
+    )
     pixels = width * height
-    notes = (f"{args.device}, batch 1, whole images bf16 autocast on CUDA, untrained U-Net (size None), JPEG "
-             f"decode and PNG writing included in the times; {pixels / 1e6:.0f} MP photo")
+    notes = (
+        f"{args.device}, batch 1, whole images bf16 autocast on CUDA, untrained U-Net (size None), JPEG "
+        f"decode and PNG writing included in the times; {pixels / 1e6:.0f} MP photo"
+    )
     rec.finish(results=results, figure=figure, ratio=ratio, notes=notes)
 
 

@@ -32,15 +32,18 @@ CROP = 768
 
 def old_photometric() -> v2.Transform:
     """cityseg's previous 'photometric' augmentation (torchvision factors), the baseline."""
+
     def maybe(transform: v2.Transform) -> v2.Transform:
         return v2.RandomApply([transform], p=0.5)
 
     contrast = maybe(v2.ColorJitter(contrast=(0.5, 1.5)))
     saturation_hue = v2.Compose([maybe(v2.ColorJitter(saturation=(0.5, 1.5))), maybe(v2.ColorJitter(hue=(-0.1, 0.1)))])
-    return v2.Compose([
-        maybe(v2.ColorJitter(brightness=(0.75, 1.25))),
-        v2.RandomChoice([v2.Compose([contrast, saturation_hue]), v2.Compose([saturation_hue, contrast])]),
-    ])
+    return v2.Compose(
+        [
+            maybe(v2.ColorJitter(brightness=(0.75, 1.25))),
+            v2.RandomChoice([v2.Compose([contrast, saturation_hue]), v2.Compose([saturation_hue, contrast])]),
+        ]
+    )
 
 
 def ms_per_crop(transform, image: tv_tensors.Image, draws: int) -> tuple[float, float]:
@@ -75,9 +78,13 @@ def main() -> None:
     new, new_wall = ms_per_crop(PhotoMetricDistortion(), image, args.draws)
     worst, _ = ms_per_crop(PhotoMetricDistortion(PhotometricSpec(p=1.0)), image, max(10, args.draws // 4))
     rec.finish(
-        results={"cpu_ms_per_crop": {"old": round(old, 2), "new": round(new, 2), "new_all_steps": round(worst, 2)},
-                 "wall_ms_per_crop": {"old": round(old_wall, 2), "new": round(new_wall, 2)},
-                 "crop": [CROP, CROP], "draws": args.draws, "threads": 1},
+        results={
+            "cpu_ms_per_crop": {"old": round(old, 2), "new": round(new, 2), "new_all_steps": round(worst, 2)},
+            "wall_ms_per_crop": {"old": round(old_wall, 2), "new": round(new_wall, 2)},
+            "crop": [CROP, CROP],
+            "draws": args.draws,
+            "threads": 1,
+        },
         figure=f"CPU ms per {CROP}x{CROP} crop, 1 thread: (a) old torchvision {old:.1f}, (b) new mmseg tables+OpenCV "
         f"{new:.1f} (all four steps drawn: {worst:.1f}); wall ms {old_wall:.1f} / {new_wall:.1f}",
         ratio=f"(a)/(b) {old / new:.1f}x; (b) {new:.1f} ms vs target {TARGET_MS:.0f} ms "

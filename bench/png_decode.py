@@ -51,28 +51,39 @@ def main() -> None:
 
     root = synthetic_root(args.data, args.frames)
     frames = list_frames(root, "train", label_source="ids")[: args.frames]
-    files = {"labelIds": [f.label_ids.read_bytes() for f in frames],
-             "instanceIds": [f.instance_ids.read_bytes() for f in frames]}
+    files = {
+        "labelIds": [f.label_ids.read_bytes() for f in frames],
+        "instanceIds": [f.instance_ids.read_bytes() for f in frames],
+    }
     found = decoders()
     rec = Recorder("png-decode", args)
     for kind, data in files.items():  # every decoder gives PIL's values, before anything is timed
         reference = [pil_decode(d) for d in data]
         for name, decode in found.items():
             assert all(np.array_equal(decode(d), r) for d, r in zip(data, reference, strict=True)), (name, kind)
-    ms = {(name, kind): seconds_per_item(decode, files[kind], args.repeats) * 1e3 for name, decode in found.items()
-          for kind in KINDS}
+    ms = {
+        (name, kind): seconds_per_item(decode, files[kind], args.repeats) * 1e3
+        for name, decode in found.items()
+        for kind in KINDS
+    }
 
     def per_kind(name: str) -> str:
         return " / ".join(f"{ms[name, kind]:.2f}" for kind in KINDS)
 
     rec.finish(
-        results={"frames": len(frames), "repeats": args.repeats,
-                 **{f"{name}_{kind}_ms": round(value, 3) for (name, kind), value in ms.items()}},
+        results={
+            "frames": len(frames),
+            "repeats": args.repeats,
+            **{f"{name}_{kind}_ms": round(value, 3) for (name, kind), value in ms.items()},
+        },
         figure=f"{len(frames)} frames 2048x1024, one thread, ms per labelIds / instanceIds file: "
         + "; ".join(f"{name} {per_kind(name)}" for name in found),
         ratio="against libpng (labelIds / instanceIds): "
-        + "; ".join(f"{name} " + " / ".join(f"{ms['libpng', kind] / ms[name, kind]:.1f}x" for kind in KINDS)
-                    for name in found if name != "libpng"),
+        + "; ".join(
+            f"{name} " + " / ".join(f"{ms['libpng', kind] / ms[name, kind]:.1f}x" for kind in KINDS)
+            for name in found
+            if name != "libpng"
+        ),
         notes="files as PIL writes them (adaptive filters, zlib level 6); every decoder's values checked against "
         "PIL's; zlibng-rows = zlib-ng inflate + cityseg.data._pngrows",
     )

@@ -90,8 +90,12 @@ def compare_outputs(ours: Path, official: Path) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2, help="cityseg prepare's worker processes")
-    parser.add_argument("--copies", type=int, default=14,
-                        help="times each generated city is repeated (14: ~1000 labels, a fifth of Cityscapes' 5000)")
+    parser.add_argument(
+        "--copies",
+        type=int,
+        default=14,
+        help="times each generated city is repeated (14: ~1000 labels, a fifth of Cityscapes' 5000)",
+    )
     add_data_args(parser, frames=64)
     add_common_args(parser)
     args = parser.parse_args()
@@ -103,16 +107,22 @@ def main() -> None:
         files = replicate(raw, ours, args.copies)
         replicate(raw, official, args.copies)
         import cityseg.data.frames  # noqa: F401  (torch and all: import cost is not conversion cost)
+
         official_s = run_official(official)
         ours_s = run_cityseg(ours, args.workers)
         same = compare_outputs(ours, official)
     identical = same["different"] == 0 and same["missing"] == 0
     speedup = official_s / ours_s
     rec.finish(
-        results={"official_s": round(official_s, 2), "cityseg_s": round(ours_s, 2), "speedup": round(speedup, 2),
-                 "workers": args.workers, "outputs": same, "identical": identical},
-        figure=f"{files} labels: official {official_s:.1f} s, cityseg prepare --workers {args.workers} "
-        f"{ours_s:.1f} s",
+        results={
+            "official_s": round(official_s, 2),
+            "cityseg_s": round(ours_s, 2),
+            "speedup": round(speedup, 2),
+            "workers": args.workers,
+            "outputs": same,
+            "identical": identical,
+        },
+        figure=f"{files} labels: official {official_s:.1f} s, cityseg prepare --workers {args.workers} {ours_s:.1f} s",
         ratio=f"{speedup:.2f}x (target 1.7x)",
         notes=f"synthetic 2048x1024 annotations x{args.copies} copies; outputs {'identical' if identical else 'DIFFER'}: {same['same_bytes']} same bytes, "
         f"{same['same_pixels_only']} same pixels only, {same['different']} different, {same['missing']} missing",

@@ -77,8 +77,17 @@ def main() -> None:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     rec = Recorder("profile_step", args)
-    config = resolve_config("strong", crop=args.crop, batch_size=args.batch, encoder_weights=None, workers=0,
-                            device=args.device, gpu_aug=True, compile=not args.no_compile, cache=None)
+    config = resolve_config(
+        "strong",
+        crop=args.crop,
+        batch_size=args.batch,
+        encoder_weights=None,
+        workers=0,
+        device=args.device,
+        gpu_aug=True,
+        compile=not args.no_compile,
+        cache=None,
+    )
     torch.manual_seed(0)
     core = build_model(encoder_weights=None)
     flops = count_flops(core, args.batch, args.crop, train=True)
@@ -117,7 +126,8 @@ def main() -> None:
     sync()
     step_s = (time.perf_counter() - start) / args.steps
     activities = [torch.profiler.ProfilerActivity.CPU] + (
-        [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else []
+    )
     with torch.profiler.profile(activities=activities) as prof:
         for _ in range(args.steps):
             step()
@@ -129,15 +139,21 @@ def main() -> None:
     busy = sum(total for total, _ in kernels.values()) / args.steps / 1e6  # seconds of kernels per step
     by_kind = kind_totals(kernels)
     rec.finish(
-        results={"step_ms": round(1000 * step_s, 2), "images_per_s": round(args.batch / step_s, 1),
-                 "gpu_busy_share": round(busy / step_s, 3) if device.type == "cuda" else None,
-                 "mfu": round(flops / step_s / peak, 4) if peak else None, "warmup_s": round(warmup_s, 1),
-                 "kind_share": {kind: round(share, 3) for kind, share in by_kind.items()},
-                 "compiled": config.compile and failure is None, "compile_failed": failure},
+        results={
+            "step_ms": round(1000 * step_s, 2),
+            "images_per_s": round(args.batch / step_s, 1),
+            "gpu_busy_share": round(busy / step_s, 3) if device.type == "cuda" else None,
+            "mfu": round(flops / step_s / peak, 4) if peak else None,
+            "warmup_s": round(warmup_s, 1),
+            "kind_share": {kind: round(share, 3) for kind, share in by_kind.items()},
+            "compiled": config.compile and failure is None,
+            "compile_failed": failure,
+        },
         figure=f"{1000 * step_s:.1f} ms/step ({args.batch / step_s:.0f} img/s)"
         + (f", MFU {100 * flops / step_s / peak:.1f}%" if peak else "")
         + (f", GPU busy {100 * busy / step_s:.0f}%" if device.type == "cuda" else "")
-        + "; kernel time: " + ", ".join(f"{kind.split(' (')[0]} {100 * share:.0f}%" for kind, share in by_kind.items()),
+        + "; kernel time: "
+        + ", ".join(f"{kind.split(' (')[0]} {100 * share:.0f}%" for kind, share in by_kind.items()),
         ratio="-",
         notes=f"{device.type}, strong recipe step with gpu_aug, batch {args.batch} at {width}x{height}, "
         f"{'compiled' if config.compile and failure is None else 'eager'}, warmup {args.warmup} ({warmup_s:.0f} s incl. "
@@ -168,40 +184,64 @@ def kind_totals(kernels: dict[str, tuple[float, int]]) -> dict[str, float]:
     return {kind: total / whole for kind, total in sorted(by_kind.items(), key=lambda item: -item[1])}
 
 
-def write_files(args: argparse.Namespace, kernels: dict[str, tuple[float, int]], step_s: float, warmup_s: float,
-                flops: int, peak: float | None, failure: str | None) -> None:
+def write_files(
+    args: argparse.Namespace,
+    kernels: dict[str, tuple[float, int]],
+    step_s: float,
+    warmup_s: float,
+    flops: int,
+    peak: float | None,
+    failure: str | None,
+) -> None:
     """The top-kernel table and the summary, as Markdown in --out."""
     args.out.mkdir(parents=True, exist_ok=True)
     whole = sum(total for total, _ in kernels.values()) or 1.0
     top = sorted(kernels.items(), key=lambda item: -item[1][0])[: args.top]
     what = "CUDA kernels" if args.device == "cuda" else "CPU operators (self time)"
-    lines = [f"# Top {args.top} {what} of {args.steps} training steps", "",
-             "| # | Kernel | Kind | Total ms | Per step ms | Calls per step | Share |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"# Top {args.top} {what} of {args.steps} training steps",
+        "",
+        "| # | Kernel | Kind | Total ms | Per step ms | Calls per step | Share |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for number, (name, (total, calls)) in enumerate(top, start=1):
         short = name if len(name) <= 110 else name[:107] + "..."
-        lines.append(f"| {number} | `{short.replace('|', '/')}` | {kind_of(name).split(' (')[0]} | {total / 1e3:.2f} | "
-                     f"{total / 1e3 / args.steps:.3f} | {calls / args.steps:g} | {100 * total / whole:.1f}% |")
+        lines.append(
+            f"| {number} | `{short.replace('|', '/')}` | {kind_of(name).split(' (')[0]} | {total / 1e3:.2f} | "
+            f"{total / 1e3 / args.steps:.3f} | {calls / args.steps:g} | {100 * total / whole:.1f}% |"
+        )
     (args.out / "profile_top_kernels.md").write_text("\n".join(lines) + "\n")
 
     busy_ms = whole / 1e3 / args.steps
     summary = [
-        "# Where one training step's time goes", "",
+        "# Where one training step's time goes",
+        "",
         f"- step: {1000 * step_s:.1f} ms for {args.batch} crops of {args.crop[0]}x{args.crop[1]} "
         f"({args.batch / step_s:.0f} img/s), {'compiled' if failure is None and not args.no_compile else 'eager'}"
-        + (f" (compiling failed: {failure})" if failure else "") + f"; warm-up {warmup_s:.0f} s",
+        + (f" (compiling failed: {failure})" if failure else "")
+        + f"; warm-up {warmup_s:.0f} s",
         f"- model FLOPs per step (FlopCounterMode): {flops / 1e9:.0f} GFLOP"
-        + (f"; MFU {100 * flops / step_s / peak:.1f}% of the {peak / 1e12:.0f} TFLOP/s dense bf16 peak" if peak else ""),
+        + (
+            f"; MFU {100 * flops / step_s / peak:.1f}% of the {peak / 1e12:.0f} TFLOP/s dense bf16 peak" if peak else ""
+        ),
     ]
     if args.device == "cuda":
-        summary.append(f"- GPU busy (kernel time / step time): {busy_ms:.1f} of {1000 * step_s:.1f} ms = "
-                       f"{100 * busy_ms / (1000 * step_s):.0f}%; the rest the GPU waits for the host (launches, syncs)")
+        summary.append(
+            f"- GPU busy (kernel time / step time): {busy_ms:.1f} of {1000 * step_s:.1f} ms = "
+            f"{100 * busy_ms / (1000 * step_s):.0f}%; the rest the GPU waits for the host (launches, syncs)"
+        )
     summary += ["", "| Kind | ms per step | Share of kernel time |", "| --- | --- | --- |"]
-    summary += [f"| {kind} | {share * busy_ms:.2f} | {100 * share:.1f}% |" for kind, share in kind_totals(kernels).items()]
-    summary += ["", "Reading it: convolutions at the tensor cores' rate would give MFU near their share of the time; "
-                "a low MFU with a high convolution share means the convolutions themselves run far below peak "
-                "(small channel counts of the decoder's late stages, memory-bound); a large Triton or copy share "
-                "is memory traffic that fusion or fewer layout changes could cut; a low GPU busy share is host "
-                "overhead that CUDA graphs (`mode=\"reduce-overhead\"`) would remove."]
+    summary += [
+        f"| {kind} | {share * busy_ms:.2f} | {100 * share:.1f}% |" for kind, share in kind_totals(kernels).items()
+    ]
+    summary += [
+        "",
+        "Reading it: convolutions at the tensor cores' rate would give MFU near their share of the time; "
+        "a low MFU with a high convolution share means the convolutions themselves run far below peak "
+        "(small channel counts of the decoder's late stages, memory-bound); a large Triton or copy share "
+        "is memory traffic that fusion or fewer layout changes could cut; a low GPU busy share is host "
+        'overhead that CUDA graphs (`mode="reduce-overhead"`) would remove.',
+    ]
     (args.out / "profile_summary.md").write_text("\n".join(summary) + "\n")
 
 

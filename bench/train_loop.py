@@ -106,8 +106,15 @@ def loader_feed(dataset: Dataset, config: TrainConfig, device: torch.device) -> 
     extra: dict[str, Any] = {}
     if config.workers > 0:
         extra = {"persistent_workers": True, "prefetch_factor": 4, "worker_init_fn": worker_init}
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
-                        pin_memory=device.type == "cuda", drop_last=True, **extra)
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+        **extra,
+    )
 
     def feed(steps: int) -> Iterable:
         sampler.length = steps * config.batch_size
@@ -160,12 +167,15 @@ class Runner:
                 torch.cuda.synchronize(self.device)
             self.compile_s = time.perf_counter() - start
             self.core.zero_grad(set_to_none=True)
-            progress(f"compiled in {self.compile_s:.1f} s" + (f" (FAILED: {self.compiled.failure}; eager)"
-                                                               if self.compiled.failure else ""))
+            progress(
+                f"compiled in {self.compile_s:.1f} s"
+                + (f" (FAILED: {self.compiled.failure}; eager)" if self.compiled.failure else "")
+            )
         return self.compiled
 
-    def run(self, config: TrainConfig, feed: Feed, sample: tuple[Tensor, Tensor],
-            check_syncs: bool = False) -> tuple[TrainStats, list[str]]:
+    def run(
+        self, config: TrainConfig, feed: Feed, sample: tuple[Tensor, Tensor], check_syncs: bool = False
+    ) -> tuple[TrainStats, list[str]]:
         """A warm-up epoch, then the timed epoch, from the initial weights with a fresh optimizer and schedule."""
         from cityseg.training.engine import train_one_epoch
         from cityseg.training.optim import build_optimizer, build_scheduler
@@ -184,8 +194,18 @@ class Runner:
             board = TensorBoardLog(Path(events), self.warmup + self.steps, epochs=2)
 
             def epoch(number: int, steps: int) -> TrainStats:
-                return train_one_epoch(model, feed(steps), self.criterion, optimizer, scheduler, scaler, context,
-                                       epoch=number, progress=False, on_steps=board.step_writer(number + 1))
+                return train_one_epoch(
+                    model,
+                    feed(steps),
+                    self.criterion,
+                    optimizer,
+                    scheduler,
+                    scaler,
+                    context,
+                    epoch=number,
+                    progress=False,
+                    on_steps=board.step_writer(number + 1),
+                )
 
             epoch(0, self.warmup)
             with sync_warnings(check_syncs) as syncs:
@@ -208,8 +228,11 @@ def sync_warnings(enabled: bool) -> Iterator[list[str]]:
             yield found
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    found.extend(f"{Path(w.filename).name}:{w.lineno}: {str(w.message).splitlines()[0]}"
-                 for w in caught if "synchroniz" in str(w.message))
+    found.extend(
+        f"{Path(w.filename).name}:{w.lineno}: {str(w.message).splitlines()[0]}"
+        for w in caught
+        if "synchroniz" in str(w.message)
+    )
 
 
 def parse_args() -> argparse.Namespace:
@@ -224,21 +247,32 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--memory-batches", type=int, default=8, help="distinct batches variant (0) cycles through")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model in (0)-(3) (compiled once)")
     parser.add_argument("--no-png", action="store_true", help="skip variant (3), PNG decoding in the workers")
-    parser.add_argument("--variants", type=lambda text: [v for v in text.split(",") if v], default=None,
-                        help=f"comma list of {', '.join(VARIANTS)} (default: memory,cache,cache+gpu-aug,png); "
-                        "memory always runs first, as the baseline")
-    parser.add_argument("--run-images", type=int, default=2380,
-                        help="training frames of the run `defaults` is resolved for (compile's threshold): a "
-                        "Cityscapes fold by default")
-    parser.add_argument("--check-syncs", action="store_true", help="count host-device syncs in the timed epochs of (0) and (2) (CUDA)")
+    parser.add_argument(
+        "--variants",
+        type=lambda text: [v for v in text.split(",") if v],
+        default=None,
+        help=f"comma list of {', '.join(VARIANTS)} (default: memory,cache,cache+gpu-aug,png); "
+        "memory always runs first, as the baseline",
+    )
+    parser.add_argument(
+        "--run-images",
+        type=int,
+        default=2380,
+        help="training frames of the run `defaults` is resolved for (compile's threshold): a "
+        "Cityscapes fold by default",
+    )
+    parser.add_argument(
+        "--check-syncs", action="store_true", help="count host-device syncs in the timed epochs of (0) and (2) (CUDA)"
+    )
     parser.add_argument("--cache", type=Path, default=None, help="cache folder (default: a temp folder, removed)")
     add_data_args(parser, frames=None)
     add_common_args(parser)
     args = parser.parse_args()
     cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
     args.device = "cuda" if cuda else "cpu"
-    for name, default in zip(("batch", "crop", "workers", "steps", "warmup", "frames"), DEFAULTS[args.device],
-                             strict=True):
+    for name, default in zip(
+        ("batch", "crop", "workers", "steps", "warmup", "frames"), DEFAULTS[args.device], strict=True
+    ):
         if getattr(args, name) is None:
             setattr(args, name, default)
     chosen = args.variants or [name for name in VARIANTS[:4] if not (args.no_png and name == "png")]
@@ -271,8 +305,16 @@ def main() -> None:
     ids = [frame.id for frame in list_frames(root, "train")]
 
     def config(**changes: Any) -> TrainConfig:
-        values = {"crop": args.crop, "batch_size": args.batch, "encoder_weights": None, "device": args.device,
-                  "workers": args.workers, "compile": args.compile, "gpu_aug": False, "cache": None}
+        values = {
+            "crop": args.crop,
+            "batch_size": args.batch,
+            "encoder_weights": None,
+            "device": args.device,
+            "workers": args.workers,
+            "compile": args.compile,
+            "gpu_aug": False,
+            "cache": None,
+        }
         return resolve_config("strong", **(values | changes))
 
     torch.manual_seed(0)
@@ -281,9 +323,14 @@ def main() -> None:
     base = config()
     channels_last = step_context(base, device).channels_last
     core.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    runner = Runner(core=core, initial={k: v.clone() for k, v in core.state_dict().items()},
-                    criterion=build_loss(base.loss, base.ohem_thresh, base.ohem_min_kept), device=device,
-                    warmup=args.warmup, steps=args.steps)
+    runner = Runner(
+        core=core,
+        initial={k: v.clone() for k, v in core.state_dict().items()},
+        criterion=build_loss(base.loss, base.ohem_thresh, base.ohem_min_kept),
+        device=device,
+        warmup=args.warmup,
+        steps=args.steps,
+    )
     with tempfile.TemporaryDirectory(prefix="cityseg-bench-cache-") as tmp:
         cache_dir = args.cache or Path(tmp) / "cache"
         start = time.perf_counter()
@@ -310,16 +357,24 @@ def main() -> None:
             if check:
                 syncs[name] = found
             del feed  # the loader's persistent workers stop before the next variant's start
-            progress(f"{name}: {stats[name].images_per_s:.1f} img/s, data wait {100 * stats[name].data_wait_share:.0f}%")
-    extra = {"compile_s": None if runner.compile_s is None else round(runner.compile_s, 1), "setup_s": setup_s,
-             "compile_failed": getattr(runner.compiled, "failure", None),
-             "settings": {name: {key: getattr(configs[name], key) for key in ("workers", "compile", "gpu_aug", "cache")}
-                          for name in args.variants}}
+            progress(
+                f"{name}: {stats[name].images_per_s:.1f} img/s, data wait {100 * stats[name].data_wait_share:.0f}%"
+            )
+    extra = {
+        "compile_s": None if runner.compile_s is None else round(runner.compile_s, 1),
+        "setup_s": setup_s,
+        "compile_failed": getattr(runner.compiled, "failure", None),
+        "settings": {
+            name: {key: getattr(configs[name], key) for key in ("workers", "compile", "gpu_aug", "cache")}
+            for name in args.variants
+        },
+    }
     report(rec, args, stats, flops, peak_flops(device), syncs, build_s, len(ids), extra)
 
 
-def variant_configs(args: argparse.Namespace, config: Callable[..., TrainConfig], cache_dir: Path,
-                    root: Path) -> dict[str, TrainConfig]:
+def variant_configs(
+    args: argparse.Namespace, config: Callable[..., TrainConfig], cache_dir: Path, root: Path
+) -> dict[str, TrainConfig]:
     """The TrainConfig of each variant; `defaults` is resolved here (its line printed) as a notebook run would be."""
     from cityseg.training.config import resolve_config
     from cityseg.training.runtime import resolve_runtime
@@ -342,28 +397,53 @@ def variant_configs(args: argparse.Namespace, config: Callable[..., TrainConfig]
     return configs
 
 
-def report(rec: Recorder, args: argparse.Namespace, stats: dict[str, TrainStats], flops: int,
-           peak: float | None, syncs: dict[str, list[str]], build_s: float, frames: int,
-           extra: dict[str, Any]) -> None:
+def report(
+    rec: Recorder,
+    args: argparse.Namespace,
+    stats: dict[str, TrainStats],
+    flops: int,
+    peak: float | None,
+    syncs: dict[str, list[str]],
+    build_s: float,
+    frames: int,
+    extra: dict[str, Any],
+) -> None:
     """Write the record: per variant images/s, ratio to memory, data wait, peak memory, MFU."""
     baseline = stats["memory"].images_per_s
-    rows = {name: {
-        "images_per_s": round(s.images_per_s, 2), "ratio": round(s.images_per_s / baseline, 3),
-        "data_wait_share": round(s.data_wait_share, 4), "seconds": round(s.seconds, 2), "loss": round(s.loss, 4),
-        "peak_memory_gib": None if s.peak_memory_bytes is None else round(s.peak_memory_bytes / 2**30, 2),
-        "mfu": round(s.images_per_s / args.batch * flops / peak, 4) if peak else None,
-    } for name, s in stats.items()}
+    rows = {
+        name: {
+            "images_per_s": round(s.images_per_s, 2),
+            "ratio": round(s.images_per_s / baseline, 3),
+            "data_wait_share": round(s.data_wait_share, 4),
+            "seconds": round(s.seconds, 2),
+            "loss": round(s.loss, 4),
+            "peak_memory_gib": None if s.peak_memory_bytes is None else round(s.peak_memory_bytes / 2**30, 2),
+            "mfu": round(s.images_per_s / args.batch * flops / peak, 4) if peak else None,
+        }
+        for name, s in stats.items()
+    }
     results: dict[str, Any] = {
-        "variants": rows, "gflop_per_step": round(flops / 1e9, 1), "peak_bf16_flops": peak, "batch": args.batch,
-        "crop": list(args.crop), "workers": args.workers, "steps": args.steps, "warmup": args.warmup,
-        "frames": frames, "cache_build_s": round(build_s, 1), "compile": args.compile, **extra,
+        "variants": rows,
+        "gflop_per_step": round(flops / 1e9, 1),
+        "peak_bf16_flops": peak,
+        "batch": args.batch,
+        "crop": list(args.crop),
+        "workers": args.workers,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "frames": frames,
+        "cache_build_s": round(build_s, 1),
+        "compile": args.compile,
+        **extra,
     }
     if syncs:
         results["syncs_per_step"] = {name: round(len(found) / args.steps, 3) for name, found in syncs.items()}
-        results["sync_sites"] = {name: [f"{site} (x{n})" for site, n in Counter(found).most_common(3)]
-                                 for name, found in syncs.items()}
-    figure = "img/s: " + ", ".join(f"{name} {r['images_per_s']:.4g} (data wait {100 * r['data_wait_share']:.0f}%)"
-                                   for name, r in rows.items())
+        results["sync_sites"] = {
+            name: [f"{site} (x{n})" for site, n in Counter(found).most_common(3)] for name, found in syncs.items()
+        }
+    figure = "img/s: " + ", ".join(
+        f"{name} {r['images_per_s']:.4g} (data wait {100 * r['data_wait_share']:.0f}%)" for name, r in rows.items()
+    )
     if args.device == "cuda":
         figure += "; peak mem GiB: " + ", ".join(f"{name} {r['peak_memory_gib']}" for name, r in rows.items())
     if peak:
@@ -372,8 +452,10 @@ def report(rec: Recorder, args: argparse.Namespace, stats: dict[str, TrainStats]
         figure += "; syncs/step " + ", ".join(f"{name} {n}" for name, n in results["syncs_per_step"].items())
     ratio = ", ".join(f"{name}/memory {r['ratio']:.2f}x" for name, r in rows.items() if name != "memory")
     if "defaults" in rows and "best" in rows:
-        ratio += (f"; defaults/best {rows['defaults']['images_per_s'] / rows['best']['images_per_s']:.2f}x "
-                  f"(target >= {TARGET_DEFAULTS_RATIO})")
+        ratio += (
+            f"; defaults/best {rows['defaults']['images_per_s'] / rows['best']['images_per_s']:.2f}x "
+            f"(target >= {TARGET_DEFAULTS_RATIO})"
+        )
     if args.device == "cuda" and tuple(args.crop) == (1024, 512):
         best = max(r["images_per_s"] for name, r in rows.items() if name != "memory")
         ratio += f"; best loader/target {TARGET_IMAGES_PER_S} img/s {best / TARGET_IMAGES_PER_S:.2f}x"
@@ -385,12 +467,16 @@ def report(rec: Recorder, args: argparse.Namespace, stats: dict[str, TrainStats]
             figure += f" FAILED, ran eagerly: {extra['compile_failed']}"
     if "defaults" in rows:
         resolved = extra["settings"]["defaults"]
-        figure += (f"; defaults resolved to {resolved['workers']} workers, compile {resolved['compile']}, gpu_aug "
-                   f"{resolved['gpu_aug']}, cache {'default folder' if resolved['cache'] else 'off'} (set-up "
-                   f"{extra['setup_s']['defaults']:.0f} s incl. its cache build)")
+        figure += (
+            f"; defaults resolved to {resolved['workers']} workers, compile {resolved['compile']}, gpu_aug "
+            f"{resolved['gpu_aug']}, cache {'default folder' if resolved['cache'] else 'off'} (set-up "
+            f"{extra['setup_s']['defaults']:.0f} s incl. its cache build)"
+        )
     crop = f"{args.crop[0]}x{args.crop[1]}"
     rec.finish(
-        results=results, figure=figure, ratio=ratio,
+        results=results,
+        figure=figure,
+        ratio=ratio,
         notes=f"{args.device}, strong recipe (scale 0.5-2.0 + {crop} crop, flip, photometric), batch {args.batch}, "
         f"{args.workers} workers (defaults: its own), warmup {args.warmup} + {args.steps} timed steps, {frames} "
         f"synthetic 2048x1024 frames, compiled: "

@@ -42,7 +42,11 @@ from cityseg.cli.common import size_type
 def variants(compile_too: bool, names: list[str] | None = None) -> list[tuple[str, bool, bool, bool]]:
     """(name, channels_last, bf16, compile) for each setting measured (`names`: these, in this order); the first
     is the baseline."""
-    out = [("fp32", False, False, False), ("channels_last", True, False, False), ("channels_last+bf16", True, True, False)]
+    out = [
+        ("fp32", False, False, False),
+        ("channels_last", True, False, False),
+        ("channels_last+bf16", True, True, False),
+    ]
     if compile_too:
         out.append(("channels_last+bf16+compile", True, True, True))
     if names is None:
@@ -50,7 +54,9 @@ def variants(compile_too: bool, names: list[str] | None = None) -> list[tuple[st
     known = {variant[0]: variant for variant in out}
     unknown = [name for name in names if name not in known]
     if unknown:
-        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)} (+compile needs --compile)")
+        raise SystemExit(
+            f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)} (+compile needs --compile)"
+        )
     return [known[name] for name in names]
 
 
@@ -128,26 +134,43 @@ def _sync(device: torch.device):
 def _extras(rate: dict) -> str:
     """' (MFU 41.2%, 12.3 GiB)' for the figure; empty on CPU, where neither is known."""
     parts = ([f"MFU {100 * rate['mfu']:.1f}%"] if rate["mfu"] else []) + (
-        [f"{rate['peak_memory_gib']:.1f} GiB"] if rate["peak_memory_gib"] is not None else [])
+        [f"{rate['peak_memory_gib']:.1f} GiB"] if rate["peak_memory_gib"] is not None else []
+    )
     return f" ({', '.join(parts)})" if parts else ""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--train-sizes", type=lambda t: [size_type(s) for s in t.split(",")], default=None,
-                        help="comma-separated WxH training sizes (default: 512x256 on CPU, 1024x512 on CUDA)")
+    parser.add_argument(
+        "--train-sizes",
+        type=lambda t: [size_type(s) for s in t.split(",")],
+        default=None,
+        help="comma-separated WxH training sizes (default: 512x256 on CPU, 1024x512 on CUDA)",
+    )
     parser.add_argument("--batch", type=int, default=None, help="training batch (default: 2 on CPU, 8 on CUDA)")
     parser.add_argument("--infer-size", type=size_type, default=(2048, 1024))
-    parser.add_argument("--infer-batch", type=lambda t: [int(n) for n in t.split(",")], default=[1],
-                        help="images per inference call; several as 1,8")
-    parser.add_argument("--infer-path", choices=("model", "predict"), default="model",
-                        help="model: the bare forward under bf16 autocast; predict: cityseg.prediction.inference.predict_logits "
-                        "+ argmax, as `cityseg predict` runs a batch (its own autocast: bf16/fp16 on CUDA only)")
+    parser.add_argument(
+        "--infer-batch",
+        type=lambda t: [int(n) for n in t.split(",")],
+        default=[1],
+        help="images per inference call; several as 1,8",
+    )
+    parser.add_argument(
+        "--infer-path",
+        choices=("model", "predict"),
+        default="model",
+        help="model: the bare forward under bf16 autocast; predict: cityseg.prediction.inference.predict_logits "
+        "+ argmax, as `cityseg predict` runs a batch (its own autocast: bf16/fp16 on CUDA only)",
+    )
     parser.add_argument("--no-infer", action="store_true", help="skip the inference measurement")
     parser.add_argument("--no-train", action="store_true", help="skip the training measurement")
-    parser.add_argument("--variants", type=lambda t: t.split(","), default=None,
-                        help="comma list of the variants to measure (default: all); the first is the baseline")
+    parser.add_argument(
+        "--variants",
+        type=lambda t: t.split(","),
+        default=None,
+        help="comma list of the variants to measure (default: all); the first is the baseline",
+    )
     parser.add_argument("--iters", type=int, default=2, help="timed iterations per variant")
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations per variant first")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile on CPU)")
@@ -171,8 +194,10 @@ def main() -> None:
     jobs = [] if args.no_train else [(f"train {w}x{h} b{batch}", batch, (w, h), True) for w, h in train_sizes]
     if not args.no_infer:
         path = " via predict_logits" if args.infer_path == "predict" else ""
-        jobs += [(f"infer {args.infer_size[0]}x{args.infer_size[1]} b{n}{path}", n, args.infer_size, False)
-                 for n in args.infer_batch]
+        jobs += [
+            (f"infer {args.infer_size[0]}x{args.infer_size[1]} b{n}{path}", n, args.infer_size, False)
+            for n in args.infer_batch
+        ]
     results: dict[str, dict] = {}
     for label, n, size, train in jobs:
         flops = count_flops(base, n, size, train)
@@ -180,27 +205,33 @@ def main() -> None:
         for variant in settings:
             rate_fn = train_rate if train else infer_rate
             rate, memory = with_peak_memory(device, functools.partial(rate_fn, base, device, n, size, variant, args))
-            rates[variant[0]] = {"images_per_s": round(rate, 3), "tflops_per_s": round(rate / n * flops / 1e12, 3),
-                                 "mfu": round(rate / n * flops / peak, 4) if peak else None,
-                                 "peak_memory_gib": None if memory is None else round(memory, 2), "ratio": None}
+            rates[variant[0]] = {
+                "images_per_s": round(rate, 3),
+                "tflops_per_s": round(rate / n * flops / 1e12, 3),
+                "mfu": round(rate / n * flops / peak, 4) if peak else None,
+                "peak_memory_gib": None if memory is None else round(memory, 2),
+                "ratio": None,
+            }
         baseline = rates[baseline_name]["images_per_s"]
         for r in rates.values():
             r["ratio"] = round(r["images_per_s"] / baseline, 2)
         results[label] = {"gflop_per_step": round(flops / 1e9, 1), "variants": rates}
         print(label, rates, flush=True)
     figure = "; ".join(
-        f"{label}: " + ", ".join(f"{name} {r['images_per_s']:.3g} img/s" + _extras(r) for name, r in res["variants"].items())
+        f"{label}: "
+        + ", ".join(f"{name} {r['images_per_s']:.3g} img/s" + _extras(r) for name, r in res["variants"].items())
         for label, res in results.items()
     )
     ratio = "; ".join(
-        f"{label}: " + ", ".join(f"{name} {r['ratio']:.2f}x" for name, r in res["variants"].items()
-                                 if name != baseline_name)
+        f"{label}: "
+        + ", ".join(f"{name} {r['ratio']:.2f}x" for name, r in res["variants"].items() if name != baseline_name)
         + f" vs {baseline_name}"
         for label, res in results.items()
     )
     rec.finish(
         results={"device": str(device), "threads": torch.get_num_threads(), "peak_bf16_flops": peak, **results},
-        figure=figure, ratio=ratio,
+        figure=figure,
+        ratio=ratio,
         notes=f"{device.type}, {torch.get_num_threads()} threads, warmup {args.warmup}, iters {args.iters}; "
         "FLOPs from FlopCounterMode: " + ", ".join(f"{k} {v['gflop_per_step']} GFLOP/step" for k, v in results.items()),
     )

@@ -22,8 +22,21 @@ from typing import Any
 
 SIZE = "128x64"
 # Keys whose values depend on the clock, the machine or the temp folder, not on what was computed.
-VOLATILE = ("time", "timing", "second", "elapsed", "date", "path", "root", "dir", "host", "version", "eta",
-            "started", "written_by")  # written_by: the sha256 of the JSON file itself, which holds its timings
+VOLATILE = (
+    "time",
+    "timing",
+    "second",
+    "elapsed",
+    "date",
+    "path",
+    "root",
+    "dir",
+    "host",
+    "version",
+    "eta",
+    "started",
+    "written_by",
+)  # written_by: the sha256 of the JSON file itself, which holds its timings
 
 
 def cityseg(*args: str, cwd: Path) -> None:
@@ -67,15 +80,76 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)
-        cityseg("synth", "data", "--size", SIZE, "--train-cities", "4", "--val-cities", "1", "--test-cities", "1",
-                "--per-city", "2", "--workers", "2", "--no-progress", cwd=work)
+        cityseg(
+            "synth",
+            "data",
+            "--size",
+            SIZE,
+            "--train-cities",
+            "4",
+            "--val-cities",
+            "1",
+            "--test-cities",
+            "1",
+            "--per-city",
+            "2",
+            "--workers",
+            "2",
+            "--no-progress",
+            cwd=work,
+        )
         cityseg("prepare", "data", "--workers", "2", cwd=work)
-        cityseg("cv", "data", "--out", "runs", "--folds", "2", "--epochs", "2", "--size", SIZE, "--batch-size", "2",
-                "--device", "cpu", "--encoder-weights", "none", "--workers", "2", "--cache", "none", cwd=work)
-        cityseg("predict", "runs/full/best.pt", "data", "--split", "val", "--out", "pred", "--device", "cpu",
-                "--workers", "2", "--no-progress", cwd=work)
-        cityseg("evaluate", "pred", "data", "--split", "val", "--engine", "fast", "--json", "val.json",
-                "--no-gt-cache", cwd=work)
+        cityseg(
+            "cv",
+            "data",
+            "--out",
+            "runs",
+            "--folds",
+            "2",
+            "--epochs",
+            "2",
+            "--size",
+            SIZE,
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            "--encoder-weights",
+            "none",
+            "--workers",
+            "2",
+            "--cache",
+            "none",
+            cwd=work,
+        )
+        cityseg(
+            "predict",
+            "runs/full/best.pt",
+            "data",
+            "--split",
+            "val",
+            "--out",
+            "pred",
+            "--device",
+            "cpu",
+            "--workers",
+            "2",
+            "--no-progress",
+            cwd=work,
+        )
+        cityseg(
+            "evaluate",
+            "pred",
+            "data",
+            "--split",
+            "val",
+            "--engine",
+            "fast",
+            "--json",
+            "val.json",
+            "--no-gt-cache",
+            cwd=work,
+        )
         cityseg("report", "runs", "--eval", "val.json", "--out", "report.pdf", cwd=work)
 
         checkpoints: dict[str, dict[str, str]] = {}

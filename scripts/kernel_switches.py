@@ -58,9 +58,16 @@ def train_and_save(out: Path, steps: int) -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    torch.save({"weights": model.state_dict(), "loss": loss.item(),
-                "capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-                "mkldnn": torch.backends.mkldnn.enabled}, out)
+    torch.save(
+        {
+            "weights": model.state_dict(),
+            "loss": loss.item(),
+            "capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(),
+            "mkldnn": torch.backends.mkldnn.enabled,
+        },
+        out,
+    )
 
 
 def compare(results: dict[str, Path]) -> list[dict]:
@@ -72,12 +79,24 @@ def compare(results: dict[str, Path]) -> list[dict]:
     rows = []
     for name, path in results.items():
         run = torch.load(path, weights_only=True)
-        diffs = [float((run["weights"][k].double() - v.double()).abs().max()) for k, v in first["weights"].items()
-                 if v.is_floating_point()]
+        diffs = [
+            float((run["weights"][k].double() - v.double()).abs().max())
+            for k, v in first["weights"].items()
+            if v.is_floating_point()
+        ]
         digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in run["weights"].values())).hexdigest()[:12]
-        rows.append({"variant": name, "capability": run["capability"], "threads": run["threads"],
-                     "mkldnn": run["mkldnn"], "loss": run["loss"], "weights_sha": digest,
-                     "identical": max(diffs) == 0.0, "max_abs_diff": max(diffs)})
+        rows.append(
+            {
+                "variant": name,
+                "capability": run["capability"],
+                "threads": run["threads"],
+                "mkldnn": run["mkldnn"],
+                "loss": run["loss"],
+                "weights_sha": digest,
+                "identical": max(diffs) == 0.0,
+                "max_abs_diff": max(diffs),
+            }
+        )
     return rows
 
 
@@ -95,8 +114,10 @@ def main() -> None:
         unsupported: list[str] = []
         for name, env in VARIANTS.items():
             out = Path(tmp) / f"{len(results)}.pt"
-            done = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--child", str(out)],
-                                  env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+            done = subprocess.run(
+                [sys.executable, __file__, "--steps", str(args.steps), "--child", str(out)],
+                env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+            )
             if done.returncode == 0:
                 results[name] = out
             else:  # e.g. SIGILL: the switch asks for instructions this CPU lacks
@@ -104,8 +125,10 @@ def main() -> None:
         rows = compare(results)
     for row in rows:
         same = "identical" if row["identical"] else f"differs (max |dw| {row['max_abs_diff']:.2e})"
-        print(f"{row['variant']:28s} {row['capability']:8s} threads {row['threads']}  mkldnn {row['mkldnn']!s:5s}  "
-              f"loss {row['loss']:.10f}  {row['weights_sha']}  {same}")
+        print(
+            f"{row['variant']:28s} {row['capability']:8s} threads {row['threads']}  mkldnn {row['mkldnn']!s:5s}  "
+            f"loss {row['loss']:.10f}  {row['weights_sha']}  {same}"
+        )
     for name in unsupported:
         print(f"{name:28s} not supported on this CPU")
     if args.json:

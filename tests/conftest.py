@@ -134,13 +134,16 @@ def one_epoch_cv(synth_root, tmp_path_factory) -> SimpleNamespace:
         torch.set_num_threads(1)
         root = folder / "cityscapes"
         shutil.copytree(synth_root, root)
-        config = training_config("seed", epochs=1, size="128x64", workers=0, device="cpu", encoder_weights="none",
-                                 overrides={"lr": 1e-3})
+        config = training_config(
+            "seed", epochs=1, size="128x64", workers=0, device="cpu", encoder_weights="none", overrides={"lr": 1e-3}
+        )
         run_cv(root, folder / "runs", config, k=2, split="city", progress=False)
-        predict_split(folder / "runs" / "full" / "best.pt", root, "val", out_dir=folder / "pred", device="cpu",
-                      progress=False)
+        predict_split(
+            folder / "runs" / "full" / "best.pt", root, "val", out_dir=folder / "pred", device="cpu", progress=False
+        )
         evaluate(folder / "pred", root, "val", engine="both", json_out=folder / "eval" / "val.json", workers=1)
 
     folder = built_once(tmp_path_factory, "one-epoch-cv", build)
-    return SimpleNamespace(root=folder / "cityscapes", runs=folder / "runs", pred=folder / "pred",
-                           eval_json=folder / "eval" / "val.json")
+    return SimpleNamespace(
+        root=folder / "cityscapes", runs=folder / "runs", pred=folder / "pred", eval_json=folder / "eval" / "val.json"
+    )

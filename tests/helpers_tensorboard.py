@@ -53,8 +53,11 @@ def assert_matches_log(run_dir: Path, epochs: int, steps: int) -> EventAccumulat
         expected = [(row["epoch"] * steps, pytest.approx(row[key], rel=1e-6)) for row in rows]
         assert scalars(board, f"epoch/{key}") == expected, key
     for index, name in enumerate(CLASS_NAMES):
-        present = [(row["epoch"] * steps, pytest.approx(row["class_iou"][index], rel=1e-6))
-                   for row in rows if row["class_iou"] and row["class_iou"][index] is not None]
+        present = [
+            (row["epoch"] * steps, pytest.approx(row["class_iou"][index], rel=1e-6))
+            for row in rows
+            if row["class_iou"] and row["class_iou"][index] is not None
+        ]
         if present:
             assert scalars(board, f"val_class_iou/{name}") == present, name
     return board

@@ -34,8 +34,9 @@ def running(command: list[str], stderr: Path | None = None) -> Iterator[subproce
     with open(stderr or os.devnull, "wb") as err:
         # SIGINT back to its default in the child: a suite started in the background (nohup, `&`) passes an
         # ignored SIGINT down, and Python then never raises KeyboardInterrupt, so Ctrl-C tests could not work.
-        process = subprocess.Popen(command, env=CLI_ENV, stdout=subprocess.DEVNULL, stderr=err,
-                                   preexec_fn=default_sigint)
+        process = subprocess.Popen(
+            command, env=CLI_ENV, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=default_sigint
+        )
         try:
             yield process
         finally:
@@ -44,8 +45,9 @@ def running(command: list[str], stderr: Path | None = None) -> Iterator[subproce
             process.wait()
 
 
-def signal_when(process: subprocess.Popen, ready: Callable[[], object], signum: int = signal.SIGKILL,
-                timeout: float = 120.0) -> None:
+def signal_when(
+    process: subprocess.Popen, ready: Callable[[], object], signum: int = signal.SIGKILL, timeout: float = 120.0
+) -> None:
     """Send `signum` to `process` as soon as `ready()` is true; fail if the child ends first or it takes too long."""
     deadline = time.monotonic() + timeout
     while not ready():

@@ -30,8 +30,20 @@ from cityseg.training.checkpoint import load_checkpoint, save_checkpoint
 from cityseg.training.model import build_model
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_OPTIONS = ("--epochs", "1", "--size", "64x32", "--batch-size", "2", "--workers", "0", "--encoder-weights",
-                 "none", "--device", "cpu")
+TRAIN_OPTIONS = (
+    "--epochs",
+    "1",
+    "--size",
+    "64x32",
+    "--batch-size",
+    "2",
+    "--workers",
+    "0",
+    "--encoder-weights",
+    "none",
+    "--device",
+    "cpu",
+)
 
 
 def _flat(text: str) -> str:
@@ -42,7 +54,7 @@ def error_of(capsys) -> str:
     """The CLI's one paragraph (checked to be one, without a traceback), unwrapped."""
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "Traceback" not in err, err
-    return " ".join(err[err.index("error:"):].split())
+    return " ".join(err[err.index("error:") :].split())
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
@@ -84,8 +96,7 @@ def test_unknown_checkpoint_format_version_is_refused(weights, synth_raw_root, t
     assert not (tmp_path / "p").exists()
 
 
-def test_a_malformed_config_in_a_checkpoint_is_refused_on_every_load_path(weights, synth_raw_root, tmp_path,
-                                                                          capsys):
+def test_a_malformed_config_in_a_checkpoint_is_refused_on_every_load_path(weights, synth_raw_root, tmp_path, capsys):
     path = tmp_path / "best.pt"
     save_checkpoint(path, {"model": weights, "num_classes": 19, "epoch": 1, "config": {"size": "banana"}})
     assert main(["predict", str(path), str(synth_raw_root), "--out", str(tmp_path / "p"), "--device", "cpu"]) == 2
@@ -95,8 +106,9 @@ def test_a_malformed_config_in_a_checkpoint_is_refused_on_every_load_path(weight
     # the same config in the card of a `cityseg export` folder
     export = tmp_path / "export"
     export.mkdir()
-    (export / "card.json").write_text(json.dumps({"format": "cityseg-export", "format_version": 1,
-                                                  "config": {"size": "banana"}}))
+    (export / "card.json").write_text(
+        json.dumps({"format": "cityseg-export", "format_version": 1, "config": {"size": "banana"}})
+    )
     assert main(["predict", str(export), str(synth_raw_root), "--out", str(tmp_path / "p"), "--device", "cpu"]) == 2
     message = error_of(capsys)
     assert str(export / "card.json") in message and "banana" in message
@@ -167,8 +179,14 @@ def test_a_dangling_image_link_is_called_a_dangling_link(mutable_root):
 
 def test_download_without_credentials_or_terminal_says_which_variables_to_set(tmp_path):
     env = {k: v for k, v in CLI_ENV.items() if k not in ("CITYSCAPES_USERNAME", "CITYSCAPES_PASSWORD")}
-    done = subprocess.run(cityseg_command("download", "--dest", tmp_path / "dl"), env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        cityseg_command("download", "--dest", tmp_path / "dl"),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "CITYSCAPES_USERNAME" in done.stderr
     assert "CITYSCAPES_PASSWORD" in done.stderr and not (tmp_path / "dl").exists()
@@ -177,9 +195,23 @@ def test_download_without_credentials_or_terminal_says_which_variables_to_set(tm
 @pytest.mark.slow
 def test_a_bad_flag_fails_before_cv_writes_anything(synth_root, tmp_path):
     runs = tmp_path / "runs"
-    done = subprocess.run(cityseg_command("cv", synth_root, "--out", runs, "--folds", "2", *TRAIN_OPTIONS,
-                                          "--encoder-weights", tmp_path / "nonexist.pth"),
-                          env=CLI_ENV, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        cityseg_command(
+            "cv",
+            synth_root,
+            "--out",
+            runs,
+            "--folds",
+            "2",
+            *TRAIN_OPTIONS,
+            "--encoder-weights",
+            tmp_path / "nonexist.pth",
+        ),
+        env=CLI_ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert _flat(str(tmp_path / "nonexist.pth")) in _flat(done.stderr)
     assert not runs.exists()  # so the corrected command, or --resume, finds nothing in its way
@@ -220,13 +252,20 @@ def test_a_full_disk_while_saving_a_checkpoint_names_the_file_and_the_disk(synth
 def test_a_full_tmpfs_while_saving_a_checkpoint_exits_2(synth_root, tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(disk)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(disk)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("mounting a 5 MB tmpfs needs root; the simulated full disk above covers this case")
     try:
-        done = subprocess.run(cityseg_command("cv", synth_root, "--out", disk / "runs", "--folds", "2",
-                                              *TRAIN_OPTIONS), env=CLI_ENV, capture_output=True, text=True,
-                              timeout=300)
+        done = subprocess.run(
+            cityseg_command("cv", synth_root, "--out", disk / "runs", "--folds", "2", *TRAIN_OPTIONS),
+            env=CLI_ENV,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         subprocess.run(["umount", str(disk)], check=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]

@@ -29,7 +29,9 @@ def test_finished_files_are_fsynced_unless_the_run_is_throwaway(tmp_path, monkey
     atomic_write_text(tmp_path / "a.json", "{}")
     append_log_row(tmp_path, {"epoch": 1})
     assert (tmp_path / "a.json").read_text() == "{}" and (tmp_path / "log.jsonl").read_text() == '{"epoch": 1}\n'
-    assert [name.startswith(".a.json.") or name == "log.jsonl" for name in synced_files] == ([True, True] if synced else [])
+    assert [name.startswith(".a.json.") or name == "log.jsonl" for name in synced_files] == (
+        [True, True] if synced else []
+    )
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):
@@ -65,8 +67,11 @@ def test_source_fingerprint_notices_a_rewrite_and_a_missing_file(tmp_path):
     source.parent.mkdir()
     source.write_bytes(b"1234")
     first = source_fingerprint("image", source, tmp_path)
-    assert first == {"image": os.path.join("city", "a.png"), "image_bytes": 4,
-                     "image_mtime_ns": source.stat().st_mtime_ns}
+    assert first == {
+        "image": os.path.join("city", "a.png"),
+        "image_bytes": 4,
+        "image_mtime_ns": source.stat().st_mtime_ns,
+    }
     os.utime(source, ns=(1, first["image_mtime_ns"] + 1_000_000))
     assert source_fingerprint("image", source, tmp_path) != first
     source.unlink()

@@ -61,8 +61,14 @@ def survivors(tag: str, grace_s: float = 10.0) -> list[int]:
 def run(command: list[str], tag: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
     """Run a tagged command to its end; output through a file, since an orphan would hold a pipe open."""
     with open(Path(os.environ.get("TMPDIR", "/tmp")) / f"stderr-{tag}", "w+") as err:
-        done = subprocess.run(command, env=CLI_ENV | {"CITYSEG_TEST_TAG": tag} | env, stdout=subprocess.DEVNULL,
-                              stderr=err, text=True, timeout=timeout)
+        done = subprocess.run(
+            command,
+            env=CLI_ENV | {"CITYSEG_TEST_TAG": tag} | env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+            timeout=timeout,
+        )
         err.seek(0)
         done.stderr = err.read()
     return done
@@ -70,8 +76,7 @@ def run(command: list[str], tag: str, timeout: float = 120, **env: str) -> subpr
 
 def test_killed_cache_build_leaves_no_worker_and_no_lock_behind(synth_root, tmp_path, tag):
     out = tmp_path / "cache"
-    command = cityseg_command("cache", synth_root, "--out", out, "--splits", "train", "--workers", "2",
-                              "--no-progress")
+    command = cityseg_command("cache", synth_root, "--out", out, "--splits", "train", "--workers", "2", "--no-progress")
     killed = run(command, tag, CITYSEG_CACHE_CRASH_AT="mid-decode")  # the build SIGKILLs itself mid-decode
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert survivors(tag) == []  # the decoding pool went with it
@@ -86,8 +91,11 @@ def test_a_blocked_wait_on_a_lock_gives_up_with_a_message(synth_root, tmp_path, 
     build_cache(synth_root, ("val",), None, out, workers=1, progress=False)
     lock = out / f".lock-{entry_name('val', None)}"
     with hold_lock(lock, "the test's hold", "-"):
-        done = run(cityseg_command("cache", synth_root, "--out", out, "--splits", "val", "--workers", "1",
-                                   "--no-progress"), tag, CITYSEG_LOCK_TIMEOUT="1")
+        done = run(
+            cityseg_command("cache", synth_root, "--out", out, "--splits", "val", "--workers", "1", "--no-progress"),
+            tag,
+            CITYSEG_LOCK_TIMEOUT="1",
+        )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     message = _flat(done.stderr)
@@ -96,10 +104,26 @@ def test_a_blocked_wait_on_a_lock_gives_up_with_a_message(synth_root, tmp_path, 
 
 def test_killed_synth_leaves_no_worker_behind(tmp_path, tag):
     out = tmp_path / "synth"
-    command = cityseg_command("synth", out, "--size", "256x128", "--train-cities", "4", "--val-cities", "0",
-                              "--test-cities", "0", "--per-city", "4", "--workers", "2", "--no-progress")
-    process = subprocess.Popen(command, env=CLI_ENV | {"CITYSEG_TEST_TAG": tag}, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    command = cityseg_command(
+        "synth",
+        out,
+        "--size",
+        "256x128",
+        "--train-cities",
+        "4",
+        "--val-cities",
+        "0",
+        "--test-cities",
+        "0",
+        "--per-city",
+        "4",
+        "--workers",
+        "2",
+        "--no-progress",
+    )
+    process = subprocess.Popen(
+        command, env=CLI_ENV | {"CITYSEG_TEST_TAG": tag}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 120
         while not list(out.glob("leftImg8bit/*/*/*.png")):  # the pool is at work

@@ -112,8 +112,15 @@ def _check_tree(root: Path, expected: dict[str, bytes]) -> None:
 def _start_prepare(root: Path, workers: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "cityseg", "prepare", str(root), "--workers", str(workers)]
     # A session of its own: the test can signal the whole group, as a terminal's Ctrl-C does.
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                            start_new_session=True, preexec_fn=default_sigint)
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        start_new_session=True,
+        preexec_fn=default_sigint,
+    )
 
 
 def _wait_for_outputs(root: Path, process: subprocess.Popen, count: int, timeout: float = 120) -> int:
@@ -181,8 +188,13 @@ def test_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run(big, t
         _check_tree(root, expected)
     assert killed_mid_run >= 2, "the kills did not land while labels were being written"
 
-    rerun = subprocess.run([sys.executable, "-m", "cityseg", "prepare", str(root), "--workers", "2"],
-                           capture_output=True, text=True, env=ENV, timeout=300)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "cityseg", "prepare", str(root), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert rerun.returncode == 0, rerun.stderr
     converted, skipped = map(int, re.search(r"(\d+) converted, (\d+) skipped", rerun.stdout).groups())
     assert converted + skipped == total and skipped > 0
@@ -297,8 +309,24 @@ def test_damaged_frame_via_cli_train_exits_2_naming_the_file(mutable_root, tmp_p
     else:
         data = bad.read_bytes()
         bad.write_bytes(data[: len(data) // 2])
-    args = ["train", str(mutable_root), "--out", str(tmp_path / "run"), "--full", "--epochs", "1",
-            "--batch-size", "2", "--workers", "1", "--encoder-weights", "none", "--device", "cpu", "--no-amp"]
+    args = [
+        "train",
+        str(mutable_root),
+        "--out",
+        str(tmp_path / "run"),
+        "--full",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--workers",
+        "1",
+        "--encoder-weights",
+        "none",
+        "--device",
+        "cpu",
+        "--no-amp",
+    ]
     assert main(args) == 2  # read in a DataLoader worker process, reported in the main one
     paragraph = _error_paragraph(capsys.readouterr().err)
     assert str(bad) in _flat(paragraph)

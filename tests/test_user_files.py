@@ -18,8 +18,22 @@ from cityseg.prediction.ledger import prediction_name
 from cityseg.training.checkpoint import save_checkpoint
 from cityseg.training.model import build_model
 
-CV_OPTIONS = ("--folds", "2", "--epochs", "1", "--size", "64x32", "--batch-size", "2", "--workers", "0",
-              "--encoder-weights", "none", "--device", "cpu")
+CV_OPTIONS = (
+    "--folds",
+    "2",
+    "--epochs",
+    "1",
+    "--size",
+    "64x32",
+    "--batch-size",
+    "2",
+    "--workers",
+    "0",
+    "--encoder-weights",
+    "none",
+    "--device",
+    "cpu",
+)
 
 
 def _flat(text: str) -> str:
@@ -52,8 +66,15 @@ def checkpoint(tmp_path_factory) -> Path:
     """An untrained model in the trainer's checkpoint format."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("checkpoint") / "best.pt"
-    save_checkpoint(path, {"model": build_model(encoder_weights=None).state_dict(), "epoch": 1,
-                           "config": {"size": None}, "num_classes": 19})
+    save_checkpoint(
+        path,
+        {
+            "model": build_model(encoder_weights=None).state_dict(),
+            "epoch": 1,
+            "config": {"size": None},
+            "num_classes": 19,
+        },
+    )
     return path
 
 
@@ -82,15 +103,30 @@ def test_evaluate_owns_only_files_it_can_prove_it_wrote(pred, synth_raw_root, tm
     # A user JSON that happens to have a top-level "cityseg" key is not an evaluation of ours.
     user_json = tmp_path / "mine.json"
     user_json.write_text('{"cityseg": "my notes"}')
-    assert_refused(cli("evaluate", pred, synth_raw_root, "--json", user_json, "--engine", "fast", "--workers", "1"),
-                   user_json)
+    assert_refused(
+        cli("evaluate", pred, synth_raw_root, "--json", user_json, "--engine", "fast", "--workers", "1"), user_json
+    )
     assert user_json.read_text() == '{"cityseg": "my notes"}'
 
     # Nor is a CSV with the header the evaluation writes.
     user_csv = tmp_path / "scores.csv"
     user_csv.write_text("class,IoU,iIoU\nroad,0.5,0.5\n")
-    assert main(["evaluate", str(pred), str(synth_raw_root), "--json", str(tmp_path / "scores.json"),
-                 "--engine", "fast", "--workers", "1"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                str(pred),
+                str(synth_raw_root),
+                "--json",
+                str(tmp_path / "scores.json"),
+                "--engine",
+                "fast",
+                "--workers",
+                "1",
+            ]
+        )
+        == 2
+    )
     assert user_csv.read_text() == "class,IoU,iIoU\nroad,0.5,0.5\n" and not (tmp_path / "scores.json").exists()
 
     # Its own files it replaces; once the user edits one, it is the user's.

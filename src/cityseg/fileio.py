@@ -128,6 +128,10 @@ def read_complete_index(entry: Path, format_name: str, format_version: int) -> d
         index = json.loads((entry / "index.json").read_text())
     except (OSError, ValueError):
         return None  # truncated or edited by hand
-    if not isinstance(index, dict) or index.get("format") != format_name or index.get("format_version") != format_version:
+    if (
+        not isinstance(index, dict)
+        or index.get("format") != format_name
+        or index.get("format_version") != format_version
+    ):
         return None
     return index

@@ -72,7 +72,9 @@ def lock_timeout() -> float:
     try:
         value = float(text)
     except ValueError:
-        raise UserError(f"{TIMEOUT_ENV}={text!r} is not a number of seconds; set it to e.g. 600, or unset it.") from None
+        raise UserError(
+            f"{TIMEOUT_ENV}={text!r} is not a number of seconds; set it to e.g. 600, or unset it."
+        ) from None
     return max(0.0, value)
 
 
@@ -121,8 +123,10 @@ def describe_holders(path: Path) -> str:
     if live:
         return ", ".join(dict.fromkeys(live))
     if dead:
-        return (f"a process that inherited it from {dead[-1]}, which is no longer running; `fuser -v {path}` "
-                "shows which process still has the file open")
+        return (
+            f"a process that inherited it from {dead[-1]}, which is no longer running; `fuser -v {path}` "
+            "shows which process still has the file open"
+        )
     return f"another process (`fuser -v {path}` shows which)"
 
 

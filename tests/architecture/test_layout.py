@@ -25,8 +25,21 @@ ALLOWED = {
     "cli": {"leaves", "data", "synthetic", "training", "evaluation", "prediction", "report"},
 }
 MAX_LINES = 450
-COMMANDS = ("synth", "download", "prepare", "cache", "recipes", "cv", "train", "predict", "export", "evaluate",
-            "submit", "report", "compare")
+COMMANDS = (
+    "synth",
+    "download",
+    "prepare",
+    "cache",
+    "recipes",
+    "cv",
+    "train",
+    "predict",
+    "export",
+    "evaluate",
+    "submit",
+    "report",
+    "compare",
+)
 
 
 def part_of(module: str) -> str:
@@ -49,12 +62,18 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names if alias.name.split(".")[0] == "cityseg"]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.split(".")[0] == "cityseg":
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and node.module
+            and node.module.split(".")[0] == "cityseg"
+        ):
             # `from cityseg.data import cache` names the module cityseg.data.cache
             for alias in node.names:
                 candidate = f"{node.module}.{alias.name}"
-                is_module = (PACKAGE.parent / Path(*candidate.split("."))).with_suffix(".py").is_file() or \
-                    (PACKAGE.parent / Path(*candidate.split("."))).is_dir()
+                is_module = (PACKAGE.parent / Path(*candidate.split("."))).with_suffix(".py").is_file() or (
+                    PACKAGE.parent / Path(*candidate.split("."))
+                ).is_dir()
                 found.append((node.lineno, candidate if is_module else node.module))
     return found
 
@@ -82,9 +101,13 @@ def test_imports_point_back_along_the_pipeline():
 
 
 def test_no_library_module_imports_the_cli():
-    offenders = [f"{path.relative_to(PACKAGE)}:{line}" for path in python_files()
-                 if part_of(module_name(path)) != "cli"
-                 for line, imported in imported_modules(path) if part_of(imported) == "cli"]
+    offenders = [
+        f"{path.relative_to(PACKAGE)}:{line}"
+        for path in python_files()
+        if part_of(module_name(path)) != "cli"
+        for line, imported in imported_modules(path)
+        if part_of(imported) == "cli"
+    ]
     assert not offenders
 
 
@@ -115,3 +138,15 @@ def test_help_imports_no_torch(command):
     assert done.returncode == 0, done.stderr
     assert "usage: cityseg" in done.stdout
     assert done.stderr.strip().splitlines()[-1] == "False", f"`cityseg {command} --help` imported torch"
+
+
+def test_the_code_is_ruff_formatted():
+    """`ruff format` is the one code style (`make lint` runs the same check)."""
+    root = PACKAGE.parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "src", "tests", "bench", "scripts", "notebooks"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

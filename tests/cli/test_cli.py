@@ -118,8 +118,12 @@ sys.exit(cli.main(sys.argv[1:]))
 
 @pytest.mark.parametrize("debug", [False, True])
 def test_ctrl_c_in_a_constructor_exits_130_without_a_traceback(debug):
-    done = subprocess.run([sys.executable, "-c", _HALF_BUILT_ON_CTRL_C, *(["--debug"] if debug else [])],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", _HALF_BUILT_ON_CTRL_C, *(["--debug"] if debug else [])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 130
     assert done.stderr.strip().splitlines()[0] == "interrupted"
     if debug:  # --debug keeps Python's reports of what the interrupt left behind

@@ -41,16 +41,32 @@ def test_every_config_field_has_a_flag_with_help():
 def test_every_field_round_trips_through_its_flag():
     # A target that differs from the seed recipe in every field, so a flag that is ignored cannot pass.
     target = resolve_config(
-        "strong", labels="ids", workers=3, cache="/tmp/cache", gpu_aug=True, loss="ohem", ohem_thresh=0.6,
-        ohem_min_kept=5000, encoder_weights="/tmp/resnet34.pth", sync_bn=True, seed=7, device="cpu", compile=True,
-        momentum=0.8, poly_power=1.5, size=(1536, 768), crop_max_class_ratio=0.5, schedule_epochs=300,
+        "strong",
+        labels="ids",
+        workers=3,
+        cache="/tmp/cache",
+        gpu_aug=True,
+        loss="ohem",
+        ohem_thresh=0.6,
+        ohem_min_kept=5000,
+        encoder_weights="/tmp/resnet34.pth",
+        sync_bn=True,
+        seed=7,
+        device="cpu",
+        compile=True,
+        momentum=0.8,
+        poly_power=1.5,
+        size=(1536, 768),
+        crop_max_class_ratio=0.5,
+        schedule_epochs=300,
         optimizer="sgd",
     )
     seed = resolve_config("seed")
     same = [name for name in FIELDS if getattr(target, name) == getattr(seed, name)]
     assert same == [], f"pick target values for {same}"
-    words = ["--recipe", "seed"] + [word for name in FIELDS if name != "recipe"
-                                    for word in flag_args(name, getattr(target, name))]
+    words = ["--recipe", "seed"] + [
+        word for name in FIELDS if name != "recipe" for word in flag_args(name, getattr(target, name))
+    ]
     parsed = config_from_args(training_parser().parse_args(words))
     assert field_differences(parsed, target, ("recipe",)) == []
     assert parsed.recipe == "seed"
@@ -61,19 +77,27 @@ def test_every_field_round_trips_through_its_flag():
     [
         (["--size", "1024x512"], {"size": (1024, 512)}),
         (["--size", "none", "--crop", "full"], {"size": None, "crop": None}),
-        (["--scale-range", "0.5,2.0", "--crop", "768x768", "--aug", "flip,scale-crop"],
-         {"scale_range": (0.5, 2.0), "crop": (768, 768), "aug": ("flip", "scale-crop")}),
+        (
+            ["--scale-range", "0.5,2.0", "--crop", "768x768", "--aug", "flip,scale-crop"],
+            {"scale_range": (0.5, 2.0), "crop": (768, 768), "aug": ("flip", "scale-crop")},
+        ),
         (["--aug", "flip,photometric"], {"aug": ("flip", "photometric")}),
         (["--aug", "none"], {"aug": ()}),
         (["--no-amp", "--amp"], {"amp": True}),
         (["--recipe", "strong", "--no-amp"], {"amp": False}),
         (["--encoder-weights", "none", "--cache", "none"], {"encoder_weights": None, "cache": None}),
-        (["--ohem-thresh", "0.5", "--ohem-min-kept", "1000", "--loss", "ohem"],
-         {"ohem_thresh": 0.5, "ohem_min_kept": 1000, "loss": "ohem"}),
-        (["--betas", "0.9,0.99", "--encoder-weight-decay-mult", "0.25"],
-         {"betas": (0.9, 0.99), "encoder_weight_decay_mult": 0.25}),
-        (["--momentum", "0.95", "--poly-power", "1.0", "--crop-max-class-ratio", "1"],
-         {"momentum": 0.95, "poly_power": 1.0, "crop_max_class_ratio": 1.0}),
+        (
+            ["--ohem-thresh", "0.5", "--ohem-min-kept", "1000", "--loss", "ohem"],
+            {"ohem_thresh": 0.5, "ohem_min_kept": 1000, "loss": "ohem"},
+        ),
+        (
+            ["--betas", "0.9,0.99", "--encoder-weight-decay-mult", "0.25"],
+            {"betas": (0.9, 0.99), "encoder_weight_decay_mult": 0.25},
+        ),
+        (
+            ["--momentum", "0.95", "--poly-power", "1.0", "--crop-max-class-ratio", "1"],
+            {"momentum": 0.95, "poly_power": 1.0, "crop_max_class_ratio": 1.0},
+        ),
         (["--schedule-epochs", "20", "--schedule-epochs", "none"], {"schedule_epochs": None}),
     ],
 )
@@ -101,7 +125,10 @@ def test_help_shows_each_recipes_value():
 
 def test_machine_switches_stay_auto_unless_given():
     parser = training_parser()
-    assert (config_from_args(parser.parse_args([])).compile, config_from_args(parser.parse_args([])).cache) == (None, "auto")
+    assert (config_from_args(parser.parse_args([])).compile, config_from_args(parser.parse_args([])).cache) == (
+        None,
+        "auto",
+    )
     forced = config_from_args(parser.parse_args(["--compile", "--no-gpu-aug", "--cache", "none"]))
     assert (forced.compile, forced.gpu_aug, forced.cache) == (True, False, None)
     assert flag_args("compile", None) == [] and flag_args("compile", False) == ["--no-compile"]
@@ -124,8 +151,9 @@ def test_recipes_prints_every_field_value_and_source_of_every_recipe(capsys):
 
 
 def test_recipes_diff_lists_exactly_the_differing_fields():
-    result = subprocess.run(cityseg_command("recipes", "strong", "--diff", "seed"), env=CLI_ENV, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        cityseg_command("recipes", "strong", "--diff", "seed"), env=CLI_ENV, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     expected = field_differences(resolve_config("strong"), resolve_config("seed"), ("recipe",))

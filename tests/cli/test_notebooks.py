@@ -82,15 +82,19 @@ def test_parameters_cell_has_the_documented_defaults(path, expected):
 def test_cells_hold_no_definitions_and_are_stored_without_outputs(path):
     for number, cell in enumerate(code_cells(path)):
         tree = ast.parse(python_source(cell))
-        defined = [type(node).__name__ for node in ast.walk(tree)
-                   if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))]
+        defined = [
+            type(node).__name__
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
+        ]
         assert not defined, f"{path.name} code cell {number} defines {defined}; logic belongs in cityseg"
         assert not cell.get("outputs") and cell.get("execution_count") is None, f"{path.name} cell {number} has outputs"
 
 
 def test_notebooks_are_ruff_clean():
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(TRAIN), str(EVALUATE)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", str(TRAIN), str(EVALUATE)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -103,8 +107,15 @@ def execute(path: Path, out: Path, parameters: dict) -> nbformat.NotebookNode:
     """Run a notebook with papermill in this venv's python3 kernel; any cell error raises."""
     import papermill
 
-    papermill.execute_notebook(str(path), str(out), parameters=parameters, kernel_name="python3",
-                               cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)
+    papermill.execute_notebook(
+        str(path),
+        str(out),
+        parameters=parameters,
+        kernel_name="python3",
+        cwd=str(NOTEBOOKS),
+        progress_bar=False,
+        log_output=False,
+    )
     return nbformat.read(out, as_version=4)
 
 
@@ -125,18 +136,42 @@ def executed(synth_root, tmp_path_factory) -> SimpleNamespace:
     with pytest.MonkeyPatch.context() as patch:
         # Kernel specs in JUPYTER_PATH win over per-user ones, so "python3" is this venv's interpreter.
         patch.setenv("JUPYTER_PATH", str(Path(sys.prefix) / "share" / "jupyter"))
-        train = execute(TRAIN, base / "01_train.out.ipynb", {
-            "DATA_ROOT": str(synth_root), "RUNS_DIR": str(runs), "FOLDS": 2, "EPOCHS": 1, "SIZE": "128x64",
-            "WORKERS": 0, "DEVICE": "cpu", "ENCODER_WEIGHTS": "none", "OVERRIDES": {"lr": 1e-3},
-        })
-        evaluate = execute(EVALUATE, base / "02_evaluate.out.ipynb", {
-            "DATA_ROOT": str(synth_root), "RUNS_DIR": str(runs), "CHECKPOINT": str(runs / "full" / "best.pt"),
-            "DEVICE": "cpu", "PRED_DIR": str(base / "predictions"), "TEST_PRED_DIR": str(base / "test_predictions"),
-            "REPORT": str(base / "report.pdf"), "SUBMISSION": str(base / "submission.zip"),
-            # the run beside itself under a second label: same folds, so the paired comparison runs too
-            "COMPARE_RUNS": [str(runs)], "COMPARE_EVALS": [None], "COMPARE_LABELS": "this,again",
-            "IMAGES_DIR": str(synth_root / "leftImg8bit" / "val"), "IMAGES_OUT": str(base / "photos"), "IMAGES_COUNT": 3,
-        })
+        train = execute(
+            TRAIN,
+            base / "01_train.out.ipynb",
+            {
+                "DATA_ROOT": str(synth_root),
+                "RUNS_DIR": str(runs),
+                "FOLDS": 2,
+                "EPOCHS": 1,
+                "SIZE": "128x64",
+                "WORKERS": 0,
+                "DEVICE": "cpu",
+                "ENCODER_WEIGHTS": "none",
+                "OVERRIDES": {"lr": 1e-3},
+            },
+        )
+        evaluate = execute(
+            EVALUATE,
+            base / "02_evaluate.out.ipynb",
+            {
+                "DATA_ROOT": str(synth_root),
+                "RUNS_DIR": str(runs),
+                "CHECKPOINT": str(runs / "full" / "best.pt"),
+                "DEVICE": "cpu",
+                "PRED_DIR": str(base / "predictions"),
+                "TEST_PRED_DIR": str(base / "test_predictions"),
+                "REPORT": str(base / "report.pdf"),
+                "SUBMISSION": str(base / "submission.zip"),
+                # the run beside itself under a second label: same folds, so the paired comparison runs too
+                "COMPARE_RUNS": [str(runs)],
+                "COMPARE_EVALS": [None],
+                "COMPARE_LABELS": "this,again",
+                "IMAGES_DIR": str(synth_root / "leftImg8bit" / "val"),
+                "IMAGES_OUT": str(base / "photos"),
+                "IMAGES_COUNT": 3,
+            },
+        )
     return SimpleNamespace(base=base, runs=runs, train=train, evaluate=evaluate, root=synth_root)
 
 
@@ -147,8 +182,12 @@ def test_train_notebook_runs_cv_and_the_full_fit_in_this_venv(executed):
     summary = json.loads((executed.runs / "summary.json").read_text())
     assert summary["k"] == 2 and summary["complete"] and summary["full"]["finished"]
     assert (executed.runs / "full" / "best.pt").is_file()
-    live = [o for c in executed.train.cells for o in c.get("outputs", []) if o.get("output_type") == "display_data"
-            and "image/png" in o.get("data", {})]
+    live = [
+        o
+        for c in executed.train.cells
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+    ]
     assert live, "the live training curve was not drawn"
 
 

@@ -173,8 +173,20 @@ def test_sigkill_then_rerun_gives_identical_bytes(synth_root, tmp_path, moment):
         build_cache(synth_root, ("val",), None, out, workers=1, progress=False)
         (out / name / COMPLETE_FILE).unlink()
     env = {**os.environ, "CITYSEG_CACHE_CRASH_AT": moment, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "cityseg", "cache", str(synth_root), "--out", str(out),
-               "--splits", "val", "--workers", "1", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "cityseg",
+        "cache",
+        str(synth_root),
+        "--out",
+        str(out),
+        "--splits",
+        "val",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
     killed = subprocess.run(command, env=env, capture_output=True, timeout=120)
     assert killed.returncode == -9, killed.stderr.decode()
     leftover = {"mid-decode": f".tmp-{name}", "mid-swap": f".old-{name}"}[moment]
@@ -208,8 +220,19 @@ def test_refuses_foreign_folders(synth_root, tmp_path):
 
 def test_cli_exit_codes(synth_root, tmp_path, capsys):
     out = tmp_path / "c"
-    args = ["cache", str(synth_root), "--out", str(out), "--splits", "val", "--size", "64x32",
-            "--workers", "1", "--no-progress"]
+    args = [
+        "cache",
+        str(synth_root),
+        "--out",
+        str(out),
+        "--splits",
+        "val",
+        "--size",
+        "64x32",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert "built" in capsys.readouterr().out
     assert main(args) == 0

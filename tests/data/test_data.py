@@ -209,9 +209,7 @@ def test_corrupt_image_names_the_file_even_in_a_dataloader_worker(mutable_root):
     _truncate(frames[0].image)
     with pytest.raises(UserError, match=re.escape(str(frames[0].image))):
         read_image(frames[0].image)
-    loader = DataLoader(
-        CityscapesDataset(frames[:1]), batch_size=1, num_workers=1, worker_init_fn=worker_init
-    )
+    loader = DataLoader(CityscapesDataset(frames[:1]), batch_size=1, num_workers=1, worker_init_fn=worker_init)
     with pytest.raises(UserError, match=re.escape(str(frames[0].image))):
         next(iter(loader))
 

@@ -48,8 +48,9 @@ class FakeSite:
 
     def get(self, url, allow_redirects=False, stream=False, headers=None):
         if url.endswith("?list"):
-            return FakeResponse(json_data=[{"name": "gtFine_trainvaltest.zip", "packageID": "1", "size": "9.8KB",
-                                            "thirdparty": "0"}])
+            return FakeResponse(
+                json_data=[{"name": "gtFine_trainvaltest.zip", "packageID": "1", "size": "9.8KB", "thirdparty": "0"}]
+            )
         if "md5-sum" in url:
             return FakeResponse(text=hashlib.md5(PAYLOAD).hexdigest() + "  gtFine_trainvaltest.zip")
         start = int(headers["Range"].split("=")[1].rstrip("-")) if headers and "Range" in headers else 0
@@ -62,8 +63,9 @@ def test_download_reads_password_from_env_and_never_writes_it(tmp_path, monkeypa
     monkeypatch.setenv("CITYSCAPES_PASSWORD", "s3cret")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # where cityscapesscripts would store credentials
     site = FakeSite()
-    paths = download(tmp_path / "dl", ("gtFine_trainvaltest.zip",), session=site,
-                     prompt=pytest.fail, secret_prompt=pytest.fail)
+    paths = download(
+        tmp_path / "dl", ("gtFine_trainvaltest.zip",), session=site, prompt=pytest.fail, secret_prompt=pytest.fail
+    )
     assert paths[0].read_bytes() == PAYLOAD
     assert site.posts[0]["username"] == "ada"
     for path in tmp_path.rglob("*"):
@@ -75,8 +77,9 @@ def test_download_prompts_when_env_is_empty(tmp_path, monkeypatch):
     monkeypatch.delenv("CITYSCAPES_USERNAME", raising=False)
     monkeypatch.delenv("CITYSCAPES_PASSWORD", raising=False)
     site = FakeSite()
-    download(tmp_path, ("gtFine_trainvaltest.zip",), session=site,
-             prompt=lambda _: "ada", secret_prompt=lambda _: "s3cret")
+    download(
+        tmp_path, ("gtFine_trainvaltest.zip",), session=site, prompt=lambda _: "ada", secret_prompt=lambda _: "s3cret"
+    )
     assert site.posts[0] == {"username": "ada", "password": "s3cret", "submit": "Login"}
 
 

@@ -115,18 +115,30 @@ def damaged_cases(clean: dict[str, bytes], seed: int = 0):
     rng = np.random.default_rng(seed)
     for name, data in clean.items():
         yield f"{name}:clean", data
-        for cut in sorted({0, 7, 8, 16, 32, 33, 40, len(data) - 13, len(data) - 1, *rng.integers(33, len(data), 12).tolist()}):
+        for cut in sorted(
+            {0, 7, 8, 16, 32, 33, 40, len(data) - 13, len(data) - 1, *rng.integers(33, len(data), 12).tolist()}
+        ):
             yield f"{name}:truncated-at-{cut}", data[:cut]
         idats = [c for c in _chunks(data) if c[2] == b"IDAT"]
         for k in range(24):
             flipped = bytearray(data)
             for _ in range(int(rng.integers(1, 5))):
                 position, length, _ = idats[0]
-                where = int(rng.integers(position + 8, position + 8 + length)) if k % 2 else int(rng.integers(8, len(data)))
+                where = (
+                    int(rng.integers(position + 8, position + 8 + length)) if k % 2 else int(rng.integers(8, len(data)))
+                )
                 flipped[where] ^= int(rng.integers(1, 256))
             yield f"{name}:flipped-{k}", bytes(flipped)
             yield f"{name}:flipped-crc-repaired-{k}", _fix_crcs(bytes(flipped))
-        for width, height in [(2**31 - 1, 2**31 - 1), (100_000, 100_000), (0, 0), (0, 64), (1, 1), (129, 64), (4096, 2048)]:
+        for width, height in [
+            (2**31 - 1, 2**31 - 1),
+            (100_000, 100_000),
+            (0, 0),
+            (0, 64),
+            (1, 1),
+            (129, 64),
+            (4096, 2048),
+        ]:
             yield f"{name}:size-{width}x{height}", _with_header(data, width=width, height=height)
         for depth in (1, 2, 4, 8, 16, 3, 32):
             for color in (0, 2, 3, 4, 6, 5):
@@ -142,7 +154,10 @@ def damaged_cases(clean: dict[str, bytes], seed: int = 0):
         bad_text = text[:-4] + bytes(4 * [0x55])  # an ancillary chunk with a wrong CRC: PIL refuses it before IDAT
         yield f"{name}:text-chunk", data[:position] + text + data[position:]
         yield f"{name}:bad-crc-text-before-idat", data[:position] + bad_text + data[position:]
-        yield f"{name}:bad-crc-text-after-idat", data[: position + 12 + length] + bad_text + data[position + 12 + length :]
+        yield (
+            f"{name}:bad-crc-text-after-idat",
+            data[: position + 12 + length] + bad_text + data[position + 12 + length :],
+        )
         junk = rng.integers(0, 256, length, dtype=np.uint8).tobytes()
         yield f"{name}:junk-idat", _fix_crcs(data[: position + 8] + junk + data[position + 8 + length :])
     yield "random-bytes", rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
@@ -195,7 +210,9 @@ def test_damaged_pngs_decode_like_pil_or_raise_unreadable_never_crash(tmp_path, 
     names = {str(p): name for p, (name, _) in zip(paths, cases, strict=True)}
     child, records = _run_child(backend, paths)
     started = [r["start"] for r in records if "start" in r]
-    assert child.returncode == 0, f"decoder crashed (rc {child.returncode}) on {names.get(started[-1] if started else '?')}: {child.stderr[-500:]}"
+    assert child.returncode == 0, (
+        f"decoder crashed (rc {child.returncode}) on {names.get(started[-1] if started else '?')}: {child.stderr[-500:]}"
+    )
     done = [r for r in records if "path" in r]
     assert len(done) == len(cases)
     for record in done:

@@ -17,7 +17,9 @@ import pytest
 
 from cityseg.data import pngdecode
 
-_pngrows = pytest.importorskip("cityseg.data._pngrows", reason="cityseg.data._pngrows is not built (see README, Troubleshooting)")
+_pngrows = pytest.importorskip(
+    "cityseg.data._pngrows", reason="cityseg.data._pngrows is not built (see README, Troubleshooting)"
+)
 
 
 def _paeth(a: int, b: int, c: int) -> int:
@@ -71,7 +73,9 @@ def test_unfilter_matches_the_specs_reconstruction_on_any_data(pixel_bytes, kind
     rng = np.random.default_rng(len(kinds) * 10 + pixel_bytes)
     for width in (1, 2, 3, 17, 64):  # one pixel: only the first-byte rules apply
         row_bytes = width * pixel_bytes
-        rows = [bytes([kinds[y % len(kinds)]]) + rng.integers(0, 256, row_bytes, dtype=np.uint8).tobytes() for y in range(9)]
+        rows = [
+            bytes([kinds[y % len(kinds)]]) + rng.integers(0, 256, row_bytes, dtype=np.uint8).tobytes() for y in range(9)
+        ]
         filtered = b"".join(rows)
         out = bytearray(9 * row_bytes)
         _pngrows.unfilter(filtered, out, row_bytes, pixel_bytes, False)
@@ -171,5 +175,7 @@ def test_image_data_split_over_idat_chunks_is_joined_and_a_gap_sends_the_file_to
     split = pngdecode.PNG_SIGNATURE + header + idats[0] + idats[1] + chunk(b"IEND", b"")
     gap = pngdecode.PNG_SIGNATURE + header + idats[0] + chunk(b"tEXt", b"a\0b") + idats[1] + chunk(b"IEND", b"")
     assert pngdecode._plain_image_data(split) == compressed
-    np.testing.assert_array_equal(pngdecode._fast(split, pngdecode.parse_header(split)), np.repeat(np.arange(4), 8).reshape(4, 8))
+    np.testing.assert_array_equal(
+        pngdecode._fast(split, pngdecode.parse_header(split)), np.repeat(np.arange(4), 8).reshape(4, 8)
+    )
     assert pngdecode._plain_image_data(gap) is None and pngdecode._fast(gap, pngdecode.parse_header(gap)) is None

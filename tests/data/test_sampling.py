@@ -69,8 +69,9 @@ class _Frames(Dataset):
         rng = np.random.default_rng(0)
         self.images = rng.integers(0, 256, (8, 64, 128, 3), dtype=np.uint8)
         self.masks = rng.integers(0, 19, (8, 64, 128), dtype=np.uint8)
-        self.transform = build_transform(True, ("flip", "scale-crop", "photometric"), crop=(64, 32),
-                                         scale_range=(0.25, 2.0))
+        self.transform = build_transform(
+            True, ("flip", "scale-crop", "photometric"), crop=(64, 32), scale_range=(0.25, 2.0)
+        )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -83,8 +84,14 @@ def test_loader_batches_are_identical_with_zero_and_two_workers():
     def epochs(workers: int) -> list[torch.Tensor]:
         keys = EpochKeys(8, seed=5)
         extra = {"persistent_workers": True, "worker_init_fn": worker_init} if workers else {}
-        loader = DataLoader(KeyedDataset(_Frames(), seed=5), batch_size=3, sampler=keys, num_workers=workers,
-                            generator=torch.Generator().manual_seed(5), **extra)
+        loader = DataLoader(
+            KeyedDataset(_Frames(), seed=5),
+            batch_size=3,
+            sampler=keys,
+            num_workers=workers,
+            generator=torch.Generator().manual_seed(5),
+            **extra,
+        )
         batches = []
         for epoch in (1, 2):
             keys.set_epoch(epoch)

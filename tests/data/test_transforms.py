@@ -28,9 +28,7 @@ PALETTE[:NUM_CLASSES] = TRAIN_ID_COLORS
 PALETTE[PAD_LABEL] = PAD_COLOR
 
 
-def _block_pair(
-    seed: int = 0, height: int = 64, width: int = 128, block: int = 8
-) -> tuple[np.ndarray, np.ndarray]:
+def _block_pair(seed: int = 0, height: int = 64, width: int = 128, block: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """A mask of random 8x8 class blocks (some ignore) and an image whose colour encodes each pixel's class."""
     rng = np.random.default_rng(seed)
     classes = np.append(np.arange(NUM_CLASSES), IGNORE_INDEX).astype(np.uint8)
@@ -119,8 +117,9 @@ def test_crop_retries_avoid_one_class_windows():
     assert balanced_share(1.0) < 0.5  # check disabled: most windows are dominated
 
 
-@pytest.mark.parametrize("aug", [("photometric",), ("color-jitter",), ("gaussian-blur",),
-                                 ("photometric", "color-jitter", "gaussian-blur")])
+@pytest.mark.parametrize(
+    "aug", [("photometric",), ("color-jitter",), ("gaussian-blur",), ("photometric", "color-jitter", "gaussian-blur")]
+)
 def test_photometric_and_colour_ops_work_on_uint8_and_leave_the_mask_alone(aug):
     image, mask = _block_pair(seed=5)
     transform = build_transform(True, aug)
@@ -165,7 +164,9 @@ def test_transform_pickles_for_dataloader_workers():
 def test_normalize_is_imagenet_and_lays_out_as_asked():
     image, _ = _block_pair()
     chw = torch.from_numpy(image).permute(2, 0, 1)[None]  # (1, 3, H, W) channels-last view, as predict makes
-    expected = (chw.double() / 255 - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    expected = (chw.double() / 255 - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(
+        3, 1, 1
+    )
     out = normalize(chw)
     assert out.dtype == torch.float32 and out.is_contiguous()
     assert torch.allclose(out.double(), expected, atol=1e-5)

@@ -38,7 +38,10 @@ def pred(synth_raw_root, tmp_path):
 
 def test_writes_table_json_and_csv(pred, synth_raw_root, tmp_path, capsys):
     out = tmp_path / "eval" / "val.json"
-    assert main(["evaluate", str(pred), str(synth_raw_root), "--json", str(out), "--workers", "2", "--engine", "both"]) == 0
+    assert (
+        main(["evaluate", str(pred), str(synth_raw_root), "--json", str(out), "--workers", "2", "--engine", "both"])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "mIoU (19 classes)" in printed.splitlines()[-3] and "fast is" in printed
 
@@ -113,7 +116,16 @@ def test_engine_mismatch_exits_1(pred, synth_raw_root, tmp_path, monkeypatch, ca
 
 def test_runs_as_a_subprocess(pred, synth_raw_root, tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "cityseg", "evaluate", str(pred), str(synth_raw_root), "--json", str(tmp_path / "s.json")],
+        [
+            sys.executable,
+            "-m",
+            "cityseg",
+            "evaluate",
+            str(pred),
+            str(synth_raw_root),
+            "--json",
+            str(tmp_path / "s.json"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

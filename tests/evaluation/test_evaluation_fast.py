@@ -53,7 +53,9 @@ def test_instance_counts_match_the_scripts_per_instance_loop():
 def test_more_instances_than_a_byte_can_number_are_counted_each():
     # > 256 instances in one frame: the instances are numbered in 16 bits, not 8
     rng = np.random.default_rng(1)
-    ids = np.array([PERSON * 1000 + k for k in range(1, 200)] + [CAR * 1000 + k for k in range(1, 150)], dtype=np.uint16)
+    ids = np.array(
+        [PERSON * 1000 + k for k in range(1, 200)] + [CAR * 1000 + k for k in range(1, 150)], dtype=np.uint16
+    )
     instances = rng.choice(np.concatenate([ids, np.array([ROAD, 11], np.uint16)]), size=(96, 128))
     pred = rng.choice(np.array([PERSON, RIDER, CAR, CARAVAN, ROAD], dtype=np.uint8), size=(96, 128))
     got = [tuple(row) for row in _instance_counts(instances, pred, WHERE).tolist()]
@@ -94,7 +96,9 @@ def _reference_pair_counts(rows: np.ndarray, values: np.ndarray, n_rows: int) ->
     return counts
 
 
-@pytest.mark.parametrize("dtype, n_rows", [(np.uint8, 34), (np.uint8, 256), (np.uint16, 34), (np.uint16, 300), (np.uint16, 65536)])
+@pytest.mark.parametrize(
+    "dtype, n_rows", [(np.uint8, 34), (np.uint8, 256), (np.uint16, 34), (np.uint16, 300), (np.uint16, 65536)]
+)
 def test_pair_histogram_counts_every_pair_up_to_the_last_row_and_value(dtype, n_rows):
     rng = np.random.default_rng(n_rows)
     rows = rng.integers(0, n_rows, (37, 53)).astype(dtype)

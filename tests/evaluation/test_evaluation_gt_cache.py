@@ -103,7 +103,9 @@ def test_foreign_folder_is_refused_with_exit_2_and_left_alone(synth_raw_root, tm
                  "--gt-cache", str(foreign)])  # fmt: skip
     assert code == 2
     assert "not a cityseg ground-truth cache" in " ".join(capsys.readouterr().err.split())
-    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"] and (foreign / "notes.txt").read_text() == "keep me"
+    assert (
+        sorted(p.name for p in foreign.iterdir()) == ["notes.txt"] and (foreign / "notes.txt").read_text() == "keep me"
+    )
 
 
 def test_stale_entry_with_a_stranger_file_is_not_deleted(mutable_root, tmp_path):
@@ -129,6 +131,7 @@ def test_default_location_and_no_gt_cache(mutable_root, tmp_path):
     assert json.loads((default / "eval-gt" / MARKER).read_text())["format"] == "cityseg-eval-gt"
     # The shared folder carries the training cache's marker, so `cityseg cache`/train accept it later.
     from cityseg.data import cache as training_cache
+
     assert (default / training_cache.MARKER).is_file()
 
 
@@ -157,7 +160,10 @@ def _counts_both_ways(labels, instances, pred):
     where = Path("frame.png")
     segments, table = encode_segments(labels, instances, where, where)
     cached = _segment_counts(segments, table, pred, where)
-    return (_joint_counts(labels, pred, where), _instance_counts(instances, pred, where)), (cached.joint, cached.instances)
+    return (_joint_counts(labels, pred, where), _instance_counts(instances, pred, where)), (
+        cached.joint,
+        cached.instances,
+    )
 
 
 @pytest.mark.parametrize("seed, shape", [(0, (24, 40)), (1, (24, 40)), (2, (24, 40)), (3, (96, 128))])

@@ -51,11 +51,23 @@ def exported(one_epoch_cv, tmp_path_factory) -> SimpleNamespace:
     base = tmp_path_factory.mktemp("export")
     checkpoint = one_epoch_cv.runs / "full" / "best.pt"
     model = base / "model"
-    result = subprocess.run(cityseg_command("export", checkpoint, "--out", model, "--eval", one_epoch_cv.eval_json),
-                            env=CLI_ENV, capture_output=True, text=True, timeout=900)
-    return SimpleNamespace(base=base, root=one_epoch_cv.root, runs=one_epoch_cv.runs, checkpoint=checkpoint,
-                           model=model, result=result, eval_json=one_epoch_cv.eval_json,
-                           card=json.loads((model / CARD_JSON).read_text()) if (model / CARD_JSON).is_file() else None)
+    result = subprocess.run(
+        cityseg_command("export", checkpoint, "--out", model, "--eval", one_epoch_cv.eval_json),
+        env=CLI_ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    return SimpleNamespace(
+        base=base,
+        root=one_epoch_cv.root,
+        runs=one_epoch_cv.runs,
+        checkpoint=checkpoint,
+        model=model,
+        result=result,
+        eval_json=one_epoch_cv.eval_json,
+        card=json.loads((model / CARD_JSON).read_text()) if (model / CARD_JSON).is_file() else None,
+    )
 
 
 def test_export_writes_weights_graph_and_card_and_says_the_check_passed(exported):
@@ -107,8 +119,11 @@ def test_card_reads_its_numbers_from_the_run_files(exported):
     assert (cv["k"], cv["miou_mean"], cv["miou_std"]) == (2, summary["miou_mean"], summary["miou_std"])
     assert cv["protocol"]  # the summary's own, or the card's description of the older meaning
     val = card["results"]["evaluation"]
-    assert (val["split"], val["miou"], val["iiou"]) == ("val", evaluation["averageScoreClasses"],
-                                                         evaluation["averageScoreInstClasses"])
+    assert (val["split"], val["miou"], val["iiou"]) == (
+        "val",
+        evaluation["averageScoreClasses"],
+        evaluation["averageScoreInstClasses"],
+    )
     assert val["same_checkpoint"] is True and "official cityscapesscripts" in val["protocol"]
     assert card["git"] == run_config["git"] and card["config"] == run_config["config"]
     assert card["source"]["sha256"] == file_sha256(exported.checkpoint)
@@ -124,14 +139,22 @@ def test_predict_takes_the_exported_folder_and_gives_the_checkpoints_labels(expo
     def pngs(folder: Path) -> dict[str, bytes]:
         return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.png"))}
 
-    from_checkpoint = predict_split(exported.checkpoint, exported.root, "val", out_dir=tmp_path / "a", device="cpu",
-                                    progress=False).out_dir
-    from_export = predict_split(exported.model, exported.root, "val", out_dir=tmp_path / "b", device="cpu",
-                                progress=False).out_dir
+    from_checkpoint = predict_split(
+        exported.checkpoint, exported.root, "val", out_dir=tmp_path / "a", device="cpu", progress=False
+    ).out_dir
+    from_export = predict_split(
+        exported.model, exported.root, "val", out_dir=tmp_path / "b", device="cpu", progress=False
+    ).out_dir
     assert pngs(from_checkpoint) == pngs(from_export) and pngs(from_export)
     photos = exported.root / "leftImg8bit" / "val"
-    result = subprocess.run(cityseg_command("predict", exported.model, "--images", photos, "--out", tmp_path / "d",
-                                            "--device", "cpu", "--no-progress"), env=CLI_ENV, capture_output=True, text=True)
+    result = subprocess.run(
+        cityseg_command(
+            "predict", exported.model, "--images", photos, "--out", tmp_path / "d", "--device", "cpu", "--no-progress"
+        ),
+        env=CLI_ENV,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     predict_images(exported.checkpoint, [photos], tmp_path / "c", device="cpu", progress=False)
     labels = {name: data for name, data in pngs(tmp_path / "c").items() if name.endswith("_labelIds.png")}
@@ -193,8 +216,9 @@ def test_card_of_a_checkpoint_without_run_files_says_what_is_missing(tmp_path):
 
     lone = tmp_path / "somewhere" / "weights.pt"  # no config.json, no summary.json beside it
     network = build_model(encoder_weights=None)
-    save_checkpoint(lone, {"model": network.state_dict(), "epoch": 3, "config": {"size": [1024, 512]},
-                           "num_classes": 19})
+    save_checkpoint(
+        lone, {"model": network.state_dict(), "epoch": 3, "config": {"size": [1024, 512]}, "num_classes": 19}
+    )
     _, state = load_model(lone)
     parity = {"passed": True, "rule": "r", "runtime": "t", "images": []}
     files = {"weights": {"file": WEIGHTS_FILE}, "onnx": {"file": ONNX_FILE, "opset": 20}}

@@ -38,8 +38,12 @@ ROTATED_90_CW = 6  # "the camera was turned: rotate 90 degrees clockwise to disp
 def make_checkpoint(path: Path, size: tuple[int, int] | None = None) -> Path:
     """An untrained U-Net in the trainer's checkpoint format, trained (as far as its config says) at `size`."""
     torch.manual_seed(0)
-    state = {"model": build_model(encoder_weights=None).state_dict(), "epoch": 1,
-             "config": {"size": list(size) if size else None}, "num_classes": 19}
+    state = {
+        "model": build_model(encoder_weights=None).state_dict(),
+        "epoch": 1,
+        "config": {"size": list(size) if size else None},
+        "num_classes": 19,
+    }
     save_checkpoint(path, state)
     return path
 
@@ -75,8 +79,13 @@ def photos(synth_raw_root, tmp_path_factory) -> Path:
     return folder
 
 
-GOOD = {"day1/a": "day1/a.jpg", "day1/b": "day1/b.png", "day2/a": "day2/a.jpg", "day2/deeper/c": "day2/deeper/c.webp",
-        "rot": "rot.jpg"}
+GOOD = {
+    "day1/a": "day1/a.jpg",
+    "day1/b": "day1/b.png",
+    "day2/a": "day2/a.jpg",
+    "day2/deeper/c": "day2/deeper/c.webp",
+    "rot": "rot.jpg",
+}
 
 
 def expected_label_ids(checkpoint: Path, image: np.ndarray, **options) -> np.ndarray:
@@ -95,9 +104,25 @@ def outputs_of(folder: Path) -> dict[str, bytes]:
 def cli_run(checkpoint, photos, tmp_path_factory):
     """`cityseg predict CKPT --images photos --out OUT` in a real process, loader workers on (the default)."""
     out = tmp_path_factory.mktemp("cli") / "out"
-    result = subprocess.run(cityseg_command("predict", checkpoint, "--images", photos, "--out", out, "--device", "cpu",
-                                            "--workers", "2", "--no-progress"),
-                            env=CLI_ENV, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        cityseg_command(
+            "predict",
+            checkpoint,
+            "--images",
+            photos,
+            "--out",
+            out,
+            "--device",
+            "cpu",
+            "--workers",
+            "2",
+            "--no-progress",
+        ),
+        env=CLI_ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return result, out
 
 
@@ -204,8 +229,9 @@ def test_foreign_png_or_other_settings_are_refused(checkpoint, photos, tmp_path)
 def test_sigkill_mid_run_then_rerun_gives_the_outputs_of_an_uninterrupted_run(checkpoint, photos, cli_run, tmp_path):
     _, reference = cli_run
     out = tmp_path / "out"
-    command = cityseg_command("predict", checkpoint, "--images", photos, "--out", out, "--device", "cpu",
-                              "--workers", "0", "--no-progress")
+    command = cityseg_command(
+        "predict", checkpoint, "--images", photos, "--out", out, "--device", "cpu", "--workers", "0", "--no-progress"
+    )
     with running(command) as process:
         signal_when(process, lambda: len(list(out.rglob("*_overlay.png"))) >= 2)
     rerun = predict_images(checkpoint, [photos], out, device="cpu", progress=False)  # in-process: same code
@@ -247,7 +273,11 @@ def test_find_images_mirrors_folders_and_expands_globs(photos, tmp_path):
     (photos / ".hidden" / "x.jpg").write_bytes(b"")
     assert {i.key for i in find_images([photos])} == set(GOOD) | {"damaged"}
     assert {i.key for i in find_images([photos / "day1", photos / "day2"])} == {
-        "day1/a", "day1/b", "day2/a", "day2/deeper/c"}
+        "day1/a",
+        "day1/b",
+        "day2/a",
+        "day2/deeper/c",
+    }
     assert {i.key for i in find_images([photos / "day1" / "a.jpg", photos / "day2" / "a.jpg"])} == {"day1/a", "day2/a"}
     assert {i.key for i in find_images([str(photos / "**" / "a.jpg")])} == {"day1/a", "day2/a"}
     assert [i.key for i in find_images([photos / "day1", photos / "day1" / "b.png"])] == ["a", "b"]  # once each
@@ -278,8 +308,11 @@ def test_sixteen_bit_photo_is_refused_by_name(tmp_path):
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [([], "--images needs --out"), (["--out", "o", "ROOT"], "ROOT cannot be combined"),
-     (["--out", "o", "--split", "val"], "--split cannot be combined")],
+    [
+        ([], "--images needs --out"),
+        (["--out", "o", "ROOT"], "ROOT cannot be combined"),
+        (["--out", "o", "--split", "val"], "--split cannot be combined"),
+    ],
 )
 def test_cli_refuses_options_that_do_not_go_with_images(checkpoint, photos, capsys, extra, message):
     root = [str(photos)] if "ROOT" in extra else []

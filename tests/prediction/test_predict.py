@@ -217,9 +217,7 @@ def test_color_images_and_overlays(checkpoints, synth_raw_root, reference, tmp_p
 
 
 @pytest.mark.parametrize("color_rel", ["pred/color", "pred", "."])
-def test_color_folder_nested_with_predictions_is_refused(
-    checkpoints, synth_raw_root, tmp_path, color_rel
-) -> None:
+def test_color_folder_nested_with_predictions_is_refused(checkpoints, synth_raw_root, tmp_path, color_rel) -> None:
     out = tmp_path / "pred"
     with pytest.raises(UserError, match="inside one another"):
         predict(checkpoints["a"], synth_raw_root, out, color_out=tmp_path / color_rel)
@@ -342,13 +340,9 @@ def test_cli_rejects_bad_window_options(checkpoints, synth_raw_root, tmp_path) -
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_resumes_to_identical_outputs(
-    checkpoints, synth_raw_root, tmp_path
-) -> None:
+def test_sigkill_at_random_moments_resumes_to_identical_outputs(checkpoints, synth_raw_root, tmp_path) -> None:
     frame_ids = [f.id for f in list_frames(synth_raw_root, "train", label_source=None)]
-    assert (
-        len(frame_ids) > 2 * MANIFEST_EVERY + 2
-    )  # kills below land before, between and after manifest updates
+    assert len(frame_ids) > 2 * MANIFEST_EVERY + 2  # kills below land before, between and after manifest updates
     expected = tmp_path / "uninterrupted"
     predict(checkpoints["a"], synth_raw_root, expected, split="train")
     command = [
@@ -368,9 +362,7 @@ def test_sigkill_at_random_moments_resumes_to_identical_outputs(
     ]
     for k in (2, MANIFEST_EVERY + 2):
         out = tmp_path / f"killed_after_{k}"
-        process = subprocess.Popen(
-            [*command, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        process = subprocess.Popen([*command, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 120
         while process.poll() is None and time.monotonic() < deadline:
             if out.is_dir() and len(list(out.glob("*.png"))) >= k:

@@ -133,5 +133,8 @@ def test_cli(synth_raw_root, test_pred, tmp_path, capsys):
     assert len(zipfile.ZipFile(out).namelist()) == len(written) and str(out) in capsys.readouterr().out
     assert main(["submit", str(pred), "--out", str(out), "--root", str(synth_raw_root)]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert main(["submit", str(pred), "--out", str(out), "--expect", str(len(written)), "--size", "128x64", "--overwrite"]) == 0
+    assert (
+        main(["submit", str(pred), "--out", str(out), "--expect", str(len(written)), "--size", "128x64", "--overwrite"])
+        == 0
+    )
     assert main(["submit", str(pred), "--out", str(tmp_path / "x.tar")]) == 2

@@ -32,8 +32,9 @@ def two_runs(one_epoch_cv, tmp_path_factory) -> SimpleNamespace:
 
     torch.set_num_threads(1)
     base = tmp_path_factory.mktemp("compare")
-    config = training_config("seed", epochs=1, size="128x64", workers=0, device="cpu", encoder_weights="none",
-                             overrides={"lr": 3e-3})
+    config = training_config(
+        "seed", epochs=1, size="128x64", workers=0, device="cpu", encoder_weights="none", overrides={"lr": 3e-3}
+    )
     run_cv(one_epoch_cv.root, base / "runs_b", config, k=2, split="city", progress=False)
     return SimpleNamespace(base=base, a=one_epoch_cv.runs, b=base / "runs_b", eval_a=one_epoch_cv.eval_json)
 
@@ -53,8 +54,9 @@ def summary(runs: Path) -> dict:
 
 def test_compare_writes_both_labels_the_runs_table_and_the_per_class_table(two_runs, tmp_path):
     out = tmp_path / "compare.pdf"
-    done = compare(two_runs.a, two_runs.b, "--labels", "seed,strong", "--eval", two_runs.eval_a, "--eval", "none",
-                   "--out", out)
+    done = compare(
+        two_runs.a, two_runs.b, "--labels", "seed,strong", "--eval", two_runs.eval_a, "--eval", "none", "--out", out
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert str(out) in done.stdout
     texts = page_texts(out)
@@ -72,8 +74,12 @@ def test_compare_writes_both_labels_the_runs_table_and_the_per_class_table(two_r
     # Paired per fold: both runs trained the same two folds.
     for fold_a, fold_b in zip(a["folds"], b["folds"], strict=True):
         difference = 100 * (fold_b["val_miou"] - fold_a["val_miou"])
-        assert re.search(rf"^{fold_a['fold']} {re.escape(percent(fold_a['val_miou']))} "
-                         rf"{re.escape(percent(fold_b['val_miou']))} {re.escape(f'{difference:+.2f}')}$", first, re.M)
+        assert re.search(
+            rf"^{fold_a['fold']} {re.escape(percent(fold_a['val_miou']))} "
+            rf"{re.escape(percent(fold_b['val_miou']))} {re.escape(f'{difference:+.2f}')}$",
+            first,
+            re.M,
+        )
     assert "fold-to-fold noise" in " ".join(first.split())
 
     classes = next(text for text in texts if "IoU per class" in text and "Δ strong CV" in text)

@@ -50,10 +50,22 @@ def tiny_run(one_epoch_cv, tmp_path_factory) -> SimpleNamespace:
     """CV (2 folds, 1 epoch) + full fit + val predictions + official evaluation (`one_epoch_cv`) + the report."""
     torch.set_num_threads(1)
     base = tmp_path_factory.mktemp("report_run")
-    pdf = build_report(one_epoch_cv.runs, one_epoch_cv.eval_json, base / "report.pdf", pred_dir=one_epoch_cv.pred,
-                       root=one_epoch_cv.root)
-    return SimpleNamespace(base=base, root=one_epoch_cv.root, runs=one_epoch_cv.runs, eval_json=one_epoch_cv.eval_json,
-                           pred=one_epoch_cv.pred, pdf=pdf, evaluation=json.loads(one_epoch_cv.eval_json.read_text()))
+    pdf = build_report(
+        one_epoch_cv.runs,
+        one_epoch_cv.eval_json,
+        base / "report.pdf",
+        pred_dir=one_epoch_cv.pred,
+        root=one_epoch_cv.root,
+    )
+    return SimpleNamespace(
+        base=base,
+        root=one_epoch_cv.root,
+        runs=one_epoch_cv.runs,
+        eval_json=one_epoch_cv.eval_json,
+        pred=one_epoch_cv.pred,
+        pdf=pdf,
+        evaluation=json.loads(one_epoch_cv.eval_json.read_text()),
+    )
 
 
 def page_texts(pdf: Path) -> list[str]:
@@ -71,8 +83,14 @@ def copy_runs(tiny_run, tmp_path: Path) -> Path:
 # ----------------------------------------------------------------------------------------------------------
 
 
-PAGE_TITLES = ("U-Net / ResNet-34 semantic segmentation: results", "What was trained", "Cross-validation",
-               "Per-class results", "Confusion matrix on val", "Best and worst val frames")
+PAGE_TITLES = (
+    "U-Net / ResNet-34 semantic segmentation: results",
+    "What was trained",
+    "Cross-validation",
+    "Per-class results",
+    "Confusion matrix on val",
+    "Best and worst val frames",
+)
 
 
 def test_report_has_every_page_and_each_says_synthetic(tiny_run):
@@ -121,34 +139,51 @@ def test_report_reads_the_selection_free_summary_and_shows_the_selected_numbers_
     # summary.json as `cityseg cv` writes it with the selection-free protocol: the headline at the full fit's
     # epoch count, the best-epoch numbers under "selected" (here shifted so the two can be told apart).
     shifted = [None if v is None else v + 0.01 for v in summary["class_iou_mean"]]
-    summary.update(protocol="every fold scored at epoch 1, the epoch count of the full fit",
-                   selected={"miou_mean": summary["miou_mean"] + 0.01, "miou_std": summary["miou_std"],
-                             "class_iou_mean": shifted, "class_iou_std": summary["class_iou_std"],
-                             "note": "each fold at the epoch with its lowest val loss"})
+    summary.update(
+        protocol="every fold scored at epoch 1, the epoch count of the full fit",
+        selected={
+            "miou_mean": summary["miou_mean"] + 0.01,
+            "miou_std": summary["miou_std"],
+            "class_iou_mean": shifted,
+            "class_iou_std": summary["class_iou_std"],
+            "note": "each fold at the epoch with its lowest val loss",
+        },
+    )
     for fold in summary["folds"]:
         fold.update(epoch=1, best_val_miou=fold["val_miou"] + 0.01, best_val_loss=fold["val_loss"])
     (runs / "summary.json").write_text(json.dumps(summary))
     texts = page_texts(build_report(runs, tiny_run.eval_json, tmp_path / "report.pdf"))
     headline = mean_std_text(summary["miou_mean"], summary["miou_std"])
     selected = mean_std_text(summary["selected"]["miou_mean"], summary["miou_std"])
-    assert re.search(rf"^cross-validation mIoU, 2 folds \(mean ± std\) {re.escape(headline)} {re.escape(selected)} –$",
-                     texts[0], re.M)
+    assert re.search(
+        rf"^cross-validation mIoU, 2 folds \(mean ± std\) {re.escape(headline)} {re.escape(selected)} –$",
+        texts[0],
+        re.M,
+    )
     flat = " ".join(texts[0].split())
     assert "every fold scored at epoch 1, the epoch count of the full fit." in flat
     assert "each fold at the epoch with its lowest val loss" in flat and "best epoch by loss" not in flat
     for fold in summary["folds"]:  # epoch, val loss, mIoU, best epoch, best mIoU (the cities may wrap above)
-        assert re.search(rf"(^| )1 {fold['val_loss']:.4f} {re.escape(percent(fold['val_miou']))} 1 "
-                         rf"{re.escape(percent(fold['best_val_miou']))}$", texts[2], re.M)
-    road = [mean_std_text(summary["class_iou_mean"][0], summary["class_iou_std"][0]),
-            mean_std_text(shifted[0], summary["class_iou_std"][0])]
+        assert re.search(
+            rf"(^| )1 {fold['val_loss']:.4f} {re.escape(percent(fold['val_miou']))} 1 "
+            rf"{re.escape(percent(fold['best_val_miou']))}$",
+            texts[2],
+            re.M,
+        )
+    road = [
+        mean_std_text(summary["class_iou_mean"][0], summary["class_iou_std"][0]),
+        mean_std_text(shifted[0], summary["class_iou_std"][0]),
+    ]
     assert re.search(rf"^road {re.escape(' '.join(road))} ", texts[3], re.M)
 
 
 def test_two_renders_of_one_run_are_byte_identical_and_undated(tiny_run, tmp_path):
-    first = build_report(tiny_run.runs, tiny_run.eval_json, tmp_path / "a" / "report.pdf", pred_dir=tiny_run.pred,
-                         root=tiny_run.root)
-    second = build_report(tiny_run.runs, tiny_run.eval_json, tmp_path / "b.pdf", pred_dir=tiny_run.pred,
-                          root=tiny_run.root)
+    first = build_report(
+        tiny_run.runs, tiny_run.eval_json, tmp_path / "a" / "report.pdf", pred_dir=tiny_run.pred, root=tiny_run.root
+    )
+    second = build_report(
+        tiny_run.runs, tiny_run.eval_json, tmp_path / "b.pdf", pred_dir=tiny_run.pred, root=tiny_run.root
+    )
     assert first.read_bytes() == second.read_bytes() == tiny_run.pdf.read_bytes()
     assert b"/CreationDate" not in first.read_bytes() and b"/ModDate" not in first.read_bytes()
 
@@ -156,8 +191,14 @@ def test_two_renders_of_one_run_are_byte_identical_and_undated(tiny_run, tmp_pat
 def test_demo_report_prints_nothing_that_depends_on_machine_time_or_commit(tiny_run):
     text = "\n".join(page_texts(tiny_run.pdf))
     info = json.loads((tiny_run.runs / "fold_0" / "config.json").read_text())
-    for varying in (socket.gethostname(), info["started"][:10], str(tiny_run.runs), str(tiny_run.root), "img/s",
-                    info["versions"]["torch"]):
+    for varying in (
+        socket.gethostname(),
+        info["started"][:10],
+        str(tiny_run.runs),
+        str(tiny_run.root),
+        "img/s",
+        info["versions"]["torch"],
+    ):
         assert varying not in text, varying
     if info["git"]["sha"]:
         assert info["git"]["sha"][:12] not in text
@@ -265,8 +306,11 @@ def test_make_demo_replaces_a_demo_report_but_refuses_a_real_one(tiny_run, tmp_p
     [
         (lambda runs, ev: (runs / "summary.json").unlink(), "summary.json", "cityseg cv"),
         (lambda runs, ev: (runs / "folds.json").write_text("{not json"), "folds.json", "cityseg cv"),
-        (lambda runs, ev: (runs / "fold_1" / "log.jsonl").write_text('{"epoch": 1}\n{oops\n{"epoch": 2}\n'),
-         "log.jsonl", "cityseg cv"),
+        (
+            lambda runs, ev: (runs / "fold_1" / "log.jsonl").write_text('{"epoch": 1}\n{oops\n{"epoch": 2}\n'),
+            "log.jsonl",
+            "cityseg cv",
+        ),
         (lambda runs, ev: (runs / "full" / "config.json").unlink(), "config.json", "cityseg cv"),
         (lambda runs, ev: ev.unlink(), "val.json", "cityseg evaluate"),
         (lambda runs, ev: ev.write_text('{"confMatrix": []}'), "val.json", "cityseg evaluate"),
@@ -285,8 +329,20 @@ def test_missing_or_corrupt_run_files_name_the_file_and_the_command(tiny_run, tm
 
 def test_cli_report_writes_pdf_and_maps_bad_input_to_exit_2(tiny_run, tmp_path, capsys):
     out = tmp_path / "cli.pdf"
-    code = main(["report", str(tiny_run.runs), "--eval", str(tiny_run.eval_json), "--out", str(out),
-                 "--predictions", str(tiny_run.pred), "--root", str(tiny_run.root)])
+    code = main(
+        [
+            "report",
+            str(tiny_run.runs),
+            "--eval",
+            str(tiny_run.eval_json),
+            "--out",
+            str(out),
+            "--predictions",
+            str(tiny_run.pred),
+            "--root",
+            str(tiny_run.root),
+        ]
+    )
     assert code == 0 and len(PdfReader(out).pages) == len(PAGE_TITLES)
     assert str(out) in capsys.readouterr().out
     assert main(["report", str(tmp_path / "nowhere"), "--eval", str(tiny_run.eval_json), "--out", str(out)]) == 2
@@ -332,10 +388,16 @@ def test_spread_picks_evenly_and_keeps_short_lists():
 
 
 def test_training_config_turns_notebook_parameters_into_a_config():
-    config = training_config("seed", epochs=3, size="256x128", workers=0, encoder_weights="none",
-                             overrides={"lr": 1e-3})
-    assert (config.epochs, config.size, config.workers, config.encoder_weights, config.lr) == (3, (256, 128), 0,
-                                                                                             None, 1e-3)
+    config = training_config(
+        "seed", epochs=3, size="256x128", workers=0, encoder_weights="none", overrides={"lr": 1e-3}
+    )
+    assert (config.epochs, config.size, config.workers, config.encoder_weights, config.lr) == (
+        3,
+        (256, 128),
+        0,
+        None,
+        1e-3,
+    )
     assert training_config("seed", workers=0).epochs == 10  # None keeps the recipe's value
     assert parse_size(None) is None and parse_size([64, 32]) == (64, 32)
     with pytest.raises(UserError, match="WIDTHxHEIGHT"):
@@ -346,8 +408,13 @@ def test_require_dataset_explains_download_prepare_and_demo(tmp_path):
     with pytest.raises(UserError) as caught:
         require_dataset(tmp_path / "cityscapes")
     message = str(caught.value)
-    for hint in ("cityseg download", "gtFine_trainvaltest.zip", "leftImg8bit_trainvaltest.zip", "cityseg prepare",
-                 "make demo"):
+    for hint in (
+        "cityseg download",
+        "gtFine_trainvaltest.zip",
+        "leftImg8bit_trainvaltest.zip",
+        "cityseg prepare",
+        "make demo",
+    ):
         assert hint in message
 
 
@@ -356,8 +423,9 @@ def test_dataset_counts_and_folds_table_match_the_data(tiny_run):
 
     table = dataset_counts(tiny_run.root)
     totals = {row[0]: int(row[2]) for row in table.rows if row[1].startswith("total")}
-    assert totals == {split: len(list_frames(tiny_run.root, split, label_source=None))
-                      for split in ("train", "val", "test")}
+    assert totals == {
+        split: len(list_frames(tiny_run.root, split, label_source=None)) for split in ("train", "val", "test")
+    }
     folds = json.loads((tiny_run.runs / "folds.json").read_text())
     rows = folds_table(folds).rows
     assert [int(r[2]) for r in rows] == [len(f["val"]) for f in folds["folds"]]

@@ -22,8 +22,15 @@ from cityseg.training.model import build_model
 def _checkpoint(path: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, {"model": build_model(encoder_weights=None).state_dict(), "epoch": 3,
-                           "config": {"size": None}, "num_classes": 19})
+    save_checkpoint(
+        path,
+        {
+            "model": build_model(encoder_weights=None).state_dict(),
+            "epoch": 3,
+            "config": {"size": None},
+            "num_classes": 19,
+        },
+    )
     return path
 
 
@@ -33,9 +40,13 @@ def test_report_refuses_an_evaluation_of_the_train_split(synth_raw_root, tmp_pat
     train_json = tmp_path / "train_split.json"
     evaluate(pred, synth_raw_root, "train", engine="fast", json_out=train_json, workers=1, gt_cache=False)
 
-    done = subprocess.run(cityseg_command("report", tmp_path / "runs", "--eval", train_json, "--out",
-                                          tmp_path / "report.pdf"), env=CLI_ENV, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        cityseg_command("report", tmp_path / "runs", "--eval", train_json, "--out", tmp_path / "report.pdf"),
+        env=CLI_ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     message = " ".join(done.stderr.split())
     assert str(train_json) in message and "'train' split" in message and "--split val" in message
@@ -48,8 +59,10 @@ def test_predictions_of_another_checkpoint_than_the_final_model_are_flagged(synt
     fold = _checkpoint(runs / "fold_0" / "best.pt", seed=1)
     for checkpoint, out in ((fold, tmp_path / "fold_pred"), (final, tmp_path / "final_pred")):
         predict_split(checkpoint, synth_raw_root, "val", out_dir=out, device="cpu", progress=False)
-    scored = {name: evaluate(tmp_path / name, synth_raw_root, "val", engine="fast", workers=1, gt_cache=False)
-              for name in ("fold_pred", "final_pred")}
+    scored = {
+        name: evaluate(tmp_path / name, synth_raw_root, "val", engine="fast", workers=1, gt_cache=False)
+        for name in ("fold_pred", "final_pred")
+    }
 
     warning = predictions_checkpoint_warning(runs, scored["fold_pred"])
     assert warning is not None and str(fold.resolve()) in warning and str(final) in warning

@@ -87,9 +87,7 @@ def test_marker_records_parameters(synth_raw_root):
     assert record["complete"] is True
     params = record["parameters"]
     assert params["size"] == list(TINY_SIZE)
-    assert (params["train_cities"], params["val_cities"], params["test_cities"]) == tuple(
-        FIXTURE_CITIES.values()
-    )
+    assert (params["train_cities"], params["val_cities"], params["test_cities"]) == tuple(FIXTURE_CITIES.values())
     assert params["per_city"] == PER_CITY and params["seed"] == 0
     assert record["images"] == {s: n * PER_CITY for s, n in FIXTURE_CITIES.items()}
 
@@ -240,18 +238,14 @@ def test_same_seed_same_bytes_whatever_the_workers_or_shape(synth_raw_root, tmp_
 
 def test_other_seed_other_frames(synth_raw_root, tmp_path):
     root = tmp_path / "seed1"
-    write_dataset(
-        root, size=TINY_SIZE, train_cities=1, val_cities=0, test_cities=0, per_city=1, seed=1, progress=False
-    )
+    write_dataset(root, size=TINY_SIZE, train_cities=1, val_cities=0, test_cities=0, per_city=1, seed=1, progress=False)
     for name, data in _frame_files(root, "aachen_000000_000019_*").items():
         assert (synth_raw_root / name).read_bytes() != data, name
 
 
 def test_full_cityscapes_size(tmp_path):
     root = tmp_path / "big"
-    write_dataset(
-        root, size=(2048, 1024), train_cities=1, val_cities=0, test_cities=0, per_city=1, progress=False
-    )
+    write_dataset(root, size=(2048, 1024), train_cities=1, val_cities=0, test_cities=0, per_city=1, progress=False)
     (image,) = _images(root)
     assert Image.open(image).size == (2048, 1024)
     for kind in ("labelIds.png", "instanceIds.png", "color.png"):
@@ -286,9 +280,7 @@ def test_bad_parameters_raise_user_error(tmp_path, kwargs, match):
 
 def _snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
     return {
-        p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
-        for p in root.rglob("*")
-        if p.is_file()
+        p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()
     }
 
 

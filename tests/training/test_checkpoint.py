@@ -186,8 +186,16 @@ def _booby_trap(path: Path, marker: Path, how: str) -> None:
         torch.save(_Payload(marker), path)
     elif how == "inside-a-real-looking-checkpoint":
         model = {"w": torch.zeros(4)}
-        torch.save({"format": "cityseg-checkpoint", "arch": "unet-resnet34", "model": model,
-                    "num_classes": 19, "extra": _Payload(marker)}, path)
+        torch.save(
+            {
+                "format": "cityseg-checkpoint",
+                "arch": "unet-resnet34",
+                "model": model,
+                "num_classes": 19,
+                "extra": _Payload(marker),
+            },
+            path,
+        )
     else:  # a plain pickle, the pre-zip torch format
         with open(path, "wb") as handle:
             pickle.dump({"model": _Payload(marker)}, handle, protocol=2)

@@ -58,14 +58,17 @@ def eager_run(tiny_config, synth_root, fold0, tmp_path_factory):
 
 def numbers(run_dir):
     """What a run computed: its log's losses and scores, and its final weights."""
-    rows = [{k: row[k] for k in ("epoch", "lr", "train_loss", "val_loss", "val_miou", "class_iou")}
-            for row in load_log(run_dir)]
+    rows = [
+        {k: row[k] for k in ("epoch", "lr", "train_loss", "val_loss", "val_miou", "class_iou")}
+        for row in load_log(run_dir)
+    ]
     return rows, load_checkpoint(run_dir / "last.pt")["model"]
 
 
 @pytest.mark.parametrize("compiled", [FailsInForward, FailsInBackward], ids=["forward", "backward"])
-def test_a_failed_compile_trains_on_eagerly_with_one_warning(tiny_config, compiled, synth_root, fold0, eager_run, tmp_path,
-                                                              monkeypatch, capsys):
+def test_a_failed_compile_trains_on_eagerly_with_one_warning(
+    tiny_config, compiled, synth_root, fold0, eager_run, tmp_path, monkeypatch, capsys
+):
     calls = []
 
     def fake_compile(model, *args, **kwargs):

@@ -25,8 +25,22 @@ from cityseg.report import load_runs
 pytestmark = pytest.mark.slow  # concurrent cv and predict processes on one folder
 
 # Batch 4: the fewest steps that still train every run (2 per fold, 5 in the full fit); the locks are the point here.
-OPTIONS = ("--folds", "2", "--epochs", "1", "--size", "64x32", "--batch-size", "4", "--workers", "0",
-           "--encoder-weights", "none", "--device", "cpu")
+OPTIONS = (
+    "--folds",
+    "2",
+    "--epochs",
+    "1",
+    "--size",
+    "64x32",
+    "--batch-size",
+    "4",
+    "--workers",
+    "0",
+    "--encoder-weights",
+    "none",
+    "--device",
+    "cpu",
+)
 
 
 def cv(root: Path, runs: Path, *extra: str) -> list[str]:
@@ -125,8 +139,15 @@ def test_a_second_predict_into_one_folder_is_refused(synth_raw_root, tmp_path, c
 
     checkpoint = tmp_path / "best.pt"
     torch.manual_seed(0)
-    save_checkpoint(checkpoint, {"model": build_model(encoder_weights=None).state_dict(), "epoch": 1,
-                                 "config": {"size": None}, "num_classes": 19})
+    save_checkpoint(
+        checkpoint,
+        {
+            "model": build_model(encoder_weights=None).state_dict(),
+            "epoch": 1,
+            "config": {"size": None},
+            "num_classes": 19,
+        },
+    )
     out = tmp_path / "predictions"
     command = ["predict", str(checkpoint), str(synth_raw_root), "--out", str(out), "--device", "cpu"]
     with running(cityseg_command(*command), stderr=tmp_path / "first.err") as first:
@@ -148,9 +169,24 @@ def test_under_torchrun_a_refused_run_folder_stops_every_rank(synth_root, tmp_pa
 
     write_folds(tmp_path / "folds.json", make_folds(list_frames(synth_root, "train"), k=2, seed=0))
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cityseg",
-               "train", str(synth_root), "--out", str(run_dir), "--fold", "0", "--folds-file",
-               str(tmp_path / "folds.json"), *OPTIONS[2:]]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "cityseg",
+        "train",
+        str(synth_root),
+        "--out",
+        str(run_dir),
+        "--fold",
+        "0",
+        "--folds-file",
+        str(tmp_path / "folds.json"),
+        *OPTIONS[2:],
+    ]
     with hold_lock(run_dir / ".lock-run", "the test's hold", "-"):  # another trainer of this folder
         done = subprocess.run(command, env=CLI_ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0, done.stderr[-3000:]

@@ -71,8 +71,15 @@ def test_json_round_trip():
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("batch_size", "4"), ("lr", "fast"), ("amp", 1), ("epochs", 2.5), ("crop", [512, 512, 3]), ("aug", "flip"),
-     ("size", [1024, "512"])],
+    [
+        ("batch_size", "4"),
+        ("lr", "fast"),
+        ("amp", 1),
+        ("epochs", 2.5),
+        ("crop", [512, 512, 3]),
+        ("aug", "flip"),
+        ("size", [1024, "512"]),
+    ],
 )
 def test_from_dict_wrong_type_names_the_key(key, value):
     data = resolve_config("seed").to_dict() | {key: value}
@@ -119,8 +126,9 @@ def test_range_errors_name_the_flag(overrides, flag):
 
 def test_recipe_differences_name_what_the_run_changed_but_not_the_machine():
     # compile and gpu_aug are resolved per machine when left at auto (cityseg.training.runtime): machine fields too
-    config = resolve_config("strong", lr=1e-3, amp=False, workers=0, device="cpu", cache="/tmp/c", compile=True,
-                            gpu_aug=False)
+    config = resolve_config(
+        "strong", lr=1e-3, amp=False, workers=0, device="cpu", cache="/tmp/c", compile=True, gpu_aug=False
+    )
     assert recipe_differences(config) == [("lr", 4e-4, 1e-3), ("amp", True, False)]
     assert recipe_differences(resolve_config("seed", workers=3)) == []
 

@@ -25,8 +25,15 @@ def test_cv_only_folds_then_resume_then_summary(tiny_config, synth_root, tmp_pat
     runs = tmp_path / "runs"
     config = tiny_config(lr=1e-3, batch_size=5)
     seen = []
-    first = run_cv(synth_root, runs, config, k=2, only_folds=[0], progress=False,
-                   on_epoch=lambda name, row: seen.append((name, row["epoch"])))
+    first = run_cv(
+        synth_root,
+        runs,
+        config,
+        k=2,
+        only_folds=[0],
+        progress=False,
+        on_epoch=lambda name, row: seen.append((name, row["epoch"])),
+    )
     assert seen == [("fold_0", 1), ("fold_0", 2)]
     assert not first["complete"] and first["chosen_epochs"] is None and not (runs / "full").exists()
     assert first["miou_mean"] is None and first["protocol"].startswith("Null until all 2 folds are finished (1 are)")
@@ -39,8 +46,15 @@ def test_cv_only_folds_then_resume_then_summary(tiny_config, synth_root, tmp_pat
 
     fold0_best = (runs / "fold_0" / "best.pt").stat().st_mtime_ns
     seen.clear()
-    summary = run_cv(synth_root, runs, config, k=2, resume=True, progress=False,
-                     on_epoch=lambda name, row: seen.append((name, row["epoch"])))
+    summary = run_cv(
+        synth_root,
+        runs,
+        config,
+        k=2,
+        resume=True,
+        progress=False,
+        on_epoch=lambda name, row: seen.append((name, row["epoch"])),
+    )
     assert (runs / "fold_0" / "best.pt").stat().st_mtime_ns == fold0_best  # finished fold skipped
     best_epochs = [min(load_log(runs / f"fold_{k}"), key=lambda r: r["val_loss"])["epoch"] for k in (0, 1)]
     chosen = int(statistics.median(best_epochs) + 0.5)
@@ -114,8 +128,10 @@ def write_fold(runs, fold, config, mious, losses, finished=True):
     run = runs / f"fold_{fold}"
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"config": config.to_dict()}))
-    rows = [{"epoch": e, "val_loss": loss, "val_miou": miou, "class_iou": [miou / 2] + [None] * 17 + [miou]}
-            for e, (miou, loss) in enumerate(zip(mious, losses, strict=True), start=1)]
+    rows = [
+        {"epoch": e, "val_loss": loss, "val_miou": miou, "class_iou": [miou / 2] + [None] * 17 + [miou]}
+        for e, (miou, loss) in enumerate(zip(mious, losses, strict=True), start=1)
+    ]
     (run / "log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     if finished:
         (run / "best.pt").write_bytes(b"")
@@ -193,5 +209,6 @@ def test_full_fit_runs_the_folds_schedule_stopped_at_the_chosen_epoch(schedule):
     for epoch in range(1, 6):
         assert full_lrs[epoch * 10] == pytest.approx(fold_lrs[epoch * 8], rel=1e-12)
     assert full_lrs[-1] > fold_lrs[-1] * 10  # stopped mid-schedule, far above the cosine's end
-    assert with_epochs(fold, 10).schedule_length == 10 and scheduled_lrs(with_epochs(fold, 10), 7, 70) == \
-        scheduled_lrs(fold, 7, 70)
+    assert with_epochs(fold, 10).schedule_length == 10 and scheduled_lrs(with_epochs(fold, 10), 7, 70) == scheduled_lrs(
+        fold, 7, 70
+    )

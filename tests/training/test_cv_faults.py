@@ -27,8 +27,24 @@ pytestmark = pytest.mark.slow  # a reference cv plus killed and resumed ones in 
 # 2 folds x 2 epochs of 2 steps, then a full fit of 1-2 epochs of 5 steps: every stage of cv, each moment below
 # (mid-run, between folds, in the full fit) present; batch 4 halves the steps, whose count no check here needs.
 BATCH_SIZE = 4
-CV_OPTIONS = ("--folds", "2", "--epochs", "2", "--size", "64x32", "--batch-size", str(BATCH_SIZE), "--workers", "0",
-              "--encoder-weights", "none", "--device", "cpu", "--lr", "1e-3")
+CV_OPTIONS = (
+    "--folds",
+    "2",
+    "--epochs",
+    "2",
+    "--size",
+    "64x32",
+    "--batch-size",
+    str(BATCH_SIZE),
+    "--workers",
+    "0",
+    "--encoder-weights",
+    "none",
+    "--device",
+    "cpu",
+    "--lr",
+    "1e-3",
+)
 RUNS = ("fold_0", "fold_1", "full")
 DETERMINISTIC_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_miou", "class_iou")  # not seconds, images_per_s
 
@@ -147,8 +163,7 @@ def test_sigkill_then_resume_gives_every_run_one_complete_stream(killed_three_ti
         assert_matches_log(killed_three_times / name, info["config"]["epochs"], steps)
 
 
-def test_ctrl_c_exits_130_keeps_the_last_epoch_then_resume_equals_an_uninterrupted_run(synth_root, reference,
-                                                                                        tmp_path):
+def test_ctrl_c_exits_130_keeps_the_last_epoch_then_resume_equals_an_uninterrupted_run(synth_root, reference, tmp_path):
     runs, stderr = tmp_path / "runs", tmp_path / "stderr.txt"
     fold_1 = runs / "fold_1"
     with running(cv_command(synth_root, runs), stderr=stderr) as process:

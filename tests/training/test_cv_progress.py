@@ -15,8 +15,7 @@ from cityseg.training.runfolder import append_log_row
 
 
 def row(epoch, seconds, images_per_s, validated=True):
-    return {"epoch": epoch, "seconds": seconds, "images_per_s": images_per_s,
-            "val_loss": 1.0 if validated else None}
+    return {"epoch": epoch, "seconds": seconds, "images_per_s": images_per_s, "val_loss": 1.0 if validated else None}
 
 
 def test_counts_what_the_run_folders_hold_and_estimates_from_later_epochs(tmp_path):
@@ -56,8 +55,9 @@ def bar_counts(err: str) -> list[tuple[int, int]]:
 
 def test_the_notebooks_two_calls_each_get_one_bar_and_one_projection(synth_root, tmp_path, capsys):
     torch.set_num_threads(1)
-    config = resolve_config("seed", size=(64, 32), encoder_weights=None, workers=0, device="cpu", epochs=1,
-                            lr=1e-3, batch_size=5)
+    config = resolve_config(
+        "seed", size=(64, 32), encoder_weights=None, workers=0, device="cpu", epochs=1, lr=1e-3, batch_size=5
+    )
     runs = tmp_path / "runs"
     run_cv(synth_root, runs, config, k=2, resume=True, full=False)  # the notebook's cross-validation cell
     first = capsys.readouterr()

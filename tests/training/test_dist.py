@@ -38,13 +38,39 @@ def torchrun_train(synth_root, tmp_path, processes: int) -> subprocess.Completed
     folds = make_folds(list_frames(synth_root, "train"), k=5, seed=0)
     write_folds(tmp_path / "folds.json", folds)
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-        "-m", "cityseg", "train", str(synth_root), "--out", str(tmp_path / "run"), "--fold", "0",
-        "--folds-file", str(tmp_path / "folds.json"), "--epochs", "1", "--size", "64x32", "--encoder-weights", "none",
-        "--workers", "0", "--device", "cpu", "--batch-size", "4", "--lr", "1e-3",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        "-m",
+        "cityseg",
+        "train",
+        str(synth_root),
+        "--out",
+        str(tmp_path / "run"),
+        "--fold",
+        "0",
+        "--folds-file",
+        str(tmp_path / "folds.json"),
+        "--epochs",
+        "1",
+        "--size",
+        "64x32",
+        "--encoder-weights",
+        "none",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e-3",
     ]
-    done = subprocess.run(command, env=os.environ | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        command, env=os.environ | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("done:") == 1  # only rank 0 reports
     return done
@@ -88,8 +114,13 @@ def test_torchrun_two_cpu_processes(synth_root, tmp_path):
     _, val_set = build_datasets(config, synth_root, *fold_ids(folds, 0))
     context = StepContext(torch.device("cpu"))
     results = [
-        validate(model, DataLoader(val_set, batch_size=4, sampler=ShardSampler(len(val_set), shard=r, shards=2)),
-                 context, size=config.size, progress=False)
+        validate(
+            model,
+            DataLoader(val_set, batch_size=4, sampler=ShardSampler(len(val_set), shard=r, shards=2)),
+            context,
+            size=config.size,
+            progress=False,
+        )
         for r in range(2)
     ]
     from cityseg.training.metrics import iou_per_class

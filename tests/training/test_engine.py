@@ -79,8 +79,9 @@ def test_confusion_is_summed_over_the_set_not_averaged_per_batch():
     preds = noisy(images).argmax(1)
     whole = confusion_matrix(preds, dataset.tensors[1])
     np.testing.assert_array_equal(per_image.class_iou, iou_per_class(whole))
-    batch_means = [np.nanmean(iou_per_class(confusion_matrix(preds[i : i + 1], dataset.tensors[1][i : i + 1])))
-                   for i in range(6)]
+    batch_means = [
+        np.nanmean(iou_per_class(confusion_matrix(preds[i : i + 1], dataset.tensors[1][i : i + 1]))) for i in range(6)
+    ]
     assert not math.isclose(per_image.miou, float(np.mean(batch_means)))  # the wrong reduction differs
 
 
@@ -114,7 +115,9 @@ def test_train_one_epoch_reports_mean_loss_and_images():
 def test_every_step_loss_reaches_on_steps_without_an_extra_host_read(monkeypatch):
     import cityseg.training.engine
 
-    monkeypatch.setattr(cityseg.training.engine, "PROGRESS_EVERY", 3)  # 8 steps: reads after 3 and 6, the rest at the end
+    monkeypatch.setattr(
+        cityseg.training.engine, "PROGRESS_EVERY", 3
+    )  # 8 steps: reads after 3 and 6, the rest at the end
     values = [float(v) for v in range(1, 9)]
     reads = []
     for name in ("item", "tolist"):  # every way the loop brings a tensor value to the host
@@ -126,9 +129,18 @@ def test_every_step_loss_reaches_on_steps_without_an_extra_host_read(monkeypatch
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))  # a new lr each step
         reads.clear()
-        train_one_epoch(model, DataLoader(block_dataset(n=16), batch_size=2), ScriptedLoss(values), optimizer,
-                        scheduler, torch.amp.GradScaler("cpu", enabled=False), CPU, epoch=1, progress=False,
-                        on_steps=on_steps)
+        train_one_epoch(
+            model,
+            DataLoader(block_dataset(n=16), batch_size=2),
+            ScriptedLoss(values),
+            optimizer,
+            scheduler,
+            torch.amp.GradScaler("cpu", enabled=False),
+            CPU,
+            epoch=1,
+            progress=False,
+            on_steps=on_steps,
+        )
         return list(reads)
 
     calls = []

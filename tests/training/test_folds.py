@@ -11,9 +11,24 @@ from cityseg.training.folds import city_of, fold_table, load_folds, make_folds, 
 
 # Images per city in the real Cityscapes train split: unequal sizes make balancing matter.
 CITY_SIZES = {
-    "aachen": 174, "bochum": 96, "bremen": 316, "cologne": 154, "darmstadt": 85, "dusseldorf": 221,
-    "erfurt": 109, "hamburg": 248, "hanover": 196, "jena": 119, "krefeld": 99, "monchengladbach": 94,
-    "strasbourg": 365, "stuttgart": 196, "tubingen": 144, "ulm": 95, "weimar": 142, "zurich": 122,
+    "aachen": 174,
+    "bochum": 96,
+    "bremen": 316,
+    "cologne": 154,
+    "darmstadt": 85,
+    "dusseldorf": 221,
+    "erfurt": 109,
+    "hamburg": 248,
+    "hanover": 196,
+    "jena": 119,
+    "krefeld": 99,
+    "monchengladbach": 94,
+    "strasbourg": 365,
+    "stuttgart": 196,
+    "tubingen": 144,
+    "ulm": 95,
+    "weimar": 142,
+    "zurich": 122,
 }
 IDS = [f"{city}_{n:06d}_000019" for city, size in CITY_SIZES.items() for n in range(size)]
 
@@ -58,8 +73,9 @@ def test_random_split_is_plain_kfold():
     assert max(len(f["val"]) for f in folds["folds"]) - min(len(f["val"]) for f in folds["folds"]) <= 1
 
 
-@pytest.mark.parametrize(("k", "split", "message"), [(1, "city", "at least 2"), (19, "city", "18 cities"),
-                                                      (3, "by-weather", "split")])
+@pytest.mark.parametrize(
+    ("k", "split", "message"), [(1, "city", "at least 2"), (19, "city", "18 cities"), (3, "by-weather", "split")]
+)
 def test_bad_fold_requests(k, split, message):
     with pytest.raises(UserError, match=message):
         make_folds(IDS, k=k, split=split)

@@ -57,9 +57,7 @@ def test_missing_or_non_state_dict_weights_are_user_errors(tmp_path):
     torch.save([torch.zeros(1)], not_a_dict)
     with pytest.raises(UserError, match="not a state dict"):
         build_model(encoder_weights=not_a_dict)
-    for i, junk in enumerate(
-        (b"not a torch file", b"these are my notes")
-    ):  # the second trips torch.load's IndexError
+    for i, junk in enumerate((b"not a torch file", b"these are my notes")):  # the second trips torch.load's IndexError
         garbage = tmp_path / f"garbage{i}.pth"
         garbage.write_bytes(junk)
         with pytest.raises(UserError, match="cannot read encoder weights"):
@@ -73,9 +71,7 @@ def test_imagenet_offline_names_the_alternatives(tmp_path):
         "from cityseg.errors import UserError\nfrom cityseg.training.model import build_model\n"
         "try:\n    build_model('imagenet')\nexcept UserError as e:\n    print('USERERROR', e)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "USERERROR" in result.stdout, result.stderr
     assert "--encoder-weights none" in result.stdout
     assert "state dict" in result.stdout and "HF_HUB_OFFLINE=1" in result.stdout

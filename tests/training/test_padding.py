@@ -23,8 +23,14 @@ CROP = (64, 32)  # the synthetic frames are 128x64: at scale 0.25 the image fill
 @pytest.mark.parametrize("path", ["workers", "cache", "gpu-aug"])
 def test_padding_normalises_to_exactly_zero_with_ignore_labels(synth_root, tmp_path, path):
     config = resolve_config(
-        "strong", crop=CROP, scale_range=(0.25, 0.25), encoder_weights=None, workers=0, device="cpu",
-        cache=str(tmp_path / "cache") if path == "cache" else None, gpu_aug=path == "gpu-aug",
+        "strong",
+        crop=CROP,
+        scale_range=(0.25, 0.25),
+        encoder_weights=None,
+        workers=0,
+        device="cpu",
+        cache=str(tmp_path / "cache") if path == "cache" else None,
+        gpu_aug=path == "gpu-aug",
     )
     ids = [frame.id for frame in list_frames(synth_root, "train")][:8]
     train_set, _ = build_datasets(config, synth_root, ids)

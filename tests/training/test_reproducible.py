@@ -24,8 +24,26 @@ pytestmark = pytest.mark.slow  # ~8 short trainings in child processes: about 2 
 # 2 folds x 2 epochs of 3 steps and a full fit of 6, with the strong recipe's augmentations on 64x32 crops.
 # Batch 3: with 2 loader workers, one worker loads two of each epoch's three batches (and the full fit's six are
 # shared 3 + 3), so a draw that depended on a worker's own history would show; fewer steps than batch 2 (10).
-OPTIONS = ("--recipe", "strong", "--folds", "2", "--epochs", "2", "--crop", "64x32", "--scale-range", "0.25,1.0",
-           "--batch-size", "3", "--encoder-weights", "none", "--device", "cpu", "--lr", "1e-3")
+OPTIONS = (
+    "--recipe",
+    "strong",
+    "--folds",
+    "2",
+    "--epochs",
+    "2",
+    "--crop",
+    "64x32",
+    "--scale-range",
+    "0.25,1.0",
+    "--batch-size",
+    "3",
+    "--encoder-weights",
+    "none",
+    "--device",
+    "cpu",
+    "--lr",
+    "1e-3",
+)
 RUNS = ("fold_0", "fold_1", "full")
 TIMINGS = ("seconds", "images_per_s", "data_wait_share", "peak_memory_gb")
 STATE_KEYS = ("model", "optimizer", "scheduler", "rng")  # the tensors a resumed run continues from

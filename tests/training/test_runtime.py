@@ -47,8 +47,13 @@ def test_auto_picks_the_fast_path_on_a_cuda_machine(cuda_machine, roomy_disk, mu
     assert not (mutable_root.parent / "cityseg-cache").exists()  # deciding builds nothing
     lines = resolution.lines()
     assert len(lines) == 1 and lines[0].startswith("runtime: device cuda (Mocked H100)")
-    for text in ("3 loader workers", "bf16 autocast", "compile on (auto", "gpu-aug on (auto: photometric",
-                 f"cache {config.cache} (auto"):
+    for text in (
+        "3 loader workers",
+        "bf16 autocast",
+        "compile on (auto",
+        "gpu-aug on (auto: photometric",
+        f"cache {config.cache} (auto",
+    ):
         assert text in lines[0], text
     assert runtime.runtime_record(config, torch.device("cuda"))["amp_dtype"] == "bfloat16"
 
@@ -121,6 +126,7 @@ def test_cache_needs_room_for_the_entry_and_a_margin(cuda_machine, monkeypatch, 
         def usage(path):
             asked.append(path)
             return Usage(10**13, 0, free)
+
         return usage
 
     small_crops = strong(crop=(64, 32))  # fits the 128x64 synthetic frames, so datasets can be built

@@ -52,8 +52,10 @@ def test_every_iteration_and_every_log_row_reach_tensorboard(tiny_config, straig
     board = assert_matches_log(straight_run, EPOCHS, STEPS)
     config = tiny_config(**COSINE)
     lrs = [value for _, value in scalars(board, "train/lr")]
-    expected = [config.lr * lr_factor(s, EPOCHS * STEPS, STEPS // 2, "cosine", config.min_lr / config.lr)
-                for s in range(EPOCHS * STEPS)]
+    expected = [
+        config.lr * lr_factor(s, EPOCHS * STEPS, STEPS // 2, "cosine", config.min_lr / config.lr)
+        for s in range(EPOCHS * STEPS)
+    ]
     assert lrs == pytest.approx(expected, rel=1e-6)  # the lr each step used, stored as float32
     assert len(list(straight_run.glob("events.out.tfevents.*"))) == 1
 
@@ -70,14 +72,15 @@ def test_val_frames_show_image_truth_and_prediction_in_the_palette(straight_run,
         truth = read_train_ids(frames[tag.split("/", 1)[1]].label)  # (64, 128): validation's full resolution
         height, width = truth.shape
         assert strip.shape == (height, 3 * width + 8, 3)
-        assert np.array_equal(strip[:, width + 4:2 * width + 4], colorize_train_ids(truth))
-        prediction = strip[:, 2 * width + 8:].reshape(-1, 3)
+        assert np.array_equal(strip[:, width + 4 : 2 * width + 4], colorize_train_ids(truth))
+        prediction = strip[:, 2 * width + 8 :].reshape(-1, 3)
         palette = {tuple(colour) for colour in TRAIN_ID_COLORS}
         assert {tuple(pixel) for pixel in np.unique(prediction, axis=0)} <= palette
 
 
-def test_crash_between_events_and_checkpoint_then_resume_keeps_one_stream(tiny_config, synth_root, fold, straight_run, tmp_path,
-                                                                            monkeypatch):
+def test_crash_between_events_and_checkpoint_then_resume_keeps_one_stream(
+    tiny_config, synth_root, fold, straight_run, tmp_path, monkeypatch
+):
     torch.set_num_threads(1)
     monkeypatch.setattr(cityseg.training.engine, "PROGRESS_EVERY", 3)
     real_save = cityseg.training.trainer.save_checkpoint

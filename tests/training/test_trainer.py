@@ -21,8 +21,18 @@ from cityseg.training.runfolder import load_log
 from cityseg.training.trainer import train_run
 
 CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "scaler", "epoch", "rng", "config", "best_metric", "num_classes"}
-ROW_KEYS = {"epoch", "lr", "train_loss", "val_loss", "val_miou", "class_iou", "images_per_s", "data_wait_share",
-            "peak_memory_gb", "seconds"}
+ROW_KEYS = {
+    "epoch",
+    "lr",
+    "train_loss",
+    "val_loss",
+    "val_miou",
+    "class_iou",
+    "images_per_s",
+    "data_wait_share",
+    "peak_memory_gb",
+    "seconds",
+}
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +43,14 @@ def learned_run(tiny_config, synth_root, fold0, tmp_path_factory):
     config = tiny_config(epochs=8, lr=2e-3)
     run_dir = tmp_path_factory.mktemp("learn") / "fold_0"
     rows_seen = []
-    result = train_run(synth_root, run_dir, config, *fold0, progress=False,
-                       on_epoch=lambda name, row: rows_seen.append((name, row["epoch"])))
+    result = train_run(
+        synth_root,
+        run_dir,
+        config,
+        *fold0,
+        progress=False,
+        on_epoch=lambda name, row: rows_seen.append((name, row["epoch"])),
+    )
     return config, run_dir, result, rows_seen
 
 
@@ -64,14 +80,28 @@ def test_short_run_beats_the_constant_predictor(learned_run, synth_root, fold0):
 def test_run_folder_format(learned_run, synth_root):
     config, run_dir, result, rows_seen = learned_run
     names = sorted(p.name for p in run_dir.iterdir())
-    assert [n for n in names if not n.startswith("events.out.tfevents.")] == [".lock-run", "best.pt", "config.json",
-                                                                               "last.pt", "log.jsonl"]
+    assert [n for n in names if not n.startswith("events.out.tfevents.")] == [
+        ".lock-run",
+        "best.pt",
+        "config.json",
+        "last.pt",
+        "log.jsonl",
+    ]
     assert len(names) == 6  # and one TensorBoard event file (tests/training/test_tensorboard.py reads it)
     info = json.loads((run_dir / "config.json").read_text())
     # saved as resolved for this (CPU) machine: concrete values where the config left them at auto
     assert info["config"] == config.to_dict() | {"compile": False, "gpu_aug": False, "cache": None}
-    assert info["runtime"] == {"device": "cpu", "world_size": 1, "process_group": None, "workers": 0, "amp_dtype": None,
-                               "channels_last": False, "compile": False, "gpu_aug": False, "cache": None}
+    assert info["runtime"] == {
+        "device": "cpu",
+        "world_size": 1,
+        "process_group": None,
+        "workers": 0,
+        "amp_dtype": None,
+        "channels_last": False,
+        "compile": False,
+        "gpu_aug": False,
+        "cache": None,
+    }
     assert {"sha", "dirty"} <= set(info["git"])
     assert {"torch", "segmentation-models-pytorch", "cityscapesscripts"} <= set(info["versions"])
     assert info["synthetic"] is True and info["data_root"] == str(synth_root.resolve())
@@ -98,6 +128,7 @@ def test_run_folder_format(learned_run, synth_root):
 
 def test_existing_run_is_never_overwritten(tiny_config, learned_run, synth_root, fold0):
     config, run_dir, _, _ = learned_run
+
     def files():  # the lock file is rewritten by every process that takes it, to name itself
         return {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.name != ".lock-run"}
 
@@ -122,7 +153,9 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tiny_config, synth_root,
     config = tiny_config(epochs=2, lr=1e-3, schedule="cosine", warmup_epochs=0.5, batch_size=4)
     straight = train_run(synth_root, tmp_path / "a", config, train_ids, val_ids, progress=False)
     with pytest.raises(KeyboardInterrupt):
-        train_run(synth_root, tmp_path / "b", config, train_ids, val_ids, progress=False, on_epoch=stop_after_first_epoch)
+        train_run(
+            synth_root, tmp_path / "b", config, train_ids, val_ids, progress=False, on_epoch=stop_after_first_epoch
+        )
     assert "last.pt holds epoch 1" in capsys.readouterr().err
     assert [r["epoch"] for r in load_log(tmp_path / "b")] == [1]
     resumed = train_run(synth_root, tmp_path / "b", config, train_ids, val_ids, resume=True, progress=False)
@@ -145,9 +178,28 @@ def test_sigkill_mid_run_then_resume(synth_root, fold0, tmp_path):
     folds_file = tmp_path / "folds.json"
     write_folds(folds_file, make_folds(list_frames(synth_root, "train"), k=5, seed=0))
     run_dir = tmp_path / "run"
-    command = cityseg_command("train", synth_root, "--out", run_dir, "--fold", "0", "--folds-file", folds_file,
-                              "--epochs", "3", "--size", "64x32", "--encoder-weights", "none", "--workers", "0",
-                              "--device", "cpu", "--batch-size", "8")
+    command = cityseg_command(
+        "train",
+        synth_root,
+        "--out",
+        run_dir,
+        "--fold",
+        "0",
+        "--folds-file",
+        folds_file,
+        "--epochs",
+        "3",
+        "--size",
+        "64x32",
+        "--encoder-weights",
+        "none",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "8",
+    )
     with running(command) as process:
         signal_when(process, lambda: load_log(run_dir))  # mid-epoch 2, or while saving
         process.wait()
@@ -216,7 +268,9 @@ def test_gpu_aug_moves_the_colour_ops_from_the_loader_to_the_step(tiny_config, s
     config = tiny_config(aug=("flip", "photometric"), gpu_aug=True)
     train_set, _ = build_datasets(config, synth_root, fold0[0][:2])
     context = step_context(config, torch.device("cpu"))
-    assert "PhotoMetricDistortion" not in repr(train_set.transform) and "RandomHorizontalFlip" in repr(train_set.transform)
+    assert "PhotoMetricDistortion" not in repr(train_set.transform) and "RandomHorizontalFlip" in repr(
+        train_set.transform
+    )
     assert "BatchPhotometric" in repr(context.augment)
     in_loader, _ = build_datasets(tiny_config(aug=("flip", "photometric")), synth_root, fold0[0][:2])
     assert "PhotoMetricDistortion" in repr(in_loader.transform)

@@ -20,8 +20,16 @@ COMPARED = ("epoch", "lr", "train_loss", "val_loss", "val_miou", "class_iou")
 
 def small_config(**overrides):
     """Full-resolution 128x64 frames, random crops with flips and colour changes, no worker processes."""
-    values = {"encoder_weights": None, "workers": 0, "device": "cpu", "epochs": 2, "lr": 1e-3,
-              "aug": ("flip", "scale-crop", "photometric"), "crop": (64, 32), "scale_range": (0.5, 1.5)}
+    values = {
+        "encoder_weights": None,
+        "workers": 0,
+        "device": "cpu",
+        "epochs": 2,
+        "lr": 1e-3,
+        "aug": ("flip", "scale-crop", "photometric"),
+        "crop": (64, 32),
+        "scale_range": (0.5, 1.5),
+    }
     return resolve_config("seed", **(values | overrides))
 
 

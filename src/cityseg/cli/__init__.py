@@ -60,8 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _print_error(kind: str, message: str) -> None:
     width = 100
     paragraph = textwrap.fill(
-        " ".join(str(message).split()), width=width, subsequent_indent="  ",
-        break_long_words=False, break_on_hyphens=False,  # keep paths copyable
+        " ".join(str(message).split()),
+        width=width,
+        subsequent_indent="  ",
+        break_long_words=False,
+        break_on_hyphens=False,  # keep paths copyable
     )
     print(f"{kind}: {paragraph}", file=sys.stderr)
 

@@ -36,20 +36,28 @@ def register(subparsers) -> None:
     parser.add_argument("root", type=Path, metavar="ROOT", help="Cityscapes folder (holds leftImg8bit/ and gtFine/)")
     data = parser.add_argument_group("What to cache")
     data.add_argument(
-        "--size", type=size_type, default=None, metavar="WxH",
+        "--size",
+        type=size_type,
+        default=None,
+        metavar="WxH",
         help="training resolution WIDTHxHEIGHT, e.g. 1024x512 (images bilinear+antialias, labels nearest); "
         "default: the images' own size. Training uses an entry at its --size, or a full-resolution one when "
         "random scaling can enlarge crops (see `cityseg.data.cache.training_cache_size`)",
     )
     data.add_argument("--splits", type=split_list, default="train,val", help="comma-separated splits")
     data.add_argument(
-        "--labels", choices=("trainIds", "ids"), default="trainIds",
+        "--labels",
+        choices=("trainIds", "ids"),
+        default="trainIds",
         help="read trainIds from the *_labelTrainIds.png files written by `cityseg prepare` (trainIds) or "
         "map the shipped *_labelIds.png (ids)",
     )
     where = parser.add_argument_group("Where and how")
     where.add_argument(
-        "--out", type=Path, default=None, metavar="DIR",
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help="cache folder (default: ROOT/../cityseg-cache, outside the dataset tree); must be new, empty or "
         "an earlier cache",
     )

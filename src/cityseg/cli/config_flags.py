@@ -92,9 +92,14 @@ def _recipe_defaults(name: str, configs: dict[str, TrainConfig]) -> str:
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The recipe and one option per TrainConfig field, in the fields' groups; unset options keep the recipe's value."""
     recipes = " | ".join(f"{r.name}: {r.description.rstrip('.')}" for r in RECIPES.values())
-    groups = {RECIPE_GROUP: parser.add_argument_group(RECIPE_GROUP, "a named default config (`cityseg recipes` "
-                                                      "prints each with its sources); the options below override "
-                                                      "single fields")}
+    groups = {
+        RECIPE_GROUP: parser.add_argument_group(
+            RECIPE_GROUP,
+            "a named default config (`cityseg recipes` "
+            "prints each with its sources); the options below override "
+            "single fields",
+        )
+    }
     groups[RECIPE_GROUP].add_argument("--recipe", choices=list(RECIPES), default="seed", help=recipes)
     hints = typing.get_type_hints(TrainConfig)
     configs = {recipe: resolve_config(recipe, workers=0) for recipe in RECIPES}
@@ -109,16 +114,18 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = f"{meta['help']} [{_recipe_defaults(config_field.name, configs)}]"
         hint = hints[config_field.name]
         if hint in (bool, bool | None):  # bool | None: a switch whose default (None) leaves it to the machine
-            groups[group_name].add_argument(option, action=argparse.BooleanOptionalAction, default=_UNSET,
-                                            help=help_text)
+            groups[group_name].add_argument(
+                option, action=argparse.BooleanOptionalAction, default=_UNSET, help=help_text
+            )
             continue
         if hint not in _PARSERS:
             raise TypeError(f"config field {config_field.name} has type {hint}, which has no CLI syntax in {__name__}")
         value_type, metavar = _PARSERS[hint]
         if meta.get("choices"):
             value_type, metavar = str, None
-        groups[group_name].add_argument(option, type=value_type, choices=meta.get("choices"), default=_UNSET,
-                                        metavar=metavar, help=help_text)
+        groups[group_name].add_argument(
+            option, type=value_type, choices=meta.get("choices"), default=_UNSET, metavar=metavar, help=help_text
+        )
     run_group = list(groups.values())[-1]
     run_group.add_argument("--resume", action="store_true", help="continue an interrupted run from its last.pt")
 

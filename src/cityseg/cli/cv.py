@@ -40,14 +40,30 @@ def register(subparsers) -> None:
         "official val split is never used to choose anything.",
     )
     parser.add_argument("root", type=Path, help="Cityscapes folder (holds leftImg8bit/ and gtFine/)")
-    parser.add_argument("--out", type=Path, required=True, default=argparse.SUPPRESS, metavar="RUNS", help="runs folder (folds.json, fold_<k>/, full/, summary.json)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        default=argparse.SUPPRESS,
+        metavar="RUNS",
+        help="runs folder (folds.json, fold_<k>/, full/, summary.json)",
+    )
     group = parser.add_argument_group("Folds")
     group.add_argument("--folds", type=int, default=5, help="number of folds (at least 2)")
-    group.add_argument("--split", choices=FOLD_SPLITS, default="city",
-                       help="city: whole cities per fold, balanced image counts; random: shuffled KFold")
-    group.add_argument("--only-folds", type=fold_list, default=argparse.SUPPRESS, metavar="LIST",
-                       help="train only these folds, e.g. 0,1 (default: all). Processes with other folds may train "
-                       "the same RUNS at the same time; the full fit is left to a later `cv --resume`")
+    group.add_argument(
+        "--split",
+        choices=FOLD_SPLITS,
+        default="city",
+        help="city: whole cities per fold, balanced image counts; random: shuffled KFold",
+    )
+    group.add_argument(
+        "--only-folds",
+        type=fold_list,
+        default=argparse.SUPPRESS,
+        metavar="LIST",
+        help="train only these folds, e.g. 0,1 (default: all). Processes with other folds may train "
+        "the same RUNS at the same time; the full fit is left to a later `cv --resume`",
+    )
     add_config_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -58,8 +74,16 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     try:
-        summary = run_cv(args.root, args.out, config, k=args.folds, split=args.split, seed=config.seed,
-                         resume=args.resume, only_folds=getattr(args, "only_folds", None))
+        summary = run_cv(
+            args.root,
+            args.out,
+            config,
+            k=args.folds,
+            split=args.split,
+            seed=config.seed,
+            resume=args.resume,
+            only_folds=getattr(args, "only_folds", None),
+        )
         main = dist.is_main()
     finally:
         dist.cleanup()
@@ -72,16 +96,20 @@ def _describe(summary: dict, out: Path) -> str:
     from cityseg.report.results import summary_text
 
     done = sum(1 for fold in summary["folds"] if fold["finished"])
-    lines = [f"cross-validation: {done}/{summary['k']} folds finished ({summary['split']} split) in {out}",
-             summary_text(summary)]
+    lines = [
+        f"cross-validation: {done}/{summary['k']} folds finished ({summary['split']} split) in {out}",
+        summary_text(summary),
+    ]
     if summary["chosen_epochs"] is not None:
         full = summary["full"]
         if full is None:  # --only-folds leaves the full fit to `cv --resume`
             lines.append(f"full model: {summary['chosen_epochs']} epochs, not started (run `cityseg cv ... --resume`)")
         else:
             state = "finished" if full["finished"] else "not finished"
-            lines.append(f"full model: {summary['chosen_epochs']} epochs of the folds' {full['schedule_epochs']}-epoch "
-                         f"lr schedule, {state} ({out / 'full'})")
+            lines.append(
+                f"full model: {summary['chosen_epochs']} epochs of the folds' {full['schedule_epochs']}-epoch "
+                f"lr schedule, {state} ({out / 'full'})"
+            )
     else:
         lines.append("full model: waits until every fold is finished (run `cityseg cv ... --resume`)")
     return "\n".join(lines)

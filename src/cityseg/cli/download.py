@@ -22,11 +22,17 @@ def register(subparsers) -> None:
     parser.add_argument("--dest", type=Path, default=Path("downloads"), help="folder for the zip files")
     parser.add_argument("--username", default=None, help="Cityscapes username or email")
     parser.add_argument(
-        "--packages", nargs="+", default=None, metavar="NAME",
+        "--packages",
+        nargs="+",
+        default=None,
+        metavar="NAME",
         help="package names to fetch (default: gtFine_trainvaltest.zip leftImg8bit_trainvaltest.zip)",
     )
     parser.add_argument(
-        "--extract", type=Path, default=None, metavar="ROOT",
+        "--extract",
+        type=Path,
+        default=None,
+        metavar="ROOT",
         help="unpack the zips into ROOT afterwards (e.g. cityscapes); existing files are never overwritten",
     )
     parser.set_defaults(func=run)
@@ -41,5 +47,7 @@ def run(args) -> int:
         extract(paths, args.extract)
         print(f"unpacked into {args.extract}; next: cityseg prepare {args.extract}")
     else:
-        print(f"downloaded {len(paths)} packages into {args.dest}; unzip them into one folder, then run cityseg prepare")
+        print(
+            f"downloaded {len(paths)} packages into {args.dest}; unzip them into one folder, then run cityseg prepare"
+        )
     return 0

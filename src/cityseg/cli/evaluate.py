@@ -23,9 +23,13 @@ def register(subparsers) -> None:
         "duplicate PNGs, wrong size, channels or ids) is listed before anything is scored. Prints a table and "
         "writes the official-format JSON (plus a 'cityseg' section) and a per-class CSV beside it.",
     )
-    parser.add_argument("pred_dir", type=Path, metavar="PRED_DIR", help="folder of prediction PNGs (searched recursively)")
+    parser.add_argument(
+        "pred_dir", type=Path, metavar="PRED_DIR", help="folder of prediction PNGs (searched recursively)"
+    )
     parser.add_argument("root", type=Path, metavar="ROOT", help="Cityscapes folder holding gtFine/ and leftImg8bit/")
-    parser.add_argument("--split", choices=("val", "test", "train"), default="val", help="which ground truth to score against")
+    parser.add_argument(
+        "--split", choices=("val", "test", "train"), default="val", help="which ground truth to score against"
+    )
     parser.add_argument(
         "--engine",
         choices=("both", "official", "fast"),
@@ -42,8 +46,12 @@ def register(subparsers) -> None:
         help="where to write the JSON (and OUT with .csv: class, IoU, iIoU); None means PRED_DIR-eval/SPLIT.json, "
         "in a folder beside PRED_DIR, never inside it. An existing file is replaced only if cityseg wrote it",
     )
-    parser.add_argument("--workers", type=positive_int, default=default_workers(), help="threads decoding PNGs (all cores)")
-    cache = parser.add_argument_group("Ground-truth cache (fast engine only; the official script always reads the PNGs)")
+    parser.add_argument(
+        "--workers", type=positive_int, default=default_workers(), help="threads decoding PNGs (all cores)"
+    )
+    cache = parser.add_argument_group(
+        "Ground-truth cache (fast engine only; the official script always reads the PNGs)"
+    )
     where = cache.add_mutually_exclusive_group()
     where.add_argument(
         "--gt-cache",
@@ -57,7 +65,9 @@ def register(subparsers) -> None:
         "changes, refused if DIR holds files cityseg did not write. None means ROOT/../cityseg-cache/eval-gt, "
         "beside the training cache (skipped with a note if not writable or short of space)",
     )
-    where.add_argument("--no-gt-cache", action="store_true", help="decode the ground-truth PNGs every time; write no cache")
+    where.add_argument(
+        "--no-gt-cache", action="store_true", help="decode the ground-truth PNGs every time; write no cache"
+    )
     parser.set_defaults(func=run)
 
 
@@ -85,14 +95,18 @@ def run(args) -> int:
     info = result["cityseg"]
     print(format_table(result, bold=sys.stdout.isatty()))
     timings = info["timings"]
-    line = f"{info['n_frames']} frames of {info['split']}, engine {info['engine']}: checks {timings['validate_s']:.2f} s"
+    line = (
+        f"{info['n_frames']} frames of {info['split']}, engine {info['engine']}: checks {timings['validate_s']:.2f} s"
+    )
     if "official_s" in timings:
         line += f", official {timings['official_s']:.2f} s"
     if "fast_s" in timings:
         line += f", fast {timings['fast_s']:.2f} s ({info['workers']} workers)"
     cache = info.get("gt_cache")
     if cache and cache["status"] == "next run":
-        line += f"; ground truth from gtFine (first evaluation of this split: the next one caches it in {cache['path']})"
+        line += (
+            f"; ground truth from gtFine (first evaluation of this split: the next one caches it in {cache['path']})"
+        )
     elif cache:
         line += f" with ground-truth cache {cache['status']} ({cache['path']}"
         line += f", written while scoring: {cache['build_s']:.2f} s of it)" if cache["status"] != "fresh" else ")"

@@ -22,7 +22,9 @@ def register(subparsers) -> None:
         "match torch's on a few images (argmax identical on >= 99.9% of pixels, max |difference| <= 1e-3 x max "
         "|logit|), else it exits 2 and writes nothing. `cityseg predict OUT ...` takes the folder like a checkpoint.",
     )
-    parser.add_argument("checkpoint", type=Path, help="best.pt or last.pt of a run (RUNS/full/best.pt for the final model)")
+    parser.add_argument(
+        "checkpoint", type=Path, help="best.pt or last.pt of a run (RUNS/full/best.pt for the final model)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder to create (e.g. model/)")
     parser.add_argument(
         "--eval",
@@ -54,8 +56,16 @@ def run(args: argparse.Namespace) -> int:
     check_images = None
     if args.check_images is not None:
         check_images = [(str(item.path), read_user_image(item.path)) for item in find_images(args.check_images)]
-    result = export_model(args.checkpoint, args.out, eval_json=args.eval, check_images=check_images,
-                          overwrite=args.overwrite, log=lambda line: print(line, flush=True))
-    print(f"exported to {result.out_dir} in {result.seconds:.0f} s; use it with: cityseg predict {result.out_dir} "
-          "--images PHOTOS --out DIR")
+    result = export_model(
+        args.checkpoint,
+        args.out,
+        eval_json=args.eval,
+        check_images=check_images,
+        overwrite=args.overwrite,
+        log=lambda line: print(line, flush=True),
+    )
+    print(
+        f"exported to {result.out_dir} in {result.seconds:.0f} s; use it with: cityseg predict {result.out_dir} "
+        "--images PHOTOS --out DIR"
+    )
     return 0

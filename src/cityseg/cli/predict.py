@@ -149,12 +149,19 @@ def _check_sources(args: argparse.Namespace) -> None:
     """Either a split of ROOT or --images, with the options that apply to it."""
     if args.images is None:
         if args.root is None:
-            raise UserError("pass the Cityscapes ROOT folder to predict a split, or --images PATH ... to predict photos.")
+            raise UserError(
+                "pass the Cityscapes ROOT folder to predict a split, or --images PATH ... to predict photos."
+            )
         if args.scale is not None or args.whole_limit is not None:
-            raise UserError("--scale and --whole-limit apply to --images only; a split is predicted at the training size.")
+            raise UserError(
+                "--scale and --whole-limit apply to --images only; a split is predicted at the training size."
+            )
         return
-    given = [name for name, value in (("ROOT", args.root), ("--split", args.split), ("--color-out", args.color_out))
-             if value is not None]
+    given = [
+        name
+        for name, value in (("ROOT", args.root), ("--split", args.split), ("--color-out", args.color_out))
+        if value is not None
+    ]
     if given:
         raise UserError(
             f"{' and '.join(given)} cannot be combined with --images (photos get their colour and overlay PNGs "
@@ -169,9 +176,20 @@ def _run_images(args: argparse.Namespace) -> int:
     from cityseg.prediction.image_predict import predict_images
 
     result = predict_images(
-        args.checkpoint, args.images, args.out, mode=args.mode, tta=args.tta, crop=args.crop, stride=args.stride,
-        scale=args.scale, whole_limit=args.whole_limit, batch_size=args.batch_size, device=args.device,
-        overwrite=args.overwrite, progress=not args.no_progress, workers=args.workers,
+        args.checkpoint,
+        args.images,
+        args.out,
+        mode=args.mode,
+        tta=args.tta,
+        crop=args.crop,
+        stride=args.stride,
+        scale=args.scale,
+        whole_limit=args.whole_limit,
+        batch_size=args.batch_size,
+        device=args.device,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        workers=args.workers,
     )
     print(result.summary())
     return 2 if result.failed else 0

@@ -19,9 +19,7 @@ def register(subparsers) -> None:
         "cores and without CITYSCAPES_DATASET). Files newer than their JSON are skipped, so re-running is "
         "cheap and an interrupted run resumes; each PNG is written atomically.",
     )
-    parser.add_argument(
-        "root", type=Path, metavar="ROOT", help="dataset folder holding leftImg8bit/ and gtFine/"
-    )
+    parser.add_argument("root", type=Path, metavar="ROOT", help="dataset folder holding leftImg8bit/ and gtFine/")
     parser.add_argument(
         "--workers",
         type=positive_int,

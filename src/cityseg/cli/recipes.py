@@ -31,10 +31,14 @@ def register(subparsers) -> None:
         "`cv`/`train` flag), the source each group of choices follows, and where the recipe knowingly departs "
         "from its sources. With --diff, list only the fields where two recipes differ.",
     )
-    parser.add_argument("name", nargs="?", choices=list(RECIPES), default=None,
-                        help="one recipe (default: all)")
-    parser.add_argument("--diff", choices=list(RECIPES), default=None, metavar="OTHER",
-                        help="compare NAME with recipe OTHER: the fields whose values differ")
+    parser.add_argument("name", nargs="?", choices=list(RECIPES), default=None, help="one recipe (default: all)")
+    parser.add_argument(
+        "--diff",
+        choices=list(RECIPES),
+        default=None,
+        metavar="OTHER",
+        help="compare NAME with recipe OTHER: the fields whose values differ",
+    )
     parser.set_defaults(func=run)
 
 
@@ -42,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     from cityseg.errors import UserError
 
     if args.diff is not None and args.name is None:
-        raise UserError("--diff compares two recipes: name the first one too, e.g. `cityseg recipes strong --diff seed`.")
+        raise UserError(
+            "--diff compares two recipes: name the first one too, e.g. `cityseg recipes strong --diff seed`."
+        )
     if args.diff is not None:
         print(recipe_diff(args.name, args.diff))
     else:
@@ -56,8 +62,9 @@ def _rows(config: TrainConfig, names: tuple[str, ...]) -> list[str]:
 
 
 def _wrapped(text: str, indent: str = "    ", first: str | None = None) -> str:
-    return textwrap.fill(text, WIDTH, initial_indent=indent if first is None else first, subsequent_indent=indent,
-                         break_on_hyphens=False)
+    return textwrap.fill(
+        text, WIDTH, initial_indent=indent if first is None else first, subsequent_indent=indent, break_on_hyphens=False
+    )
 
 
 def recipe_card(name: str) -> str:
@@ -82,7 +89,9 @@ def recipe_diff(name: str, other: str) -> str:
     width = max(len("field"), *(len(field) for field, _, _ in changed))
     values = [(field, value_text(a), value_text(b)) for field, a, b in changed]
     first = max(len(name), *(len(a) for _, a, _ in values))
-    lines = [f"{len(changed)} fields differ between {name} and {other}:",
-             f"{'field'.ljust(width)}  {name.ljust(first)}  {other}"]
+    lines = [
+        f"{len(changed)} fields differ between {name} and {other}:",
+        f"{'field'.ljust(width)}  {name.ljust(first)}  {other}",
+    ]
     lines += [f"{field.ljust(width)}  {a.ljust(first)}  {b}" for field, a, b in values]
     return "\n".join(lines)

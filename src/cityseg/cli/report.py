@@ -21,17 +21,32 @@ def register(subparsers) -> None:
         "A report of synthetic data says SYNTHETIC on every page and has no dates or machine details, so it "
         "rebuilds to the same bytes. The figures are also written as PNGs to <OUT stem>_figures/ beside the PDF.",
     )
-    parser.add_argument("runs", type=Path, metavar="RUNS",
-                        help="runs folder written by `cityseg cv` (holds folds.json, summary.json)")
-    parser.add_argument("--eval", dest="eval_json", type=Path, required=True, metavar="EVAL_JSON",
-                        help="evaluation JSON written by `cityseg evaluate`")
+    parser.add_argument(
+        "runs", type=Path, metavar="RUNS", help="runs folder written by `cityseg cv` (holds folds.json, summary.json)"
+    )
+    parser.add_argument(
+        "--eval",
+        dest="eval_json",
+        type=Path,
+        required=True,
+        metavar="EVAL_JSON",
+        help="evaluation JSON written by `cityseg evaluate`",
+    )
     parser.add_argument("--out", type=Path, default=Path("report.pdf"), help="PDF to write")
     examples = parser.add_argument_group("Qualitative examples (optional)")
-    examples.add_argument("--predictions", type=Path, default=None, metavar="DIR",
-                          help="val predictions folder written by `cityseg predict`; adds image | truth | "
-                          "prediction | error panels")
-    examples.add_argument("--root", type=Path, default=None,
-                          help="dataset folder for those panels; None means the data_root recorded in config.json")
+    examples.add_argument(
+        "--predictions",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="val predictions folder written by `cityseg predict`; adds image | truth | prediction | error panels",
+    )
+    examples.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="dataset folder for those panels; None means the data_root recorded in config.json",
+    )
     parser.set_defaults(func=run)
 
 

@@ -21,18 +21,35 @@ def register(subparsers) -> None:
         "labelIds 0..33, full size. Then write them flat at the top level of a zip, atomically. Upload the zip "
         "on the Cityscapes website.",
     )
-    parser.add_argument("pred_dir", type=Path, metavar="PRED_DIR", help="folder of test prediction PNGs (searched recursively)")
+    parser.add_argument(
+        "pred_dir", type=Path, metavar="PRED_DIR", help="folder of test prediction PNGs (searched recursively)"
+    )
     parser.add_argument("--out", type=Path, default=Path("submission.zip"), help="zip file to write")
     expected = parser.add_argument_group("What to expect (default: the real test split, 1525 images of 2048x1024)")
-    expected.add_argument("--expect", type=positive_int, default=None, metavar="N", help="number of frames expected; None means 1525 (or the test frames of --root)")
     expected.add_argument(
-        "--root", type=Path, default=None, help="expect exactly the test frames (and their image sizes) of this Cityscapes folder"
+        "--expect",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="number of frames expected; None means 1525 (or the test frames of --root)",
     )
     expected.add_argument(
-        "--size", type=size_type, default=None, metavar="WxH", help="expected prediction size without --root; None means 2048x1024"
+        "--root",
+        type=Path,
+        default=None,
+        help="expect exactly the test frames (and their image sizes) of this Cityscapes folder",
+    )
+    expected.add_argument(
+        "--size",
+        type=size_type,
+        default=None,
+        metavar="WxH",
+        help="expected prediction size without --root; None means 2048x1024",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing zip")
-    parser.add_argument("--workers", type=positive_int, default=default_workers(), help="threads decoding PNGs (all cores)")
+    parser.add_argument(
+        "--workers", type=positive_int, default=default_workers(), help="threads decoding PNGs (all cores)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -43,11 +60,19 @@ def run(args) -> int:
     from cityseg.prediction.submit import make_submission
 
     if args.root is not None and args.size is not None:
-        raise UserError("--size and --root both set the expected size; with --root the test images' sizes are used, so drop --size.")
+        raise UserError(
+            "--size and --root both set the expected size; with --root the test images' sizes are used, so drop --size."
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TrainIdsWarning)
         out = make_submission(
-            args.pred_dir, args.out, args.expect, root=args.root, size=args.size, overwrite=args.overwrite, workers=args.workers
+            args.pred_dir,
+            args.out,
+            args.expect,
+            root=args.root,
+            size=args.size,
+            overwrite=args.overwrite,
+            workers=args.workers,
         )
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)

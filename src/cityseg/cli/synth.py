@@ -33,9 +33,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("out", type=Path, metavar="OUT", help="dataset root to create (new or empty folder)")
     shape = parser.add_argument_group("Dataset shape")
-    shape.add_argument(
-        "--size", type=_synth_size, default="512x256", metavar="WxH", help="image width x height"
-    )
+    shape.add_argument("--size", type=_synth_size, default="512x256", metavar="WxH", help="image width x height")
     shape.add_argument(
         "--train-cities",
         metavar="N",

@@ -22,11 +22,19 @@ def register(subparsers) -> None:
         "`cityseg cv` runs all folds and the full fit for you. Under torchrun it uses DDP.",
     )
     parser.add_argument("root", type=Path, help="Cityscapes folder (holds leftImg8bit/ and gtFine/)")
-    parser.add_argument("--out", type=Path, required=True, default=_UNSET, metavar="DIR",
-                        help="run folder to create (or continue with --resume)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        default=_UNSET,
+        metavar="DIR",
+        help="run folder to create (or continue with --resume)",
+    )
     which = parser.add_argument_group("What to train (one of)")
     which.add_argument("--fold", type=int, default=_UNSET, metavar="K", help="fold number in --folds-file")
-    which.add_argument("--folds-file", type=Path, default=_UNSET, metavar="F", help="folds.json written by `cityseg cv`")
+    which.add_argument(
+        "--folds-file", type=Path, default=_UNSET, metavar="F", help="folds.json written by `cityseg cv`"
+    )
     which.add_argument("--full", action="store_true", help="train on every train image, without validation")
     add_config_arguments(parser)
     parser.set_defaults(func=run)

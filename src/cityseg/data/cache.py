@@ -161,8 +161,9 @@ def ensure_cache(
     return CacheResult(split, final, len(records), decoded, reused, status)
 
 
-def cache_state(root: Path, split: str, size: tuple[int, int] | None = None, out: Path | None = None,
-                label_source: str = "trainIds") -> str:
+def cache_state(
+    root: Path, split: str, size: tuple[int, int] | None = None, out: Path | None = None, label_source: str = "trainIds"
+) -> str:
     """Say whether an entry is usable: "fresh", "missing", "partial" or "stale: <why>" (reads no pixels)."""
     from cityseg.data.frames import list_frames
 
@@ -180,8 +181,11 @@ def cache_state(root: Path, split: str, size: tuple[int, int] | None = None, out
 
 def _frame_record(frame, root: Path) -> dict[str, Any]:
     """What identifies a frame's sources: paths relative to ROOT (so ROOT may move), sizes and mtimes."""
-    return {"id": frame.id, **source_fingerprint("image", frame.image, root),
-            **source_fingerprint("label", frame.label, root)}
+    return {
+        "id": frame.id,
+        **source_fingerprint("image", frame.image, root),
+        **source_fingerprint("label", frame.label, root),
+    }
 
 
 def _stale_reason(index: dict[str, Any], records: list[dict[str, Any]], size: tuple[int, int] | None) -> str | None:
@@ -307,7 +311,9 @@ def _init_decoder(folder: str, size, shape_hw, label_source: str) -> None:
     _WORKER.update(
         images=np.load(Path(folder) / IMAGES_FILE, mmap_mode="r+"),
         labels=np.load(Path(folder) / LABELS_FILE, mmap_mode="r+"),
-        size=size, shape_hw=tuple(shape_hw), label_source=label_source,
+        size=size,
+        shape_hw=tuple(shape_hw),
+        label_source=label_source,
     )
 
 
@@ -425,5 +431,3 @@ def _crash_point(name: str) -> None:
 
 # ----------------------------------------------------------------------------------------------------------
 # reading
-
-

@@ -44,8 +44,10 @@ class CacheKind:
         out_r, root_r = Path(out).resolve(), Path(root).resolve()
         for sub in DATASET_TREES:
             if out_r == root_r / sub or (root_r / sub) in out_r.parents:
-                raise UserError(f"{self.label} {out} is inside the dataset's {sub}/ tree; pick a folder outside "
-                                f"it{instead} (the default).")
+                raise UserError(
+                    f"{self.label} {out} is inside the dataset's {sub}/ tree; pick a folder outside "
+                    f"it{instead} (the default)."
+                )
 
     def claim(self, out: Path, note: str, owner: str, fix: str) -> None:
         """Create the folder with its marker, or check the marker; never write into someone else's folder."""
@@ -55,14 +57,17 @@ class CacheKind:
     def is_ours(self, name: str) -> bool:
         """An entry file, or the temp file an atomic write of one leaves if killed."""
         return name in self.entry_files or (
-            name.endswith(".tmp") and any(name.startswith(f".{f}.") for f in self.entry_files))
+            name.endswith(".tmp") and any(name.startswith(f".{f}.") for f in self.entry_files)
+        )
 
     def check_only_ours(self, path: Path) -> None:
         """Refuse to replace an entry folder that holds files cityseg did not write."""
         others = sorted(p.name for p in path.iterdir() if not self.is_ours(p.name))
         if others or not path.is_dir():
-            raise UserError(f"{self.entry_label} {path} holds files cityseg did not write ({format_paths(others)}); "
-                            "move them away and rerun, cityseg deletes only its own files.")
+            raise UserError(
+                f"{self.entry_label} {path} holds files cityseg did not write ({format_paths(others)}); "
+                "move them away and rerun, cityseg deletes only its own files."
+            )
 
     def remove_entry(self, path: Path) -> None:
         """Delete an entry folder cityseg wrote, file by known file (never a recursive delete)."""
@@ -91,12 +96,21 @@ def free_bytes(folder: Path) -> int:
 # The default folder beside ROOT is the training cache's (its marker), and holds the ground truth's in eval-gt/.
 IMAGES_FILE = "images.npy"
 LABELS_FILE = "labels.npy"
-TRAINING_CACHE = CacheKind(marker="CITYSEG_CACHE.json", format="cityseg-cache", format_version=1,
-                           entry_files=(IMAGES_FILE, LABELS_FILE, INDEX_FILE, COMPLETE_FILE),
-                           label="cache folder", entry_label="cache entry")
+TRAINING_CACHE = CacheKind(
+    marker="CITYSEG_CACHE.json",
+    format="cityseg-cache",
+    format_version=1,
+    entry_files=(IMAGES_FILE, LABELS_FILE, INDEX_FILE, COMPLETE_FILE),
+    label="cache folder",
+    entry_label="cache entry",
+)
 
 
 def claim_cache_folder(out: Path) -> None:
     """Create the cache folder with its marker, or check the marker; never write into someone else's folder."""
-    TRAINING_CACHE.claim(out, "written by `cityseg cache`; safe to delete, it is rebuilt from ROOT", "cityseg cache",
-                         "pass an empty or new folder with --out/--cache, or leave it out to use the default beside ROOT.")
+    TRAINING_CACHE.claim(
+        out,
+        "written by `cityseg cache`; safe to delete, it is rebuilt from ROOT",
+        "cityseg cache",
+        "pass an empty or new folder with --out/--cache, or leave it out to use the default beside ROOT.",
+    )

@@ -83,15 +83,16 @@ class CachedDataset(Dataset):
     def _open(self) -> tuple[np.ndarray, np.ndarray]:
         # Copy-on-write: writable views (torch.from_numpy warns on read-only ones), disk never modified.
         if self._arrays is None:
-            self._arrays = (np.load(self.entry / IMAGES_FILE, mmap_mode="c"),
-                            np.load(self.entry / LABELS_FILE, mmap_mode="c"))
+            self._arrays = (
+                np.load(self.entry / IMAGES_FILE, mmap_mode="c"),
+                np.load(self.entry / LABELS_FILE, mmap_mode="c"),
+            )
         return self._arrays
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_arrays"] = None  # each worker maps the files itself
         return state
-
 
 
 def _source_record_from_index(record: dict[str, Any], root: Path) -> dict[str, Any]:

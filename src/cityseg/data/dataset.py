@@ -23,7 +23,6 @@ def worker_init(worker_id: int) -> None:
     np.random.seed(torch.initial_seed() % 2**32)  # torch seeds each worker differently; numpy follows suit
 
 
-
 class CityscapesDataset(Dataset):
     """(image, mask) pairs: image uint8 (3, H, W), mask uint8 (H, W) trainIds with 255 = ignore.
 

@@ -70,7 +70,9 @@ def rgb_to_hsv(images: Tensor) -> Tensor:
     diff = value - torch.minimum(torch.minimum(red, green), blue)
     half = 1 << (_HSV_SHIFT - 1)
     saturation = (diff * saturation_div[value.long()] + half) >> _HSV_SHIFT
-    hue = torch.where(value == red, green - blue, torch.where(value == green, blue - red + 2 * diff, red - green + 4 * diff))
+    hue = torch.where(
+        value == red, green - blue, torch.where(value == green, blue - red + 2 * diff, red - green + 4 * diff)
+    )
     hue = (hue * hue_div[diff.long()] + half) >> _HSV_SHIFT
     hue = torch.where(hue < 0, hue + 180, hue)
     return torch.stack([hue, saturation, value], dim=1).to(torch.uint8)
@@ -90,12 +92,15 @@ def hsv_to_rgb(hsv: Tensor) -> Tensor:
     fraction = hue - whole
     sector = (whole - torch.trunc(whole * np.float32(1.0 / 6.0)) * 6).long()  # (B, H, W) in 0..5
     s64 = saturation.double()
-    candidates = torch.stack([
-        value,
-        value * (1 - saturation),
-        value * (1 - s64 * fraction.double()).float(),
-        value * (1 - s64 * (1 - fraction).double()).float(),
-    ], dim=1)  # (B, 4, H, W)
+    candidates = torch.stack(
+        [
+            value,
+            value * (1 - saturation),
+            value * (1 - s64 * fraction.double()).float(),
+            value * (1 - s64 * (1 - fraction).double()).float(),
+        ],
+        dim=1,
+    )  # (B, 4, H, W)
     index = sectors[sector].permute(0, 3, 1, 2)  # (B, 3, H, W): which candidate is R, G, B
     rgb = torch.gather(candidates, 1, index).mul_(255)
     return rgb.trunc_().clamp_(0, 255).to(torch.uint8)
@@ -139,8 +144,10 @@ class BatchPhotometric:
         x = lookup(tables[:, 0], images)
         # Saturation scales S, then hue shifts H: one HSV round trip each, kept only where drawn (mmseg makes
         # no round trip for a skipped step, and the round trip alone is not the identity).
-        for step, channel, drawn in ((1, 1, [d.saturation is not None for d in draws]),
-                                     (2, 0, [d.hue is not None for d in draws])):
+        for step, channel, drawn in (
+            (1, 1, [d.saturation is not None for d in draws]),
+            (2, 0, [d.hue is not None for d in draws]),
+        ):
             if not any(drawn):
                 continue  # known on the host: no round trip, no sync
             hsv = rgb_to_hsv(x)

@@ -169,9 +169,7 @@ def _scan_images(root: Path, split: str) -> dict[str, tuple[str, Path]]:
         if not city_entry.is_dir():
             continue
         city = city_entry.name
-        pattern = re.compile(
-            r"^(?P<id>" + re.escape(city) + "_" + _FRAME_PART + ")" + re.escape(IMAGE_SUFFIX) + "$"
-        )
+        pattern = re.compile(r"^(?P<id>" + re.escape(city) + "_" + _FRAME_PART + ")" + re.escape(IMAGE_SUFFIX) + "$")
         for entry in _visible_entries(Path(city_entry.path)):
             match = pattern.match(entry.name)
             if match and entry.is_file():
@@ -312,9 +310,7 @@ def list_frames(root: Path, split: str, label_source: str | None = "trainIds") -
     return _scan_split(root, split, label_source)
 
 
-def validate_root(
-    root: Path, splits: Sequence[str] = ("train", "val"), label_source: str | None = "trainIds"
-) -> None:
+def validate_root(root: Path, splits: Sequence[str] = ("train", "val"), label_source: str | None = "trainIds") -> None:
     """Check a dataset folder up front, raising one clear `UserError` for the first problem found."""
     check_label_source(label_source)
     root = Path(root)
@@ -350,8 +346,7 @@ def _decode(path: Path, what: str, fix: str) -> Image.Image:
         if image is not None:
             image.close()
         raise UserError(
-            f"cannot read {what} {path} ({describe_error(exc)}); "
-            f"the file is missing, truncated or corrupt. {fix}"
+            f"cannot read {what} {path} ({describe_error(exc)}); the file is missing, truncated or corrupt. {fix}"
         ) from None
     return image
 
@@ -377,9 +372,18 @@ def read_image(path: Path) -> np.ndarray:
         return np.array(image)  # a writable copy: torch warns on (and may not) share read-only buffers
 
 
-_MODE_NAMES = {"I;16": "16-bit grey", "I;16B": "16-bit grey", "I;16L": "16-bit grey", "I": "32-bit integer",
-               "F": "32-bit float", "1": "1-bit black and white", "CMYK": "CMYK colour", "YCbCr": "YCbCr colour",
-               "LAB": "Lab colour", "HSV": "HSV colour"}
+_MODE_NAMES = {
+    "I;16": "16-bit grey",
+    "I;16B": "16-bit grey",
+    "I;16L": "16-bit grey",
+    "I": "32-bit integer",
+    "F": "32-bit float",
+    "1": "1-bit black and white",
+    "CMYK": "CMYK colour",
+    "YCbCr": "YCbCr colour",
+    "LAB": "Lab colour",
+    "HSV": "HSV colour",
+}
 
 
 def _label_array(path: Path, label_source: str) -> np.ndarray:
@@ -429,8 +433,6 @@ def read_train_ids(path: Path, label_source: str = "trainIds") -> np.ndarray:
     return ids_to_train_ids(array) if label_source == "ids" else array
 
 
-
-
 def check_same_size(image: np.ndarray, mask: np.ndarray, image_path: Path, label_path: Path) -> None:
     """An (H, W, 3) image and its (H, W) label as decoded, before any resize could make them agree."""
     if mask.shape != image.shape[:2]:
@@ -438,5 +440,3 @@ def check_same_size(image: np.ndarray, mask: np.ndarray, image_path: Path, label
             f"image {image_path} is {image.shape[1]}x{image.shape[0]} but its label {label_path} is "
             f"{mask.shape[1]}x{mask.shape[0]}; they must be the same size (re-extract the pair)."
         )
-
-

@@ -1,7 +1,7 @@
 """The Cityscapes layout on disk, as names only (no numpy: the CLI lists the splits in --help).
 
-    ROOT/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
-    ROOT/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_{polygons.json,labelIds.png,...}
+ROOT/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
+ROOT/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_{polygons.json,labelIds.png,...}
 """
 
 SPLITS = ("train", "val", "test")

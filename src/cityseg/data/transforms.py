@@ -107,9 +107,7 @@ class ScaleCrop(v2.Transform):
         self.tries = tries
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        height, width = next(
-            x for x in flat_inputs if isinstance(x, (tv_tensors.Image, tv_tensors.Mask))
-        ).shape[-2:]
+        height, width = next(x for x in flat_inputs if isinstance(x, (tv_tensors.Image, tv_tensors.Mask))).shape[-2:]
         mask = next((x for x in flat_inputs if isinstance(x, tv_tensors.Mask)), None)
         base_w, base_h = self.base_size or (width, height)
         crop_w, crop_h = self.crop or (base_w, base_h)
@@ -175,8 +173,6 @@ def mark_padding(images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
     return images, masks.masked_fill(padded, IGNORE_INDEX)
 
 
-
-
 def pixel_transform(name: str) -> v2.Transform:
     """One per-pixel augmentation of PIXEL_AUGMENTATIONS, for one image."""
     if name == "color-jitter":
@@ -236,18 +232,14 @@ def _check_options(
 ) -> None:
     unknown = [name for name in aug if name not in AUGMENTATIONS]
     if unknown:
-        raise UserError(
-            f"unknown augmentation(s) {', '.join(unknown)}; valid ones are {', '.join(AUGMENTATIONS)}."
-        )
+        raise UserError(f"unknown augmentation(s) {', '.join(unknown)}; valid ones are {', '.join(AUGMENTATIONS)}.")
     for what, value in (("size", size), ("crop", crop)):
         if value is not None and (len(value) != 2 or min(value) < 1):
             raise UserError(f"{what} {value!r} must be two positive numbers WIDTH x HEIGHT, e.g. 1024x512.")
     if scale_range is not None and not (len(scale_range) == 2 and 0 < scale_range[0] <= scale_range[1]):
         raise UserError(f"scale range {scale_range!r} must be two numbers 0 < MIN <= MAX, e.g. 0.5 2.0.")
     if not 0 < crop_max_class_ratio <= 1:
-        raise UserError(
-            f"crop_max_class_ratio {crop_max_class_ratio} must be in (0, 1]; 1 disables the check."
-        )
+        raise UserError(f"crop_max_class_ratio {crop_max_class_ratio} must be in (0, 1]; 1 disables the check.")
     if "scale-crop" in aug and crop is None and size is None:
         raise UserError("scale-crop needs a crop size (--crop WxH) or an input --size to crop and pad to.")
 

@@ -153,8 +153,10 @@ def pair_histogram(rows: np.ndarray, values: np.ndarray, n_rows: int) -> np.ndar
     its range silently); `values`: uint8 predictions. One OpenCV calcHist pass, which releases the GIL.
     """
     if values.dtype != np.uint8 or rows.dtype not in (np.uint8, np.uint16) or rows.shape != values.shape:
-        raise TypeError(f"pair_histogram needs uint8/uint16 rows and uint8 values of one shape, got "
-                        f"{rows.dtype} {rows.shape} and {values.dtype} {values.shape}")
+        raise TypeError(
+            f"pair_histogram needs uint8/uint16 rows and uint8 values of one shape, got "
+            f"{rows.dtype} {rows.shape} and {values.dtype} {values.shape}"
+        )
     if rows.size > _CALCHIST_MAX_PIXELS:
         index = rows.astype(np.int64) * 256 + values  # (H, W)
         return np.bincount(index.ravel(), minlength=n_rows * 256).reshape(n_rows, 256)
@@ -239,7 +241,9 @@ def _raise_bad_instances(ids: np.ndarray, inst_path: Path) -> None:
 MAX_SEGMENTS = 1 << 16  # segment numbers are uint16
 
 
-def encode_segments(gt: np.ndarray, instances: np.ndarray, label_path: Path, inst_path: Path) -> tuple[np.ndarray, np.ndarray]:
+def encode_segments(
+    gt: np.ndarray, instances: np.ndarray, label_path: Path, inst_path: Path
+) -> tuple[np.ndarray, np.ndarray]:
     """((H, W) uint16 segment per pixel, (S, 2) int64 table of (labelId, instance id or 0)) of one frame.
 
     Segments 0..33 are the labelIds of pixels outside instances (rows (id, 0), present or not); the
@@ -300,7 +304,9 @@ def count_frame_cached(pair: Pair, read_segments: SegmentReader) -> FrameCounts 
         return problem
 
 
-def count_prediction(pair: Pair, pred: np.ndarray, segments: tuple[np.ndarray, np.ndarray] | None = None) -> FrameCounts:
+def count_prediction(
+    pair: Pair, pred: np.ndarray, segments: tuple[np.ndarray, np.ndarray] | None = None
+) -> FrameCounts:
     """Counts of one frame from its decoded (or in-memory) (H, W) uint8 prediction; the ground truth from
     `segments` (gt_cache's (segments, table)) or decoded from the pair's PNGs. PredictionProblem if unusable."""
     if segments is None:

@@ -61,9 +61,14 @@ from cityseg.fileio import (
 
 SEGMENTS_FILE = "segments.npy"
 TABLES_FILE = "tables.npy"
-GT_CACHE = CacheKind(marker="CITYSEG_EVAL_GT.json", format="cityseg-eval-gt", format_version=1,
-                     entry_files=(SEGMENTS_FILE, TABLES_FILE, INDEX_FILE, COMPLETE_FILE),
-                     label="ground-truth cache", entry_label="ground-truth cache entry")
+GT_CACHE = CacheKind(
+    marker="CITYSEG_EVAL_GT.json",
+    format="cityseg-eval-gt",
+    format_version=1,
+    entry_files=(SEGMENTS_FILE, TABLES_FILE, INDEX_FILE, COMPLETE_FILE),
+    label="ground-truth cache",
+    entry_label="ground-truth cache entry",
+)
 MARKER, FORMAT, FORMAT_VERSION = GT_CACHE.marker, GT_CACHE.format, GT_CACHE.format_version
 _SPARE_BYTES = 1 << 30  # left free for everything else
 SEEN_PREFIX = ".seen-"  # DIR/.seen-<split>.json: the split was evaluated once with these sources (see NotYet)
@@ -116,8 +121,9 @@ def open_gt_cache(out: Path, root: Path, split: str, pairs: Sequence[Pair], work
 
 
 @contextlib.contextmanager
-def ground_truth_source(out: Path, root: Path, split: str, pairs: Sequence[Pair], workers: int,
-                        build_now: bool = True) -> Iterator[GroundTruthCache | GroundTruthBuild | NotYet]:
+def ground_truth_source(
+    out: Path, root: Path, split: str, pairs: Sequence[Pair], workers: int, build_now: bool = True
+) -> Iterator[GroundTruthCache | GroundTruthBuild | NotYet]:
     """The split's entry in `out`: opened if it matches every source file now, else a GroundTruthBuild that the
     caller's scoring pass fills frame by frame (through `read`), completed when the block ends without error.
 
@@ -139,7 +145,9 @@ def ground_truth_source(out: Path, root: Path, split: str, pairs: Sequence[Pair]
         elif fresh is None:
             if entry.exists():
                 GT_CACHE.check_only_ours(entry)
-            build = GroundTruthBuild(out, split, root, pairs, records, workers, "rebuilt" if entry.exists() else "built")
+            build = GroundTruthBuild(
+                out, split, root, pairs, records, workers, "rebuilt" if entry.exists() else "built"
+            )
             try:
                 yield build
             except BaseException:
@@ -184,7 +192,9 @@ def _seen_before(out: Path, split: str, root: Path, records: list[dict[str, Any]
             return True
     except (OSError, ValueError, AttributeError):
         pass
-    atomic_write_text(note, json.dumps({"sources": digest, "note": "evaluated once; the next evaluation builds the cache"}) + "\n")
+    atomic_write_text(
+        note, json.dumps({"sources": digest, "note": "evaluated once; the next evaluation builds the cache"}) + "\n"
+    )
     return False
 
 
@@ -205,8 +215,9 @@ def gt_cache_folder(setting: Path | bool | None, root: Path) -> Path | None:
 
 
 @contextlib.contextmanager
-def gt_cache_or_none(setting: Path | bool, root: Path, split: str, pairs: Sequence[Pair],
-                     workers: int) -> Iterator[GroundTruthCache | GroundTruthBuild | NotYet | None]:
+def gt_cache_or_none(
+    setting: Path | bool, root: Path, split: str, pairs: Sequence[Pair], workers: int
+) -> Iterator[GroundTruthCache | GroundTruthBuild | NotYet | None]:
     """ground_truth_source for `evaluate`'s gt_cache argument: None when off, or (with a GtCacheWarning) when the
     default folder is unwritable or short of space; an explicit folder that is unwritable is a UserError. The
     default folder (True) is built by the second evaluation of a split, an explicit one by the first."""
@@ -219,11 +230,15 @@ def gt_cache_or_none(setting: Path | bool, root: Path, split: str, pairs: Sequen
             if setting is True:
                 _claim_training_cache(out.parent)
             # the default folder builds from the second evaluation of a split on; a folder given explicitly, now
-            opened = stack.enter_context(ground_truth_source(out, root, split, pairs, workers, build_now=setting is not True))
+            opened = stack.enter_context(
+                ground_truth_source(out, root, split, pairs, workers, build_now=setting is not True)
+            )
         except OSError as exc:  # read-only dataset mount, no permission, disk full
             if setting is not True:
-                raise UserError(f"cannot write the ground-truth cache {out} ({exc.strerror}); pick a writable "
-                                "folder with --gt-cache DIR, or pass --no-gt-cache.") from None
+                raise UserError(
+                    f"cannot write the ground-truth cache {out} ({exc.strerror}); pick a writable "
+                    "folder with --gt-cache DIR, or pass --no-gt-cache."
+                ) from None
             _note(f"cannot write {out} ({exc.strerror})")
             opened = None
         except _ShortOfSpace as exc:
@@ -250,8 +265,16 @@ class GroundTruthBuild:
     """An entry being written during a scoring pass: `read` decodes a frame's ground truth, encodes it, stores it
     in a temp entry and hands it back for counting; `finish` swaps the complete entry into place."""
 
-    def __init__(self, out: Path, split: str, root: Path, pairs: Sequence[Pair], records: list[dict[str, Any]],
-                 workers: int, status: str) -> None:
+    def __init__(
+        self,
+        out: Path,
+        split: str,
+        root: Path,
+        pairs: Sequence[Pair],
+        records: list[dict[str, Any]],
+        workers: int,
+        status: str,
+    ) -> None:
         self.status = status
         self.root, self.split, self.records = Path(root), split, records
         self.shapes = map_frames(_png_shape, pairs, workers)  # (H, W) from headers, to size the memmap
@@ -265,8 +288,9 @@ class GroundTruthBuild:
         if self.tmp.exists():
             GT_CACHE.remove_entry(self.tmp)  # a killed build's leftovers
         self.tmp.mkdir()
-        self.segments = np.lib.format.open_memmap(self.tmp / SEGMENTS_FILE, mode="w+", dtype=np.uint16,
-                                                  shape=(self.offsets[-1],))
+        self.segments = np.lib.format.open_memmap(
+            self.tmp / SEGMENTS_FILE, mode="w+", dtype=np.uint16, shape=(self.offsets[-1],)
+        )
 
     def read(self, pair: Pair) -> tuple[np.ndarray, np.ndarray]:
         """((H, W) uint16 segments, (S, 2) table) of one frame, decoded from its PNGs and stored on the way."""
@@ -286,7 +310,11 @@ class GroundTruthBuild:
 
     def info(self) -> dict[str, Any]:
         """What `evaluate` reports about the cache (build_s: encoding and writing, summed over threads)."""
-        return {"path": str(self.result.path if self.result else self.tmp), "status": self.status, "build_s": self.build_s}
+        return {
+            "path": str(self.result.path if self.result else self.tmp),
+            "status": self.status,
+            "build_s": self.build_s,
+        }
 
     def finish(self, entry: Path) -> None:
         """Write the tables, the index and COMPLETE (last), then rename the temp entry into place."""
@@ -304,8 +332,12 @@ class GroundTruthBuild:
             "format_version": FORMAT_VERSION,
             "root": str(self.root.resolve()),
             "split": self.split,
-            "rows": [[offset, h, w, first, len(table)] for offset, (h, w), first, table
-                     in zip(self.offsets[:-1], self.shapes, firsts[:-1], tables, strict=True)],
+            "rows": [
+                [offset, h, w, first, len(table)]
+                for offset, (h, w), first, table in zip(
+                    self.offsets[:-1], self.shapes, firsts[:-1], tables, strict=True
+                )
+            ],
             "frames": self.records,
         }
         atomic_write_text(self.tmp / INDEX_FILE, json.dumps(index) + "\n")
@@ -328,8 +360,10 @@ def _check_free_space(out: Path, needed: int) -> None:
     """Refuse to start a build the disk cannot hold (a memmap write to a full disk kills the process)."""
     free = free_bytes(out)
     if free < needed + _SPARE_BYTES:
-        raise _ShortOfSpace(f"{out} has {free / 1e9:.1f} GB free, the split needs {needed / 1e9:.1f} GB "
-                            f"(+{_SPARE_BYTES / 1e9:.1f} GB spare); free some space or pass --gt-cache DIR")
+        raise _ShortOfSpace(
+            f"{out} has {free / 1e9:.1f} GB free, the split needs {needed / 1e9:.1f} GB "
+            f"(+{_SPARE_BYTES / 1e9:.1f} GB spare); free some space or pass --gt-cache DIR"
+        )
 
 
 def _png_shape(pair: Pair) -> tuple[int, int]:
@@ -343,8 +377,11 @@ def _png_shape(pair: Pair) -> tuple[int, int]:
 
 def _pair_record(pair: Pair, root: Path) -> dict[str, Any]:
     """What identifies a frame's ground truth: paths relative to ROOT, sizes and mtimes."""
-    return {"id": pair.frame_id, **source_fingerprint("label_ids", pair.label_ids, root),
-            **source_fingerprint("instance_ids", pair.instance_ids, root)}
+    return {
+        "id": pair.frame_id,
+        **source_fingerprint("label_ids", pair.label_ids, root),
+        **source_fingerprint("instance_ids", pair.instance_ids, root),
+    }
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -389,5 +426,9 @@ def _claim_training_cache(parent: Path) -> None:
 
 def _claim_folder(out: Path) -> None:
     """Create the ground-truth cache folder with its marker, or check the marker."""
-    GT_CACHE.claim(out, "written by `cityseg evaluate` (decoded ground truth); safe to delete, it is rebuilt from ROOT",
-                   "cityseg ground-truth cache", "pass an empty or new folder with --gt-cache DIR, or --no-gt-cache.")
+    GT_CACHE.claim(
+        out,
+        "written by `cityseg evaluate` (decoded ground truth); safe to delete, it is rebuilt from ROOT",
+        "cityseg ground-truth cache",
+        "pass an empty or new folder with --gt-cache DIR, or --no-gt-cache.",
+    )

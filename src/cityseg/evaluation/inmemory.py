@@ -32,15 +32,21 @@ from cityseg.evaluation.scores import accumulate, export_dict
 class PredictionScorer:
     """Counts frames as they are predicted (in worker threads, so the model never waits), then the export dict."""
 
-    def __init__(self, root: Path, split: str, frame_ids: list[str], workers: int = 2, gt_cache: Path | bool = True) -> None:
+    def __init__(
+        self, root: Path, split: str, frame_ids: list[str], workers: int = 2, gt_cache: Path | bool = True
+    ) -> None:
         if split == "test":
-            raise UserError("the test split's ground truth is withheld, so test predictions cannot be scored; drop "
-                            "--score, or score --split val.")
+            raise UserError(
+                "the test split's ground truth is withheld, so test predictions cannot be scored; drop "
+                "--score, or score --split val."
+            )
         frames = {f.id: f for f in ground_truth_frames(Path(root), split)}
         missing = [i for i in frame_ids if i not in frames]
         if missing:
-            raise UserError(f"{len(missing)} frame(s) of split '{split}' have no labelIds/instanceIds ground truth in "
-                            f"{root} ({format_paths(missing)}), so they cannot be scored; drop --score.")
+            raise UserError(
+                f"{len(missing)} frame(s) of split '{split}' have no labelIds/instanceIds ground truth in "
+                f"{root} ({format_paths(missing)}), so they cannot be scored; drop --score."
+            )
         self.pairs = {i: Pair(i, Path(i), frames[i].label_ids, frames[i].instance_ids) for i in frame_ids}
         self.order = list(frame_ids)
         folder = gt_cache_folder(gt_cache, Path(root))
@@ -77,9 +83,12 @@ class PredictionScorer:
         finally:
             self.pool.shutdown(wait=True)
         export = plain(export_dict(accumulate(frames, average_class_sizes())))
-        export["cityseg"] = {"engine": "fast (in memory, cityseg predict --score)", "n_frames": len(frames),
-                             "gt_cache": self.cache.info() if self.cache else None,
-                             "timings": {"predict_and_score_s": time.perf_counter() - self.started}}
+        export["cityseg"] = {
+            "engine": "fast (in memory, cityseg predict --score)",
+            "n_frames": len(frames),
+            "gt_cache": self.cache.info() if self.cache else None,
+            "timings": {"predict_and_score_s": time.perf_counter() - self.started},
+        }
         return export
 
     def close(self) -> None:

@@ -19,7 +19,11 @@ PREDICTION_SUFFIX = "_leftImg8bit.png"  # what `cityseg predict` names its outpu
 
 
 def noisy_labels(
-    gt: np.ndarray, rng: np.random.Generator, error_rate: float = 0.2, block: int = 8, values: Sequence[int] | None = None
+    gt: np.ndarray,
+    rng: np.random.Generator,
+    error_rate: float = 0.2,
+    block: int = 8,
+    values: Sequence[int] | None = None,
 ) -> np.ndarray:
     """(H, W) uint8 labelIds: `gt` with about `error_rate` of `block`x`block` cells replaced by a random id."""
     height, width = gt.shape
@@ -50,7 +54,8 @@ def write_noisy_predictions(
         with Image.open(frame.label_ids) as image:
             gt = np.asarray(image)
         path = out_dir / f"{frame.id}{PREDICTION_SUFFIX}"
-        path.write_bytes(encode_label_png(noisy_labels(gt, rng, error_rate, block, values)))  # as `cityseg predict` writes
+        path.write_bytes(
+            encode_label_png(noisy_labels(gt, rng, error_rate, block, values))
+        )  # as `cityseg predict` writes
         written.append(path)
     return written
-

@@ -94,10 +94,14 @@ def format_table(result: Mapping[str, Any], bold: bool = False) -> str:
     rule = "-" * (NAME_WIDTH + 16)
     lines = [f"{'class':<{NAME_WIDTH}}{'IoU':>7}{'iIoU':>9}", rule]
     for name in CLASS_NAMES:
-        lines.append(f"{name:<{NAME_WIDTH}}{_fmt(result['classScores'][name])}  {_fmt(result['classInstScores'][name])}")
+        lines.append(
+            f"{name:<{NAME_WIDTH}}{_fmt(result['classScores'][name])}  {_fmt(result['classInstScores'][name])}"
+        )
     lines += [rule, f"{'category':<{NAME_WIDTH}}{'IoU':>7}{'iIoU':>9}", rule]
     for name in CATEGORY_NAMES:
-        lines.append(f"{name:<{NAME_WIDTH}}{_fmt(result['categoryScores'][name])}  {_fmt(result['categoryInstScores'][name])}")
+        lines.append(
+            f"{name:<{NAME_WIDTH}}{_fmt(result['categoryScores'][name])}  {_fmt(result['categoryInstScores'][name])}"
+        )
     lines += [
         rule,
         f"{'categories avg':<{NAME_WIDTH}}{_fmt(result['averageScoreCategories'])}  {_fmt(result['averageScoreInstCategories'])}",
@@ -118,8 +122,12 @@ def _sha256(data: bytes) -> str:
 def _stamped_text(result: Mapping[str, Any], csv_bytes: bytes, previous_csv_sha256: str | None) -> str:
     """The JSON text with `cityseg.written_by`: the sha256 of this very text (taken with that field empty), of
     the CSV written beside it, and of the CSV that one replaces (still there if a kill came in between)."""
-    stamp = {"command": WRITTEN_BY, "sha256": "", "csv_sha256": _sha256(csv_bytes),
-             "previous_csv_sha256": previous_csv_sha256}
+    stamp = {
+        "command": WRITTEN_BY,
+        "sha256": "",
+        "csv_sha256": _sha256(csv_bytes),
+        "previous_csv_sha256": previous_csv_sha256,
+    }
     data = {**result, "cityseg": {**result.get("cityseg", {}), "written_by": stamp}}
     stamp["sha256"] = _sha256(_json_text(data).encode())
     return _json_text(data)
@@ -161,7 +169,9 @@ def check_output_paths(json_path: Path) -> None:
     if csv_path.exists() or csv_path.is_symlink():
         try:
             ours = stamp is not None and _sha256(csv_path.read_bytes()) in (
-                stamp.get("csv_sha256"), stamp.get("previous_csv_sha256"))
+                stamp.get("csv_sha256"),
+                stamp.get("previous_csv_sha256"),
+            )
         except OSError:
             ours = False
         if not ours:

@@ -40,7 +40,12 @@ from cityseg.system import default_workers
 ENGINES = ("both", "official", "fast")
 TOLERANCE = 1e-9  # largest |official - fast| accepted for any score
 _SCORE_DICTS = ("priors", "classScores", "classInstScores", "categoryScores", "categoryInstScores")
-_SCORE_VALUES = ("averageScoreClasses", "averageScoreInstClasses", "averageScoreCategories", "averageScoreInstCategories")
+_SCORE_VALUES = (
+    "averageScoreClasses",
+    "averageScoreInstClasses",
+    "averageScoreCategories",
+    "averageScoreInstCategories",
+)
 
 
 class EngineMismatchError(RuntimeError):
@@ -63,7 +68,9 @@ def _image_size(path: Path) -> tuple[int, int]:
     try:
         return image_size(path)
     except UnreadablePngError as exc:
-        raise UserError(f"cannot read the size of ground truth {path} ({exc.detail}); restore it from gtFine.") from None
+        raise UserError(
+            f"cannot read the size of ground truth {path} ({exc.detail}); restore it from gtFine."
+        ) from None
 
 
 def prediction_pairs(pred_dir: Path, frames: Sequence[Frame]) -> list[Pair]:
@@ -98,7 +105,9 @@ def check_predictions(pred_dir: Path, root: Path, split: str = "val", workers: i
     return {p.frame_id: p.prediction for p in pairs}
 
 
-def compare_exports(official: Mapping[str, Any], fast: Mapping[str, Any], tol: float = TOLERANCE) -> tuple[list[str], float]:
+def compare_exports(
+    official: Mapping[str, Any], fast: Mapping[str, Any], tol: float = TOLERANCE
+) -> tuple[list[str], float]:
     """Differences between two export dicts (exact counts; scores within `tol`, NaN in the same places)."""
     diffs: list[str] = []
     worst = 0.0
@@ -106,7 +115,9 @@ def compare_exports(official: Mapping[str, Any], fast: Mapping[str, Any], tol: f
         diffs.append("confMatrix counts differ")
     if dict(official["labels"]) != dict(fast["labels"]):
         diffs.append("labels differ")
-    pairs = [(f"{key}[{name}]", official[key][name], fast[key].get(name)) for key in _SCORE_DICTS for name in official[key]]
+    pairs = [
+        (f"{key}[{name}]", official[key][name], fast[key].get(name)) for key in _SCORE_DICTS for name in official[key]
+    ]
     pairs += [(key, official[key], fast[key]) for key in _SCORE_VALUES]
     for key in _SCORE_DICTS:
         if set(official[key]) != set(fast[key]):
@@ -225,7 +236,11 @@ def evaluate(
         "timings": timings,
         "gt_cache": cache_info,
         "warnings": [train_ids_warning] if train_ids_warning else [],
-        "versions": {"cityseg": __version__, "cityscapesscripts": _package_version("cityscapesscripts"), "numpy": np.__version__},
+        "versions": {
+            "cityseg": __version__,
+            "cityscapesscripts": _package_version("cityscapesscripts"),
+            "numpy": np.__version__,
+        },
     }
     if engine == "both":
         section["max_abs_diff"] = _check_agreement(exports["official"], exports["fast"])

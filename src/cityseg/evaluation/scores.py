@@ -91,7 +91,9 @@ def _class_scores(conf: np.ndarray, totals: Totals) -> tuple[dict[str, float], d
         fn = int(conf[label_id].sum()) - tp
         fp = int(scored_column[label_id]) - tp
         iou[name] = _ratio(tp, fp, fn)
-        iiou[name] = _ratio(totals.class_tp[name], fp, totals.class_fn[name]) if name in totals.class_tp else float("nan")
+        iiou[name] = (
+            _ratio(totals.class_tp[name], fp, totals.class_fn[name]) if name in totals.class_tp else float("nan")
+        )
     return iou, iiou
 
 

@@ -44,8 +44,13 @@ def _classes() -> list[dict[str, Any]]:
     from cityscapesscripts.helpers.labels import trainId2label
 
     return [
-        {"train_id": train_id, "label_id": int(TRAIN_ID_TO_ID[train_id]), "name": CLASS_NAMES[train_id],
-         "category": trainId2label[train_id].category, "color": [int(v) for v in TRAIN_ID_COLORS[train_id]]}
+        {
+            "train_id": train_id,
+            "label_id": int(TRAIN_ID_TO_ID[train_id]),
+            "name": CLASS_NAMES[train_id],
+            "category": trainId2label[train_id].category,
+            "color": [int(v) for v in TRAIN_ID_COLORS[train_id]],
+        }
         for train_id in range(NUM_CLASSES)
     ]
 
@@ -119,34 +124,65 @@ def build_card(
     sha = file_sha256(Path(checkpoint))
     cv = _cross_validation(run_dir) or _cross_validation(run_dir.parent)
     if evaluation is not None:
-        evaluation = {**evaluation, "same_checkpoint": evaluation.get("predicted_with_sha256") == sha
-                      if evaluation.get("predicted_with_sha256") else None}
+        evaluation = {
+            **evaluation,
+            "same_checkpoint": evaluation.get("predicted_with_sha256") == sha
+            if evaluation.get("predicted_with_sha256")
+            else None,
+        }
     size = config.get("size")
     return {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "model": {"architecture": "U-Net (segmentation_models_pytorch)", "encoder": "resnet34",
-                  "num_classes": NUM_CLASSES, "parameters": sum(p.numel() for p in network.parameters())},
+        "model": {
+            "architecture": "U-Net (segmentation_models_pytorch)",
+            "encoder": "resnet34",
+            "num_classes": NUM_CLASSES,
+            "parameters": sum(p.numel() for p in network.parameters()),
+        },
         "files": files,
         "onnx_io": {
-            "input": {"name": "image", "dtype": "uint8", "shape": ["batch", "height", "width", 3],
-                      "layout": "RGB, rows top to bottom (as PIL/numpy decode it)", "min_side": 33},
-            "output": {"name": "logits", "dtype": "float32", "shape": ["batch", NUM_CLASSES, "height", "width"],
-                       "meaning": "class scores in trainId order (classes below); argmax over axis 1"},
+            "input": {
+                "name": "image",
+                "dtype": "uint8",
+                "shape": ["batch", "height", "width", 3],
+                "layout": "RGB, rows top to bottom (as PIL/numpy decode it)",
+                "min_side": 33,
+            },
+            "output": {
+                "name": "logits",
+                "dtype": "float32",
+                "shape": ["batch", NUM_CLASSES, "height", "width"],
+                "meaning": "class scores in trainId order (classes below); argmax over axis 1",
+            },
         },
         "classes": _classes(),
-        "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-                          "formula": "(pixel / 255 - mean) / std per RGB channel (ImageNet statistics)",
-                          "onnx": "inside the graph: feed uint8", "safetensors": "apply it yourself"},
+        "normalisation": {
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "formula": "(pixel / 255 - mean) / std per RGB channel (ImageNet statistics)",
+            "onnx": "inside the graph: feed uint8",
+            "safetensors": "apply it yourself",
+        },
         "inference": {"training_size": size, "photo_scale": _PHOTO_RULE if size else "none: photos at their own size"},
         "config": config,
-        "training": {"recipe": config.get("recipe"), "run": run_info.get("run_name") or run_dir.name,
-                     "epochs": config.get("epochs"), "data_root": run_info.get("data_root"),
-                     "synthetic": run_info.get("synthetic"), "n_train": run_info.get("n_train"),
-                     "n_val": run_info.get("n_val"), "config_json": str(run_dir / CONFIG_FILE) if run_info else None},
-        "source": {"checkpoint": str(Path(checkpoint).resolve()), "sha256": sha, "epoch": state.get("epoch"),
-                   "best_epoch": state.get("best_epoch")},
+        "training": {
+            "recipe": config.get("recipe"),
+            "run": run_info.get("run_name") or run_dir.name,
+            "epochs": config.get("epochs"),
+            "data_root": run_info.get("data_root"),
+            "synthetic": run_info.get("synthetic"),
+            "n_train": run_info.get("n_train"),
+            "n_val": run_info.get("n_val"),
+            "config_json": str(run_dir / CONFIG_FILE) if run_info else None,
+        },
+        "source": {
+            "checkpoint": str(Path(checkpoint).resolve()),
+            "sha256": sha,
+            "epoch": state.get("epoch"),
+            "best_epoch": state.get("best_epoch"),
+        },
         "git": run_info.get("git") or {"sha": None, "dirty": None},
         "results": {"cross_validation": cv, "evaluation": evaluation},
         "parity": parity,
@@ -164,15 +200,22 @@ def _results_lines(card: dict[str, Any]) -> list[str]:
     if cv is None:
         lines.append("- Cross-validation: no summary.json beside the checkpoint's run folder.")
     else:
-        lines.append(f"- Cross-validation ({cv['k']} folds, {cv['split']} split): mIoU {_percent(cv['miou_mean'])} ± "
-                     f"{_percent(cv['miou_std'])} %. Protocol: {cv['protocol']}.")
+        lines.append(
+            f"- Cross-validation ({cv['k']} folds, {cv['split']} split): mIoU {_percent(cv['miou_mean'])} ± "
+            f"{_percent(cv['miou_std'])} %. Protocol: {cv['protocol']}."
+        )
     if evaluation is None:
         lines.append("- Evaluation: none given (`cityseg export ... --eval evaluation/val.json`).")
     else:
-        same = {True: "made with this checkpoint", False: "made with ANOTHER checkpoint",
-                None: "checkpoint of the predictions unknown"}[evaluation["same_checkpoint"]]
-        lines.append(f"- {evaluation['split']}: mIoU {_percent(evaluation['miou'])} %, iIoU {_percent(evaluation['iiou'])} % "
-                     f"({same}). Protocol: {evaluation['protocol']}.")
+        same = {
+            True: "made with this checkpoint",
+            False: "made with ANOTHER checkpoint",
+            None: "checkpoint of the predictions unknown",
+        }[evaluation["same_checkpoint"]]
+        lines.append(
+            f"- {evaluation['split']}: mIoU {_percent(evaluation['miou'])} %, iIoU {_percent(evaluation['iiou'])} % "
+            f"({same}). Protocol: {evaluation['protocol']}."
+        )
     if card["training"]["synthetic"] or (evaluation or {}).get("synthetic"):
         lines.append("- **Trained or measured on SYNTHETIC data**: these numbers say nothing about real streets.")
     return lines + [""]
@@ -183,34 +226,53 @@ def card_markdown(card: dict[str, Any]) -> str:
     training, source, onnx_io = card["training"], card["source"], card["onnx_io"]
     git = card["git"]
     lines = [
-        f"# cityseg model: U-Net / ResNet-34, {NUM_CLASSES} Cityscapes classes", "",
+        f"# cityseg model: U-Net / ResNet-34, {NUM_CLASSES} Cityscapes classes",
+        "",
         f"Exported {card['created']} from `{source['checkpoint']}` (epoch {source['epoch']}, sha256 "
-        f"`{source['sha256'][:16]}…`), code at git `{git.get('sha')}`{' (uncommitted changes)' if git.get('dirty') else ''}.", "",
-        "## Files", "",
+        f"`{source['sha256'][:16]}…`), code at git `{git.get('sha')}`{' (uncommitted changes)' if git.get('dirty') else ''}.",
+        "",
+        "## Files",
+        "",
         f"- `{card['files']['weights']['file']}`: the network's tensors (no optimizer); `cityseg predict FOLDER` loads it.",
         f"- `{card['files']['onnx']['file']}` (opset {card['files']['onnx']['opset']}): input `{onnx_io['input']['name']}` "
         f"uint8 RGB (batch, height, width, 3), sides >= {onnx_io['input']['min_side']} px; output "
         f"`{onnx_io['output']['name']}` float32 (batch, {NUM_CLASSES}, height, width), trainId order. Normalisation "
-        "and padding are inside the graph.", "",
-        "## Input", "",
+        "and padding are inside the graph.",
+        "",
+        "## Input",
+        "",
         f"- Normalisation: {card['normalisation']['formula']}, mean {card['normalisation']['mean']}, std "
         f"{card['normalisation']['std']} (inside the ONNX graph; apply it yourself with the safetensors weights).",
         f"- Scale: trained at {card['inference']['training_size'] or 'full resolution (Cityscapes: 2048x1024)'}; "
-        f"resize: {card['inference']['photo_scale']}.", "",
-        "## Training", "",
+        f"resize: {card['inference']['photo_scale']}.",
+        "",
+        "## Training",
+        "",
         f"- Recipe `{training['recipe']}`, {training['epochs']} epochs, run `{training['run']}`, "
         f"{training['n_train']} training images from `{training['data_root']}`.",
-        f"- Full config: `config` in card.json{' (from ' + training['config_json'] + ')' if training['config_json'] else ''}.", "",
+        f"- Full config: `config` in card.json{' (from ' + training['config_json'] + ')' if training['config_json'] else ''}.",
+        "",
         *_results_lines(card),
-        "## ONNX parity check", "",
+        "## ONNX parity check",
+        "",
         f"{'Passed' if card['parity']['passed'] else 'FAILED'}: {card['parity']['rule']} "
-        f"({card['parity']['runtime']}).", "",
-        "| image | size | argmax agreement | max abs logit diff | tolerance |", "|---|---|---|---|---|",
-        *[f"| {r['name']} | {r['size']} | {100 * r['agreement']:.4f} % | {r['max_abs_diff']:.2e} | {r['tolerance']:.2e} |"
-          for r in card["parity"]["images"]], "",
-        "## Classes", "",
-        "| trainId | labelId | name | category | colour (RGB) |", "|---|---|---|---|---|",
-        *[f"| {c['train_id']} | {c['label_id']} | {c['name']} | {c['category']} | {tuple(c['color'])} |"
-          for c in card["classes"]], "",
+        f"({card['parity']['runtime']}).",
+        "",
+        "| image | size | argmax agreement | max abs logit diff | tolerance |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {r['name']} | {r['size']} | {100 * r['agreement']:.4f} % | {r['max_abs_diff']:.2e} | {r['tolerance']:.2e} |"
+            for r in card["parity"]["images"]
+        ],
+        "",
+        "## Classes",
+        "",
+        "| trainId | labelId | name | category | colour (RGB) |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {c['train_id']} | {c['label_id']} | {c['name']} | {c['category']} | {tuple(c['color'])} |"
+            for c in card["classes"]
+        ],
+        "",
     ]
     return "\n".join(lines)

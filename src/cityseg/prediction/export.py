@@ -146,13 +146,15 @@ def check_parity(folder: Path, images: list[tuple[str, np.ndarray]]) -> ParityRe
         with torch.inference_mode():
             expected = forward_padded(network, normalize(pixels.permute(0, 3, 1, 2))).numpy()  # (1, C, H, W)
         actual = session.run([ONNX_OUTPUT], {ONNX_INPUT: pixels.numpy()})[0]
-        rows.append({
-            "name": name,
-            "size": f"{width}x{height}",
-            "agreement": float(np.mean(actual.argmax(1) == expected.argmax(1))),
-            "max_abs_diff": float(np.abs(actual - expected).max()),
-            "tolerance": LOGIT_RTOL * float(np.abs(expected).max()),
-        })
+        rows.append(
+            {
+                "name": name,
+                "size": f"{width}x{height}",
+                "agreement": float(np.mean(actual.argmax(1) == expected.argmax(1))),
+                "max_abs_diff": float(np.abs(actual - expected).max()),
+                "tolerance": LOGIT_RTOL * float(np.abs(expected).max()),
+            }
+        )
     return ParityReport(rows)
 
 
@@ -163,12 +165,26 @@ def export_onnx(network: nn.Module, path: Path) -> int:
     deployed = DeployedNetwork(network).eval()
     # An example whose sides are not multiples of 32, so the padding is traced as the general case.
     example = torch.zeros((2, 75, 133, 3), dtype=torch.uint8)
-    shapes = {"image": {0: torch.export.Dim("batch", min=1, max=1024), 1: torch.export.Dim("height", min=MIN_SIDE),
-                        2: torch.export.Dim("width", min=MIN_SIDE)}}
+    shapes = {
+        "image": {
+            0: torch.export.Dim("batch", min=1, max=1024),
+            1: torch.export.Dim("height", min=MIN_SIDE),
+            2: torch.export.Dim("width", min=MIN_SIDE),
+        }
+    }
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress chatter
         warnings.simplefilter("ignore")
-        torch.onnx.export(deployed, (example,), str(path), dynamo=True, input_names=[ONNX_INPUT],
-                          output_names=[ONNX_OUTPUT], dynamic_shapes=shapes, external_data=False, verbose=False)
+        torch.onnx.export(
+            deployed,
+            (example,),
+            str(path),
+            dynamo=True,
+            input_names=[ONNX_INPUT],
+            output_names=[ONNX_OUTPUT],
+            dynamic_shapes=shapes,
+            external_data=False,
+            verbose=False,
+        )
     graph = onnx.load(str(path), load_external_data=False)
     return max(entry.version for entry in graph.opset_import if entry.domain in ("", "ai.onnx"))
 
@@ -234,8 +250,12 @@ def export_model(
 
 
 def _export(
-    checkpoint: Path, out_dir: Path, eval_json: Path | None, check_images: list[tuple[str, np.ndarray]] | None,
-    overwrite: bool, log,
+    checkpoint: Path,
+    out_dir: Path,
+    eval_json: Path | None,
+    check_images: list[tuple[str, np.ndarray]] | None,
+    overwrite: bool,
+    log,
 ) -> ExportResult:
     start = time.perf_counter()
     if checkpoint.is_dir():
@@ -268,8 +288,10 @@ def _export(
         }
         card = build_card(checkpoint, state, network, files, parity.as_dict(), evaluation)
         if evaluation is not None and card["results"]["evaluation"]["same_checkpoint"] is False:
-            log(f"warning: the predictions scored in {eval_json} were made with another checkpoint (their manifest "
-                "says so); the card says so too. Predict and evaluate with this checkpoint for its own numbers.")
+            log(
+                f"warning: the predictions scored in {eval_json} were made with another checkpoint (their manifest "
+                "says so); the card says so too. Predict and evaluate with this checkpoint for its own numbers."
+            )
         atomic_write_text(staging / CARD_JSON, json.dumps(card, indent=1) + "\n")
         atomic_write_text(staging / CARD_MD, card_markdown(card))
         for path in staging.iterdir():  # some writers make private files; the export is ordinary files

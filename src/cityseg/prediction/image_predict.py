@@ -116,8 +116,15 @@ def _as_list(batch: list) -> list:
 
 
 def image_options(
-    height: int, width: int, mode: str, tta: str, crop: Size | None, stride: Size | None, scale: float | None,
-    training_size: Size | None, whole_limit: Size,
+    height: int,
+    width: int,
+    mode: str,
+    tta: str,
+    crop: Size | None,
+    stride: Size | None,
+    scale: float | None,
+    training_size: Size | None,
+    whole_limit: Size,
 ) -> dict[str, Any]:
     """predict_logits options for one photo: its network size, and the sliding window when it is too large."""
     factor = photo_scale(width, training_size, scale)
@@ -176,8 +183,15 @@ def predict_images(
     settings.update(kind="images", scale=scale, whole_limit=list(whole_limit))
 
     names = {item.key: list(output_names(item.key).values()) for item in inputs}
-    options = {"mode": mode, "tta": tta, "crop": crop, "stride": stride, "scale": scale,
-               "training_size": training_size, "whole_limit": whole_limit}
+    options = {
+        "mode": mode,
+        "tta": tta,
+        "crop": crop,
+        "stride": stride,
+        "scale": scale,
+        "training_size": training_size,
+        "whole_limit": whole_limit,
+    }
     with output_locks([out_dir]):  # one predict per folder, as for splits
         ledger = ImageLedger(out_dir, settings, names, "image predictions")
         with storage_errors(out_dir, ledger.what):
@@ -217,7 +231,10 @@ class _PhotoRun:
 
     def predict(self, todo: list[ImageInput], batch_size: int, workers: int, progress: bool) -> None:
         loader = DataLoader(
-            _Photos(todo), batch_size=batch_size, num_workers=workers, collate_fn=_as_list,
+            _Photos(todo),
+            batch_size=batch_size,
+            num_workers=workers,
+            collate_fn=_as_list,
             pin_memory=self.device.type == "cuda",
         )
         claimed_until = 0  # todo[:claimed_until] are recorded as pending (or done) on disk
@@ -264,8 +281,11 @@ class _PhotoRun:
                 torch.cuda.empty_cache()
                 for item, image in members:
                     height, width = image.shape[:2]
-                    self._fail(item, f"{item.path} ({width}x{height}) ran out of GPU memory; predict it with a smaller "
-                               "--scale or --whole-limit, or with --device cpu.")
+                    self._fail(
+                        item,
+                        f"{item.path} ({width}x{height}) ran out of GPU memory; predict it with a smaller "
+                        "--scale or --whole-limit, or with --device cpu.",
+                    )
                 continue
             for (item, image), label_ids in zip(members, label_maps, strict=True):
                 with storage_errors(self.ledger.folder, self.ledger.what):

@@ -122,9 +122,7 @@ def _probabilities_at_scale(
     resized = image
     if tuple(input_hw) != (height, width):
         shrinking = input_hw[0] < height or input_hw[1] < width
-        resized = F.interpolate(
-            image, size=input_hw, mode="bilinear", align_corners=False, antialias=shrinking
-        )
+        resized = F.interpolate(image, size=input_hw, mode="bilinear", align_corners=False, antialias=shrinking)
     if mode == "slide":
         logits = sliding_window(model, resized, crop, stride, window_batch)
     else:

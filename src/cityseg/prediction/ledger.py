@@ -37,27 +37,21 @@ from cityseg.fileio import atomic_write_bytes, is_name_inside
 MANIFEST_NAME = ".cityseg-predict.json"
 
 
-
 LOCK_NAME = ".lock-predict"  # held by the one `predict` writing the folder (not a PNG: matchers ignore it)
-
 
 
 MANIFEST_FORMAT = "cityseg-predict"
 
 
-
 MANIFEST_VERSION = 1
-
 
 
 # Settings that change the pixels written; two runs may share a folder only if all are equal.
 _COMPARED = ("kind", "split", "checkpoint_sha256", "mode", "tta", "crop", "stride", "scale_size")
 
 
-
 # Errors that mean "this folder cannot take the files", as opposed to a bug.
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
-
 
 
 def prediction_name(frame_id: str) -> str:
@@ -65,11 +59,9 @@ def prediction_name(frame_id: str) -> str:
     return f"{frame_id}_leftImg8bit.png"
 
 
-
 def color_names(frame_id: str) -> tuple[str, str]:
     """Colour and overlay file names of a frame in the --color-out folder."""
     return f"{frame_id}_color.png", f"{frame_id}_overlay.png"
-
 
 
 def file_sha256(path: Path) -> str:
@@ -81,7 +73,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-
 def _png_bytes(array: np.ndarray) -> bytes:
     """Label maps in the fast-to-decode encoding every evaluation reads them in; colour images by PIL."""
     if array.ndim == 2:
@@ -91,13 +82,11 @@ def _png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-
 def write_png(path: Path, array: np.ndarray) -> str:
     """Write (H, W) or (H, W, 3) uint8 atomically (temp name not ending in .png); return its sha256."""
     data = _png_bytes(array)
     atomic_write_bytes(path, lambda handle: handle.write(data))
     return hashlib.sha256(data).hexdigest()
-
 
 
 @contextmanager
@@ -115,13 +104,10 @@ def storage_errors(folder: Path, what: str) -> Iterator[None]:
         ) from None
 
 
-
 class OutputLedger:
     """The manifest of one output folder: which files this command wrote there, and with what settings."""
 
-    def __init__(
-        self, folder: Path, settings: dict[str, Any], names: dict[str, Sequence[str]], what: str
-    ) -> None:
+    def __init__(self, folder: Path, settings: dict[str, Any], names: dict[str, Sequence[str]], what: str) -> None:
         self.folder = Path(folder)
         self.what = what  # "predictions" or "colour images", for error messages
         self.path = self.folder / MANIFEST_NAME
@@ -135,9 +121,7 @@ class OutputLedger:
     def check(self, overwrite: bool) -> None:
         """Refuse foreign or stale files before anything is changed (in this folder or another one)."""
         if self.folder.exists() and not self.folder.is_dir():
-            raise UserError(
-                f"output folder {self.folder} is a file; pass a folder (it is created if missing)."
-            )
+            raise UserError(f"output folder {self.folder} is a file; pass a folder (it is created if missing).")
         manifest = self._load()
         entries: dict[str, dict[str, Any]] = manifest["frames"] if manifest else {}
         recorded = {name for entry in entries.values() for name in entry["files"]}
@@ -223,9 +207,7 @@ class OutputLedger:
         # Recursive, like the official matcher: a PNG in a subfolder would be matched just the same.
         return {path.relative_to(self.folder).as_posix() for path in self.folder.rglob("*.png")}
 
-    def _stale_reasons(
-        self, manifest: dict[str, Any] | None, entries: dict[str, dict[str, Any]]
-    ) -> list[str]:
+    def _stale_reasons(self, manifest: dict[str, Any] | None, entries: dict[str, dict[str, Any]]) -> list[str]:
         """Why files recorded in `manifest` must not be mixed with this run (empty list: they may)."""
         if manifest is None:
             return []
@@ -233,9 +215,7 @@ class OutputLedger:
         changed = [key for key in _COMPARED if before.get(key) != self.settings.get(key)]
         reasons = [f"{key} was {before.get(key)!r}, now {self.settings.get(key)!r}" for key in changed]
         if "checkpoint_sha256" in changed:
-            reasons.append(
-                f"the earlier checkpoint was {before.get('checkpoint')} (epoch {before.get('epoch')})"
-            )
+            reasons.append(f"the earlier checkpoint was {before.get('checkpoint')} (epoch {before.get('epoch')})")
         extra = sorted(frame_id for frame_id in entries if frame_id not in self.names)
         if extra:
             reasons.append(f"{len(extra)} frame(s) are not in this run ({format_paths(extra)})")
@@ -254,7 +234,8 @@ class OutputLedger:
         """Files of this run's finished frames that exist but no longer hold what was written (someone edited them)."""
         return sorted(
             name
-            for key, entry in entries.items() if key in self.names and entry.get("state") == "done"
+            for key, entry in entries.items()
+            if key in self.names and entry.get("state") == "done"
             for name, sha in entry["files"].items()
             if (self.folder / name).is_file() and file_sha256(self.folder / name) != sha
         )
@@ -266,7 +247,6 @@ class OutputLedger:
             (self.folder / name).is_file() and file_sha256(self.folder / name) == sha
             for name, sha in entry["files"].items()
         )
-
 
 
 def check_color_folder(out_dir: Path, color_out: Path | None) -> None:
@@ -283,7 +263,6 @@ def check_color_folder(out_dir: Path, color_out: Path | None) -> None:
         )
 
 
-
 @contextmanager
 def output_locks(folders: list[Path]) -> Iterator[None]:
     """One `predict` per output folder: a second one would rewrite the manifest under the first (see cityseg.locks)."""
@@ -297,12 +276,15 @@ def output_locks(folders: list[Path]) -> Iterator[None]:
                 raise UserError(f"output folder {folder} is a file; pass a folder (it is created if missing).")
             with storage_errors(folder, "the lock file"):
                 folder.mkdir(parents=True, exist_ok=True)
-                stack.enter_context(hold_lock(
-                    folder / LOCK_NAME, f"output folder {folder}",
-                    "two predictions into one folder would mix their files and manifests. Wait for it to finish, or "
-                    "pass another output folder."))
+                stack.enter_context(
+                    hold_lock(
+                        folder / LOCK_NAME,
+                        f"output folder {folder}",
+                        "two predictions into one folder would mix their files and manifests. Wait for it to finish, or "
+                        "pass another output folder.",
+                    )
+                )
         yield
-
 
 
 def open_ledgers(
@@ -315,7 +297,6 @@ def open_ledgers(
         return ledger, None
     color_names_by_id = {f.id: color_names(f.id) for f in frames}
     return ledger, OutputLedger(color_out, {**settings, "kind": "color"}, color_names_by_id, "colour images")
-
 
 
 def flush_all(ledgers: list[OutputLedger], after_error: bool) -> None:

@@ -12,17 +12,13 @@ from cityseg.errors import UserError
 MODES = ("whole", "slide")
 
 
-
 TTAS = ("none", "flip", "ms-flip")
-
 
 
 MS_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75)
 
 
-
 Size = tuple[int, int]  # (width, height)
-
 
 
 def as_size(value: int | Sequence[int] | None) -> Size | None:
@@ -35,7 +31,6 @@ def as_size(value: int | Sequence[int] | None) -> Size | None:
     return int(width), int(height)
 
 
-
 def check_stride(crop: Size, stride: Size) -> None:
     if stride[0] > crop[0] or stride[1] > crop[1]:
         raise UserError(
@@ -44,11 +39,9 @@ def check_stride(crop: Size, stride: Size) -> None:
         )
 
 
-
 def default_stride(crop: Size) -> Size:
     """Two thirds of the crop, as in mmsegmentation's Cityscapes slide setting (341x682 for 512x1024)."""
     return max(1, (crop[0] * 2 + 2) // 3), max(1, (crop[1] * 2 + 2) // 3)
-
 
 
 def check_options(mode: str, tta: str, crop: Size | None, stride: Size | None) -> None:
@@ -58,9 +51,7 @@ def check_options(mode: str, tta: str, crop: Size | None, stride: Size | None) -
     if tta not in TTAS:
         raise UserError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTAS)}.")
     if mode == "whole" and (crop is not None or stride is not None):
-        raise UserError(
-            "--crop and --stride only apply to sliding-window inference; add --mode slide or drop them."
-        )
+        raise UserError("--crop and --stride only apply to sliding-window inference; add --mode slide or drop them.")
     if mode == "slide" and crop is None:
         raise UserError("sliding-window inference needs a window size; pass --crop WxH (e.g. 1024x512).")
     if crop is not None and stride is not None:

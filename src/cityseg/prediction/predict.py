@@ -59,7 +59,9 @@ class PredictResult:
     skipped: int
     seconds: float
     images_per_s: float
-    scores: dict[str, Any] | None = field(default=None, repr=False)  # score=True: the fast engine's export (as `evaluate`)
+    scores: dict[str, Any] | None = field(
+        default=None, repr=False
+    )  # score=True: the fast engine's export (as `evaluate`)
 
 
 class _Images(Dataset):
@@ -163,17 +165,40 @@ def predict_split(
     inference = {"mode": mode, "tta": tta, "crop": crop, "stride": stride, "scale_size": settings["scale_size"]}
     try:
         with output_locks([out_dir] if color_out is None else [out_dir, color_out]):
-            return _predict_into(model, frames, out_dir, color_out, settings, inference, torch_device,
-                                 options.overwrite, options.batch_size, options.workers, options.progress, scorer)
+            return _predict_into(
+                model,
+                frames,
+                out_dir,
+                color_out,
+                settings,
+                inference,
+                torch_device,
+                options.overwrite,
+                options.batch_size,
+                options.workers,
+                options.progress,
+                scorer,
+            )
     except BaseException:
         if scorer is not None:
             scorer.close()
         raise
 
 
-def _predict_into(model, frames: list[Frame], out_dir: Path, color_out: Path | None, settings: dict[str, Any],
-                  options: dict[str, Any], torch_device: torch.device, overwrite: bool, batch_size: int,
-                  workers: int, progress: bool, scorer) -> PredictResult:
+def _predict_into(
+    model,
+    frames: list[Frame],
+    out_dir: Path,
+    color_out: Path | None,
+    settings: dict[str, Any],
+    options: dict[str, Any],
+    torch_device: torch.device,
+    overwrite: bool,
+    batch_size: int,
+    workers: int,
+    progress: bool,
+    scorer,
+) -> PredictResult:
     """Check and claim the output folders, then predict every frame not yet done (folders locked by the caller)."""
     ledger, color_ledger = open_ledgers(out_dir, color_out, settings, frames)
     ledgers = [each for each in (ledger, color_ledger) if each is not None]

@@ -44,7 +44,9 @@ def _test_frames(root: Path) -> dict[str, tuple[int, int]]:
             with Image.open(frame.image) as image:
                 sizes[frame.id] = image.size
         except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
-            raise UserError(f"cannot read test image {frame.image} ({exc.__class__.__name__}); re-extract it.") from None
+            raise UserError(
+                f"cannot read test image {frame.image} ({exc.__class__.__name__}); re-extract it."
+            ) from None
     return sizes
 
 
@@ -72,7 +74,11 @@ def _select_predictions(
         problems.add(
             "count",
             f"{len(matches)} frame(s) found, {wanted} expected "
-            + ("(the real test split; use --expect N or --root ROOT for another set)" if expect is None else "(--expect)"),
+            + (
+                "(the real test split; use --expect N or --root ROOT for another set)"
+                if expect is None
+                else "(--expect)"
+            ),
         )
     fixed = tuple(size) if size is not None else IMAGE_SIZE
     return chosen, lambda _frame_id: fixed
@@ -99,7 +105,9 @@ def make_submission(
     if out_zip.is_dir():
         raise UserError(f"{out_zip} is a folder; pass a file name such as submission.zip.")
     if out_zip.exists() and not overwrite:
-        raise UserError(f"{out_zip} already exists and was left untouched; pass --overwrite to replace it, or another name.")
+        raise UserError(
+            f"{out_zip} already exists and was left untouched; pass --overwrite to replace it, or another name."
+        )
     problems = Problems()
     chosen, sizes = _select_predictions(pred_dir, expect, root, size, problems)
     check_headers(chosen, sizes, problems)

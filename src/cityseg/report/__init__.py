@@ -17,12 +17,39 @@ from typing import Any
 _EXPORTS = {
     **dict.fromkeys(("compare_runs", "Comparison", "PairedComparison"), "compare"),
     **dict.fromkeys(("build_comparison", "comparison_figure", "write_comparison"), "compare_pdf"),
-    **dict.fromkeys(("best_and_worst", "FrameScore", "load_examples", "prediction_paths", "score_frames", "spread"), "frames"),
+    **dict.fromkeys(
+        ("best_and_worst", "FrameScore", "load_examples", "prediction_paths", "score_frames", "spread"), "frames"
+    ),
     **dict.fromkeys(("figures_dir",), "layout"),
     **dict.fromkeys(("config_table", "engines_table", "histories", "parse_size", "training_config"), "notebook"),
-    **dict.fromkeys(("class_iou_table", "dataset_counts", "environment_table", "folds_table", "is_synthetic", "require_dataset", "sample_figure"), "overview"),
-    **dict.fromkeys(("build_report", "class_results_table", "cv_table", "full_fit_text", "headline_table", "headline_text", "is_synthetic_run", "official_tables"), "pdf"),
-    **dict.fromkeys(("cv_result", "CvResult", "REFERENCE_MIOU", "summary_text", "val_class_iou", "val_confusion"), "results"),
+    **dict.fromkeys(
+        (
+            "class_iou_table",
+            "dataset_counts",
+            "environment_table",
+            "folds_table",
+            "is_synthetic",
+            "require_dataset",
+            "sample_figure",
+        ),
+        "overview",
+    ),
+    **dict.fromkeys(
+        (
+            "build_report",
+            "class_results_table",
+            "cv_table",
+            "full_fit_text",
+            "headline_table",
+            "headline_text",
+            "is_synthetic_run",
+            "official_tables",
+        ),
+        "pdf",
+    ),
+    **dict.fromkeys(
+        ("cv_result", "CvResult", "REFERENCE_MIOU", "summary_text", "val_class_iou", "val_confusion"), "results"
+    ),
     **dict.fromkeys(("load_evaluation", "load_runs", "predictions_checkpoint_warning", "RunFiles"), "runfiles"),
     **dict.fromkeys(("Table",), "tables"),
 }

@@ -98,20 +98,34 @@ class PairedComparison:
             return f"{change}; one fold has no spread to compare the gain with."
         if self.p_value < SIGNIFICANCE:
             side = "better" if self.mean > 0 else "worse"
-            return (f"{change} ({self.other} higher on {wins} of {k}). {self.other} is {side} than {self.baseline} "
-                    f"by more than the fold-to-fold noise (corrected paired t-test, p = {self.p_value:.3f}).")
-        return (f"{change} ({self.other} higher on {wins} of {k}). The difference is within the fold-to-fold noise "
-                f"(corrected paired t-test, p = {self.p_value:.2f}): these folds do not show that the runs differ.")
+            return (
+                f"{change} ({self.other} higher on {wins} of {k}). {self.other} is {side} than {self.baseline} "
+                f"by more than the fold-to-fold noise (corrected paired t-test, p = {self.p_value:.3f})."
+            )
+        return (
+            f"{change} ({self.other} higher on {wins} of {k}). The difference is within the fold-to-fold noise "
+            f"(corrected paired t-test, p = {self.p_value:.2f}): these folds do not show that the runs differ."
+        )
 
     def table(self) -> Table:
         """fold | baseline | other | difference, with mean ± std of the differences as the last row."""
-        rows = [(str(fold), percent(a), percent(b), f"{d:+.2f}") for fold, a, b, d in
-                zip(self.folds, self.baseline_miou, self.other_miou, self.differences, strict=True)]
-        rows.append(("mean ± std", mean_std_text(statistics.fmean(self.baseline_miou), _stdev(self.baseline_miou)),
-                     mean_std_text(statistics.fmean(self.other_miou), _stdev(self.other_miou)),
-                     f"{self.mean:+.2f} ± {self.std:.2f}"))
-        return Table.build(("fold", f"{self.baseline} mIoU (%)", f"{self.other} mIoU (%)", "difference (points)"),
-                           rows, title=f"paired per-fold comparison: {self.other} vs {self.baseline}")
+        rows = [
+            (str(fold), percent(a), percent(b), f"{d:+.2f}")
+            for fold, a, b, d in zip(self.folds, self.baseline_miou, self.other_miou, self.differences, strict=True)
+        ]
+        rows.append(
+            (
+                "mean ± std",
+                mean_std_text(statistics.fmean(self.baseline_miou), _stdev(self.baseline_miou)),
+                mean_std_text(statistics.fmean(self.other_miou), _stdev(self.other_miou)),
+                f"{self.mean:+.2f} ± {self.std:.2f}",
+            )
+        )
+        return Table.build(
+            ("fold", f"{self.baseline} mIoU (%)", f"{self.other} mIoU (%)", "difference (points)"),
+            rows,
+            title=f"paired per-fold comparison: {self.other} vs {self.baseline}",
+        )
 
 
 def _stdev(values: Sequence[float]) -> float | None:
@@ -140,40 +154,65 @@ class Comparison:
 
     def tables(self) -> list[Table]:
         """Everything a notebook shows as tables: runs, differing settings, paired folds, per-class IoU."""
-        return [self.runs_table(), self.settings_table(), *(pair.table() for pair in self.paired()),
-                self.class_table()[0]]
+        return [
+            self.runs_table(),
+            self.settings_table(),
+            *(pair.table() for pair in self.paired()),
+            self.class_table()[0],
+        ]
 
     def verdicts(self) -> str:
         """The paired comparisons in plain sentences (or why there is none)."""
         if len(self.runs) < 2:
             return "Only one run: list more runs folders to compare it with."
-        return "\n".join(pair.verdict() for pair in self.paired()) or \
-            "No paired comparison: no other run shares the first run's folds with every fold finished."
+        return (
+            "\n".join(pair.verdict() for pair in self.paired())
+            or "No paired comparison: no other run shares the first run's folds with every fold finished."
+        )
 
     def runs_table(self) -> Table:
         """One row per run: recipe, changes from it, CV mean ± std, val mIoU/iIoU, training time, images/s."""
         rows = []
         for run in self.runs:
             differences = recipe_differences(run.runs)
-            changes = "n/a (config.json of another cityseg version)" if differences is None else \
-                ", ".join(f"{name} {value}" for name, _, value in differences) or "none"
+            changes = (
+                "n/a (config.json of another cityseg version)"
+                if differences is None
+                else ", ".join(f"{name} {value}" for name, _, value in differences) or "none"
+            )
             evaluation = run.evaluation
-            row = [run.label, str((run.runs.config.get("config") or {}).get("recipe")), changes,
-                   mean_std_text(run.cv.miou_mean, run.cv.miou_std),
-                   percent(evaluation["averageScoreClasses"]) if evaluation else "–",
-                   percent(evaluation["averageScoreInstClasses"]) if evaluation else "–"]
+            row = [
+                run.label,
+                str((run.runs.config.get("config") or {}).get("recipe")),
+                changes,
+                mean_std_text(run.cv.miou_mean, run.cv.miou_std),
+                percent(evaluation["averageScoreClasses"]) if evaluation else "–",
+                percent(evaluation["averageScoreInstClasses"]) if evaluation else "–",
+            ]
             speed = median_logged(run.runs.histories, "images_per_s")
-            rows.append(row + [duration_text(total_seconds(run.runs.histories)),
-                               "–" if speed is None else f"{speed:.1f}"])
-        columns = ["run", "recipe", "changes from the recipe", "CV mIoU (%)", "val mIoU (%)", "val iIoU (%)",
-                   "training time", "images/s"]
+            rows.append(
+                row + [duration_text(total_seconds(run.runs.histories)), "–" if speed is None else f"{speed:.1f}"]
+            )
+        columns = [
+            "run",
+            "recipe",
+            "changes from the recipe",
+            "CV mIoU (%)",
+            "val mIoU (%)",
+            "val iIoU (%)",
+            "training time",
+            "images/s",
+        ]
         return Table.build(columns, rows, title="runs compared")
 
     def settings_table(self) -> Table:
         """The training settings whose values differ between the runs (config.json)."""
         configs = [run.runs.config.get("config") or {} for run in self.runs]
-        names = [name for name in dict.fromkeys(k for c in configs for k in c)
-                 if len({repr(c.get(name)) for c in configs}) > 1]
+        names = [
+            name
+            for name in dict.fromkeys(k for c in configs for k in c)
+            if len({repr(c.get(name)) for c in configs}) > 1
+        ]
         rows = [[name, *(_setting(c.get(name)) for c in configs)] for name in names]
         return Table.build(["setting", *self.labels], rows, title="settings that differ between the runs")
 
@@ -197,10 +236,19 @@ class Comparison:
             row += [percent(r.evaluation["classScores"][name]) for r in evaluated]
             if base.evaluation is not None:
                 for run in evaluated[1:]:
-                    noise = max((s for s in (base.cv.class_iou_std[i], run.cv.class_iou_std[i]) if finite(s)),
-                                default=None)
-                    row.append(_difference(base.evaluation["classScores"][name], run.evaluation["classScores"][name],
-                                           noise, styles, i, len(row)))
+                    noise = max(
+                        (s for s in (base.cv.class_iou_std[i], run.cv.class_iou_std[i]) if finite(s)), default=None
+                    )
+                    row.append(
+                        _difference(
+                            base.evaluation["classScores"][name],
+                            run.evaluation["classScores"][name],
+                            noise,
+                            styles,
+                            i,
+                            len(row),
+                        )
+                    )
             rows.append(row)
         return Table.build(columns, rows, title="IoU per class (%), differences to the first run in points"), styles
 
@@ -209,16 +257,18 @@ def _setting(value: Any) -> str:
     return "none" if value is None else ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def _difference(base: float | None, other: float | None, noise: float | None, styles: dict, row: int,
-                column: int) -> str:
+def _difference(
+    base: float | None, other: float | None, noise: float | None, styles: dict, row: int, column: int
+) -> str:
     """`other − base` in points as a cell, recording its highlight in `styles`."""
     if not (finite(base) and finite(other)):
         return "n/a"
     delta = 100 * (other - base)
     colour = GAIN_COLOUR if delta > 0 else LOSS_COLOUR if delta < 0 else None
     beyond = noise is not None and abs(delta) > 100 * noise
-    styles[(row, column)] = CellStyle(color=colour, weight="bold" if beyond else None,
-                                      fill=BEYOND_NOISE_FILL if beyond else None)
+    styles[(row, column)] = CellStyle(
+        color=colour, weight="bold" if beyond else None, fill=BEYOND_NOISE_FILL if beyond else None
+    )
     return f"{delta:+.2f}"
 
 
@@ -253,17 +303,26 @@ def _mismatches(runs: Sequence[ComparedRun]) -> list[str]:
     for run in runs[1:]:
         (base_synthetic, base_ids), (synthetic, ids) = dataset_key(base.runs), dataset_key(run.runs)
         if base_synthetic != synthetic or base_ids != ids:
-            what = "synthetic vs real data" if base_synthetic != synthetic else \
-                f"{len(base_ids)} vs {len(ids)} train images, {len(base_ids ^ ids)} not shared"
+            what = (
+                "synthetic vs real data"
+                if base_synthetic != synthetic
+                else f"{len(base_ids)} vs {len(ids)} train images, {len(base_ids ^ ids)} not shared"
+            )
             found.append(f"{base.label} and {run.label} were trained on different datasets ({what})")
         elif folds_key(base.runs) != folds_key(run.runs):
-            found.append(f"{base.label} and {run.label} use different fold splits ({base.cv.k} folds by {base.cv.split} "
-                         f"vs {run.cv.k} folds by {run.cv.split}, or other images per fold)")
+            found.append(
+                f"{base.label} and {run.label} use different fold splits ({base.cv.k} folds by {base.cv.split} "
+                f"vs {run.cv.k} folds by {run.cv.split}, or other images per fold)"
+            )
     return found
 
 
-def compare_runs(runs_dirs: Sequence[Path | str], labels: Sequence[str] | str | None = None,
-                 evaluations: Sequence[Path | str | None] | None = None, allow_mismatch: bool = False) -> Comparison:
+def compare_runs(
+    runs_dirs: Sequence[Path | str],
+    labels: Sequence[str] | str | None = None,
+    evaluations: Sequence[Path | str | None] | None = None,
+    allow_mismatch: bool = False,
+) -> Comparison:
     """Load runs folders (with an evaluation JSON per run, or None) and check that they can be compared."""
     dirs = [Path(d) for d in runs_dirs]
     if not dirs:
@@ -272,12 +331,16 @@ def compare_runs(runs_dirs: Sequence[Path | str], labels: Sequence[str] | str | 
         labels = [label.strip() for label in labels.split(",")]
     labels = list(labels) if labels is not None else [d.resolve().name for d in dirs]
     if len(labels) != len(dirs) or len(set(labels)) != len(labels) or not all(labels):
-        raise UserError(f"--labels needs one distinct, non-empty label per runs folder: {len(dirs)} folders "
-                        f"({', '.join(map(str, dirs))}) but labels {labels}. Pass e.g. --labels a,b.")
+        raise UserError(
+            f"--labels needs one distinct, non-empty label per runs folder: {len(dirs)} folders "
+            f"({', '.join(map(str, dirs))}) but labels {labels}. Pass e.g. --labels a,b."
+        )
     evaluations = list(evaluations) if evaluations is not None else [None] * len(dirs)
     if len(evaluations) != len(dirs):
-        raise UserError(f"{len(evaluations)} evaluation JSON(s) for {len(dirs)} runs folders; give one --eval per "
-                        "run in the same order (`none` for a run without an evaluation), or none at all.")
+        raise UserError(
+            f"{len(evaluations)} evaluation JSON(s) for {len(dirs)} runs folders; give one --eval per "
+            "run in the same order (`none` for a run without an evaluation), or none at all."
+        )
     compared = []
     for label, folder, evaluation in zip(labels, dirs, evaluations, strict=True):
         path = None if evaluation is None or str(evaluation).lower() == "none" else Path(evaluation)
@@ -285,7 +348,9 @@ def compare_runs(runs_dirs: Sequence[Path | str], labels: Sequence[str] | str | 
         compared.append(ComparedRun(label, runs, cv_result(runs.summary), load_evaluation(path) if path else None))
     mismatches = _mismatches(compared)
     if mismatches and not allow_mismatch:
-        raise UserError("; ".join(mismatches) + ". Their cross-validation numbers measure different things, so "
-                        "cityseg refuses to compare them. Pass --allow-mismatch (allow_mismatch=True) to compare "
-                        "them anyway; the paired per-fold comparison is then left out for those runs.")
+        raise UserError(
+            "; ".join(mismatches) + ". Their cross-validation numbers measure different things, so "
+            "cityseg refuses to compare them. Pass --allow-mismatch (allow_mismatch=True) to compare "
+            "them anyway; the paired per-fold comparison is then left out for those runs."
+        )
     return Comparison(compared, mismatches)

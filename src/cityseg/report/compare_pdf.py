@@ -32,8 +32,15 @@ def draw_class_comparison(ax, runs: Sequence[ComparedRun]) -> None:
     for i, run in enumerate(runs):
         values = np.array([np.nan if v is None else 100 * v for v in run.cv.class_iou_mean], dtype=float)
         errors = np.array([np.nan if v is None else 100 * v for v in run.cv.class_iou_std], dtype=float)
-        ax.barh(y + (i - (len(runs) - 1) / 2) * height, values, height=height, color=colours[run.label],
-                xerr=errors, error_kw={"elinewidth": 0.6, "capsize": 1.5, "ecolor": "0.2"}, label=run.label)
+        ax.barh(
+            y + (i - (len(runs) - 1) / 2) * height,
+            values,
+            height=height,
+            color=colours[run.label],
+            xerr=errors,
+            error_kw={"elinewidth": 0.6, "capsize": 1.5, "ecolor": "0.2"},
+            label=run.label,
+        )
     ax.set_yticks(y, CLASS_NAMES, fontsize=7.5)
     ax.invert_yaxis()
     class_swatches(ax, "y")
@@ -42,8 +49,9 @@ def draw_class_comparison(ax, runs: Sequence[ComparedRun]) -> None:
     ax.legend(fontsize=7.5, loc="lower right")
 
 
-def _per_epoch(histories: Mapping[str, Sequence[Mapping]], key: str) -> tuple[list[int], list[float], list[float],
-                                                                              list[float]]:
+def _per_epoch(
+    histories: Mapping[str, Sequence[Mapping]], key: str
+) -> tuple[list[int], list[float], list[float], list[float]]:
     """Mean, min and max of one logged value over the folds, per epoch (the full fit excluded)."""
     by_epoch: dict[int, list[float]] = {}
     for name, rows in histories.items():
@@ -53,8 +61,12 @@ def _per_epoch(histories: Mapping[str, Sequence[Mapping]], key: str) -> tuple[li
             if row.get(key) is not None:
                 by_epoch.setdefault(int(row["epoch"]), []).append(float(row[key]))
     epochs = sorted(by_epoch)
-    return (epochs, [float(np.mean(by_epoch[e])) for e in epochs], [min(by_epoch[e]) for e in epochs],
-            [max(by_epoch[e]) for e in epochs])
+    return (
+        epochs,
+        [float(np.mean(by_epoch[e])) for e in epochs],
+        [min(by_epoch[e]) for e in epochs],
+        [max(by_epoch[e]) for e in epochs],
+    )
 
 
 def draw_curves_overlaid(ax_miou, ax_loss, runs: Sequence[ComparedRun]) -> None:
@@ -66,12 +78,18 @@ def draw_curves_overlaid(ax_miou, ax_loss, runs: Sequence[ComparedRun]) -> None:
             epochs, mean, low, high = _per_epoch(run.runs.histories, key)
             if epochs:
                 ax.plot(epochs, np.multiply(mean, scale), "-o", ms=3, color=colour, label=f"{run.label} folds")
-                ax.fill_between(epochs, np.multiply(low, scale), np.multiply(high, scale), color=colour, alpha=0.15,
-                                linewidth=0)
+                ax.fill_between(
+                    epochs, np.multiply(low, scale), np.multiply(high, scale), color=colour, alpha=0.15, linewidth=0
+                )
         full = run.runs.histories.get("full") or []
         if full:
-            ax_loss.plot([r["epoch"] for r in full], [r.get("train_loss") for r in full], "--", color=colour,
-                         label=f"{run.label} full fit")
+            ax_loss.plot(
+                [r["epoch"] for r in full],
+                [r.get("train_loss") for r in full],
+                "--",
+                color=colour,
+                label=f"{run.label} full fit",
+            )
     ax_miou.set(xlabel="epoch", ylabel="val mIoU (%)", title="validation mIoU (mean over folds, range shaded)")
     ax_loss.set(xlabel="epoch", ylabel="train loss (log)", yscale="log", title="training loss")
     for ax in (ax_miou, ax_loss):
@@ -118,15 +136,23 @@ def comparison_pages(comparison: Comparison) -> list[Page]:
     first = new_page()
     first.title(f"Runs compared: {title}")
     if synthetic:
-        first.banner("SYNTHETIC DATA in at least one run (cityseg synth): differences only show that the pipeline "
-                     "reacts to the settings; they say nothing about Cityscapes.")
+        first.banner(
+            "SYNTHETIC DATA in at least one run (cityseg synth): differences only show that the pipeline "
+            "reacts to the settings; they say nothing about Cityscapes."
+        )
     for mismatch in comparison.mismatches:
-        first.paragraph(f"Not strictly comparable (compared because it was asked for): {mismatch}.", color=WARNING_RED,
-                        weight="bold")
+        first.paragraph(
+            f"Not strictly comparable (compared because it was asked for): {mismatch}.",
+            color=WARNING_RED,
+            weight="bold",
+        )
     first.table(comparison.runs_table())
-    first.paragraph(sentence(_protocols(comparison)) + " Val: the official Cityscapes metrics in each run's --eval JSON (– where "
-                    "none was given). Training time: all folds and the full fit; images/s: median over epochs.",
-                    size=8, color="0.25")
+    first.paragraph(
+        sentence(_protocols(comparison)) + " Val: the official Cityscapes metrics in each run's --eval JSON (– where "
+        "none was given). Training time: all folds and the full fit; images/s: median over epochs.",
+        size=8,
+        color="0.25",
+    )
     settings = comparison.settings_table()
     first.heading("Settings that differ")
     if settings.rows:
@@ -140,20 +166,33 @@ def comparison_pages(comparison: Comparison) -> list[Page]:
         if not paired:
             pages[-1].paragraph("None: no other run shares the first run's folds with every fold finished.")
         for pair in paired:
-            _continued(pages, lambda page, pair=pair: page.table(pair.table(), rules_before=[len(pair.folds)],
-                                                                 after=0.06), new_page)
+            _continued(
+                pages,
+                lambda page, pair=pair: page.table(pair.table(), rules_before=[len(pair.folds)], after=0.06),
+                new_page,
+            )
             _continued(pages, lambda page, pair=pair: page.paragraph(pair.verdict(), weight="bold"), new_page)
         if paired:
-            _continued(pages, lambda page: page.paragraph(
-                "Each fold's difference is one sample of the gain, so their spread is the fold-to-fold noise. The "
-                "corrected resampled t-test (Nadeau & Bengio 2003) widens the paired t-test's variance by "
-                "n_val/n_train because the folds share training images.", size=8, color="0.25"), new_page)
+            _continued(
+                pages,
+                lambda page: page.paragraph(
+                    "Each fold's difference is one sample of the gain, so their spread is the fold-to-fold noise. The "
+                    "corrected resampled t-test (Nadeau & Bengio 2003) widens the paired t-test's variance by "
+                    "n_val/n_train because the folds share training images.",
+                    size=8,
+                    color="0.25",
+                ),
+                new_page,
+            )
     table, styles = comparison.class_table()
     page = new_page()
     page.title("IoU per class")
-    page.paragraph("IoU in percent; Δ columns: difference to the first run in points, green a gain and red a loss, "
-                   "bold on a tinted cell where it exceeds the larger of the two runs' fold-to-fold std for that class.",
-                   size=8, color="0.25")
+    page.paragraph(
+        "IoU in percent; Δ columns: difference to the first run in points, green a gain and red a loss, "
+        "bold on a tinted cell where it exceeds the larger of the two runs' fold-to-fold std for that class.",
+        size=8,
+        color="0.25",
+    )
     page.table(table, size=7.5, styles=styles, swatches=[class_colour(i) for i in range(NUM_CLASSES)])
     pages.append(page)
     page = new_page()
@@ -178,14 +217,24 @@ def write_comparison(comparison: Comparison, out_pdf: Path) -> Path:
     data = "SYNTHETIC data" if comparison.synthetic else "Cityscapes data"
     with typesetting():
         pages = comparison_pages(comparison)
-    write_pdf(pages, out_pdf, title=f"cityseg compare - {data} - {', '.join(comparison.labels)}",
-              creator=CREATOR, subject="U-Net/ResNet-34 runs compared",
-              footer_note="built from each runs folder's config.json, log.jsonl, folds.json, summary.json and "
-                          "the evaluation JSONs given")
+    write_pdf(
+        pages,
+        out_pdf,
+        title=f"cityseg compare - {data} - {', '.join(comparison.labels)}",
+        creator=CREATOR,
+        subject="U-Net/ResNet-34 runs compared",
+        footer_note="built from each runs folder's config.json, log.jsonl, folds.json, summary.json and "
+        "the evaluation JSONs given",
+    )
     return out_pdf
 
 
-def build_comparison(runs_dirs: Sequence[Path], out_pdf: Path, labels: Sequence[str] | str | None = None,
-                     evaluations: Sequence[Path | None] | None = None, allow_mismatch: bool = False) -> Path:
+def build_comparison(
+    runs_dirs: Sequence[Path],
+    out_pdf: Path,
+    labels: Sequence[str] | str | None = None,
+    evaluations: Sequence[Path | None] | None = None,
+    allow_mismatch: bool = False,
+) -> Path:
     """`cityseg compare`: load, check and write compare.pdf; returns its path."""
     return write_comparison(compare_runs(runs_dirs, labels, evaluations, allow_mismatch), out_pdf)

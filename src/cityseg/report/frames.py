@@ -85,8 +85,9 @@ def score_frames(pred_dir: Path, root: Path, split: str = "val") -> list[FrameSc
     return sorted(scores, key=lambda s: (s.miou if math.isfinite(s.miou) else -1.0, s.id))
 
 
-def load_examples(frame_ids: Sequence[str], pred_dir: Path, root: Path, split: str = "val",
-                  scores: Sequence[FrameScore] = ()) -> list[Example]:
+def load_examples(
+    frame_ids: Sequence[str], pred_dir: Path, root: Path, split: str = "val", scores: Sequence[FrameScore] = ()
+) -> list[Example]:
     """Image, ground truth and prediction of the given frames, titled with their id (and score when known)."""
     from cityseg.data.frames import read_image
 

@@ -16,9 +16,16 @@ from cityseg.training.config import TrainConfig, parse_size, resolve_config
 from cityseg.training.runfolder import run_names
 
 
-def training_config(recipe: str = "seed", epochs: int | None = None, size: Any = None, workers: int | None = None,
-                    device: str = "auto", encoder_weights: str | None = "imagenet",
-                    overrides: Mapping[str, Any] | None = None, cache: str | None = "auto") -> TrainConfig:
+def training_config(
+    recipe: str = "seed",
+    epochs: int | None = None,
+    size: Any = None,
+    workers: int | None = None,
+    device: str = "auto",
+    encoder_weights: str | None = "imagenet",
+    overrides: Mapping[str, Any] | None = None,
+    cache: str | None = "auto",
+) -> TrainConfig:
     """The notebook's parameters as a TrainConfig; None keeps the recipe's (or the machine's) default.
     `cache`: "auto" (cityseg.training.runtime decides), a folder, or "none"/None for the PNGs."""
     cache = None if cache is None or str(cache).lower() == "none" else str(cache)
@@ -59,10 +66,14 @@ def engines_table(result: Mapping[str, Any]) -> Table:
     timings = section.get("timings", {})
     rows = []
     if "official_s" in timings:
-        rows.append(("official (cityscapesscripts)", percent(result["averageScoreClasses"]), f"{timings['official_s']:.2f}"))
+        rows.append(
+            ("official (cityscapesscripts)", percent(result["averageScoreClasses"]), f"{timings['official_s']:.2f}")
+        )
     if "fast" in section or "fast_s" in timings:
         fast = section.get("fast", result)
-        rows.append(("fast (bincount)", percent(fast["averageScoreClasses"]), f"{timings.get('fast_s', float('nan')):.2f}"))
+        rows.append(
+            ("fast (bincount)", percent(fast["averageScoreClasses"]), f"{timings.get('fast_s', float('nan')):.2f}")
+        )
     title = f"{section.get('n_frames', '?')} {section.get('split', '')} frames"
     if section.get("max_abs_diff") is not None:
         title += f"; largest score difference {section['max_abs_diff']:.1e}"

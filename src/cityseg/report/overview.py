@@ -96,12 +96,18 @@ def folds_table(folds: Mapping[str, Any], frames: Sequence[Any] | None = None) -
     from cityseg.training.folds import fold_table
 
     rows = [(r["fold"], ", ".join(r["cities"]), r["n_val"], r["n_train"]) for r in fold_table(dict(folds), frames)]
-    return Table.build(("fold", "validation cities", "val images", "train images"), rows,
-                       title=f"{folds['k']} folds, split by {folds['split']} (seed {folds.get('seed')})")
+    return Table.build(
+        ("fold", "validation cities", "val images", "train images"),
+        rows,
+        title=f"{folds['k']} folds, split by {folds['split']} (seed {folds.get('seed')})",
+    )
 
 
-def class_iou_table(cv_mean: Sequence[float | None] | None, cv_std: Sequence[float | None] | None = None,
-                    val: Sequence[float | None] | None = None) -> Table:
+def class_iou_table(
+    cv_mean: Sequence[float | None] | None,
+    cv_std: Sequence[float | None] | None = None,
+    val: Sequence[float | None] | None = None,
+) -> Table:
     """Per-class IoU in percent: CV mean ± std and/or the official validation score."""
     columns = ["class"]
     if cv_mean is not None:
@@ -117,4 +123,3 @@ def class_iou_table(cv_mean: Sequence[float | None] | None, cv_std: Sequence[flo
             row.append(percent(val[i]))
         rows.append(row)
     return Table.build(columns, rows, title="IoU per class (%)")
-

@@ -67,7 +67,9 @@ def draw_training_curves(ax_loss, ax_miou, histories: Mapping[str, Sequence[Mapp
             continue
         epochs = [row["epoch"] for row in rows]
         colour = colours[name]
-        ax_loss.plot(epochs, _finite([r.get("train_loss") for r in rows]), "-o", color=colour, ms=3, label=f"{name} train")
+        ax_loss.plot(
+            epochs, _finite([r.get("train_loss") for r in rows]), "-o", color=colour, ms=3, label=f"{name} train"
+        )
         val_loss = _finite([r.get("val_loss") for r in rows])
         if np.isfinite(val_loss).any():
             ax_loss.plot(epochs, val_loss, "--s", color=colour, ms=3, label=f"{name} val")
@@ -75,8 +77,9 @@ def draw_training_curves(ax_loss, ax_miou, histories: Mapping[str, Sequence[Mapp
         if np.isfinite(val_miou).any():
             ax_miou.plot(epochs, val_miou, "-o", color=colour, ms=3, label=name)
     # Log scale: a from-scratch model's first validation losses are orders of magnitude above the rest.
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy (log scale)", title="loss (solid: train, dashed: val)",
-                yscale="log")
+    ax_loss.set(
+        xlabel="epoch", ylabel="cross-entropy (log scale)", title="loss (solid: train, dashed: val)", yscale="log"
+    )
     ax_miou.set(xlabel="epoch", ylabel="mIoU (%)", title="validation mIoU")
     for ax in (ax_loss, ax_miou):
         ax.grid(alpha=0.3)
@@ -117,29 +120,46 @@ def class_iou_bars(
     return fig
 
 
-def draw_class_iou(ax, cv_mean: Sequence[float | None] | None, cv_std: Sequence[float | None] | None,
-                   val: Sequence[float | None] | None, class_names: Sequence[str] = CLASS_NAMES,
-                   cv_label: str = "cross-validation mean ± std", val_label: str = "val (official script)") -> None:
+def draw_class_iou(
+    ax,
+    cv_mean: Sequence[float | None] | None,
+    cv_std: Sequence[float | None] | None,
+    val: Sequence[float | None] | None,
+    class_names: Sequence[str] = CLASS_NAMES,
+    cv_label: str = "cross-validation mean ± std",
+    val_label: str = "val (official script)",
+) -> None:
     """Per-class IoU bars in each class's palette colour: solid for CV (with its fold std), hatched for val."""
     y = np.arange(len(class_names))
     colours = [class_colour(i) for i in range(len(class_names))]
     # (values, std, hatch, share of the class colour in the fill, legend label) of each series drawn
-    series = [s for s in ((cv_mean, cv_std, None, 1.0, cv_label), (val, None, "////", 0.3, val_label))
-              if s[0] is not None]
+    series = [
+        s for s in ((cv_mean, cv_std, None, 1.0, cv_label), (val, None, "////", 0.3, val_label)) if s[0] is not None
+    ]
     height = 0.8 / max(1, len(series))
     for i, (values, std, hatch, alpha, _) in enumerate(series):
         offset = (i - (len(series) - 1) / 2) * height
         err = None if std is None else 100.0 * _finite(std)
-        ax.barh(y + offset, 100.0 * _finite(values), height=height, color=[_tint(c, alpha) for c in colours],
-                edgecolor=colours, hatch=hatch, linewidth=0.6, xerr=err,
-                error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "0.15"})
+        ax.barh(
+            y + offset,
+            100.0 * _finite(values),
+            height=height,
+            color=[_tint(c, alpha) for c in colours],
+            edgecolor=colours,
+            hatch=hatch,
+            linewidth=0.6,
+            xerr=err,
+            error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "0.15"},
+        )
     ax.set_yticks(y, class_names)
     ax.invert_yaxis()  # trainId 0 (road) at the top, as in the official table
     ax.set(xlabel="IoU (%)", xlim=(0, 100))
     ax.grid(axis="x", alpha=0.3)
     if series:  # grey stand-ins: the bars themselves carry the class colours
-        handles = [Patch(facecolor=_tint((0.4, 0.4, 0.4), alpha), edgecolor="0.4", hatch=hatch, label=label)
-                   for _, _, hatch, alpha, label in series]
+        handles = [
+            Patch(facecolor=_tint((0.4, 0.4, 0.4), alpha), edgecolor="0.4", hatch=hatch, label=label)
+            for _, _, hatch, alpha, label in series
+        ]
         ax.legend(handles=handles, loc="lower right", fontsize="small")
 
 
@@ -156,8 +176,11 @@ def normalize_rows(confusion: np.ndarray) -> np.ndarray:
         return np.where(totals > 0, conf / totals, np.nan)
 
 
-def confusion_figure(confusion: np.ndarray, class_names: Sequence[str] = CLASS_NAMES,
-                     title: str = "normalised confusion matrix (rows: ground truth)") -> Figure:
+def confusion_figure(
+    confusion: np.ndarray,
+    class_names: Sequence[str] = CLASS_NAMES,
+    title: str = "normalised confusion matrix (rows: ground truth)",
+) -> Figure:
     """Row-normalised confusion matrix heat map with its cells written in, to see which classes get mixed up."""
     fig = Figure(figsize=(8.27, 7.6), layout="constrained")
     ax = fig.subplots()
@@ -180,8 +203,16 @@ def draw_confusion(ax, confusion: np.ndarray, class_names: Sequence[str] = CLASS
         for col in ticks:
             value = norm[row, col]
             if np.isfinite(value) and (value >= min_percent or row == col):
-                ax.text(col, row, f"{value:.0f}", ha="center", va="center", fontsize=5.5,
-                        weight="bold" if row == col else "normal", color="white" if value > 55 else "black")
+                ax.text(
+                    col,
+                    row,
+                    f"{value:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=5.5,
+                    weight="bold" if row == col else "normal",
+                    color="white" if value > 55 else "black",
+                )
     class_swatches(ax, "y")
     class_swatches(ax, "x")
     return image
@@ -197,8 +228,16 @@ def class_swatches(ax, axis: str = "y") -> None:
     ax.tick_params(axis=axis, pad=13, length=0)
     for i in range(NUM_CLASSES):
         xy = ([0], [i]) if axis == "y" else ([i], [0])
-        ax.plot(*xy, transform=where, marker="s", markersize=7, color=class_colour(i), markeredgecolor="0.3",
-                markeredgewidth=0.3, clip_on=False)
+        ax.plot(
+            *xy,
+            transform=where,
+            marker="s",
+            markersize=7,
+            color=class_colour(i),
+            markeredgecolor="0.3",
+            markeredgewidth=0.3,
+            clip_on=False,
+        )
 
 
 def error_map(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:

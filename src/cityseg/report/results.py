@@ -68,18 +68,40 @@ def cv_result(summary: Mapping[str, Any]) -> CvResult:
     """Read summary.json (keys cityseg.report.runfiles requires); a missing optional value becomes None."""
     none_list = [None] * len(CLASS_NAMES)
     chosen = summary.get("selected")
-    selected = None if chosen is None else Selected(
-        chosen.get("miou_mean"), chosen.get("miou_std"), chosen.get("class_iou_mean"), chosen.get("class_iou_std"),
-        str(chosen.get("note") or "each fold at its best epoch"))
-    folds = [FoldResult(int(f.get("fold", n)), f.get("epoch"), f.get("val_loss"), f.get("val_miou"),
-                        f.get("class_iou") or none_list, f.get("best_epoch"), f.get("best_val_loss"),
-                        f.get("best_val_miou")) for n, f in enumerate(summary.get("folds") or [])]
+    selected = (
+        None
+        if chosen is None
+        else Selected(
+            chosen.get("miou_mean"),
+            chosen.get("miou_std"),
+            chosen.get("class_iou_mean"),
+            chosen.get("class_iou_std"),
+            str(chosen.get("note") or "each fold at its best epoch"),
+        )
+    )
+    folds = [
+        FoldResult(
+            int(f.get("fold", n)),
+            f.get("epoch"),
+            f.get("val_loss"),
+            f.get("val_miou"),
+            f.get("class_iou") or none_list,
+            f.get("best_epoch"),
+            f.get("best_val_loss"),
+            f.get("best_val_miou"),
+        )
+        for n, f in enumerate(summary.get("folds") or [])
+    ]
     return CvResult(
-        k=int(summary.get("k") or len(folds)), split=str(summary.get("split") or "?"),
-        miou_mean=summary.get("miou_mean"), miou_std=summary.get("miou_std"),
+        k=int(summary.get("k") or len(folds)),
+        split=str(summary.get("split") or "?"),
+        miou_mean=summary.get("miou_mean"),
+        miou_std=summary.get("miou_std"),
         class_iou_mean=summary.get("class_iou_mean") or none_list,
         class_iou_std=summary.get("class_iou_std") or none_list,
-        protocol=str(summary.get("protocol") or "not recorded in summary.json"), selected=selected, folds=folds,
+        protocol=str(summary.get("protocol") or "not recorded in summary.json"),
+        selected=selected,
+        folds=folds,
     )
 
 
@@ -176,15 +198,27 @@ def setup_table(runs: RunFiles, synthetic: bool) -> Table:
         ("recipe", config_value(runs, "recipe")),
         ("augmentations", config_value(runs, "aug")),
         ("image size / crop", f"{config_value(runs, 'size')} / {config_value(runs, 'crop')}"),
-        ("optimiser", f"{cfg.get('optimizer')}, lr {cfg.get('lr')} (encoder × {cfg.get('encoder_lr_mult')}), "
-                      f"weight decay {cfg.get('weight_decay')}, batch {cfg.get('batch_size')}"),
+        (
+            "optimiser",
+            f"{cfg.get('optimizer')}, lr {cfg.get('lr')} (encoder × {cfg.get('encoder_lr_mult')}), "
+            f"weight decay {cfg.get('weight_decay')}, batch {cfg.get('batch_size')}",
+        ),
         ("schedule", f"{cfg.get('schedule')}, warm-up {cfg.get('warmup_epochs')} epochs"),
         ("loss", config_value(runs, "loss")),
-        ("epochs", f"{cfg.get('epochs')} per fold, {selection}; full-data fit: "
-                   f"{full_epochs if full_epochs is not None else 'not trained yet'} on the folds' lr schedule"),
-        ("data", "synthetic street scenes (cityseg synth)" if synthetic else f"Cityscapes at {runs.config.get('data_root')}"),
-        ("folds", f"{runs.folds['k']} folds of the train split, grouped by {runs.folds['split']} "
-                  f"(seed {runs.folds.get('seed')})"),
+        (
+            "epochs",
+            f"{cfg.get('epochs')} per fold, {selection}; full-data fit: "
+            f"{full_epochs if full_epochs is not None else 'not trained yet'} on the folds' lr schedule",
+        ),
+        (
+            "data",
+            "synthetic street scenes (cityseg synth)" if synthetic else f"Cityscapes at {runs.config.get('data_root')}",
+        ),
+        (
+            "folds",
+            f"{runs.folds['k']} folds of the train split, grouped by {runs.folds['split']} "
+            f"(seed {runs.folds.get('seed')})",
+        ),
     ]
     return Table.build(("setting", "value"), rows)
 
@@ -196,13 +230,19 @@ def machine_table(runs: RunFiles) -> Table:
     sha = git.get("sha") or "unknown"
     rows = [
         ("run folder", str(runs.runs_dir.resolve())),
-        ("hardware", f"{record.get('world_size') or 1} × {hardware.get('gpu') or hardware.get('device')}, "
-                     f"{hardware.get('cpu_count')} CPU cores"),
+        (
+            "hardware",
+            f"{record.get('world_size') or 1} × {hardware.get('gpu') or hardware.get('device')}, "
+            f"{hardware.get('cpu_count')} CPU cores",
+        ),
         ("training time", f"{duration_text(total_seconds(runs.histories))} (all folds and the full fit)"),
         ("throughput", throughput_text(runs.histories)),
         ("code", f"git {sha[:12]}{' (uncommitted changes)' if git.get('dirty') else ''}"),
-        ("versions", f"torch {versions.get('torch')}, smp {versions.get('segmentation-models-pytorch')}, "
-                     f"cityscapesscripts {versions.get('cityscapesscripts')}"),
+        (
+            "versions",
+            f"torch {versions.get('torch')}, smp {versions.get('segmentation-models-pytorch')}, "
+            f"cityscapesscripts {versions.get('cityscapesscripts')}",
+        ),
         ("started", str(record.get("started") or "unknown")),
     ]
     return Table.build(("item", "value"), rows)
@@ -216,10 +256,12 @@ def finite(value: float | None) -> bool:
 def summary_text(summary: dict[str, Any]) -> str:
     """The CV numbers as `cityseg cv`, the notebook and the report print them: headline, protocol, selected."""
     selected = summary["selected"]
-    return "\n".join([
-        f"CV mIoU ({summary['k']} folds, mean ± std, no selection): "
-        f"{mean_std_text(summary['miou_mean'], summary['miou_std'])} %",
-        f"  {summary['protocol']}",
-        f"Selected on the same fold ({selected['note']}): "
-        f"{mean_std_text(selected['miou_mean'], selected['miou_std'])} %",
-    ])
+    return "\n".join(
+        [
+            f"CV mIoU ({summary['k']} folds, mean ± std, no selection): "
+            f"{mean_std_text(summary['miou_mean'], summary['miou_std'])} %",
+            f"  {summary['protocol']}",
+            f"Selected on the same fold ({selected['note']}): "
+            f"{mean_std_text(selected['miou_mean'], selected['miou_std'])} %",
+        ]
+    )

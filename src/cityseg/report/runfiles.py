@@ -25,31 +25,55 @@ from cityseg.training.runfolder import (
 
 CV_COMMAND = "`cityseg cv DATA_ROOT --out RUNS`"
 EVAL_COMMAND = "`cityseg evaluate PRED_DIR DATA_ROOT --json EVAL_JSON`"
-SUMMARY_REQUIRED_KEYS = ("k", "folds", "miou_mean", "miou_std", "class_iou_mean", "class_iou_std", "chosen_epochs",
-                         "protocol", "selected")
-EVAL_REQUIRED_KEYS = ("confMatrix", "labels", "classScores", "classInstScores", "categoryScores",
-                      "categoryInstScores", "averageScoreClasses", "averageScoreInstClasses",
-                      "averageScoreCategories", "averageScoreInstCategories")
+SUMMARY_REQUIRED_KEYS = (
+    "k",
+    "folds",
+    "miou_mean",
+    "miou_std",
+    "class_iou_mean",
+    "class_iou_std",
+    "chosen_epochs",
+    "protocol",
+    "selected",
+)
+EVAL_REQUIRED_KEYS = (
+    "confMatrix",
+    "labels",
+    "classScores",
+    "classInstScores",
+    "categoryScores",
+    "categoryInstScores",
+    "averageScoreClasses",
+    "averageScoreInstClasses",
+    "averageScoreCategories",
+    "averageScoreInstCategories",
+)
 
 
 def read_json(path: Path, producer: str) -> Any:
     """Parse one JSON file; a missing or damaged file is a `UserError` naming it and the command that writes it."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path} is missing; it is written by {producer}. Run that command (or point at the folder "
-                        "that holds its output) and build the report again.")
+        raise UserError(
+            f"{path} is missing; it is written by {producer}. Run that command (or point at the folder "
+            "that holds its output) and build the report again."
+        )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); it may be truncated. Re-create it with {producer}.") from None
+        raise UserError(
+            f"{path} is not valid JSON ({exc}); it may be truncated. Re-create it with {producer}."
+        ) from None
 
 
 def _require(data: Any, keys: tuple[str, ...], path: Path, producer: str) -> None:
     """Fail with the file name when a JSON file lacks the fields the report reads."""
     missing = [k for k in keys if not isinstance(data, dict) or k not in data]
     if missing:
-        raise UserError(f"{path} lacks {', '.join(missing)}; it was not written by this version of cityseg. "
-                        f"Re-create it with {producer}.")
+        raise UserError(
+            f"{path} lacks {', '.join(missing)}; it was not written by this version of cityseg. "
+            f"Re-create it with {producer}."
+        )
 
 
 @dataclass
@@ -128,5 +152,7 @@ def predictions_checkpoint_warning(runs_dir: Path, evaluation: dict) -> str | No
     final = Path(runs_dir) / FULL_RUN / BEST_FILE
     if final.is_file() and file_sha256(final) == used:
         return None
-    return (f"the evaluated predictions in {pred_dir} were made by {settings.get('checkpoint')} (epoch "
-            f"{settings.get('epoch')}), not by {final}; the report's official numbers are that checkpoint's.")
+    return (
+        f"the evaluated predictions in {pred_dir} were made by {settings.get('checkpoint')} (epoch "
+        f"{settings.get('epoch')}), not by {final}; the report's official numbers are that checkpoint's."
+    )

@@ -26,7 +26,9 @@ class Table:
 
     def text(self, header: bool = True) -> str:
         """Aligned monospace text: text columns left-aligned, numeric columns right-aligned."""
-        widths = [max(len(c), *(len(r[i]) for r in self.rows)) if self.rows else len(c) for i, c in enumerate(self.columns)]
+        widths = [
+            max(len(c), *(len(r[i]) for r in self.rows)) if self.rows else len(c) for i, c in enumerate(self.columns)
+        ]
         numeric = [_column_numeric(self, i) for i in range(len(self.columns))]
 
         def line(cells: Sequence[str]) -> str:

@@ -56,9 +56,7 @@ CITY_NAMES: dict[str, tuple[str, ...]] = {
 def city_names(split: str, count: int) -> list[str]:
     """`count` city names for a split: the real ones first, then the same with a number appended."""
     names = CITY_NAMES[split]
-    return [
-        names[i % len(names)] + (str(i // len(names) + 1) if i >= len(names) else "") for i in range(count)
-    ]
+    return [names[i % len(names)] + (str(i // len(names) + 1) if i >= len(names) else "") for i in range(count)]
 
 
 @dataclass(frozen=True)
@@ -189,9 +187,7 @@ def _check_counts(cities: dict[str, int], per_city: int, workers: int) -> None:
 def _check_output(out: Path, parameters: dict) -> None:
     """Refuse folders holding anything but an earlier synthetic dataset with the same parameters."""
     if out.exists() and not out.is_dir():
-        raise UserError(
-            f"{out} is a file, not a folder; choose a new or empty folder for the synthetic dataset."
-        )
+        raise UserError(f"{out} is a file, not a folder; choose a new or empty folder for the synthetic dataset.")
     if not out.exists() or not any(out.iterdir()):
         return
     marker = out / MARKER
@@ -209,14 +205,10 @@ def _check_output(out: Path, parameters: dict) -> None:
             f"{marker} is not a readable {MARKER}; choose a new or empty folder instead of {out}."
         ) from None
     if generator != GENERATOR:
-        raise UserError(
-            f"{marker} was not written by {GENERATOR}; choose a new or empty folder instead of {out}."
-        )
+        raise UserError(f"{marker} was not written by {GENERATOR}; choose a new or empty folder instead of {out}.")
     if previous_parameters != parameters:
         changed = sorted(
-            k
-            for k in set(parameters) | set(previous_parameters)
-            if parameters.get(k) != previous_parameters.get(k)
+            k for k in set(parameters) | set(previous_parameters) if parameters.get(k) != previous_parameters.get(k)
         )
         diff = "; ".join(f"{k} {previous_parameters.get(k)} there, {parameters.get(k)} now" for k in changed)
         raise UserError(
@@ -246,8 +238,9 @@ def _run(root: Path, frames: list[FrameSpec], workers: int) -> Iterator[str]:
         return
     # spawn: workers start clean even when the parent has torch threads running
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context,
-                             initializer=die_with_parent) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(tasks)), mp_context=context, initializer=die_with_parent
+    ) as pool:
         yield from pool.map(_write_frame_task, tasks, chunksize=1)
 
 

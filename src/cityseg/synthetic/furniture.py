@@ -21,14 +21,10 @@ def add_poles(street: Street) -> None:
         if i == 0 or (i > 1 and rng.random() < 0.6):
             sign = sign_shape(rng)
             face = scale_about_centre(sign, rng.uniform(0.55, 0.8))
-            parts.append(
-                ("traffic sign", street.board(sign, x, z), [(Decal.SIGN_FACE, street.board(face, x, z))])
-            )
+            parts.append(("traffic sign", street.board(sign, x, z), [(Decal.SIGN_FACE, street.board(face, x, z))]))
         if i == 1 or (i > 1 and rng.random() < 0.4):
             housing, lamps = traffic_light(rng, height)
-            parts.append(
-                ("traffic light", street.board(housing, x, z), [(k, street.board(s, x, z)) for k, s in lamps])
-            )
+            parts.append(("traffic light", street.board(housing, x, z), [(k, street.board(s, x, z)) for k, s in lamps]))
         street.thing(z, parts)
 
 
@@ -47,9 +43,7 @@ def sign_shape(rng: np.random.Generator) -> np.ndarray:
     return rect(off - w / 2, off + w / 2, y - size / 2, y + size / 2)
 
 
-def traffic_light(
-    rng: np.random.Generator, pole_height: float
-) -> tuple[np.ndarray, list[tuple[Decal, np.ndarray]]]:
+def traffic_light(rng: np.random.Generator, pole_height: float) -> tuple[np.ndarray, list[tuple[Decal, np.ndarray]]]:
     """A housing at the pole's top (or at head height) with three lamps, one of them lit."""
     w, h = rng.uniform(0.3, 0.45), rng.uniform(0.8, 1.1)
     top = pole_height - rng.uniform(0.0, 0.5) if rng.random() < 0.6 else rng.uniform(2.6, 3.5)
@@ -58,9 +52,7 @@ def traffic_light(
     lamps = []
     for i, colour in enumerate((Decal.LAMP_RED, Decal.LAMP_AMBER, Decal.LAMP_GREEN)):
         centre = top - h * (2 * i + 1) / 6
-        lamps.append(
-            (colour if i == lit else Decal.LAMP_OFF, disc(off, centre, min(w * 0.33, h * 0.13), n=8))
-        )
+        lamps.append((colour if i == lit else Decal.LAMP_OFF, disc(off, centre, min(w * 0.33, h * 0.13), n=8)))
     return rect(off - w / 2, off + w / 2, top - h, top), lamps
 
 

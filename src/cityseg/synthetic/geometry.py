@@ -76,9 +76,7 @@ def convex_hull(points: np.ndarray) -> np.ndarray:
     return np.array(half(pts) + half(reversed(pts)))
 
 
-def box_corners(
-    x: float, z: float, length: float, width: float, y0: float, y1: float, yaw: float
-) -> np.ndarray:
+def box_corners(x: float, z: float, length: float, width: float, y0: float, y1: float, yaw: float) -> np.ndarray:
     """(8, 3) corners of a box standing on the ground, its length along Z turned by `yaw` radians."""
     dl, dw = np.meshgrid([-length / 2, length / 2], [-width / 2, width / 2])
     dl, dw = dl.ravel(), dw.ravel()

@@ -39,9 +39,7 @@ def add_pedestrians(street: Street) -> None:
         parts = []
         if rng.random() < 0.3:  # a companion half a step behind: overlapping persons
             size = rng.uniform(1.5, 1.95)
-            parts.append(
-                human(street, "person", shapes.PERSON * size, size, x + rng.uniform(-0.5, 0.5), z + 0.3)
-            )
+            parts.append(human(street, "person", shapes.PERSON * size, size, x + rng.uniform(-0.5, 0.5), z + 0.3))
         size = rng.uniform(1.5, 1.95)
         shape = shapes.PERSON * size + rng.normal(0, 0.015, size=shapes.PERSON.shape) * np.array([1.0, 0.0])
         parts.append(human(street, "person", shape, size, x, z))
@@ -51,16 +49,10 @@ def add_pedestrians(street: Street) -> None:
 def add_two_wheelers(street: Street) -> None:
     """Riders on bicycles and motorcycles, plus parked ones; at least one of each kind, ridden."""
     rng = street.rng
-    kinds = ["bicycle", "motorcycle"] + [
-        str(k) for k in rng.choice(["bicycle", "motorcycle"], size=rng.integers(0, 3))
-    ]
+    kinds = ["bicycle", "motorcycle"] + [str(k) for k in rng.choice(["bicycle", "motorcycle"], size=rng.integers(0, 3))]
     for i, kind in enumerate(kinds):
         ridden = i < 2 or rng.random() < 0.6
-        x = (
-            rng.uniform(street.road[0] + 0.5, street.road[1] - 0.5)
-            if ridden
-            else street.on_sidewalk(street.side())
-        )
+        x = rng.uniform(street.road[0] + 0.5, street.road[1] - 0.5) if ridden else street.on_sidewalk(street.side())
         z = street.depth(x, 6, 35)
         side_view, mirror = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
         parts = [two_wheeler(street, kind, side_view, x, z, mirror)]

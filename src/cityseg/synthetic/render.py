@@ -155,9 +155,7 @@ class _Painter:
         veg = self.mask("vegetation")
         self.rgb[veg] += grain[veg, None] * np.array([14, 6, -10], dtype=np.float32)
 
-    def lines(
-        self, name: str, along_x: bool, along_y: bool, period: float, duty: float, factor: float
-    ) -> None:
+    def lines(self, name: str, along_x: bool, along_y: bool, period: float, duty: float, factor: float) -> None:
         rng = self.rng
         stripes = np.zeros(self.labels.shape, dtype=bool)
         if along_x:
@@ -200,15 +198,9 @@ def render_image(
     width = label_ids.shape[1]
     painter = _Painter(label_ids, instance_ids, rng)
     painter.textures()
-    painter.lines(
-        "sidewalk", True, True, period=max(3.0, width * rng.uniform(0.01, 0.02)), duty=0.15, factor=0.8
-    )
-    painter.lines(
-        "fence", True, False, period=max(2.0, width * rng.uniform(0.004, 0.008)), duty=0.5, factor=0.7
-    )
-    painter.lines(
-        "wall", False, True, period=max(3.0, width * rng.uniform(0.006, 0.012)), duty=0.2, factor=0.82
-    )
+    painter.lines("sidewalk", True, True, period=max(3.0, width * rng.uniform(0.01, 0.02)), duty=0.15, factor=0.8)
+    painter.lines("fence", True, False, period=max(2.0, width * rng.uniform(0.004, 0.008)), duty=0.5, factor=0.7)
+    painter.lines("wall", False, True, period=max(3.0, width * rng.uniform(0.006, 0.012)), duty=0.2, factor=0.82)
     painter.sky_gradient(horizon)
     painter.decals(decals)
     return painter.finish()

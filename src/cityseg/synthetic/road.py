@@ -12,16 +12,12 @@ def add_ground(street: Street) -> None:
     """Listed first, so everything standing on the ground covers it."""
     cam, far = street.cam, 5000.0
     w, h = cam.width, cam.height
-    street.scene.add(
-        "sky", np.array([(0, 0), (w, 0), (w, cam.horizon + 2), (0, cam.horizon + 2)], dtype=float)
-    )
+    street.scene.add("sky", np.array([(0, 0), (w, 0), (w, cam.horizon + 2), (0, cam.horizon + 2)], dtype=float))
     street.scene.add("terrain", np.array([(0, cam.horizon), (w, cam.horizon), (w, h), (0, h)], dtype=float))
     near = cam.z_bottom * 0.5
     for side in (0, 1):
         street.scene.add("sidewalk", street.ground_strip(street.sidewalk[side], street.road[side], near, far))
-    street.scene.add(
-        "road", street.ground_strip(street.road[0], street.road[1], near, far), lane_marks(street, near)
-    )
+    street.scene.add("road", street.ground_strip(street.road[0], street.road[1], near, far), lane_marks(street, near))
     if street.cross is not None:
         street.scene.add("road", street.ground_strip(-300, 300, *street.cross))
 

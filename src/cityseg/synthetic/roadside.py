@@ -99,17 +99,13 @@ def add_walls_and_fences(street: Street) -> None:
             side = street.side()
             x = street.sidewalk[side] + street.outward(side) * rng.uniform(0.0, 0.4)
             z0 = street.depth(x, 4, 40)
-            street.scene.add(
-                label, street.side_plane(x, z0, z0 + rng.uniform(5, 30), 0, rng.uniform(*height))
-            )
+            street.scene.add(label, street.side_plane(x, z0, z0 + rng.uniform(5, 30), 0, rng.uniform(*height)))
         if rng.random() < 0.5:  # one across the far end of a front yard
             side = street.side()
             x0 = street.sidewalk[side]
             x1 = x0 + street.outward(side) * rng.uniform(3, 8)
             h = rng.uniform(*height)
-            street.scene.add(
-                label, street.cam.project([x0, x1, x1, x0], [0, 0, h, h], street.depth(x0, 10, 40))
-            )
+            street.scene.add(label, street.cam.project([x0, x1, x1, x0], [0, 0, h, h], street.depth(x0, 10, 40)))
 
 
 def add_hedges_and_grass(street: Street) -> None:
@@ -119,16 +115,12 @@ def add_hedges_and_grass(street: Street) -> None:
         side = street.side()
         inner = street.sidewalk[side] - street.outward(side) * rng.uniform(0.8, 1.8)
         z0 = street.depth(inner, 4, 30)
-        street.scene.add(
-            "terrain", street.ground_strip(street.sidewalk[side], inner, z0, z0 + rng.uniform(5, 30))
-        )
+        street.scene.add("terrain", street.ground_strip(street.sidewalk[side], inner, z0, z0 + rng.uniform(5, 30)))
     for _ in range(rng.integers(0, 3)):
         side = street.side()
         x = street.sidewalk[side] + street.outward(side) * rng.uniform(0.2, 0.8)
         z0 = street.depth(x, 5, 60)
-        street.scene.add(
-            "vegetation", street.side_plane(x, z0, z0 + rng.uniform(3, 15), 0, rng.uniform(0.7, 1.6))
-        )
+        street.scene.add("vegetation", street.side_plane(x, z0, z0 + rng.uniform(3, 15), 0, rng.uniform(0.7, 1.6)))
 
 
 def add_trees(street: Street) -> None:

@@ -60,11 +60,7 @@ def add_vehicle(street: Street, label: str, x: float, front: float, yaw: float) 
     reach = width / 2 if across else length / 2  # centre to the face towards the camera
     centre = front + reach
     dims = (length, width, height, belt)
-    decals = (
-        decals_crossing(street, label, x, centre, dims)
-        if across
-        else decals_along(street, label, x, centre, dims)
-    )
+    decals = decals_crossing(street, label, x, centre, dims) if across else decals_along(street, label, x, centre, dims)
     street.thing(front, [(label, box_silhouette(street, x, centre, parts, yaw), decals)])
 
 

@@ -125,8 +125,12 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
         raise UserError(
             f"{path} is a cityseg checkpoint of format version {version!r}, but this cityseg reads version "
-            f"{FORMAT_VERSION} only; " + ("it was written by a newer cityseg: upgrade cityseg to use it."
-                                          if newer else "it is damaged or was edited: use another copy.")
+            f"{FORMAT_VERSION} only; "
+            + (
+                "it was written by a newer cityseg: upgrade cityseg to use it."
+                if newer
+                else "it is damaged or was edited: use another copy."
+            )
         )
     if state.get("arch") != ARCHITECTURE:
         raise UserError(

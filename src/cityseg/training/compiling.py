@@ -75,8 +75,12 @@ class CompiledOrEager(nn.Module):
         first_line = (str(exc).strip().splitlines() or [""])[0][:200]
         self.failure = f"{type(exc).__name__}: {first_line}"
         if is_main():
-            print(f"{WARNING_PREFIX} ({self.failure}); training continues eagerly (slower, same results); "
-                  "--no-compile skips the attempt", file=sys.stderr, flush=True)
+            print(
+                f"{WARNING_PREFIX} ({self.failure}); training continues eagerly (slower, same results); "
+                "--no-compile skips the attempt",
+                file=sys.stderr,
+                flush=True,
+            )
         if self.on_fallback is not None:
             self.on_fallback(self.failure)
 

@@ -51,8 +51,14 @@ def _default_workers() -> int:
     return min(8, default_workers())
 
 
-def _option(default: Any = dataclasses.MISSING, *, help: str, group: str, factory: Any = dataclasses.MISSING,
-            choices: tuple[str, ...] | None = None) -> Any:
+def _option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    group: str,
+    factory: Any = dataclasses.MISSING,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
     """A config field whose metadata is the single source of its CLI flag: help text, option group, choices."""
     metadata = {"help": help, "group": group, "choices": choices}
     return field(default=default, default_factory=factory, metadata=metadata)
@@ -66,66 +72,107 @@ class TrainConfig:
     # Optimisation
     epochs: int = _option(10, help="training epochs", group=OPTIMIZATION)
     batch_size: int = _option(4, help="images per step per process", group=OPTIMIZATION)
-    optimizer: str = _option("adam", help="adam and adamw use --betas, sgd uses --momentum", group=OPTIMIZATION,
-                             choices=OPTIMIZERS)
+    optimizer: str = _option(
+        "adam", help="adam and adamw use --betas, sgd uses --momentum", group=OPTIMIZATION, choices=OPTIMIZERS
+    )
     lr: float = _option(1e-4, help="base learning rate of the decoder and head (the logged lr)", group=OPTIMIZATION)
     encoder_lr_mult: float = _option(1.0, help="the pretrained encoder's lr is lr times this", group=OPTIMIZATION)
-    weight_decay: float = _option(0.0, help="weight decay of the decoder's weights: coupled L2 for adam and sgd, "
-                                  "decoupled for adamw; norm weights and biases never decay", group=OPTIMIZATION)
-    encoder_weight_decay_mult: float = _option(1.0, help="the encoder's weight decay is weight_decay times this",
-                                               group=OPTIMIZATION)
+    weight_decay: float = _option(
+        0.0,
+        help="weight decay of the decoder's weights: coupled L2 for adam and sgd, "
+        "decoupled for adamw; norm weights and biases never decay",
+        group=OPTIMIZATION,
+    )
+    encoder_weight_decay_mult: float = _option(
+        1.0, help="the encoder's weight decay is weight_decay times this", group=OPTIMIZATION
+    )
     betas: tuple[float, float] = _option((0.9, 0.999), help="Adam/AdamW moment decay rates B1,B2", group=OPTIMIZATION)
     momentum: float = _option(0.9, help="SGD momentum (sgd only)", group=OPTIMIZATION)
     # Learning-rate schedule (stepped every iteration)
-    schedule: str = _option("constant", help="lr schedule, stepped every iteration", group=OPTIMIZATION,
-                            choices=SCHEDULES)
+    schedule: str = _option(
+        "constant", help="lr schedule, stepped every iteration", group=OPTIMIZATION, choices=SCHEDULES
+    )
     warmup_epochs: float = _option(0.0, help="linear lr warm-up length in epochs", group=OPTIMIZATION)
     min_lr: float = _option(0.0, help="final lr of the cosine schedule", group=OPTIMIZATION)
     poly_power: float = _option(0.9, help="exponent of the poly schedule", group=OPTIMIZATION)
     schedule_epochs: int | None = _option(
-        None, help="epochs the lr schedule spans when training stops earlier ('none' = --epochs); the full fit "
-        "of `cityseg cv` runs the folds' schedule cut at the chosen epoch this way", group=OPTIMIZATION)
+        None,
+        help="epochs the lr schedule spans when training stops earlier ('none' = --epochs); the full fit "
+        "of `cityseg cv` runs the folds' schedule cut at the chosen epoch this way",
+        group=OPTIMIZATION,
+    )
     # Data and augmentation
-    size: tuple[int, int] | None = _option(None, help="resize every image before anything else, e.g. 1024x512; "
-                                           "'none' = full resolution", group=DATA)
+    size: tuple[int, int] | None = _option(
+        None, help="resize every image before anything else, e.g. 1024x512; 'none' = full resolution", group=DATA
+    )
     crop: tuple[int, int] | None = _option(None, help="training crop, e.g. 768x768; 'none'", group=DATA)
-    scale_range: tuple[float, float] | None = _option(None, help="random scale LO,HI, e.g. 0.5,2.0; 'none'",
-                                                      group=DATA)
-    crop_max_class_ratio: float = _option(0.75, help="re-draw crops where one class covers more than this share",
-                                          group=DATA)
-    aug: tuple[str, ...] = _option(("flip",), help="comma list of named augmentations, e.g. flip,scale-crop,"
-                                   "photometric ('none' for none; an unknown name lists the valid ones)", group=DATA)
-    labels: str = _option("trainIds", help="train from labelTrainIds PNGs (after `cityseg prepare`) or the shipped "
-                          "labelIds", group=DATA, choices=LABEL_SOURCES)
+    scale_range: tuple[float, float] | None = _option(None, help="random scale LO,HI, e.g. 0.5,2.0; 'none'", group=DATA)
+    crop_max_class_ratio: float = _option(
+        0.75, help="re-draw crops where one class covers more than this share", group=DATA
+    )
+    aug: tuple[str, ...] = _option(
+        ("flip",),
+        help="comma list of named augmentations, e.g. flip,scale-crop,"
+        "photometric ('none' for none; an unknown name lists the valid ones)",
+        group=DATA,
+    )
+    labels: str = _option(
+        "trainIds",
+        help="train from labelTrainIds PNGs (after `cityseg prepare`) or the shipped labelIds",
+        group=DATA,
+        choices=LABEL_SOURCES,
+    )
     workers: int = _option(help="data-loading processes per training process", group=DATA, factory=_default_workers)
-    cache: str | None = _option(AUTO, help="decoded-image cache folder (see `cityseg cache`), built on first use "
-                                "and shared by every fold and the full fit; 'auto': on CUDA, in ROOT/../cityseg-cache "
-                                "(else $XDG_CACHE_HOME/cityseg) when the disk has room, else the PNGs; 'none': always "
-                                "the PNGs", group=DATA)
-    gpu_aug: bool | None = _option(None, help="run the colour augmentations (photometric, color-jitter, gaussian-blur) "
-                                   "on the training device instead of in the loader workers (photometric batched, the "
-                                   "same mmsegmentation ops and draws; ~5 ms of a CPU core per 768x768 crop otherwise); "
-                                   "auto: on CUDA when the recipe has one", group=DATA)
+    cache: str | None = _option(
+        AUTO,
+        help="decoded-image cache folder (see `cityseg cache`), built on first use "
+        "and shared by every fold and the full fit; 'auto': on CUDA, in ROOT/../cityseg-cache "
+        "(else $XDG_CACHE_HOME/cityseg) when the disk has room, else the PNGs; 'none': always "
+        "the PNGs",
+        group=DATA,
+    )
+    gpu_aug: bool | None = _option(
+        None,
+        help="run the colour augmentations (photometric, color-jitter, gaussian-blur) "
+        "on the training device instead of in the loader workers (photometric batched, the "
+        "same mmsegmentation ops and draws; ~5 ms of a CPU core per 768x768 crop otherwise); "
+        "auto: on CUDA when the recipe has one",
+        group=DATA,
+    )
     # Loss
     loss: str = _option("ce", help="cross-entropy or OHEM cross-entropy", group=LOSS_MODEL, choices=LOSSES)
-    ohem_thresh: float = _option(0.7, help="OHEM keeps pixels whose true-class probability is below this",
-                                 group=LOSS_MODEL)
+    ohem_thresh: float = _option(
+        0.7, help="OHEM keeps pixels whose true-class probability is below this", group=LOSS_MODEL
+    )
     ohem_min_kept: int = _option(100_000, help="OHEM keeps at least this many pixels per image", group=LOSS_MODEL)
     # Model
-    encoder_weights: str | None = _option("imagenet", help="'imagenet' (download), a local torchvision resnet34 "
-                                          "state dict, or 'none'", group=LOSS_MODEL)
+    encoder_weights: str | None = _option(
+        "imagenet", help="'imagenet' (download), a local torchvision resnet34 state dict, or 'none'", group=LOSS_MODEL
+    )
     sync_bn: bool = _option(False, help="SyncBatchNorm across GPUs under torchrun", group=LOSS_MODEL)
     # Checkpoint selection on the held-out fold
-    select: str = _option("loss", help="best.pt and the full fit's epoch count: the fold's best epoch by val loss "
-                          "or mIoU, or 'last' (a fixed budget: nothing is selected)", group=LOSS_MODEL, choices=SELECT)
+    select: str = _option(
+        "loss",
+        help="best.pt and the full fit's epoch count: the fold's best epoch by val loss "
+        "or mIoU, or 'last' (a fixed budget: nothing is selected)",
+        group=LOSS_MODEL,
+        choices=SELECT,
+    )
     # Reproducibility and machine
     seed: int = _option(0, help="seed of the folds and of training", group=RUN)
     device: str = _option("auto", help="auto, cpu, cuda or cuda:N", group=RUN)
-    amp: bool = _option(False, help="mixed precision on CUDA: bf16 where the GPU has it natively, else fp16 with "
-                        "a gradient scaler", group=RUN)
-    compile: bool | None = _option(None, help="torch.compile the training step (eager again, with one warning, if "
-                                   "compiling fails); auto: on CUDA for runs long enough to repay the compile time "
-                                   "(cityseg.training.runtime)", group=RUN)
+    amp: bool = _option(
+        False,
+        help="mixed precision on CUDA: bf16 where the GPU has it natively, else fp16 with a gradient scaler",
+        group=RUN,
+    )
+    compile: bool | None = _option(
+        None,
+        help="torch.compile the training step (eager again, with one warning, if "
+        "compiling fails); auto: on CUDA for runs long enough to repay the compile time "
+        "(cityseg.training.runtime)",
+        group=RUN,
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -175,8 +222,10 @@ def resolve_config(recipe: str = "seed", **overrides: Any) -> TrainConfig:
 
 def config_differences(old: TrainConfig, new: TrainConfig, ignore: tuple[str, ...] = RUNTIME_FIELDS) -> list[str]:
     """Fields (outside `ignore`) whose values differ, as 'name: old -> new' lines for resume checks."""
-    return [f"{name}: {_jsonable(before)} -> {_jsonable(after)}"
-            for name, before, after in field_differences(old, new, ignore)]
+    return [
+        f"{name}: {_jsonable(before)} -> {_jsonable(after)}"
+        for name, before, after in field_differences(old, new, ignore)
+    ]
 
 
 def recipe_differences(config: TrainConfig) -> list[tuple[str, Any, Any]]:
@@ -189,8 +238,11 @@ def recipe_differences(config: TrainConfig) -> list[tuple[str, Any, Any]]:
 
 def field_differences(old: TrainConfig, new: TrainConfig, ignore: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
     """(field, old value, new value) for every field outside `ignore` that differs, in the dataclass's order."""
-    return [(name, getattr(old, name), getattr(new, name)) for name in _FIELDS
-            if name not in ignore and getattr(old, name) != getattr(new, name)]
+    return [
+        (name, getattr(old, name), getattr(new, name))
+        for name in _FIELDS
+        if name not in ignore and getattr(old, name) != getattr(new, name)
+    ]
 
 
 def parse_size(value: str | tuple[int, int] | list[int] | None, name: str = "size") -> tuple[int, int] | None:
@@ -316,8 +368,12 @@ def _check_side_pair(config: TrainConfig, name: str) -> None:
         _fail(config, name, "must be a positive WIDTHxHEIGHT pair")
     if any(side % SIDE_MULTIPLE for side in value):
         rounded = "x".join(str(max(SIDE_MULTIPLE, round(s / SIDE_MULTIPLE) * SIDE_MULTIPLE)) for s in value)
-        _fail(config, name, f"must have sides divisible by {SIDE_MULTIPLE} (the U-Net downsamples 5 times)",
-              f"Use e.g. {rounded}.")
+        _fail(
+            config,
+            name,
+            f"must have sides divisible by {SIDE_MULTIPLE} (the U-Net downsamples 5 times)",
+            f"Use e.g. {rounded}.",
+        )
 
 
 def _validate(config: TrainConfig) -> None:
@@ -370,18 +426,45 @@ def _validate(config: TrainConfig) -> None:
             _fail(config, "scale_range", "must be LO,HI with 0 < LO <= HI")
     if "scale-crop" in config.aug and (config.crop is None or config.scale_range is None):
         _fail(config, "aug", "includes scale-crop, which needs both crop (--crop) and scale_range (--scale-range)")
-    if config.crop is not None and config.size is not None and (
-        config.crop[0] > config.size[0] or config.crop[1] > config.size[1]
+    if (
+        config.crop is not None
+        and config.size is not None
+        and (config.crop[0] > config.size[0] or config.crop[1] > config.size[1])
     ):
-        _fail(config, "crop", f"must fit inside the resized image {config.size[0]}x{config.size[1]} (--size)",
-              "Use a smaller --crop or a larger --size.")
+        _fail(
+            config,
+            "crop",
+            f"must fit inside the resized image {config.size[0]}x{config.size[1]} (--size)",
+            "Use a smaller --crop or a larger --size.",
+        )
 
 
 __all__ = [
-    "FOLD_SPLITS", "with_epochs",
-    "AUTO", "DEVICES", "FIELD_GROUPS", "LABEL_SOURCES", "LOSSES", "MACHINE_FIELDS", "OPTIMIZERS", "RECIPES",
-    "RUNTIME_FIELDS", "RUN_SETTING", "Recipe", "SCHEDULES", "SELECT", "SIDE_MULTIPLE", "TrainConfig", "config_differences",
-    "field_differences", "field_text", "flag", "parse_size", "recipe_differences", "resolve_config", "value_text",
+    "FOLD_SPLITS",
+    "with_epochs",
+    "AUTO",
+    "DEVICES",
+    "FIELD_GROUPS",
+    "LABEL_SOURCES",
+    "LOSSES",
+    "MACHINE_FIELDS",
+    "OPTIMIZERS",
+    "RECIPES",
+    "RUNTIME_FIELDS",
+    "RUN_SETTING",
+    "Recipe",
+    "SCHEDULES",
+    "SELECT",
+    "SIDE_MULTIPLE",
+    "TrainConfig",
+    "config_differences",
+    "field_differences",
+    "field_text",
+    "flag",
+    "parse_size",
+    "recipe_differences",
+    "resolve_config",
+    "value_text",
 ]
 
 

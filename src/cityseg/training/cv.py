@@ -118,10 +118,16 @@ def run_cv(
     fold_images = {fold: len(fold_ids(folds, fold)[0]) for fold in range(k)}
     # Machine defaults once for the whole CV (every fold and the full fit run with them), printed once.
     config = resolve_and_report(config, root, min(fold_images.values()), info.world_size, info.device)
-    full_planned = full and only_folds is None and all(
-        f in selected or is_finished(fold_dir(runs_dir, f), config.epochs) for f in range(k))
-    plan = planned_runs([(fold_dir(runs_dir, f).name, fold_dir(runs_dir, f), fold_images[f]) for f in selected],
-                        config.epochs, (runs_dir / FULL_RUN, len(frames)) if full_planned else None)
+    full_planned = (
+        full
+        and only_folds is None
+        and all(f in selected or is_finished(fold_dir(runs_dir, f), config.epochs) for f in range(k))
+    )
+    plan = planned_runs(
+        [(fold_dir(runs_dir, f).name, fold_dir(runs_dir, f), fold_images[f]) for f in selected],
+        config.epochs,
+        (runs_dir / FULL_RUN, len(frames)) if full_planned else None,
+    )
     with held_by_main(lambda: _lock_runs(runs_dir, shared=only_folds is not None)):
         if is_main():
             with _shared_files_lock(runs_dir):
@@ -134,8 +140,17 @@ def run_cv(
                 if resume and _skip_finished(run_dir, config):
                     continue
                 train_ids, val_ids = fold_ids(folds, fold)
-                train_run(root, run_dir, config, train_ids, val_ids, resume=resume,
-                          on_epoch=overall.callback(on_epoch), run_name=run_dir.name, progress=progress)
+                train_run(
+                    root,
+                    run_dir,
+                    config,
+                    train_ids,
+                    val_ids,
+                    resume=resume,
+                    on_epoch=overall.callback(on_epoch),
+                    run_name=run_dir.name,
+                    progress=progress,
+                )
 
             summary = summarize(runs_dir)
             if full and only_folds is None and summary["complete"]:
@@ -143,8 +158,17 @@ def run_cv(
                 overall.set_epochs(FULL_RUN, full_config.epochs)
                 run_dir = runs_dir / FULL_RUN
                 if not (resume and _skip_finished(run_dir, full_config)):
-                    train_run(root, run_dir, full_config, [f.id for f in frames], None, resume=resume,
-                              on_epoch=overall.callback(on_epoch), run_name=FULL_RUN, progress=progress)
+                    train_run(
+                        root,
+                        run_dir,
+                        full_config,
+                        [f.id for f in frames],
+                        None,
+                        resume=resume,
+                        on_epoch=overall.callback(on_epoch),
+                        run_name=FULL_RUN,
+                        progress=progress,
+                    )
                 summary = summarize(runs_dir)
         if is_main():
             with _shared_files_lock(runs_dir):  # another --only-folds process may have finished a fold meanwhile
@@ -157,9 +181,12 @@ def run_cv(
 
 def _lock_runs(runs_dir: Path, shared: bool):
     """RUNS as a whole: exclusive for a `cv` that may run the full fit, shared between --only-folds processes."""
-    fix = ("folds of one RUNS may train in parallel only as `cv --only-folds` processes, with the full fit left to "
-           "a `cv --resume` once they are done" if shared else
-           "wait for it to finish (then `cv --resume` continues), or pass another --out folder")
+    fix = (
+        "folds of one RUNS may train in parallel only as `cv --only-folds` processes, with the full fit left to "
+        "a `cv --resume` once they are done"
+        if shared
+        else "wait for it to finish (then `cv --resume` continues), or pass another --out folder"
+    )
     return hold_lock(runs_dir / RUNS_LOCK, f"runs folder {runs_dir}", f"{fix}. Nothing was written.", shared=shared)
 
 
@@ -233,8 +260,11 @@ def summarize(runs_dir: Path) -> dict[str, Any]:
     """
     runs_dir = Path(runs_dir)
     folds = load_folds(runs_dir / FOLDS_FILE)
-    runs = [(n, run, config, load_log(run)) for n in range(folds["k"])
-            if (config := read_run_config(run := fold_dir(runs_dir, n))) is not None]
+    runs = [
+        (n, run, config, load_log(run))
+        for n in range(folds["k"])
+        if (config := read_run_config(run := fold_dir(runs_dir, n))) is not None
+    ]
     finished = {n: is_finished(run, config.epochs) for n, run, config, _ in runs}
     complete = sum(finished.values()) == folds["k"]
     best = {n: best_row(rows, config.select) for n, _, config, rows in runs}
@@ -272,8 +302,15 @@ def _statistics(rows: list[dict], miou_key: str, class_key: str) -> dict[str, An
     }
 
 
-def _fold_summary(fold: int, run_dir: Path, config: TrainConfig, rows: list[dict], best: dict | None,
-                  finished: bool, chosen: int | None) -> dict[str, Any]:
+def _fold_summary(
+    fold: int,
+    run_dir: Path,
+    config: TrainConfig,
+    rows: list[dict],
+    best: dict | None,
+    finished: bool,
+    chosen: int | None,
+) -> dict[str, Any]:
     """One fold: the row scored for the headline (at `chosen`, or the last epoch for "last") and its best row."""
     epoch = chosen if chosen is not None else (config.epochs if config.select == "last" and finished else None)
     scored = next((row for row in rows if row.get("epoch") == epoch), None) if epoch is not None else None
@@ -301,23 +338,32 @@ def _protocol(per_fold: list[dict], k: int, chosen: int | None) -> str:
     done = sum(row["finished"] for row in per_fold)
     if per_fold and all(row["select"] == "last" for row in per_fold):
         epochs = sorted({row["epochs"] for row in per_fold})
-        return (f"Each fold is scored at its last epoch ({', '.join(map(str, epochs))}) of a fixed budget that selects "
-                f"nothing, and the full fit trains the same epochs on all train images; mean and sample std over "
-                f"the {done} finished of {k} folds.")
+        return (
+            f"Each fold is scored at its last epoch ({', '.join(map(str, epochs))}) of a fixed budget that selects "
+            f"nothing, and the full fit trains the same epochs on all train images; mean and sample std over "
+            f"the {done} finished of {k} folds."
+        )
     by = " and ".join(sorted({"val loss" if row["select"] == "loss" else "val mIoU" for row in per_fold})) or "val loss"
     rule = f"the epoch count the full fit trains for (the median of the folds' best epochs by {by})"
     if chosen is None:
         return f"Null until all {k} folds are finished ({done} are): each fold will be scored at {rule}."
-    return (f"Each fold is scored at epoch {chosen}, {rule}, not at its own best epoch; mean and sample std over "
-            f"the {k} folds.")
+    return (
+        f"Each fold is scored at epoch {chosen}, {rule}, not at its own best epoch; mean and sample std over "
+        f"the {k} folds."
+    )
 
 
 def _full_summary(run_dir: Path) -> dict[str, Any] | None:
     config = read_run_config(run_dir)
     if config is None:
         return None
-    return {"run_dir": run_dir.name, "epochs": config.epochs, "schedule_epochs": config.schedule_length,
-            "epochs_done": len(load_log(run_dir)), "finished": is_finished(run_dir, config.epochs)}
+    return {
+        "run_dir": run_dir.name,
+        "epochs": config.epochs,
+        "schedule_epochs": config.schedule_length,
+        "epochs_done": len(load_log(run_dir)),
+        "finished": is_finished(run_dir, config.epochs),
+    }
 
 
 def _mean(values: np.ndarray) -> float | None:

@@ -47,8 +47,11 @@ def epoch_seconds(runs: Sequence[PlannedRun], rows: dict[str, list[dict]]) -> di
     if not sample:
         return None
     rate = statistics.median(row["images_per_s"] for _, row in sample)
-    validation = [max(0.0, row["seconds"] - images[name] / row["images_per_s"])
-                  for name, row in sample if row.get("val_loss") is not None and name in images]
+    validation = [
+        max(0.0, row["seconds"] - images[name] / row["images_per_s"])
+        for name, row in sample
+        if row.get("val_loss") is not None and name in images
+    ]
     val_seconds = statistics.median(validation) if validation else 0.0
     return {run.name: run.train_images / rate + (val_seconds if run.validated else 0.0) for run in runs}
 
@@ -67,13 +70,20 @@ class CVProgress:
 
     def __init__(self, runs: Sequence[PlannedRun], enabled: bool = True) -> None:
         self.runs = {run.name: run for run in runs}
-        self.rows = {run.name: [row for row in load_log(run.run_dir) if row.get("epoch", 0) <= run.epochs]
-                     for run in runs}
+        self.rows = {
+            run.name: [row for row in load_log(run.run_dir) if row.get("epoch", 0) <= run.epochs] for run in runs
+        }
         self.projected = False
         self.bar = None
         if enabled and runs:
-            self.bar = tqdm(total=self.total(), initial=self.done(), desc="cv", unit="epoch", bar_format=BAR_FORMAT,
-                            dynamic_ncols=True)
+            self.bar = tqdm(
+                total=self.total(),
+                initial=self.done(),
+                desc="cv",
+                unit="epoch",
+                bar_format=BAR_FORMAT,
+                dynamic_ncols=True,
+            )
             self._show_eta()
 
     def __enter__(self) -> CVProgress:
@@ -111,6 +121,7 @@ class CVProgress:
 
     def callback(self, then: EpochCallback | None = None) -> EpochCallback:
         """An on_epoch for `train_run` that updates the bar, then calls `then` (e.g. the notebook's live curves)."""
+
         def on_epoch(run_name: str, row: dict) -> None:
             self.record(run_name, row)
             if then is not None:
@@ -135,9 +146,11 @@ class CVProgress:
         """One line: how long the whole cross-validation takes by the current estimate, and when it ends."""
         remaining = self.remaining_seconds() or 0.0
         end = datetime.datetime.now() + datetime.timedelta(seconds=remaining)
-        return (f"projected: the whole cross-validation ({self._plan_text()}) takes about "
-                f"{duration_text(self.elapsed_seconds() + remaining)}; {duration_text(remaining)} left, done around "
-                f"{end:%a %H:%M} (the cv bar's ETA follows later epochs)")
+        return (
+            f"projected: the whole cross-validation ({self._plan_text()}) takes about "
+            f"{duration_text(self.elapsed_seconds() + remaining)}; {duration_text(remaining)} left, done around "
+            f"{end:%a %H:%M} (the cv bar's ETA follows later epochs)"
+        )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -155,8 +168,9 @@ class CVProgress:
         return " + ".join(parts)
 
 
-def planned_runs(fold_runs: Iterable[tuple[str, Path, int]], epochs: int, full: tuple[Path, int] | None
-                 ) -> list[PlannedRun]:
+def planned_runs(
+    fold_runs: Iterable[tuple[str, Path, int]], epochs: int, full: tuple[Path, int] | None
+) -> list[PlannedRun]:
     """Folds as (name, run folder, training images), each for `epochs`; then the full fit (folder, images)."""
     runs = [PlannedRun(name, run_dir, epochs, images, True) for name, run_dir, images in fold_runs]
     if full is not None:

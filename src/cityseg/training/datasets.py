@@ -56,9 +56,9 @@ def build_datasets(
     return train_set, val_set
 
 
-
-def _cached_datasets(config: TrainConfig, root: Path, train_frames: Sequence, val_frames: Sequence,
-                     train_transform) -> tuple[Dataset, Dataset | None]:
+def _cached_datasets(
+    config: TrainConfig, root: Path, train_frames: Sequence, val_frames: Sequence, train_transform
+) -> tuple[Dataset, Dataset | None]:
     """Datasets over `cityseg cache` memmaps (built or refreshed here first; DDP ranks wait on a file lock).
 
     Validation reads the cache only when it holds full-resolution frames; a downsized entry cannot give
@@ -70,14 +70,16 @@ def _cached_datasets(config: TrainConfig, root: Path, train_frames: Sequence, va
 
     size = training_cache_size(config.size, config.aug, config.scale_range)
     entry = ensure_cache(root, "train", size, Path(config.cache), config.labels, config.workers or None, is_main())
-    train_set = CachedDataset(entry.path.parent, "train", [f.id for f in train_frames], train_transform, size,
-                              config.labels)
+    train_set = CachedDataset(
+        entry.path.parent, "train", [f.id for f in train_frames], train_transform, size, config.labels
+    )
     if not val_frames:
         return train_set, None
     if size is None:
-        return train_set, CachedDataset(entry.path.parent, "train", [f.id for f in val_frames], None, None, config.labels)
+        return train_set, CachedDataset(
+            entry.path.parent, "train", [f.id for f in val_frames], None, None, config.labels
+        )
     return train_set, CityscapesDataset(val_frames, label_source=config.labels)
-
 
 
 def _frames_for(frames: dict, ids: Sequence[str], root: Path) -> list:
@@ -90,13 +92,16 @@ def _frames_for(frames: dict, ids: Sequence[str], root: Path) -> list:
     return [frames[i] for i in ids]
 
 
-
 def check_input_size(config: TrainConfig, image_path: Path) -> None:
     """Fail before training if the crop exceeds the (resized) image or the model would see a bad size."""
     with Image.open(image_path) as image:
         width, height = image.size
     base_w, base_h = config.size or (width, height)
-    where = f"the resized image ({base_w}x{base_h}, --size)" if config.size else f"the images ({width}x{height}, e.g. {image_path})"
+    where = (
+        f"the resized image ({base_w}x{base_h}, --size)"
+        if config.size
+        else f"the images ({width}x{height}, e.g. {image_path})"
+    )
     if config.crop is not None and (config.crop[0] > base_w or config.crop[1] > base_h):
         raise UserError(
             f"crop {config.crop[0]}x{config.crop[1]} (--crop) is larger than {where}; use a crop that fits, "
@@ -107,7 +112,6 @@ def check_input_size(config: TrainConfig, image_path: Path) -> None:
             f"the U-Net needs input sides divisible by {SIDE_MULTIPLE}, but {where} is not; pass --size or --crop "
             f"with such sides, e.g. --size {base_w // SIDE_MULTIPLE * SIDE_MULTIPLE}x{base_h // SIDE_MULTIPLE * SIDE_MULTIPLE}."
         )
-
 
 
 def build_loaders(
@@ -142,6 +146,11 @@ def build_loaders(
     )
     val_loader = None
     if val_set is not None:
-        val_loader = DataLoader(val_set, batch_size=config.batch_size, sampler=ShardSampler(len(val_set)),
-                                generator=torch.Generator().manual_seed(config.seed), **common)
+        val_loader = DataLoader(
+            val_set,
+            batch_size=config.batch_size,
+            sampler=ShardSampler(len(val_set)),
+            generator=torch.Generator().manual_seed(config.seed),
+            **common,
+        )
     return train_loader, val_loader, keys

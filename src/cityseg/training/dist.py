@@ -55,7 +55,9 @@ def init_distributed(device: str = "auto") -> DistInfo:
     launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     if (world_size > 1 or launched) and not dist.is_initialized():
         backend = "nccl" if chosen.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, init_method="env://", device_id=chosen if chosen.type == "cuda" else None)
+        dist.init_process_group(
+            backend=backend, init_method="env://", device_id=chosen if chosen.type == "cuda" else None
+        )
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=chosen)
 
 

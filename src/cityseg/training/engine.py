@@ -147,8 +147,9 @@ def train_one_epoch(
     for steps, (image, target) in enumerate(waiting.wrap(bar), start=1):
         image, target = to_device_batch(image, target, context, train=True)  # (B, 3, H, W) float, (B, H, W) int64
         # first_step: a compiled model that fails to compile in its first forward or backward redoes it eagerly
-        loss = first_step(model, functools.partial(_forward_backward, model, criterion, optimizer, scaler, context,
-                                                   image, target))
+        loss = first_step(
+            model, functools.partial(_forward_backward, model, criterion, optimizer, scaler, context, image, target)
+        )
         scaler.step(optimizer)
         scaler.update()
         lr = optimizer.param_groups[0]["lr"]
@@ -166,7 +167,9 @@ def train_one_epoch(
                 on_steps(steps - PROGRESS_EVERY + 1, losses, recent_lrs)
             recent_lrs = []
             if not bar.disable:  # reading the loss is a second sync: only when someone sees it
-                bar.set_postfix(loss=f"{loss_sum.item() / steps:.4f}", img_s=f"{images / (time.perf_counter() - start):.1f}")
+                bar.set_postfix(
+                    loss=f"{loss_sum.item() / steps:.4f}", img_s=f"{images / (time.perf_counter() - start):.1f}"
+                )
     losses = _read_back(first_bad_step, recent_losses[: len(recent_lrs)], epoch, steps)
     if on_steps is not None and recent_lrs:
         on_steps(steps - len(recent_lrs) + 1, losses, recent_lrs)
@@ -175,12 +178,25 @@ def train_one_epoch(
     total_loss, total_steps, total_images = all_reduce_sum(torch.cat([loss_sum.double().view(1), counts])).tolist()
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return TrainStats(loss=total_loss / max(total_steps, 1), lr=lr, images=int(total_images), seconds=seconds,
-                      data_seconds=waiting.seconds, peak_memory_bytes=peak)
+    return TrainStats(
+        loss=total_loss / max(total_steps, 1),
+        lr=lr,
+        images=int(total_images),
+        seconds=seconds,
+        data_seconds=waiting.seconds,
+        peak_memory_bytes=peak,
+    )
 
 
-def _forward_backward(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-                      scaler: torch.amp.GradScaler, context: StepContext, image: Tensor, target: Tensor) -> Tensor:
+def _forward_backward(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    context: StepContext,
+    image: Tensor,
+    target: Tensor,
+) -> Tensor:
     """Loss of one batch, with its gradients in the parameters (the optimizer has not stepped yet)."""
     with context.autocast():
         logits = model(image)  # (B, C, H, W)

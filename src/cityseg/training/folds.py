@@ -66,17 +66,18 @@ def _split(ids: list[str], k: int, split: str, seed: int) -> list[dict[str, list
         label = {city: int(order[n]) for n, city in enumerate(cities)}
         groups = [label[city_of(i)] for i in ids]
         splits = GroupKFold(n_splits=k).split(positions, groups=groups)
-    return [
-        {"train": [ids[i] for i in sorted(train)], "val": [ids[i] for i in sorted(val)]} for train, val in splits
-    ]
+    return [{"train": [ids[i] for i in sorted(train)], "val": [ids[i] for i in sorted(val)]} for train, val in splits]
 
 
 def check_folds(folds: dict[str, Any], source: str = "folds.json") -> dict[str, Any]:
     """Validate a folds dict (from a file a user may have edited) and return it."""
     try:
         k, entries = folds["k"], folds["folds"]
-        ok = isinstance(k, int) and isinstance(entries, list) and len(entries) == k and all(
-            isinstance(f.get("train"), list) and isinstance(f.get("val"), list) for f in entries
+        ok = (
+            isinstance(k, int)
+            and isinstance(entries, list)
+            and len(entries) == k
+            and all(isinstance(f.get("train"), list) and isinstance(f.get("val"), list) for f in entries)
         )
     except (KeyError, TypeError, AttributeError):
         ok = False
@@ -88,7 +89,9 @@ def check_folds(folds: dict[str, Any], source: str = "folds.json") -> dict[str, 
     for n, fold in enumerate(entries):
         overlap = set(fold["train"]) & set(fold["val"])
         if overlap:
-            raise UserError(f"fold {n} in {source} has {len(overlap)} image(s) on both sides, e.g. {sorted(overlap)[0]}.")
+            raise UserError(
+                f"fold {n} in {source} has {len(overlap)} image(s) on both sides, e.g. {sorted(overlap)[0]}."
+            )
     return folds
 
 

@@ -77,11 +77,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"({describe_error(exc)}); save one with "
             "torch.save(torchvision.models.resnet34(...).state_dict(), PATH)."
         ) from None
-    if (
-        not isinstance(state, dict)
-        or not state
-        or not all(isinstance(v, torch.Tensor) for v in state.values())
-    ):
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(
             f"{path} is not a state dict (a dict of tensors); save one with "
             "torch.save(torchvision.models.resnet34(...).state_dict(), PATH)."
@@ -180,9 +176,7 @@ def resolve_device(name: str = "auto") -> torch.device:
                 f"numbered 0..{torch.cuda.device_count() - 1}."
             )
     elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise UserError(
-            f"device {name!r} was requested but MPS is not available here; use --device cpu or auto."
-        )
+        raise UserError(f"device {name!r} was requested but MPS is not available here; use --device cpu or auto.")
     elif device.type not in ("cpu", "cuda", "mps"):
         raise UserError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N.")
     return device

@@ -24,15 +24,20 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, An
     encoder_ids = {id(p) for p in model.encoder.parameters()}
     decoder = [p for p in model.parameters() if id(p) not in encoder_ids]
     encoder = [p for p in model.parameters() if id(p) in encoder_ids]
-    encoder_lr, encoder_decay = config.lr * config.encoder_lr_mult, config.weight_decay * config.encoder_weight_decay_mult
+    encoder_lr, encoder_decay = (
+        config.lr * config.encoder_lr_mult,
+        config.weight_decay * config.encoder_weight_decay_mult,
+    )
     groups = []
-    for name, params, lr, decay in (("decoder", decoder, config.lr, config.weight_decay),
-                                    ("encoder", encoder, encoder_lr, encoder_decay)):
+    for name, params, lr, decay in (
+        ("decoder", decoder, config.lr, config.weight_decay),
+        ("encoder", encoder, encoder_lr, encoder_decay),
+    ):
         groups.append({"params": [p for p in params if p.ndim > 1], "lr": lr, "weight_decay": decay, "name": name})
-        groups.append({"params": [p for p in params if p.ndim <= 1], "lr": lr, "weight_decay": 0.0,
-                       "name": f"{name}_no_decay"})
+        groups.append(
+            {"params": [p for p in params if p.ndim <= 1], "lr": lr, "weight_decay": 0.0, "name": f"{name}_no_decay"}
+        )
     return [group for group in groups if group["params"]]
-
 
 
 # Devices whose parameters the optimizers update in one fused kernel per step: on CPU 4-7x (Adam, AdamW) and
@@ -60,9 +65,9 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, fused=fused)
 
 
-
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min_ratio: float = 0.0,
-              power: float = 0.9) -> float:
+def lr_factor(
+    step: int, total_steps: int, warmup_steps: int, schedule: str, min_ratio: float = 0.0, power: float = 0.9
+) -> float:
     """Multiplier of the base lr at optimizer step `step` (0-based): linear warm-up, then constant/cosine/poly."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
@@ -71,7 +76,6 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     decay = 0.5 * (1.0 + np.cos(np.pi * progress)) if schedule == "cosine" else (1.0 - progress) ** power
     return float(min_ratio + (1.0 - min_ratio) * decay)
-
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
@@ -87,13 +91,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
 
 
 def rng_state() -> dict[str, Any]:
@@ -106,7 +108,6 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
-
 
 
 def set_rng_state(state: dict[str, Any]) -> None:

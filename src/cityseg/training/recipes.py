@@ -24,8 +24,17 @@ class Recipe:
 # Groups of fields a recipe cites a source for (the README and `cityseg recipes` quote these). Fields in no
 # group (labels, seed, workers, device, compile, cache, gpu_aug) are run settings, not part of a recipe.
 FIELD_GROUPS: dict[str, tuple[str, ...]] = {
-    "optimization": ("optimizer", "lr", "encoder_lr_mult", "weight_decay", "encoder_weight_decay_mult", "betas",
-                     "momentum", "batch_size", "epochs"),
+    "optimization": (
+        "optimizer",
+        "lr",
+        "encoder_lr_mult",
+        "weight_decay",
+        "encoder_weight_decay_mult",
+        "betas",
+        "momentum",
+        "batch_size",
+        "epochs",
+    ),
     "schedule": ("schedule", "warmup_epochs", "min_lr", "poly_power", "schedule_epochs"),
     "augmentation": ("aug", "size", "crop", "scale_range", "crop_max_class_ratio"),
     "loss": ("loss", "ohem_thresh", "ohem_min_kept"),

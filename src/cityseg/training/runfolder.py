@@ -65,7 +65,6 @@ class RunResult:
     best_metric: float
 
 
-
 def fold_dir(runs_dir: Path, fold: int) -> Path:
     """Run folder of one fold."""
     return Path(runs_dir) / f"fold_{fold}"
@@ -74,8 +73,11 @@ def fold_dir(runs_dir: Path, fold: int) -> Path:
 def run_names(runs_dir: Path) -> list[str]:
     """Run folders of a cross-validation in display order: fold_0, fold_1, ... then full."""
     runs_dir = Path(runs_dir)
-    numbers = sorted(int(match[1]) for path in runs_dir.glob("fold_*")
-                     if path.is_dir() and (match := re.fullmatch(r"fold_(\d+)", path.name)))
+    numbers = sorted(
+        int(match[1])
+        for path in runs_dir.glob("fold_*")
+        if path.is_dir() and (match := re.fullmatch(r"fold_(\d+)", path.name))
+    )
     return [f"fold_{n}" for n in numbers] + ([FULL_RUN] if (runs_dir / FULL_RUN).is_dir() else [])
 
 
@@ -139,18 +141,15 @@ def append_log_row(run_dir: Path, row: dict) -> None:
         os.close(fd)
 
 
-
 def rewrite_log(run_dir: Path, rows: list[dict]) -> None:
     text = "".join(json.dumps(row) + "\n" for row in rows)
     atomic_write_bytes(Path(run_dir) / LOG_FILE, lambda handle: handle.write(text.encode()))
-
 
 
 def selection_metric(row: dict, select: str) -> float | None:
     """The number a run is selected by: val loss (lower is better) or val mIoU (higher is better; also what
     "last", which selects nothing, records)."""
     return row.get("val_loss") if select == "loss" else row.get("val_miou")
-
 
 
 def is_better(value: float | None, best: float | None, select: str) -> bool:
@@ -165,7 +164,6 @@ def is_better(value: float | None, best: float | None, select: str) -> bool:
     return value < best if select == "loss" else value > best
 
 
-
 def best_row(rows: Sequence[dict], select: str) -> dict | None:
     """The row the trainer saved as best.pt: first strict best by `select`, else (no validation, or "last") the last."""
     best = None
@@ -175,13 +173,11 @@ def best_row(rows: Sequence[dict], select: str) -> dict | None:
     return best if best is not None else (rows[-1] if rows else None)
 
 
-
 def is_finished(run_dir: Path, epochs: int) -> bool:
     """A run is finished when its log has a row for every epoch and best.pt exists."""
     run_dir = Path(run_dir)
     logged = {row.get("epoch") for row in load_log(run_dir)}
     return (run_dir / BEST_FILE).is_file() and set(range(1, epochs + 1)) <= logged
-
 
 
 def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> dict | None:
@@ -208,7 +204,6 @@ def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> dict | No
     return state
 
 
-
 def read_config_json(run_dir: Path) -> dict:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
@@ -219,11 +214,9 @@ def read_config_json(run_dir: Path) -> dict:
         raise UserError(f"{path} is not valid JSON; restore it or start the run in a new --out folder.") from None
 
 
-
 def write_json(path: Path, data: dict) -> None:
     text = json.dumps(data, indent=1) + "\n"
     atomic_write_bytes(path, lambda handle: handle.write(text.encode()))
-
 
 
 def write_config_json(run_dir: Path, record: dict, resumed: bool) -> None:
@@ -255,20 +248,20 @@ def copy_atomic(source: Path, target: Path) -> None:
     os.replace(temporary, target)
 
 
-
 def repair_after_kill(run_dir: Path, state: dict | None) -> None:
     """Make the log and best.pt agree with last.pt after an interrupted run (rank 0 only)."""
     for name in RUN_FILES:  # temp files of writes a kill cut short (atomic_write_bytes / copy_atomic names)
         for leftover in run_dir.glob(f".{name}.*.tmp"):
             leftover.unlink(missing_ok=True)
     done = state["epoch"] if state is not None else 0
-    rows = {row["epoch"]: row for row in load_log(run_dir) if isinstance(row.get("epoch"), int) and row["epoch"] <= done}
+    rows = {
+        row["epoch"]: row for row in load_log(run_dir) if isinstance(row.get("epoch"), int) and row["epoch"] <= done
+    }
     if state is not None and done not in rows and state.get("log_row") is not None:
         rows[done] = state["log_row"]  # killed after last.pt was saved but before its row was appended
     rewrite_log(run_dir, [rows[e] for e in sorted(rows)])
     if state is not None and state.get("best_epoch") == done:
         copy_atomic(run_dir / LAST_FILE, run_dir / BEST_FILE)  # killed between saving last.pt and best.pt
-
 
 
 def make_run_folder(folder: Path) -> None:
@@ -278,13 +271,14 @@ def make_run_folder(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
 
 
-
 def lock_run_folder(run_dir: Path):
     """The lock one trainer of `run_dir` holds (see cityseg.locks); a second one is refused before it writes."""
-    return hold_lock(run_dir / RUN_LOCK, f"run folder {run_dir}",
-                     "two processes must not train one run folder. Wait for that one to finish (a stopped run "
-                     "continues with --resume), or pass another --out folder. Nothing was written.")
-
+    return hold_lock(
+        run_dir / RUN_LOCK,
+        f"run folder {run_dir}",
+        "two processes must not train one run folder. Wait for that one to finish (a stopped run "
+        "continues with --resume), or pass another --out folder. Nothing was written.",
+    )
 
 
 def read_run_config(run_dir: Path) -> TrainConfig | None:

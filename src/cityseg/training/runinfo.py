@@ -34,9 +34,7 @@ def git_info(path: Path | None = None) -> dict[str, Any]:
 
 
 def _git(path: Path, *args: str) -> str:
-    result = subprocess.run(
-        ["git", "-C", str(path), *args], capture_output=True, text=True, timeout=10, check=True
-    )
+    result = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=10, check=True)
     return result.stdout.strip()
 
 

@@ -74,8 +74,9 @@ class Resolution:
         return [summary_line(self.config, self.device, self.reasons), *self.warnings]
 
 
-def resolve_runtime(config: TrainConfig, root: Path, train_images: int, world_size: int = 1,
-                    device: torch.device | None = None) -> Resolution:
+def resolve_runtime(
+    config: TrainConfig, root: Path, train_images: int, world_size: int = 1, device: torch.device | None = None
+) -> Resolution:
     """Concrete values for the auto fields of `config`, for a run over `train_images` training frames of ROOT
     (per run: a fold's training part under `cityseg cv`), on `device` (default: what config.device names)."""
     from cityseg.training.model import resolve_device
@@ -91,16 +92,22 @@ def resolve_runtime(config: TrainConfig, root: Path, train_images: int, world_si
     if config.gpu_aug is None:
         colour = [name for name in config.aug if name in _colour_augmentations()]
         changes["gpu_aug"] = cuda and bool(colour)
-        reasons["gpu_aug"] = (f"auto: {', '.join(colour)} on the GPU" if changes["gpu_aug"]
-                              else "auto: " + ("no colour augmentation" if cuda else "CPU run"))
+        reasons["gpu_aug"] = (
+            f"auto: {', '.join(colour)} on the GPU"
+            if changes["gpu_aug"]
+            else "auto: " + ("no colour augmentation" if cuda else "CPU run")
+        )
     image_size = _image_size(root, config.labels) if config.compile is None or config.cache == AUTO else None
     if config.compile is None:
         megapixels = training_megapixels(config, train_images, world_size, image_size)
         changes["compile"] = cuda and megapixels >= COMPILE_MIN_MEGAPIXELS
-        reasons["compile"] = ("auto: CPU run" if not cuda else
-                              f"auto: {megapixels:,.0f} training megapixels per process "
-                              f"{'>=' if changes['compile'] else '<'} {COMPILE_MIN_MEGAPIXELS:,.0f}, where compiling "
-                              f"repays its ~{COMPILE_SECONDS:.0f} s")
+        reasons["compile"] = (
+            "auto: CPU run"
+            if not cuda
+            else f"auto: {megapixels:,.0f} training megapixels per process "
+            f"{'>=' if changes['compile'] else '<'} {COMPILE_MIN_MEGAPIXELS:,.0f}, where compiling "
+            f"repays its ~{COMPILE_SECONDS:.0f} s"
+        )
     if config.cache == AUTO:
         if cuda:
             changes["cache"], reasons["cache"], warning = auto_cache(config, root, image_size)
@@ -111,8 +118,9 @@ def resolve_runtime(config: TrainConfig, root: Path, train_images: int, world_si
     return Resolution(dataclasses.replace(config, **changes), device, reasons, tuple(warnings))
 
 
-def resolve_and_report(config: TrainConfig, root: Path, train_images: int, world_size: int, device: torch.device,
-                       always: bool = True) -> TrainConfig:
+def resolve_and_report(
+    config: TrainConfig, root: Path, train_images: int, world_size: int, device: torch.device, always: bool = True
+) -> TrainConfig:
     """`resolve_runtime`'s config, its lines printed once by rank 0: always, or (`always` False, a run inside
     `cityseg cv`, whose config is resolved already) only when something was still auto."""
     from cityseg.training.dist import is_main
@@ -123,8 +131,9 @@ def resolve_and_report(config: TrainConfig, root: Path, train_images: int, world
     return resolution.config
 
 
-def training_megapixels(config: TrainConfig, train_images: int, world_size: int,
-                        image_size: tuple[int, int] | None) -> float:
+def training_megapixels(
+    config: TrainConfig, train_images: int, world_size: int, image_size: tuple[int, int] | None
+) -> float:
     """Pixels one process trains on over the whole run, in millions: epochs x steps x batch x input pixels."""
     width, height = config.crop or config.size or image_size or (2048, 1024)
     steps = max(1, train_images // max(1, world_size) // config.batch_size)  # drop_last, as the loader
@@ -136,17 +145,23 @@ def training_megapixels(config: TrainConfig, train_images: int, world_size: int,
 # ----------------------------------------------------------------------------------------------------------
 
 
-def auto_cache(config: TrainConfig, root: Path, image_size: tuple[int, int] | None
-               ) -> tuple[str | None, str, str | None]:
+def auto_cache(
+    config: TrainConfig, root: Path, image_size: tuple[int, int] | None
+) -> tuple[str | None, str, str | None]:
     """(folder or None, reason, warning line or None) for cache "auto" on a CUDA machine."""
     from cityseg.data.cache import cache_state, training_cache_size
     from cityseg.data.frames import list_frames
 
     folder = default_cache_location(root)
     if folder is None:
-        return None, "auto: no writable folder", (
-            f"decoded-image cache: off, training reads the PNGs: neither {default_cache_candidates(root)[0]} nor "
-            f"{default_cache_candidates(root)[1]} is writable; pass --cache DIR (a writable folder) to use it.")
+        return (
+            None,
+            "auto: no writable folder",
+            (
+                f"decoded-image cache: off, training reads the PNGs: neither {default_cache_candidates(root)[0]} nor "
+                f"{default_cache_candidates(root)[1]} is writable; pass --cache DIR (a writable folder) to use it."
+            ),
+        )
     size = training_cache_size(config.size, config.aug, config.scale_range)
     if folder.is_dir() and cache_state(root, "train", size, folder, config.labels) == "fresh":
         return str(folder), "auto: reused", None
@@ -156,10 +171,15 @@ def auto_cache(config: TrainConfig, root: Path, image_size: tuple[int, int] | No
     needed = entry + max(CACHE_MARGIN_BYTES, int(CACHE_MARGIN_SHARE * entry))
     free = free_bytes(folder)
     if free < needed:
-        return None, "auto: no room", (
-            f"decoded-image cache: off, training reads the PNGs (slower): the cache of {frames} train frames at "
-            f"{width}x{height} needs {needed / 1e9:.1f} GB with a margin in {folder}, which has {free / 1e9:.1f} GB "
-            "free; free some space there or pass --cache DIR on a disk with room (--cache none hides this line).")
+        return (
+            None,
+            "auto: no room",
+            (
+                f"decoded-image cache: off, training reads the PNGs (slower): the cache of {frames} train frames at "
+                f"{width}x{height} needs {needed / 1e9:.1f} GB with a margin in {folder}, which has {free / 1e9:.1f} GB "
+                "free; free some space there or pass --cache DIR on a disk with room (--cache none hides this line)."
+            ),
+        )
     return str(folder), f"auto: {entry / 1e9:.1f} GB, built on first use", None
 
 
@@ -253,14 +273,17 @@ def amp_text(config: TrainConfig, device: torch.device) -> str:
 
 def summary_line(config: TrainConfig, device: torch.device, reasons: dict[str, str]) -> str:
     """One line: every machine-dependent setting of the run, and why, for the fields the machine chose."""
+
     def why(name: str) -> str:
         return f" ({reasons[name]})" if name in reasons else ""
 
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     cache = config.cache if config.cache not in (None, AUTO) else "off (PNGs)"
-    return (f"runtime: device {device}{gpu}{why('device')}, {config.workers} loader workers per process, "
-            f"{amp_text(config, device)}, compile {_on(config.compile)}{why('compile')}, gpu-aug "
-            f"{_on(config.gpu_aug)}{why('gpu_aug')}, cache {cache}{why('cache')}; config.json records these")
+    return (
+        f"runtime: device {device}{gpu}{why('device')}, {config.workers} loader workers per process, "
+        f"{amp_text(config, device)}, compile {_on(config.compile)}{why('compile')}, gpu-aug "
+        f"{_on(config.gpu_aug)}{why('gpu_aug')}, cache {cache}{why('cache')}; config.json records these"
+    )
 
 
 def runtime_record(config: TrainConfig, device: torch.device, world_size: int = 1) -> dict[str, Any]:
@@ -327,8 +350,21 @@ def uses_cache(config: TrainConfig) -> bool:
 
 
 __all__ = [
-    "COMPILE_MIN_MEGAPIXELS", "Resolution", "amp_text", "auto_cache", "cache_bytes", "default_cache_candidates",
-    "default_cache_location", "free_bytes", "needs_grad_scaler", "note_compile_fallback", "resolve_and_report",
+    "COMPILE_MIN_MEGAPIXELS",
+    "Resolution",
+    "amp_text",
+    "auto_cache",
+    "cache_bytes",
+    "default_cache_candidates",
+    "default_cache_location",
+    "free_bytes",
+    "needs_grad_scaler",
+    "note_compile_fallback",
+    "resolve_and_report",
     "resolve_runtime",
-    "runtime_record", "step_context", "summary_line", "training_megapixels", "uses_cache",
+    "runtime_record",
+    "step_context",
+    "summary_line",
+    "training_megapixels",
+    "uses_cache",
 ]

@@ -42,8 +42,14 @@ EPOCH_SCALARS = ("train_loss", "val_loss", "val_miou", "lr", "images_per_s", "da
 class TensorBoardLog:
     """The run's SummaryWriter (rank 0) or a no-op (other ranks): the trainer calls it at three points."""
 
-    def __init__(self, run_dir: Path | None, steps_per_epoch: int, epochs: int, done_epochs: int = 0,
-                 val_set: Dataset | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path | None,
+        steps_per_epoch: int,
+        epochs: int,
+        done_epochs: int = 0,
+        val_set: Dataset | None = None,
+    ) -> None:
         """run_dir None: write nothing (ranks other than 0). done_epochs: epochs last.pt already holds."""
         self.steps_per_epoch = steps_per_epoch
         self.epochs = epochs
@@ -77,8 +83,9 @@ class TensorBoardLog:
 
         return write
 
-    def log_epoch(self, epoch: int, row: dict[str, Any], model: nn.Module, context: StepContext,
-                  size: tuple[int, int] | None) -> None:
+    def log_epoch(
+        self, epoch: int, row: dict[str, Any], model: nn.Module, context: StepContext, size: tuple[int, int] | None
+    ) -> None:
         """Write the epoch's log row (and, some epochs, the val frames), then flush: call before last.pt."""
         if self.writer is None:
             return
@@ -92,8 +99,9 @@ class TensorBoardLog:
         if self.frames and (epoch == 1 or epoch % IMAGES_EVERY == 0 or epoch == self.epochs):
             for frame_id, image, truth in self.frames:
                 prediction = predict_frame(model, image, truth.shape, context, size)
-                self.writer.add_image(f"val_frames/{frame_id}", frame_strip(image, truth, prediction), step,
-                                      dataformats="HWC")
+                self.writer.add_image(
+                    f"val_frames/{frame_id}", frame_strip(image, truth, prediction), step, dataformats="HWC"
+                )
         self.writer.flush()
 
     def close(self) -> None:
@@ -131,8 +139,13 @@ def _frame_ids(dataset: Dataset) -> Sequence[str] | None:
 
 
 @torch.no_grad()
-def predict_frame(model: nn.Module, image: torch.Tensor, label_shape: tuple[int, int], context: StepContext,
-                  size: tuple[int, int] | None) -> np.ndarray:
+def predict_frame(
+    model: nn.Module,
+    image: torch.Tensor,
+    label_shape: tuple[int, int],
+    context: StepContext,
+    size: tuple[int, int] | None,
+) -> np.ndarray:
     """(H, W) uint8 trainIds the model predicts for one (3, H, W) uint8 image, as validation scores it."""
     was_training = model.training
     model.eval()
@@ -149,7 +162,10 @@ def frame_strip(image: torch.Tensor, truth: np.ndarray, prediction: np.ndarray) 
     """(h, 3w + 2 gaps, 3) uint8: image | ground truth | prediction in the Cityscapes palette, downsized."""
     rgb = torch.as_tensor(image).permute(1, 2, 0).numpy()  # (H, W, 3)
     step = max(1, math.ceil(rgb.shape[1] / IMAGE_MAX_WIDTH))  # nearest subsampling keeps label ids valid
-    panels = [rgb[::step, ::step], colorize_train_ids(truth)[::step, ::step],
-              colorize_train_ids(prediction)[::step, ::step]]
+    panels = [
+        rgb[::step, ::step],
+        colorize_train_ids(truth)[::step, ::step],
+        colorize_train_ids(prediction)[::step, ::step],
+    ]
     gap = np.full((panels[0].shape[0], 4, 3), 255, dtype=np.uint8)
     return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)

@@ -92,17 +92,29 @@ from cityseg.training.tensorboard_log import TensorBoardLog
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _write_config_json(run_dir: Path, config: TrainConfig, info: DistInfo, root: Path, run_name: str,
-                       n_train: int, n_val: int, resumed: bool) -> None:
-    write_config_json(run_dir, {
-        "config": config.to_dict(),
-        "runtime": runtime_record(config, info.device, info.world_size),
-        "run_name": run_name,
-        **runinfo.collect(info.device, root, world_size=info.world_size),
-        "device": str(info.device),
-        "n_train": n_train,
-        "n_val": n_val,
-    }, resumed)
+def _write_config_json(
+    run_dir: Path,
+    config: TrainConfig,
+    info: DistInfo,
+    root: Path,
+    run_name: str,
+    n_train: int,
+    n_val: int,
+    resumed: bool,
+) -> None:
+    write_config_json(
+        run_dir,
+        {
+            "config": config.to_dict(),
+            "runtime": runtime_record(config, info.device, info.world_size),
+            "run_name": run_name,
+            **runinfo.collect(info.device, root, world_size=info.world_size),
+            "device": str(info.device),
+            "n_train": n_train,
+            "n_val": n_val,
+        },
+        resumed,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -138,9 +150,18 @@ def train_run(
         return _train_locked(root, run_dir, run_name, config, info, train_ids, val_ids, resume, on_epoch, progress)
 
 
-def _train_locked(root: Path, run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo,
-                  train_ids: Sequence[str], val_ids: Sequence[str] | None, resume: bool,
-                  on_epoch: EpochCallback | None, progress: bool) -> RunResult:
+def _train_locked(
+    root: Path,
+    run_dir: Path,
+    run_name: str,
+    config: TrainConfig,
+    info: DistInfo,
+    train_ids: Sequence[str],
+    val_ids: Sequence[str] | None,
+    resume: bool,
+    on_epoch: EpochCallback | None,
+    progress: bool,
+) -> RunResult:
     state = check_run_dir(run_dir, config, resume)  # every rank checks before rank 0 writes anything
     barrier()
     if is_main() and resume:
@@ -152,7 +173,9 @@ def _train_locked(root: Path, run_dir: Path, run_name: str, config: TrainConfig,
 
     train_set, val_set = build_datasets(config, root, train_ids, val_ids)
     if is_main():
-        _write_config_json(run_dir, config, info, root, run_name, len(train_set), len(val_set or []), resumed=state is not None)
+        _write_config_json(
+            run_dir, config, info, root, run_name, len(train_set), len(val_set or []), resumed=state is not None
+        )
     try:
         return _train_epochs(run_dir, run_name, config, info, train_set, val_set, state, on_epoch, progress)
     except torch.cuda.OutOfMemoryError:
@@ -196,8 +219,18 @@ class _Training:
         if isinstance(self.context.augment, BatchAugment):
             self.context.augment.start_epoch(epoch)  # --gpu-aug draws follow (seed, epoch, step, rank)
         started = time.perf_counter()
-        stats = train_one_epoch(self.model, self.train_loader, self.criterion, self.optimizer, self.scheduler,
-                                self.scaler, self.context, epoch, progress, on_steps=self.board.step_writer(epoch))
+        stats = train_one_epoch(
+            self.model,
+            self.train_loader,
+            self.criterion,
+            self.optimizer,
+            self.scheduler,
+            self.scaler,
+            self.context,
+            epoch,
+            progress,
+            on_steps=self.board.step_writer(epoch),
+        )
         val = None
         if self.val_loader is not None:
             broadcast_buffers(self.core)  # validate exactly the model rank 0 saves
@@ -268,8 +301,11 @@ def _disk_full_is_a_user_error(run_dir: Path, epoch: int, saved_epoch: int) -> I
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         where = Path(exc.filename).name if exc.filename else "the run's files"
-        kept = (f"the files of epoch {saved_epoch} are intact" if saved_epoch
-                else "nothing of this run was saved yet, so it starts again")
+        kept = (
+            f"the files of epoch {saved_epoch} are intact"
+            if saved_epoch
+            else "nothing of this run was saved yet, so it starts again"
+        )
         raise UserError(
             f"the disk holding {run_dir} is full ({exc.strerror}): {where} of epoch {epoch} could not be written "
             f"to {exc.filename or run_dir}. Free some space (a checkpoint needs a few hundred MB), then rerun with "
@@ -277,8 +313,15 @@ def _disk_full_is_a_user_error(run_dir: Path, epoch: int, saved_epoch: int) -> I
         ) from None
 
 
-def _setup(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, train_set: Dataset,
-           val_set: Dataset | None, state: dict | None) -> _Training:
+def _setup(
+    run_dir: Path,
+    run_name: str,
+    config: TrainConfig,
+    info: DistInfo,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    state: dict | None,
+) -> _Training:
     """Build loaders, model (DDP/SyncBN/compile as configured), optimizer, schedule and loss."""
     from cityseg.training.compiling import compile_with_fallback
     from cityseg.training.model import build_model
@@ -301,7 +344,9 @@ def _setup(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, tr
     if is_distributed():  # also a one-process torchrun job: the multi-GPU path on one GPU
         model = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
-        model = compile_with_fallback(model, lambda reason: note_compile_fallback(run_dir, reason) if is_main() else None)
+        model = compile_with_fallback(
+            model, lambda reason: note_compile_fallback(run_dir, reason) if is_main() else None
+        )
     optimizer = build_optimizer(core, config)
     training = _Training(
         run_dir=run_dir,
@@ -317,8 +362,13 @@ def _setup(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, tr
         train_loader=train_loader,
         val_loader=val_loader,
         sampler=sampler,
-        board=TensorBoardLog(run_dir if is_main() else None, len(train_loader), config.epochs,
-                             done_epochs=state["epoch"] if state is not None else 0, val_set=val_set),
+        board=TensorBoardLog(
+            run_dir if is_main() else None,
+            len(train_loader),
+            config.epochs,
+            done_epochs=state["epoch"] if state is not None else 0,
+            val_set=val_set,
+        ),
     )
     if state is not None:
         training.restore(state, info.rank)
@@ -326,9 +376,17 @@ def _setup(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, tr
     return training
 
 
-def _train_epochs(run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, train_set: Dataset,
-                  val_set: Dataset | None, state: dict | None, on_epoch: EpochCallback | None,
-                  progress: bool) -> RunResult:
+def _train_epochs(
+    run_dir: Path,
+    run_name: str,
+    config: TrainConfig,
+    info: DistInfo,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    state: dict | None,
+    on_epoch: EpochCallback | None,
+    progress: bool,
+) -> RunResult:
     resumed_from = state["epoch"] if state is not None else 0  # _setup empties `state`
     training = None
     try:
@@ -341,8 +399,10 @@ def _train_epochs(run_dir: Path, run_name: str, config: TrainConfig, info: DistI
             if saved_epoch:
                 said = f"{run_dir / LAST_FILE} holds epoch {saved_epoch} of {run_name}; continue with --resume."
             else:
-                said = (f"{run_name} stopped before its first epoch ended, so no checkpoint was saved in {run_dir}; "
-                        "--resume starts it again from epoch 1.")
+                said = (
+                    f"{run_name} stopped before its first epoch ended, so no checkpoint was saved in {run_dir}; "
+                    "--resume starts it again from epoch 1."
+                )
             tqdm.write(f"interrupted: {said}", file=sys.stderr)
         raise
     finally:
