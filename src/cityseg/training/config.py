@@ -146,6 +146,12 @@ class TrainConfig:
     )
     ohem_min_kept: int = _option(100_000, help="OHEM keeps at least this many pixels per image", group=LOSS_MODEL)
     # Model
+    arch: str = _option(
+        "Unet",
+        help="segmentation architecture (smp.create_model's arch, e.g. Unet, FPN, DeepLabV3Plus)",
+        group=LOSS_MODEL,
+    )
+    encoder: str = _option("resnet34", help="encoder (an smp encoder name, e.g. resnet18, resnet50)", group=LOSS_MODEL)
     encoder_weights: str | None = _option(
         "imagenet", help="'imagenet' (download), a local torchvision resnet34 state dict, or 'none'", group=LOSS_MODEL
     )

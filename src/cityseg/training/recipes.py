@@ -38,7 +38,7 @@ FIELD_GROUPS: dict[str, tuple[str, ...]] = {
     "schedule": ("schedule", "warmup_epochs", "min_lr", "poly_power", "schedule_epochs"),
     "augmentation": ("aug", "size", "crop", "scale_range", "crop_max_class_ratio"),
     "loss": ("loss", "ohem_thresh", "ohem_min_kept"),
-    "model": ("encoder_weights", "sync_bn"),
+    "model": ("arch", "encoder", "encoder_weights", "sync_bn"),
     "selection": ("select",),
     "precision": ("amp",),
 }
