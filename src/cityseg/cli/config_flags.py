@@ -1,8 +1,8 @@
 """The training options of `cityseg cv` and `cityseg train`, generated from TrainConfig: one flag per field.
 
-A field's name gives the flag (`batch_size` -> `--batch-size`), its type the value syntax, its metadata
-the help text, option group and choices (see cityseg.training.config), and the recipes its defaults. So a new
-config field gets its flag without an edit here, and `--help` shows what each recipe sets.
+A field's name gives the flag (`batch_size` -> `--batch-size`), its type the value syntax, its metadata the help
+text, option group and choices (cityseg.training.config), and the built-in recipes its defaults. So a new config
+field gets its flag without an edit here, and `--help` shows what each recipe sets.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from cityseg.cli.common import size_type
-from cityseg.training.config import RECIPE_GROUP, RECIPES, TrainConfig, field_text, resolve_config, value_text
+from cityseg.training.config import RECIPE_GROUP, TrainConfig, field_text, read_recipe, resolve_config, value_text
+from cityseg.training.recipes import BUILTIN
 
 # Options that change the recipe use SUPPRESS as default, so only what the user typed overrides it.
 _UNSET = argparse.SUPPRESS
@@ -91,18 +92,20 @@ def _recipe_defaults(name: str, configs: dict[str, TrainConfig]) -> str:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The recipe and one option per TrainConfig field, in the fields' groups; unset options keep the recipe's value."""
-    recipes = " | ".join(f"{r.name}: {r.description.rstrip('.')}" for r in RECIPES.values())
+    parser.allow_abbrev = False  # `--encoder` must never be read as a prefix of `--encoder-lr-mult`, nor the reverse
+    recipes = " | ".join(f"{name}: {read_recipe(name).description.split('. ')[0]}" for name in BUILTIN)
     groups = {
         RECIPE_GROUP: parser.add_argument_group(
             RECIPE_GROUP,
-            "a named default config (`cityseg recipes` "
-            "prints each with its sources); the options below override "
-            "single fields",
+            "a built-in recipe or a recipe .toml file (`cityseg recipes` prints each with its sources); the options "
+            "below override single fields",
         )
     }
-    groups[RECIPE_GROUP].add_argument("--recipe", choices=list(RECIPES), default="seed", help=recipes)
+    groups[RECIPE_GROUP].add_argument(
+        "--recipe", default="seed", metavar="NAME|FILE", help=f"{recipes} | or a .toml file"
+    )
     hints = typing.get_type_hints(TrainConfig)
-    configs = {recipe: resolve_config(recipe, workers=0) for recipe in RECIPES}
+    configs = {recipe: resolve_config(recipe, workers=0) for recipe in BUILTIN}
     for config_field in dataclasses.fields(TrainConfig):
         if config_field.name == "recipe":
             continue

@@ -1,15 +1,22 @@
-"""How a run's network is named to people: titles like "U-Net / resnet34" from the config's arch and encoder.
+"""The network a config names: smp's architecture and encoder names, checked against smp's registries, and titles
+like "U-Net / resnet34" for people.
 
-Kept free of torch so reports, cards and the CLI can name a model without importing it.
+Importing this module does not import torch or smp: the default model (the reference's U-Net/ResNet-34) is known
+valid, so `cityseg --help` and the default config never load them; any other name is checked against smp.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
+from cityseg.errors import UserError
+
 DEFAULT_ARCH = "Unet"  # the reference's network: smp.Unet with a ResNet-34 encoder
 DEFAULT_ENCODER = "resnet34"
+# smp.Unet("resnet34").encoder.output_stride, known here without importing smp (tests/training/test_model.py checks it)
+DEFAULT_SIZE_MULTIPLE = 32
 
 # smp's class names as papers write them; an architecture not listed is shown under its smp name.
 ARCH_TITLES = {
@@ -34,3 +41,73 @@ def model_title_of(config: Any) -> str:
     if isinstance(config, Mapping):
         return model_title(config.get("arch"), config.get("encoder"))
     return model_title(getattr(config, "arch", None), getattr(config, "encoder", None))
+
+
+def canonical_arch(name: str) -> str:
+    """smp's class name for an architecture named in any case ('fpn' -> 'FPN'); unknown names list the valid ones."""
+    if name == DEFAULT_ARCH:
+        return name
+    import segmentation_models_pytorch as smp
+
+    known = {cls.__name__.lower(): cls.__name__ for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
+    if name.lower() not in known:
+        raise UserError(
+            f"unknown architecture {name!r} (--arch); segmentation_models_pytorch {smp.__version__} offers "
+            f"{', '.join(known.values())} (any case)."
+        )
+    return known[name.lower()]
+
+
+def check_encoder(encoder: str, weights: str | None) -> None:
+    """An smp encoder name (or 'tu-' + a timm model), and 'imagenet' only where smp has ImageNet weights for it."""
+    if encoder == DEFAULT_ENCODER:
+        return
+    import segmentation_models_pytorch as smp
+    import timm
+
+    if encoder.startswith("tu-"):
+        if not timm.is_model(encoder[3:]):
+            raise UserError(
+                f"unknown encoder {encoder!r} (--encoder): {encoder[3:]!r} is not a timm model; list them with "
+                "timm.list_models(), e.g. tu-resnet18."
+            )
+        return
+    registry = smp.encoders.encoders
+    if encoder not in registry:
+        raise UserError(
+            f"unknown encoder {encoder!r} (--encoder); segmentation_models_pytorch offers {', '.join(registry)}, "
+            "or 'tu-' followed by any timm model name."
+        )
+    offered = registry[encoder]["pretrained_settings"]
+    if weights == "imagenet" and "imagenet" not in offered:
+        raise UserError(
+            f"smp has no ImageNet weights for encoder {encoder!r} (it has {', '.join(offered) or 'none'}); pass "
+            "--encoder-weights none, or a local state dict of this encoder."
+        )
+
+
+@functools.cache
+def size_multiple(arch: str, encoder: str) -> int:
+    """The number every input side must divide by: the built encoder's output stride (smp's own input check).
+
+    Built on the meta device (no memory, no weights); encoders that cannot be built there are built on the CPU.
+    """
+    if (arch, encoder) == (DEFAULT_ARCH, DEFAULT_ENCODER):
+        return DEFAULT_SIZE_MULTIPLE
+    import warnings
+
+    import segmentation_models_pytorch as smp
+    import torch
+
+    for device in ("meta", "cpu"):
+        try:
+            with torch.device(device), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = smp.create_model(canonical_arch(arch), encoder, encoder_weights=None, classes=2)
+            return int(model.encoder.output_stride)
+        except (RuntimeError, NotImplementedError):  # e.g. Mix Transformers call .item() while being built
+            if device == "cpu":
+                raise
+        except (ValueError, KeyError, AssertionError) as exc:
+            raise UserError(f"smp cannot build {arch} with encoder {encoder!r}: {exc}") from None
+    raise AssertionError("unreachable")
