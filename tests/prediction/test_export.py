@@ -266,4 +266,3 @@ def test_safetensors_weights_name_their_model_and_load_as_it(tmp_path):
     assert type(loaded).__name__ == "FPN"
     with torch.no_grad():
         torch.testing.assert_close(loaded(torch.ones(1, 3, 64, 64)), network(torch.ones(1, 3, 64, 64)))
-

@@ -204,7 +204,12 @@ def _format_1_checkpoint(path: Path, network: nn.Module) -> Path:
 
     config = resolve_config("seed", encoder_weights=None, size=(128, 64)).to_dict()
     del config["arch"], config["encoder"]
-    payload = {"format": "cityseg-checkpoint", "format_version": 1, "arch": "unet-resnet34", "model": network.state_dict()}
+    payload = {
+        "format": "cityseg-checkpoint",
+        "format_version": 1,
+        "arch": "unet-resnet34",
+        "model": network.state_dict(),
+    }
     torch.save({**payload, "num_classes": 19, "epoch": 3, "config": config, "best_metric": 0.5}, path)
     return path
 

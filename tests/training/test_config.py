@@ -210,7 +210,12 @@ def test_model_names_are_smps_in_any_case_and_unknown_ones_list_the_valid():
 
 @pytest.mark.parametrize(
     ("arch", "encoder", "multiple"),
-    [("Unet", "resnet18", 32), ("DeepLabV3Plus", "resnet18", 16), ("DeepLabV3", "resnet18", 8), ("PSPNet", "resnet18", 8)],
+    [
+        ("Unet", "resnet18", 32),
+        ("DeepLabV3Plus", "resnet18", 16),
+        ("DeepLabV3", "resnet18", 8),
+        ("PSPNet", "resnet18", 8),
+    ],
 )
 def test_the_size_multiple_comes_from_the_model(arch, encoder, multiple):
     fits = resolve_config("seed", arch=arch, encoder=encoder, encoder_weights=None, size=(multiple * 9, multiple * 5))

@@ -34,7 +34,7 @@ def jsonable(value: Any) -> Any:
 
 
 def type_name(hint: Any) -> str:
-    return str(hint).replace("typing.", "").replace("NoneType", "None")
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "").replace("NoneType", "None")
 
 
 def value_text(value: Any) -> str:

@@ -95,17 +95,17 @@ def _read_state_dict(path: Path, encoder: str) -> dict[str, torch.Tensor]:
 
 def _load_local_encoder(model: nn.Module, path: Path, encoder: str) -> None:
     """Load a state dict into the encoder, naming the first key or shape that does not fit."""
-    state, own = _read_state_dict(path, encoder), model.encoder.state_dict()
+    state, own = dict(_read_state_dict(path, encoder)), model.encoder.state_dict()
+    try:
+        model.encoder.load_state_dict(state, strict=True)  # smp's encoders pop their classifier keys from `state`
+        return
+    except RuntimeError:
+        pass
     wrong = [
-        f"{key} has shape {list(value.shape)}, the encoder's {list(own[key].shape)}"
-        for key, value in state.items()
-        if key in own and value.shape != own[key].shape
-    ]
-    if not wrong:
-        result = model.encoder.load_state_dict(state, strict=False)  # smp's encoders drop their classifier keys
-        wrong = [f"missing key {k}" for k in result.missing_keys] + [
-            f"unexpected key {k}" for k in result.unexpected_keys
-        ]
+        f"missing key {k}" if k not in state else f"{k} has shape {list(state[k].shape)}, not {list(own[k].shape)}"
+        for k in own
+        if k not in state or state[k].shape != own[k].shape
+    ] + [f"unexpected key {k}" for k in state if k not in own]
     if wrong:
         raise UserError(
             f"{path} does not fit the {encoder} encoder: first mismatch: {wrong[0]} ({len(wrong)} in all). Pass "
