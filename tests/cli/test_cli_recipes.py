@@ -11,19 +11,29 @@ import pytest
 from helpers_training import CLI_ENV, cityseg_command
 
 from cityseg.cli import main
-from cityseg.cli.config_flags import add_config_arguments, config_from_args, flag_args
+from cityseg.cli.config_flags import add_config_arguments, config_from_args
 from cityseg.training.config import (
-    FIELD_GROUPS,
     TrainConfig,
-    read_recipe,
     field_differences,
     field_text,
+    read_recipe,
     resolve_config,
     value_text,
 )
-from cityseg.training.recipes import BUILTIN
+from cityseg.training.recipes import BUILTIN, FIELD_GROUPS
 
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def flag_args(name: str, value) -> list[str]:
+    """The command-line words that set field `name` to `value` (`--no-amp`, `--size 1024x512`; none for a switch
+    left at auto): the inverse of the generated parser."""
+    option = "--" + name.replace("_", "-")
+    if value is None and dataclasses.fields(TrainConfig)[FIELDS.index(name)].type == "bool | None":
+        return []
+    if isinstance(value, bool):
+        return [option if value else "--no-" + option[2:]]
+    return [option, value_text(value)]
 
 
 def training_parser() -> argparse.ArgumentParser:

@@ -26,6 +26,16 @@ from cityseg.data.frames import read_image
 from cityseg.data.transforms import normalize
 from cityseg.errors import UserError
 from cityseg.prediction import export as export_module
+from cityseg.prediction.deployed import (
+    CARD_JSON,
+    CARD_MD,
+    ONNX_FILE,
+    WEIGHTS_FILE,
+    load_exported,
+    load_network,
+    load_weights,
+    weights_metadata,
+)
 from cityseg.prediction.export import (
     LOGIT_RTOL,
     MIN_AGREEMENT,
@@ -37,16 +47,6 @@ from cityseg.prediction.image_predict import predict_images
 from cityseg.prediction.inference import forward_padded
 from cityseg.prediction.ledger import file_sha256
 from cityseg.prediction.predict import predict_split
-from cityseg.prediction.deployed import (
-    CARD_JSON,
-    CARD_MD,
-    ONNX_FILE,
-    WEIGHTS_FILE,
-    load_exported,
-    load_network,
-    load_weights,
-    weights_metadata,
-)
 from cityseg.training.checkpoint import save_checkpoint
 from cityseg.training.config import resolve_config
 from cityseg.training.model import ONNX_REFUSALS, build_model, load_model

@@ -9,7 +9,6 @@ import pytest
 
 from cityseg.errors import UserError
 from cityseg.training.config import (
-    FIELD_GROUPS,
     MACHINE_FIELDS,
     MAX_SIDE,
     TrainConfig,
@@ -19,7 +18,7 @@ from cityseg.training.config import (
     recipe_differences,
     resolve_config,
 )
-from cityseg.training.recipes import BUILTIN
+from cityseg.training.recipes import BUILTIN, FIELD_GROUPS
 
 
 def test_seed_recipe_is_the_reference():
@@ -200,7 +199,7 @@ def test_model_names_are_smps_in_any_case_and_unknown_ones_list_the_valid():
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(UserError, match="unknown architecture 'UNetz'.*Unet, UnetPlusPlus.*Segformer"):
         resolve_config("seed", arch="UNetz")
-    with pytest.raises(UserError, match="unknown encoder 'resnet35'.*resnet18, resnet34"):
+    with pytest.raises(UserError, match="cannot build Unet with encoder 'resnet35'.*'resnet18', 'resnet34'"):
         resolve_config("seed", encoder="resnet35")
     with pytest.raises(UserError, match="no ImageNet weights for encoder 'resnext101_32x48d'.*instagram"):
         resolve_config("seed", encoder="resnext101_32x48d")

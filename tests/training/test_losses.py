@@ -6,9 +6,8 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
-
 import segmentation_models_pytorch as smp
+import torch
 
 from cityseg.errors import UserError
 from cityseg.training.config import resolve_config

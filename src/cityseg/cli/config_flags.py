@@ -13,71 +13,40 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from cityseg.cli.common import size_type
-from cityseg.training.config import RECIPE_GROUP, TrainConfig, field_text, read_recipe, resolve_config, value_text
+from cityseg.errors import UserError
+from cityseg.training.config import RECIPE_GROUP, TrainConfig, field_text, read_recipe, resolve_config
+from cityseg.training.config_values import from_text
 from cityseg.training.recipes import BUILTIN
 
 # Options that change the recipe use SUPPRESS as default, so only what the user typed overrides it.
 _UNSET = argparse.SUPPRESS
 
 
-def optional_size(text: str) -> tuple[int, int] | None:
-    """'WxH', or 'none'/'full' for the images' own resolution."""
-    return None if text.strip().lower() in ("none", "full") else size_type(text)
-
-
-def float_pair(text: str) -> tuple[float, float]:
-    """'A,B' (e.g. 0.5,2.0 or 0.9,0.999)."""
-    try:
-        first, second = (float(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a pair of numbers; write A,B, e.g. 0.5,2.0") from None
-    return first, second
-
-
-def optional_float_pair(text: str) -> tuple[float, float] | None:
-    """'LO,HI' (e.g. 0.5,2.0), or 'none'."""
-    return None if text.lower() == "none" else float_pair(text)
-
-
-def name_list(text: str) -> tuple[str, ...]:
-    """A comma list like 'flip,photometric'; 'none' or '' for an empty list."""
-    return () if text.lower() in ("", "none") else tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-def optional_text(text: str) -> str | None:
-    """A path or name, or 'none'."""
-    return None if text.lower() == "none" else text
-
-
-def optional_int(text: str) -> int | None:
-    """A whole number, or 'none'."""
-    return None if text.lower() == "none" else int(text)
-
-
-# Value syntax per field type; a field of a new type fails loudly in `add_config_arguments` until it has one.
-_PARSERS: dict[Any, tuple[Callable[[str], Any], str | None]] = {
-    int: (int, "N"),
-    float: (float, "X"),
-    str: (str, None),
-    int | None: (optional_int, "N"),
-    str | None: (optional_text, "PATH"),
-    tuple[int, int] | None: (optional_size, "WxH"),
-    tuple[float, float] | None: (optional_float_pair, "LO,HI"),
-    tuple[float, float]: (float_pair, "A,B"),
-    tuple[str, ...]: (name_list, "LIST"),
+# The metavar of each field type in --help; a field of a new type fails loudly in `add_config_arguments` until it
+# has one (and config_values.from_text its syntax).
+_METAVARS: dict[Any, str | None] = {
+    int: "N",
+    float: "X",
+    str: None,
+    int | None: "N",
+    str | None: "PATH",
+    tuple[int, int] | None: "WxH",
+    tuple[float, float] | None: "LO,HI",
+    tuple[float, float]: "A,B",
+    tuple[str, ...]: "LIST",
 }
 
 
-def flag_args(name: str, value: Any) -> list[str]:
-    """The command-line words that set field `name` to `value` (`--no-amp`, `--size 1024x512`; none for a
-    switch left at auto)."""
-    option = "--" + name.replace("_", "-")
-    if value is None and typing.get_type_hints(TrainConfig)[name] == bool | None:
-        return []
-    if isinstance(value, bool):
-        return [option if value else "--no-" + option[2:]]
-    return [option, value_text(value)]
+def value_parser(hint: Any) -> Callable[[str], Any]:
+    """The argparse type of a field: its text syntax (config_values.from_text), malformed text a usage error."""
+
+    def parse(text: str) -> Any:
+        try:
+            return from_text(hint, text)
+        except (ValueError, UserError) as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+    return parse
 
 
 def _recipe_defaults(name: str, configs: dict[str, TrainConfig]) -> str:
@@ -121,11 +90,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                 option, action=argparse.BooleanOptionalAction, default=_UNSET, help=help_text
             )
             continue
-        if hint not in _PARSERS:
+        if hint not in _METAVARS:
             raise TypeError(f"config field {config_field.name} has type {hint}, which has no CLI syntax in {__name__}")
-        value_type, metavar = _PARSERS[hint]
-        if meta.get("choices"):
-            value_type, metavar = str, None
+        value_type, metavar = (str, None) if meta.get("choices") else (value_parser(hint), _METAVARS[hint])
         groups[group_name].add_argument(
             option, type=value_type, choices=meta.get("choices"), default=_UNSET, metavar=metavar, help=help_text
         )

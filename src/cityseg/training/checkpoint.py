@@ -124,14 +124,12 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     version = state.get("format_version")
     if version not in (1, FORMAT_VERSION):
         newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
+        fix = (
+            "written by a newer cityseg: upgrade cityseg to use it" if newer else "damaged or edited: use another copy"
+        )
         raise UserError(
             f"{path} is a cityseg checkpoint of format version {version!r}, but this cityseg reads versions 1 to "
-            f"{FORMAT_VERSION}; "
-            + (
-                "it was written by a newer cityseg: upgrade cityseg to use it."
-                if newer
-                else "it is damaged or was edited: use another copy."
-            )
+            f"{FORMAT_VERSION}; it was {fix}."
         )
     if version == 1 and state.get("arch") != FORMAT_1_ARCHITECTURE:
         raise UserError(

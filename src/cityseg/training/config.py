@@ -16,9 +16,10 @@ from typing import Any
 
 from cityseg.data.layout import LABEL_SOURCES
 from cityseg.errors import UserError
-from cityseg.training.config_values import jsonable, match, parse_size, type_name, value_text
+from cityseg.training.config_values import jsonable, match, type_name, value_text
+from cityseg.training.config_values import parse_size as parse_size  # the one size syntax, imported from here
 from cityseg.training.model_names import DEFAULT_ARCH, canonical_arch, check_encoder, model_title_of, size_multiple
-from cityseg.training.recipes import BUILTIN, FIELD_GROUPS, RUN_SETTING, Recipe, load_recipe
+from cityseg.training.recipes import BUILTIN, Recipe, load_recipe
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "poly")
@@ -56,13 +57,13 @@ def _default_workers() -> int:
 
 def _option(
     default: Any = dataclasses.MISSING,
+    group: str = RUN,
+    help: str = "",
     *,
-    help: str,
-    group: str,
     factory: Any = dataclasses.MISSING,
     choices: tuple[str, ...] | None = None,
 ) -> Any:
-    """A config field whose metadata is the single source of its CLI flag: help text, option group, choices."""
+    """A config field whose metadata is the single source of its CLI flag: option group, help text, choices."""
     metadata = {"help": help, "group": group, "choices": choices}
     return field(default=default, default_factory=factory, metadata=metadata)
 
@@ -72,125 +73,111 @@ class TrainConfig:
     """Every knob of one training run; sizes are (width, height) like the images' 2048x1024."""
 
     recipe: str = _option(
-        "seed", help="a built-in recipe or a recipe .toml file; the other fields override it", group=RECIPE_GROUP
+        "seed", RECIPE_GROUP, "a built-in recipe or a recipe .toml file; the other fields override it"
     )
     # Optimisation
-    epochs: int = _option(10, help="training epochs", group=OPTIMIZATION)
-    batch_size: int = _option(4, help="images per step per process", group=OPTIMIZATION)
+    epochs: int = _option(10, OPTIMIZATION, "training epochs")
+    batch_size: int = _option(4, OPTIMIZATION, "images per step per process")
     optimizer: str = _option(
-        "adam", help="adam and adamw use --betas, sgd uses --momentum", group=OPTIMIZATION, choices=OPTIMIZERS
+        "adam", OPTIMIZATION, "adam and adamw use --betas, sgd uses --momentum", choices=OPTIMIZERS
     )
-    lr: float = _option(1e-4, help="base learning rate of the decoder and head (the logged lr)", group=OPTIMIZATION)
-    encoder_lr_mult: float = _option(1.0, help="the pretrained encoder's lr is lr times this", group=OPTIMIZATION)
+    lr: float = _option(1e-4, OPTIMIZATION, "base learning rate of the decoder and head (the logged lr)")
+    encoder_lr_mult: float = _option(1.0, OPTIMIZATION, "the pretrained encoder's lr is lr times this")
     weight_decay: float = _option(
         0.0,
-        help="weight decay of the decoder's weights: coupled L2 for adam and sgd, "
-        "decoupled for adamw; norm weights and biases never decay",
-        group=OPTIMIZATION,
+        OPTIMIZATION,
+        "weight decay of the decoder's weights: coupled L2 for adam and sgd, decoupled for adamw; norm weights and "
+        "biases never decay",
     )
     encoder_weight_decay_mult: float = _option(
-        1.0, help="the encoder's weight decay is weight_decay times this", group=OPTIMIZATION
+        1.0, OPTIMIZATION, "the encoder's weight decay is weight_decay times this"
     )
-    betas: tuple[float, float] = _option((0.9, 0.999), help="Adam/AdamW moment decay rates B1,B2", group=OPTIMIZATION)
-    momentum: float = _option(0.9, help="SGD momentum (sgd only)", group=OPTIMIZATION)
-    # Learning-rate schedule (stepped every iteration)
-    schedule: str = _option(
-        "constant", help="lr schedule, stepped every iteration", group=OPTIMIZATION, choices=SCHEDULES
-    )
-    warmup_epochs: float = _option(0.0, help="linear lr warm-up length in epochs", group=OPTIMIZATION)
-    min_lr: float = _option(0.0, help="final lr of the cosine schedule", group=OPTIMIZATION)
-    poly_power: float = _option(0.9, help="exponent of the poly schedule", group=OPTIMIZATION)
+    betas: tuple[float, float] = _option((0.9, 0.999), OPTIMIZATION, "Adam/AdamW moment decay rates B1,B2")
+    momentum: float = _option(0.9, OPTIMIZATION, "SGD momentum (sgd only)")
+    schedule: str = _option("constant", OPTIMIZATION, "lr schedule, stepped every iteration", choices=SCHEDULES)
+    warmup_epochs: float = _option(0.0, OPTIMIZATION, "linear lr warm-up length in epochs")
+    min_lr: float = _option(0.0, OPTIMIZATION, "final lr of the cosine schedule")
+    poly_power: float = _option(0.9, OPTIMIZATION, "exponent of the poly schedule")
     schedule_epochs: int | None = _option(
         None,
-        help="epochs the lr schedule spans when training stops earlier ('none' = --epochs); the full fit "
-        "of `cityseg cv` runs the folds' schedule cut at the chosen epoch this way",
-        group=OPTIMIZATION,
+        OPTIMIZATION,
+        "epochs the lr schedule spans when training stops earlier ('none' = --epochs); the full fit of `cityseg cv` "
+        "runs the folds' schedule cut at the chosen epoch this way",
     )
     # Data and augmentation
     size: tuple[int, int] | None = _option(
-        None, help="resize every image before anything else, e.g. 1024x512; 'none' = full resolution", group=DATA
+        None, DATA, "resize every image before anything else, e.g. 1024x512; 'none' = full resolution"
     )
-    crop: tuple[int, int] | None = _option(None, help="training crop, e.g. 768x768; 'none'", group=DATA)
-    scale_range: tuple[float, float] | None = _option(None, help="random scale LO,HI, e.g. 0.5,2.0; 'none'", group=DATA)
-    crop_max_class_ratio: float = _option(
-        0.75, help="re-draw crops where one class covers more than this share", group=DATA
-    )
+    crop: tuple[int, int] | None = _option(None, DATA, "training crop, e.g. 768x768; 'none'")
+    scale_range: tuple[float, float] | None = _option(None, DATA, "random scale LO,HI, e.g. 0.5,2.0; 'none'")
+    crop_max_class_ratio: float = _option(0.75, DATA, "re-draw crops where one class covers more than this share")
     aug: tuple[str, ...] = _option(
         ("flip",),
-        help="comma list of named augmentations, e.g. flip,scale-crop,"
-        "photometric ('none' for none; an unknown name lists the valid ones)",
-        group=DATA,
+        DATA,
+        "comma list of named augmentations, e.g. flip,scale-crop,photometric ('none' for none; an unknown name lists "
+        "the valid ones)",
     )
     labels: str = _option(
         "trainIds",
-        help="train from labelTrainIds PNGs (after `cityseg prepare`) or the shipped labelIds",
-        group=DATA,
+        DATA,
+        "train from labelTrainIds PNGs (after `cityseg prepare`) or the shipped labelIds",
         choices=LABEL_SOURCES,
     )
-    workers: int = _option(help="data-loading processes per training process", group=DATA, factory=_default_workers)
+    workers: int = _option(group=DATA, help="data-loading processes per training process", factory=_default_workers)
     cache: str | None = _option(
         AUTO,
-        help="decoded-image cache folder (see `cityseg cache`), built on first use "
-        "and shared by every fold and the full fit; 'auto': on CUDA, in ROOT/../cityseg-cache "
-        "(else $XDG_CACHE_HOME/cityseg) when the disk has room, else the PNGs; 'none': always "
-        "the PNGs",
-        group=DATA,
+        DATA,
+        "decoded-image cache folder (see `cityseg cache`), built on first use and shared by every fold and the full "
+        "fit; 'auto': on CUDA, in ROOT/../cityseg-cache (else $XDG_CACHE_HOME/cityseg) when the disk has room, else "
+        "the PNGs; 'none': always the PNGs",
     )
     gpu_aug: bool | None = _option(
         None,
-        help="run the colour augmentations (photometric, color-jitter, gaussian-blur) "
-        "on the training device instead of in the loader workers (photometric batched, the "
-        "same mmsegmentation ops and draws; ~5 ms of a CPU core per 768x768 crop otherwise); "
-        "auto: on CUDA when the recipe has one",
-        group=DATA,
+        DATA,
+        "run the colour augmentations (photometric, color-jitter, gaussian-blur) on the training device instead of in "
+        "the loader workers (photometric batched, the same mmsegmentation ops and draws; ~5 ms of a CPU core per "
+        "768x768 crop otherwise); auto: on CUDA when the recipe has one",
     )
-    # Loss
+    # Loss and model
     loss: str = _option(
         "ce",
-        help="a loss name (ce, ohem, or smp's dice, focal, lovasz, ...: an unknown name lists them all) or a "
-        "weighted sum such as ce+0.5*dice",
-        group=LOSS_MODEL,
+        LOSS_MODEL,
+        "a loss name (ce, ohem, or smp's dice, focal, lovasz, ...: an unknown name lists them all) or a weighted sum "
+        "such as ce+0.5*dice",
     )
-    ohem_thresh: float = _option(
-        0.7, help="OHEM keeps pixels whose true-class probability is below this", group=LOSS_MODEL
-    )
-    ohem_min_kept: int = _option(100_000, help="OHEM keeps at least this many pixels per image", group=LOSS_MODEL)
-    # Model
+    ohem_thresh: float = _option(0.7, LOSS_MODEL, "OHEM keeps pixels whose true-class probability is below this")
+    ohem_min_kept: int = _option(100_000, LOSS_MODEL, "OHEM keeps at least this many pixels per image")
     arch: str = _option(
         "Unet",
-        help="segmentation architecture, any smp.create_model accepts (any case): Unet, FPN, DeepLabV3Plus, "
-        "Segformer, ... (an unknown name lists them)",
-        group=LOSS_MODEL,
+        LOSS_MODEL,
+        "segmentation architecture, any smp.create_model takes (any case): Unet, FPN, DeepLabV3Plus, Segformer, ... "
+        "(an unknown name lists them)",
     )
     encoder: str = _option(
-        "resnet34", help="an smp encoder name, e.g. resnet18, resnet50, mit_b0, or tu-<timm model>", group=LOSS_MODEL
+        "resnet34", LOSS_MODEL, "an smp encoder name, e.g. resnet18, resnet50, mit_b0, tu-<timm model>"
     )
     encoder_weights: str | None = _option(
-        "imagenet", help="'imagenet' (download), a local state dict of the encoder, or 'none'", group=LOSS_MODEL
+        "imagenet", LOSS_MODEL, "'imagenet' (download), a local state dict of the encoder, or 'none'"
     )
-    sync_bn: bool = _option(False, help="SyncBatchNorm across GPUs under torchrun", group=LOSS_MODEL)
-    # Checkpoint selection on the held-out fold
+    sync_bn: bool = _option(False, LOSS_MODEL, "SyncBatchNorm across GPUs under torchrun")
     select: str = _option(
         "loss",
-        help="best.pt and the full fit's epoch count: the fold's best epoch by val loss "
-        "or mIoU, or 'last' (a fixed budget: nothing is selected)",
-        group=LOSS_MODEL,
+        LOSS_MODEL,
+        "best.pt and the full fit's epoch count: the fold's best epoch by val loss or mIoU, or 'last' (a fixed "
+        "budget: nothing is selected)",
         choices=SELECT,
     )
     # Reproducibility and machine
-    seed: int = _option(0, help=f"seed of the folds and of training, 0 to {MAX_SEED}", group=RUN)
-    device: str = _option("auto", help="auto, cpu, cuda or cuda:N", group=RUN)
+    seed: int = _option(0, RUN, f"seed of the folds and of training, 0 to {MAX_SEED}")
+    device: str = _option("auto", RUN, "auto, cpu, cuda or cuda:N")
     amp: bool = _option(
-        False,
-        help="mixed precision on CUDA: bf16 where the GPU has it natively, else fp16 with a gradient scaler",
-        group=RUN,
+        False, RUN, "mixed precision on CUDA: bf16 where the GPU has it natively, else fp16 with a gradient scaler"
     )
     compile: bool | None = _option(
         None,
-        help="torch.compile the training step (eager again, with one warning, if "
-        "compiling fails); auto: on CUDA for runs long enough to repay the compile time "
-        "(cityseg.training.runtime)",
-        group=RUN,
+        RUN,
+        "torch.compile the training step (eager again, with one warning, if compiling fails); auto: on CUDA for runs "
+        "long enough to repay the compile time (cityseg.training.runtime)",
     )
 
     def __post_init__(self) -> None:
@@ -418,31 +405,3 @@ def _validate(config: TrainConfig) -> None:
             f"must fit inside the resized image {config.size[0]}x{config.size[1]} (--size)",
             "Use a smaller --crop or a larger --size.",
         )
-
-
-__all__ = [
-    "AUTO",
-    "DEVICES",
-    "FIELD_GROUPS",
-    "FOLD_SPLITS",
-    "LABEL_SOURCES",
-    "MACHINE_FIELDS",
-    "OPTIMIZERS",
-    "RUNTIME_FIELDS",
-    "RUN_SETTING",
-    "Recipe",
-    "SCHEDULES",
-    "SELECT",
-    "SIDE_MULTIPLE",
-    "TrainConfig",
-    "config_differences",
-    "field_differences",
-    "field_text",
-    "flag",
-    "parse_size",
-    "recipe_differences",
-    "recipe_record",
-    "resolve_config",
-    "value_text",
-    "with_epochs",
-]

@@ -51,12 +51,25 @@ def value_text(value: Any) -> str:
 
 
 def from_text(hint: Any, value: Any) -> Any:
-    """A recipe file's spelling of a value: "none" for None, "768x768" for a size; anything else as it is."""
-    if value == "none" and type(None) in typing.get_args(hint):
-        return None
-    if isinstance(value, str) and typing.get_args(hint)[:1] == (tuple[int, int],):
+    """A value as typed after a flag or written in a recipe file, in the field's type: "none" for None, sizes as
+    WxH, pairs and lists comma-separated ('0.5,2.0', 'flip,photometric'); non-text values pass unchanged.
+    A malformed text raises ValueError or UserError."""
+    if not isinstance(value, str):
+        return value
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    kind = next(option for option in options if option is not type(None))
+    if value.strip().lower() == "none" and (type(None) in options or kind == tuple[str, ...]):
+        return None if type(None) in options else ()
+    if kind == tuple[int, int]:
         return parse_size(value)
-    return value
+    if kind == tuple[str, ...]:
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if typing.get_origin(kind) is tuple:
+        parts = value.split(",")
+        if len(parts) != len(typing.get_args(kind)):
+            raise ValueError(f"{value!r} is not {len(typing.get_args(kind))} comma-separated numbers")
+        return tuple(float(part) for part in parts)
+    return kind(value) if kind in (int, float) else value
 
 
 def match(hint: Any, value: Any) -> tuple[bool, Any]:

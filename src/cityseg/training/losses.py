@@ -35,14 +35,10 @@ class CrossEntropy(nn.Module):
 class OhemCrossEntropy(nn.Module):
     """mmsegmentation's OHEMPixelSampler (with `thresh`) followed by its CrossEntropyLoss, exactly.
 
-    Sampler: with batch_kept = min_kept x batch size and p the softmax probability of the true class,
-    sort p over the labelled pixels; threshold = max(thresh, p_sorted[min(batch_kept, n_labelled - 1)])
-    (thresh alone when no pixel is labelled); a labelled pixel is kept when p < threshold, strictly.
-    So about min_kept pixels per image are kept at least when enough are labelled (pixels tied at the
-    threshold, and the most confident one when fewer are labelled, are not). Loss: CrossEntropyLoss
-    (reduction "mean", avg_non_ignore False: mmsegmentation's defaults) with the kept mask as pixel
-    weight, i.e. the kept pixels' summed loss divided by the number of ALL pixels of the batch, ignored
-    and unkept ones included.
+    Sampler: p = softmax probability of the true class; threshold = max(thresh, p sorted over the labelled pixels
+    at index min(min_kept x batch size, n_labelled - 1)) (thresh alone when none is labelled); a labelled pixel is
+    kept when p < threshold, strictly. Loss (reduction "mean", avg_non_ignore False: mmsegmentation's defaults):
+    the kept pixels' summed cross-entropy divided by the number of ALL pixels of the batch.
     """
 
     def __init__(self, thresh: float = 0.7, min_kept: int = 100_000, ignore_index: int = IGNORE_INDEX) -> None:
@@ -74,37 +70,30 @@ class OhemCrossEntropy(nn.Module):
         return (valid & (prob < threshold)).to(logits.dtype)
 
 
-class AllIgnoredIsZero(nn.Module):
-    """An smp multiclass loss on float32 logits that gives 0 for a batch without labelled pixels (smp's focal gives
-    NaN there, its Lovasz an empty tensor)."""
+class SmpLoss(nn.Module):
+    """smp's multiclass loss of that class name on float32 logits, ignoring 255, and 0 for a batch without labelled
+    pixels (smp's focal gives NaN there, its Lovasz an empty tensor)."""
 
-    def __init__(self, loss: nn.Module) -> None:
+    def __init__(self, name: str) -> None:
         super().__init__()
-        self.loss = loss
+        from segmentation_models_pytorch import losses
+
+        self.loss = getattr(losses, name)("multiclass", ignore_index=IGNORE_INDEX)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         value = self.loss(logits.float(), target).sum()  # the sum of one value is itself; of none, 0
         return torch.where((target != IGNORE_INDEX).any(), value, torch.zeros_like(value))
 
 
-def _smp_loss(name: str) -> Callable[[float, int], nn.Module]:
-    def make(ohem_thresh: float, ohem_min_kept: int) -> nn.Module:
-        from segmentation_models_pytorch import losses
-
-        return AllIgnoredIsZero(getattr(losses, name)("multiclass", ignore_index=IGNORE_INDEX))
-
-    return make
-
-
 # name -> factory(ohem_thresh, ohem_min_kept); `--loss` takes NAME, WEIGHT*NAME and sums of them.
 LOSSES: dict[str, Callable[[float, int], nn.Module]] = {
     "ce": lambda thresh, min_kept: CrossEntropy(),
     "ohem": lambda thresh, min_kept: OhemCrossEntropy(thresh, min_kept),
-    "dice": _smp_loss("DiceLoss"),
-    "focal": _smp_loss("FocalLoss"),
-    "lovasz": _smp_loss("LovaszLoss"),
-    "jaccard": _smp_loss("JaccardLoss"),
-    "tversky": _smp_loss("TverskyLoss"),
+    "dice": lambda thresh, min_kept: SmpLoss("DiceLoss"),
+    "focal": lambda thresh, min_kept: SmpLoss("FocalLoss"),
+    "lovasz": lambda thresh, min_kept: SmpLoss("LovaszLoss"),
+    "jaccard": lambda thresh, min_kept: SmpLoss("JaccardLoss"),
+    "tversky": lambda thresh, min_kept: SmpLoss("TverskyLoss"),
 }
 
 

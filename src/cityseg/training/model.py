@@ -7,7 +7,6 @@ a checkpoint's network; an export folder is read by cityseg.prediction.deployed.
 
 from __future__ import annotations
 
-import importlib
 import os
 import warnings
 from collections.abc import Mapping
@@ -21,17 +20,12 @@ from cityseg.errors import UserError, describe_error
 from cityseg.labels import NUM_CLASSES
 from cityseg.training.model_names import DEFAULT_ARCH, DEFAULT_ENCODER, canonical_arch, model_title
 
-# Architectures whose ONNX export (dynamic height and width, cityseg.prediction.export) fails, and why; every
+# Architectures whose ONNX export (dynamic height and width, cityseg.prediction.export) fails, and how; every
 # other architecture is exported and checked against torch. bench/model_zoo.py measures it (docs/models.md).
 ONNX_REFUSALS = {
-    arch: "torch.export cannot trace its decoder for every input size (its fixed x2 upsamplings and skip "
-    "additions add shape guards that hold for one size only)"
-    for arch in ("FPN", "DeepLabV3Plus", "Linknet", "MAnet", "UnetPlusPlus")
-} | {
-    arch: "its exported graph fails in onnxruntime at sizes other than the traced one (adaptive pooling sizes are "
-    "fixed at trace time)"
-    for arch in ("PSPNet", "UPerNet", "PAN", "DPT")
-}
+    arch: "torch.export cannot trace it for every input size (its shape guards hold for one size only)"
+    for arch in ("FPN", "DeepLabV3Plus", "Linknet", "MAnet", "UnetPlusPlus", "PAN")
+} | {arch: "its exported graph works at the traced size only" for arch in ("PSPNet", "UPerNet", "DPT")}
 
 
 def onnx_refusal(config: Mapping[str, Any] | None) -> str | None:
@@ -42,22 +36,24 @@ def onnx_refusal(config: Mapping[str, Any] | None) -> str | None:
 
 
 def _hub_errors() -> tuple[type[BaseException], ...]:
-    """Exception types a failed hub download raises (offline, proxy, HTTP error)."""
-    errors: list[type[BaseException]] = [OSError, ConnectionError, TimeoutError]
-    for module, name in (("huggingface_hub.errors", "HfHubHTTPError"), ("httpx", "HTTPError")):
-        try:
-            errors.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):  # pragma: no cover - depends on the hub's version
-            pass
-    return tuple(errors)
+    """Exception types a failed hub download raises (offline, proxy, HTTP error; connection errors are OSErrors)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        from httpx import HTTPError  # the hub's HTTP client in its newer versions
+    except ImportError:  # pragma: no cover - older hub versions use requests, whose errors are OSErrors
+        return OSError, HfHubHTTPError
+    return OSError, HfHubHTTPError, HTTPError
 
 
 def _create(arch: str, encoder: str, weights: str | None, num_classes: int) -> nn.Module:
     import segmentation_models_pytorch as smp
 
+    arch = canonical_arch(arch)
+    extra = {"dynamic_img_size": True} if arch == "DPT" else {}  # timm's ViTs take only their pretraining size else
     with warnings.catch_warnings():  # smp warns that 'tu-' encoders take a flag, not a weights name
         warnings.simplefilter("ignore", UserWarning)
-        return smp.create_model(canonical_arch(arch), encoder, encoder_weights=weights, classes=num_classes)
+        return smp.create_model(arch, encoder, encoder_weights=weights, classes=num_classes, **extra)
 
 
 def _build_imagenet(arch: str, encoder: str, num_classes: int) -> nn.Module:

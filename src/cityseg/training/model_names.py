@@ -59,27 +59,13 @@ def canonical_arch(name: str) -> str:
 
 
 def check_encoder(encoder: str, weights: str | None) -> None:
-    """An smp encoder name (or 'tu-' + a timm model), and 'imagenet' only where smp has ImageNet weights for it."""
-    if encoder == DEFAULT_ENCODER:
+    """'imagenet' only for an encoder smp has ImageNet weights for ('tu-' encoders: timm's own pretrained weights)."""
+    if encoder == DEFAULT_ENCODER or weights != "imagenet" or encoder.startswith("tu-"):
         return
     import segmentation_models_pytorch as smp
-    import timm
 
-    if encoder.startswith("tu-"):
-        if not timm.is_model(encoder[3:]):
-            raise UserError(
-                f"unknown encoder {encoder!r} (--encoder): {encoder[3:]!r} is not a timm model; list them with "
-                "timm.list_models(), e.g. tu-resnet18."
-            )
-        return
-    registry = smp.encoders.encoders
-    if encoder not in registry:
-        raise UserError(
-            f"unknown encoder {encoder!r} (--encoder); segmentation_models_pytorch offers {', '.join(registry)}, "
-            "or 'tu-' followed by any timm model name."
-        )
-    offered = registry[encoder]["pretrained_settings"]
-    if weights == "imagenet" and "imagenet" not in offered:
+    offered = smp.encoders.encoders.get(encoder, {}).get("pretrained_settings", {"imagenet": None})
+    if "imagenet" not in offered:
         raise UserError(
             f"smp has no ImageNet weights for encoder {encoder!r} (it has {', '.join(offered) or 'none'}); pass "
             "--encoder-weights none, or a local state dict of this encoder."
@@ -90,7 +76,8 @@ def check_encoder(encoder: str, weights: str | None) -> None:
 def size_multiple(arch: str, encoder: str) -> int:
     """The number every input side must divide by: the built encoder's output stride (smp's own input check).
 
-    Built on the meta device (no memory, no weights); encoders that cannot be built there are built on the CPU.
+    Built on the meta device (no memory, no weights), or on the CPU for encoders that cannot be built there; a
+    name smp does not know, or a pair it cannot build, is a UserError with smp's reason (which lists the names).
     """
     if (arch, encoder) == (DEFAULT_ARCH, DEFAULT_ENCODER):
         return DEFAULT_SIZE_MULTIPLE
@@ -99,15 +86,22 @@ def size_multiple(arch: str, encoder: str) -> int:
     import segmentation_models_pytorch as smp
     import torch
 
-    for device in ("meta", "cpu"):
+    def build(device: str) -> Any:
+        with torch.device(device), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return smp.create_model(canonical_arch(arch), encoder, encoder_weights=None, classes=2)
+
+    try:
         try:
-            with torch.device(device), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = smp.create_model(canonical_arch(arch), encoder, encoder_weights=None, classes=2)
-            return int(model.encoder.output_stride)
-        except (RuntimeError, NotImplementedError):  # e.g. Mix Transformers call .item() while being built
-            if device == "cpu":
+            model = build("meta")
+        except (RuntimeError, NotImplementedError) as exc:  # Mix Transformers call .item() while being built
+            if "meta" not in str(exc):
                 raise
-        except (ValueError, KeyError, AssertionError) as exc:
-            raise UserError(f"smp cannot build {arch} with encoder {encoder!r}: {exc}") from None
-    raise AssertionError("unreachable")
+            model = build("cpu")
+    except (RuntimeError, ValueError, KeyError, AssertionError) as exc:
+        detail = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)  # a KeyError's str() is quoted
+        raise UserError(
+            f"smp cannot build {arch} with encoder {encoder!r} (--arch, --encoder): {' '.join(detail.split())} "
+            "('tu-' encoders name a timm model: timm.list_models())."
+        ) from None
+    return int(model.encoder.output_stride)

@@ -26,23 +26,17 @@ BUILTIN = ("seed", "strong")
 # Groups of fields a recipe cites a source for. Fields in no group (labels, seed, workers, device, compile, cache,
 # gpu_aug) are run settings, not part of a recipe.
 FIELD_GROUPS: dict[str, tuple[str, ...]] = {
-    "optimization": (
-        "optimizer",
-        "lr",
-        "encoder_lr_mult",
-        "weight_decay",
-        "encoder_weight_decay_mult",
-        "betas",
-        "momentum",
-        "batch_size",
+    group: tuple(names.split())
+    for group, names in {
+        "optimization": "optimizer lr encoder_lr_mult weight_decay encoder_weight_decay_mult betas momentum batch_size "
         "epochs",
-    ),
-    "schedule": ("schedule", "warmup_epochs", "min_lr", "poly_power", "schedule_epochs"),
-    "augmentation": ("aug", "size", "crop", "scale_range", "crop_max_class_ratio"),
-    "loss": ("loss", "ohem_thresh", "ohem_min_kept"),
-    "model": ("arch", "encoder", "encoder_weights", "sync_bn"),
-    "selection": ("select",),
-    "precision": ("amp",),
+        "schedule": "schedule warmup_epochs min_lr poly_power schedule_epochs",
+        "augmentation": "aug size crop scale_range crop_max_class_ratio",
+        "loss": "loss ohem_thresh ohem_min_kept",
+        "model": "arch encoder encoder_weights sync_bn",
+        "selection": "select",
+        "precision": "amp",
+    }.items()
 }
 RUN_SETTING = "run setting, not part of the recipe"
 # The keys of a recipe file that are not config fields: what each must be, and a check of it.
@@ -144,8 +138,8 @@ def _value(where: str, name: str, hint: Any, value: Any) -> Any:
     """A field's value from a file, converted to the field's type; a wrong type names the file and the key."""
     try:
         ok, converted = match(hint, from_text(hint, value))
-    except UserError as exc:
-        ok, converted = False, exc
+    except (ValueError, UserError):
+        ok, converted = False, None
     if not ok:
         raise UserError(f'{where}: {name} must be {type_name(hint)} ("none" for none, sizes as "WxH"), got {value!r}.')
     return converted
