@@ -268,3 +268,20 @@ def test_model_flags_are_never_read_as_prefixes():
     assert (config.encoder, config.encoder_lr_mult) == ("resnet50", 1.0)
     with pytest.raises(SystemExit):
         training_parser().parse_args(["--encoder-lr", "0.5"])  # a prefix of --encoder-lr-mult: no abbreviations
+
+
+def test_the_notebook_takes_a_recipe_file_and_model_overrides_and_config_json_records_the_file(tmp_path):
+    import hashlib
+
+    from cityseg.report.notebook import training_config
+    from cityseg.training.config import recipe_record
+
+    mine = _recipe(tmp_path, "my.toml", 'extends = "seed"\nloss = "ce+0.5*dice"\n')
+    config = training_config(str(mine), 1, "128x64", 0, "cpu", "none", {"arch": "fpn", "encoder": "resnet18"})
+    assert (config.arch, config.encoder, config.loss, config.size) == ("FPN", "resnet18", "ce+0.5*dice", (128, 64))
+    record = recipe_record(config)  # what training/trainer.py writes into config.json
+    assert record["sha256"] == hashlib.sha256(mine.read_bytes()).hexdigest() and record["file"] == str(mine.resolve())
+    assert (
+        record["extends"] == ["seed"] and record["values"]["loss"] == "ce+0.5*dice" and record["values"]["lr"] == 1e-4
+    )
+    assert recipe_record(resolve_config("strong"))["values"]["crop"] == [768, 768]

@@ -336,3 +336,13 @@ def test_read_only_folder_is_a_clear_os_error_and_keeps_the_previous_checkpoint(
     assert info.value.errno == errno.EROFS and info.value.filename == str(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_a_checkpoint_whose_stored_size_is_absurd_is_refused_naming_the_file(tmp_path):
+    from cityseg.training.config import resolve_config
+
+    config = resolve_config("seed", encoder_weights=None).to_dict() | {"size": [2**35, 32]}
+    path = _small_checkpoint(tmp_path / "best.pt", config=config)
+    with pytest.raises(UserError, match="--size") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
