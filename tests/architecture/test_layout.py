@@ -1,11 +1,13 @@
 """The package layout is the pipeline: each folder imports only the stages before it (docs/ARCHITECTURE.md),
-no module grows past 450 lines, and `cityseg --help` stays fast by never importing torch."""
+no module imports itself back through others, no module grows past 450 lines, and `cityseg --help` stays fast
+by never importing torch."""
 
 from __future__ import annotations
 
 import ast
 import subprocess
 import sys
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 import pytest
@@ -98,6 +100,32 @@ def test_imports_point_back_along_the_pipeline():
             if target != own and target not in ALLOWED[own]:
                 upward.append(f"{path.relative_to(PACKAGE)}:{line} ({own}) imports {imported} ({target})")
     assert not upward, "imports against the pipeline (docs/ARCHITECTURE.md):\n" + "\n".join(upward)
+
+
+def import_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of the import graph (module -> the cityseg modules it imports), or None when there is none."""
+    try:
+        TopologicalSorter(graph).prepare()
+    except CycleError as error:
+        return error.args[1]
+    return None
+
+
+def test_no_import_cycle_between_cityseg_modules():
+    """Imports inside functions count too: a cycle is a design knot even when Python tolerates it at run time."""
+    graph = {module_name(path): {name for _, name in imported_modules(path)} for path in python_files()}
+    graph = {module: imported - {module} for module, imported in graph.items()}
+    cycle = import_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_cycle_check_sees_a_cycle_through_a_function_level_import(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("import cityseg.training.cv\ndef f():\n    from cityseg.training.model import build_model\n")
+    graph = {"cityseg.training.cv": {"cityseg.training.model"}, "x": {name for _, name in imported_modules(sample)}}
+    graph["cityseg.training.model"] = {"x"}
+    assert set(import_cycle(graph)) == {"cityseg.training.cv", "cityseg.training.model", "x"}
+    assert import_cycle({"a": {"b"}, "b": set()}) is None
 
 
 def test_no_library_module_imports_the_cli():

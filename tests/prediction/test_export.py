@@ -26,6 +26,16 @@ from cityseg.data.frames import read_image
 from cityseg.data.transforms import normalize
 from cityseg.errors import UserError
 from cityseg.prediction import export as export_module
+from cityseg.prediction.deployed import (
+    CARD_JSON,
+    CARD_MD,
+    ONNX_FILE,
+    WEIGHTS_FILE,
+    load_exported,
+    load_network,
+    load_weights,
+    weights_metadata,
+)
 from cityseg.prediction.export import (
     LOGIT_RTOL,
     MIN_AGREEMENT,
@@ -37,8 +47,9 @@ from cityseg.prediction.image_predict import predict_images
 from cityseg.prediction.inference import forward_padded
 from cityseg.prediction.ledger import file_sha256
 from cityseg.prediction.predict import predict_split
-from cityseg.training.deployed import CARD_JSON, CARD_MD, ONNX_FILE, WEIGHTS_FILE, load_exported
-from cityseg.training.model import load_model
+from cityseg.training.checkpoint import save_checkpoint
+from cityseg.training.config import resolve_config
+from cityseg.training.model import ONNX_REFUSALS, build_model, load_model
 
 pytestmark = pytest.mark.slow  # a tiny cv, then an ONNX export and its onnxruntime check
 
@@ -201,7 +212,7 @@ def test_export_refuses_folders_it_did_not_write_and_asks_before_replacing_its_o
 
 def test_a_folder_that_is_not_an_export_is_refused_by_predict(exported, tmp_path):
     with pytest.raises(UserError, match="not a model exported by `cityseg export`"):
-        load_model(tmp_path)
+        load_network(tmp_path)
     broken = tmp_path / "broken"
     shutil.copytree(exported.model, broken)
     (broken / WEIGHTS_FILE).write_bytes((exported.model / WEIGHTS_FILE).read_bytes()[:1000])
@@ -211,8 +222,6 @@ def test_a_folder_that_is_not_an_export_is_refused_by_predict(exported, tmp_path
 
 def test_card_of_a_checkpoint_without_run_files_says_what_is_missing(tmp_path):
     from cityseg.prediction.card import build_card, card_markdown
-    from cityseg.training.checkpoint import save_checkpoint
-    from cityseg.training.model import build_model
 
     lone = tmp_path / "somewhere" / "weights.pt"  # no config.json, no summary.json beside it
     network = build_model(encoder_weights=None)
@@ -228,3 +237,32 @@ def test_card_of_a_checkpoint_without_run_files_says_what_is_missing(tmp_path):
     assert card["inference"]["training_size"] == [1024, 512]
     markdown = card_markdown(card)
     assert "no summary.json" in markdown and "Evaluation: none given" in markdown
+
+
+def _checkpoint_of(path: Path, arch: str, encoder: str) -> tuple[Path, torch.nn.Module]:
+    config = resolve_config("seed", arch=arch, encoder=encoder, encoder_weights=None, size=(128, 64))
+    torch.manual_seed(5)
+    network = build_model(None, arch=arch, encoder=encoder).eval()
+    save_checkpoint(path, {"model": network.state_dict(), "num_classes": 19, "epoch": 1, "config": config.to_dict()})
+    return path, network
+
+
+@pytest.mark.parametrize(("arch", "encoder"), [("FPN", "resnet34"), ("DeepLabV3Plus", "resnet18")])
+def test_export_refuses_an_architecture_it_cannot_trace_by_name_with_the_reason(tmp_path, arch, encoder):
+    checkpoint, _ = _checkpoint_of(tmp_path / "best.pt", arch, encoder)
+    with pytest.raises(UserError, match=f"cannot be exported to ONNX: {arch.replace('Plus', '[+]')} / {encoder}"):
+        export_model(checkpoint, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]  # nothing written
+    assert arch in ONNX_REFUSALS and "torch.export" in ONNX_REFUSALS[arch]
+
+
+def test_safetensors_weights_name_their_model_and_load_as_it(tmp_path):
+    from safetensors.torch import save_file
+
+    _, network = _checkpoint_of(tmp_path / "best.pt", "FPN", "resnet18")
+    path = tmp_path / WEIGHTS_FILE
+    save_file(dict(network.state_dict()), str(path), metadata=weights_metadata(network))
+    loaded = load_weights(path)
+    assert type(loaded).__name__ == "FPN"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(torch.ones(1, 3, 64, 64)), network(torch.ones(1, 3, 64, 64)))

@@ -99,7 +99,8 @@ def test_training_state_loads_with_weights_only(tmp_path):
     save_checkpoint(path, state)
 
     loaded = torch.load(path, map_location="cpu", weights_only=True)  # raises if anything but plain types
-    assert loaded["format"] == "cityseg-checkpoint" and loaded["arch"] == "unet-resnet34"
+    assert loaded["format"] == "cityseg-checkpoint" and loaded["format_version"] == 2 and "arch" not in loaded
+    assert (loaded["config"]["arch"], loaded["config"]["encoder"]) == ("Unet", "resnet34")  # the model is named
     _assert_same({k: loaded[k] for k in state}, state)
     assert loaded["optimizer"]["state"], "the optimizer moments were saved"
     _assert_same(load_checkpoint(path)["rng"], state["rng"])
@@ -139,7 +140,11 @@ NOT_CHECKPOINTS = {
     "head": (lambda p: _truncated(p, lambda n: 100), "cannot be read"),
     "dict-without-marker": (lambda p: torch.save({"model": {}}, p), "not a cityseg checkpoint"),
     "list": (lambda p: torch.save([torch.zeros(2)], p), "not a cityseg checkpoint"),
-    "other-arch-stamp": (lambda p: save_checkpoint(p, {"arch": "deeplabv3-resnet50"}), "deeplabv3-resnet50"),
+    "other-arch-stamp": (
+        lambda p: torch.save({"format": "cityseg-checkpoint", "format_version": 1, "arch": "deeplabv3-resnet50"}, p),
+        "deeplabv3-resnet50",
+    ),
+    "newer-format": (lambda p: torch.save({"format": "cityseg-checkpoint", "format_version": 3}, p), "newer cityseg"),
 }
 
 
@@ -170,12 +175,75 @@ def test_a_flipped_bit_in_the_weights_is_refused(tmp_path):
 def test_weights_of_another_architecture_are_refused(tmp_path):
     import segmentation_models_pytorch as smp
 
-    other = smp.Unet("resnet18", encoder_weights=None, classes=19)  # right class count, wrong network
+    other = smp.Unet("resnet18", encoder_weights=None, classes=19)  # right class count, not the network named
     path = tmp_path / "best.pt"
-    save_checkpoint(path, {"model": other.state_dict(), "num_classes": 19})
-    with pytest.raises(UserError, match="another architecture") as info:
+    save_checkpoint(path, {"model": other.state_dict(), "num_classes": 19})  # no config: the default U-Net/ResNet-34
+    with pytest.raises(UserError, match="another architecture.*U-Net / resnet34") as info:
         load_model(path)
     assert str(path) in str(info.value)
+
+
+def test_load_model_builds_the_architecture_the_stored_config_names(tmp_path):
+    from cityseg.training.config import resolve_config
+
+    config = resolve_config("seed", arch="FPN", encoder="resnet18", encoder_weights=None)
+    torch.manual_seed(3)
+    network = build_model(None, arch="FPN", encoder="resnet18")
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, {"model": network.state_dict(), "num_classes": 19, "config": config.to_dict()})
+    loaded, state = load_model(path)
+    assert type(loaded).__name__ == "FPN" and loaded.encoder.layer1[0].conv1.weight.shape[0] == 64
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(torch.ones(1, 3, 64, 64)), network.eval()(torch.ones(1, 3, 64, 64)))
+
+
+def _format_1_checkpoint(path: Path, network: nn.Module) -> Path:
+    """A checkpoint as cityseg wrote it before models were named: format 1, stamped "unet-resnet34", its config
+    without arch or encoder fields."""
+    from cityseg.training.config import resolve_config
+
+    config = resolve_config("seed", encoder_weights=None, size=(128, 64)).to_dict()
+    del config["arch"], config["encoder"]
+    payload = {
+        "format": "cityseg-checkpoint",
+        "format_version": 1,
+        "arch": "unet-resnet34",
+        "model": network.state_dict(),
+    }
+    torch.save({**payload, "num_classes": 19, "epoch": 3, "config": config, "best_metric": 0.5}, path)
+    return path
+
+
+def test_a_format_1_checkpoint_still_loads_predicts_and_resumes_as_the_default_unet(tmp_path):
+    from cityseg.prediction.deployed import load_network
+    from cityseg.prediction.inference import forward_padded
+    from cityseg.training.config import TrainConfig, config_differences, resolve_config
+
+    torch.manual_seed(4)
+    network = build_model(None).eval()
+    path = _format_1_checkpoint(tmp_path / "best.pt", network)
+    loaded, state = load_network(path)
+    assert type(loaded).__name__ == "Unet" and state["epoch"] == 3
+    image = torch.randn(1, 3, 70, 90)
+    with torch.no_grad():
+        torch.testing.assert_close(forward_padded(loaded, image), forward_padded(network, image))
+    stored = TrainConfig.from_dict(state["config"])  # no arch/encoder: the model format 1 always held
+    assert (stored.arch, stored.encoder) == ("Unet", "resnet34")
+    assert config_differences(stored, resolve_config("seed", encoder_weights=None, size=(128, 64))) == []
+
+
+def test_resume_refuses_a_changed_architecture_or_encoder(tmp_path):
+    from cityseg.training.config import resolve_config
+    from cityseg.training.runfolder import check_run_dir
+
+    config = resolve_config("seed", encoder_weights=None, workers=0, device="cpu")
+    run = tmp_path / "fold_0"
+    run.mkdir()
+    save_checkpoint(run / "last.pt", {"model": {}, "num_classes": 19, "epoch": 1, "config": config.to_dict()})
+    assert check_run_dir(run, config, resume=True)["epoch"] == 1
+    for change in ({"arch": "FPN"}, {"encoder": "resnet18"}):
+        with pytest.raises(UserError, match=f"{next(iter(change))}: "):
+            check_run_dir(run, resolve_config("seed", encoder_weights=None, workers=0, device="cpu", **change), True)
 
 
 # ---------------------------------------------------------------------------------------------- malicious files
@@ -268,3 +336,13 @@ def test_read_only_folder_is_a_clear_os_error_and_keeps_the_previous_checkpoint(
     assert info.value.errno == errno.EROFS and info.value.filename == str(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_a_checkpoint_whose_stored_size_is_absurd_is_refused_naming_the_file(tmp_path):
+    from cityseg.training.config import resolve_config
+
+    config = resolve_config("seed", encoder_weights=None).to_dict() | {"size": [2**35, 32]}
+    path = _small_checkpoint(tmp_path / "best.pt", config=config)
+    with pytest.raises(UserError, match="--size") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)

@@ -9,15 +9,16 @@ import pytest
 
 from cityseg.errors import UserError
 from cityseg.training.config import (
-    FIELD_GROUPS,
     MACHINE_FIELDS,
-    RECIPES,
+    MAX_SIDE,
     TrainConfig,
     config_differences,
     parse_size,
+    read_recipe,
     recipe_differences,
     resolve_config,
 )
+from cityseg.training.recipes import BUILTIN, FIELD_GROUPS
 
 
 def test_seed_recipe_is_the_reference():
@@ -28,7 +29,8 @@ def test_seed_recipe_is_the_reference():
     assert config.size is None and config.crop is None and config.scale_range is None  # full resolution
     assert config.encoder_weights == "imagenet" and config.encoder_lr_mult == 1.0 and config.weight_decay == 0.0
     assert config.betas == (0.9, 0.999) and config.amp is False  # torch's Adam defaults, float32 like the reference
-    assert len(RECIPES["seed"].deviations) == 2  # drop_last and the epoch choice by CV, listed on its card
+    assert (config.arch, config.encoder) == ("Unet", "resnet34")
+    assert len(read_recipe("seed").deviations) == 2  # drop_last and the epoch choice by CV, listed on its card
 
 
 def test_strong_recipe_values():
@@ -49,7 +51,7 @@ def test_every_recipe_cites_a_source_for_every_field_group():
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     grouped = [name for names in FIELD_GROUPS.values() for name in names]
     assert set(grouped) <= fields and len(grouped) == len(set(grouped))
-    for recipe in RECIPES.values():
+    for recipe in map(read_recipe, BUILTIN):
         assert set(recipe.sources) == set(FIELD_GROUPS), recipe.name
         assert all(len(text) > 20 for text in recipe.sources.values())
         assert set(recipe.values) <= fields - set(MACHINE_FIELDS) - {"recipe"}
@@ -145,3 +147,77 @@ def test_parse_size_is_the_one_size_syntax():
     for bad in ("1024", "axb", "1024x512x3", "0x64", "-64x32", (1, 2, 3)):
         with pytest.raises(UserError, match="WIDTHxHEIGHT|positive|pair"):
             parse_size(bad)
+
+
+def test_seed_recipe_says_what_is_guessed_and_cites_files_the_repository_holds():
+    seed = read_recipe("seed")
+    text = " ".join([seed.description, *seed.sources.values(), *seed.deviations])
+    for guess in ("full-resolution", "no crop", "constant learning rate", "test-time augmentation", "which split"):
+        assert guess in text, guess
+    for recipe in map(read_recipe, BUILTIN):
+        texts = " ".join([recipe.path.read_text(), *recipe.sources.values()])
+        assert "NOTES.md" not in texts and "as in mmsegmentation's schedules" not in texts
+
+
+def test_strong_recipe_states_its_own_choices_exactly():
+    strong = read_recipe("strong")
+    text = " ".join(" ".join([*strong.sources.values(), *strong.deviations]).split())
+    assert "warm-up is ours" in text and "poly without warm-up" in text
+    assert "2.5e-7" in text and "eta_min=1e-6" in text  # the encoder's cosine floor, documented
+    assert "our choice" in text and "decay every parameter" in text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "flag"),
+    [
+        ({"size": (2**35, 32)}, "--size"),
+        ({"crop": (32, MAX_SIDE + 32)}, "--crop"),
+        ({"seed": 99999999999999999999999}, "--seed"),
+        ({"seed": 2**32}, "--seed"),
+        ({"scale_range": (0.5, float("inf"))}, "--scale-range"),
+        ({"lr": float("inf")}, "--lr"),
+        ({"ohem_thresh": float("nan")}, "--ohem-thresh"),
+        ({"min_lr": float("nan")}, "--min-lr"),
+        ({"betas": (0.9, float("nan"))}, "--betas"),
+    ],
+)
+def test_absurd_and_non_finite_values_are_refused(overrides, flag):
+    with pytest.raises(UserError, match=flag):
+        resolve_config("seed", **overrides)
+
+
+def test_a_stored_config_with_an_absurd_size_is_refused_on_reading():
+    data = resolve_config("seed").to_dict() | {"size": [2**35, 32]}
+    with pytest.raises(UserError, match="--size"):
+        TrainConfig.from_dict(data)
+    assert resolve_config("seed", seed=2**32 - 1, size=(MAX_SIDE, 32)).seed == 2**32 - 1  # the bounds themselves pass
+
+
+def test_model_names_are_smps_in_any_case_and_unknown_ones_list_the_valid():
+    config = resolve_config("seed", arch="deeplabv3plus", encoder="resnet18", encoder_weights=None)
+    assert config.arch == "DeepLabV3Plus"
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(UserError, match="unknown architecture 'UNetz'.*Unet, UnetPlusPlus.*Segformer"):
+        resolve_config("seed", arch="UNetz")
+    with pytest.raises(UserError, match="cannot build Unet with encoder 'resnet35'.*'resnet18', 'resnet34'"):
+        resolve_config("seed", encoder="resnet35")
+    with pytest.raises(UserError, match="no ImageNet weights for encoder 'resnext101_32x48d'.*instagram"):
+        resolve_config("seed", encoder="resnext101_32x48d")
+    with pytest.raises(UserError, match="smp cannot build DPT"):  # DPT takes only ViT ('tu-') encoders
+        resolve_config("seed", arch="DPT", encoder="resnet18", encoder_weights=None)
+
+
+@pytest.mark.parametrize(
+    ("arch", "encoder", "multiple"),
+    [
+        ("Unet", "resnet18", 32),
+        ("DeepLabV3Plus", "resnet18", 16),
+        ("DeepLabV3", "resnet18", 8),
+        ("PSPNet", "resnet18", 8),
+    ],
+)
+def test_the_size_multiple_comes_from_the_model(arch, encoder, multiple):
+    fits = resolve_config("seed", arch=arch, encoder=encoder, encoder_weights=None, size=(multiple * 9, multiple * 5))
+    assert fits.size == (multiple * 9, multiple * 5)
+    with pytest.raises(UserError, match=f"divisible by {multiple} .*Use e.g."):
+        resolve_config("seed", arch=arch, encoder=encoder, encoder_weights=None, crop=(multiple * 9 + 4, multiple))

@@ -1,13 +1,25 @@
-"""Losses: cross-entropy ignores 255 and never turns NaN; OHEM is mmsegmentation's sampler and averaging."""
+"""Losses: cross-entropy ignores 255 and never turns NaN; OHEM is mmsegmentation's sampler and averaging; smp's
+losses by name ignore 255 too; weighted sums; bad expressions name the valid losses."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
+import segmentation_models_pytorch as smp
 import torch
 
-from cityseg.training.losses import CrossEntropy, OhemCrossEntropy, build_loss
+from cityseg.errors import UserError
+from cityseg.training.config import resolve_config
+from cityseg.training.losses import LOSSES, CrossEntropy, OhemCrossEntropy, build_loss, loss_text, parse_loss
+
+SMP_LOSSES = {
+    "dice": smp.losses.DiceLoss,
+    "focal": smp.losses.FocalLoss,
+    "lovasz": smp.losses.LovaszLoss,
+    "jaccard": smp.losses.JaccardLoss,
+    "tversky": smp.losses.TverskyLoss,
+}
 
 
 def random_batch(seed=0, ignore_share=0.2, batch=2, confident_share=0.0):
@@ -91,3 +103,43 @@ def test_ohem_min_kept_counts_per_image_and_the_mean_runs_over_all_pixels():
     loss = OhemCrossEntropy(thresh=0.7, min_kept=10)(logits, target)
     assert loss.item() == pytest.approx(hardest.sum().item() / target.numel(), rel=1e-5)
     assert not math.isclose(loss.item(), hardest.mean().item())  # not the mean over the kept pixels
+
+
+@pytest.mark.parametrize("name", list(SMP_LOSSES))
+def test_smp_losses_by_name_are_smps_multiclass_losses_ignoring_255(name):
+    logits, target = random_batch(seed=3, ignore_share=0.3)
+    ours = build_loss(name)(logits, target)
+    assert ours.item() == pytest.approx(SMP_LOSSES[name]("multiclass", ignore_index=255)(logits, target).item())
+    # Ignoring 255 is the same as leaving those pixels out: smp's loss without ignore on the labelled pixels only.
+    labelled = target != 255
+    kept_logits = logits.detach().permute(1, 0, 2, 3)[:, labelled].reshape(1, 19, -1, 1)  # (1, C, N, 1)
+    reference = SMP_LOSSES[name]("multiclass")(kept_logits, target[labelled].reshape(1, -1, 1))
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_every_loss_gives_zero_and_finite_gradients_on_an_all_ignored_crop(name):
+    logits, target = random_batch()
+    loss = build_loss(name, 0.7, 10)(logits, torch.full_like(target, 255))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(logits.grad).all()
+
+
+def test_weighted_sums_add_their_terms():
+    logits, target = random_batch(seed=5)
+    total = build_loss("ce + 0.5*dice + 2*focal")(logits, target)
+    parts = (
+        CrossEntropy()(logits, target)
+        + 0.5 * smp.losses.DiceLoss("multiclass", ignore_index=255)(logits, target)
+        + 2 * smp.losses.FocalLoss("multiclass", ignore_index=255)(logits, target)
+    )
+    assert total.item() == pytest.approx(parts.item(), rel=1e-6)
+    assert isinstance(build_loss("ce"), CrossEntropy)  # the default is the plain module, as before
+    assert parse_loss("CE+0.5*Dice") == ((1.0, "ce"), (0.5, "dice")) and loss_text(" CE + 0.50*dice") == "ce+0.5*dice"
+    assert resolve_config("seed", loss="Dice + 2*CE").loss == "dice+2.0*ce"
+
+
+@pytest.mark.parametrize("bad", ["dic", "ce+", "ce+-1*dice", "0*ce", "nan*dice", "ce*0.5", "inf*ce", "ce++dice"])
+def test_bad_loss_expressions_name_the_valid_losses(bad):
+    with pytest.raises(UserError, match="ce, ohem, dice, focal, lovasz, jaccard, tversky.*ce\\+0.5\\*dice"):
+        resolve_config("seed", loss=bad)

@@ -1,4 +1,4 @@
-"""The network factory: output shape, local encoder weights, offline errors, checkpoint loading, devices."""
+"""The network factory: smp architectures by name, local encoder weights, offline errors, checkpoints, devices."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ import torchvision
 
 from cityseg.errors import UserError
 from cityseg.training.checkpoint import save_checkpoint
-from cityseg.training.model import build_model, load_model, resolve_device
+from cityseg.training.config import resolve_config
+from cityseg.training.losses import build_loss
+from cityseg.training.model import build_model, load_model, model_of, resolve_device
+from cityseg.training.model_names import DEFAULT_ARCH, DEFAULT_ENCODER, DEFAULT_SIZE_MULTIPLE, size_multiple
 
 torch.set_num_threads(1)
 
@@ -43,11 +46,21 @@ def test_local_resnet34_state_dict_is_loaded_into_the_encoder(resnet34_weights):
     assert not torch.equal(build_model(encoder_weights="none").encoder.conv1.weight, state["conv1.weight"])
 
 
-def test_resnet18_state_dict_is_a_user_error(tmp_path):
-    path = tmp_path / "resnet18.pth"
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
-    with pytest.raises(UserError, match="not a torchvision resnet34"):
-        build_model(encoder_weights=path)
+def test_weights_of_another_encoder_name_the_first_mismatch(tmp_path):
+    resnet18 = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), resnet18)
+    with pytest.raises(UserError, match="does not fit the resnet34 encoder: first mismatch: missing key layer1.2"):
+        build_model(encoder_weights=resnet18)
+    model = build_model(resnet18, arch="FPN", encoder="resnet18")  # the same file fits its own encoder
+    assert torch.equal(model.encoder.conv1.weight, torch.load(resnet18)["conv1.weight"])
+    wide = tmp_path / "wide.pth"
+    torch.save(torchvision.models.wide_resnet50_2(weights=None).state_dict(), wide)
+    with pytest.raises(UserError, match=r"first mismatch: layer1.0.conv1.weight has shape \[128, 64, 1, 1\]"):
+        build_model(wide, arch="Unet", encoder="resnet50")
+    extra = tmp_path / "extra.pth"
+    torch.save({**torch.load(resnet18), "adapter.weight": torch.zeros(3)}, extra)
+    with pytest.raises(UserError, match="first mismatch: unexpected key adapter.weight"):
+        build_model(extra, encoder="resnet18")
 
 
 def test_missing_or_non_state_dict_weights_are_user_errors(tmp_path):
@@ -69,11 +82,12 @@ def test_imagenet_offline_names_the_alternatives(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1"}
     code = (
         "from cityseg.errors import UserError\nfrom cityseg.training.model import build_model\n"
-        "try:\n    build_model('imagenet')\nexcept UserError as e:\n    print('USERERROR', e)\n"
+        "try:\n    build_model('imagenet', arch='FPN', encoder='resnet18')\nexcept UserError as e:\n"
+        "    print('USERERROR', e)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "USERERROR" in result.stdout, result.stderr
-    assert "--encoder-weights none" in result.stdout
+    assert "ImageNet resnet18 encoder weights" in result.stdout and "--encoder-weights none" in result.stdout
     assert "state dict" in result.stdout and "HF_HUB_OFFLINE=1" in result.stdout
 
 
@@ -112,3 +126,42 @@ def test_resolve_device():
             resolve_device("cuda")
     with pytest.raises(UserError):
         resolve_device(f"cuda:{torch.cuda.device_count() + 3}")
+
+
+def test_the_default_size_multiple_known_without_smp_is_smps():
+    import segmentation_models_pytorch as smp
+
+    unet = smp.create_model(DEFAULT_ARCH, DEFAULT_ENCODER, encoder_weights=None, classes=19)
+    assert unet.encoder.output_stride == DEFAULT_SIZE_MULTIPLE
+    assert size_multiple("Segformer", "mit_b0") == 32 and size_multiple("deeplabv3plus", "resnet18") == 16
+
+
+@pytest.mark.parametrize(
+    ("arch", "encoder", "loss"),
+    [
+        ("Unet", "resnet18", "ce"),
+        ("FPN", "resnet18", "ce+0.5*dice"),
+        ("DeepLabV3Plus", "resnet18", "ohem"),
+        ("Segformer", "mit_b0", "lovasz"),
+    ],
+)
+def test_an_architecture_trains_one_step_and_predicts(arch, encoder, loss):
+    from cityseg.prediction.inference import predict_logits
+    from cityseg.training.optim import build_optimizer
+
+    torch.manual_seed(0)
+    config = resolve_config("seed", arch=arch, encoder=encoder, encoder_weights=None, loss=loss, lr=1e-3)
+    model = model_of(config).train()
+    optimizer = build_optimizer(model, config)  # the encoder/decoder groups exist for every architecture
+    images, masks = torch.randn(2, 3, 64, 64), torch.randint(0, 19, (2, 64, 64))
+    masks[:, :8] = 255
+    before = [p.detach().clone() for p in model.parameters()]
+    value = build_loss(config.loss, config.ohem_thresh, 100)(model(images), masks)
+    value.backward()
+    optimizer.step()
+    assert torch.isfinite(value) and value > 0
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True) if b.grad is not None)
+    with torch.no_grad():
+        probabilities = predict_logits(model.eval(), torch.randn(1, 3, 70, 90))  # not a multiple: padded
+    assert probabilities.shape == (1, 19, 70, 90)
+    torch.testing.assert_close(probabilities.sum(1), torch.ones(1, 70, 90))

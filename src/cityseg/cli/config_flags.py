@@ -1,8 +1,8 @@
 """The training options of `cityseg cv` and `cityseg train`, generated from TrainConfig: one flag per field.
 
-A field's name gives the flag (`batch_size` -> `--batch-size`), its type the value syntax, its metadata
-the help text, option group and choices (see cityseg.training.config), and the recipes its defaults. So a new
-config field gets its flag without an edit here, and `--help` shows what each recipe sets.
+A field's name gives the flag (`batch_size` -> `--batch-size`), its type the value syntax, its metadata the help
+text, option group and choices (cityseg.training.config), and the built-in recipes its defaults. So a new config
+field gets its flag without an edit here, and `--help` shows what each recipe sets.
 """
 
 from __future__ import annotations
@@ -13,70 +13,40 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from cityseg.cli.common import size_type
-from cityseg.training.config import RECIPE_GROUP, RECIPES, TrainConfig, field_text, resolve_config, value_text
+from cityseg.errors import UserError
+from cityseg.training.config import RECIPE_GROUP, TrainConfig, field_text, read_recipe, resolve_config
+from cityseg.training.config_values import from_text
+from cityseg.training.recipes import BUILTIN
 
 # Options that change the recipe use SUPPRESS as default, so only what the user typed overrides it.
 _UNSET = argparse.SUPPRESS
 
 
-def optional_size(text: str) -> tuple[int, int] | None:
-    """'WxH', or 'none'/'full' for the images' own resolution."""
-    return None if text.strip().lower() in ("none", "full") else size_type(text)
-
-
-def float_pair(text: str) -> tuple[float, float]:
-    """'A,B' (e.g. 0.5,2.0 or 0.9,0.999)."""
-    try:
-        first, second = (float(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a pair of numbers; write A,B, e.g. 0.5,2.0") from None
-    return first, second
-
-
-def optional_float_pair(text: str) -> tuple[float, float] | None:
-    """'LO,HI' (e.g. 0.5,2.0), or 'none'."""
-    return None if text.lower() == "none" else float_pair(text)
-
-
-def name_list(text: str) -> tuple[str, ...]:
-    """A comma list like 'flip,photometric'; 'none' or '' for an empty list."""
-    return () if text.lower() in ("", "none") else tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-def optional_text(text: str) -> str | None:
-    """A path or name, or 'none'."""
-    return None if text.lower() == "none" else text
-
-
-def optional_int(text: str) -> int | None:
-    """A whole number, or 'none'."""
-    return None if text.lower() == "none" else int(text)
-
-
-# Value syntax per field type; a field of a new type fails loudly in `add_config_arguments` until it has one.
-_PARSERS: dict[Any, tuple[Callable[[str], Any], str | None]] = {
-    int: (int, "N"),
-    float: (float, "X"),
-    str: (str, None),
-    int | None: (optional_int, "N"),
-    str | None: (optional_text, "PATH"),
-    tuple[int, int] | None: (optional_size, "WxH"),
-    tuple[float, float] | None: (optional_float_pair, "LO,HI"),
-    tuple[float, float]: (float_pair, "A,B"),
-    tuple[str, ...]: (name_list, "LIST"),
+# The metavar of each field type in --help; a field of a new type fails loudly in `add_config_arguments` until it
+# has one (and config_values.from_text its syntax).
+_METAVARS: dict[Any, str | None] = {
+    int: "N",
+    float: "X",
+    str: None,
+    int | None: "N",
+    str | None: "PATH",
+    tuple[int, int] | None: "WxH",
+    tuple[float, float] | None: "LO,HI",
+    tuple[float, float]: "A,B",
+    tuple[str, ...]: "LIST",
 }
 
 
-def flag_args(name: str, value: Any) -> list[str]:
-    """The command-line words that set field `name` to `value` (`--no-amp`, `--size 1024x512`; none for a
-    switch left at auto)."""
-    option = "--" + name.replace("_", "-")
-    if value is None and typing.get_type_hints(TrainConfig)[name] == bool | None:
-        return []
-    if isinstance(value, bool):
-        return [option if value else "--no-" + option[2:]]
-    return [option, value_text(value)]
+def value_parser(hint: Any) -> Callable[[str], Any]:
+    """The argparse type of a field: its text syntax (config_values.from_text), malformed text a usage error."""
+
+    def parse(text: str) -> Any:
+        try:
+            return from_text(hint, text)
+        except (ValueError, UserError) as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+    return parse
 
 
 def _recipe_defaults(name: str, configs: dict[str, TrainConfig]) -> str:
@@ -91,18 +61,20 @@ def _recipe_defaults(name: str, configs: dict[str, TrainConfig]) -> str:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The recipe and one option per TrainConfig field, in the fields' groups; unset options keep the recipe's value."""
-    recipes = " | ".join(f"{r.name}: {r.description.rstrip('.')}" for r in RECIPES.values())
+    parser.allow_abbrev = False  # `--encoder` must never be read as a prefix of `--encoder-lr-mult`, nor the reverse
+    recipes = " | ".join(f"{name}: {read_recipe(name).description.split('. ')[0]}" for name in BUILTIN)
     groups = {
         RECIPE_GROUP: parser.add_argument_group(
             RECIPE_GROUP,
-            "a named default config (`cityseg recipes` "
-            "prints each with its sources); the options below override "
-            "single fields",
+            "a built-in recipe or a recipe .toml file (`cityseg recipes` prints each with its sources); the options "
+            "below override single fields",
         )
     }
-    groups[RECIPE_GROUP].add_argument("--recipe", choices=list(RECIPES), default="seed", help=recipes)
+    groups[RECIPE_GROUP].add_argument(
+        "--recipe", default="seed", metavar="NAME|FILE", help=f"{recipes} | or a .toml file"
+    )
     hints = typing.get_type_hints(TrainConfig)
-    configs = {recipe: resolve_config(recipe, workers=0) for recipe in RECIPES}
+    configs = {recipe: resolve_config(recipe, workers=0) for recipe in BUILTIN}
     for config_field in dataclasses.fields(TrainConfig):
         if config_field.name == "recipe":
             continue
@@ -118,11 +90,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                 option, action=argparse.BooleanOptionalAction, default=_UNSET, help=help_text
             )
             continue
-        if hint not in _PARSERS:
+        if hint not in _METAVARS:
             raise TypeError(f"config field {config_field.name} has type {hint}, which has no CLI syntax in {__name__}")
-        value_type, metavar = _PARSERS[hint]
-        if meta.get("choices"):
-            value_type, metavar = str, None
+        value_type, metavar = (str, None) if meta.get("choices") else (value_parser(hint), _METAVARS[hint])
         groups[group_name].add_argument(
             option, type=value_type, choices=meta.get("choices"), default=_UNSET, metavar=metavar, help=help_text
         )

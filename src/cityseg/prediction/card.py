@@ -18,8 +18,8 @@ from torch import nn
 from cityseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES, NUM_CLASSES, TRAIN_ID_COLORS, TRAIN_ID_TO_ID
+from cityseg.prediction.deployed import EXPORT_FORMAT, EXPORT_VERSION
 from cityseg.training import runinfo
-from cityseg.training.deployed import EXPORT_FORMAT, EXPORT_VERSION
 from cityseg.training.runfolder import CONFIG_FILE, SUMMARY_FILE
 
 # How `cityseg predict` sizes photos for a model trained on resized frames (image_predict.photo_scale).

@@ -37,20 +37,20 @@ from cityseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from cityseg.errors import UserError, describe_error
 from cityseg.fileio import atomic_write_text
 from cityseg.prediction.card import build_card, card_markdown, read_evaluation
-from cityseg.prediction.image_files import read_user_image
-from cityseg.prediction.inference import forward_padded
-from cityseg.prediction.ledger import file_sha256
-from cityseg.training.config import SIDE_MULTIPLE
-from cityseg.training.deployed import (
+from cityseg.prediction.deployed import (
     CARD_JSON,
     CARD_MD,
-    EXPORT_FORMAT,
     ONNX_FILE,
     WEIGHTS_FILE,
     load_weights,
     read_card,
+    weights_metadata,
 )
-from cityseg.training.model import load_model
+from cityseg.prediction.image_files import read_user_image
+from cityseg.prediction.inference import forward_padded
+from cityseg.prediction.ledger import file_sha256
+from cityseg.training.config import SIDE_MULTIPLE
+from cityseg.training.model import load_model, onnx_refusal
 
 ONNX_INPUT, ONNX_OUTPUT = "image", "logits"
 # torch.export specialises sizes 0 and 1; a side of 32 or less pads to one 1x1 bottleneck cell.
@@ -194,7 +194,7 @@ def _write_weights(network: nn.Module, path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
-    save_file(tensors, str(path), metadata={"format": EXPORT_FORMAT})
+    save_file(tensors, str(path), metadata=weights_metadata(network))
     loaded = load_file(str(path))
     if loaded.keys() != tensors.keys() or not all(torch.equal(loaded[k], tensors[k]) for k in tensors):
         raise UserError(f"{path} did not read back as written; check the disk and export again.")  # pragma: no cover
@@ -263,6 +263,8 @@ def _export(
     _check_out(out_dir, overwrite)
     evaluation = read_evaluation(Path(eval_json)) if eval_json is not None else None  # fail before the slow part
     network, state = load_model(checkpoint, torch.device("cpu"))
+    if (refusal := onnx_refusal(state.get("config"))) is not None:
+        raise UserError(f"{checkpoint} cannot be exported to ONNX: {refusal}. `cityseg predict CHECKPOINT` works.")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
     umask = os.umask(0)

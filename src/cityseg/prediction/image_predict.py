@@ -26,12 +26,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from cityseg.errors import UserError
+from cityseg.prediction.deployed import load_network
 from cityseg.prediction.image_files import ImageInput, find_images, read_user_image
 from cityseg.prediction.ledger import OutputLedger, output_locks, storage_errors, write_png
 from cityseg.prediction.options import Size, as_size, check_options, default_stride
 from cityseg.prediction.overlay import color_image, overlay_image
 from cityseg.prediction.predict import MANIFEST_EVERY, _labels_for_batch, _settings
-from cityseg.training.model import load_model, resolve_device
+from cityseg.training.model import resolve_device
 
 OUTPUT_KINDS = ("labelIds", "color", "overlay")
 CITYSCAPES_SIZE: Size = (2048, 1024)  # the frames a model's training size is relative to
@@ -174,7 +175,7 @@ def predict_images(
     out_dir = Path(out_dir)
     inputs = find_images(images, limit=limit, out_dir=out_dir)
     torch_device = resolve_device(device)
-    model, state = load_model(Path(checkpoint), torch_device)
+    model, state = load_network(Path(checkpoint), torch_device)
     if torch_device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     settings = _settings(Path(checkpoint), state, "images", mode, tta, crop, stride)

@@ -23,6 +23,7 @@ from cityseg.data.frames import Frame, list_frames, read_image
 from cityseg.data.transforms import normalize
 from cityseg.errors import UserError
 from cityseg.labels import ID_COLORS, train_ids_to_ids
+from cityseg.prediction.deployed import load_network, weights_path
 from cityseg.prediction.inference import predict_logits
 from cityseg.prediction.ledger import (
     OutputLedger,
@@ -37,8 +38,7 @@ from cityseg.prediction.ledger import (
     write_png,
 )
 from cityseg.prediction.options import PredictOptions, Size, as_size, check_options, default_stride
-from cityseg.training.deployed import weights_path
-from cityseg.training.model import load_model, resolve_device
+from cityseg.training.model import resolve_device
 
 # Frames reserved ("pending") per manifest write: bounds both the rewrite cost and the work
 # redone after a kill.
@@ -156,7 +156,7 @@ def predict_split(
     frames = list_frames(Path(root), split, label_source=None)
     scorer = _scorer(root, split, frames) if options.score else None  # ground-truth problems surface before any forward
     torch_device = resolve_device(options.device)
-    model, state = load_model(Path(checkpoint), torch_device)
+    model, state = load_network(Path(checkpoint), torch_device)
     model.eval()
     if torch_device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

@@ -174,10 +174,10 @@ def recipe_differences(runs: RunFiles) -> list[tuple[str, str, str]] | None:
     if not isinstance(saved, dict):
         return None
     try:
-        config = TrainConfig.from_dict(saved)
-    except UserError:  # written by another cityseg version
+        changes = differences_of(TrainConfig.from_dict(saved))
+    except UserError:  # written by another cityseg version, or its recipe file is gone
         return None
-    return [(name, value_text(recipe), value_text(value)) for name, recipe, value in differences_of(config)]
+    return [(name, value_text(recipe), value_text(value)) for name, recipe, value in changes]
 
 
 def config_value(runs: RunFiles, name: str) -> str:

@@ -1,9 +1,9 @@
 """Checkpoints that are safe to open and never half-written.
 
-A checkpoint is a dict of tensors and plain Python types only, so it loads with
-`torch.load(weights_only=True)`: opening a file someone shared cannot run code.
-Writes go to a temporary file in the same folder and are renamed into place, so a
-crash or a full disk leaves the previous checkpoint intact.
+A checkpoint is a dict of tensors and plain Python types only, so it loads with `torch.load(weights_only=True)`:
+opening a file someone shared cannot run code. Writes go to a temporary file in the same folder and are renamed
+into place, so a crash or a full disk leaves the previous checkpoint intact. Format 2 names its model in its
+config (arch, encoder); format 1 files (stamped "unet-resnet34") hold the default U-Net and still load.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from cityseg.fileio import atomic_write_bytes
 __all__ = ["check_stored_config", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "cityseg-checkpoint"
-FORMAT_VERSION = 1
-ARCHITECTURE = "unet-resnet34"
+FORMAT_VERSION = 2
+# Format 1 stamped every checkpoint with its one architecture; its configs name no model (the default U-Net).
+FORMAT_1_ARCHITECTURE = "unet-resnet34"
 # torch.load(weights_only=True) is a safe loader only from this torch on: older ones can be made to run
 # code by a crafted file (CVE-2025-32434 below 2.6, CVE-2026-24747 / GHSA-63cw-57p8-fm3p below 2.10).
 SAFE_TORCH = "2.10"
@@ -59,8 +60,8 @@ def _save_reporting_os_errors(payload: dict[str, Any], handle) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` (tensors and plain types) atomically, stamped with format and architecture."""
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": ARCHITECTURE, **state}
+    """Write `state` (tensors and plain types) atomically, stamped with the format; its config names the model."""
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
     _check_plain(payload, "state")
     try:
         atomic_write_bytes(Path(path), lambda handle: _save_reporting_os_errors(payload, handle))
@@ -121,21 +122,19 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not a cityseg checkpoint (no '{FORMAT}' marker); pass a run's best.pt or last.pt.")
     version = state.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in (1, FORMAT_VERSION):
         newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
-        raise UserError(
-            f"{path} is a cityseg checkpoint of format version {version!r}, but this cityseg reads version "
-            f"{FORMAT_VERSION} only; "
-            + (
-                "it was written by a newer cityseg: upgrade cityseg to use it."
-                if newer
-                else "it is damaged or was edited: use another copy."
-            )
+        fix = (
+            "written by a newer cityseg: upgrade cityseg to use it" if newer else "damaged or edited: use another copy"
         )
-    if state.get("arch") != ARCHITECTURE:
         raise UserError(
-            f"{path} holds a {state.get('arch')!r} model, but cityseg builds {ARCHITECTURE!r}; "
-            "use a checkpoint trained by this version of cityseg."
+            f"{path} is a cityseg checkpoint of format version {version!r}, but this cityseg reads versions 1 to "
+            f"{FORMAT_VERSION}; it was {fix}."
+        )
+    if version == 1 and state.get("arch") != FORMAT_1_ARCHITECTURE:
+        raise UserError(
+            f"{path} holds a {state.get('arch')!r} model, but format 1 checkpoints hold {FORMAT_1_ARCHITECTURE!r}; "
+            "it was edited or damaged: use another copy."
         )
     if state.get("config") is not None:
         check_stored_config(state["config"], path)

@@ -110,7 +110,7 @@ def run_cv(
     folds = make_folds(frames, k=k, split=split, seed=seed)
     selected = _selected_folds(only_folds, k)
     if not resume:
-        check_encoder_weights(config.encoder_weights)
+        check_encoder_weights(config)
     _check_shared_files(runs_dir, folds)
     if is_main():
         make_run_folder(runs_dir)

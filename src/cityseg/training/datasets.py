@@ -12,12 +12,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from cityseg.data.sampling import EpochKeys, KeyedDataset
 from cityseg.errors import UserError
-from cityseg.training.config import SIDE_MULTIPLE, TrainConfig
+from cityseg.training.config import TrainConfig
 from cityseg.training.dist import (
     DistInfo,
     ShardSampler,
     is_main,
 )
+from cityseg.training.model_names import model_title_of, size_multiple
 from cityseg.training.runtime import (
     uses_cache,
 )
@@ -107,10 +108,11 @@ def check_input_size(config: TrainConfig, image_path: Path) -> None:
             f"crop {config.crop[0]}x{config.crop[1]} (--crop) is larger than {where}; use a crop that fits, "
             "e.g. --crop " + f"{min(config.crop[0], base_w)}x{min(config.crop[1], base_h)}, or a larger --size."
         )
-    if config.crop is None and (base_w % SIDE_MULTIPLE or base_h % SIDE_MULTIPLE):
+    multiple = size_multiple(config.arch, config.encoder)
+    if config.crop is None and (base_w % multiple or base_h % multiple):
         raise UserError(
-            f"the U-Net needs input sides divisible by {SIDE_MULTIPLE}, but {where} is not; pass --size or --crop "
-            f"with such sides, e.g. --size {base_w // SIDE_MULTIPLE * SIDE_MULTIPLE}x{base_h // SIDE_MULTIPLE * SIDE_MULTIPLE}."
+            f"{model_title_of(config)} needs input sides divisible by {multiple}, but {where} is not; pass --size or "
+            f"--crop with such sides, e.g. --size {base_w // multiple * multiple}x{base_h // multiple * multiple}."
         )
 
 

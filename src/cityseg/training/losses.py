@@ -1,16 +1,20 @@
-"""Pixel losses that ignore label 255 and never force a host sync.
+"""Pixel losses by name, ignoring label 255, combinable as weighted sums such as `ce+0.5*dice`.
 
-Cross-entropy averages over the labelled pixels (PyTorch's ignore_index mean), dividing by a count
-clamped to at least one, so a crop that happens to be all ignore gives loss 0 instead of NaN (NaN
-would stop the run). OHEM follows mmsegmentation, whose mean runs over every pixel of the batch.
+Cross-entropy averages over the labelled pixels with a count clamped to at least one, so an all-ignored crop gives
+0, not NaN (NaN would stop the run); OHEM follows mmsegmentation; the others are smp's multiclass losses, also 0 on
+an all-ignored crop. Adding a loss is one entry in `LOSSES`.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cityseg.errors import UserError
 from cityseg.labels import IGNORE_INDEX
 
 
@@ -31,14 +35,10 @@ class CrossEntropy(nn.Module):
 class OhemCrossEntropy(nn.Module):
     """mmsegmentation's OHEMPixelSampler (with `thresh`) followed by its CrossEntropyLoss, exactly.
 
-    Sampler: with batch_kept = min_kept x batch size and p the softmax probability of the true class,
-    sort p over the labelled pixels; threshold = max(thresh, p_sorted[min(batch_kept, n_labelled - 1)])
-    (thresh alone when no pixel is labelled); a labelled pixel is kept when p < threshold, strictly.
-    So about min_kept pixels per image are kept at least when enough are labelled (pixels tied at the
-    threshold, and the most confident one when fewer are labelled, are not). Loss: CrossEntropyLoss
-    (reduction "mean", avg_non_ignore False: mmsegmentation's defaults) with the kept mask as pixel
-    weight, i.e. the kept pixels' summed loss divided by the number of ALL pixels of the batch, ignored
-    and unkept ones included.
+    Sampler: p = softmax probability of the true class; threshold = max(thresh, p sorted over the labelled pixels
+    at index min(min_kept x batch size, n_labelled - 1)) (thresh alone when none is labelled); a labelled pixel is
+    kept when p < threshold, strictly. Loss (reduction "mean", avg_non_ignore False: mmsegmentation's defaults):
+    the kept pixels' summed cross-entropy divided by the number of ALL pixels of the batch.
     """
 
     def __init__(self, thresh: float = 0.7, min_kept: int = 100_000, ignore_index: int = IGNORE_INDEX) -> None:
@@ -70,10 +70,69 @@ class OhemCrossEntropy(nn.Module):
         return (valid & (prob < threshold)).to(logits.dtype)
 
 
+class SmpLoss(nn.Module):
+    """smp's multiclass loss of that class name on float32 logits, ignoring 255, and 0 for a batch without labelled
+    pixels (smp's focal gives NaN there, its Lovasz an empty tensor)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        from segmentation_models_pytorch import losses
+
+        self.loss = getattr(losses, name)("multiclass", ignore_index=IGNORE_INDEX)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        value = self.loss(logits.float(), target).sum()  # the sum of one value is itself; of none, 0
+        return torch.where((target != IGNORE_INDEX).any(), value, torch.zeros_like(value))
+
+
+# name -> factory(ohem_thresh, ohem_min_kept); `--loss` takes NAME, WEIGHT*NAME and sums of them.
+LOSSES: dict[str, Callable[[float, int], nn.Module]] = {
+    "ce": lambda thresh, min_kept: CrossEntropy(),
+    "ohem": lambda thresh, min_kept: OhemCrossEntropy(thresh, min_kept),
+    "dice": lambda thresh, min_kept: SmpLoss("DiceLoss"),
+    "focal": lambda thresh, min_kept: SmpLoss("FocalLoss"),
+    "lovasz": lambda thresh, min_kept: SmpLoss("LovaszLoss"),
+    "jaccard": lambda thresh, min_kept: SmpLoss("JaccardLoss"),
+    "tversky": lambda thresh, min_kept: SmpLoss("TverskyLoss"),
+}
+
+
+def parse_loss(text: str) -> tuple[tuple[float, str], ...]:
+    """'ce+0.5*dice' -> ((1.0, 'ce'), (0.5, 'dice')); anything else is a UserError listing the names."""
+    terms = []
+    for term in text.replace(" ", "").lower().split("+"):
+        weight_text, _, name = term.rpartition("*")
+        try:
+            weight = float(weight_text) if weight_text else 1.0
+        except ValueError:
+            weight = math.nan
+        if name not in LOSSES or not (math.isfinite(weight) and weight > 0):
+            raise UserError(
+                f"loss {text!r} (--loss): {term!r} is not NAME or WEIGHT*NAME with a positive weight; the names "
+                f"are {', '.join(LOSSES)}, combined with +, e.g. ce+0.5*dice."
+            )
+        terms.append((weight, name))
+    return tuple(terms)
+
+
+def loss_text(text: str) -> str:
+    """The one spelling of a loss expression ('CE + 0.50*Dice' -> 'ce+0.5*dice')."""
+    return "+".join(name if weight == 1 else f"{weight!r}*{name}" for weight, name in parse_loss(text))
+
+
+class WeightedSum(nn.Module):
+    """sum of weight x loss over the terms of a loss expression."""
+
+    def __init__(self, terms: list[tuple[float, nn.Module]]) -> None:
+        super().__init__()
+        self.weights = [weight for weight, _ in terms]
+        self.losses = nn.ModuleList(loss for _, loss in terms)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return sum(weight * loss(logits, target) for weight, loss in zip(self.weights, self.losses, strict=True))
+
+
 def build_loss(name: str, ohem_thresh: float = 0.7, ohem_min_kept: int = 100_000) -> nn.Module:
-    """The training loss a config names ("ce" or "ohem")."""
-    if name == "ce":
-        return CrossEntropy()
-    if name == "ohem":
-        return OhemCrossEntropy(thresh=ohem_thresh, min_kept=ohem_min_kept)
-    raise ValueError(f"unknown loss {name!r}")  # TrainConfig validates names, so this is a bug
+    """The training loss a config names: one registered loss, or a weighted sum of them."""
+    terms = [(weight, LOSSES[term](ohem_thresh, ohem_min_kept)) for weight, term in parse_loss(name)]
+    return terms[0][1] if len(terms) == 1 and terms[0][0] == 1 else WeightedSum(terms)

@@ -1,14 +1,15 @@
-"""The network: segmentation_models_pytorch U-Net with a ResNet-34 encoder and 19 output classes.
+"""The network: any segmentation_models_pytorch architecture and encoder a config names, 19 output classes.
 
-Encoder weights come from smp's Hugging Face hub copy ("imagenet"), from a local torchvision-format
-resnet34 state dict (for machines without internet), or nowhere (random init, e.g. before loading a
-checkpoint). Input sides must be multiples of 32.
+Encoder weights come from smp's Hugging Face hub copy ("imagenet"), from a local state dict of that encoder (for
+machines without internet), or nowhere (random init, e.g. before loading a checkpoint). `load_model` rebuilds
+a checkpoint's network; an export folder is read by cityseg.prediction.deployed.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,55 +18,63 @@ from torch import nn
 
 from cityseg.errors import UserError, describe_error
 from cityseg.labels import NUM_CLASSES
+from cityseg.training.model_names import DEFAULT_ARCH, DEFAULT_ENCODER, canonical_arch, model_title
 
-ENCODER = "resnet34"
+# Architectures whose ONNX export (dynamic height and width, cityseg.prediction.export) fails, and how; every
+# other architecture is exported and checked against torch. bench/model_zoo.py measures it (docs/models.md).
+ONNX_REFUSALS = {
+    arch: "torch.export cannot trace it for every input size (its shape guards hold for one size only)"
+    for arch in ("FPN", "DeepLabV3Plus", "Linknet", "MAnet", "UnetPlusPlus", "PAN")
+} | {arch: "its exported graph works at the traced size only" for arch in ("PSPNet", "UPerNet", "DPT")}
+
+
+def onnx_refusal(config: Mapping[str, Any] | None) -> str | None:
+    """Why the stored config's architecture cannot be exported to ONNX, or None when it can."""
+    arch = (config or {}).get("arch") or DEFAULT_ARCH
+    reason = ONNX_REFUSALS.get(arch)
+    return None if reason is None else f"{model_title(arch, (config or {}).get('encoder'))}: {reason}"
 
 
 def _hub_errors() -> tuple[type[BaseException], ...]:
-    """Exception types a failed hub download raises (offline, proxy, HTTP error)."""
-    errors: list[type[BaseException]] = [OSError, ConnectionError, TimeoutError]
+    """Exception types a failed hub download raises (offline, proxy, HTTP error; connection errors are OSErrors)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
     try:
-        from huggingface_hub.errors import HfHubHTTPError
-
-        errors.append(HfHubHTTPError)
-    except ImportError:  # pragma: no cover - older hub versions
-        pass
-    for client in ("httpx", "httpx2"):  # the hub's HTTP client, depending on its version
-        try:
-            errors.append(importlib.import_module(client).HTTPError)
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
+        from httpx import HTTPError  # the hub's HTTP client in its newer versions
+    except ImportError:  # pragma: no cover - older hub versions use requests, whose errors are OSErrors
+        return OSError, HfHubHTTPError
+    return OSError, HfHubHTTPError, HTTPError
 
 
-def _unet(encoder_weights: str | None, num_classes: int) -> nn.Module:
+def _create(arch: str, encoder: str, weights: str | None, num_classes: int) -> nn.Module:
     import segmentation_models_pytorch as smp
 
-    return smp.Unet(ENCODER, encoder_weights=encoder_weights, classes=num_classes)
+    arch = canonical_arch(arch)
+    extra = {"dynamic_img_size": True} if arch == "DPT" else {}  # timm's ViTs take only their pretraining size else
+    with warnings.catch_warnings():  # smp warns that 'tu-' encoders take a flag, not a weights name
+        warnings.simplefilter("ignore", UserWarning)
+        return smp.create_model(arch, encoder, encoder_weights=weights, classes=num_classes, **extra)
 
 
-def _build_imagenet(num_classes: int) -> nn.Module:
+def _build_imagenet(arch: str, encoder: str, num_classes: int) -> nn.Module:
     try:
-        return _unet("imagenet", num_classes)
+        return _create(arch, encoder, "imagenet", num_classes)
     except _hub_errors() as exc:
         offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
         raise UserError(
-            f"could not get the ImageNet resnet34 encoder weights from the Hugging Face hub{offline}: "
-            f"{describe_error(exc)}. Without internet, either "
-            "train from scratch with `--encoder-weights none`, or pass `--encoder-weights PATH` with a local "
-            "torchvision resnet34 state dict (torchvision.models.resnet34(weights='IMAGENET1K_V1').state_dict() "
-            "saved with torch.save), or pre-fill the Hugging Face cache with smp-hub/resnet34.imagenet on a "
-            "connected machine and set HF_HUB_OFFLINE=1."
+            f"could not get the ImageNet {encoder} encoder weights from the Hugging Face hub{offline}: "
+            f"{describe_error(exc)}. Without internet, either train from scratch with `--encoder-weights none`, "
+            f"or pass `--encoder-weights PATH` with a local state dict of the {encoder} encoder saved with "
+            "torch.save (for resnets, torchvision's resnet state dict), or pre-fill the Hugging Face cache on a "
+            "connected machine (build the model once there) and set HF_HUB_OFFLINE=1."
         ) from None
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def _read_state_dict(path: Path, encoder: str) -> dict[str, torch.Tensor]:
     """A plain {name: tensor} dict from a local file, opened without running code."""
+    fix = f"save the {encoder} encoder's state dict with torch.save, or pass 'imagenet' or 'none'"
     if not path.is_file():
-        raise UserError(
-            f"encoder weights file {path} does not exist; pass a torchvision resnet34 state dict saved with "
-            "torch.save, 'imagenet', or 'none'."
-        )
+        raise UserError(f"encoder weights file {path} does not exist; {fix}.")
     from cityseg.training.checkpoint import require_safe_torch
 
     require_safe_torch(path)
@@ -73,56 +82,70 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch.load fails on foreign files with many types (even IndexError)
         raise UserError(
-            f"cannot read encoder weights {path} as a tensor-only state dict "
-            f"({describe_error(exc)}); save one with "
-            "torch.save(torchvision.models.resnet34(...).state_dict(), PATH)."
+            f"cannot read encoder weights {path} as a tensor-only state dict ({describe_error(exc)}); {fix}."
         ) from None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(
-            f"{path} is not a state dict (a dict of tensors); save one with "
-            "torch.save(torchvision.models.resnet34(...).state_dict(), PATH)."
-        )
+        raise UserError(f"{path} is not a state dict (a dict of tensors); {fix}.")
     return state
 
 
-def _load_local_encoder(model: nn.Module, path: Path) -> None:
-    state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith("fc.")}
+def _load_local_encoder(model: nn.Module, path: Path, encoder: str) -> None:
+    """Load a state dict into the encoder, naming the first key or shape that does not fit."""
+    state, own = dict(_read_state_dict(path, encoder)), model.encoder.state_dict()
     try:
-        model.encoder.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[:300]
+        model.encoder.load_state_dict(state, strict=True)  # smp's encoders pop their classifier keys from `state`
+        return
+    except RuntimeError:
+        pass
+    wrong = [
+        f"missing key {k}" if k not in state else f"{k} has shape {list(state[k].shape)}, not {list(own[k].shape)}"
+        for k in own
+        if k not in state or state[k].shape != own[k].shape
+    ] + [f"unexpected key {k}" for k in state if k not in own]
+    if wrong:
         raise UserError(
-            f"{path} is not a torchvision resnet34 state dict: its tensors do not match the resnet34 encoder "
-            f"({detail}). Pass resnet34 weights (e.g. not resnet18/50), 'imagenet', or 'none'."
-        ) from None
+            f"{path} does not fit the {encoder} encoder: first mismatch: {wrong[0]} ({len(wrong)} in all). Pass "
+            f"weights of the {encoder} encoder (e.g. not of another depth or family), 'imagenet', or 'none'."
+        )
 
 
-def build_model(encoder_weights: str | Path | None = "imagenet", num_classes: int = NUM_CLASSES) -> nn.Module:
-    """U-Net/ResNet-34 with encoder weights from the hub ("imagenet"), a local resnet34 state dict, or none."""
+def build_model(
+    encoder_weights: str | Path | None = "imagenet",
+    num_classes: int = NUM_CLASSES,
+    arch: str = DEFAULT_ARCH,
+    encoder: str = DEFAULT_ENCODER,
+) -> nn.Module:
+    """smp's `arch` on `encoder`, encoder weights from the hub ("imagenet"), a local state dict, or none."""
     if isinstance(encoder_weights, str) and encoder_weights == "imagenet":
-        return _build_imagenet(num_classes)
-    model = _unet(None, num_classes)
+        return _build_imagenet(arch, encoder, num_classes)
+    model = _create(arch, encoder, None, num_classes)
     if encoder_weights is not None and str(encoder_weights).lower() not in ("none", ""):
-        _load_local_encoder(model, Path(encoder_weights))
+        _load_local_encoder(model, Path(encoder_weights), encoder)
     return model
 
 
-_CHECKED_WEIGHTS: set[str] = set()
+def model_of(config: Any, encoder_weights: str | Path | None = None) -> nn.Module:
+    """The network a TrainConfig (or a stored config dict: older ones name no model) describes."""
+    get = config.get if isinstance(config, Mapping) else lambda name: getattr(config, name, None)
+    return build_model(encoder_weights, NUM_CLASSES, get("arch") or DEFAULT_ARCH, get("encoder") or DEFAULT_ENCODER)
 
 
-def check_encoder_weights(encoder_weights: str | Path | None) -> None:
+_CHECKED_WEIGHTS: set[tuple[str, str, str]] = set()
+
+
+def check_encoder_weights(config: Any) -> None:
     """Fail before a run writes anything when its encoder weights cannot be had (hub offline, bad local file).
 
     Builds the model once (the hub download is cached for the real build); a success is remembered.
     """
-    key = "none" if encoder_weights is None else str(encoder_weights)
-    if key.lower() in ("none", "") or key in _CHECKED_WEIGHTS:
+    key = (config.arch, config.encoder, str(config.encoder_weights))
+    if config.encoder_weights is None or key[2].lower() in ("none", "") or key in _CHECKED_WEIGHTS:
         return
-    build_model(encoder_weights)
+    model_of(config, config.encoder_weights)
     _CHECKED_WEIGHTS.add(key)
 
 
-def _strip_wrappers(state_dict: dict[str, Any]) -> dict[str, Any]:
+def strip_wrappers(state_dict: dict[str, Any]) -> dict[str, Any]:
     """Drop DDP's 'module.' and torch.compile's '_orig_mod.' prefixes so any saved wrapper loads."""
     for prefix in ("module.", "_orig_mod."):
         if state_dict and all(k.startswith(prefix) for k in state_dict):
@@ -130,31 +153,32 @@ def _strip_wrappers(state_dict: dict[str, Any]) -> dict[str, Any]:
     return state_dict
 
 
+def load_into(model: nn.Module, weights: Any, path: Path, config: Any) -> nn.Module:
+    """`weights` loaded strictly into `model`; weights of another network are a UserError naming `path`."""
+    try:
+        model.load_state_dict(strip_wrappers(weights), strict=True)
+    except (RuntimeError, AttributeError):
+        raise UserError(
+            f"{path} holds weights of another architecture or class count: they do not fit "
+            f"{model_title(config.get('arch'), config.get('encoder'))} with {NUM_CLASSES} classes; use a file "
+            "written by cityseg (a run's best.pt or last.pt, or `cityseg export`)."
+        ) from None
+    return model.eval()
+
+
 def load_model(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the network from a cityseg checkpoint or `cityseg export` folder (no download) in eval mode on `device`."""
+    """Rebuild a checkpoint's network (the architecture its config names; no download) in eval mode on `device`."""
     from cityseg.training.checkpoint import load_checkpoint
 
-    if Path(checkpoint).is_dir():
-        from cityseg.training.deployed import load_exported
-
-        return load_exported(Path(checkpoint), resolve_device(device) if isinstance(device, str) else device)
     state = load_checkpoint(Path(checkpoint), map_location="cpu")
-    weights = state.get("model")
+    weights, config = state.get("model"), state.get("config") or {}
     if state.get("num_classes") != NUM_CLASSES or not isinstance(weights, dict):
         raise UserError(
             f"{checkpoint} is a checkpoint of another architecture or class count "
             f"(num_classes={state.get('num_classes')!r}, expected {NUM_CLASSES}); use a run of this cityseg version."
         )
-    model = build_model(encoder_weights=None)
-    try:
-        model.load_state_dict(_strip_wrappers(weights), strict=True)
-    except RuntimeError:
-        raise UserError(
-            f"{checkpoint} is a checkpoint of another architecture or class count: its weights do not fit "
-            f"U-Net/{ENCODER} with {NUM_CLASSES} classes; use a best.pt or last.pt of a cityseg run."
-        ) from None
-    device = resolve_device(device) if isinstance(device, str) else device
-    return model.to(device).eval(), state
+    model = load_into(model_of(config), weights, Path(checkpoint), config)
+    return model.to(resolve_device(device) if isinstance(device, str) else device), state
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -165,19 +189,16 @@ def resolve_device(name: str = "auto") -> torch.device:
         device = torch.device(name)
     except (RuntimeError, ValueError):
         raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N.") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(
-                f"device {name!r} was requested but this machine has no usable CUDA GPU; use --device cpu or auto."
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(
-                f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
-                f"numbered 0..{torch.cuda.device_count() - 1}."
-            )
-    elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and not count:
+        raise UserError(f"device {name!r} was requested but this machine has no usable CUDA GPU; use --device cpu.")
+    if device.type == "cuda" and device.index is not None and device.index >= count:
+        raise UserError(
+            f"device {name!r} does not exist: this machine has {count} CUDA GPU(s), numbered 0..{count - 1}."
+        )
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise UserError(f"device {name!r} was requested but MPS is not available here; use --device cpu or auto.")
-    elif device.type not in ("cpu", "cuda", "mps"):
+    if device.type not in ("cpu", "cuda", "mps"):
         raise UserError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N.")
     return device
 
@@ -185,9 +206,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 def mixed_precision_dtype(device: torch.device) -> torch.dtype | None:
     """The autocast dtype on `device`: bf16 where the GPU computes it natively, else fp16; None (float32) off CUDA.
 
-    torch.cuda.is_bf16_supported() also answers True on GPUs that only emulate bf16 (V100, T4, Turing), where
-    it is slow; `including_emulation=False` asks for native support (compute capability 8.0+, or ROCm).
-    fp16 training needs a GradScaler (`trainer.needs_grad_scaler`); inference needs none.
+    `including_emulation=False` asks for native bf16 (compute capability 8.0+, or ROCm): the default also answers
+    True on GPUs that only emulate it (V100, T4), where it is slow. fp16 training needs a GradScaler.
     """
     if device.type != "cuda":
         return None

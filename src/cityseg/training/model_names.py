@@ -1,15 +1,22 @@
-"""How a run's network is named to people: titles like "U-Net / resnet34" from the config's arch and encoder.
+"""The network a config names: smp's architecture and encoder names, checked against smp's registries, and titles
+like "U-Net / resnet34" for people.
 
-Kept free of torch so reports, cards and the CLI can name a model without importing it.
+Importing this module does not import torch or smp: the default model (the reference's U-Net/ResNet-34) is known
+valid, so `cityseg --help` and the default config never load them; any other name is checked against smp.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
+from cityseg.errors import UserError
+
 DEFAULT_ARCH = "Unet"  # the reference's network: smp.Unet with a ResNet-34 encoder
 DEFAULT_ENCODER = "resnet34"
+# smp.Unet("resnet34").encoder.output_stride, known here without importing smp (tests/training/test_model.py checks it)
+DEFAULT_SIZE_MULTIPLE = 32
 
 # smp's class names as papers write them; an architecture not listed is shown under its smp name.
 ARCH_TITLES = {
@@ -34,3 +41,67 @@ def model_title_of(config: Any) -> str:
     if isinstance(config, Mapping):
         return model_title(config.get("arch"), config.get("encoder"))
     return model_title(getattr(config, "arch", None), getattr(config, "encoder", None))
+
+
+def canonical_arch(name: str) -> str:
+    """smp's class name for an architecture named in any case ('fpn' -> 'FPN'); unknown names list the valid ones."""
+    if name == DEFAULT_ARCH:
+        return name
+    import segmentation_models_pytorch as smp
+
+    known = {cls.__name__.lower(): cls.__name__ for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
+    if name.lower() not in known:
+        raise UserError(
+            f"unknown architecture {name!r} (--arch); segmentation_models_pytorch {smp.__version__} offers "
+            f"{', '.join(known.values())} (any case)."
+        )
+    return known[name.lower()]
+
+
+def check_encoder(encoder: str, weights: str | None) -> None:
+    """'imagenet' only for an encoder smp has ImageNet weights for ('tu-' encoders: timm's own pretrained weights)."""
+    if encoder == DEFAULT_ENCODER or weights != "imagenet" or encoder.startswith("tu-"):
+        return
+    import segmentation_models_pytorch as smp
+
+    offered = smp.encoders.encoders.get(encoder, {}).get("pretrained_settings", {"imagenet": None})
+    if "imagenet" not in offered:
+        raise UserError(
+            f"smp has no ImageNet weights for encoder {encoder!r} (it has {', '.join(offered) or 'none'}); pass "
+            "--encoder-weights none, or a local state dict of this encoder."
+        )
+
+
+@functools.cache
+def size_multiple(arch: str, encoder: str) -> int:
+    """The number every input side must divide by: the built encoder's output stride (smp's own input check).
+
+    Built on the meta device (no memory, no weights), or on the CPU for encoders that cannot be built there; a
+    name smp does not know, or a pair it cannot build, is a UserError with smp's reason (which lists the names).
+    """
+    if (arch, encoder) == (DEFAULT_ARCH, DEFAULT_ENCODER):
+        return DEFAULT_SIZE_MULTIPLE
+    import warnings
+
+    import segmentation_models_pytorch as smp
+    import torch
+
+    def build(device: str) -> Any:
+        with torch.device(device), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return smp.create_model(canonical_arch(arch), encoder, encoder_weights=None, classes=2)
+
+    try:
+        try:
+            model = build("meta")
+        except (RuntimeError, NotImplementedError) as exc:  # Mix Transformers call .item() while being built
+            if "meta" not in str(exc):
+                raise
+            model = build("cpu")
+    except (RuntimeError, ValueError, KeyError, AssertionError) as exc:
+        detail = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)  # a KeyError's str() is quoted
+        raise UserError(
+            f"smp cannot build {arch} with encoder {encoder!r} (--arch, --encoder): {' '.join(detail.split())} "
+            "('tu-' encoders name a timm model: timm.list_models())."
+        ) from None
+    return int(model.encoder.output_stride)

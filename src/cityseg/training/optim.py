@@ -18,8 +18,8 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, An
 
     Group 0 is the decoder's decayed weights at `lr` (the lr the log reports); the encoder runs at
     lr * encoder_lr_mult with weight_decay * encoder_weight_decay_mult (SwiftNet's fine-tuning split).
-    Every 1-D parameter (BatchNorm weights, all biases) gets weight decay 0, as in timm and
-    mmsegmentation: shrinking a norm's scale or a bias toward 0 regularises nothing.
+    Every 1-D parameter (BatchNorm weights, all biases) gets weight decay 0: our choice, timm's rule (mmsegmentation's
+    CNN schedules decay everything): shrinking a norm's scale or a bias toward 0 regularises nothing.
     """
     encoder_ids = {id(p) for p in model.encoder.parameters()}
     decoder = [p for p in model.parameters() if id(p) not in encoder_ids]

@@ -1,162 +1,145 @@
-"""The named recipes: default values for a TrainConfig, with the source of every choice and the deviations.
+"""Recipes: TOML files of training config values with the source of each choice; `seed` and `strong` ship here.
 
-`cityseg recipes` prints them; `cityseg.training.config.resolve_config(name, **overrides)` turns one into a config.
-Each source names the paper or repository it follows (NOTES.md says what "as in X" means precisely).
+A file holds config field names at top level, an optional `extends` (a built-in name, or a path relative to
+the file), a `description`, `deviations` (where it knowingly departs from its sources) and a `[sources]` table
+(one text per group of FIELD_GROUPS). cityseg.training.config.resolve_config turns one into a TrainConfig.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from cityseg.errors import UserError, describe_error
+from cityseg.training.config_values import from_text, match, type_name
+
+BUILTIN_DIR = Path(__file__).with_name("recipe_files")
+BUILTIN = ("seed", "strong")
+# Groups of fields a recipe cites a source for. Fields in no group (labels, seed, workers, device, compile, cache,
+# gpu_aug) are run settings, not part of a recipe.
+FIELD_GROUPS: dict[str, tuple[str, ...]] = {
+    group: tuple(names.split())
+    for group, names in {
+        "optimization": "optimizer lr encoder_lr_mult weight_decay encoder_weight_decay_mult betas momentum batch_size "
+        "epochs",
+        "schedule": "schedule warmup_epochs min_lr poly_power schedule_epochs",
+        "augmentation": "aug size crop scale_range crop_max_class_ratio",
+        "loss": "loss ohem_thresh ohem_min_kept",
+        "model": "arch encoder encoder_weights sync_bn",
+        "selection": "select",
+        "precision": "amp",
+    }.items()
+}
+RUN_SETTING = "run setting, not part of the recipe"
+# The keys of a recipe file that are not config fields: what each must be, and a check of it.
+_META = {
+    "description": ("a string", lambda v: isinstance(v, str)),
+    "extends": ("a built-in recipe's name or a path", lambda v: isinstance(v, str)),
+    "deviations": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v)),
+    "sources": ("a table of strings", lambda v: isinstance(v, dict) and all(isinstance(s, str) for s in v.values())),
+}
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """A named default config, where each group of its choices comes from, and where it knowingly departs."""
+    """A recipe file read and checked: its values (its parents' overlaid by its own), sources and deviations."""
 
-    name: str
+    name: str  # a built-in's name, or the file's resolved path
+    path: Path
+    sha256: str
     description: str
     values: dict[str, Any]
     sources: dict[str, str]
-    deviations: tuple[str, ...] = ()
+    deviations: tuple[str, ...]
+    parents: tuple[str, ...] = ()  # the names of the recipes it extends, nearest first
+
+    def record(self) -> dict[str, Any]:
+        """What config.json says about the recipe: its file and sha256, what it extends, its resolved values."""
+        values = {name: list(v) if isinstance(v, tuple) else v for name, v in self.values.items()}
+        return {
+            "name": self.name,
+            "file": str(self.path),
+            "sha256": self.sha256,
+            "extends": list(self.parents),
+            "values": values,
+        }
 
 
-# Groups of fields a recipe cites a source for (the README and `cityseg recipes` quote these). Fields in no
-# group (labels, seed, workers, device, compile, cache, gpu_aug) are run settings, not part of a recipe.
-FIELD_GROUPS: dict[str, tuple[str, ...]] = {
-    "optimization": (
-        "optimizer",
-        "lr",
-        "encoder_lr_mult",
-        "weight_decay",
-        "encoder_weight_decay_mult",
-        "betas",
-        "momentum",
-        "batch_size",
-        "epochs",
-    ),
-    "schedule": ("schedule", "warmup_epochs", "min_lr", "poly_power", "schedule_epochs"),
-    "augmentation": ("aug", "size", "crop", "scale_range", "crop_max_class_ratio"),
-    "loss": ("loss", "ohem_thresh", "ohem_min_kept"),
-    "model": ("arch", "encoder", "encoder_weights", "sync_bn"),
-    "selection": ("select",),
-    "precision": ("amp",),
-}
-RUN_SETTING = "run setting, not part of the recipe"
+def recipe_path(spec: str | Path, relative_to: Path | None = None) -> Path:
+    """The file of a built-in name, or a path (relative to `relative_to`'s folder, else to the working folder)."""
+    if str(spec) in BUILTIN:
+        return BUILTIN_DIR / f"{spec}.toml"
+    path = Path(spec).expanduser()
+    return (relative_to.parent / path if relative_to is not None and not path.is_absolute() else path).resolve()
 
-_REFERENCE = "the reference write-up (U-Net/ResNet-34, 66.79 val mIoU; NOTES.md)"
-_SWIFTNET = "SwiftNet RN-18 (Oršić et al., CVPR 2019; its configs/rn18_single_scale.py)"
 
-RECIPES: dict[str, Recipe] = {
-    recipe.name: recipe
-    for recipe in (
-        Recipe(
-            name="seed",
-            description="The reference: Adam 1e-4, batch 4, plain cross-entropy, 10 epochs, horizontal flip only, "
-            "full-resolution images, float32, epoch count by fold val loss.",
-            values={
-                "epochs": 10,
-                "batch_size": 4,
-                "optimizer": "adam",
-                "lr": 1e-4,
-                "encoder_lr_mult": 1.0,
-                "weight_decay": 0.0,
-                "betas": (0.9, 0.999),
-                "schedule": "constant",
-                "warmup_epochs": 0.0,
-                "size": None,
-                "crop": None,
-                "scale_range": None,
-                "aug": ("flip",),
-                "loss": "ce",
-                "encoder_weights": "imagenet",
-                "select": "loss",
-                "amp": False,
-            },
-            sources={
-                "optimization": f"Adam (PyTorch defaults: betas 0.9, 0.999, no weight decay), lr 1e-4, batch 4, "
-                f"10 epochs, as in {_REFERENCE}.",
-                "schedule": f"constant learning rate, as in {_REFERENCE}.",
-                "augmentation": f"horizontal flip only on full-resolution 2048x1024 images, as in {_REFERENCE}.",
-                "loss": f"CrossEntropyLoss(ignore_index=255), as in {_REFERENCE}.",
-                "model": f"smp.Unet('resnet34') with an ImageNet encoder, as in {_REFERENCE}.",
-                "selection": f"best epoch by validation loss, as in {_REFERENCE} (here on the held-out folds; see "
-                "the deviations).",
-                "precision": f"float32, as in {_REFERENCE}; `--amp` trains in mixed precision (faster, other numbers).",
-            },
-            deviations=(
-                "The last incomplete batch of each epoch is dropped (drop_last; PyTorch's default, presumably the "
-                "reference's, keeps it): a batch of 1-3 images would get a full step's weight and noisy "
-                "BatchNorm statistics.",
-                "The reference picked its best epoch by loss on the val set it then reported on. Here the "
-                "held-out folds pick: the full fit trains for the median of the folds' best epochs on every "
-                "train image, and val is scored once, unselected.",
-            ),
-        ),
-        Recipe(
-            name="strong",
-            description="SwiftNet's optimiser and schedule on the U-Net: Adam 4e-4 (encoder at lr/4) with L2 decay "
-            "1e-4 (encoder 2.5e-5), cosine to 1e-6 after a warm-up, random scale 0.5-2.0 and 768x768 crops, flip, "
-            "photometric distortion, batch 8, 200 epochs, the last epoch's weights.",
-            values={
-                "epochs": 200,
-                "batch_size": 8,
-                "optimizer": "adam",
-                "lr": 4e-4,
-                "encoder_lr_mult": 0.25,
-                "weight_decay": 1e-4,
-                "encoder_weight_decay_mult": 0.25,
-                "betas": (0.9, 0.99),
-                "schedule": "cosine",
-                "warmup_epochs": 2.0,
-                "min_lr": 1e-6,
-                "size": None,
-                "crop": (768, 768),
-                "scale_range": (0.5, 2.0),
-                "crop_max_class_ratio": 0.75,
-                "aug": ("flip", "scale-crop", "photometric"),
-                "loss": "ce",
-                "ohem_thresh": 0.7,
-                "ohem_min_kept": 100_000,
-                "encoder_weights": "imagenet",
-                "select": "last",
-                "amp": True,
-            },
-            sources={
-                "optimization": f"{_SWIFTNET}: Adam with betas (0.9, 0.99), lr 4e-4 with the pretrained encoder at "
-                "lr/4, and Adam's own (coupled, L2) weight decay 1e-4 with the encoder at 1e-4/4. SwiftNet's "
-                "setting is kept whole rather than swapped for AdamW: decoupled decay at 1e-4 shrinks weights by "
-                "lr x 1e-4 = 4e-8 per step, i.e. no regularisation, and AdamW at mmsegmentation's 0.01-0.05 would "
-                "be an untested mix. 200 epochs at batch 8 instead of 250 at 14, to fit one GPU.",
-                "schedule": f"{_SWIFTNET}: cosine decay to 1e-6; a 2-epoch linear warm-up as in mmsegmentation's "
-                "schedules; poly 0.9 (mmsegmentation's Cityscapes default) is `--schedule poly`.",
-                "augmentation": "SwiftNet and mmsegmentation Cityscapes configs: random scale 0.5-2.0, 768x768 "
-                "crops (SwiftNet; mmsegmentation uses 512x1024) re-drawn when one class covers more than 75% "
-                "(mmsegmentation's cat_max_ratio=0.75), horizontal flip, photometric distortion (mmsegmentation).",
-                "loss": "cross-entropy with ignore 255 (SwiftNet); `--loss ohem` is mmsegmentation's "
-                "OHEMPixelSampler (thresh 0.7, min_kept 100000 per image) with its CrossEntropyLoss averaging.",
-                "model": "ImageNet-pretrained encoder, as in SwiftNet and the reference; SyncBN for multi-GPU "
-                "runs as in mmsegmentation (`--sync-bn`).",
-                "selection": "a fixed budget, nothing selected: the folds are scored and the full fit is taken at "
-                "the last epoch of the same schedule, where the cosine ends.",
-                "precision": "bf16 autocast where the GPU has it natively, else fp16 with a gradient scaler: a "
-                "speed choice (SwiftNet trained in float32); weights and optimizer state stay float32.",
-            },
-            deviations=(
-                "U-Net decoder on ResNet-34 (smp) instead of SwiftNet's ladder decoder on ResNet-18.",
-                "Batch 8 and 200 epochs instead of 14 and 250; the cosine is stepped every iteration after a "
-                "2-epoch warm-up (SwiftNet: once per epoch, no warm-up).",
-                "Norm weights and biases get no weight decay (as timm and mmsegmentation's AdamW configs); SwiftNet "
-                "decays every parameter.",
-                "Photometric distortion and crop re-drawing come from mmsegmentation; SwiftNet uses scale, crop "
-                "and flip only.",
-                "The last epoch's weights are used; SwiftNet kept the best of its evaluations on val every 4 "
-                "epochs, chosen on the set it reported.",
-                "Mixed precision (bf16 or fp16 autocast); SwiftNet trained in float32.",
-            ),
-        ),
+def load_recipe(spec: str | Path, hints: Mapping[str, Any], _seen: tuple[Path, ...] = ()) -> Recipe:
+    """Read, check and resolve a recipe (its `extends` chain included); `hints` are the recipe fields' types.
+
+    Every problem (missing file, invalid TOML, unknown key, wrong type, extends cycle) is a UserError naming the
+    file, the key and the valid choices.
+    """
+    path = recipe_path(spec, _seen[-1] if _seen else None)
+    where = f"recipe file {path}"
+    if path in _seen:
+        raise UserError(f"{where}: `extends` makes a cycle ({' -> '.join(map(str, (*_seen, path)))}); break it.")
+    try:
+        data = path.read_bytes()
+        table = tomllib.loads(data.decode())
+    except FileNotFoundError:
+        parent = f" (extended by {_seen[-1]})" if _seen else ""
+        raise UserError(
+            f"{where} does not exist{parent}; name a built-in recipe ({', '.join(BUILTIN)}) or an existing "
+            ".toml file (a relative `extends` is relative to the file that says it)."
+        ) from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"{where} cannot be read as TOML ({describe_error(exc)}); fix the file.") from None
+    unknown = sorted(set(table) - set(_META) - set(hints))
+    if unknown:
+        raise UserError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys are {', '.join(_META)} and the "
+            f"config fields {', '.join(hints)} (machine settings such as workers or device are flags, not recipe "
+            "values)."
+        )
+    for key, (kind, fits) in _META.items():
+        if key in table and not fits(table[key]):
+            raise UserError(f"{where}: {key} must be {kind}, got {table[key]!r}.")
+    groups = set(table.get("sources", {})) - set(FIELD_GROUPS)
+    if groups:
+        raise UserError(
+            f"{where}: [sources] names unknown group(s) {', '.join(sorted(groups))}; the groups are "
+            f"{', '.join(FIELD_GROUPS)}."
+        )
+    own = {name: _value(where, name, hints[name], value) for name, value in table.items() if name in hints}
+    parent = load_recipe(table["extends"], hints, (*_seen, path)) if "extends" in table else None
+    changed = {group for group, names in FIELD_GROUPS.items() if set(names) & set(own)}
+    inherited = {g: text for g, text in (parent.sources if parent else {}).items() if g not in changed}
+    return Recipe(
+        name=str(spec) if str(spec) in BUILTIN else str(path),
+        path=path,
+        sha256=hashlib.sha256(data).hexdigest(),
+        description=table.get("description", parent.description if parent else ""),
+        values={**(parent.values if parent else {}), **own},
+        sources={**inherited, **table.get("sources", {})},
+        deviations=tuple(table.get("deviations", ())),
+        parents=(parent.name, *parent.parents) if parent else (),
     )
-}
 
 
-__all__ = ["FIELD_GROUPS", "RECIPES", "RUN_SETTING", "Recipe"]
+def _value(where: str, name: str, hint: Any, value: Any) -> Any:
+    """A field's value from a file, converted to the field's type; a wrong type names the file and the key."""
+    try:
+        ok, converted = match(hint, from_text(hint, value))
+    except (ValueError, UserError):
+        ok, converted = False, None
+    if not ok:
+        raise UserError(f'{where}: {name} must be {type_name(hint)} ("none" for none, sizes as "WxH"), got {value!r}.')
+    return converted

@@ -27,7 +27,7 @@ from cityseg.errors import UserError
 from cityseg.labels import NUM_CLASSES
 from cityseg.training import runinfo
 from cityseg.training.checkpoint import save_checkpoint
-from cityseg.training.config import TrainConfig
+from cityseg.training.config import TrainConfig, recipe_record
 from cityseg.training.datasets import build_datasets, build_loaders
 from cityseg.training.dist import (
     DistInfo,
@@ -106,6 +106,7 @@ def _write_config_json(
         run_dir,
         {
             "config": config.to_dict(),
+            "recipe_file": recipe_record(config),
             "runtime": runtime_record(config, info.device, info.world_size),
             "run_name": run_name,
             **runinfo.collect(info.device, root, world_size=info.world_size),
@@ -142,7 +143,7 @@ def train_run(
     info = init_distributed(config.device)
     config = resolve_and_report(config, root, len(train_ids), info.world_size, info.device, always=False)
     if not (resume and (run_dir / LAST_FILE).is_file()):
-        check_encoder_weights(config.encoder_weights)  # a missing download or file fails before anything is written
+        check_encoder_weights(config)  # a missing download or file fails before anything is written
     if is_main():
         make_run_folder(run_dir)
     barrier()
@@ -324,7 +325,7 @@ def _setup(
 ) -> _Training:
     """Build loaders, model (DDP/SyncBN/compile as configured), optimizer, schedule and loss."""
     from cityseg.training.compiling import compile_with_fallback
-    from cityseg.training.model import build_model
+    from cityseg.training.model import model_of
     from cityseg.training.runtime import note_compile_fallback
 
     device = info.device
@@ -334,7 +335,7 @@ def _setup(
     train_loader, val_loader, sampler = build_loaders(config, train_set, val_set, info)
     context = step_context(config, device, info.rank)
     # A resumed run loads its weights below, so it needs no download.
-    core = build_model(encoder_weights=None if state is not None else config.encoder_weights)
+    core = model_of(config, None if state is not None else config.encoder_weights)
     if config.sync_bn and info.world_size > 1 and device.type == "cuda":
         core = nn.SyncBatchNorm.convert_sync_batchnorm(core)
     if state is not None:

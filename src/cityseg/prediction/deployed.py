@@ -1,7 +1,7 @@
-"""Reading a folder written by `cityseg export` back as a model, so `cityseg predict` takes it like a checkpoint.
+"""Models as `cityseg predict` takes them: a checkpoint file, or a folder written by `cityseg export`.
 
-The folder holds `model.safetensors` (the network's tensors only: no optimizer, no pickle, nothing
-that can run code), `model.onnx` and `card.json`, whose `config` is the training config the
+An export folder holds `model.safetensors` (the network's tensors only: nothing that can run code; its metadata
+names the architecture and encoder), `model.onnx` and `card.json`, whose `config` is the training config the
 prediction settings (the training scale) come from.
 """
 
@@ -16,7 +16,8 @@ from torch import nn
 
 from cityseg.errors import UserError, describe_error
 from cityseg.labels import NUM_CLASSES
-from cityseg.training.checkpoint import ARCHITECTURE, check_stored_config
+from cityseg.training.checkpoint import check_stored_config
+from cityseg.training.model import load_into, load_model, model_of, resolve_device
 
 EXPORT_FORMAT = "cityseg-export"
 EXPORT_VERSION = 1
@@ -59,28 +60,25 @@ def read_card(folder: Path) -> dict[str, Any]:
     return card
 
 
+def weights_metadata(network: nn.Module) -> dict[str, str]:
+    """What model.safetensors records beside the tensors: the format, and smp's architecture and encoder names."""
+    return {"format": EXPORT_FORMAT, "arch": type(network).__name__, "encoder": network.config["encoder_name"]}
+
+
 def load_weights(path: Path) -> nn.Module:
     """The network (CPU, eval mode) from a model.safetensors; anything else is a UserError naming the file."""
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    from cityseg.training.model import build_model
-
     try:
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}  # exports before arch and encoder were recorded hold the U-Net
         weights = load_file(path, device="cpu")
     except (OSError, SafetensorError) as exc:
         raise UserError(
             f"{path} cannot be read as safetensors weights ({describe_error(exc)}); export the model again."
         ) from None
-    model = build_model(encoder_weights=None, num_classes=NUM_CLASSES)
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError:
-        raise UserError(
-            f"{path} does not hold {ARCHITECTURE} weights with {NUM_CLASSES} classes; export the model again "
-            "with this version of cityseg."
-        ) from None
-    return model.eval()
+    return load_into(model_of(metadata), weights, path, metadata)
 
 
 def load_exported(folder: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
@@ -91,3 +89,11 @@ def load_exported(folder: Path, device: torch.device) -> tuple[nn.Module, dict[s
     source = card.get("source") or {}
     state = {"config": card.get("config") or {}, "epoch": source.get("epoch"), "num_classes": NUM_CLASSES}
     return model.to(device), state
+
+
+def load_network(model_path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """A checkpoint file (cityseg.training.model.load_model) or an export folder, in eval mode on `device`."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    if Path(model_path).is_dir():
+        return load_exported(Path(model_path), device)
+    return load_model(Path(model_path), device)
