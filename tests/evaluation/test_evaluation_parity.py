@@ -133,9 +133,9 @@ def test_both_engines_mode_fails_loudly_when_they_disagree(synth_raw_root, tmp_p
     real_run_fast = runner_module.run_fast
 
     def off_by_a_little(*args, **kwargs):
-        export, problems = real_run_fast(*args, **kwargs)
+        export, frames = real_run_fast(*args, **kwargs)
         export["classScores"]["road"] += 1e-6
-        return export, problems
+        return export, frames
 
     monkeypatch.setattr(runner_module, "run_fast", off_by_a_little)
     with pytest.raises(EngineMismatchError, match=r"classScores\[road\]"):

@@ -1,11 +1,9 @@
 """Score predictions while `cityseg predict --score` writes them: the fast engine's numbers from the label maps
 in memory, so a val prediction ends with its mIoU without decoding the PNGs it has just written.
 
-The ground truth comes from the split's gt_cache entry when it is fresh (only counting is left), else from
-the gtFine PNGs, decoded in the same worker threads that count (`predict` needs no ground truth itself).
-Frames skipped because an earlier run already wrote them are read back from their PNGs. The counts are the
-ones `evaluate` computes from the PNGs (fast.count_prediction either way), so the numbers are identical;
-the official engine, when asked for, still reads the PNGs (`cityseg evaluate --engine official`).
+The gtFine PNGs are decoded in the worker threads that count; frames an earlier run already wrote are read
+back from their PNGs. The counts are those `evaluate` computes (fast.count_prediction either way), so the
+numbers are the fast engine's: identical to the official script on frames in sorted order.
 """
 
 from __future__ import annotations
@@ -21,20 +19,16 @@ import numpy as np
 
 from cityseg.errors import UserError, format_paths
 from cityseg.evaluation.checks import PredictionProblem, read_prediction
-from cityseg.evaluation.fast import FrameCounts, Pair, count_prediction
-from cityseg.evaluation.gt_cache import gt_cache_folder, open_if_fresh
+from cityseg.evaluation.fast import FrameCounts, Pair, accumulate, count_prediction, export_dict
 from cityseg.evaluation.official import average_class_sizes
-from cityseg.evaluation.output import plain
+from cityseg.evaluation.output import UNITS, plain
 from cityseg.evaluation.runner import ground_truth_frames
-from cityseg.evaluation.scores import accumulate, export_dict
 
 
 class PredictionScorer:
     """Counts frames as they are predicted (in worker threads, so the model never waits), then the export dict."""
 
-    def __init__(
-        self, root: Path, split: str, frame_ids: list[str], workers: int = 2, gt_cache: Path | bool = True
-    ) -> None:
+    def __init__(self, root: Path, split: str, frame_ids: list[str], workers: int = 2) -> None:
         if split == "test":
             raise UserError(
                 "the test split's ground truth is withheld, so test predictions cannot be scored; drop "
@@ -49,8 +43,6 @@ class PredictionScorer:
             )
         self.pairs = {i: Pair(i, Path(i), frames[i].label_ids, frames[i].instance_ids) for i in frame_ids}
         self.order = list(frame_ids)
-        folder = gt_cache_folder(gt_cache, Path(root))
-        self.cache = open_if_fresh(folder, Path(root), split, list(self.pairs.values())) if folder else None
         self.workers = max(1, workers)
         self.pool = ThreadPoolExecutor(max_workers=self.workers)
         self.counts: dict[str, Future] = {}
@@ -72,7 +64,7 @@ class PredictionScorer:
     def _count(self, pair: Pair, label_ids: np.ndarray | None) -> FrameCounts:
         try:
             pred = read_prediction(pair.prediction) if label_ids is None else label_ids
-            return count_prediction(pair, pred, self.cache.read(pair) if self.cache else None)
+            return count_prediction(pair, pred)
         except PredictionProblem as problem:
             raise UserError(f"cannot score prediction {problem}; rerun `cityseg predict` with --overwrite.") from None
 
@@ -85,8 +77,8 @@ class PredictionScorer:
         export = plain(export_dict(accumulate(frames, average_class_sizes())))
         export["cityseg"] = {
             "engine": "fast (in memory, cityseg predict --score)",
+            "units": UNITS,
             "n_frames": len(frames),
-            "gt_cache": self.cache.info() if self.cache else None,
             "timings": {"predict_and_score_s": time.perf_counter() - self.started},
         }
         return export

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cityseg.data.pngdecode import encode_label_png
+from cityseg.data.labelpng import encode_label_png
 from cityseg.labels import VALID_LABEL_IDS
 
 PREDICTION_SUFFIX = "_leftImg8bit.png"  # what `cityseg predict` names its outputs
@@ -54,8 +54,6 @@ def write_noisy_predictions(
         with Image.open(frame.label_ids) as image:
             gt = np.asarray(image)
         path = out_dir / f"{frame.id}{PREDICTION_SUFFIX}"
-        path.write_bytes(
-            encode_label_png(noisy_labels(gt, rng, error_rate, block, values))
-        )  # as `cityseg predict` writes
+        path.write_bytes(encode_label_png(noisy_labels(gt, rng, error_rate, block, values)))  # as `cityseg predict`
         written.append(path)
     return written
