@@ -200,3 +200,10 @@ def test_a_malformed_manifest_is_skipped_with_a_warning(pred, synth_raw_root, tm
     assert "is not a readable `cityseg predict` manifest" in _unwrapped(capsys.readouterr().err)
     info = json.loads((tmp_path / "e.json").read_text())["cityseg"]
     assert info["predictions"] is None and "manifest" in info["warnings"][0]
+
+
+def test_a_json_path_below_a_file_is_exit_2_not_a_traceback(pred, synth_raw_root, tmp_path, capsys):
+    (tmp_path / "taken").write_text("mine")
+    assert main(["evaluate", str(pred), str(synth_raw_root), "--json", str(tmp_path / "taken" / "e.json")]) == 2
+    assert "which is a file, not a folder" in _unwrapped(capsys.readouterr().err)
+    assert (tmp_path / "taken").read_text() == "mine"

@@ -3,8 +3,8 @@
 `evaluate(pred_dir, root, split, engine, json_out, workers)` scores predictions with cityscapesscripts'
 evalPixelLevelSemanticLabeling (in-process: no environment variables, no sys.exit) and/or the fast engine,
 identical to the official script on frames in sorted order; every input problem is one UserError first.
-Modules: checks (prediction files), official (the script, leashed), fast and scores (the counting engine),
-inmemory (`predict --score`), output (table, JSON, CSV), runner (the engines together). docs/evaluation.md.
+Modules: checks (prediction files), official (the script, leashed), fast (the counting engine), output
+(table, JSON, CSV), runner (the engines together; `predict --score` in memory). docs/evaluation.md.
 """
 
 from cityseg.evaluation.checks import EvaluationWarning, TrainIdsWarning

@@ -66,8 +66,6 @@ class PredictionProblem(Exception):
     def __init__(self, kind: str, path: Path, detail: str) -> None:
         super().__init__(f"{path} ({detail})")
         self.kind = kind
-        self.path = path
-        self.detail = detail
 
 
 @dataclass
@@ -106,10 +104,9 @@ def find_pngs(pred_dir: Path) -> list[Path]:
         raise UserError(
             f"prediction folder {pred_dir} {what}; pass the folder `cityseg predict` wrote its labelIds PNGs into."
         )
-    found = []
-    for folder, _dirs, names in os.walk(pred_dir):
-        found.extend(Path(folder, name) for name in names if name.endswith(".png"))
-    return sorted(found)
+    return sorted(
+        Path(folder, name) for folder, _, names in os.walk(pred_dir) for name in names if name.endswith(".png")
+    )
 
 
 def match_to_frames(pngs: Iterable[Path], frame_ids: Iterable[str]) -> tuple[dict[str, list[Path]], list[Path]]:
@@ -157,18 +154,6 @@ def single_matches(matches: Mapping[str, list[Path]], problems: Problems) -> dic
     return chosen
 
 
-def check_header(path: Path, size: tuple[int, int]) -> None:
-    """Check format and size (W, H) from the PNG header alone, before paying for a decode."""
-    try:
-        mode, actual = png_header(path)
-    except UnreadablePngError as exc:
-        raise PredictionProblem("unreadable", path, exc.detail) from None
-    if mode not in LABEL_MODES:
-        raise PredictionProblem("multi-channel", path, f"PIL mode {mode}")
-    if tuple(actual) != tuple(size):
-        raise PredictionProblem("wrong size", path, f"{actual[0]}x{actual[1]}, expected {size[0]}x{size[1]}")
-
-
 def read_prediction(path: Path) -> np.ndarray:
     """(H, W) uint8 labelIds of a prediction PNG, the values the official script reads (np.array of PIL)."""
     try:
@@ -212,12 +197,19 @@ def _read_and_count(path: Path) -> np.ndarray | PredictionProblem:
 
 
 def check_headers(predictions: Mapping[str, Path], sizes: Callable[[str], tuple[int, int]], problems: Problems) -> None:
-    """Header checks for every prediction; `sizes(frame_id)` gives the expected (W, H)."""
+    """Format and size of every prediction from its header alone, before paying for a decode; `sizes(frame_id)`
+    gives the expected (W, H)."""
     for frame_id, path in predictions.items():
         try:
-            check_header(path, sizes(frame_id))
-        except PredictionProblem as problem:
-            problems.add_problem(problem)
+            mode, actual = png_header(path)
+        except UnreadablePngError as exc:
+            problems.add("unreadable", f"{path} ({exc.detail})")
+            continue
+        size = sizes(frame_id)
+        if mode not in LABEL_MODES:
+            problems.add("multi-channel", f"{path} (PIL mode {mode})")
+        elif tuple(actual) != tuple(size):
+            problems.add("wrong size", f"{path} ({actual[0]}x{actual[1]}, expected {size[0]}x{size[1]})")
 
 
 def scan_values(paths: Sequence[Path], workers: int, problems: Problems) -> np.ndarray:

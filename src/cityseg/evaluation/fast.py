@@ -113,7 +113,10 @@ def _instance_counts(instances: np.ndarray, pred: np.ndarray, inst_path: Path) -
     """(K, 4) per scored ground-truth instance, by ascending id: class id, size, pixels predicted as its class,
     as its category. Instance ids are renumbered 0..K-1 (like the script's np.unique), then one histogram of
     (instance, predicted value) holds all counts; `pred` holds valid labelIds only (checked before)."""
-    instances = to_instance_ids(instances, inst_path)
+    if instances.dtype != np.uint16:  # PIL may give int32
+        if instances.size and (instances.min() < 0 or instances.max() > _MAX_ID):
+            _raise_bad_instances(instances[(instances < 0) | (instances > _MAX_ID)], inst_path)
+        instances = instances.astype(np.uint16)
     inside = instances > INSTANCE_THRESHOLD  # (H, W) instance pixels
     ids = instances[inside]  # (N,) uint16
     if ids.size == 0:
@@ -131,15 +134,6 @@ def _instance_counts(instances: np.ndarray, pred: np.ndarray, inst_path: Path) -
     return np.stack([classes, per_instance.sum(axis=1), class_tp, category_tp], axis=1).astype(np.int64)
 
 
-def to_instance_ids(instances: np.ndarray, inst_path: Path) -> np.ndarray:
-    """(H, W) uint16 view or copy of decoded instanceIds (PIL may give int32); out-of-range ids are refused."""
-    if instances.dtype == np.uint16:
-        return instances
-    if instances.size and (instances.min() < 0 or instances.max() > _MAX_ID):
-        _raise_bad_instances(instances[(instances < 0) | (instances > _MAX_ID)], inst_path)
-    return instances.astype(np.uint16)
-
-
 def _raise_bad_instances(ids: np.ndarray, inst_path: Path) -> None:
     bad = sorted({int(i) // INSTANCE_THRESHOLD for i in np.unique(ids)})
     raise UserError(
@@ -149,10 +143,8 @@ def _raise_bad_instances(ids: np.ndarray, inst_path: Path) -> None:
 
 
 def count_prediction(pair: Pair, pred: np.ndarray) -> FrameCounts:
-    """Counts of one frame from its decoded (or in-memory) (H, W) uint8 prediction and the pair's gtFine PNGs.
-
-    PredictionProblem if the prediction is unusable; UserError for damaged ground truth.
-    """
+    """Counts of one frame from its decoded (or in-memory) (H, W) uint8 prediction and the pair's gtFine PNGs;
+    PredictionProblem if the prediction is unusable, UserError for damaged ground truth."""
     gt, instances = read_ground_truth_pair(pair)  # (H, W) each
     if pred.shape != gt.shape:
         raise PredictionProblem(
@@ -183,18 +175,17 @@ def read_ground_truth_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
     return arrays[0], arrays[1]
 
 
-def count_frame(pair: Pair) -> FrameCounts | PredictionProblem:
-    """Decode one frame's three PNGs and count; a bad prediction comes back as a problem, not an exception."""
+def _count_frame(pair: Pair) -> FrameCounts | PredictionProblem:
     try:
         return count_prediction(pair, read_prediction(pair.prediction))
-    except PredictionProblem as problem:
+    except PredictionProblem as problem:  # returned, so that one bad file hides no other
         return problem
 
 
 def count_frames(pairs: Sequence[Pair], workers: int) -> list[FrameCounts | PredictionProblem]:
-    """Every frame counted in `workers` threads (PIL's decoder and calcHist release the GIL), order kept."""
+    """Every frame decoded and counted in `workers` threads (PIL's decoder and calcHist release the GIL)."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(count_frame, pairs))
+        return list(pool.map(_count_frame, pairs))
 
 
 @dataclass
@@ -211,13 +202,7 @@ class Totals:
 def accumulate(frames: Sequence[FrameCounts], avg_class_size: dict[str, float]) -> Totals:
     """Sum frames in order; instance weights are added one by one, in the script's order, so float sums agree."""
     joint = np.zeros((N_IDS, 256), dtype=np.int64)
-    totals = Totals(
-        confusion=np.zeros((N_IDS, N_IDS), dtype=np.int64),
-        class_tp=dict.fromkeys(INSTANCE_CLASSES, 0.0),
-        class_fn=dict.fromkeys(INSTANCE_CLASSES, 0.0),
-        category_tp=dict.fromkeys(INSTANCE_CATEGORIES, 0.0),
-        category_fn=dict.fromkeys(INSTANCE_CATEGORIES, 0.0),
-    )
+    totals = Totals(joint, *(dict.fromkeys(keys, 0.0) for keys in [INSTANCE_CLASSES] * 2 + [INSTANCE_CATEGORIES] * 2))
     for frame in frames:
         joint += frame.joint
         for class_id, size, tp, category_tp in frame.instances.tolist():

@@ -92,11 +92,9 @@ def numpy_in1d_for(module: types.ModuleType) -> Iterator[None]:
 
 def _last_error_line(printed: str) -> str:
     """The script reports problems as 'ERROR: ...' right before exiting."""
-    lines = [line.strip() for line in printed.replace("\r", "\n").splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("ERROR:")]
-    if errors:
-        return errors[-1][len("ERROR:") :].strip()
-    return lines[-1] if lines else "no message"
+    lines = [line.strip() for line in printed.replace("\r", "\n").splitlines() if line.strip()] or ["no message"]
+    errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR:")]
+    return (errors or lines)[-1]
 
 
 def run_official(predictions: Sequence[Path], ground_truths: Sequence[Path]) -> tuple[dict[str, Any], str]:

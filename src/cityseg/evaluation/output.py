@@ -140,28 +140,33 @@ def _refuse(path: Path) -> None:
     )
 
 
+def _file_sha256(path: Path) -> str | None:
+    try:
+        return _sha256(path.read_bytes())
+    except OSError:  # missing, a folder, unreadable
+        return None
+
+
 def check_output_paths(json_path: Path) -> None:
     """Refuse, before any work, to replace a JSON or CSV that an earlier cityseg evaluation did not write."""
-    json_path = Path(json_path)
+    json_path, csv_path = Path(json_path), Path(json_path).with_suffix(".csv")
     if json_path.suffix != ".json":
         raise UserError(f"--json {json_path} must end in .json (the per-class CSV is written beside it as .csv).")
-    csv_path = Path(json_path).with_suffix(".csv")
     for path in (json_path, csv_path):
         if path.is_dir():
             raise UserError(f"{path} is a folder; pass a file name ending in .json for --json.")
+    blocking = next((parent for parent in json_path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise UserError(
+            f"--json {json_path} lies below {blocking}, which is a file, not a folder; choose another path."
+        )
     stamp = _our_stamp(json_path) if json_path.is_file() else None
     if (json_path.exists() or json_path.is_symlink()) and stamp is None:
         _refuse(json_path)
-    if csv_path.exists() or csv_path.is_symlink():
-        try:
-            ours = stamp is not None and _sha256(csv_path.read_bytes()) in (
-                stamp.get("csv_sha256"),
-                stamp.get("previous_csv_sha256"),
-            )
-        except OSError:
-            ours = False
-        if not ours:
-            _refuse(csv_path)
+    if (csv_path.exists() or csv_path.is_symlink()) and (
+        stamp is None or _file_sha256(csv_path) not in (stamp.get("csv_sha256"), stamp.get("previous_csv_sha256"))
+    ):
+        _refuse(csv_path)
 
 
 def write_outputs(result: Mapping[str, Any], json_path: Path) -> tuple[Path, Path]:
@@ -172,8 +177,8 @@ def write_outputs(result: Mapping[str, Any], json_path: Path) -> tuple[Path, Pat
         (n, repr(float(result["classScores"][n])), repr(float(result["classInstScores"][n]))) for n in CLASS_NAMES
     ]
     csv_bytes = "".join(",".join(row) + "\n" for row in rows).encode()  # no field holds a comma or a quote
-    csv_path = Path(json_path).with_suffix(".csv")
-    previous = _sha256(csv_path.read_bytes()) if csv_path.is_file() else None  # checked to be ours above
+    csv_path = json_path.with_suffix(".csv")
+    previous = _file_sha256(csv_path)  # checked to be ours above
     text = _stamped_text(result, csv_bytes, previous)
     atomic_write_bytes(json_path, lambda handle: handle.write(text.encode()))
     atomic_write_bytes(csv_path, lambda handle: handle.write(csv_bytes))

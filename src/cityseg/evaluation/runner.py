@@ -1,6 +1,8 @@
-"""`evaluate`: check predictions against a split, score them with the official script and/or the fast engine,
-make sure both agree, and return (and optionally write) the official-format result plus a "cityseg" section.
-Every check that can fail on user input runs before the official script, so its `sys.exit` is never reached.
+"""The engines together. `evaluate`: check predictions against a split, score them with the official script
+and/or the fast engine, make sure both agree, and return (and optionally write) the official-format result
+plus a "cityseg" section; every check that can fail on user input runs before the official script, so its
+`sys.exit` is never reached. `PredictionScorer`: the fast engine on label maps in memory, while `cityseg
+predict --score` writes them (frames an earlier run wrote are read back from their PNGs).
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ import math
 import re
 import time
 import warnings
+from collections import deque
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -23,16 +28,18 @@ from cityseg.data.labelpng import UnreadablePngError, png_header
 from cityseg.errors import UserError, format_paths
 from cityseg.evaluation.checks import (
     EvaluationWarning,
+    PredictionProblem,
     Problems,
     check_headers,
     file_sha256,
     find_pngs,
     match_to_frames,
+    read_prediction,
     scan_values,
     single_matches,
     warn_if_train_ids,
 )
-from cityseg.evaluation.fast import N_IDS, Pair, run_fast
+from cityseg.evaluation.fast import N_IDS, FrameCounts, Pair, accumulate, count_prediction, export_dict, run_fast
 from cityseg.evaluation.official import average_class_sizes, run_official
 from cityseg.evaluation.output import UNITS, check_output_paths, plain, summary, write_outputs
 from cityseg.system import default_workers
@@ -41,12 +48,7 @@ ENGINES = ("both", "official", "fast")
 TOLERANCE = 1e-9  # largest |official - fast| accepted for any score
 PREDICT_MANIFEST = ".cityseg-predict.json"  # written by `cityseg predict` (prediction/ledger.py)
 _SCORE_DICTS = ("priors", "classScores", "classInstScores", "categoryScores", "categoryInstScores")
-_SCORE_VALUES = (
-    "averageScoreClasses",
-    "averageScoreInstClasses",
-    "averageScoreCategories",
-    "averageScoreInstCategories",
-)
+_SCORE_VALUES = tuple(f"averageScore{kind}" for kind in ("Classes", "InstClasses", "Categories", "InstCategories"))
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -106,26 +108,12 @@ def compare_exports(
         if b is None:
             continue
         a, b = float(a), float(b)
-        if math.isnan(a) or math.isnan(b):
-            if math.isnan(a) != math.isnan(b):
-                diffs.append(f"{where}: official {a}, fast {b} (NaN in one only)")
-            continue
-        worst = max(worst, abs(a - b))
-        if abs(a - b) >= tol:
-            diffs.append(f"{where}: official {a!r}, fast {b!r}")
+        if math.isnan(a) != math.isnan(b):
+            diffs.append(f"{where}: official {a}, fast {b} (NaN in one only)")
+        elif not math.isnan(a):
+            worst = max(worst, abs(a - b))
+            diffs += [f"{where}: official {a!r}, fast {b!r}"] if abs(a - b) >= tol else []
     return diffs, worst
-
-
-def _check_agreement(official: Mapping[str, Any], fast: Mapping[str, Any]) -> float:
-    """Raise EngineMismatchError unless the two exports agree; return the largest score difference."""
-    diffs, worst = compare_exports(official, fast)
-    if diffs:
-        raise EngineMismatchError(
-            f"the fast engine disagrees with the official script on {len(diffs)} value(s) (tolerance {TOLERANCE}): "
-            + "; ".join(diffs[:10])
-            + ". This is a bug in cityseg.evaluation.fast; use --engine official meanwhile."
-        )
-    return worst
 
 
 def _plain_setting(value: Any) -> bool:
@@ -235,7 +223,12 @@ def evaluate(
         | {name: _version(name) for name in ("cityscapesscripts", "numpy", "pillow")},
     }
     if engine == "both":
-        section["max_abs_diff"] = _check_agreement(exports["official"], exports["fast"])
+        diffs, section["max_abs_diff"] = compare_exports(exports["official"], exports["fast"])
+        if diffs:
+            raise EngineMismatchError(
+                f"the fast engine disagrees with the official script on {len(diffs)} value(s) (tolerance "
+                f"{TOLERANCE}): {'; '.join(diffs[:10])}. This is a bug in cityseg.evaluation.fast; use --engine official."
+            )
         section["speedup"] = timings["official_s"] / max(timings["fast_s"], 1e-9)
     export = exports.get("official") or exports["fast"]
     section |= {"scores": summary(export), "frames": frames} | ({"fast": exports["fast"]} if "fast" in exports else {})
@@ -243,3 +236,66 @@ def evaluate(
     if json_out is not None:
         write_outputs(result, Path(json_out))
     return result
+
+
+class PredictionScorer:
+    """Counts frames as they are predicted (in worker threads, so the model never waits), then the export dict."""
+
+    def __init__(self, root: Path, split: str, frame_ids: list[str], workers: int = 2) -> None:
+        if split == "test":
+            raise UserError(
+                "the test split's ground truth is withheld, so test predictions cannot be scored; drop "
+                "--score, or score --split val."
+            )
+        frames = {f.id: f for f in ground_truth_frames(Path(root), split)}
+        missing = [i for i in frame_ids if i not in frames]
+        if missing:
+            raise UserError(
+                f"{len(missing)} frame(s) of split '{split}' have no labelIds/instanceIds ground truth in "
+                f"{root} ({format_paths(missing)}), so they cannot be scored; drop --score."
+            )
+        self.pairs = {i: Pair(i, Path(i), frames[i].label_ids, frames[i].instance_ids) for i in frame_ids}
+        self.order = list(frame_ids)
+        self.workers = max(1, workers)
+        self.pool = ThreadPoolExecutor(max_workers=self.workers)
+        self.counts: dict[str, Future] = {}
+        self.in_flight: deque[Future] = deque()
+        self.started = time.perf_counter()
+
+    def add(self, frame_id: str, label_ids: np.ndarray, path: Path) -> None:
+        """Count one frame's (H, W) uint8 labelIds (written to `path`); waits when too many frames are queued."""
+        while len(self.in_flight) >= 2 * self.workers:  # bound the label maps held in memory
+            self.in_flight.popleft().result()
+        future = self.pool.submit(self._count, replace(self.pairs[frame_id], prediction=Path(path)), label_ids)
+        self.counts[frame_id] = future
+        self.in_flight.append(future)
+
+    def add_file(self, frame_id: str, path: Path) -> None:
+        """Count a frame predicted by an earlier run, from its PNG."""
+        self.add(frame_id, None, path)
+
+    def _count(self, pair: Pair, label_ids: np.ndarray | None) -> FrameCounts:
+        try:
+            pred = read_prediction(pair.prediction) if label_ids is None else label_ids
+            return count_prediction(pair, pred)
+        except PredictionProblem as problem:
+            raise UserError(f"cannot score prediction {problem}; rerun `cityseg predict` with --overwrite.") from None
+
+    def result(self) -> dict[str, Any]:
+        """The official export dict (same keys and numbers as `evaluate`) plus a small "cityseg" section."""
+        try:
+            frames = [self.counts[i].result() for i in self.order]
+        finally:
+            self.pool.shutdown(wait=True)
+        export = plain(export_dict(accumulate(frames, average_class_sizes())))
+        export["cityseg"] = {
+            "engine": "fast (in memory, cityseg predict --score)",
+            "units": UNITS,
+            "n_frames": len(frames),
+            "timings": {"predict_and_score_s": time.perf_counter() - self.started},
+        }
+        return export
+
+    def close(self) -> None:
+        """Stop the workers after an error (results are dropped)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)

@@ -77,17 +77,14 @@ def _recorded_scores(pred_dir: Path, root: Path, split: str, evaluation: Mapping
 def score_frames(
     pred_dir: Path, root: Path, split: str = "val", evaluation: Mapping | Path | None = None
 ) -> list[FrameScore]:
-    """Every frame's own score, worst first, to find the frames worth looking at.
+    """Every frame's own score, worst first: from `evaluation` (result dict or JSON path; None: PRED_DIR-eval/
+    SPLIT.json) when its per-frame scores are of these very files, else from the fast engine run again."""
+    from cityseg.evaluation import evaluate
 
-    From `evaluation` (its result dict or JSON path; None: PRED_DIR-eval/SPLIT.json) when its per-frame scores
-    are of these very files, else from the fast engine run again (an evaluation JSON older than per-frame scores).
-    """
-    scores = _recorded_scores(Path(pred_dir), root, split, evaluation)
-    if scores is None:
-        from cityseg.evaluation import evaluate
-
-        rows = evaluate(pred_dir, root, split, engine="fast")["cityseg"]["frames"]
-        scores = [FrameScore(row["id"], row["miou"], row["pixel_accuracy"]) for row in rows]
+    scores = _recorded_scores(Path(pred_dir), root, split, evaluation) or [
+        FrameScore(row["id"], row["miou"], row["pixel_accuracy"])
+        for row in evaluate(pred_dir, root, split, engine="fast")["cityseg"]["frames"]
+    ]
     return sorted(scores, key=lambda s: (s.miou if math.isfinite(s.miou) else -1.0, s.id))
 
 
