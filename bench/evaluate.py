@@ -1,20 +1,11 @@
-"""Evaluation: what a user's first `cityseg evaluate` costs against the official cityscapesscripts script.
+"""Evaluation: a user's `cityseg evaluate` against the official cityscapesscripts script, same 64 frames.
 
-Both score the same noisy labelIds predictions of a synthetic 2048x1024 split (the train split of the
-shared benchmark tree, so ground truth and instances exist; generated once, then reused). The baseline is
-the official script (`evaluateImgLists` alone, in this process, minimum of --repeats runs). Every file is
-read once beforehand so all runs start with a warm page cache. Results are compared field by field with
-the official one ("identical": no field differs by 1e-9 or more, NaNs alike).
+Both score noisy labelIds predictions of the synthetic 2048x1024 train split (warm page cache). Baseline: the
+official `evaluateImgLists` in this process. Headline: `cityseg evaluate PRED ROOT --split train` in a fresh
+process, start-up (interpreter, CLI parser) excluded, imports included; wall and CPU time, minimum of --repeats.
+Every result is compared with the official one (no field may differ by 1e-9 or more, NaNs alike).
 
-The headline figure is the run through the CLI, as a user makes it: `cityseg evaluate PRED ROOT --split
-train` (default engine) in a fresh process, timed from the point where `cityseg --version` would exit
-(interpreter started, the CLI's parser built with every subcommand's module imported) to the end, so
-start-up is subtracted; it includes whatever the run imports. Wall and CPU time (all threads) are both
-given: on a busy shared machine the threads wait for cores, and CPU time shows the work itself. The
-in-process fast engine and its threads decoding the three PNGs of every frame alone (PIL) follow.
-
-    python bench/evaluate.py                    # 64 frames: ~40 s on 2 cores once the data exists
-    python bench/evaluate.py --frames 12 --repeats 1 --no-record
+    python bench/evaluate.py        # ~40 s on 2 cores once the data exists;  --frames 12 --repeats 1 --no-record
 """
 
 from __future__ import annotations
@@ -29,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import Recorder, add_common_args, add_data_args, synthetic_root, usable_cores
+from common import REPO, Recorder, add_common_args, add_data_args, synthetic_root, usable_cores
 
 SPLIT = "train"  # the benchmark tree's big split; its ground truth is as complete as val's
 
@@ -38,7 +29,9 @@ def noisy_predictions(root: Path) -> Path:
     """Stand-in model outputs for every frame of the split, written once beside the data and reused."""
     from cityseg.data.frames import list_frames
     from cityseg.data.labelpng import LABEL_PNG_ENCODING
-    from cityseg.evaluation.noisy import write_noisy_predictions
+
+    sys.path.insert(0, str(REPO / "tests"))  # the tests' stand-in predictions
+    from helpers_noisy import write_noisy_predictions
 
     out = root.with_name(f"{root.name}_noisy_predictions_{LABEL_PNG_ENCODING}")  # written as `cityseg predict` writes
     if not out.is_dir():

@@ -1,20 +1,18 @@
 """Label PNGs: which maintained library reads and writes them, on Cityscapes-like 2048x1024 files.
 
-Reading: PIL (the official script's reader, what cityseg uses), OpenCV (cv2.imread IMREAD_UNCHANGED) and
-libpng through imagecodecs (when installed), on the synthetic labelIds (8-bit), instanceIds (16-bit) and
-stand-in predictions as cityseg writes them: ms per file on one thread, and the speed-up of two threads
-over one on the same files (above 1 only where the decoder releases the GIL). Every decoder's values are
-checked against PIL's. Writing: PIL's defaults, PIL at zlib level 1, and OpenCV with the Up filter at level 1
-(cityseg's encode_label_png): ms per map, KB, and PIL's ms to read the result back.
+Read: PIL (the official script's reader, cityseg's), OpenCV (imread IMREAD_UNCHANGED), libpng via imagecodecs
+(when installed), on labelIds (8-bit), instanceIds (16-bit) and predictions as cityseg writes them: ms per file
+on one thread, and two threads' speed-up (above 1 only if the GIL is released); values checked against PIL's.
+Write: PIL's defaults, PIL at zlib level 1, OpenCV Up filter level 1 (encode_label_png): ms, KB, PIL's read ms.
 
-    python bench/label_png.py                    # 16 maps of each kind: ~30 s once the data exists
-    python bench/label_png.py --frames 4 --no-record
+    python bench/label_png.py       # 16 maps of each kind: ~30 s once the data exists;  --frames 4 --no-record
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from common import Recorder, add_common_args, add_data_args, seconds_per_item, synthetic_root
+from common import REPO, Recorder, add_common_args, add_data_args, seconds_per_item, synthetic_root
 from PIL import Image
 
 
@@ -77,7 +75,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from cityseg.data.frames import list_frames
-    from cityseg.evaluation.noisy import noisy_labels
+
+    sys.path.insert(0, str(REPO / "tests"))  # the tests' stand-in predictions
+    from helpers_noisy import noisy_labels
 
     cv2.setNumThreads(1)
     root = synthetic_root(args.data, args.frames)

@@ -10,6 +10,7 @@ import zlib
 
 import numpy as np
 import pytest
+from helpers_noisy import PREDICTION_SUFFIX, write_noisy_predictions
 from PIL import Image, PngImagePlugin
 
 from cityseg.cli import main
@@ -17,7 +18,6 @@ from cityseg.data.frames import list_frames
 from cityseg.errors import UserError
 from cityseg.evaluation import TrainIdsWarning, evaluate
 from cityseg.evaluation import runner as runner_module
-from cityseg.evaluation.noisy import PREDICTION_SUFFIX, write_noisy_predictions
 from cityseg.labels import ids_to_train_ids
 
 

@@ -11,12 +11,12 @@ import subprocess
 import sys
 
 import pytest
+from helpers_noisy import write_noisy_predictions
 
 from cityseg.cli import main
 from cityseg.data.frames import list_frames
 from cityseg.evaluation import compare_exports, default_json_path, evaluate
 from cityseg.evaluation import runner as runner_module
-from cityseg.evaluation.noisy import write_noisy_predictions
 from cityseg.labels import CLASS_NAMES
 
 OFFICIAL_KEYS = {

@@ -7,12 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers_noisy import PREDICTION_SUFFIX, write_noisy_predictions
 from PIL import Image
 
 from cityseg.data.frames import list_frames
 from cityseg.evaluation import EngineMismatchError, compare_exports, evaluate
 from cityseg.evaluation import runner as runner_module
-from cityseg.evaluation.noisy import PREDICTION_SUFFIX, write_noisy_predictions
 from cityseg.labels import CLASS_NAMES, EVAL_LABEL_IDS
 
 OFFICIAL_KEYS = (

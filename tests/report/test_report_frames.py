@@ -8,13 +8,13 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers_noisy import write_noisy_predictions
 from PIL import Image
 
 from cityseg import evaluation
 from cityseg.data.frames import list_frames
 from cityseg.errors import UserError
 from cityseg.evaluation import default_json_path, evaluate
-from cityseg.evaluation.noisy import write_noisy_predictions
 from cityseg.report import load_examples, prediction_paths, score_frames
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_noisy import write_noisy_predictions
 from helpers_training import CLI_ENV, cityseg_command
 
 from cityseg.data.frames import list_frames
 from cityseg.evaluation import evaluate
-from cityseg.evaluation.noisy import write_noisy_predictions
 from cityseg.prediction.predict import predict_split
 from cityseg.report import load_evaluation, predictions_checkpoint_warning
 from cityseg.training.checkpoint import save_checkpoint

@@ -105,15 +105,10 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _stamped_text(result: Mapping[str, Any], csv_bytes: bytes, previous_csv_sha256: str | None) -> str:
+def _stamped_text(result: Mapping[str, Any], csv_bytes: bytes, previous: str | None) -> str:
     """The JSON text with `cityseg.written_by`: the sha256 of this very text (taken with that field empty), of
     the CSV written beside it, and of the CSV that one replaces (still there if a kill came in between)."""
-    stamp = {
-        "command": WRITTEN_BY,
-        "sha256": "",
-        "csv_sha256": _sha256(csv_bytes),
-        "previous_csv_sha256": previous_csv_sha256,
-    }
+    stamp = {"command": WRITTEN_BY, "sha256": "", "csv_sha256": _sha256(csv_bytes), "previous_csv_sha256": previous}
     data = {**result, "cityseg": {**result.get("cityseg", {}), "written_by": stamp}}
     stamp["sha256"] = _sha256(_json_text(data).encode())
     return _json_text(data)

@@ -118,9 +118,8 @@ def compare_exports(
 
 def _plain_setting(value: Any) -> bool:
     """A JSON scalar, or a short list of them (e.g. a size): what a manifest's settings may hold."""
-    if isinstance(value, list):
-        return len(value) <= 8 and all(_plain_setting(v) and not isinstance(v, list) for v in value)
-    return value is None or isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 4096)
+    items = value if isinstance(value, list) and len(value) <= 8 else [value]
+    return all(v is None or isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) <= 4096) for v in items)
 
 
 def prediction_provenance(pred_dir: Path) -> tuple[dict[str, Any] | None, str | None]:

@@ -1,4 +1,4 @@
-"""Stand-in predictions for tests, benchmarks and demos: the ground truth with blocks of wrong labels.
+"""Stand-in predictions for tests and benchmarks: the ground truth with blocks of wrong labels.
 
 Blocks rather than single pixels, so the PNGs compress like a real model's output (decoding cost
 is part of what the benchmark measures) and whole instances get partly missed (iIoU moves).
