@@ -254,7 +254,6 @@ class PredictionScorer:
                 f"{root} ({format_paths(missing)}), so they cannot be scored; drop --score."
             )
         self.pairs = {i: Pair(i, Path(i), frames[i].label_ids, frames[i].instance_ids) for i in frame_ids}
-        self.order = list(frame_ids)
         self.workers = max(1, workers)
         self.pool = ThreadPoolExecutor(max_workers=self.workers)
         self.counts: dict[str, Future] = {}
@@ -283,7 +282,7 @@ class PredictionScorer:
     def result(self) -> dict[str, Any]:
         """The official export dict (same keys and numbers as `evaluate`) plus a small "cityseg" section."""
         try:
-            frames = [self.counts[i].result() for i in self.order]
+            frames = [self.counts[i].result() for i in self.pairs]
         finally:
             self.pool.shutdown(wait=True)
         export = plain(export_dict(accumulate(frames, average_class_sizes())))
