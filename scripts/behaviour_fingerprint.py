@@ -147,7 +147,6 @@ def main() -> None:
             "fast",
             "--json",
             "val.json",
-            "--no-gt-cache",
             cwd=work,
         )
         cityseg("report", "runs", "--eval", "val.json", "--out", "report.pdf", cwd=work)

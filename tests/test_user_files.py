@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_noisy import write_noisy_predictions
 from helpers_training import CLI_ENV, cityseg_command
 
 from cityseg.cli import main
 from cityseg.data.frames import list_frames
-from cityseg.evaluation.noisy import write_noisy_predictions
 from cityseg.prediction.ledger import prediction_name
 from cityseg.training.checkpoint import save_checkpoint
 from cityseg.training.model import build_model

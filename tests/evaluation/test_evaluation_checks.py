@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import re
 import shutil
+import struct
+import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from helpers_noisy import PREDICTION_SUFFIX, write_noisy_predictions
+from PIL import Image, PngImagePlugin
 
+from cityseg.cli import main
 from cityseg.data.frames import list_frames
 from cityseg.errors import UserError
-from cityseg.evaluation import TrainIdsWarning, check_predictions, evaluate
+from cityseg.evaluation import TrainIdsWarning, evaluate
 from cityseg.evaluation import runner as runner_module
-from cityseg.evaluation.noisy import PREDICTION_SUFFIX, write_noisy_predictions
 from cityseg.labels import ids_to_train_ids
 
 
@@ -157,19 +160,67 @@ def test_trainids_predictions_warn_but_evaluate(synth_raw_root, tmp_path):
     assert result["cityseg"]["warnings"] and "train_ids_to_ids" in result["cityseg"]["warnings"][0]
     assert result["averageScoreClasses"] < 0.5  # read as labelIds they are mostly wrong
     with pytest.warns(TrainIdsWarning):
-        check_predictions(pred, synth_raw_root, workers=1)
+        evaluate(pred, synth_raw_root, engine="official", workers=1)  # its own check pass sees them too
 
 
 def test_labelids_predictions_do_not_warn(clean_predictions, synth_raw_root, recwarn):
-    checked = check_predictions(clean_predictions, synth_raw_root, workers=1)
-    assert len(checked) == len(list_frames(synth_raw_root, "val", label_source="ids"))
-    assert not [w for w in recwarn if issubclass(w.category, TrainIdsWarning)]
+    result = evaluate(clean_predictions, synth_raw_root, engine="fast", workers=1)
+    assert result["cityseg"]["n_frames"] == len(list_frames(synth_raw_root, "val", label_source="ids"))
+    assert not [w for w in recwarn if issubclass(w.category, TrainIdsWarning)] and not result["cityseg"]["warnings"]
 
 
-def test_check_predictions_alone_catches_invalid_ids(pred, synth_raw_root):
+def test_the_official_engines_check_pass_catches_invalid_ids(pred, synth_raw_root):
     target = _files(pred)[0]
     array = np.array(Image.open(target))
     array[0, 0] = 200
     _rewrite(target, array)
     with pytest.raises(UserError, match=r"values \[200\]"):
-        check_predictions(pred, synth_raw_root, workers=2)
+        evaluate(pred, synth_raw_root, engine="official", workers=2)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _crafted(data: bytes, kind: str) -> bytes:
+    """A valid prediction PNG with one chunk inserted right after its IHDR (ends at byte 33)."""
+    width, height = struct.unpack(">II", data[16:24])
+    text = b"Comment\0\0" + zlib.compress(b"a" * (PngImagePlugin.MAX_TEXT_CHUNK + 1))
+    extra = {
+        "second IHDR": _chunk(b"IHDR", data[16:29]),
+        "second IHDR, 16-bit and narrower": _chunk(
+            b"IHDR", struct.pack(">IIBBBBB", width // 2, height, 16, 0, 0, 0, 0)
+        ),
+        "short pHYs": _chunk(b"pHYs", b"\0\0\0\1"),
+        "zTXt over PIL's limit": _chunk(b"zTXt", text),
+    }[kind]
+    return data[:33] + extra + data[33:]
+
+
+@pytest.mark.parametrize(
+    "kind, pil_reads, exit_code",
+    [
+        ("second IHDR", True, 0),  # PIL reads it (the second header agrees): scored, both engines equal
+        ("second IHDR, 16-bit and narrower", True, 2),  # PIL reads other pixels, the wrong size: refused as such
+        ("short pHYs", False, 2),
+        ("zTXt over PIL's limit", False, 2),
+    ],
+)
+def test_crafted_pngs_are_read_as_pil_reads_them_or_refused_as_pil_refuses(
+    clean_predictions, synth_raw_root, tmp_path, capsys, kind, pil_reads, exit_code
+):
+    pred = tmp_path / "pred"
+    shutil.copytree(clean_predictions, pred)
+    victim = _files(pred)[0]
+    victim.write_bytes(_crafted(victim.read_bytes(), kind))
+    try:
+        np.array(Image.open(victim))  # what the official script reads
+        read = True
+    except Exception:  # noqa: BLE001 - whatever PIL raises is a refusal
+        read = False
+    assert read == pil_reads
+    args = ["evaluate", str(pred), str(synth_raw_root), "--engine", "both", "--json", str(tmp_path / "e.json")]
+    assert main(args) == exit_code
+    error = " ".join(capsys.readouterr().err.split())
+    if exit_code == 2:
+        assert str(victim) in error and ("wrong size" if pil_reads else "unreadable") in error

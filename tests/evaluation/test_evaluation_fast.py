@@ -1,4 +1,5 @@
-"""The fast engine's per-frame counting against the script's own per-instance definition, on hand-made arrays."""
+"""The fast engine's per-frame counting against the script's own per-instance definition, and per-frame scores
+against theirs, on hand-made arrays."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from cityscapesscripts.helpers.labels import id2label
 
 from cityseg.errors import UserError
 from cityseg.evaluation import fast
-from cityseg.evaluation.fast import INSTANCE_CATEGORIES, _instance_counts, _joint_counts, pair_histogram
+from cityseg.evaluation.fast import INSTANCE_CATEGORIES, _instance_counts, _joint_counts, frame_score, pair_histogram
+from cityseg.labels import ids_to_train_ids
+from cityseg.training.metrics import confusion_matrix, mean_iou, pixel_accuracy
 
 PERSON, RIDER, CAR, TRUCK, CARAVAN, ROAD = 24, 25, 26, 27, 29, 7
 WHERE = Path("frame_gtFine_instanceIds.png")
@@ -123,3 +127,33 @@ def test_pair_histogram_refuses_inputs_it_would_miscount():
         pair_histogram(np.zeros((2, 2), np.int32), np.zeros((2, 2), np.uint8), 34)
     with pytest.raises(TypeError, match="uint16"):
         pair_histogram(np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint16), 34)
+
+
+def _frame_score_reference(gt_ids: np.ndarray, pred_ids: np.ndarray) -> tuple[float, float]:
+    """By the definition: trainIds, labelled ground truth only, IoU per class present, a prediction of an
+    ignored id a miss of the ground truth's class."""
+    gt, pred = ids_to_train_ids(gt_ids), ids_to_train_ids(pred_ids)
+    labelled = gt != 255
+    ious = []
+    for c in range(19):
+        tp = np.sum(labelled & (gt == c) & (pred == c))
+        union = np.sum(labelled & ((gt == c) | (pred == c)))
+        if union:
+            ious.append(tp / union)
+    return (float(np.mean(ious)) if ious else float("nan")), float(np.sum(labelled & (gt == pred)) / labelled.sum())
+
+
+def test_frame_scores_follow_their_definition_and_the_training_metrics():
+    rng = np.random.default_rng(5)
+    gt = rng.choice(np.array([0, 7, 8, 11, 21, 23, 24, 26], dtype=np.uint8), size=(48, 64))
+    pred = np.where(
+        rng.random((48, 64)) < 0.3, rng.choice(np.array([0, 4, 7, 8, 13, 26], dtype=np.uint8), (48, 64)), gt
+    )
+    miou, accuracy = frame_score(_joint_counts(gt, pred, WHERE))
+    assert (miou, accuracy) == pytest.approx(_frame_score_reference(gt, pred), abs=1e-12)
+    # predictions of valid classes only (what `cityseg predict` writes): bit-identical to the training metrics
+    pred = np.where((pred == 0) | (pred == 4), 7, pred).astype(np.uint8)
+    conf = confusion_matrix(torch.from_numpy(ids_to_train_ids(pred)), torch.from_numpy(ids_to_train_ids(gt)))
+    assert frame_score(_joint_counts(gt, pred, WHERE)) == (mean_iou(conf), pixel_accuracy(conf))
+    ignored = np.zeros((4, 4), np.uint8)  # all ground truth ignored: nothing to score
+    assert all(np.isnan(frame_score(_joint_counts(ignored, ignored, WHERE))))

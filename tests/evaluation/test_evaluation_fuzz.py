@@ -11,12 +11,12 @@ import zlib
 
 import numpy as np
 import pytest
+from helpers_noisy import write_noisy_predictions
 from PIL import Image
 
 from cityseg.data.frames import list_frames
 from cityseg.errors import UserError
 from cityseg.evaluation import evaluate
-from cityseg.evaluation.noisy import write_noisy_predictions
 
 ROUNDS = 60
 SECONDS_PER_ROUND = 30  # a healthy round takes well under a second

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers_noisy import PREDICTION_SUFFIX, noisy_labels
 from PIL import Image
 
 from cityseg.data.frames import list_frames
 from cityseg.errors import UserError
 from cityseg.evaluation import evaluate
-from cityseg.evaluation.noisy import PREDICTION_SUFFIX, noisy_labels
 from cityseg.evaluation.official import numpy_in1d_for, official_args, official_module, run_official
 from cityseg.labels import CLASS_NAMES, NUM_CLASSES, TRAIN_ID_TO_ID, ids_to_train_ids, train_ids_to_ids
 from cityseg.training.metrics import confusion_matrix, iou_per_class

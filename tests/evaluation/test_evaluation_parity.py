@@ -7,12 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers_noisy import PREDICTION_SUFFIX, write_noisy_predictions
 from PIL import Image
 
 from cityseg.data.frames import list_frames
 from cityseg.evaluation import EngineMismatchError, compare_exports, evaluate
 from cityseg.evaluation import runner as runner_module
-from cityseg.evaluation.noisy import PREDICTION_SUFFIX, write_noisy_predictions
 from cityseg.labels import CLASS_NAMES, EVAL_LABEL_IDS
 
 OFFICIAL_KEYS = (
@@ -133,9 +133,9 @@ def test_both_engines_mode_fails_loudly_when_they_disagree(synth_raw_root, tmp_p
     real_run_fast = runner_module.run_fast
 
     def off_by_a_little(*args, **kwargs):
-        export, problems = real_run_fast(*args, **kwargs)
+        export, frames = real_run_fast(*args, **kwargs)
         export["classScores"]["road"] += 1e-6
-        return export, problems
+        return export, frames
 
     monkeypatch.setattr(runner_module, "run_fast", off_by_a_little)
     with pytest.raises(EngineMismatchError, match=r"classScores\[road\]"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,6 @@ import torch
 from cityseg.cli import main
 from cityseg.errors import UserError
 from cityseg.evaluation import compare_exports, evaluate
-from cityseg.evaluation.gt_cache import default_gt_cache_dir
 from cityseg.prediction.predict import predict_split
 from cityseg.training.checkpoint import save_checkpoint
 from cityseg.training.model import build_model
@@ -26,6 +27,10 @@ def checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+def run_settings(out: Path) -> dict:
+    return json.loads((out / ".cityseg-predict.json").read_text())["settings"]
+
+
 def _same(a: dict, b: dict) -> None:
     assert compare_exports(a, b) == ([], 0.0)
 
@@ -33,18 +38,19 @@ def _same(a: dict, b: dict) -> None:
 def test_scores_in_memory_equal_both_engines_on_the_written_pngs(checkpoint, mutable_root, tmp_path):
     out = tmp_path / "pred"
     run = predict_split(checkpoint, mutable_root, "val", out_dir=out, device="cpu", progress=False, score=True)
-    assert run.written > 0 and run.scores["cityseg"]["gt_cache"] is None  # no cache yet: gtFine decoded
+    assert run.written > 0 and "fractions of 1" in run.scores["cityseg"]["units"]
     official = evaluate(out, mutable_root, "val", engine="official")
-    fast = evaluate(out, mutable_root, "val", engine="fast")  # notes the split: the next evaluation caches it
-    evaluate(out, mutable_root, "val", engine="fast")  # builds the default ground-truth cache
+    fast = evaluate(out, mutable_root, "val", engine="fast")
+    made = fast["cityseg"]["predictions"]  # how the predictions were made, copied from predict's manifest
+    assert made["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert made["settings"]["mode"] == run_settings(out)["mode"] and made["settings"]["split"] == "val"
     _same(official, run.scores)
     _same(fast, run.scores)
     assert len(set(run.scores["classScores"].values())) > 3  # not a degenerate all-one-class prediction
 
-    # A rerun predicts nothing (all frames done): every frame is scored from its PNG, ground truth from the cache.
+    # A rerun predicts nothing (all frames done): every frame is scored from its PNG.
     again = predict_split(checkpoint, mutable_root, "val", out_dir=out, device="cpu", progress=False, score=True)
-    assert again.written == 0 and again.scores["cityseg"]["gt_cache"]["status"] == "fresh"
-    assert Path(again.scores["cityseg"]["gt_cache"]["path"]).is_relative_to(default_gt_cache_dir(mutable_root))
+    assert again.written == 0
     _same(official, again.scores)
 
 
@@ -52,8 +58,9 @@ def test_cli_prints_the_table_and_the_test_split_is_refused(checkpoint, mutable_
     args = ["predict", str(checkpoint), str(mutable_root), "--device", "cpu", "--no-progress", "--score"]
     assert main([*args, "--out", str(tmp_path / "val")]) == 0
     printed = capsys.readouterr().out
-    result = evaluate(tmp_path / "val", mutable_root, "val", engine="official", gt_cache=False)
-    assert f"{result['averageScoreClasses']:.3f}" in next(line for line in printed.splitlines() if "mIoU" in line)
+    result = evaluate(tmp_path / "val", mutable_root, "val", engine="official")
+    mean = next(line for line in printed.splitlines() if line.startswith("mIoU (19 classes)"))
+    assert f"{100 * result['averageScoreClasses']:.2f} %" in mean  # percent, as `cityseg evaluate` prints
     assert main([*args, "--split", "test", "--out", str(tmp_path / "test")]) == 2
     assert "withheld" in capsys.readouterr().err
     assert not (tmp_path / "test").exists()  # refused before any prediction

@@ -8,13 +8,13 @@ import zipfile
 
 import numpy as np
 import pytest
+from helpers_noisy import PREDICTION_SUFFIX, write_noisy_predictions
 from PIL import Image
 
 from cityseg.cli import main
 from cityseg.data.frames import list_frames
 from cityseg.errors import UserError
 from cityseg.evaluation import TrainIdsWarning
-from cityseg.evaluation.noisy import PREDICTION_SUFFIX, write_noisy_predictions
 from cityseg.prediction.submit import make_submission
 
 

@@ -35,7 +35,6 @@ from cityseg.report import (
     parse_size,
     require_dataset,
     score_frames,
-    spread,
     training_config,
 )
 from cityseg.report.tables import mean_std_text, percent
@@ -375,11 +374,6 @@ def test_frame_scores_sorted_worst_first_and_best_and_worst_pick_both_ends(tiny_
     assert [s.miou for s in scores] == sorted(s.miou for s in scores)
     picked = best_and_worst(scores, count=1)
     assert picked == [scores[-1], scores[0]]
-
-
-def test_spread_picks_evenly_and_keeps_short_lists():
-    assert spread(["c", "a", "b"], 5) == ["a", "b", "c"]
-    assert spread([str(i) for i in range(10)], 3) == ["0", "4", "9"]
 
 
 # ----------------------------------------------------------------------------------------------------------

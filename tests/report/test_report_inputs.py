@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_noisy import write_noisy_predictions
 from helpers_training import CLI_ENV, cityseg_command
 
 from cityseg.data.frames import list_frames
 from cityseg.evaluation import evaluate
-from cityseg.evaluation.noisy import write_noisy_predictions
 from cityseg.prediction.predict import predict_split
 from cityseg.report import load_evaluation, predictions_checkpoint_warning
 from cityseg.training.checkpoint import save_checkpoint
@@ -38,7 +38,7 @@ def test_report_refuses_an_evaluation_of_the_train_split(synth_raw_root, tmp_pat
     pred = tmp_path / "predictions_train"
     write_noisy_predictions(list_frames(synth_raw_root, "train", label_source="ids"), pred, seed=3)
     train_json = tmp_path / "train_split.json"
-    evaluate(pred, synth_raw_root, "train", engine="fast", json_out=train_json, workers=1, gt_cache=False)
+    evaluate(pred, synth_raw_root, "train", engine="fast", json_out=train_json, workers=1)
 
     done = subprocess.run(
         cityseg_command("report", tmp_path / "runs", "--eval", train_json, "--out", tmp_path / "report.pdf"),
@@ -60,7 +60,7 @@ def test_predictions_of_another_checkpoint_than_the_final_model_are_flagged(synt
     for checkpoint, out in ((fold, tmp_path / "fold_pred"), (final, tmp_path / "final_pred")):
         predict_split(checkpoint, synth_raw_root, "val", out_dir=out, device="cpu", progress=False)
     scored = {
-        name: evaluate(tmp_path / name, synth_raw_root, "val", engine="fast", workers=1, gt_cache=False)
+        name: evaluate(tmp_path / name, synth_raw_root, "val", engine="fast", workers=1)
         for name in ("fold_pred", "final_pred")
     }
 
@@ -73,7 +73,7 @@ def test_load_evaluation_accepts_the_val_split(synth_raw_root, tmp_path):
     pred = tmp_path / "predictions"
     write_noisy_predictions(list_frames(synth_raw_root, "val", label_source="ids"), pred, seed=3)
     val_json = tmp_path / "val.json"
-    evaluate(pred, synth_raw_root, "val", engine="fast", json_out=val_json, workers=1, gt_cache=False)
+    evaluate(pred, synth_raw_root, "val", engine="fast", json_out=val_json, workers=1)
     assert load_evaluation(val_json)["cityseg"]["split"] == "val"
     with pytest.raises(Exception, match="'val' split"):
         load_evaluation(val_json, split="test")

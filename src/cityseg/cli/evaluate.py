@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import warnings
 from pathlib import Path
@@ -16,12 +17,11 @@ def register(subparsers) -> None:
         subparsers,
         "evaluate",
         help="score labelIds predictions with the official Cityscapes metrics (IoU, iIoU)",
-        description="Score one labelIds PNG per frame of a split with the official Cityscapes pixel-level metrics: "
-        "by default with a fast twin of cityscapesscripts computed from confusion counts (identical numbers), "
-        "with --engine official by the script itself (run in-process: no CITYSCAPES_* variables, no sys.exit), "
-        "or with --engine both, which runs both and fails unless they agree. Every input problem (missing, extra or "
-        "duplicate PNGs, wrong size, channels or ids) is listed before anything is scored. Prints a table and "
-        "writes the official-format JSON (plus a 'cityseg' section) and a per-class CSV beside it.",
+        description="Score one labelIds PNG per frame of a split with the official Cityscapes pixel-level metrics. "
+        "Every input problem (missing, extra or duplicate PNGs, wrong size, channels or ids) is listed before "
+        "anything is scored. Prints a table in percent; writes the official-format JSON (fractions of 1, plus a "
+        "'cityseg' section with per-frame scores and how the predictions were made) and a per-class CSV beside it. "
+        "See docs/evaluation.md.",
     )
     parser.add_argument(
         "pred_dir", type=Path, metavar="PRED_DIR", help="folder of prediction PNGs (searched recursively)"
@@ -34,59 +34,37 @@ def register(subparsers) -> None:
         "--engine",
         choices=("both", "official", "fast"),
         default="fast",
-        help="fast: the confusion-count twin of the official metrics (the same numbers, checked against "
-        "cityscapesscripts by the test suite, ~5x faster on a first run); official: cityscapesscripts itself; "
-        "both: run both, fail if they differ by 1e-9 or more, report both timings",
+        help="fast: the metrics from confusion counts, identical to the official script on frames in sorted order "
+        "and several times faster; official: cityscapesscripts itself (in-process, no CITYSCAPES_* variables); "
+        "both: run both, fail if any number differs by 1e-9 or more",
     )
     parser.add_argument(
         "--json",
         type=Path,
-        default=None,
+        default=argparse.SUPPRESS,
         metavar="OUT",
-        help="where to write the JSON (and OUT with .csv: class, IoU, iIoU); None means PRED_DIR-eval/SPLIT.json, "
-        "in a folder beside PRED_DIR, never inside it. An existing file is replaced only if cityseg wrote it",
+        help="where to write the JSON (and OUT with .csv: class, IoU, iIoU) (default: PRED_DIR-eval/SPLIT.json, "
+        "in a folder beside PRED_DIR, never inside it). An existing file is replaced only if cityseg wrote it",
     )
     parser.add_argument(
-        "--workers", type=positive_int, default=default_workers(), help="threads decoding PNGs (all cores)"
-    )
-    cache = parser.add_argument_group(
-        "Ground-truth cache (fast engine only; the official script always reads the PNGs)"
-    )
-    where = cache.add_mutually_exclusive_group()
-    where.add_argument(
-        "--gt-cache",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="folder keeping each split's decoded labelIds and instanceIds (in DIR/SPLIT, a memmap of 2 bytes per "
-        "pixel) so later evaluations decode only the predictions; written by the scoring pass itself (~25%% more "
-        "for that run): of the first evaluation when DIR is given, of the second one of the split in the default "
-        "folder (a cache pays only when a split is scored again). Rebuilt when any gtFine file of the split "
-        "changes, refused if DIR holds files cityseg did not write. None means ROOT/../cityseg-cache/eval-gt, "
-        "beside the training cache (skipped with a note if not writable or short of space)",
-    )
-    where.add_argument(
-        "--no-gt-cache", action="store_true", help="decode the ground-truth PNGs every time; write no cache"
+        "--workers",
+        type=positive_int,
+        default=default_workers(),
+        metavar="N",
+        help="threads decoding and counting PNGs (default: %(default)s, all cores)",
     )
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     """Evaluate, print the table and timings, and write the JSON and CSV."""
-    from cityseg.evaluation import (
-        EngineMismatchError,
-        TrainIdsWarning,
-        default_json_path,
-        evaluate,
-        format_table,
-    )
+    from cityseg.evaluation import EngineMismatchError, EvaluationWarning, default_json_path, evaluate, format_table
 
-    json_out = args.json if args.json is not None else default_json_path(args.pred_dir, args.split)
+    json_out = getattr(args, "json", None) or default_json_path(args.pred_dir, args.split)
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", TrainIdsWarning)
+        warnings.simplefilter("always", EvaluationWarning)
         try:
-            gt_cache = False if args.no_gt_cache else (args.gt_cache or True)
-            result = evaluate(args.pred_dir, args.root, args.split, args.engine, json_out, args.workers, gt_cache)
+            result = evaluate(args.pred_dir, args.root, args.split, args.engine, json_out, args.workers)
         except EngineMismatchError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -102,14 +80,6 @@ def run(args) -> int:
         line += f", official {timings['official_s']:.2f} s"
     if "fast_s" in timings:
         line += f", fast {timings['fast_s']:.2f} s ({info['workers']} workers)"
-    cache = info.get("gt_cache")
-    if cache and cache["status"] == "next run":
-        line += (
-            f"; ground truth from gtFine (first evaluation of this split: the next one caches it in {cache['path']})"
-        )
-    elif cache:
-        line += f" with ground-truth cache {cache['status']} ({cache['path']}"
-        line += f", written while scoring: {cache['build_s']:.2f} s of it)" if cache["status"] != "fresh" else ")"
     if info["engine"] == "both":
         line += f"; fast is {info['speedup']:.1f}x faster, max |difference| {info['max_abs_diff']:.1e}"
     print(line)

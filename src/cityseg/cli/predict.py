@@ -113,8 +113,7 @@ def register(subparsers) -> None:
         "--score",
         action="store_true",
         help="also score the predictions as they are written (val/train): the fast engine's numbers from the label "
-        "maps in memory, identical to `cityseg evaluate`'s, printed as its table at the end; ground truth from the "
-        "evaluation's ground-truth cache when fresh, else decoded from gtFine",
+        "maps in memory, identical to `cityseg evaluate`'s, printed as its table (percent) at the end",
     )
 
     photos = parser.add_argument_group("Photos (--images)")

@@ -1,9 +1,8 @@
 """What every cityseg cache folder shares: a marker that makes the folder ours, entry folders of known files
 that are the only thing ever deleted, a complete-index check, the dataset tree kept out, free space asked first.
 
-The training cache (`cityseg.data.cache`) and the evaluation's ground-truth cache
-(`cityseg.evaluation.gt_cache`) are each one `CacheKind`; both live beside ROOT by default
-(`default_cache_dir`). No torch here: the evaluation reads it without loading a model.
+The training cache (`cityseg.data.cache`) is one `CacheKind` and lives beside ROOT by default
+(`default_cache_dir`). No torch here.
 """
 
 from __future__ import annotations
@@ -36,8 +35,8 @@ class CacheKind:
     format: str
     format_version: int
     entry_files: tuple[str, ...]
-    label: str  # how messages name the folder: "cache folder", "ground-truth cache"
-    entry_label: str  # ... and one entry of it: "cache entry", "ground-truth cache entry"
+    label: str  # how messages name the folder: "cache folder"
+    entry_label: str  # ... and one entry of it: "cache entry"
 
     def check_outside_dataset(self, out: Path, root: Path, instead: str) -> None:
         """Keep cache files out of the official tree, where dataset walkers would find them."""
@@ -93,7 +92,7 @@ def free_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
 
-# The default folder beside ROOT is the training cache's (its marker), and holds the ground truth's in eval-gt/.
+# The default folder beside ROOT is the training cache's (its marker).
 IMAGES_FILE = "images.npy"
 LABELS_FILE = "labels.npy"
 TRAINING_CACHE = CacheKind(

@@ -1,5 +1,5 @@
-"""Checks on prediction PNGs, run before any evaluation or submission so that problems surface as
-one readable `UserError` instead of the official script's `sys.exit` on the first bad file.
+"""Checks on prediction PNGs, run before any scoring so that problems surface as one readable UserError
+instead of the official script's `sys.exit` on the first bad file.
 
 A prediction is a single-channel PNG of official labelIds (0..33), the size of its image, named
 `<city>_<seq>_<frame>*.png`. Like the official matcher (and the benchmark server), a prediction
@@ -8,6 +8,7 @@ folder is searched recursively, so a second match in a subfolder is a duplicate.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import warnings
@@ -17,14 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from cityseg.data.pngdecode import UnreadablePngError, decode_png, header_mode_and_size
+from cityseg.data.labelpng import UnreadablePngError, png_header, read_png
 from cityseg.errors import UserError, format_paths
 from cityseg.labels import NUM_CLASSES, VALID_LABEL_IDS
-
-PNG_SUFFIX = ".png"
-EXAMPLES = 5  # examples shown per kind of problem
 
 # PIL modes whose pixels are one integer each; "1" (bilevel) and "F" (float) cannot hold labelIds.
 LABEL_MODES = frozenset({"L", "P", "I", "I;16", "I;16L", "I;16B"})
@@ -55,7 +52,11 @@ _INVALID_ID[sorted(VALID_LABEL_IDS)] = False
 _FRAME_ID = re.compile(r"^(?P<id>[^_]+_\d{6}_\d{6})(?!\d)")
 
 
-class TrainIdsWarning(UserWarning):
+class EvaluationWarning(UserWarning):
+    """Something the user should know about an evaluation that still ran (the CLI prints it)."""
+
+
+class TrainIdsWarning(EvaluationWarning):
     """Predictions hold only values 0..18: probably trainIds where labelIds were expected."""
 
 
@@ -65,8 +66,6 @@ class PredictionProblem(Exception):
     def __init__(self, kind: str, path: Path, detail: str) -> None:
         super().__init__(f"{path} ({detail})")
         self.kind = kind
-        self.path = path
-        self.detail = detail
 
 
 @dataclass
@@ -83,9 +82,6 @@ class Problems:
         """Record a problem raised while reading one file."""
         self.add(problem.kind, str(problem))
 
-    def __bool__(self) -> bool:
-        return bool(self.items)
-
     def raise_if_any(self, context: str) -> None:
         """Raise one UserError naming every kind of problem, its count and the first few files."""
         if not self.items:
@@ -93,16 +89,11 @@ class Problems:
         parts = [
             f"{PROBLEM_KINDS[kind]}: {'; '.join(self.items[kind])}"
             if kind == "count"  # a statement about the whole set, not a list of files
-            else f"{len(self.items[kind])} {PROBLEM_KINDS[kind]}: {format_paths(self.items[kind], EXAMPLES)}"
+            else f"{len(self.items[kind])} {PROBLEM_KINDS[kind]}: {format_paths(self.items[kind], 5)}"
             for kind in PROBLEM_KINDS
             if kind in self.items
         ]
         raise UserError(f"{context}: " + "; ".join(parts) + ". " + FIX)
-
-
-# ------------------------------------------------------------------------------------------------------
-# Finding and matching files
-# ------------------------------------------------------------------------------------------------------
 
 
 def find_pngs(pred_dir: Path) -> list[Path]:
@@ -113,10 +104,9 @@ def find_pngs(pred_dir: Path) -> list[Path]:
         raise UserError(
             f"prediction folder {pred_dir} {what}; pass the folder `cityseg predict` wrote its labelIds PNGs into."
         )
-    found = []
-    for folder, _dirs, names in os.walk(pred_dir):
-        found.extend(Path(folder, name) for name in names if name.endswith(PNG_SUFFIX))
-    return sorted(found)
+    return sorted(
+        Path(folder, name) for folder, _, names in os.walk(pred_dir) for name in names if name.endswith(".png")
+    )
 
 
 def match_to_frames(pngs: Iterable[Path], frame_ids: Iterable[str]) -> tuple[dict[str, list[Path]], list[Path]]:
@@ -164,37 +154,10 @@ def single_matches(matches: Mapping[str, list[Path]], problems: Problems) -> dic
     return chosen
 
 
-# ------------------------------------------------------------------------------------------------------
-# Reading one file
-# ------------------------------------------------------------------------------------------------------
-
-
-def _bands(mode: str) -> str:
-    try:
-        return str(Image.getmodebands(mode))
-    except (KeyError, ValueError):
-        return "?"
-
-
-def check_header(path: Path, size: tuple[int, int]) -> None:
-    """Check format and size (W, H) from the PNG header alone, before paying for a decode."""
-    try:
-        mode, actual = header_mode_and_size(path)
-    except UnreadablePngError as exc:
-        raise PredictionProblem("unreadable", path, exc.detail) from None
-    if mode not in LABEL_MODES:
-        raise PredictionProblem("multi-channel", path, f"PIL mode {mode}, {_bands(mode)} channel(s)")
-    if tuple(actual) != tuple(size):
-        raise PredictionProblem("wrong size", path, f"{actual[0]}x{actual[1]}, expected {size[0]}x{size[1]}")
-
-
 def read_prediction(path: Path) -> np.ndarray:
-    """(H, W) uint8 labelIds of a prediction PNG, the values the official script reads (np.array of PIL).
-
-    Decoded by cityseg.data.pngdecode (its fast path for plain grayscale, PIL otherwise): PIL's values, faster.
-    """
+    """(H, W) uint8 labelIds of a prediction PNG, the values the official script reads (np.array of PIL)."""
     try:
-        array, mode = decode_png(path)
+        array, mode = read_png(path)
     except UnreadablePngError as exc:
         raise PredictionProblem("unreadable", path, exc.detail) from None
     if mode not in LABEL_MODES or array.ndim != 2 or array.dtype.kind not in "ui":
@@ -206,15 +169,15 @@ def read_prediction(path: Path) -> np.ndarray:
     return array
 
 
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a (small) file: which prediction a per-frame score belongs to."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def invalid_values(values: Iterable[int]) -> list[int]:
     """The values among `values` that are not labelIds, for an error message (at most 10)."""
     bad = [int(v) for v in values if not 0 <= v < 256 or _INVALID_ID[int(v)]]
     return bad[:10]
-
-
-def value_counts(pred: np.ndarray) -> np.ndarray:
-    """(256,) pixel count of each value in a uint8 prediction."""
-    return np.bincount(pred.ravel(), minlength=256)
 
 
 def check_values(path: Path, counts: np.ndarray) -> None:
@@ -223,32 +186,37 @@ def check_values(path: Path, counts: np.ndarray) -> None:
         raise PredictionProblem("invalid ids", path, f"values {invalid_values(np.flatnonzero(counts))}")
 
 
-def read_and_count(path: Path) -> np.ndarray:
-    """Decode one prediction, check its values, return its (256,) value counts."""
-    counts = value_counts(read_prediction(path))
-    check_values(path, counts)
-    return counts
-
-
-# ------------------------------------------------------------------------------------------------------
-# Whole sets
-# ------------------------------------------------------------------------------------------------------
+def _read_and_count(path: Path) -> np.ndarray | PredictionProblem:
+    """(256,) value counts of one prediction, checked; its problem is returned, so one bad file hides no other."""
+    try:
+        counts = np.bincount(read_prediction(path).ravel(), minlength=256)
+        check_values(path, counts)
+        return counts
+    except PredictionProblem as problem:
+        return problem
 
 
 def check_headers(predictions: Mapping[str, Path], sizes: Callable[[str], tuple[int, int]], problems: Problems) -> None:
-    """Header checks for every prediction; `sizes(frame_id)` gives the expected (W, H)."""
+    """Format and size of every prediction from its header alone, before paying for a decode; `sizes(frame_id)`
+    gives the expected (W, H)."""
     for frame_id, path in predictions.items():
         try:
-            check_header(path, sizes(frame_id))
-        except PredictionProblem as problem:
-            problems.add_problem(problem)
+            mode, actual = png_header(path)
+        except UnreadablePngError as exc:
+            problems.add("unreadable", f"{path} ({exc.detail})")
+            continue
+        size = sizes(frame_id)
+        if mode not in LABEL_MODES:
+            problems.add("multi-channel", f"{path} (PIL mode {mode})")
+        elif tuple(actual) != tuple(size):
+            problems.add("wrong size", f"{path} ({actual[0]}x{actual[1]}, expected {size[0]}x{size[1]})")
 
 
 def scan_values(paths: Sequence[Path], workers: int, problems: Problems) -> np.ndarray:
     """Decode every prediction in parallel (PIL decodes outside the GIL); return summed (256,) value counts."""
     total = np.zeros(256, dtype=np.int64)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for outcome in pool.map(_try, [read_and_count] * len(paths), paths):
+        for outcome in pool.map(_read_and_count, paths):
             if isinstance(outcome, PredictionProblem):
                 problems.add_problem(outcome)
             else:
@@ -256,20 +224,9 @@ def scan_values(paths: Sequence[Path], workers: int, problems: Problems) -> np.n
     return total
 
 
-def _try(function: Callable, *args):
-    """Run `function`, returning a PredictionProblem instead of raising it (so one bad file does not hide others)."""
-    try:
-        return function(*args)
-    except PredictionProblem as problem:
-        return problem
-
-
 def warn_if_train_ids(counts: np.ndarray, where: Path) -> str | None:
-    """Warn (not fail) when predictions hold only values 0..18, which is what trainIds look like.
-
-    Valid labelIds predictions almost always contain ids above 18 (vegetation 21, sky 23, car 26);
-    all-small values usually mean `train_ids_to_ids` was forgotten, which the evaluation cannot tell.
-    """
+    """Warn (not fail) when predictions hold only values 0..18: labelIds almost always hold ids above 18 (sky 23,
+    car 26), so all-small values usually mean `train_ids_to_ids` was forgotten; returns the message."""
     present = np.flatnonzero(counts)
     if present.size == 0 or present.max() >= NUM_CLASSES:
         return None

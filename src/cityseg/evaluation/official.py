@@ -1,11 +1,9 @@
 """The official Cityscapes pixel-level evaluation, run in-process and kept on a short leash.
 
-`cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling` was written as a script: it reads
-`CITYSCAPES_*` variables into a module-global `args` at import time, prints a lot, writes an export
-JSON next to the installed package, and calls `sys.exit` on any problem. We call only its core,
-`evaluateImgLists(predictions, ground_truths, args)`, with an argument object we build ourselves,
-capture its prints, turn a `SystemExit` into a `UserError`, and give it `np.in1d` back for the
-duration of the call because numpy 2.4 removed it (the script still calls it for iIoU).
+evalPixelLevelSemanticLabeling was written as a script: it reads `CITYSCAPES_*` variables at import, prints,
+writes a JSON next to the package and calls `sys.exit` on any problem. We call only `evaluateImgLists` with
+arguments we build, capture its prints, turn SystemExit into UserError, and lend it `np.in1d` (removed in
+numpy 2.4, still called for iIoU) for the duration of the call.
 """
 
 from __future__ import annotations
@@ -48,11 +46,8 @@ def average_class_sizes() -> dict[str, float]:
 
 
 def official_args() -> types.SimpleNamespace:
-    """Every attribute `evaluateImgLists` and the functions it calls read, set explicitly.
-
-    Nothing comes from environment variables or package-relative paths, and the script writes no
-    file at all (JSONOutput off): we write its export dict ourselves, atomically, where asked.
-    """
+    """Every attribute `evaluateImgLists` and the functions it calls read, set explicitly: nothing from the
+    environment or package paths, and no file written (JSONOutput off; we write its export dict ourselves)."""
     module = official_module()
     return types.SimpleNamespace(
         evalInstLevelScore=True,  # iIoU needs *_gtFine_instanceIds.png beside each labelIds file
@@ -75,36 +70,20 @@ def official_args() -> types.SimpleNamespace:
     )
 
 
-def _in1d(ar1, ar2, assume_unique: bool = False, invert: bool = False, **kwargs) -> np.ndarray:
-    """numpy < 2.4's `in1d`: membership of the flattened `ar1`, i.e. `isin` on `ravel(ar1)`."""
-    return np.isin(np.ravel(ar1), ar2, assume_unique=assume_unique, invert=invert, **kwargs)
-
-
-class _NumpyWithIn1d(types.ModuleType):
-    """numpy as the script sees it, plus `in1d`; every other attribute is numpy's own."""
-
-    def __init__(self) -> None:
-        super().__init__(np.__name__)
-        self.in1d = _in1d
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(np, name)
-
-
 @contextlib.contextmanager
 def numpy_in1d_for(module: types.ModuleType) -> Iterator[None]:
     """Give `module` (only it) an `np.in1d` while the block runs, when the installed numpy lacks it.
 
-    Why a proxy and not `numpy.in1d = ...`: patching the numpy module would change numpy for
-    every thread and library in the process; replacing the script's own global `np` reference
-    changes nothing else, and is undone on exit. `isin(ravel(a), b)` is exactly what `in1d(a, b)`
-    computed, so the script's numbers are unchanged.
+    A proxy for the script's own `np` global, not `numpy.in1d = ...`, which would change numpy for every
+    thread and library in the process; `isin(ravel(a), b)` is exactly what `in1d(a, b)` computed.
     """
     if hasattr(module.np, "in1d"):
         yield
         return
     original = module.np
-    module.np = _NumpyWithIn1d()
+    module.np = types.ModuleType(np.__name__)
+    module.np.__dict__.update(np.__dict__)  # numpy's own attributes, plus numpy < 2.4's in1d = isin of ravel(ar1)
+    module.np.in1d = lambda ar1, ar2, **kwargs: np.isin(np.ravel(ar1), ar2, **kwargs)
     try:
         yield
     finally:
@@ -113,18 +92,14 @@ def numpy_in1d_for(module: types.ModuleType) -> Iterator[None]:
 
 def _last_error_line(printed: str) -> str:
     """The script reports problems as 'ERROR: ...' right before exiting."""
-    lines = [line.strip() for line in printed.replace("\r", "\n").splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("ERROR:")]
-    if errors:
-        return errors[-1][len("ERROR:") :].strip()
-    return lines[-1] if lines else "no message"
+    lines = [line.strip() for line in printed.replace("\r", "\n").splitlines() if line.strip()] or ["no message"]
+    errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR:")]
+    return (errors or lines)[-1]
 
 
 def run_official(predictions: Sequence[Path], ground_truths: Sequence[Path]) -> tuple[dict[str, Any], str]:
-    """Run `evaluateImgLists` on explicit, already validated lists; return (export dict, captured output).
-
-    `predictions[i]` is the labelIds PNG for `ground_truths[i]` (a *_gtFine_labelIds.png).
-    """
+    """(export dict, captured output) of `evaluateImgLists` on validated lists; `predictions[i]` is the labelIds
+    PNG for `ground_truths[i]` (a *_gtFine_labelIds.png)."""
     module = official_module()
     args = official_args()
     printed = io.StringIO()

@@ -1,19 +1,15 @@
-"""What an evaluation leaves behind: a printed table, the official-format JSON and a per-class CSV.
+"""What an evaluation leaves behind: a printed table (percent), the official-format JSON and a per-class CSV
+(both fractions of 1, as the official export).
 
-The JSON is written the way the official script writes its export (sorted keys, indent 4, NaN as
-the bare token `NaN`, which Python's json reads back), plus our "cityseg" section; both files are
-written atomically and never over a file that is not an earlier cityseg evaluation.
-
-Which files are ours is checked, not guessed: the JSON's `cityseg.written_by` holds the sha256 of the
-JSON text itself (computed with that field empty) and of the CSV written beside it. A file that does
-not match (someone else's, or ours edited since) is left alone.
+The JSON is written as the official script writes its export (sorted keys, indent 4, NaN as the bare token
+`NaN`), plus our "cityseg" section; both files are written atomically, and only over an earlier cityseg
+evaluation: `cityseg.written_by` holds the sha256 of the JSON text itself (taken with that field empty) and
+of the CSV beside it, so a file that does not match (someone else's, or ours edited since) is left alone.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import math
 from collections.abc import Mapping
@@ -26,20 +22,17 @@ from cityseg.errors import UserError
 from cityseg.fileio import atomic_write_bytes
 from cityseg.labels import CATEGORY_NAMES, CLASS_NAMES, NUM_CLASSES
 
-CSV_HEADER = ("class", "IoU", "iIoU")
+UNITS = "scores are fractions of 1 (0.6342 is printed as 63.42 %)"
+CSV_HEADER = ("class", "IoU (fraction of 1)", "iIoU (fraction of 1)")
 WRITTEN_BY = "cityseg evaluate"
 NAME_WIDTH = 18  # fits "mIoU (19 classes)"
+VALUE_WIDTH = 9  # fits "100.00 %"
 
 
 def default_json_path(pred_dir: Path, split: str) -> Path:
     """`<PRED_DIR>-eval/<split>.json`: beside the predictions it scores, never inside PRED_DIR (which is walked for PNGs)."""
     pred_dir = Path(pred_dir).resolve()
     return pred_dir.with_name(pred_dir.name + "-eval") / f"{split}.json"
-
-
-def csv_path_for(json_path: Path) -> Path:
-    """The per-class CSV lives next to the JSON with the same stem."""
-    return Path(json_path).with_suffix(".csv")
 
 
 def summary(export: Mapping[str, Any]) -> dict[str, Any]:
@@ -65,69 +58,57 @@ def summary(export: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def plain(value: Any) -> Any:
-    """numpy scalars, tuples and paths -> JSON types, recursively."""
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return plain(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value)
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
     if isinstance(value, Path):
         return str(value)
-    return value
+    raise TypeError(f"{type(value).__name__} is not JSON data")
 
 
-def _fmt(value: float, width: int = 7) -> str:
-    return f"{'-':>{width}}" if math.isnan(value) else f"{value:>{width}.3f}"
+def plain(value: Any) -> Any:
+    """A copy in JSON types only (numpy scalars and arrays, tuples and paths converted), NaN kept."""
+    return json.loads(json.dumps(value, default=_json_value))
+
+
+def percent(value: float) -> str:
+    """A score (fraction of 1) as people read it: '63.42 %', or '-' when undefined (NaN)."""
+    return f"{'-':>{VALUE_WIDTH}}" if math.isnan(value) else f"{100 * value:>{VALUE_WIDTH - 2}.2f} %"
 
 
 def format_table(result: Mapping[str, Any], bold: bool = False) -> str:
-    """Class IoU/iIoU, category IoU/iIoU and the mean IoU as the (optionally bold) last line."""
+    """Class IoU/iIoU, category IoU/iIoU and the mean IoU as the (optionally bold) last line, in percent."""
     on, off = ("\033[1m", "\033[0m") if bold else ("", "")
-    rule = "-" * (NAME_WIDTH + 16)
-    lines = [f"{'class':<{NAME_WIDTH}}{'IoU':>7}{'iIoU':>9}", rule]
-    for name in CLASS_NAMES:
-        lines.append(
-            f"{name:<{NAME_WIDTH}}{_fmt(result['classScores'][name])}  {_fmt(result['classInstScores'][name])}"
-        )
-    lines += [rule, f"{'category':<{NAME_WIDTH}}{'IoU':>7}{'iIoU':>9}", rule]
-    for name in CATEGORY_NAMES:
-        lines.append(
-            f"{name:<{NAME_WIDTH}}{_fmt(result['categoryScores'][name])}  {_fmt(result['categoryInstScores'][name])}"
-        )
-    lines += [
-        rule,
-        f"{'categories avg':<{NAME_WIDTH}}{_fmt(result['averageScoreCategories'])}  {_fmt(result['averageScoreInstCategories'])}",
-        f"{on}{f'mIoU ({NUM_CLASSES} classes)':<{NAME_WIDTH}}{_fmt(result['averageScoreClasses'])}  "
-        f"{_fmt(result['averageScoreInstClasses'])}{off}",
-    ]
-    return "\n".join(lines)
+    rule = "-" * (NAME_WIDTH + 2 * VALUE_WIDTH + 2)
+    rows = [(name, result["classScores"][name], result["classInstScores"][name]) for name in CLASS_NAMES]
+    categories = [(n, result["categoryScores"][n], result["categoryInstScores"][n]) for n in CATEGORY_NAMES]
+    categories.append(("categories avg", result["averageScoreCategories"], result["averageScoreInstCategories"]))
+
+    def line(name: str, iou: float, iiou: float) -> str:
+        return f"{name:<{NAME_WIDTH}}{percent(iou)}  {percent(iiou)}"
+
+    def header(kind: str) -> list[str]:
+        return [f"{kind:<{NAME_WIDTH}}{'IoU':>{VALUE_WIDTH}}  {'iIoU':>{VALUE_WIDTH}}", rule]
+
+    mean = line(f"mIoU ({NUM_CLASSES} classes)", result["averageScoreClasses"], result["averageScoreInstClasses"])
+    return "\n".join(
+        [*header("class"), *(line(*row) for row in rows), rule, *header("category")]
+        + [*(line(*row) for row in categories), rule, f"{on}{mean}{off}"]
+    )
 
 
 def _json_text(data: Mapping[str, Any]) -> str:
-    return json.dumps(plain(data), sort_keys=True, indent=4)
+    return json.dumps(data, sort_keys=True, indent=4, default=_json_value)
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _stamped_text(result: Mapping[str, Any], csv_bytes: bytes, previous_csv_sha256: str | None) -> str:
+def _stamped_text(result: Mapping[str, Any], csv_bytes: bytes, previous: str | None) -> str:
     """The JSON text with `cityseg.written_by`: the sha256 of this very text (taken with that field empty), of
     the CSV written beside it, and of the CSV that one replaces (still there if a kill came in between)."""
-    stamp = {
-        "command": WRITTEN_BY,
-        "sha256": "",
-        "csv_sha256": _sha256(csv_bytes),
-        "previous_csv_sha256": previous_csv_sha256,
-    }
+    stamp = {"command": WRITTEN_BY, "sha256": "", "csv_sha256": _sha256(csv_bytes), "previous_csv_sha256": previous}
     data = {**result, "cityseg": {**result.get("cityseg", {}), "written_by": stamp}}
     stamp["sha256"] = _sha256(_json_text(data).encode())
     return _json_text(data)
@@ -140,7 +121,7 @@ def _our_stamp(path: Path) -> dict[str, Any] | None:
         stamp = dict(data["cityseg"]["written_by"])
         claimed = stamp["sha256"]
         data["cityseg"]["written_by"] = {**stamp, "sha256": ""}
-    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError):
+    except (OSError, ValueError, RecursionError, KeyError, TypeError):  # UnicodeDecodeError is a ValueError
         return None
     if stamp.get("command") != WRITTEN_BY or _sha256(_json_text(data).encode()) != claimed:
         return None
@@ -154,42 +135,45 @@ def _refuse(path: Path) -> None:
     )
 
 
+def _file_sha256(path: Path) -> str | None:
+    try:
+        return _sha256(path.read_bytes())
+    except OSError:  # missing, a folder, unreadable
+        return None
+
+
 def check_output_paths(json_path: Path) -> None:
     """Refuse, before any work, to replace a JSON or CSV that an earlier cityseg evaluation did not write."""
-    json_path = Path(json_path)
+    json_path, csv_path = Path(json_path), Path(json_path).with_suffix(".csv")
     if json_path.suffix != ".json":
         raise UserError(f"--json {json_path} must end in .json (the per-class CSV is written beside it as .csv).")
-    csv_path = csv_path_for(json_path)
     for path in (json_path, csv_path):
         if path.is_dir():
             raise UserError(f"{path} is a folder; pass a file name ending in .json for --json.")
+    blocking = next((parent for parent in json_path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise UserError(
+            f"--json {json_path} lies below {blocking}, which is a file, not a folder; choose another path."
+        )
     stamp = _our_stamp(json_path) if json_path.is_file() else None
     if (json_path.exists() or json_path.is_symlink()) and stamp is None:
         _refuse(json_path)
-    if csv_path.exists() or csv_path.is_symlink():
-        try:
-            ours = stamp is not None and _sha256(csv_path.read_bytes()) in (
-                stamp.get("csv_sha256"),
-                stamp.get("previous_csv_sha256"),
-            )
-        except OSError:
-            ours = False
-        if not ours:
-            _refuse(csv_path)
+    if (csv_path.exists() or csv_path.is_symlink()) and (
+        stamp is None or _file_sha256(csv_path) not in (stamp.get("csv_sha256"), stamp.get("previous_csv_sha256"))
+    ):
+        _refuse(csv_path)
 
 
 def write_outputs(result: Mapping[str, Any], json_path: Path) -> tuple[Path, Path]:
     """Write the JSON and the per-class CSV (class, IoU, iIoU in trainId order), each atomically."""
     json_path = Path(json_path)
     check_output_paths(json_path)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    for name in CLASS_NAMES:
-        writer.writerow([name, repr(float(result["classScores"][name])), repr(float(result["classInstScores"][name]))])
-    csv_bytes = buffer.getvalue().encode()
-    csv_path = csv_path_for(json_path)
-    previous = _sha256(csv_path.read_bytes()) if csv_path.is_file() else None  # checked to be ours above
+    rows = [CSV_HEADER] + [
+        (n, repr(float(result["classScores"][n])), repr(float(result["classInstScores"][n]))) for n in CLASS_NAMES
+    ]
+    csv_bytes = "".join(",".join(row) + "\n" for row in rows).encode()  # no field holds a comma or a quote
+    csv_path = json_path.with_suffix(".csv")
+    previous = _file_sha256(csv_path)  # checked to be ours above
     text = _stamped_text(result, csv_bytes, previous)
     atomic_write_bytes(json_path, lambda handle: handle.write(text.encode()))
     atomic_write_bytes(csv_path, lambda handle: handle.write(csv_bytes))

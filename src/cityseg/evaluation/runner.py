@@ -1,16 +1,21 @@
-"""`evaluate`: check predictions against a split, score them with the official script and/or the fast
-engine, make sure both agree, and return (and optionally write) the official-format result.
-
-Order matters: every check that can fail on user input runs before the official script, so its
-`sys.exit` is never reached in practice; in "both" mode the fast engine runs first because it
-decodes every prediction anyway and so doubles as the full content check.
+"""The engines together. `evaluate`: check predictions against a split, score them with the official script
+and/or the fast engine, make sure both agree, and return (and optionally write) the official-format result
+plus a "cityseg" section; every check that can fail on user input runs before the official script, so its
+`sys.exit` is never reached. `PredictionScorer`: the fast engine on label maps in memory, while `cityseg
+predict --score` writes them (frames an earlier run wrote are read back from their PNGs).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import time
+import warnings
+from collections import deque
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -19,33 +24,32 @@ import numpy as np
 
 from cityseg import __version__
 from cityseg.data.frames import Frame, list_frames
-from cityseg.data.pngdecode import UnreadablePngError, image_size
+from cityseg.data.labelpng import UnreadablePngError, png_header
 from cityseg.errors import UserError, format_paths
 from cityseg.evaluation.checks import (
+    EvaluationWarning,
+    PredictionProblem,
     Problems,
     check_headers,
+    file_sha256,
     find_pngs,
     match_to_frames,
+    read_prediction,
     scan_values,
     single_matches,
     warn_if_train_ids,
 )
-from cityseg.evaluation.fast import N_IDS, Pair
-from cityseg.evaluation.gt_cache import UncachableGroundTruth, gt_cache_or_none, warn_uncachable
+from cityseg.evaluation.fast import N_IDS, FrameCounts, Pair, accumulate, count_prediction, export_dict, run_fast
 from cityseg.evaluation.official import average_class_sizes, run_official
-from cityseg.evaluation.output import check_output_paths, plain, summary, write_outputs
-from cityseg.evaluation.scores import run_fast
+from cityseg.evaluation.output import UNITS, check_output_paths, plain, summary, write_outputs
 from cityseg.system import default_workers
 
 ENGINES = ("both", "official", "fast")
 TOLERANCE = 1e-9  # largest |official - fast| accepted for any score
+PREDICT_MANIFEST = ".cityseg-predict.json"  # written by `cityseg predict` (prediction/ledger.py)
 _SCORE_DICTS = ("priors", "classScores", "classInstScores", "categoryScores", "categoryInstScores")
-_SCORE_VALUES = (
-    "averageScoreClasses",
-    "averageScoreInstClasses",
-    "averageScoreCategories",
-    "averageScoreInstCategories",
-)
+_SCORE_VALUES = tuple(f"averageScore{kind}" for kind in ("Classes", "InstClasses", "Categories", "InstCategories"))
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class EngineMismatchError(RuntimeError):
@@ -64,45 +68,25 @@ def ground_truth_frames(root: Path, split: str) -> list[Frame]:
     return frames
 
 
-def _image_size(path: Path) -> tuple[int, int]:
+def _label_size(path: Path) -> tuple[int, int]:
     try:
-        return image_size(path)
+        return png_header(path)[1]
     except UnreadablePngError as exc:
-        raise UserError(
-            f"cannot read the size of ground truth {path} ({exc.detail}); restore it from gtFine."
-        ) from None
+        raise UserError(f"cannot read ground truth {path} ({exc.detail}); restore it from gtFine.") from None
 
 
 def prediction_pairs(pred_dir: Path, frames: Sequence[Frame]) -> list[Pair]:
-    """Match one prediction to every frame and check names, counts, formats and sizes (headers only)."""
+    """Match one prediction to every frame (the official rule) and check names, counts, formats and sizes."""
     problems = Problems()
     matches, extra = match_to_frames(find_pngs(pred_dir), [f.id for f in frames])
     for path in extra:
         problems.add("extra", str(path))
     chosen = single_matches(matches, problems)
     by_id = {f.id: f for f in frames}
-    check_headers(chosen, lambda frame_id: _image_size(by_id[frame_id].label_ids), problems)
+    check_headers(chosen, lambda frame_id: _label_size(by_id[frame_id].label_ids), problems)
     split = frames[0].split if frames else "?"
     problems.raise_if_any(f"the predictions in {pred_dir} cannot be evaluated against the {len(frames)} {split} frames")
     return [Pair(f.id, chosen[f.id], f.label_ids, f.instance_ids) for f in frames]
-
-
-def _scan_predictions(pairs: Sequence[Pair], workers: int, pred_dir: Path) -> np.ndarray:
-    """Decode every prediction and check its ids; (256,) value counts over the whole set."""
-    problems = Problems()
-    counts = scan_values([p.prediction for p in pairs], workers, problems)
-    problems.raise_if_any(f"the predictions in {pred_dir} cannot be evaluated")
-    return counts
-
-
-def check_predictions(pred_dir: Path, root: Path, split: str = "val", workers: int | None = None) -> dict[str, Path]:
-    """Fully check a prediction folder against a split (names, sizes, channels, every pixel's id); frame id -> PNG.
-
-    Raises one UserError listing every problem; warns (TrainIdsWarning) when values look like trainIds.
-    """
-    pairs = prediction_pairs(Path(pred_dir), ground_truth_frames(Path(root), split))
-    warn_if_train_ids(_scan_predictions(pairs, workers or default_workers(), Path(pred_dir)), Path(pred_dir))
-    return {p.frame_id: p.prediction for p in pairs}
 
 
 def compare_exports(
@@ -115,71 +99,54 @@ def compare_exports(
         diffs.append("confMatrix counts differ")
     if dict(official["labels"]) != dict(fast["labels"]):
         diffs.append("labels differ")
+    diffs += [f"{key} has different names" for key in _SCORE_DICTS if set(official[key]) != set(fast[key])]
     pairs = [
         (f"{key}[{name}]", official[key][name], fast[key].get(name)) for key in _SCORE_DICTS for name in official[key]
     ]
     pairs += [(key, official[key], fast[key]) for key in _SCORE_VALUES]
-    for key in _SCORE_DICTS:
-        if set(official[key]) != set(fast[key]):
-            diffs.append(f"{key} has different names")
     for where, a, b in pairs:
         if b is None:
             continue
         a, b = float(a), float(b)
-        if math.isnan(a) or math.isnan(b):
-            if math.isnan(a) != math.isnan(b):
-                diffs.append(f"{where}: official {a}, fast {b} (NaN in one only)")
-            continue
-        worst = max(worst, abs(a - b))
-        if abs(a - b) >= tol:
-            diffs.append(f"{where}: official {a!r}, fast {b!r}")
+        if math.isnan(a) != math.isnan(b):
+            diffs.append(f"{where}: official {a}, fast {b} (NaN in one only)")
+        elif not math.isnan(a):
+            worst = max(worst, abs(a - b))
+            diffs += [f"{where}: official {a!r}, fast {b!r}"] if abs(a - b) >= tol else []
     return diffs, worst
 
 
-def _package_version(name: str) -> str | None:
+def _plain_setting(value: Any) -> bool:
+    """A JSON scalar, or a short list of them (e.g. a size): what a manifest's settings may hold."""
+    items = value if isinstance(value, list) and len(value) <= 8 else [value]
+    return all(v is None or isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) <= 4096) for v in items)
+
+
+def prediction_provenance(pred_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(checkpoint sha256 and settings that `cityseg predict` recorded in PRED_DIR's manifest, or None; a note
+    when the manifest, a user-side file, cannot be read as cityseg's and is skipped)."""
+    path = Path(pred_dir) / PREDICT_MANIFEST
+    if not path.is_file():
+        return None, None
+    try:
+        settings = json.loads(path.read_text())["settings"]
+        sha256 = settings["checkpoint_sha256"]
+        if not isinstance(sha256, str) or not _SHA256.match(sha256):
+            raise TypeError("checkpoint_sha256 is not a sha256")
+        kept = {key: value for key, value in settings.items() if _plain_setting(value)}
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as exc:
+        return None, (
+            f"{path} is not a readable `cityseg predict` manifest ({exc.__class__.__name__}), so the evaluation "
+            "does not record how the predictions were made; predict into a fresh folder to get it back."
+        )
+    return {"manifest": str(path.resolve()), "checkpoint_sha256": sha256, "settings": kept}, None
+
+
+def _version(name: str) -> str | None:
     try:
         return version(name)
     except PackageNotFoundError:
         return None
-
-
-def _fast(
-    pairs: Sequence[Pair], workers: int, pred_dir: Path, gt_cache: Path | bool, root: Path, split: str
-) -> tuple[dict[str, Any], np.ndarray, dict[str, Any] | None]:
-    """The fast engine, which decodes every prediction anyway and so is also the full content check.
-
-    With a gt_cache folder it reads the split's ground truth from there, or builds the entry in this same
-    pass (the ground truth is decoded to be scored anyway; encoding and storing it adds ~5%), so the first
-    evaluation is not slowed by a separate build and later ones decode only the predictions.
-    """
-    try:
-        with gt_cache_or_none(gt_cache, root, split, pairs, workers) as gt:
-            read_segments = gt.read if gt is not None else None
-            export, problems = run_fast(pairs, workers, average_class_sizes(), read_segments=read_segments)
-    except UncachableGroundTruth as exc:
-        warn_uncachable(exc)
-        gt = None
-        export, problems = run_fast(pairs, workers, average_class_sizes())
-    if problems:  # after the block: a cache built in this pass is kept, whatever the predictions hold
-        collected = Problems()
-        for problem in problems:
-            collected.add_problem(problem)
-        collected.raise_if_any(f"the predictions in {pred_dir} cannot be evaluated")
-    counts = np.zeros(256, dtype=np.int64)
-    counts[:N_IDS] = np.asarray(export["confMatrix"], dtype=np.int64).sum(axis=0)  # predicted ids, all valid
-    return plain(export), counts, gt.info() if gt is not None else None
-
-
-def _check_agreement(official: Mapping[str, Any], fast: Mapping[str, Any]) -> float:
-    """Raise EngineMismatchError unless the two exports agree; return the largest score difference."""
-    diffs, worst = compare_exports(official, fast)
-    if diffs:
-        raise EngineMismatchError(
-            f"the fast engine disagrees with the official script on {len(diffs)} value(s) (tolerance {TOLERANCE}): "
-            + "; ".join(diffs[:10])
-            + ". This is a bug in cityseg.evaluation.fast; use --engine official meanwhile."
-        )
-    return worst
 
 
 def evaluate(
@@ -189,16 +156,10 @@ def evaluate(
     engine: str = "both",
     json_out: Path | None = None,
     workers: int | None = None,
-    gt_cache: Path | bool = True,
 ) -> dict[str, Any]:
-    """Score labelIds predictions on a split with the official Cityscapes metrics (and/or our fast twin).
-
-    Returns the official export dict plus a "cityseg" section (engine, timings, n_frames, trainId-order
-    scores, warnings); with `json_out`, also writes it and a per-class CSV beside it. Bad input raises
-    UserError (never SystemExit); engines that disagree raise EngineMismatchError.
-    `gt_cache`: where the fast engine keeps the split's decoded ground truth (True: ROOT/../cityseg-cache/
-    eval-gt, a Path: that folder, False: decode the PNGs every time); the official engine never uses it.
-    """
+    """The official export dict of labelIds predictions on a split, plus a "cityseg" section (docs/evaluation.md);
+    with `json_out`, also written with a per-class CSV beside it. Bad input raises UserError (never SystemExit);
+    engines that disagree raise EngineMismatchError."""
     if engine not in ENGINES:
         raise UserError(f"unknown evaluation engine {engine!r}; use one of {', '.join(ENGINES)}.")
     pred_dir, root = Path(pred_dir), Path(root)
@@ -208,17 +169,37 @@ def evaluate(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     pairs = prediction_pairs(pred_dir, ground_truth_frames(root, split))
+    provenance, note = prediction_provenance(pred_dir)
+    if note:
+        warnings.warn(note, EvaluationWarning, stacklevel=2)
     exports: dict[str, dict[str, Any]] = {}
-    cache_info: dict[str, Any] | None = None
-    if engine == "official":
-        counts = _scan_predictions(pairs, workers, pred_dir)
+    frames = None
+    if engine == "official":  # every prediction decoded and its ids checked, without the ground truth
+        problems = Problems()
+        counts = scan_values([p.prediction for p in pairs], workers, problems)
+        problems.raise_if_any(f"the predictions in {pred_dir} cannot be evaluated")
         timings["validate_s"] = time.perf_counter() - started
     else:
         timings["validate_s"] = time.perf_counter() - started
         started = time.perf_counter()
-        exports["fast"], counts, cache_info = _fast(pairs, workers, pred_dir, gt_cache, root, split)
-        timings["fast_s"] = time.perf_counter() - started  # includes building the gt cache when it was built
-    train_ids_warning = warn_if_train_ids(counts, pred_dir)
+        export, frame_scores = run_fast(
+            pairs, workers, average_class_sizes(), f"the predictions in {pred_dir} cannot be evaluated"
+        )
+        exports["fast"] = plain(export)
+        timings["fast_s"] = time.perf_counter() - started
+        counts = np.zeros(256, dtype=np.int64)
+        counts[:N_IDS] = np.asarray(export["confMatrix"], dtype=np.int64).sum(axis=0)  # predicted ids, all valid
+        frames = [
+            {
+                "id": pair.frame_id,
+                "prediction": pair.prediction.relative_to(pred_dir).as_posix(),
+                "sha256": file_sha256(pair.prediction),
+                "miou": miou,
+                "pixel_accuracy": accuracy,
+            }
+            for pair, (miou, accuracy) in zip(pairs, frame_scores, strict=True)
+        ]
+    notes = [text for text in (note, warn_if_train_ids(counts, pred_dir)) if text]
     if engine != "fast":  # every input check has passed: the script's sys.exit paths are out of reach
         started = time.perf_counter()
         official, _printed = run_official([p.prediction for p in pairs], [p.label_ids for p in pairs])
@@ -227,29 +208,92 @@ def evaluate(
 
     section: dict[str, Any] = {
         "engine": engine,
+        "units": UNITS,
         "n_frames": len(pairs),
         "pred_dir": str(pred_dir.resolve()),
         "root": str(root.resolve()),
         "split": split,
         "workers": workers,
         "synthetic": (root / "SYNTHETIC.json").is_file(),
+        "predictions": provenance,
         "timings": timings,
-        "gt_cache": cache_info,
-        "warnings": [train_ids_warning] if train_ids_warning else [],
-        "versions": {
-            "cityseg": __version__,
-            "cityscapesscripts": _package_version("cityscapesscripts"),
-            "numpy": np.__version__,
-        },
+        "warnings": notes,
+        "versions": {"cityseg": __version__}
+        | {name: _version(name) for name in ("cityscapesscripts", "numpy", "pillow")},
     }
     if engine == "both":
-        section["max_abs_diff"] = _check_agreement(exports["official"], exports["fast"])
+        diffs, section["max_abs_diff"] = compare_exports(exports["official"], exports["fast"])
+        if diffs:
+            raise EngineMismatchError(
+                f"the fast engine disagrees with the official script on {len(diffs)} value(s) (tolerance "
+                f"{TOLERANCE}): {'; '.join(diffs[:10])}. This is a bug in cityseg.evaluation.fast; use --engine official."
+            )
         section["speedup"] = timings["official_s"] / max(timings["fast_s"], 1e-9)
     export = exports.get("official") or exports["fast"]
-    section["scores"] = summary(export)
-    if "fast" in exports:
-        section["fast"] = exports["fast"]
+    section |= {"scores": summary(export), "frames": frames} | ({"fast": exports["fast"]} if "fast" in exports else {})
     result = {**export, "cityseg": section}
     if json_out is not None:
         write_outputs(result, Path(json_out))
     return result
+
+
+class PredictionScorer:
+    """Counts frames as they are predicted (in worker threads, so the model never waits), then the export dict."""
+
+    def __init__(self, root: Path, split: str, frame_ids: list[str], workers: int = 2) -> None:
+        if split == "test":
+            raise UserError(
+                "the test split's ground truth is withheld, so test predictions cannot be scored; drop "
+                "--score, or score --split val."
+            )
+        frames = {f.id: f for f in ground_truth_frames(Path(root), split)}
+        missing = [i for i in frame_ids if i not in frames]
+        if missing:
+            raise UserError(
+                f"{len(missing)} frame(s) of split '{split}' have no labelIds/instanceIds ground truth in "
+                f"{root} ({format_paths(missing)}), so they cannot be scored; drop --score."
+            )
+        self.pairs = {i: Pair(i, Path(i), frames[i].label_ids, frames[i].instance_ids) for i in frame_ids}
+        self.workers = max(1, workers)
+        self.pool = ThreadPoolExecutor(max_workers=self.workers)
+        self.counts: dict[str, Future] = {}
+        self.in_flight: deque[Future] = deque()
+        self.started = time.perf_counter()
+
+    def add(self, frame_id: str, label_ids: np.ndarray, path: Path) -> None:
+        """Count one frame's (H, W) uint8 labelIds (written to `path`); waits when too many frames are queued."""
+        while len(self.in_flight) >= 2 * self.workers:  # bound the label maps held in memory
+            self.in_flight.popleft().result()
+        future = self.pool.submit(self._count, replace(self.pairs[frame_id], prediction=Path(path)), label_ids)
+        self.counts[frame_id] = future
+        self.in_flight.append(future)
+
+    def add_file(self, frame_id: str, path: Path) -> None:
+        """Count a frame predicted by an earlier run, from its PNG."""
+        self.add(frame_id, None, path)
+
+    def _count(self, pair: Pair, label_ids: np.ndarray | None) -> FrameCounts:
+        try:
+            pred = read_prediction(pair.prediction) if label_ids is None else label_ids
+            return count_prediction(pair, pred)
+        except PredictionProblem as problem:
+            raise UserError(f"cannot score prediction {problem}; rerun `cityseg predict` with --overwrite.") from None
+
+    def result(self) -> dict[str, Any]:
+        """The official export dict (same keys and numbers as `evaluate`) plus a small "cityseg" section."""
+        try:
+            frames = [self.counts[i].result() for i in self.pairs]
+        finally:
+            self.pool.shutdown(wait=True)
+        export = plain(export_dict(accumulate(frames, average_class_sizes())))
+        export["cityseg"] = {
+            "engine": "fast (in memory, cityseg predict --score)",
+            "units": UNITS,
+            "n_frames": len(frames),
+            "timings": {"predict_and_score_s": time.perf_counter() - self.started},
+        }
+        return export
+
+    def close(self) -> None:
+        """Stop the workers after an error (results are dropped)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from cityseg.data.frames import Frame
-from cityseg.data.pngdecode import encode_label_png
+from cityseg.data.labelpng import encode_label_png
 from cityseg.errors import UserError, format_paths
 from cityseg.fileio import atomic_write_bytes, is_name_inside
 

@@ -72,4 +72,4 @@ class PredictOptions:
     color_out: Path | None = None  # also write Cityscapes-coloured images and overlays here
     overwrite: bool = False  # delete what an earlier prediction wrote with other settings (only its own files)
     progress: bool = True  # show a progress bar
-    score: bool = False  # also score the label maps in memory as they are written (evaluation.inmemory)
+    score: bool = False  # also score the label maps in memory as they are written (evaluation.runner.PredictionScorer)

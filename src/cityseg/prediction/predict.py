@@ -236,7 +236,7 @@ def _predict_into(
 
 
 def _scorer(root: Path, split: str, frames: list[Frame]):
-    from cityseg.evaluation.inmemory import PredictionScorer
+    from cityseg.evaluation.runner import PredictionScorer
     from cityseg.system import default_workers
 
     return PredictionScorer(Path(root), split, [f.id for f in frames], workers=default_workers())

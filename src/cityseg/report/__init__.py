@@ -17,9 +17,7 @@ from typing import Any
 _EXPORTS = {
     **dict.fromkeys(("compare_runs", "Comparison", "PairedComparison"), "compare"),
     **dict.fromkeys(("build_comparison", "comparison_figure", "write_comparison"), "compare_pdf"),
-    **dict.fromkeys(
-        ("best_and_worst", "FrameScore", "load_examples", "prediction_paths", "score_frames", "spread"), "frames"
-    ),
+    **dict.fromkeys(("best_and_worst", "FrameScore", "load_examples", "prediction_paths", "score_frames"), "frames"),
     **dict.fromkeys(("figures_dir",), "layout"),
     **dict.fromkeys(("config_table", "engines_table", "histories", "parse_size", "training_config"), "notebook"),
     **dict.fromkeys(

@@ -1,22 +1,23 @@
-"""Per-frame scores and qualitative examples read back from prediction PNGs and the ground truth.
+"""Per-frame scores and qualitative examples of a split's predictions, for the report and the notebook.
 
-Predictions are the official labelIds PNGs that `cityseg predict` writes, so what the report
-and the notebook show is exactly what the official evaluation scored.
+Scores come from the evaluation's own per-frame section (`cityseg.frames` of its JSON) when it describes the
+very files now in the prediction folder (same sha256); otherwise the fast engine scores the folder again.
+Predictions are matched to frames by the official rule (evaluation.checks.match_to_frames).
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import Any
 
 from cityseg.errors import UserError, format_paths
+from cityseg.evaluation.checks import Problems, file_sha256, find_pngs, match_to_frames, single_matches
 from cityseg.report.plots import Example
-from cityseg.training.metrics import confusion_matrix, mean_iou, pixel_accuracy
+from cityseg.report.tables import percent
 
 
 @dataclass(frozen=True)
@@ -28,70 +29,72 @@ class FrameScore:
     accuracy: float
 
 
-def frame_id(path: Path) -> str:
-    """`<city>_<seq>_<frame>` from any Cityscapes file name (the evaluation's own matching rule)."""
-    return "_".join(path.name.split("_")[:3])
-
-
-def prediction_paths(pred_dir: Path) -> dict[str, Path]:
-    """Frame id -> prediction PNG under `pred_dir` (searched recursively, as the official script does)."""
-    pred_dir = Path(pred_dir)
-    if not pred_dir.is_dir():
-        raise UserError(
-            f"prediction folder {pred_dir} does not exist; write it with `cityseg predict CHECKPOINT ROOT "
-            f"--split val --out {pred_dir}`."
-        )
-    found: dict[str, Path] = {}
-    for path in sorted(pred_dir.rglob("*.png")):
-        found.setdefault(frame_id(path), path)
-    return found
-
-
-def _matched_frames(pred_dir: Path, root: Path, split: str):
-    """Frames of `split` that have a prediction, with the prediction path; none at all is a user error."""
+def _matched_frames(pred_dir: Path, root: Path, split: str) -> list[tuple[Any, Path]]:
+    """(frame, its one prediction) for the frames of `split` that have one; none at all is a user error."""
     from cityseg.data.frames import list_frames
 
-    predictions = prediction_paths(pred_dir)
-    frames = [f for f in list_frames(Path(root), split, label_source="ids") if f.id in predictions]
-    if not frames:
+    frames = list_frames(Path(root), split, label_source="ids")
+    matches, _extra = match_to_frames(find_pngs(pred_dir), [f.id for f in frames])
+    problems = Problems()
+    chosen = single_matches({i: paths for i, paths in matches.items() if paths}, problems)
+    problems.raise_if_any(f"the predictions in {pred_dir} cannot be shown")
+    if not chosen:
         raise UserError(
-            f"none of the PNGs in {pred_dir} ({format_paths(list(predictions.values())[:3]) or 'no PNGs'}) matches "
-            f"a {split} frame of {root}; predict that split with `cityseg predict` into {pred_dir}."
+            f"none of the PNGs in {pred_dir} matches a {split} frame of {root}; predict that split with "
+            f"`cityseg predict CHECKPOINT {root} --split {split} --out {pred_dir}`."
         )
-    return [(frame, predictions[frame.id]) for frame in frames]
+    return [(frame, chosen[frame.id]) for frame in frames if frame.id in chosen]
 
 
-def _truth_and_prediction(frame, pred_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W) trainIds of the ground truth (from the shipped labelIds, like the evaluation) and the prediction."""
-    from cityseg.data.frames import read_train_ids
-
-    truth = read_train_ids(frame.label_ids or frame.label, label_source="ids")
-    prediction = read_train_ids(pred_path, label_source="ids")
-    if truth.shape != prediction.shape:
-        raise UserError(
-            f"prediction {pred_path} is {prediction.shape[1]}x{prediction.shape[0]} but its ground truth is "
-            f"{truth.shape[1]}x{truth.shape[0]}; predictions must be written at the original size by `cityseg predict`."
-        )
-    return truth, prediction
+def prediction_paths(pred_dir: Path, root: Path, split: str = "val") -> dict[str, Path]:
+    """Frame id -> its prediction PNG under `pred_dir` (searched recursively and matched as the official script does)."""
+    return {frame.id: path for frame, path in _matched_frames(Path(pred_dir), root, split)}
 
 
-def score_frames(pred_dir: Path, root: Path, split: str = "val") -> list[FrameScore]:
-    """Score every predicted frame, worst first, to find the frames worth looking at."""
-    scores = []
-    for frame, pred_path in _matched_frames(pred_dir, root, split):
-        truth, prediction = _truth_and_prediction(frame, pred_path)
-        conf = confusion_matrix(torch.from_numpy(prediction), torch.from_numpy(truth))
-        scores.append(FrameScore(frame.id, mean_iou(conf), pixel_accuracy(conf)))
+def _recorded_scores(pred_dir: Path, root: Path, split: str, evaluation: Mapping | Path | None) -> list | None:
+    """The evaluation's per-frame rows when they describe exactly the PNGs now in `pred_dir`, else None."""
+    if not isinstance(evaluation, Mapping):
+        from cityseg.evaluation import default_json_path
+
+        try:
+            evaluation = json.loads(Path(evaluation or default_json_path(pred_dir, split)).read_text())
+        except (OSError, ValueError, RecursionError):
+            return None
+    try:
+        section = evaluation["cityseg"]
+        rows = section["frames"]
+        if section["split"] != split or Path(section["root"]) != Path(root).resolve() or not rows:
+            return None
+        matches, extra = match_to_frames(find_pngs(pred_dir), [row["id"] for row in rows])
+        current = {i: file_sha256(paths[0]) if len(paths) == 1 else None for i, paths in matches.items()}
+        if extra or any(current[row["id"]] != row["sha256"] for row in rows):
+            return None
+        return [FrameScore(row["id"], float(row["miou"]), float(row["pixel_accuracy"])) for row in rows]
+    except (KeyError, TypeError, ValueError, OSError):  # an older or foreign JSON: score again
+        return None
+
+
+def score_frames(
+    pred_dir: Path, root: Path, split: str = "val", evaluation: Mapping | Path | None = None
+) -> list[FrameScore]:
+    """Every frame's own score, worst first: from `evaluation` (result dict or JSON path; None: PRED_DIR-eval/
+    SPLIT.json) when its per-frame scores are of these very files, else from the fast engine run again."""
+    from cityseg.evaluation import evaluate
+
+    scores = _recorded_scores(Path(pred_dir), root, split, evaluation) or [
+        FrameScore(row["id"], row["miou"], row["pixel_accuracy"])
+        for row in evaluate(pred_dir, root, split, engine="fast")["cityseg"]["frames"]
+    ]
     return sorted(scores, key=lambda s: (s.miou if math.isfinite(s.miou) else -1.0, s.id))
 
 
 def load_examples(
     frame_ids: Sequence[str], pred_dir: Path, root: Path, split: str = "val", scores: Sequence[FrameScore] = ()
 ) -> list[Example]:
-    """Image, ground truth and prediction of the given frames, titled with their id (and score when known)."""
-    from cityseg.data.frames import read_image
+    """Image, ground truth and prediction (trainIds) of the given frames, titled with their id (and score)."""
+    from cityseg.data.frames import check_same_size, read_image, read_train_ids
 
-    by_id = {frame.id: (frame, path) for frame, path in _matched_frames(pred_dir, root, split)}
+    by_id = {frame.id: (frame, path) for frame, path in _matched_frames(Path(pred_dir), root, split)}
     score_of = {s.id: s for s in scores}
     missing = [i for i in frame_ids if i not in by_id]
     if missing:
@@ -99,18 +102,12 @@ def load_examples(
     examples = []
     for fid in frame_ids:
         frame, pred_path = by_id[fid]
-        truth, prediction = _truth_and_prediction(frame, pred_path)
-        title = fid if fid not in score_of else f"{fid}\nmIoU {100 * score_of[fid].miou:.1f}%"
-        examples.append(Example(title, read_image(frame.image), truth, prediction))
+        image, truth = read_image(frame.image), read_train_ids(frame.label_ids, label_source="ids")
+        prediction = read_train_ids(pred_path, label_source="ids")
+        check_same_size(image, prediction, frame.image, pred_path)  # the evaluation refuses other sizes too
+        title = fid if fid not in score_of else f"{fid}\nmIoU {percent(score_of[fid].miou)} %"
+        examples.append(Example(title, image, truth, prediction))
     return examples
-
-
-def spread(ids: Sequence[str], count: int) -> list[str]:
-    """`count` ids evenly spaced through a sorted list: a few frames that cover several cities without scoring all."""
-    ids = sorted(ids)
-    if len(ids) <= count:
-        return list(ids)
-    return [ids[round(i * (len(ids) - 1) / (count - 1))] for i in range(count)] if count > 1 else [ids[0]]
 
 
 def best_and_worst(scores: Sequence[FrameScore], count: int = 2) -> list[FrameScore]:

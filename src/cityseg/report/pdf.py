@@ -125,8 +125,8 @@ def engine_sentence(evaluation: Mapping[str, Any]) -> str:
     return {
         "official": "Val: computed by cityscapesscripts' own evaluation script.",
         "both": "Val: computed by cityscapesscripts' script and by cityseg's fast engine, checked to agree.",
-        "fast": "Val: computed by cityseg's fast engine, which gives cityscapesscripts' numbers to the last bit "
-        "(checked against the script by the test suite).",
+        "fast": "Val: computed by cityseg's fast engine, identical to cityscapesscripts' script on frames in sorted "
+        "order (checked by the test suite).",
     }.get(engine, "Val: the official Cityscapes metrics from the evaluation JSON.")
 
 
@@ -366,14 +366,16 @@ def _confusion_page(evaluation: dict[str, Any], synthetic: bool) -> Page:
     return page
 
 
-def best_and_worst_examples(pred_dir: Path, root: Path | None) -> tuple[list[Example], int]:
+def best_and_worst_examples(
+    pred_dir: Path, root: Path | None, evaluation: dict[str, Any] | None = None
+) -> tuple[list[Example], int]:
     """The best and the worst val frames by their own mIoU, titled "best"/"worst", and how many were scored."""
     if root is None or not root.is_dir():
         raise UserError(
             f"the dataset folder for the qualitative examples ({root or 'unknown'}) does not exist; pass --root "
             "with the Cityscapes folder the predictions were made from, or leave out --predictions."
         )
-    scores = score_frames(pred_dir, root, "val")
+    scores = score_frames(pred_dir, root, "val", evaluation)  # the evaluation's own per-frame scores
     picked = best_and_worst(scores, count=EXAMPLE_COUNT)  # the best ones first
     examples = load_examples([s.id for s in picked], pred_dir, root, "val", scores=picked)
     return [
@@ -483,7 +485,7 @@ def build_report(
             _confusion_page(evaluation, synthetic),
         ]
         if pred_dir is not None:
-            examples, scored = best_and_worst_examples(Path(pred_dir), root)
+            examples, scored = best_and_worst_examples(Path(pred_dir), root, evaluation)
             pages.append(_examples_page(examples, scored, Path(pred_dir), synthetic))
         write_pdf(
             pages,

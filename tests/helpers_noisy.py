@@ -1,4 +1,4 @@
-"""Stand-in predictions for tests, benchmarks and demos: the ground truth with blocks of wrong labels.
+"""Stand-in predictions for tests and benchmarks: the ground truth with blocks of wrong labels.
 
 Blocks rather than single pixels, so the PNGs compress like a real model's output (decoding cost
 is part of what the benchmark measures) and whole instances get partly missed (iIoU moves).
@@ -10,9 +10,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from cityseg.data.pngdecode import encode_label_png
+from cityseg.data.labelpng import encode_label_png, read_png
 from cityseg.labels import VALID_LABEL_IDS
 
 PREDICTION_SUFFIX = "_leftImg8bit.png"  # what `cityseg predict` names its outputs
@@ -31,10 +30,8 @@ def noisy_labels(
     choices = np.asarray(sorted(values if values is not None else VALID_LABEL_IDS), dtype=np.uint8)
     wrong = rng.random(cells) < error_rate  # (h, w) cells to corrupt
     ids = choices[rng.integers(0, choices.size, cells)]  # (h, w)
-    expand = np.ones((block, block), dtype=np.uint8)
-    wrong_full = np.kron(wrong.astype(np.uint8), expand)[:height, :width].astype(bool)  # (H, W)
-    ids_full = np.kron(ids, expand)[:height, :width]  # (H, W)
-    return np.where(wrong_full, ids_full, gt).astype(np.uint8)
+    noisy = np.where(wrong, ids, 0).repeat(block, axis=0).repeat(block, axis=1)[:height, :width]  # (H, W)
+    return np.where(wrong.repeat(block, axis=0).repeat(block, axis=1)[:height, :width], noisy, gt).astype(np.uint8)
 
 
 def write_noisy_predictions(
@@ -51,11 +48,8 @@ def write_noisy_predictions(
     rng = np.random.default_rng(seed)
     written = []
     for frame in frames:
-        with Image.open(frame.label_ids) as image:
-            gt = np.asarray(image)
+        gt, _mode = read_png(frame.label_ids)
         path = out_dir / f"{frame.id}{PREDICTION_SUFFIX}"
-        path.write_bytes(
-            encode_label_png(noisy_labels(gt, rng, error_rate, block, values))
-        )  # as `cityseg predict` writes
+        path.write_bytes(encode_label_png(noisy_labels(gt, rng, error_rate, block, values)))  # as `cityseg predict`
         written.append(path)
     return written

@@ -1,32 +1,27 @@
-"""cityseg.data.pngdecode: PIL's values on every file, libpng only where it is safe, and no crash on damaged PNGs.
+"""cityseg.data.labelpng: exactly what the official script reads (np.array of PIL), refusals as one named error.
 
-The fuzz test decodes each damaged file in a child process (a segfault in a C decoder would otherwise
-kill pytest rather than fail a test) and checks the contract on every case: decode_png gives exactly
-what PIL gives, or UnreadablePngError exactly when PIL cannot read the file; nothing else escapes.
+The fuzz test decodes each damaged file in a child process (a segfault in PIL's C decoder would otherwise
+kill pytest rather than fail a test) and checks the contract on every case: read_png gives exactly what
+`np.array(Image.open(path))` gives, or UnreadablePngError exactly when that raises; nothing else escapes.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import shutil
 import struct
 import subprocess
 import sys
-import sysconfig
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from cityseg.data import pngdecode
-from cityseg.data.pngdecode import UnreadablePngError, decode_png, header_mode_and_size, image_size
+from cityseg.data.labelpng import UnreadablePngError, encode_label_png, png_header, read_png
 from cityseg.errors import UserError
 
-# each one installed: "zlibng-rows" (cityseg's C extension), "wuffs" (pywuffs), "libpng" (imagecodecs)
-FAST_BACKENDS = sorted(pngdecode._BACKENDS)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _label_like(shape: tuple[int, int], values: list[int], dtype, seed: int) -> np.ndarray:
@@ -82,7 +77,7 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
 
 
 def _with_chunks(ihdr: bytes, idat: bytes) -> bytes:
-    return pngdecode.PNG_SIGNATURE + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+    return PNG_SIGNATURE + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
 
 
 def _chunks(data: bytes) -> list[tuple[int, int, bytes]]:
@@ -165,26 +160,22 @@ def damaged_cases(clean: dict[str, bytes], seed: int = 0):
 
 # The child: one JSON line before (so a crash names its case) and one after each file.
 _CHILD = r"""
-import io, json, sys
+import json, sys
 import numpy as np
 from PIL import Image
-from cityseg.data import pngdecode
-from cityseg.data.pngdecode import UnreadablePngError, decode_png
-pngdecode.BACKEND = sys.argv[1]
-for path in sys.argv[2:]:
+from cityseg.data.labelpng import UnreadablePngError, png_header, read_png
+for path in sys.argv[1:]:
     print(json.dumps({"start": path}), flush=True)
     try:
-        array, mode = decode_png(path)
-        ours = {"ok": True, "mode": mode, "shape": list(array.shape), "dtype": str(array.dtype), "sum": int(array.astype(np.int64).sum())}
+        array, mode = read_png(path)
+        ours = {"ok": True, "mode": mode, "header": png_header(path)[0] == mode}
     except UnreadablePngError as exc:
-        ours = {"ok": False, "error": "UnreadablePngError", "user_error": isinstance(exc, Exception)}
+        ours = {"ok": False, "error": "UnreadablePngError", "named": path in str(exc)}
     except BaseException as exc:
         ours = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     try:
-        with Image.open(path) as image:
-            image.load()
-            pil = np.asarray(image)
-        same = ours["ok"] and np.array_equal(array, pil) and array.dtype.kind == pil.dtype.kind
+        official = np.array(Image.open(path))  # what evalPixelLevelSemanticLabeling reads
+        same = ours["ok"] and np.array_equal(array, official) and array.dtype == official.dtype
         reference = {"ok": True, "same": bool(same)}
     except Exception as exc:
         reference = {"ok": False, "error": type(exc).__name__}
@@ -192,15 +183,7 @@ for path in sys.argv[2:]:
 """
 
 
-def _run_child(backend: str, paths: list[Path]) -> tuple[subprocess.CompletedProcess, list[dict]]:
-    command = [sys.executable, "-c", _CHILD, backend, *map(str, paths)]
-    child = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    records = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
-    return child, records
-
-
-@pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_damaged_pngs_decode_like_pil_or_raise_unreadable_never_crash(tmp_path, backend):
+def test_damaged_pngs_read_as_the_official_script_reads_or_raise_unreadable_never_crash(tmp_path):
     cases = list(damaged_cases(_clean_files()))
     paths = []
     for index, (_name, data) in enumerate(cases):
@@ -208,7 +191,10 @@ def test_damaged_pngs_decode_like_pil_or_raise_unreadable_never_crash(tmp_path, 
         path.write_bytes(data)
         paths.append(path)
     names = {str(p): name for p, (name, _) in zip(paths, cases, strict=True)}
-    child, records = _run_child(backend, paths)
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD, *map(str, paths)], capture_output=True, text=True, timeout=600
+    )
+    records = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
     started = [r["start"] for r in records if "start" in r]
     assert child.returncode == 0, (
         f"decoder crashed (rc {child.returncode}) on {names.get(started[-1] if started else '?')}: {child.stderr[-500:]}"
@@ -219,93 +205,51 @@ def test_damaged_pngs_decode_like_pil_or_raise_unreadable_never_crash(tmp_path, 
         ours, pil, name = record["ours"], record["pil"], names[record["path"]]
         assert ours.get("error", "UnreadablePngError") == "UnreadablePngError", f"{name}: {ours['error']}"
         assert ours["ok"] == pil["ok"], f"{name}: cityseg {ours}, PIL {pil}"
-        if ours["ok"]:
-            assert pil["same"], f"{name}: pixels differ from PIL's"
+        assert pil["same"] and ours["header"] if ours["ok"] else ours["named"], f"{name}: {ours}, {pil}"
     outcomes = [r["ours"]["ok"] for r in done]
     assert sum(outcomes) >= 20 and outcomes.count(False) >= 300, (sum(outcomes), len(outcomes))  # both sides exercised
 
 
-@pytest.mark.parametrize("backend", [*FAST_BACKENDS, None])
-def test_clean_label_pngs_give_pils_values_and_mode(tmp_path, monkeypatch, backend):
-    monkeypatch.setattr(pngdecode, "BACKEND", backend)
+def test_clean_label_pngs_give_pils_values_and_mode(tmp_path):
     for name, data in _clean_files().items():
         path = tmp_path / f"{name}.png"
         path.write_bytes(data)
-        array, mode = decode_png(path)
+        array, mode = read_png(path)
         with Image.open(path) as image:
-            reference = np.asarray(image)
-            assert mode == image.mode, name
-            assert header_mode_and_size(path) == (image.mode, image.size), name
-            assert image_size(path) == image.size, name
+            assert (mode, png_header(path)) == (image.mode, (image.mode, image.size)), name
+            reference = np.array(image)
         np.testing.assert_array_equal(array, reference, err_msg=name)
-        assert array.dtype.kind == reference.dtype.kind
-
-
-@pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_plain_grayscale_goes_to_the_fast_decoder_and_the_rest_to_pil(tmp_path, monkeypatch, backend):
-    used = []
-    real = pngdecode._BACKENDS[backend]
-    monkeypatch.setattr(pngdecode, "BACKEND", backend)
-    monkeypatch.setitem(pngdecode._BACKENDS, backend, lambda *args: used.append(1) or real(*args))
-    for name, data in _clean_files().items():
-        used.clear()
-        path = tmp_path / f"{name}.png"
-        path.write_bytes(data)
-        decode_png(path)
-        assert bool(used) == (name in ("labelIds", "instanceIds16", "instanceIds-high", "prediction")), name
-
-
-def test_a_file_the_fast_path_refuses_is_read_by_pil(tmp_path):
-    """A broken IDAT checksum: PIL does not check it (nor does the official script), so the file is read."""
-    data = _clean_files()["labelIds"]
-    position, length, _ = next(c for c in _chunks(data) if c[2] == b"IDAT")
-    broken = data[: position + 8 + length] + b"\0\0\0\0" + data[position + 12 + length :]
-    path = tmp_path / "broken-crc.png"
-    path.write_bytes(broken)
-    array, mode = decode_png(path)
-    assert mode == "L"
-    np.testing.assert_array_equal(array, np.asarray(Image.open(io.BytesIO(data))))
+        assert array.dtype == reference.dtype, name
 
 
 def test_unreadable_png_is_a_named_user_error(tmp_path):
     path = tmp_path / "x_leftImg8bit.png"
-    path.write_bytes(_clean_files()["prediction"][:50])
-    with pytest.raises(UnreadablePngError, match=r"x_leftImg8bit\.png") as caught:
-        decode_png(path)
-    assert isinstance(caught.value, UserError) and caught.value.path == path
-
-
-def test_the_fast_decoders_are_installed():
-    """imagecodecs is a requirement and `pip install -e .` builds the C row unfilter wherever there is a C
-    compiler and Python's headers: without them every decode silently takes a slower path (the same values)."""
-    assert "libpng" in FAST_BACKENDS
-    compiler = (sysconfig.get_config_var("CC") or "").split()
-    headers = Path(sysconfig.get_paths()["include"], "Python.h").is_file()
-    if compiler and shutil.which(compiler[0]) and headers:
-        assert pngdecode.BACKEND == "zlibng-rows", "cityseg.data._pngrows is not built: run `make install`"
+    path.write_bytes(_clean_files()["prediction"][:20])  # not even a whole header
+    for read in (read_png, png_header):
+        with pytest.raises(UnreadablePngError, match=r"x_leftImg8bit\.png") as caught:
+            read(path)
+        assert isinstance(caught.value, UserError) and caught.value.path == path
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7), (64, 129), (257, 40)])
-def test_label_pngs_cityseg_writes_read_back_identically_in_pil_and_the_fast_decoder(tmp_path, shape):
+def test_label_pngs_cityseg_writes_are_8_bit_grayscale_that_pil_reads_back_exactly(tmp_path, shape):
     # predictions are read by the official script (PIL, mode L) and by the fast engine: both must see the labels
     rng = np.random.default_rng(shape[1])
     labels = rng.integers(0, 34, shape).astype(np.uint8)
     labels[: shape[0] // 2] = 7  # runs of one value next to noise: both kinds of rows a label map has
     labels.flat[-1] = 255
     path = tmp_path / "labels.png"
-    path.write_bytes(pngdecode.encode_label_png(labels))
+    path.write_bytes(encode_label_png(labels))
     with Image.open(path) as image:
-        assert image.mode == "L"
-        np.testing.assert_array_equal(np.asarray(image), labels)
-    decoded, mode = decode_png(path)
+        assert image.mode == "L" and image.size == (shape[1], shape[0])
+        np.testing.assert_array_equal(np.array(image), labels)
+    decoded, mode = read_png(path)
     assert mode == "L" and decoded.dtype == np.uint8
     np.testing.assert_array_equal(decoded, labels)
-    data = path.read_bytes()  # and by the fast decoder itself, not by PIL as a fallback
-    np.testing.assert_array_equal(pngdecode._fast(data, pngdecode.parse_header(data)), labels)
 
 
 def test_label_png_encoding_refuses_what_is_not_a_label_map():
     with pytest.raises(ValueError, match="uint16"):
-        pngdecode.encode_label_png(np.zeros((4, 4), np.uint16))
+        encode_label_png(np.zeros((4, 4), np.uint16))
     with pytest.raises(ValueError, match=r"\(4, 4, 3\)"):
-        pngdecode.encode_label_png(np.zeros((4, 4, 3), np.uint8))
+        encode_label_png(np.zeros((4, 4, 3), np.uint8))
