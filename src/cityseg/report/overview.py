@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES
 from cityseg.report.plots import dataset_sample
-from cityseg.report.tables import Table, mean_std_text, percent
+from cityseg.report.tables import Score, Table
 
 
 def require_dataset(root: Path, splits: Sequence[str] = ("train", "val")) -> Path:
@@ -116,10 +116,10 @@ def class_iou_table(
         columns.append("val IoU (official)")
     rows = []
     for i, name in enumerate(CLASS_NAMES):
-        row: list[str] = [name]
+        row: list[object] = [name]
         if cv_mean is not None:
-            row.append(mean_std_text(cv_mean[i], cv_std[i] if cv_std is not None else None))
+            row.append(Score(cv_mean[i], cv_std[i] if cv_std is not None else None))
         if val is not None:
-            row.append(percent(val[i]))
+            row.append(Score(val[i]))
         rows.append(row)
     return Table.build(columns, rows, title="IoU per class (%)")
