@@ -65,7 +65,9 @@ def draw_legend(canvas: Image.Image, entries: Sequence[tuple[int, float]]) -> Im
     draw.rectangle((0, 0, box[0] - 1, box[1] - 1), fill=LEGEND_BACKGROUND)
     for index, ((train_id, _), text) in enumerate(zip(entries, labels, strict=False)):
         top = pad + index * row
-        draw.rectangle((pad, top, pad + size - 1, top + size - 1), fill=tuple(int(v) for v in TRAIN_ID_COLORS[train_id]))
+        draw.rectangle(
+            (pad, top, pad + size - 1, top + size - 1), fill=tuple(int(v) for v in TRAIN_ID_COLORS[train_id])
+        )
         draw.text((size + 2 * pad, top), text, font=font, fill=(255, 255, 255, 255))
     return Image.alpha_composite(canvas.convert("RGBA"), layer).convert("RGB")
 

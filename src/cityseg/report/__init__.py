@@ -15,10 +15,9 @@ _EXPORTS = {
     "compare_pdf": ("build_comparison", "comparison_figure"),
     "frames": ("best_and_worst", "FrameScore", "load_examples", "prediction_paths", "score_frames", "spread"),
     "layout": ("figures_dir", "tables_dir"),
-    "notebook": ("config_table", "engines_table", "histories", "parse_size", "training_config"),
-    "overview": (
-        *("class_iou_table", "dataset_counts", "environment_table", "folds_table", "is_synthetic"),
-        *("require_dataset", "sample_figure"),
+    "notebook": (
+        *("class_iou_table", "config_table", "dataset_counts", "engines_table", "environment_table", "folds_table"),
+        *("histories", "is_synthetic", "parse_size", "require_dataset", "sample_figure", "training_config"),
     ),
     "pdf": (
         *("build_report", "class_results_table", "cv_table", "full_fit_text", "headline_table", "headline_text"),

@@ -135,17 +135,20 @@ def draw_class_bars(ax, series: Sequence[Bars], legend: Sequence[Patch]) -> None
 
 def class_iou_bars(
     cv_mean: Sequence[float | None] | None,
-    cv_std: Sequence[float | None] | None,
-    val: Sequence[float | None] | None,
+    cv_std: Sequence[float | None] | None = None,
+    val: Sequence[float | None] | None = None,
     fig: Figure | None = None,
     labels: tuple[str, str] = ("cross-validation mean ± std", "val (official script)"),
+    title: str | None = None,
 ) -> Figure:
     """Per-class IoU in each class's palette colour: solid for CV (with its fold std), hatched for val."""
     fig = _figure(fig, (8.27, 7.0))
     series = [Bars(labels[0], cv_mean, cv_std), Bars(labels[1], val, hatch="////", tint=0.3)]
     series = [bars for bars in series if bars.values is not None]
     grey = [Patch(facecolor=_tint((0.4,) * 3, b.tint), edgecolor="0.4", hatch=b.hatch, label=b.label) for b in series]
-    draw_class_bars(fig.subplots(), series, grey)  # grey stand-ins: the bars carry the class colours
+    ax = fig.subplots()
+    draw_class_bars(ax, series, grey)  # grey stand-ins: the bars carry the class colours
+    ax.set_title(title or "")
     return fig
 
 
