@@ -18,19 +18,10 @@ from typing import Any
 
 from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES
-from cityseg.report.layout import CellStyle
-from cityseg.report.results import (
-    CvResult,
-    cv_result,
-    duration_text,
-    finite,
-    median_logged,
-    protocol_shape,
-    recipe_differences,
-    total_seconds,
-)
+from cityseg.report import results
+from cityseg.report.results import CvResult, cv_result, finite
 from cityseg.report.runfiles import RunFiles, load_evaluation, load_runs
-from cityseg.report.tables import Score, Table
+from cityseg.report.tables import CellStyle, Score, Table
 from cityseg.training.model_names import model_title_of
 
 SIGNIFICANCE = 0.05
@@ -180,7 +171,7 @@ class Comparison:
         first = f"{self.labels[0]}: {protocols[self.labels[0]]}"
         if len(set(protocols.values())) == 1:
             return f"CV mIoU: mean ± std over folds, one protocol for all runs: {protocols[self.labels[0]]}"
-        if len({protocol_shape(p) for p in protocols.values()}) == 1:
+        if len({results.protocol_shape(p) for p in protocols.values()}) == 1:
             epochs = "; ".join(f"{r.label} {', '.join(str(f.get('epoch')) for f in r.cv.folds)}" for r in self.runs)
             return f"CV mIoU: the same protocol, at different epochs (per fold: {epochs}). Protocol of {first}"
         return "CV mIoU follows different protocols: " + "; ".join(f"{k}: {v}" for k, v in protocols.items())
@@ -189,10 +180,10 @@ class Comparison:
         """One row per run: model, recipe, changes from it, CV mean ± std, val mIoU/iIoU, training time, images/s."""
         rows = []
         for run in self.runs:
-            differences, evaluation = recipe_differences(run.runs), run.evaluation or {}
+            differences, evaluation = results.recipe_differences(run.runs), run.evaluation or {}
             changes = ", ".join(f"{name} {value}" for name, _, value in differences or []) or "none"
-            speed = median_logged(run.runs.histories, "images_per_s")
-            time = duration_text(total_seconds(run.runs.histories))
+            speed = results.median_logged(run.runs.histories, "images_per_s")
+            time = results.duration_text(results.total_seconds(run.runs.histories))
             config = run.runs.config.get("config") or {}
             rows.append(
                 [
@@ -275,28 +266,24 @@ def paired_comparison(baseline: ComparedRun, other: ComparedRun) -> PairedCompar
     return PairedComparison(baseline.label, other.label, folds, [a[f] for f in folds], [b[f] for f in folds], ratio)
 
 
-def dataset_key(runs: RunFiles) -> tuple[bool, frozenset[str]]:
-    """What a runs folder was trained on: synthetic or not, and the set of train image ids its folds cover."""
-    return runs.synthetic, frozenset(i for fold in runs.folds["folds"] for i in (*fold["train"], *fold["val"]))
-
-
 def folds_key(runs: RunFiles) -> tuple:
     """The fold split itself: each fold's held-out image ids, in order."""
     return tuple(tuple(sorted(fold["val"])) for fold in runs.folds["folds"])
 
 
 def _mismatches(runs: Sequence[ComparedRun]) -> list[str]:
-    """Why these runs' cross-validation numbers are not comparable (empty when they are)."""
+    """Why these runs' cross-validation numbers are not comparable (empty when they are): another dataset (real
+    or synthetic, other train images) or another fold split."""
     base, found = runs[0], []
-    for run in runs[1:]:
-        (base_synthetic, base_ids), (synthetic, ids) = dataset_key(base.runs), dataset_key(run.runs)
-        if base_synthetic != synthetic or base_ids != ids:
-            what = (
-                "synthetic vs real data"
-                if base_synthetic != synthetic
-                else f"{len(base_ids)} vs {len(ids)} train images, {len(base_ids ^ ids)} not shared"
+    ids = [frozenset(i for f in run.runs.folds["folds"] for i in (*f["train"], *f["val"])) for run in runs]
+    for run, other in zip(runs[1:], ids[1:], strict=True):
+        if base.runs.synthetic != run.runs.synthetic:
+            found.append(f"{base.label} and {run.label} were trained on different datasets (synthetic vs real data)")
+        elif ids[0] != other:
+            found.append(
+                f"{base.label} and {run.label} were trained on different datasets ({len(ids[0])} vs {len(other)} "
+                f"train images, {len(ids[0] ^ other)} not shared)"
             )
-            found.append(f"{base.label} and {run.label} were trained on different datasets ({what})")
         elif folds_key(base.runs) != folds_key(run.runs):
             found.append(
                 f"{base.label} and {run.label} use different fold splits ({base.cv.k} folds by {base.cv.split} "

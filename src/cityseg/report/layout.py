@@ -12,7 +12,6 @@ import functools
 import io
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -26,7 +25,7 @@ from PIL import Image
 
 from cityseg.errors import UserError
 from cityseg.fileio import atomic_write_bytes
-from cityseg.report.tables import Table
+from cityseg.report.tables import CellStyle, Table
 
 WIDTH, HEIGHT = 8.27, 11.69  # A4 portrait, inches
 MARGIN, TOP, BOTTOM = 0.75, 0.75, 0.6
@@ -49,15 +48,6 @@ PAGE_RC = {  # TrueType text (not Type 3), so readers and tests extract real cha
 def typesetting() -> contextlib.AbstractContextManager:
     """The matplotlib settings pages and figures are built and saved under."""
     return matplotlib.rc_context(PAGE_RC)
-
-
-@dataclass(frozen=True)
-class CellStyle:
-    """How one table cell stands out: text colour, weight, background."""
-
-    color: str | None = None
-    weight: str | None = None
-    fill: str | None = None
 
 
 def wrap(text: str, width: float, size: float, bold: bool = False) -> list[str]:
@@ -85,13 +75,17 @@ class Page:
         if self.cursor + inches > HEIGHT - BOTTOM + 1e-6:
             raise ValueError(f"{what} needs {inches:.2f} in but the page has {HEIGHT - BOTTOM - self.cursor:.2f} in")
 
-    def text(self, text: str, size: float = 9.0, weight: str = "normal", color: str = "black", after: float = 0.08):
-        """A paragraph over the text width."""
-        lines = wrap(text, TEXT_WIDTH, size, weight == "bold")
-        self._need(len(lines) * LINE * size / 72, f"text {text[:40]!r}")
-        style = {"fontsize": size, "weight": weight, "color": color, "va": "top", "linespacing": LINE}
-        self.figure.text(MARGIN / WIDTH, self._y(self.cursor), "\n".join(lines), **style)
-        self.cursor += len(lines) * LINE * size / 72 + after
+    def text(
+        self, text: str, size: float = 9.0, weight: str = "normal", color: str = "black", after: float = 0.08, box=None
+    ):
+        """A paragraph over the text width (inside a framed `box` of matplotlib bbox properties, if given)."""
+        pad = 0.1 if box else 0.0
+        lines = wrap(text, TEXT_WIDTH - 2 * pad, size, weight == "bold")
+        style = {"fontsize": size, "weight": weight, "color": color, "va": "top", "linespacing": LINE, "bbox": box}
+        self._need(len(lines) * LINE * size / 72 + 2 * pad, f"text {text[:40]!r}")
+        self.cursor += pad
+        self.figure.text((MARGIN + pad) / WIDTH, self._y(self.cursor), "\n".join(lines), **style)
+        self.cursor += len(lines) * LINE * size / 72 + pad + after
 
     def title(self, text: str) -> None:
         self.text(text, size=15.0, weight="bold", after=0.1)
@@ -106,12 +100,8 @@ class Page:
 
     def banner(self, text: str) -> None:
         """A framed warning no reader can miss (SYNTHETIC data)."""
-        lines = wrap(text, TEXT_WIDTH - 0.2, 9.0, bold=True)
-        self.cursor += 0.08
         box = {"boxstyle": "square,pad=0.6", "facecolor": "#fdecee", "edgecolor": WARNING_RED, "linewidth": 1.0}
-        style = {"fontsize": 9.0, "weight": "bold", "color": WARNING_RED, "va": "top", "linespacing": LINE}
-        self.figure.text((MARGIN + 0.08) / WIDTH, self._y(self.cursor), "\n".join(lines), bbox=box, **style)
-        self.cursor += len(lines) * LINE * 9.0 / 72 + 0.25
+        self.text(text, size=9.0, weight="bold", color=WARNING_RED, after=0.15, box=box)
 
     def table(
         self,

@@ -19,7 +19,7 @@ from cityseg.report import frames, layout, plots, results
 from cityseg.report.notebook import folds_table, is_synthetic
 from cityseg.report.results import CvResult, cv_result, finite, val_class_iou, val_confusion
 from cityseg.report.runfiles import RunFiles, load_evaluation, load_runs
-from cityseg.report.tables import Score, Table
+from cityseg.report.tables import CellStyle, Score, Table
 from cityseg.training.model_names import model_title_of
 
 CREATOR = "cityseg report"
@@ -154,7 +154,7 @@ def _results_page(runs: RunFiles, evaluation: dict, cv: CvResult, headline: Tabl
             "is shown."
         )
     page.heading("Headline")
-    page.table(headline, styles={(0, 1): layout.CellStyle(weight="bold")})
+    page.table(headline, styles={(0, 1): CellStyle(weight="bold")})
     page.note(f"Cross-validation protocol: {cv.protocol.rstrip('.')}.")
     if cv.selected is not None:
         page.note("The best-epoch column is optimistic: each fold's best epoch is chosen on the cities it scores.")

@@ -22,10 +22,10 @@ from cityseg.training.model_names import model_title_of
 
 # The reference write-up's number (docs/reference.md): U-Net/ResNet-34, 10 epochs, batch 4, Adam 1e-4.
 REFERENCE_MIOU = 66.79
-REFERENCE_TEXT = "reference write-up (U-Net / resnet34, 10 epochs, batch 4, Adam 1e-4)"
+REFERENCE_TEXT = "the write-up's U-Net / resnet34 (10 epochs, batch 4, Adam 1e-4)"
 REFERENCE_CAVEAT = (
-    "The reference's 66.79 is a number from a write-up, not a controlled baseline: it calls it both a val and a "
-    "test result and chose its checkpoint by validation loss; see docs/reference.md."
+    "It is not a controlled baseline: the write-up calls 66.79 both a val and a test result and chose its "
+    "checkpoint by validation loss (docs/reference.md)."
 )
 
 

@@ -40,6 +40,15 @@ class Score:
         return f"{100 * self.value:+.2f}" + (f" ± {percent(self.std)}" if self.std is not None else "")
 
 
+@dataclass(frozen=True)
+class CellStyle:
+    """How one table cell stands out in the PDF: text colour, weight, background."""
+
+    color: str | None = None
+    weight: str | None = None
+    fill: str | None = None
+
+
 def looks_numeric(cell: object) -> bool:
     """Scores, numbers, `mean ± std` and dashes align right like the numbers beside them."""
     head = str(cell).split(" ± ")[0].strip()
