@@ -105,6 +105,7 @@ class PairedComparison:
         higher, lower = sum(d > 0 for d in signs), sum(d < 0 for d in signs)
         count = f"{self.other} higher on {higher}, lower on {lower}, tied on {k - higher - lower} at 0.01 points"
         needed = f"a mean gain of at least {self.smallest_significant_gain:.2f} points would be needed for p < 0.05"
+        needed = needed if self.std > 0 else "the folds agree exactly, so any other mean would reach p < 0.05"
         if self.p_value < SIGNIFICANCE:
             side = "better" if self.mean > 0 else "worse"
             return (
