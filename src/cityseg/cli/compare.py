@@ -14,11 +14,10 @@ def register(subparsers) -> None:
         subparsers,
         "compare",
         help="compare runs folders side by side (compare.pdf)",
-        description="Write a PDF comparing runs folders written by `cityseg cv`: each run's model, changes from its "
-        "recipe, CV mIoU mean ± std, val mIoU and iIoU (from --eval), training time and images/s; the settings that "
-        "differ; for runs on the same folds a paired per-fold comparison (corrected t-test, with what it cannot "
-        "show); per-class IoU side by side; training curves overlaid. The tables are also written as CSV and LaTeX "
-        "to <OUT stem>_tables/. Runs on different datasets or fold splits are refused unless --allow-mismatch.",
+        description="Write a PDF comparing finished runs folders of `cityseg cv`: the runs and the settings that "
+        "differ, a paired per-fold test of the gain with what it cannot show, per-class IoU and the curves; the "
+        "tables also as CSV and LaTeX in <OUT stem>_tables/. Runs on different datasets or fold splits are refused "
+        "unless --allow-mismatch. docs/report.md describes the test and its limits.",
     )
     parser.add_argument(
         "runs",

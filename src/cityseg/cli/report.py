@@ -13,14 +13,10 @@ def register(subparsers) -> None:
         subparsers,
         "report",
         help="build report.pdf from a runs folder and the official evaluation JSON",
-        description="Write a PDF that reads like a paper's results section, from the files a run leaves behind "
-        "(config.json, log.jsonl, folds.json, summary.json, the evaluation JSON; no model or GPU needed): the "
-        "headline (CV mIoU under its protocol, official val mIoU and iIoU; on Cityscapes the reference with its "
-        "caveat, docs/reference.md) with per-class IoU, what was trained, the folds and training curves, per-class "
-        "and per-category results, the confusion matrix and (with --predictions) the best and worst val frames. "
-        "Figures go to <OUT stem>_figures/ as PNGs, tables to <OUT stem>_tables/ as CSV and LaTeX. A report of "
-        "synthetic data says so on every page and holds no dates or machine details, so it rebuilds to the same "
-        "bytes.",
+        description="Write a PDF that reads like a paper's results section (headline, what was trained, folds and "
+        "curves, per-class results, confusion matrix, and with --predictions the best and worst val frames) from the "
+        "files a run leaves behind; no model or GPU needed. Figures go to <OUT stem>_figures/ (PNG), tables to "
+        "<OUT stem>_tables/ (CSV and LaTeX). docs/report.md describes every page.",
     )
     parser.add_argument(
         "runs", type=Path, metavar="RUNS", help="runs folder written by `cityseg cv` (holds folds.json, summary.json)"
