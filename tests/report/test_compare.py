@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
@@ -58,7 +59,6 @@ def test_compare_writes_both_labels_the_runs_table_and_the_per_class_table(two_r
         two_runs.a, two_runs.b, "--labels", "seed,strong", "--eval", two_runs.eval_a, "--eval", "none", "--out", out
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert str(out) in done.stdout
     texts = page_texts(out)
     assert all("SYNTHETIC DATA" in text for text in texts)
     a, b = summary(two_runs.a), summary(two_runs.b)
@@ -67,8 +67,9 @@ def test_compare_writes_both_labels_the_runs_table_and_the_per_class_table(two_r
     first = texts[0]
     assert "Runs compared: seed vs strong" in first
     val = f"{percent(evaluation['averageScoreClasses'])} {percent(evaluation['averageScoreInstClasses'])}"
-    assert re.search(rf"^seed seed .*{re.escape(cv_a)} {re.escape(val)} \d+ min \d\d s \d+\.\d$", first, re.M)
-    assert re.search(rf"^strong seed .*{re.escape(cv_b)} – – \d+ min \d\d s \d+\.\d$", first, re.M)  # no --eval
+    runs_row = r"^{} U-Net / resnet34 seed .*{} {} \d+ min \d\d s \d+\.\d$"
+    assert re.search(runs_row.format("seed", re.escape(cv_a), re.escape(val)), first, re.M)
+    assert re.search(runs_row.format("strong", re.escape(cv_b), "– –"), first, re.M)  # no --eval
     assert re.search(r"^lr 0\.001 0\.003$", first, re.M)  # the one setting that differs
 
     # Paired per fold: both runs trained the same two folds.
@@ -80,7 +81,22 @@ def test_compare_writes_both_labels_the_runs_table_and_the_per_class_table(two_r
             first,
             re.M,
         )
-    assert "fold-to-fold noise" in " ".join(first.split())
+    flat = " ".join(first.split())
+    assert "fold-to-fold noise" in flat
+    for caveat in ("derived for repeated random", "degrees of freedom", "one seed", "multiple comparisons"):
+        assert caveat in flat, caveat
+    assert '"Within the noise" is not evidence that two runs are equal' in flat
+
+    # The command prints the headline (each run's CV mIoU, the paired result), where the files are, and what next.
+    pair = compare_runs([two_runs.a, two_runs.b], labels="seed,strong").paired()[0]
+    lines = done.stdout.splitlines()
+    assert f"seed: CV mIoU {cv_a} %, val mIoU {percent(evaluation['averageScoreClasses'])} %" in lines
+    assert f"strong: CV mIoU {cv_b} %, not evaluated on val" in lines
+    assert pair.verdict() in lines and f"comparison: {out}" in lines and lines[-1].startswith("next: ")
+    with open(out.with_name("compare_tables") / "runs.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["run"] for row in rows] == ["seed", "strong"] and rows[1]["val mIoU (fraction)"] == ""
+    assert float(rows[0]["CV mIoU (fraction)"]) == a["miou_mean"]  # fractions at full precision
 
     classes = next(text for text in texts if "IoU per class" in text and "Δ strong CV" in text)
     for i, name in enumerate(CLASS_NAMES):
@@ -118,11 +134,41 @@ def test_paired_comparison_is_the_corrected_resampled_t_test(gains):
     assert pair.p_value == pytest.approx(student_t_two_sided_p(statistic, 4), abs=1e-6)
     verdict = pair.verdict()
     assert f"b − a: {mean:+.2f} ± {std:.2f} points over 5 folds" in verdict
+    # The smallest mean gain that reaches p < .05: t(0.975, 4 dof) = 2.776445 (statistical tables) times the
+    # corrected standard error of the mean.
+    assert pair.smallest_significant_gain == pytest.approx(2.776445 * std * math.sqrt(1 / 5 + 0.25), rel=1e-6)
     if pair.p_value < 0.05:
         assert "b is better than a by more than the fold-to-fold noise" in verdict
     else:
         assert "within the fold-to-fold noise" in verdict
     assert (pair.p_value < 0.05) == (gains[1] > 0)  # the consistent gain passes, the mixed one does not
+
+
+def test_folds_that_print_as_zero_are_ties_and_the_needed_gain_is_stated():
+    pair = PairedComparison("a", "b", [0, 1], [0.50, 0.60], [0.52, 0.600001], val_train_ratio=1.0)
+    verdict = pair.verdict()
+    assert "b higher on 1, lower on 0, tied on 1 at 0.01 points" in verdict  # the +0.0001-point fold is a tie
+    needed = 12.706205 * pair.std * math.sqrt(1 / 2 + 1.0)  # t(0.975, 1 dof) from the tables
+    assert f"a mean gain of at least {needed:.2f} points would be needed for p < 0.05" in verdict
+
+
+def test_protocols_that_differ_only_in_the_epoch_are_called_the_same_protocol(two_runs, tmp_path):
+    from cityseg.report.compare import ComparedRun, Comparison
+    from cityseg.report.results import cv_result
+    from cityseg.report.runfiles import load_runs
+
+    runs = {name: load_runs(folder) for name, folder in (("a", two_runs.a), ("b", two_runs.b))}
+    summaries = {name: dict(run.summary) for name, run in runs.items()}
+    summaries["a"]["protocol"] = "Each fold is scored at epoch 3, the median of the folds' best epochs by val loss."
+    summaries["b"]["protocol"] = "Each fold is scored at epoch 5, the median of the folds' best epochs by val loss."
+    summaries["b"]["folds"] = [{**fold, "epoch": 5} for fold in summaries["b"]["folds"]]
+    compared = [ComparedRun(name, runs[name], cv_result(summaries[name])) for name in ("a", "b")]
+    text = Comparison(compared).protocol_text()
+    assert "different protocols" not in text.lower() and "the same protocol, at different epochs" in text
+    assert "a 1, 1; b 5, 5" in text
+    summaries["b"]["protocol"] = "Each fold is scored at its last epoch of a fixed budget that selects nothing."
+    compared[1] = ComparedRun("b", runs["b"], cv_result(summaries["b"]))
+    assert Comparison(compared).protocol_text().startswith("CV mIoU follows different protocols: a: Each fold")
 
 
 def copy_runs(runs: Path, to: Path) -> Path:
@@ -176,7 +222,9 @@ def test_labels_and_evaluations_must_match_the_runs(two_runs, tmp_path):
 def test_comparison_tables_for_the_notebook(two_runs):
     comparison = compare_runs([two_runs.a, two_runs.b], labels=["seed", "strong"], evaluations=[two_runs.eval_a, None])
     runs = comparison.runs_table()
-    assert [row[0] for row in runs.rows] == ["seed", "strong"] and runs.rows[1][4] == "–"
+    assert [row[0] for row in runs.rows] == ["seed", "strong"] and runs.rows[1][
+        runs.columns.index("val mIoU (%)")
+    ] == "–"
     assert [row[0] for row in comparison.settings_table().rows] == ["lr"]
     (pair,) = comparison.paired()
     assert pair.folds == [0, 1] and len(pair.differences) == 2
@@ -185,5 +233,53 @@ def test_comparison_tables_for_the_notebook(two_runs):
     delta = table.columns.index("Δ strong CV")
     for (row, column), style in styles.items():  # a difference is coloured by its sign
         if column == delta:
-            value = float(table.rows[row][column])
+            value = float(str(table.rows[row][column]))
             assert style.color == ("#1a7f37" if value > 0 else "#b00020" if value < 0 else None)
+
+
+def test_the_model_that_ran_is_named_in_the_runs_table(two_runs, tmp_path):
+    other = copy_runs(two_runs.b, tmp_path / "deeplab")
+    for path in other.glob("*/config.json"):
+        record = json.loads(path.read_text())
+        record["config"].update(arch="DeepLabV3Plus", encoder="resnet18")
+        path.write_text(json.dumps(record))
+    runs = compare_runs([two_runs.a, other], labels="unet,deeplab").runs_table()
+    assert [row[1] for row in runs.rows] == ["U-Net / resnet34", "DeepLabV3+ / resnet18"]
+
+
+def cut_last_line(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 10])
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (lambda runs: shutil.rmtree(runs / "fold_1"), "fold_1 is missing"),
+        (lambda runs: (runs / "fold_0" / "log.jsonl").write_bytes(b""), "fold_0/log.jsonl holds 0 epoch rows"),
+        (lambda runs: cut_last_line(runs / "full" / "log.jsonl"), "full/log.jsonl holds 0 epoch rows"),
+        (lambda runs: (runs / "fold_1" / "log.jsonl").write_bytes(b"\x00\x8f garbage"), "fold_1/log.jsonl holds 0"),
+    ],
+)
+def test_a_damaged_runs_folder_is_refused_not_skipped(two_runs, tmp_path, damage, named):
+    damaged = copy_runs(two_runs.b, tmp_path / "damaged")
+    damage(damaged)
+    with pytest.raises(UserError) as caught:  # a UserError is exit 2 with its paragraph (the next test's CLI run)
+        compare_runs([two_runs.a, damaged])
+    message = " ".join(str(caught.value).split())
+    assert f"{damaged}/{named}" in message and "understate" in message
+
+
+def test_a_runs_folder_still_training_is_refused_in_compare_words(two_runs, tmp_path):
+    training = copy_runs(two_runs.b, tmp_path / "training")
+    (training / "summary.json").unlink()  # `cityseg cv` writes it when the first fold finishes
+    done = compare(two_runs.a, training, "--out", tmp_path / "compare.pdf")
+    message = " ".join(done.stderr.split())
+    assert done.returncode == 2 and "still training" in message and "Run `cityseg compare` once" in message
+    assert "report" not in message
+
+    summary = json.loads((two_runs.b / "summary.json").read_text())
+    summary.update(complete=False, folds=[{**summary["folds"][0], "finished": False}, summary["folds"][1]])
+    (training / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(UserError, match=r"has finished 1 of its 2 folds.*cityseg cv \.\.\. --resume"):
+        compare_runs([two_runs.a, training])

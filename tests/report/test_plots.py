@@ -17,7 +17,6 @@ from cityseg.report.plots import (
     Example,
     LiveCurves,
     class_iou_bars,
-    class_legend_handles,
     confusion_figure,
     dataset_sample,
     error_map,
@@ -52,11 +51,22 @@ def test_training_curves_draw_each_run_and_skip_missing_validation():
     rows = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 2.5 / e, "val_miou": 0.1 * e} for e in (1, 2, 3)]
     full = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": None, "val_miou": None} for e in (1, 2)]
     fig = training_curves({"fold_0": rows, "fold_1": rows, "full": full})
-    ax_loss, ax_miou = fig.axes[:2]
+    ax_loss, ax_miou, ax_legend = fig.axes
     labels = [line.get_label() for line in ax_loss.get_lines()]
-    assert labels == ["fold_0 train", "fold_0 val", "fold_1 train", "fold_1 val", "full train"]
-    assert [line.get_label() for line in ax_miou.get_lines()] == ["fold_0", "fold_1"]
+    assert labels == ["fold_0 train_loss", "fold_0 val_loss", "fold_1 train_loss", "fold_1 val_loss", "full train_loss"]
+    assert [line.get_label() for line in ax_miou.get_lines()] == ["fold_0 val_miou", "fold_1 val_miou"]
     np.testing.assert_allclose(ax_miou.get_lines()[0].get_ydata(), [10.0, 20.0, 30.0])  # plotted in percent
+    # One legend, in its own row under the plots, so it covers no curve: a colour per run, a style per split.
+    assert not ax_loss.get_legend() and not ax_miou.get_legend() and not ax_legend.axison
+    entries = [text.get_text() for text in ax_legend.get_legend().get_texts()]
+    assert entries == ["fold_0", "fold_1", "full", "train", "val"]
+    assert ax_legend.get_position().y1 <= min(ax_loss.get_position().y0, ax_miou.get_position().y0)
+
+
+def test_the_full_fit_alone_gets_no_empty_miou_panel():
+    full = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": None, "val_miou": None} for e in (1, 2)]
+    fig = training_curves({"full": full})
+    assert len(fig.axes) == 2 and fig.axes[0].get_lines()  # the loss panel and the legend row
 
 
 def test_class_iou_bars_show_cv_and_val_side_by_side_with_gaps_for_absent_classes():
@@ -68,6 +78,16 @@ def test_class_iou_bars_show_cv_and_val_side_by_side_with_gaps_for_absent_classe
     widths = [p.get_width() for p in ax.patches]
     assert len(widths) == 2 * NUM_CLASSES
     assert math.isnan(widths[3]) and widths[0] == pytest.approx(50.0) and widths[NUM_CLASSES] == pytest.approx(40.0)
+    assert not [t for t in ax.texts if t.get_text() == "0.00"]  # no zero: no zero labels
+
+
+def test_a_zero_iou_gets_a_stub_bar_and_a_label_unlike_an_absent_class():
+    val = [0.4] * NUM_CLASSES
+    val[5] = 0.0  # pole: present, never right
+    ax = class_iou_bars(None, None, val).axes[0]
+    assert 0 < ax.patches[5].get_width() < 1  # a stub, visible
+    (label,) = [t for t in ax.texts if t.get_text() == "0.00"]
+    assert label.get_position()[1] == pytest.approx(ax.patches[5].get_y() + ax.patches[5].get_height() / 2)
 
 
 def test_confusion_figure_writes_every_cell_of_one_percent_or_more_and_the_diagonal_in_bold():
@@ -88,7 +108,8 @@ def test_qualitative_panel_has_four_columns_and_shrinks_big_frames_without_mixin
     truth[:, 1024:] = 13  # car
     example = Example("frame", np.zeros((1024, 2048, 3), dtype=np.uint8), truth, truth.copy())
     fig = qualitative_panel([example, example])
-    assert len(fig.axes) == 8
+    assert len(fig.axes) == 9  # two rows of four panels, and the palette's legend row
+    assert [t.get_text() for t in fig.axes[8].get_legend().get_texts()] == list(CLASS_NAMES)
     shown = fig.axes[1].get_images()[0].get_array()
     assert max(shown.shape[:2]) <= 1024
     colours = {tuple(c) for c in np.asarray(shown).reshape(-1, 3)}
@@ -99,8 +120,8 @@ def test_dataset_sample_legend_lists_only_classes_present():
     mask = np.full((64, 128), IGNORE_INDEX, dtype=np.uint8)
     mask[:32] = 10  # sky
     mask[32:, :10] = 0  # road
-    assert [h.get_label() for h in class_legend_handles(mask)] == ["road", "sky"]
-    assert isinstance(dataset_sample(np.zeros((64, 128, 3), np.uint8), mask, "x"), Figure)
+    fig = dataset_sample(np.zeros((64, 128, 3), np.uint8), mask, "x")
+    assert isinstance(fig, Figure) and [t.get_text() for t in fig.legends[0].get_texts()] == ["road", "sky"]
 
 
 def test_figure_png_is_marked_as_ours():

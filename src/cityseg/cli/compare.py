@@ -1,4 +1,4 @@
-"""`cityseg compare`: two or more runs folders side by side in one PDF (cityseg.report.compare)."""
+"""`cityseg compare`: two or more runs folders side by side in compare.pdf (cityseg.report.compare)."""
 
 from __future__ import annotations
 
@@ -14,53 +14,57 @@ def register(subparsers) -> None:
         subparsers,
         "compare",
         help="compare runs folders side by side (compare.pdf)",
-        description="Write a PDF comparing runs folders written by `cityseg cv`: one table with each run's "
-        "changes from its recipe, CV mIoU mean ± std, val mIoU and iIoU (from --eval), training time and images/s; "
-        "the settings that differ; for runs on the same folds a paired per-fold comparison that says whether the "
-        "gain is larger than the fold-to-fold noise; per-class IoU side by side with the differences highlighted; "
-        "training curves overlaid. Runs trained on different datasets or fold splits are refused unless "
-        "--allow-mismatch is given.",
+        description="Write a PDF comparing finished runs folders of `cityseg cv`: the runs and the settings that "
+        "differ, a paired per-fold test of the gain with what it cannot show, per-class IoU and the curves; the "
+        "tables also as CSV and LaTeX in <OUT stem>_tables/. Runs on different datasets or fold splits are refused "
+        "unless --allow-mismatch. docs/report.md describes the test and its limits.",
     )
     parser.add_argument(
         "runs",
         type=Path,
         nargs="+",
         metavar="RUNS",
-        help="runs folders written by `cityseg cv` (each holds folds.json, summary.json); the "
-        "first is the baseline the differences are taken against",
+        help="finished runs folders written by `cityseg cv`; the first is the baseline of the differences",
     )
     parser.add_argument(
-        "--labels", default=None, help="comma-separated names for the runs, in order (default: the folders' names)"
+        "--labels",
+        default=None,
+        metavar="A,B",
+        help="comma-separated names for the runs, in order; without it, the folders' names",
     )
     parser.add_argument(
         "--eval",
         dest="evals",
-        type=str,
         action="append",
         default=None,
         metavar="EVAL_JSON",
-        help="evaluation JSON of one run (`cityseg evaluate --json`), once per run in the order of "
-        "RUNS; `none` for a run without one. Without --eval no val numbers are shown. A runs folder "
-        "does not record where its predictions were evaluated, so there is no default.",
+        help="evaluation JSON of one run (`cityseg evaluate --json`), once per run in the order of RUNS; `none` for "
+        "a run without one. Without --eval no val numbers are shown (a runs folder does not record where its "
+        "predictions were evaluated).",
     )
-    parser.add_argument("--out", type=Path, default=Path("compare.pdf"), help="PDF to write")
+    parser.add_argument("--out", type=Path, default=Path("compare.pdf"), metavar="PDF", help="PDF to write")
     parser.add_argument(
         "--allow-mismatch",
         action="store_true",
-        help="compare runs trained on different datasets or fold splits anyway (their CV numbers "
-        "measure different things; no paired comparison for them)",
+        help="compare runs trained on different datasets or fold splits anyway (their CV numbers measure "
+        "different things; no paired comparison for them)",
     )
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    """Check the runs, write the PDF and say where it is."""
+    """Check the runs, write the PDF and its tables, print the headline and where they are."""
     from cityseg.report.compare_pdf import build_comparison
+    from cityseg.report.layout import tables_dir
+    from cityseg.report.tables import Score
 
     if len(args.runs) < 2:
         raise UserError("cityseg compare needs at least two runs folders (RUNS_A RUNS_B ...).")
-    out = build_comparison(
-        args.runs, args.out, labels=args.labels, evaluations=args.evals, allow_mismatch=args.allow_mismatch
-    )
-    print(f"comparison: {out}")
+    comparison = build_comparison(args.runs, args.out, args.labels, args.evals, args.allow_mismatch)
+    for run in comparison.runs:
+        val = f"val mIoU {Score(run.evaluation['averageScoreClasses'])} %" if run.evaluation else "not evaluated on val"
+        print(f"{run.label}: CV mIoU {Score(run.cv.miou_mean, run.cv.miou_std)} %, {val}")
+    print(comparison.verdicts())
+    print(f"comparison: {args.out}\ntables: {tables_dir(args.out)} (CSV in fractions, LaTeX in percent)")
+    print(f"next: open {args.out}; the paragraph under the paired result says what the test cannot show")
     return 0

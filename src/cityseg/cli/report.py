@@ -1,4 +1,4 @@
-"""`cityseg report`: run files + official evaluation JSON -> a multi-page PDF and its figures as PNGs."""
+"""`cityseg report`: run files + official evaluation JSON -> report.pdf, its figures and its tables."""
 
 from __future__ import annotations
 
@@ -13,13 +13,10 @@ def register(subparsers) -> None:
         subparsers,
         "report",
         help="build report.pdf from a runs folder and the official evaluation JSON",
-        description="Write a PDF that reads like a paper's results section: the headline table (CV mIoU "
-        "under its protocol, official val mIoU and iIoU, the 66.79 reference) with per-class IoU, what was "
-        "trained, the folds and training curves, per-class and per-category results, the confusion matrix and "
-        "(with --predictions) the best and worst val frames, built from the files a run leaves behind: "
-        "config.json, log.jsonl, folds.json, summary.json and the evaluation JSON. No model or GPU is needed. "
-        "A report of synthetic data says SYNTHETIC on every page and has no dates or machine details, so it "
-        "rebuilds to the same bytes. The figures are also written as PNGs to <OUT stem>_figures/ beside the PDF.",
+        description="Write a PDF that reads like a paper's results section (headline, what was trained, folds and "
+        "curves, per-class results, confusion matrix, and with --predictions the best and worst val frames) from the "
+        "files a run leaves behind; no model or GPU needed. Figures go to <OUT stem>_figures/ (PNG), tables to "
+        "<OUT stem>_tables/ (CSV and LaTeX). docs/report.md describes every page.",
     )
     parser.add_argument(
         "runs", type=Path, metavar="RUNS", help="runs folder written by `cityseg cv` (holds folds.json, summary.json)"
@@ -32,7 +29,7 @@ def register(subparsers) -> None:
         metavar="EVAL_JSON",
         help="evaluation JSON written by `cityseg evaluate`",
     )
-    parser.add_argument("--out", type=Path, default=Path("report.pdf"), help="PDF to write")
+    parser.add_argument("--out", type=Path, default=Path("report.pdf"), metavar="PDF", help="PDF to write")
     examples = parser.add_argument_group("Qualitative examples (optional)")
     examples.add_argument(
         "--predictions",
@@ -45,21 +42,22 @@ def register(subparsers) -> None:
         "--root",
         type=Path,
         default=None,
-        help="dataset folder for those panels; None means the data_root recorded in config.json",
+        metavar="ROOT",
+        help="dataset folder for those panels; without it, the data_root recorded in config.json",
     )
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    """Build the report and say where it and its figures are."""
+    """Build the report and say where it, its figures and its tables are."""
     import sys
 
-    from cityseg.report import build_report, figures_dir, load_evaluation, predictions_checkpoint_warning
+    from cityseg.report import build_report, figures_dir, load_evaluation, predictions_checkpoint_warning, tables_dir
 
     # Checked before any drawing: an evaluation of another split is refused, another checkpoint's is flagged.
     warning = predictions_checkpoint_warning(args.runs, load_evaluation(args.eval_json))
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     out = build_report(args.runs, args.eval_json, args.out, pred_dir=args.predictions, root=args.root)
-    print(f"report: {out}\nfigures: {figures_dir(out)}")
+    print(f"report: {out}\nfigures: {figures_dir(out)}\ntables: {tables_dir(out)} (CSV in fractions, LaTeX in percent)")
     return 0

@@ -1,8 +1,8 @@
 """What a person looks at: a prediction in Cityscapes colours, blended over the photo, with a legend.
 
-Colours come from `cityscapesscripts.helpers.labels` (through `cityseg.labels`); the legend lists
-the classes present, largest first, with their share of the image, drawn with PIL so the overlay
-keeps the input's exact size.
+Colours come from `cityscapesscripts.helpers.labels` (through `cityseg.labels`). The legend lists
+the classes covering at least 1% of the image, largest first, in type and swatches scaled to the
+image, and never covers more than a quarter of it (the smallest classes are left out first).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from cityseg.labels import CLASS_NAMES, ID_COLORS, NUM_CLASSES, TRAIN_ID_COLORS, ids_to_train_ids
 
+LEGEND_MIN_SHARE = 0.01  # classes under 1% of the image are not listed
+LEGEND_MAX_COVER = 0.25  # share of the image the legend may cover at most
 LEGEND_BACKGROUND = (0, 0, 0, 170)  # translucent black behind the entries, readable on any photo
-LEGEND_TEXT = (255, 255, 255, 255)
 
 
 def color_image(label_ids: np.ndarray) -> np.ndarray:
@@ -44,40 +45,35 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def _percent(share: float) -> str:
-    return f"{100 * share:.0f}%" if share >= 0.005 else "<1%"
-
-
 def draw_legend(canvas: Image.Image, entries: Sequence[tuple[int, float]]) -> Image.Image:
-    """The RGB `canvas` with a legend (colour swatch, class name, share) in its top-left corner.
-
-    Text height follows the image height (1/40, 9..36 px); entries that do not fit in one column
-    continue in the next, up to half the image's width (then the smallest classes are left out).
-    """
+    """The RGB `canvas` with a legend (swatch, class name, share) of the entries of at least 1% in its top-left
+    corner: text 1/24 of the image's shorter side (7..40 px), one column, at most a quarter of the image."""
     width, height = canvas.size
-    size = int(np.clip(round(height / 40), 9, 36))
-    font, pad = _font(size), max(2, size // 3)
-    labels = [f"{CLASS_NAMES[train_id]} {_percent(share)}" for train_id, share in entries]
-    row = size + pad
-    rows_per_column = max(1, (height - 2 * pad) // row)
-    text_width = max((int(ImageDraw.Draw(canvas).textlength(text, font=font)) for text in labels), default=0)
-    column = size + 2 * pad + text_width + pad  # swatch, gap, text, gap
-    labels = labels[: max(1, (width // 2) // column) * rows_per_column]
+    size = int(np.clip(round(min(width, height) / 24), 7, 40))
+    font, pad, row = _font(size), max(1, size // 4), size + max(1, size // 4)
+    labels = [f"{CLASS_NAMES[c]} {100 * share:.0f}%" for c, share in entries if share >= LEGEND_MIN_SHARE]
+    measure = ImageDraw.Draw(canvas)
+    while labels:  # the smallest classes go first until the legend fits
+        box = (size + 3 * pad + max(int(measure.textlength(t, font=font)) for t in labels), len(labels) * row + pad)
+        if box[0] <= width and box[1] <= height and box[0] * box[1] <= LEGEND_MAX_COVER * width * height:
+            break
+        labels.pop()
+    if not labels:
+        return canvas
     layer = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
-    columns = -(-len(labels) // rows_per_column)
-    used_rows = min(len(labels), rows_per_column)
-    draw.rectangle((0, 0, columns * column + pad, used_rows * row + pad), fill=LEGEND_BACKGROUND)
+    draw.rectangle((0, 0, box[0] - 1, box[1] - 1), fill=LEGEND_BACKGROUND)
     for index, ((train_id, _), text) in enumerate(zip(entries, labels, strict=False)):
-        left = pad + (index // rows_per_column) * column
-        top = pad + (index % rows_per_column) * row
-        draw.rectangle((left, top, left + size, top + size), fill=tuple(int(v) for v in TRAIN_ID_COLORS[train_id]))
-        draw.text((left + size + pad, top), text, font=font, fill=LEGEND_TEXT)
+        top = pad + index * row
+        draw.rectangle(
+            (pad, top, pad + size - 1, top + size - 1), fill=tuple(int(v) for v in TRAIN_ID_COLORS[train_id])
+        )
+        draw.text((size + 2 * pad, top), text, font=font, fill=(255, 255, 255, 255))
     return Image.alpha_composite(canvas.convert("RGBA"), layer).convert("RGB")
 
 
 def overlay_image(image: np.ndarray, label_ids: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8: the photo blended with the class colours, with a legend of the classes present."""
+    """(H, W, 3) uint8: the photo blended with the class colours, with a legend of the main classes."""
     blended = Image.fromarray(blend(image, color_image(label_ids)))
     return np.asarray(draw_legend(blended, classes_present(label_ids)))
 

@@ -1,17 +1,10 @@
 """Runs side by side: what differs between them, their numbers, and whether a gain beats fold noise.
 
-    cityseg compare RUNS_A RUNS_B [...] --labels seed,strong [--eval A.json --eval B.json] --out compare.pdf
-
-A runs folder does not know where its predictions were evaluated, so each run's evaluation JSON is
-given explicitly (one `--eval` per run, in the same order; `none` for a run without one). Runs trained
-on different datasets or fold splits are refused unless `allow_mismatch` is set, because their
-cross-validation numbers then measure different things.
-
-The paired comparison needs the same folds: each fold's difference in (headline) mIoU is one sample
-of the gain. Its spread is the fold-to-fold noise, and the test is Nadeau and Bengio's corrected
-resampled t-test (Machine Learning 52, 2003): the paired t statistic with the variance of the mean
-inflated from var/k to var * (1/k + n_val/n_train), because folds share training images and their
-differences are correlated.
+Each run's evaluation JSON is given explicitly (a runs folder does not know where its predictions
+were evaluated). Runs on different datasets or fold splits are refused unless `allow_mismatch`. On
+the same folds each fold's mIoU difference is one sample of the gain, tested with Nadeau and
+Bengio's corrected resampled t-test (Machine Learning 52, 2003): the variance of the mean inflated
+from var/k to var * (1/k + n_val/n_train); `TEST_CAVEATS` says what it cannot show.
 """
 
 from __future__ import annotations
@@ -25,21 +18,23 @@ from typing import Any
 
 from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES
-from cityseg.report.layout import CellStyle
-from cityseg.report.results import (
-    CvResult,
-    cv_result,
-    duration_text,
-    finite,
-    median_logged,
-    recipe_differences,
-    total_seconds,
-)
+from cityseg.report import results
+from cityseg.report.results import CvResult, cv_result, finite
 from cityseg.report.runfiles import RunFiles, load_evaluation, load_runs
-from cityseg.report.tables import Table, mean_std_text, percent
+from cityseg.report.tables import CellStyle, Score, Table
+from cityseg.training.model_names import model_title_of
 
 SIGNIFICANCE = 0.05
 GAIN_COLOUR, LOSS_COLOUR, BEYOND_NOISE_FILL = "#1a7f37", "#b00020", "#fff2c6"
+TEST_CAVEATS = (
+    "What the test cannot show: the Nadeau-Bengio correction was derived for repeated random train/test splits; "
+    "for one grouped k-fold split (whole cities per fold) it is a heuristic that nobody has validated. With k "
+    "folds the test has k - 1 degrees of freedom (4 for 5 folds) and little power: the smallest gain that could "
+    "reach p < 0.05 is given with each result. Each fold was trained with one seed, so seed noise is part of the "
+    "fold-to-fold spread. With more than two runs each is tested against the first at 0.05, with no correction "
+    'for multiple comparisons. "Within the noise" is not evidence that two runs are equal: it only says that '
+    "these folds cannot tell them apart."
+)
 
 
 @dataclass(frozen=True)
@@ -54,7 +49,7 @@ class ComparedRun:
 
 @dataclass(frozen=True)
 class PairedComparison:
-    """Per-fold mIoU of two runs on the same folds and what their differences say (all in points)."""
+    """Per-fold mIoU of two runs on the same folds and what their differences say (differences in points)."""
 
     baseline: str
     other: str
@@ -76,56 +71,63 @@ class PairedComparison:
     def std(self) -> float:
         return statistics.stdev(self.differences) if len(self.differences) > 1 else math.nan
 
+    def _scale(self) -> float:
+        """sqrt(1/k + n_val/n_train): the corrected standard error of the mean per unit of std."""
+        return math.sqrt(1 / len(self.differences) + self.val_train_ratio)
+
     @property
     def p_value(self) -> float:
         """Two-sided p of the corrected resampled t-test (NaN with one fold; 0 when every fold agrees exactly)."""
         from scipy.stats import t as student_t
 
-        k = len(self.differences)
-        if k < 2:
+        if len(self.differences) < 2:
             return math.nan
-        variance = self.std**2 * (1 / k + self.val_train_ratio)
-        if variance == 0:
+        if self.std == 0:
             return 0.0 if self.mean != 0 else 1.0
-        statistic = self.mean / math.sqrt(variance)
-        return float(2 * student_t.sf(abs(statistic), df=k - 1))
+        statistic = self.mean / (self.std * self._scale())
+        return float(2 * student_t.sf(abs(statistic), df=len(self.differences) - 1))
+
+    @property
+    def smallest_significant_gain(self) -> float:
+        """The mean gain (points) that would just reach p < SIGNIFICANCE with these folds' spread: the
+        t quantile at k − 1 degrees of freedom times the corrected standard error."""
+        from scipy.stats import t as student_t
+
+        k = len(self.differences)
+        return math.nan if k < 2 else float(student_t.ppf(1 - SIGNIFICANCE / 2, k - 1) * self.std * self._scale())
 
     def verdict(self) -> str:
-        """The result in one plain sentence."""
-        k, wins = len(self.differences), sum(d > 0 for d in self.differences)
+        """The result in plain sentences, with ties counted at the printed precision."""
+        k, signs = len(self.differences), [round(d, 2) for d in self.differences]
         change = f"{self.other} − {self.baseline}: {self.mean:+.2f} ± {self.std:.2f} points over {k} folds"
         if k < 2:
             return f"{change}; one fold has no spread to compare the gain with."
+        higher, lower = sum(d > 0 for d in signs), sum(d < 0 for d in signs)
+        count = f"{self.other} higher on {higher}, lower on {lower}, tied on {k - higher - lower} at 0.01 points"
+        needed = f"a mean gain of at least {self.smallest_significant_gain:.2f} points would be needed for p < 0.05"
+        needed = needed if self.std > 0 else "the folds agree exactly, so any other mean would reach p < 0.05"
         if self.p_value < SIGNIFICANCE:
             side = "better" if self.mean > 0 else "worse"
             return (
-                f"{change} ({self.other} higher on {wins} of {k}). {self.other} is {side} than {self.baseline} "
-                f"by more than the fold-to-fold noise (corrected paired t-test, p = {self.p_value:.3f})."
+                f"{change} ({count}). {self.other} is {side} than {self.baseline} by more than the fold-to-fold "
+                f"noise (corrected paired t-test, p = {self.p_value:.3f})."
             )
         return (
-            f"{change} ({self.other} higher on {wins} of {k}). The difference is within the fold-to-fold noise "
-            f"(corrected paired t-test, p = {self.p_value:.2f}): these folds do not show that the runs differ."
+            f"{change} ({count}). The difference is within the fold-to-fold noise (corrected paired t-test, p = "
+            f"{self.p_value:.2f}; {needed}): these folds do not show that the runs differ."
         )
 
     def table(self) -> Table:
         """fold | baseline | other | difference, with mean ± std of the differences as the last row."""
-        rows = [
-            (str(fold), percent(a), percent(b), f"{d:+.2f}")
-            for fold, a, b, d in zip(self.folds, self.baseline_miou, self.other_miou, self.differences, strict=True)
+        diffs = [b - a for a, b in zip(self.baseline_miou, self.other_miou, strict=True)]
+        rows: list[tuple] = [
+            (fold, Score(a), Score(b), Score(d, signed=True))
+            for fold, a, b, d in zip(self.folds, self.baseline_miou, self.other_miou, diffs, strict=True)
         ]
-        rows.append(
-            (
-                "mean ± std",
-                mean_std_text(statistics.fmean(self.baseline_miou), _stdev(self.baseline_miou)),
-                mean_std_text(statistics.fmean(self.other_miou), _stdev(self.other_miou)),
-                f"{self.mean:+.2f} ± {self.std:.2f}",
-            )
-        )
-        return Table.build(
-            ("fold", f"{self.baseline} mIoU (%)", f"{self.other} mIoU (%)", "difference (points)"),
-            rows,
-            title=f"paired per-fold comparison: {self.other} vs {self.baseline}",
-        )
+        means = [Score(statistics.fmean(v), _stdev(v)) for v in (self.baseline_miou, self.other_miou)]
+        rows.append(("mean ± std", *means, Score(statistics.fmean(diffs), _stdev(diffs), signed=True)))
+        columns = ("fold", f"{self.baseline} mIoU (%)", f"{self.other} mIoU (%)", "difference (points)")
+        return Table.build(columns, rows, title=f"paired per-fold comparison: {self.other} vs {self.baseline}")
 
 
 def _stdev(values: Sequence[float]) -> float | None:
@@ -149,17 +151,11 @@ class Comparison:
 
     def paired(self) -> list[PairedComparison]:
         """Each run against the first, where both used the same folds and scored every fold."""
-        baseline = self.runs[0]
-        return [pair for run in self.runs[1:] if (pair := paired_comparison(baseline, run)) is not None]
+        return [pair for run in self.runs[1:] if (pair := paired_comparison(self.runs[0], run)) is not None]
 
     def tables(self) -> list[Table]:
         """Everything a notebook shows as tables: runs, differing settings, paired folds, per-class IoU."""
-        return [
-            self.runs_table(),
-            self.settings_table(),
-            *(pair.table() for pair in self.paired()),
-            self.class_table()[0],
-        ]
+        return [self.runs_table(), self.settings_table(), *(p.table() for p in self.paired()), self.class_table()[0]]
 
     def verdicts(self) -> str:
         """The paired comparisons in plain sentences (or why there is none)."""
@@ -170,85 +166,71 @@ class Comparison:
             or "No paired comparison: no other run shares the first run's folds with every fold finished."
         )
 
+    def protocol_text(self) -> str:
+        """Which protocol the CV column follows: once when the runs agree, what differs when they do not."""
+        protocols = {run.label: run.cv.protocol for run in self.runs}
+        first = f"{self.labels[0]}: {protocols[self.labels[0]]}"
+        if len(set(protocols.values())) == 1:
+            return f"CV mIoU: mean ± std over folds, one protocol for all runs: {protocols[self.labels[0]]}"
+        if len({results.protocol_shape(p) for p in protocols.values()}) == 1:
+            epochs = "; ".join(f"{r.label} {', '.join(str(f.get('epoch')) for f in r.cv.folds)}" for r in self.runs)
+            return f"CV mIoU: the same protocol, at different epochs (per fold: {epochs}). Protocol of {first}"
+        return "CV mIoU follows different protocols: " + "; ".join(f"{k}: {v}" for k, v in protocols.items())
+
     def runs_table(self) -> Table:
-        """One row per run: recipe, changes from it, CV mean ± std, val mIoU/iIoU, training time, images/s."""
+        """One row per run: model, recipe, changes from it, CV mean ± std, val mIoU/iIoU, training time, images/s."""
         rows = []
         for run in self.runs:
-            differences = recipe_differences(run.runs)
-            changes = (
-                "n/a (config.json of another cityseg version)"
-                if differences is None
-                else ", ".join(f"{name} {value}" for name, _, value in differences) or "none"
-            )
-            evaluation = run.evaluation
-            row = [
-                run.label,
-                str((run.runs.config.get("config") or {}).get("recipe")),
-                changes,
-                mean_std_text(run.cv.miou_mean, run.cv.miou_std),
-                percent(evaluation["averageScoreClasses"]) if evaluation else "–",
-                percent(evaluation["averageScoreInstClasses"]) if evaluation else "–",
-            ]
-            speed = median_logged(run.runs.histories, "images_per_s")
+            differences, evaluation = results.recipe_differences(run.runs), run.evaluation or {}
+            changes = ", ".join(f"{name} {value}" for name, _, value in differences or []) or "none"
+            speed = results.median_logged(run.runs.histories, "images_per_s")
+            time = results.duration_text(results.total_seconds(run.runs.histories))
+            config = run.runs.config.get("config") or {}
             rows.append(
-                row + [duration_text(total_seconds(run.runs.histories)), "–" if speed is None else f"{speed:.1f}"]
+                [
+                    run.label,
+                    model_title_of(config),
+                    str(config.get("recipe")),
+                    "n/a (config.json of another cityseg version)" if differences is None else changes,
+                    Score(run.cv.miou_mean, run.cv.miou_std),
+                    *(
+                        Score(evaluation[k]) if evaluation else "–"
+                        for k in ("averageScoreClasses", "averageScoreInstClasses")
+                    ),
+                    time + ("" if "full" in run.runs.histories else " (folds only)"),
+                    "–" if speed is None else f"{speed:.1f}",
+                ]
             )
-        columns = [
-            "run",
-            "recipe",
-            "changes from the recipe",
-            "CV mIoU (%)",
-            "val mIoU (%)",
-            "val iIoU (%)",
-            "training time",
-            "images/s",
-        ]
-        return Table.build(columns, rows, title="runs compared")
+        columns = ["run", "model", "recipe", "changes from the recipe", "CV mIoU (%)", "val mIoU (%)", "val iIoU (%)"]
+        return Table.build([*columns, "training time", "images/s"], rows, title="runs compared")
 
     def settings_table(self) -> Table:
         """The training settings whose values differ between the runs (config.json)."""
         configs = [run.runs.config.get("config") or {} for run in self.runs]
-        names = [
-            name
-            for name in dict.fromkeys(k for c in configs for k in c)
-            if len({repr(c.get(name)) for c in configs}) > 1
-        ]
+        names = [n for n in dict.fromkeys(k for c in configs for k in c) if len({repr(c.get(n)) for c in configs}) > 1]
         rows = [[name, *(_setting(c.get(name)) for c in configs)] for name in names]
         return Table.build(["setting", *self.labels], rows, title="settings that differ between the runs")
 
     def class_table(self) -> tuple[Table, dict[tuple[int, int], CellStyle]]:
-        """Per class: each run's CV IoU and val IoU, and each run's difference to the first, highlighted.
-
-        Differences are green (gain) or red (loss); bold on a tinted cell where larger than the larger
-        fold-to-fold std of that class in the two runs (a rough noise floor).
-        """
-        base = self.runs[0]
+        """Per class: each run's CV IoU and val IoU, and each run's difference to the first, highlighted: green a
+        gain, red a loss, bold on a tint where larger than the larger fold-to-fold std of that class in the two."""
+        base, others = self.runs[0], self.runs[1:]
         evaluated = [run for run in self.runs if run.evaluation is not None]
-        columns = ["class", *(f"{r.label} CV" for r in self.runs), *(f"Δ {r.label} CV" for r in self.runs[1:])]
-        columns += [*(f"{r.label} val" for r in evaluated)]
-        columns += [f"Δ {r.label} val" for r in evaluated[1:]] if base.evaluation is not None else []
+        compared_val = evaluated[1:] if base.evaluation is not None else []
+        columns = ["class", *(f"{r.label} CV" for r in self.runs), *(f"Δ {r.label} CV" for r in others)]
+        columns += [*(f"{r.label} val" for r in evaluated), *(f"Δ {r.label} val" for r in compared_val)]
         rows, styles = [], {}
         for i, name in enumerate(CLASS_NAMES):
-            row = [name, *(percent(r.cv.class_iou_mean[i]) for r in self.runs)]
-            for run in self.runs[1:]:
-                noise = max((s for s in (base.cv.class_iou_std[i], run.cv.class_iou_std[i]) if finite(s)), default=None)
-                row.append(_difference(base.cv.class_iou_mean[i], run.cv.class_iou_mean[i], noise, styles, i, len(row)))
-            row += [percent(r.evaluation["classScores"][name]) for r in evaluated]
-            if base.evaluation is not None:
-                for run in evaluated[1:]:
-                    noise = max(
-                        (s for s in (base.cv.class_iou_std[i], run.cv.class_iou_std[i]) if finite(s)), default=None
-                    )
-                    row.append(
-                        _difference(
-                            base.evaluation["classScores"][name],
-                            run.evaluation["classScores"][name],
-                            noise,
-                            styles,
-                            i,
-                            len(row),
-                        )
-                    )
+            row: list[object] = [name, *(Score(r.cv.class_iou_mean[i]) for r in self.runs)]
+            pairs = [(base.cv.class_iou_mean[i], r.cv.class_iou_mean[i], r) for r in others]
+            row += [
+                _difference(a, b, _noise(base, r, i), styles, (i, len(row) + n)) for n, (a, b, r) in enumerate(pairs)
+            ]
+            row += [Score(r.evaluation["classScores"][name]) for r in evaluated]
+            pairs = [(base.evaluation["classScores"][name], r.evaluation["classScores"][name], r) for r in compared_val]
+            row += [
+                _difference(a, b, _noise(base, r, i), styles, (i, len(row) + n)) for n, (a, b, r) in enumerate(pairs)
+            ]
             rows.append(row)
         return Table.build(columns, rows, title="IoU per class (%), differences to the first run in points"), styles
 
@@ -257,39 +239,32 @@ def _setting(value: Any) -> str:
     return "none" if value is None else ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def _difference(
-    base: float | None, other: float | None, noise: float | None, styles: dict, row: int, column: int
-) -> str:
-    """`other − base` in points as a cell, recording its highlight in `styles`."""
+def _noise(base: ComparedRun, other: ComparedRun, i: int) -> float | None:
+    return max((s for s in (base.cv.class_iou_std[i], other.cv.class_iou_std[i]) if finite(s)), default=None)
+
+
+def _difference(base: float | None, other: float | None, noise: float | None, styles: dict, at: tuple) -> object:
+    """`other − base` as a signed score cell, recording its highlight in `styles`."""
     if not (finite(base) and finite(other)):
         return "n/a"
-    delta = 100 * (other - base)
-    colour = GAIN_COLOUR if delta > 0 else LOSS_COLOUR if delta < 0 else None
+    delta = round(100 * (other - base), 2)
     beyond = noise is not None and abs(delta) > 100 * noise
-    styles[(row, column)] = CellStyle(
-        color=colour, weight="bold" if beyond else None, fill=BEYOND_NOISE_FILL if beyond else None
-    )
-    return f"{delta:+.2f}"
+    colour = GAIN_COLOUR if delta > 0 else LOSS_COLOUR if delta < 0 else None
+    styles[at] = CellStyle(colour, "bold" if beyond else None, BEYOND_NOISE_FILL if beyond else None)
+    return Score(other - base, signed=True)
 
 
 def paired_comparison(baseline: ComparedRun, other: ComparedRun) -> PairedComparison | None:
     """Per-fold headline mIoU of two runs with identical folds (None when the folds differ or a fold is missing)."""
     if folds_key(baseline.runs) != folds_key(other.runs):
         return None
-    a = {f.fold: f.val_miou for f in baseline.cv.folds if finite(f.val_miou)}
-    b = {f.fold: f.val_miou for f in other.cv.folds if finite(f.val_miou)}
+    a = {f["fold"]: f["val_miou"] for f in baseline.cv.folds if finite(f.get("val_miou"))}
+    b = {f["fold"]: f["val_miou"] for f in other.cv.folds if finite(f.get("val_miou"))}
     folds = sorted(set(a) & set(b))
     if len(folds) < baseline.cv.k:
         return None
-    entries = baseline.runs.folds["folds"]
-    ratio = statistics.fmean(len(f["val"]) / max(1, len(f["train"])) for f in entries)
+    ratio = statistics.fmean(len(f["val"]) / max(1, len(f["train"])) for f in baseline.runs.folds["folds"])
     return PairedComparison(baseline.label, other.label, folds, [a[f] for f in folds], [b[f] for f in folds], ratio)
-
-
-def dataset_key(runs: RunFiles) -> tuple[bool, frozenset[str]]:
-    """What a runs folder was trained on: synthetic or not, and the set of train image ids its folds cover."""
-    ids = frozenset(i for fold in runs.folds["folds"] for i in (*fold["train"], *fold["val"]))
-    return runs.synthetic, ids
 
 
 def folds_key(runs: RunFiles) -> tuple:
@@ -298,17 +273,18 @@ def folds_key(runs: RunFiles) -> tuple:
 
 
 def _mismatches(runs: Sequence[ComparedRun]) -> list[str]:
-    """Why these runs' cross-validation numbers are not comparable (empty when they are)."""
+    """Why these runs' cross-validation numbers are not comparable (empty when they are): another dataset (real
+    or synthetic, other train images) or another fold split."""
     base, found = runs[0], []
-    for run in runs[1:]:
-        (base_synthetic, base_ids), (synthetic, ids) = dataset_key(base.runs), dataset_key(run.runs)
-        if base_synthetic != synthetic or base_ids != ids:
-            what = (
-                "synthetic vs real data"
-                if base_synthetic != synthetic
-                else f"{len(base_ids)} vs {len(ids)} train images, {len(base_ids ^ ids)} not shared"
+    ids = [frozenset(i for f in run.runs.folds["folds"] for i in (*f["train"], *f["val"])) for run in runs]
+    for run, other in zip(runs[1:], ids[1:], strict=True):
+        if base.runs.synthetic != run.runs.synthetic:
+            found.append(f"{base.label} and {run.label} were trained on different datasets (synthetic vs real data)")
+        elif ids[0] != other:
+            found.append(
+                f"{base.label} and {run.label} were trained on different datasets ({len(ids[0])} vs {len(other)} "
+                f"train images, {len(ids[0] ^ other)} not shared)"
             )
-            found.append(f"{base.label} and {run.label} were trained on different datasets ({what})")
         elif folds_key(base.runs) != folds_key(run.runs):
             found.append(
                 f"{base.label} and {run.label} use different fold splits ({base.cv.k} folds by {base.cv.split} "
@@ -323,7 +299,7 @@ def compare_runs(
     evaluations: Sequence[Path | str | None] | None = None,
     allow_mismatch: bool = False,
 ) -> Comparison:
-    """Load runs folders (with an evaluation JSON per run, or None) and check that they can be compared."""
+    """Load finished runs folders (with an evaluation JSON per run, or None) and check they can be compared."""
     dirs = [Path(d) for d in runs_dirs]
     if not dirs:
         raise UserError("no runs folders to compare; give at least one (two for a comparison).")
@@ -344,7 +320,14 @@ def compare_runs(
     compared = []
     for label, folder, evaluation in zip(labels, dirs, evaluations, strict=True):
         path = None if evaluation is None or str(evaluation).lower() == "none" else Path(evaluation)
-        runs = load_runs(folder)
+        runs = load_runs(folder, command="cityseg compare")
+        if not runs.summary.get("complete", True):
+            done = sum(bool(f.get("finished")) for f in runs.summary["folds"])
+            raise UserError(
+                f"{folder} has finished {done} of its {runs.summary['k']} folds (summary.json): it is still training "
+                "or was stopped. `cityseg compare` compares finished cross-validations: let `cityseg cv` finish (or "
+                "resume it with `cityseg cv ... --resume`), then compare again."
+            )
         compared.append(ComparedRun(label, runs, cv_result(runs.summary), load_evaluation(path) if path else None))
     mismatches = _mismatches(compared)
     if mismatches and not allow_mismatch:

@@ -1,232 +1,124 @@
-"""compare.pdf: the runs table, the paired per-fold comparison, per-class IoU side by side, curves overlaid."""
+"""compare.pdf (A4 portrait): the runs, the paired per-fold test with its limits, per-class IoU, curves.
+
+Beside it the tables as CSV (fractions) and LaTeX (the PDF's text) in `<out stem>_tables/`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-from cityseg.labels import CLASS_NAMES, NUM_CLASSES
-from cityseg.report.compare import ComparedRun, Comparison, compare_runs
-from cityseg.report.layout import WARNING_RED, Page, check_output, typesetting, write_pdf
-from cityseg.report.pdf import sentence
-from cityseg.report.plots import class_colour, class_swatches
+from cityseg.labels import NUM_CLASSES
+from cityseg.report.compare import TEST_CAVEATS, ComparedRun, Comparison, compare_runs
+from cityseg.report.layout import WARNING_RED, Page, check_output, tables_dir, typesetting, write_pdf, write_tables
+from cityseg.report.plots import Bars, class_colour, class_swatches, draw_class_bars, run_colours
+from cityseg.report.tables import Table
 
 CREATOR = "cityseg compare"
 
 
-def run_colours(labels: Sequence[str]) -> dict[str, tuple]:
-    """One colour per run, the same in every figure (tab10; classes keep the Cityscapes palette)."""
-    cmap = colormaps["tab10"]
-    return {label: cmap(i % 10) for i, label in enumerate(labels)}
-
-
-def draw_class_comparison(ax, runs: Sequence[ComparedRun]) -> None:
-    """Grouped horizontal bars of CV IoU per class, one colour per run; class names carry palette swatches."""
-    colours = run_colours([r.label for r in runs])
-    y = np.arange(NUM_CLASSES)
-    height = 0.8 / len(runs)
-    for i, run in enumerate(runs):
-        values = np.array([np.nan if v is None else 100 * v for v in run.cv.class_iou_mean], dtype=float)
-        errors = np.array([np.nan if v is None else 100 * v for v in run.cv.class_iou_std], dtype=float)
-        ax.barh(
-            y + (i - (len(runs) - 1) / 2) * height,
-            values,
-            height=height,
-            color=colours[run.label],
-            xerr=errors,
-            error_kw={"elinewidth": 0.6, "capsize": 1.5, "ecolor": "0.2"},
-            label=run.label,
-        )
-    ax.set_yticks(y, CLASS_NAMES, fontsize=7.5)
-    ax.invert_yaxis()
-    class_swatches(ax, "y")
-    ax.set(xlabel="cross-validation IoU (%), mean ± std over folds", xlim=(0, 100))
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=7.5, loc="lower right")
-
-
-def _per_epoch(
-    histories: Mapping[str, Sequence[Mapping]], key: str
-) -> tuple[list[int], list[float], list[float], list[float]]:
-    """Mean, min and max of one logged value over the folds, per epoch (the full fit excluded)."""
+def _per_epoch(histories: Mapping[str, Sequence[Mapping]], key: str) -> tuple[list[int], np.ndarray]:
+    """(epochs, (3, E) mean, min and max of one logged value over the folds); the full fit is left out."""
     by_epoch: dict[int, list[float]] = {}
     for name, rows in histories.items():
-        if name == "full":
-            continue
-        for row in rows:
+        for row in rows if name != "full" else ():
             if row.get(key) is not None:
                 by_epoch.setdefault(int(row["epoch"]), []).append(float(row[key]))
     epochs = sorted(by_epoch)
-    return (
-        epochs,
-        [float(np.mean(by_epoch[e])) for e in epochs],
-        [min(by_epoch[e]) for e in epochs],
-        [max(by_epoch[e]) for e in epochs],
-    )
+    return epochs, np.array([[f(by_epoch[e]) for e in epochs] for f in (np.mean, min, max)])
 
 
-def draw_curves_overlaid(ax_miou, ax_loss, runs: Sequence[ComparedRun]) -> None:
-    """Val mIoU and train loss per epoch, mean over folds with the folds' range shaded, one colour per run."""
-    colours = run_colours([r.label for r in runs])
+def comparison_figure(comparison: Comparison, fig: Figure | None = None) -> Figure:
+    """CV IoU per class side by side (one colour per run) and the val mIoU and training loss curves overlaid
+    (mean over folds, their range shaded; the full fit dashed)."""
+    fig = fig if fig is not None else Figure(figsize=(11.0, 6.0), layout="constrained")
+    runs: Sequence[ComparedRun] = comparison.runs
+    colours = run_colours(comparison.labels)
+    grid = fig.add_gridspec(2, 2, width_ratios=[1.1, 1.0])
+    ax_classes, ax_miou, ax_loss = fig.add_subplot(grid[:, 0]), fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, 1])
+    bars = [Bars(run.label, run.cv.class_iou_mean, run.cv.class_iou_std, colours[run.label]) for run in runs]
+    draw_class_bars(ax_classes, bars, [Patch(color=colours[b.label], label=b.label) for b in bars])
     for run in runs:
-        colour = colours[run.label]
         for ax, key, scale in ((ax_miou, "val_miou", 100.0), (ax_loss, "train_loss", 1.0)):
-            epochs, mean, low, high = _per_epoch(run.runs.histories, key)
-            if epochs:
-                ax.plot(epochs, np.multiply(mean, scale), "-o", ms=3, color=colour, label=f"{run.label} folds")
-                ax.fill_between(
-                    epochs, np.multiply(low, scale), np.multiply(high, scale), color=colour, alpha=0.15, linewidth=0
-                )
+            epochs, (mean, low, high) = _per_epoch(run.runs.histories, key)
+            ax.plot(epochs, scale * mean, "-o", ms=3, color=colours[run.label], label=f"{run.label} folds")
+            ax.fill_between(epochs, scale * low, scale * high, color=colours[run.label], alpha=0.15, linewidth=0)
         full = run.runs.histories.get("full") or []
-        if full:
-            ax_loss.plot(
-                [r["epoch"] for r in full],
-                [r.get("train_loss") for r in full],
-                "--",
-                color=colour,
-                label=f"{run.label} full fit",
-            )
+        ax_loss.plot([r["epoch"] for r in full], [r.get("train_loss") for r in full], "--", color=colours[run.label])
+    class_swatches(ax_classes, "y")
+    ax_classes.set(xlabel="cross-validation IoU (%), mean ± std over folds")
     ax_miou.set(xlabel="epoch", ylabel="val mIoU (%)", title="validation mIoU (mean over folds, range shaded)")
-    ax_loss.set(xlabel="epoch", ylabel="train loss (log)", yscale="log", title="training loss")
-    for ax in (ax_miou, ax_loss):
-        ax.title.set_fontsize(9)
+    ax_loss.set(xlabel="epoch", ylabel="train loss (log)", yscale="log", title="training loss (full fit dashed)")
+    for ax in (ax_classes, ax_miou, ax_loss):
         ax.grid(alpha=0.3)
+    for ax in (ax_miou, ax_loss):
         ax.xaxis.get_major_locator().set_params(integer=True)
-        if ax.has_data():
-            ax.legend(fontsize=7)
-
-
-def comparison_figure(comparison: Comparison) -> Figure:
-    """Per-class IoU side by side and the curves overlaid, as one figure for a notebook."""
-    fig = Figure(figsize=(11.0, 6.0), layout="constrained")
-    left, right = fig.subfigures(1, 2, width_ratios=[1.1, 1.0])
-    draw_class_comparison(left.subplots(), comparison.runs)
-    draw_curves_overlaid(*right.subplots(2, 1), comparison.runs)
     return fig
 
 
-def _continued(pages: list[Page], draw, new_page) -> None:
-    """Draw a block on the last page, or on a fresh one when it does not fit there (blocks check before drawing)."""
-    try:
-        draw(pages[-1])
-    except ValueError:
-        pages.append(new_page())
-        draw(pages[-1])
-
-
-def _protocols(comparison: Comparison) -> str:
-    """Which cross-validation protocol the CV column follows, once if the runs agree, else per run."""
-    protocols = {run.label: run.cv.protocol for run in comparison.runs}
-    if len(set(protocols.values())) == 1:
-        return f"CV mIoU: mean ± std over folds; protocol: {next(iter(protocols.values()))}"
-    return "CV mIoU follows DIFFERENT protocols: " + "; ".join(f"{label}: {text}" for label, text in protocols.items())
-
-
 def comparison_pages(comparison: Comparison) -> list[Page]:
-    """The pages of compare.pdf (A4 landscape)."""
+    """The pages of compare.pdf; blocks that do not fit continue on a new page."""
     synthetic, title = comparison.synthetic, " vs ".join(comparison.labels)
+    pages = [Page(f"comparison: {title}", synthetic, source=CREATOR)]
 
-    def new_page() -> Page:
-        return Page(f"comparison: {title}", synthetic, landscape=True, source=CREATOR)
+    def add(draw: Callable[[Page], None]) -> None:
+        try:
+            draw(pages[-1])
+        except ValueError:  # a block checks that it fits before it draws anything
+            pages.append(Page(f"comparison: {title}", synthetic, source=CREATOR))
+            draw(pages[-1])
 
-    first = new_page()
-    first.title(f"Runs compared: {title}")
+    pages[0].title(f"Runs compared: {title}")
     if synthetic:
-        first.banner(
-            "SYNTHETIC DATA in at least one run (cityseg synth): differences only show that the pipeline "
-            "reacts to the settings; they say nothing about Cityscapes."
+        pages[0].banner(
+            "SYNTHETIC DATA in at least one run (cityseg synth): differences only show that the pipeline reacts to "
+            "the settings; they say nothing about Cityscapes."
         )
     for mismatch in comparison.mismatches:
-        first.paragraph(
-            f"Not strictly comparable (compared because it was asked for): {mismatch}.",
-            color=WARNING_RED,
-            weight="bold",
+        pages[0].text(f"Not strictly comparable (compared because it was asked for): {mismatch}.", color=WARNING_RED)
+    add(lambda page: page.table(comparison.runs_table(), size=7.5))
+    add(
+        lambda page: page.note(
+            f"{comparison.protocol_text()} Val: the official Cityscapes metrics of each run's --eval JSON (– where "
+            "none was given). Training time: all folds and the full fit; images/s: median over epochs."
         )
-    first.table(comparison.runs_table())
-    first.paragraph(
-        sentence(_protocols(comparison)) + " Val: the official Cityscapes metrics in each run's --eval JSON (– where "
-        "none was given). Training time: all folds and the full fit; images/s: median over epochs.",
-        size=8,
-        color="0.25",
     )
     settings = comparison.settings_table()
-    first.heading("Settings that differ")
-    if settings.rows:
-        first.table(settings)
-    else:
-        first.paragraph("None: every training setting in config.json is the same.")
-    pages = [first]
+    add(lambda page: page.heading("Settings that differ"))
+    add(lambda page: page.table(settings) if settings.rows else page.text("None: every setting is the same."))
     paired = comparison.paired()
     if len(comparison.runs) > 1:
-        _continued(pages, lambda page: page.heading("Paired per-fold comparison"), new_page)
+        add(lambda page: page.heading("Paired per-fold comparison"))
         if not paired:
-            pages[-1].paragraph("None: no other run shares the first run's folds with every fold finished.")
+            add(lambda page: page.text("None: no other run shares the first run's folds with every fold finished."))
         for pair in paired:
-            _continued(
-                pages,
-                lambda page, pair=pair: page.table(pair.table(), rules_before=[len(pair.folds)], after=0.06),
-                new_page,
-            )
-            _continued(pages, lambda page, pair=pair: page.paragraph(pair.verdict(), weight="bold"), new_page)
+            add(lambda page, pair=pair: page.table(pair.table(), rules_before=[len(pair.folds)], after=0.06))
+            add(lambda page, pair=pair: page.text(pair.verdict(), weight="bold"))
         if paired:
-            _continued(
-                pages,
-                lambda page: page.paragraph(
-                    "Each fold's difference is one sample of the gain, so their spread is the fold-to-fold noise. The "
-                    "corrected resampled t-test (Nadeau & Bengio 2003) widens the paired t-test's variance by "
-                    "n_val/n_train because the folds share training images.",
-                    size=8,
-                    color="0.25",
-                ),
-                new_page,
-            )
+            add(lambda page: page.note(TEST_CAVEATS))
     table, styles = comparison.class_table()
-    page = new_page()
-    page.title("IoU per class")
-    page.paragraph(
-        "IoU in percent; Δ columns: difference to the first run in points, green a gain and red a loss, "
-        "bold on a tinted cell where it exceeds the larger of the two runs' fold-to-fold std for that class.",
-        size=8,
-        color="0.25",
+    pages.append(Page(f"comparison: {title}", synthetic, source=CREATOR))
+    pages[-1].title("IoU per class")
+    pages[-1].note(
+        "IoU in percent; Δ columns: difference to the first run in points, green a gain and red a loss, bold on a "
+        "tinted cell where it exceeds the larger of the two runs' fold-to-fold std for that class."
     )
-    page.table(table, size=7.5, styles=styles, swatches=[class_colour(i) for i in range(NUM_CLASSES)])
-    pages.append(page)
-    page = new_page()
-    page.title("Per-class IoU and training curves")
-    height = page.remaining
-    ax_classes = page.axes(height, width=page.text_width * 0.5, left=1.2, bottom=0.5, top=0.1)
-    draw_class_comparison(ax_classes, comparison.runs)
-    x = page.text_width * 0.5 + 0.3
-    width = page.text_width - x
-    ax_miou = page.axes(height / 2, x=x, width=width, left=0.6, bottom=0.5, top=0.3)
-    page.space(height / 2)
-    ax_loss = page.axes(height / 2, x=x, width=width, left=0.6, bottom=0.5, top=0.3)
-    draw_curves_overlaid(ax_miou, ax_loss, comparison.runs)
-    pages.append(page)
+    pages[-1].table(table, size=7.5, styles=styles, swatches=[class_colour(i) for i in range(NUM_CLASSES)])
+    pages.append(Page(f"comparison: {title}", synthetic, source=CREATOR))
+    pages[-1].title("Per-class IoU and training curves")
+    comparison_figure(comparison, pages[-1].plot_area(margins=(1.25, 0.1, 0.5, 0.3), space=0.35))
     return pages
 
 
-def write_comparison(comparison: Comparison, out_pdf: Path) -> Path:
-    """Write compare.pdf (fixed metadata, like the report); refuses to replace a PDF it did not write."""
-    out_pdf = Path(out_pdf)
-    check_output(out_pdf, CREATOR, "cityseg compare")
-    data = "SYNTHETIC data" if comparison.synthetic else "Cityscapes data"
-    with typesetting():
-        pages = comparison_pages(comparison)
-    write_pdf(
-        pages,
-        out_pdf,
-        title=f"cityseg compare - {data} - {', '.join(comparison.labels)}",
-        creator=CREATOR,
-        subject="U-Net/ResNet-34 runs compared",
-        footer_note="built from each runs folder's config.json, log.jsonl, folds.json, summary.json and "
-        "the evaluation JSONs given",
-    )
-    return out_pdf
+def comparison_tables(comparison: Comparison) -> dict[str, Table]:
+    """The tables written beside compare.pdf, by file stem."""
+    paired = {"paired_" + re.sub(r"[^\w.-]", "_", pair.other): pair.table() for pair in comparison.paired()}
+    return {"runs": comparison.runs_table(), **paired, "classes": comparison.class_table()[0]}
 
 
 def build_comparison(
@@ -235,6 +127,17 @@ def build_comparison(
     labels: Sequence[str] | str | None = None,
     evaluations: Sequence[Path | None] | None = None,
     allow_mismatch: bool = False,
-) -> Path:
-    """`cityseg compare`: load, check and write compare.pdf; returns its path."""
-    return write_comparison(compare_runs(runs_dirs, labels, evaluations, allow_mismatch), out_pdf)
+) -> Comparison:
+    """`cityseg compare`: load and check the runs, write compare.pdf and its tables; returns the comparison."""
+    comparison, out_pdf = compare_runs(runs_dirs, labels, evaluations, allow_mismatch), Path(out_pdf)
+    tables = comparison_tables(comparison)
+    files = [f"{name}{ext}" for name in tables for ext in (".csv", ".tex")]
+    check_output(out_pdf, CREATOR, "cityseg compare", {tables_dir(out_pdf): files})
+    with typesetting():
+        pages = comparison_pages(comparison)
+        data = "SYNTHETIC data" if comparison.synthetic else "Cityscapes data"
+        footer = "built from each runs folder's config.json, log.jsonl, folds.json, summary.json and the --eval JSONs"
+        title = f"cityseg compare - {data} - {', '.join(comparison.labels)}"
+        write_pdf(pages, out_pdf, title, CREATOR, "semantic segmentation runs compared", footer)
+    write_tables(tables_dir(out_pdf), tables)
+    return comparison

@@ -1,501 +1,302 @@
-"""The PDF report, written like a paper's results section and built only from run files.
+"""report.pdf, written like a paper's results section and built only from run files.
 
-Pages: 1 results (headline table and the per-class figure), 2 what was trained, 3 cross-validation
-(per fold, full fit, curves), 4 per-class and per-category results, 5 confusion matrix, 6 the best and
-worst val frames (with --predictions). A demo report (synthetic data) says SYNTHETIC on every page and
-prints nothing that depends on the machine, the time or the commit, so rebuilding it from the same run
-files gives the same bytes.
+Pages: results (headline and per-class figure), what was trained, cross-validation (per fold, full
+fit, curves), per-class and per-category tables, confusion matrix, and with --predictions the best
+and worst val frames. Beside it: the figures as PNGs and the tables as CSV and LaTeX. A report of
+synthetic data says so on every page and prints nothing machine, time or commit dependent.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from matplotlib.patches import Patch
-
 from cityseg.errors import UserError
 from cityseg.labels import CATEGORY_NAMES, CLASS_NAMES, NUM_CLASSES
-from cityseg.report.frames import best_and_worst, load_examples, score_frames
-from cityseg.report.layout import (
-    CellStyle,
-    Page,
-    check_output,
-    figures_dir,
-    typesetting,
-    write_pdf,
-    write_readable,
-)
-from cityseg.report.overview import folds_table, is_synthetic
-from cityseg.report.plots import (
-    EXAMPLE_HEADERS,
-    Example,
-    class_colour,
-    class_iou_bars,
-    confusion_figure,
-    draw_class_iou,
-    draw_confusion,
-    draw_example,
-    draw_training_curves,
-    figure_png,
-    qualitative_panel,
-    training_curves,
-)
-from cityseg.report.results import (
-    REFERENCE_MIOU,
-    REFERENCE_TEXT,
-    CvResult,
-    config_value,
-    cv_result,
-    finite,
-    machine_table,
-    recipe_differences,
-    setup_table,
-    val_class_iou,
-    val_confusion,
-)
+from cityseg.report import frames, layout, plots, results
+from cityseg.report.notebook import folds_table, is_synthetic
+from cityseg.report.results import CvResult, cv_result, finite, val_class_iou, val_confusion
 from cityseg.report.runfiles import RunFiles, load_evaluation, load_runs
-from cityseg.report.tables import Table, mean_std_text, percent
+from cityseg.report.tables import CellStyle, Score, Table
+from cityseg.training.model_names import model_title_of
 
 CREATOR = "cityseg report"
 FIGURES = ("class_iou", "curves", "confusion", "examples")
-EXAMPLE_COUNT = 2  # best and worst each
+TABLES = ("headline", "cv_folds", "classes", "categories")
 DASH = "–"
 
 
-def data_source(synthetic: bool) -> str:
-    """The phrase the PDF title carries, so no synthetic number is mistaken for a Cityscapes result."""
-    return "SYNTHETIC data (cityseg synth), not Cityscapes" if synthetic else "Cityscapes data"
+def headline_table(cv: CvResult, evaluation: Mapping[str, Any], synthetic: bool) -> Table:
+    """CV mIoU under its protocol (and at each fold's best epoch), the official val scores in percent, and the
+    reference beside real Cityscapes val numbers only."""
+    best, reference = cv.selected is not None, not synthetic
 
+    def row(label: str, value: object, at_best: object = DASH, ref: str = DASH) -> list[object]:
+        return [label, value, *[at_best] * best, *[ref] * reference]
 
-# ----------------------------------------------------------------------------------------------------------
-# Tables and text (also used by the notebooks and `make demo`)
-# ----------------------------------------------------------------------------------------------------------
-
-
-def headline_table(cv: CvResult, evaluation: Mapping[str, Any]) -> Table:
-    """CV mIoU under its protocol, the official val mIoU and iIoU, the reference beside them (percent)."""
-    selected = cv.selected is not None
+    selected = Score(cv.selected.get("miou_mean"), cv.selected.get("miou_std")) if best else DASH
     rows = [
-        [
-            f"cross-validation mIoU, {cv.k} folds (mean ± std)",
-            mean_std_text(cv.miou_mean, cv.miou_std),
-            mean_std_text(cv.selected.miou_mean, cv.selected.miou_std) if selected else None,
-            DASH,
-        ],
-        [
+        row(f"cross-validation mIoU, {cv.k} folds (mean ± std)", Score(cv.miou_mean, cv.miou_std), selected),
+        row(
             "val mIoU, official Cityscapes metric",
-            percent(evaluation["averageScoreClasses"]),
-            DASH,
-            f"{REFERENCE_MIOU:.2f}",
-        ],
-        ["val iIoU, official Cityscapes metric", percent(evaluation["averageScoreInstClasses"]), DASH, DASH],
-        ["val mIoU over the 7 categories", percent(evaluation["averageScoreCategories"]), DASH, DASH],
+            Score(evaluation["averageScoreClasses"]),
+            ref=f"{results.REFERENCE_MIOU:.2f}",
+        ),
+        row("val iIoU, official Cityscapes metric", Score(evaluation["averageScoreInstClasses"])),
+        row("val mIoU over the 7 categories", Score(evaluation["averageScoreCategories"])),
     ]
-    columns = ["", "this run (%)", "CV at each fold's best epoch (%)", "reference (%)"]
-    if not selected:
-        columns.pop(2)
-        rows = [[cell for i, cell in enumerate(row) if i != 2] for row in rows]
-    return Table.build(columns, rows)
+    return Table.build(row("", "this run (%)", "CV at each fold's best epoch (%)", "reference (%)"), rows)
 
 
-def headline_text(runs: RunFiles, evaluation: dict[str, Any], synthetic: bool) -> str:
-    """The headline in plain text (notebook and `make demo` output): the CV numbers as `cityseg cv` prints
-    them (no selection, protocol, selected), the official val mIoU and the reference."""
-    from cityseg.report.results import summary_text
-
-    val = float(evaluation["averageScoreClasses"])
-    lines = [
-        summary_text(runs.summary),
-        f"Validation mIoU (official cityscapesscripts): {percent(val)} %  "
-        f"(iIoU {percent(evaluation['averageScoreInstClasses'])} %, "
-        f"categories {percent(evaluation['averageScoreCategories'])} %)",
-        f"Reference, {REFERENCE_TEXT}: {REFERENCE_MIOU:.2f} %",
-        _reference_sentence(val, synthetic),
+def headline_text(runs: RunFiles, evaluation: Mapping[str, Any], synthetic: bool) -> str:
+    """The headline as plain text (notebook, `make demo`): the CV numbers as `cityseg cv` prints them, the
+    official val scores, and on real Cityscapes the reference with its caveat."""
+    scores = [
+        Score(evaluation[k]) for k in ("averageScoreClasses", "averageScoreInstClasses", "averageScoreCategories")
     ]
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            results.summary_text(runs.summary),
+            f"Validation mIoU (official cityscapesscripts): {scores[0]} %  (iIoU {scores[1]} %, categories "
+            f"{scores[2]} %)",
+            "Synthetic data: these numbers only show that the pipeline runs end to end."
+            if synthetic
+            else f"Reference, {results.REFERENCE_TEXT}: {results.REFERENCE_MIOU:.2f} %. {results.REFERENCE_CAVEAT}",
+        ]
+    )
 
 
 def engine_sentence(evaluation: Mapping[str, Any]) -> str:
-    """Which engine computed the val numbers of an evaluation JSON (they are the official metrics either way)."""
-    engine = (evaluation.get("cityseg") or {}).get("engine")
+    """Which engine computed the val numbers (they are the official metrics either way)."""
     return {
         "official": "Val: computed by cityscapesscripts' own evaluation script.",
         "both": "Val: computed by cityscapesscripts' script and by cityseg's fast engine, checked to agree.",
         "fast": "Val: computed by cityseg's fast engine, identical to cityscapesscripts' script on frames in sorted "
         "order (checked by the test suite).",
-    }.get(engine, "Val: the official Cityscapes metrics from the evaluation JSON.")
-
-
-def _reference_sentence(val: float, synthetic: bool) -> str:
-    if synthetic:
-        return (
-            "The data are SYNTHETIC, so the comparison with the 66.79 reference is NOT meaningful: these numbers "
-            "only show that the pipeline runs end to end."
-        )
-    return f"Difference to the reference: {100 * val - REFERENCE_MIOU:+.2f} points." if math.isfinite(val) else ""
+    }.get((evaluation.get("cityseg") or {}).get("engine"), "Val: the official metrics of the evaluation JSON.")
 
 
 def cv_table(runs: RunFiles) -> Table:
-    """Per fold: the epoch the headline scores and its val loss and mIoU (and the best epoch's, when they differ)."""
-    cv = cv_result(runs.summary)
-    cities = {row[0]: row[1] for row in folds_table(runs.folds).rows}
-    rows = []
-    for f in cv.folds:
-        row = [str(f.fold), cities.get(str(f.fold), ""), f.epoch, _loss(f.val_loss), percent(f.val_miou)]
-        rows.append(row + ([f.best_epoch, percent(f.best_val_miou)] if cv.selected is not None else []))
-    losses = [f.val_loss for f in cv.folds if finite(f.val_loss)]
-    mean = [
-        "mean ± std",
-        "",
-        "",
-        _loss(sum(losses) / len(losses)) if losses else "n/a",
-        mean_std_text(cv.miou_mean, cv.miou_std),
+    """Per fold: the epoch the headline scores, its val loss and mIoU (and the best epoch's, when recorded)."""
+    cv, cities = cv_result(runs.summary), {row[0]: row[1] for row in folds_table(runs.folds).rows}
+    best = [["best epoch", "best mIoU (%)"]] if cv.selected is not None else []
+    rows = [
+        [f["fold"], cities.get(str(f["fold"]), ""), f.get("epoch"), _loss(f.get("val_loss")), Score(f.get("val_miou"))]
+        + [x for _ in best for x in (f.get("best_epoch"), Score(f.get("best_val_miou")))]
+        for f in cv.folds
     ]
-    columns = ["fold", "validation cities", "epoch", "val loss", "mIoU (%)"]
-    if cv.selected is not None:
-        mean += ["", mean_std_text(cv.selected.miou_mean, cv.selected.miou_std)]
-        columns += ["best epoch", "best mIoU (%)"]
-    else:
-        columns[2] = "best epoch"
-    return Table.build(columns, [*rows, mean], title="cross-validation per fold")
+    losses = [f["val_loss"] for f in cv.folds if finite(f.get("val_loss"))]
+    mean = ["mean ± std", "", "", _loss(sum(losses) / len(losses) if losses else None)]
+    mean.append(Score(cv.miou_mean, cv.miou_std))
+    mean += ["", Score(cv.selected.get("miou_mean"), cv.selected.get("miou_std"))] if best else []
+    return Table.build(["fold", "validation cities", "epoch", "val loss", "mIoU (%)", *sum(best, [])], [*rows, mean])
+
+
+def _loss(value: float | None) -> str:
+    return f"{value:.4f}" if finite(value) else "n/a"
 
 
 def full_fit_text(runs: RunFiles) -> str:
     """How the final model was trained: all train images, for the epoch count the folds chose."""
-    summary = runs.summary
-    full = summary.get("full")
+    summary, full = runs.summary, runs.summary.get("full")
     if not full:
         return "No full-data fit yet: `cityseg cv ... --resume` trains it once every fold is finished."
-    n_train = runs.configs.get("full", {}).get("n_train", "all")
     state = "finished" if full.get("finished") else f"{full.get('epochs_done')} of {full.get('epochs')} epochs done"
-    rule = (
-        "the folds' epochs (fixed budget)"
-        if summary["folds"] and all(f.get("select") == "last" for f in summary["folds"])
-        else "the median of the folds' best epochs"
-    )
-    horizon = full.get("schedule_epochs", full["epochs"])
+    fixed = summary["folds"] and all(f.get("select") == "last" for f in summary["folds"])
+    rule = "the folds' epochs (fixed budget)" if fixed else "the median of the folds' best epochs"
     return (
-        f"{n_train} train images, {full['epochs']} epochs = {rule} (chosen: {summary['chosen_epochs']}), on the "
-        f"folds' {horizon}-epoch lr schedule stopped there; {state}. Its best.pt made the validation predictions."
+        f"{runs.configs.get('full', {}).get('n_train', 'all')} train images, {full['epochs']} epochs = {rule} "
+        f"(chosen: {summary['chosen_epochs']}), on the folds' {full.get('schedule_epochs', full['epochs'])}-epoch lr "
+        f"schedule stopped there; {state}. Its best.pt (RUNS/full/best.pt) is the final model, the one to predict "
+        "val with."
     )
 
 
-def sentence(text: str) -> str:
-    """`text` ending in exactly one full stop."""
-    return text if text.endswith((".", "!", "?")) else text + "."
-
-
-def _loss(value: float | None) -> str:
-    return "n/a" if not finite(value) else f"{value:.4f}"
-
-
-def official_tables(evaluation: dict[str, Any]) -> tuple[Table, Table]:
-    """The official per-class and per-category IoU / iIoU tables in percent, means as the last rows."""
-    classes = [
-        (name, percent(evaluation["classScores"][name]), percent(evaluation["classInstScores"][name]))
-        for name in CLASS_NAMES
-    ]
-    classes.append(
-        (
-            "mean (mIoU / iIoU)",
-            percent(evaluation["averageScoreClasses"]),
-            percent(evaluation["averageScoreInstClasses"]),
-        )
-    )
-    categories = [
-        (name, percent(evaluation["categoryScores"][name]), percent(evaluation["categoryInstScores"][name]))
-        for name in CATEGORY_NAMES
-    ]
-    categories.append(
-        ("mean", percent(evaluation["averageScoreCategories"]), percent(evaluation["averageScoreInstCategories"]))
-    )
-    return (
-        Table.build(("class", "IoU (%)", "iIoU (%)"), classes),
-        Table.build(("category", "IoU (%)", "iIoU (%)"), categories),
-    )
+def official_tables(evaluation: Mapping[str, Any]) -> tuple[Table, Table]:
+    """The official per-class and per-category IoU / iIoU tables in percent, the means as the last rows."""
+    tables = []
+    for kind, names, plural, mean in (
+        ("class", CLASS_NAMES, "Classes", "mean (mIoU / iIoU)"),
+        ("category", CATEGORY_NAMES, "Categories", "mean"),
+    ):
+        rows = [(n, Score(evaluation[f"{kind}Scores"][n]), Score(evaluation[f"{kind}InstScores"][n])) for n in names]
+        rows.append((mean, Score(evaluation[f"averageScore{plural}"]), Score(evaluation[f"averageScoreInst{plural}"])))
+        tables.append(Table.build((kind, "IoU (%)", "iIoU (%)"), rows))
+    return tables[0], tables[1]
 
 
 def class_results_table(cv: CvResult, evaluation: Mapping[str, Any]) -> Table:
-    """Per class: CV IoU mean ± std (headline protocol; selected too when known), official val IoU and iIoU."""
+    """Per class: CV IoU mean ± std (headline protocol; at the best epoch too when known), val IoU and iIoU."""
+    best = [cv.selected] if cv.selected is not None and cv.selected.get("class_iou_mean") is not None else []
     rows = []
     for i, name in enumerate(CLASS_NAMES):
-        row = [name, mean_std_text(cv.class_iou_mean[i], cv.class_iou_std[i])]
-        if cv.selected is not None and cv.selected.class_iou_mean is not None:
-            row.append(mean_std_text(cv.selected.class_iou_mean[i], (cv.selected.class_iou_std or [None] * 19)[i]))
-        rows.append(row + [percent(evaluation["classScores"][name]), percent(evaluation["classInstScores"][name])])
-    mean = ["mean", mean_std_text(cv.miou_mean, cv.miou_std)]
-    columns = ["class", "CV IoU (%)"]
-    if len(rows[0]) == 5:
-        mean.append(mean_std_text(cv.selected.miou_mean, cv.selected.miou_std))
-        columns.append("CV at best epoch (%)")
-    rows.append(mean + [percent(evaluation["averageScoreClasses"]), percent(evaluation["averageScoreInstClasses"])])
-    return Table.build([*columns, "val IoU (%)", "val iIoU (%)"], rows)
+        at_best = [Score(s["class_iou_mean"][i], (s.get("class_iou_std") or [None] * NUM_CLASSES)[i]) for s in best]
+        val = [Score(evaluation["classScores"][name]), Score(evaluation["classInstScores"][name])]
+        rows.append([name, Score(cv.class_iou_mean[i], cv.class_iou_std[i]), *at_best, *val])
+    at_best = [Score(s["miou_mean"], s.get("miou_std")) for s in best]
+    val = [Score(evaluation["averageScoreClasses"]), Score(evaluation["averageScoreInstClasses"])]
+    rows.append(["mean", Score(cv.miou_mean, cv.miou_std), *at_best, *val])
+    columns = ["class", "CV IoU (%)", *["CV at best epoch (%)"] * len(best), "val IoU (%)", "val iIoU (%)"]
+    return Table.build(columns, rows)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Pages
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _results_page(runs: RunFiles, evaluation: dict[str, Any], cv: CvResult, synthetic: bool) -> Page:
-    page = Page("results", synthetic)
-    page.title("U-Net / ResNet-34 semantic segmentation: results")
-    recipe = config_value(runs, "recipe")
+def _results_page(runs: RunFiles, evaluation: dict, cv: CvResult, headline: Table, synthetic: bool) -> layout.Page:
+    page, config = layout.Page("results", synthetic), runs.config.get("config") or {}
+    page.title(f"{model_title_of(config)} semantic segmentation: results")
+    where = "Demo run on synthetic street scenes" if synthetic else f"Cityscapes  ·  {results.git_text(runs.config)}"
+    page.text(f"{where}  ·  recipe {config.get('recipe')}  ·  {cv.k}-fold cross-validation by {cv.split}", color="0.3")
     if synthetic:
-        line = f"Demo run on synthetic street scenes  ·  recipe {recipe}  ·  {cv.k}-fold cross-validation by {cv.split}"
-        page.paragraph(line, color="0.3")
         page.banner(
-            "SYNTHETIC DATA. These numbers come from synthetic street scenes (cityseg synth); they only show "
-            "that the pipeline trains and measures end to end and are NOT comparable with the 66.79 "
-            "reference. The comparison with the reference is not meaningful."
-        )
-    else:
-        git = runs.config.get("git") or {}
-        sha = (git.get("sha") or "unknown")[:12] + (" (uncommitted changes)" if git.get("dirty") else "")
-        page.paragraph(
-            f"Cityscapes  ·  recipe {recipe}  ·  {cv.k}-fold cross-validation by {cv.split}  ·  git {sha}", color="0.3"
+            "SYNTHETIC DATA. These numbers come from synthetic street scenes (cityseg synth): they only show that "
+            "the pipeline trains and measures end to end and say nothing about Cityscapes, so no reference number "
+            "is shown."
         )
     page.heading("Headline")
-    page.table(
-        headline_table(cv, evaluation), styles={(0, 1): CellStyle(weight="bold"), (1, 1): CellStyle(weight="bold")}
-    )
-    notes = [sentence(f"Cross-validation protocol: {cv.protocol}")]
+    page.table(headline, styles={(0, 1): CellStyle(weight="bold")})
+    page.note(f"Cross-validation protocol: {cv.protocol.rstrip('.')}.")
     if cv.selected is not None:
-        notes.append(
-            sentence(
-                "The best-epoch column is selected on each fold's own held-out cities, so it is "
-                f"optimistic: {cv.selected.note}"
-            )
-        )
-    notes.append(engine_sentence(evaluation))
-    notes.append(f"Reference: {REFERENCE_TEXT}, val mIoU {REFERENCE_MIOU:.2f}.")
-    if not synthetic:  # the banner above says it for synthetic data
-        notes.append(_reference_sentence(float(evaluation["averageScoreClasses"]), synthetic))
-    for note in notes:
-        page.paragraph(note, size=8, color="0.25", after=0.03)
+        page.note("The best-epoch column is optimistic: each fold's best epoch is chosen on the cities it scores.")
+    page.note(engine_sentence(evaluation))
+    if not synthetic:
+        page.note(f"Reference: {results.REFERENCE_TEXT}. {results.REFERENCE_CAVEAT}")
     page.heading("IoU per class: cross-validation against val")
-    ax = page.plot(page.remaining, left=1.05, bottom=0.45, top=0.05)
-    draw_class_iou(
-        ax,
-        cv.class_iou_mean,
-        cv.class_iou_std,
-        val_class_iou(evaluation),
-        cv_label=f"cross-validation, {cv.k} folds: mean ± std",
-        val_label="val, official metric",
-    )
+    labels = (f"cross-validation, {cv.k} folds: mean ± std", "val, official metric")
+    area = page.plot_area(None, (0.9, 0.1, 0.45, 0.05))
+    plots.class_iou_bars(cv.class_iou_mean, cv.class_iou_std, val_class_iou(evaluation), area, labels)
     return page
 
 
-def _setup_page(runs: RunFiles, synthetic: bool) -> Page:
-    page = Page("what was trained", synthetic)
+def _setup_page(runs: RunFiles, synthetic: bool) -> layout.Page:
+    page = layout.Page("what was trained", synthetic)
     page.title("What was trained")
-    page.table(setup_table(runs, synthetic))
+    page.table(results.setup_table(runs, synthetic))
     page.heading("Changes from the recipe")
-    differences = recipe_differences(runs)
+    differences = results.recipe_differences(runs)
     if differences is None:
-        page.paragraph(
-            "Cannot be listed: config.json was not written by this version of cityseg; it holds every "
-            "setting the run used."
-        )
-    elif not differences:
-        page.paragraph(f"None: the run used the {config_value(runs, 'recipe')} recipe as defined.")
-    else:
+        page.text("Cannot be listed: config.json was not written by this version of cityseg.")
+    elif differences:
         page.table(Table.build(("field", "recipe", "this run"), differences))
+    else:
+        page.text("None: the run used its recipe as defined.")
     page.heading("Folds")
     page.table(folds_table(runs.folds))
-    page.heading("Machine, time and code")
-    if synthetic:
-        page.paragraph(
-            "Left out of a demo report: training time, throughput, hardware, library versions and the git "
-            "sha depend on the machine and the commit, and the committed demo report must stay byte-identical "
-            "when it is rebuilt. Each run folder's config.json and log.jsonl hold them."
-        )
-    else:
-        page.table(machine_table(runs))
+    if not synthetic:
+        page.heading("Machine, time and code")
+        page.table(results.machine_table(runs))
     return page
 
 
-def _cv_page(runs: RunFiles, cv: CvResult, synthetic: bool) -> Page:
-    page = Page("cross-validation", synthetic)
+def _cv_page(runs: RunFiles, folds: Table, synthetic: bool) -> layout.Page:
+    page = layout.Page("cross-validation", synthetic)
     page.title("Cross-validation")
-    table = cv_table(runs)
-    page.table(table, rules_before=[len(table.rows) - 1])
-    page.paragraph(sentence(f"Protocol: {cv.protocol}"), size=8, color="0.25")
+    page.table(folds, rules_before=[len(folds.rows) - 1])
+    page.note("The epoch each fold is scored at follows the protocol stated under the headline on page 1.")
     page.heading("Full-data fit")
-    page.paragraph(full_fit_text(runs))
+    page.text(full_fit_text(runs))
     page.heading("Training curves")
-    ax_loss, ax_miou = page.axes_row(min(4.4, page.remaining), 2, gap=0.35, left=0.55, bottom=0.5, top=0.3)
-    draw_training_curves(ax_loss, ax_miou, runs.histories)
+    room = min(4.6, layout.HEIGHT - layout.BOTTOM - page.cursor)
+    plots.training_curves(runs.histories, page.plot_area(room, (0.6, 0.1, 0.1, 0.3), 0.35))
     return page
 
 
-def _class_page(cv: CvResult, evaluation: dict[str, Any], synthetic: bool) -> Page:
-    page = Page("per-class results", synthetic)
+def _class_pages(evaluation: dict, classes: Table, categories: Table, synthetic: bool) -> list[layout.Page]:
+    page = layout.Page("per-class results", synthetic)
     page.title("Per-class results")
-    page.paragraph(
-        "IoU per class in percent. Cross-validation: mean ± sample std over the folds (a class absent "
-        "from a fold is left out of its statistics). Val: the official Cityscapes evaluation; iIoU "
-        "weighs each instance by its size, for the classes with instances.",
-        size=8,
-        color="0.25",
+    page.note(
+        "IoU per class in percent. Cross-validation: mean ± sample std over the folds (a class absent from a fold "
+        "is left out of its statistics). Val: the official Cityscapes evaluation; iIoU weighs each instance by its "
+        "size, for the classes with instances."
     )
-    table = class_results_table(cv, evaluation)
-    page.table(table, swatches=[class_colour(i) for i in range(NUM_CLASSES)] + [None], rules_before=[NUM_CLASSES])
+    swatches = [*map(plots.class_colour, range(NUM_CLASSES)), None]
+    page.table(classes, swatches=swatches, rules_before=[NUM_CLASSES])
     page.heading("Categories (official)")
-    _, categories = official_tables(evaluation)
-    page.table(categories, rules_before=[len(categories.rows) - 1])
-    return page
-
-
-def _confusion_page(evaluation: dict[str, Any], synthetic: bool) -> Page:
-    page = Page("confusion matrix", synthetic)
-    page.title("Confusion matrix on val")
-    page.paragraph(
-        "Each row is a ground-truth class, normalised to 100: where that class's pixels went. Cells of "
-        "at least 1 % are written in, the diagonal (per-class recall) in bold.",
-        size=8,
-        color="0.25",
+    page.table(categories, rules_before=[len(CATEGORY_NAMES)])
+    confusion = layout.Page("confusion matrix", synthetic)
+    confusion.title("Confusion matrix on val")
+    confusion.note(
+        "Each row is a ground-truth class, normalised to 100: where that class's pixels went. Cells of at least "
+        "1 % are written in, the diagonal (per-class recall) in bold."
     )
-    side = min(page.text_width, page.remaining)
-    ax = page.plot(side, left=1.25, bottom=1.25, top=0.05, right=0.3)
-    draw_confusion(ax, val_confusion(evaluation))
-    return page
+    plots.confusion_figure(val_confusion(evaluation), confusion.plot_area(6.9, (1.25, 0.75, 1.3, 0.1)))
+    return [page, confusion]
+
+
+def _examples_page(
+    pred_dir: Path, root: Path | None, evaluation: Mapping[str, Any], synthetic: bool
+) -> tuple[layout.Page, list[plots.Example]]:
+    examples, scored = best_and_worst_examples(pred_dir, root, evaluation)
+    page = layout.Page("qualitative results", synthetic)
+    page.title("Best and worst val frames")
+    page.note(
+        f"Each of the {scored} val frames in {pred_dir.name}/ scored on its own (mIoU over the classes in its "
+        "ground truth or prediction); shown are the best and the worst two. Error map: red wrong, black right, "
+        "white ignored."
+    )
+    aspect = examples[0].image.shape[0] / examples[0].image.shape[1]
+    plots.qualitative_panel(examples, page.plot_area(4 * (1.7 * aspect + 0.3) + 1.2, (0.5, 0, 0, 0.3), 0.1))
+    return page, examples
 
 
 def best_and_worst_examples(
-    pred_dir: Path, root: Path | None, evaluation: dict[str, Any] | None = None
-) -> tuple[list[Example], int]:
-    """The best and the worst val frames by their own mIoU, titled "best"/"worst", and how many were scored."""
+    pred_dir: Path, root: Path | None, evaluation: Mapping[str, Any] | None = None
+) -> tuple[list[plots.Example], int]:
+    """The best and the worst two val frames by their own mIoU, titled so, and how many frames were scored."""
     if root is None or not root.is_dir():
         raise UserError(
             f"the dataset folder for the qualitative examples ({root or 'unknown'}) does not exist; pass --root "
             "with the Cityscapes folder the predictions were made from, or leave out --predictions."
         )
-    scores = score_frames(pred_dir, root, "val", evaluation)  # the evaluation's own per-frame scores
-    picked = best_and_worst(scores, count=EXAMPLE_COUNT)  # the best ones first
-    examples = load_examples([s.id for s in picked], pred_dir, root, "val", scores=picked)
-    return [
-        replace(e, title=f"{'best' if n < EXAMPLE_COUNT else 'worst'}\n{e.title}") for n, e in enumerate(examples)
-    ], len(scores)
+    scores = frames.score_frames(pred_dir, root, "val", evaluation)  # the evaluation's own per-frame scores
+    picked = frames.best_and_worst(scores, count=2)  # the best ones first
+    examples = frames.load_examples([s.id for s in picked], pred_dir, root, "val", scores=picked)
+    titles = [f"{'best' if n < 2 else 'worst'}\n{s.id}\nmIoU {Score(s.miou)} %" for n, s in enumerate(picked)]
+    return [replace(e, title=t) for e, t in zip(examples, titles, strict=True)], len(scores)
 
 
-def _examples_page(examples: list[Example], scored: int, pred_dir: Path, synthetic: bool) -> Page:
-    page = Page("qualitative results", synthetic, landscape=True)
-    page.title("Best and worst val frames")
-    page.paragraph(
-        f"Each of the {scored} val frames in {pred_dir.name}/ scored on its own (mIoU over the classes in "
-        "its ground truth or prediction); shown are the best and the worst. Error map: red wrong, black "
-        "right, white ignored in the ground truth.",
-        size=8,
-        color="0.25",
-    )
-    page.space(0.2)  # the column headers sit above the first row
-    aspect = examples[0].image.shape[0] / examples[0].image.shape[1]
-    label_width = 1.5  # frame id and score, level with each row
-    panel_width = (page.text_width - label_width - 3 * 0.08) / 4
-    row_height = min(panel_width * aspect + 0.08, (page.remaining - 0.8) / len(examples))
-    for n, example in enumerate(examples):
-        axes = [
-            page.axes(
-                row_height,
-                x=label_width + i * (panel_width + 0.08),
-                width=panel_width,
-                left=0,
-                right=0,
-                top=0.04,
-                bottom=0.04,
-            )
-            for i in range(4)
-        ]
-        draw_example(axes, example, title_beside=True)
-        if n == 0:
-            for ax, header in zip(axes, EXAMPLE_HEADERS, strict=True):
-                ax.set_title(header, fontsize=8)
-        page.space(row_height)
-    page.space(0.1)
-    handles = [
-        Patch(facecolor=class_colour(i), edgecolor="0.3", linewidth=0.3, label=name)
-        for i, name in enumerate(CLASS_NAMES)
-    ]
-    page.figure.legend(
-        handles=handles,
-        loc="upper center",
-        ncols=10,
-        fontsize=7,
-        frameon=False,
-        bbox_to_anchor=(0.5, 1 - page.cursor / page.height),
-        title="Cityscapes palette",
-        title_fontsize=7,
-    )
-    return page
-
-
-def _figures(runs: RunFiles, evaluation: dict[str, Any], examples: list[Example]) -> dict:
-    """The report's plots as stand-alone figures, written as PNGs beside the PDF for READMEs and slides."""
-    cv = cv_result(runs.summary)
-    figures = {
-        "class_iou": class_iou_bars(
-            cv.class_iou_mean,
-            cv.class_iou_std,
-            val_class_iou(evaluation),
-            title="IoU per class: cross-validation mean ± std (solid) and val (hatched)",
-        ),
-        "curves": training_curves(runs.histories),
-        "confusion": confusion_figure(val_confusion(evaluation)),
-    }
-    if examples:
-        figures["examples"] = qualitative_panel(examples)
-    return figures
-
-
-def is_synthetic_run(runs: RunFiles, evaluation: dict[str, Any], root: Path | None) -> bool:
+def is_synthetic_run(runs: RunFiles, evaluation: Mapping[str, Any], root: Path | None) -> bool:
     """Synthetic if the training config, the evaluation or the dataset folder says so (any one is enough)."""
-    return runs.synthetic or bool(evaluation.get("cityseg", {}).get("synthetic")) or is_synthetic(root)
-
-
-def _resolve_root(root: Path | None, runs: RunFiles) -> Path | None:
-    if root is not None:
-        return Path(root)
-    recorded = runs.config.get("data_root")
-    return Path(recorded) if recorded else None
+    return runs.synthetic or bool((evaluation.get("cityseg") or {}).get("synthetic")) or is_synthetic(root)
 
 
 def build_report(
     runs_dir: Path, eval_json: Path, out_pdf: Path, pred_dir: Path | None = None, root: Path | None = None
 ) -> Path:
-    """Write the PDF report and its figures (PNGs in `<out stem>_figures/`); returns the PDF path."""
-    out_pdf = Path(out_pdf)
-    runs = load_runs(Path(runs_dir))
-    evaluation = load_evaluation(Path(eval_json))
-    root = _resolve_root(root, runs)
-    check_output(out_pdf, CREATOR, "cityseg report", FIGURES)
-    synthetic = is_synthetic_run(runs, evaluation, root)
-    cv = cv_result(runs.summary)
-    examples: list[Example] = []
-    with typesetting():
+    """Write the PDF report, its figures (`<out stem>_figures/*.png`) and tables (`<out stem>_tables/*.csv,
+    .tex`); returns the PDF path."""
+    out_pdf, runs, evaluation = Path(out_pdf), load_runs(Path(runs_dir)), load_evaluation(Path(eval_json))
+    root = Path(root) if root is not None else Path(runs.config["data_root"]) if runs.config.get("data_root") else None
+    figures, tables_dir = layout.figures_dir(out_pdf), layout.tables_dir(out_pdf)
+    side_files = {
+        figures: [f"{n}.png" for n in FIGURES],
+        tables_dir: [f"{n}{e}" for n in TABLES for e in (".csv", ".tex")],
+    }
+    layout.check_output(out_pdf, CREATOR, "cityseg report", side_files)
+    synthetic, cv = is_synthetic_run(runs, evaluation, root), cv_result(runs.summary)
+    tables = [headline_table(cv, evaluation, synthetic), cv_table(runs), class_results_table(cv, evaluation)]
+    tables = dict(zip(TABLES, [*tables, official_tables(evaluation)[1]], strict=True))
+    with layout.typesetting():
         pages = [
-            _results_page(runs, evaluation, cv, synthetic),
+            _results_page(runs, evaluation, cv, tables["headline"], synthetic),
             _setup_page(runs, synthetic),
-            _cv_page(runs, cv, synthetic),
-            _class_page(cv, evaluation, synthetic),
-            _confusion_page(evaluation, synthetic),
+            _cv_page(runs, tables["cv_folds"], synthetic),
+            *_class_pages(evaluation, tables["classes"], tables["categories"], synthetic),
         ]
+        examples: list[plots.Example] = []
         if pred_dir is not None:
-            examples, scored = best_and_worst_examples(Path(pred_dir), root, evaluation)
-            pages.append(_examples_page(examples, scored, Path(pred_dir), synthetic))
-        write_pdf(
-            pages,
-            out_pdf,
-            title=f"cityseg report - {data_source(synthetic)}",
-            creator=CREATOR,
-            subject="U-Net/ResNet-34 semantic segmentation on Cityscapes",
-            footer_note="built from config.json, log.jsonl, folds.json, summary.json and the evaluation JSON",
-        )
-    folder = figures_dir(out_pdf)
-    for name, figure in _figures(runs, evaluation, examples).items():
-        write_readable(folder / f"{name}.png", figure_png(figure))
+            page, examples = _examples_page(Path(pred_dir), root, evaluation, synthetic)
+            pages.append(page)
+        data = "SYNTHETIC data (cityseg synth), not Cityscapes" if synthetic else "Cityscapes data"
+        subject = f"{model_title_of(runs.config.get('config') or {})} semantic segmentation"
+        footer = "built from config.json, log.jsonl, folds.json, summary.json and the evaluation JSON"
+        layout.write_pdf(pages, out_pdf, f"cityseg report - {data}", CREATOR, subject, footer)
+        for name, figure in {
+            "class_iou": plots.class_iou_bars(cv.class_iou_mean, cv.class_iou_std, val_class_iou(evaluation)),
+            "curves": plots.training_curves(runs.histories),
+            "confusion": plots.confusion_figure(val_confusion(evaluation)),
+            **({"examples": plots.qualitative_panel(examples)} if examples else {}),
+        }.items():
+            layout.write_bytes(figures / f"{name}.png", plots.figure_png(figure))
+    layout.write_tables(tables_dir, tables)
     return out_pdf

@@ -1,14 +1,14 @@
-"""The numbers a report or a comparison states, read from the run files with their provenance.
+"""The numbers and settings a report or a comparison states, read from the run files, in plain words.
 
-summary.json gives the headline cross-validation numbers selection-free (every fold scored at the
-epoch count the full fit uses) with a `protocol` sentence, and keeps the optimistic best-epoch numbers
-under `selected` (cityseg.training.cv.summarize). `cv_result` reads them with the protocol beside the numbers,
-so a page never presents selected numbers as unselected ones.
+summary.json gives the headline cross-validation numbers with a `protocol` sentence and keeps the
+optimistic best-epoch numbers under `selected` (cityseg.training.cv.summarize); `cv_result` keeps the
+two apart. Imports no plotting: `cityseg cv` prints its summary through `summary_text`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,40 +18,24 @@ import numpy as np
 from cityseg.labels import CLASS_NAMES
 from cityseg.report.runfiles import RunFiles
 from cityseg.report.tables import Table, mean_std_text
+from cityseg.training.model_names import model_title_of
 
-# The reference write-up's val mIoU (U-Net/ResNet-34, 10 epochs, batch 4, Adam 1e-4; NOTES.md).
+# The reference write-up's number (docs/reference.md): U-Net/ResNet-34, 10 epochs, batch 4, Adam 1e-4.
 REFERENCE_MIOU = 66.79
-REFERENCE_TEXT = "U-Net/ResNet-34 reference (10 epochs, batch 4, Adam 1e-4, full resolution)"
-
-
-@dataclass(frozen=True)
-class FoldResult:
-    """One fold: its headline score (at `epoch`) and its best epoch's score."""
-
-    fold: int
-    epoch: int | None
-    val_loss: float | None
-    val_miou: float | None
-    class_iou: Sequence[float | None]
-    best_epoch: int | None
-    best_val_loss: float | None
-    best_val_miou: float | None
-
-
-@dataclass(frozen=True)
-class Selected:
-    """The best-epoch (selected on each fold's own held-out cities, so optimistic) cross-validation numbers."""
-
-    miou_mean: float | None
-    miou_std: float | None
-    class_iou_mean: Sequence[float | None] | None
-    class_iou_std: Sequence[float | None] | None
-    note: str
+REFERENCE_TEXT = "the write-up's U-Net / resnet34 (10 epochs, batch 4, Adam 1e-4)"
+REFERENCE_CAVEAT = (
+    "It is not a controlled baseline: the write-up calls 66.79 both a val and a test result and chose its "
+    "checkpoint by validation loss (docs/reference.md)."
+)
 
 
 @dataclass(frozen=True)
 class CvResult:
-    """Cross-validation numbers as the report states them, with the protocol that produced them."""
+    """Cross-validation numbers as summary.json states them, with the protocol that produced them.
+
+    `selected`: the best-epoch statistics (miou_mean, miou_std, class_iou_mean, class_iou_std, note) or None;
+    `folds`: summary.json's per-fold records (fold, epoch, val_loss, val_miou, best_epoch, best_val_miou, ...).
+    """
 
     k: int
     split: str
@@ -60,54 +44,44 @@ class CvResult:
     class_iou_mean: Sequence[float | None]
     class_iou_std: Sequence[float | None]
     protocol: str
-    selected: Selected | None
-    folds: list[FoldResult]
+    selected: dict | None
+    folds: list[dict]
 
 
 def cv_result(summary: Mapping[str, Any]) -> CvResult:
     """Read summary.json (keys cityseg.report.runfiles requires); a missing optional value becomes None."""
-    none_list = [None] * len(CLASS_NAMES)
-    chosen = summary.get("selected")
-    selected = (
-        None
-        if chosen is None
-        else Selected(
-            chosen.get("miou_mean"),
-            chosen.get("miou_std"),
-            chosen.get("class_iou_mean"),
-            chosen.get("class_iou_std"),
-            str(chosen.get("note") or "each fold at its best epoch"),
-        )
-    )
-    folds = [
-        FoldResult(
-            int(f.get("fold", n)),
-            f.get("epoch"),
-            f.get("val_loss"),
-            f.get("val_miou"),
-            f.get("class_iou") or none_list,
-            f.get("best_epoch"),
-            f.get("best_val_loss"),
-            f.get("best_val_miou"),
-        )
-        for n, f in enumerate(summary.get("folds") or [])
-    ]
+    nothing = [None] * len(CLASS_NAMES)
+    folds = [{"fold": n, **f} for n, f in enumerate(summary.get("folds") or [])]
     return CvResult(
         k=int(summary.get("k") or len(folds)),
         split=str(summary.get("split") or "?"),
         miou_mean=summary.get("miou_mean"),
         miou_std=summary.get("miou_std"),
-        class_iou_mean=summary.get("class_iou_mean") or none_list,
-        class_iou_std=summary.get("class_iou_std") or none_list,
+        class_iou_mean=summary.get("class_iou_mean") or nothing,
+        class_iou_std=summary.get("class_iou_std") or nothing,
         protocol=str(summary.get("protocol") or "not recorded in summary.json"),
-        selected=selected,
+        selected=summary.get("selected"),
         folds=folds,
     )
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Evaluation JSON (official export format)
-# ----------------------------------------------------------------------------------------------------------
+def summary_text(summary: Mapping[str, Any]) -> str:
+    """The CV numbers as `cityseg cv`, the notebook and the report print them: headline, protocol, selected."""
+    selected = summary["selected"]
+    return "\n".join(
+        [
+            f"CV mIoU ({summary['k']} folds, mean ± std, no selection on the scored fold): "
+            f"{mean_std_text(summary['miou_mean'], summary['miou_std'])} %",
+            f"  {summary['protocol']}",
+            f"At each fold's own best epoch (chosen on the fold it scores, so optimistic): "
+            f"{mean_std_text(selected['miou_mean'], selected['miou_std'])} %",
+        ]
+    )
+
+
+def finite(value: float | None) -> bool:
+    """A number that can be printed (JSON null and NaN cannot)."""
+    return value is not None and math.isfinite(value)
 
 
 def val_class_iou(evaluation: Mapping[str, Any]) -> list[float]:
@@ -122,11 +96,6 @@ def val_confusion(evaluation: Mapping[str, Any]) -> np.ndarray:
     return np.asarray(summary(dict(evaluation))["confusion_train_ids"], dtype=np.int64)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Time and throughput from log.jsonl (machine-dependent: never printed in a demo report)
-# ----------------------------------------------------------------------------------------------------------
-
-
 def total_seconds(histories: Mapping[str, Sequence[Mapping]]) -> float:
     """Training time summed over every epoch of every run (folds and the full fit)."""
     return sum(float(row.get("seconds") or 0.0) for rows in histories.values() for row in rows)
@@ -138,19 +107,6 @@ def median_logged(histories: Mapping[str, Sequence[Mapping]], key: str) -> float
     return float(np.median(values)) if values else None
 
 
-def throughput_text(histories: Mapping[str, Sequence[Mapping]]) -> str:
-    """Median training speed over all epochs, with how long the GPU waited for data: a starving loader shows here."""
-    speed = median_logged(histories, "images_per_s")
-    wait = median_logged(histories, "data_wait_share")
-    peak = median_logged(histories, "peak_memory_gb")
-    parts = [f"{speed:.1f} img/s" if speed is not None else "not logged"]
-    if wait is not None:
-        parts.append(f"{100 * wait:.0f}% of it waiting for data")
-    if peak is not None:
-        parts.append(f"peak GPU memory {peak:.1f} GiB")
-    return ", ".join(parts) + " (medians over all epochs)"
-
-
 def duration_text(seconds: float) -> str:
     """`1 h 05 min` or `3 min 07 s`."""
     minutes, secs = divmod(round(seconds), 60)
@@ -158,21 +114,14 @@ def duration_text(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The run's settings
-# ----------------------------------------------------------------------------------------------------------
-
-
 def recipe_differences(runs: RunFiles) -> list[tuple[str, str, str]] | None:
-    """(field, recipe value, run value) for every config field the run changed from its recipe, formatted as
-    typed after the flags; None when config.json is not a config of this cityseg version (the pages say so)."""
+    """(field, recipe value, run value) for every config field the run changed from its recipe, as typed after
+    the flags; None when config.json is not a config of this cityseg version (the pages say so)."""
     from cityseg.errors import UserError
     from cityseg.training.config import TrainConfig, value_text
     from cityseg.training.config import recipe_differences as differences_of
 
     saved = runs.config.get("config")
-    if not isinstance(saved, dict):
-        return None
     try:
         changes = differences_of(TrainConfig.from_dict(saved))
     except UserError:  # written by another cityseg version, or its recipe file is gone
@@ -180,54 +129,81 @@ def recipe_differences(runs: RunFiles) -> list[tuple[str, str, str]] | None:
     return [(name, value_text(recipe), value_text(value)) for name, recipe, value in changes]
 
 
-def config_value(runs: RunFiles, name: str) -> str:
-    """One field of the run's config.json, formatted as typed after its flag."""
-    from cityseg.training.config import value_text
+LOSS_WORDS = {"ce": "cross-entropy", "ohem": "OHEM cross-entropy", "lovasz": "Lovász", "dice": "Dice"}
+AUG_WORDS = {"flip": "horizontal flip", "scale-crop": "random scale and crop", "color-jitter": "colour jitter"}
 
-    value = (runs.config.get("config") or {}).get(name)
-    return value_text(tuple(value) if isinstance(value, list) else value)
+
+def loss_text(config: Mapping[str, Any]) -> str:
+    """'cross-entropy + 0.5 × Dice, ignoring label 255' from a loss expression such as 'ce+0.5*dice'."""
+    terms = []
+    for term in str(config.get("loss") or "ce").replace(" ", "").split("+"):
+        weight, _, name = term.rpartition("*")
+        terms.append((f"{weight} × " if weight else "") + LOSS_WORDS.get(name.lower(), name.replace("_", " ")))
+    ohem = f" (pixels below p = {config.get('ohem_thresh')}, at least {config.get('ohem_min_kept'):,} per image)"
+    return " + ".join(terms) + (ohem if "ohem" in str(config.get("loss")) else "") + ", ignoring label 255"
+
+
+def _size(value: Any) -> str:
+    return "x".join(map(str, value))
 
 
 def setup_table(runs: RunFiles, synthetic: bool) -> Table:
-    """What was trained and on what: enough to reproduce or question the numbers."""
+    """What was trained and on what, in words: enough to reproduce or question the numbers."""
     cfg = runs.config.get("config") or {}
-    full_epochs = (runs.summary.get("full") or {}).get("epochs")
-    selection = "last epoch (fixed budget)" if cfg.get("select") == "last" else f"best epoch by {cfg.get('select')}"
+    weights = cfg.get("encoder_weights")
+    weights = {None: "random init (from scratch)", "imagenet": "ImageNet-pretrained encoder"}.get(weights, weights)
+    size = f"resized to {_size(cfg['size'])}" if cfg.get("size") else "full resolution"
+    crop = f"random {_size(cfg['crop'])} crops" if cfg.get("crop") else "no crop"
+    scale = f", random scale {cfg['scale_range'][0]}–{cfg['scale_range'][1]}" if cfg.get("scale_range") else ""
+    aug = ", ".join(AUG_WORDS.get(a, a.replace("-", " ")) for a in cfg.get("aug") or ()) or "none"
+    decay = f"weight decay {cfg['weight_decay']:g}" if cfg.get("weight_decay") else "no weight decay"
+    momentum = f"momentum {cfg.get('momentum')}" if cfg.get("optimizer") == "sgd" else f"betas {_betas(cfg)}"
+    schedule = {"constant": "constant lr", "cosine": f"cosine to {cfg.get('min_lr', 0):g}"}.get(
+        cfg.get("schedule"), f"poly (power {cfg.get('poly_power')})"
+    )
+    warmup = f"linear warm-up over {cfg['warmup_epochs']:g} epochs" if cfg.get("warmup_epochs") else "no warm-up"
+    select = {"last": "the last epoch (fixed budget)", "miou": "best val mIoU"}.get(cfg.get("select"), "best val loss")
+    full = (runs.summary.get("full") or {}).get("epochs")
     rows = [
-        ("model", f"U-Net, ResNet-34 encoder; encoder weights: {cfg.get('encoder_weights') or 'none (from scratch)'}"),
-        ("recipe", config_value(runs, "recipe")),
-        ("augmentations", config_value(runs, "aug")),
-        ("image size / crop", f"{config_value(runs, 'size')} / {config_value(runs, 'crop')}"),
+        ("model", f"{model_title_of(cfg)}; {weights}"),
+        ("recipe", str(cfg.get("recipe"))),
+        ("input", f"{size}, {crop}{scale}"),
+        ("augmentation", aug),
         (
             "optimiser",
-            f"{cfg.get('optimizer')}, lr {cfg.get('lr')} (encoder × {cfg.get('encoder_lr_mult')}), "
-            f"weight decay {cfg.get('weight_decay')}, batch {cfg.get('batch_size')}",
+            f"{str(cfg.get('optimizer')).title()} ({momentum}), lr {cfg.get('lr'):g} (encoder × "
+            f"{cfg.get('encoder_lr_mult', 1):g}), batch {cfg.get('batch_size')}, {decay}",
         ),
-        ("schedule", f"{cfg.get('schedule')}, warm-up {cfg.get('warmup_epochs')} epochs"),
-        ("loss", config_value(runs, "loss")),
-        (
-            "epochs",
-            f"{cfg.get('epochs')} per fold, {selection}; full-data fit: "
-            f"{full_epochs if full_epochs is not None else 'not trained yet'} on the folds' lr schedule",
-        ),
+        ("schedule", f"{schedule}, {warmup}"),
+        ("loss", loss_text(cfg)),
+        ("precision", "mixed (bf16 or fp16 on CUDA)" if cfg.get("amp") else "fp32"),
+        ("epochs", f"{cfg.get('epochs')} per fold; best.pt by {select}"),
+        ("full fit", f"{full} epochs on all train images" if full is not None else "not trained yet"),
         (
             "data",
             "synthetic street scenes (cityseg synth)" if synthetic else f"Cityscapes at {runs.config.get('data_root')}",
         ),
         (
             "folds",
-            f"{runs.folds['k']} folds of the train split, grouped by {runs.folds['split']} "
-            f"(seed {runs.folds.get('seed')})",
+            f"{runs.folds['k']} folds of the train split by {runs.folds['split']} (seed {runs.folds.get('seed')})",
         ),
     ]
     return Table.build(("setting", "value"), rows)
 
 
+def _betas(cfg: Mapping[str, Any]) -> str:
+    return ", ".join(map(str, cfg.get("betas") or (0.9, 0.999)))
+
+
 def machine_table(runs: RunFiles) -> Table:
     """Hardware, time, throughput and code version: real runs only (a demo report must not depend on them)."""
     record = runs.config
-    hardware, git, versions = record.get("hardware") or {}, record.get("git") or {}, record.get("versions") or {}
-    sha = git.get("sha") or "unknown"
+    hardware, versions = record.get("hardware") or {}, record.get("versions") or {}
+    speed, wait = median_logged(runs.histories, "images_per_s"), median_logged(runs.histories, "data_wait_share")
+    peak = median_logged(runs.histories, "peak_memory_gb")
+    throughput = [f"{speed:.1f} img/s" if speed is not None else "not logged"]
+    throughput += [f"{100 * wait:.0f}% of it waiting for data"] if wait is not None else []
+    throughput += [f"peak GPU memory {peak:.1f} GiB"] if peak is not None else []
     rows = [
         ("run folder", str(runs.runs_dir.resolve())),
         (
@@ -236,8 +212,8 @@ def machine_table(runs: RunFiles) -> Table:
             f"{hardware.get('cpu_count')} CPU cores",
         ),
         ("training time", f"{duration_text(total_seconds(runs.histories))} (all folds and the full fit)"),
-        ("throughput", throughput_text(runs.histories)),
-        ("code", f"git {sha[:12]}{' (uncommitted changes)' if git.get('dirty') else ''}"),
+        ("throughput", ", ".join(throughput) + " (medians over all epochs)"),
+        ("code", git_text(record)),
         (
             "versions",
             f"torch {versions.get('torch')}, smp {versions.get('segmentation-models-pytorch')}, "
@@ -248,20 +224,11 @@ def machine_table(runs: RunFiles) -> Table:
     return Table.build(("item", "value"), rows)
 
 
-def finite(value: float | None) -> bool:
-    """A number that can be printed (JSON null and NaN cannot)."""
-    return value is not None and math.isfinite(value)
+def git_text(record: Mapping[str, Any]) -> str:
+    git = record.get("git") or {}
+    return f"git {(git.get('sha') or 'unknown')[:12]}" + (" (uncommitted changes)" if git.get("dirty") else "")
 
 
-def summary_text(summary: dict[str, Any]) -> str:
-    """The CV numbers as `cityseg cv`, the notebook and the report print them: headline, protocol, selected."""
-    selected = summary["selected"]
-    return "\n".join(
-        [
-            f"CV mIoU ({summary['k']} folds, mean ± std, no selection): "
-            f"{mean_std_text(summary['miou_mean'], summary['miou_std'])} %",
-            f"  {summary['protocol']}",
-            f"Selected on the same fold ({selected['note']}): "
-            f"{mean_std_text(selected['miou_mean'], selected['miou_std'])} %",
-        ]
-    )
+def protocol_shape(protocol: str) -> str:
+    """A protocol sentence with its numbers blanked: two runs with the same shape differ only in epochs."""
+    return re.sub(r"\d+", "#", protocol)

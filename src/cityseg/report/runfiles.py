@@ -1,8 +1,8 @@
-"""Read the files a cross-validation run leaves behind, with errors that say which command writes each.
+"""Read the files a cross-validation run leaves behind, with errors that name each file and its fix.
 
-The run folder is the single source of truth: `config.json`, `log.jsonl`, `folds.json`,
-`summary.json` and the official evaluation JSON. Nothing here needs a model or a GPU, so a
-report can be rebuilt on any machine from copied run folders.
+The run folder is the single source of truth: config.json, log.jsonl, folds.json, summary.json and
+the official evaluation JSON. Nothing here needs a model or a GPU, so a report can be rebuilt on any
+machine from copied run folders; a run folder that lost a fold or part of a log is refused, not skipped.
 """
 
 from __future__ import annotations
@@ -13,75 +13,43 @@ from pathlib import Path
 from typing import Any
 
 from cityseg.errors import UserError
-from cityseg.training.runfolder import (
-    BEST_FILE,
-    CONFIG_FILE,
-    FOLDS_FILE,
-    FULL_RUN,
-    SUMMARY_FILE,
-    load_log,
-    run_names,
-)
+from cityseg.training.runfolder import BEST_FILE, CONFIG_FILE, FOLDS_FILE, FULL_RUN, SUMMARY_FILE, load_log, run_names
 
 CV_COMMAND = "`cityseg cv DATA_ROOT --out RUNS`"
 EVAL_COMMAND = "`cityseg evaluate PRED_DIR DATA_ROOT --json EVAL_JSON`"
-SUMMARY_REQUIRED_KEYS = (
-    "k",
-    "folds",
-    "miou_mean",
-    "miou_std",
-    "class_iou_mean",
-    "class_iou_std",
-    "chosen_epochs",
-    "protocol",
+SUMMARY_KEYS = (
+    *("k", "folds", "miou_mean", "miou_std", "class_iou_mean", "class_iou_std", "chosen_epochs", "protocol"),
     "selected",
 )
-EVAL_REQUIRED_KEYS = (
-    "confMatrix",
-    "labels",
-    "classScores",
-    "classInstScores",
-    "categoryScores",
-    "categoryInstScores",
-    "averageScoreClasses",
-    "averageScoreInstClasses",
-    "averageScoreCategories",
-    "averageScoreInstCategories",
+EVAL_KEYS = (
+    *("confMatrix", "labels", "classScores", "classInstScores", "categoryScores", "categoryInstScores"),
+    *("averageScoreClasses", "averageScoreInstClasses", "averageScoreCategories", "averageScoreInstCategories"),
 )
 
 
-def read_json(path: Path, producer: str) -> Any:
-    """Parse one JSON file; a missing or damaged file is a `UserError` naming it and the command that writes it."""
+def read_json(path: Path, producer: str, keys: tuple[str, ...] = ()) -> Any:
+    """Parse one JSON file holding `keys`; a missing, damaged or foreign file names itself and `producer`."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(
-            f"{path} is missing; it is written by {producer}. Run that command (or point at the folder "
-            "that holds its output) and build the report again."
-        )
+        raise UserError(f"{path} is missing; it is written by {producer}. Run that command, then this one again.")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(
             f"{path} is not valid JSON ({exc}); it may be truncated. Re-create it with {producer}."
         ) from None
-
-
-def _require(data: Any, keys: tuple[str, ...], path: Path, producer: str) -> None:
-    """Fail with the file name when a JSON file lacks the fields the report reads."""
     missing = [k for k in keys if not isinstance(data, dict) or k not in data]
     if missing:
         raise UserError(
             f"{path} lacks {', '.join(missing)}; it was not written by this version of cityseg. "
             f"Re-create it with {producer}."
         )
+    return data
 
 
 @dataclass
 class RunFiles:
-    """Everything the report reads from one runs folder (cross-validation folds plus the full-data fit).
-
-    `config` is the first run's config.json (the cross-validation settings); `configs` has every run's.
-    """
+    """Everything read from one runs folder: `config` is the first run's config.json, `configs` every run's."""
 
     runs_dir: Path
     config: dict
@@ -93,34 +61,50 @@ class RunFiles:
     @property
     def synthetic(self) -> bool:
         """Whether any run trained on synthetic data (config.json "synthetic")."""
-        return any(bool(c.get("synthetic")) for c in self.configs.values()) or bool(self.config.get("synthetic"))
+        return any(bool(c.get("synthetic")) for c in self.configs.values())
 
 
-def load_runs(runs_dir: Path) -> RunFiles:
-    """Load config, logs, folds and summary of a runs folder written by `run_cv`."""
+def load_runs(runs_dir: Path, command: str = "cityseg report") -> RunFiles:
+    """Config, logs, folds and summary of a runs folder written by `run_cv`, checked against each other:
+    every run summary.json lists must be there with at least the epochs it records (`command` words the errors)."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise UserError(f"runs folder {runs_dir} does not exist; train with {CV_COMMAND} first.")
-    folds = read_json(runs_dir / FOLDS_FILE, CV_COMMAND)
-    _require(folds, ("k", "split", "folds"), runs_dir / FOLDS_FILE, CV_COMMAND)
-    summary = read_json(runs_dir / SUMMARY_FILE, CV_COMMAND)
-    _require(summary, SUMMARY_REQUIRED_KEYS, runs_dir / SUMMARY_FILE, CV_COMMAND)
+    folds = read_json(runs_dir / FOLDS_FILE, CV_COMMAND, ("k", "split", "folds"))
+    if not (runs_dir / SUMMARY_FILE).is_file():
+        raise UserError(
+            f"{runs_dir / SUMMARY_FILE} is missing: {CV_COMMAND} writes it when a fold finishes, so {runs_dir} is "
+            f"probably still training its first fold. Run `{command}` once a fold (better: all) has finished."
+        )
+    summary = read_json(runs_dir / SUMMARY_FILE, CV_COMMAND, SUMMARY_KEYS)
     names = run_names(runs_dir)
+    expected = {f.get("run_dir", f"fold_{n}"): f.get("epochs_done") for n, f in enumerate(summary["folds"])}
+    expected |= {FULL_RUN: summary["full"].get("epochs_done")} if isinstance(summary.get("full"), dict) else {}
+    lost = [name for name in expected if name not in names]
+    if lost:
+        raise UserError(
+            f"{runs_dir / lost[0]} is missing, but {runs_dir / SUMMARY_FILE} records it: a run folder was deleted or "
+            f"moved, and `{command}` would understate the training and leave out its numbers. Put it back, or "
+            f"train it again with {CV_COMMAND} --resume."
+        )
     if not names:
         raise UserError(f"{runs_dir} holds no fold_<k> or full run folders; train with {CV_COMMAND}.")
     configs = {name: read_json(runs_dir / name / CONFIG_FILE, CV_COMMAND) for name in names}
     histories = {name: load_log(runs_dir / name, CV_COMMAND) for name in names}
+    for name, done in expected.items():
+        if isinstance(done, int) and len(histories[name]) < done:
+            raise UserError(
+                f"{runs_dir / name / 'log.jsonl'} holds {len(histories[name])} epoch rows but {SUMMARY_FILE} "
+                f"records {done}: the log was truncated, emptied or overwritten, and `{command}` would understate the "
+                f"training. Restore it from a copy of the run, or train the run again with {CV_COMMAND} in a new --out."
+            )
     return RunFiles(runs_dir, configs[names[0]], folds, summary, histories, configs)
 
 
 def load_evaluation(path: Path, split: str | None = "val") -> dict:
-    """Load the official evaluation JSON (cityscapesscripts export format, plus cityseg's extras).
-
-    The report presents it as the official `split` score (val), so an evaluation cityseg records as being
-    of another split is refused (None accepts any).
-    """
-    data = read_json(Path(path), EVAL_COMMAND)
-    _require(data, EVAL_REQUIRED_KEYS, Path(path), EVAL_COMMAND)
+    """The official evaluation JSON (cityscapesscripts export format plus cityseg's extras); an evaluation
+    cityseg records as being of another split than `split` is refused (None accepts any)."""
+    data = read_json(Path(path), EVAL_COMMAND, EVAL_KEYS)
     section = data.get("cityseg")
     scored = section.get("split") if isinstance(section, dict) else None
     if split is not None and scored is not None and scored != split:
@@ -133,11 +117,8 @@ def load_evaluation(path: Path, split: str | None = "val") -> dict:
 
 
 def predictions_checkpoint_warning(runs_dir: Path, evaluation: dict) -> str | None:
-    """A warning when the evaluated predictions' manifest names another checkpoint than RUNS/full/best.pt.
-
-    The report credits its official numbers to the final model; predictions of a fold or an older run
-    would be reported under its name. None when they match, or when no manifest says which it was.
-    """
+    """A warning when the evaluated predictions' manifest names another checkpoint than RUNS/full/best.pt
+    (the report credits its official numbers to the final model); None when they match or nothing says."""
     from cityseg.prediction.ledger import MANIFEST_NAME, file_sha256
 
     section = evaluation.get("cityseg")

@@ -1,67 +1,58 @@
-"""Plain-text tables: one object that a notebook shows as Markdown and the PDF prints as monospace text.
+"""Tables of text and scores: one object a notebook shows as Markdown, the PDF typesets, and files keep.
 
-Tables stay text everywhere (never pictures of text), so a reader can copy numbers out of
-the report and tests can find them with a PDF text extractor.
+Scores stay numbers (`Score`, a 0..1 fraction) until shown: people read percent with two decimals,
+the CSV beside the PDF keeps the fractions at full precision (columns say so) and the LaTeX holds
+exactly the PDF's text.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 
+def percent(value: float | None, digits: int = 2) -> str:
+    """A 0..1 score as a percentage with fixed decimals, the one format people read."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{100.0 * value:.{digits}f}"
+
+
+def mean_std_text(mean: float | None, std: float | None, digits: int = 2) -> str:
+    """`mean ± std` in percent (just the mean when there is no spread)."""
+    if std is None or not math.isfinite(std):
+        return percent(mean, digits)
+    return f"{percent(mean, digits)} ± {percent(std, digits)}"
+
+
 @dataclass(frozen=True)
-class Table:
-    """Column titles and rows of already formatted cells; `title` is a caption, not a cell."""
+class Score:
+    """A 0..1 score (optionally ± a std) shown in percent; `signed` for differences (+1.23 points)."""
 
-    columns: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-    title: str = ""
-
-    @classmethod
-    def build(cls, columns: Sequence[str], rows: Sequence[Sequence[object]], title: str = "") -> Table:
-        """Make a table from any cell values (formatted with str) so callers format numbers once, upstream."""
-        return cls(tuple(columns), tuple(tuple(str(c) for c in row) for row in rows), title)
-
-    def text(self, header: bool = True) -> str:
-        """Aligned monospace text: text columns left-aligned, numeric columns right-aligned."""
-        widths = [
-            max(len(c), *(len(r[i]) for r in self.rows)) if self.rows else len(c) for i, c in enumerate(self.columns)
-        ]
-        numeric = [_column_numeric(self, i) for i in range(len(self.columns))]
-
-        def line(cells: Sequence[str]) -> str:
-            parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True)]
-            return "  ".join(parts).rstrip()
-
-        rule = "  ".join("-" * w for w in widths)
-        head = [line(self.columns), rule] if header else []
-        return "\n".join([*head, *(line(r) for r in self.rows)])
-
-    def markdown(self) -> str:
-        """GitHub-flavoured Markdown, how Jupyter displays the table."""
-        head = "| " + " | ".join(self.columns) + " |"
-        align = "|" + "|".join("---:" if _column_numeric(self, i) else ":---" for i in range(len(self.columns))) + "|"
-        body = ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in self.rows]
-        caption = [f"**{self.title}**", ""] if self.title else []
-        return "\n".join([*caption, head, align, *body])
-
-    def _repr_markdown_(self) -> str:
-        return self.markdown()
-
-    def _repr_pretty_(self, printer, cycle: bool) -> None:
-        """Plain-text display (terminal IPython, executed notebooks read as text) shows the aligned table."""
-        printer.text(str(self))
+    value: float | None
+    std: float | None = None
+    signed: bool = False
 
     def __str__(self) -> str:
-        return (self.title + "\n" if self.title else "") + self.text()
+        if not self.signed or self.value is None or not math.isfinite(self.value):
+            return mean_std_text(self.value, self.std)
+        return f"{100 * self.value:+.2f}" + (f" ± {percent(self.std)}" if self.std is not None else "")
 
 
-def looks_numeric(cell: str) -> bool:
-    """Numbers, `mean ± std` and `n/a` align to the right like the numbers beside them."""
-    head = cell.split(" ± ")[0].strip().rstrip("%")
-    if head in ("n/a", "-", "–", ""):
+@dataclass(frozen=True)
+class CellStyle:
+    """How one table cell stands out in the PDF: text colour, weight, background."""
+
+    color: str | None = None
+    weight: str | None = None
+    fill: str | None = None
+
+
+def looks_numeric(cell: object) -> bool:
+    """Scores, numbers, `mean ± std` and dashes align right like the numbers beside them."""
+    head = str(cell).split(" ± ")[0].strip()
+    if isinstance(cell, Score | int | float) or head in ("n/a", "-", "–", ""):
         return True
     try:
         float(head)
@@ -70,19 +61,92 @@ def looks_numeric(cell: str) -> bool:
     return True
 
 
-def _column_numeric(table: Table, index: int) -> bool:
-    return bool(table.rows) and all(looks_numeric(row[index]) for row in table.rows)
+@dataclass(frozen=True)
+class Table:
+    """Column titles and rows of cells (text, numbers or `Score`s); `title` is a caption, not a cell."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[object, ...], ...]
+    title: str = ""
+
+    @classmethod
+    def build(cls, columns: Sequence[str], rows: Sequence[Sequence[object]], title: str = "") -> Table:
+        """Cells are kept as given: `Score`s stay numbers for the CSV; anything else is shown with str."""
+        return cls(tuple(columns), tuple(tuple(c if isinstance(c, Score) else str(c) for c in r) for r in rows), title)
+
+    def cells(self) -> list[list[str]]:
+        """Every row as the text people read."""
+        return [[str(c) for c in row] for row in self.rows]
+
+    def numeric(self) -> list[bool]:
+        return [bool(self.rows) and all(looks_numeric(r[i]) for r in self.rows) for i in range(len(self.columns))]
+
+    def text(self, header: bool = True) -> str:
+        """Aligned monospace text: text columns left-aligned, numeric columns right-aligned."""
+        body = self.cells()
+        widths = [max([len(c), *(len(r[i]) for r in body)]) for i, c in enumerate(self.columns)]
+        numeric = self.numeric()
+
+        def line(cells: Sequence[str]) -> str:
+            parts = [c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric, strict=True)]
+            return "  ".join(parts).rstrip()
+
+        head = [line(self.columns), "  ".join("-" * w for w in widths)] if header else []
+        return "\n".join([*head, *(line(r) for r in body)])
+
+    def markdown(self) -> str:
+        """GitHub-flavoured Markdown, how Jupyter displays the table."""
+        align = "|" + "|".join("---:" if n else ":---" for n in self.numeric()) + "|"
+        body = ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in self.cells()]
+        caption = [f"**{self.title}**", ""] if self.title else []
+        return "\n".join([*caption, "| " + " | ".join(self.columns) + " |", align, *body])
+
+    def csv(self) -> str:
+        """Machine-readable: a score column becomes `<title> (fraction)` (and `<title> std (fraction)`) at full
+        precision; text cells as shown."""
+        scored = [any(isinstance(r[i], Score) for r in self.rows) for i in range(len(self.columns))]
+        spread = [any(isinstance(r[i], Score) and r[i].std is not None for r in self.rows) for i in range(len(scored))]
+        header: list[str] = []
+        for name, is_score, has_std in zip(self.columns, scored, spread, strict=True):
+            name = name.replace(" (%)", "").replace(" (points)", "")
+            header += [f"{name} (fraction)"] + ([f"{name} std (fraction)"] if has_std else []) if is_score else [name]
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        for row in self.rows:
+            cells: list[object] = []
+            for cell, is_score, has_std in zip(row, scored, spread, strict=True):
+                value, std = (cell.value, cell.std) if isinstance(cell, Score) else (None if is_score else cell, None)
+                cells += [_number(value)] + ([_number(std)] if has_std else [])
+            writer.writerow(cells)
+        return out.getvalue()
+
+    def latex(self) -> str:
+        """A booktabs tabular holding exactly the PDF's text (needs \\usepackage{booktabs})."""
+        spec = "".join("r" if n else "l" for n in self.numeric())
+        lines = [" & ".join(_tex(c) for c in row) + r" \\" for row in self.cells()]
+        head = " & ".join(_tex(c) for c in self.columns) + r" \\"
+        return "\n".join([rf"\begin{{tabular}}{{{spec}}}", r"\toprule", head, r"\midrule", *lines, r"\bottomrule"]) + (
+            "\n\\end{tabular}\n"
+        )
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown()
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        printer.text(str(self))
+
+    def __str__(self) -> str:
+        return (self.title + "\n" if self.title else "") + self.text()
 
 
-def percent(value: float | None, digits: int = 2) -> str:
-    """Format a 0..1 score as a percentage with fixed decimals, the one format used in tables and text."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return f"{100.0 * value:.{digits}f}"
+def _number(value: object) -> object:
+    return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
 
 
-def mean_std_text(mean: float | None, std: float | None, digits: int = 2) -> str:
-    """`mean ± std` in percent, so fold results read the same in the notebook, the PDF and the README."""
-    if std is None or not math.isfinite(std):
-        return percent(mean, digits)
-    return f"{percent(mean, digits)} ± {percent(std, digits)}"
+_TEX = {c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", "^": r"\^{}", "\\": r"\textbackslash{}"}
+
+
+def _tex(text: str) -> str:
+    escaped = "".join(_TEX.get(c, c) for c in text)
+    return escaped.replace("±", r"$\pm$").replace("−", "$-$").replace("Δ", r"$\Delta$").replace("–", "--")
