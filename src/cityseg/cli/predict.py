@@ -4,12 +4,13 @@ or labelIds, colour and overlay PNGs for any photos (`--images`)."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 from cityseg.cli.common import add_command, non_negative_int, positive_int, size_type
 from cityseg.errors import UserError
-from cityseg.prediction.options import MODES, MS_SCALES, TTAS
+from cityseg.prediction.options import DEFAULT_MAX_PIXELS, MODES, MS_SCALES, TTAS, memory_bound, smallest_window
 from cityseg.system import default_workers
 
 
@@ -19,6 +20,17 @@ def size_or_int(text: str) -> tuple[int, int]:
         return size_type(text)
     side = positive_int(text)
     return side, side
+
+
+def positive_factor(text: str) -> float:
+    """A finite number > 0 (a resize factor), with argparse's error type."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive finite factor, e.g. 0.5")
+    return value
 
 
 def register(subparsers) -> None:
@@ -31,8 +43,8 @@ def register(subparsers) -> None:
         "<city>_<seq>_<frame>_leftImg8bit.png. With --images instead of ROOT: for every PNG/JPEG/WebP photo "
         "(files, folders searched recursively, globs; EXIF orientation applied) write <name>_labelIds.png, "
         "<name>_color.png (Cityscapes palette) and <name>_overlay.png (blend with a legend) at the photo's size, "
-        "mirroring the input folders below their deepest common folder; photos that cannot be decoded are listed "
-        "at the end and the exit code is 2. A killed run resumes when rerun with the same arguments. The "
+        "mirroring the input folders below their deepest common folder; photos that cannot be decoded (or are over "
+        "--max-pixels) are listed at the end and the exit code is 2. A killed run resumes when rerun with the same arguments. The "
         "output folder may hold only files this command wrote (recorded in .cityseg-predict.json): other PNGs "
         "stop the run, and outputs of another checkpoint or setting are refused unless --overwrite is given.",
     )
@@ -41,7 +53,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("root", type=Path, nargs="?", help="Cityscapes folder holding leftImg8bit/ (not with --images)")
     parser.add_argument(
-        "--split", choices=("val", "test", "train"), default=None, help="which images to predict; None means val"
+        "--split", choices=("val", "test", "train"), default=None, help="which images to predict (default: val)"
     )
     parser.add_argument(
         "--images",
@@ -54,8 +66,9 @@ def register(subparsers) -> None:
         "--out",
         type=Path,
         default=None,
-        help="output folder (required with --images); None means predictions/ for val, test_predictions/ for "
-        "test, predictions_train/ for train, in the current directory",
+        metavar="DIR",
+        help="output folder, required with --images (default: predictions/ for val, test_predictions/ for test, "
+        "predictions_train/ for train, in the current directory)",
     )
     parser.add_argument(
         "--overwrite",
@@ -76,15 +89,15 @@ def register(subparsers) -> None:
         type=size_or_int,
         default=None,
         metavar="WxH",
-        help="sliding window size in the image the network sees (after resizing to the training size); "
-        "required with --mode slide",
+        help="sliding window size in the image the network sees (after resizing to the training size), at least "
+        f"{smallest_window()}x{smallest_window()}; required with --mode slide",
     )
     inference.add_argument(
         "--stride",
         type=size_or_int,
         default=None,
         metavar="WxH",
-        help="step between windows, WxH or one number; None means two thirds of --crop",
+        help="step between windows, WxH or one number (default: two thirds of --crop)",
     )
     inference.add_argument(
         "--tta",
@@ -95,17 +108,25 @@ def register(subparsers) -> None:
     )
 
     runtime = parser.add_argument_group("Runtime")
-    runtime.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass")
+    runtime.add_argument("--batch-size", type=positive_int, default=1, metavar="N", help="images per forward pass")
     runtime.add_argument(
         "--device",
         default="auto",
         metavar="DEVICE",
-        help="auto, cpu, cuda or cuda:N; auto uses CUDA when available (with bf16/fp16 autocast)",
+        help="auto, cpu, cuda or cuda:N; auto uses CUDA when available",
+    )
+    runtime.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="autocast on CUDA (bf16 where native, else fp16); --no-amp: float32 (default: as the checkpoint was "
+        "trained and validated, its config's amp); the manifest records the precision used",
     )
     runtime.add_argument(
         "--workers",
         type=non_negative_int,
         default=min(4, default_workers()),
+        metavar="N",
         help="processes decoding images in parallel (0 = in the main process)",
     )
     runtime.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -113,17 +134,17 @@ def register(subparsers) -> None:
         "--score",
         action="store_true",
         help="also score the predictions as they are written (val/train): the fast engine's numbers from the label "
-        "maps in memory, identical to `cityseg evaluate`'s, printed as its table at the end; ground truth from the "
-        "evaluation's ground-truth cache when fresh, else decoded from gtFine",
+        "maps in memory, identical to `cityseg evaluate`'s, printed as its table at the end",
     )
 
     photos = parser.add_argument_group("Photos (--images)")
     photos.add_argument(
         "--scale",
-        type=float,
+        type=positive_factor,
         default=None,
-        help="resize factor from the photo to the network input; None means as split frames: the photo's own "
-        "size for a model trained at full resolution, else resized to the training width (aspect ratio kept)",
+        metavar="FACTOR",
+        help="resize factor from the photo to the network input (default: as split frames: the photo's own size "
+        "for a model trained at full resolution, else resized to the training width, aspect ratio kept)",
     )
     photos.add_argument(
         "--whole-limit",
@@ -131,7 +152,17 @@ def register(subparsers) -> None:
         default=None,
         metavar="WxH",
         help="with --mode whole, photos whose network input has more pixels than this use the sliding window "
-        "of this size instead (bounds memory); None means the training frame (--size, else 2048x1024)",
+        f"of this size instead, at least {smallest_window()}x{smallest_window()} (default: the training frame, "
+        "--size, else 2048x1024)",
+    )
+    photos.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help="photos (or network inputs) with more pixels are refused by name, before decoding: one photo never "
+        f"needs more memory than the limit allows, {memory_bound()} at the default; raising it raises the bound "
+        "in proportion",
     )
 
     extras = parser.add_argument_group("Visualisation")
@@ -152,9 +183,10 @@ def _check_sources(args: argparse.Namespace) -> None:
             raise UserError(
                 "pass the Cityscapes ROOT folder to predict a split, or --images PATH ... to predict photos."
             )
-        if args.scale is not None or args.whole_limit is not None:
+        if args.scale is not None or args.whole_limit is not None or args.max_pixels != DEFAULT_MAX_PIXELS:
             raise UserError(
-                "--scale and --whole-limit apply to --images only; a split is predicted at the training size."
+                "--scale, --whole-limit and --max-pixels apply to --images only; a split is predicted at the "
+                "training size."
             )
         return
     given = [
@@ -190,8 +222,11 @@ def _run_images(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         workers=args.workers,
+        amp=args.amp,
+        max_pixels=args.max_pixels,
     )
-    print(result.summary())
+    print(result)
+    print(f"next: look at the overlays, {args.out}/**/*_overlay.png")
     return 2 if result.failed else 0
 
 
@@ -211,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
         stride=args.stride,
         batch_size=args.batch_size,
         device=args.device,
+        amp=args.amp,
         color_out=args.color_out,
         overwrite=args.overwrite,
         progress=not args.no_progress,
@@ -222,10 +258,7 @@ def run(args: argparse.Namespace) -> int:
         from cityseg.evaluation import format_table
 
         print(format_table(result.scores, bold=sys.stdout.isatty()))
-    print(
-        f"wrote {result.written} and kept {result.skipped} finished prediction(s) in {result.out_dir} "
-        f"({result.images_per_s:.2f} images/s over {result.seconds:.1f} s)"
-    )
+    print(result)
     if args.split != "test":
         print(f"next: cityseg evaluate {result.out_dir} {args.root} --split {args.split}")
     else:

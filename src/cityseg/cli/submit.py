@@ -31,7 +31,7 @@ def register(subparsers) -> None:
         type=positive_int,
         default=None,
         metavar="N",
-        help="number of frames expected; None means 1525 (or the test frames of --root)",
+        help="number of frames expected (default: 1525, or the test frames of --root)",
     )
     expected.add_argument(
         "--root",
@@ -44,11 +44,11 @@ def register(subparsers) -> None:
         type=size_type,
         default=None,
         metavar="WxH",
-        help="expected prediction size without --root; None means 2048x1024",
+        help="expected prediction size without --root (default: 2048x1024)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing zip")
     parser.add_argument(
-        "--workers", type=positive_int, default=default_workers(), help="threads decoding PNGs (all cores)"
+        "--workers", type=positive_int, default=default_workers(), metavar="N", help="threads decoding PNGs (all cores)"
     )
     parser.set_defaults(func=run)
 
@@ -76,5 +76,6 @@ def run(args) -> int:
         )
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB); upload it at https://www.cityscapes-dataset.com/submit/")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    print(f"next: upload {out} at https://www.cityscapes-dataset.com/submit/")
     return 0

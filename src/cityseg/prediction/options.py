@@ -8,17 +8,39 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cityseg.errors import UserError
+from cityseg.training.config import SIDE_MULTIPLE
 
 MODES = ("whole", "slide")
-
-
 TTAS = ("none", "flip", "ms-flip")
-
-
 MS_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75)
-
-
 Size = tuple[int, int]  # (width, height)
+# Pixels of a photo (and of its network input) above which it is refused: the memory a photo needs grows with
+# them (class scores: 19 float32 per pixel, a few copies at once). Measured by bench/photo_memory.py.
+DEFAULT_MAX_PIXELS = 40_000_000
+BYTES_PER_PIXEL = 240  # peak bytes per photo pixel with --tta none; flip and ms-flip need about twice as many
+
+
+def memory_bound(max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
+    """The most memory one photo needs under `max_pixels`, in words for --help and the docs."""
+    return f"~{max_pixels * BYTES_PER_PIXEL / 1e9:.0f} GB with --tta none, about twice that with flip or ms-flip"
+
+
+def smallest_window() -> int:
+    """The smallest side of a sliding window: two of the model's size multiples. A smaller window sees too
+    little of the scene and turns one photo into thousands of forward passes."""
+    return 2 * SIDE_MULTIPLE
+
+
+def check_window(window: Size | None, flag: str) -> None:
+    """Refuse a sliding window (--crop, --whole-limit) with a side below `smallest_window()`."""
+    least = smallest_window()
+    if window is not None and min(window) < least:
+        raise UserError(
+            f"{flag} {window[0]}x{window[1]} is smaller than the smallest window the model can use well, "
+            f"{least}x{least} (twice its size multiple {SIDE_MULTIPLE}; smaller windows see too little and take "
+            f"thousands of forward passes per photo); pass {flag} {max(least, window[0])}x{max(least, window[1])} "
+            "or larger."
+        )
 
 
 def as_size(value: int | Sequence[int] | None) -> Size | None:
@@ -68,6 +90,7 @@ class PredictOptions:
     stride: Size | int | None = None  # step between windows; None = two thirds of `crop`
     batch_size: int = 1  # images per forward pass
     device: str = "auto"  # auto, cpu, cuda or cuda:N
+    amp: bool | None = None  # autocast on CUDA; None: as the checkpoint was trained (its config's amp)
     workers: int = 0  # processes decoding PNGs in parallel (0 = in the calling process)
     color_out: Path | None = None  # also write Cityscapes-coloured images and overlays here
     overwrite: bool = False  # delete what an earlier prediction wrote with other settings (only its own files)
