@@ -226,7 +226,8 @@ def _run_images(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
     )
     print(result)
-    print(f"next: look at the overlays, {args.out}/**/*_overlay.png")
+    if result.outputs:
+        print(f"next: look at the overlays, {args.out}/**/*_overlay.png")
     return 2 if result.failed else 0
 
 

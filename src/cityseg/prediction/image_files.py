@@ -13,6 +13,7 @@ import fnmatch
 import glob
 import os
 import stat
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,11 +98,13 @@ def _expand(argument: str | Path) -> tuple[Path, list[Path]]:
     if path.is_file():
         return path.parent, [path]  # named explicitly: tried whatever its suffix; decoding decides
     if os.path.lexists(path):  # there, but neither a file nor a folder: say what it is (opening it could block)
-        kinds = (name for test, name in _KINDS.items() if path.exists() and test(path.stat().st_mode))
-        dangling = f"a symbolic link to {os.readlink(path)}, which does not exist"
+        if path.exists():
+            kind = next((name for test, name in _KINDS.items() if test(path.stat().st_mode)), "not a regular file")
+        else:
+            kind = f"a symbolic link to {os.readlink(path)}, which does not exist"
         raise UserError(
-            f"{argument} is {next(kinds, 'not a regular file') if path.exists() else dangling}; only regular image "
-            "files (PNG, JPEG, WebP) and folders are read. Pass the photos' files, folders or glob patterns instead."
+            f"{argument} is {kind}; only regular image files (PNG, JPEG, WebP) and folders are read. Pass the "
+            "photos' files, folders or glob patterns instead."
         )
     if glob.has_magic(str(argument)):
         return _expand_glob(str(argument))
@@ -167,7 +170,10 @@ def read_user_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
     more than `max_pixels` pixels is refused from its header, before anything is decoded."""
     path = Path(path)
     try:
-        with Image.open(path) as opened:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels is the guard here
+            opened = Image.open(path)
+        with opened:
             pixels = opened.width * opened.height
             if max_pixels is not None and pixels > max_pixels:
                 raise UserError(

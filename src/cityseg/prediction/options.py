@@ -14,15 +14,18 @@ MODES = ("whole", "slide")
 TTAS = ("none", "flip", "ms-flip")
 MS_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75)
 Size = tuple[int, int]  # (width, height)
-# Pixels of a photo (and of its network input) above which it is refused: the memory a photo needs grows with
-# them (class scores: 19 float32 per pixel, a few copies at once). Measured by bench/photo_memory.py.
-DEFAULT_MAX_PIXELS = 40_000_000
-BYTES_PER_PIXEL = 240  # peak bytes per photo pixel with --tta none; flip and ms-flip need about twice as many
+# Photos (and network inputs) with more pixels are refused: a photo's memory grows with its pixels (class scores,
+# 19 float32 per pixel, a few copies at once) on top of one batch of sliding windows. Both measured on a CPU in
+# float32 by bench/photo_memory.py (BENCHMARKS.md); on CUDA they are device memory.
+DEFAULT_MAX_PIXELS = 32_000_000
+BYTES_PER_PIXEL = {"none": 180, "flip": 270, "ms-flip": 350}
+WINDOW_BATCH_BYTES = 3e9  # four 2048x1024 windows (the default --whole-limit) in one forward pass
 
 
 def memory_bound(max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
-    """The most memory one photo needs under `max_pixels`, in words for --help and the docs."""
-    return f"~{max_pixels * BYTES_PER_PIXEL / 1e9:.0f} GB with --tta none, about twice that with flip or ms-flip"
+    """The most memory one photo needs under `max_pixels`, per TTA, in words for --help and the docs."""
+    gigabytes = {tta: (max_pixels * size + WINDOW_BATCH_BYTES) / 1e9 for tta, size in BYTES_PER_PIXEL.items()}
+    return ", ".join(f"~{value:.0f} GB with --tta {tta}" for tta, value in gigabytes.items())
 
 
 def smallest_window() -> int:
