@@ -1,8 +1,6 @@
-"""The `cityseg` command line: one subcommand per step of the pipeline.
+"""The `cityseg` command line: one subcommand per step of the pipeline, each a module with `register(subparsers)`.
 
-Each subcommand lives in its own module under `cityseg.cli` and exposes
-`register(subparsers)`; this module wires them together and owns exit codes:
-0 success, 2 bad input or usage (one paragraph, no traceback unless `--debug`),
+This module owns the exit codes: 0 success, 2 bad input or usage (one paragraph, no traceback unless `--debug`),
 1 internal error (with traceback, since that is a bug to report).
 """
 

@@ -45,7 +45,7 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows a default only where there is one to show: not for None (the help says what happens) or a flag's False."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False) or "(default:" in (action.help or ""):
+        if action.default is None or action.default is False or "(default:" in (action.help or ""):
             return action.help or ""
         return super()._get_help_string(action)
 

@@ -1,10 +1,9 @@
 """Any user's photos as prediction inputs: find them (files, folders, globs) and decode them upright.
 
-Output names mirror the inputs' folders below the deepest folder that holds them all, so two
-`frame_0001.jpg` in different folders never share an output name: `--images day1 day2` writes
-`OUT/day1/frame_0001_*.png` and `OUT/day2/frame_0001_*.png`, and a single folder `--images day1`
-writes `OUT/frame_0001_*.png` (its subfolders mirrored below OUT). Two inputs that would still
-share a name (`x.jpg` and `x.png` side by side) are refused before any work, naming both.
+Output names mirror the inputs' folders below the deepest folder that holds them all (`--images day1 day2`
+writes `OUT/day1/x_*.png` and `OUT/day2/x_*.png`; `--images day1` writes `OUT/x_*.png`); inputs that would
+still share a name (`x.jpg` and `x.png` side by side) are refused before any work, naming both. Folders are
+walked through links but never twice, so a link loop ends; each file is predicted once.
 """
 
 from __future__ import annotations
@@ -26,12 +25,7 @@ from cityseg.errors import UserError, describe_error, format_paths
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 # Modes whose pixels are 8-bit samples; 16-bit and float images would be clipped, not converted.
 _EIGHT_BIT_MODES = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
-_KINDS = {
-    stat.S_ISFIFO: "a FIFO (named pipe)",
-    stat.S_ISCHR: "a character device",
-    stat.S_ISBLK: "a block device",
-    stat.S_ISSOCK: "a socket",
-}
+_KINDS = {"a FIFO (named pipe)": stat.S_ISFIFO, "a character device": stat.S_ISCHR, "a socket": stat.S_ISSOCK}
 
 
 @dataclass(frozen=True)
@@ -99,7 +93,7 @@ def _expand(argument: str | Path) -> tuple[Path, list[Path]]:
         return path.parent, [path]  # named explicitly: tried whatever its suffix; decoding decides
     if os.path.lexists(path):  # there, but neither a file nor a folder: say what it is (opening it could block)
         if path.exists():
-            kind = next((name for test, name in _KINDS.items() if test(path.stat().st_mode)), "not a regular file")
+            kind = next((name for name, test in _KINDS.items() if test(path.stat().st_mode)), "not a regular file")
         else:
             kind = f"a symbolic link to {os.readlink(path)}, which does not exist"
         raise UserError(

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset
 
 from cityseg.errors import UserError
 from cityseg.prediction.image_files import ImageInput, find_images, read_user_image
-from cityseg.prediction.ledger import OutputLedger, close_all, output_locks, storage_errors
+from cityseg.prediction.ledger import COMPARED, OutputLedger, close_all, output_locks
 from cityseg.prediction.options import (
     DEFAULT_MAX_PIXELS,
     Size,
@@ -31,12 +30,12 @@ from cityseg.prediction.options import (
     default_stride,
 )
 from cityseg.prediction.overlay import color_image, overlay_image
-from cityseg.prediction.predict import PrintsSummary, labels_for_batch, load_for_prediction
+from cityseg.prediction.predict import PrintsSummary, batches, labels_for_batch, load_for_prediction
 
 OUTPUT_KINDS = ("labelIds", "color", "overlay")
 CITYSCAPES_SIZE: Size = (2048, 1024)  # the frames a model's training size is relative to
 # Image settings that change the pixels, compared on top of the split writer's (mode, tta, checkpoint, ...).
-_IMAGE_COMPARED = ("scale", "whole_limit")
+_IMAGE_COMPARED = (*COMPARED, "scale", "whole_limit")
 
 
 def photo_scale(width: int, training_size: Size | None, scale: float | None = None) -> float:
@@ -78,18 +77,6 @@ class ImagePredictResult(PrintsSummary):
         return "\n".join(lines + [f"  failed: {reason}" for reason in self.failed.values()])
 
 
-class ImageLedger(OutputLedger):
-    """The split writer's ledger, for photos: outputs in mirrored subfolders, extra settings compared,
-    outputs of images not in this run kept (a folder grows), edited outputs refused."""
-
-    def _stale_reasons(self, manifest: dict[str, Any] | None, entries: dict[str, dict[str, Any]]) -> list[str]:
-        in_run = {key: entry for key, entry in entries.items() if key in self.names}
-        reasons = super()._stale_reasons(manifest, in_run)
-        before = manifest["settings"] if manifest is not None else self.settings
-        changed = [key for key in _IMAGE_COMPARED if before.get(key) != self.settings.get(key)]
-        return reasons + [f"{key} was {before.get(key)!r}, now {self.settings.get(key)!r}" for key in changed]
-
-
 class _Photos(Dataset):
     """(position, uint8 (H, W, 3) tensor or None, error message or None): a bad file never stops the loader."""
 
@@ -106,35 +93,20 @@ class _Photos(Dataset):
             return index, None, str(exc)
 
 
-def _as_list(batch: list) -> list:
-    return batch  # photos differ in size: grouped later, per shape and settings
-
-
-def image_options(
-    height: int,
-    width: int,
-    mode: str,
-    tta: str,
-    crop: Size | None,
-    stride: Size | None,
-    scale: float | None,
-    training_size: Size | None,
-    whole_limit: Size,
-    max_pixels: int,
-    amp: bool,
-) -> dict[str, Any]:
-    """predict_logits options for one photo: its network size, and the sliding window when it is too large."""
-    factor = photo_scale(width, training_size, scale)
+def image_options(height: int, width: int, run: dict[str, Any]) -> dict[str, Any]:
+    """predict_logits options for one photo: its network size, and sliding windows when it is over `whole_limit`."""
+    factor = photo_scale(width, run["training_size"], run["scale"])
     net_w, net_h = max(1, round(width * factor)), max(1, round(height * factor))
-    if net_w * net_h > max_pixels:
+    if net_w * net_h > run["max_pixels"]:
         raise UserError(
             f"its network input would be {net_w}x{net_h} ({width}x{height} resized by {factor:.3g}), more than "
-            f"--max-pixels {max_pixels:,}; pass a smaller --scale, or raise --max-pixels."
+            f"--max-pixels {run['max_pixels']:,}; pass a smaller --scale, or raise --max-pixels."
         )
-    options = {"mode": mode, "tta": tta, "crop": crop, "stride": stride, "amp": amp}
+    options = {key: run[key] for key in ("mode", "tta", "crop", "stride", "amp")}
     options["scale_size"] = None if (net_w, net_h) == (width, height) else (net_w, net_h)
-    if mode == "whole" and net_w * net_h > whole_limit[0] * whole_limit[1]:
-        window = (min(whole_limit[0], net_w), min(whole_limit[1], net_h))
+    limit_w, limit_h = run["whole_limit"]
+    if run["mode"] == "whole" and net_w * net_h > limit_w * limit_h:
+        window = (min(limit_w, net_w), min(limit_h, net_h))
         options.update(mode="slide", crop=window, stride=default_stride(window))
     return options
 
@@ -183,20 +155,19 @@ def predict_images(
     options.update(training_size=training_size, whole_limit=whole_limit, max_pixels=max_pixels)
     names = {item.key: list(output_names(item.key).values()) for item in inputs}
     with output_locks([out_dir]):  # one predict per folder, as for splits
-        ledger = ImageLedger(out_dir, settings, names, "image predictions")
-        with storage_errors(out_dir, ledger.what):
-            ledger.check(overwrite)
-            done = ledger.commit()
+        ledger = OutputLedger(out_dir, settings, names, "image predictions", _IMAGE_COMPARED, keep_others=True)
+        ledger.check(overwrite)
+        done = ledger.commit()
         todo = [item for item in inputs if item.key not in done]
         start = time.perf_counter()
         run = _PhotoRun(model, torch_device, ledger, options, {})
-        run.predict(todo, batch_size, workers, progress, max_pixels)
+        run.predict(todo, batch_size, workers, progress)
         seconds = time.perf_counter() - start
     written = len(todo) - len(run.failed)
-    finished = [item for item in inputs if str(item.path) not in run.failed]
     outputs = [
         {"image": item.path, **{kind: out_dir / name for kind, name in output_names(item.key).items()}}
-        for item in finished
+        for item in inputs
+        if str(item.path) not in run.failed
     ]
     return ImagePredictResult(
         out_dir=out_dir,
@@ -215,32 +186,23 @@ class _PhotoRun:
 
     model: torch.nn.Module
     device: torch.device
-    ledger: ImageLedger
+    ledger: OutputLedger
     options: dict[str, Any]
     failed: dict[str, str]
 
-    def predict(self, todo: list[ImageInput], batch_size: int, workers: int, progress: bool, max_pixels: int) -> None:
-        loader = DataLoader(
-            _Photos(todo, max_pixels),
-            batch_size=batch_size,
-            num_workers=workers,
-            collate_fn=_as_list,
-            pin_memory=self.device.type == "cuda",
-        )
+    def predict(self, todo: list[ImageInput], batch_size: int, workers: int, progress: bool) -> None:
         finished = False
-        with tqdm(total=len(todo), unit="img", desc="predict", disable=not progress, dynamic_ncols=True) as bar:
-            try:
-                for batch in loader:
-                    with storage_errors(self.ledger.folder, "the manifest"):
-                        self.ledger.mark_pending(todo[position].key for position, _, _ in batch)
-                    for position, _, error in batch:
-                        if error is not None:
-                            self._fail(todo[position], error)
-                    self._predict_batch([(todo[p], image) for p, image, error in batch if error is None])
-                    bar.update(len(batch))
-                finished = True
-            finally:
-                close_all([self.ledger], after_error=not finished)
+        try:
+            photos = _Photos(todo, self.options["max_pixels"])
+            for batch in batches(photos, batch_size, workers, self.device, progress):
+                self.ledger.mark_pending(todo[position].key for position, _, _ in batch)
+                for position, _, error in batch:
+                    if error is not None:
+                        self._fail(todo[position], error)
+                self._predict_batch([(todo[p], image) for p, image, error in batch if error is None])
+            finished = True
+        finally:
+            close_all([self.ledger], after_error=not finished)
 
     def _fail(self, item: ImageInput, reason: str) -> None:
         self.failed[str(item.path)] = reason
@@ -251,7 +213,7 @@ class _PhotoRun:
         groups: dict[tuple, list[tuple[ImageInput, torch.Tensor]]] = {}
         for item, image in decoded:
             try:
-                options = image_options(*image.shape[:2], **self.options)
+                options = image_options(*image.shape[:2], self.options)
             except UserError as exc:
                 self._fail(item, f"{item.path}: {exc}")
                 continue
@@ -271,11 +233,7 @@ class _PhotoRun:
                 continue
             for (item, image), label_ids in zip(members, label_maps, strict=True):
                 names = output_names(item.key)
-                pixels = {
-                    "labelIds": label_ids,
-                    "color": color_image(label_ids),
-                    "overlay": overlay_image(image.numpy(), label_ids),
-                }
-                with storage_errors(self.ledger.folder, self.ledger.what):
-                    files = {names[kind]: self.ledger.write_png(names[kind], pixels[kind]) for kind in OUTPUT_KINDS}
-                    self.ledger.mark_done(item.key, files)
+                pixels = {"labelIds": label_ids, "color": color_image(label_ids)}
+                pixels["overlay"] = overlay_image(image.numpy(), label_ids)
+                files = {names[kind]: self.ledger.write_png(names[kind], pixels[kind]) for kind in OUTPUT_KINDS}
+                self.ledger.mark_done(item.key, files)

@@ -54,12 +54,9 @@ def _window_starts(length: int, window: int, stride: int) -> list[int]:
 def sliding_window(
     model: nn.Module, image: Tensor, crop: Size | int, stride: Size | int, window_batch: int = 4
 ) -> Tensor:
-    """Average the logits of overlapping `crop` windows, so a large image fits in memory at full detail.
-
-    image: (B, 3, H, W) normalised; crop and stride are (width, height). An image smaller
-    than the crop is zero-padded (the mean colour) and the logits cropped back. Returns
-    (B, C, H, W) float logits.
-    """
+    """(B, C, H, W) float logits of normalised images (B, 3, H, W), averaged over overlapping `crop` windows
+    ((width, height), as `stride`), so a large image fits in memory at full detail. An image smaller than the
+    crop is zero-padded (the mean colour) and the logits cropped back."""
     crop, stride = as_size(crop), as_size(stride)
     check_stride(crop, stride)
     crop_w, crop_h = crop
@@ -93,10 +90,6 @@ def flip_tta(predict: Callable[[Tensor], Tensor], image: Tensor) -> Tensor:
     result is exactly mirror-symmetric. Sums in place: one full-size tensor fewer, the same values."""
     plain = predict(image)
     return plain.add_(predict(image.flip(-1)).flip(-1)).div_(2)
-
-
-def _scaled_size(reference_hw: tuple[int, int], scale: float) -> tuple[int, int]:
-    return max(1, round(reference_hw[0] * scale)), max(1, round(reference_hw[1] * scale))
 
 
 def _probabilities_at_scale(
@@ -170,7 +163,7 @@ def predict_logits(
     tta_scales = tuple(scales) if tta == "ms-flip" else (1.0,)
 
     def at_scale(scale: float) -> Callable[[Tensor], Tensor]:
-        input_hw = _scaled_size(reference_hw, scale)
+        input_hw = max(1, round(reference_hw[0] * scale)), max(1, round(reference_hw[1] * scale))
         return lambda x: _probabilities_at_scale(model, x, input_hw, mode, crop, stride, window_batch)
 
     dtype = inference_dtype(image.device, amp)

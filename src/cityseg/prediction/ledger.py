@@ -11,13 +11,14 @@ costs O(N) bytes. Temp files carry the run's token, so a rerun deletes only temp
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import json
 import os
 import re
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cityseg.data.frames import Frame
 from cityseg.data.pngdecode import encode_label_png
 from cityseg.errors import UserError, format_paths
 from cityseg.fileio import atomic_write_bytes, is_name_inside, sync_to_disk
@@ -36,7 +36,7 @@ LOCK_NAME = ".lock-predict"  # held by the one `predict` writing the folder (not
 MANIFEST_FORMAT = "cityseg-predict"
 MANIFEST_VERSION = 2  # 2 adds the run token and the journal; version 1 manifests are still read
 # Settings that change the pixels written; two runs may share a folder only if all are equal.
-_COMPARED = ("kind", "split", "checkpoint_sha256", "mode", "tta", "crop", "stride", "scale_size", "precision")
+COMPARED = ("kind", "split", "checkpoint_sha256", "mode", "tta", "crop", "stride", "scale_size", "precision")
 # Errors that mean "this folder cannot take the files", as opposed to a bug.
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 _SCALARS = (str, int, float, bool, type(None))
@@ -85,6 +85,17 @@ def storage_errors(folder: Path, what: str) -> Iterator[None]:
         ) from None
 
 
+def _storage_errors_named(method: Callable) -> Callable:
+    """A ledger method whose 'disk full' / 'read-only' errors name the ledger's folder (`storage_errors`)."""
+
+    @functools.wraps(method)
+    def wrapped(self: OutputLedger, *args: Any, **kwargs: Any) -> Any:
+        with storage_errors(self.folder, self.what):
+            return method(self, *args, **kwargs)
+
+    return wrapped
+
+
 def _valid_entry(entry: Any) -> bool:
     return (
         isinstance(entry, dict)
@@ -112,13 +123,24 @@ def _valid_manifest(manifest: Any) -> bool:
 
 
 class OutputLedger:
-    """The manifest and journal of one output folder: which files this command wrote there, with what settings."""
+    """The manifest and journal of one output folder: which files this command wrote there, with what settings.
 
-    def __init__(self, folder: Path, settings: dict[str, Any], names: dict[str, Sequence[str]], what: str) -> None:
-        self.folder = Path(folder)
+    `compared`: the settings that must match an earlier run's; `keep_others`: outputs of frames not in this run
+    stay (a folder of photos grows) instead of making the run stale (a split's folder holds that split only).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        settings: dict[str, Any],
+        names: dict[str, Sequence[str]],
+        what: str = "predictions",
+        compared: Sequence[str] = COMPARED,
+        keep_others: bool = False,
+    ) -> None:
+        self.folder, self.path = Path(folder), Path(folder) / MANIFEST_NAME
         self.what = what  # "predictions" or "colour images", for error messages
-        self.path = self.folder / MANIFEST_NAME
-        self.settings = settings
+        self.settings, self.compared, self.keep_others = settings, compared, keep_others
         self.names = {frame_id: list(files) for frame_id, files in names.items()}
         self.entries: dict[str, dict[str, Any]] = {}
         self.token = secrets.token_hex(6)  # this run's: in its temp files' names and its journal's first line
@@ -127,6 +149,7 @@ class OutputLedger:
         self._discard: list[str] = []
         self._reset = False
 
+    @_storage_errors_named
     def check(self, overwrite: bool) -> None:
         """Refuse foreign or stale files before anything is changed (in this folder or another one)."""
         manifest = self._load()
@@ -139,9 +162,19 @@ class OutputLedger:
                 f"({format_paths(foreign)}). The official evaluation walks this folder and would mix them in, "
                 "and they are never deleted automatically: move them away or choose another output folder."
             )
-        reasons = self._stale_reasons(manifest, entries)
+        reasons = self._stale_reasons(manifest)
         ours = sorted(name for name in recorded if (self.folder / name).exists())
-        edited = [] if reasons or overwrite else self._edited(entries)
+        edited = (
+            []
+            if reasons or overwrite
+            else sorted(
+                name
+                for key, entry in entries.items()
+                if key in self.names and entry["state"] == "done"  # finished files someone changed since
+                for name, sha in entry["files"].items()
+                if (self.folder / name).is_file() and not self._intact(name, sha)
+            )
+        )
         if edited:
             raise UserError(
                 f"{len(edited)} file(s) in {self.folder} changed after `cityseg predict` wrote them (their sha256 no "
@@ -160,6 +193,7 @@ class OutputLedger:
         self._reset = bool(reasons or overwrite)
         self._discard = ours if self._reset else []
 
+    @_storage_errors_named
     def commit(self) -> set[str]:
         """Delete what `check` condemned and the last run's temp files, start a fresh journal; return finished ids."""
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -167,12 +201,21 @@ class OutputLedger:
             (self.folder / name).unlink(missing_ok=True)
         if self._reset:
             self.entries = {}
-        self._remove_temp_files()
+        # Temp files a killed run of this ledger left: only names with that run's recorded token.
+        leftover = re.compile(rf"^\..+\.{self._old_token}[a-z0-9_]+\.tmp$")
+        for path in self.folder.rglob(f".*.{self._old_token}*.tmp") if self._old_token else ():
+            if leftover.match(path.name):
+                path.unlink(missing_ok=True)
         self._write_manifest()  # names this run's token before any of its temp files exists
         self._journal = open(self.folder / JOURNAL_NAME, "wb")  # noqa: SIM115 - appended to until close()
         self._append({"token": self.token})
-        return {frame_id for frame_id, entry in self.entries.items() if self._is_done(entry)}
+        return {
+            key
+            for key, entry in self.entries.items()
+            if entry["state"] == "done" and all(self._intact(name, sha) for name, sha in entry["files"].items())
+        }
 
+    @_storage_errors_named
     def mark_pending(self, frame_ids: Iterable[str]) -> None:
         """Claim files before writing them, so after a kill their names are known to be ours."""
         claimed = {frame_id: self.names[frame_id] for frame_id in frame_ids}
@@ -180,17 +223,20 @@ class OutputLedger:
             self.entries[frame_id] = {"state": "pending", "files": dict.fromkeys(names)}
         self._append({"pending": claimed})
 
+    @_storage_errors_named
     def mark_done(self, frame_id: str, files: dict[str, str]) -> None:
         """Record a frame whose files (name -> sha256) are all complete on disk."""
         self.entries[frame_id] = {"state": "done", "files": files}
         self._append({"done": frame_id, "files": files})
 
+    @_storage_errors_named
     def write_png(self, name: str, array: np.ndarray) -> str:
         """Write (H, W) or (H, W, 3) uint8 as `name`, atomically under a temp name with this run's token; its sha256."""
         data = _png_bytes(array)
         atomic_write_bytes(self.folder / name, lambda handle: handle.write(data), tag=self.token)
         return hashlib.sha256(data).hexdigest()
 
+    @_storage_errors_named
     def close(self) -> None:
         """Fold the journal into the manifest (atomically), then drop the journal."""
         if self._journal is None:
@@ -260,44 +306,23 @@ class OutputLedger:
         # Recursive, like the official matcher: a PNG in a subfolder would be matched just the same.
         return {path.relative_to(self.folder).as_posix() for path in self.folder.rglob("*.png")}
 
-    def _stale_reasons(self, manifest: dict[str, Any] | None, entries: dict[str, dict[str, Any]]) -> list[str]:
+    def _stale_reasons(self, manifest: dict[str, Any] | None) -> list[str]:
         """Why files recorded in `manifest` must not be mixed with this run (empty list: they may)."""
         if manifest is None:
             return []
+        entries = manifest["frames"]
         before = manifest["settings"]
-        changed = [key for key in _COMPARED if before.get(key) != self.settings.get(key)]
+        changed = [key for key in self.compared if before.get(key) != self.settings.get(key)]
         reasons = [f"{key} was {before.get(key)!r}, now {self.settings.get(key)!r}" for key in changed]
         if "checkpoint_sha256" in changed:
             reasons.append(f"the earlier checkpoint was {before.get('checkpoint')} (epoch {before.get('epoch')})")
-        extra = sorted(frame_id for frame_id in entries if frame_id not in self.names)
+        extra = [] if self.keep_others else sorted(frame_id for frame_id in entries if frame_id not in self.names)
         if extra:
             reasons.append(f"{len(extra)} frame(s) are not in this run ({format_paths(extra)})")
         return reasons
 
-    def _remove_temp_files(self) -> None:
-        """Delete temp files a killed run of this ledger left: only names carrying that run's recorded token."""
-        if not self._old_token:
-            return
-        pattern = re.compile(rf"^\.(?P<name>.+)\.{self._old_token}[a-z0-9_]+\.tmp$")
-        for path in self.folder.rglob(f".*.{self._old_token}*.tmp"):  # recursive: photos mirror subfolders
-            if pattern.match(path.name):
-                path.unlink(missing_ok=True)
-
-    def _edited(self, entries: dict[str, dict[str, Any]]) -> list[str]:
-        """Files of this run's finished frames that exist but no longer hold what was written (someone edited them)."""
-        return sorted(
-            name
-            for key, entry in entries.items()
-            if key in self.names and entry["state"] == "done"
-            for name, sha in entry["files"].items()
-            if (self.folder / name).is_file() and file_sha256(self.folder / name) != sha
-        )
-
-    def _is_done(self, entry: dict[str, Any]) -> bool:
-        return entry["state"] == "done" and all(
-            (self.folder / name).is_file() and file_sha256(self.folder / name) == sha
-            for name, sha in entry["files"].items()
-        )
+    def _intact(self, name: str, sha: str | None) -> bool:
+        return (self.folder / name).is_file() and file_sha256(self.folder / name) == sha
 
 
 def check_color_folder(out_dir: Path, color_out: Path | None) -> None:
@@ -353,24 +378,11 @@ def output_locks(folders: list[Path]) -> Iterator[None]:
         yield
 
 
-def open_ledgers(
-    out_dir: Path, color_out: Path | None, settings: dict[str, Any], frames: list[Frame]
-) -> tuple[OutputLedger, OutputLedger | None]:
-    """The ledgers of the prediction folder and, if asked for, the colour folder."""
-    names = {f.id: [prediction_name(f.id)] for f in frames}
-    ledger = OutputLedger(out_dir, {**settings, "kind": "labelIds"}, names, "predictions")
-    if color_out is None:
-        return ledger, None
-    color_names_by_id = {f.id: color_names(f.id) for f in frames}
-    return ledger, OutputLedger(color_out, {**settings, "kind": "color"}, color_names_by_id, "colour images")
-
-
 def close_all(ledgers: list[OutputLedger], after_error: bool) -> None:
     """Fold every journal into its manifest; after another error a failure here is left for the rerun."""
     for ledger in ledgers:
         try:
-            with storage_errors(ledger.folder, "the manifest"):
-                ledger.close()
+            ledger.close()
         except UserError:
             if not after_error:
                 raise  # the journal stays and is replayed by the rerun

@@ -39,10 +39,9 @@ def check_window(window: Size | None, flag: str) -> None:
     least = smallest_window()
     if window is not None and min(window) < least:
         raise UserError(
-            f"{flag} {window[0]}x{window[1]} is smaller than the smallest window the model can use well, "
-            f"{least}x{least} (twice its size multiple {SIDE_MULTIPLE}; smaller windows see too little and take "
-            f"thousands of forward passes per photo); pass {flag} {max(least, window[0])}x{max(least, window[1])} "
-            "or larger."
+            f"{flag} {window[0]}x{window[1]} is smaller than the smallest window, {least}x{least} (twice the model's "
+            f"size multiple {SIDE_MULTIPLE}: smaller windows see too little and take thousands of forward passes "
+            f"per photo); pass {flag} {max(least, window[0])}x{max(least, window[1])} or larger."
         )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,20 +30,14 @@ from cityseg.prediction.ledger import (
     close_all,
     color_names,
     file_sha256,
-    open_ledgers,
     output_locks,
     prediction_name,
-    storage_errors,
 )
 from cityseg.prediction.options import PredictOptions, as_size, check_options, check_window, default_stride
 from cityseg.training.deployed import weights_path
 from cityseg.training.model import load_model, resolve_device
 
-DEFAULT_OUT = {
-    "val": Path("predictions"),
-    "test": Path("test_predictions"),
-    "train": Path("predictions_train"),
-}
+DEFAULT_OUT = {"val": Path("predictions"), "test": Path("test_predictions"), "train": Path("predictions_train")}
 
 
 class PrintsSummary:
@@ -91,8 +85,15 @@ class _Images(Dataset):
         return index, torch.from_numpy(read_image(self.frames[index].image))
 
 
-def _as_list(batch: list) -> list:
-    return batch  # images may differ in size: stacked later, per shape
+def batches(dataset: Dataset, batch_size: int, workers: int, device: torch.device, progress: bool) -> Iterator[list]:
+    """Lists of `dataset` items (images may differ in size: stacked later, per shape), with a progress bar."""
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, collate_fn=list, pin_memory=device.type == "cuda"
+    )
+    with tqdm(total=len(dataset), unit="img", desc="predict", disable=not progress, dynamic_ncols=True) as bar:
+        for batch in loader:
+            yield batch
+            bar.update(len(batch))
 
 
 def load_for_prediction(
@@ -182,8 +183,13 @@ def predict_split(
         settings["root"] = str(Path(root).resolve())  # recorded for people; not compared (datasets move)
         inference = {"mode": mode, "tta": tta, "crop": crop, "stride": stride}
         inference.update(scale_size=settings["scale_size"], amp=settings["amp"])
+        ledger = OutputLedger(
+            out_dir, {**settings, "kind": "labelIds"}, {f.id: [prediction_name(f.id)] for f in frames}
+        )
+        color_ledger = color_out and OutputLedger(
+            color_out, {**settings, "kind": "color"}, {f.id: color_names(f.id) for f in frames}, "colour images"
+        )
         with output_locks([out_dir] if color_out is None else [out_dir, color_out]):
-            ledger, color_ledger = open_ledgers(out_dir, color_out, settings, frames)
             return _predict_into(model, frames, ledger, color_ledger, inference, device, options, scorer)
     except BaseException:
         if scorer is not None:
@@ -204,29 +210,33 @@ def _predict_into(
     """Check and claim the output folders, then predict every frame not yet done (folders locked by the caller)."""
     ledgers = [each for each in (ledger, color_ledger) if each is not None]
     for each in ledgers:  # every folder is checked before any is changed
-        with storage_errors(each.folder, each.what):
-            each.check(options.overwrite)
-    done_by_folder = []
-    for each in ledgers:
-        with storage_errors(each.folder, each.what):
-            done_by_folder.append(each.commit())
-    done = done_by_folder[0]
+        each.check(options.overwrite)
+    done, *color_done = [each.commit() for each in ledgers]
     todo = [f for f in frames if f.id not in done]
     failed = True
     start = time.perf_counter()
     try:
         if color_ledger is not None:
-            saved = [f for f in frames if f.id in done and f.id not in done_by_folder[1]]
+            saved = [f for f in frames if f.id in done and f.id not in color_done[0]]
             _color_from_saved(saved, ledger.folder, color_ledger, options.progress)
-        _predict_frames(model, todo, device, inference, ledgers, options, scorer)
+        for batch in batches(_Images(todo), options.batch_size, options.workers, device, options.progress):
+            for each in ledgers:
+                each.mark_pending(todo[index].id for index, _ in batch)
+            label_maps = labels_for_batch(model, [image for _, image in batch], device, **inference)
+            for (index, image), label_ids in zip(batch, label_maps, strict=True):
+                frame, name = todo[index], prediction_name(todo[index].id)
+                ledger.mark_done(frame.id, {name: ledger.write_png(name, label_ids)})
+                if color_ledger is not None:
+                    color_ledger.mark_done(frame.id, _write_colors(frame, label_ids, image.numpy(), color_ledger))
+                if scorer is not None:
+                    scorer.add(frame.id, label_ids, ledger.folder / name)
         failed = False
     finally:
         close_all(ledgers, after_error=failed)
     seconds = time.perf_counter() - start
-    if scorer is not None:
-        for frame in frames:
-            if frame.id in done:
-                scorer.add_file(frame.id, ledger.folder / prediction_name(frame.id))
+    for frame in frames if scorer is not None else ():
+        if frame.id in done:
+            scorer.add_file(frame.id, ledger.folder / prediction_name(frame.id))
     return PredictResult(
         out_dir=ledger.folder,
         written=len(todo),
@@ -244,49 +254,10 @@ def _scorer(root: Path, split: str, frames: list[Frame]):
     return PredictionScorer(Path(root), split, [f.id for f in frames], workers=default_workers())
 
 
-def _predict_frames(
-    model,
-    todo: list[Frame],
-    device: torch.device,
-    inference: dict[str, Any],
-    ledgers: list[OutputLedger],
-    options: PredictOptions,
-    scorer=None,
-) -> None:
-    """The prediction loop: claim a batch in the ledgers, predict it, write it, record it (and score it)."""
-    ledger, color_ledger = ledgers[0], (ledgers[1] if len(ledgers) > 1 else None)
-    loader = DataLoader(
-        _Images(todo),
-        batch_size=options.batch_size,
-        num_workers=options.workers,
-        collate_fn=_as_list,
-        pin_memory=device.type == "cuda",
-    )
-    with tqdm(total=len(todo), unit="img", desc="predict", disable=not options.progress, dynamic_ncols=True) as bar:
-        for batch in loader:
-            for each in ledgers:
-                with storage_errors(each.folder, "the manifest"):
-                    each.mark_pending(todo[index].id for index, _ in batch)
-            label_maps = labels_for_batch(model, [image for _, image in batch], device, **inference)
-            for (index, image), label_ids in zip(batch, label_maps, strict=True):
-                frame = todo[index]
-                name = prediction_name(frame.id)
-                with storage_errors(ledger.folder, ledger.what):
-                    ledger.mark_done(frame.id, {name: ledger.write_png(name, label_ids)})
-                if color_ledger is not None:
-                    with storage_errors(color_ledger.folder, color_ledger.what):
-                        color_ledger.mark_done(frame.id, _write_colors(frame, label_ids, image.numpy(), color_ledger))
-                if scorer is not None:
-                    scorer.add(frame.id, label_ids, ledger.folder / name)
-            bar.update(len(batch))
-
-
 def _color_from_saved(frames: list[Frame], out_dir: Path, color_ledger: OutputLedger, progress: bool) -> None:
     """Colour frames whose prediction is already done, from the PNG on disk (no forward pass needed)."""
-    if not frames:
-        return
-    with storage_errors(color_ledger.folder, color_ledger.what):
+    if frames:
         color_ledger.mark_pending(f.id for f in frames)
-        for frame in tqdm(frames, unit="img", desc="colour", disable=not progress):
-            label_ids = np.asarray(Image.open(out_dir / prediction_name(frame.id)))
-            color_ledger.mark_done(frame.id, _write_colors(frame, label_ids, read_image(frame.image), color_ledger))
+    for frame in tqdm(frames, unit="img", desc="colour", disable=not progress or not frames):
+        label_ids = np.asarray(Image.open(out_dir / prediction_name(frame.id)))
+        color_ledger.mark_done(frame.id, _write_colors(frame, label_ids, read_image(frame.image), color_ledger))
