@@ -102,19 +102,12 @@ def run(args: argparse.Namespace) -> int:
     _check_sources(args)
     common = {"mode": args.mode, "tta": args.tta, "crop": args.crop, "stride": args.stride, "amp": args.amp}
     common.update(batch_size=args.batch_size, device=args.device, overwrite=args.overwrite, workers=args.workers)
+    common["progress"] = not args.no_progress
     if args.images is not None:
         from cityseg.prediction.image_predict import predict_images  # torch is imported only when the command runs
 
-        photos = predict_images(
-            args.checkpoint,
-            args.images,
-            args.out,
-            scale=args.scale,
-            whole_limit=args.whole_limit,
-            max_pixels=args.max_pixels,
-            progress=not args.no_progress,
-            **common,
-        )
+        limits = {"scale": args.scale, "whole_limit": args.whole_limit, "max_pixels": args.max_pixels}
+        photos = predict_images(args.checkpoint, args.images, args.out, **limits, **common)
         print(photos)
         if photos.outputs:
             print(f"next: look at the overlays, {args.out}/**/*_overlay.png")
@@ -122,16 +115,8 @@ def run(args: argparse.Namespace) -> int:
     from cityseg.prediction.predict import predict_split
 
     args.split = args.split or "val"
-    result = predict_split(
-        args.checkpoint,
-        args.root,
-        split=args.split,
-        out_dir=args.out,
-        color_out=args.color_out,
-        progress=not args.no_progress,
-        score=args.score,
-        **common,
-    )
+    where = {"split": args.split, "out_dir": args.out, "color_out": args.color_out}
+    result = predict_split(args.checkpoint, args.root, **where, score=args.score, **common)
     if result.scores is not None:
         from cityseg.evaluation import format_table
 
