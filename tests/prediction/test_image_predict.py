@@ -392,6 +392,10 @@ def test_a_photo_over_the_pixel_limit_is_refused_from_its_header_and_the_others_
         checkpoint, [folder / "small.jpg"], tmp_path / "o2", device="cpu", progress=False, scale=100.0
     )
     assert "network input would be 9600x6400" in scaled.failed[str(folder / "small.jpg")]
+    ms_flip = predict_images(
+        checkpoint, [folder / "small.jpg"], tmp_path / "o3", device="cpu", progress=False, scale=60.0, tta="ms-flip"
+    )  # 5760x3840 fits the limit, but not at ms-flip's largest scale
+    assert "1.75x that per side for --tta ms-flip" in ms_flip.failed[str(folder / "small.jpg")]
 
 
 def test_symlink_loops_give_each_photo_once(photos, tmp_path):

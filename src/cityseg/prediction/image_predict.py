@@ -23,6 +23,7 @@ from cityseg.prediction.image_files import ImageInput, find_images, read_user_im
 from cityseg.prediction.ledger import COMPARED, OutputLedger, close_all, output_locks
 from cityseg.prediction.options import (
     DEFAULT_MAX_PIXELS,
+    MS_SCALES,
     Size,
     as_size,
     check_options,
@@ -97,10 +98,12 @@ def image_options(height: int, width: int, run: dict[str, Any]) -> dict[str, Any
     """predict_logits options for one photo: its network size, and sliding windows when it is over `whole_limit`."""
     factor = photo_scale(width, run["training_size"], run["scale"])
     net_w, net_h = max(1, round(width * factor)), max(1, round(height * factor))
-    if net_w * net_h > run["max_pixels"]:
+    largest = max(MS_SCALES) if run["tta"] == "ms-flip" else 1.0  # the TTA's largest input, per side
+    if net_w * net_h * largest**2 > run["max_pixels"]:
         raise UserError(
-            f"its network input would be {net_w}x{net_h} ({width}x{height} resized by {factor:.3g}), more than "
-            f"--max-pixels {run['max_pixels']:,}; pass a smaller --scale, or raise --max-pixels."
+            f"its network input would be {net_w}x{net_h} ({width}x{height} resized by {factor:.3g})"
+            + (f", {largest}x that per side for --tta ms-flip" if largest > 1 else "")
+            + f", more than --max-pixels {run['max_pixels']:,}; pass a smaller --scale, or raise --max-pixels."
         )
     options = {key: run[key] for key in ("mode", "tta", "crop", "stride", "amp")}
     options["scale_size"] = None if (net_w, net_h) == (width, height) else (net_w, net_h)
