@@ -1,105 +1,95 @@
-"""Peak device memory and time of `cityseg predict --images` on one large photo: the sliding window it takes
-above the training frame (the default) against a single whole-image forward of the same photo.
+"""Peak memory of `cityseg predict --images` for one large photo, against the bound `--help` states.
 
-The claim checked: a photo larger than the training frame needs no more memory per forward than a
-Cityscapes frame; what grows with the photo is only the class scores (19 float32 per pixel, a few copies).
-The model is an untrained U-Net (weights do not change memory or time); the photo is smooth noise.
-
-    python bench/photo_memory.py --device cuda            # on a GPU machine
-    python bench/photo_memory.py --size 1200x800 --no-record   # a smoke run on a CPU
+The bound (cityseg.prediction.options.memory_bound) is BYTES_PER_PIXEL[tta] per photo pixel plus
+WINDOW_BATCH_BYTES. Measured here, each in a fresh process: bytes per pixel for a model trained on small
+frames (its own memory negligible), per TTA, and a full-resolution model on a photo that takes four 2048x1024
+windows in one batch. CPU: resident memory; CUDA: allocated device memory. Run `python bench/photo_memory.py`
+(`--device cuda` on a GPU machine; `--size 1200x800 --no-record` for a smoke run).
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
-import time
-from pathlib import Path
+import json
+import os
+import subprocess
+import sys
 
-import numpy as np
-import torch
 from common import Recorder, add_common_args
-from PIL import Image
 
 from cityseg.cli.common import size_type
+from cityseg.prediction.options import BYTES_PER_PIXEL, WINDOW_BATCH_BYTES
+
+CHILD = """
+import json, os, resource, sys, tempfile
+from pathlib import Path
+import numpy as np, torch
+from PIL import Image
 from cityseg.prediction.image_predict import predict_images
 from cityseg.training.checkpoint import save_checkpoint
 from cityseg.training.model import build_model
+width, height, tta, size, device = sys.argv[1:]
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+tmp = Path(tempfile.mkdtemp(prefix="cityseg-photo-memory-"))
+torch.manual_seed(0)
+config = {"size": None if size == "none" else [int(s) for s in size.split("x")]}
+state = {"model": build_model(encoder_weights=None).state_dict(), "epoch": 0, "config": config, "num_classes": 19}
+save_checkpoint(tmp / "m.pt", state)
+coarse = np.random.default_rng(0).integers(0, 256, (8, 8, 3), np.uint8)
+for name, shape in (("warm", (64, 48)), ("photo", (int(width), int(height)))):
+    (tmp / name).mkdir()
+    Image.fromarray(coarse).resize(shape, Image.BICUBIC).save(tmp / name / "a.png")
+predict_images(tmp / "m.pt", [tmp / "warm"], tmp / "o0", device=device, tta=tta, progress=False)
+if device == "cuda":
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); before = torch.cuda.memory_allocated()
+else:
+    before = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+result = predict_images(tmp / "m.pt", [tmp / "photo"], tmp / "o", device=device, tta=tta, progress=False)
+assert not result.failed, result.failed
+peak = torch.cuda.max_memory_allocated() if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"bytes": peak - before}))
+"""
 
 
-def photo(size: tuple[int, int], seed: int = 0) -> Image.Image:
-    """Smooth random colours at `size` (width, height), JPEG-like content without a dataset."""
-    coarse = np.random.default_rng(seed).integers(0, 256, (max(2, size[1] // 50), max(2, size[0] // 50), 3), np.uint8)
-    return Image.fromarray(coarse).resize(size, Image.BICUBIC)
-
-
-def measure(checkpoint: Path, folder: Path, out: Path, device: str, whole_limit) -> tuple[float, float | None]:
-    """(seconds, peak GiB on CUDA) of one prediction run over `folder`."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    result = predict_images(checkpoint, [folder], out, device=device, progress=False, whole_limit=whole_limit)
-    assert not result.failed, result.failed
-    seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
-    return seconds, peak
+def peak_bytes(width: int, height: int, tta: str, size: str, device: str) -> int:
+    """Peak memory one `predict_images` call on a width x height photo adds, in a fresh process."""
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(width), str(height), tta, size, device],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "CITYSEG_FSYNC": "0"},
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])["bytes"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--size", type=size_type, default=(6000, 4000), help="the large photo, WxH")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--size", type=size_type, default=(3000, 2000), help="the photo for bytes per pixel, WxH")
     add_common_args(parser)
     args = parser.parse_args()
     rec = Recorder("photo_memory", args)
-    with tempfile.TemporaryDirectory(prefix="cityseg-photo-bench-") as tmp:
-        base = Path(tmp)
-        torch.manual_seed(0)
-        checkpoint = base / "best.pt"  # trained at full resolution: the training frame is 2048x1024
-        save_checkpoint(
-            checkpoint,
-            {
-                "model": build_model(encoder_weights=None).state_dict(),
-                "epoch": 0,
-                "config": {"size": None},
-                "num_classes": 19,
-            },
-        )
-        folders = {"frame": base / "frame", "large": base / "large"}
-        for name, size in (("frame", (2048, 1024)), ("large", args.size)):
-            folders[name].mkdir()
-            photo(size).save(folders[name] / f"{name}.jpg", quality=90)
-        measure(checkpoint, folders["frame"], base / "warmup", args.device, None)  # cuDNN and allocator warm-up
-        runs = {
-            "frame_whole": measure(checkpoint, folders["frame"], base / "o1", args.device, None),
-            "large_slide": measure(checkpoint, folders["large"], base / "o2", args.device, None),
-            "large_whole": measure(checkpoint, folders["large"], base / "o3", args.device, (10**6, 10**6)),
-        }
     width, height = args.size
-    results = {
-        name: {"seconds": round(s, 2), "peak_gib": None if p is None else round(p, 2)} for name, (s, p) in runs.items()
+    per_pixel = {
+        tta: peak_bytes(width, height, tta, "64x32", args.device) / (width * height) for tta in BYTES_PER_PIXEL
     }
-
-    def text(name: str) -> str:
-        seconds, peak = runs[name]
-        return f"{seconds:.2f} s" + ("" if peak is None else f", peak {peak:.2f} GiB")
-
+    window_photo = (2200, 1100)  # four 2048x1024 windows, one batch, for a model trained at full resolution
+    windows = (
+        peak_bytes(*window_photo, "none", "none", args.device) - per_pixel["none"] * window_photo[0] * window_photo[1]
+    )
+    results = {
+        "bytes_per_pixel": {k: round(v) for k, v in per_pixel.items()},
+        "window_batch_gb": round(windows / 1e9, 2),
+    }
     figure = (
-        f"2048x1024 photo whole: {text('frame_whole')}; {width}x{height} photo: sliding 2048x1024 windows "
-        f"(default) {text('large_slide')}, one whole forward {text('large_whole')}"
+        f"{width}x{height} photo, model trained at 64x32: "
+        + ", ".join(f"{tta} {value:.0f} B/px" for tta, value in per_pixel.items())
+        + f"; four 2048x1024 windows in one batch (full-resolution model): {windows / 1e9:.2f} GB"
     )
-    peaks = [runs[n][1] for n in ("large_slide", "large_whole", "frame_whole")]
-    ratio = (
-        "n/a on CPU"
-        if None in peaks
-        else f"whole/sliding peak {peaks[1] / peaks[0]:.2f}x; sliding/2048x1024 frame peak {peaks[0] / peaks[2]:.2f}x"
-    )
-    pixels = width * height
-    notes = (
-        f"{args.device}, batch 1, whole images bf16 autocast on CUDA, untrained U-Net (size None), JPEG "
-        f"decode and PNG writing included in the times; {pixels / 1e6:.0f} MP photo"
-    )
+    ratio = ", ".join(f"{tta} {per_pixel[tta] / BYTES_PER_PIXEL[tta]:.2f}x" for tta in BYTES_PER_PIXEL)
+    ratio = f"measured / stated bound: {ratio}; windows {windows / WINDOW_BATCH_BYTES:.2f}x (<= 1 holds the bound)"
+    notes = f"{args.device}, float32 on a CPU (autocast as the checkpoint says on CUDA), each peak in a fresh process"
     rec.finish(results=results, figure=figure, ratio=ratio, notes=notes)
 
 

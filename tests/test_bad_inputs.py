@@ -283,3 +283,29 @@ def test_ctrl_c_before_the_first_checkpoint_does_not_claim_one(synth_root, tmp_p
     assert not (runs / "fold_0" / "last.pt").exists()
     assert "holds epoch 0" not in said and "no checkpoint was saved" in said and "--resume" in said
     assert json.loads((runs / "fold_0" / "config.json").read_text())["run_name"] == "fold_0"
+
+
+# ---------------------------------------------------------------------------------------------- outputs below a file
+
+BELOW_A_FILE = {  # the cheapest valid invocation of each command that writes, its output below the file TAKEN
+    "predict photos": "predict {ckpt} --images {root}/leftImg8bit/val --out {taken}/out --device cpu --workers 0",
+    "predict split": "predict {ckpt} {root} --out {taken}/out --device cpu --workers 0",
+    "export": "export {ckpt} --out {taken}/model",
+    "evaluate --json": "evaluate {pred} {root} --json {taken}/eval.json --workers 1",
+    "compare": "compare {runs} {runs} --labels a,b --out {taken}/compare.pdf",
+    "cache": "cache {root} --out {taken}/cache --size 64x32 --workers 1",
+    "cv": "cv {root} --out {taken}/runs --folds 2 " + " ".join(TRAIN_OPTIONS),
+    "synth": "synth {taken}/data --size 128x64 --workers 1",
+}
+
+
+@pytest.mark.parametrize("command", BELOW_A_FILE)
+def test_an_output_path_below_a_regular_file_exits_2_naming_the_file(one_epoch_cv, tmp_path, command, capsys):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    paths = {"ckpt": one_epoch_cv.runs / "full" / "best.pt", "root": one_epoch_cv.root, "pred": one_epoch_cv.pred}
+    argv = BELOW_A_FILE[command].format(taken=taken, runs=one_epoch_cv.runs, **paths).split()
+    assert main(argv) == 2
+    message = error_of(capsys)
+    assert f"{taken} is a file, not a folder" in message, message
+    assert taken.read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

@@ -25,14 +25,14 @@ def sync_to_disk(fd: int) -> None:
         os.fsync(fd)
 
 
-def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call `write(file_object)` on a temp file beside `path`, fsync it, then rename it over `path`.
-
-    A crash, a kill or a full disk leaves either the old file or the new one, never half of one.
+def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], object], tag: str = "") -> None:
+    """Call `write(file_object)` on a temp file beside `path` (`.<name>.<tag><random>.tmp`), fsync it, then rename
+    it over `path`. A crash, a kill or a full disk leaves either the old file or the new one, never half of one;
+    a caller that records its `tag` can later tell its own leftover temp files from anyone else's.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{tag}", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)

@@ -7,8 +7,11 @@ stored sideways with an EXIF orientation tag, one truncated; the model is a real
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -353,3 +356,156 @@ def test_a_second_predict_into_a_held_output_folder_is_refused_before_writing(ch
         assert sorted(p.name for p in out.iterdir()) == before
     assert main(command) == 2  # free again: it runs (exit 2 for the one damaged photo)
     assert "wrote 5 and kept 0" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------- hostile inputs
+
+
+def blank_png(path: Path, width: int, height: int) -> Path:
+    """A black RGB PNG of any size, written row by row: a few MB on disk and little memory to make."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(1)
+    row = bytes(1 + 3 * width)  # filter byte 0, then black pixels
+    body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_photo_over_the_pixel_limit_is_refused_from_its_header_and_the_others_go_on(checkpoint, photos, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(photos / "day1" / "a.jpg", folder / "small.jpg")
+    huge = blank_png(folder / "huge.png", 12000, 12000)  # 144 Mpx (2 MB): between PIL's warning and error limits
+    result = predict_images(checkpoint, [folder], tmp_path / "out", device="cpu", progress=False)
+    assert result.written == 1 and list(result.failed) == [str(huge)]
+    assert re.search(
+        r"12000x12000, 144,000,000 pixels: more than --max-pixels .*--max-pixels 144000000", result.failed[str(huge)]
+    )
+    # The network input is bounded too: a photo upscaled past the limit is refused, not predicted.
+    scaled = predict_images(
+        checkpoint, [folder / "small.jpg"], tmp_path / "o2", device="cpu", progress=False, scale=100.0
+    )
+    assert "network input would be 9600x6400" in scaled.failed[str(folder / "small.jpg")]
+    ms_flip = predict_images(
+        checkpoint, [folder / "small.jpg"], tmp_path / "o3", device="cpu", progress=False, scale=60.0, tta="ms-flip"
+    )  # 5760x3840 fits the limit, but not at ms-flip's largest scale
+    assert "1.75x that per side for --tta ms-flip" in ms_flip.failed[str(folder / "small.jpg")]
+
+
+def test_symlink_loops_give_each_photo_once(photos, tmp_path):
+    folder = tmp_path / "loops"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(photos / "day1" / "a.jpg", folder / "a.jpg")
+    shutil.copy(photos / "day1" / "b.png", folder / "sub" / "b.png")
+    (folder / "sub" / "up").symlink_to("..")  # one loop
+    pattern = str(folder / "**" / "*.jpg")
+    assert [i.key for i in find_images([pattern])] == ["a"]
+    assert [i.key for i in find_images([folder])] == ["a", "sub/b"]
+    (folder / "sub" / "again").symlink_to("../sub")  # a second loop: the glob used to branch without end
+    code = "from cityseg.prediction.image_files import find_images; print(sorted(i.key for i in find_images([{!r}])))"
+    for argument in (pattern, str(folder / "**"), str(folder)):
+        done = subprocess.run(
+            [sys.executable, "-c", code.format(argument)], env=CLI_ENV, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == ("['a']" if argument == pattern else "['a', 'sub/b']")
+
+
+def test_an_out_folder_linked_into_the_inputs_is_refused(photos, tmp_path):
+    link = tmp_path / "out"
+    link.symlink_to(photos / "day2", target_is_directory=True)
+    with pytest.raises(UserError, match="inside one another"):
+        find_images([photos], out_dir=link)
+    with pytest.raises(UserError, match="inside one another"):
+        find_images([photos / "day2"], out_dir=link / "preds")
+    assert not (photos / "day2" / "preds").exists()
+
+
+def test_fifos_devices_and_dangling_links_are_named_for_what_they_are(photos, tmp_path):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    dangling = tmp_path / "gone.jpg"
+    dangling.symlink_to(tmp_path / "nowhere.jpg")
+    for path, kind in ((fifo, "a FIFO"), (Path("/dev/zero"), "a character device"), (dangling, "a symbolic link")):
+        with pytest.raises(UserError, match=f"{re.escape(str(path))} is {kind}.*only regular image files"):
+            find_images([path])
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(photos / "day1" / "b.png", folder / "b.png")
+    os.mkfifo(folder / "c.png")  # inside a folder: skipped, never opened (opening a FIFO would block)
+    assert [i.key for i in find_images([folder])] == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--scale", "inf", "positive finite factor"),
+        ("--scale", "nan", "positive finite factor"),
+        ("--scale", "0", "positive finite factor"),
+        ("--scale", "-2", "positive finite factor"),
+        ("--whole-limit", "4x4", "smaller than the smallest window"),
+        ("--whole-limit", "32", "smaller than the smallest window"),
+    ],
+)
+def test_bad_scales_and_tiny_windows_exit_2_naming_the_flag(checkpoint, photos, tmp_path, capsys, flag, value, message):
+    out = tmp_path / "out"
+    command = ["predict", str(checkpoint), "--images", str(photos / "day1"), "--out", str(out), "--device", "cpu"]
+    try:
+        code = main([*command, flag, value])
+    except SystemExit as exit_:  # argparse refuses it
+        code = exit_.code
+    assert code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert flag in err and message in err and "Traceback" not in err
+    assert not out.exists()  # refused before anything was written
+    if flag == "--scale":
+        with pytest.raises(UserError, match="--scale must be a positive finite factor"):
+            predict_images(checkpoint, [photos / "day1"], out, device="cpu", scale=float(value))
+    else:
+        with pytest.raises(UserError, match="--whole-limit 4x4 is smaller .* 64x64"):
+            predict_images(checkpoint, [photos / "day1"], out, device="cpu", whole_limit=(4, 4))
+
+
+def test_an_out_folder_that_is_a_dangling_link_or_below_a_file_exits_2(checkpoint, photos, tmp_path, capsys):
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "missing" / "deeper")
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    for out, named in ((link, "symbolic link"), (taken / "sub", "is a file")):
+        command = ["predict", str(checkpoint), "--images", str(photos / "day1"), "--out", str(out), "--device", "cpu"]
+        assert main(command) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert named in err and str(out) in err and "Traceback" not in err
+    assert not (tmp_path / "missing").exists() and taken.read_text() == "mine"
+
+
+def test_a_users_file_named_like_a_temp_file_survives_a_rerun_and_ours_do_not(checkpoint, photos, tmp_path):
+    out = tmp_path / "out"
+    predict_images(checkpoint, [photos / "day1"], out, device="cpu", progress=False)
+    users = out / ".a_labelIds.png.draft.tmp"  # the pattern of our temp files, but not written by us
+    users.write_text("my draft")
+    again = predict_images(checkpoint, [photos / "day1"], out, device="cpu", progress=False, overwrite=True)
+    assert again.written == 2 and users.read_text() == "my draft"
+    token = json.loads((out / MANIFEST_NAME).read_text())["token"]
+    ours = out / f".a_overlay.png.{token}x1y2z3w4.tmp"  # what a kill during the last run leaves
+    ours.write_bytes(b"half a png")
+    again = predict_images(checkpoint, [photos / "day1"], out, device="cpu", progress=False)
+    assert again.skipped == 2 and users.read_text() == "my draft" and not ours.exists()
+
+
+@pytest.mark.parametrize("settings", ["[1, 2]", "[" * 100_000 + "]" * 100_000])
+def test_a_manifest_with_settings_of_the_wrong_shape_is_refused_by_name(checkpoint, photos, tmp_path, settings):
+    out = tmp_path / "out"
+    predict_images(checkpoint, [photos / "day1"], out, device="cpu", progress=False)
+    text = (out / MANIFEST_NAME).read_text()
+    start = text.index('"settings": ') + len('"settings": ')
+    end = text.index("}", start) + 1
+    (out / MANIFEST_NAME).write_text(text[:start] + settings + text[end:])
+    with pytest.raises(UserError, match=f"{re.escape(str(out / MANIFEST_NAME))} .*not a readable"):
+        predict_images(checkpoint, [photos / "day1"], out, device="cpu", progress=False, overwrite=True)

@@ -1,8 +1,10 @@
-"""Inference tensor logic: whole image vs sliding window, padding to multiples of 32, flip and multi-scale TTA."""
+"""Inference tensor logic: whole image vs sliding window, padding to multiples of 32, flip and multi-scale TTA,
+and the precision prediction runs in."""
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,8 +16,11 @@ from cityseg.prediction.inference import (
     _window_starts,
     flip_tta,
     forward_padded,
+    inference_dtype,
+    precision_name,
     predict_logits,
     sliding_window,
+    wants_amp,
 )
 from cityseg.prediction.options import MS_SCALES
 from cityseg.training.model import build_model
@@ -154,3 +159,24 @@ def test_slide_crop_is_measured_in_the_resized_image(pointwise, image) -> None:
 def test_bad_options_are_user_errors(pointwise, image, options, match) -> None:
     with pytest.raises(UserError, match=match):
         predict_logits(pointwise, image, **options)
+
+
+@pytest.mark.parametrize(
+    ("trained_with_amp", "flag", "native_bf16", "expected"),
+    [
+        (False, None, True, "float32"),  # the seed recipe: validated in fp32, so predicted in fp32
+        (True, None, True, "bf16 autocast"),
+        (True, None, False, "fp16 autocast"),  # a GPU without native bf16
+        (True, False, True, "float32"),  # --no-amp
+        (False, True, True, "bf16 autocast"),  # --amp
+        (None, None, True, "float32"),  # a config that never said
+    ],
+)
+def test_precision_follows_the_checkpoint_unless_the_flag_says_otherwise(
+    monkeypatch, trained_with_amp, flag, native_bf16, expected
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native_bf16)
+    config = {} if trained_with_amp is None else {"amp": trained_with_amp}
+    amp = wants_amp({"config": config}, flag)
+    assert precision_name(inference_dtype(SimpleNamespace(type="cuda"), amp)) == expected
+    assert precision_name(inference_dtype(torch.device("cpu"), amp)) == "float32"  # no autocast on a CPU

@@ -1,8 +1,6 @@
-"""The `cityseg` command line: one subcommand per step of the pipeline.
+"""The `cityseg` command line: one subcommand per step of the pipeline, each a module with `register(subparsers)`.
 
-Each subcommand lives in its own module under `cityseg.cli` and exposes
-`register(subparsers)`; this module wires them together and owns exit codes:
-0 success, 2 bad input or usage (one paragraph, no traceback unless `--debug`),
+This module owns the exit codes: 0 success, 2 bad input or usage (one paragraph, no traceback unless `--debug`),
 1 internal error (with traceback, since that is a bug to report).
 """
 
@@ -11,9 +9,11 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 import textwrap
 import traceback
+from pathlib import Path
 
 from cityseg import __version__
 from cityseg.errors import UserError
@@ -37,6 +37,8 @@ COMMAND_MODULES = (
 
 # OS errors that mean "the place you pointed me at cannot take this", not a bug.
 _USER_OS_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOENT}
+# ... and "a file stands where a folder must be created" (out/x when `out` is a file, or a dangling link).
+_IN_THE_WAY_ERRNOS = {errno.ENOTDIR, errno.EEXIST}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +71,26 @@ def _print_error(kind: str, message: str) -> None:
     print(f"{kind}: {paragraph}", file=sys.stderr)
 
 
+def _os_error_message(exc: OSError) -> str | None:
+    """The paragraph for an OS error the user can fix (a full disk, permissions, a file in the way); None for a bug."""
+    if exc.errno in _IN_THE_WAY_ERRNOS and exc.filename:
+        path = Path(exc.filename)
+        blocker = next((p for p in (path, *path.parents) if os.path.lexists(p)), None)
+        if blocker is not None and not blocker.is_dir():
+            what = "a symbolic link to a path that does not exist" if blocker.is_symlink() else "a file"
+            where = f"{blocker} is {what}" if blocker == path else f"cannot create {path}: {blocker} is {what}"
+            return (
+                f"{where}, not a folder, so nothing can be written below it. Choose another output path, or move "
+                f"{blocker} away first (it was left untouched)."
+            )
+    if exc.errno not in _USER_OS_ERRNOS:
+        return None
+    return (
+        f"could not write or read {exc.filename or 'the output folder'}: {exc.strerror}. Free some space, fix the "
+        "permissions, or point the command at another folder; files written before this step are intact."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run one subcommand and map its outcome to an exit code."""
     parser = build_parser()
@@ -90,16 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as exc:
-        if exc.errno not in _USER_OS_ERRNOS:
+        message = _os_error_message(exc)
+        if message is None:
             raise
         if debug:
             traceback.print_exc()
-        where = exc.filename or "the output folder"
-        _print_error(
-            "error",
-            f"could not write or read {where}: {exc.strerror}. Free some space, fix the permissions, "
-            "or point the command at another folder; files written before this step are intact.",
-        )
+        _print_error("error", message)
         return 2
     except Exception:  # noqa: BLE001 - anything else is a bug: show it
         traceback.print_exc()

@@ -41,13 +41,17 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one to show: not for None (the help says what happens) or a flag's False."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or "(default:" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def add_command(subparsers, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
     """Add a subcommand parser that also accepts `--debug` after the command name."""
-    parser = subparsers.add_parser(
-        name,
-        help=help,
-        description=description or help,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = subparsers.add_parser(name, help=help, description=description or help, formatter_class=_DefaultsFormatter)
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
     return parser

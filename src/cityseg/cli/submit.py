@@ -21,35 +21,19 @@ def register(subparsers) -> None:
         "labelIds 0..33, full size. Then write them flat at the top level of a zip, atomically. Upload the zip "
         "on the Cityscapes website.",
     )
-    parser.add_argument(
-        "pred_dir", type=Path, metavar="PRED_DIR", help="folder of test prediction PNGs (searched recursively)"
+    add = parser.add_argument
+    add("pred_dir", type=Path, metavar="PRED_DIR", help="folder of test prediction PNGs (searched recursively)")
+    add("--out", type=Path, default=Path("submission.zip"), help="zip file to write")
+    expected = "What to expect (default: the real test split, 1525 images of 2048x1024)"
+    add = parser.add_argument_group(expected).add_argument
+    add(
+        "--expect", type=positive_int, metavar="N", help="frames expected (default: 1525, or the test frames of --root)"
     )
-    parser.add_argument("--out", type=Path, default=Path("submission.zip"), help="zip file to write")
-    expected = parser.add_argument_group("What to expect (default: the real test split, 1525 images of 2048x1024)")
-    expected.add_argument(
-        "--expect",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="number of frames expected; None means 1525 (or the test frames of --root)",
-    )
-    expected.add_argument(
-        "--root",
-        type=Path,
-        default=None,
-        help="expect exactly the test frames (and their image sizes) of this Cityscapes folder",
-    )
-    expected.add_argument(
-        "--size",
-        type=size_type,
-        default=None,
-        metavar="WxH",
-        help="expected prediction size without --root; None means 2048x1024",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing zip")
-    parser.add_argument(
-        "--workers", type=positive_int, default=default_workers(), help="threads decoding PNGs (all cores)"
-    )
+    add("--root", type=Path, help="expect exactly the test frames (and their image sizes) of this Cityscapes folder")
+    add("--size", type=size_type, metavar="WxH", help="prediction size without --root (default: 2048x1024)")
+    add = parser.add_argument
+    add("--overwrite", action="store_true", help="replace an existing zip")
+    add("--workers", type=positive_int, default=default_workers(), metavar="N", help="threads decoding PNGs")
     parser.set_defaults(func=run)
 
 
@@ -76,5 +60,6 @@ def run(args) -> int:
         )
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB); upload it at https://www.cityscapes-dataset.com/submit/")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    print(f"next: upload {out} at https://www.cityscapes-dataset.com/submit/")
     return 0

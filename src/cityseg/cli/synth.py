@@ -32,30 +32,16 @@ def register(subparsers) -> None:
         "with the same options.",
     )
     parser.add_argument("out", type=Path, metavar="OUT", help="dataset root to create (new or empty folder)")
-    shape = parser.add_argument_group("Dataset shape")
-    shape.add_argument("--size", type=_synth_size, default="512x256", metavar="WxH", help="image width x height")
-    shape.add_argument(
-        "--train-cities",
-        metavar="N",
-        type=non_negative_int,
-        default=10,
-        help="train cities (5-fold CV by city needs 5+)",
-    )
-    shape.add_argument("--val-cities", metavar="N", type=non_negative_int, default=3, help="val cities")
-    shape.add_argument("--test-cities", metavar="N", type=non_negative_int, default=2, help="test cities")
-    shape.add_argument("--per-city", metavar="N", type=positive_int, default=3, help="images per city")
-    shape.add_argument(
-        "--seed", metavar="N", type=non_negative_int, default=0, help="random seed; same seed, same files"
-    )
-    run_group = parser.add_argument_group("Execution")
-    run_group.add_argument(
-        "--workers",
-        metavar="N",
-        type=positive_int,
-        default=default_workers(),
-        help="worker processes (all cores by default; output does not depend on it)",
-    )
-    run_group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add = parser.add_argument_group("Dataset shape").add_argument
+    add("--size", type=_synth_size, default="512x256", metavar="WxH", help="image width x height")
+    add("--train-cities", metavar="N", type=non_negative_int, default=10, help="train cities (5-fold CV needs 5+)")
+    add("--val-cities", metavar="N", type=non_negative_int, default=3, help="val cities")
+    add("--test-cities", metavar="N", type=non_negative_int, default=2, help="test cities")
+    add("--per-city", metavar="N", type=positive_int, default=3, help="images per city")
+    add("--seed", metavar="N", type=non_negative_int, default=0, help="random seed; same seed, same files")
+    add = parser.add_argument_group("Execution").add_argument
+    add("--workers", metavar="N", type=positive_int, default=default_workers(), help="worker processes (all cores)")
+    add("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
 

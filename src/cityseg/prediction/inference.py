@@ -1,16 +1,10 @@
 """Turning a batch of normalised images into class probabilities: whole image, sliding window, TTA.
 
-Pure tensor logic (no files, no datasets) so it can be tested with any `nn.Module` that maps
-(B, 3, H, W) to (B, C, H, W) logits. Sizes given by callers are (width, height), like the CLI;
-tensors are (H, W).
-
-Order of operations, following the usual Cityscapes evaluation recipe:
-1. resize the input to the scale reference (the training `size`, if the model was trained on
-   resized images) times the TTA scale;
-2. run the network on the whole resized image, or on overlapping windows whose logits are
-   averaged (pixels covered by k windows are divided by k);
-3. upsample the logits to the original resolution and take the softmax there;
-4. average the probabilities over flips and scales.
+Pure tensor logic (no files) testable with any `nn.Module` mapping (B, 3, H, W) to (B, C, H, W) logits.
+Sizes given by callers are (width, height), like the CLI; tensors are (H, W). As in the usual Cityscapes
+evaluation recipe: resize the input to the training `size` times the TTA scale, run the network on the
+whole image or on overlapping windows (logits averaged), upsample the logits to the input's resolution,
+softmax there, and average the probabilities over flips and scales.
 """
 
 from __future__ import annotations
@@ -60,12 +54,9 @@ def _window_starts(length: int, window: int, stride: int) -> list[int]:
 def sliding_window(
     model: nn.Module, image: Tensor, crop: Size | int, stride: Size | int, window_batch: int = 4
 ) -> Tensor:
-    """Average the logits of overlapping `crop` windows, so a large image fits in memory at full detail.
-
-    image: (B, 3, H, W) normalised; crop and stride are (width, height). An image smaller
-    than the crop is zero-padded (the mean colour) and the logits cropped back. Returns
-    (B, C, H, W) float logits.
-    """
+    """(B, C, H, W) float logits of normalised images (B, 3, H, W), averaged over overlapping `crop` windows
+    ((width, height), as `stride`), so a large image fits in memory at full detail. An image smaller than the
+    crop is zero-padded (the mean colour) and the logits cropped back."""
     crop, stride = as_size(crop), as_size(stride)
     check_stride(crop, stride)
     crop_w, crop_h = crop
@@ -91,21 +82,14 @@ def sliding_window(
         for k, (top, left) in enumerate(group):
             logit_sum[..., top : top + win_h, left : left + win_w] += logits[k * batch : (k + 1) * batch]
             count[..., top : top + win_h, left : left + win_w] += 1
-    return (logit_sum / count)[..., :height, :width]
+    return logit_sum.div_(count)[..., :height, :width]
 
 
 def flip_tta(predict: Callable[[Tensor], Tensor], image: Tensor) -> Tensor:
-    """Average `predict` over the image and its mirror, so the result is exactly mirror-symmetric.
-
-    `predict` maps (B, 3, H, W) to (B, C, H, W) probabilities.
-    """
+    """Average `predict` ((B, 3, H, W) -> (B, C, H, W) probabilities) over the image and its mirror, so the
+    result is exactly mirror-symmetric. Sums in place: one full-size tensor fewer, the same values."""
     plain = predict(image)
-    mirrored = predict(image.flip(-1)).flip(-1)
-    return (plain + mirrored) / 2
-
-
-def _scaled_size(reference_hw: tuple[int, int], scale: float) -> tuple[int, int]:
-    return max(1, round(reference_hw[0] * scale)), max(1, round(reference_hw[1] * scale))
+    return plain.add_(predict(image.flip(-1)).flip(-1)).div_(2)
 
 
 def _probabilities_at_scale(
@@ -132,12 +116,21 @@ def _probabilities_at_scale(
     return logits.softmax(dim=1)  # (B, C, H, W)
 
 
-def _autocast(device: torch.device, amp: bool):
-    """bf16 autocast where the GPU has it natively (no overflow risk), fp16 otherwise; nothing on CPU."""
+def wants_amp(state: dict, amp: bool | None) -> bool:
+    """Predict in the precision the model was trained and validated in (its config's `amp`) unless `amp` is given."""
+    return bool((state.get("config") or {}).get("amp", False)) if amp is None else bool(amp)
+
+
+def inference_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """The autocast dtype with `amp`: bf16 where the GPU has it natively, else fp16; None (float32) off CUDA."""
     from cityseg.training.model import mixed_precision_dtype
 
-    dtype = mixed_precision_dtype(device) if amp else None
-    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+    return mixed_precision_dtype(device) if amp else None
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """How the forward passes ran, as the prediction manifest (and so the evaluation JSON) records it."""
+    return {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}.get(dtype, "float32")
 
 
 @torch.inference_mode()
@@ -151,7 +144,7 @@ def predict_logits(
     scale_size: Size | None = None,
     scales: Sequence[float] = MS_SCALES,
     window_batch: int = 4,
-    amp: bool = True,
+    amp: bool = False,
 ) -> Tensor:
     """Class probabilities (B, C, H, W) for normalised images (B, 3, H, W) at their own resolution.
 
@@ -159,7 +152,7 @@ def predict_logits(
     setting returns the same kind of tensor. `scale_size` (width, height) is the size the
     model was trained at: inputs are resized to it (times each TTA scale) before the
     network, and `crop`/`stride` are measured in that resized image. `model` must be in
-    eval mode; on CUDA the forward runs under autocast (native bf16, else fp16) when `amp`.
+    eval mode; on CUDA with `amp` the forward runs under autocast (native bf16, else fp16).
     """
     crop, stride = as_size(crop), as_size(stride)
     check_options(mode, tta, crop, stride)
@@ -170,13 +163,15 @@ def predict_logits(
     tta_scales = tuple(scales) if tta == "ms-flip" else (1.0,)
 
     def at_scale(scale: float) -> Callable[[Tensor], Tensor]:
-        input_hw = _scaled_size(reference_hw, scale)
+        input_hw = max(1, round(reference_hw[0] * scale)), max(1, round(reference_hw[1] * scale))
         return lambda x: _probabilities_at_scale(model, x, input_hw, mode, crop, stride, window_batch)
 
-    with _autocast(image.device, amp):
+    dtype = inference_dtype(image.device, amp)
+    with torch.autocast(device_type=image.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         total: Tensor | None = None
         for scale in tta_scales:
             predict = at_scale(scale)
             probs = predict(image) if tta == "none" else flip_tta(predict, image)  # (B, C, H, W)
-            total = probs if total is None else total + probs
-    return total / len(tta_scales)
+            total = probs if total is None else total.add_(probs)
+            del probs
+    return total.div_(len(tta_scales))  # in place: a photo's class scores exist once, not twice

@@ -1,57 +1,45 @@
 """The ledger of a prediction output folder: which files `cityseg predict` wrote there, with what settings.
 
-Safety rules for the output folder, because the official matcher walks it recursively and
-takes any `<city>_<seq>_<frame>*.png` it finds:
-
-- A manifest `.cityseg-predict.json` records which files this command wrote, with the
-  checkpoint's sha256 and the inference settings. PNGs it does not list are never touched
-  and make the run stop, naming them.
-- PNGs from other settings (another checkpoint, mode, TTA, split) or for frames that are
-  not in this run are refused, or deleted with `overwrite=True` (only files the manifest lists).
-- Resuming after a kill at any moment is correct: frames are recorded as "pending" in the
-  manifest before their files are written, every file is written to a temporary name and
-  renamed into place, and a frame is "done" only after all its files exist. A rerun
-  recomputes pending frames and skips done frames whose files still match their sha256.
+The official matcher walks the folder and takes any `<city>_<seq>_<frame>*.png`, so only files the ledger
+lists are ever replaced or deleted (and only with `overwrite` when the settings changed); other PNGs stop
+the run. The manifest `.cityseg-predict.json` (settings, files and sha256s) is rewritten at the start and
+the end of a run; in between each claim ("pending", before a file is written) and each finished file is one
+fsynced line appended to `.cityseg-predict.jsonl`, so a kill at any moment resumes cleanly and the ledger
+costs O(N) bytes. Temp files carry the run's token, so a rerun deletes only temp files it wrote itself.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import json
+import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from cityseg.data.frames import Frame
 from cityseg.data.labelpng import encode_label_png
 from cityseg.errors import UserError, format_paths
-from cityseg.fileio import atomic_write_bytes, is_name_inside
+from cityseg.fileio import atomic_write_bytes, is_name_inside, sync_to_disk
 
 MANIFEST_NAME = ".cityseg-predict.json"
-
-
+JOURNAL_NAME = ".cityseg-predict.jsonl"
 LOCK_NAME = ".lock-predict"  # held by the one `predict` writing the folder (not a PNG: matchers ignore it)
-
-
 MANIFEST_FORMAT = "cityseg-predict"
-
-
-MANIFEST_VERSION = 1
-
-
+MANIFEST_VERSION = 2  # 2 adds the run token and the journal; version 1 manifests are still read
 # Settings that change the pixels written; two runs may share a folder only if all are equal.
-_COMPARED = ("kind", "split", "checkpoint_sha256", "mode", "tta", "crop", "stride", "scale_size")
-
-
+COMPARED = ("kind", "split", "checkpoint_sha256", "mode", "tta", "crop", "stride", "scale_size", "precision")
 # Errors that mean "this folder cannot take the files", as opposed to a bug.
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+_SCALARS = (str, int, float, bool, type(None))
 
 
 def prediction_name(frame_id: str) -> str:
@@ -82,13 +70,6 @@ def _png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def write_png(path: Path, array: np.ndarray) -> str:
-    """Write (H, W) or (H, W, 3) uint8 atomically (temp name not ending in .png); return its sha256."""
-    data = _png_bytes(array)
-    atomic_write_bytes(path, lambda handle: handle.write(data))
-    return hashlib.sha256(data).hexdigest()
-
-
 @contextmanager
 def storage_errors(folder: Path, what: str) -> Iterator[None]:
     """Turn 'disk full' / 'read-only' into a UserError naming the folder instead of a traceback."""
@@ -104,24 +85,73 @@ def storage_errors(folder: Path, what: str) -> Iterator[None]:
         ) from None
 
 
-class OutputLedger:
-    """The manifest of one output folder: which files this command wrote there, and with what settings."""
+def _storage_errors_named(method: Callable) -> Callable:
+    """A ledger method whose 'disk full' / 'read-only' errors name the ledger's folder (`storage_errors`)."""
 
-    def __init__(self, folder: Path, settings: dict[str, Any], names: dict[str, Sequence[str]], what: str) -> None:
-        self.folder = Path(folder)
+    @functools.wraps(method)
+    def wrapped(self: OutputLedger, *args: Any, **kwargs: Any) -> Any:
+        with storage_errors(self.folder, self.what):
+            return method(self, *args, **kwargs)
+
+    return wrapped
+
+
+def _valid_entry(entry: Any) -> bool:
+    return (
+        isinstance(entry, dict)
+        and entry.get("state") in ("pending", "done")
+        and isinstance(entry.get("files"), dict)
+        and all(is_name_inside(name) and isinstance(sha, (str, type(None))) for name, sha in entry["files"].items())
+    )
+
+
+def _valid_manifest(manifest: Any) -> bool:
+    """The schema a manifest must have before anything in it is used (names stay inside the folder)."""
+    return (
+        isinstance(manifest, dict)
+        and manifest.get("format") == MANIFEST_FORMAT
+        and manifest.get("version") in (1, MANIFEST_VERSION)
+        and isinstance(manifest.get("token", ""), str)
+        and isinstance(manifest.get("settings"), dict)
+        and all(
+            isinstance(value, _SCALARS) or (isinstance(value, list) and all(isinstance(v, _SCALARS) for v in value))
+            for value in manifest["settings"].values()
+        )
+        and isinstance(manifest.get("frames"), dict)
+        and all(_valid_entry(entry) for entry in manifest["frames"].values())
+    )
+
+
+class OutputLedger:
+    """The manifest and journal of one output folder: which files this command wrote there, with what settings.
+
+    `compared`: the settings that must match an earlier run's; `keep_others`: outputs of frames not in this run
+    stay (a folder of photos grows) instead of making the run stale (a split's folder holds that split only).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        settings: dict[str, Any],
+        names: dict[str, Sequence[str]],
+        what: str = "predictions",
+        compared: Sequence[str] = COMPARED,
+        keep_others: bool = False,
+    ) -> None:
+        self.folder, self.path = Path(folder), Path(folder) / MANIFEST_NAME
         self.what = what  # "predictions" or "colour images", for error messages
-        self.path = self.folder / MANIFEST_NAME
-        self.settings = settings
+        self.settings, self.compared, self.keep_others = settings, compared, keep_others
         self.names = {frame_id: list(files) for frame_id, files in names.items()}
         self.entries: dict[str, dict[str, Any]] = {}
-        self._recorded: set[str] = set()
+        self.token = secrets.token_hex(6)  # this run's: in its temp files' names and its journal's first line
+        self._old_token = ""
+        self._journal = None
         self._discard: list[str] = []
         self._reset = False
 
+    @_storage_errors_named
     def check(self, overwrite: bool) -> None:
         """Refuse foreign or stale files before anything is changed (in this folder or another one)."""
-        if self.folder.exists() and not self.folder.is_dir():
-            raise UserError(f"output folder {self.folder} is a file; pass a folder (it is created if missing).")
         manifest = self._load()
         entries: dict[str, dict[str, Any]] = manifest["frames"] if manifest else {}
         recorded = {name for entry in entries.values() for name in entry["files"]}
@@ -132,15 +162,25 @@ class OutputLedger:
                 f"({format_paths(foreign)}). The official evaluation walks this folder and would mix them in, "
                 "and they are never deleted automatically: move them away or choose another output folder."
             )
-        reasons = self._stale_reasons(manifest, entries)
+        reasons = self._stale_reasons(manifest)
         ours = sorted(name for name in recorded if (self.folder / name).exists())
-        edited = [] if reasons or overwrite else self._edited(entries)
+        edited = (
+            []
+            if reasons or overwrite
+            else sorted(
+                name
+                for key, entry in entries.items()
+                if key in self.names and entry["state"] == "done"  # finished files someone changed since
+                for name, sha in entry["files"].items()
+                if (self.folder / name).is_file() and not self._intact(name, sha)
+            )
+        )
         if edited:
             raise UserError(
                 f"{len(edited)} file(s) in {self.folder} changed after `cityseg predict` wrote them (their sha256 no "
                 f"longer matches its manifest): {format_paths(self.folder / name for name in edited)}. They are never "
-                "replaced silently: pass "
-                "--overwrite (overwrite=True) to predict them again, or move them away first to keep them."
+                "replaced silently: pass --overwrite (overwrite=True) to predict them again, or move them away first "
+                "to keep them."
             )
         if reasons and ours and not overwrite:
             raise UserError(
@@ -149,104 +189,140 @@ class OutputLedger:
                 "exactly those files and predict again, or choose another output folder."
             )
         self.entries = entries
-        self._recorded = recorded
+        self._old_token = manifest.get("token", "") if manifest else ""
         self._reset = bool(reasons or overwrite)
         self._discard = ours if self._reset else []
 
+    @_storage_errors_named
     def commit(self) -> set[str]:
-        """Delete what `check` condemned, write a fresh manifest; return the ids of finished frames."""
+        """Delete what `check` condemned and the last run's temp files, start a fresh journal; return finished ids."""
         self.folder.mkdir(parents=True, exist_ok=True)
         for name in self._discard:
             (self.folder / name).unlink(missing_ok=True)
         if self._reset:
             self.entries = {}
-        self._remove_temp_files(self._recorded)
-        self.flush()
-        return {frame_id for frame_id, entry in self.entries.items() if self._is_done(entry)}
+        # Temp files a killed run of this ledger left: only names with that run's recorded token.
+        leftover = re.compile(rf"^\..+\.{self._old_token}[a-z0-9_]+\.tmp$")
+        for path in self.folder.rglob(f".*.{self._old_token}*.tmp") if self._old_token else ():
+            if leftover.match(path.name):
+                path.unlink(missing_ok=True)
+        self._write_manifest()  # names this run's token before any of its temp files exists
+        self._journal = open(self.folder / JOURNAL_NAME, "wb")  # noqa: SIM115 - appended to until close()
+        self._append({"token": self.token})
+        return {
+            key
+            for key, entry in self.entries.items()
+            if entry["state"] == "done" and all(self._intact(name, sha) for name, sha in entry["files"].items())
+        }
 
+    @_storage_errors_named
     def mark_pending(self, frame_ids: Iterable[str]) -> None:
         """Claim files before writing them, so after a kill their names are known to be ours."""
-        for frame_id in frame_ids:
-            self.entries[frame_id] = {"state": "pending", "files": dict.fromkeys(self.names[frame_id])}
+        claimed = {frame_id: self.names[frame_id] for frame_id in frame_ids}
+        for frame_id, names in claimed.items():
+            self.entries[frame_id] = {"state": "pending", "files": dict.fromkeys(names)}
+        self._append({"pending": claimed})
 
+    @_storage_errors_named
     def mark_done(self, frame_id: str, files: dict[str, str]) -> None:
         """Record a frame whose files (name -> sha256) are all complete on disk."""
         self.entries[frame_id] = {"state": "done", "files": files}
+        self._append({"done": frame_id, "files": files})
 
-    def flush(self) -> None:
-        """Rewrite the manifest atomically: a kill leaves either the old or the new one."""
+    @_storage_errors_named
+    def write_png(self, name: str, array: np.ndarray) -> str:
+        """Write (H, W) or (H, W, 3) uint8 as `name`, atomically under a temp name with this run's token; its sha256."""
+        data = _png_bytes(array)
+        atomic_write_bytes(self.folder / name, lambda handle: handle.write(data), tag=self.token)
+        return hashlib.sha256(data).hexdigest()
+
+    @_storage_errors_named
+    def close(self) -> None:
+        """Fold the journal into the manifest (atomically), then drop the journal."""
+        if self._journal is None:
+            return
+        self._journal.close()
+        self._write_manifest()
+        (self.folder / JOURNAL_NAME).unlink(missing_ok=True)
+        self._journal = None
+
+    def _append(self, record: dict[str, Any]) -> None:
+        self._journal.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
+        self._journal.flush()
+        sync_to_disk(self._journal.fileno())
+
+    def _write_manifest(self) -> None:
+        """A kill leaves either the old or the new manifest; the journal's token says which lines are newer."""
         manifest = {
             "format": MANIFEST_FORMAT,
             "version": MANIFEST_VERSION,
+            "token": self.token,
             "settings": self.settings,
             "frames": self.entries,
         }
         data = json.dumps(manifest, indent=1, sort_keys=True).encode()
-        atomic_write_bytes(self.path, lambda handle: handle.write(data))
+        atomic_write_bytes(self.path, lambda handle: handle.write(data), tag=self.token)
 
     def _load(self) -> dict[str, Any] | None:
+        """The manifest with the journal of its run replayed (a torn last line, cut by a kill, is skipped)."""
         if not self.path.exists():
             return None
         try:
             manifest = json.loads(self.path.read_text())
-            frames = manifest["frames"]
-            valid = manifest.get("format") == MANIFEST_FORMAT and all(
-                isinstance(entry["files"], dict) and all(is_name_inside(n) for n in entry["files"])
-                for entry in frames.values()
-            )
-        except (ValueError, KeyError, TypeError, AttributeError):
+            valid = _valid_manifest(manifest)
+            if valid:
+                valid = self._replay(manifest)
+        except (ValueError, TypeError, AttributeError, RecursionError):  # a journal line of the wrong shape
             valid = False
         if not valid:
             raise UserError(
-                f"{self.path} is not a readable cityseg predict manifest, so it is unknown which files in "
-                f"{self.folder} this command wrote. Empty that folder yourself or choose another output folder."
+                f"{self.path} (or its journal {JOURNAL_NAME}) is not a readable cityseg predict manifest, so it is "
+                f"unknown which files in {self.folder} this command wrote. Empty that folder yourself or choose "
+                "another output folder."
             )
         return manifest
+
+    def _replay(self, manifest: dict[str, Any]) -> bool:
+        journal = self.folder / JOURNAL_NAME
+        if not journal.is_file():
+            return True
+        lines = journal.read_bytes().split(b"\n")[:-1]  # the last piece has no newline: empty, or torn by a kill
+        records = [json.loads(line) for line in lines]
+        if not records or records[0] != {"token": manifest.get("token")}:
+            return True  # a journal the manifest already holds (killed between the two writes)
+        for record in records[1:]:
+            if isinstance(record.get("pending"), dict):
+                entries = {
+                    key: {"state": "pending", "files": dict.fromkeys(names)} for key, names in record["pending"].items()
+                }
+            else:
+                entries = {record.get("done"): {"state": "done", "files": record.get("files")}}
+            if not all(isinstance(key, str) and _valid_entry(entry) for key, entry in entries.items()):
+                return False
+            manifest["frames"].update(entries)
+        return True
 
     def _present_pngs(self) -> set[str]:
         # Recursive, like the official matcher: a PNG in a subfolder would be matched just the same.
         return {path.relative_to(self.folder).as_posix() for path in self.folder.rglob("*.png")}
 
-    def _stale_reasons(self, manifest: dict[str, Any] | None, entries: dict[str, dict[str, Any]]) -> list[str]:
+    def _stale_reasons(self, manifest: dict[str, Any] | None) -> list[str]:
         """Why files recorded in `manifest` must not be mixed with this run (empty list: they may)."""
         if manifest is None:
             return []
-        before = manifest.get("settings", {})
-        changed = [key for key in _COMPARED if before.get(key) != self.settings.get(key)]
+        entries = manifest["frames"]
+        before = manifest["settings"]
+        changed = [key for key in self.compared if before.get(key) != self.settings.get(key)]
         reasons = [f"{key} was {before.get(key)!r}, now {self.settings.get(key)!r}" for key in changed]
         if "checkpoint_sha256" in changed:
             reasons.append(f"the earlier checkpoint was {before.get('checkpoint')} (epoch {before.get('epoch')})")
-        extra = sorted(frame_id for frame_id in entries if frame_id not in self.names)
+        extra = [] if self.keep_others else sorted(frame_id for frame_id in entries if frame_id not in self.names)
         if extra:
             reasons.append(f"{len(extra)} frame(s) are not in this run ({format_paths(extra)})")
         return reasons
 
-    def _remove_temp_files(self, recorded: set[str]) -> None:
-        """Delete temp files a killed run left; only names our atomic writer produces for our files."""
-        ours = recorded | {name for files in self.names.values() for name in files} | {MANIFEST_NAME}
-        pattern = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")
-        for path in self.folder.rglob(".*.tmp"):  # recursive: `cityseg predict --images` mirrors subfolders
-            match = pattern.match(path.name)
-            if match and (path.parent / match["name"]).relative_to(self.folder).as_posix() in ours:
-                path.unlink(missing_ok=True)
-
-    def _edited(self, entries: dict[str, dict[str, Any]]) -> list[str]:
-        """Files of this run's finished frames that exist but no longer hold what was written (someone edited them)."""
-        return sorted(
-            name
-            for key, entry in entries.items()
-            if key in self.names and entry.get("state") == "done"
-            for name, sha in entry["files"].items()
-            if (self.folder / name).is_file() and file_sha256(self.folder / name) != sha
-        )
-
-    def _is_done(self, entry: dict[str, Any]) -> bool:
-        if entry.get("state") != "done":
-            return False
-        return all(
-            (self.folder / name).is_file() and file_sha256(self.folder / name) == sha
-            for name, sha in entry["files"].items()
-        )
+    def _intact(self, name: str, sha: str | None) -> bool:
+        return (self.folder / name).is_file() and file_sha256(self.folder / name) == sha
 
 
 def check_color_folder(out_dir: Path, color_out: Path | None) -> None:
@@ -259,21 +335,36 @@ def check_color_folder(out_dir: Path, color_out: Path | None) -> None:
             f"--color-out {color_out} and the prediction folder {out_dir} are inside one another. The official "
             "evaluation walks the prediction folder recursively and fails when it finds a colour image next to "
             "a prediction of the same frame; put the colour images in a separate folder, e.g. "
-            f"{Path(out_dir).resolve().parent / (Path(out_dir).resolve().name + '_color')}."
+            f"{out_abs.parent / (out_abs.name + '_color')}."
         )
+
+
+def check_output_folder(folder: Path) -> None:
+    """Refuse, before anything is created, an output folder that is a file, a dangling link, or below a file."""
+    folder = Path(folder)
+    blocker = next((path for path in (folder, *folder.parents) if os.path.lexists(path)), None)
+    if blocker is None or blocker.is_dir():
+        return
+    if blocker.is_symlink() and not blocker.exists():
+        raise UserError(
+            f"the output folder {folder} cannot be created: {blocker} is a symbolic link to {os.readlink(blocker)}, "
+            "which does not exist. Create the link's target first, or pass another output folder (--out)."
+        )
+    raise UserError(
+        f"the output folder {folder} cannot be created: {blocker} is a file, not a folder. Pass another output "
+        f"folder (--out), or move {blocker} away first; it is left untouched."
+    )
 
 
 @contextmanager
 def output_locks(folders: list[Path]) -> Iterator[None]:
-    """One `predict` per output folder: a second one would rewrite the manifest under the first (see cityseg.locks)."""
-    from contextlib import ExitStack
-
+    """One `predict` per output folder: a second one would write the ledger under the first (see cityseg.locks)."""
     from cityseg.locks import hold_lock
 
+    for folder in folders:  # every folder is checked before any is created
+        check_output_folder(folder)
     with ExitStack() as stack:
         for folder in folders:
-            if folder.exists() and not folder.is_dir():
-                raise UserError(f"output folder {folder} is a file; pass a folder (it is created if missing).")
             with storage_errors(folder, "the lock file"):
                 folder.mkdir(parents=True, exist_ok=True)
                 stack.enter_context(
@@ -287,23 +378,11 @@ def output_locks(folders: list[Path]) -> Iterator[None]:
         yield
 
 
-def open_ledgers(
-    out_dir: Path, color_out: Path | None, settings: dict[str, Any], frames: list[Frame]
-) -> tuple[OutputLedger, OutputLedger | None]:
-    """The manifests of the prediction folder and, if asked for, the colour folder."""
-    names = {f.id: [prediction_name(f.id)] for f in frames}
-    ledger = OutputLedger(out_dir, {**settings, "kind": "labelIds"}, names, "predictions")
-    if color_out is None:
-        return ledger, None
-    color_names_by_id = {f.id: color_names(f.id) for f in frames}
-    return ledger, OutputLedger(color_out, {**settings, "kind": "color"}, color_names_by_id, "colour images")
-
-
-def flush_all(ledgers: list[OutputLedger], after_error: bool) -> None:
+def close_all(ledgers: list[OutputLedger], after_error: bool) -> None:
+    """Fold every journal into its manifest; after another error a failure here is left for the rerun."""
     for ledger in ledgers:
         try:
-            with storage_errors(ledger.folder, "the manifest"):
-                ledger.flush()
+            ledger.close()
         except UserError:
             if not after_error:
-                raise  # pending entries in the old manifest make a rerun recompute those frames
+                raise  # the journal stays and is replayed by the rerun

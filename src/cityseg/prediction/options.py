@@ -8,17 +8,41 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cityseg.errors import UserError
+from cityseg.training.config import SIDE_MULTIPLE
 
 MODES = ("whole", "slide")
-
-
 TTAS = ("none", "flip", "ms-flip")
-
-
 MS_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75)
-
-
 Size = tuple[int, int]  # (width, height)
+# Photos (and network inputs) with more pixels are refused: a photo's memory grows with its pixels (class scores,
+# 19 float32 per pixel, a few copies at once) on top of one batch of sliding windows. Both are bounds ~10% above
+# what bench/photo_memory.py measured on a CPU in float32 (BENCHMARKS.md); on CUDA they are device memory.
+DEFAULT_MAX_PIXELS = 32_000_000
+BYTES_PER_PIXEL = {"none": 190, "flip": 290, "ms-flip": 375}
+WINDOW_BATCH_BYTES = 3.3e9  # four 2048x1024 windows (the default --whole-limit) in one forward pass
+
+
+def memory_bound(max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
+    """The most memory one photo needs under `max_pixels`, per TTA, in words for --help and the docs."""
+    gigabytes = {tta: (max_pixels * size + WINDOW_BATCH_BYTES) / 1e9 for tta, size in BYTES_PER_PIXEL.items()}
+    return ", ".join(f"~{value:.0f} GB with --tta {tta}" for tta, value in gigabytes.items())
+
+
+def smallest_window() -> int:
+    """The smallest side of a sliding window: two of the model's size multiples. A smaller window sees too
+    little of the scene and turns one photo into thousands of forward passes."""
+    return 2 * SIDE_MULTIPLE
+
+
+def check_window(window: Size | None, flag: str) -> None:
+    """Refuse a sliding window (--crop, --whole-limit) with a side below `smallest_window()`."""
+    least = smallest_window()
+    if window is not None and min(window) < least:
+        raise UserError(
+            f"{flag} {window[0]}x{window[1]} is smaller than the smallest window, {least}x{least} (twice the model's "
+            f"size multiple {SIDE_MULTIPLE}: smaller windows see too little and take thousands of forward passes "
+            f"per photo); pass {flag} {max(least, window[0])}x{max(least, window[1])} or larger."
+        )
 
 
 def as_size(value: int | Sequence[int] | None) -> Size | None:
@@ -68,6 +92,7 @@ class PredictOptions:
     stride: Size | int | None = None  # step between windows; None = two thirds of `crop`
     batch_size: int = 1  # images per forward pass
     device: str = "auto"  # auto, cpu, cuda or cuda:N
+    amp: bool | None = None  # autocast on CUDA; None: as the checkpoint was trained (its config's amp)
     workers: int = 0  # processes decoding PNGs in parallel (0 = in the calling process)
     color_out: Path | None = None  # also write Cityscapes-coloured images and overlays here
     overwrite: bool = False  # delete what an earlier prediction wrote with other settings (only its own files)

@@ -1,10 +1,8 @@
 """A Cityscapes benchmark submission for pixel-level semantic labeling: one zip of labelIds PNGs.
 
-The server matches each test image to a file named `<city>_<seq>_<frame>*.png` anywhere in the
-archive (the same rule as evalPixelLevelSemanticLabeling), holding official labelIds (not trainIds)
-at full resolution, single channel. We keep the PNGs flat at the top level of the zip, stored
-without recompression (PNG is already compressed), after checking everything the server would
-reject or silently mis-score: count, names, duplicates, size, channels and ids.
+The server matches each test image to a file named `<city>_<seq>_<frame>*.png` anywhere in the archive (the
+rule of evalPixelLevelSemanticLabeling), holding official labelIds at full resolution, single channel. The
+PNGs go flat and uncompressed into the zip after every check the server would fail or silently mis-score.
 """
 
 from __future__ import annotations
