@@ -137,7 +137,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from cityseg.data.cache import ensure_cache
-    from cityseg.data.cached_dataset import CachedDataset
+    from cityseg.data.cache import CachedDataset
     from cityseg.data.dataset import CityscapesDataset, worker_init
     from cityseg.data.frames import list_frames
     from cityseg.data.transforms import build_transform

@@ -24,7 +24,7 @@ from cityseg.data.cache import (
     entry_name,
     training_cache_size,
 )
-from cityseg.data.cached_dataset import CachedDataset
+from cityseg.data.cache import CachedDataset
 from cityseg.data.dataset import CityscapesDataset
 from cityseg.data.frames import list_frames, read_image, read_train_ids
 from cityseg.data.transforms import build_transform

@@ -1,17 +1,15 @@
 """Cityscapes on disk: find image/label pairs, check the folder a user pointed at, read PNGs safely.
 
-The layout is the one the official zips unpack to:
-
     ROOT/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
     ROOT/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_{polygons.json,labelIds.png,...}
 
-An image id is `<city>_<seq>_<frame>`. Every way this layout commonly goes wrong (wrong folder level,
-a half-extracted zip, labels not prepared) is reported as one `UserError` paragraph that names the
-path and the fix, before any training time is spent.
+An image id is `<city>_<seq>_<frame>`. Every way this layout commonly goes wrong (wrong folder level, a
+half-extracted zip, labels not prepared) is one `UserError` naming the path and the fix, before training.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Sequence
@@ -63,9 +61,29 @@ class Frame:
     instance_ids: Path | None
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Finding the dataset root
-# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ListedSplit:
+    """One split listed once, for everything a run does with it (folds, runtime choices, datasets, cache)."""
+
+    root: Path
+    frames: tuple[Frame, ...]  # sorted by id, never empty
+
+    @functools.cached_property
+    def by_id(self) -> dict[str, Frame]:
+        return {frame.id: frame for frame in self.frames}
+
+    @functools.cached_property
+    def image_size(self) -> tuple[int, int]:
+        """(W, H) of the first image, from its header, read once."""
+        with Image.open(self.frames[0].image) as image:
+            return image.size
+
+
+def listed_split(root: Path | ListedSplit, split: str = "train", label_source: str = "trainIds") -> ListedSplit:
+    """`root`'s split listed (`list_frames`), or `root` itself when it is a listing already."""
+    if isinstance(root, ListedSplit):
+        return root
+    return ListedSplit(Path(root), tuple(list_frames(root, split, label_source)))
 
 
 def _visible_entries(folder: Path) -> list[os.DirEntry]:
@@ -133,11 +151,6 @@ def _check_root_location(root: Path) -> None:
         f"{root} is not a Cityscapes folder: it has no leftImg8bit/ or gtFine/ inside (it holds {names}). "
         "Pass the folder the Cityscapes zips were unpacked into (see cityscapes/README.md)."
     )
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Scanning one split
-# ----------------------------------------------------------------------------------------------------------
 
 
 def _is_dangling(entry: os.DirEntry) -> bool:
@@ -325,11 +338,6 @@ def check_polygons(root: Path, splits: Sequence[str] = ("train", "val")) -> None
     _check_root_location(root)
     for split in splits:
         _scan_split(root, split, "polygons")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Reading PNGs
-# ----------------------------------------------------------------------------------------------------------
 
 
 def _decode(path: Path, what: str, fix: str) -> Image.Image:

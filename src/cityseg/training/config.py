@@ -179,6 +179,13 @@ class TrainConfig:
         "(cityseg.training.runtime)",
         group=RUN,
     )
+    # Not a RUNTIME_FIELDS member: a run is reproducible only if every resume of it ran deterministic too.
+    deterministic: bool = _option(
+        False,
+        help="deterministic cuDNN/cuBLAS/torch kernels and no compile, so CUDA runs repeat bit for bit "
+        "(slower; CPU runs repeat without it)",
+        group=RUN,
+    )
 
     def __post_init__(self) -> None:
         _validate(self)

@@ -267,7 +267,9 @@ def validate(
         image, target = to_device_batch(image, target, context)  # (B, 3, H, W) float, (B, H, W) int64
         with context.autocast():
             logits = full_resolution_logits(model, image, target.shape[-2:], size)  # (B, C, H, W) float32
-        loss_sum += F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum").double()
+        # CUDA's summed nll_loss adds with atomics (not deterministic, refused under --deterministic): sum here
+        reduction = "none" if logits.is_cuda else "sum"
+        loss_sum += F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction=reduction).sum().double()
         pixels += (target != IGNORE_INDEX).sum()
         confusion += confusion_matrix(logits.argmax(dim=1), target, num_classes)
     all_reduce_sum(confusion)
