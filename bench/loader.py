@@ -136,8 +136,7 @@ def main() -> None:
     add_common_args(parser)
     args = parser.parse_args()
 
-    from cityseg.data.cache import ensure_cache
-    from cityseg.data.cache import CachedDataset
+    from cityseg.data.cache import CachedDataset, ensure_cache
     from cityseg.data.dataset import CityscapesDataset, worker_init
     from cityseg.data.frames import list_frames
     from cityseg.data.transforms import build_transform

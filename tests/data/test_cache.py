@@ -18,13 +18,13 @@ from cityseg.data.cache import (
     COMPLETE_FILE,
     IMAGES_FILE,
     LABELS_FILE,
+    CachedDataset,
     build_cache,
     cache_state,
     ensure_cache,
     entry_name,
     training_cache_size,
 )
-from cityseg.data.cache import CachedDataset
 from cityseg.data.dataset import CityscapesDataset
 from cityseg.data.frames import list_frames, read_image, read_train_ids
 from cityseg.data.transforms import build_transform

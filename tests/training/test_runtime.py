@@ -10,8 +10,7 @@ from collections import namedtuple
 import pytest
 import torch
 
-from cityseg.data.cache import MARKER, ensure_cache
-from cityseg.data.cache import CachedDataset
+from cityseg.data.cache import MARKER, CachedDataset, ensure_cache
 from cityseg.data.dataset import CityscapesDataset
 from cityseg.data.frames import list_frames
 from cityseg.errors import UserError

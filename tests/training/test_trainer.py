@@ -264,7 +264,7 @@ def test_out_of_memory_becomes_a_user_error(tiny_config, synth_root, fold0, tmp_
 
 def test_gpu_aug_moves_the_colour_ops_from_the_loader_to_the_step(tiny_config, synth_root, fold0):
     from cityseg.training.datasets import build_datasets
-    from cityseg.training.runtime import needs_grad_scaler, step_context
+    from cityseg.training.runtime import step_context
 
     config = tiny_config(aug=("flip", "photometric"), gpu_aug=True)
     train_set, _ = build_datasets(config, synth_root, fold0[0][:2])

@@ -167,7 +167,11 @@ def _frames(root: Path, split: str, label_source: str, frames: Sequence | None) 
 
 def _frame_record(frame, root: Path) -> dict[str, Any]:
     """What identifies a frame's sources: paths relative to ROOT (so ROOT may move), sizes and mtimes."""
-    return {"id": frame.id, **source_fingerprint("image", frame.image, root), **source_fingerprint("label", frame.label, root)}
+    return {
+        "id": frame.id,
+        **source_fingerprint("image", frame.image, root),
+        **source_fingerprint("label", frame.label, root),
+    }
 
 
 def _stale_reason(index: dict[str, Any], records: list[dict[str, Any]], size: tuple[int, int] | None) -> str | None:
@@ -210,9 +214,14 @@ def _build_entry(final: Path, old, split, frames, records, size, label_source, w
         reusable: dict[int, int] = {}  # new row -> old row, for sources unchanged since `old` was built
         if old is not None and tuple(old["shape"][1:]) == (height, width):
             old_rows = {r["id"]: (row, r) for row, r in enumerate(old["frames"])}
-            reusable = {row: old_rows[r["id"]][0] for row, r in enumerate(records) if old_rows.get(r["id"], (0, None))[1] == r}
+            reusable = {
+                row: old_rows[r["id"]][0] for row, r in enumerate(records) if old_rows.get(r["id"], (0, None))[1] == r
+            }
         if reusable:
-            old_images, old_labels = np.load(final / IMAGES_FILE, mmap_mode="r"), np.load(final / LABELS_FILE, mmap_mode="r")
+            old_images, old_labels = (
+                np.load(final / IMAGES_FILE, mmap_mode="r"),
+                np.load(final / LABELS_FILE, mmap_mode="r"),
+            )
             for row, old_row in reusable.items():
                 images[row], labels[row] = old_images[old_row], old_labels[old_row]
             del old_images, old_labels
@@ -331,7 +340,8 @@ def _check_only_ours(path: Path) -> None:
     others = sorted(
         p.name
         for p in path.iterdir()
-        if p.name not in ENTRY_FILES and not (p.name.endswith(".tmp") and any(p.name.startswith(f".{f}.") for f in ENTRY_FILES))
+        if p.name not in ENTRY_FILES
+        and not (p.name.endswith(".tmp") and any(p.name.startswith(f".{f}.") for f in ENTRY_FILES))
     )
     if others or not path.is_dir():
         raise UserError(

@@ -265,7 +265,13 @@ def _statistics(rows: list[dict], miou_key: str, class_key: str) -> dict[str, An
 
 
 def _fold_summary(
-    fold: int, run_dir: Path, config: TrainConfig, rows: list[dict], best: dict | None, finished: bool, epoch: int | None
+    fold: int,
+    run_dir: Path,
+    config: TrainConfig,
+    rows: list[dict],
+    best: dict | None,
+    finished: bool,
+    epoch: int | None,
 ) -> dict[str, Any]:
     """One fold: the row scored for the headline (at `epoch`) and its best row."""
     scored = next((row for row in rows if row.get("epoch") == epoch), None) if epoch is not None else None

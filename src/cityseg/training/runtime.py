@@ -80,7 +80,9 @@ def resolve_runtime(
     if config.gpu_aug is None:
         colour = [name for name in config.aug if name in PIXEL_AUGMENTATIONS]
         changes["gpu_aug"] = cuda and bool(colour)
-        why = f"{', '.join(colour)} on the GPU" if changes["gpu_aug"] else "no colour augmentation" if cuda else "CPU run"
+        why = (
+            f"{', '.join(colour)} on the GPU" if changes["gpu_aug"] else "no colour augmentation" if cuda else "CPU run"
+        )
         reasons["gpu_aug"] = f"auto: {why}"
     if config.compile is None or config.cache == AUTO:
         split = listed_split(split, "train", config.labels)
@@ -97,7 +99,9 @@ def resolve_runtime(
             f"repays its ~{COMPILE_SECONDS:.0f} s"
         )
     if config.cache == AUTO:
-        changes["cache"], reasons["cache"], warning = auto_cache(config, split) if cuda else (None, "auto: CPU run", None)
+        changes["cache"], reasons["cache"], warning = (
+            auto_cache(config, split) if cuda else (None, "auto: CPU run", None)
+        )
         warnings += [warning] if warning else []
     changes = _agreed(changes)
     return Resolution(dataclasses.replace(config, **changes), device, reasons, tuple(warnings))

@@ -254,7 +254,9 @@ def _disk_full_is_a_user_error(run_dir: Path, epoch: int, saved_epoch: int) -> I
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         where = Path(exc.filename).name if exc.filename else "the run's files"
-        kept = f"the files of epoch {saved_epoch} are intact" if saved_epoch else "nothing was saved yet, so it restarts"
+        kept = (
+            f"the files of epoch {saved_epoch} are intact" if saved_epoch else "nothing was saved yet, so it restarts"
+        )
         raise UserError(
             f"the disk holding {run_dir} is full ({exc.strerror}): {where} of epoch {epoch} could not be written "
             f"to {exc.filename or run_dir}. Free some space (a checkpoint needs a few hundred MB), then rerun with "
