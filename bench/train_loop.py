@@ -451,6 +451,7 @@ def report(
     if "syncs_per_step" in results:
         figure += "; syncs/step " + ", ".join(f"{name} {n}" for name, n in results["syncs_per_step"].items())
     ratio = ", ".join(f"{name}/memory {r['ratio']:.2f}x" for name, r in rows.items() if name != "memory")
+    ratio += f" (wall time; {args.workers} loader workers each, defaults its own)"
     if "defaults" in rows and "best" in rows:
         ratio += (
             f"; defaults/best {rows['defaults']['images_per_s'] / rows['best']['images_per_s']:.2f}x "

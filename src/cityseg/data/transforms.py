@@ -1,16 +1,10 @@
-"""Joint image/mask transforms built on torchvision.transforms.v2.
-
-The image travels as `tv_tensors.Image` and the mask as `tv_tensors.Mask`, so every geometric op is
-applied to both with the right resampling (image bilinear, mask nearest) and photometric ops touch the
-image only. Random scaling and cropping come first and are fused into one resize of just the crop window,
-so per-pixel work (photometric distortion, blur) runs on the crop, never on the full 2048x1024 frame.
-
-A crop larger than the scaled image is padded last, after the colour ops (as mmsegmentation pads after
-its PhotoMetricDistortion), at the bottom and right: the label with `PAD_LABEL`, the image with the
-ImageNet mean rounded to uint8. The training step (`mark_padding`, called by
-`cityseg.training.engine.to_device_batch`) then sets those pixels to exactly 0 after normalisation (the mean)
-and their labels to ignore, so padding never shifts BatchNorm statistics, whatever ran in between
-(`--gpu-aug` colour ops included).
+"""Joint image/mask transforms built on torchvision.transforms.v2 (image bilinear, mask nearest; colour ops on the
+image only). Random scaling and cropping are fused into one resize of just the crop window, so per-pixel work
+runs on the crop, never on the full frame. A crop larger than the scaled image is padded last, at the bottom and
+right, after the colour ops (as mmsegmentation pads after its PhotoMetricDistortion): the label with
+`PAD_LABEL`, the image with the ImageNet mean; the training step (`mark_padding`) then makes those pixels exactly
+0 after normalisation and their labels ignore. They add no loss, but BatchNorm's batch statistics still count
+them (as mmsegmentation's, whose padding is 0 after normalisation too).
 """
 
 from __future__ import annotations
@@ -83,12 +77,12 @@ def _dominant_class_ratio(mask: Tensor) -> float:
 
 
 class ScaleCrop(v2.Transform):
-    """Random scale, then a random crop of up to `crop` (W, H): smaller where the scaled image is (`PadTo`
-    pads it afterwards).
+    """Random scale, then a random crop of up to `crop` (W, H): smaller where the scaled image is (`PadTo` pads it).
 
-    The crop position is re-drawn up to `tries` times while one class covers more than `max_class_ratio`
-    of the labelled pixels (the least dominated window wins). Only the source window of the crop is
-    resampled, so the cost is that of the crop, whatever the scale.
+    While one class covers more than `max_class_ratio` of the labelled pixels the window is re-drawn, up to `tries`
+    draws, keeping the least dominated one. mmsegmentation's RandomCrop (cat_max_ratio) differs: a window passes
+    with `<` and at least two classes, and after 10 failures an 11th random window is kept unchecked; its shares
+    are counted on the rescaled label, ours on the source window (every 2nd-4th pixel of large ones).
     """
 
     def __init__(
