@@ -147,11 +147,11 @@ class Runner:
         if not config.compile:
             return self.core
         if self.compiled is None:
-            from cityseg.training.compiling import compile_with_fallback, first_step
+            from cityseg.training.compiling import CompiledOrEager, first_step
             from cityseg.training.engine import to_device_batch
             from cityseg.training.runtime import step_context
 
-            self.compiled = compile_with_fallback(self.core)
+            self.compiled = CompiledOrEager(self.core)
             context = step_context(config, self.device)
             self.compiled.train()
             image, target = to_device_batch(*sample, context)  # the shapes, dtypes and layout of the real steps

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cityseg.data.prepare import RECORD_FILE, prepare_dataset
+from cityseg.data.prepare import prepare_dataset
 from cityseg.errors import UserError
 
 
@@ -20,8 +20,7 @@ def _outputs(root):
 
 
 def _hidden_files(root):
-    """Hidden files other than the per-split record of what was converted: temp files left behind."""
-    return [p for p in root.rglob(".*") if p.is_file() and p.name != RECORD_FILE]
+    return [p for p in root.rglob(".*") if p.is_file()]
 
 
 def test_prepare_equals_official_conversion_pixel_for_pixel(synth_raw_root, tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -255,3 +256,25 @@ def test_full_fit_runs_the_folds_schedule_stopped_at_the_chosen_epoch(schedule):
     assert with_epochs(fold, 10).schedule_length == 10 and scheduled_lrs(with_epochs(fold, 10), 7, 70) == scheduled_lrs(
         fold, 7, 70
     )
+
+
+def bar_counts(err: str) -> list[tuple[int, int]]:
+    """(done, total) of every state the cv bar was drawn in."""
+    return [(int(a), int(b)) for a, b in re.findall(r"cv:\s+\d+%\|[^|]*\| (\d+)/(\d+) epochs", err)]
+
+
+def test_the_notebooks_two_calls_each_get_one_bar_counted_from_the_run_folders(synth_root, tmp_path, capsys):
+    torch.set_num_threads(1)
+    config = resolve_config(
+        "seed", size=(64, 32), encoder_weights=None, workers=0, device="cpu", epochs=1, lr=1e-3, batch_size=5
+    )
+    runs = tmp_path / "runs"
+    run_cv(synth_root, runs, config, k=2, resume=True, full=False)  # the notebook's cross-validation cell
+    first = capsys.readouterr()
+    counts = bar_counts(first.err)
+    assert counts[0] == (0, 2) and counts[-1] == (2, 2)  # folds only: 2 folds x 1 epoch
+    assert first.out.count("runtime: device cpu") == 1  # printed once, not once per fold
+
+    run_cv(synth_root, runs, config, k=2, resume=True, full=True)  # the notebook's full-fit cell
+    counts = bar_counts(capsys.readouterr().err)
+    assert counts[0] == (2, 3) and counts[-1] == (3, 3)  # the folds' epochs counted from their folders

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from cityseg.data.layout import LABEL_SOURCES
 from cityseg.errors import UserError, format_paths
-from cityseg.fileio import claim_folder, folder_lock, read_complete_index, source_fingerprint, sync_to_disk
+from cityseg.fileio import atomic_write_text, claim_folder, folder_lock, source_fingerprint, sync_to_disk
 from cityseg.locks import die_with_parent
 
 MARKER, FORMAT, FORMAT_VERSION = "CITYSEG_CACHE.json", "cityseg-cache", 1
@@ -159,6 +159,13 @@ def cache_state(
     return "fresh" if reason is None else f"stale: {reason}"
 
 
+def _image_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:  # the header only
+        return image.size
+
+
 def _frames(root: Path, split: str, label_source: str, frames: Sequence | None) -> Sequence:
     from cityseg.data.frames import list_frames
 
@@ -195,13 +202,7 @@ def _build_entry(final: Path, old, split, frames, records, size, label_source, w
         _remove_entry(tmp)  # left by a killed build: never used, start again
     tmp.mkdir()
     try:
-        if size is None:
-            from PIL import Image
-
-            with Image.open(frames[0].image) as image:  # the header only
-                width, height = image.size
-        else:
-            width, height = size
+        width, height = size or _image_size(frames[0].image)
         n = len(records)
         needed, free = n * height * width * 4, shutil.disk_usage(tmp).free
         if free < needed:  # fail now rather than at the last frame
@@ -218,10 +219,7 @@ def _build_entry(final: Path, old, split, frames, records, size, label_source, w
                 row: old_rows[r["id"]][0] for row, r in enumerate(records) if old_rows.get(r["id"], (0, None))[1] == r
             }
         if reusable:
-            old_images, old_labels = (
-                np.load(final / IMAGES_FILE, mmap_mode="r"),
-                np.load(final / LABELS_FILE, mmap_mode="r"),
-            )
+            old_images, old_labels = (np.load(final / name, mmap_mode="r") for name in (IMAGES_FILE, LABELS_FILE))
             for row, old_row in reusable.items():
                 images[row], labels[row] = old_images[old_row], old_labels[old_row]
             del old_images, old_labels
@@ -237,9 +235,9 @@ def _build_entry(final: Path, old, split, frames, records, size, label_source, w
             "shape": [n, height, width],
             "frames": records,
         }
-        _write_synced(tmp / INDEX_FILE, json.dumps(index, indent=1, sort_keys=True).encode() + b"\n")
+        atomic_write_text(tmp / INDEX_FILE, json.dumps(index, indent=1, sort_keys=True) + "\n")
         _crash_point("before-complete")
-        _write_synced(tmp / COMPLETE_FILE, b"complete\n")  # last: its presence means every byte above is on disk
+        atomic_write_text(tmp / COMPLETE_FILE, "complete\n")  # last: its presence means every byte above is on disk
         _fsync_dir(tmp)
     except Exception:
         _remove_entry(tmp)  # a bad frame or a full disk: nothing half-built stays behind
@@ -359,12 +357,15 @@ def _remove_entry(path: Path) -> None:
 
 
 def read_entry_index(entry: Path) -> dict[str, Any] | None:
-    """The entry's index if it is complete and its arrays have the recorded shape, else None (rebuild rather than
-    trust a truncated or hand-edited entry)."""
-    index = read_complete_index(entry, FORMAT, FORMAT_VERSION)
-    if index is None:
-        return None
+    """The entry's index if COMPLETE (written last) exists, the format matches and the arrays have the recorded
+    shape, else None: a truncated or hand-edited entry is rebuilt, never trusted."""
     try:
+        index = json.loads((entry / INDEX_FILE).read_text()) if (entry / COMPLETE_FILE).is_file() else None
+        if not isinstance(index, dict) or (index.get("format"), index.get("format_version")) != (
+            FORMAT,
+            FORMAT_VERSION,
+        ):
+            return None
         n, h, w = index["shape"]
         images = np.load(entry / IMAGES_FILE, mmap_mode="r")
         labels = np.load(entry / LABELS_FILE, mmap_mode="r")
@@ -372,13 +373,6 @@ def read_entry_index(entry: Path) -> dict[str, Any] | None:
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
     return index if ok else None
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        sync_to_disk(handle.fileno())
 
 
 def _fsync_dir(path: Path) -> None:
@@ -397,8 +391,8 @@ def _crash_point(name: str) -> None:
 class CachedDataset(Dataset):
     """`CityscapesDataset`'s items (uint8 image (3, H, W), uint8 mask (H, W)) read from a cache entry.
 
-    `transform` as there (None: the evaluation transform). With `root` the sources are re-stat'ed and a stale
-    entry refused. The memmaps open lazily in each loader worker and are dropped when pickled.
+    `transform` as there (None: the evaluation transform); `ensure_cache` first makes the entry fresh. The memmaps
+    open lazily in each loader worker and are dropped when pickled.
     """
 
     def __init__(
@@ -409,7 +403,6 @@ class CachedDataset(Dataset):
         transform: Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]] | None = None,
         size: tuple[int, int] | None = None,
         label_source: str = "trainIds",
-        root: Path | None = None,
     ) -> None:
         from cityseg.data.transforms import build_transform
 
@@ -420,13 +413,6 @@ class CachedDataset(Dataset):
                 f"no complete cache at {self.entry}; build it with `cityseg cache ROOT --out {cache_dir} --splits "
                 f"{split}" + (f" --size {size[0]}x{size[1]}" if size else "") + f" --labels {label_source}`."
             )
-        if root is not None:  # re-stat the sources (no walk, no decoding): a stale cache must not train
-            changed = [r["id"] for r in index["frames"] if _restat(r, Path(root)) != r]
-            if changed:
-                raise UserError(
-                    f"cache {self.entry} is stale: {len(changed)} source(s) changed since it was built, e.g. "
-                    f"{format_paths(changed, 3)}; rerun `cityseg cache` (it re-decodes only those)."
-                )
         rows = {record["id"]: row for row, record in enumerate(index["frames"])}
         self.ids = list(rows) if ids is None else list(ids)
         missing = [i for i in self.ids if i not in rows]
@@ -451,11 +437,3 @@ class CachedDataset(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_arrays": None}  # each worker maps the files itself
-
-
-def _restat(record: dict[str, Any], root: Path) -> dict[str, Any]:
-    """The record an index holds, with sizes and mtimes of the sources as they are now."""
-    fresh = dict(record)
-    for key in ("image", "label"):
-        fresh.update(source_fingerprint(key, root / record[key], root), **{key: record[key]})
-    return fresh

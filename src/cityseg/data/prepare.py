@@ -2,7 +2,7 @@
 
 Each file is rendered by the official converter's steps (`json2labelImg(json, png, "trainIds")`: its Annotation
 reader and createLabelImage, with a size check between), so it equals `csCreateTrainIdLabelImgs`' output pixel for
-pixel; on all cores, each PNG written atomically. A file is current when `.cityseg-prepared.json` in its split
+pixel; on all cores, each PNG written atomically. A file is current when `cityseg-prepared.json` in its split
 folder records its JSON's size and sha256 and the PNG written from it: content, not dates, so annotations unpacked
 with old dates over a prepared root are converted again. A killed run leaves hidden temp files the next one removes.
 """
@@ -34,7 +34,7 @@ from cityseg.locks import die_with_parent
 # Worker processes import this module, so it stays free of torch: cityseg.data.frames is imported lazily.
 COARSE_DIR = "gtCoarse"
 COARSE_POLYGONS_SUFFIX = "_gtCoarse_polygons.json"
-RECORD_FILE = ".cityseg-prepared.json"  # per split folder: what each PNG was converted from
+RECORD_FILE = "cityseg-prepared.json"  # per split folder: what each PNG was converted from (visible: not debris)
 RECORD_FORMAT = "cityseg-prepared"
 _CHUNK = 16  # files per worker task: enough to hide the inter-process round trip
 # Temp files: ".<output name>.<host>-<pid>-<random>.tmp.png"; host and pid tell a dead writer's leftovers.

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from cityseg.errors import UserError
 from cityseg.fileio import atomic_write_text
 from cityseg.labels import CLASS_NAMES
 from cityseg.locks import hold_lock, wait_lock
 from cityseg.training.config import TrainConfig, config_differences, with_epochs
-from cityseg.training.cv_progress import CVProgress, planned_runs
 from cityseg.training.datasets import check_input_size
 from cityseg.training.dist import barrier, held_by_main, init_distributed, is_main
 from cityseg.training.engine import json_float
@@ -91,46 +91,31 @@ def run_cv(
     fold_images = {fold: len(fold_ids(folds, fold)[0]) for fold in range(k)}
     # Machine defaults once for the whole CV (every fold and the full fit run with them), printed once.
     config = resolve_and_report(config, train, min(fold_images.values()), info.world_size, info.device)
-    full_planned = (
-        full
-        and only_folds is None
-        and all(f in selected or is_finished(fold_dir(runs_dir, f), config.epochs) for f in range(k))
-    )
-    plan = planned_runs(
-        [(fold_dir(runs_dir, f).name, fold_dir(runs_dir, f), fold_images[f]) for f in selected],
-        config.epochs,
-        (runs_dir / FULL_RUN, len(train.frames)) if full_planned else None,
-    )
+    full = full and only_folds is None
+    planned = {fold_dir(runs_dir, f).name: (fold_dir(runs_dir, f), config.epochs) for f in selected}
+    if full and all(f in selected or is_finished(fold_dir(runs_dir, f), config.epochs) for f in range(k)):
+        planned[FULL_RUN] = (runs_dir / FULL_RUN, config.epochs)  # an upper bound until the folds choose
     with held_by_main(lambda: _lock_runs(runs_dir, shared=only_folds is not None)):
         if is_main():
             with _shared_files_lock(runs_dir):
                 _check_shared_files(runs_dir, folds)
                 write_folds(runs_dir / FOLDS_FILE, folds)
         barrier()
-        with CVProgress(plan, enabled=progress and is_main()) as overall:
+        with _Bar(planned, enabled=progress and is_main()) as overall:
+            callback = overall.callback(on_epoch)
             for fold in selected:
                 run_dir = fold_dir(runs_dir, fold)
                 if not (resume and _skip_finished(run_dir, config)):
-                    train_ids, val_ids = fold_ids(folds, fold)
                     train_run(
-                        root,
-                        run_dir,
-                        config,
-                        train_ids,
-                        val_ids,
-                        resume=resume,
-                        on_epoch=overall.callback(on_epoch),
-                        progress=progress,
-                        split=train,
+                        root, run_dir, config, *fold_ids(folds, fold), resume, callback, progress=progress, split=train
                     )
             summary = summarize(runs_dir)
-            if full and only_folds is None and summary["complete"]:
+            if full and summary["complete"]:
                 full_config = with_epochs(config, summary["chosen_epochs"])
                 overall.set_epochs(FULL_RUN, full_config.epochs)
                 run_dir = runs_dir / FULL_RUN
                 if not (resume and _skip_finished(run_dir, full_config)):
                     ids = [f.id for f in train.frames]
-                    callback = overall.callback(on_epoch)
                     train_run(root, run_dir, full_config, ids, None, resume, callback, progress=progress, split=train)
         if is_main():
             with _shared_files_lock(runs_dir):  # another --only-folds process may have finished a fold meanwhile
@@ -138,6 +123,47 @@ def run_cv(
                 atomic_write_text(runs_dir / SUMMARY_FILE, json.dumps(summary, indent=1) + "\n")
         barrier()
     return summary
+
+
+class _Bar:
+    """One bar over every planned epoch of the folds and the full fit, counted from the run folders (a resumed cv
+    and the notebook's two run_cv calls start from what is done); its ETA is tqdm's, from this process's epochs."""
+
+    def __init__(self, planned: dict[str, tuple[Path, int]], enabled: bool) -> None:
+        self.planned = planned
+        bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} epochs [{elapsed}<{remaining}]"
+        self.bar = tqdm(total=self.total(), initial=self.done(), desc="cv", bar_format=bar_format, disable=not enabled)
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.bar.close()
+
+    def total(self) -> int:
+        return sum(epochs for _, epochs in self.planned.values())
+
+    def done(self) -> int:
+        return sum(min(len(load_log(run_dir)), epochs) for run_dir, epochs in self.planned.values())
+
+    def set_epochs(self, name: str, epochs: int) -> None:
+        """The full fit's epoch count, once the folds have chosen it."""
+        if name in self.planned:
+            self.planned[name] = (self.planned[name][0], epochs)
+            started = self.bar.start_t
+            self.bar.reset(total=self.total())  # not `.total =`: a notebook widget keeps its own maximum
+            self.bar.start_t, self.bar.n = started, self.done()
+            self.bar.refresh()
+
+    def callback(self, then: EpochCallback | None) -> EpochCallback:
+        """An on_epoch for `train_run` that advances the bar, then calls `then` (e.g. the notebook's live curves)."""
+
+        def on_epoch(run_name: str, row: dict) -> None:
+            self.bar.update(run_name in self.planned)
+            if then is not None:
+                then(run_name, row)
+
+        return on_epoch
 
 
 def _lock_runs(runs_dir: Path, shared: bool):
@@ -209,9 +235,8 @@ def summarize(runs_dir: Path) -> dict[str, Any]:
     Headline (`miou_mean`, `miou_std`, `class_iou_mean`, `class_iou_std`): fold k scored at the median of the
     other folds' best epochs (select "last": its last epoch); null until all folds are finished (a "last" fold:
     once it is). `selected`: the same at each fold's own best epoch (optimistic). Mean and sample std (ddof=1)
-    over folds; a class absent from a fold's ground truth (null) is left out of that class's statistics.
-    Per fold: fold, run_dir, finished, epochs, epochs_done, select; `epoch` (the epoch scored for the headline),
-    val_miou, val_loss, class_iou at it; best_epoch, best_val_miou, best_val_loss, best_class_iou.
+    over folds; a class absent from a fold's ground truth (null) is left out of its statistics. Per fold: its
+    `epoch` scored for the headline and the values there, and its best epoch's.
     """
     runs_dir = Path(runs_dir)
     folds = load_folds(runs_dir / FOLDS_FILE)

@@ -11,18 +11,16 @@ import errno
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from cityseg.data.device_augment import BatchAugment
 from cityseg.data.frames import ListedSplit, listed_split
-from cityseg.data.sampling import EpochKeys
 from cityseg.errors import UserError
 from cityseg.labels import NUM_CLASSES
 from cityseg.training import runinfo
@@ -38,7 +36,7 @@ from cityseg.training.dist import (
     is_distributed,
     is_main,
 )
-from cityseg.training.engine import StepContext, json_float, train_one_epoch, validate
+from cityseg.training.engine import json_float, train_one_epoch, validate
 from cityseg.training.losses import build_loss
 from cityseg.training.model import check_encoder_weights
 from cityseg.training.model_names import model_title_of
@@ -133,27 +131,47 @@ def _size_text(size: tuple[int, int] | None) -> str:
     return "full resolution" if size is None else f"{size[0]}x{size[1]}"
 
 
-@dataclass
 class _Training:
-    """Everything one run holds while it trains; `run_epoch` is the body of the epoch loop."""
+    """Everything one run holds while it trains: loaders, model (DDP/SyncBN/compile as configured), optimizer,
+    schedule, loss, TensorBoard; `run_epoch` is the body of the epoch loop."""
 
-    run_dir: Path
-    run_name: str
-    config: TrainConfig
-    core: nn.Module  # the bare network: what checkpoints store
-    model: nn.Module  # what runs: the network, maybe wrapped in DDP and torch.compile
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    criterion: nn.Module
-    context: StepContext
-    train_loader: DataLoader
-    val_loader: DataLoader | None
-    sampler: EpochKeys
-    board: TensorBoardLog
-    best_metric: float = float("nan")
-    best_epoch: int | None = None
-    saved_epoch: int = 0
+    def __init__(self, run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, datasets, state) -> None:
+        from cityseg.training.compiling import CompiledOrEager
+        from cityseg.training.model import build_model
+        from cityseg.training.runtime import note_compile_fallback
+
+        self.run_dir, self.run_name, self.config, device = run_dir, run_name, config, info.device
+        seed_everything(config.seed + info.rank)
+        self.train_loader, self.val_loader, self.sampler = build_loaders(config, *datasets, info)
+        self.context = step_context(config, device, info.rank)
+        # A resumed run loads its weights below, so it needs no download.
+        core = build_model(encoder_weights=None if state is not None else config.encoder_weights)
+        if config.sync_bn and info.world_size > 1 and device.type == "cuda":
+            core = nn.SyncBatchNorm.convert_sync_batchnorm(core)
+        if state is not None:
+            core.load_state_dict(state["model"])
+        self.core = core.to(
+            device, memory_format=torch.channels_last if self.context.channels_last else torch.preserve_format
+        )
+        self.model: nn.Module = core  # what runs: the bare network (what checkpoints store), maybe wrapped
+        if is_distributed():  # also a one-process torchrun job: the multi-GPU path on one GPU
+            cuda_ids = [device.index] if device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(core, device_ids=cuda_ids)
+        if config.compile:
+            on_fallback = lambda why: note_compile_fallback(run_dir, why) if is_main() else None  # noqa: E731
+            self.model = CompiledOrEager(self.model, on_fallback)
+        self.optimizer = build_optimizer(core, config)
+        self.scheduler = build_scheduler(self.optimizer, config, len(self.train_loader))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(self.context))
+        self.criterion = build_loss(config.loss, config.ohem_thresh, config.ohem_min_kept)
+        self.best_metric, self.best_epoch, self.saved_epoch = float("nan"), None, 0
+        done = state["epoch"] if state is not None else 0
+        title = f"{run_name}: {model_title_of(config)}"
+        board_dir = run_dir if is_main() else None
+        self.board = TensorBoardLog(board_dir, len(self.train_loader), config.epochs, done, datasets[1], title)
+        if state is not None:
+            self.restore(state, info.rank)
+            state.clear()  # the loaded tensors (hundreds of MB) now live in the model and optimizer
 
     def run_epoch(self, epoch: int, progress: bool, on_epoch: EpochCallback | None) -> None:
         """Train, validate, then save last.pt, best.pt (if improved) and the log row, in that order."""
@@ -264,66 +282,6 @@ def _disk_full_is_a_user_error(run_dir: Path, epoch: int, saved_epoch: int) -> I
         ) from None
 
 
-def _setup(
-    run_dir: Path,
-    run_name: str,
-    config: TrainConfig,
-    info: DistInfo,
-    train_set: Dataset,
-    val_set: Dataset | None,
-    state: dict | None,
-) -> _Training:
-    """Build loaders, model (DDP/SyncBN/compile as configured), optimizer, schedule and loss."""
-    from cityseg.training.compiling import compile_with_fallback
-    from cityseg.training.model import build_model
-    from cityseg.training.runtime import note_compile_fallback
-
-    device = info.device
-    seed_everything(config.seed + info.rank)
-    train_loader, val_loader, sampler = build_loaders(config, train_set, val_set, info)
-    context = step_context(config, device, info.rank)
-    # A resumed run loads its weights below, so it needs no download.
-    core = build_model(encoder_weights=None if state is not None else config.encoder_weights)
-    if config.sync_bn and info.world_size > 1 and device.type == "cuda":
-        core = nn.SyncBatchNorm.convert_sync_batchnorm(core)
-    if state is not None:
-        core.load_state_dict(state["model"])
-    core.to(device, memory_format=torch.channels_last if context.channels_last else torch.preserve_format)
-    model: nn.Module = core
-    if is_distributed():  # also a one-process torchrun job: the multi-GPU path on one GPU
-        model = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
-        model = compile_with_fallback(model, lambda why: note_compile_fallback(run_dir, why) if is_main() else None)
-    optimizer = build_optimizer(core, config)
-    training = _Training(
-        run_dir=run_dir,
-        run_name=run_name,
-        config=config,
-        core=core,
-        model=model,
-        optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, config, len(train_loader)),
-        scaler=torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(context)),
-        criterion=build_loss(config.loss, config.ohem_thresh, config.ohem_min_kept),
-        context=context,
-        train_loader=train_loader,
-        val_loader=val_loader,
-        sampler=sampler,
-        board=TensorBoardLog(
-            run_dir if is_main() else None,
-            len(train_loader),
-            config.epochs,
-            done_epochs=state["epoch"] if state is not None else 0,
-            val_set=val_set,
-            title=f"{run_name}: {model_title_of(config)}",
-        ),
-    )
-    if state is not None:
-        training.restore(state, info.rank)
-        state.clear()  # the loaded tensors (hundreds of MB) now live in the model and optimizer
-    return training
-
-
 def _train_epochs(
     run_dir: Path,
     run_name: str,
@@ -338,7 +296,7 @@ def _train_epochs(
     resumed_from = state["epoch"] if state is not None else 0  # _setup empties `state`
     training = None
     try:
-        training = _setup(run_dir, run_name, config, info, train_set, val_set, state)
+        training = _Training(run_dir, run_name, config, info, (train_set, val_set), state)
         for epoch in range(training.saved_epoch + 1, config.epochs + 1):
             training.run_epoch(epoch, progress, on_epoch)
     except KeyboardInterrupt:
