@@ -163,11 +163,8 @@ def wait_lock(path: Path, what: str, timeout: float | None = None) -> Iterator[N
 
 
 def die_with_parent() -> None:
-    """Pool initializer: end this worker when the process that started it dies (even by SIGKILL).
-
-    Linux: PR_SET_PDEATHSIG fires when the forking thread ends, so pools must start from a thread that
-    outlives them (every cityseg pool does). Elsewhere a daemon thread waits on the parent's sentinel.
-    """
+    """Pool initializer: end this worker when the process that started it dies, even by SIGKILL (Linux's
+    PR_SET_PDEATHSIG, which fires when the forking thread ends; elsewhere a thread waits on the parent)."""
     parent = multiprocessing.parent_process()
     if parent is None:
         return

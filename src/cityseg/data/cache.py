@@ -389,11 +389,8 @@ def _crash_point(name: str) -> None:
 
 
 class CachedDataset(Dataset):
-    """`CityscapesDataset`'s items (uint8 image (3, H, W), uint8 mask (H, W)) read from a cache entry.
-
-    `transform` as there (None: the evaluation transform); `ensure_cache` first makes the entry fresh. The memmaps
-    open lazily in each loader worker and are dropped when pickled.
-    """
+    """`CityscapesDataset`'s items read from a cache entry (`ensure_cache` makes it fresh first); the memmaps open
+    lazily in each loader worker and are dropped when pickled."""
 
     def __init__(
         self,

@@ -189,12 +189,8 @@ class PerImage:
 
 
 class BatchAugment:
-    """The per-pixel augmentations of a recipe, in the loader's order, for a uint8 batch on the device.
-
-    Each call is a training step; its draws come from torch's generator seeded by (seed, epoch, step,
-    rank) inside a forked RNG, so they do not depend on anything drawn before and a resumed run (which
-    restarts at an epoch boundary, `start_epoch`) draws exactly what the uninterrupted run drew.
-    """
+    """The per-pixel augmentations of a recipe, in the loader's order, for a uint8 batch on the device; each call
+    (a step) draws from torch's generator seeded by (seed, epoch, step, rank), so a resume draws the same."""
 
     def __init__(self, stages: list[Callable[[Tensor], Tensor]], seed: int = 0, rank: int = 0) -> None:
         self.stages = stages

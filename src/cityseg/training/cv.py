@@ -48,8 +48,6 @@ from cityseg.training.trainer import train_run
 SUMMARY_FORMAT = "cityseg-cv-summary"  # the marker that makes a summary.json ours to replace
 RUNS_LOCK = ".lock-cv"  # held for a whole `cv` (shared by --only-folds processes)
 SHARED_FILES_LOCK = ".lock-cv-files"  # held while folds.json or summary.json is checked and written
-# What summary.json held before it carried SUMMARY_FORMAT: such a file is an older cityseg's, not the user's.
-_LEGACY_SUMMARY_KEYS = frozenset(("k", "split", "seed", "complete", "folds", "chosen_epochs", "full", "std"))
 SELECTED_NOTE = "best epoch chosen on the same fold that scores it (optimistic)"
 
 __all__ = ["fold_table", "load_log", "make_folds", "run_cv", "summarize", "chosen_epochs", "fold_dir"]
@@ -194,7 +192,7 @@ def _check_shared_files(runs_dir: Path, folds: dict[str, Any]) -> None:
         data = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError):
         data = None
-    if isinstance(data, dict) and (data.get("format") == SUMMARY_FORMAT or _LEGACY_SUMMARY_KEYS <= data.keys()):
+    if isinstance(data, dict) and data.get("format") == SUMMARY_FORMAT:
         return
     raise UserError(
         f"{path} exists but was not written by `cityseg cv` (it lacks the {SUMMARY_FORMAT!r} format marker), and cv "
@@ -302,23 +300,11 @@ def _fold_summary(
 ) -> dict[str, Any]:
     """One fold: the row scored for the headline (at `epoch`) and its best row."""
     scored = next((row for row in rows if row.get("epoch") == epoch), None) if epoch is not None else None
-    none_per_class = [None] * len(CLASS_NAMES)
-    return {
-        "fold": fold,
-        "run_dir": run_dir.name,
-        "finished": finished,
-        "epochs": config.epochs,
-        "epochs_done": len(rows),
-        "select": config.select,
-        "epoch": epoch if scored is not None else None,
-        "val_miou": scored["val_miou"] if scored else None,
-        "val_loss": scored["val_loss"] if scored else None,
-        "class_iou": scored["class_iou"] if scored else none_per_class,
-        "best_epoch": best["epoch"] if best else None,
-        "best_val_miou": best["val_miou"] if best else None,
-        "best_val_loss": best["val_loss"] if best else None,
-        "best_class_iou": best["class_iou"] if best else none_per_class,
-    }
+    empty = {"epoch": None, "val_miou": None, "val_loss": None, "class_iou": [None] * len(CLASS_NAMES)}
+    at, best = {**empty, **(scored or {})}, {**empty, **(best or {})}
+    summary = {"fold": fold, "run_dir": run_dir.name, "finished": finished, "epochs": config.epochs}
+    summary |= {"epochs_done": len(rows), "select": config.select}
+    return summary | {key: at[key] for key in empty} | {f"best_{key}": best[key] for key in empty}
 
 
 def _protocol(per_fold: list[dict], k: int, chosen: int | None) -> str:

@@ -102,11 +102,8 @@ def check_input_size(config: TrainConfig, split: ListedSplit) -> None:
 def build_loaders(
     config: TrainConfig, train_set: Dataset, val_set: Dataset | None, info: DistInfo
 ) -> tuple[DataLoader, DataLoader | None, EpochKeys]:
-    """Training loader (shuffled; sharded under DDP) and validation loader (each image once over all ranks).
-
-    The training loader reads `EpochKeys` (call its `set_epoch` each epoch) through a `KeyedDataset`: its order
-    and every sample's augmentation depend only on (seed, epoch, index), whatever the worker count or a resume.
-    """
+    """Training loader (shuffled, sharded under DDP; its order and augmentations depend only on (seed, epoch,
+    index): `EpochKeys`, whose `set_epoch` runs each epoch) and validation loader (each image once over all ranks)."""
     from cityseg.data.dataset import worker_init
     from cityseg.system import default_workers
 

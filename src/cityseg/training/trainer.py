@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from cityseg.data.device_augment import BatchAugment
@@ -116,8 +115,23 @@ def train_run(
                 "n_val": len(val_set or []),
             }
             write_config_json(run_dir, record, resumed=state is not None)
+        resumed_from, training = (state["epoch"] if state is not None else 0), None  # _Training empties `state`
         try:
-            return _train_epochs(run_dir, run_name, config, info, train_set, val_set, state, on_epoch, progress)
+            training = _Training(run_dir, run_name, config, info, (train_set, val_set), state)
+            for epoch in range(training.saved_epoch + 1, config.epochs + 1):
+                training.run_epoch(epoch, progress, on_epoch)
+            return RunResult(run_dir, load_log(run_dir), training.best_epoch, training.best_metric)
+        except KeyboardInterrupt:
+            if is_main():
+                saved = training.saved_epoch if training is not None else resumed_from
+                said = (
+                    f"{run_dir / LAST_FILE} holds epoch {saved} of {run_name}; continue with --resume."
+                    if saved
+                    else f"{run_name} stopped before its first epoch ended, so no checkpoint was saved in {run_dir}; "
+                    "--resume starts it again from epoch 1."
+                )
+                tqdm.write(f"interrupted: {said}", file=sys.stderr)
+            raise
         except torch.cuda.OutOfMemoryError:
             raise UserError(
                 f"the GPU ran out of memory training {run_name} (batch size {config.batch_size}, crop "
@@ -125,6 +139,9 @@ def train_run(
                 "--crop, or train at a lower resolution with --size (e.g. 1024x512); --amp (mixed precision) also "
                 f"saves memory and may be added on --resume, which continues from the last finished epoch in {run_dir}."
             ) from None
+        finally:
+            if training is not None:
+                training.board.close()
 
 
 def _size_text(size: tuple[int, int] | None) -> str:
@@ -179,18 +196,8 @@ class _Training:
         if isinstance(self.context.augment, BatchAugment):
             self.context.augment.start_epoch(epoch)  # --gpu-aug draws follow (seed, epoch, step, rank)
         started = time.perf_counter()
-        stats = train_one_epoch(
-            self.model,
-            self.train_loader,
-            self.criterion,
-            self.optimizer,
-            self.scheduler,
-            self.scaler,
-            self.context,
-            epoch,
-            progress,
-            on_steps=self.board.step_writer(epoch),
-        )
+        parts = (self.model, self.train_loader, self.criterion, self.optimizer, self.scheduler, self.scaler)
+        stats = train_one_epoch(*parts, self.context, epoch, progress, self.board.step_writer(epoch))
         val = None
         if self.val_loader is not None:
             broadcast_buffers(self.core)  # validate exactly the model rank 0 saves
@@ -280,40 +287,6 @@ def _disk_full_is_a_user_error(run_dir: Path, epoch: int, saved_epoch: int) -> I
             f"to {exc.filename or run_dir}. Free some space (a checkpoint needs a few hundred MB), then rerun with "
             f"--resume: {kept}."
         ) from None
-
-
-def _train_epochs(
-    run_dir: Path,
-    run_name: str,
-    config: TrainConfig,
-    info: DistInfo,
-    train_set: Dataset,
-    val_set: Dataset | None,
-    state: dict | None,
-    on_epoch: EpochCallback | None,
-    progress: bool,
-) -> RunResult:
-    resumed_from = state["epoch"] if state is not None else 0  # _setup empties `state`
-    training = None
-    try:
-        training = _Training(run_dir, run_name, config, info, (train_set, val_set), state)
-        for epoch in range(training.saved_epoch + 1, config.epochs + 1):
-            training.run_epoch(epoch, progress, on_epoch)
-    except KeyboardInterrupt:
-        if is_main():
-            saved = training.saved_epoch if training is not None else resumed_from
-            said = (
-                f"{run_dir / LAST_FILE} holds epoch {saved} of {run_name}; continue with --resume."
-                if saved
-                else f"{run_name} stopped before its first epoch ended, so no checkpoint was saved in {run_dir}; "
-                "--resume starts it again from epoch 1."
-            )
-            tqdm.write(f"interrupted: {said}", file=sys.stderr)
-        raise
-    finally:
-        if training is not None:
-            training.board.close()
-    return RunResult(run_dir, load_log(run_dir), training.best_epoch, training.best_metric)
 
 
 def _summary_line(run_name: str, epochs: int, row: dict, improved: bool) -> str:
