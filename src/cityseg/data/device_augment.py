@@ -3,9 +3,8 @@
 `BatchPhotometric` is `cityseg.data.photometric`'s mmsegmentation PhotoMetricDistortion batched, each image with
 its own draw: the brightness and contrast tables looked up on the device, and OpenCV's 8-bit HSV in tensor ops
 (RGB -> HSV in its integer arithmetic; HSV -> RGB in its float formula, truncating like its vector loop and
-rounding like its scalar tail in the last columns of a row), so the result equals the workers' on the same
-machine bit for bit where OpenCV fuses its multiply-adds (x86-64 wheels). Draws happen on the host from a
-generator seeded by (seed, epoch, step, rank): the step never waits for the device, a resume draws the same.
+rounding like its scalar tail in the last columns of a row): the workers' result bit for bit where OpenCV
+fuses its multiply-adds (x86-64 wheels). Draws are made on the host, seeded by (seed, epoch, step, rank).
 """
 
 from __future__ import annotations

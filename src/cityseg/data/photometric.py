@@ -4,8 +4,7 @@ Its definition (mmseg/datasets/transforms/transforms.py, defaults), each step wi
 contrast x * U(0.5, 1.5), second or last (50/50); saturation S * U(0.5, 1.5) and hue (H + k) % 180, k an integer in
 [-18, 18), each its own round trip through OpenCV's 8-bit HSV; every step computed in float32, clipped to 0..255 and
 truncated to uint8. So each step maps a uint8 to a uint8: a 256-entry table computed with that float32 expression,
-applied with `cv2.LUT` (mmseg's pixels bit for bit, at a fraction of the cost). `draw_photometric` makes the draws,
-so the workers, the batched device version (`device_augment`) and the tests can be fed the same ones.
+applied with `cv2.LUT` (mmseg's pixels bit for bit, cheaper); `draw_photometric` makes draws any path can share.
 """
 
 from __future__ import annotations

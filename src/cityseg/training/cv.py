@@ -3,9 +3,8 @@
 With select "loss" or "miou" each fold's held-out cities choose that fold's best epoch; the full fit trains the
 folds' schedule for the median of all folds' best epochs (`chosen_epochs`), and the headline scores fold k at
 the median of the OTHER folds' best epochs, so no fold is scored at an epoch its own cities chose. With "last"
-(a fixed budget) every fold is scored at its last epoch. Folds of one RUNS may train in parallel processes
-(`--only-folds`, a shared lock on RUNS; a later `cv --resume` runs the full fit); each run folder, RUNS as a
-whole and folds.json/summary.json are locked, and a second process is refused naming the one in its way.
+(a fixed budget) every fold is scored at its last epoch. Folds of one RUNS may train in parallel (`--only-folds`,
+a shared lock on RUNS; a later `cv --resume` runs the full fit); a second process is refused naming the first.
 """
 
 from __future__ import annotations

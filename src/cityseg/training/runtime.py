@@ -1,11 +1,10 @@
 """The machine-dependent settings of a training run: resolved once at its start, printed, saved as resolved.
 
-Left at auto, device is CUDA when visible; gpu_aug runs the colour augmentations on CUDA; cache builds the
-decoded-image cache beside ROOT (else under $XDG_CACHE_HOME/cityseg) on CUDA when the disk has room;
-compile turns on for CUDA runs long enough to repay compiling (`COMPILE_MIN_MEGAPIXELS`: the saving per
-training megapixel is the eager vs compiled H200 train_loop rows of BENCHMARKS.md, 2026-11-26 01:47 and 01:49;
-the compile time a guess that scripts/gpu_check.sh measures). `--deterministic` pins cuDNN and torch to
-deterministic kernels and never compiles. Under torchrun rank 0 decides and every rank takes its answer.
+Left at auto: device CUDA when visible; gpu_aug and the decoded-image cache (beside ROOT, else under
+$XDG_CACHE_HOME/cityseg, if the disk has room) on CUDA; compile for CUDA runs long enough to repay it
+(`COMPILE_MIN_MEGAPIXELS`: the saving per megapixel from the eager and compiled H200 train_loop rows of
+BENCHMARKS.md, 2026-11-26 01:47 and 01:49; the compile time a guess scripts/gpu_check.sh measures).
+`--deterministic` pins deterministic kernels and never compiles. Under torchrun rank 0 decides for all ranks.
 """
 
 from __future__ import annotations
