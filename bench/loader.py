@@ -136,8 +136,7 @@ def main() -> None:
     add_common_args(parser)
     args = parser.parse_args()
 
-    from cityseg.data.cache import ensure_cache
-    from cityseg.data.cached_dataset import CachedDataset
+    from cityseg.data.cache import CachedDataset, ensure_cache
     from cityseg.data.dataset import CityscapesDataset, worker_init
     from cityseg.data.frames import list_frames
     from cityseg.data.transforms import build_transform
@@ -169,7 +168,8 @@ def main() -> None:
             "workers": args.workers,
         },
         figure=f"samples/s: (a) naive {a:.1f}, (b) cityseg {b:.1f}, (c) cache {c:.1f}",
-        ratio=f"(b)/(a) {b / a:.2f}x (target 1.3x), (c)/(a) {c / a:.1f}x (target 8x)",
+        ratio=f"(b)/(a) {b / a:.2f}x (target 1.3x), (c)/(a) {c / a:.1f}x (target 8x); wall time, {args.workers} workers "
+        "each",
         notes=f"{len(frames)} synthetic 2048x1024 frames, crop 1024x512 (max class ratio {args.crop_max_class_ratio}) "
         f"+ flip, batch {args.batch_size}, (a) float32/int64 out as the reference, (b)/(c) uint8 out as cityseg's "
         "datasets (normalised on the device), "

@@ -84,7 +84,8 @@ def main() -> None:
             f"{name}: default {r['default_ms']:.1f} ms/step, fused {r['fused_ms']:.1f} ms/step"
             for name, r in results.items()
         ),
-        ratio="; ".join(f"{name} fused {r['ratio']:.2f}x" for name, r in results.items()) + " vs torch's default",
+        ratio="; ".join(f"{name} fused {r['ratio']:.2f}x" for name, r in results.items())
+        + f" vs torch's default (wall time, {torch.get_num_threads()} threads each)",
         notes=f"{device}, {torch.get_num_threads()} threads; after {args.warmup + args.iters} steps the fused and the "
         "default parameters differ by at most "
         + ", ".join(f"{r['max_diff_in_lr']:.1e} lr ({name})" for name, r in results.items())

@@ -65,7 +65,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    from cityseg.training.compiling import compile_with_fallback, first_step
+    from cityseg.training.compiling import CompiledOrEager, first_step
     from cityseg.training.config import resolve_config
     from cityseg.training.engine import to_device_batch
     from cityseg.training.losses import build_loss
@@ -93,7 +93,7 @@ def main() -> None:
     flops = count_flops(core, args.batch, args.crop, train=True)
     context = step_context(config, device)
     core.to(device, memory_format=torch.channels_last if context.channels_last else torch.preserve_format).train()
-    model = compile_with_fallback(core) if config.compile else core
+    model = CompiledOrEager(core) if config.compile else core
     optimizer = build_optimizer(core, config)
     criterion = build_loss(config.loss, config.ohem_thresh, config.ohem_min_kept)
     width, height = args.crop

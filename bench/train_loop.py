@@ -147,11 +147,11 @@ class Runner:
         if not config.compile:
             return self.core
         if self.compiled is None:
-            from cityseg.training.compiling import compile_with_fallback, first_step
+            from cityseg.training.compiling import CompiledOrEager, first_step
             from cityseg.training.engine import to_device_batch
             from cityseg.training.runtime import step_context
 
-            self.compiled = compile_with_fallback(self.core)
+            self.compiled = CompiledOrEager(self.core)
             context = step_context(config, self.device)
             self.compiled.train()
             image, target = to_device_batch(*sample, context)  # the shapes, dtypes and layout of the real steps
@@ -451,6 +451,7 @@ def report(
     if "syncs_per_step" in results:
         figure += "; syncs/step " + ", ".join(f"{name} {n}" for name, n in results["syncs_per_step"].items())
     ratio = ", ".join(f"{name}/memory {r['ratio']:.2f}x" for name, r in rows.items() if name != "memory")
+    ratio += f" (wall time; {args.workers} loader workers each, defaults its own)"
     if "defaults" in rows and "best" in rows:
         ratio += (
             f"; defaults/best {rows['defaults']['images_per_s'] / rows['best']['images_per_s']:.2f}x "

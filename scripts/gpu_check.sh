@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU measurements and checks of the "fast by default" work, in one go: about 7 minutes on one H100, and
-# at most 9 (the steps' time limits add up to 540 s, plus a few seconds of set-up).
+# The GPU measurements and checks of the "fast by default" work and of --deterministic: about 9 minutes on one
+# H100, and at most 12 (the steps' time limits add up to 720 s, plus a few seconds of set-up).
 # Nothing here runs in `make test` (CI has no GPU); run it on a CUDA machine with the requirements installed:
 #
 #   bash scripts/gpu_check.sh OUT_DIR
@@ -25,6 +25,13 @@
 #      batch 1 (predict's default), 4 and 8 (target >= 200 img/s)
 #   6. optimizer (limit 30 s, ~10 s): bench/optimizer.py: one Adam/AdamW/SGD step over the U-Net's parameters,
 #      torch's default (foreach on CUDA) against the fused kernel training uses
+#   7. deterministic (limit 180 s, ~120 s): bench/deterministic.py: `cityseg train --full --deterministic` twice and
+#      once SIGKILLed after its first epoch then resumed, on 64 synthetic 1024x512 frames (strong recipe, 512x256
+#      crops, batch 8, 3 epochs): last.pt and best.pt equal tensor for tensor (their log rows carry timings), and
+#      the slowdown against the same run without --deterministic
+#
+# The limits add up to 720 s, more than one 10-minute call allows: run it in two, e.g.
+#   ONLY=train_loop,profile,cli_cv bash scripts/gpu_check.sh OUT; ONLY=torchrun,inference,optimizer,deterministic ...
 #
 # Each step has its own time limit, so one hang cannot eat the others. Benchmark rows go to
 # OUT_DIR/BENCHMARKS.gpu.md (append them to BENCHMARKS.md by hand after reading them), every step's output
@@ -38,15 +45,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=$1
 PYTHON=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
-ONLY=${ONLY:-}  # one step by name, e.g. ONLY=cli_cv
+ONLY=${ONLY:-}  # only these steps, by name: ONLY=cli_cv or ONLY=cli_cv,deterministic
 LIMIT_SCALE=${LIMIT_SCALE:-1}  # multiplies every step's time limit (a dry run on a slow CPU)
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 if [[ $DEVICE == cuda ]]; then
     CROP=1024x512 BATCH=16 FRAMES=32 STEPS=100 WARMUP=10 PROFILE_STEPS=10 INFER_SIZE=2048x1024 INFER_BATCHES=1,4,8
     CLI_SIZE=1024x512 CLI_PER_CITY=8 COMPILE=--compile BEST=best
+    DETERMINISTIC="--size 1024x512 --crop 512x256 --frames 64 --batch 8 --epochs 3"
 else  # the dry run: every command with tiny sizes; compiling on a CPU takes minutes, so nothing is compiled
     CROP=128x64 BATCH=2 FRAMES=4 STEPS=2 WARMUP=1 PROFILE_STEPS=2 INFER_SIZE=256x128 INFER_BATCHES=1,2
     CLI_SIZE=256x128 CLI_PER_CITY=4 COMPILE=--no-compile BEST=cache+gpu-aug
+    DETERMINISTIC="--size 128x64 --crop 64x32 --frames 8 --batch 2 --epochs 2"
 fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/cityseg-gpu-check.XXXXXX")
 mkdir -p "$OUT"
@@ -57,7 +66,7 @@ cityseg() { "$PYTHON" -m cityseg "$@"; }
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log everything, record the exit status
     local name=$1 limit=$(($2 * LIMIT_SCALE)) start=$SECONDS status
     shift 2
-    [[ -z $ONLY || $ONLY == "$name" ]] || return 0
+    [[ -z $ONLY || ",$ONLY," == *",$name,"* ]] || return 0
     echo "== $name (limit ${limit}s)" | tee -a "$LOG" >&2
     timeout --kill-after=5 "$limit" "$@" >>"$LOG" 2>&1
     status=$?
@@ -127,5 +136,7 @@ step inference 60 "$PYTHON" bench/train_step.py --device "$DEVICE" --no-train --
     --infer-size "$INFER_SIZE" --infer-batch "$INFER_BATCHES" --variants channels_last+bf16 --warmup 3 --iters 20 \
     --md "$MD"
 step optimizer 30 "$PYTHON" bench/optimizer.py --device "$DEVICE" --md "$MD"
+step deterministic 180 "$PYTHON" bench/deterministic.py --device "$DEVICE" $DETERMINISTIC --data "$WORK/bench-data" \
+    --md "$MD"
 rm -rf "$WORK"
 cat "$OUT/status.txt"

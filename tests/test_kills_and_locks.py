@@ -147,3 +147,13 @@ def test_forked_children_do_not_keep_a_lock(tmp_path):
             pass
     finally:
         os.waitpid(child, 0)
+
+
+@pytest.mark.parametrize("value", ["nan", "-5", "inf", "ten"])
+def test_a_lock_timeout_that_is_not_a_finite_number_of_seconds_is_refused(tmp_path, monkeypatch, value):
+    from cityseg.errors import UserError
+
+    monkeypatch.setenv("CITYSEG_LOCK_TIMEOUT", value)
+    with pytest.raises(UserError, match=f"CITYSEG_LOCK_TIMEOUT='{value}'"):
+        with wait_lock(tmp_path / ".lock-x", "x"):
+            pass

@@ -16,11 +16,8 @@ FSYNC_ENV = "CITYSEG_FSYNC"
 
 
 def sync_to_disk(fd: int) -> None:
-    """os.fsync(fd), so a finished file also survives a power cut or an OS crash, not only a kill.
-
-    CITYSEG_FSYNC=0 skips it, for throwaway runs (the test suite sets it): a kill never needs it, since the
-    kernel keeps written pages, and on a slow disk it costs ~0.5 s per 300 MB checkpoint.
-    """
+    """os.fsync(fd), so a finished file survives a power cut, not only a kill (the kernel keeps written pages);
+    CITYSEG_FSYNC=0 skips it for throwaway runs (the test suite sets it)."""
     if os.environ.get(FSYNC_ENV, "1") != "0":
         os.fsync(fd)
 
@@ -76,11 +73,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def claim_folder(out: Path, marker: str, stamp: dict, what: str, fix: str) -> None:
-    """Make `out` ours (create it with a `marker` JSON holding `stamp`) or check that it already is.
-
-    Caches write and delete only inside folders that carry their marker, so a folder the user
-    pointed at by mistake is refused (UserError naming `what` it is not and the `fix`), never emptied.
-    """
+    """Make `out` ours (create it with a `marker` JSON holding `stamp`) or check that it already is: a folder the
+    user pointed at by mistake is refused (UserError naming `what` it is not and the `fix`), never emptied."""
     from cityseg.errors import UserError
 
     out = Path(out)
@@ -106,32 +100,8 @@ def claim_folder(out: Path, marker: str, stamp: dict, what: str, fix: str) -> No
 
 @contextlib.contextmanager
 def folder_lock(folder: Path, name: str) -> Iterator[None]:
-    """Serialise writers of one entry in `folder` (DDP ranks, two notebooks); the OS drops the lock if we die.
-
-    A writer that waits says for whom, and gives up after CITYSEG_LOCK_TIMEOUT seconds (see cityseg.locks).
-    """
+    """Serialise writers of one entry in `folder` (DDP ranks, two notebooks); see cityseg.locks.wait_lock."""
     from cityseg.locks import wait_lock
 
     with wait_lock(Path(folder) / f".lock-{name}", f"{Path(folder) / name}, which another process is writing"):
         yield
-
-
-def read_complete_index(entry: Path, format_name: str, format_version: int) -> dict | None:
-    """A cache entry's index.json if its COMPLETE flag exists and the format matches, else None (rebuild).
-
-    COMPLETE is written last, so an entry without it was cut short and is never trusted.
-    """
-    entry = Path(entry)
-    if not (entry / "COMPLETE").is_file():
-        return None
-    try:
-        index = json.loads((entry / "index.json").read_text())
-    except (OSError, ValueError):
-        return None  # truncated or edited by hand
-    if (
-        not isinstance(index, dict)
-        or index.get("format") != format_name
-        or index.get("format_version") != format_version
-    ):
-        return None
-    return index

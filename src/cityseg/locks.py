@@ -1,23 +1,10 @@
 """Locks that a kill never leaves held, and pool workers that die with the process that started them.
 
-Every lock is an flock on a hidden `.lock-<name>` file. The kernel drops it when the last file
-descriptor of the holder's open file closes, so a SIGKILL leaves no stale lock, with two rules that
-keep it so:
-
-- a forked child (a pool or DataLoader worker) drops the lock descriptors it inherited
-  (`os.register_at_fork`), so an orphaned worker cannot keep its dead parent's lock alive;
-- pool workers ask the kernel to kill them when their parent dies (Linux `PR_SET_PDEATHSIG`;
-  elsewhere a thread waits on the parent), so no orphan keeps working either.
-
-Two ways to take a lock:
-
-    hold_lock(path, what, fix)            refuse at once when another process holds it (run folders:
-                                          a second trainer must not wait hours, it must stop)
-    wait_lock(path, what)                 wait for a short-lived holder (cache builds), telling the user
-                                          who it waits for, and give up after CITYSEG_LOCK_TIMEOUT seconds
-
-The holder writes one line `pid<TAB>started<TAB>command` into the lock file (exclusive holders
-replace the file's text, shared holders append), so a refusal can name the process in the way.
+Every lock is an flock on a hidden `.lock-<name>` file: the kernel drops it when the holder dies, and a
+forked child (a pool or DataLoader worker) drops the descriptors it inherited, so no orphan keeps a dead
+parent's lock. `hold_lock` refuses at once (a second trainer must stop, not wait hours); `wait_lock`
+waits for a short-lived holder, at most CITYSEG_LOCK_TIMEOUT seconds. The holder writes
+`pid<TAB>started<TAB>command` into the lock file, so a refusal names the process in the way.
 """
 
 from __future__ import annotations
@@ -25,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -38,44 +26,41 @@ from pathlib import Path
 from cityseg.errors import UserError
 
 TIMEOUT_ENV = "CITYSEG_LOCK_TIMEOUT"
-DEFAULT_TIMEOUT_S = 3600.0  # a cache build of the whole train split takes minutes, not an hour
+DEFAULT_TIMEOUT_S = 3600.0
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-# Descriptors of the locks this process holds; a forked child drops its copies (see _drop_in_child).
-_HELD: set[int] = set()
+_HELD: set[int] = set()  # descriptors of the locks this process holds
 
 
 def _drop_in_child() -> None:
-    """After fork: point the inherited lock descriptors at /dev/null, so only the parent holds the locks.
-
-    dup2 rather than close: the child's copies of the parent's objects still name these numbers, and a
-    closed number could be reused by a file the child opens and then closed by mistake.
-    """
-    if not _HELD:
-        return
-    null = os.open(os.devnull, os.O_RDONLY)
-    for fd in _HELD:
-        os.dup2(null, fd)
-    os.close(null)
-    _HELD.clear()
+    """After fork, point the inherited lock descriptors at /dev/null (dup2, not close: the child's copies of
+    the parent's objects still name these numbers, and a reused number could be closed by mistake)."""
+    if _HELD:
+        null = os.open(os.devnull, os.O_RDONLY)
+        for fd in _HELD:
+            os.dup2(null, fd)
+        os.close(null)
+        _HELD.clear()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_drop_in_child)
+os.register_at_fork(after_in_child=_drop_in_child)
 
 
 def lock_timeout() -> float:
-    """Seconds a blocked wait lasts before it gives up (CITYSEG_LOCK_TIMEOUT, default one hour)."""
+    """Seconds a blocked wait lasts (CITYSEG_LOCK_TIMEOUT, default one hour); anything but a finite number
+    of seconds >= 0 is refused, naming the value."""
     text = os.environ.get(TIMEOUT_ENV)
     if text is None:
         return DEFAULT_TIMEOUT_S
     try:
         value = float(text)
     except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
         raise UserError(
-            f"{TIMEOUT_ENV}={text!r} is not a number of seconds; set it to e.g. 600, or unset it."
-        ) from None
-    return max(0.0, value)
+            f"{TIMEOUT_ENV}={text!r} is not a number of seconds >= 0 (finite); set it to e.g. 600, or unset it "
+            f"for the default {DEFAULT_TIMEOUT_S:.0f}."
+        )
+    return value
 
 
 def _command() -> str:
@@ -85,16 +70,6 @@ def _command() -> str:
         argv[0] = "cityseg"
     text = " ".join(argv) or "python"
     return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _record_holder(fd: int, shared: bool) -> None:
-    """Write who holds the lock into the lock file (best effort: it only feeds error messages)."""
-    started = datetime.datetime.now().isoformat(sep=" ", timespec="seconds")
-    line = f"{os.getpid()}\t{started}\t{_command()}\n".encode()
-    with contextlib.suppress(OSError):
-        if not shared:
-            os.ftruncate(fd, 0)
-        os.write(fd, line)  # O_APPEND: shared holders never overwrite each other's lines
 
 
 def _is_running(pid: int) -> bool:
@@ -114,12 +89,9 @@ def describe_holders(path: Path) -> str:
     except OSError:
         lines = []
     live, dead = [], []
-    for line in lines:
-        parts = line.split("\t", 2)
-        if len(parts) != 3 or not parts[0].isdigit():
-            continue
-        pid, started, command = int(parts[0]), parts[1], parts[2]
-        (live if _is_running(pid) else dead).append(f"pid {pid} (`{command}`, since {started})")
+    for parts in (line.split("\t", 2) for line in lines):
+        if len(parts) == 3 and parts[0].isdigit():
+            (live if _is_running(int(parts[0])) else dead).append(f"pid {parts[0]} (`{parts[2]}`, since {parts[1]})")
     if live:
         return ", ".join(dict.fromkeys(live))
     if dead:
@@ -130,95 +102,76 @@ def describe_holders(path: Path) -> str:
     return f"another process (`fuser -v {path}` shows which)"
 
 
-def _open(path: Path) -> int:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-
-
 @contextlib.contextmanager
-def _held(fd: int) -> Iterator[None]:
-    """Keep `fd` registered (so forked children drop it) while the lock is held; unlock and close after."""
-    _HELD.add(fd)
+def _locked(path: Path, shared: bool, give_up: float | None, what: str) -> Iterator[None]:
+    """flock `path`; None `give_up`: refuse at once (BlockingIOError), else wait until that monotonic time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    told = False
     try:
+        while True:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if give_up is None or time.monotonic() >= give_up:
+                    raise
+                if not told:
+                    print(f"waiting for {what} (lock file {path}, held by {describe_holders(path)})", file=sys.stderr)
+                    told = True
+                time.sleep(0.1)
+        started = datetime.datetime.now().isoformat(sep=" ", timespec="seconds")
+        with contextlib.suppress(OSError):  # best effort: it only feeds error messages
+            if not shared:
+                os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\t{started}\t{_command()}\n".encode())  # O_APPEND: shared holders add
+        _HELD.add(fd)
         yield
     finally:
         _HELD.discard(fd)
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        os.close(fd)  # closing the last descriptor releases the flock
 
 
 @contextlib.contextmanager
 def hold_lock(path: Path, what: str, fix: str, shared: bool = False) -> Iterator[None]:
-    """Hold the lock at `path` (shared ones coexist), or refuse at once naming the holder.
-
-    The refusal is a UserError '`what` is in use by <holders>; `fix`'.
-    """
-    fd = _open(path)
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise UserError(f"{what} is in use by {describe_holders(path)}; {fix}") from None
-    _record_holder(fd, shared)
-    with _held(fd):
+    """Hold the lock at `path` (shared ones coexist), or refuse at once: UserError '`what` is in use by
+    <holders>; `fix`'."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_locked(Path(path), shared, None, what))
+        except BlockingIOError:
+            raise UserError(f"{what} is in use by {describe_holders(path)}; {fix}") from None
         yield
 
 
 @contextlib.contextmanager
-def wait_lock(path: Path, what: str, timeout: float | None = None, poll_s: float = 0.1) -> Iterator[None]:
-    """Hold the exclusive lock at `path`, waiting (with one note on stderr) for a holder to finish first.
-
-    After `timeout` seconds (CITYSEG_LOCK_TIMEOUT) it gives up with a UserError naming the lock file,
-    its holder and what to do, instead of blocking forever behind a hung or orphaned process.
-    """
+def wait_lock(path: Path, what: str, timeout: float | None = None) -> Iterator[None]:
+    """Hold the exclusive lock at `path`, waiting (with one note on stderr) for a holder to finish first;
+    after `timeout` seconds (CITYSEG_LOCK_TIMEOUT) give up with a UserError naming the file and holder."""
     timeout = lock_timeout() if timeout is None else timeout
-    fd = _open(path)
-    deadline = time.monotonic() + timeout
-    told = False
-    while True:
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
+            stack.enter_context(_locked(Path(path), False, time.monotonic() + timeout, what))
         except BlockingIOError:
-            if time.monotonic() >= deadline:
-                holders = describe_holders(path)
-                os.close(fd)
-                raise UserError(
-                    f"gave up after {timeout:.0f} s waiting for {what} (lock file {path}), held by {holders}. If that "
-                    f"process is still working, wait for it to finish or allow a longer wait with {TIMEOUT_ENV}="
-                    "SECONDS; if it hangs or was left behind by a killed command, stop it and run this command again."
-                ) from None
-            if not told:
-                print(f"waiting for {what} (lock file {path}, held by {describe_holders(path)})", file=sys.stderr)
-                told = True
-            time.sleep(poll_s)
-    _record_holder(fd, shared=False)
-    with _held(fd):
+            raise UserError(
+                f"gave up after {timeout:.0f} s waiting for {what} (lock file {path}), held by "
+                f"{describe_holders(path)}. If that process is still working, wait for it to finish or allow a longer "
+                f"wait with {TIMEOUT_ENV}=SECONDS; if it hangs or was left behind by a killed command, stop it and "
+                "run this command again."
+            ) from None
         yield
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Pool workers
-# ----------------------------------------------------------------------------------------------------------
-
-
 def die_with_parent() -> None:
-    """Pool initializer: end this worker when the process that started it dies (even by SIGKILL).
-
-    Linux: the kernel sends SIGKILL (PR_SET_PDEATHSIG) when the thread that forked this worker ends,
-    so pools must be started from a thread that outlives them (every cityseg pool is). Elsewhere a
-    daemon thread waits on the parent's sentinel (reliable for spawned workers, the default there).
-    """
+    """Pool initializer: end this worker when the process that started it dies, even by SIGKILL (Linux's
+    PR_SET_PDEATHSIG, which fires when the forking thread ends; elsewhere a thread waits on the parent)."""
     parent = multiprocessing.parent_process()
     if parent is None:
         return
     if sys.platform.startswith("linux"):
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent.pid:  # the parent died before the request was made
             os._exit(1)
         return

@@ -68,6 +68,7 @@ def test_every_field_round_trips_through_its_flag():
         seed=7,
         device="cpu",
         compile=True,
+        deterministic=True,
         momentum=0.8,
         poly_power=1.5,
         size=(1536, 768),

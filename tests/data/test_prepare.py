@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import shutil
 
@@ -61,6 +63,25 @@ def test_second_run_skips_and_touched_json_is_reconverted(mutable_root):
     assert [p for p in outputs if p.stat().st_mtime_ns != stamps[p]] == [target]
 
 
+def test_an_edited_json_with_an_old_date_is_converted_again(mutable_root):
+    """Corrected annotations unpacked over a prepared root keep the archive's old dates (unzip, tar, cp -p)."""
+    json_path = sorted(mutable_root.glob("gtFine/train/*/*_gtFine_polygons.json"))[0]
+    target = json_path.with_name(json_path.name.replace("_polygons.json", "_labelTrainIds.png"))
+    before = np.asarray(Image.open(target))
+    annotation = json.loads(json_path.read_text())
+    width, height = annotation["imgWidth"], annotation["imgHeight"]
+    square = [[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]]
+    annotation["objects"].append({"label": "sky", "polygon": square})  # drawn last: the whole frame is sky
+    json_path.write_text(json.dumps(annotation))
+    old = datetime.datetime(2016, 2, 1).timestamp()  # touch -d 2016-02-01
+    os.utime(json_path, (old, old))
+    result = prepare_dataset(mutable_root, workers=1, progress=False)
+    assert result.converted == 1
+    after = np.asarray(Image.open(target))
+    assert not np.array_equal(after, before) and (after == 10).all()  # 10: the trainId of sky
+    assert prepare_dataset(mutable_root, workers=1, progress=False).converted == 0
+
+
 def test_stale_or_missing_output_is_rewritten_correctly(mutable_root):
     target = sorted(mutable_root.glob("gtFine/val/*/*_labelTrainIds.png"))[0]
     expected = np.asarray(Image.open(target))
@@ -76,7 +97,7 @@ def test_corrupt_json_is_a_user_error_naming_the_file(mutable_root, workers):
     target = json_path.with_name(json_path.name.replace("_polygons.json", "_labelTrainIds.png"))
     before = target.read_bytes()
     for path in mutable_root.glob("gtFine/*/*/*_polygons.json"):
-        path.touch()  # everything outdated: with 2 workers the error comes back from the process pool
+        path.write_bytes(path.read_bytes() + b" ")  # everything outdated: with 2 workers the pool reports the error
     with pytest.raises(UserError, match=str(json_path)):
         prepare_dataset(mutable_root, workers=workers, progress=False)
     assert target.read_bytes() == before  # the old output was not replaced by a partial one

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from cityseg.data.augmentations import AUGMENTATIONS
 from cityseg.data.transforms import (
-    AUGMENTATIONS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     PAD_COLOR,
@@ -149,8 +149,10 @@ def test_eval_transform_keeps_pixels_and_resizes_width_by_height():
 
 
 def test_unknown_augmentation_lists_the_valid_ones():
+    from cityseg.training.config import resolve_config
+
     with pytest.raises(UserError) as info:
-        build_transform(True, ("flip", "mixup"))
+        resolve_config("seed", aug=("flip", "mixup"))
     assert "mixup" in str(info.value) and all(name in str(info.value) for name in AUGMENTATIONS)
 
 

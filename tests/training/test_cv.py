@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,11 +66,12 @@ def test_cv_only_folds_then_resume_then_summary(tiny_config, synth_root, tmp_pat
     # Recompute the summary from the fold logs alone: the headline at the chosen epoch, `selected` at each best.
     logs = [load_log(runs / f"fold_{k}") for k in (0, 1)]
     best_rows = [min(rows, key=lambda r: r["val_loss"]) for rows in logs]
-    chosen_rows = [rows[chosen - 1] for rows in logs]
+    # with two folds, each is scored at the other's best epoch
+    chosen_rows = [logs[0][best_epochs[1] - 1], logs[1][best_epochs[0] - 1]]
     assert summary["complete"] and summary["chosen_epochs"] == chosen
     assert [f["best_epoch"] for f in summary["folds"]] == [r["epoch"] for r in best_rows]
     assert [f["best_val_loss"] for f in summary["folds"]] == [r["val_loss"] for r in best_rows]
-    assert [f["epoch"] for f in summary["folds"]] == [chosen, chosen]
+    assert [f["epoch"] for f in summary["folds"]] == [best_epochs[1], best_epochs[0]]
     assert [f["val_miou"] for f in summary["folds"]] == [r["val_miou"] for r in chosen_rows]
     for stats, rows in ((summary, chosen_rows), (summary["selected"], best_rows)):
         mious = [r["val_miou"] for r in rows]
@@ -78,7 +81,7 @@ def test_cv_only_folds_then_resume_then_summary(tiny_config, synth_root, tmp_pat
             values = [r["class_iou"][c] for r in rows if r["class_iou"][c] is not None]
             assert stats["class_iou_mean"][c] == (pytest.approx(np.mean(values)) if values else None)
             assert stats["class_iou_std"][c] == (pytest.approx(np.std(values, ddof=1)) if len(values) > 1 else None)
-    assert f"epoch {chosen}" in summary["protocol"] and "optimistic" in summary["selected"]["note"]
+    assert f"({chosen})" in summary["protocol"] and "optimistic" in summary["selected"]["note"]
 
     full_rows = load_log(runs / "full")
     assert [r["epoch"] for r in full_rows] == list(range(1, chosen + 1))
@@ -92,6 +95,32 @@ def test_cv_only_folds_then_resume_then_summary(tiny_config, synth_root, tmp_pat
         run_cv(synth_root, runs, config, k=3, resume=True, progress=False)
     with pytest.raises(UserError, match="--resume"):
         run_cv(synth_root, runs, config, k=2, progress=False)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_cv_lists_the_train_folder_at_most_twice(tiny_config, synth_root, tmp_path, monkeypatch, cache):
+    """One pass over the data: the folds, the runtime choices, every run's datasets and the cache share one listing."""
+    import os
+
+    torch.set_num_threads(1)
+    train_dir = (synth_root / "leftImg8bit" / "train").resolve()
+    listings = []
+
+    def counting(real):
+        def listing(path="."):
+            if Path(os.fspath(path)).resolve() == train_dir:
+                listings.append(real.__name__)
+            return real(path)
+
+        return listing
+
+    for name in ("scandir", "listdir"):
+        monkeypatch.setattr(os, name, counting(getattr(os, name)))
+    config = tiny_config(epochs=1, batch_size=5, cache=str(tmp_path / "cache") if cache else None)
+    summary = run_cv(synth_root, tmp_path / "runs", config, k=2, progress=False)
+    assert summary["complete"] and (tmp_path / "runs" / "full" / "best.pt").is_file()
+    assert (tmp_path / "cache").is_dir() == cache
+    assert 1 <= len(listings) <= 2, listings
 
 
 @pytest.mark.parametrize(
@@ -143,27 +172,42 @@ def write_folds_file(runs, k):
     (runs / "folds.json").write_text(json.dumps({"k": k, "split": "city", "seed": 0, "folds": folds}))
 
 
-def test_headline_scores_every_fold_at_the_chosen_epoch_not_its_own_best(tmp_path):
-    runs, config = tmp_path / "runs", resolve_config("seed", epochs=4, workers=0)
+def three_folds(runs, config, fold_0_losses=(0.9, 0.5, 0.6, 0.7)):
+    """Best epochs by val loss: fold 0 by `fold_0_losses` (2 by default), fold 1 3, fold 2 4."""
     write_folds_file(runs, 3)
-    # best epochs by val loss: 2, 3 and 4 -> the full fit trains 3 epochs; every fold is scored at epoch 3
-    write_fold(runs, 0, config, mious=[0.30, 0.50, 0.40, 0.35], losses=[0.9, 0.5, 0.6, 0.7])
+    write_fold(runs, 0, config, mious=[0.30, 0.50, 0.40, 0.35], losses=list(fold_0_losses))
     write_fold(runs, 1, config, mious=[0.20, 0.30, 0.45, 0.44], losses=[0.9, 0.8, 0.4, 0.5])
     write_fold(runs, 2, config, mious=[0.10, 0.20, 0.30, 0.60], losses=[0.9, 0.8, 0.7, 0.3])
-    summary = summarize(runs)
+    return summarize(runs)
+
+
+def test_headline_scores_each_fold_at_the_other_folds_median_best_epoch(tmp_path):
+    summary = three_folds(tmp_path / "runs", resolve_config("seed", epochs=4, workers=0))
+    # best epochs 2, 3, 4: the full fit trains median(2, 3, 4) = 3; fold 0 is scored at median(3, 4) = 3.5 -> 4,
+    # fold 1 at median(2, 4) = 3, fold 2 at median(2, 3) = 2.5 -> 3 (halves round up)
     assert summary["chosen_epochs"] == 3
-    assert [f["epoch"] for f in summary["folds"]] == [3, 3, 3]
+    assert [f["epoch"] for f in summary["folds"]] == [4, 3, 3]
     assert [f["best_epoch"] for f in summary["folds"]] == [2, 3, 4]
-    assert [f["val_loss"] for f in summary["folds"]] == [0.6, 0.4, 0.7]
-    assert summary["miou_mean"] == pytest.approx((0.40 + 0.45 + 0.30) / 3)
-    assert summary["miou_std"] == pytest.approx(np.std([0.40, 0.45, 0.30], ddof=1))
-    assert summary["class_iou_mean"][18] == pytest.approx((0.40 + 0.45 + 0.30) / 3)
+    assert [f["val_loss"] for f in summary["folds"]] == [0.7, 0.4, 0.7]
+    assert summary["miou_mean"] == pytest.approx((0.35 + 0.45 + 0.30) / 3)
+    assert summary["miou_std"] == pytest.approx(np.std([0.35, 0.45, 0.30], ddof=1))
+    assert summary["class_iou_mean"][18] == pytest.approx((0.35 + 0.45 + 0.30) / 3)
     assert summary["class_iou_mean"][1] is None and summary["class_iou_std"][1] is None  # absent class
     assert summary["selected"]["miou_mean"] == pytest.approx((0.50 + 0.45 + 0.60) / 3)
     assert summary["selected"]["class_iou_mean"][0] == pytest.approx((0.25 + 0.225 + 0.30) / 3)
-    assert summary["protocol"].startswith("Each fold is scored at epoch 3") and "val loss" in summary["protocol"]
+    protocol = summary["protocol"]
+    assert "median of the other folds' best epochs by val loss (epochs 4, 3, 3)" in protocol and "(3)" in protocol
     assert "(optimistic)" in summary["selected"]["note"]
-    assert "no selection" in summary_text(summary) and "optimistic" in summary_text(summary)
+    assert "optimistic" in summary_text(summary)
+
+
+def test_moving_a_folds_best_epoch_leaves_its_own_headline_epoch_alone(tmp_path):
+    config = resolve_config("seed", epochs=4, workers=0)
+    before = three_folds(tmp_path / "before", config)
+    after = three_folds(tmp_path / "after", config, fold_0_losses=(0.9, 0.8, 0.7, 0.2))  # fold 0's best: 2 -> 4
+    assert [f["best_epoch"] for f in after["folds"]] == [4, 3, 4]
+    assert after["folds"][0]["epoch"] == before["folds"][0]["epoch"] == 4  # its own choice does not score it
+    assert [f["epoch"] for f in after["folds"][1:]] == [4, 4]  # the others' may move ([3, 3] before)
 
 
 def test_select_last_scores_the_last_epoch_as_soon_as_a_fold_finishes(tmp_path):
@@ -212,3 +256,25 @@ def test_full_fit_runs_the_folds_schedule_stopped_at_the_chosen_epoch(schedule):
     assert with_epochs(fold, 10).schedule_length == 10 and scheduled_lrs(with_epochs(fold, 10), 7, 70) == scheduled_lrs(
         fold, 7, 70
     )
+
+
+def bar_counts(err: str) -> list[tuple[int, int]]:
+    """(done, total) of every state the cv bar was drawn in."""
+    return [(int(a), int(b)) for a, b in re.findall(r"cv:\s+\d+%\|[^|]*\| (\d+)/(\d+) epochs", err)]
+
+
+def test_the_notebooks_two_calls_each_get_one_bar_counted_from_the_run_folders(synth_root, tmp_path, capsys):
+    torch.set_num_threads(1)
+    config = resolve_config(
+        "seed", size=(64, 32), encoder_weights=None, workers=0, device="cpu", epochs=1, lr=1e-3, batch_size=5
+    )
+    runs = tmp_path / "runs"
+    run_cv(synth_root, runs, config, k=2, resume=True, full=False)  # the notebook's cross-validation cell
+    first = capsys.readouterr()
+    counts = bar_counts(first.err)
+    assert counts[0] == (0, 2) and counts[-1] == (2, 2)  # folds only: 2 folds x 1 epoch
+    assert first.out.count("runtime: device cpu") == 1  # printed once, not once per fold
+
+    run_cv(synth_root, runs, config, k=2, resume=True, full=True)  # the notebook's full-fit cell
+    counts = bar_counts(capsys.readouterr().err)
+    assert counts[0] == (2, 3) and counts[-1] == (3, 3)  # the folds' epochs counted from their folders

@@ -108,3 +108,22 @@ def test_fold_table_reads_a_folds_file(tmp_path):
     folds = make_folds(IDS, k=2)
     write_folds(tmp_path / "folds.json", folds)
     assert fold_table(tmp_path / "folds.json") == fold_table(folds)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000 + "]" * 100_000,  # nesting a recursive parser cannot follow
+        '{"k": 2, "split": "city", "seed": 0, "folds": [{"train": [["a"]], "val": []}, {"train": [], "val": []}]}',
+        '{"k": "2", "split": "city", "seed": 0, "folds": [{"train": [], "val": []}, {"train": [], "val": []}]}',
+        '{"k": 2, "split": "city", "seed": 0, "folds": [{"train": [], "val": []}, 7]}',
+        '{"k": 2, "split": "weather", "seed": 0, "folds": [{"train": [], "val": []}, {"train": [], "val": []}]}',
+        '{"k": 2, "folds": [{"train": [], "val": []}, {"train": [], "val": []}]}',
+        '{"k": true, "split": "city", "seed": 0, "folds": [{"train": [], "val": []}]}',
+    ],
+)
+def test_damaged_folds_file_is_a_user_error_naming_it(tmp_path, text):
+    path = tmp_path / "folds.json"
+    path.write_text(text)
+    with pytest.raises(UserError, match="folds.json"):
+        load_folds(path)

@@ -10,10 +10,10 @@ from collections import namedtuple
 import pytest
 import torch
 
-from cityseg.data.cache import MARKER, ensure_cache
-from cityseg.data.cached_dataset import CachedDataset
+from cityseg.data.cache import MARKER, CachedDataset, ensure_cache
 from cityseg.data.dataset import CityscapesDataset
 from cityseg.data.frames import list_frames
+from cityseg.errors import UserError
 from cityseg.training import runtime
 from cityseg.training.config import TrainConfig, config_differences, resolve_config
 from cityseg.training.runtime import CACHE_MARGIN_BYTES, COMPILE_MIN_MEGAPIXELS, resolve_runtime
@@ -178,3 +178,59 @@ def _datasets(config, root):
 
     ids = [frame.id for frame in list_frames(root, "train")]
     return build_datasets(config, root, ids[:4], ids[4:6])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --deterministic
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def torch_switches(monkeypatch):
+    """Put torch's determinism switches and CUBLAS_WORKSPACE_CONFIG back after the test."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic)
+    saved_benchmark = torch.backends.cudnn.benchmark
+    yield
+    torch.use_deterministic_algorithms(saved[0])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1], saved_benchmark
+
+
+def test_deterministic_sets_the_torch_switches_and_the_cublas_workspace(torch_switches):
+    import os
+
+    runtime.apply_determinism(strong(deterministic=True))
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    runtime.apply_determinism(strong())  # a later run in the same process without the flag
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert not torch.backends.cudnn.deterministic and torch.backends.cudnn.benchmark
+
+
+def test_deterministic_is_refused_once_cuda_runs_without_the_workspace_setting(torch_switches, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with pytest.raises(UserError, match="CUBLAS_WORKSPACE_CONFIG=:4096:8 before CUDA starts"):
+        runtime.apply_determinism(strong(deterministic=True))
+
+
+def test_deterministic_never_compiles(cuda_machine, roomy_disk, mutable_root):
+    long_run = strong(deterministic=True, epochs=1000)
+    resolution = resolve_runtime(long_run, mutable_root, FOLD_IMAGES)
+    assert resolution.config.compile is False and "compile off (auto: --deterministic)" in resolution.lines()[0]
+    assert "deterministic on" in resolution.lines()[0]
+    assert resolve_runtime(strong(epochs=1000), mutable_root, FOLD_IMAGES).config.compile is True
+    with pytest.raises(UserError, match="--compile and --deterministic"):
+        resolve_runtime(strong(deterministic=True, compile=True), mutable_root, FOLD_IMAGES)
+
+
+def test_a_deterministic_run_trains_and_config_json_records_it(tiny_config, synth_root, tmp_path, torch_switches):
+    from cityseg.training.trainer import train_run
+
+    torch.set_num_threads(1)
+    ids = [frame.id for frame in list_frames(synth_root, "train")]
+    config = tiny_config(epochs=1, batch_size=2, deterministic=True)
+    train_run(synth_root, tmp_path / "run", config, ids[:2], ids[2:3], progress=False)
+    info = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert info["config"]["deterministic"] is True and info["runtime"]["deterministic"] is True
+    assert torch.are_deterministic_algorithms_enabled()  # what the run trained under

@@ -101,6 +101,7 @@ def test_run_folder_format(learned_run, synth_root):
         "compile": False,
         "gpu_aug": False,
         "cache": None,
+        "deterministic": False,
     }
     assert {"sha", "dirty"} <= set(info["git"])
     assert {"torch", "segmentation-models-pytorch", "cityscapesscripts"} <= set(info["versions"])

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cityseg.data.cache import COMPLETE_FILE, entry_name
-from cityseg.data.cached_dataset import CachedDataset
+from cityseg.data.cache import COMPLETE_FILE, CachedDataset, entry_name
 from cityseg.data.dataset import CityscapesDataset
 from cityseg.data.frames import list_frames
 from cityseg.training.config import resolve_config

@@ -16,8 +16,10 @@ def register(subparsers) -> None:
         help="write *_gtFine_labelTrainIds.png from the polygon JSONs (run once after download)",
         description="Convert every gtFine/*/*/*_gtFine_polygons.json into a *_gtFine_labelTrainIds.png beside it "
         "with the official cityscapesscripts converter (identical to csCreateTrainIdLabelImgs, but on all "
-        "cores and without CITYSCAPES_DATASET). Files newer than their JSON are skipped, so re-running is "
-        "cheap and an interrupted run resumes; each PNG is written atomically.",
+        "cores and without CITYSCAPES_DATASET). A PNG is skipped when gtFine/<split>/cityseg-prepared.json "
+        "records that it was written from its JSON's current content (size and sha256, not dates), so "
+        "re-running is cheap, an interrupted run resumes and corrected annotations are converted again; each "
+        "PNG is written atomically.",
     )
     parser.add_argument("root", type=Path, metavar="ROOT", help="dataset folder holding leftImg8bit/ and gtFine/")
     parser.add_argument(

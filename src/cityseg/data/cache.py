@@ -1,28 +1,10 @@
-"""Decode each split once: uint8 memmaps of images and trainIds at the training resolution.
+"""The training cache: each split decoded once into uint8 memmaps at the training resolution, read as a Dataset.
 
-Decoding one 2048x1024 PNG costs ~33 ms of a core, reading a 512x1024 crop from a memmap ~0.1 ms, so
-training epochs after the first stop paying for PNG decoding. The cache is derived data: it can always
-be rebuilt from ROOT, so it lives outside ROOT's official tree (default `ROOT/../cityseg-cache`).
-
-Layout of a cache folder (`cityseg cache ROOT --out DIR`, `--cache DIR` on train/cv):
-
-    DIR/CITYSEG_CACHE.json              marker: cityseg owns this folder (it refuses folders without it)
-    DIR/<split>_<W>x<H>_<labels>/       one entry per split, size ("full" = source size) and label source
-        images.npy                      (N, H, W, 3) uint8, rows in index order
-        labels.npy                      (N, H, W) uint8 trainIds, 255 = ignore
-        index.json                      per frame: id, source paths (relative to ROOT), mtime_ns, bytes
-        COMPLETE                        written last; an entry without it is never read
-    DIR/.lock-<entry>                   flock: one builder per entry, concurrent trainers wait
-
-An entry is built in `DIR/.tmp-<entry>/` and renamed into place only once complete, so a killed build
-leaves at most a temp folder that the next run discards. A source whose path, size or mtime changed makes
-the entry stale; the rebuild decodes only the changed frames and copies the rest from the old entry.
-The bytes written depend only on the sources, so a rerun after SIGKILL ends equal to an uninterrupted run.
-
-Resizing uses the evaluation transform's own `v2.Resize` (image bilinear+antialias, mask nearest), so a
-cache at `--size` gives exactly the evaluation inputs of PNGs at that size. Training crops from a full-
-resolution entry equal those from PNGs bit for bit; from a downsized entry they are resampled twice,
-which `training_cache_size` avoids whenever random scaling could enlarge a crop.
+DIR/CITYSEG_CACHE.json marks the folder as cityseg's; DIR/<split>_<W>x<H|full>_<labels>/ holds images.npy
+(N, H, W, 3), labels.npy (N, H, W) trainIds, index.json (per frame: id, source paths, sizes, mtimes) and
+COMPLETE, written last. An entry is built in `.tmp-<entry>/` and renamed into place, so a kill leaves at most
+a temp folder; a changed source makes the entry stale and the rebuild decodes only the changed frames.
+Resizing is the evaluation transform's `v2.Resize`, so a cache at `--size` gives its exact inputs.
 """
 
 from __future__ import annotations
@@ -30,8 +12,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,26 +22,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from cityseg.data.cache_core import (
-    COMPLETE_FILE,
-    IMAGES_FILE,
-    INDEX_FILE,
-    LABELS_FILE,
-    TRAINING_CACHE,
-    claim_cache_folder,
-    default_cache_dir,
-    free_bytes,
-)
 from cityseg.data.layout import LABEL_SOURCES
 from cityseg.errors import UserError, format_paths
-from cityseg.fileio import folder_lock, source_fingerprint, sync_to_disk
+from cityseg.fileio import atomic_write_text, claim_folder, folder_lock, source_fingerprint, sync_to_disk
 from cityseg.locks import die_with_parent
 
-MARKER, FORMAT, FORMAT_VERSION = TRAINING_CACHE.marker, TRAINING_CACHE.format, TRAINING_CACHE.format_version
-# Fault injection for the kill tests: the build SIGKILLs itself at the named step (see tests/data/test_cache.py).
-_CRASH_ENV = "CITYSEG_CACHE_CRASH_AT"
+MARKER, FORMAT, FORMAT_VERSION = "CITYSEG_CACHE.json", "cityseg-cache", 1
+IMAGES_FILE, LABELS_FILE, INDEX_FILE, COMPLETE_FILE = "images.npy", "labels.npy", "index.json", "COMPLETE"
+ENTRY_FILES = (IMAGES_FILE, LABELS_FILE, INDEX_FILE, COMPLETE_FILE)
+_CRASH_ENV = "CITYSEG_CACHE_CRASH_AT"  # the kill tests make a build SIGKILL itself at the named step
 
 
 @dataclass(frozen=True)
@@ -73,18 +48,18 @@ class CacheResult:
     status: str  # "fresh" (nothing to do), "built" (new entry) or "rebuilt" (stale or partial entry replaced)
 
 
+def default_cache_dir(root: Path) -> Path:
+    """Beside ROOT, not inside it, so ROOT keeps the official layout and can stay read-only."""
+    return Path(root).resolve().parent / "cityseg-cache"
+
+
 def entry_name(split: str, size: tuple[int, int] | None, label_source: str = "trainIds") -> str:
     """Folder name of one entry: `train_1024x512_trainIds`, or `val_full_trainIds` at source size."""
-    size_part = "full" if size is None else f"{size[0]}x{size[1]}"
-    return f"{split}_{size_part}_{label_source}"
+    return f"{split}_{'full' if size is None else f'{size[0]}x{size[1]}'}_{label_source}"
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Resize (H, W, 3) and (H, W) uint8 arrays to (W, H) with the op the evaluation transform uses.
-
-    The same `v2.Resize` as `build_transform(train=False, size=size)` (image bilinear with antialias on
-    uint8, mask nearest), so evaluating on the cache gives exactly the pixels of evaluating on PNGs.
-    """
+    """(H, W, 3) and (H, W) uint8 arrays resized to (W, H) exactly as `build_transform(train=False, size=size)`."""
     from torchvision import tv_tensors
     from torchvision.transforms import v2
 
@@ -97,18 +72,13 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> t
 def training_cache_size(
     size: tuple[int, int] | None, aug: Sequence[str], scale_range: tuple[float, float] | None
 ) -> tuple[int, int] | None:
-    """The entry size that loses nothing for these augmentations: `size`, or full resolution when random
-    scaling can enlarge past `size` (a crop upsampled from a downsized cache would be blurrier than one
-    resampled once from the source, which is what training on PNGs does)."""
+    """`size`, or full resolution when random scaling can enlarge past it (a crop upsampled from a downsized
+    cache would be blurrier than one resampled once from the source, as training on PNGs does)."""
     from cityseg.data.augmentations import DEFAULT_SCALE_RANGE
 
     if size is not None and "scale-crop" in aug and (scale_range or DEFAULT_SCALE_RANGE)[1] > 1.0:
         return None
     return size
-
-
-# ----------------------------------------------------------------------------------------------------------
-# building
 
 
 def build_cache(
@@ -132,51 +102,74 @@ def ensure_cache(
     label_source: str = "trainIds",
     workers: int | None = None,
     progress: bool = True,
+    frames: Sequence | None = None,
 ) -> CacheResult:
-    """Return a fresh entry for `split`, building or repairing it first when needed (safe to call each run)."""
-    from cityseg.data.frames import list_frames
-
+    """A fresh entry for `split` (its `frames` as listed, else listed here), built or repaired first if needed."""
     root = Path(root)
     if label_source not in LABEL_SOURCES:
         raise UserError(f"label source {label_source!r} is unknown; use one of {', '.join(LABEL_SOURCES)}.")
     out = Path(out) if out is not None else default_cache_dir(root)
-    TRAINING_CACHE.check_outside_dataset(out, root, f", e.g. {default_cache_dir(root)}")
-    frames = list_frames(root, split, label_source=label_source)
+    _check_outside_dataset(out, root)
+    frames = _frames(root, split, label_source, frames)
     if not frames:
         raise UserError(f"split {split!r} of {root} has no frames to cache; check ROOT and --splits.")
     records = [_frame_record(frame, root) for frame in frames]
-    claim_cache_folder(out)
+    claim_folder(
+        out,
+        MARKER,
+        {"format": FORMAT, "format_version": FORMAT_VERSION, "note": "written by `cityseg cache`; safe to delete"},
+        "cityseg cache",
+        "pass an empty or new folder with --out/--cache, or leave it out to use the default beside ROOT.",
+    )
     name = entry_name(split, size, label_source)
     final = out / name
     with folder_lock(out, name):
-        _recover_interrupted_swap(out, name)
+        previous = out / f".old-{name}"  # a kill between the two renames of a swap: put the complete one back
+        if previous.exists() and final.exists():
+            _remove_entry(previous)
+        elif previous.exists():
+            os.rename(previous, final)
         old = read_entry_index(final)
         if old is not None and _stale_reason(old, records, size) is None:
             return CacheResult(split, final, len(records), 0, 0, "fresh")
-        status = "built" if not final.exists() else "rebuilt"
+        status = "rebuilt" if final.exists() else "built"
         if final.exists():
-            TRAINING_CACHE.check_only_ours(final)  # before decoding, not after an hour
-        job = _Job(split, frames, records, size, label_source, workers, progress)
-        decoded, reused = _build_entry(job, final, old)
+            _check_only_ours(final)  # before decoding, not after an hour
+        decoded, reused = _build_entry(final, old, split, frames, records, size, label_source, workers, progress)
     return CacheResult(split, final, len(records), decoded, reused, status)
 
 
 def cache_state(
-    root: Path, split: str, size: tuple[int, int] | None = None, out: Path | None = None, label_source: str = "trainIds"
+    root: Path,
+    split: str,
+    size: tuple[int, int] | None = None,
+    out: Path | None = None,
+    label_source: str = "trainIds",
+    frames: Sequence | None = None,
 ) -> str:
-    """Say whether an entry is usable: "fresh", "missing", "partial" or "stale: <why>" (reads no pixels)."""
-    from cityseg.data.frames import list_frames
-
-    out = Path(out) if out is not None else default_cache_dir(root)
-    final = out / entry_name(split, size, label_source)
+    """Whether an entry is usable: "fresh", "missing", "partial" or "stale: <why>" (reads no pixels)."""
+    final = (Path(out) if out is not None else default_cache_dir(root)) / entry_name(split, size, label_source)
     if not final.exists():
         return "missing"
     index = read_entry_index(final)
     if index is None:
         return "partial"
-    records = [_frame_record(f, Path(root)) for f in list_frames(root, split, label_source=label_source)]
+    records = [_frame_record(f, Path(root)) for f in _frames(root, split, label_source, frames)]
     reason = _stale_reason(index, records, size)
     return "fresh" if reason is None else f"stale: {reason}"
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:  # the header only
+        return image.size
+
+
+def _frames(root: Path, split: str, label_source: str, frames: Sequence | None) -> Sequence:
+    from cityseg.data.frames import list_frames
+
+    return frames if frames is not None else list_frames(root, split, label_source=label_source)
 
 
 def _frame_record(frame, root: Path) -> dict[str, Any]:
@@ -192,11 +185,9 @@ def _stale_reason(index: dict[str, Any], records: list[dict[str, Any]], size: tu
     """Why an index no longer matches the sources (None when it does)."""
     if index.get("requested_size") != (list(size) if size else None):
         return f"built for size {index.get('requested_size')}, asked for {size}"
-    old_ids = [r["id"] for r in index["frames"]]
-    new_ids = [r["id"] for r in records]
+    old_ids, new_ids = [r["id"] for r in index["frames"]], [r["id"] for r in records]
     if old_ids != new_ids:
-        added = sorted(set(new_ids) - set(old_ids))
-        removed = sorted(set(old_ids) - set(new_ids))
+        added, removed = sorted(set(new_ids) - set(old_ids)), sorted(set(old_ids) - set(new_ids))
         return f"frames added {format_paths(added, 3) or 'none'}, removed {format_paths(removed, 3) or 'none'}"
     changed = [new["id"] for old, new in zip(index["frames"], records, strict=True) if old != new]
     if changed:
@@ -204,83 +195,54 @@ def _stale_reason(index: dict[str, Any], records: list[dict[str, Any]], size: tu
     return None
 
 
-@dataclass(frozen=True)
-class _Job:
-    """One entry to build: the split's frames, their source records and how to decode them."""
-
-    split: str
-    frames: list  # cityseg.data.frames.Frame, in index order
-    records: list[dict[str, Any]]
-    size: tuple[int, int] | None
-    label_source: str
-    workers: int | None
-    progress: bool
-
-
-def _build_entry(job: _Job, final: Path, old: dict[str, Any] | None) -> tuple[int, int]:
+def _build_entry(final: Path, old, split, frames, records, size, label_source, workers, progress) -> tuple[int, int]:
     """Write a whole entry into `.tmp-<name>` and swap it into place; returns (decoded, reused)."""
     tmp = final.parent / f".tmp-{final.name}"
     if tmp.exists():
-        TRAINING_CACHE.remove_entry(tmp)  # left by a killed build: never used, start again
+        _remove_entry(tmp)  # left by a killed build: never used, start again
     tmp.mkdir()
     try:
-        decoded, reused = _fill_entry(job, tmp, final, old)
+        width, height = size or _image_size(frames[0].image)
+        n = len(records)
+        needed, free = n * height * width * 4, shutil.disk_usage(tmp).free
+        if free < needed:  # fail now rather than at the last frame
+            raise UserError(
+                f"the cache needs {needed / 1e9:.1f} GB but {tmp.parent} has {free / 1e9:.1f} GB free; free some "
+                "space, pass a smaller --size, or put the cache elsewhere with --out/--cache."
+            )
+        images = np.lib.format.open_memmap(tmp / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(n, height, width, 3))
+        labels = np.lib.format.open_memmap(tmp / LABELS_FILE, mode="w+", dtype=np.uint8, shape=(n, height, width))
+        reusable: dict[int, int] = {}  # new row -> old row, for sources unchanged since `old` was built
+        if old is not None and tuple(old["shape"][1:]) == (height, width):
+            old_rows = {r["id"]: (row, r) for row, r in enumerate(old["frames"])}
+            reusable = {
+                row: old_rows[r["id"]][0] for row, r in enumerate(records) if old_rows.get(r["id"], (0, None))[1] == r
+            }
+        if reusable:
+            old_images, old_labels = (np.load(final / name, mmap_mode="r") for name in (IMAGES_FILE, LABELS_FILE))
+            for row, old_row in reusable.items():
+                images[row], labels[row] = old_images[old_row], old_labels[old_row]
+            del old_images, old_labels
+        del images, labels  # unmapped here; the decoders map the files themselves
+        todo = [(row, str(frames[row].image), str(frames[row].label)) for row in range(n) if row not in reusable]
+        _decode_into(tmp, todo, (str(tmp), size, (height, width), label_source), workers, split, progress)
+        index = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "split": split,
+            "label_source": label_source,
+            "requested_size": list(size) if size else None,
+            "shape": [n, height, width],
+            "frames": records,
+        }
+        atomic_write_text(tmp / INDEX_FILE, json.dumps(index, indent=1, sort_keys=True) + "\n")
+        _crash_point("before-complete")
+        atomic_write_text(tmp / COMPLETE_FILE, "complete\n")  # last: its presence means every byte above is on disk
+        _fsync_dir(tmp)
     except Exception:
-        TRAINING_CACHE.remove_entry(tmp)  # a bad frame or a full disk: nothing half-built stays behind
+        _remove_entry(tmp)  # a bad frame or a full disk: nothing half-built stays behind
         raise
     _crash_point("before-swap")
-    _swap_into_place(tmp, final)
-    return decoded, reused
-
-
-def _fill_entry(job: _Job, tmp: Path, final: Path, old: dict[str, Any] | None) -> tuple[int, int]:
-    """Write arrays, index and (last) the complete flag into the temp folder; returns (decoded, reused)."""
-    records, frames = job.records, job.frames
-    height, width = _stored_shape(frames[0].image, job.size)
-    n = len(records)
-    _check_disk_space(tmp, n * height * width * 4)
-    images = np.lib.format.open_memmap(tmp / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(n, height, width, 3))
-    labels = np.lib.format.open_memmap(tmp / LABELS_FILE, mode="w+", dtype=np.uint8, shape=(n, height, width))
-    reusable = _reusable_rows(old, records, (height, width))
-    if reusable:
-        old_images = np.load(final / IMAGES_FILE, mmap_mode="r")
-        old_labels = np.load(final / LABELS_FILE, mmap_mode="r")
-        for row, old_row in reusable.items():
-            images[row] = old_images[old_row]
-            labels[row] = old_labels[old_row]
-        del old_images, old_labels
-    del images, labels  # unmapped here; the decoders map the files themselves
-    todo = [(row, str(frames[row].image), str(frames[row].label)) for row in range(n) if row not in reusable]
-    _decode_into(job, tmp, todo, (height, width))
-    index = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "split": job.split,
-        "label_source": job.label_source,
-        "requested_size": list(job.size) if job.size else None,
-        "shape": [n, height, width],
-        "frames": records,
-    }
-    _write_synced(tmp / INDEX_FILE, json.dumps(index, indent=1, sort_keys=True).encode() + b"\n")
-    _crash_point("before-complete")
-    _write_synced(tmp / COMPLETE_FILE, b"complete\n")  # last: its presence means every byte above is on disk
-    _fsync_dir(tmp)
-    return len(todo), len(reusable)
-
-
-def _stored_shape(first_image: Path, size: tuple[int, int] | None) -> tuple[int, int]:
-    """(H, W) of every stored frame: the requested size, else the first image's (from its header only)."""
-    if size is not None:
-        return size[1], size[0]
-    from PIL import Image
-
-    with Image.open(first_image) as image:
-        width, height = image.size
-    return height, width
-
-
-def _swap_into_place(tmp: Path, final: Path) -> None:
-    """Replace `final` by the complete `tmp`; a kill in between is repaired by `_recover_interrupted_swap`."""
     previous = final.parent / f".old-{final.name}"
     if final.exists():
         os.rename(final, previous)  # a folder cannot be renamed over a non-empty one: two steps
@@ -288,19 +250,11 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
     os.rename(tmp, final)
     _fsync_dir(final.parent)
     if previous.exists():
-        TRAINING_CACHE.remove_entry(previous)
+        _remove_entry(previous)
+    return len(todo), len(reusable)
 
 
-def _reusable_rows(old: dict[str, Any] | None, records, shape_hw) -> dict[int, int]:
-    """Rows of the new entry whose sources are unchanged in the old one (new row -> old row)."""
-    if old is None or tuple(old["shape"][1:]) != tuple(shape_hw):
-        return {}
-    old_rows = {r["id"]: (row, r) for row, r in enumerate(old["frames"])}
-    return {row: old_rows[r["id"]][0] for row, r in enumerate(records) if old_rows.get(r["id"], (0, None))[1] == r}
-
-
-# Per-process state of decode workers: the open memmaps (opened once, not per frame).
-_WORKER: dict[str, Any] = {}
+_WORKER: dict[str, Any] = {}  # per decoding process: the open memmaps (opened once, not per frame)
 
 
 def _init_decoder(folder: str, size, shape_hw, label_source: str) -> None:
@@ -327,35 +281,31 @@ def _decode_one(task: tuple[int, str, str]) -> int:
     check_same_size(image, mask, image_path, label_path)  # before a resize would make any pair agree
     if _WORKER["size"] is not None:
         image, mask = resize_pair(image, mask, _WORKER["size"])
-    if image.shape[:2] != _WORKER["shape_hw"] or mask.shape != image.shape[:2]:
+    if image.shape[:2] != _WORKER["shape_hw"]:
         h, w = _WORKER["shape_hw"]
         raise UserError(
-            f"{image_path} is {image.shape[1]}x{image.shape[0]} (label {mask.shape[1]}x{mask.shape[0]}) but the "
-            f"cache stores {w}x{h}; frames of different sizes need a common --size WxH."
+            f"{image_path} is {image.shape[1]}x{image.shape[0]} but the cache stores {w}x{h}; frames of different "
+            "sizes need a common --size WxH."
         )
-    _WORKER["images"][row] = image
-    _WORKER["labels"][row] = mask
+    _WORKER["images"][row], _WORKER["labels"][row] = image, mask
     return row
 
 
-def _decode_into(job: _Job, folder: Path, todo: list[tuple[int, str, str]], shape_hw: tuple[int, int]) -> None:
-    """Fill the rows in `todo`, in worker processes when asked, then flush the arrays to disk."""
-    workers = min(job.workers or os.cpu_count() or 1, max(1, len(todo)))
-    init_args = (str(folder), job.size, shape_hw, job.label_source)
-    bar = tqdm(total=len(todo), desc=f"cache {job.split}", unit="img", disable=not job.progress, dynamic_ncols=True)
-    crash_at = max(1, len(todo) // 2)
-    with bar:
+def _decode_into(folder: Path, todo: list, init_args: tuple, workers: int | None, split: str, progress: bool) -> None:
+    """Fill the rows in `todo` (in worker processes when more than one), then flush the arrays to disk."""
+    workers = min(workers or os.cpu_count() or 1, max(1, len(todo)))
+    with tqdm(total=len(todo), desc=f"cache {split}", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for done, _row in enumerate(_map_rows(todo, workers, init_args), start=1):
             bar.update()
-            if done == crash_at:
+            if done == max(1, len(todo) // 2):
                 _crash_point("mid-decode")
     for name in (IMAGES_FILE, LABELS_FILE):
         with open(folder / name, "rb+") as handle:
             sync_to_disk(handle.fileno())
 
 
-def _map_rows(todo, workers: int, init_args) -> Iterator[int]:
-    """Run `_decode_one` over the tasks, in this process for one worker (no pool start-up cost)."""
+def _map_rows(todo: list, workers: int, init_args: tuple) -> Iterator[int]:
+    """`_decode_one` over the tasks, in this process for one worker (no pool start-up cost)."""
     if workers <= 1:
         saved = torch.get_num_threads()
         _init_decoder(*init_args)
@@ -372,47 +322,57 @@ def _map_rows(todo, workers: int, init_args) -> Iterator[int]:
         pool.shutdown(wait=True, cancel_futures=True)  # after a bad frame, do not decode the rest
 
 
-# ----------------------------------------------------------------------------------------------------------
-# folder safety
+def _check_outside_dataset(out: Path, root: Path) -> None:
+    """Keep cache files out of the official tree, where dataset walkers would find them."""
+    out_r, root_r = Path(out).resolve(), Path(root).resolve()
+    for sub in ("leftImg8bit", "gtFine", "gtCoarse"):
+        if out_r == root_r / sub or (root_r / sub) in out_r.parents:
+            raise UserError(
+                f"cache folder {out} is inside the dataset's {sub}/ tree; pick a folder outside it, e.g. "
+                f"{default_cache_dir(root)} (the default)."
+            )
 
 
-def _recover_interrupted_swap(out: Path, name: str) -> None:
-    """A kill between the two renames of a swap leaves only `.old-<name>`: put it back (it was complete)."""
-    final, previous = out / name, out / f".old-{name}"
-    if previous.exists():
-        if final.exists():
-            TRAINING_CACHE.remove_entry(previous)
-        else:
-            os.rename(previous, final)
-
-
-def read_entry_index(entry: Path) -> dict[str, Any] | None:
-    """The entry's index if it is complete and its arrays have the recorded shape, else None."""
-    return TRAINING_CACHE.read_index(entry, _images_match_index)
-
-
-def _images_match_index(entry: Path, index: dict[str, Any]) -> bool:
-    n, h, w = index["shape"]
-    images = np.load(entry / IMAGES_FILE, mmap_mode="r")
-    labels = np.load(entry / LABELS_FILE, mmap_mode="r")
-    return images.shape == (n, h, w, 3) and labels.shape == (n, h, w) and images.dtype == np.uint8
-
-
-def _check_disk_space(out: Path, needed: int) -> None:
-    """Fail before decoding for an hour rather than at the last frame."""
-    free = free_bytes(out)
-    if free < needed:
+def _check_only_ours(path: Path) -> None:
+    """Refuse to replace an entry folder holding files cityseg did not write (entry files, or their temp files)."""
+    others = sorted(
+        p.name
+        for p in path.iterdir()
+        if p.name not in ENTRY_FILES
+        and not (p.name.endswith(".tmp") and any(p.name.startswith(f".{f}.") for f in ENTRY_FILES))
+    )
+    if others or not path.is_dir():
         raise UserError(
-            f"the cache needs {needed / 1e9:.1f} GB but {out} has {free / 1e9:.1f} GB free; free some space, "
-            "pass a smaller --size, or put the cache elsewhere with --out/--cache."
+            f"cache entry {path} holds files cityseg did not write ({format_paths(others)}); move them away and "
+            "rerun, cityseg deletes only its own files."
         )
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        sync_to_disk(handle.fileno())
+def _remove_entry(path: Path) -> None:
+    """Delete an entry folder cityseg wrote, file by known file (never a recursive delete)."""
+    _check_only_ours(path)
+    for child in path.iterdir():
+        child.unlink()
+    path.rmdir()
+
+
+def read_entry_index(entry: Path) -> dict[str, Any] | None:
+    """The entry's index if COMPLETE (written last) exists, the format matches and the arrays have the recorded
+    shape, else None: a truncated or hand-edited entry is rebuilt, never trusted."""
+    try:
+        index = json.loads((entry / INDEX_FILE).read_text()) if (entry / COMPLETE_FILE).is_file() else None
+        if not isinstance(index, dict) or (index.get("format"), index.get("format_version")) != (
+            FORMAT,
+            FORMAT_VERSION,
+        ):
+            return None
+        n, h, w = index["shape"]
+        images = np.load(entry / IMAGES_FILE, mmap_mode="r")
+        labels = np.load(entry / LABELS_FILE, mmap_mode="r")
+        ok = images.shape == (n, h, w, 3) and labels.shape == (n, h, w) and images.dtype == np.uint8
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    return index if ok else None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -424,10 +384,53 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _crash_point(name: str) -> None:
-    """Let the tests SIGKILL a real build at a chosen step (nothing happens unless the variable is set)."""
     if os.environ.get(_CRASH_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# reading
+class CachedDataset(Dataset):
+    """`CityscapesDataset`'s items read from a cache entry (`ensure_cache` makes it fresh first); the memmaps open
+    lazily in each loader worker and are dropped when pickled."""
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        split: str,
+        ids: Sequence[str] | None = None,
+        transform: Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        size: tuple[int, int] | None = None,
+        label_source: str = "trainIds",
+    ) -> None:
+        from cityseg.data.transforms import build_transform
+
+        self.entry = Path(cache_dir) / entry_name(split, size, label_source)
+        index = read_entry_index(self.entry)
+        if index is None:
+            raise UserError(
+                f"no complete cache at {self.entry}; build it with `cityseg cache ROOT --out {cache_dir} --splits "
+                f"{split}" + (f" --size {size[0]}x{size[1]}" if size else "") + f" --labels {label_source}`."
+            )
+        rows = {record["id"]: row for row, record in enumerate(index["frames"])}
+        self.ids = list(rows) if ids is None else list(ids)
+        missing = [i for i in self.ids if i not in rows]
+        if missing:
+            raise UserError(
+                f"cache {self.entry} has no frames {format_paths(missing)}; they are not in split {split!r} "
+                "of the ROOT it was built from. Rebuild it with `cityseg cache` for that ROOT."
+            )
+        self.rows = [rows[i] for i in self.ids]
+        self.transform = transform if transform is not None else build_transform(train=False)
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._arrays is None:  # copy-on-write: writable views (torch warns on read-only ones), disk untouched
+            self._arrays = tuple(np.load(self.entry / name, mmap_mode="c") for name in (IMAGES_FILE, LABELS_FILE))
+        images, labels = self._arrays
+        row = self.rows[index]
+        return self.transform(images[row], labels[row])  # (H, W, 3), (H, W) views: only touched pages are read
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_arrays": None}  # each worker maps the files itself

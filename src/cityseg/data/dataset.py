@@ -14,8 +14,7 @@ from cityseg.labels import IGNORE_INDEX
 
 
 def worker_init(worker_id: int) -> None:
-    """DataLoader worker set-up: one torch and one OpenCV thread each, so N workers do not fight over the
-    cores. (Training samples seed themselves per (seed, epoch, index): `cityseg.data.sampling.KeyedDataset`.)"""
+    """DataLoader worker set-up: one torch and one OpenCV thread each, so N workers do not fight over the cores."""
     import cv2
 
     torch.set_num_threads(1)
@@ -24,12 +23,8 @@ def worker_init(worker_id: int) -> None:
 
 
 class CityscapesDataset(Dataset):
-    """(image, mask) pairs: image uint8 (3, H, W), mask uint8 (H, W) trainIds with 255 = ignore.
-
-    uint8 keeps loader traffic 4x below float32/int64; normalisation and `.long()` happen on the device
-    (`cityseg.training.engine.to_device_batch`). Frames without labels (the test split) get an all-ignore mask,
-    so one transform serves every split.
-    """
+    """(image uint8 (3, H, W), mask uint8 (H, W) trainIds, 255 = ignore) pairs read from the PNGs; frames without
+    labels (the test split) get an all-ignore mask, so one transform serves every split."""
 
     def __init__(self, frames: Iterable[Frame], transform=None, label_source: str = "trainIds") -> None:
         from cityseg.data.transforms import build_transform

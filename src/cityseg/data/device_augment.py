@@ -1,16 +1,10 @@
 """Colour augmentations of a training batch on the device (`--gpu-aug`), instead of in the loader workers.
 
-On a fast GPU, photometric distortion in the workers can limit the feed; here it runs on the whole
-batch with per-image draws. `BatchPhotometric` is `cityseg.data.photometric`'s definition (mmsegmentation's
-PhotoMetricDistortion) batched: the brightness and contrast steps are the same 256-entry tables, looked
-up on the device (bit-identical to the workers); saturation and hue go through OpenCV's 8-bit HSV,
-re-implemented in tensor ops: RGB -> HSV in OpenCV's integer arithmetic (exact for every colour), HSV ->
-RGB in OpenCV's float formula. The latter equals OpenCV bit for bit where OpenCV's build fuses its
-multiply-adds (as the x86-64 wheels do; reproduced here in float64), and is one grey level off on the
-rare pixels it computes otherwise; tests/data/test_device_augment.py bounds the difference to the worker path.
-
-Random draws happen on the host, from a torch generator seeded by (seed, epoch, step, rank), so the step
-never waits for the device and a run draws the same numbers after a resume.
+`BatchPhotometric` is `cityseg.data.photometric`'s mmsegmentation PhotoMetricDistortion batched, each image with
+its own draw: the brightness and contrast tables looked up on the device, and OpenCV's 8-bit HSV in tensor ops
+(RGB -> HSV in its integer arithmetic; HSV -> RGB in its float formula, truncating like its vector loop and
+rounding like its scalar tail in the last columns of a row): the workers' result bit for bit where OpenCV
+fuses its multiply-adds (x86-64 wheels). Draws are made on the host, seeded by (seed, epoch, step, rank).
 """
 
 from __future__ import annotations
@@ -18,6 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -78,11 +73,12 @@ def rgb_to_hsv(images: Tensor) -> Tensor:
     return torch.stack([hue, saturation, value], dim=1).to(torch.uint8)
 
 
-def hsv_to_rgb(hsv: Tensor) -> Tensor:
+def hsv_to_rgb(hsv: Tensor, rounded_tail: int | None = None) -> Tensor:
     """OpenCV's 8-bit HSV -> RGB: (B, 3, H, W) uint8 HSV -> (B, 3, H, W) uint8 RGB.
 
-    OpenCV's vectorised float formula, truncated to uint8; its fused multiply-adds 1 - s*f are computed in
-    float64 and rounded once, which reproduces them exactly for every 8-bit input.
+    OpenCV's float formula with its fused multiply-adds (1 - s*f in float64, rounded once), truncated to uint8
+    as its vector loop does; the last `rounded_tail` columns of each row (default: `opencv_rounded_tail(W)`)
+    rounded as its scalar tail does. Equal to cv2.cvtColor for every input on builds that fuse (x86-64 wheels).
     """
     _, _, sectors = _hsv_constants(hsv.device)
     hue = hsv[:, 0].float() * np.float32(6.0 / 180.0)  # (B, H, W), in sixths of the circle
@@ -103,7 +99,25 @@ def hsv_to_rgb(hsv: Tensor) -> Tensor:
     )  # (B, 4, H, W)
     index = sectors[sector].permute(0, 3, 1, 2)  # (B, 3, H, W): which candidate is R, G, B
     rgb = torch.gather(candidates, 1, index).mul_(255)
-    return rgb.trunc_().clamp_(0, 255).to(torch.uint8)
+    out = rgb.trunc()
+    tail = opencv_rounded_tail(rgb.shape[-1]) if rounded_tail is None else rounded_tail
+    if tail:
+        out[..., -tail:] = rgb[..., -tail:].round()  # half to even, as cvRound
+    return out.clamp_(0, 255).to(torch.uint8)
+
+
+_PROBE_HSV = (10, 100, 200)  # truncation gives RGB (200, 147, 121), rounding (200, 148, 122)
+
+
+@functools.cache
+def opencv_rounded_tail(width: int) -> int:
+    """How many last columns of a `width`-wide row this machine's OpenCV converts HSV -> RGB in its scalar tail
+    (which rounds) after its vector loop (which truncates): W mod 64 with AVX-512, W mod 32 with AVX2, ...;
+    probed on one row of that width rather than guessed from the CPU."""
+    probe = np.full((1, width, 3), _PROBE_HSV, dtype=np.uint8)
+    truncated = hsv_to_rgb(torch.from_numpy(probe).permute(2, 0, 1)[None], rounded_tail=0)[0, :, 0, 0].numpy()
+    differs = (cv2.cvtColor(probe, cv2.COLOR_HSV2RGB)[0] != truncated).any(axis=-1)  # (W,)
+    return int(np.cumprod(differs[::-1]).sum())  # the differing suffix
 
 
 def photometric_tables(draws: Sequence[PhotometricDraw]) -> Tensor:
@@ -174,12 +188,8 @@ class PerImage:
 
 
 class BatchAugment:
-    """The per-pixel augmentations of a recipe, in the loader's order, for a uint8 batch on the device.
-
-    Each call is a training step; its draws come from torch's generator seeded by (seed, epoch, step,
-    rank) inside a forked RNG, so they do not depend on anything drawn before and a resumed run (which
-    restarts at an epoch boundary, `start_epoch`) draws exactly what the uninterrupted run drew.
-    """
+    """The per-pixel augmentations of a recipe, in the loader's order, for a uint8 batch on the device; each call
+    (a step) draws from torch's generator seeded by (seed, epoch, step, rank), so a resume draws the same."""
 
     def __init__(self, stages: list[Callable[[Tensor], Tensor]], seed: int = 0, rank: int = 0) -> None:
         self.stages = stages

@@ -1,17 +1,15 @@
 """Cityscapes on disk: find image/label pairs, check the folder a user pointed at, read PNGs safely.
 
-The layout is the one the official zips unpack to:
-
     ROOT/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
     ROOT/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_{polygons.json,labelIds.png,...}
 
-An image id is `<city>_<seq>_<frame>`. Every way this layout commonly goes wrong (wrong folder level,
-a half-extracted zip, labels not prepared) is reported as one `UserError` paragraph that names the
-path and the fix, before any training time is spent.
+An image id is `<city>_<seq>_<frame>`. Every way this layout commonly goes wrong (wrong folder level, a
+half-extracted zip, labels not prepared) is one `UserError` naming the path and the fix, before training.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Sequence
@@ -63,9 +61,29 @@ class Frame:
     instance_ids: Path | None
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Finding the dataset root
-# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ListedSplit:
+    """One split listed once, for everything a run does with it (folds, runtime choices, datasets, cache)."""
+
+    root: Path
+    frames: tuple[Frame, ...]  # sorted by id, never empty
+
+    @functools.cached_property
+    def by_id(self) -> dict[str, Frame]:
+        return {frame.id: frame for frame in self.frames}
+
+    @functools.cached_property
+    def image_size(self) -> tuple[int, int]:
+        """(W, H) of the first image, from its header, read once."""
+        with Image.open(self.frames[0].image) as image:
+            return image.size
+
+
+def listed_split(root: Path | ListedSplit, split: str = "train", label_source: str = "trainIds") -> ListedSplit:
+    """`root`'s split listed (`list_frames`), or `root` itself when it is a listing already."""
+    if isinstance(root, ListedSplit):
+        return root
+    return ListedSplit(Path(root), tuple(list_frames(root, split, label_source)))
 
 
 def _visible_entries(folder: Path) -> list[os.DirEntry]:
@@ -135,54 +153,46 @@ def _check_root_location(root: Path) -> None:
     )
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Scanning one split
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _is_dangling(entry: os.DirEntry) -> bool:
-    """A symbolic link whose target is gone (an unmounted drive, a moved download)."""
-    return entry.is_symlink() and not os.path.exists(entry.path)
-
-
-def _refuse_dangling(links: list[Path]) -> None:
-    if links:
+def _scan(split_dir: Path, name_of, pattern: str) -> dict:
+    """{key: (city, path)} of the files in split_dir/<city>/ that `name_of(city, file name)` gives a key; names off
+    the Cityscapes `pattern` and links to files that do not exist are refused."""
+    found: dict[str, tuple[str, Path]] = {}
+    bad, dangling = [], []
+    for city in (e for e in _visible_entries(split_dir) if e.is_dir()):
+        for entry in _visible_entries(Path(city.path)):
+            key = name_of(city.name, entry.name) if entry.is_file() else None
+            if key is not None:
+                found[key] = (city.name, Path(entry.path))
+            else:  # a symbolic link whose target is gone (an unmounted drive, a moved download), or a stray file
+                (dangling if entry.is_symlink() and not os.path.exists(entry.path) else bad).append(Path(entry.path))
+    if dangling:
         raise UserError(
-            f"{len(links)} file(s) of the dataset are symbolic links to files that do not exist: "
-            f"{format_paths(f'{p} -> {os.readlink(p)}' for p in links)}. Mount or restore what they point to, or "
+            f"{len(dangling)} file(s) of the dataset are symbolic links to files that do not exist: "
+            f"{format_paths(f'{p} -> {os.readlink(p)}' for p in dangling)}. Mount or restore what they point to, or "
             "remove the links."
         )
+    if bad:
+        raise UserError(
+            f"{len(bad)} file(s) in {split_dir} do not follow the Cityscapes name pattern {pattern}: "
+            f"{format_paths(bad)}. Rename or move them out of the dataset folder."
+        )
+    return found
+
+
+def _image_id(city: str, name: str) -> str | None:
+    match = re.fullmatch(re.escape(city) + "_" + _FRAME_PART, name.removesuffix(IMAGE_SUFFIX))
+    return match[0] if match and name.endswith(IMAGE_SUFFIX) else None
 
 
 def _scan_images(root: Path, split: str) -> dict[str, tuple[str, Path]]:
-    """Map image id -> (city, path) for one split, refusing names off the Cityscapes pattern."""
+    """Map image id -> (city, path) for one split."""
     split_dir = root / IMAGE_DIR / split
     if not split_dir.is_dir():
         raise UserError(
             f"split folder {split_dir} is missing; the Cityscapes download has train, val and test folders "
             f"under {root / IMAGE_DIR}. Re-extract leftImg8bit_trainvaltest.zip into {root}."
         )
-    images: dict[str, tuple[str, Path]] = {}
-    bad: list[Path] = []
-    dangling: list[Path] = []
-    for city_entry in _visible_entries(split_dir):
-        if not city_entry.is_dir():
-            continue
-        city = city_entry.name
-        pattern = re.compile(r"^(?P<id>" + re.escape(city) + "_" + _FRAME_PART + ")" + re.escape(IMAGE_SUFFIX) + "$")
-        for entry in _visible_entries(Path(city_entry.path)):
-            match = pattern.match(entry.name)
-            if match and entry.is_file():
-                images[match["id"]] = (city, Path(entry.path))
-            else:
-                (dangling if _is_dangling(entry) else bad).append(Path(entry.path))
-    _refuse_dangling(dangling)
-    if bad:
-        raise UserError(
-            f"{len(bad)} file(s) in {split_dir} do not follow the Cityscapes name pattern "
-            f"<city>/<city>_<seq:6 digits>_<frame:6 digits>{IMAGE_SUFFIX}: {format_paths(bad)}. "
-            "Rename or move them out of the dataset folder."
-        )
+    images = _scan(split_dir, _image_id, f"<city>/<city>_<seq:6 digits>_<frame:6 digits>{IMAGE_SUFFIX}")
     if not images:
         raise UserError(
             f"split '{split}' has no images: {split_dir} holds no <city>/*{IMAGE_SUFFIX} files. "
@@ -191,34 +201,20 @@ def _scan_images(root: Path, split: str) -> dict[str, tuple[str, Path]]:
     return images
 
 
+def _gt_name(city: str, name: str) -> tuple[str, str] | None:
+    match = _GT_NAME.match(name)
+    return (match["stem"], name[len(match["stem"]) :]) if match and match["stem"].startswith(city + "_") else None
+
+
 def _scan_ground_truth(root: Path, split: str) -> dict[str, dict[str, Path]]:
     """Map gtFine file suffix -> {image id -> path} for one split (empty when gtFine/<split> is missing)."""
-    found: dict[str, dict[str, Path]] = {}
     split_dir = root / FINE_DIR / split
     if not split_dir.is_dir():
-        return found
-    bad: list[Path] = []
-    dangling: list[Path] = []
-    for city_entry in _visible_entries(split_dir):
-        if not city_entry.is_dir():
-            continue
-        for entry in _visible_entries(Path(city_entry.path)):
-            if _is_dangling(entry):
-                dangling.append(Path(entry.path))
-                continue
-            match = _GT_NAME.match(entry.name)
-            if not match or not match["stem"].startswith(city_entry.name + "_"):
-                bad.append(Path(entry.path))
-                continue
-            suffix = entry.name[len(match["stem"]) :]
-            found.setdefault(suffix, {})[match["stem"]] = Path(entry.path)
-    _refuse_dangling(dangling)
-    if bad:
-        raise UserError(
-            f"{len(bad)} file(s) in {split_dir} do not follow the Cityscapes name pattern "
-            f"<city>/<city>_<seq>_<frame>_gtFine_<kind>.png|json: {format_paths(bad)}. "
-            "Rename or move them out of the dataset folder."
-        )
+        return {}
+    found: dict[str, dict[str, Path]] = {}
+    pattern = "<city>/<city>_<seq>_<frame>_gtFine_<kind>.png|json"
+    for (stem, suffix), (_, path) in _scan(split_dir, _gt_name, pattern).items():
+        found.setdefault(suffix, {})[stem] = path
     return found
 
 
@@ -312,24 +308,15 @@ def list_frames(root: Path, split: str, label_source: str | None = "trainIds") -
 
 def validate_root(root: Path, splits: Sequence[str] = ("train", "val"), label_source: str | None = "trainIds") -> None:
     """Check a dataset folder up front, raising one clear `UserError` for the first problem found."""
-    check_label_source(label_source)
-    root = Path(root)
-    _check_root_location(root)
     for split in splits:
-        _scan_split(root, split, label_source)
+        list_frames(root, split, label_source)
 
 
 def check_polygons(root: Path, splits: Sequence[str] = ("train", "val")) -> None:
     """Check the layout `prepare` needs: images paired with gtFine polygon JSON files."""
-    root = Path(root)
-    _check_root_location(root)
     for split in splits:
-        _scan_split(root, split, "polygons")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Reading PNGs
-# ----------------------------------------------------------------------------------------------------------
+        _check_root_location(Path(root))
+        _scan_split(Path(root), split, "polygons")
 
 
 def _decode(path: Path, what: str, fix: str) -> Image.Image:
@@ -372,18 +359,9 @@ def read_image(path: Path) -> np.ndarray:
         return np.array(image)  # a writable copy: torch warns on (and may not) share read-only buffers
 
 
-_MODE_NAMES = {
-    "I;16": "16-bit grey",
-    "I;16B": "16-bit grey",
-    "I;16L": "16-bit grey",
-    "I": "32-bit integer",
-    "F": "32-bit float",
-    "1": "1-bit black and white",
-    "CMYK": "CMYK colour",
-    "YCbCr": "YCbCr colour",
-    "LAB": "Lab colour",
-    "HSV": "HSV colour",
-}
+_MODE_NAMES = {"I;16": "16-bit grey", "I;16B": "16-bit grey", "I;16L": "16-bit grey", "I": "32-bit integer"}
+_MODE_NAMES |= {"F": "32-bit float", "1": "1-bit black and white", "CMYK": "CMYK colour", "YCbCr": "YCbCr colour"}
+_MODE_NAMES |= {"LAB": "Lab colour", "HSV": "HSV colour"}
 
 
 def _label_array(path: Path, label_source: str) -> np.ndarray:

@@ -1,22 +1,10 @@
 """mmsegmentation's PhotoMetricDistortion, exactly, for one uint8 RGB crop in a loader worker.
 
-The definition (mmseg/datasets/transforms/transforms.py, defaults): each step with probability 0.5,
-
-    brightness  x + delta,   delta ~ U(-32, 32)
-    contrast    x * alpha,   alpha ~ U(0.5, 1.5)   second (before the HSV steps) or last, 50/50
-    saturation  S * alpha,   alpha ~ U(0.5, 1.5)   on OpenCV's 8-bit HSV (S in 0..255)
-    hue         (H + k) % 180, k integer in [-18, 18)   on OpenCV's 8-bit HSV (H in 0..179)
-
-where every step computes in float32, clips to 0..255 and casts to uint8 (truncation: mmseg's
-`convert`), and saturation and hue each make their own RGB -> HSV -> RGB round trip with OpenCV
-(`mmcv.bgr2hsv` is `cv2.cvtColor`; our images are RGB, so the RGB codes give the same H, S, V).
-
-Every step maps a uint8 value to a uint8 value, so each is a 256-entry lookup table computed with the
-very float32 expression above: `cv2.LUT` then gives mmseg's pixels bit for bit, at a fraction of the
-cost of the float pipeline (bench/photometric.py). Consecutive table steps are composed into one.
-The random draws are a `PhotometricDraw`, made by `draw_photometric` from torch's generator, so the
-loader (`PhotoMetricDistortion`), the batched device version (`cityseg.data.device_augment`) and the tests
-can be fed the same draws.
+Its definition (mmseg/datasets/transforms/transforms.py, defaults), each step with p 0.5: brightness x + U(-32, 32);
+contrast x * U(0.5, 1.5), second or last (50/50); saturation S * U(0.5, 1.5) and hue (H + k) % 180, k an integer in
+[-18, 18), each its own round trip through OpenCV's 8-bit HSV; every step computed in float32, clipped to 0..255 and
+truncated to uint8. So each step maps a uint8 to a uint8: a 256-entry table computed with that float32 expression,
+applied with `cv2.LUT` (mmseg's pixels bit for bit, cheaper); `draw_photometric` makes draws any path can share.
 """
 
 from __future__ import annotations
@@ -36,7 +24,7 @@ _IDENTITY = np.arange(256, dtype=np.uint8)
 
 @dataclass(frozen=True)
 class PhotometricSpec:
-    """mmsegmentation's PhotoMetricDistortion defaults (NOTES.md)."""
+    """mmsegmentation's PhotoMetricDistortion defaults."""
 
     p: float = 0.5  # each of the four steps is applied with this probability
     brightness_delta: float = 32.0  # additive, uniform in [-delta, delta]
@@ -60,8 +48,7 @@ class PhotometricDraw:
 
 
 def draw_photometric(spec: PhotometricSpec = PHOTOMETRIC, generator: torch.Generator | None = None) -> PhotometricDraw:
-    """Draw one image's choices from torch's (global or given) generator: always 9 numbers, so the stream
-    advances the same whatever is drawn."""
+    """One image's choices from torch's (global or given) generator: always 9 numbers, whatever is drawn."""
     u = torch.rand(9, generator=generator, dtype=torch.float64).tolist()
     applied = [value < spec.p for value in u[:4]]
     low, high = spec.contrast_range
@@ -77,8 +64,7 @@ def draw_photometric(spec: PhotometricSpec = PHOTOMETRIC, generator: torch.Gener
 
 
 def convert_table(alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
-    """mmseg's `convert` (float32 x * alpha + beta, clipped to 0..255, cast to uint8) of every uint8 value:
-    (256,) uint8. numpy computes float32 array x Python float in float32, as mmseg's does."""
+    """mmseg's `convert` (float32 x * alpha + beta, clipped to 0..255, cast to uint8) of every uint8 value: (256,)."""
     values = np.arange(256, dtype=np.float32) * alpha + beta
     return np.clip(values, 0, 255).astype(np.uint8)
 
@@ -125,12 +111,8 @@ def distort_hwc(image: np.ndarray, draw: PhotometricDraw) -> np.ndarray:
 
 
 def distort_chw(image: Tensor, draw: PhotometricDraw) -> Tensor:
-    """The same for a (3, H, W) uint8 tensor; returns (3, H, W) uint8.
-
-    Without an HSV step the tables apply to the memory in whatever layout it has (no copy to reorder).
-    The HSV steps need interleaved (H, W, 3) pixels: OpenCV's merge and split reorder the planes (a
-    tenth of the cost of a transposing copy), and a (3, H, W) view of HWC memory needs no reordering.
-    """
+    """The same for a (3, H, W) uint8 tensor. The tables apply to memory in any layout; the HSV steps need (H, W, 3)
+    pixels: a (3, H, W) view of them as is, else OpenCV's merge and split (cheaper than a transposing copy)."""
     hwc_view = image.permute(1, 2, 0).is_contiguous()  # (3, H, W) view of (H, W, 3) memory: how images arrive
     if draw.saturation is None and draw.hue is None:
         before, after = value_tables(draw)
@@ -152,8 +134,7 @@ def distort_chw(image: Tensor, draw: PhotometricDraw) -> Tensor:
 
 
 class PhotoMetricDistortion(v2.Transform):
-    """mmsegmentation's PhotoMetricDistortion on the image of a (image, mask) pair; the mask passes through.
-    Draws come from torch's generator (`draw_photometric`), like every other random op of the transforms."""
+    """mmsegmentation's PhotoMetricDistortion on the image of an (image, mask) pair, drawn from torch's generator."""
 
     _transformed_types = (tv_tensors.Image,)
 

@@ -1,18 +1,18 @@
 """`cityseg prepare`: write the `*_labelTrainIds.png` files training reads, from the polygon JSONs.
 
-Each file is rendered by the official converter: the steps of `cityscapesscripts.preparation.json2labelImg.
-json2labelImg(json, png, "trainIds")` (its Annotation reader and createLabelImage), with a size check in
-between, so the output equals what `csCreateTrainIdLabelImgs` writes, pixel for pixel; unlike
-that script it needs no environment variable, runs on all cores, skips files that are already up to
-date, and writes each PNG atomically so an interrupted run never leaves a half-written label that a
-later run would skip as current. Ctrl-C stops after the files in progress; a killed run leaves at most
-hidden temp files, which the next run removes.
+Each file is rendered by the official converter's steps (`json2labelImg(json, png, "trainIds")`: its Annotation
+reader and createLabelImage, with a size check between), so it equals `csCreateTrainIdLabelImgs`' output pixel for
+pixel; on all cores, each PNG written atomically. A file is current when `cityseg-prepared.json` in its split
+folder records its JSON's size and sha256 and the PNG written from it (a line appended per file converted):
+content, not dates, so annotations unpacked with old dates are converted again, and a killed run keeps its work.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import multiprocessing
 import os
 import re
@@ -21,7 +21,7 @@ import signal
 import socket
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +34,15 @@ from cityseg.locks import die_with_parent
 # Worker processes import this module, so it stays free of torch: cityseg.data.frames is imported lazily.
 COARSE_DIR = "gtCoarse"
 COARSE_POLYGONS_SUFFIX = "_gtCoarse_polygons.json"
+RECORD_FILE = "cityseg-prepared.json"  # per split folder: what each PNG was converted from (visible: not debris)
+RECORD_FORMAT = "cityseg-prepared"
 _CHUNK = 16  # files per worker task: enough to hide the inter-process round trip
 # Temp files: ".<output name>.<host>-<pid>-<random>.tmp.png"; host and pid tell a dead writer's leftovers.
-_TEMP_NAME = re.compile(r"^\.(?P<output>.+_labelTrainIds\.png)\.(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}\.tmp\.png$")
+_TEMP_NAME = re.compile(
+    r"^\.(?P<output>.+_labelTrainIds\.png|"
+    + re.escape(RECORD_FILE)
+    + r")\.(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}\.tmp\.png$"
+)
 
 
 @dataclass
@@ -52,11 +58,54 @@ def output_path(json_path: Path) -> Path:
     return json_path.with_name(json_path.name.replace("_polygons.json", "_labelTrainIds.png"))
 
 
-def _is_up_to_date(json_path: Path, out_path: Path) -> bool:
+def _source_stamp(json_path: Path) -> list:
+    """[bytes, sha256] of a polygon JSON: what its PNG is converted from."""
+    with open(json_path, "rb") as handle:
+        data = handle.read()
+    return [len(data), hashlib.sha256(data).hexdigest()]
+
+
+def _output_stamp(out_path: Path) -> list | None:
+    """[bytes, mtime_ns] of a PNG as written (None when missing): a PNG replaced since is converted again."""
     try:
-        return out_path.stat().st_mtime_ns >= json_path.stat().st_mtime_ns
+        stat = out_path.stat()
     except FileNotFoundError:
-        return False
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _read_record(split_dir: Path) -> dict:
+    """{json path relative to the split folder: {"json": stamp, "png": stamp}} from the record's JSON lines (a
+    format line, then one line per converted file, the latest winning; a torn last line skipped); {} if absent."""
+    try:
+        lines = (split_dir / RECORD_FILE).read_bytes().split(b"\n")
+    except OSError:
+        return {}
+    files: dict = {}
+    for line in lines[1:] if lines[0].strip() == json.dumps({"format": RECORD_FORMAT}).encode() else ():
+        try:
+            item = json.loads(line)
+            files[item.pop("file")] = item
+        except (ValueError, RecursionError, AttributeError, TypeError, KeyError):
+            continue  # a torn last line of a killed run
+    return files
+
+
+def _record_lines(files: dict) -> str:
+    lines = [{"format": RECORD_FORMAT}, *({"file": key, **value} for key, value in sorted(files.items()))]
+    return "".join(json.dumps(line) + "\n" for line in lines)
+
+
+def _write_record(split_dir: Path, files: dict) -> None:
+    tmp = _temp_path(split_dir / RECORD_FILE)  # named like the PNGs' temp files: a killed writer's are removed
+    try:
+        with open(tmp, "w") as handle:
+            handle.write(_record_lines(files))
+            handle.flush()
+            sync_to_disk(handle.fileno())
+        os.replace(tmp, split_dir / RECORD_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _temp_path(out_path: Path) -> Path:
@@ -190,7 +239,7 @@ def _children_ignore_sigint() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
-def _run_parallel(todo: list[tuple[Path, Path]], workers: int, bar: tqdm) -> None:
+def _run_parallel(todo: list[tuple[Path, Path]], workers: int, bar: tqdm, finished) -> None:
     """Convert chunks in worker processes; the first failure or Ctrl-C cancels what has not started and is re-raised.
 
     Files in progress are finished first (each takes milliseconds), so an interrupted run leaves only whole PNGs.
@@ -204,11 +253,13 @@ def _run_parallel(todo: list[tuple[Path, Path]], workers: int, bar: tqdm) -> Non
     )
     try:
         with _children_ignore_sigint():  # the pool starts its processes during submit()
-            pending = {pool.submit(_convert_chunk, chunk) for chunk in chunks}
+            chunk_of = {pool.submit(_convert_chunk, chunk): chunk for chunk in chunks}
+        pending = set(chunk_of)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 bar.update(future.result())  # re-raises a worker's UserError here
+                finished(chunk_of[future])
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -218,21 +269,43 @@ def prepare_dataset(
 ) -> PrepareResult:
     """Write every missing or outdated `*_labelTrainIds.png` under ROOT in parallel; returns converted/skipped counts."""
     from cityseg.data.frames import check_polygons
+    from cityseg.system import default_workers
 
     root = Path(root)
     check_polygons(root)
+    workers = default_workers() if workers is None else workers
     pairs = [(j, output_path(j)) for j in find_annotations(root, coarse)]
-    remove_stale_temp_files(sorted({out.parent for _, out in pairs}))
-    todo = [(j, o) for j, o in pairs if not _is_up_to_date(j, o)]
-    if workers is None:
-        from cityseg.system import default_workers
+    records = {split_dir: _read_record(split_dir) for split_dir in {j.parent.parent for j, _ in pairs}}
+    remove_stale_temp_files(sorted({out.parent for _, out in pairs} | set(records)))
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # hashing releases the GIL
+        sources = dict(zip((j for j, _ in pairs), pool.map(_source_stamp, (j for j, _ in pairs)), strict=True))
 
-        workers = default_workers()
+    def key(json_path: Path) -> str:
+        return json_path.relative_to(json_path.parent.parent).as_posix()
+
+    def entry(json_path: Path, out_path: Path) -> dict:
+        return {"json": sources[json_path], "png": _output_stamp(out_path)}
+
+    todo = [(j, o) for j, o in pairs if records[j.parent.parent].get(key(j)) != entry(j, o) or not o.exists()]
+    current = set(pairs) - set(todo)
+    for split_dir, record in records.items():  # the record as it stands, so converted files can be appended
+        files = {key(j): entry(j, o) for j, o in current if j.parent.parent == split_dir}
+        if files != record or not (split_dir / RECORD_FILE).is_file():
+            _write_record(split_dir, files)
+
+    def finished(done: list[tuple[Path, Path]]) -> None:
+        """Append each converted file's line to its split's record: one write, so a kill loses at most a line."""
+        for json_path, out_path in done:
+            line = json.dumps({"file": key(json_path), **entry(json_path, out_path)}) + "\n"
+            with open(json_path.parent.parent / RECORD_FILE, "a") as handle:
+                handle.write(line)
+
     with tqdm(total=len(todo), desc="prepare trainIds", unit="file", disable=not progress or not todo) as bar:
         if workers <= 1 or len(todo) <= _CHUNK:
-            for json_path, out_path in todo:
-                convert_one(json_path, out_path)
+            for pair in todo:
+                convert_one(*pair)
+                finished([pair])
                 bar.update(1)
         else:
-            _run_parallel(todo, workers, bar)
+            _run_parallel(todo, workers, bar, finished)
     return PrepareResult(converted=len(todo), skipped=len(pairs) - len(todo))

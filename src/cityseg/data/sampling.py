@@ -1,16 +1,7 @@
-"""Random numbers that depend only on (seed, epoch, sample): the same run whatever the worker count, and
-after any kill.
-
-A DataLoader worker's random stream depends on which samples that worker happened to load before, and
-is lost when the process dies; so the old per-worker seeding gave other augmentations with another
-worker count, and after a `--resume`. Here nothing carries over from one sample to the next:
-
-- `EpochKeys` shuffles with a generator seeded by (seed, epoch) (through DistributedSampler, which does
-  exactly that on every rank and shards the permutation under DDP) and yields (epoch, index) keys;
-- `KeyedDataset` loads sample `index` with torch's generator seeded by `sample_seed(seed, epoch, index)`
-  inside a forked RNG (every random op of `cityseg.data.transforms` draws from torch's generator), so sample
-  i of epoch e gets the same crop, flip and colours in any worker, any rank, any run;
-- `cityseg.data.device_augment.BatchAugment` (`--gpu-aug`) does the same per step with (seed, epoch, step, rank).
+"""Random numbers that depend only on (seed, epoch, sample): the same run whatever the worker count, and after any
+kill. `EpochKeys` shuffles from (seed, epoch) (DistributedSampler's permutation, sharded under DDP) and yields
+(epoch, index) keys; `KeyedDataset` loads sample `index` with torch's generator seeded by (seed, epoch, index),
+which every random op of the transforms draws from; `device_augment.BatchAugment` seeds each step likewise.
 """
 
 from __future__ import annotations
@@ -31,7 +22,6 @@ class EpochKeys(Sampler[tuple[int, int]]):
     """(epoch, index) keys of one rank's share of an epoch, shuffled from (seed, epoch); `set_epoch` each epoch."""
 
     def __init__(self, length: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
-        # DistributedSampler is given rank and size explicitly, so it needs no process group for one process.
         self.order = DistributedSampler(range(length), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
         self.epoch = 0
 
@@ -48,11 +38,8 @@ class EpochKeys(Sampler[tuple[int, int]]):
 
 
 class KeyedDataset(Dataset):
-    """`dataset[index]` loaded with torch's RNG seeded by (seed, epoch, index), for keys from `EpochKeys`.
-
-    The global generator is forked around the sample, so loading in the main process (`--workers 0`)
-    leaves the training process's own stream untouched, exactly as loading in a worker does.
-    """
+    """`dataset[index]` loaded with torch's RNG seeded by (seed, epoch, index), for keys from `EpochKeys`; forked
+    around the sample, so loading in the main process (`--workers 0`) leaves its own stream untouched."""
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset = dataset

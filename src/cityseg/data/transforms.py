@@ -1,16 +1,10 @@
-"""Joint image/mask transforms built on torchvision.transforms.v2.
-
-The image travels as `tv_tensors.Image` and the mask as `tv_tensors.Mask`, so every geometric op is
-applied to both with the right resampling (image bilinear, mask nearest) and photometric ops touch the
-image only. Random scaling and cropping come first and are fused into one resize of just the crop window,
-so per-pixel work (photometric distortion, blur) runs on the crop, never on the full 2048x1024 frame.
-
-A crop larger than the scaled image is padded last, after the colour ops (as mmsegmentation pads after
-its PhotoMetricDistortion), at the bottom and right: the label with `PAD_LABEL`, the image with the
-ImageNet mean rounded to uint8. The training step (`mark_padding`, called by
-`cityseg.training.engine.to_device_batch`) then sets those pixels to exactly 0 after normalisation (the mean)
-and their labels to ignore, so padding never shifts BatchNorm statistics, whatever ran in between
-(`--gpu-aug` colour ops included).
+"""Joint image/mask transforms built on torchvision.transforms.v2 (image bilinear, mask nearest; colour ops on the
+image only). Random scaling and cropping are fused into one resize of just the crop window, so per-pixel work
+runs on the crop, never on the full frame. A crop larger than the scaled image is padded last, at the bottom and
+right, after the colour ops (as mmsegmentation pads after its PhotoMetricDistortion): the label with
+`PAD_LABEL`, the image with the ImageNet mean; the training step (`mark_padding`) then makes those pixels exactly
+0 after normalisation and their labels ignore. They add no loss, but BatchNorm's batch statistics still count
+them (as mmsegmentation's, whose padding is 0 after normalisation too).
 """
 
 from __future__ import annotations
@@ -28,8 +22,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from cityseg.data.augmentations import AUGMENTATIONS, DEFAULT_SCALE_RANGE, PIXEL_AUGMENTATIONS
-from cityseg.errors import UserError
+from cityseg.data.augmentations import DEFAULT_SCALE_RANGE, PIXEL_AUGMENTATIONS
 from cityseg.labels import IGNORE_INDEX
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,12 +38,8 @@ PairTransformFn = Callable[[np.ndarray, np.ndarray], tuple[Tensor, Tensor]]
 
 
 def normalize(image: Tensor, memory_format: torch.memory_format = torch.contiguous_format) -> Tensor:
-    """uint8 (..., 3, H, W) -> float32 with ImageNet statistics, the input the pretrained encoder expects.
-
-    Runs where the model runs (training step, prediction), so loaders move uint8, 4x fewer bytes. The
-    float copy is laid out in `memory_format` in the same pass (contiguous: faster than `.float()` on a
-    channels-last view such as a permuted (H, W, 3) image; channels_last: what a channels-last model wants).
-    """
+    """uint8 (..., 3, H, W) -> float32 with ImageNet statistics, where the model runs (loaders move uint8, 4x fewer
+    bytes); the float copy is laid out in `memory_format` in the same pass."""
     image = image.as_subclass(Tensor) if isinstance(image, tv_tensors.TVTensor) else image
     scale, shift = _normalize_constants(image.device)
     return image.to(torch.float32, memory_format=memory_format).mul_(scale).sub_(shift)
@@ -58,9 +47,8 @@ def normalize(image: Tensor, memory_format: torch.memory_format = torch.contiguo
 
 @functools.cache
 def _normalize_constants(device: torch.device) -> tuple[Tensor, Tensor]:
-    """(scale, shift), each (3, 1, 1) on `device`, made once per device: building them from Python lists
-    every step would be a blocking host-to-device copy, a sync in the middle of the training step."""
-    # x/255 - mean over std == x * (1 / (255 std)) - mean / std: one multiply-add, in place on the float copy.
+    """(scale, shift), each (3, 1, 1), made once per device (a host-to-device copy each step would sync):
+    x/255 - mean over std == x * (1 / (255 std)) - mean / std, one multiply-add in place."""
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     scale = 1.0 / (255.0 * std)
     shift = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) / std
@@ -68,12 +56,8 @@ def _normalize_constants(device: torch.device) -> tuple[Tensor, Tensor]:
 
 
 def _dominant_class_ratio(mask: Tensor) -> float:
-    """Share of the most frequent class among non-ignored pixels; 1.0 when all are ignored.
-
-    Large windows are counted on every 2nd to 4th pixel in each direction (at least `RATIO_SAMPLES`
-    pixels): an estimate is enough against a 0.75 threshold, and it runs up to `CROP_TRIES` times per
-    sample on windows of up to a whole frame. Small windows, where a stride would bias it, are counted whole.
-    """
+    """Share of the most frequent class among non-ignored pixels (1.0 when all are ignored); large windows counted
+    on every 2nd to 4th pixel (at least `RATIO_SAMPLES`), an estimate enough against a 0.75 threshold."""
     height, width = mask.shape[-2:]
     stride = max(1, min(RATIO_MAX_STRIDE, math.isqrt(height * width // RATIO_SAMPLES)))
     sample = mask[..., ::stride, ::stride]
@@ -83,12 +67,12 @@ def _dominant_class_ratio(mask: Tensor) -> float:
 
 
 class ScaleCrop(v2.Transform):
-    """Random scale, then a random crop of up to `crop` (W, H): smaller where the scaled image is (`PadTo`
-    pads it afterwards).
+    """Random scale, then a random crop of up to `crop` (W, H): smaller where the scaled image is (`PadTo` pads it).
 
-    The crop position is re-drawn up to `tries` times while one class covers more than `max_class_ratio`
-    of the labelled pixels (the least dominated window wins). Only the source window of the crop is
-    resampled, so the cost is that of the crop, whatever the scale.
+    While one class covers more than `max_class_ratio` of the labelled pixels the window is re-drawn, up to `tries`
+    draws, keeping the least dominated one. mmsegmentation's RandomCrop (cat_max_ratio) differs: a window passes
+    with `<` and at least two classes, and after 10 failures an 11th random window is kept unchecked; its shares
+    are counted on the rescaled label, ours on the source window (every 2nd-4th pixel of large ones).
     """
 
     def __init__(
@@ -162,12 +146,8 @@ class PadTo(v2.Transform):
 
 
 def mark_padding(images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
-    """Set the crop padding of a normalised training batch to the exact mean and its labels to ignore.
-
-    images (B, 3, H, W) float, normalised (0 = the ImageNet mean), changed in place; masks (B, H, W) uint8
-    with `PAD_LABEL` where `PadTo` padded, returned as a new tensor (the loader's batch stays as it was).
-    No host sync.
-    """
+    """The crop padding of a normalised batch (B, 3, H, W) set to exactly 0 (the mean) in place, and its labels
+    (`PAD_LABEL` in masks (B, H, W)) to ignore in a new tensor; no host sync."""
     padded = masks == PAD_LABEL  # (B, H, W)
     images.masked_fill_(padded.unsqueeze(1), 0.0)
     return images, masks.masked_fill(padded, IGNORE_INDEX)
@@ -186,27 +166,16 @@ def pixel_transform(name: str) -> v2.Transform:
     raise ValueError(f"{name!r} is not a per-pixel augmentation")  # callers iterate PIXEL_AUGMENTATIONS
 
 
-def _pixel_ops(aug: Sequence[str]) -> list[v2.Transform]:
-    return [pixel_transform(name) for name in PIXEL_AUGMENTATIONS if name in aug]
-
-
 def _as_tensor(array: np.ndarray | Tensor) -> Tensor:
-    """Share the array's memory without copying; read-only inputs (cache memmaps) are fine because every op
-    below returns a new tensor, so torch's non-writable warning is silenced for them."""
-    array = np.asarray(array) if not isinstance(array, Tensor) else array
-    if isinstance(array, np.ndarray) and not array.flags.writeable:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.as_tensor(array)
-    return torch.as_tensor(array)
+    """The array's memory without a copy; read-only ones (cache memmaps) too, as every op below makes a new tensor."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's warning about non-writable arrays
+        return torch.as_tensor(array)
 
 
 class PairTransform:
-    """Callable (image (H, W, 3) uint8, mask (H, W) uint8) -> (image uint8 (3, H, W), mask uint8 (H, W)).
-
-    Outputs stay uint8: collating and passing samples between loader processes costs 4x less than
-    float32/int64, and `normalize` plus `.long()` run on the device (`cityseg.training.engine.to_device_batch`).
-    """
+    """(image (H, W, 3) uint8, mask (H, W) uint8) -> (image (3, H, W), mask (H, W)), still uint8: 4x less to move
+    between loader processes than float32/int64; `engine.to_device_batch` normalises and widens on the device."""
 
     def __init__(self, ops: list[v2.Transform]) -> None:
         self.ops = v2.Compose(ops) if ops else None
@@ -223,27 +192,6 @@ class PairTransform:
         return f"PairTransform({self.ops!r})"
 
 
-def _check_options(
-    aug: Sequence[str],
-    size: tuple[int, int] | None,
-    crop: tuple[int, int] | None,
-    scale_range: tuple[float, float] | None,
-    crop_max_class_ratio: float,
-) -> None:
-    unknown = [name for name in aug if name not in AUGMENTATIONS]
-    if unknown:
-        raise UserError(f"unknown augmentation(s) {', '.join(unknown)}; valid ones are {', '.join(AUGMENTATIONS)}.")
-    for what, value in (("size", size), ("crop", crop)):
-        if value is not None and (len(value) != 2 or min(value) < 1):
-            raise UserError(f"{what} {value!r} must be two positive numbers WIDTH x HEIGHT, e.g. 1024x512.")
-    if scale_range is not None and not (len(scale_range) == 2 and 0 < scale_range[0] <= scale_range[1]):
-        raise UserError(f"scale range {scale_range!r} must be two numbers 0 < MIN <= MAX, e.g. 0.5 2.0.")
-    if not 0 < crop_max_class_ratio <= 1:
-        raise UserError(f"crop_max_class_ratio {crop_max_class_ratio} must be in (0, 1]; 1 disables the check.")
-    if "scale-crop" in aug and crop is None and size is None:
-        raise UserError("scale-crop needs a crop size (--crop WxH) or an input --size to crop and pad to.")
-
-
 def build_transform(
     train: bool,
     aug: Sequence[str] = (),
@@ -255,14 +203,11 @@ def build_transform(
 ) -> PairTransformFn:
     """Training or evaluation transform: optional resize to `size` (W, H), then augmentations; uint8 out.
 
-    Training: `crop` (W, H) or "scale-crop" enables the fused scale-and-crop (scale 1 without "scale-crop";
-    `scale_range` defaults to 0.5-2.0; the crop defaults to `size`), then "flip", then colour/blur ops on
-    the crop, unless `pixel_ops` is False: then `device_augment.build_batch_augment` runs them on the
-    device; last, `PadTo` pads crops the scaled image could not fill. Evaluation ignores `aug`/`crop`:
-    resize only, so predictions map back 1:1.
+    Training: `crop` or "scale-crop" runs the fused scale-and-crop (`scale_range`, default 0.5-2.0; the crop
+    defaults to `size`), then "flip", then the colour ops (on the device instead with `pixel_ops` False), then
+    `PadTo`. Evaluation ignores `aug`/`crop`: resize only, so predictions map back 1:1.
     """
-    aug = tuple(aug)
-    _check_options(aug, size, crop, scale_range, crop_max_class_ratio)
+    aug = tuple(aug)  # names and sizes checked by TrainConfig
     ops: list[v2.Transform] = []
     pad_to = None
     if train and ("scale-crop" in aug or crop is not None):
@@ -275,7 +220,7 @@ def build_transform(
         if "flip" in aug:
             ops.append(v2.RandomHorizontalFlip(p=0.5))
         if pixel_ops:
-            ops.extend(_pixel_ops(aug))
+            ops.extend(pixel_transform(name) for name in PIXEL_AUGMENTATIONS if name in aug)
     if pad_to is not None:
         ops.append(PadTo(pad_to))
     return PairTransform(ops)

@@ -1,15 +1,10 @@
 """torch.compile with a way back: a run whose model fails to compile trains eagerly, after one warning line.
 
-torch.compile compiles lazily: the forward graph at the first call, the backward graph at the first
-backward. A missing or broken Triton, an unsupported GPU or a compiler bug then fails inside the first
-training step, not where `torch.compile` was called. `CompiledOrEager` runs the compiled module and,
-on the first failure, switches to the eager one for good; `first_step` wraps a whole step (forward and
-backward) so that a failure in the backward is caught as well. Either way the failed step is redone
-eagerly from the same state: the BatchNorm buffers a failed compiled forward may have updated are put
-back, and gradients are zeroed at the start of every step anyway. So a run that fell back produces the
-numbers an eager run would have.
-
-Out of memory is not a compile failure (the eager model needs more memory, not less) and is re-raised.
+torch.compile compiles lazily (the forward at the first call, the backward at the first backward), so a missing
+Triton, an unsupported GPU or a compiler bug fails inside the first training step. `CompiledOrEager` switches to
+eager for good at the first failure and `first_step` catches one in the backward too; the failed step is redone
+eagerly from the same state (BatchNorm buffers put back), so a run that fell back gives an eager run's numbers.
+Out of memory is not a compile failure and is re-raised.
 """
 
 from __future__ import annotations
@@ -61,17 +56,11 @@ class CompiledOrEager(nn.Module):
         """Copies of the running statistics (BatchNorm) a forward updates in training mode."""
         return {name: buffer.clone() for name, buffer in self.eager.named_buffers()}
 
-    def restore_buffers(self, saved: dict[str, Tensor] | None) -> None:
-        """Put back what `buffers_snapshot` copied."""
-        if saved is None:
-            return
-        with torch.no_grad():
-            for name, buffer in self.eager.named_buffers():
-                buffer.copy_(saved[name])
-
     def fall_back(self, exc: BaseException, saved: dict[str, Tensor] | None) -> None:
-        """Switch to eager for good: undo what the failed call changed, say so once, tell the run."""
-        self.restore_buffers(saved)
+        """Switch to eager for good: put back the buffers the failed call changed, say so once, tell the run."""
+        with torch.no_grad():
+            for name, buffer in self.eager.named_buffers() if saved is not None else ():
+                buffer.copy_(saved[name])
         first_line = (str(exc).strip().splitlines() or [""])[0][:200]
         self.failure = f"{type(exc).__name__}: {first_line}"
         if is_main():
@@ -85,15 +74,9 @@ class CompiledOrEager(nn.Module):
             self.on_fallback(self.failure)
 
 
-def compile_with_fallback(model: nn.Module, on_fallback: Callable[[str], None] | None = None) -> CompiledOrEager:
-    """`model` compiled, falling back to itself if compiling fails (see the module docstring)."""
-    return CompiledOrEager(model, on_fallback)
-
-
 def first_step(model: nn.Module, step: Callable[[], T]) -> T:
-    """Run one training step (forward and backward, before the optimizer steps); while `model` is a
-    `CompiledOrEager` whose compiled graphs have not yet run a whole step, a failure anywhere in it (the
-    backward compiles at the first backward) switches to eager and redoes the step from the same state."""
+    """Run one training step (forward and backward); until a `CompiledOrEager` has run a whole step compiled, a
+    failure anywhere in it switches to eager and redoes the step from the same state."""
     if not isinstance(model, CompiledOrEager) or model.proven or model.failure is not None:
         return step()
     saved = model.buffers_snapshot()
@@ -108,6 +91,3 @@ def first_step(model: nn.Module, step: Callable[[], T]) -> T:
         return step()
     model.proven = model.failure is None
     return result
-
-
-__all__ = ["CompiledOrEager", "WARNING_PREFIX", "compile_with_fallback", "first_step"]

@@ -179,6 +179,13 @@ class TrainConfig:
         "torch.compile the training step (eager again, with one warning, if compiling fails); auto: on CUDA for runs "
         "long enough to repay the compile time (cityseg.training.runtime)",
     )
+    # Not a RUNTIME_FIELDS member: a run is reproducible only if every resume of it ran deterministic too.
+    deterministic: bool = _option(
+        False,
+        help="deterministic cuDNN/cuBLAS/torch kernels and no compile, so CUDA runs repeat bit for bit "
+        "(slower; CPU runs repeat without it)",
+        group=RUN,
+    )
 
     def __post_init__(self) -> None:
         """Spell the model and loss one way ('fpn' -> 'FPN', 'CE + 0.50*dice' -> 'ce+0.5*dice'), then validate."""

@@ -1,33 +1,10 @@
-"""K-fold cross-validation on the train split, then one final model on all of it.
+"""K-fold cross-validation on the train split, then one final model on all of it; the official val split picks nothing.
 
-The official val split never picks anything. With select "loss" or "miou" each fold's held-out
-cities choose that fold's best epoch and the median of those epochs (`chosen_epochs`) sets how
-long the final model trains on all train images; with "last" (a fixed budget) it trains the
-recipe's epochs. The full fit runs the folds' lr schedule, stopped at `chosen_epochs`
-(`trainer.with_epochs`). The headline CV number scores every fold at that same epoch, so no
-fold is scored at an epoch it chose for itself; the best-epoch scores, chosen on the fold that
-scores them, are kept beside it as `selected` (optimistic). Val is left for one honest
-evaluation at the end.
-
-    RUNS/folds.json      the folds (written once; a different existing file is never overwritten)
-    RUNS/fold_<k>/       one run folder per fold (see cityseg.training.trainer)
-    RUNS/full/           the final model, trained for the chosen number of epochs, no validation
-    RUNS/summary.json    see `summarize`
-
-Launch:
-
-    cityseg cv ROOT --out RUNS                                    # one device, folds one after another
-    torchrun --nproc_per_node=4 -m cityseg cv ROOT --out RUNS     # each fold on 4 GPUs with DDP
-    CUDA_VISIBLE_DEVICES=0 cityseg cv ROOT --out RUNS --only-folds 0,1,2 &
-    CUDA_VISIBLE_DEVICES=1 cityseg cv ROOT --out RUNS --only-folds 3,4   # folds spread over GPUs
-    cityseg cv ROOT --out RUNS --resume                           # skip finished folds, then the full fit
-
-With --only-folds a process trains only its folds, never the full fit: a later `cv --resume` runs it.
-
-Locks (cityseg.locks) keep two processes from training one run folder: each trainer locks its run
-folder, a `cv` locks RUNS as a whole (shared between `--only-folds` processes, so folds may run in
-parallel, exclusive otherwise), and folds.json and summary.json are written under a short lock of their
-own. A second process is refused before it writes anything, naming the process in its way.
+With select "loss" or "miou" each fold's held-out cities choose that fold's best epoch; the full fit trains the
+folds' schedule for the median of all folds' best epochs (`chosen_epochs`), and the headline scores fold k at
+the median of the OTHER folds' best epochs, so no fold is scored at an epoch its own cities chose. With "last"
+(a fixed budget) every fold is scored at its last epoch. Folds of one RUNS may train in parallel (`--only-folds`,
+a shared lock on RUNS; a later `cv --resume` runs the full fit); a second process is refused naming the first.
 """
 
 from __future__ import annotations
@@ -40,24 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from cityseg.errors import UserError
-from cityseg.fileio import atomic_write_bytes
+from cityseg.fileio import atomic_write_text
 from cityseg.labels import CLASS_NAMES
 from cityseg.locks import hold_lock, wait_lock
 from cityseg.training.config import TrainConfig, config_differences, with_epochs
-from cityseg.training.cv_progress import CVProgress, planned_runs
 from cityseg.training.datasets import check_input_size
 from cityseg.training.dist import barrier, held_by_main, init_distributed, is_main
 from cityseg.training.engine import json_float
-from cityseg.training.folds import (
-    check_folds_match,
-    fold_ids,
-    fold_table,
-    load_folds,
-    make_folds,
-    write_folds,
-)
+from cityseg.training.folds import check_folds_match, fold_ids, fold_table, load_folds, make_folds, write_folds
 from cityseg.training.model import check_encoder_weights
 from cityseg.training.runfolder import (
     FOLDS_FILE,
@@ -71,14 +41,13 @@ from cityseg.training.runfolder import (
     make_run_folder,
     read_run_config,
 )
-from cityseg.training.runtime import resolve_and_report
+from cityseg.training.runtime import apply_determinism, resolve_and_report
 from cityseg.training.trainer import train_run
 
 SUMMARY_FORMAT = "cityseg-cv-summary"  # the marker that makes a summary.json ours to replace
 RUNS_LOCK = ".lock-cv"  # held for a whole `cv` (shared by --only-folds processes)
 SHARED_FILES_LOCK = ".lock-cv-files"  # held while folds.json or summary.json is checked and written
-# What summary.json held before it carried SUMMARY_FORMAT: such a file is an older cityseg's, not the user's.
-_LEGACY_SUMMARY_KEYS = frozenset(("k", "split", "seed", "complete", "folds", "chosen_epochs", "full", "std"))
+SELECTED_NOTE = "best epoch chosen on the same fold that scores it (optimistic)"
 
 __all__ = ["fold_table", "load_log", "make_folds", "run_cv", "summarize", "chosen_epochs", "fold_dir"]
 
@@ -98,16 +67,17 @@ def run_cv(
 ) -> dict[str, Any]:
     """Make/check the folds, train the selected folds, then (all folds done) the full model; returns the summary.
 
-    Every option and the files already in RUNS are checked before anything is written. With `only_folds`
-    the full fit is left to a later call without it (folds of one RUNS may train in parallel processes).
+    Every option and the files already in RUNS are checked before anything is written. The train split is
+    listed once and handed to every step. With `only_folds` the full fit is left to a later call without it.
     """
-    from cityseg.data.frames import list_frames
+    from cityseg.data.frames import listed_split
 
     root, runs_dir = Path(root), Path(runs_dir)
+    apply_determinism(config)  # before init_distributed's first CUDA call
     info = init_distributed(config.device)
-    frames = list_frames(root, "train", label_source=config.labels)
-    check_input_size(config, frames[0].image)
-    folds = make_folds(frames, k=k, split=split, seed=seed)
+    train = listed_split(root, "train", config.labels)
+    check_input_size(config, train)
+    folds = make_folds(train.frames, k=k, split=split, seed=seed)
     selected = _selected_folds(only_folds, k)
     if not resume:
         check_encoder_weights(config)
@@ -117,66 +87,82 @@ def run_cv(
     barrier()
     fold_images = {fold: len(fold_ids(folds, fold)[0]) for fold in range(k)}
     # Machine defaults once for the whole CV (every fold and the full fit run with them), printed once.
-    config = resolve_and_report(config, root, min(fold_images.values()), info.world_size, info.device)
-    full_planned = (
-        full
-        and only_folds is None
-        and all(f in selected or is_finished(fold_dir(runs_dir, f), config.epochs) for f in range(k))
-    )
-    plan = planned_runs(
-        [(fold_dir(runs_dir, f).name, fold_dir(runs_dir, f), fold_images[f]) for f in selected],
-        config.epochs,
-        (runs_dir / FULL_RUN, len(frames)) if full_planned else None,
-    )
+    config = resolve_and_report(config, train, min(fold_images.values()), info.world_size, info.device)
+    full = full and only_folds is None
+    planned = {fold_dir(runs_dir, f).name: (fold_dir(runs_dir, f), config.epochs) for f in selected}
+    if full and all(f in selected or is_finished(fold_dir(runs_dir, f), config.epochs) for f in range(k)):
+        planned[FULL_RUN] = (runs_dir / FULL_RUN, config.epochs)  # an upper bound until the folds choose
     with held_by_main(lambda: _lock_runs(runs_dir, shared=only_folds is not None)):
         if is_main():
             with _shared_files_lock(runs_dir):
                 _check_shared_files(runs_dir, folds)
                 write_folds(runs_dir / FOLDS_FILE, folds)
         barrier()
-        with CVProgress(plan, enabled=progress and is_main()) as overall:
+        with _Bar(planned, enabled=progress and is_main()) as overall:
+            callback = overall.callback(on_epoch)
             for fold in selected:
                 run_dir = fold_dir(runs_dir, fold)
-                if resume and _skip_finished(run_dir, config):
-                    continue
-                train_ids, val_ids = fold_ids(folds, fold)
-                train_run(
-                    root,
-                    run_dir,
-                    config,
-                    train_ids,
-                    val_ids,
-                    resume=resume,
-                    on_epoch=overall.callback(on_epoch),
-                    run_name=run_dir.name,
-                    progress=progress,
-                )
-
+                if not (resume and _skip_finished(run_dir, config)):
+                    train_run(
+                        root, run_dir, config, *fold_ids(folds, fold), resume, callback, progress=progress, split=train
+                    )
             summary = summarize(runs_dir)
-            if full and only_folds is None and summary["complete"]:
+            if full and summary["complete"]:
                 full_config = with_epochs(config, summary["chosen_epochs"])
                 overall.set_epochs(FULL_RUN, full_config.epochs)
                 run_dir = runs_dir / FULL_RUN
                 if not (resume and _skip_finished(run_dir, full_config)):
-                    train_run(
-                        root,
-                        run_dir,
-                        full_config,
-                        [f.id for f in frames],
-                        None,
-                        resume=resume,
-                        on_epoch=overall.callback(on_epoch),
-                        run_name=FULL_RUN,
-                        progress=progress,
-                    )
-                summary = summarize(runs_dir)
+                    ids = [f.id for f in train.frames]
+                    train_run(root, run_dir, full_config, ids, None, resume, callback, progress=progress, split=train)
         if is_main():
             with _shared_files_lock(runs_dir):  # another --only-folds process may have finished a fold meanwhile
                 summary = summarize(runs_dir)
-                text = json.dumps(summary, indent=1) + "\n"
-                atomic_write_bytes(runs_dir / SUMMARY_FILE, lambda handle: handle.write(text.encode()))
+                atomic_write_text(runs_dir / SUMMARY_FILE, json.dumps(summary, indent=1) + "\n")
         barrier()
     return summary
+
+
+class _Bar:
+    """One bar over every planned epoch of the folds and the full fit, counted from the run folders (a resumed cv
+    and the notebook's two run_cv calls start from what is done); its ETA is tqdm's, from this process's epochs."""
+
+    def __init__(self, planned: dict[str, tuple[Path, int]], enabled: bool) -> None:
+        self.planned = planned
+        bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} epochs [{elapsed}<{remaining}]"
+        self.bar = tqdm(total=self.total(), initial=self.done(), desc="cv", bar_format=bar_format, disable=not enabled)
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.bar.close()
+
+    def total(self) -> int:
+        return sum(epochs for _, epochs in self.planned.values())
+
+    def done(self) -> int:
+        return sum(min(len(load_log(run_dir)), epochs) for run_dir, epochs in self.planned.values())
+
+    def set_epochs(self, name: str, epochs: int) -> None:
+        """The full fit's epoch count, once the folds have chosen it."""
+        if name in self.planned:
+            self.planned[name] = (self.planned[name][0], epochs)
+            if self.bar.disable:
+                return
+            started = self.bar.start_t
+            self.bar.reset(total=self.total())  # not `.total =`: a notebook widget keeps its own maximum
+            self.bar.start_t, self.bar.n = started, self.done()
+            self.bar.refresh()
+
+    def callback(self, then: EpochCallback | None) -> EpochCallback:
+        """An on_epoch for `train_run` that advances the bar, then calls `then` (e.g. the notebook's live curves)."""
+
+        def on_epoch(run_name: str, row: dict) -> None:
+            self.bar.update(run_name in self.planned)
+            if then is not None:
+                then(run_name, row)
+
+        return on_epoch
 
 
 def _lock_runs(runs_dir: Path, shared: bool):
@@ -203,9 +189,9 @@ def _check_shared_files(runs_dir: Path, folds: dict[str, Any]) -> None:
         return
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         data = None
-    if isinstance(data, dict) and (data.get("format") == SUMMARY_FORMAT or _LEGACY_SUMMARY_KEYS <= data.keys()):
+    if isinstance(data, dict) and data.get("format") == SUMMARY_FORMAT:
         return
     raise UserError(
         f"{path} exists but was not written by `cityseg cv` (it lacks the {SUMMARY_FORMAT!r} format marker), and cv "
@@ -237,26 +223,19 @@ def _skip_finished(run_dir: Path, config: TrainConfig) -> bool:
 
 
 def chosen_epochs(best_epochs: Sequence[int]) -> int:
-    """Epochs for the full fit: the median of the folds' best epochs, halves rounded up."""
+    """The median of best epochs, halves rounded up: the full fit's epochs (all folds) or a fold's scored epoch
+    (the other folds)."""
     return int(math.floor(statistics.median(best_epochs) + 0.5))
-
-
-SELECTED_NOTE = "best epoch chosen on the same fold that scores it (optimistic)"
 
 
 def summarize(runs_dir: Path) -> dict[str, Any]:
     """Cross-validation summary from the run folders alone (what summary.json holds).
 
-    Headline (`miou_mean`, `miou_std`, `class_iou_mean`, `class_iou_std`): every fold scored at
-    `chosen_epochs`, the epoch count the full fit trains for (with select "last": the last epoch),
-    so no fold is scored at an epoch it picked for itself; null until that epoch is known (all
-    folds finished, or a "last" fold finished). `selected`: the same statistics at each fold's own
-    best epoch, which is optimistic. `protocol` says in one sentence how the headline was obtained.
-    Statistics: mean and sample standard deviation (ddof=1) over folds; a class absent from a
-    fold's ground truth (null) is left out of that class's statistics.
-
-    Per fold: fold, run_dir, finished, epochs, epochs_done, select; `epoch` (the epoch scored for the
-    headline), val_miou, val_loss, class_iou at it; best_epoch, best_val_miou, best_val_loss, best_class_iou.
+    Headline (`miou_mean`, `miou_std`, `class_iou_mean`, `class_iou_std`): fold k scored at the median of the
+    other folds' best epochs (select "last": its last epoch); null until all folds are finished (a "last" fold:
+    once it is). `selected`: the same at each fold's own best epoch (optimistic). Mean and sample std (ddof=1)
+    over folds; a class absent from a fold's ground truth (null) is left out of its statistics. Per fold: its
+    `epoch` scored for the headline and the values there, and its best epoch's.
     """
     runs_dir = Path(runs_dir)
     folds = load_folds(runs_dir / FOLDS_FILE)
@@ -268,8 +247,15 @@ def summarize(runs_dir: Path) -> dict[str, Any]:
     finished = {n: is_finished(run, config.epochs) for n, run, config, _ in runs}
     complete = sum(finished.values()) == folds["k"]
     best = {n: best_row(rows, config.select) for n, _, config, rows in runs}
-    epochs = chosen_epochs([best[n]["epoch"] for n, done in finished.items() if done]) if complete else None
-    per_fold = [_fold_summary(n, run, config, rows, best[n], finished[n], epochs) for n, run, config, rows in runs]
+    best_epochs = {n: best[n]["epoch"] for n, done in finished.items() if done}
+    epochs = chosen_epochs(list(best_epochs.values())) if complete else None
+    per_fold = []
+    for n, run, config, rows in runs:
+        if config.select == "last":
+            scored_at = config.epochs if finished[n] else None
+        else:
+            scored_at = chosen_epochs([e for m, e in best_epochs.items() if m != n]) if complete else None
+        per_fold.append(_fold_summary(n, run, config, rows, best[n], finished[n], scored_at))
     scored = [row for row in per_fold if row["epoch"] is not None]
     selected = [row for row in per_fold if row["finished"]]
     return {
@@ -293,12 +279,12 @@ def _statistics(rows: list[dict], miou_key: str, class_key: str) -> dict[str, An
     """miou_mean/std and class_iou_mean/std over `rows` (null class IoUs left out)."""
     miou = np.array([np.nan if row[miou_key] is None else row[miou_key] for row in rows], dtype=float)
     class_iou = np.array([[np.nan if v is None else v for v in row[class_key]] for row in rows], dtype=float)
-    classes = range(len(CLASS_NAMES))
+    columns = [class_iou[:, c] for c in range(len(CLASS_NAMES))] if rows else None
     return {
         "miou_mean": _mean(miou),
         "miou_std": _std(miou),
-        "class_iou_mean": [_mean(class_iou[:, c]) for c in classes] if rows else None,
-        "class_iou_std": [_std(class_iou[:, c]) for c in classes] if rows else None,
+        "class_iou_mean": [_mean(column) for column in columns] if columns else None,
+        "class_iou_std": [_std(column) for column in columns] if columns else None,
     }
 
 
@@ -309,28 +295,15 @@ def _fold_summary(
     rows: list[dict],
     best: dict | None,
     finished: bool,
-    chosen: int | None,
+    epoch: int | None,
 ) -> dict[str, Any]:
-    """One fold: the row scored for the headline (at `chosen`, or the last epoch for "last") and its best row."""
-    epoch = chosen if chosen is not None else (config.epochs if config.select == "last" and finished else None)
+    """One fold: the row scored for the headline (at `epoch`) and its best row."""
     scored = next((row for row in rows if row.get("epoch") == epoch), None) if epoch is not None else None
-    none_per_class = [None] * len(CLASS_NAMES)
-    return {
-        "fold": fold,
-        "run_dir": run_dir.name,
-        "finished": finished,
-        "epochs": config.epochs,
-        "epochs_done": len(rows),
-        "select": config.select,
-        "epoch": epoch if scored is not None else None,
-        "val_miou": scored["val_miou"] if scored else None,
-        "val_loss": scored["val_loss"] if scored else None,
-        "class_iou": scored["class_iou"] if scored else none_per_class,
-        "best_epoch": best["epoch"] if best else None,
-        "best_val_miou": best["val_miou"] if best else None,
-        "best_val_loss": best["val_loss"] if best else None,
-        "best_class_iou": best["class_iou"] if best else none_per_class,
-    }
+    empty = {"epoch": None, "val_miou": None, "val_loss": None, "class_iou": [None] * len(CLASS_NAMES)}
+    at, best = {**empty, **(scored or {})}, {**empty, **(best or {})}
+    summary = {"fold": fold, "run_dir": run_dir.name, "finished": finished, "epochs": config.epochs}
+    summary |= {"epochs_done": len(rows), "select": config.select}
+    return summary | {key: at[key] for key in empty} | {f"best_{key}": best[key] for key in empty}
 
 
 def _protocol(per_fold: list[dict], k: int, chosen: int | None) -> str:
@@ -344,12 +317,14 @@ def _protocol(per_fold: list[dict], k: int, chosen: int | None) -> str:
             f"the {done} finished of {k} folds."
         )
     by = " and ".join(sorted({"val loss" if row["select"] == "loss" else "val mIoU" for row in per_fold})) or "val loss"
-    rule = f"the epoch count the full fit trains for (the median of the folds' best epochs by {by})"
+    rule = f"the median of the other folds' best epochs by {by}"
     if chosen is None:
         return f"Null until all {k} folds are finished ({done} are): each fold will be scored at {rule}."
+    scored = ", ".join(str(row["epoch"]) for row in per_fold)
     return (
-        f"Each fold is scored at epoch {chosen}, {rule}, not at its own best epoch; mean and sample std over "
-        f"the {k} folds."
+        f"Each fold is scored at {rule} (epochs {scored}), never at an epoch its own held-out cities chose; the "
+        f"full fit trains for the median of all {k} folds' best epochs ({chosen}); mean and sample std over the "
+        f"{k} folds."
     )
 
 

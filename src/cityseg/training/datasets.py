@@ -7,40 +7,34 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from cityseg.data.frames import Frame, ListedSplit, listed_split
 from cityseg.data.sampling import EpochKeys, KeyedDataset
 from cityseg.errors import UserError
 from cityseg.training.config import TrainConfig
-from cityseg.training.dist import (
-    DistInfo,
-    ShardSampler,
-    is_main,
-)
+from cityseg.training.dist import DistInfo, ShardSampler, is_main
 from cityseg.training.model_names import model_title_of, size_multiple
-from cityseg.training.runtime import (
-    uses_cache,
-)
+from cityseg.training.runtime import uses_cache
 
 
 def build_datasets(
-    config: TrainConfig, root: Path, train_ids: Sequence[str], val_ids: Sequence[str] | None = None
+    config: TrainConfig,
+    split: ListedSplit | Path,
+    train_ids: Sequence[str],
+    val_ids: Sequence[str] | None = None,
 ) -> tuple[Dataset, Dataset | None]:
-    """The one place training and validation datasets are built: from PNGs, or from the cache with --cache.
-
-    Validation images stay at full resolution: `engine.validate` resizes them on the device to
-    `config.size` and scores at the labels' resolution.
-    """
+    """Training and validation datasets of the train split (`split`, or the ROOT to list it from): from PNGs,
+    or from the cache with --cache. Validation images stay at full resolution: `engine.validate` resizes
+    them on the device to `config.size` and scores at the labels' resolution."""
     from cityseg.data.dataset import CityscapesDataset
-    from cityseg.data.frames import list_frames
     from cityseg.data.transforms import build_transform
 
+    split = listed_split(split, "train", config.labels)
     if not train_ids:
         raise UserError("no training images were given (an empty fold?); check the folds file or the dataset.")
-    frames = {frame.id: frame for frame in list_frames(root, "train", label_source=config.labels)}
-    train_frames, val_frames = _frames_for(frames, train_ids, root), _frames_for(frames, val_ids or [], root)
-    check_input_size(config, train_frames[0].image)
+    train_frames, val_frames = _frames_for(split, train_ids), _frames_for(split, val_ids or [])
+    check_input_size(config, split)
     train_transform = build_transform(
         train=True,
         aug=config.aug,
@@ -51,57 +45,48 @@ def build_datasets(
         pixel_ops=not config.gpu_aug,  # with --gpu-aug, step_context's augment runs them on the device
     )
     if uses_cache(config):
-        return _cached_datasets(config, root, train_frames, val_frames, train_transform)
+        return _cached_datasets(config, split, train_frames, val_frames, train_transform)
     train_set = CityscapesDataset(train_frames, transform=train_transform, label_source=config.labels)
-    val_set = CityscapesDataset(val_frames, label_source=config.labels) if val_frames else None
-    return train_set, val_set
+    return train_set, CityscapesDataset(val_frames, label_source=config.labels) if val_frames else None
 
 
 def _cached_datasets(
-    config: TrainConfig, root: Path, train_frames: Sequence, val_frames: Sequence, train_transform
+    config: TrainConfig, split: ListedSplit, train_frames: list[Frame], val_frames: list[Frame], train_transform
 ) -> tuple[Dataset, Dataset | None]:
-    """Datasets over `cityseg cache` memmaps (built or refreshed here first; DDP ranks wait on a file lock).
-
-    Validation reads the cache only when it holds full-resolution frames; a downsized entry cannot give
-    the labels' resolution that validation scores at, so it reads the PNGs then.
-    """
-    from cityseg.data.cache import ensure_cache, training_cache_size
-    from cityseg.data.cached_dataset import CachedDataset
+    """Datasets over the cache's memmaps (built or refreshed first; DDP ranks wait on its lock). Validation reads
+    the cache only when it holds full-resolution frames, the labels' resolution it scores at; else the PNGs."""
+    from cityseg.data.cache import CachedDataset, ensure_cache, training_cache_size
     from cityseg.data.dataset import CityscapesDataset
 
     size = training_cache_size(config.size, config.aug, config.scale_range)
-    entry = ensure_cache(root, "train", size, Path(config.cache), config.labels, config.workers or None, is_main())
-    train_set = CachedDataset(
-        entry.path.parent, "train", [f.id for f in train_frames], train_transform, size, config.labels
-    )
+    folder = Path(config.cache)
+    ensure_cache(split.root, "train", size, folder, config.labels, config.workers or None, is_main(), split.frames)
+    train_set = CachedDataset(folder, "train", [f.id for f in train_frames], train_transform, size, config.labels)
     if not val_frames:
         return train_set, None
     if size is None:
-        return train_set, CachedDataset(
-            entry.path.parent, "train", [f.id for f in val_frames], None, None, config.labels
-        )
+        return train_set, CachedDataset(folder, "train", [f.id for f in val_frames], None, None, config.labels)
     return train_set, CityscapesDataset(val_frames, label_source=config.labels)
 
 
-def _frames_for(frames: dict, ids: Sequence[str], root: Path) -> list:
-    missing = [i for i in ids if i not in frames]
+def _frames_for(split: ListedSplit, ids: Sequence[str]) -> list[Frame]:
+    missing = [i for i in ids if i not in split.by_id]
     if missing:
         raise UserError(
-            f"{len(missing)} image id(s) of the folds are not in {Path(root) / 'leftImg8bit' / 'train'}, e.g. "
+            f"{len(missing)} image id(s) of the folds are not in {split.root / 'leftImg8bit' / 'train'}, e.g. "
             f"{missing[0]}; the folds file was made for another dataset. Use its dataset, or a new --out folder."
         )
-    return [frames[i] for i in ids]
+    return [split.by_id[i] for i in ids]
 
 
-def check_input_size(config: TrainConfig, image_path: Path) -> None:
+def check_input_size(config: TrainConfig, split: ListedSplit) -> None:
     """Fail before training if the crop exceeds the (resized) image or the model would see a bad size."""
-    with Image.open(image_path) as image:
-        width, height = image.size
+    width, height = split.image_size
     base_w, base_h = config.size or (width, height)
     where = (
         f"the resized image ({base_w}x{base_h}, --size)"
         if config.size
-        else f"the images ({width}x{height}, e.g. {image_path})"
+        else f"the images ({width}x{height}, e.g. {split.frames[0].image})"
     )
     if config.crop is not None and (config.crop[0] > base_w or config.crop[1] > base_h):
         raise UserError(
@@ -119,18 +104,13 @@ def check_input_size(config: TrainConfig, image_path: Path) -> None:
 def build_loaders(
     config: TrainConfig, train_set: Dataset, val_set: Dataset | None, info: DistInfo
 ) -> tuple[DataLoader, DataLoader | None, EpochKeys]:
-    """Training loader (shuffled; sharded under DDP) and validation loader (each image once over all ranks).
-
-    The training loader reads `EpochKeys` (call its `set_epoch` before each epoch) through a
-    `KeyedDataset`: its order and every sample's augmentation depend only on (seed, epoch, index), so the
-    batches are the same with any worker count and after a resume (`cityseg.data.sampling`).
-    """
+    """Training loader (shuffled, sharded under DDP; its order and augmentations depend only on (seed, epoch,
+    index): `EpochKeys`, whose `set_epoch` runs each epoch) and validation loader (each image once over all ranks)."""
     from cityseg.data.dataset import worker_init
+    from cityseg.system import default_workers
 
     workers = config.workers
     if info.world_size > 1:  # N processes share the machine's cores
-        from cityseg.system import default_workers
-
         workers = min(workers, max(1, default_workers() // info.world_size))
     common: dict[str, Any] = {"num_workers": workers, "pin_memory": info.device.type == "cuda"}
     if workers > 0:
@@ -141,8 +121,8 @@ def build_loaders(
         batch_size=config.batch_size,
         sampler=keys,
         drop_last=len(keys) >= config.batch_size,  # a 1-image last batch would get a full step's weight
-        # The loader draws its workers' base seed from this generator, not from the global one, whose
-        # stream then does not depend on the worker count (each sample seeds itself).
+        # The workers' base seed comes from this generator, not the global one, whose stream then does not
+        # depend on the worker count (each sample seeds itself).
         generator=torch.Generator().manual_seed(config.seed),
         **common,
     )

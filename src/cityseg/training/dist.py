@@ -1,14 +1,8 @@
-"""Distributed helpers: the same code runs as one process or as N processes under torchrun.
+"""The same code as one process or as N under torchrun (RANK, WORLD_SIZE, LOCAL_RANK; nccl on CUDA, gloo on CPU):
 
-Launch:
-
-    cityseg cv ROOT --out RUNS                                   # one process, one device
     torchrun --nproc_per_node=4 -m cityseg cv ROOT --out RUNS    # DistributedDataParallel on 4 GPUs
-    torchrun --nproc_per_node=2 -m cityseg train ROOT --out RUN --fold 0 --folds-file RUNS/folds.json
 
-torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; `init_distributed` reads them and joins the
-process group (nccl on CUDA, gloo on CPU). Without them every helper here is a no-op for a
-single process. Only rank 0 writes files and draws progress bars.
+Without torchrun every helper here is a no-op for a single process. Only rank 0 writes files and draws bars.
 """
 
 from __future__ import annotations
@@ -36,29 +30,21 @@ class DistInfo:
     device: torch.device
 
 
-def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
-
-
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the torchrun process group if there is one (idempotent) and pick this rank's device."""
     from cityseg.training.model import resolve_device
 
-    rank, world_size, local_rank = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0)
+    rank, size, local_rank = (int(os.environ.get(name, 0)) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    size = max(size, 1)
     chosen = resolve_device(device)
-    if chosen.type == "cuda":
-        # one GPU per process: the local rank picks it, whatever index `device` named
-        chosen = torch.device("cuda", local_rank if world_size > 1 else (chosen.index or 0))
+    if chosen.type == "cuda":  # one GPU per process: the local rank picks it
+        chosen = torch.device("cuda", local_rank if size > 1 else (chosen.index or 0))
         torch.cuda.set_device(chosen)
-    # Under torchrun even one process joins the group and trains with DDP (as torchvision's references do),
-    # so `torchrun --nproc_per_node=1` runs the multi-GPU code path on a single GPU.
-    launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-    if (world_size > 1 or launched) and not dist.is_initialized():
-        backend = "nccl" if chosen.type == "cuda" else "gloo"
-        dist.init_process_group(
-            backend=backend, init_method="env://", device_id=chosen if chosen.type == "cuda" else None
-        )
-    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=chosen)
+    # Under torchrun even one process joins the group and trains with DDP (as torchvision's references do).
+    if (size > 1 or {"RANK", "WORLD_SIZE"} <= os.environ.keys()) and not dist.is_initialized():
+        cuda = chosen.type == "cuda"
+        dist.init_process_group("nccl" if cuda else "gloo", init_method="env://", device_id=chosen if cuda else None)
+    return DistInfo(rank=rank, world_size=size, local_rank=local_rank, device=chosen)
 
 
 def is_distributed() -> bool:
@@ -67,12 +53,10 @@ def is_distributed() -> bool:
 
 
 def rank() -> int:
-    """This process's rank (0 when not distributed)."""
     return dist.get_rank() if is_distributed() else 0
 
 
 def world_size() -> int:
-    """Number of processes (1 when not distributed)."""
     return dist.get_world_size() if is_distributed() else 1
 
 
@@ -89,11 +73,8 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def broadcast_buffers(module: torch.nn.Module) -> None:
-    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
-
-    Under DDP each rank updates its running statistics with its own last batch, so without this the
-    ranks would validate slightly different models, none exactly the one rank 0 saves.
-    """
+    """Rank 0's buffers (BatchNorm running statistics) on every rank, so all ranks validate the model rank 0 saves
+    (each rank updated them with its own last batch)."""
     if is_distributed():
         for buffer in module.buffers():
             dist.broadcast(buffer, src=0)
@@ -107,11 +88,8 @@ def barrier() -> None:
 
 @contextlib.contextmanager
 def held_by_main(enter: Callable[[], AbstractContextManager]) -> Iterator[None]:
-    """Enter `enter()` (a lock) on rank 0 only; when it refuses there, every rank raises the same UserError.
-
-    Locks are per machine and per process, so one holder speaks for the job; the others must still
-    stop with it rather than wait forever in the next collective.
-    """
+    """Enter `enter()` (a lock) on rank 0 only; when it refuses there, every rank raises the same UserError
+    rather than waiting forever in the next collective."""
     with contextlib.ExitStack() as stack:
         refusal = None
         if is_main():
@@ -131,16 +109,13 @@ def held_by_main(enter: Callable[[], AbstractContextManager]) -> Iterator[None]:
 
 def cleanup() -> None:
     """Leave the process group so the job exits without warnings."""
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
         dist.destroy_process_group()
 
 
 class ShardSampler(Sampler[int]):
-    """Indices rank::world_size, without the padding DistributedSampler adds.
-
-    Evaluation must see each image exactly once: padded duplicates would be counted twice in the
-    all-reduced confusion matrix. Shards may differ in length by one, which is fine without grads.
-    """
+    """Indices rank::world_size without DistributedSampler's padding: evaluation must see each image exactly once
+    (a padded duplicate would count twice in the all-reduced confusion matrix)."""
 
     def __init__(self, length: int, shard: int | None = None, shards: int | None = None) -> None:
         self.indices = range(rank() if shard is None else shard, length, world_size() if shards is None else shards)

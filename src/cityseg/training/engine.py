@@ -1,15 +1,13 @@
 """The two loops: one training epoch, and validation on a held-out set.
 
-Both keep running sums on the device and read them back only at progress updates and at the
-end, so a CUDA step never waits for the host. Validation measures at the labels' own
-resolution and sums one confusion matrix over the whole set (and over all ranks) before
-computing IoU, as the official evaluation does.
+Both keep running sums on the device and read them back only at progress updates and at the end, so a CUDA step
+never waits for the host. Validation scores at the labels' own resolution and sums one confusion matrix over the
+whole set (and all ranks) before computing IoU, as the official evaluation does.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -27,13 +25,14 @@ from cityseg.labels import IGNORE_INDEX, NUM_CLASSES
 from cityseg.training.compiling import first_step
 from cityseg.training.config import SIDE_MULTIPLE
 from cityseg.training.dist import all_reduce_sum, is_main, world_size
+from cityseg.training.losses import summed_cross_entropy
 from cityseg.training.metrics import confusion_matrix, iou_per_class, mean_iou
 
 PROGRESS_EVERY = 20  # steps between host reads of the running loss (each read is a device sync)
 
 
-# Receives, at each host read, the epoch's step number (1-based) of the first value, the per-step losses
-# (mean over ranks) and the learning rates of those steps: how TensorBoard gets per-iteration scalars.
+# At each host read: the epoch's step number (1-based) of the first value, the per-step losses (mean over ranks)
+# and the learning rates of those steps (TensorBoard's per-iteration scalars).
 StepsCallback = Callable[[int, list[float], list[float]], None]
 
 
@@ -59,9 +58,8 @@ class TrainStats:
 
     @property
     def data_wait_share(self) -> float:
-        """Share of the epoch the host waited for data. The step never syncs, so the host runs ahead of
-        the GPU and blocks in the loader only when the batch is not ready: then the GPU soon idles too.
-        Near 0 means the loader keeps up; an upper estimate of the GPU's idle share when it is not."""
+        """Share of the epoch the host waited for the loader (the step never syncs, so the host runs ahead of the
+        GPU): near 0 when the loader keeps up, else an upper estimate of the GPU's idle share."""
         return self.data_seconds / self.seconds if self.seconds > 0 else float("nan")
 
 
@@ -94,12 +92,10 @@ class StepContext:
 
 
 def to_device_batch(images: Tensor, masks: Tensor, context: StepContext, train: bool = False) -> tuple[Tensor, Tensor]:
-    """Copy a loader batch to the device, then normalise and widen it there, so the host moves uint8 only.
+    """Copy a loader batch to the device, then normalise and widen it there (the host moves uint8 only).
 
-    uint8 images (B, 3, H, W) become ImageNet-normalised float32 (channels-last where configured) and masks
-    (B, H, W) become int64 for the loss; a training batch gets `context.augment` first, and its crop
-    padding becomes exactly the mean colour with ignore labels (`transforms.mark_padding`) last, so no
-    augmentation can alter it. Float images are taken as already model-ready (only re-laid out).
+    uint8 images (B, 3, H, W) -> ImageNet-normalised float32, masks (B, H, W) -> int64; a training batch gets
+    `context.augment` first and `transforms.mark_padding` last. Float images are taken as model-ready.
     """
     memory_format = torch.channels_last if context.channels_last else torch.contiguous_format
     images = images.to(context.device, non_blocking=True)  # non_blocking: the loader pins memory on CUDA
@@ -127,11 +123,8 @@ def train_one_epoch(
     progress: bool = True,
     on_steps: StepsCallback | None = None,
 ) -> TrainStats:
-    """Run one pass over the training loader, stepping the schedule every iteration.
-
-    Per-step losses stay on the device until the host reads them anyway (every PROGRESS_EVERY steps and
-    at the end), so `on_steps` gets every step's loss without adding a sync.
-    """
+    """One pass over the training loader, stepping the schedule every iteration; per-step losses stay on the
+    device until the host reads them anyway (every PROGRESS_EVERY steps and at the end) for `on_steps`."""
     model.train()
     device = context.device
     loss_sum = torch.zeros((), device=device)
@@ -143,13 +136,19 @@ def train_one_epoch(
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not (progress and is_main()))
-    waiting = _WaitClock()
-    for steps, (image, target) in enumerate(waiting.wrap(bar), start=1):
+    waited = [0.0]
+    for steps, (image, target) in enumerate(_timed(bar, waited), start=1):
         image, target = to_device_batch(image, target, context, train=True)  # (B, 3, H, W) float, (B, H, W) int64
-        # first_step: a compiled model that fails to compile in its first forward or backward redoes it eagerly
-        loss = first_step(
-            model, functools.partial(_forward_backward, model, criterion, optimizer, scaler, context, image, target)
-        )
+
+        def forward_backward(image: Tensor = image, target: Tensor = target) -> Tensor:  # loss; its gradients set
+            with context.autocast():
+                loss = criterion(model(image), target)  # model: (B, C, H, W) logits
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            return loss
+
+        # a compiled model that fails to compile in its first forward or backward redoes the step eagerly
+        loss = first_step(model, forward_backward)
         scaler.step(optimizer)
         scaler.update()
         lr = optimizer.param_groups[0]["lr"]
@@ -178,52 +177,21 @@ def train_one_epoch(
     total_loss, total_steps, total_images = all_reduce_sum(torch.cat([loss_sum.double().view(1), counts])).tolist()
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return TrainStats(
-        loss=total_loss / max(total_steps, 1),
-        lr=lr,
-        images=int(total_images),
-        seconds=seconds,
-        data_seconds=waiting.seconds,
-        peak_memory_bytes=peak,
-    )
+    return TrainStats(total_loss / max(total_steps, 1), lr, int(total_images), seconds, waited[0], peak)
 
 
-def _forward_backward(
-    model: nn.Module,
-    criterion: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    context: StepContext,
-    image: Tensor,
-    target: Tensor,
-) -> Tensor:
-    """Loss of one batch, with its gradients in the parameters (the optimizer has not stepped yet)."""
-    with context.autocast():
-        logits = model(image)  # (B, C, H, W)
-        loss = criterion(logits, target)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    return loss
-
-
-class _WaitClock:
-    """Adds up the time spent inside the wrapped iterator's `next`: the host waiting for the loader."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-
-    def wrap(self, iterable: Iterable) -> Iterator:
-        """Yield the items of `iterable`, timing each fetch."""
-        iterator = iter(iterable)
-        while True:
-            start = time.perf_counter()
-            try:
-                item = next(iterator)
-            except StopIteration:
-                return
-            finally:
-                self.seconds += time.perf_counter() - start
-            yield item
+def _timed(iterable: Iterable, waited: list[float]) -> Iterator:
+    """The items of `iterable`, adding the seconds spent fetching each (the host waiting for data) to waited[0]."""
+    iterator = iter(iterable)
+    while True:
+        start = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            waited[0] += time.perf_counter() - start
+        yield item
 
 
 def _read_back(first_bad_step: Tensor, recent_losses: Tensor, epoch: int, steps: int) -> list[float]:
@@ -252,11 +220,8 @@ def validate(
     num_classes: int = NUM_CLASSES,
     progress: bool = True,
 ) -> ValResult:
-    """Loss and IoU on a held-out loader of full-resolution images and labels (summed over all ranks).
-
-    With `size` (W, H) the model sees the image resized to `size`, like in training, and its logits
-    are upsampled back to the label's resolution, so the score is always at the labels' resolution.
-    """
+    """Loss and IoU on a held-out loader of full-resolution images and labels (summed over all ranks); with
+    `size` (W, H) the model sees images resized to it, as in training, and logits return to the labels' size."""
     model.eval()
     device = context.device
     confusion = torch.zeros((num_classes, num_classes), dtype=torch.long, device=device)
@@ -267,7 +232,7 @@ def validate(
         image, target = to_device_batch(image, target, context)  # (B, 3, H, W) float, (B, H, W) int64
         with context.autocast():
             logits = full_resolution_logits(model, image, target.shape[-2:], size)  # (B, C, H, W) float32
-        loss_sum += F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum").double()
+        loss_sum += summed_cross_entropy(logits, target).double()
         pixels += (target != IGNORE_INDEX).sum()
         confusion += confusion_matrix(logits.argmax(dim=1), target, num_classes)
     all_reduce_sum(confusion)

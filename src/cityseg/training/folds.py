@@ -1,9 +1,8 @@
 """Cross-validation folds over the official train split, saved as RUNS/folds.json.
 
-Cityscapes frames from one city share streets, weather and camera, so a random split lets a
-model be validated on near-copies of its training images. The default `city` split keeps
-every city on one side of each fold (scikit-learn's GroupKFold, which balances image counts
-greedily); `random` is the plain shuffled KFold of the reference.
+Frames of one city share streets, weather and camera, so the default `city` split keeps every city on
+one side of each fold (scikit-learn's GroupKFold, which balances image counts); `random` is the plain
+shuffled KFold of the reference.
 """
 
 from __future__ import annotations
@@ -16,8 +15,10 @@ from typing import Any
 import numpy as np
 
 from cityseg.errors import UserError
-from cityseg.fileio import atomic_write_bytes
+from cityseg.fileio import atomic_write_text
 from cityseg.training.config import FOLD_SPLITS
+
+MAX_FOLDS_BYTES = 64 * 2**20  # folds.json of the real train split is ~300 KB
 
 
 def city_of(image_id: str) -> str:
@@ -51,40 +52,43 @@ def make_folds(frames: Sequence[Any], k: int = 5, split: str = "city", seed: int
 
 
 def _split(ids: list[str], k: int, split: str, seed: int) -> list[dict[str, list[str]]]:
-    # imported here: scikit-learn costs ~1 s of start-up, and most commands that import folds never split
-    from sklearn.model_selection import GroupKFold, KFold
+    from sklearn.model_selection import GroupKFold, KFold  # ~1 s of import: only where folds are made
 
     positions = np.arange(len(ids))
     if split == "random":
         splits = KFold(n_splits=k, shuffle=True, random_state=seed).split(positions)
     else:
-        # GroupKFold hands the biggest remaining city to the lightest fold (balanced image counts) and is
-        # deterministic; its shuffle option drops the balancing, so the seed instead permutes the city
-        # labels, which decides how equally sized cities are spread.
+        # GroupKFold's shuffle drops its balancing, so the seed permutes the city labels instead: it decides
+        # how equally sized cities are spread.
         cities = sorted({city_of(i) for i in ids})
         order = np.random.default_rng(seed).permutation(len(cities))
         label = {city: int(order[n]) for n, city in enumerate(cities)}
-        groups = [label[city_of(i)] for i in ids]
-        splits = GroupKFold(n_splits=k).split(positions, groups=groups)
+        splits = GroupKFold(n_splits=k).split(positions, groups=[label[city_of(i)] for i in ids])
     return [{"train": [ids[i] for i in sorted(train)], "val": [ids[i] for i in sorted(val)]} for train, val in splits]
 
 
-def check_folds(folds: dict[str, Any], source: str = "folds.json") -> dict[str, Any]:
-    """Validate a folds dict (from a file a user may have edited) and return it."""
-    try:
-        k, entries = folds["k"], folds["folds"]
-        ok = (
-            isinstance(k, int)
-            and isinstance(entries, list)
-            and len(entries) == k
-            and all(isinstance(f.get("train"), list) and isinstance(f.get("val"), list) for f in entries)
-        )
-    except (KeyError, TypeError, AttributeError):
-        ok = False
+def _is_id_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(i, str) for i in value)
+
+
+def check_folds(folds: Any, source: str = "folds.json") -> dict[str, Any]:
+    """Validate a folds dict (from a file a user may have edited): schema, types and bounds; return it."""
+    entries = folds.get("folds") if isinstance(folds, dict) else None
+    k = folds.get("k") if isinstance(folds, dict) else None
+    ok = (
+        type(k) is int
+        and 2 <= k
+        and folds.get("split") in FOLD_SPLITS
+        and type(folds.get("seed")) is int
+        and isinstance(entries, list)
+        and len(entries) == k
+        and all(isinstance(f, dict) and _is_id_list(f.get("train")) and _is_id_list(f.get("val")) for f in entries)
+    )
     if not ok:
         raise UserError(
-            f"{source} is not a folds file: it needs {{'k': K, 'split', 'seed', 'folds': [{{'train': [ids], "
-            "'val': [ids]}, ...]}} with K folds. Re-create it with `cityseg cv` (after moving it away)."
+            f"{source} is not a folds file: it needs {{'k': K >= 2, 'split': {' or '.join(FOLD_SPLITS)}, 'seed': "
+            "an integer, 'folds': [{'train': [ids], 'val': [ids]}, ...]} with K folds. Re-create it with "
+            "`cityseg cv` (after moving it away)."
         )
     for n, fold in enumerate(entries):
         overlap = set(fold["train"]) & set(fold["val"])
@@ -96,14 +100,17 @@ def check_folds(folds: dict[str, Any], source: str = "folds.json") -> dict[str, 
 
 
 def load_folds(path: Path) -> dict[str, Any]:
-    """Read and check a folds.json."""
+    """Read and check a folds.json; damaged, deeply nested or oversized files are UserErrors naming it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"folds file {path} does not exist; `cityseg cv` writes RUNS/folds.json.")
+    if path.stat().st_size > MAX_FOLDS_BYTES:
+        raise UserError(f"{path} is over {MAX_FOLDS_BYTES >> 20} MB, not a folds file; re-create it with `cityseg cv`.")
     try:
         folds = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); re-create it with `cityseg cv`.") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError; nesting too deep
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise UserError(f"{path} is not valid JSON ({reason}); re-create it with `cityseg cv`.") from None
     return check_folds(folds, str(path))
 
 
@@ -115,8 +122,8 @@ def check_folds_match(path: Path, folds: dict[str, Any]) -> bool:
     existing = load_folds(path)
     if existing != folds:
         raise UserError(
-            f"{path} already holds different folds (k={existing.get('k')}, split={existing.get('split')}, "
-            f"seed={existing.get('seed')}) than this run asks for (k={folds['k']}, split={folds['split']}, "
+            f"{path} already holds different folds (k={existing['k']}, split={existing['split']}, "
+            f"seed={existing['seed']}) than this run asks for (k={folds['k']}, split={folds['split']}, "
             f"seed={folds['seed']}), or the train images changed. Use the same --folds/--split/--seed, or "
             "another --out folder; the runs in it were trained on those folds."
         )
@@ -125,11 +132,8 @@ def check_folds_match(path: Path, folds: dict[str, Any]) -> bool:
 
 def write_folds(path: Path, folds: dict[str, Any]) -> None:
     """Write folds.json, or accept an identical existing one; a different one is never overwritten."""
-    path = Path(path)
-    if check_folds_match(path, folds):
-        return
-    text = json.dumps(folds, indent=1) + "\n"
-    atomic_write_bytes(path, lambda handle: handle.write(text.encode()))
+    if not check_folds_match(path, folds):
+        atomic_write_text(Path(path), json.dumps(folds, indent=1) + "\n")
 
 
 def fold_ids(folds: dict[str, Any], fold: int) -> tuple[list[str], list[str]]:
@@ -143,15 +147,12 @@ def fold_ids(folds: dict[str, Any], fold: int) -> tuple[list[str], list[str]]:
 def fold_table(folds: dict[str, Any] | Path | str, frames: Sequence[Any] | None = None) -> list[dict[str, Any]]:
     """One row per fold (fold, validation cities, n_train, n_val) for the notebook and the report.
 
-    `folds` is a folds dict or the path of a folds.json. `frames` (Frames or ids) is optional: cities
-    are read from the ids themselves; when given, ids missing from it are reported, since the folds
-    no longer match the dataset.
+    `folds`: a folds dict or a folds.json path. With `frames` (Frames or ids), ids missing from it are an error.
     """
     if not isinstance(folds, dict):
         folds = load_folds(Path(folds))
     if frames is not None:
-        known = set(_ids_of(frames))
-        missing = sorted({i for f in folds["folds"] for i in f["train"] + f["val"]} - known)
+        missing = sorted({i for f in folds["folds"] for i in f["train"] + f["val"]} - set(_ids_of(frames)))
         if missing:
             raise UserError(
                 f"{len(missing)} image id(s) in the folds are not in the dataset, e.g. {missing[0]}; the folds "

@@ -18,6 +18,13 @@ from cityseg.errors import UserError
 from cityseg.labels import IGNORE_INDEX
 
 
+def summed_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """Cross-entropy summed over the labelled pixels. CUDA's summed nll_loss adds with atomics (not deterministic,
+    refused under --deterministic), so there the per-pixel losses are summed instead; the CPU keeps torch's sum."""
+    reduction = "none" if logits.is_cuda else "sum"
+    return F.cross_entropy(logits, target, ignore_index=ignore_index, reduction=reduction).sum()
+
+
 class CrossEntropy(nn.Module):
     """Mean cross-entropy over labelled pixels (255 = ignore), like nn.CrossEntropyLoss(ignore_index=255)."""
 
@@ -27,7 +34,7 @@ class CrossEntropy(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         # logits (B, C, H, W) any float dtype; target (B, H, W) int64
-        total = F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index, reduction="sum")
+        total = summed_cross_entropy(logits.float(), target, self.ignore_index)
         count = (target != self.ignore_index).sum().clamp_min(1)
         return total / count
 

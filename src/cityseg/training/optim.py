@@ -14,13 +14,9 @@ from cityseg.training.config import TrainConfig
 
 
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
-    """Decoder and encoder, each split into decayed weights and never-decayed 1-D parameters.
-
-    Group 0 is the decoder's decayed weights at `lr` (the lr the log reports); the encoder runs at
-    lr * encoder_lr_mult with weight_decay * encoder_weight_decay_mult (SwiftNet's fine-tuning split).
-    Every 1-D parameter (BatchNorm weights, all biases) gets weight decay 0: our choice, timm's rule (mmsegmentation's
-    CNN schedules decay everything): shrinking a norm's scale or a bias toward 0 regularises nothing.
-    """
+    """Decoder (group 0, at `lr`: the lr the log reports) and encoder (lr * encoder_lr_mult, weight_decay *
+    encoder_weight_decay_mult: SwiftNet's split), each with its 1-D parameters (norm weights, biases) in a group
+    without decay, as timm does (mmsegmentation's CNN schedules decay everything; its AdamW configs exempt norms)."""
     encoder_ids = {id(p) for p in model.encoder.parameters()}
     decoder = [p for p in model.parameters() if id(p) not in encoder_ids]
     encoder = [p for p in model.parameters() if id(p) in encoder_ids]
@@ -40,9 +36,8 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, An
     return [group for group in groups if group["params"]]
 
 
-# Devices whose parameters the optimizers update in one fused kernel per step: on CPU 4-7x (Adam, AdamW) and
-# 2.3x (SGD) faster than torch's default per-tensor loop over the network's 140 tensors (bench/optimizer.py,
-# 1-2 threads); on CUDA torch's fastest path.
+# Devices with fused optimizer kernels (one pass over all tensors): faster than torch's default on both
+# (BENCHMARKS.md, optimizer rows of 2026-11-28 15:56).
 _FUSED_DEVICES = {"cpu", "cuda"}
 
 

@@ -1,24 +1,10 @@
-"""The files of one run folder, owned here: their names, the one log.jsonl reader, config.json, best/last
-selection, repair after a kill and the run-folder lock. Every other module reads a run through this one.
+"""A run folder's files, owned here (every other module reads a run through this one): config.json (the
+resolved TrainConfig, the "runtime" record of what ran, versions, hardware), log.jsonl (one row per finished
+epoch), last.pt, best.pt, TensorBoard events, and the lock of the one process training it.
 
-A run folder is the truth that every later tool reads:
-
-    config.json   {"config": TrainConfig fields (machine defaults resolved: cityseg.training.runtime), "runtime" (what
-                   ran: device, workers, amp dtype, compile, gpu_aug, cache), "git", "versions", "hardware",
-                   "device", "data_root", "synthetic", "started", "world_size", "run_name", "n_train", "n_val",
-                   "resumed"}
-    log.jsonl     one row per finished epoch: epoch, lr, train_loss, val_loss, val_miou,
-                  class_iou (19 floats, null = class absent), images_per_s, data_wait_share,
-                  peak_memory_gb (null on CPU), seconds
-    last.pt       state after the latest finished epoch (model, optimizer, scheduler, scaler, epoch,
-                  rng, config, best_metric, best_epoch, num_classes, log_row)
-    best.pt       the same for the selected epoch (fold val loss or mIoU; the last epoch without validation)
-    events.out.tfevents.*   TensorBoard view of the same numbers (cityseg.training.tensorboard_log)
-
-Every epoch ends with: last.pt written atomically, copied to best.pt if the epoch is the best so far,
-then the log row appended with one write + fsync. A run killed at any moment is resumed from last.pt:
-the log is cut back to the checkpoint's epoch (a torn last line dropped) and the checkpoint's own row
-re-added if the kill came before the append, so each epoch ends up logged exactly once.
+Every epoch ends with last.pt written atomically, copied to best.pt if it is the best so far, then its log row
+appended with one write + fsync. A run killed at any moment resumes from last.pt: `repair_after_kill` cuts the
+log back to its epoch (a torn last line dropped) and re-adds its row if the kill came before the append.
 """
 
 from __future__ import annotations
@@ -36,21 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from cityseg.errors import UserError, name_the_file
-from cityseg.fileio import atomic_write_bytes, sync_to_disk
+from cityseg.fileio import atomic_write_bytes, atomic_write_text, sync_to_disk
 from cityseg.locks import hold_lock
 from cityseg.training.config import TrainConfig, config_differences
 
-CONFIG_FILE = "config.json"
-LOG_FILE = "log.jsonl"
-LAST_FILE = "last.pt"
-BEST_FILE = "best.pt"
+CONFIG_FILE, LOG_FILE, LAST_FILE, BEST_FILE = "config.json", "log.jsonl", "last.pt", "best.pt"
 RUN_FILES = (CONFIG_FILE, LOG_FILE, LAST_FILE, BEST_FILE)
-RUN_LOCK = ".lock-run"  # held by the one process training the folder (cityseg.locks)
-
-# The runs folder of a cross-validation (`cityseg cv --out RUNS`) holds its runs beside these two files.
-FOLDS_FILE = "folds.json"
-SUMMARY_FILE = "summary.json"
-FULL_RUN = "full"  # RUNS/full/: the fit on every train image after cross-validation (RUNS/fold_<k>/ before it)
+# A cross-validation's RUNS folder holds fold_<k>/, then full/ (the fit on every train image), beside these two.
+FOLDS_FILE, SUMMARY_FILE, FULL_RUN = "folds.json", "summary.json", "full"
 
 EpochCallback = Callable[[str, dict], None]  # (run name, the log row of the epoch just finished)
 
@@ -66,7 +45,6 @@ class RunResult:
 
 
 def fold_dir(runs_dir: Path, fold: int) -> Path:
-    """Run folder of one fold."""
     return Path(runs_dir) / f"fold_{fold}"
 
 
@@ -74,32 +52,24 @@ def run_names(runs_dir: Path) -> list[str]:
     """Run folders of a cross-validation in display order: fold_0, fold_1, ... then full."""
     runs_dir = Path(runs_dir)
     numbers = sorted(
-        int(match[1])
-        for path in runs_dir.glob("fold_*")
-        if path.is_dir() and (match := re.fullmatch(r"fold_(\d+)", path.name))
+        int(m[1]) for p in runs_dir.glob("fold_*") if p.is_dir() and (m := re.fullmatch(r"fold_(\d+)", p.name))
     )
     return [f"fold_{n}" for n in numbers] + ([FULL_RUN] if (runs_dir / FULL_RUN).is_dir() else [])
 
 
 def load_log(run_dir: Path, producer: str | None = None) -> list[dict]:
-    """The epoch rows of a run folder: the one reader of log.jsonl.
-
-    Rows are whole lines: the trainer appends each with one write ending in a newline, so whatever follows
-    the last newline is a write a kill cut short and is skipped. Without `producer` (the trainer reading its
-    own folder) a missing log is an empty one. With it (a reader of finished runs, e.g. the report) a missing
-    log, a line that is not an epoch record, and an epoch logged twice (two processes trained one run at
-    once, so no number from it can be trusted) are errors naming the file and the command that writes it.
-    """
+    """The epoch rows of a run folder: the one reader of log.jsonl. What follows the last newline is a write a
+    kill cut short and is skipped. Without `producer` (the trainer reading its own folder) a missing log is empty;
+    with it (a reader of finished runs) a missing log, a line that is not an epoch record and an epoch logged
+    twice (two processes trained one run at once) are errors naming the file and the command that writes it."""
     path = Path(run_dir) / LOG_FILE
     if not path.is_file():
         if producer is None:
             return []
         raise UserError(f"{path} is missing; it is written by {producer} as the run trains.")
     again = f"re-create the run with {producer}" if producer else "start the run again in a new --out folder"
-    lines = path.read_bytes().split(b"\n")
-    rows = []
-    first_line: dict[str, int] = {}
-    for number, line in enumerate(lines[:-1], start=1):  # the piece after the last newline is torn or empty
+    rows, first_line = [], {}
+    for number, line in enumerate(path.read_bytes().split(b"\n")[:-1], start=1):
         if not line.strip():
             continue
         try:
@@ -141,20 +111,14 @@ def append_log_row(run_dir: Path, row: dict) -> None:
         os.close(fd)
 
 
-def rewrite_log(run_dir: Path, rows: list[dict]) -> None:
-    text = "".join(json.dumps(row) + "\n" for row in rows)
-    atomic_write_bytes(Path(run_dir) / LOG_FILE, lambda handle: handle.write(text.encode()))
-
-
 def selection_metric(row: dict, select: str) -> float | None:
-    """The number a run is selected by: val loss (lower is better) or val mIoU (higher is better; also what
-    "last", which selects nothing, records)."""
+    """The number a run is selected by: val loss (lower is better) or val mIoU (also what "last" records)."""
     return row.get("val_loss") if select == "loss" else row.get("val_miou")
 
 
 def is_better(value: float | None, best: float | None, select: str) -> bool:
-    """Strict improvement, so ties keep the earlier epoch; a missing value never wins over a real one.
-    With select "last" every new epoch wins: best.pt is the latest epoch."""
+    """Strict improvement (ties keep the earlier epoch); a missing value never beats a real one; with "last"
+    every new epoch wins."""
     if select == "last":
         return True
     if value is None or not np.isfinite(value):
@@ -165,7 +129,7 @@ def is_better(value: float | None, best: float | None, select: str) -> bool:
 
 
 def best_row(rows: Sequence[dict], select: str) -> dict | None:
-    """The row the trainer saved as best.pt: first strict best by `select`, else (no validation, or "last") the last."""
+    """The row the trainer saved as best.pt: first strict best by `select`, else (no validation, "last") the last."""
     best = None
     for row in rows:
         if is_better(selection_metric(row, select), None if best is None else selection_metric(best, select), select):
@@ -175,9 +139,8 @@ def best_row(rows: Sequence[dict], select: str) -> dict | None:
 
 def is_finished(run_dir: Path, epochs: int) -> bool:
     """A run is finished when its log has a row for every epoch and best.pt exists."""
-    run_dir = Path(run_dir)
     logged = {row.get("epoch") for row in load_log(run_dir)}
-    return (run_dir / BEST_FILE).is_file() and set(range(1, epochs + 1)) <= logged
+    return (Path(run_dir) / BEST_FILE).is_file() and set(range(1, epochs + 1)) <= logged
 
 
 def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> dict | None:
@@ -194,18 +157,17 @@ def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> dict | No
 
     state = load_checkpoint(run_dir / LAST_FILE) if (run_dir / LAST_FILE).is_file() else None
     saved = state["config"] if state is not None else read_config_json(run_dir).get("config")
-    if saved is not None:
-        changed = config_differences(TrainConfig.from_dict(saved), config)
-        if changed:
-            raise UserError(
-                f"--resume would continue {run_dir} with different settings ({'; '.join(changed)}). Resume with "
-                "the run's own settings (see its config.json), or start a new run in another --out folder."
-            )
+    changed = config_differences(TrainConfig.from_dict(saved), config) if saved is not None else []
+    if changed:
+        raise UserError(
+            f"--resume would continue {run_dir} with different settings ({'; '.join(changed)}). Resume with "
+            "the run's own settings (see its config.json), or start a new run in another --out folder."
+        )
     return state
 
 
 def read_config_json(run_dir: Path) -> dict:
-    path = run_dir / CONFIG_FILE
+    path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         return {}
     try:
@@ -215,8 +177,7 @@ def read_config_json(run_dir: Path) -> dict:
 
 
 def write_json(path: Path, data: dict) -> None:
-    text = json.dumps(data, indent=1) + "\n"
-    atomic_write_bytes(path, lambda handle: handle.write(text.encode()))
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def write_config_json(run_dir: Path, record: dict, resumed: bool) -> None:
@@ -230,11 +191,8 @@ def write_config_json(run_dir: Path, record: dict, resumed: bool) -> None:
 
 
 def copy_atomic(source: Path, target: Path) -> None:
-    """Make `target` a copy of `source`, never half-written: a hard link renamed into place.
-
-    last.pt is always replaced by a new file (never rewritten in place), so the link keeps this
-    epoch's bytes as best.pt for free; filesystems without hard links get a real copy.
-    """
+    """Make `target` a copy of `source`, never half-written: a hard link renamed into place (last.pt is always
+    replaced by a new file, never rewritten, so the link keeps this epoch's bytes), else a real copy."""
     if target.exists() and os.path.samefile(source, target):
         return  # already the same file; renaming a link onto it would do nothing and leave the link behind
     temporary = target.with_name(f".{target.name}.{os.getpid()}.link.tmp")
@@ -259,7 +217,7 @@ def repair_after_kill(run_dir: Path, state: dict | None) -> None:
     }
     if state is not None and done not in rows and state.get("log_row") is not None:
         rows[done] = state["log_row"]  # killed after last.pt was saved but before its row was appended
-    rewrite_log(run_dir, [rows[e] for e in sorted(rows)])
+    atomic_write_text(run_dir / LOG_FILE, "".join(json.dumps(rows[e]) + "\n" for e in sorted(rows)))
     if state is not None and state.get("best_epoch") == done:
         copy_atomic(run_dir / LAST_FILE, run_dir / BEST_FILE)  # killed between saving last.pt and best.pt
 
@@ -274,7 +232,7 @@ def make_run_folder(folder: Path) -> None:
 def lock_run_folder(run_dir: Path):
     """The lock one trainer of `run_dir` holds (see cityseg.locks); a second one is refused before it writes."""
     return hold_lock(
-        run_dir / RUN_LOCK,
+        run_dir / ".lock-run",
         f"run folder {run_dir}",
         "two processes must not train one run folder. Wait for that one to finish (a stopped run "
         "continues with --resume), or pass another --out folder. Nothing was written.",

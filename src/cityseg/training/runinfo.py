@@ -1,8 +1,5 @@
-"""What produced a run: code version, library versions and hardware, stored in config.json.
-
-A number in a report is only as good as the ability to say which code, data and machine made
-it; these fields let the report print that without guessing.
-"""
+"""What produced a run (code version, library versions, hardware), stored in config.json so a report can say
+which code, data and machine made a number without guessing."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """The training loop of one run: model, loss and optimizer set up, then train, validate and save each epoch.
 
-What the loop leaves in its run folder, and how a killed run is repaired, is `cityseg.training.runfolder`;
-the data it reads is `cityseg.training.datasets`; its optimizer, schedule and random state
-`cityseg.training.optim`.
+Its run folder's files and the repair after a kill are `runfolder`'s; the data it reads `datasets`'; its
+optimizer, schedule and random state `optim`'s.
 """
 
 from __future__ import annotations
@@ -12,17 +11,15 @@ import errno
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from cityseg.data.device_augment import BatchAugment
-from cityseg.data.sampling import EpochKeys
+from cityseg.data.frames import ListedSplit, listed_split
 from cityseg.errors import UserError
 from cityseg.labels import NUM_CLASSES
 from cityseg.training import runinfo
@@ -38,9 +35,10 @@ from cityseg.training.dist import (
     is_distributed,
     is_main,
 )
-from cityseg.training.engine import StepContext, json_float, train_one_epoch, validate
+from cityseg.training.engine import json_float, train_one_epoch, validate
 from cityseg.training.losses import build_loss
 from cityseg.training.model import check_encoder_weights
+from cityseg.training.model_names import model_title_of
 from cityseg.training.optim import build_optimizer, build_scheduler, rng_state, seed_everything, set_rng_state
 from cityseg.training.runfolder import (
     BEST_FILE,
@@ -60,67 +58,13 @@ from cityseg.training.runfolder import (
     write_config_json,
 )
 from cityseg.training.runtime import (
+    apply_determinism,
     needs_grad_scaler,
     resolve_and_report,
     runtime_record,
     step_context,
 )
 from cityseg.training.tensorboard_log import TensorBoardLog
-
-# ----------------------------------------------------------------------------------------------------------
-# The log
-# ----------------------------------------------------------------------------------------------------------
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Data
-# ----------------------------------------------------------------------------------------------------------
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Model, optimizer, schedule
-# ----------------------------------------------------------------------------------------------------------
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Random state (plain lists and tensors, so checkpoints load with weights_only=True)
-# ----------------------------------------------------------------------------------------------------------
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The run folder
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _write_config_json(
-    run_dir: Path,
-    config: TrainConfig,
-    info: DistInfo,
-    root: Path,
-    run_name: str,
-    n_train: int,
-    n_val: int,
-    resumed: bool,
-) -> None:
-    write_config_json(
-        run_dir,
-        {
-            "config": config.to_dict(),
-            "recipe_file": recipe_record(config),
-            "runtime": runtime_record(config, info.device, info.world_size),
-            "run_name": run_name,
-            **runinfo.collect(info.device, root, world_size=info.world_size),
-            "device": str(info.device),
-            "n_train": n_train,
-            "n_val": n_val,
-        },
-        resumed,
-    )
-
-
-# ----------------------------------------------------------------------------------------------------------
-# One run
-# ----------------------------------------------------------------------------------------------------------
 
 
 def train_run(
@@ -133,86 +77,119 @@ def train_run(
     on_epoch: EpochCallback | None = None,
     run_name: str | None = None,
     progress: bool = True,
+    split: ListedSplit | None = None,
 ) -> RunResult:
     """Train one model on `train_ids`, validating on `val_ids` every epoch (none: best.pt = last epoch).
 
-    The run folder is locked while this runs: a second process training it stops at once, naming this one.
+    `split`: the train split as `cityseg cv` listed it (listed here when None). The run folder is locked while
+    this runs: a second process training it stops at once, naming this one.
     """
     root, run_dir = Path(root), Path(run_dir)
     run_name = run_name or run_dir.name
+    apply_determinism(config)  # before init_distributed's first CUDA call
     info = init_distributed(config.device)
-    config = resolve_and_report(config, root, len(train_ids), info.world_size, info.device, always=False)
+    split = listed_split(split if split is not None else root, "train", config.labels)
+    config = resolve_and_report(config, split, len(train_ids), info.world_size, info.device, always=False)
     if not (resume and (run_dir / LAST_FILE).is_file()):
         check_encoder_weights(config)  # a missing download or file fails before anything is written
     if is_main():
         make_run_folder(run_dir)
     barrier()
     with held_by_main(lambda: lock_run_folder(run_dir)):
-        return _train_locked(root, run_dir, run_name, config, info, train_ids, val_ids, resume, on_epoch, progress)
-
-
-def _train_locked(
-    root: Path,
-    run_dir: Path,
-    run_name: str,
-    config: TrainConfig,
-    info: DistInfo,
-    train_ids: Sequence[str],
-    val_ids: Sequence[str] | None,
-    resume: bool,
-    on_epoch: EpochCallback | None,
-    progress: bool,
-) -> RunResult:
-    state = check_run_dir(run_dir, config, resume)  # every rank checks before rank 0 writes anything
-    barrier()
-    if is_main() and resume:
-        repair_after_kill(run_dir, state)
-    barrier()
-    done = state["epoch"] if state is not None else 0
-    if done >= config.epochs and is_finished(run_dir, config.epochs):
-        return RunResult(run_dir, load_log(run_dir), state.get("best_epoch"), float(state["best_metric"]))
-
-    train_set, val_set = build_datasets(config, root, train_ids, val_ids)
-    if is_main():
-        _write_config_json(
-            run_dir, config, info, root, run_name, len(train_set), len(val_set or []), resumed=state is not None
-        )
-    try:
-        return _train_epochs(run_dir, run_name, config, info, train_set, val_set, state, on_epoch, progress)
-    except torch.cuda.OutOfMemoryError:
-        raise UserError(
-            f"the GPU ran out of memory training {run_name} (batch size {config.batch_size}, crop "
-            f"{_size_text(config.crop)}, size {_size_text(config.size)}). Lower --batch-size, use a smaller --crop, "
-            f"or train at a lower resolution with --size (e.g. 1024x512); --amp (mixed precision) also saves memory "
-            f"and may be added on --resume, which continues from the last finished epoch in {run_dir}."
-        ) from None
+        state = check_run_dir(run_dir, config, resume)  # every rank checks before rank 0 writes anything
+        barrier()
+        if is_main() and resume:
+            repair_after_kill(run_dir, state)
+        barrier()
+        if state is not None and state["epoch"] >= config.epochs and is_finished(run_dir, config.epochs):
+            return RunResult(run_dir, load_log(run_dir), state.get("best_epoch"), float(state["best_metric"]))
+        train_set, val_set = build_datasets(config, split, train_ids, val_ids)
+        if is_main():
+            record = {
+                "config": config.to_dict(),
+                "recipe_file": recipe_record(config),
+                "runtime": runtime_record(config, info.device, info.world_size),
+                "run_name": run_name,
+                **runinfo.collect(info.device, root, world_size=info.world_size),
+                "device": str(info.device),
+                "n_train": len(train_set),
+                "n_val": len(val_set or []),
+            }
+            write_config_json(run_dir, record, resumed=state is not None)
+        resumed_from, training = (state["epoch"] if state is not None else 0), None  # _Training empties `state`
+        try:
+            training = _Training(run_dir, run_name, config, info, (train_set, val_set), state)
+            for epoch in range(training.saved_epoch + 1, config.epochs + 1):
+                training.run_epoch(epoch, progress, on_epoch)
+            return RunResult(run_dir, load_log(run_dir), training.best_epoch, training.best_metric)
+        except KeyboardInterrupt:
+            if is_main():
+                saved = training.saved_epoch if training is not None else resumed_from
+                said = (
+                    f"{run_dir / LAST_FILE} holds epoch {saved} of {run_name}; continue with --resume."
+                    if saved
+                    else f"{run_name} stopped before its first epoch ended, so no checkpoint was saved in {run_dir}; "
+                    "--resume starts it again from epoch 1."
+                )
+                tqdm.write(f"interrupted: {said}", file=sys.stderr)
+            raise
+        except torch.cuda.OutOfMemoryError:
+            raise UserError(
+                f"the GPU ran out of memory training {run_name} (batch size {config.batch_size}, crop "
+                f"{_size_text(config.crop)}, size {_size_text(config.size)}). Lower --batch-size, use a smaller "
+                "--crop, or train at a lower resolution with --size (e.g. 1024x512); --amp (mixed precision) also "
+                f"saves memory and may be added on --resume, which continues from the last finished epoch in {run_dir}."
+            ) from None
+        finally:
+            if training is not None:
+                training.board.close()
 
 
 def _size_text(size: tuple[int, int] | None) -> str:
     return "full resolution" if size is None else f"{size[0]}x{size[1]}"
 
 
-@dataclass
 class _Training:
-    """Everything one run holds while it trains; `run_epoch` is the body of the epoch loop."""
+    """Everything one run holds while it trains: loaders, model (DDP/SyncBN/compile as configured), optimizer,
+    schedule, loss, TensorBoard; `run_epoch` is the body of the epoch loop."""
 
-    run_dir: Path
-    run_name: str
-    config: TrainConfig
-    core: nn.Module  # the bare network: what checkpoints store
-    model: nn.Module  # what runs: the network, maybe wrapped in DDP and torch.compile
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    criterion: nn.Module
-    context: StepContext
-    train_loader: DataLoader
-    val_loader: DataLoader | None
-    sampler: EpochKeys
-    board: TensorBoardLog
-    best_metric: float = float("nan")
-    best_epoch: int | None = None
-    saved_epoch: int = 0
+    def __init__(self, run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, datasets, state) -> None:
+        from cityseg.training.compiling import CompiledOrEager
+        from cityseg.training.model import model_of
+        from cityseg.training.runtime import note_compile_fallback
+
+        self.run_dir, self.run_name, self.config, device = run_dir, run_name, config, info.device
+        seed_everything(config.seed + info.rank)
+        self.train_loader, self.val_loader, self.sampler = build_loaders(config, *datasets, info)
+        self.context = step_context(config, device, info.rank)
+        # A resumed run loads its weights below, so it needs no download.
+        core = model_of(config, None if state is not None else config.encoder_weights)
+        if config.sync_bn and info.world_size > 1 and device.type == "cuda":
+            core = nn.SyncBatchNorm.convert_sync_batchnorm(core)
+        if state is not None:
+            core.load_state_dict(state["model"])
+        self.core = core.to(
+            device, memory_format=torch.channels_last if self.context.channels_last else torch.preserve_format
+        )
+        self.model: nn.Module = core  # what runs: the bare network (what checkpoints store), maybe wrapped
+        if is_distributed():  # also a one-process torchrun job: the multi-GPU path on one GPU
+            cuda_ids = [device.index] if device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(core, device_ids=cuda_ids)
+        if config.compile:
+            on_fallback = lambda why: note_compile_fallback(run_dir, why) if is_main() else None  # noqa: E731
+            self.model = CompiledOrEager(self.model, on_fallback)
+        self.optimizer = build_optimizer(core, config)
+        self.scheduler = build_scheduler(self.optimizer, config, len(self.train_loader))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(self.context))
+        self.criterion = build_loss(config.loss, config.ohem_thresh, config.ohem_min_kept)
+        self.best_metric, self.best_epoch, self.saved_epoch = float("nan"), None, 0
+        done = state["epoch"] if state is not None else 0
+        title = f"{run_name}: {model_title_of(config)}"
+        board_dir = run_dir if is_main() else None
+        self.board = TensorBoardLog(board_dir, len(self.train_loader), config.epochs, done, datasets[1], title)
+        if state is not None:
+            self.restore(state, info.rank)
+            state.clear()  # the loaded tensors (hundreds of MB) now live in the model and optimizer
 
     def run_epoch(self, epoch: int, progress: bool, on_epoch: EpochCallback | None) -> None:
         """Train, validate, then save last.pt, best.pt (if improved) and the log row, in that order."""
@@ -220,24 +197,25 @@ class _Training:
         if isinstance(self.context.augment, BatchAugment):
             self.context.augment.start_epoch(epoch)  # --gpu-aug draws follow (seed, epoch, step, rank)
         started = time.perf_counter()
-        stats = train_one_epoch(
-            self.model,
-            self.train_loader,
-            self.criterion,
-            self.optimizer,
-            self.scheduler,
-            self.scaler,
-            self.context,
-            epoch,
-            progress,
-            on_steps=self.board.step_writer(epoch),
-        )
+        parts = (self.model, self.train_loader, self.criterion, self.optimizer, self.scheduler, self.scaler)
+        stats = train_one_epoch(*parts, self.context, epoch, progress, self.board.step_writer(epoch))
         val = None
         if self.val_loader is not None:
             broadcast_buffers(self.core)  # validate exactly the model rank 0 saves
             # The bare network: compiling would build a second graph (eval mode, full-resolution shapes) per run.
             val = validate(self.core, self.val_loader, self.context, size=self.config.size, progress=progress)
-        row = _log_row(epoch, stats, val, time.perf_counter() - started)
+        row = {
+            "epoch": epoch,
+            "lr": stats.lr,
+            "train_loss": json_float(stats.loss),
+            "val_loss": json_float(val.loss) if val is not None else None,
+            "val_miou": json_float(val.miou) if val is not None else None,
+            "class_iou": [json_float(v) for v in val.class_iou] if val is not None else None,
+            "images_per_s": json_float(stats.images_per_s),
+            "data_wait_share": json_float(round(stats.data_wait_share, 4)),
+            "peak_memory_gb": None if stats.peak_memory_bytes is None else round(stats.peak_memory_bytes / 2**30, 3),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
         metric = selection_metric(row, self.config.select) if val is not None else None
         improved = val is None or self.best_epoch is None or is_better(metric, self.best_metric, self.config.select)
         if improved:
@@ -303,9 +281,7 @@ def _disk_full_is_a_user_error(run_dir: Path, epoch: int, saved_epoch: int) -> I
             raise
         where = Path(exc.filename).name if exc.filename else "the run's files"
         kept = (
-            f"the files of epoch {saved_epoch} are intact"
-            if saved_epoch
-            else "nothing of this run was saved yet, so it starts again"
+            f"the files of epoch {saved_epoch} are intact" if saved_epoch else "nothing was saved yet, so it restarts"
         )
         raise UserError(
             f"the disk holding {run_dir} is full ({exc.strerror}): {where} of epoch {epoch} could not be written "
@@ -314,129 +290,15 @@ def _disk_full_is_a_user_error(run_dir: Path, epoch: int, saved_epoch: int) -> I
         ) from None
 
 
-def _setup(
-    run_dir: Path,
-    run_name: str,
-    config: TrainConfig,
-    info: DistInfo,
-    train_set: Dataset,
-    val_set: Dataset | None,
-    state: dict | None,
-) -> _Training:
-    """Build loaders, model (DDP/SyncBN/compile as configured), optimizer, schedule and loss."""
-    from cityseg.training.compiling import compile_with_fallback
-    from cityseg.training.model import model_of
-    from cityseg.training.runtime import note_compile_fallback
-
-    device = info.device
-    seed_everything(config.seed + info.rank)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
-    train_loader, val_loader, sampler = build_loaders(config, train_set, val_set, info)
-    context = step_context(config, device, info.rank)
-    # A resumed run loads its weights below, so it needs no download.
-    core = model_of(config, None if state is not None else config.encoder_weights)
-    if config.sync_bn and info.world_size > 1 and device.type == "cuda":
-        core = nn.SyncBatchNorm.convert_sync_batchnorm(core)
-    if state is not None:
-        core.load_state_dict(state["model"])
-    core.to(device, memory_format=torch.channels_last if context.channels_last else torch.preserve_format)
-    model: nn.Module = core
-    if is_distributed():  # also a one-process torchrun job: the multi-GPU path on one GPU
-        model = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
-        model = compile_with_fallback(
-            model, lambda reason: note_compile_fallback(run_dir, reason) if is_main() else None
-        )
-    optimizer = build_optimizer(core, config)
-    training = _Training(
-        run_dir=run_dir,
-        run_name=run_name,
-        config=config,
-        core=core,
-        model=model,
-        optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, config, len(train_loader)),
-        scaler=torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(context)),
-        criterion=build_loss(config.loss, config.ohem_thresh, config.ohem_min_kept),
-        context=context,
-        train_loader=train_loader,
-        val_loader=val_loader,
-        sampler=sampler,
-        board=TensorBoardLog(
-            run_dir if is_main() else None,
-            len(train_loader),
-            config.epochs,
-            done_epochs=state["epoch"] if state is not None else 0,
-            val_set=val_set,
-        ),
-    )
-    if state is not None:
-        training.restore(state, info.rank)
-        state.clear()  # the loaded tensors (hundreds of MB) now live in the model and optimizer
-    return training
-
-
-def _train_epochs(
-    run_dir: Path,
-    run_name: str,
-    config: TrainConfig,
-    info: DistInfo,
-    train_set: Dataset,
-    val_set: Dataset | None,
-    state: dict | None,
-    on_epoch: EpochCallback | None,
-    progress: bool,
-) -> RunResult:
-    resumed_from = state["epoch"] if state is not None else 0  # _setup empties `state`
-    training = None
-    try:
-        training = _setup(run_dir, run_name, config, info, train_set, val_set, state)
-        for epoch in range(training.saved_epoch + 1, config.epochs + 1):
-            training.run_epoch(epoch, progress, on_epoch)
-    except KeyboardInterrupt:
-        if is_main():
-            saved_epoch = training.saved_epoch if training is not None else resumed_from
-            if saved_epoch:
-                said = f"{run_dir / LAST_FILE} holds epoch {saved_epoch} of {run_name}; continue with --resume."
-            else:
-                said = (
-                    f"{run_name} stopped before its first epoch ended, so no checkpoint was saved in {run_dir}; "
-                    "--resume starts it again from epoch 1."
-                )
-            tqdm.write(f"interrupted: {said}", file=sys.stderr)
-        raise
-    finally:
-        if training is not None:
-            training.board.close()
-    return RunResult(run_dir, load_log(run_dir), training.best_epoch, training.best_metric)
-
-
-def _log_row(epoch: int, stats, val, seconds: float) -> dict:
-    return {
-        "epoch": epoch,
-        "lr": stats.lr,
-        "train_loss": json_float(stats.loss),
-        "val_loss": json_float(val.loss) if val is not None else None,
-        "val_miou": json_float(val.miou) if val is not None else None,
-        "class_iou": [json_float(v) for v in val.class_iou] if val is not None else None,
-        "images_per_s": json_float(stats.images_per_s),
-        "data_wait_share": json_float(round(stats.data_wait_share, 4)),
-        "peak_memory_gb": None if stats.peak_memory_bytes is None else round(stats.peak_memory_bytes / 2**30, 3),
-        "seconds": round(seconds, 3),
-    }
-
-
 def _summary_line(run_name: str, epochs: int, row: dict, improved: bool) -> str:
-    def show(value: float | None, fmt: str) -> str:
-        return "-" if value is None else format(value, fmt)
+    def show(value: float | None, fmt: str, scale: float = 1) -> str:
+        return "-" if value is None else format(scale * value, fmt)
 
-    miou = None if row["val_miou"] is None else 100 * row["val_miou"]
-    wait = None if row.get("data_wait_share") is None else 100 * row["data_wait_share"]
     return (
         f"{run_name} epoch {row['epoch']}/{epochs}  lr {row['lr']:.2e}  train_loss {show(row['train_loss'], '.4f')}  "
-        f"val_loss {show(row['val_loss'], '.4f')}  mIoU {show(miou, '.2f')}  {show(row['images_per_s'], '.1f')} img/s  "
-        f"data wait {show(wait, '.0f')}%  {row['seconds']:.0f}s" + ("  *best" if improved else "")
+        f"val_loss {show(row['val_loss'], '.4f')}  mIoU {show(row['val_miou'], '.2f', 100)}  "
+        f"{show(row['images_per_s'], '.1f')} img/s  data wait {show(row.get('data_wait_share'), '.0f', 100)}%  "
+        f"{row['seconds']:.0f}s" + ("  *best" if improved else "")
     )
 
 
