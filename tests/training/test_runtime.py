@@ -26,6 +26,7 @@ FOLD_IMAGES = 2380  # a Cityscapes fold's training part: 4/5 of 2975
 def cuda_machine(monkeypatch):
     """torch believes a bf16-capable GPU is present; nothing calls into CUDA for real."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Mocked H100")
 
