@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
 
         print(format_table(result.scores, bold=sys.stdout.isatty()))
     print(
-        f"wrote {result.written} and kept {result.skipped} finished prediction(s) in {result.out_dir} "
+        f"{result.model}: wrote {result.written} and kept {result.skipped} finished prediction(s) in {result.out_dir} "
         f"({result.images_per_s:.2f} images/s over {result.seconds:.1f} s)"
     )
     if args.split != "test":

@@ -23,13 +23,12 @@ from cityseg.data.frames import Frame, list_frames, read_image
 from cityseg.data.transforms import normalize
 from cityseg.errors import UserError
 from cityseg.labels import ID_COLORS, train_ids_to_ids
-from cityseg.prediction.deployed import load_network, weights_path
+from cityseg.prediction.deployed import load_network
 from cityseg.prediction.inference import predict_logits
 from cityseg.prediction.ledger import (
     OutputLedger,
     check_color_folder,
     color_names,
-    file_sha256,
     flush_all,
     open_ledgers,
     output_locks,
@@ -39,6 +38,7 @@ from cityseg.prediction.ledger import (
 )
 from cityseg.prediction.options import PredictOptions, Size, as_size, check_options, default_stride
 from cityseg.training.model import resolve_device
+from cityseg.training.model_names import model_title_of
 
 # Frames reserved ("pending") per manifest write: bounds both the rewrite cost and the work
 # redone after a kill.
@@ -62,6 +62,7 @@ class PredictResult:
     scores: dict[str, Any] | None = field(
         default=None, repr=False
     )  # score=True: the fast engine's export (as `evaluate`)
+    model: str = ""  # the architecture and encoder that ran, e.g. "U-Net / resnet34"
 
 
 class _Images(Dataset):
@@ -89,7 +90,8 @@ def _settings(
     size = config.get("size")
     return {
         "checkpoint": str(Path(checkpoint).resolve()),
-        "checkpoint_sha256": file_sha256(weights_path(Path(checkpoint))),
+        "checkpoint_sha256": state["sha256"],  # from the one read that loaded it
+        "model": model_title_of(config),
         "epoch": state.get("epoch"),
         "split": split,
         "mode": mode,
@@ -232,6 +234,7 @@ def _predict_into(
         seconds=seconds,
         images_per_s=len(todo) / seconds if seconds > 0 else 0.0,
         scores=scorer.result() if scorer is not None else None,
+        model=settings["model"],
     )
 
 
