@@ -1,8 +1,10 @@
-"""The model card of an export: what the model is, how it was trained and measured, read from the run's files.
+"""The model card of an export: what the model is, how to run it without cityseg, how it was trained and measured.
 
-Everything comes from files a run wrote (the checkpoint, config.json beside it, summary.json of
-its runs folder, an evaluation JSON from `cityseg evaluate`), read defensively: a file that is
-missing or older leaves its part of the card empty with a note, never a guessed number.
+Everything comes from files a run wrote (the checkpoint, config.json beside it, summary.json of its runs folder, an
+evaluation JSON from `cityseg evaluate`), read defensively: a missing or older file leaves its part of the card
+empty with a note, never a guessed number. card.json is strict JSON (a non-finite number becomes null). Its
+`inference` section and card.md's recipe say how `cityseg predict --images` computes labels, step by step, so a
+stranger can do the same with onnxruntime or with plain segmentation_models_pytorch.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +21,13 @@ from torch import nn
 from cityseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES, NUM_CLASSES, TRAIN_ID_COLORS, TRAIN_ID_TO_ID
-from cityseg.prediction.deployed import EXPORT_FORMAT, EXPORT_VERSION
+from cityseg.prediction.deployed import EXPORT_FORMAT, EXPORT_VERSION, weights_metadata
+from cityseg.prediction.image_predict import CITYSCAPES_SIZE
 from cityseg.training import runinfo
+from cityseg.training.config import SIDE_MULTIPLE
+from cityseg.training.model_names import model_title_of, size_multiple
 from cityseg.training.runfolder import CONFIG_FILE, SUMMARY_FILE
 
-# How `cityseg predict` sizes photos for a model trained on resized frames (image_predict.photo_scale).
-_PHOTO_RULE = "each photo resized to the training width, aspect ratio kept (as split frames are)"
 PREDICT_MANIFEST = ".cityseg-predict.json"
 # What `miou_mean` meant before summary.json recorded its protocol.
 _LEGACY_CV_PROTOCOL = (
@@ -35,7 +39,7 @@ _LEGACY_CV_PROTOCOL = (
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -65,8 +69,9 @@ def read_evaluation(path: Path) -> dict[str, Any]:
         )
     section = data.get("cityseg") if isinstance(data.get("cityseg"), dict) else {}
     pred_dir = section.get("pred_dir")
-    manifest = _read_json(Path(pred_dir) / PREDICT_MANIFEST) if pred_dir else None
-    settings = (manifest or {}).get("settings") or {}
+    manifest = _read_json(Path(pred_dir) / PREDICT_MANIFEST) if isinstance(pred_dir, str) else None
+    settings = (manifest or {}).get("settings")
+    settings = settings if isinstance(settings, dict) else {}
     split = section.get("split") or "unknown split"
     return {
         "file": str(Path(path).resolve()),
@@ -89,22 +94,35 @@ def _cross_validation(runs_dir: Path) -> dict[str, Any] | None:
     if summary is None:
         return None
     keys = ("k", "split", "seed", "complete", "miou_mean", "miou_std", "chosen_epochs", "std")
+    class_iou = summary.get("class_iou_mean")
     return {
         "file": str(summary_path.resolve()),
         **{key: summary.get(key) for key in keys},
         "protocol": summary.get("protocol") or _LEGACY_CV_PROTOCOL,
-        "class_iou_mean": dict(zip(CLASS_NAMES, summary.get("class_iou_mean") or [], strict=False)) or None,
+        "class_iou_mean": dict(zip(CLASS_NAMES, class_iou, strict=False)) if isinstance(class_iou, list) else None,
     }
 
 
 def _versions() -> dict[str, Any]:
     found = dict(runinfo.versions())
-    for package in ("onnx", "onnxruntime", "onnxscript", "safetensors"):
+    for package in ("onnx", "onnxruntime", "onnxscript", "safetensors", "segmentation_models_pytorch"):
         try:
             found[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             found[package] = None
     return found
+
+
+def _inference(size: list[int] | None) -> dict[str, Any]:
+    """What `cityseg predict --images` does with a photo (image_predict, inference), as card.md's recipe cites it."""
+    return {
+        "training_size": size,
+        "resize": {"mode": "bilinear", "align_corners": False, "antialias": "when either side shrinks"},
+        "pad": {"multiple": SIDE_MULTIPLE, "mode": "reflect", "sides": "bottom and right"},
+        "whole_limit": list(size or CITYSCAPES_SIZE),
+        "stride_of_window": [2, 3],  # options.default_stride: two thirds of the window, rounded up
+        "upsample": {"mode": "bilinear", "align_corners": False, "antialias": False},
+    }
 
 
 def build_card(
@@ -115,57 +133,37 @@ def build_card(
     parity: dict[str, Any],
     evaluation: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """card.json's content for a checkpoint of a run folder (RUNS/<run>/best.pt beside config.json)."""
-    from cityseg.prediction.ledger import file_sha256
-
+    """card.json's content for a checkpoint of a run folder (RUNS/<run>/best.pt beside config.json); `state` is
+    `load_model`'s (its "sha256" is the checkpoint's)."""
     run_dir = Path(checkpoint).resolve().parent
     run_info = _read_json(run_dir / CONFIG_FILE) or {}
     config = state.get("config") or run_info.get("config") or {}
-    sha = file_sha256(Path(checkpoint))
     cv = _cross_validation(run_dir) or _cross_validation(run_dir.parent)
     if evaluation is not None:
-        evaluation = {
-            **evaluation,
-            "same_checkpoint": evaluation.get("predicted_with_sha256") == sha
-            if evaluation.get("predicted_with_sha256")
-            else None,
-        }
-    size = config.get("size")
+        recorded = evaluation.get("predicted_with_sha256")
+        evaluation = {**evaluation, "same_checkpoint": recorded == state["sha256"] if recorded else None}
+    model = weights_metadata(network)
     return {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": {
-            "architecture": "U-Net (segmentation_models_pytorch)",
-            "encoder": "resnet34",
+            "title": model_title_of(config),
+            "library": "segmentation_models_pytorch",
+            "architecture": model["arch"],
+            "encoder": model["encoder"],
             "num_classes": NUM_CLASSES,
             "parameters": sum(p.numel() for p in network.parameters()),
+            "size_multiple": size_multiple(model["arch"], model["encoder"]),
         },
         "files": files,
         "onnx_io": {
-            "input": {
-                "name": "image",
-                "dtype": "uint8",
-                "shape": ["batch", "height", "width", 3],
-                "layout": "RGB, rows top to bottom (as PIL/numpy decode it)",
-                "min_side": 33,
-            },
-            "output": {
-                "name": "logits",
-                "dtype": "float32",
-                "shape": ["batch", NUM_CLASSES, "height", "width"],
-                "meaning": "class scores in trainId order (classes below); argmax over axis 1",
-            },
+            "input": {"name": "image", "dtype": "uint8", "shape": ["batch", "height", "width", 3], "layout": "RGB"},
+            "output": {"name": "logits", "dtype": "float32", "shape": ["batch", NUM_CLASSES, "height", "width"]},
         },
         "classes": _classes(),
-        "normalisation": {
-            "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD),
-            "formula": "(pixel / 255 - mean) / std per RGB channel (ImageNet statistics)",
-            "onnx": "inside the graph: feed uint8",
-            "safetensors": "apply it yourself",
-        },
-        "inference": {"training_size": size, "photo_scale": _PHOTO_RULE if size else "none: photos at their own size"},
+        "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "inference": _inference(config.get("size")),
         "config": config,
         "training": {
             "recipe": config.get("recipe"),
@@ -179,7 +177,7 @@ def build_card(
         },
         "source": {
             "checkpoint": str(Path(checkpoint).resolve()),
-            "sha256": sha,
+            "sha256": state["sha256"],
             "epoch": state.get("epoch"),
             "best_epoch": state.get("best_epoch"),
         },
@@ -188,6 +186,22 @@ def build_card(
         "parity": parity,
         "versions": _versions(),
     }
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinity (an evaluation's absent class, a one-fold std) replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def card_json_text(card: dict[str, Any]) -> str:
+    """card.json's text: strict JSON that any parser reads (no NaN or Infinity tokens)."""
+    return json.dumps(_finite(card), indent=1, allow_nan=False) + "\n"
 
 
 def _percent(value: Any) -> str:
@@ -207,45 +221,84 @@ def _results_lines(card: dict[str, Any]) -> list[str]:
     if evaluation is None:
         lines.append("- Evaluation: none given (`cityseg export ... --eval evaluation/val.json`).")
     else:
-        same = {
-            True: "made with this checkpoint",
-            False: "made with ANOTHER checkpoint",
-            None: "checkpoint of the predictions unknown",
-        }[evaluation["same_checkpoint"]]
+        same = {True: "made with this checkpoint", False: "made with ANOTHER checkpoint", None: "checkpoint unknown"}
         lines.append(
             f"- {evaluation['split']}: mIoU {_percent(evaluation['miou'])} %, iIoU {_percent(evaluation['iiou'])} % "
-            f"({same}). Protocol: {evaluation['protocol']}."
+            f"(predictions {same[evaluation['same_checkpoint']]}). Protocol: {evaluation['protocol']}."
         )
     if card["training"]["synthetic"] or (evaluation or {}).get("synthetic"):
         lines.append("- **Trained or measured on SYNTHETIC data**: these numbers say nothing about real streets.")
     return lines + [""]
 
 
+def _recipe_lines(card: dict[str, Any]) -> list[str]:
+    """How `cityseg predict --images` turns a photo into labels, in the order it does it (card.json `inference`)."""
+    model, recipe, norm = card["model"], card["inference"], card["normalisation"]
+    size, limit, pad = recipe["training_size"], recipe["whole_limit"], recipe["pad"]
+    stride = "{0} x {1[0]}/{1[1]}, rounded up".format("the window", recipe["stride_of_window"])
+    resize = (
+        f"2. Resize to the network size: width {size[0]} (the training width), height round(H x {size[0]} / W) "
+        "(Python's round: halves to even). Resize the normalised image (float), bilinear, align_corners=False, "
+        "antialias=True when either side shrinks (torch.nn.functional.interpolate); PIL's Image.resize(BILINEAR) "
+        "is the same filter on uint8."
+        if size
+        else "2. No resize: the model was trained at full resolution and sees each photo at its own size."
+    )
+    return [
+        "## Reproduce `cityseg predict --images` without cityseg",
+        "",
+        f"The network is segmentation_models_pytorch's `{model['architecture']}` with encoder `{model['encoder']}` "
+        f"and {model['num_classes']} classes; build it and load the weights with:",
+        "",
+        "```python",
+        "import safetensors.torch, segmentation_models_pytorch as smp",
+        f'model = smp.create_model("{model["architecture"]}", encoder_name="{model["encoder"]}", '
+        f"encoder_weights=None, classes={model['num_classes']})",
+        'model.load_state_dict(safetensors.torch.load_file("model.safetensors"))',
+        "model.eval()",
+        "```",
+        "",
+        "For a photo of W x H pixels (uint8 RGB), `cityseg predict` (float32; under autocast on CUDA) does:",
+        "",
+        f"1. Normalise: (pixel / 255 - mean) / std per RGB channel, mean {norm['mean']}, std {norm['std']}.",
+        resize,
+        f"3. Whole or windows: when the network size w x h has more pixels than {limit[0]} x {limit[1]} "
+        f"(`--whole-limit`), predict sliding windows of min({limit[0]}, w) x min({limit[1]}, h) pixels, stride "
+        f"{stride} per axis; window starts 0, stride, 2 x stride, ... and one more flush with the far border. "
+        "Sum the windows' logits and divide each pixel by the number of windows covering it.",
+        f"4. Each forward (the whole image or one window): pad the {pad['sides']} to a multiple of "
+        f"{pad['multiple']} ({pad['mode']}, or zeros where a pad is not shorter than its side; the model itself "
+        f"needs multiples of {model['size_multiple']}), run the network, crop the logits back to the unpadded size.",
+        "5. Upsample the logits to H x W: bilinear, align_corners=False, no antialias.",
+        "6. argmax over the classes gives trainIds; the table below maps them to Cityscapes labelIds.",
+        "",
+        f"`{card['files']['onnx']['file']}` does steps 1 and 4 itself: feed uint8 (batch, height, width, 3), sides "
+        f">= {card['files']['onnx']['min_side']} px (smaller ones fail in the node named after this minimum); resize the "
+        "uint8 photo for step 2 (rounding to uint8 is the only difference) and cut windows from it for step 3.",
+        "",
+    ]
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     """card.md: the same facts as card.json, for people."""
-    training, source, onnx_io = card["training"], card["source"], card["onnx_io"]
-    git = card["git"]
+    training, source, files, git = card["training"], card["source"], card["files"], card["git"]
+    parity = card["parity"]
+    dirty = " (uncommitted changes)" if git.get("dirty") else ""
     lines = [
-        f"# cityseg model: U-Net / ResNet-34, {NUM_CLASSES} Cityscapes classes",
+        f"# cityseg model: {card['model']['title']}, {NUM_CLASSES} Cityscapes classes",
         "",
         f"Exported {card['created']} from `{source['checkpoint']}` (epoch {source['epoch']}, sha256 "
-        f"`{source['sha256'][:16]}…`), code at git `{git.get('sha')}`{' (uncommitted changes)' if git.get('dirty') else ''}.",
+        f"`{source['sha256'][:16]}…`), code at git `{git.get('sha')}`{dirty}.",
         "",
         "## Files",
         "",
-        f"- `{card['files']['weights']['file']}`: the network's tensors (no optimizer); `cityseg predict FOLDER` loads it.",
-        f"- `{card['files']['onnx']['file']}` (opset {card['files']['onnx']['opset']}): input `{onnx_io['input']['name']}` "
-        f"uint8 RGB (batch, height, width, 3), sides >= {onnx_io['input']['min_side']} px; output "
-        f"`{onnx_io['output']['name']}` float32 (batch, {NUM_CLASSES}, height, width), trainId order. Normalisation "
-        "and padding are inside the graph.",
+        f"- `{files['weights']['file']}`: the network's tensors (no optimizer); `cityseg predict FOLDER` loads it.",
+        f"- `{files['onnx']['file']}` (opset {files['onnx']['opset']}): input `image`, output `logits` float32 "
+        f"(batch, {NUM_CLASSES}, height, width) in trainId order.",
+        f"- sha256 (card.json `files`, checked by `cityseg predict FOLDER`): weights `{files['weights']['sha256']}`, "
+        f"ONNX `{files['onnx']['sha256']}`.",
         "",
-        "## Input",
-        "",
-        f"- Normalisation: {card['normalisation']['formula']}, mean {card['normalisation']['mean']}, std "
-        f"{card['normalisation']['std']} (inside the ONNX graph; apply it yourself with the safetensors weights).",
-        f"- Scale: trained at {card['inference']['training_size'] or 'full resolution (Cityscapes: 2048x1024)'}; "
-        f"resize: {card['inference']['photo_scale']}.",
-        "",
+        *_recipe_lines(card),
         "## Training",
         "",
         f"- Recipe `{training['recipe']}`, {training['epochs']} epochs, run `{training['run']}`, "
@@ -255,14 +308,13 @@ def card_markdown(card: dict[str, Any]) -> str:
         *_results_lines(card),
         "## ONNX parity check",
         "",
-        f"{'Passed' if card['parity']['passed'] else 'FAILED'}: {card['parity']['rule']} "
-        f"({card['parity']['runtime']}).",
+        f"{'Passed' if parity['passed'] else 'FAILED'}: {parity['rule']} ({parity['runtime']}).",
         "",
         "| image | size | argmax agreement | max abs logit diff | tolerance |",
         "|---|---|---|---|---|",
         *[
             f"| {r['name']} | {r['size']} | {100 * r['agreement']:.4f} % | {r['max_abs_diff']:.2e} | {r['tolerance']:.2e} |"
-            for r in card["parity"]["images"]
+            for r in parity["images"]
         ],
         "",
         "## Classes",
