@@ -14,13 +14,11 @@ def register(subparsers) -> None:
         subparsers,
         "export",
         help="write a deployable model folder: safetensors weights, ONNX graph, model card",
-        description="Write OUT/model.safetensors (the network's tensors only), OUT/model.onnx (input 'image': uint8 "
-        "RGB (batch, height, width, 3), sides of 17 px or more; output 'logits': float32 (batch, 19, height, width) "
-        "in trainId order; normalisation and padding inside) and OUT/card.json + card.md (the model, how `cityseg "
-        "predict` runs it step by step, training recipe and data, CV and evaluation numbers, git sha, sha256 of "
-        "both files). Before OUT is touched, onnxruntime's logits must match torch's on a few images (argmax "
-        "identical on >= 99.9% of pixels, max |difference| <= 1e-3 x max |logit|), else it exits 2 and writes "
-        "nothing. `cityseg predict OUT ...` takes the folder like a checkpoint, after checking both files' sha256.",
+        description="Write OUT/model.safetensors (the network's tensors), OUT/model.onnx (uint8 RGB (batch, height, "
+        "width, 3) -> float32 logits (batch, 19, height, width), normalisation and padding inside) and OUT/card.json "
+        "+ card.md (the model, how `cityseg predict` runs it step by step, its training and numbers, both files' "
+        "sha256). onnxruntime must match torch on a few images first, else nothing is written. `cityseg predict OUT` "
+        "takes the folder like a checkpoint. docs/export.md says more.",
     )
     parser.add_argument(
         "checkpoint", type=Path, help="best.pt or last.pt of a run (RUNS/full/best.pt for the final model)"

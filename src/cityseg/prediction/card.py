@@ -23,17 +23,13 @@ from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES, NUM_CLASSES, TRAIN_ID_COLORS, TRAIN_ID_TO_ID
 from cityseg.prediction.deployed import EXPORT_FORMAT, EXPORT_VERSION, weights_metadata
 from cityseg.prediction.image_predict import CITYSCAPES_SIZE
+from cityseg.prediction.ledger import MANIFEST_NAME
 from cityseg.training import runinfo
 from cityseg.training.config import SIDE_MULTIPLE
 from cityseg.training.model_names import model_title_of, size_multiple
 from cityseg.training.runfolder import CONFIG_FILE, SUMMARY_FILE
 
-PREDICT_MANIFEST = ".cityseg-predict.json"
-# What `miou_mean` meant before summary.json recorded its protocol.
-_LEGACY_CV_PROTOCOL = (
-    "not recorded in summary.json (written by an older cityseg): miou_mean is the mean over folds of each fold's "
-    "selected epoch, selected on that same held-out fold, so it is optimistic"
-)
+TEMPLATE = Path(__file__).with_name("card_template.md")  # card.md's text, with card.json's values to fill in
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -69,7 +65,7 @@ def read_evaluation(path: Path) -> dict[str, Any]:
         )
     section = data.get("cityseg") if isinstance(data.get("cityseg"), dict) else {}
     pred_dir = section.get("pred_dir")
-    manifest = _read_json(Path(pred_dir) / PREDICT_MANIFEST) if isinstance(pred_dir, str) else None
+    manifest = _read_json(Path(pred_dir) / MANIFEST_NAME) if isinstance(pred_dir, str) else None
     settings = (manifest or {}).get("settings")
     settings = settings if isinstance(settings, dict) else {}
     split = section.get("split") or "unknown split"
@@ -98,14 +94,14 @@ def _cross_validation(runs_dir: Path) -> dict[str, Any] | None:
     return {
         "file": str(summary_path.resolve()),
         **{key: summary.get(key) for key in keys},
-        "protocol": summary.get("protocol") or _LEGACY_CV_PROTOCOL,
+        "protocol": summary.get("protocol") or "not recorded (summary.json of an older cityseg)",
         "class_iou_mean": dict(zip(CLASS_NAMES, class_iou, strict=False)) if isinstance(class_iou, list) else None,
     }
 
 
 def _versions() -> dict[str, Any]:
     found = dict(runinfo.versions())
-    for package in ("onnx", "onnxruntime", "onnxscript", "safetensors", "segmentation_models_pytorch"):
+    for package in ("onnx", "onnxruntime", "onnxscript", "safetensors"):
         try:
             found[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -210,7 +206,7 @@ def _percent(value: Any) -> str:
 
 def _results_lines(card: dict[str, Any]) -> list[str]:
     cv, evaluation = card["results"]["cross_validation"], card["results"]["evaluation"]
-    lines = ["## Results", ""]
+    lines = []
     if cv is None:
         lines.append("- Cross-validation: no summary.json beside the checkpoint's run folder.")
     else:
@@ -228,103 +224,44 @@ def _results_lines(card: dict[str, Any]) -> list[str]:
         )
     if card["training"]["synthetic"] or (evaluation or {}).get("synthetic"):
         lines.append("- **Trained or measured on SYNTHETIC data**: these numbers say nothing about real streets.")
-    return lines + [""]
+    return lines
 
 
-def _recipe_lines(card: dict[str, Any]) -> list[str]:
-    """How `cityseg predict --images` turns a photo into labels, in the order it does it (card.json `inference`)."""
-    model, recipe, norm = card["model"], card["inference"], card["normalisation"]
-    size, limit, pad = recipe["training_size"], recipe["whole_limit"], recipe["pad"]
-    stride = "{0} x {1[0]}/{1[1]}, rounded up".format("the window", recipe["stride_of_window"])
-    resize = (
-        f"2. Resize to the network size: width {size[0]} (the training width), height round(H x {size[0]} / W) "
-        "(Python's round: halves to even). Resize the normalised image (float), bilinear, align_corners=False, "
-        "antialias=True when either side shrinks (torch.nn.functional.interpolate); PIL's Image.resize(BILINEAR) "
-        "is the same filter on uint8."
-        if size
-        else "2. No resize: the model was trained at full resolution and sees each photo at its own size."
+def _resize_step(size: list[int] | None) -> str:
+    if not size:
+        return "No resize: the model was trained at full resolution and sees each photo at its own size."
+    return (
+        f"Resize to the network size: width {size[0]} (the training width), height round(H x {size[0]} / W) (Python's "
+        "round: halves to even). Resize the normalised image (float): bilinear, align_corners=False, antialias=True "
+        "when either side shrinks (torch.nn.functional.interpolate; PIL's Image.resize(BILINEAR) is the same filter "
+        "on uint8)."
     )
-    return [
-        "## Reproduce `cityseg predict --images` without cityseg",
-        "",
-        f"The network is segmentation_models_pytorch's `{model['architecture']}` with encoder `{model['encoder']}` "
-        f"and {model['num_classes']} classes; build it and load the weights with:",
-        "",
-        "```python",
-        "import safetensors.torch, segmentation_models_pytorch as smp",
-        f'model = smp.create_model("{model["architecture"]}", encoder_name="{model["encoder"]}", '
-        f"encoder_weights=None, classes={model['num_classes']})",
-        'model.load_state_dict(safetensors.torch.load_file("model.safetensors"))',
-        "model.eval()",
-        "```",
-        "",
-        "For a photo of W x H pixels (uint8 RGB), `cityseg predict` (float32; under autocast on CUDA) does:",
-        "",
-        f"1. Normalise: (pixel / 255 - mean) / std per RGB channel, mean {norm['mean']}, std {norm['std']}.",
-        resize,
-        f"3. Whole or windows: when the network size w x h has more pixels than {limit[0]} x {limit[1]} "
-        f"(`--whole-limit`), predict sliding windows of min({limit[0]}, w) x min({limit[1]}, h) pixels, stride "
-        f"{stride} per axis; window starts 0, stride, 2 x stride, ... and one more flush with the far border. "
-        "Sum the windows' logits and divide each pixel by the number of windows covering it.",
-        f"4. Each forward (the whole image or one window): pad the {pad['sides']} to a multiple of "
-        f"{pad['multiple']} ({pad['mode']}, or zeros where a pad is not shorter than its side; the model itself "
-        f"needs multiples of {model['size_multiple']}), run the network, crop the logits back to the unpadded size.",
-        "5. Upsample the logits to H x W: bilinear, align_corners=False, no antialias.",
-        "6. argmax over the classes gives trainIds; the table below maps them to Cityscapes labelIds.",
-        "",
-        f"`{card['files']['onnx']['file']}` does steps 1 and 4 itself: feed uint8 (batch, height, width, 3), sides "
-        f">= {card['files']['onnx']['min_side']} px (smaller ones fail in the node named after this minimum); resize the "
-        "uint8 photo for step 2 (rounding to uint8 is the only difference) and cut windows from it for step 3.",
-        "",
-    ]
 
 
 def card_markdown(card: dict[str, Any]) -> str:
-    """card.md: the same facts as card.json, for people."""
-    training, source, files, git = card["training"], card["source"], card["files"], card["git"]
-    parity = card["parity"]
-    dirty = " (uncommitted changes)" if git.get("dirty") else ""
-    lines = [
-        f"# cityseg model: {card['model']['title']}, {NUM_CLASSES} Cityscapes classes",
-        "",
-        f"Exported {card['created']} from `{source['checkpoint']}` (epoch {source['epoch']}, sha256 "
-        f"`{source['sha256'][:16]}…`), code at git `{git.get('sha')}`{dirty}.",
-        "",
-        "## Files",
-        "",
-        f"- `{files['weights']['file']}`: the network's tensors (no optimizer); `cityseg predict FOLDER` loads it.",
-        f"- `{files['onnx']['file']}` (opset {files['onnx']['opset']}): input `image`, output `logits` float32 "
-        f"(batch, {NUM_CLASSES}, height, width) in trainId order.",
-        f"- sha256 (card.json `files`, checked by `cityseg predict FOLDER`): weights `{files['weights']['sha256']}`, "
-        f"ONNX `{files['onnx']['sha256']}`.",
-        "",
-        *_recipe_lines(card),
-        "## Training",
-        "",
-        f"- Recipe `{training['recipe']}`, {training['epochs']} epochs, run `{training['run']}`, "
-        f"{training['n_train']} training images from `{training['data_root']}`.",
-        f"- Full config: `config` in card.json{' (from ' + training['config_json'] + ')' if training['config_json'] else ''}.",
-        "",
-        *_results_lines(card),
-        "## ONNX parity check",
-        "",
-        f"{'Passed' if parity['passed'] else 'FAILED'}: {parity['rule']} ({parity['runtime']}).",
-        "",
-        "| image | size | argmax agreement | max abs logit diff | tolerance |",
-        "|---|---|---|---|---|",
-        *[
-            f"| {r['name']} | {r['size']} | {100 * r['agreement']:.4f} % | {r['max_abs_diff']:.2e} | {r['tolerance']:.2e} |"
-            for r in parity["images"]
-        ],
-        "",
-        "## Classes",
-        "",
-        "| trainId | labelId | name | category | colour (RGB) |",
-        "|---|---|---|---|---|",
-        *[
+    """card.md (card_template.md filled in): card.json's facts for people, and the recipe `cityseg predict` follows."""
+    recipe, git, config_json = card["inference"], card["git"], card["training"]["config_json"]
+    return TEMPLATE.read_text().format(
+        **card,
+        weights=card["files"]["weights"],
+        onnx=card["files"]["onnx"],
+        source_sha=card["source"]["sha256"][:16],
+        git_sha=git.get("sha"),
+        dirty=" (uncommitted changes)" if git.get("dirty") else "",
+        resize=_resize_step(recipe["training_size"]),
+        limit=recipe["whole_limit"],
+        stride=recipe["stride_of_window"],
+        pad=recipe["pad"],
+        config_source=f" (from {config_json})" if config_json else "",
+        result_lines="\n".join(_results_lines(card)),
+        verdict="Passed" if card["parity"]["passed"] else "FAILED",
+        parity_rows="\n".join(
+            f"| {r['name']} | {r['size']} | {100 * r['agreement']:.4f} % | {r['max_abs_diff']:.2e} | "
+            f"{r['tolerance']:.2e} |"
+            for r in card["parity"]["images"]
+        ),
+        class_rows="\n".join(
             f"| {c['train_id']} | {c['label_id']} | {c['name']} | {c['category']} | {tuple(c['color'])} |"
             for c in card["classes"]
-        ],
-        "",
-    ]
-    return "\n".join(lines)
+        ),
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ CARD_JSON = "card.json"
 CARD_MD = "card.md"
 WEIGHTS_FILE = "model.safetensors"
 ONNX_FILE = "model.onnx"
+_SHA256 = re.compile("[0-9a-f]{64}")
 CARD_MAX_BYTES = 1 << 20  # a card is a few kB: anything far larger is not one
 _FIX = "export the model again (`cityseg export CHECKPOINT --out FOLDER --overwrite`)"
 
@@ -66,10 +68,8 @@ def _card_problem(card: Any) -> str | None:
         if not isinstance(card.get(key), dict) and not (optional and card.get(key) is None):
             return f"'{key}' is {type(card.get(key)).__name__}, not an object"
     for kind, name in (("weights", WEIGHTS_FILE), ("onnx", ONNX_FILE)):
-        entry, sha256 = card["files"].get(kind), None
-        if isinstance(entry, dict) and entry.get("file") == name and isinstance(entry.get("sha256"), str):
-            sha256 = entry["sha256"]
-        if sha256 is None or len(sha256) != 64 or not set(sha256) <= set("0123456789abcdef"):
+        entry = card["files"].get(kind)
+        if not isinstance(entry, dict) or entry.get("file") != name or not _SHA256.fullmatch(str(entry.get("sha256"))):
             return f"files.{kind} does not record {name} with its sha256"
     epoch = (card.get("source") or {}).get("epoch")
     if epoch is not None and (type(epoch) is not int or not 0 <= epoch < 10**6):
@@ -114,27 +114,17 @@ def load_weights(path: Path, sha256: str | None = None) -> nn.Module:
     return load_into(network, weights, path, metadata)
 
 
-def load_exported(folder: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
-    """The network of an export folder in eval mode on `device`, and a checkpoint-like state (config, epoch, the
-    weights' sha256); model.onnx is checked too, since the folder is what gets deployed."""
-    folder = Path(folder)
+def load_network(model_path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """A checkpoint file (cityseg.training.model.load_model) or an export folder, in eval mode on `device`; the
+    state's "sha256" identifies the weights. A folder's model.onnx is checked too: the folder is what gets deployed."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    if not Path(model_path).is_dir():
+        return load_model(Path(model_path), device)
+    folder = Path(model_path)
     card = read_card(folder)
     files = card["files"]
     _read_checked(folder / ONNX_FILE, files["onnx"]["sha256"])
     model = load_weights(folder / WEIGHTS_FILE, files["weights"]["sha256"])
-    state = {
-        "config": card.get("config") or {},
-        "epoch": (card.get("source") or {}).get("epoch"),
-        "num_classes": NUM_CLASSES,
-        "sha256": files["weights"]["sha256"],
-    }
-    return model.to(device), state
-
-
-def load_network(model_path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A checkpoint file (cityseg.training.model.load_model) or an export folder, in eval mode on `device`; the
-    state's "sha256" identifies the weights (the checkpoint's, or the folder's model.safetensors)."""
-    device = resolve_device(device) if isinstance(device, str) else device
-    if Path(model_path).is_dir():
-        return load_exported(Path(model_path), device)
-    return load_model(Path(model_path), device)
+    epoch = (card.get("source") or {}).get("epoch")
+    state = {"config": card.get("config") or {}, "epoch": epoch, "num_classes": NUM_CLASSES}
+    return model.to(device), state | {"sha256": files["weights"]["sha256"]}

@@ -3,20 +3,23 @@
 model.safetensors (the network's tensors: loading it cannot run code), model.onnx (uint8 RGB (N, H, W, 3) -> logits
 (N, 19, H, W) in trainId order, normalisation and padding inside; torch.onnx.export(dynamo=True)) and card.json/md
 (prediction.card). Before OUT is touched, onnxruntime's logits must agree with torch's on a few images (ParityReport)
-or nothing is written. The folder is built beside OUT in a staging folder named after the exporting process (a later
-run removes those of dead processes), then moved in file by file: other files in OUT are kept.
+or nothing is written. The files are made in a staging folder beside OUT that its export holds a lock on (a later run
+removes those nobody holds: a killed export's), then moved into OUT one by one: other files in OUT are kept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
+import importlib.util
 import io
 import os
-import re
 import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +56,13 @@ MIN_SIDE = SIDE_MULTIPLE // 2 + 1
 # Traced for sides above SIDE_MULTIPLE: torch.export specialises a size that pads to one 1x1 bottleneck cell.
 TRACE_MIN_SIDE = SIDE_MULTIPLE + 1
 MIN_AGREEMENT = 0.999  # share of pixels whose argmax must be identical, per image
+EXPORT_FILES = (("weights", WEIGHTS_FILE), ("onnx", ONNX_FILE))
 LOGIT_RTOL = 1e-3  # max |onnx - torch| allowed, relative to the image's max |logit| (float32 round-off is ~1e-6)
+PARITY_RULE = (
+    f"per image: argmax identical on >= {100 * MIN_AGREEMENT:.1f}% of pixels and max |logit_onnx - logit_torch| <= "
+    f"{LOGIT_RTOL:g} x max |logit_torch|"
+)
+PARITY_RUNTIME = "onnxruntime CPUExecutionProvider vs torch float32 on CPU, same weights"
 CHECK_FRAME = (384, 192)  # synthetic street scene the default check images are cut from (width, height)
 
 
@@ -76,33 +85,15 @@ class DeployedNetwork(nn.Module):
         return self.network(padded)[..., :height, :width]  # (N, C, H, W)
 
 
-@dataclass(frozen=True)
-class ParityReport:
-    """onnxruntime against torch on the check images: per image (name, WxH, agreement, max diff, tolerance)."""
-
-    rows: list[dict[str, Any]]
-
-    @property
-    def passed(self) -> bool:
-        return all(row["agreement"] >= MIN_AGREEMENT and row["max_abs_diff"] <= row["tolerance"] for row in self.rows)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "rule": f"per image: argmax identical on >= {100 * MIN_AGREEMENT:.1f}% of pixels and "
-            f"max |logit_onnx - logit_torch| <= {LOGIT_RTOL:g} x max |logit_torch|",
-            "runtime": "onnxruntime CPUExecutionProvider vs torch float32 on CPU, same weights",
-            "images": self.rows,
-        }
-
-    def text(self) -> str:
-        lines = [f"ONNX parity {'PASSED' if self.passed else 'FAILED'} ({self.as_dict()['rule']}):"]
-        lines += [
-            f"  {row['name']} {row['size']}: argmax agreement {100 * row['agreement']:.4f}%, max |logit diff| "
-            f"{row['max_abs_diff']:.2e} (tolerance {row['tolerance']:.2e})"
-            for row in self.rows
-        ]
-        return "\n".join(lines)
+def parity_text(parity: dict[str, Any]) -> str:
+    """The parity report as the command prints it: the verdict and rule, then one line per check image."""
+    lines = [f"ONNX parity {'PASSED' if parity['passed'] else 'FAILED'} ({parity['rule']}):"]
+    lines += [
+        f"  {row['name']} {row['size']}: argmax agreement {100 * row['agreement']:.4f}%, max |logit diff| "
+        f"{row['max_abs_diff']:.2e} (tolerance {row['tolerance']:.2e})"
+        for row in parity["images"]
+    ]
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -110,7 +101,7 @@ class ExportResult:
     """Where the export went, the model it holds, its parity figures and how long it took."""
 
     out_dir: Path
-    parity: ParityReport
+    parity: dict[str, Any]  # check_parity's report, as card.json holds it
     seconds: float
     model: str = ""
 
@@ -133,8 +124,9 @@ def default_check_images() -> list[tuple[str, np.ndarray]]:
     ]
 
 
-def check_parity(folder: Path, images: list[tuple[str, np.ndarray]]) -> ParityReport:
-    """Run the exported folder's ONNX graph and its safetensors weights in torch on `images`; compare."""
+def check_parity(folder: Path, images: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
+    """Run the exported folder's ONNX graph and its safetensors weights in torch on `images`; compare. The report
+    passes when every image does, by PARITY_RULE; it holds per image its name, WxH, agreement and differences."""
     import onnxruntime
 
     network = load_weights(Path(folder) / WEIGHTS_FILE)  # what the folder ships, not the checkpoint in memory
@@ -159,7 +151,8 @@ def check_parity(folder: Path, images: list[tuple[str, np.ndarray]]) -> ParityRe
                 "tolerance": LOGIT_RTOL * float(np.abs(expected).max()),
             }
         )
-    return ParityReport(rows)
+    passed = all(row["agreement"] >= MIN_AGREEMENT and row["max_abs_diff"] <= row["tolerance"] for row in rows)
+    return {"passed": passed, "rule": PARITY_RULE, "runtime": PARITY_RUNTIME, "images": rows}
 
 
 def export_onnx(network: nn.Module, path: Path) -> int:
@@ -191,17 +184,6 @@ def export_onnx(network: nn.Module, path: Path) -> int:
     return max(entry.version for entry in graph.opset_import if entry.domain in ("", "ai.onnx"))
 
 
-def _write_weights(network: nn.Module, path: Path) -> None:
-    """The state dict as safetensors, read back and compared bit for bit (what predict will load)."""
-    from safetensors.torch import load_file, save_file
-
-    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
-    save_file(tensors, str(path), metadata=weights_metadata(network))
-    loaded = load_file(str(path))
-    if loaded.keys() != tensors.keys() or not all(torch.equal(loaded[k], tensors[k]) for k in tensors):
-        raise UserError(f"{path} did not read back as written; check the disk and export again.")  # pragma: no cover
-
-
 def _check_out(out_dir: Path, overwrite: bool) -> None:
     """OUT may be missing, empty, or (with overwrite) an earlier export; anything else is left alone."""
     if not out_dir.exists():
@@ -231,33 +213,8 @@ def _install(staging: Path, out_dir: Path, overwrite: bool) -> None:
     if not out_dir.exists():
         staging.rename(out_dir)
         return
-    for name in (WEIGHTS_FILE, ONNX_FILE, CARD_MD, CARD_JSON):
+    for name in (WEIGHTS_FILE, ONNX_FILE, CARD_MD, CARD_JSON):  # the files an export writes
         os.replace(staging / name, out_dir / name)
-
-
-def _staging_pattern(out_dir: Path) -> re.Pattern[str]:
-    return re.compile(re.escape(f".{out_dir.name}.export-pid") + r"(\d+)-\w+")
-
-
-def _remove_stale_staging(out_dir: Path, log) -> None:
-    """Remove staging folders of OUT whose exporting process is gone (killed before it could clean up)."""
-    pattern = _staging_pattern(out_dir)
-    for folder in out_dir.parent.iterdir():
-        match = pattern.fullmatch(folder.name)
-        if match is None or not folder.is_dir() or _is_running(int(match[1])):
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        log(f"removed {folder}, left by an export (pid {match[1]}) that was killed")
-
-
-def _is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: another user's process
-        pass
-    return True
 
 
 def export_model(
@@ -269,23 +226,15 @@ def export_model(
     log=print,
 ) -> ExportResult:
     """Write the export folder for `checkpoint` (see the module docstring); `log` gets one line per step."""
-    try:
-        return _export(Path(checkpoint), Path(out_dir), eval_json, check_images, overwrite, log)
-    except ImportError as exc:  # a missing optional package: say which, not a traceback
+    missing = [
+        name for name in ("onnx", "onnxscript", "onnxruntime", "safetensors") if not importlib.util.find_spec(name)
+    ]
+    if missing:
         raise UserError(
-            f"`cityseg export` needs the package {exc.name or describe_error(exc)}; install the requirements "
+            f"`cityseg export` needs the package(s) {', '.join(missing)}; install the requirements "
             "(`pip install onnx onnxscript onnxruntime safetensors`, all in requirements.txt)."
-        ) from None
-
-
-def _export(
-    checkpoint: Path,
-    out_dir: Path,
-    eval_json: Path | None,
-    check_images: list[tuple[str, np.ndarray]] | None,
-    overwrite: bool,
-    log,
-) -> ExportResult:
+        )
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     start = time.perf_counter()
     if checkpoint.is_dir():
         raise UserError(f"{checkpoint} is a folder; `cityseg export` takes a run's best.pt or last.pt.")
@@ -296,55 +245,90 @@ def _export(
     if (refusal := onnx_refusal(state.get("config"))) is not None:
         raise UserError(f"{checkpoint} cannot be exported to ONNX: {refusal}. `cityseg predict CHECKPOINT` works.")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(out_dir, log)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-pid{os.getpid()}-", dir=out_dir.parent))
+    with _staging(out_dir, log) as staging:
+        parity = _stage(staging, checkpoint, network, state, evaluation, check_images, log)
+        _install(staging, out_dir, overwrite)
+    return ExportResult(out_dir=out_dir, parity=parity, seconds=time.perf_counter() - start, model=title)
+
+
+def _locked(folder: Path) -> int | None:
+    """A descriptor holding an exclusive flock on `folder`, or None when a live process holds one."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def _staging(out_dir: Path, log) -> Iterator[Path]:
+    """A new folder beside OUT to build the export in, flock-ed while its export runs. The kernel drops a lock when
+    its process dies, even by SIGKILL, so a staging folder of OUT that nobody locks is a killed export's: removed."""
+    for folder in out_dir.parent.glob(glob.escape(f".{out_dir.name}.export-") + "*"):
+        if (fd := _locked(folder)) is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            os.close(fd)
+            log(f"removed {folder}, left by an export of {out_dir} that was killed")
+    new = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
+    fd = _locked(new)  # before its name says "staging folder", which others may remove when it is not locked
+    staging = new.rename(new.with_name(new.name.replace(".new-", ".export-", 1)))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        os.close(fd)
+
+
+def _stage(
+    staging: Path,
+    checkpoint: Path,
+    network: nn.Module,
+    state: dict[str, Any],
+    evaluation: dict[str, Any] | None,
+    check_images: list[tuple[str, np.ndarray]] | None,
+    log,
+) -> dict[str, Any]:
+    """Write the export's files into `staging` and check the graph against torch (nothing in OUT changes)."""
+    from safetensors.torch import save_file
+
     umask = os.umask(0)
     os.umask(umask)
     staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary folder
+    title = model_title_of(state.get("config"))
+    log(f"exporting {title} (epoch {state.get('epoch')} of {checkpoint})")
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
+    save_file(tensors, str(staging / WEIGHTS_FILE), metadata=weights_metadata(network))
+    log(f"weights: {WEIGHTS_FILE} ({(staging / WEIGHTS_FILE).stat().st_size / 2**20:.1f} MiB)")
+    log("ONNX: tracing the graph with torch.onnx.export(dynamo=True) (about a minute on a laptop CPU) ...")
     try:
-        log(f"exporting {title} (epoch {state.get('epoch')} of {checkpoint})")
-        _write_weights(network, staging / WEIGHTS_FILE)
-        log(f"weights: {WEIGHTS_FILE} ({(staging / WEIGHTS_FILE).stat().st_size / 2**20:.1f} MiB)")
-        log("ONNX: tracing the graph with torch.onnx.export(dynamo=True) (about a minute on a laptop CPU) ...")
-        try:
-            opset = export_onnx(network, staging / ONNX_FILE)
-        except ImportError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - torch.export and onnxscript fail in many ways
-            raise UserError(
-                f"torch.onnx.export failed on {title} ({describe_error(exc)}), although this architecture is not "
-                "among those known to fail (cityseg.training.model.ONNX_REFUSALS); nothing was written. `cityseg "
-                "predict CHECKPOINT` works; report this with --debug's traceback."
-            ) from exc
-        log(f"ONNX: {ONNX_FILE} (opset {opset}); checking it against torch with onnxruntime ...")
-        parity = check_parity(staging, check_images if check_images is not None else default_check_images())
-        log(parity.text())
-        if not parity.passed:
-            raise UserError(
-                f"the ONNX graph of {title} ({checkpoint}) does not reproduce the torch model within the stated "
-                "tolerance (figures above), so no export was written. Report this with the figures; `cityseg "
-                "predict CHECKPOINT` still works."
-            )
-        files = {
-            "weights": {"file": WEIGHTS_FILE, "sha256": file_sha256(staging / WEIGHTS_FILE)},
-            "onnx": {
-                "file": ONNX_FILE,
-                "sha256": file_sha256(staging / ONNX_FILE),
-                "opset": opset,
-                "min_side": MIN_SIDE,
-            },
-        }
-        card = build_card(checkpoint, state, network, files, parity.as_dict(), evaluation)
-        if evaluation is not None and card["results"]["evaluation"]["same_checkpoint"] is False:
-            log(
-                f"warning: the predictions scored in {eval_json} were made with another checkpoint (their manifest "
-                "says so); the card says so too. Predict and evaluate with this checkpoint for its own numbers."
-            )
-        atomic_write_text(staging / CARD_JSON, card_json_text(card))
-        atomic_write_text(staging / CARD_MD, card_markdown(card))
-        for path in staging.iterdir():  # some writers make private files; the export is ordinary files
-            path.chmod(0o666 & ~umask)
-        _install(staging, out_dir, overwrite)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(out_dir=out_dir, parity=parity, seconds=time.perf_counter() - start, model=title)
+        opset = export_onnx(network, staging / ONNX_FILE)
+    except Exception as exc:  # noqa: BLE001 - torch.export and onnxscript fail in many ways
+        raise UserError(
+            f"torch.onnx.export failed on {title} ({describe_error(exc)}), although this architecture is not "
+            "among those known to fail (cityseg.training.model.ONNX_REFUSALS); nothing was written. `cityseg "
+            "predict CHECKPOINT` works; report this with --debug's traceback."
+        ) from exc
+    log(f"ONNX: {ONNX_FILE} (opset {opset}); checking it against torch with onnxruntime ...")
+    parity = check_parity(staging, check_images if check_images is not None else default_check_images())
+    log(parity_text(parity))
+    if not parity["passed"]:
+        raise UserError(
+            f"the ONNX graph of {title} ({checkpoint}) does not reproduce the torch model within the stated "
+            "tolerance (figures above), so no export was written. Report this with the figures; `cityseg "
+            "predict CHECKPOINT` still works."
+        )
+    files = {kind: {"file": name, "sha256": file_sha256(staging / name)} for kind, name in EXPORT_FILES}
+    files["onnx"].update(opset=opset, min_side=MIN_SIDE)
+    card = build_card(checkpoint, state, network, files, parity, evaluation)
+    if evaluation is not None and card["results"]["evaluation"]["same_checkpoint"] is False:
+        log(
+            f"warning: the predictions scored in {evaluation['file']} were made with another checkpoint (their manifest "
+            "says so); the card says so too. Predict and evaluate with this checkpoint for its own numbers."
+        )
+    atomic_write_text(staging / CARD_JSON, card_json_text(card))
+    atomic_write_text(staging / CARD_MD, card_markdown(card))
+    for path in staging.iterdir():  # some writers make private files; the export is ordinary files
+        path.chmod(0o666 & ~umask)
+    return parity

@@ -181,17 +181,14 @@ def _check_crcs(data: bytes, path: Path) -> None:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except Exception:  # noqa: BLE001 - not a readable zip (truncated, or not a checkpoint): torch.load says so below
         return
-    with archive:
-        for info in archive.infolist():
-            if info.CRC == 0:
-                continue  # torch can be told not to record CRCs (serialization compute_crc32=False)
-            try:
-                with archive.open(info) as member:
-                    while member.read(1 << 22):  # zipfile compares the CRC when the member is read to its end
-                        pass
-            except Exception as exc:  # noqa: BLE001 - a damaged archive fails in many ways (BadZipFile, zlib, ...)
-                raise UserError(
-                    f"checkpoint {path} is damaged: its part {info.filename} does not read back as written "
-                    f"({describe_error(exc)}), so the file changed on disk or in a copy. Use another copy, or the "
-                    "run's other checkpoint (best.pt or last.pt)."
-                ) from None
+    for info in archive.infolist():
+        if info.CRC == 0:
+            continue  # torch can be told not to record CRCs (serialization compute_crc32=False)
+        try:
+            archive.read(info)  # zipfile compares the CRC when it reads a member to its end
+        except Exception as exc:  # noqa: BLE001 - a damaged archive fails in many ways (BadZipFile, zlib, ...)
+            raise UserError(
+                f"checkpoint {path} is damaged: its part {info.filename} does not read back as written "
+                f"({describe_error(exc)}), so the file changed on disk or in a copy. Use another copy, or the "
+                "run's other checkpoint (best.pt or last.pt)."
+            ) from None
