@@ -2,7 +2,7 @@
 
 model.safetensors (the network's tensors: loading it cannot run code), model.onnx (uint8 RGB (N, H, W, 3) -> logits
 (N, 19, H, W) in trainId order, normalisation and padding inside; torch.onnx.export(dynamo=True)) and card.json/md
-(prediction.card). Before OUT is touched, onnxruntime's logits must agree with torch's on a few images (ParityReport)
+(prediction.card). Before OUT is touched, onnxruntime's logits must agree with torch's on a few images (PARITY_RULE)
 or nothing is written. The files are made in a staging folder beside OUT that its export holds a lock on (a later run
 removes those nobody holds: a killed export's), then moved into OUT one by one: other files in OUT are kept.
 """
@@ -210,10 +210,16 @@ def _install(staging: Path, out_dir: Path, overwrite: bool) -> None:
     """Put the finished files in place: a new OUT is renamed in whole; in an existing one only the export's files
     are replaced, card.json last, so a kill in between leaves hashes that `cityseg predict` refuses."""
     _check_out(out_dir, overwrite)  # again: something may have appeared during the export
+    umask = os.umask(0)
+    os.umask(umask)
+    names = (WEIGHTS_FILE, ONNX_FILE, CARD_MD, CARD_JSON)  # the files an export writes
+    for name in names:  # mkdtemp and some writers make private files; an export is ordinary files
+        (staging / name).chmod(0o666 & ~umask)
     if not out_dir.exists():
+        staging.chmod(0o777 & ~umask)
         staging.rename(out_dir)
         return
-    for name in (WEIGHTS_FILE, ONNX_FILE, CARD_MD, CARD_JSON):  # the files an export writes
+    for name in names:
         os.replace(staging / name, out_dir / name)
 
 
@@ -236,8 +242,6 @@ def export_model(
         )
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     start = time.perf_counter()
-    if checkpoint.is_dir():
-        raise UserError(f"{checkpoint} is a folder; `cityseg export` takes a run's best.pt or last.pt.")
     _check_out(out_dir, overwrite)
     evaluation = read_evaluation(Path(eval_json)) if eval_json is not None else None  # fail before the slow part
     network, state = load_model(checkpoint, torch.device("cpu"))
@@ -246,7 +250,40 @@ def export_model(
         raise UserError(f"{checkpoint} cannot be exported to ONNX: {refusal}. `cityseg predict CHECKPOINT` works.")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with _staging(out_dir, log) as staging:
-        parity = _stage(staging, checkpoint, network, state, evaluation, check_images, log)
+        from safetensors.torch import save_file
+
+        log(f"exporting {title} (epoch {state.get('epoch')} of {checkpoint})")
+        tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
+        save_file(tensors, str(staging / WEIGHTS_FILE), metadata=weights_metadata(network))
+        log(f"weights: {WEIGHTS_FILE} ({(staging / WEIGHTS_FILE).stat().st_size / 2**20:.1f} MiB)")
+        log("ONNX: tracing the graph with torch.onnx.export(dynamo=True) (about a minute on a laptop CPU) ...")
+        try:
+            opset = export_onnx(network, staging / ONNX_FILE)
+        except Exception as exc:  # noqa: BLE001 - torch.export and onnxscript fail in many ways
+            raise UserError(
+                f"torch.onnx.export failed on {title} ({describe_error(exc)}), although this architecture is not "
+                "among those known to fail (cityseg.training.model.ONNX_REFUSALS); nothing was written. `cityseg "
+                "predict CHECKPOINT` works; report this with --debug's traceback."
+            ) from exc
+        log(f"ONNX: {ONNX_FILE} (opset {opset}); checking it against torch with onnxruntime ...")
+        parity = check_parity(staging, check_images if check_images is not None else default_check_images())
+        log(parity_text(parity))
+        if not parity["passed"]:
+            raise UserError(
+                f"the ONNX graph of {title} ({checkpoint}) does not reproduce the torch model within the stated "
+                "tolerance (figures above), so no export was written. Report this with the figures; `cityseg "
+                "predict CHECKPOINT` still works."
+            )
+        files = {kind: {"file": name, "sha256": file_sha256(staging / name)} for kind, name in EXPORT_FILES}
+        files["onnx"].update(opset=opset, min_side=MIN_SIDE)
+        card = build_card(checkpoint, state, network, files, parity, evaluation)
+        if evaluation is not None and card["results"]["evaluation"]["same_checkpoint"] is False:
+            log(
+                f"warning: the predictions scored in {evaluation['file']} were made with another checkpoint (their "
+                "manifest says so); the card says so too. Predict and evaluate with this checkpoint for its own numbers."
+            )
+        atomic_write_text(staging / CARD_JSON, card_json_text(card))
+        atomic_write_text(staging / CARD_MD, card_markdown(card))
         _install(staging, out_dir, overwrite)
     return ExportResult(out_dir=out_dir, parity=parity, seconds=time.perf_counter() - start, model=title)
 
@@ -279,56 +316,3 @@ def _staging(out_dir: Path, log) -> Iterator[Path]:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         os.close(fd)
-
-
-def _stage(
-    staging: Path,
-    checkpoint: Path,
-    network: nn.Module,
-    state: dict[str, Any],
-    evaluation: dict[str, Any] | None,
-    check_images: list[tuple[str, np.ndarray]] | None,
-    log,
-) -> dict[str, Any]:
-    """Write the export's files into `staging` and check the graph against torch (nothing in OUT changes)."""
-    from safetensors.torch import save_file
-
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary folder
-    title = model_title_of(state.get("config"))
-    log(f"exporting {title} (epoch {state.get('epoch')} of {checkpoint})")
-    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
-    save_file(tensors, str(staging / WEIGHTS_FILE), metadata=weights_metadata(network))
-    log(f"weights: {WEIGHTS_FILE} ({(staging / WEIGHTS_FILE).stat().st_size / 2**20:.1f} MiB)")
-    log("ONNX: tracing the graph with torch.onnx.export(dynamo=True) (about a minute on a laptop CPU) ...")
-    try:
-        opset = export_onnx(network, staging / ONNX_FILE)
-    except Exception as exc:  # noqa: BLE001 - torch.export and onnxscript fail in many ways
-        raise UserError(
-            f"torch.onnx.export failed on {title} ({describe_error(exc)}), although this architecture is not "
-            "among those known to fail (cityseg.training.model.ONNX_REFUSALS); nothing was written. `cityseg "
-            "predict CHECKPOINT` works; report this with --debug's traceback."
-        ) from exc
-    log(f"ONNX: {ONNX_FILE} (opset {opset}); checking it against torch with onnxruntime ...")
-    parity = check_parity(staging, check_images if check_images is not None else default_check_images())
-    log(parity_text(parity))
-    if not parity["passed"]:
-        raise UserError(
-            f"the ONNX graph of {title} ({checkpoint}) does not reproduce the torch model within the stated "
-            "tolerance (figures above), so no export was written. Report this with the figures; `cityseg "
-            "predict CHECKPOINT` still works."
-        )
-    files = {kind: {"file": name, "sha256": file_sha256(staging / name)} for kind, name in EXPORT_FILES}
-    files["onnx"].update(opset=opset, min_side=MIN_SIDE)
-    card = build_card(checkpoint, state, network, files, parity, evaluation)
-    if evaluation is not None and card["results"]["evaluation"]["same_checkpoint"] is False:
-        log(
-            f"warning: the predictions scored in {evaluation['file']} were made with another checkpoint (their manifest "
-            "says so); the card says so too. Predict and evaluate with this checkpoint for its own numbers."
-        )
-    atomic_write_text(staging / CARD_JSON, card_json_text(card))
-    atomic_write_text(staging / CARD_MD, card_markdown(card))
-    for path in staging.iterdir():  # some writers make private files; the export is ordinary files
-        path.chmod(0o666 & ~umask)
-    return parity
