@@ -7,9 +7,16 @@ once (about a minute) and reused.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
+import os
 import shutil
+import struct
 import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,8 +25,10 @@ import onnx
 import onnxruntime
 import pytest
 import torch
+import torch.nn.functional as F
 from cityscapesscripts.helpers.labels import trainId2label
 from helpers_training import CLI_ENV, cityseg_command
+from PIL import Image
 from safetensors import safe_open
 
 from cityseg.data.frames import read_image
@@ -31,7 +40,6 @@ from cityseg.prediction.deployed import (
     CARD_MD,
     ONNX_FILE,
     WEIGHTS_FILE,
-    load_exported,
     load_network,
     load_weights,
     weights_metadata,
@@ -39,13 +47,15 @@ from cityseg.prediction.deployed import (
 from cityseg.prediction.export import (
     LOGIT_RTOL,
     MIN_AGREEMENT,
+    MIN_SIDE,
     check_parity,
     default_check_images,
     export_model,
+    parity_text,
 )
 from cityseg.prediction.image_predict import predict_images
 from cityseg.prediction.inference import forward_padded
-from cityseg.prediction.ledger import file_sha256
+from cityseg.prediction.ledger import MANIFEST_NAME, file_sha256
 from cityseg.prediction.predict import predict_split
 from cityseg.training.checkpoint import save_checkpoint
 from cityseg.training.config import resolve_config
@@ -87,7 +97,8 @@ def test_export_writes_weights_graph_and_card_and_says_the_check_passed(exported
     assert sorted(p.name for p in exported.model.iterdir()) == sorted([WEIGHTS_FILE, ONNX_FILE, CARD_JSON, CARD_MD])
     assert "ONNX parity PASSED" in result.stdout and "argmax agreement" in result.stdout
     rows = exported.card["parity"]["images"]
-    assert [row["size"] for row in rows] == ["384x192", "250x141", "141x250"]
+    assert [row["size"] for row in rows] == ["384x192", "250x141", "141x250", f"100x{MIN_SIDE}"]
+    assert "exporting U-Net / resnet34" in result.stdout and "exported U-Net / resnet34 to" in result.stdout
     for row in rows:  # the printed figures are the card's
         assert f"argmax agreement {100 * row['agreement']:.4f}%" in result.stdout
         assert row["agreement"] >= MIN_AGREEMENT and row["max_abs_diff"] <= row["tolerance"]
@@ -119,6 +130,10 @@ def test_onnxruntime_agrees_with_the_checkpoint_on_photos_of_any_size_and_batch(
         assert actual.shape == expected.shape
         assert np.mean(actual.argmax(1) == expected.argmax(1)) >= MIN_AGREEMENT
         assert np.abs(actual - expected).max() <= LOGIT_RTOL * np.abs(expected).max()
+    small = np.zeros((1, MIN_SIDE - 1, 40, 3), np.uint8)
+    with pytest.raises(Exception, match=f"at_least_{MIN_SIDE}_px"):  # onnxruntime's error names the failing node
+        session.run(None, {graph_input.name: small})
+    assert exported.card["files"]["onnx"]["min_side"] == MIN_SIDE
 
 
 def test_card_reads_its_numbers_from_the_run_files(exported):
@@ -167,6 +182,7 @@ def test_predict_takes_the_exported_folder_and_gives_the_checkpoints_labels(expo
         text=True,
     )
     assert result.returncode == 0, result.stderr
+    assert "U-Net / resnet34: wrote" in result.stdout  # the summary names the model that ran
     predict_images(exported.checkpoint, [photos], tmp_path / "c", device="cpu", progress=False)
     labels = {name: data for name, data in pngs(tmp_path / "c").items() if name.endswith("_labelIds.png")}
     assert labels and labels == {n: d for n, d in pngs(tmp_path / "d").items() if n.endswith("_labelIds.png")}
@@ -183,7 +199,7 @@ def test_a_graph_that_disagrees_with_torch_fails_the_export_and_leaves_nothing(e
     shutil.copytree(exported.model, folder)
     shutil.copy(tampered, folder / ONNX_FILE)
     report = check_parity(folder, default_check_images())
-    assert not report.passed and "FAILED" in report.text()
+    assert not report["passed"] and "FAILED" in parity_text(report)
 
     # The whole command, with the tracing replaced by writing the tampered graph: it must refuse.
     def write_tampered_graph(network, path: Path) -> int:
@@ -213,30 +229,136 @@ def test_export_refuses_folders_it_did_not_write_and_asks_before_replacing_its_o
 def test_a_folder_that_is_not_an_export_is_refused_by_predict(exported, tmp_path):
     with pytest.raises(UserError, match="not a model exported by `cityseg export`"):
         load_network(tmp_path)
-    broken = tmp_path / "broken"
-    shutil.copytree(exported.model, broken)
-    (broken / WEIGHTS_FILE).write_bytes((exported.model / WEIGHTS_FILE).read_bytes()[:1000])
+    truncated = tmp_path / WEIGHTS_FILE
+    truncated.write_bytes((exported.model / WEIGHTS_FILE).read_bytes()[:1000])
     with pytest.raises(UserError, match=r"model\.safetensors cannot be read"):
-        load_exported(broken, torch.device("cpu"))
+        load_weights(truncated)
 
 
-def test_card_of_a_checkpoint_without_run_files_says_what_is_missing(tmp_path):
-    from cityseg.prediction.card import build_card, card_markdown
+def _photos(folder: Path) -> Path:
+    """A folder with one photo (250x141) in it."""
+    folder.mkdir()
+    Image.fromarray(default_check_images()[1][1]).save(folder / "a.png")
+    return folder
 
-    lone = tmp_path / "somewhere" / "weights.pt"  # no config.json, no summary.json beside it
-    network = build_model(encoder_weights=None)
-    save_checkpoint(
-        lone, {"model": network.state_dict(), "epoch": 3, "config": {"size": [1024, 512]}, "num_classes": 19}
-    )
-    _, state = load_model(lone)
-    parity = {"passed": True, "rule": "r", "runtime": "t", "images": []}
-    files = {"weights": {"file": WEIGHTS_FILE}, "onnx": {"file": ONNX_FILE, "opset": 20}}
-    card = build_card(lone, state, network, files, parity, None)
-    assert card["results"] == {"cross_validation": None, "evaluation": None}
-    assert card["git"] == {"sha": None, "dirty": None} and card["source"]["epoch"] == 3
-    assert card["inference"]["training_size"] == [1024, 512]
-    markdown = card_markdown(card)
-    assert "no summary.json" in markdown and "Evaluation: none given" in markdown
+
+def _flip_bytes(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2  # tensor data, far past the header: the file still loads, with other weights
+    data[middle : middle + 4096] = bytes(255 - b for b in data[middle : middle + 4096])
+    path.write_bytes(bytes(data))
+
+
+def _half(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(("name", "damage"), [(WEIGHTS_FILE, _flip_bytes), (ONNX_FILE, _half)])
+def test_a_changed_file_in_an_export_is_refused_naming_it(exported, tmp_path, name, damage):
+    folder = tmp_path / "model"
+    shutil.copytree(exported.model, folder)
+    damage(folder / name)
+    if name == WEIGHTS_FILE:
+        load_weights(folder / name)  # still loads without the card's hash: the check is what catches it
+    with pytest.raises(UserError, match="its sha256 differs") as info:
+        load_network(folder)
+    assert str(folder / name) in str(info.value) and "cityseg export" in str(info.value)
+    with pytest.raises(UserError, match="its sha256 differs"):
+        predict_images(folder, [_photos(tmp_path / "in")], tmp_path / "out", device="cpu", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def _reuse_graph(exported, monkeypatch) -> None:
+    """Export with the module's traced graph copied in place of a new trace (same checkpoint, same graph)."""
+
+    def copy_graph(network, path: Path) -> int:
+        shutil.copy(exported.model / ONNX_FILE, path)
+        return exported.card["files"]["onnx"]["opset"]
+
+    monkeypatch.setattr(export_module, "export_onnx", copy_graph)
+
+
+def test_overwrite_replaces_the_exports_files_and_keeps_the_users(exported, tmp_path, monkeypatch):
+    out = tmp_path / "model"
+    shutil.copytree(exported.model, out)
+    (out / "NOTES.txt").write_text("calibrated on 12 photos")
+    (out / "calib").mkdir()
+    (out / "calib" / "a.png").write_bytes(b"mine")
+    (out / CARD_MD).write_text("an older card")
+    _reuse_graph(exported, monkeypatch)
+    export_model(exported.checkpoint, out, overwrite=True, log=lambda line: None)
+    assert (out / "NOTES.txt").read_text() == "calibrated on 12 photos" and (
+        out / "calib" / "a.png"
+    ).read_bytes() == b"mine"
+    assert (out / CARD_MD).read_text().startswith("# cityseg model: U-Net / resnet34")
+    assert load_network(out)[1]["sha256"] == file_sha256(out / WEIGHTS_FILE)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging folder left
+
+
+# An export as `kill -9` finds it: its staging folder beside OUT half-written, and locked while the process lives.
+_EXPORTING = """
+import fcntl, os, pathlib, sys, time
+staged = pathlib.Path(sys.argv[1])
+staged.mkdir()
+(staged / "model.safetensors").write_bytes(b"half-written")
+fcntl.flock(os.open(staged, os.O_RDONLY), fcntl.LOCK_EX)
+print("staged", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_staging_folder_of_a_killed_export_is_removed_by_the_next(exported, tmp_path, monkeypatch):
+    staged = tmp_path / ".model.export-x7k2"
+    child = subprocess.Popen([sys.executable, "-c", _EXPORTING, str(staged)], stdout=subprocess.PIPE, text=True)
+    _reuse_graph(exported, monkeypatch)
+    try:
+        assert child.stdout.readline() == "staged\n"
+        export_model(exported.checkpoint, tmp_path / "model", log=lambda line: None)
+        assert (staged / WEIGHTS_FILE).read_bytes() == b"half-written"  # a running export's folder is left alone
+    finally:
+        child.kill()  # kill -9: no cleanup runs
+        child.wait()
+    lines: list[str] = []
+    export_model(exported.checkpoint, tmp_path / "model", overwrite=True, log=lines.append)
+    assert not staged.exists() and any(str(staged) in line and "killed" in line for line in lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@contextlib.contextmanager
+def _kernel_opens(*paths: Path) -> Iterator[Counter]:
+    """How often each file is opened, by any code (Python, torch's C++, safetensors' Rust): Linux inotify's
+    IN_OPEN events. Closes are watched too, so that back-to-back opens are not merged into one event."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    watches = {libc.inotify_add_watch(fd, str(path).encode(), 0x20 | 0x10 | 0x08): path for path in paths}
+    counts: Counter = Counter()
+    try:
+        yield counts
+        while True:
+            try:
+                data = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                break
+            offset = 0
+            while offset < len(data):
+                watch, mask, _, length = struct.unpack_from("iIII", data, offset)
+                offset += 16 + length
+                counts[watches[watch]] += bool(mask & 0x20)  # IN_OPEN
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts opens with Linux inotify")
+def test_prediction_opens_the_checkpoint_and_the_exports_weights_once(exported, tmp_path):
+    photo = _photos(tmp_path / "in") / "a.png"
+    weights, graph = exported.model / WEIGHTS_FILE, exported.model / ONNX_FILE
+    with _kernel_opens(exported.checkpoint, weights, graph) as opens:
+        predict_images(exported.checkpoint, [photo], tmp_path / "a", device="cpu", progress=False)
+        predict_images(exported.model, [photo], tmp_path / "b", device="cpu", progress=False)
+    assert opens == {exported.checkpoint: 1, weights: 1, graph: 1}  # hash, CRC check and load share one read
+    manifests = [json.loads((tmp_path / run / MANIFEST_NAME).read_text())["settings"] for run in "ab"]
+    assert [m["checkpoint_sha256"] for m in manifests] == [file_sha256(exported.checkpoint), file_sha256(weights)]
 
 
 def _checkpoint_of(path: Path, arch: str, encoder: str) -> tuple[Path, torch.nn.Module]:
@@ -266,3 +388,130 @@ def test_safetensors_weights_name_their_model_and_load_as_it(tmp_path):
     assert type(loaded).__name__ == "FPN"
     with torch.no_grad():
         torch.testing.assert_close(loaded(torch.ones(1, 3, 64, 64)), network(torch.ones(1, 3, 64, 64)))
+
+
+def test_a_non_default_model_exports_and_says_what_it_is(tmp_path, monkeypatch):
+    """DeepLabV3 / resnet18 (not in ONNX_REFUSALS, the cheapest such export measured): card, summary, predict."""
+    checkpoint, _ = _checkpoint_of(tmp_path / "best.pt", "DeepLabV3", "resnet18")
+    result = export_model(checkpoint, tmp_path / "model", log=lambda line: None)
+    card = json.loads((tmp_path / "model" / CARD_JSON).read_text())
+    assert result.model == card["model"]["title"] == "DeepLabV3 / resnet18" and result.parity["passed"]
+    assert (card["model"]["architecture"], card["model"]["encoder"], card["model"]["size_multiple"]) == (
+        "DeepLabV3",
+        "resnet18",
+        8,
+    )
+    assert (tmp_path / "model" / CARD_MD).read_text().startswith("# cityseg model: DeepLabV3 / resnet18")
+    photos = _photos(tmp_path / "in")
+    predicted = predict_images(tmp_path / "model", [photos], tmp_path / "out", device="cpu", progress=False)
+    assert predicted.summary().startswith("DeepLabV3 / resnet18: wrote 1")
+
+    def failing_exporter(*args, **kwargs):
+        raise RuntimeError("Could not guard on data-dependent expression u0 < 2")  # what torch.export raises
+
+    monkeypatch.setattr(torch.onnx, "export", failing_exporter)
+    with pytest.raises(UserError, match=r"failed on DeepLabV3 / resnet18 \(RuntimeError: Could not guard"):
+        export_model(checkpoint, tmp_path / "again", log=lambda line: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "in", "model", "out"]
+
+
+def _window_starts(length: int, window: int, stride: int) -> list[int]:
+    return sorted({*range(0, length - window + 1, stride), length - window})
+
+
+def _bilinear(logits: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(C, h, w) -> (C, H, W), bilinear with align_corners=False and no antialias, in numpy."""
+
+    def taps(size_out: int, size_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        source = np.maximum((np.arange(size_out) + 0.5) * size_in / size_out - 0.5, 0)
+        low = np.minimum(np.floor(source).astype(int), size_in - 1)
+        return low, np.minimum(low + 1, size_in - 1), (source - low).astype(np.float32)
+
+    (y0, y1, ty), (x0, x1, tx) = taps(height, logits.shape[1]), taps(width, logits.shape[2])
+    rows = logits[:, y0] * (1 - ty)[:, None] + logits[:, y1] * ty[:, None]
+    return rows[:, :, x0] * (1 - tx) + rows[:, :, x1] * tx
+
+
+def test_card_md_is_enough_to_reproduce_predict_with_onnxruntime_or_plain_smp(exported, tmp_path, monkeypatch):
+    """A stranger's predictor, written from card.md alone (its numbers read from the card.json fields it cites),
+    agrees with `cityseg predict --images` on photos of three aspect ratios, one of them predicted in windows."""
+    card, markdown = exported.card, (exported.model / CARD_MD).read_text()
+    text = " ".join(markdown.split())  # the card's sentences, whatever its line breaks
+    recipe, norm, model = card["inference"], card["normalisation"], card["model"]
+    size, limit, pad, (num, den) = (
+        recipe["training_size"],
+        recipe["whole_limit"],
+        recipe["pad"],
+        recipe["stride_of_window"],
+    )
+    for stated in (
+        "segmentation_models_pytorch",
+        f"`{model['architecture']}` with encoder `{model['encoder']}`",
+        f"mean {norm['mean']}, std {norm['std']}",
+        f"width {size[0]} (the training width), height round(H x {size[0]} / W)",
+        "bilinear, align_corners=False, antialias=True when either side shrinks",
+        f"more pixels than {limit[0]} x {limit[1]}",
+        f"min({limit[0]}, w) x min({limit[1]}, h) pixels, stride the window x {num}/{den}, rounded up",
+        f"pad the {pad['sides']} to a multiple of {pad['multiple']} ({pad['mode']}, or zeros where",
+        "bilinear, align_corners=False, no antialias",
+        *[f"| {c['train_id']} | {c['label_id']} | {c['name']} |" for c in card["classes"]],
+    ):
+        assert stated in text, stated
+    code = markdown.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(exported.model)
+    namespace: dict = {}
+    exec(code, namespace)  # card.md's own lines build the network and load model.safetensors
+    network = namespace["model"]
+    session = onnxruntime.InferenceSession(ONNX_FILE, providers=["CPUExecutionProvider"])
+    mean, std = np.array(norm["mean"], np.float32), np.array(norm["std"], np.float32)
+    label_ids = np.array([c["label_id"] for c in card["classes"]], np.uint8)  # indexed by trainId
+
+    def logits_of(image, forward, h: int, w: int) -> np.ndarray:  # steps 3 and 4 over a (h, w, ...) image
+        if w * h <= limit[0] * limit[1]:
+            return forward(image)
+        win_w, win_h = min(limit[0], w), min(limit[1], h)
+        total, count = np.zeros((19, h, w), np.float32), np.zeros((h, w), np.float32)
+        for top in _window_starts(h, win_h, -(-win_h * num // den)):
+            for left in _window_starts(w, win_w, -(-win_w * num // den)):
+                total[:, top : top + win_h, left : left + win_w] += forward(
+                    image[top : top + win_h, left : left + win_w]
+                )
+                count[top : top + win_h, left : left + win_w] += 1
+        return total / count
+
+    def smp_forward(image: torch.Tensor) -> np.ndarray:  # (h, w, 3) normalised -> (19, h, w)
+        h, w = image.shape[:2]
+        pad_h, pad_w = -h % pad["multiple"], -w % pad["multiple"]
+        x = F.pad(
+            image.permute(2, 0, 1)[None],
+            (0, pad_w, 0, pad_h),
+            mode=pad["mode"] if pad_h < h and pad_w < w else "constant",
+        )
+        with torch.no_grad():
+            return network(x)[0, :, :h, :w].numpy()
+
+    scene = default_check_images()[0][1]  # 384x192
+    photos = {"wide": scene[32:160], "street": scene, "tall": np.ascontiguousarray(scene[:, 100:244])}
+    (tmp_path / "in").mkdir()
+    for name, photo in photos.items():
+        Image.fromarray(photo).save(tmp_path / "in" / f"{name}.png")
+    # What `cityseg predict MODEL --images IN --out OUT --device cpu` runs (the CLI's own test compares the two).
+    predict_images(exported.model, [tmp_path / "in"], tmp_path / "out", device="cpu", progress=False)
+    windows = 0
+    for name, photo in photos.items():
+        height, width = photo.shape[:2]
+        w, h = size[0], round(height * size[0] / width)
+        windows += w * h > limit[0] * limit[1]
+        normalised = torch.from_numpy((photo / 255 - mean) / std).float().permute(2, 0, 1)[None]
+        shrinks = h < height or w < width
+        resized = F.interpolate(normalised, size=(h, w), mode="bilinear", align_corners=False, antialias=shrinks)
+        by_smp = logits_of(resized[0].permute(1, 2, 0), smp_forward, h, w)
+        small = np.asarray(Image.fromarray(photo).resize((w, h), Image.BILINEAR))  # uint8, as the graph takes
+        by_onnx = logits_of(
+            small, lambda image: session.run(None, {"image": np.ascontiguousarray(image[None])})[0][0], h, w
+        )
+        expected = np.asarray(Image.open(tmp_path / "out" / f"{name}_labelIds.png"))
+        for logits in (by_smp, by_onnx):
+            labels = label_ids[_bilinear(logits, height, width).argmax(0)]
+            assert np.mean(labels == expected) >= 0.999, name
+    assert windows == 1  # the tall photo went through the sliding window

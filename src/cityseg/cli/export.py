@@ -14,13 +14,11 @@ def register(subparsers) -> None:
         subparsers,
         "export",
         help="write a deployable model folder: safetensors weights, ONNX graph, model card",
-        description="Write OUT/model.safetensors (the network's tensors only, no optimizer), OUT/model.onnx (input "
-        "'image': uint8 RGB (batch, height, width, 3), any height and width >= 33; output 'logits': float32 "
-        "(batch, 19, height, width) in trainId order; normalisation and padding inside) and OUT/card.json + "
-        "card.md (classes and palette, normalisation, training recipe and data, CV and evaluation numbers with "
-        "their protocol, git sha). Before OUT is put in place the export checks itself: onnxruntime's logits must "
-        "match torch's on a few images (argmax identical on >= 99.9% of pixels, max |difference| <= 1e-3 x max "
-        "|logit|), else it exits 2 and writes nothing. `cityseg predict OUT ...` takes the folder like a checkpoint.",
+        description="Write OUT/model.safetensors (the network's tensors), OUT/model.onnx (uint8 RGB (batch, height, "
+        "width, 3) -> float32 logits (batch, 19, height, width), normalisation and padding inside) and OUT/card.json "
+        "+ card.md (the model, how `cityseg predict` runs it step by step, its training and numbers, both files' "
+        "sha256). onnxruntime must match torch on a few images first, else nothing is written. `cityseg predict OUT` "
+        "takes the folder like a checkpoint. docs/export.md says more.",
     )
     parser.add_argument(
         "checkpoint", type=Path, help="best.pt or last.pt of a run (RUNS/full/best.pt for the final model)"
@@ -39,18 +37,18 @@ def register(subparsers) -> None:
         nargs="+",
         default=None,
         metavar="PATH",
-        help="photos (files, folders, globs) for the ONNX-vs-torch check; None means three cuts of a synthetic "
-        "street scene (384x192, 250x141, 141x250). Large photos make the check slow (it runs on the CPU)",
+        help="photos (files, folders, globs) for the ONNX-vs-torch check; None means four cuts of a synthetic "
+        "street scene. Large photos make the check slow (it runs on the CPU)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it holds an earlier export")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the files of an earlier export in OUT (others are kept)"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Export, printing each step and the parity figures."""
-    from cityseg.prediction.export import (
-        export_model,  # torch and onnx are imported only when the command runs
-    )
+    from cityseg.prediction.export import export_model  # torch and onnx are imported only when the command runs
     from cityseg.prediction.image_files import find_images, read_user_image
 
     check_images = None
@@ -65,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         log=lambda line: print(line, flush=True),
     )
     print(
-        f"exported to {result.out_dir} in {result.seconds:.0f} s; use it with: cityseg predict {result.out_dir} "
-        "--images PHOTOS --out DIR"
+        f"exported {result.model} to {result.out_dir} in {result.seconds:.0f} s; use it with: cityseg predict "
+        f"{result.out_dir} --images PHOTOS --out DIR"
     )
     return 0

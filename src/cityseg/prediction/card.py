@@ -1,8 +1,10 @@
-"""The model card of an export: what the model is, how it was trained and measured, read from the run's files.
+"""The model card of an export: what the model is, how to run it without cityseg, how it was trained and measured.
 
-Everything comes from files a run wrote (the checkpoint, config.json beside it, summary.json of
-its runs folder, an evaluation JSON from `cityseg evaluate`), read defensively: a file that is
-missing or older leaves its part of the card empty with a note, never a guessed number.
+Everything comes from files a run wrote (the checkpoint, config.json beside it, summary.json of its runs folder, an
+evaluation JSON from `cityseg evaluate`), read defensively: a missing or older file leaves its part of the card
+empty with a note, never a guessed number. card.json is strict JSON (a non-finite number becomes null). Its
+`inference` section and card.md's recipe say how `cityseg predict --images` computes labels, step by step, so a
+stranger can do the same with onnxruntime or with plain segmentation_models_pytorch.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +21,21 @@ from torch import nn
 from cityseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES, NUM_CLASSES, TRAIN_ID_COLORS, TRAIN_ID_TO_ID
-from cityseg.prediction.deployed import EXPORT_FORMAT, EXPORT_VERSION
+from cityseg.prediction.deployed import EXPORT_FORMAT, EXPORT_VERSION, weights_metadata
+from cityseg.prediction.image_predict import CITYSCAPES_SIZE
+from cityseg.prediction.ledger import MANIFEST_NAME
 from cityseg.training import runinfo
+from cityseg.training.config import SIDE_MULTIPLE
+from cityseg.training.model_names import model_title_of, size_multiple
 from cityseg.training.runfolder import CONFIG_FILE, SUMMARY_FILE
 
-# How `cityseg predict` sizes photos for a model trained on resized frames (image_predict.photo_scale).
-_PHOTO_RULE = "each photo resized to the training width, aspect ratio kept (as split frames are)"
-PREDICT_MANIFEST = ".cityseg-predict.json"
-# What `miou_mean` meant before summary.json recorded its protocol.
-_LEGACY_CV_PROTOCOL = (
-    "not recorded in summary.json (written by an older cityseg): miou_mean is the mean over folds of each fold's "
-    "selected epoch, selected on that same held-out fold, so it is optimistic"
-)
+TEMPLATE = Path(__file__).with_name("card_template.md")  # card.md's text, with card.json's values to fill in
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -65,8 +65,9 @@ def read_evaluation(path: Path) -> dict[str, Any]:
         )
     section = data.get("cityseg") if isinstance(data.get("cityseg"), dict) else {}
     pred_dir = section.get("pred_dir")
-    manifest = _read_json(Path(pred_dir) / PREDICT_MANIFEST) if pred_dir else None
-    settings = (manifest or {}).get("settings") or {}
+    manifest = _read_json(Path(pred_dir) / MANIFEST_NAME) if isinstance(pred_dir, str) else None
+    settings = (manifest or {}).get("settings")
+    settings = settings if isinstance(settings, dict) else {}
     split = section.get("split") or "unknown split"
     return {
         "file": str(Path(path).resolve()),
@@ -89,11 +90,12 @@ def _cross_validation(runs_dir: Path) -> dict[str, Any] | None:
     if summary is None:
         return None
     keys = ("k", "split", "seed", "complete", "miou_mean", "miou_std", "chosen_epochs", "std")
+    class_iou = summary.get("class_iou_mean")
     return {
         "file": str(summary_path.resolve()),
         **{key: summary.get(key) for key in keys},
-        "protocol": summary.get("protocol") or _LEGACY_CV_PROTOCOL,
-        "class_iou_mean": dict(zip(CLASS_NAMES, summary.get("class_iou_mean") or [], strict=False)) or None,
+        "protocol": summary.get("protocol") or "not recorded (summary.json of an older cityseg)",
+        "class_iou_mean": dict(zip(CLASS_NAMES, class_iou, strict=False)) if isinstance(class_iou, list) else None,
     }
 
 
@@ -107,6 +109,18 @@ def _versions() -> dict[str, Any]:
     return found
 
 
+def _inference(size: list[int] | None) -> dict[str, Any]:
+    """What `cityseg predict --images` does with a photo (image_predict, inference), as card.md's recipe cites it."""
+    return {
+        "training_size": size,
+        "resize": {"mode": "bilinear", "align_corners": False, "antialias": "when either side shrinks"},
+        "pad": {"multiple": SIDE_MULTIPLE, "mode": "reflect", "sides": "bottom and right"},
+        "whole_limit": list(size or CITYSCAPES_SIZE),
+        "stride_of_window": [2, 3],  # options.default_stride: two thirds of the window, rounded up
+        "upsample": {"mode": "bilinear", "align_corners": False, "antialias": False},
+    }
+
+
 def build_card(
     checkpoint: Path,
     state: dict[str, Any],
@@ -115,57 +129,37 @@ def build_card(
     parity: dict[str, Any],
     evaluation: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """card.json's content for a checkpoint of a run folder (RUNS/<run>/best.pt beside config.json)."""
-    from cityseg.prediction.ledger import file_sha256
-
+    """card.json's content for a checkpoint of a run folder (RUNS/<run>/best.pt beside config.json); `state` is
+    `load_model`'s (its "sha256" is the checkpoint's)."""
     run_dir = Path(checkpoint).resolve().parent
     run_info = _read_json(run_dir / CONFIG_FILE) or {}
     config = state.get("config") or run_info.get("config") or {}
-    sha = file_sha256(Path(checkpoint))
     cv = _cross_validation(run_dir) or _cross_validation(run_dir.parent)
     if evaluation is not None:
-        evaluation = {
-            **evaluation,
-            "same_checkpoint": evaluation.get("predicted_with_sha256") == sha
-            if evaluation.get("predicted_with_sha256")
-            else None,
-        }
-    size = config.get("size")
+        recorded = evaluation.get("predicted_with_sha256")
+        evaluation = {**evaluation, "same_checkpoint": recorded == state["sha256"] if recorded else None}
+    model = weights_metadata(network)
     return {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": {
-            "architecture": "U-Net (segmentation_models_pytorch)",
-            "encoder": "resnet34",
+            "title": model_title_of(config),
+            "library": "segmentation_models_pytorch",
+            "architecture": model["arch"],
+            "encoder": model["encoder"],
             "num_classes": NUM_CLASSES,
             "parameters": sum(p.numel() for p in network.parameters()),
+            "size_multiple": size_multiple(model["arch"], model["encoder"]),
         },
         "files": files,
         "onnx_io": {
-            "input": {
-                "name": "image",
-                "dtype": "uint8",
-                "shape": ["batch", "height", "width", 3],
-                "layout": "RGB, rows top to bottom (as PIL/numpy decode it)",
-                "min_side": 33,
-            },
-            "output": {
-                "name": "logits",
-                "dtype": "float32",
-                "shape": ["batch", NUM_CLASSES, "height", "width"],
-                "meaning": "class scores in trainId order (classes below); argmax over axis 1",
-            },
+            "input": {"name": "image", "dtype": "uint8", "shape": ["batch", "height", "width", 3], "layout": "RGB"},
+            "output": {"name": "logits", "dtype": "float32", "shape": ["batch", NUM_CLASSES, "height", "width"]},
         },
         "classes": _classes(),
-        "normalisation": {
-            "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD),
-            "formula": "(pixel / 255 - mean) / std per RGB channel (ImageNet statistics)",
-            "onnx": "inside the graph: feed uint8",
-            "safetensors": "apply it yourself",
-        },
-        "inference": {"training_size": size, "photo_scale": _PHOTO_RULE if size else "none: photos at their own size"},
+        "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "inference": _inference(config.get("size")),
         "config": config,
         "training": {
             "recipe": config.get("recipe"),
@@ -179,7 +173,7 @@ def build_card(
         },
         "source": {
             "checkpoint": str(Path(checkpoint).resolve()),
-            "sha256": sha,
+            "sha256": state["sha256"],
             "epoch": state.get("epoch"),
             "best_epoch": state.get("best_epoch"),
         },
@@ -190,13 +184,29 @@ def build_card(
     }
 
 
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinity (an evaluation's absent class, a one-fold std) replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def card_json_text(card: dict[str, Any]) -> str:
+    """card.json's text: strict JSON that any parser reads (no NaN or Infinity tokens)."""
+    return json.dumps(_finite(card), indent=1, allow_nan=False) + "\n"
+
+
 def _percent(value: Any) -> str:
     return f"{100 * value:.2f}" if isinstance(value, (int, float)) else "n/a"
 
 
 def _results_lines(card: dict[str, Any]) -> list[str]:
     cv, evaluation = card["results"]["cross_validation"], card["results"]["evaluation"]
-    lines = ["## Results", ""]
+    lines = []
     if cv is None:
         lines.append("- Cross-validation: no summary.json beside the checkpoint's run folder.")
     else:
@@ -207,72 +217,51 @@ def _results_lines(card: dict[str, Any]) -> list[str]:
     if evaluation is None:
         lines.append("- Evaluation: none given (`cityseg export ... --eval evaluation/val.json`).")
     else:
-        same = {
-            True: "made with this checkpoint",
-            False: "made with ANOTHER checkpoint",
-            None: "checkpoint of the predictions unknown",
-        }[evaluation["same_checkpoint"]]
+        same = {True: "made with this checkpoint", False: "made with ANOTHER checkpoint", None: "checkpoint unknown"}
         lines.append(
             f"- {evaluation['split']}: mIoU {_percent(evaluation['miou'])} %, iIoU {_percent(evaluation['iiou'])} % "
-            f"({same}). Protocol: {evaluation['protocol']}."
+            f"(predictions {same[evaluation['same_checkpoint']]}). Protocol: {evaluation['protocol']}."
         )
     if card["training"]["synthetic"] or (evaluation or {}).get("synthetic"):
         lines.append("- **Trained or measured on SYNTHETIC data**: these numbers say nothing about real streets.")
-    return lines + [""]
+    return lines
+
+
+def _resize_step(size: list[int] | None) -> str:
+    if not size:
+        return "No resize: the model was trained at full resolution and sees each photo at its own size."
+    return (
+        f"Resize to the network size: width {size[0]} (the training width), height round(H x {size[0]} / W) (Python's "
+        "round: halves to even). Resize the normalised image (float): bilinear, align_corners=False, antialias=True "
+        "when either side shrinks (torch.nn.functional.interpolate; PIL's Image.resize(BILINEAR) is the same filter "
+        "on uint8)."
+    )
 
 
 def card_markdown(card: dict[str, Any]) -> str:
-    """card.md: the same facts as card.json, for people."""
-    training, source, onnx_io = card["training"], card["source"], card["onnx_io"]
-    git = card["git"]
-    lines = [
-        f"# cityseg model: U-Net / ResNet-34, {NUM_CLASSES} Cityscapes classes",
-        "",
-        f"Exported {card['created']} from `{source['checkpoint']}` (epoch {source['epoch']}, sha256 "
-        f"`{source['sha256'][:16]}…`), code at git `{git.get('sha')}`{' (uncommitted changes)' if git.get('dirty') else ''}.",
-        "",
-        "## Files",
-        "",
-        f"- `{card['files']['weights']['file']}`: the network's tensors (no optimizer); `cityseg predict FOLDER` loads it.",
-        f"- `{card['files']['onnx']['file']}` (opset {card['files']['onnx']['opset']}): input `{onnx_io['input']['name']}` "
-        f"uint8 RGB (batch, height, width, 3), sides >= {onnx_io['input']['min_side']} px; output "
-        f"`{onnx_io['output']['name']}` float32 (batch, {NUM_CLASSES}, height, width), trainId order. Normalisation "
-        "and padding are inside the graph.",
-        "",
-        "## Input",
-        "",
-        f"- Normalisation: {card['normalisation']['formula']}, mean {card['normalisation']['mean']}, std "
-        f"{card['normalisation']['std']} (inside the ONNX graph; apply it yourself with the safetensors weights).",
-        f"- Scale: trained at {card['inference']['training_size'] or 'full resolution (Cityscapes: 2048x1024)'}; "
-        f"resize: {card['inference']['photo_scale']}.",
-        "",
-        "## Training",
-        "",
-        f"- Recipe `{training['recipe']}`, {training['epochs']} epochs, run `{training['run']}`, "
-        f"{training['n_train']} training images from `{training['data_root']}`.",
-        f"- Full config: `config` in card.json{' (from ' + training['config_json'] + ')' if training['config_json'] else ''}.",
-        "",
-        *_results_lines(card),
-        "## ONNX parity check",
-        "",
-        f"{'Passed' if card['parity']['passed'] else 'FAILED'}: {card['parity']['rule']} "
-        f"({card['parity']['runtime']}).",
-        "",
-        "| image | size | argmax agreement | max abs logit diff | tolerance |",
-        "|---|---|---|---|---|",
-        *[
-            f"| {r['name']} | {r['size']} | {100 * r['agreement']:.4f} % | {r['max_abs_diff']:.2e} | {r['tolerance']:.2e} |"
+    """card.md (card_template.md filled in): card.json's facts for people, and the recipe `cityseg predict` follows."""
+    recipe, git, config_json = card["inference"], card["git"], card["training"]["config_json"]
+    return TEMPLATE.read_text().format(
+        **card,
+        weights=card["files"]["weights"],
+        onnx=card["files"]["onnx"],
+        source_sha=card["source"]["sha256"][:16],
+        git_sha=git.get("sha"),
+        dirty=" (uncommitted changes)" if git.get("dirty") else "",
+        resize=_resize_step(recipe["training_size"]),
+        limit=recipe["whole_limit"],
+        stride=recipe["stride_of_window"],
+        pad=recipe["pad"],
+        config_source=f" (from {config_json})" if config_json else "",
+        result_lines="\n".join(_results_lines(card)),
+        verdict="Passed" if card["parity"]["passed"] else "FAILED",
+        parity_rows="\n".join(
+            f"| {r['name']} | {r['size']} | {100 * r['agreement']:.4f} % | {r['max_abs_diff']:.2e} | "
+            f"{r['tolerance']:.2e} |"
             for r in card["parity"]["images"]
-        ],
-        "",
-        "## Classes",
-        "",
-        "| trainId | labelId | name | category | colour (RGB) |",
-        "|---|---|---|---|---|",
-        *[
+        ),
+        class_rows="\n".join(
             f"| {c['train_id']} | {c['label_id']} | {c['name']} | {c['category']} | {tuple(c['color'])} |"
             for c in card["classes"]
-        ],
-        "",
-    ]
-    return "\n".join(lines)
+        ),
+    )

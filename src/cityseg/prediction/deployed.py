@@ -2,12 +2,15 @@
 
 An export folder holds `model.safetensors` (the network's tensors only: nothing that can run code; its metadata
 names the architecture and encoder), `model.onnx` and `card.json`, whose `config` is the training config the
-prediction settings (the training scale) come from.
+prediction settings come from and whose `files` record both files' sha256. Loading a folder checks card.json's
+schema and both hashes (the weights from the one read that loads them): a damaged or edited file is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +28,13 @@ CARD_JSON = "card.json"
 CARD_MD = "card.md"
 WEIGHTS_FILE = "model.safetensors"
 ONNX_FILE = "model.onnx"
-
-
-def weights_path(model_path: Path) -> Path:
-    """The file whose bytes identify a model: the checkpoint itself, or an export folder's safetensors."""
-    model_path = Path(model_path)
-    return model_path / WEIGHTS_FILE if model_path.is_dir() else model_path
+_SHA256 = re.compile("[0-9a-f]{64}")
+CARD_MAX_BYTES = 1 << 20  # a card is a few kB: anything far larger is not one
+_FIX = "export the model again (`cityseg export CHECKPOINT --out FOLDER --overwrite`)"
 
 
 def read_card(folder: Path) -> dict[str, Any]:
-    """card.json of an export folder; a folder that is not one is a UserError saying what to pass."""
+    """card.json of an export folder, its schema checked; a folder that is not one is a UserError saying what to pass."""
     folder = Path(folder)
     path = folder / CARD_JSON
     if not path.is_file():
@@ -45,19 +45,51 @@ def read_card(folder: Path) -> dict[str, Any]:
             "`cityseg export CKPT --out FOLDER`."
         )
     try:
+        if path.stat().st_size > CARD_MAX_BYTES:
+            raise ValueError(f"{path.stat().st_size} bytes, where a card has a few thousand")
         card = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path} cannot be read ({describe_error(exc)}); export the model again.") from None
-    if not isinstance(card, dict) or card.get("format") != EXPORT_FORMAT:
-        raise UserError(f"{path} is not a cityseg model card (no '{EXPORT_FORMAT}' format); export the model again.")
-    if card.get("format_version") != EXPORT_VERSION:
-        raise UserError(
-            f"{path} has export format version {card.get('format_version')!r}; this cityseg reads version "
-            f"{EXPORT_VERSION}. Export the model again with this version of cityseg."
-        )
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser's stack
+        raise UserError(f"{path} cannot be read ({describe_error(exc)}); {_FIX}.") from None
+    problem = _card_problem(card)
+    if problem is not None:
+        raise UserError(f"{path} is not a model card this cityseg reads: {problem}; {_FIX}.")
     if card.get("config") is not None:
         check_stored_config(card["config"], path)  # predict reads its training size
     return card
+
+
+def _card_problem(card: Any) -> str | None:
+    """What breaks the fields of a parsed card.json that cityseg reads, or None."""
+    if not isinstance(card, dict) or card.get("format") != EXPORT_FORMAT:
+        return f"it has no '{EXPORT_FORMAT}' format"
+    if card.get("format_version") != EXPORT_VERSION:
+        return f"its export format version is {card.get('format_version')!r}, this cityseg reads {EXPORT_VERSION}"
+    for key, optional in (("files", False), ("config", True), ("source", True)):
+        if not isinstance(card.get(key), dict) and not (optional and card.get(key) is None):
+            return f"'{key}' is {type(card.get(key)).__name__}, not an object"
+    for kind, name in (("weights", WEIGHTS_FILE), ("onnx", ONNX_FILE)):
+        entry = card["files"].get(kind)
+        if not isinstance(entry, dict) or entry.get("file") != name or not _SHA256.fullmatch(str(entry.get("sha256"))):
+            return f"files.{kind} does not record {name} with its sha256"
+    epoch = (card.get("source") or {}).get("epoch")
+    if epoch is not None and (type(epoch) is not int or not 0 <= epoch < 10**6):
+        return f"source.epoch is {epoch!r}, not an epoch number"
+    return None
+
+
+def _read_checked(path: Path, sha256: str | None) -> bytes:
+    """The bytes of `path`, refused when they do not hash to the `sha256` card.json records for them."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read ({describe_error(exc)}); {_FIX}.") from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise UserError(
+            f"{path} is not the file `cityseg export` wrote: its sha256 differs from the one {CARD_JSON} records "
+            f"({sha256[:16]}...), so it was changed, damaged or truncated since, and it was not used. Restore the "
+            f"folder from a good copy, or {_FIX}."
+        )
+    return data
 
 
 def weights_metadata(network: nn.Module) -> dict[str, str]:
@@ -65,35 +97,34 @@ def weights_metadata(network: nn.Module) -> dict[str, str]:
     return {"format": EXPORT_FORMAT, "arch": type(network).__name__, "encoder": network.config["encoder_name"]}
 
 
-def load_weights(path: Path) -> nn.Module:
-    """The network (CPU, eval mode) from a model.safetensors; anything else is a UserError naming the file."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
+def load_weights(path: Path, sha256: str | None = None) -> nn.Module:
+    """The network (CPU, eval mode) from one read of a model.safetensors (checked against `sha256` when given)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
 
+    data = _read_checked(Path(path), sha256)
     try:
-        with safe_open(path, framework="pt") as handle:
-            metadata = handle.metadata() or {}  # exports before arch and encoder were recorded hold the U-Net
-        weights = load_file(path, device="cpu")
-    except (OSError, SafetensorError) as exc:
-        raise UserError(
-            f"{path} cannot be read as safetensors weights ({describe_error(exc)}); export the model again."
-        ) from None
-    return load_into(model_of(metadata), weights, path, metadata)
-
-
-def load_exported(folder: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
-    """The network of an export folder in eval mode on `device`, and a checkpoint-like state (config, epoch)."""
-    folder = Path(folder)
-    card = read_card(folder)
-    model = load_weights(folder / WEIGHTS_FILE)
-    source = card.get("source") or {}
-    state = {"config": card.get("config") or {}, "epoch": source.get("epoch"), "num_classes": NUM_CLASSES}
-    return model.to(device), state
+        weights = load(data)
+        # The header safetensors just checked: 8 bytes of length, then JSON (exports before arch and encoder were
+        # recorded in its metadata hold the default U-Net).
+        metadata = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
+        network = model_of(metadata)
+    except (SafetensorError, ValueError, KeyError, RuntimeError) as exc:  # KeyError: smp's unknown encoder
+        raise UserError(f"{path} cannot be read as safetensors weights ({describe_error(exc)}); {_FIX}.") from None
+    return load_into(network, weights, path, metadata)
 
 
 def load_network(model_path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A checkpoint file (cityseg.training.model.load_model) or an export folder, in eval mode on `device`."""
+    """A checkpoint file (cityseg.training.model.load_model) or an export folder, in eval mode on `device`; the
+    state's "sha256" identifies the weights. A folder's model.onnx is checked too: the folder is what gets deployed."""
     device = resolve_device(device) if isinstance(device, str) else device
-    if Path(model_path).is_dir():
-        return load_exported(Path(model_path), device)
-    return load_model(Path(model_path), device)
+    if not Path(model_path).is_dir():
+        return load_model(Path(model_path), device)
+    folder = Path(model_path)
+    card = read_card(folder)
+    files = card["files"]
+    _read_checked(folder / ONNX_FILE, files["onnx"]["sha256"])
+    model = load_weights(folder / WEIGHTS_FILE, files["weights"]["sha256"])
+    epoch = (card.get("source") or {}).get("epoch")
+    state = {"config": card.get("config") or {}, "epoch": epoch, "num_classes": NUM_CLASSES}
+    return model.to(device), state | {"sha256": files["weights"]["sha256"]}

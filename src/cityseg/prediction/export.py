@@ -1,29 +1,25 @@
 """`cityseg export`: a training checkpoint -> a folder a runtime without cityseg (or without Python) can use.
 
-    model.safetensors  the network's tensors only (no optimizer, no pickle: loading it cannot run code)
-    model.onnx         uint8 RGB photo (N, H, W, 3), any H, W >= 33 -> logits (N, 19, H, W) float32 in
-                       trainId order; ImageNet normalisation and the pad to a multiple of 32 are inside
-    card.json/card.md  classes and palette, normalisation, training recipe and data, CV and val numbers
-                       with their protocol, git sha, and the parity figures below
-
-The graph comes from torch.onnx.export(dynamo=True) (torch.export + onnxscript; works offline). The
-export checks itself before the folder is put in place: onnxruntime's logits on a few street images
-must agree with torch's (same weights, the `cityseg predict` forward) — argmax identical on at least
-99.9% of the pixels of every image and max |logit difference| <= 1e-3 x max |logit| — or the export
-fails and leaves no folder. The folder is built beside OUT and renamed into place, so OUT is never
-half-written; an existing OUT is replaced only if it is an earlier export and `overwrite` is given.
+model.safetensors (the network's tensors: loading it cannot run code), model.onnx (uint8 RGB (N, H, W, 3) -> logits
+(N, 19, H, W) in trainId order, normalisation and padding inside; torch.onnx.export(dynamo=True)) and card.json/md
+(prediction.card). Before OUT is touched, onnxruntime's logits must agree with torch's on a few images (PARITY_RULE)
+or nothing is written. The files are made in a staging folder beside OUT that its export holds a lock on (a later run
+removes those nobody holds: a killed export's), then moved into OUT one by one: other files in OUT are kept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
+import importlib.util
 import io
-import json
 import os
 import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +32,7 @@ from torch import Tensor, nn
 from cityseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from cityseg.errors import UserError, describe_error
 from cityseg.fileio import atomic_write_text
-from cityseg.prediction.card import build_card, card_markdown, read_evaluation
+from cityseg.prediction.card import build_card, card_json_text, card_markdown, read_evaluation
 from cityseg.prediction.deployed import (
     CARD_JSON,
     CARD_MD,
@@ -51,12 +47,22 @@ from cityseg.prediction.inference import forward_padded
 from cityseg.prediction.ledger import file_sha256
 from cityseg.training.config import SIDE_MULTIPLE
 from cityseg.training.model import load_model, onnx_refusal
+from cityseg.training.model_names import model_title_of
 
 ONNX_INPUT, ONNX_OUTPUT = "image", "logits"
-# torch.export specialises sizes 0 and 1; a side of 32 or less pads to one 1x1 bottleneck cell.
-MIN_SIDE = SIDE_MULTIPLE + 1
+# The graph pads to SIDE_MULTIPLE by reflection, which needs each pad shorter than its side: sides from half the
+# multiple plus one work (each export checks one), smaller ones fail in the Pad node, named to say this minimum.
+MIN_SIDE = SIDE_MULTIPLE // 2 + 1
+# Traced for sides above SIDE_MULTIPLE: torch.export specialises a size that pads to one 1x1 bottleneck cell.
+TRACE_MIN_SIDE = SIDE_MULTIPLE + 1
 MIN_AGREEMENT = 0.999  # share of pixels whose argmax must be identical, per image
+EXPORT_FILES = (("weights", WEIGHTS_FILE), ("onnx", ONNX_FILE))
 LOGIT_RTOL = 1e-3  # max |onnx - torch| allowed, relative to the image's max |logit| (float32 round-off is ~1e-6)
+PARITY_RULE = (
+    f"per image: argmax identical on >= {100 * MIN_AGREEMENT:.1f}% of pixels and max |logit_onnx - logit_torch| <= "
+    f"{LOGIT_RTOL:g} x max |logit_torch|"
+)
+PARITY_RUNTIME = "onnxruntime CPUExecutionProvider vs torch float32 on CPU, same weights"
 CHECK_FRAME = (384, 192)  # synthetic street scene the default check images are cut from (width, height)
 
 
@@ -74,51 +80,35 @@ class DeployedNetwork(nn.Module):
     def forward(self, image: Tensor) -> Tensor:
         normalised = image.permute(0, 3, 1, 2).to(torch.float32) * self.scale - self.shift  # (N, 3, H, W)
         height, width = normalised.shape[-2:]
-        # Reflect, as inference.pad_to_multiple does for every side above 32 (the pad is then shorter than it).
+        # Reflect, as inference.pad_to_multiple does whenever the pad is shorter than the side (MIN_SIDE).
         padded = F.pad(normalised, (0, -width % SIDE_MULTIPLE, 0, -height % SIDE_MULTIPLE), mode="reflect")
         return self.network(padded)[..., :height, :width]  # (N, C, H, W)
 
 
-@dataclass(frozen=True)
-class ParityReport:
-    """onnxruntime against torch on the check images: per image (name, WxH, agreement, max diff, tolerance)."""
-
-    rows: list[dict[str, Any]]
-
-    @property
-    def passed(self) -> bool:
-        return all(row["agreement"] >= MIN_AGREEMENT and row["max_abs_diff"] <= row["tolerance"] for row in self.rows)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "rule": f"per image: argmax identical on >= {100 * MIN_AGREEMENT:.1f}% of pixels and "
-            f"max |logit_onnx - logit_torch| <= {LOGIT_RTOL:g} x max |logit_torch|",
-            "runtime": "onnxruntime CPUExecutionProvider vs torch float32 on CPU, same weights",
-            "images": self.rows,
-        }
-
-    def text(self) -> str:
-        lines = [f"ONNX parity {'PASSED' if self.passed else 'FAILED'} ({self.as_dict()['rule']}):"]
-        lines += [
-            f"  {row['name']} {row['size']}: argmax agreement {100 * row['agreement']:.4f}%, max |logit diff| "
-            f"{row['max_abs_diff']:.2e} (tolerance {row['tolerance']:.2e})"
-            for row in self.rows
-        ]
-        return "\n".join(lines)
+def parity_text(parity: dict[str, Any]) -> str:
+    """The parity report as the command prints it: the verdict and rule, then one line per check image."""
+    lines = [f"ONNX parity {'PASSED' if parity['passed'] else 'FAILED'} ({parity['rule']}):"]
+    lines += [
+        f"  {row['name']} {row['size']}: argmax agreement {100 * row['agreement']:.4f}%, max |logit diff| "
+        f"{row['max_abs_diff']:.2e} (tolerance {row['tolerance']:.2e})"
+        for row in parity["images"]
+    ]
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
 class ExportResult:
-    """Where the export went, its parity figures and how long it took."""
+    """Where the export went, the model it holds, its parity figures and how long it took."""
 
     out_dir: Path
-    parity: ParityReport
+    parity: dict[str, Any]  # check_parity's report, as card.json holds it
     seconds: float
+    model: str = ""
 
 
 def default_check_images() -> list[tuple[str, np.ndarray]]:
-    """A synthetic street scene as three inputs: a multiple of 32, an odd size (padding) and a portrait cut."""
+    """A synthetic street scene as four inputs: a multiple of 32, an odd size (padding), a portrait cut and one
+    whose height is the graph's smallest side."""
     from cityseg.synthetic.dataset import FrameSpec, city_names, write_frame
 
     with tempfile.TemporaryDirectory(prefix="cityseg-export-check-") as folder:
@@ -126,11 +116,17 @@ def default_check_images() -> list[tuple[str, np.ndarray]]:
         write_frame(Path(folder), spec)
         scene = read_user_image(spec.image_path(Path(folder)))  # (H, W, 3)
     odd = scene[23:164, 61:311]  # 250x141
-    return [("street", scene), ("crop", odd), ("portrait", np.ascontiguousarray(odd.transpose(1, 0, 2)))]
+    return [
+        ("street", scene),
+        ("crop", odd),
+        ("portrait", np.ascontiguousarray(odd.transpose(1, 0, 2))),
+        ("smallest", np.ascontiguousarray(scene[100 : 100 + MIN_SIDE, 40:140])),
+    ]
 
 
-def check_parity(folder: Path, images: list[tuple[str, np.ndarray]]) -> ParityReport:
-    """Run the exported folder's ONNX graph and its safetensors weights in torch on `images`; compare."""
+def check_parity(folder: Path, images: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
+    """Run the exported folder's ONNX graph and its safetensors weights in torch on `images`; compare. The report
+    passes when every image does, by PARITY_RULE; it holds per image its name, WxH, agreement and differences."""
     import onnxruntime
 
     network = load_weights(Path(folder) / WEIGHTS_FILE)  # what the folder ships, not the checkpoint in memory
@@ -155,7 +151,8 @@ def check_parity(folder: Path, images: list[tuple[str, np.ndarray]]) -> ParityRe
                 "tolerance": LOGIT_RTOL * float(np.abs(expected).max()),
             }
         )
-    return ParityReport(rows)
+    passed = all(row["agreement"] >= MIN_AGREEMENT and row["max_abs_diff"] <= row["tolerance"] for row in rows)
+    return {"passed": passed, "rule": PARITY_RULE, "runtime": PARITY_RUNTIME, "images": rows}
 
 
 def export_onnx(network: nn.Module, path: Path) -> int:
@@ -165,13 +162,7 @@ def export_onnx(network: nn.Module, path: Path) -> int:
     deployed = DeployedNetwork(network).eval()
     # An example whose sides are not multiples of 32, so the padding is traced as the general case.
     example = torch.zeros((2, 75, 133, 3), dtype=torch.uint8)
-    shapes = {
-        "image": {
-            0: torch.export.Dim("batch", min=1, max=1024),
-            1: torch.export.Dim("height", min=MIN_SIDE),
-            2: torch.export.Dim("width", min=MIN_SIDE),
-        }
-    }
+    sides = {1: torch.export.Dim("height", min=TRACE_MIN_SIDE), 2: torch.export.Dim("width", min=TRACE_MIN_SIDE)}
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress chatter
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -181,23 +172,16 @@ def export_onnx(network: nn.Module, path: Path) -> int:
             dynamo=True,
             input_names=[ONNX_INPUT],
             output_names=[ONNX_OUTPUT],
-            dynamic_shapes=shapes,
+            dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=1024), **sides}},
             external_data=False,
             verbose=False,
         )
     graph = onnx.load(str(path), load_external_data=False)
+    reflect = [n for n in graph.graph.node if n.op_type == "Pad" and any(a.s == b"reflect" for a in n.attribute)]
+    if len(reflect) == 1:  # onnxruntime names the failing node: a too-small input's error then says the minimum
+        reflect[0].name = f"image_height_and_width_must_be_at_least_{MIN_SIDE}_px"
+        onnx.save(graph, str(path))
     return max(entry.version for entry in graph.opset_import if entry.domain in ("", "ai.onnx"))
-
-
-def _write_weights(network: nn.Module, path: Path) -> None:
-    """The state dict as safetensors, read back and compared bit for bit (what predict will load)."""
-    from safetensors.torch import load_file, save_file
-
-    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
-    save_file(tensors, str(path), metadata=weights_metadata(network))
-    loaded = load_file(str(path))
-    if loaded.keys() != tensors.keys() or not all(torch.equal(loaded[k], tensors[k]) for k in tensors):
-        raise UserError(f"{path} did not read back as written; check the disk and export again.")  # pragma: no cover
 
 
 def _check_out(out_dir: Path, overwrite: bool) -> None:
@@ -216,19 +200,27 @@ def _check_out(out_dir: Path, overwrite: bool) -> None:
             "another --out folder."
         ) from None
     if not overwrite:
-        raise UserError(f"{out_dir} holds an earlier export; pass --overwrite to replace it, or choose another --out.")
+        raise UserError(
+            f"{out_dir} holds an earlier export; pass --overwrite to replace its files (others in it are kept), or "
+            "choose another --out."
+        )
 
 
 def _install(staging: Path, out_dir: Path, overwrite: bool) -> None:
-    """Rename the finished folder into place; an earlier export is moved aside first, then deleted."""
+    """Put the finished files in place: a new OUT is renamed in whole; in an existing one only the export's files
+    are replaced, card.json last, so a kill in between leaves hashes that `cityseg predict` refuses."""
     _check_out(out_dir, overwrite)  # again: something may have appeared during the export
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        out_dir.rename(old)
-    staging.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    umask = os.umask(0)
+    os.umask(umask)
+    names = (WEIGHTS_FILE, ONNX_FILE, CARD_MD, CARD_JSON)  # the files an export writes
+    for name in names:  # mkdtemp and some writers make private files; an export is ordinary files
+        (staging / name).chmod(0o666 & ~umask)
+    if not out_dir.exists():
+        staging.chmod(0o777 & ~umask)
+        staging.rename(out_dir)
+        return
+    for name in names:
+        os.replace(staging / name, out_dir / name)
 
 
 def export_model(
@@ -240,65 +232,87 @@ def export_model(
     log=print,
 ) -> ExportResult:
     """Write the export folder for `checkpoint` (see the module docstring); `log` gets one line per step."""
-    try:
-        return _export(Path(checkpoint), Path(out_dir), eval_json, check_images, overwrite, log)
-    except ImportError as exc:  # a missing optional package: say which, not a traceback
+    missing = [
+        name for name in ("onnx", "onnxscript", "onnxruntime", "safetensors") if not importlib.util.find_spec(name)
+    ]
+    if missing:
         raise UserError(
-            f"`cityseg export` needs the package {exc.name or describe_error(exc)}; install the requirements "
+            f"`cityseg export` needs the package(s) {', '.join(missing)}; install the requirements "
             "(`pip install onnx onnxscript onnxruntime safetensors`, all in requirements.txt)."
-        ) from None
-
-
-def _export(
-    checkpoint: Path,
-    out_dir: Path,
-    eval_json: Path | None,
-    check_images: list[tuple[str, np.ndarray]] | None,
-    overwrite: bool,
-    log,
-) -> ExportResult:
+        )
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     start = time.perf_counter()
-    if checkpoint.is_dir():
-        raise UserError(f"{checkpoint} is a folder; `cityseg export` takes a run's best.pt or last.pt.")
     _check_out(out_dir, overwrite)
     evaluation = read_evaluation(Path(eval_json)) if eval_json is not None else None  # fail before the slow part
     network, state = load_model(checkpoint, torch.device("cpu"))
+    title = model_title_of(state.get("config"))
     if (refusal := onnx_refusal(state.get("config"))) is not None:
         raise UserError(f"{checkpoint} cannot be exported to ONNX: {refusal}. `cityseg predict CHECKPOINT` works.")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary folder
-    try:
-        _write_weights(network, staging / WEIGHTS_FILE)
+    with _staging(out_dir, log) as staging:
+        from safetensors.torch import save_file
+
+        log(f"exporting {title} (epoch {state.get('epoch')} of {checkpoint})")
+        tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
+        save_file(tensors, str(staging / WEIGHTS_FILE), metadata=weights_metadata(network))
         log(f"weights: {WEIGHTS_FILE} ({(staging / WEIGHTS_FILE).stat().st_size / 2**20:.1f} MiB)")
         log("ONNX: tracing the graph with torch.onnx.export(dynamo=True) (about a minute on a laptop CPU) ...")
-        opset = export_onnx(network, staging / ONNX_FILE)
+        try:
+            opset = export_onnx(network, staging / ONNX_FILE)
+        except Exception as exc:  # noqa: BLE001 - torch.export and onnxscript fail in many ways
+            raise UserError(
+                f"torch.onnx.export failed on {title} ({describe_error(exc)}), although this architecture is not "
+                "among those known to fail (cityseg.training.model.ONNX_REFUSALS); nothing was written. `cityseg "
+                "predict CHECKPOINT` works; report this with --debug's traceback."
+            ) from exc
         log(f"ONNX: {ONNX_FILE} (opset {opset}); checking it against torch with onnxruntime ...")
         parity = check_parity(staging, check_images if check_images is not None else default_check_images())
-        log(parity.text())
-        if not parity.passed:
+        log(parity_text(parity))
+        if not parity["passed"]:
             raise UserError(
-                f"the ONNX graph of {checkpoint} does not reproduce the torch model within the stated tolerance "
-                "(figures above), so no export was written. Report this with the figures; `cityseg predict "
-                "CHECKPOINT` still works."
+                f"the ONNX graph of {title} ({checkpoint}) does not reproduce the torch model within the stated "
+                "tolerance (figures above), so no export was written. Report this with the figures; `cityseg "
+                "predict CHECKPOINT` still works."
             )
-        files = {
-            "weights": {"file": WEIGHTS_FILE, "sha256": file_sha256(staging / WEIGHTS_FILE)},
-            "onnx": {"file": ONNX_FILE, "sha256": file_sha256(staging / ONNX_FILE), "opset": opset},
-        }
-        card = build_card(checkpoint, state, network, files, parity.as_dict(), evaluation)
+        files = {kind: {"file": name, "sha256": file_sha256(staging / name)} for kind, name in EXPORT_FILES}
+        files["onnx"].update(opset=opset, min_side=MIN_SIDE)
+        card = build_card(checkpoint, state, network, files, parity, evaluation)
         if evaluation is not None and card["results"]["evaluation"]["same_checkpoint"] is False:
             log(
-                f"warning: the predictions scored in {eval_json} were made with another checkpoint (their manifest "
-                "says so); the card says so too. Predict and evaluate with this checkpoint for its own numbers."
+                f"warning: the predictions scored in {evaluation['file']} were made with another checkpoint (their "
+                "manifest says so); the card says so too. Predict and evaluate with this checkpoint for its own numbers."
             )
-        atomic_write_text(staging / CARD_JSON, json.dumps(card, indent=1) + "\n")
+        atomic_write_text(staging / CARD_JSON, card_json_text(card))
         atomic_write_text(staging / CARD_MD, card_markdown(card))
-        for path in staging.iterdir():  # some writers make private files; the export is ordinary files
-            path.chmod(0o666 & ~umask)
         _install(staging, out_dir, overwrite)
+    return ExportResult(out_dir=out_dir, parity=parity, seconds=time.perf_counter() - start, model=title)
+
+
+def _locked(folder: Path) -> int | None:
+    """A descriptor holding an exclusive flock on `folder`, or None when a live process holds one."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def _staging(out_dir: Path, log) -> Iterator[Path]:
+    """A new folder beside OUT to build the export in, flock-ed while its export runs. The kernel drops a lock when
+    its process dies, even by SIGKILL, so a staging folder of OUT that nobody locks is a killed export's: removed."""
+    for folder in out_dir.parent.glob(glob.escape(f".{out_dir.name}.export-") + "*"):
+        if (fd := _locked(folder)) is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            os.close(fd)
+            log(f"removed {folder}, left by an export of {out_dir} that was killed")
+    new = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
+    fd = _locked(new)  # before its name says "staging folder", which others may remove when it is not locked
+    staging = new.rename(new.with_name(new.name.replace(".new-", ".export-", 1)))
+    try:
+        yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(out_dir=out_dir, parity=parity, seconds=time.perf_counter() - start)
+        os.close(fd)

@@ -63,6 +63,7 @@ class ImagePredictResult(PrintsSummary):
     outputs: list[dict[str, Path]] = field(repr=False)  # per finished image: image, labelIds, color, overlay
     seconds: float = 0.0
     images_per_s: float = 0.0
+    model: str = ""  # the architecture and encoder that ran, e.g. "U-Net / resnet34"
 
     @property
     def overlays(self) -> list[Path]:
@@ -72,7 +73,7 @@ class ImagePredictResult(PrintsSummary):
     def summary(self) -> str:
         """A few lines for the end of the command: counts, then every failed image and why."""
         lines = [
-            f"wrote {self.written} and kept {self.skipped} finished image(s) in {self.out_dir}; "
+            f"{self.model}: wrote {self.written} and kept {self.skipped} finished image(s) in {self.out_dir}; "
             f"{len(self.failed)} failed ({self.images_per_s:.2f} images/s over {self.seconds:.1f} s)"
         ]
         return "\n".join(lines + [f"  failed: {reason}" for reason in self.failed.values()])
@@ -180,6 +181,7 @@ def predict_images(
         outputs=outputs,
         seconds=seconds,
         images_per_s=written / seconds if seconds > 0 else 0.0,
+        model=settings["model"],
     )
 
 

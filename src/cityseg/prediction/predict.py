@@ -23,19 +23,19 @@ from cityseg.data.frames import Frame, list_frames, read_image
 from cityseg.data.transforms import normalize
 from cityseg.errors import UserError
 from cityseg.labels import ID_COLORS, train_ids_to_ids
-from cityseg.prediction.deployed import load_network, weights_path
+from cityseg.prediction.deployed import load_network
 from cityseg.prediction.inference import inference_dtype, precision_name, predict_logits, wants_amp
 from cityseg.prediction.ledger import (
     OutputLedger,
     check_color_folder,
     close_all,
     color_names,
-    file_sha256,
     output_locks,
     prediction_name,
 )
 from cityseg.prediction.options import PredictOptions, as_size, check_options, check_window, default_stride
 from cityseg.training.model import resolve_device
+from cityseg.training.model_names import model_title_of
 
 DEFAULT_OUT = {"val": Path("predictions"), "test": Path("test_predictions"), "train": Path("predictions_train")}
 
@@ -63,11 +63,12 @@ class PredictResult(PrintsSummary):
     seconds: float
     images_per_s: float
     scores: dict[str, Any] | None = field(default=None, repr=False)  # score=True: the fast engine's export
+    model: str = ""  # the architecture and encoder that ran, e.g. "U-Net / resnet34"
 
     def summary(self) -> str:
         score = "" if self.scores is None else f"; mIoU {100 * self.scores['averageScoreClasses']:.2f}%"
         return (
-            f"wrote {self.written} and kept {self.skipped} finished prediction(s) in {self.out_dir} "
+            f"{self.model}: wrote {self.written} and kept {self.skipped} finished prediction(s) in {self.out_dir} "
             f"({self.images_per_s:.2f} images/s over {self.seconds:.1f} s){score}"
         )
 
@@ -108,7 +109,8 @@ def load_for_prediction(
     size = (state.get("config") or {}).get("size")
     settings = {
         "checkpoint": str(Path(checkpoint).resolve()),
-        "checkpoint_sha256": file_sha256(weights_path(Path(checkpoint))),
+        "checkpoint_sha256": state["sha256"],  # from the one read that loaded it
+        "model": model_title_of(state.get("config") or {}),
         "epoch": state.get("epoch"),
         "split": split,
         "mode": mode,
@@ -244,6 +246,7 @@ def _predict_into(
         seconds=seconds,
         images_per_s=len(todo) / seconds if seconds > 0 else 0.0,
         scores=scorer.result() if scorer is not None else None,
+        model=ledger.settings["model"],
     )
 
 

@@ -9,6 +9,8 @@ config (arch, encoder); format 1 files (stamped "unet-resnet34") hold the defaul
 from __future__ import annotations
 
 import collections
+import hashlib
+import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -19,7 +21,7 @@ import torch
 from cityseg.errors import UserError, describe_error, name_the_file
 from cityseg.fileio import atomic_write_bytes
 
-__all__ = ["check_stored_config", "load_checkpoint", "save_checkpoint"]
+__all__ = ["check_stored_config", "load_checkpoint", "read_checkpoint", "save_checkpoint"]
 
 FORMAT = "cityseg-checkpoint"
 FORMAT_VERSION = 2
@@ -94,6 +96,11 @@ def _check_plain(value: Any, where: str) -> None:
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a cityseg checkpoint with `weights_only=True`; anything else is a clear `UserError`."""
+    return read_checkpoint(path, map_location)[0]
+
+
+def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], str]:
+    """`load_checkpoint` and the file's sha256, from one read of the file (hash, CRC check and load share it)."""
     path = Path(path)
     if path.is_dir():
         inside = [name for name in ("best.pt", "last.pt") if (path / name).is_file()]
@@ -102,12 +109,16 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not path.is_file():
         kind = "is a broken link" if path.is_symlink() else "does not exist"
         raise UserError(f"checkpoint {path} {kind}; pass the best.pt or last.pt of a run folder.")
-    if path.stat().st_size == 0:
-        raise UserError(f"checkpoint {path} is empty (0 bytes); pass the best.pt or last.pt of a finished run.")
     require_safe_torch(path)
-    _check_crcs(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"checkpoint {path} cannot be read ({describe_error(exc)}); check its permissions.") from None
+    if not data:
+        raise UserError(f"checkpoint {path} is empty (0 bytes); pass the best.pt or last.pt of a finished run.")
+    _check_crcs(data, path)
+    try:
+        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UserError(
             f"{path} is not a plain-tensor cityseg checkpoint, so it was not opened: it holds objects other than "
@@ -138,7 +149,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         )
     if state.get("config") is not None:
         check_stored_config(state["config"], path)
-    return state
+    return state, hashlib.sha256(data).hexdigest()
 
 
 def check_stored_config(config: Any, path: Path) -> None:
@@ -164,23 +175,20 @@ def _unpickler_reason(exc: pickle.UnpicklingError) -> str:
     return first.split(" was not an allowed global")[0].strip()
 
 
-def _check_crcs(path: Path) -> None:
+def _check_crcs(data: bytes, path: Path) -> None:
     """Refuse a checkpoint whose stored CRCs do not match: torch.load would silently load flipped weights."""
     try:
-        archive = zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(io.BytesIO(data))
     except Exception:  # noqa: BLE001 - not a readable zip (truncated, or not a checkpoint): torch.load says so below
         return
-    with archive:
-        for info in archive.infolist():
-            if info.CRC == 0:
-                continue  # torch can be told not to record CRCs (serialization compute_crc32=False)
-            try:
-                with archive.open(info) as member:
-                    while member.read(1 << 22):  # zipfile compares the CRC when the member is read to its end
-                        pass
-            except Exception as exc:  # noqa: BLE001 - a damaged archive fails in many ways (BadZipFile, zlib, ...)
-                raise UserError(
-                    f"checkpoint {path} is damaged: its part {info.filename} does not read back as written "
-                    f"({describe_error(exc)}), so the file changed on disk or in a copy. Use another copy, or the "
-                    "run's other checkpoint (best.pt or last.pt)."
-                ) from None
+    for info in archive.infolist():
+        if info.CRC == 0:
+            continue  # torch can be told not to record CRCs (serialization compute_crc32=False)
+        try:
+            archive.read(info)  # zipfile compares the CRC when it reads a member to its end
+        except Exception as exc:  # noqa: BLE001 - a damaged archive fails in many ways (BadZipFile, zlib, ...)
+            raise UserError(
+                f"checkpoint {path} is damaged: its part {info.filename} does not read back as written "
+                f"({describe_error(exc)}), so the file changed on disk or in a copy. Use another copy, or the "
+                "run's other checkpoint (best.pt or last.pt)."
+            ) from None

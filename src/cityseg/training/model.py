@@ -167,10 +167,11 @@ def load_into(model: nn.Module, weights: Any, path: Path, config: Any) -> nn.Mod
 
 
 def load_model(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild a checkpoint's network (the architecture its config names; no download) in eval mode on `device`."""
-    from cityseg.training.checkpoint import load_checkpoint
+    """Rebuild a checkpoint's network (the architecture its config names; no download) in eval mode on `device`;
+    the state it returns holds the file's "sha256" too (the file is read once)."""
+    from cityseg.training.checkpoint import read_checkpoint
 
-    state = load_checkpoint(Path(checkpoint), map_location="cpu")
+    state, sha256 = read_checkpoint(Path(checkpoint), map_location="cpu")
     weights, config = state.get("model"), state.get("config") or {}
     if state.get("num_classes") != NUM_CLASSES or not isinstance(weights, dict):
         raise UserError(
@@ -178,7 +179,7 @@ def load_model(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[nn
             f"(num_classes={state.get('num_classes')!r}, expected {NUM_CLASSES}); use a run of this cityseg version."
         )
     model = load_into(model_of(config), weights, Path(checkpoint), config)
-    return model.to(resolve_device(device) if isinstance(device, str) else device), state
+    return model.to(resolve_device(device) if isinstance(device, str) else device), {**state, "sha256": sha256}
 
 
 def resolve_device(name: str = "auto") -> torch.device:
