@@ -107,7 +107,17 @@ def test_a_malformed_config_in_a_checkpoint_is_refused_on_every_load_path(weight
     export = tmp_path / "export"
     export.mkdir()
     (export / "card.json").write_text(
-        json.dumps({"format": "cityseg-export", "format_version": 1, "config": {"size": "banana"}})
+        json.dumps(
+            {
+                "format": "cityseg-export",
+                "format_version": 1,
+                "files": {
+                    kind: {"file": name, "sha256": "0" * 64}
+                    for kind, name in (("weights", "model.safetensors"), ("onnx", "model.onnx"))
+                },
+                "config": {"size": "banana"},
+            }
+        )
     )
     assert main(["predict", str(export), str(synth_raw_root), "--out", str(tmp_path / "p"), "--device", "cpu"]) == 2
     message = error_of(capsys)

@@ -323,7 +323,7 @@ def test_the_manifest_records_the_precision_and_follows_the_checkpoints_amp(synt
         result = predict(tmp_path / "amp.pt", synth_raw_root, out, amp=amp)
         settings = json.loads((out / MANIFEST_NAME).read_text())["settings"]
         assert (settings["amp"], settings["precision"]) == (expected, "float32")  # a CPU has no autocast
-        assert str(result).startswith("wrote 4 and kept 0 finished prediction(s)")
+        assert str(result).startswith("U-Net / resnet34: wrote 4 and kept 0 finished prediction(s)")
 
 
 def test_the_ledger_costs_the_same_bytes_per_photo_however_many_photos(checkpoints, synth_raw_root, tmp_path) -> None:
