@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cityseg.data.device_augment import BatchAugment
 from cityseg.data.frames import ListedSplit, listed_split
