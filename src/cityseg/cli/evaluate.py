@@ -44,6 +44,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     """Evaluate, print the table and timings, and write the JSON and CSV."""
     from cityseg.evaluation import EngineMismatchError, EvaluationWarning, default_json_path, evaluate, format_table
+    from cityseg.report.notebook import engines_text
 
     json_out = getattr(args, "json", None) or default_json_path(args.pred_dir, args.split)
     with warnings.catch_warnings(record=True) as caught:
@@ -55,17 +56,7 @@ def run(args) -> int:
             return 1
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    info, timings = result["cityseg"], result["cityseg"]["timings"]
     print(format_table(result, bold=sys.stdout.isatty()))
-    line = (
-        f"{info['n_frames']} frames of {info['split']}, engine {info['engine']}: checks {timings['validate_s']:.2f} s"
-    )
-    if "official_s" in timings:
-        line += f", official {timings['official_s']:.2f} s"
-    if "fast_s" in timings:
-        line += f", fast {timings['fast_s']:.2f} s ({info['workers']} workers)"
-    if info["engine"] == "both":
-        line += f"; fast is {info['speedup']:.1f}x faster, max |difference| {info['max_abs_diff']:.1e}"
-    print(f"{line}\nwrote {json_out} and {Path(json_out).with_suffix('.csv')}")
+    print(f"{engines_text(result)}\nwrote {json_out} and {Path(json_out).with_suffix('.csv')}")
     print(f"next: cityseg report RUNS --eval {json_out} --predictions {args.pred_dir}   (RUNS: its runs folder)")
     return 0
