@@ -23,17 +23,16 @@ from cityseg.training.runfolder import load_log, read_run_config, run_names
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-# Each notebook's parameter for a CLI option: the option in capitals (--batch-size: BATCH_SIZE) or a renamed one;
-# in 01_train a training option without a parameter of its own is an OVERRIDES key.
-_CAPITALS = {
-    "01_train": ("recipe", "epochs", "size", "workers", "device", "encoder_weights", "cache", "folds", "split"),
-    "02_evaluate": ("mode", "crop", "tta", "amp", "batch_size", "device", "workers"),
-}
-_RENAMED = {
-    "01_train": {"out": "RUNS_DIR", "resume": "running the cell again"},
+# Each notebook's parameter for a CLI option (mostly the option in capitals); in 01_train any other training option
+# is a key of OVERRIDES.
+_PARAMETERS = {
+    "01_train": {"out": "RUNS_DIR", "resume": "running the cell again"}
+    | {name: name.upper() for name in ("recipe", "epochs", "size", "workers", "device", "encoder_weights", "cache")}
+    | {"folds": "FOLDS", "split": "SPLIT"},
     "02_evaluate": {"overwrite": "OVERWRITE = True", "allow_mismatch": "COMPARE_ALLOW_MISMATCH = True"}
     | {"out": "output path", "images": "IMAGES_DIR", "json": "EVAL_JSON", "eval": "COMPARE_EVALS"}
-    | {"labels": "COMPARE_LABELS"},
+    | {"labels": "COMPARE_LABELS"}
+    | {name: name.upper() for name in ("mode", "crop", "tta", "amp", "batch_size", "device", "workers")},
 }
 # An option with the words around it that its parameter replaces: "pass --out folder", "--overwrite (overwrite=True)".
 _OPTION = re.compile(r"([Pp]ass )?(?<![\w-])--([a-z][a-z-]*)( folder| \(\w+=\w+\))?")
@@ -41,9 +40,8 @@ _OPTION = re.compile(r"([Pp]ass )?(?<![\w-])--([a-z][a-z-]*)( folder| \(\w+=\w+\
 
 def parameter_name(option: str, notebook: str) -> str | None:
     """The parameter of `notebook` ("01_train", "02_evaluate") that does what a CLI option (`batch_size`) does."""
-    if option in _RENAMED[notebook] or option in _CAPITALS[notebook]:
-        return _RENAMED[notebook].get(option, option.upper())
-    return f'OVERRIDES["{option}"]' if notebook == "01_train" and option in TrainConfig.__dataclass_fields__ else None
+    overrides = notebook == "01_train" and option in TrainConfig.__dataclass_fields__
+    return _PARAMETERS[notebook].get(option, f'OVERRIDES["{option}"]' if overrides else None)
 
 
 def in_notebook_words(message: str, notebook: str) -> str:
