@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cityseg.data.layout import LABEL_SOURCES
 from cityseg.errors import UserError, format_paths

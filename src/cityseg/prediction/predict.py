@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cityseg.data.frames import Frame, list_frames, read_image
 from cityseg.data.transforms import normalize

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,6 +83,16 @@ def _select_predictions(
     return chosen, lambda _frame_id: fixed
 
 
+def _holds_exactly(out_zip: Path, chosen: dict[str, Path]) -> bool:
+    """Whether a zip holds exactly these PNGs (names, sizes, CRC-32): an earlier run of the same submission."""
+    try:
+        with zipfile.ZipFile(out_zip) as archive:
+            held = {info.filename: (info.file_size, info.CRC) for info in archive.infolist()}
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return held == {path.name: (path.stat().st_size, zlib.crc32(path.read_bytes())) for path in chosen.values()}
+
+
 def make_submission(
     pred_dir: Path,
     out_zip: Path,
@@ -95,19 +106,21 @@ def make_submission(
     """Check test-split predictions the way the benchmark server would, then zip them flat, atomically.
 
     Expects TEST_IMAGES (1525) frames of 2048x1024 unless `expect`/`size` say otherwise, or exactly the
-    test frames and image sizes found under `root`. Raises UserError listing every problem.
+    test frames and image sizes found under `root`. Raises UserError listing every problem. An existing `out_zip`
+    is replaced only with `overwrite`, or when it already holds exactly these predictions (a rerun).
     """
     pred_dir, out_zip = Path(pred_dir), Path(out_zip)
     if out_zip.suffix.lower() != ".zip":
         raise UserError(f"submission file {out_zip} must end in .zip (the benchmark server takes a zip archive).")
     if out_zip.is_dir():
         raise UserError(f"{out_zip} is a folder; pass a file name such as submission.zip.")
-    if out_zip.exists() and not overwrite:
-        raise UserError(
-            f"{out_zip} already exists and was left untouched; pass --overwrite to replace it, or another name."
-        )
     problems = Problems()
     chosen, sizes = _select_predictions(pred_dir, expect, root, size, problems)
+    if out_zip.exists() and not overwrite and not _holds_exactly(out_zip, chosen):
+        raise UserError(
+            f"{out_zip} already exists with other contents and was left untouched; pass --overwrite to replace it, "
+            "or another name."
+        )
     check_headers(chosen, sizes, problems)
     problems.raise_if_any(f"the predictions in {pred_dir} are not a valid submission")
     counts = scan_values(list(chosen.values()), workers or default_workers(), problems)

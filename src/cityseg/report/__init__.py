@@ -16,8 +16,9 @@ _EXPORTS = {
     "frames": ("best_and_worst", "FrameScore", "load_examples", "prediction_paths", "score_frames"),
     "layout": ("figures_dir", "tables_dir"),
     "notebook": (
-        *("class_iou_table", "config_table", "dataset_counts", "engines_table", "environment_table", "folds_table"),
+        *("class_iou_table", "config_table", "dataset_counts", "engines_text", "environment_table", "folds_table"),
         *("histories", "is_synthetic", "parse_size", "require_dataset", "sample_figure", "training_config"),
+        *("notebook_errors", "show_comparison", "show_photos", "train"),
     ),
     "pdf": (
         *("build_report", "class_results_table", "cv_table", "full_fit_text", "headline_table", "headline_text"),

@@ -21,7 +21,7 @@ from cityscapesscripts.helpers.annotation import Annotation
 from cityscapesscripts.preparation.json2instanceImg import createInstanceImage
 from cityscapesscripts.preparation.json2labelImg import createLabelImage
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cityseg import __version__
 from cityseg.data.layout import SPLITS

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cityseg.data.device_augment import BatchAugment
 from cityseg.data.frames import ListedSplit, listed_split
@@ -296,7 +296,7 @@ def _summary_line(run_name: str, epochs: int, row: dict, improved: bool) -> str:
 
     return (
         f"{run_name} epoch {row['epoch']}/{epochs}  lr {row['lr']:.2e}  train_loss {show(row['train_loss'], '.4f')}  "
-        f"val_loss {show(row['val_loss'], '.4f')}  mIoU {show(row['val_miou'], '.2f', 100)}  "
+        f"val_loss {show(row['val_loss'], '.4f')}  mIoU {show(row['val_miou'], '.2%')}  "
         f"{show(row['images_per_s'], '.1f')} img/s  data wait {show(row.get('data_wait_share'), '.0f', 100)}%  "
         f"{row['seconds']:.0f}s" + ("  *best" if improved else "")
     )
