@@ -8,9 +8,10 @@ eager, as runs too short to repay compiling train (a compiled step needs a littl
 
   seed     full 2048x1024 frames, batch 4, float32       strong   768x768 crops, batch 8, bf16 autocast
 
-Each recipe runs first capped at --cap-gib (torch.cuda.set_per_process_memory_fraction: as on a 24 GB card,
-where cuDNN skips algorithms whose workspace does not fit). One that does not fit is run again uncapped (its need
-on this card), then its smaller variants capped: half the batch, --amp, a 1024x512 crop; the row says which fit.
+Each recipe runs first capped at --cap-gib (torch.cuda.set_per_process_memory_fraction: as on a 24 GB card, where
+cuDNN skips algorithms whose workspace does not fit). One that does not fit runs again uncapped (its need on this
+card, with the algorithms cuDNN chose under the cap), then its smaller variants capped: half the batch, --amp, a
+1024x512 crop; the row says which fit.
 Each rate also gives the training hours of a 5-fold Cityscapes run of the recipe (5 folds of 2380 frames and the
 full fit on 2975, the recipe's epochs; validation not counted).
 
@@ -41,7 +42,24 @@ def input_size(config: TrainConfig, shrink: int) -> tuple[int, int]:
 
 
 def measure(config: TrainConfig, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
-    """Images/s and peak memory of the timed epoch, or {"oom": True} when the step ran out of memory."""
+    """Images/s and peak memory of the timed epoch, or "oom" when the step ran out of memory."""
+    width, height = input_size(config, args.shrink)
+    batch = min(config.batch_size, args.max_batch or config.batch_size)
+    result: dict[str, Any] = {"size": f"{width}x{height}", "batch": batch, "amp": config.amp}
+    try:
+        result |= timed_epochs(config, device, args, batch, (width, height))
+    except torch.cuda.OutOfMemoryError:
+        result["oom"] = True
+    gc.collect()  # the model, optimizer state and batches of `timed_epochs`, gone now with its frame
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def timed_epochs(
+    config: TrainConfig, device: torch.device, args: argparse.Namespace, batch: int, size: tuple[int, int]
+) -> dict[str, Any]:
+    """A warm-up epoch and a timed one of the trainer's step over one random batch kept on the device."""
     from cityseg.data.device_augment import BatchAugment
     from cityseg.training.engine import train_one_epoch
     from cityseg.training.losses import build_loss
@@ -49,36 +67,29 @@ def measure(config: TrainConfig, device: torch.device, args: argparse.Namespace)
     from cityseg.training.optim import build_optimizer, build_scheduler
     from cityseg.training.runtime import needs_grad_scaler, step_context
 
-    width, height = input_size(config, args.shrink)
-    batch = min(config.batch_size, args.max_batch or config.batch_size)
-    result: dict[str, Any] = {"size": f"{width}x{height}", "batch": batch, "amp": config.amp}
-    try:
-        torch.manual_seed(0)
-        context = step_context(config, device)
-        core = model_of(config).to(
-            device, memory_format=torch.channels_last if context.channels_last else torch.preserve_format
-        )
-        optimizer = build_optimizer(core, config)
-        scheduler = build_scheduler(optimizer, config, args.warmup + args.steps)
-        scaler = torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(context))
-        criterion = build_loss(config.loss, config.ohem_thresh, config.ohem_min_kept)
-        images = torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8).to(device)  # (B, 3, H, W)
-        masks = torch.randint(0, 19, (batch, height, width), dtype=torch.uint8).to(device)  # (B, H, W)
-        for epoch, steps in ((1, args.warmup), (2, args.steps)):
-            if isinstance(context.augment, BatchAugment):
-                context.augment.start_epoch(epoch)
-            feed = ((images, masks) for _ in range(steps))
-            stats = train_one_epoch(core, feed, criterion, optimizer, scheduler, scaler, context, epoch, progress=False)
-        result["images_per_s"] = round(stats.images_per_s, 2)
-        if device.type == "cuda":
-            result["peak_gib"] = round(stats.peak_memory_bytes / GIB, 2)
-            result["reserved_gib"] = round(torch.cuda.max_memory_reserved(device) / GIB, 2)
-    except torch.cuda.OutOfMemoryError:
-        result["oom"] = True
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return result
+    torch.manual_seed(0)
+    context = step_context(config, device)
+    layout = torch.channels_last if context.channels_last else torch.preserve_format
+    core = model_of(config).to(device, memory_format=layout)
+    optimizer = build_optimizer(core, config)
+    scheduler = build_scheduler(optimizer, config, args.warmup + args.steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(context))
+    criterion = build_loss(config.loss, config.ohem_thresh, config.ohem_min_kept)
+    width, height = size
+    images = torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8).to(device)  # (B, 3, H, W)
+    masks = torch.randint(0, 19, (batch, height, width), dtype=torch.uint8).to(device)  # (B, H, W)
+    for epoch, steps in ((1, args.warmup), (2, args.steps)):
+        if isinstance(context.augment, BatchAugment):
+            context.augment.start_epoch(epoch)
+        feed = ((images, masks) for _ in range(steps))
+        stats = train_one_epoch(core, feed, criterion, optimizer, scheduler, scaler, context, epoch, progress=False)
+    if device.type != "cuda":
+        return {"images_per_s": round(stats.images_per_s, 2)}
+    return {
+        "images_per_s": round(stats.images_per_s, 2),
+        "peak_gib": round(stats.peak_memory_bytes / GIB, 2),
+        "reserved_gib": round(torch.cuda.max_memory_reserved(device) / GIB, 2),
+    }
 
 
 def cap(device: torch.device, gib: float | None) -> None:

@@ -26,14 +26,14 @@
 #                                warm from cli_cv) under torch.profiler: top CUDA kernels, where the time goes
 # About 7 minutes expected in all. BUDGET (540 s) caps the script: a step gets at most what is left of it, and one
 # with under 15 s left is skipped (status.txt says so), so a call with timeout_s 600 always brings the files back.
-# Opt-in steps, run only when ONLY names them: torchrun (a one-process torchrun cv, DDP over NCCL; 60 s) and
-# optimizer (bench/optimizer.py; 30 s).
+# Opt-in steps, run only when ONLY names them: torchrun (`cityseg train --full` for one epoch under a one-process
+# torchrun: DDP over NCCL; 60 s; ONLY=data,torchrun) and optimizer (bench/optimizer.py; 30 s).
 #
 # Every step writes its row into OUT_DIR/BENCHMARKS.gpu.md (machine, command, ratio against a baseline of the same
 # run); append them to BENCHMARKS.md after reading them: grep '^| 20' OUT_DIR/BENCHMARKS.gpu.md >> BENCHMARKS.md.
 # Everything printed goes to OUT_DIR/gpu_check.log, exit status and seconds of each step to OUT_DIR/status.txt,
 # the profile's tables to OUT_DIR/profile_*.md. Environment:
-#   ONLY=cli_cv,profile    these steps only (reruns)
+#   ONLY=cli_cv,profile    these steps only (reruns; cli_cv and deterministic build their data when data did not run)
 #   WORK=DIR               keep the synthetic data and inductor's cache in DIR between calls (default: a new
 #                          temporary folder, removed at the end)
 #   BUDGET=540             seconds for the whole script;  LIMIT_SCALE=1 multiplies every limit and the budget
@@ -76,6 +76,7 @@ if [[ $DEVICE == cuda ]]; then
     ZOO="--device cuda"
     DETERMINISTIC="--device cuda --crop 768x768 --batch 8 --epochs 3"
     PROFILE="--device cuda --crop 768x768 --batch 8 --warmup 3 --steps 10"
+    TORCHRUN=""
 else  # the dry run: every command at tiny sizes; compiling on a CPU takes minutes, so nothing is compiled
     MD="$OUT/BENCHMARKS.dry-run.md"
     NOTE="DRY RUN (DEVICE=cpu, tiny sizes: checks the commands, not the figures; never append to BENCHMARKS.md); $NOTE"
@@ -86,6 +87,7 @@ else  # the dry run: every command at tiny sizes; compiling on a CPU takes minut
     ZOO="--device cpu --train-size 64x32 --batch 2 --infer-size 128x64 --warmup 1 --iters 1"
     DETERMINISTIC="--device cpu --crop 64x32 --batch 2 --epochs 2"
     PROFILE="--device cpu --no-compile --crop 64x32 --batch 1 --warmup 1 --steps 1"
+    TORCHRUN="--crop 64x32 --batch-size 2"
 fi
 RECORD=(--md "$MD" --note "$NOTE")
 
@@ -111,7 +113,7 @@ torchrun_cv() {  # one process under torchrun: DDP with NCCL (gloo on a CPU) on 
     local root out="$WORK/torchrun"
     root=$(ls -d "$WORK"/data/synth_*_x*_prepared/cityscapes | head -1)
     "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node=1 -m cityseg train "$root" --out "$out" --full \
-        --recipe strong --epochs 1 --encoder-weights none --no-compile || return
+        --recipe strong --epochs 1 --warmup-epochs 0 --encoder-weights none --no-compile $TORCHRUN || return
     "$PYTHON" -c "import json, sys; r = json.load(open(sys.argv[1]))['runtime']; print(r); \
 sys.exit(r['process_group'] not in ('nccl', 'gloo'))" "$out/config.json"
 }
@@ -133,7 +135,7 @@ else 'no GPU')" >>"$LOG" 2>&1; then
     exit 2
 fi
 export -f torchrun_cv
-export WORK PYTHON
+export WORK PYTHON TORCHRUN
 
 step data 60 "$PYTHON" bench/cli_cv.py --prepare-only --data "$WORK/data" $DATA $CLI_CV
 step cli_cv 270 "$PYTHON" bench/cli_cv.py --data "$WORK/data" $DATA $CLI_CV "${RECORD[@]}"
