@@ -19,7 +19,7 @@ for a Cityscapes fold of each recipe. Goals: defaults >= 0.9x best, and >= 300 i
 work (img/s x crop pixels / 1024x512 pixels). Exits 1 when a run failed (after writing the row).
 
     python bench/cli_cv.py --data /tmp/bench-data            # CUDA: ~3.5 minutes with a cold compile
-    python bench/cli_cv.py --size 256x128 --frames 16 --per-city 2 --copies 2 --crop 128x64 --batch 2 --no-record   # CPU smoke
+    python bench/cli_cv.py --size 256x128 --frames 8 --per-city 1 --copies 2 --crop 64x32 --batch 1 --no-record  # CPU
 """
 
 from __future__ import annotations

@@ -89,8 +89,8 @@ def gpu_table(rows: list[dict], args: argparse.Namespace) -> None:
     (w, h), (iw, ih) = args.train_size, args.infer_size
     precision = "bf16" if args.device == "cuda" else "float32"
     print(
-        f"\n| Model (smp arch/encoder) | GPU training, {w}x{h} batch {args.batch} {precision} | vs default | peak memory "
-        f"| GPU inference, {iw}x{ih} batch {args.infer_batch} {precision} | vs default |"
+        f"\n| Model (smp arch/encoder) | GPU training, {w}x{h} batch {args.batch} {precision} | vs default | "
+        f"peak memory | GPU inference, {iw}x{ih} batch {args.infer_batch} {precision} | vs default |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     base = rows[0]

@@ -53,7 +53,10 @@ if [[ ${1:-} == --fetch-wheels ]]; then  # here, where pip reaches PyPI: the pac
     exec "$PYTHON" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any -d .whl $WHEELS
 fi
-[[ $# -eq 1 ]] || { echo "usage: bash scripts/gpu_check.sh OUT_DIR (a folder for the logs and benchmark rows)" >&2; exit 2; }
+if [[ $# -ne 1 ]]; then
+    echo "usage: bash scripts/gpu_check.sh OUT_DIR (a folder for the logs and benchmark rows)" >&2
+    exit 2
+fi
 OUT=$(mkdir -p "$1" && cd "$1" && pwd)
 DEVICE=${DEVICE:-cuda}
 ONLY=${ONLY:-}
@@ -64,7 +67,10 @@ KEEP_WORK=${WORK:+1}
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/cityseg-gpu-check.XXXXXX")}
 mkdir -p "$WORK"
 LOG="$OUT/gpu_check.log"
-REV=${REV:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo +changes)}
+if [[ -z ${REV:-} ]]; then  # the commit the rows name, "+changes" when the tree differs from it
+    REV=$(git rev-parse --short HEAD 2>/dev/null) || REV=unknown
+    [[ $REV == unknown ]] || git diff --quiet HEAD 2>/dev/null || REV+=+changes
+fi
 NOTE="run by scripts/gpu_check.sh at $REV"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" TORCHINDUCTOR_CACHE_DIR="$WORK/inductor"
 if [[ $DEVICE == cuda ]]; then
