@@ -1,8 +1,7 @@
-"""Training configuration: one typed dataclass whose values a recipe file gives and flags override.
+"""Training configuration: one typed dataclass whose values a recipe file (`recipes`) gives and flags override.
 
 Each field's metadata holds its help text and option group, from which `cityseg cv`/`train` generate one flag per
-field. The resolved config is saved as `config.json` in each run folder and inside every checkpoint, so a run can
-be rebuilt from its folder alone. Recipes are TOML files (cityseg.training.recipes); `cityseg recipes` prints them.
+field. The resolved config is saved in config.json and in every checkpoint, so a run can be rebuilt from its folder.
 """
 
 from __future__ import annotations
@@ -32,14 +31,11 @@ SIDE_MULTIPLE = 32
 MAX_SIDE = 16384
 MAX_SEED = 2**32 - 1  # scikit-learn's KFold (the folds) and NumPy's global seed take 32-bit seeds
 
-# Fields that describe the machine rather than the experiment: a resumed run may change them. Mixed
-# precision is among them so that a run that diverged in fp16 can continue in fp32 (--resume --no-amp).
+# Fields a resumed run may change: the machine's, and amp (a run that diverged in fp16 continues with --no-amp).
 RUNTIME_FIELDS = ("workers", "device", "amp", "compile", "cache", "gpu_aug")
-# Fields that say where and how fast a run happens, resolved per machine when left at auto (cityseg.training.runtime;
-# config.json's "runtime" record says what ran): never listed as a change from the recipe, never set by one.
+# Where and how fast a run happens, resolved per machine when left at auto (`runtime`); never set by a recipe.
 MACHINE_FIELDS = ("workers", "device", "cache", "compile", "gpu_aug")
-# The value of `cache` that lets the machine decide (the boolean machine fields use None for auto).
-AUTO = "auto"
+AUTO = "auto"  # the `cache` that lets the machine decide (the boolean machine fields use None)
 
 # Option groups of the generated CLI flags (`cityseg cv --help` lists them in this order).
 RECIPE_GROUP = "Recipe"
@@ -63,7 +59,7 @@ def _option(
     factory: Any = dataclasses.MISSING,
     choices: tuple[str, ...] | None = None,
 ) -> Any:
-    """A config field whose metadata is the single source of its CLI flag: option group, help text, choices."""
+    """A config field whose metadata is the one source of its CLI flag: option group, help text, choices."""
     metadata = {"help": help, "group": group, "choices": choices}
     return field(default=default, default_factory=factory, metadata=metadata)
 
@@ -308,11 +304,6 @@ def _coerce(name: str, value: Any) -> Any:
     return converted
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Ranges
-# ----------------------------------------------------------------------------------------------------------
-
-
 def _fail(config: TrainConfig, name: str, requirement: str, fix: str = "") -> None:
     value = jsonable(getattr(config, name))
     raise UserError(
@@ -328,24 +319,8 @@ def _check_side_pair(config: TrainConfig, name: str, multiple: int) -> None:
         _fail(config, name, f"must be a WIDTHxHEIGHT pair of sides from 1 to {MAX_SIDE}")
     if any(side % multiple for side in value):
         rounded = "x".join(str(max(multiple, round(s / multiple) * multiple)) for s in value)
-        _fail(
-            config,
-            name,
-            f"must have sides divisible by {multiple} (what {model_title_of(config)} needs)",
-            f"Use e.g. {rounded}.",
-        )
-
-
-def _check_model(config: TrainConfig) -> int:
-    """The encoder name and its weights against smp's registry; returns the model's size multiple."""
-    check_encoder(config.encoder, config.encoder_weights)
-    multiple = size_multiple(config.arch, config.encoder)
-    if SIDE_MULTIPLE % multiple:
-        raise UserError(
-            f"{config.arch} with encoder {config.encoder} needs input sides divisible by {multiple}, but cityseg pads "
-            f"images to multiples of {SIDE_MULTIPLE} to validate and predict; choose another --encoder or --arch."
-        )
-    return multiple
+        needs = f"must have sides divisible by {multiple} (what {model_title_of(config)} needs)"
+        _fail(config, name, needs, f"Use e.g. {rounded}.")
 
 
 def _validate(config: TrainConfig) -> None:
@@ -354,9 +329,8 @@ def _validate(config: TrainConfig) -> None:
 
     for name in _FIELD_TYPES:  # nan and inf pass every range check below, and JSON cannot store them
         value = getattr(config, name)
-        if any(
-            isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, tuple) else (value,))
-        ):
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
             _fail(config, name, "must be a finite number")
     for name in ("epochs", "batch_size", "ohem_min_kept"):
         if getattr(config, name) < 1:
@@ -394,21 +368,20 @@ def _validate(config: TrainConfig) -> None:
     unknown_aug = [name for name in config.aug if name not in AUGMENTATIONS]
     if unknown_aug:
         _fail(config, "aug", f"may only name {', '.join(AUGMENTATIONS)}", f"Unknown: {', '.join(unknown_aug)}.")
-    multiple = _check_model(config)
+    check_encoder(config.encoder, config.encoder_weights)
+    multiple = size_multiple(config.arch, config.encoder)
+    if SIDE_MULTIPLE % multiple:
+        raise UserError(
+            f"{config.arch} with encoder {config.encoder} needs input sides divisible by {multiple}, but cityseg pads "
+            f"images to multiples of {SIDE_MULTIPLE} to validate and predict; choose another --encoder or --arch."
+        )
     _check_side_pair(config, "size", multiple)
     _check_side_pair(config, "crop", multiple)
     if config.scale_range is not None and not 0 < config.scale_range[0] <= config.scale_range[1]:
         _fail(config, "scale_range", "must be LO,HI with 0 < LO <= HI")
     if "scale-crop" in config.aug and (config.crop is None or config.scale_range is None):
         _fail(config, "aug", "includes scale-crop, which needs both crop (--crop) and scale_range (--scale-range)")
-    if (
-        config.crop is not None
-        and config.size is not None
-        and (config.crop[0] > config.size[0] or config.crop[1] > config.size[1])
-    ):
-        _fail(
-            config,
-            "crop",
-            f"must fit inside the resized image {config.size[0]}x{config.size[1]} (--size)",
-            "Use a smaller --crop or a larger --size.",
-        )
+    crop, size = config.crop, config.size
+    if crop is not None and size is not None and (crop[0] > size[0] or crop[1] > size[1]):
+        fix = "Use a smaller --crop or a larger --size."
+        _fail(config, "crop", f"must fit inside the resized image {size[0]}x{size[1]} (--size)", fix)

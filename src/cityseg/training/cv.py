@@ -1,10 +1,8 @@
-"""K-fold cross-validation on the train split, then one final model on all of it; the official val split picks nothing.
+"""K-fold cross-validation on the train split, then one final model on all of it; the val split picks nothing.
 
-With select "loss" or "miou" each fold's held-out cities choose that fold's best epoch; the full fit trains the
-folds' schedule for the median of all folds' best epochs (`chosen_epochs`), and the headline scores fold k at
-the median of the OTHER folds' best epochs, so no fold is scored at an epoch its own cities chose. With "last"
-(a fixed budget) every fold is scored at its last epoch. Folds of one RUNS may train in parallel (`--only-folds`,
-a shared lock on RUNS; a later `cv --resume` runs the full fit); a second process is refused naming the first.
+Each fold's held-out cities choose its best epoch; the full fit trains for the median of all folds' best epochs and
+fold k is scored at the median of the OTHER folds' (select "last": every fold at its last epoch). Folds of one RUNS
+may train in parallel (`--only-folds`, a shared lock; a later `cv --resume` runs the full fit).
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from cityseg.training.config import TrainConfig, config_differences, with_epochs
 from cityseg.training.datasets import check_input_size
 from cityseg.training.dist import barrier, held_by_main, init_distributed, is_main
 from cityseg.training.engine import json_float
-from cityseg.training.folds import check_folds_match, fold_ids, fold_table, load_folds, make_folds, write_folds
+from cityseg.training.folds import check_folds_match, fold_ids, load_folds, make_folds, write_folds
 from cityseg.training.model import check_encoder_weights
 from cityseg.training.runfolder import (
     FOLDS_FILE,
@@ -48,8 +46,7 @@ SUMMARY_FORMAT = "cityseg-cv-summary"  # the marker that makes a summary.json ou
 RUNS_LOCK = ".lock-cv"  # held for a whole `cv` (shared by --only-folds processes)
 SHARED_FILES_LOCK = ".lock-cv-files"  # held while folds.json or summary.json is checked and written
 SELECTED_NOTE = "best epoch chosen on the same fold that scores it (optimistic)"
-
-__all__ = ["fold_table", "load_log", "make_folds", "run_cv", "summarize", "chosen_epochs", "fold_dir"]
+_EMPTY_ROW = {"epoch": None, "val_miou": None, "val_loss": None, "class_iou": [None] * len(CLASS_NAMES)}
 
 
 def run_cv(
@@ -66,10 +63,7 @@ def run_cv(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Make/check the folds, train the selected folds, then (all folds done) the full model; returns the summary.
-
-    Every option and the files already in RUNS are checked before anything is written. The train split is
-    listed once and handed to every step. With `only_folds` the full fit is left to a later call without it.
-    """
+    Everything is checked before anything is written; with `only_folds` the full fit is left to a later call."""
     from cityseg.data.frames import listed_split
 
     root, runs_dir = Path(root), Path(runs_dir)
@@ -255,7 +249,11 @@ def summarize(runs_dir: Path) -> dict[str, Any]:
             scored_at = config.epochs if finished[n] else None
         else:
             scored_at = chosen_epochs([e for m, e in best_epochs.items() if m != n]) if complete else None
-        per_fold.append(_fold_summary(n, run, config, rows, best[n], finished[n], scored_at))
+        at = {**_EMPTY_ROW, **next((row for row in rows if scored_at and row.get("epoch") == scored_at), {})}
+        top = {**_EMPTY_ROW, **(best[n] or {})}
+        fold = {"fold": n, "run_dir": run.name, "finished": finished[n], "epochs": config.epochs}
+        fold |= {"epochs_done": len(rows), "select": config.select}
+        per_fold.append(fold | {key: at[key] for key in _EMPTY_ROW} | {f"best_{key}": top[key] for key in _EMPTY_ROW})
     scored = [row for row in per_fold if row["epoch"] is not None]
     selected = [row for row in per_fold if row["finished"]]
     return {
@@ -286,24 +284,6 @@ def _statistics(rows: list[dict], miou_key: str, class_key: str) -> dict[str, An
         "class_iou_mean": [_mean(column) for column in columns] if columns else None,
         "class_iou_std": [_std(column) for column in columns] if columns else None,
     }
-
-
-def _fold_summary(
-    fold: int,
-    run_dir: Path,
-    config: TrainConfig,
-    rows: list[dict],
-    best: dict | None,
-    finished: bool,
-    epoch: int | None,
-) -> dict[str, Any]:
-    """One fold: the row scored for the headline (at `epoch`) and its best row."""
-    scored = next((row for row in rows if row.get("epoch") == epoch), None) if epoch is not None else None
-    empty = {"epoch": None, "val_miou": None, "val_loss": None, "class_iou": [None] * len(CLASS_NAMES)}
-    at, best = {**empty, **(scored or {})}, {**empty, **(best or {})}
-    summary = {"fold": fold, "run_dir": run_dir.name, "finished": finished, "epochs": config.epochs}
-    summary |= {"epochs_done": len(rows), "select": config.select}
-    return summary | {key: at[key] for key in empty} | {f"best_{key}": best[key] for key in empty}
 
 
 def _protocol(per_fold: list[dict], k: int, chosen: int | None) -> str:
