@@ -1,10 +1,8 @@
 """The machine-dependent settings of a training run: resolved once at its start, printed, saved as resolved.
 
 Left at auto: device CUDA when visible; gpu_aug and the decoded-image cache (beside ROOT, else under
-$XDG_CACHE_HOME/cityseg, if the disk has room) on CUDA; compile for CUDA runs long enough to repay it
-(`COMPILE_MIN_MEGAPIXELS`: the saving per megapixel from the eager and compiled H200 train_loop rows of
-BENCHMARKS.md, 2026-11-26 01:47 and 01:49; the compile time a guess scripts/gpu_check.sh measures).
-`--deterministic` pins deterministic kernels and never compiles. Under torchrun rank 0 decides for all ranks.
+$XDG_CACHE_HOME/cityseg, if the disk has room) on CUDA; compile for CUDA runs long enough to repay it (the saving
+per megapixel: BENCHMARKS.md, H200 train_loop rows of 2026-11-26 01:47 and 01:49). Rank 0 decides for all ranks.
 """
 
 from __future__ import annotations
@@ -44,7 +42,6 @@ class Resolution:
 
     @property
     def resolved_any(self) -> bool:
-        """True when at least one field was left at auto (a run that set everything prints nothing)."""
         return bool(self.reasons)
 
     def lines(self) -> list[str]:
@@ -88,19 +85,16 @@ def resolve_runtime(
     if config.compile is None:
         megapixels = training_megapixels(config, train_images, world_size, split.image_size)
         changes["compile"] = cuda and not config.deterministic and megapixels >= COMPILE_MIN_MEGAPIXELS
-        reasons["compile"] = (
-            "auto: CPU run"
-            if not cuda
-            else "auto: --deterministic"
-            if config.deterministic
-            else f"auto: {megapixels:,.0f} training megapixels per process "
-            f"{'>=' if changes['compile'] else '<'} {COMPILE_MIN_MEGAPIXELS:,.0f}, where compiling "
-            f"repays its ~{COMPILE_SECONDS:.0f} s"
-        )
+        if not cuda or config.deterministic:
+            reasons["compile"] = "auto: CPU run" if not cuda else "auto: --deterministic"
+        else:
+            reasons["compile"] = (
+                f"auto: {megapixels:,.0f} training megapixels per process {'>=' if changes['compile'] else '<'} "
+                f"{COMPILE_MIN_MEGAPIXELS:,.0f}, where compiling repays its ~{COMPILE_SECONDS:.0f} s"
+            )
     if config.cache == AUTO:
-        changes["cache"], reasons["cache"], warning = (
-            auto_cache(config, split) if cuda else (None, "auto: CPU run", None)
-        )
+        cached = auto_cache(config, split) if cuda else (None, "auto: CPU run", None)
+        changes["cache"], reasons["cache"], warning = cached
         warnings += [warning] if warning else []
     changes = _agreed(changes)
     return Resolution(dataclasses.replace(config, **changes), device, reasons, tuple(warnings))
@@ -114,8 +108,8 @@ def resolve_and_report(
     device: torch.device,
     always: bool = True,
 ) -> TrainConfig:
-    """`resolve_runtime`'s config, its lines printed once by rank 0: always, or (`always` False, a run inside
-    `cityseg cv`, whose config is resolved already) only when something was still auto."""
+    """`resolve_runtime`'s config, its lines printed by rank 0: always, or (`always` False: a run inside `cityseg
+    cv`, resolved already) only when something was still auto."""
     from cityseg.training.dist import is_main
 
     resolution = resolve_runtime(config, split, train_images, world_size, device)
@@ -125,10 +119,8 @@ def resolve_and_report(
 
 
 def apply_determinism(config: TrainConfig) -> None:
-    """Set torch's switches for `config.deterministic`: cuDNN deterministic without its benchmark search,
-    torch's deterministic algorithms, and cuBLAS's fixed workspace. Called before the run's first CUDA call:
-    cuBLAS reads CUBLAS_WORKSPACE_CONFIG when it starts, so a process whose CUDA already runs without it
-    (a notebook that trained before) is refused. CPU runs are bit-identical with or without it."""
+    """Set torch's switches for `config.deterministic` (cuDNN, deterministic algorithms, cuBLAS's fixed workspace),
+    before the run's first CUDA call: cuBLAS reads CUBLAS_WORKSPACE_CONFIG once, when it starts."""
     if config.deterministic:
         if os.environ.get("CUBLAS_WORKSPACE_CONFIG") != CUBLAS_WORKSPACE:
             if torch.cuda.is_initialized():
@@ -159,12 +151,8 @@ def auto_cache(config: TrainConfig, split: ListedSplit) -> tuple[str | None, str
     folder = default_cache_location(split.root)
     if folder is None:
         first, second = default_cache_candidates(split.root)
-        return (
-            None,
-            "auto: no writable folder",
-            f"decoded-image cache: off, training reads the PNGs: neither {first} nor {second} is writable; "
-            "pass --cache DIR (a writable folder) to use it.",
-        )
+        warning = f"decoded-image cache: off, training reads the PNGs: neither {first} nor {second} is writable; "
+        return None, "auto: no writable folder", warning + "pass --cache DIR (a writable folder) to use it."
     size = training_cache_size(config.size, config.aug, config.scale_range)
     if folder.is_dir() and cache_state(split.root, "train", size, folder, config.labels, split.frames) == "fresh":
         return str(folder), "auto: reused", None
@@ -174,19 +162,18 @@ def auto_cache(config: TrainConfig, split: ListedSplit) -> tuple[str | None, str
     needed = entry + max(CACHE_MARGIN_BYTES, int(CACHE_MARGIN_SHARE * entry))
     free = shutil.disk_usage(_existing_ancestor(folder)).free
     if free < needed:
-        return (
-            None,
-            "auto: no room",
+        warning = (
             f"decoded-image cache: off, training reads the PNGs (slower): the cache of {frames} train frames at "
             f"{width}x{height} needs {needed / 1e9:.1f} GB with a margin in {folder}, which has {free / 1e9:.1f} GB "
-            "free; free some space there or pass --cache DIR on a disk with room (--cache none hides this line).",
+            "free; free some space there or pass --cache DIR on a disk with room (--cache none hides this line)."
         )
+        return None, "auto: no room", warning
     return str(folder), f"auto: {entry / 1e9:.1f} GB, built on first use", None
 
 
 def default_cache_candidates(root: Path) -> tuple[Path, Path]:
-    """Where cache "auto" goes, in order: beside ROOT (`cityseg cache`'s default), then the user's cache folder,
-    in a subfolder per dataset (entries are named by split and size, so two datasets must not share one)."""
+    """Where cache "auto" goes, in order: beside ROOT (`cityseg cache`'s default), then the user's cache folder, in
+    a subfolder per dataset (entries are named by split and size, so two datasets must not share one)."""
     from cityseg.data.cache import default_cache_dir
 
     resolved = Path(root).resolve()
@@ -227,29 +214,25 @@ def _agreed(changes: dict[str, Any]) -> dict[str, Any]:
     return box[0]
 
 
-def amp_text(config: TrainConfig, device: torch.device) -> str:
-    """The precision a run trains in, as the step context will set it up."""
-    from cityseg.training.model import mixed_precision_dtype
-
-    dtype = mixed_precision_dtype(device) if config.amp else None
-    if dtype is None:
-        return "float32" + (" (amp is CUDA only)" if config.amp else "")
-    return "bf16 autocast" if dtype == torch.bfloat16 else "fp16 autocast with a gradient scaler"
-
-
 def summary_line(config: TrainConfig, device: torch.device, reasons: dict[str, str]) -> str:
     """One line: every machine-dependent setting of the run, and why, for the fields the machine chose."""
+    from cityseg.training.model import mixed_precision_dtype
 
     def on(name: str) -> str:
         return ("on" if getattr(config, name) else "off") + (f" ({reasons[name]})" if name in reasons else "")
 
+    dtype = mixed_precision_dtype(device) if config.amp else None
+    if dtype is None:
+        amp = "float32" + (" (amp is CUDA only)" if config.amp else "")
+    else:
+        amp = "bf16 autocast" if dtype == torch.bfloat16 else "fp16 autocast with a gradient scaler"
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     cache = config.cache if config.cache not in (None, AUTO) else "off (PNGs)"
     cache += f" ({reasons['cache']})" if "cache" in reasons else ""
     device_why = f" ({reasons['device']})" if "device" in reasons else ""
     return (
         f"runtime: device {device}{gpu}{device_why}, {config.workers} loader workers per process, "
-        f"{amp_text(config, device)}, compile {on('compile')}, gpu-aug {on('gpu_aug')}, cache {cache}, "
+        f"{amp}, compile {on('compile')}, gpu-aug {on('gpu_aug')}, cache {cache}, "
         f"deterministic {on('deterministic')}; config.json records these"
     )
 
@@ -286,8 +269,7 @@ def note_compile_fallback(run_dir: Path, reason: str) -> None:
 
 def step_context(config: TrainConfig, device: torch.device, rank: int = 0) -> StepContext:
     """With `amp`: bf16 autocast where the GPU has it natively, else fp16 (with a GradScaler); channels-last on
-    CUDA; float32 on CPU. With `gpu_aug` the colour augmentations run here on the batch, with draws seeded by
-    (config.seed, epoch, step, rank)."""
+    CUDA; float32 on CPU. With `gpu_aug` the colour augmentations run here on the batch."""
     from cityseg.data.device_augment import build_batch_augment
     from cityseg.training.model import mixed_precision_dtype
 
@@ -299,7 +281,7 @@ def step_context(config: TrainConfig, device: torch.device, rank: int = 0) -> St
 
 
 def needs_grad_scaler(context: StepContext) -> bool:
-    """fp16 gradients underflow without loss scaling; bf16 has float32's range and float32 needs none."""
+    """fp16 gradients underflow without loss scaling; bf16 has float32's range."""
     return context.amp_dtype == torch.float16
 
 
