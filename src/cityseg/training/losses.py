@@ -1,8 +1,7 @@
 """Pixel losses by name, ignoring label 255, combinable as weighted sums such as `ce+0.5*dice`.
 
-Cross-entropy averages over the labelled pixels with a count clamped to at least one, so an all-ignored crop gives
-0, not NaN (NaN would stop the run); OHEM follows mmsegmentation; the others are smp's multiclass losses, also 0 on
-an all-ignored crop. Adding a loss is one entry in `LOSSES`.
+Every loss is 0, not NaN, on an all-ignored crop (NaN would stop the run); OHEM follows mmsegmentation; the others
+are smp's multiclass losses. Adding a loss is one entry in `LOSSES`.
 """
 
 from __future__ import annotations
@@ -19,8 +18,8 @@ from cityseg.labels import IGNORE_INDEX
 
 
 def summed_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """Cross-entropy summed over the labelled pixels. CUDA's summed nll_loss adds with atomics (not deterministic,
-    refused under --deterministic), so there the per-pixel losses are summed instead; the CPU keeps torch's sum."""
+    """Cross-entropy summed over the labelled pixels; on CUDA the per-pixel losses are summed (its summed nll_loss
+    adds with atomics, which --deterministic refuses)."""
     reduction = "none" if logits.is_cuda else "sum"
     return F.cross_entropy(logits, target, ignore_index=ignore_index, reduction=reduction).sum()
 
@@ -40,13 +39,9 @@ class CrossEntropy(nn.Module):
 
 
 class OhemCrossEntropy(nn.Module):
-    """mmsegmentation's OHEMPixelSampler (with `thresh`) followed by its CrossEntropyLoss, exactly.
-
-    Sampler: p = softmax probability of the true class; threshold = max(thresh, p sorted over the labelled pixels
-    at index min(min_kept x batch size, n_labelled - 1)) (thresh alone when none is labelled); a labelled pixel is
-    kept when p < threshold, strictly. Loss (reduction "mean", avg_non_ignore False: mmsegmentation's defaults):
-    the kept pixels' summed cross-entropy divided by the number of ALL pixels of the batch.
-    """
+    """mmsegmentation's OHEMPixelSampler (with `thresh`) and CrossEntropyLoss, exactly: a labelled pixel is kept when
+    its true-class p < max(thresh, the sorted p at min(min_kept x batch, n_labelled - 1)); the kept pixels' summed
+    cross-entropy is divided by ALL pixels of the batch (reduction "mean", avg_non_ignore False)."""
 
     def __init__(self, thresh: float = 0.7, min_kept: int = 100_000, ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__()

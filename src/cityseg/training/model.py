@@ -1,8 +1,7 @@
 """The network: any segmentation_models_pytorch architecture and encoder a config names, 19 output classes.
 
-Encoder weights come from smp's Hugging Face hub copy ("imagenet"), from a local state dict of that encoder (for
-machines without internet), or nowhere (random init, e.g. before loading a checkpoint). `load_model` rebuilds
-a checkpoint's network; an export folder is read by cityseg.prediction.deployed.
+Encoder weights come from smp's Hugging Face hub copy ("imagenet"), a local state dict of that encoder (machines
+without internet), or nowhere (random init). `load_model` rebuilds a checkpoint's network.
 """
 
 from __future__ import annotations
@@ -20,8 +19,7 @@ from cityseg.errors import UserError, describe_error
 from cityseg.labels import NUM_CLASSES
 from cityseg.training.model_names import DEFAULT_ARCH, DEFAULT_ENCODER, canonical_arch, model_title
 
-# Architectures whose ONNX export (dynamic height and width, cityseg.prediction.export) fails, and how; every
-# other architecture is exported and checked against torch. bench/model_zoo.py measures it (docs/models.md).
+# Architectures whose ONNX export (dynamic height and width) fails, and how (bench/model_zoo.py, docs/models.md).
 ONNX_REFUSALS = {
     arch: "torch.export cannot trace it for every input size (its shape guards hold for one size only)"
     for arch in ("FPN", "DeepLabV3Plus", "Linknet", "MAnet", "UnetPlusPlus", "PAN")
@@ -134,10 +132,8 @@ _CHECKED_WEIGHTS: set[tuple[str, str, str]] = set()
 
 
 def check_encoder_weights(config: Any) -> None:
-    """Fail before a run writes anything when its encoder weights cannot be had (hub offline, bad local file).
-
-    Builds the model once (the hub download is cached for the real build); a success is remembered.
-    """
+    """Fail before a run writes anything when its encoder weights cannot be had (hub offline, bad local file):
+    builds the model once (the hub download is cached for the real build); a success is remembered."""
     key = (config.arch, config.encoder, str(config.encoder_weights))
     if config.encoder_weights is None or key[2].lower() in ("none", "") or key in _CHECKED_WEIGHTS:
         return
@@ -167,8 +163,8 @@ def load_into(model: nn.Module, weights: Any, path: Path, config: Any) -> nn.Mod
 
 
 def load_model(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild a checkpoint's network (the architecture its config names; no download) in eval mode on `device`;
-    the state it returns holds the file's "sha256" too (the file is read once)."""
+    """A checkpoint's network (the architecture its config names; no download) in eval mode on `device`, and its
+    state with the file's "sha256" (the file is read once)."""
     from cityseg.training.checkpoint import read_checkpoint
 
     state, sha256 = read_checkpoint(Path(checkpoint), map_location="cpu")
@@ -205,11 +201,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def mixed_precision_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype on `device`: bf16 where the GPU computes it natively, else fp16; None (float32) off CUDA.
-
-    `including_emulation=False` asks for native bf16 (compute capability 8.0+, or ROCm): the default also answers
-    True on GPUs that only emulate it (V100, T4), where it is slow. fp16 training needs a GradScaler.
-    """
+    """The autocast dtype on `device`: bf16 where the GPU computes it natively (not emulated, as on V100 and T4,
+    where it is slow), else fp16; None (float32) off CUDA."""
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
