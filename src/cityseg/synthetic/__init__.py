@@ -6,13 +6,6 @@ writes the official polygon JSON, rasterises it with cityscapesscripts, and pain
 image from the labels. Same parameters, same bytes.
 """
 
-from cityseg.synthetic.dataset import (
-    CITY_NAMES,
-    GENERATOR_VERSION,
-    MARKER,
-    MIN_SIZE,
-    city_names,
-    write_dataset,
-)
+from cityseg.synthetic.dataset import CITY_NAMES, GENERATOR_VERSION, MARKER, MIN_SIZE, city_names, write_dataset
 
 __all__ = ["CITY_NAMES", "GENERATOR_VERSION", "MARKER", "MIN_SIZE", "city_names", "write_dataset"]

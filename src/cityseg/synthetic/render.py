@@ -188,11 +188,7 @@ class _Painter:
 
 
 def render_image(
-    label_ids: np.ndarray,
-    instance_ids: np.ndarray,
-    decals: np.ndarray,
-    horizon: float,
-    rng: np.random.Generator,
+    label_ids: np.ndarray, instance_ids: np.ndarray, decals: np.ndarray, horizon: float, rng: np.random.Generator
 ) -> np.ndarray:
     """(H, W) labelIds, instanceIds and decals -> (H, W, 3) uint8 RGB camera image."""
     width = label_ids.shape[1]

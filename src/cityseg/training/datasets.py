@@ -19,10 +19,7 @@ from cityseg.training.runtime import uses_cache
 
 
 def build_datasets(
-    config: TrainConfig,
-    split: ListedSplit | Path,
-    train_ids: Sequence[str],
-    val_ids: Sequence[str] | None = None,
+    config: TrainConfig, split: ListedSplit | Path, train_ids: Sequence[str], val_ids: Sequence[str] | None = None
 ) -> tuple[Dataset, Dataset | None]:
     """Training and validation datasets of the train split (`split`, or the ROOT to list it from): from PNGs,
     or from the cache with --cache. Validation images stay at full resolution: `engine.validate` resizes
