@@ -7,6 +7,7 @@ may train in parallel (`--only-folds`, a shared lock; a later `cv --resume` runs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
@@ -92,13 +93,12 @@ def run_cv(
                 _check_shared_files(runs_dir, folds)
                 write_folds(runs_dir / FOLDS_FILE, folds)
         barrier()
-        with _Bar(planned, enabled=progress and is_main()) as overall:
-            callback = overall.callback(on_epoch)
+        with contextlib.closing(_Bar(planned, progress and is_main(), on_epoch)) as overall:
             for fold in selected:
                 run_dir = fold_dir(runs_dir, fold)
                 if not (resume and _skip_finished(run_dir, config)):
                     train_run(
-                        root, run_dir, config, *fold_ids(folds, fold), resume, callback, progress=progress, split=train
+                        root, run_dir, config, *fold_ids(folds, fold), resume, overall, progress=progress, split=train
                     )
             summary = summarize(runs_dir)
             if full and summary["complete"]:
@@ -107,7 +107,7 @@ def run_cv(
                 run_dir = runs_dir / FULL_RUN
                 if not (resume and _skip_finished(run_dir, full_config)):
                     ids = [f.id for f in train.frames]
-                    train_run(root, run_dir, full_config, ids, None, resume, callback, progress=progress, split=train)
+                    train_run(root, run_dir, full_config, ids, None, resume, overall, progress=progress, split=train)
         if is_main():
             with _shared_files_lock(runs_dir):  # another --only-folds process may have finished a fold meanwhile
                 summary = summarize(runs_dir)
@@ -118,17 +118,19 @@ def run_cv(
 
 class _Bar:
     """One bar over every planned epoch of the folds and the full fit, counted from the run folders (a resumed cv
-    and the notebook's two run_cv calls start from what is done); its ETA is tqdm's, from this process's epochs."""
+    starts from what is done); as `train_run`'s on_epoch it advances, then calls `then` (the notebook's curves)."""
 
-    def __init__(self, planned: dict[str, tuple[Path, int]], enabled: bool) -> None:
-        self.planned = planned
+    def __init__(self, planned: dict[str, tuple[Path, int]], enabled: bool, then: EpochCallback | None) -> None:
+        self.planned, self.then = planned, then
         bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} epochs [{elapsed}<{remaining}]"
         self.bar = tqdm(total=self.total(), initial=self.done(), desc="cv", bar_format=bar_format, disable=not enabled)
 
-    def __enter__(self) -> _Bar:
-        return self
+    def __call__(self, run_name: str, row: dict) -> None:
+        self.bar.update(run_name in self.planned)
+        if self.then is not None:
+            self.then(run_name, row)
 
-    def __exit__(self, *exc_info) -> None:
+    def close(self) -> None:
         self.bar.close()
 
     def total(self) -> int:
@@ -147,16 +149,6 @@ class _Bar:
             self.bar.reset(total=self.total())  # not `.total =`: a notebook widget keeps its own maximum
             self.bar.start_t, self.bar.n = started, self.done()
             self.bar.refresh()
-
-    def callback(self, then: EpochCallback | None) -> EpochCallback:
-        """An on_epoch for `train_run` that advances the bar, then calls `then` (e.g. the notebook's live curves)."""
-
-        def on_epoch(run_name: str, row: dict) -> None:
-            self.bar.update(run_name in self.planned)
-            if then is not None:
-                then(run_name, row)
-
-        return on_epoch
 
 
 def _lock_runs(runs_dir: Path, shared: bool):

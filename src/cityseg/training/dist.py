@@ -73,8 +73,7 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def broadcast_buffers(module: torch.nn.Module) -> None:
-    """Rank 0's buffers (BatchNorm running statistics) on every rank, so all ranks validate the model rank 0 saves
-    (each rank updated them with its own last batch)."""
+    """Rank 0's buffers (BatchNorm running statistics) on every rank, so all ranks validate the model rank 0 saves."""
     if is_distributed():
         for buffer in module.buffers():
             dist.broadcast(buffer, src=0)
@@ -114,8 +113,7 @@ def cleanup() -> None:
 
 
 class ShardSampler(Sampler[int]):
-    """Indices rank::world_size without DistributedSampler's padding: evaluation must see each image exactly once
-    (a padded duplicate would count twice in the all-reduced confusion matrix)."""
+    """Indices rank::world_size without DistributedSampler's padding, which would count an image twice."""
 
     def __init__(self, length: int, shard: int | None = None, shards: int | None = None) -> None:
         self.indices = range(rank() if shard is None else shard, length, world_size() if shards is None else shards)

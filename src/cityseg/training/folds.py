@@ -1,8 +1,7 @@
 """Cross-validation folds over the official train split, saved as RUNS/folds.json.
 
-Frames of one city share streets, weather and camera, so the default `city` split keeps every city on
-one side of each fold (scikit-learn's GroupKFold, which balances image counts); `random` is the plain
-shuffled KFold of the reference.
+Frames of one city share streets, weather and camera, so the default `city` split keeps every city on one side of
+each fold (scikit-learn's GroupKFold); `random` is the plain shuffled KFold of the reference.
 """
 
 from __future__ import annotations
@@ -145,10 +144,8 @@ def fold_ids(folds: dict[str, Any], fold: int) -> tuple[list[str], list[str]]:
 
 
 def fold_table(folds: dict[str, Any] | Path | str, frames: Sequence[Any] | None = None) -> list[dict[str, Any]]:
-    """One row per fold (fold, validation cities, n_train, n_val) for the notebook and the report.
-
-    `folds`: a folds dict or a folds.json path. With `frames` (Frames or ids), ids missing from it are an error.
-    """
+    """One row per fold (fold, validation cities, n_train, n_val) of a folds dict or folds.json; with `frames`
+    (Frames or ids), ids missing from it are an error."""
     if not isinstance(folds, dict):
         folds = load_folds(Path(folds))
     if frames is not None:
@@ -158,12 +155,8 @@ def fold_table(folds: dict[str, Any] | Path | str, frames: Sequence[Any] | None 
                 f"{len(missing)} image id(s) in the folds are not in the dataset, e.g. {missing[0]}; the folds "
                 "were made for other data. Use the matching dataset or a new --out folder."
             )
-    return [
-        {
-            "fold": n,
-            "cities": sorted({city_of(i) for i in fold["val"]}),
-            "n_train": len(fold["train"]),
-            "n_val": len(fold["val"]),
-        }
-        for n, fold in enumerate(folds["folds"])
-    ]
+    rows = []
+    for n, fold in enumerate(folds["folds"]):
+        cities = sorted({city_of(i) for i in fold["val"]})
+        rows.append({"fold": n, "cities": cities, "n_train": len(fold["train"]), "n_val": len(fold["val"])})
+    return rows

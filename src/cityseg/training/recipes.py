@@ -19,7 +19,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from cityseg.errors import UserError, describe_error
-from cityseg.training.config_values import from_text, match, type_name
+from cityseg.training.config_values import from_text, jsonable, match, type_name
 
 BUILTIN_DIR = Path(__file__).with_name("recipe_files")
 BUILTIN = ("seed", "strong")
@@ -63,14 +63,9 @@ class Recipe:
 
     def record(self) -> dict[str, Any]:
         """What config.json says about the recipe: its file and sha256, what it extends, its resolved values."""
-        values = {name: list(v) if isinstance(v, tuple) else v for name, v in self.values.items()}
-        return {
-            "name": self.name,
-            "file": str(self.path),
-            "sha256": self.sha256,
-            "extends": list(self.parents),
-            "values": values,
-        }
+        values = {name: jsonable(value) for name, value in self.values.items()}
+        record = {"name": self.name, "file": str(self.path), "sha256": self.sha256}
+        return record | {"extends": list(self.parents), "values": values}
 
 
 def recipe_path(spec: str | Path, relative_to: Path | None = None) -> Path:
@@ -82,11 +77,8 @@ def recipe_path(spec: str | Path, relative_to: Path | None = None) -> Path:
 
 
 def load_recipe(spec: str | Path, hints: Mapping[str, Any], _seen: tuple[Path, ...] = ()) -> Recipe:
-    """Read, check and resolve a recipe (its `extends` chain included); `hints` are the recipe fields' types.
-
-    Every problem (missing file, invalid TOML, unknown key, wrong type, extends cycle) is a UserError naming the
-    file, the key and the valid choices.
-    """
+    """Read, check and resolve a recipe (its `extends` chain included); `hints` are the recipe fields' types. Every
+    problem (missing file, invalid TOML, unknown key, wrong type, extends cycle) is a UserError naming the file."""
     path = recipe_path(spec, _seen[-1] if _seen else None)
     where = f"recipe file {path}"
     if path in _seen:

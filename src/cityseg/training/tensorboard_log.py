@@ -1,10 +1,8 @@
 """TensorBoard events beside log.jsonl, a live view of a run (`tensorboard --logdir RUNS`); only rank 0 writes.
 
-x axis: the training iteration over the whole run. train/loss and train/lr every iteration; epoch/<log key>
-and val_class_iou/<class> at each epoch's last iteration; val_frames/<id> (image | truth | prediction) in the
-first, every IMAGES_EVERY-th and the last epoch; the model's title as the text `run`. log.jsonl stays the
-truth: an epoch's events are flushed before its last.pt, and a resumed run purges what an interrupted attempt
-wrote past last.pt (`purge_step`), so TensorBoard shows one stream.
+x axis: the training iteration. train/loss and train/lr every iteration; epoch/<log key> and val_class_iou/<class>
+at each epoch's end; val_frames/<id> (image | truth | prediction) every IMAGES_EVERY-th epoch. An epoch's events
+are flushed before its last.pt, and a resumed run purges what was written past last.pt (`purge_step`).
 """
 
 from __future__ import annotations
@@ -53,7 +51,7 @@ class TensorBoardLog:
             self.writer.add_text("run", title, 0)
 
     def global_step(self, epoch: int, step: int) -> int:
-        """Iteration number over the whole run of `step` (1-based) in `epoch` (1-based)."""
+        """The iteration over the whole run of `step` in `epoch` (both 1-based)."""
         return (epoch - 1) * self.steps_per_epoch + step
 
     def step_writer(self, epoch: int) -> StepsCallback | None:
@@ -89,7 +87,6 @@ class TensorBoardLog:
         self.writer.flush()
 
     def close(self) -> None:
-        """Flush and close the event file (safe to call twice)."""
         if self.writer is not None:
             self.writer.close()
             self.writer = None
