@@ -38,7 +38,7 @@ class CityscapesDataset(Dataset):
         return len(self.frames)
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw (H, W, 3) uint8 image and (H, W) uint8 trainIds of one frame, checked to be the same size."""
+        """Raw (H, W, 3) uint8 image and (H, W) uint8 trainIds of one frame."""
         frame = self.frames[index]
         image = read_image(frame.image)
         if frame.label is None:

@@ -201,23 +201,18 @@ def _check_labels(
     label_cities = {images[i][0] for i in labels if i in images}
     for city in sorted({c for c, _ in images.values()} - label_cities):
         n_images = sum(1 for c, _ in images.values() if c == city)
-        has_polygons = any(i.startswith(city + "_") for i in polygons)
-        fix = (
-            prepare_hint
-            if kind == "trainIds" and has_polygons
-            else "unzip gtFine_trainvaltest.zip into the dataset folder"
-        )
+        fix = "unzip gtFine_trainvaltest.zip into the dataset folder"
+        if kind == "trainIds" and any(i.startswith(city + "_") for i in polygons):
+            fix = prepare_hint
         raise UserError(
             f"city '{city}' has {n_images} images in {root / IMAGE_DIR / split / city} but no *{_LABEL_SUFFIX[kind]} "
             f"labels in {gt_split / city}; {fix}."
         )
     unlabeled = sorted(set(images) - set(labels))
     if unlabeled:
-        fix = (
-            prepare_hint
-            if kind == "trainIds" and set(unlabeled) <= set(polygons)
-            else ("restore their label files from gtFine_trainvaltest.zip or remove those images")
-        )
+        fix = "restore their label files from gtFine_trainvaltest.zip or remove those images"
+        if kind == "trainIds" and set(unlabeled) <= set(polygons):
+            fix = prepare_hint
         raise UserError(
             f"{len(unlabeled)} image(s) of split '{split}' have no *{_LABEL_SUFFIX[kind]} label, e.g. "
             f"{format_paths([images[i][1] for i in unlabeled], limit=3)}; {fix}."
