@@ -246,13 +246,8 @@ def _init_decoder(folder: str, size, shape_hw, label_source: str) -> None:
     if multiprocessing.parent_process() is not None:  # a pool worker, not the one-worker path in this process
         die_with_parent()
     torch.set_num_threads(1)
-    _WORKER.update(
-        images=np.load(Path(folder) / IMAGES_FILE, mmap_mode="r+"),
-        labels=np.load(Path(folder) / LABELS_FILE, mmap_mode="r+"),
-        size=size,
-        shape_hw=tuple(shape_hw),
-        label_source=label_source,
-    )
+    images, labels = (np.load(Path(folder) / name, mmap_mode="r+") for name in (IMAGES_FILE, LABELS_FILE))
+    _WORKER.update(images=images, labels=labels, size=size, shape_hw=tuple(shape_hw), label_source=label_source)
 
 
 def _decode_one(task: tuple[int, str, str]) -> int:
