@@ -7,6 +7,7 @@ field. The resolved config is saved in config.json and in every checkpoint, so a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from dataclasses import dataclass, field
@@ -51,136 +52,112 @@ def _default_workers() -> int:
     return min(8, default_workers())
 
 
-def _option(
-    default: Any = dataclasses.MISSING,
-    group: str = RUN,
-    help: str = "",
-    *,
-    factory: Any = dataclasses.MISSING,
-    choices: tuple[str, ...] | None = None,
-) -> Any:
+def _option(default: Any, help: str, *, group: str, factory: Any = dataclasses.MISSING, choices: Any = None) -> Any:
     """A config field whose metadata is the one source of its CLI flag: option group, help text, choices."""
     metadata = {"help": help, "group": group, "choices": choices}
     return field(default=default, default_factory=factory, metadata=metadata)
+
+
+# One field maker per option group: `_optim(10, "training epochs")`.
+_recipe, _optim, _data, _model, _run = (
+    functools.partial(_option, group=group) for group in (RECIPE_GROUP, OPTIMIZATION, DATA, LOSS_MODEL, RUN)
+)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Every knob of one training run; sizes are (width, height) like the images' 2048x1024."""
 
-    recipe: str = _option(
-        "seed", RECIPE_GROUP, "a built-in recipe or a recipe .toml file; the other fields override it"
-    )
-    # Optimisation
-    epochs: int = _option(10, OPTIMIZATION, "training epochs")
-    batch_size: int = _option(4, OPTIMIZATION, "images per step per process")
-    optimizer: str = _option(
-        "adam", OPTIMIZATION, "adam and adamw use --betas, sgd uses --momentum", choices=OPTIMIZERS
-    )
-    lr: float = _option(1e-4, OPTIMIZATION, "base learning rate of the decoder and head (the logged lr)")
-    encoder_lr_mult: float = _option(1.0, OPTIMIZATION, "the pretrained encoder's lr is lr times this")
-    weight_decay: float = _option(
+    recipe: str = _recipe("seed", "a built-in recipe or a recipe .toml file; the other fields override it")
+    epochs: int = _optim(10, "training epochs")
+    batch_size: int = _optim(4, "images per step per process")
+    optimizer: str = _optim("adam", "adam and adamw use --betas, sgd uses --momentum", choices=OPTIMIZERS)
+    lr: float = _optim(1e-4, "base learning rate of the decoder and head (the logged lr)")
+    encoder_lr_mult: float = _optim(1.0, "the pretrained encoder's lr is lr times this")
+    weight_decay: float = _optim(
         0.0,
-        OPTIMIZATION,
         "weight decay of the decoder's weights: coupled L2 for adam and sgd, decoupled for adamw; norm weights and "
         "biases never decay",
     )
-    encoder_weight_decay_mult: float = _option(
-        1.0, OPTIMIZATION, "the encoder's weight decay is weight_decay times this"
-    )
-    betas: tuple[float, float] = _option((0.9, 0.999), OPTIMIZATION, "Adam/AdamW moment decay rates B1,B2")
-    momentum: float = _option(0.9, OPTIMIZATION, "SGD momentum (sgd only)")
-    schedule: str = _option("constant", OPTIMIZATION, "lr schedule, stepped every iteration", choices=SCHEDULES)
-    warmup_epochs: float = _option(0.0, OPTIMIZATION, "linear lr warm-up length in epochs")
-    min_lr: float = _option(0.0, OPTIMIZATION, "final lr of the cosine schedule")
-    poly_power: float = _option(0.9, OPTIMIZATION, "exponent of the poly schedule")
-    schedule_epochs: int | None = _option(
+    encoder_weight_decay_mult: float = _optim(1.0, "the encoder's weight decay is weight_decay times this")
+    betas: tuple[float, float] = _optim((0.9, 0.999), "Adam/AdamW moment decay rates B1,B2")
+    momentum: float = _optim(0.9, "SGD momentum (sgd only)")
+    schedule: str = _optim("constant", "lr schedule, stepped every iteration", choices=SCHEDULES)
+    warmup_epochs: float = _optim(0.0, "linear lr warm-up length in epochs")
+    min_lr: float = _optim(0.0, "final lr of the cosine schedule")
+    poly_power: float = _optim(0.9, "exponent of the poly schedule")
+    schedule_epochs: int | None = _optim(
         None,
-        OPTIMIZATION,
         "epochs the lr schedule spans when training stops earlier ('none' = --epochs); the full fit of `cityseg cv` "
         "runs the folds' schedule cut at the chosen epoch this way",
     )
-    # Data and augmentation
-    size: tuple[int, int] | None = _option(
-        None, DATA, "resize every image before anything else, e.g. 1024x512; 'none' = full resolution"
+    size: tuple[int, int] | None = _data(
+        None, "resize every image before anything else, e.g. 1024x512; 'none' = full resolution"
     )
-    crop: tuple[int, int] | None = _option(None, DATA, "training crop, e.g. 768x768; 'none'")
-    scale_range: tuple[float, float] | None = _option(None, DATA, "random scale LO,HI, e.g. 0.5,2.0; 'none'")
-    crop_max_class_ratio: float = _option(0.75, DATA, "re-draw crops where one class covers more than this share")
-    aug: tuple[str, ...] = _option(
+    crop: tuple[int, int] | None = _data(None, "training crop, e.g. 768x768; 'none'")
+    scale_range: tuple[float, float] | None = _data(None, "random scale LO,HI, e.g. 0.5,2.0; 'none'")
+    crop_max_class_ratio: float = _data(0.75, "re-draw crops where one class covers more than this share")
+    aug: tuple[str, ...] = _data(
         ("flip",),
-        DATA,
         "comma list of named augmentations, e.g. flip,scale-crop,photometric ('none' for none; an unknown name lists "
         "the valid ones)",
     )
-    labels: str = _option(
+    labels: str = _data(
         "trainIds",
-        DATA,
         "train from labelTrainIds PNGs (after `cityseg prepare`) or the shipped labelIds",
         choices=LABEL_SOURCES,
     )
-    workers: int = _option(group=DATA, help="data-loading processes per training process", factory=_default_workers)
-    cache: str | None = _option(
+    workers: int = _data(dataclasses.MISSING, "data-loading processes per training process", factory=_default_workers)
+    cache: str | None = _data(
         AUTO,
-        DATA,
         "decoded-image cache folder (see `cityseg cache`), built on first use and shared by every fold and the full "
         "fit; 'auto': on CUDA, in ROOT/../cityseg-cache (else $XDG_CACHE_HOME/cityseg) when the disk has room, else "
         "the PNGs; 'none': always the PNGs",
     )
-    gpu_aug: bool | None = _option(
+    gpu_aug: bool | None = _data(
         None,
-        DATA,
         "run the colour augmentations (photometric, color-jitter, gaussian-blur) on the training device instead of in "
         "the loader workers (photometric batched, the same mmsegmentation ops and draws; ~5 ms of a CPU core per "
         "768x768 crop otherwise); auto: on CUDA when the recipe has one",
     )
-    # Loss and model
-    loss: str = _option(
+    loss: str = _model(
         "ce",
-        LOSS_MODEL,
         "a loss name (ce, ohem, or smp's dice, focal, lovasz, ...: an unknown name lists them all) or a weighted sum "
         "such as ce+0.5*dice",
     )
-    ohem_thresh: float = _option(0.7, LOSS_MODEL, "OHEM keeps pixels whose true-class probability is below this")
-    ohem_min_kept: int = _option(100_000, LOSS_MODEL, "OHEM keeps at least this many pixels per image")
-    arch: str = _option(
+    ohem_thresh: float = _model(0.7, "OHEM keeps pixels whose true-class probability is below this")
+    ohem_min_kept: int = _model(100_000, "OHEM keeps at least this many pixels per image")
+    arch: str = _model(
         "Unet",
-        LOSS_MODEL,
         "segmentation architecture, any smp.create_model takes (any case): Unet, FPN, DeepLabV3Plus, Segformer, ... "
         "(an unknown name lists them)",
     )
-    encoder: str = _option(
-        "resnet34", LOSS_MODEL, "an smp encoder name, e.g. resnet18, resnet50, mit_b0, tu-<timm model>"
+    encoder: str = _model("resnet34", "an smp encoder name, e.g. resnet18, resnet50, mit_b0, tu-<timm model>")
+    encoder_weights: str | None = _model(
+        "imagenet", "'imagenet' (download), a local state dict of the encoder, or 'none'"
     )
-    encoder_weights: str | None = _option(
-        "imagenet", LOSS_MODEL, "'imagenet' (download), a local state dict of the encoder, or 'none'"
-    )
-    sync_bn: bool = _option(False, LOSS_MODEL, "SyncBatchNorm across GPUs under torchrun")
-    select: str = _option(
+    sync_bn: bool = _model(False, "SyncBatchNorm across GPUs under torchrun")
+    select: str = _model(
         "loss",
-        LOSS_MODEL,
         "best.pt and the full fit's epoch count: the fold's best epoch by val loss or mIoU, or 'last' (a fixed "
         "budget: nothing is selected)",
         choices=SELECT,
     )
-    # Reproducibility and machine
-    seed: int = _option(0, RUN, f"seed of the folds and of training, 0 to {MAX_SEED}")
-    device: str = _option("auto", RUN, "auto, cpu, cuda or cuda:N")
-    amp: bool = _option(
-        False, RUN, "mixed precision on CUDA: bf16 where the GPU has it natively, else fp16 with a gradient scaler"
+    seed: int = _run(0, f"seed of the folds and of training, 0 to {MAX_SEED}")
+    device: str = _run("auto", "auto, cpu, cuda or cuda:N")
+    amp: bool = _run(
+        False, "mixed precision on CUDA: bf16 where the GPU has it natively, else fp16 with a gradient scaler"
     )
-    compile: bool | None = _option(
+    compile: bool | None = _run(
         None,
-        RUN,
         "torch.compile the training step (eager again, with one warning, if compiling fails); auto: on CUDA for runs "
         "long enough to repay the compile time (cityseg.training.runtime)",
     )
     # Not a RUNTIME_FIELDS member: a run is reproducible only if every resume of it ran deterministic too.
-    deterministic: bool = _option(
+    deterministic: bool = _run(
         False,
-        help="deterministic cuDNN/cuBLAS/torch kernels and no compile, so CUDA runs repeat bit for bit "
-        "(slower; CPU runs repeat without it)",
-        group=RUN,
+        "deterministic cuDNN/cuBLAS/torch kernels and no compile, so CUDA runs repeat bit for bit (slower; CPU runs "
+        "repeat without it)",
     )
 
     def __post_init__(self) -> None:

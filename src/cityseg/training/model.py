@@ -54,20 +54,6 @@ def _create(arch: str, encoder: str, weights: str | None, num_classes: int) -> n
         return smp.create_model(arch, encoder, encoder_weights=weights, classes=num_classes, **extra)
 
 
-def _build_imagenet(arch: str, encoder: str, num_classes: int) -> nn.Module:
-    try:
-        return _create(arch, encoder, "imagenet", num_classes)
-    except _hub_errors() as exc:
-        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        raise UserError(
-            f"could not get the ImageNet {encoder} encoder weights from the Hugging Face hub{offline}: "
-            f"{describe_error(exc)}. Without internet, either train from scratch with `--encoder-weights none`, "
-            f"or pass `--encoder-weights PATH` with a local state dict of the {encoder} encoder saved with "
-            "torch.save (for resnets, torchvision's resnet state dict), or pre-fill the Hugging Face cache on a "
-            "connected machine (build the model once there) and set HF_HUB_OFFLINE=1."
-        ) from None
-
-
 def _read_state_dict(path: Path, encoder: str) -> dict[str, torch.Tensor]:
     """A plain {name: tensor} dict from a local file, opened without running code."""
     fix = f"save the {encoder} encoder's state dict with torch.save, or pass 'imagenet' or 'none'"
@@ -92,19 +78,17 @@ def _load_local_encoder(model: nn.Module, path: Path, encoder: str) -> None:
     state, own = dict(_read_state_dict(path, encoder)), model.encoder.state_dict()
     try:
         model.encoder.load_state_dict(state, strict=True)  # smp's encoders pop their classifier keys from `state`
-        return
     except RuntimeError:
-        pass
-    wrong = [
-        f"missing key {k}" if k not in state else f"{k} has shape {list(state[k].shape)}, not {list(own[k].shape)}"
-        for k in own
-        if k not in state or state[k].shape != own[k].shape
-    ] + [f"unexpected key {k}" for k in state if k not in own]
-    if wrong:
-        raise UserError(
-            f"{path} does not fit the {encoder} encoder: first mismatch: {wrong[0]} ({len(wrong)} in all). Pass "
-            f"weights of the {encoder} encoder (e.g. not of another depth or family), 'imagenet', or 'none'."
-        )
+        wrong = [
+            f"missing key {k}" if k not in state else f"{k} has shape {list(state[k].shape)}, not {list(own[k].shape)}"
+            for k in own
+            if k not in state or state[k].shape != own[k].shape
+        ] + [f"unexpected key {k}" for k in state if k not in own]
+        if wrong:
+            raise UserError(
+                f"{path} does not fit the {encoder} encoder: first mismatch: {wrong[0]} ({len(wrong)} in all). Pass "
+                f"weights of the {encoder} encoder (e.g. not of another depth or family), 'imagenet', or 'none'."
+            ) from None
 
 
 def build_model(
@@ -115,7 +99,17 @@ def build_model(
 ) -> nn.Module:
     """smp's `arch` on `encoder`, encoder weights from the hub ("imagenet"), a local state dict, or none."""
     if isinstance(encoder_weights, str) and encoder_weights == "imagenet":
-        return _build_imagenet(arch, encoder, num_classes)
+        try:
+            return _create(arch, encoder, "imagenet", num_classes)
+        except _hub_errors() as exc:
+            offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+            raise UserError(
+                f"could not get the ImageNet {encoder} encoder weights from the Hugging Face hub{offline}: "
+                f"{describe_error(exc)}. Without internet, either train from scratch with `--encoder-weights none`, "
+                f"or pass `--encoder-weights PATH` with a local state dict of the {encoder} encoder saved with "
+                "torch.save (for resnets, torchvision's resnet state dict), or pre-fill the Hugging Face cache on a "
+                "connected machine (build the model once there) and set HF_HUB_OFFLINE=1."
+            ) from None
     model = _create(arch, encoder, None, num_classes)
     if encoder_weights is not None and str(encoder_weights).lower() not in ("none", ""):
         _load_local_encoder(model, Path(encoder_weights), encoder)
