@@ -28,6 +28,7 @@ from cityseg.data.augmentations import DEFAULT_SCALE_RANGE
 from cityseg.data.frames import check_same_size, list_frames, read_image, read_train_ids
 from cityseg.data.labelpng import png_header
 from cityseg.data.layout import LABEL_SOURCES
+from cityseg.data.transforms import build_transform
 from cityseg.errors import UserError, format_paths
 from cityseg.fileio import atomic_write_text, claim_folder, folder_lock, source_fingerprint, sync_to_disk
 from cityseg.locks import die_with_parent
@@ -376,8 +377,6 @@ class CachedDataset(Dataset):
         size: tuple[int, int] | None = None,
         label_source: str = "trainIds",
     ) -> None:
-        from cityseg.data.transforms import build_transform
-
         self.entry = Path(cache_dir) / entry_name(split, size, label_source)
         index = read_entry_index(self.entry)
         if index is None:

@@ -21,6 +21,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from cityseg.data.augmentations import DEFAULT_SCALE_RANGE, PIXEL_AUGMENTATIONS
+from cityseg.data.photometric import PhotoMetricDistortion
 from cityseg.labels import IGNORE_INDEX
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -147,8 +148,6 @@ def pixel_transform(name: str) -> v2.Transform:
     if name == "color-jitter":
         return v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1)
     if name == "photometric":
-        from cityseg.data.photometric import PhotoMetricDistortion
-
         return PhotoMetricDistortion()
     if name == "gaussian-blur":
         return v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 2.0))], p=0.5)

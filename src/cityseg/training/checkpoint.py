@@ -19,6 +19,7 @@ import torch
 
 from cityseg.errors import UserError, describe_error, name_the_file
 from cityseg.fileio import atomic_write_bytes
+from cityseg.training.config import TrainConfig
 
 __all__ = ["check_stored_config", "load_checkpoint", "read_checkpoint", "save_checkpoint"]
 
@@ -151,8 +152,6 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> tup
 
 def check_stored_config(config: Any, path: Path) -> None:
     """Every load path sees a valid training config (predict reads its size, resume its settings)."""
-    from cityseg.training.config import TrainConfig
-
     try:
         TrainConfig.from_dict(config)
     except UserError as exc:

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cityseg.data.augmentations import AUGMENTATIONS
 from cityseg.data.layout import LABEL_SOURCES
 from cityseg.errors import UserError
+from cityseg.system import default_workers
 from cityseg.training.config_values import jsonable, match, type_name, value_text
 from cityseg.training.config_values import parse_size as parse_size  # the one size syntax, imported from here
 from cityseg.training.model_names import DEFAULT_ARCH, canonical_arch, check_encoder, model_title_of, size_multiple
@@ -47,8 +49,6 @@ RUN = "Run"
 
 
 def _default_workers() -> int:
-    from cityseg.system import default_workers
-
     return min(8, default_workers())
 
 
@@ -302,8 +302,6 @@ def _check_side_pair(config: TrainConfig, name: str, multiple: int) -> None:
 
 def _validate(config: TrainConfig) -> None:
     """Reject values that would crash later or silently train something else."""
-    from cityseg.data.augmentations import AUGMENTATIONS
-
     for name in _FIELD_TYPES:  # nan and inf pass every range check below, and JSON cannot store them
         value = getattr(config, name)
         values = value if isinstance(value, tuple) else (value,)

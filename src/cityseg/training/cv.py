@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from cityseg.data.frames import listed_split
 from cityseg.errors import UserError
 from cityseg.fileio import atomic_write_text
 from cityseg.labels import CLASS_NAMES
@@ -65,8 +66,6 @@ def run_cv(
 ) -> dict[str, Any]:
     """Make/check the folds, train the selected folds, then (all folds done) the full model; returns the summary.
     Everything is checked before anything is written; with `only_folds` the full fit is left to a later call."""
-    from cityseg.data.frames import listed_split
-
     root, runs_dir = Path(root), Path(runs_dir)
     apply_determinism(config)  # before init_distributed's first CUDA call
     info = init_distributed(config.device)

@@ -9,9 +9,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from cityseg.data.cache import CachedDataset, ensure_cache, training_cache_size
+from cityseg.data.dataset import CityscapesDataset, worker_init
 from cityseg.data.frames import Frame, ListedSplit, listed_split
 from cityseg.data.sampling import EpochKeys, KeyedDataset
+from cityseg.data.transforms import build_transform
 from cityseg.errors import UserError
+from cityseg.system import default_workers
 from cityseg.training.config import TrainConfig
 from cityseg.training.dist import DistInfo, ShardSampler, is_main
 from cityseg.training.model_names import model_title_of, size_multiple
@@ -23,10 +27,6 @@ def build_datasets(
 ) -> tuple[Dataset, Dataset | None]:
     """Training and validation datasets of the train split (`split`, or the ROOT to list it from): from PNGs, or
     from the cache with --cache. Validation images stay at full resolution (`engine.validate` resizes them)."""
-    from cityseg.data.cache import CachedDataset, ensure_cache, training_cache_size
-    from cityseg.data.dataset import CityscapesDataset
-    from cityseg.data.transforms import build_transform
-
     split = listed_split(split, "train", config.labels)
     if not train_ids:
         raise UserError("no training images were given (an empty fold?); check the folds file or the dataset.")
@@ -92,9 +92,6 @@ def build_loaders(
 ) -> tuple[DataLoader, DataLoader | None, EpochKeys]:
     """Training loader (shuffled, sharded under DDP; order and augmentations depend only on (seed, epoch, index):
     `EpochKeys`, set each epoch) and validation loader (each image once over all ranks)."""
-    from cityseg.data.dataset import worker_init
-    from cityseg.system import default_workers
-
     workers = config.workers
     if info.world_size > 1:  # N processes share the machine's cores
         workers = min(workers, max(1, default_workers() // info.world_size))

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from cityseg.errors import UserError
+from cityseg.training.model import resolve_device
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,6 @@ class DistInfo:
 
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the torchrun process group if there is one (idempotent) and pick this rank's device."""
-    from cityseg.training.model import resolve_device
-
     rank, size, local_rank = (int(os.environ.get(name, 0)) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     size = max(size, 1)
     chosen = resolve_device(device)

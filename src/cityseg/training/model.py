@@ -17,6 +17,7 @@ from torch import nn
 
 from cityseg.errors import UserError, describe_error
 from cityseg.labels import NUM_CLASSES
+from cityseg.training.checkpoint import read_checkpoint, require_safe_torch
 from cityseg.training.model_names import DEFAULT_ARCH, DEFAULT_ENCODER, canonical_arch, model_title
 
 # Architectures whose ONNX export (dynamic height and width) fails, and how (bench/model_zoo.py, docs/models.md).
@@ -54,13 +55,12 @@ def _create(arch: str, encoder: str, weights: str | None, num_classes: int) -> n
         return smp.create_model(arch, encoder, encoder_weights=weights, classes=num_classes, **extra)
 
 
-def _read_state_dict(path: Path, encoder: str) -> dict[str, torch.Tensor]:
-    """A plain {name: tensor} dict from a local file, opened without running code."""
+def _load_local_encoder(model: nn.Module, path: Path, encoder: str) -> None:
+    """Load a plain {name: tensor} file (opened without running code) into the encoder, naming the first key or
+    shape that does not fit."""
     fix = f"save the {encoder} encoder's state dict with torch.save, or pass 'imagenet' or 'none'"
     if not path.is_file():
         raise UserError(f"encoder weights file {path} does not exist; {fix}.")
-    from cityseg.training.checkpoint import require_safe_torch
-
     require_safe_torch(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -70,12 +70,7 @@ def _read_state_dict(path: Path, encoder: str) -> dict[str, torch.Tensor]:
         ) from None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{path} is not a state dict (a dict of tensors); {fix}.")
-    return state
-
-
-def _load_local_encoder(model: nn.Module, path: Path, encoder: str) -> None:
-    """Load a state dict into the encoder, naming the first key or shape that does not fit."""
-    state, own = dict(_read_state_dict(path, encoder)), model.encoder.state_dict()
+    own = model.encoder.state_dict()
     try:
         model.encoder.load_state_dict(state, strict=True)  # smp's encoders pop their classifier keys from `state`
     except RuntimeError:
@@ -159,8 +154,6 @@ def load_into(model: nn.Module, weights: Any, path: Path, config: Any) -> nn.Mod
 def load_model(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """A checkpoint's network (the architecture its config names; no download) in eval mode on `device`, and its
     state with the file's "sha256" (the file is read once)."""
-    from cityseg.training.checkpoint import read_checkpoint
-
     state, sha256 = read_checkpoint(Path(checkpoint), map_location="cpu")
     weights, config = state.get("model"), state.get("config") or {}
     if state.get("num_classes") != NUM_CLASSES or not isinstance(weights, dict):

@@ -68,18 +68,16 @@ class Recipe:
         return record | {"extends": list(self.parents), "values": values}
 
 
-def recipe_path(spec: str | Path, relative_to: Path | None = None) -> Path:
-    """The file of a built-in name, or a path (relative to `relative_to`'s folder, else to the working folder)."""
-    if str(spec) in BUILTIN:
-        return BUILTIN_DIR / f"{spec}.toml"
-    path = Path(spec).expanduser()
-    return (relative_to.parent / path if relative_to is not None and not path.is_absolute() else path).resolve()
-
-
 def load_recipe(spec: str | Path, hints: Mapping[str, Any], _seen: tuple[Path, ...] = ()) -> Recipe:
     """Read, check and resolve a recipe (its `extends` chain included); `hints` are the recipe fields' types. Every
     problem (missing file, invalid TOML, unknown key, wrong type, extends cycle) is a UserError naming the file."""
-    path = recipe_path(spec, _seen[-1] if _seen else None)
+    path = Path(spec).expanduser()  # a built-in name, or a path relative to the file that extends it
+    if str(spec) in BUILTIN:
+        path = BUILTIN_DIR / f"{spec}.toml"
+    elif _seen and not path.is_absolute():
+        path = (_seen[-1].parent / path).resolve()
+    else:
+        path = path.resolve()
     where = f"recipe file {path}"
     if path in _seen:
         raise UserError(f"{where}: `extends` makes a cycle ({' -> '.join(map(str, (*_seen, path)))}); break it.")

@@ -17,10 +17,16 @@ from typing import Any
 
 import torch
 
+from cityseg.data.augmentations import PIXEL_AUGMENTATIONS
+from cityseg.data.cache import MARKER, cache_state, default_cache_dir, training_cache_size
+from cityseg.data.device_augment import build_batch_augment
 from cityseg.data.frames import ListedSplit, listed_split
 from cityseg.errors import UserError
 from cityseg.training.config import AUTO, TrainConfig
+from cityseg.training.dist import is_distributed, is_main
 from cityseg.training.engine import StepContext
+from cityseg.training.model import mixed_precision_dtype, resolve_device
+from cityseg.training.runfolder import CONFIG_FILE, read_config_json, write_json
 
 COMPILE_SECONDS = 90.0
 _CROP_MEGAPIXELS = 1024 * 512 / 1e6  # the benchmarked crops
@@ -58,9 +64,6 @@ def resolve_runtime(
 ) -> Resolution:
     """Concrete values for the auto fields of `config`, for a run over `train_images` frames of the train split
     (`split`, or the ROOT to list it from), on `device` (default: what config.device names)."""
-    from cityseg.data.augmentations import PIXEL_AUGMENTATIONS
-    from cityseg.training.model import resolve_device
-
     device = device if device is not None else resolve_device(config.device)
     cuda = device.type == "cuda"
     if config.deterministic and config.compile:
@@ -96,7 +99,10 @@ def resolve_runtime(
         cached = auto_cache(config, split) if cuda else (None, "auto: CPU run", None)
         changes["cache"], reasons["cache"], warning = cached
         warnings += [warning] if warning else []
-    changes = _agreed(changes)
+    if is_distributed():  # rank 0's choices on every rank (free disk space may change between two ranks' checks)
+        box = [changes]
+        torch.distributed.broadcast_object_list(box, src=0)
+        changes = box[0]
     return Resolution(dataclasses.replace(config, **changes), device, reasons, tuple(warnings))
 
 
@@ -110,8 +116,6 @@ def resolve_and_report(
 ) -> TrainConfig:
     """`resolve_runtime`'s config, its lines printed by rank 0: always, or (`always` False: a run inside `cityseg
     cv`, resolved already) only when something was still auto."""
-    from cityseg.training.dist import is_main
-
     resolution = resolve_runtime(config, split, train_images, world_size, device)
     if is_main() and (always or resolution.resolved_any):
         print("\n".join(resolution.lines()), flush=True)
@@ -146,8 +150,6 @@ def training_megapixels(
 
 def auto_cache(config: TrainConfig, split: ListedSplit) -> tuple[str | None, str, str | None]:
     """(folder or None, reason, warning line or None) for cache "auto" on a CUDA machine."""
-    from cityseg.data.cache import cache_state, training_cache_size
-
     folder = default_cache_location(split.root)
     if folder is None:
         first, second = default_cache_candidates(split.root)
@@ -174,8 +176,6 @@ def auto_cache(config: TrainConfig, split: ListedSplit) -> tuple[str | None, str
 def default_cache_candidates(root: Path) -> tuple[Path, Path]:
     """Where cache "auto" goes, in order: beside ROOT (`cityseg cache`'s default), then the user's cache folder, in
     a subfolder per dataset (entries are named by split and size, so two datasets must not share one)."""
-    from cityseg.data.cache import default_cache_dir
-
     resolved = Path(root).resolve()
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:8]
@@ -184,8 +184,6 @@ def default_cache_candidates(root: Path) -> tuple[Path, Path]:
 
 def default_cache_location(root: Path) -> Path | None:
     """The first candidate cityseg may write a cache into: writable, and new, empty or already a cityseg cache."""
-    from cityseg.data.cache import MARKER
-
     for folder in default_cache_candidates(root):
         if folder.exists():
             ours = (folder / MARKER).is_file() or (folder.is_dir() and not any(folder.iterdir()))
@@ -203,20 +201,8 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
-def _agreed(changes: dict[str, Any]) -> dict[str, Any]:
-    """Rank 0's choices on every rank (free disk space may change between two ranks' checks)."""
-    from cityseg.training.dist import is_distributed
-
-    if not is_distributed():
-        return changes
-    box = [changes]
-    torch.distributed.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def summary_line(config: TrainConfig, device: torch.device, reasons: dict[str, str]) -> str:
     """One line: every machine-dependent setting of the run, and why, for the fields the machine chose."""
-    from cityseg.training.model import mixed_precision_dtype
 
     def on(name: str) -> str:
         return ("on" if getattr(config, name) else "off") + (f" ({reasons[name]})" if name in reasons else "")
@@ -239,9 +225,6 @@ def summary_line(config: TrainConfig, device: torch.device, reasons: dict[str, s
 
 def runtime_record(config: TrainConfig, device: torch.device, world_size: int = 1) -> dict[str, Any]:
     """What config.json's "runtime" holds: the machine-dependent settings as they ran."""
-    from cityseg.training.dist import is_distributed
-    from cityseg.training.model import mixed_precision_dtype
-
     dtype = mixed_precision_dtype(device) if config.amp else None
     return {
         "device": str(device),
@@ -259,8 +242,6 @@ def runtime_record(config: TrainConfig, device: torch.device, world_size: int = 
 
 def note_compile_fallback(run_dir: Path, reason: str) -> None:
     """Record in the run's config.json that compiling failed and the run trained eagerly (rank 0 only)."""
-    from cityseg.training.runfolder import CONFIG_FILE, read_config_json, write_json
-
     record = read_config_json(Path(run_dir))
     if record:
         record.setdefault("runtime", {}).update(compile=False, compile_failed=reason)
@@ -270,9 +251,6 @@ def note_compile_fallback(run_dir: Path, reason: str) -> None:
 def step_context(config: TrainConfig, device: torch.device, rank: int = 0) -> StepContext:
     """With `amp`: bf16 autocast where the GPU has it natively, else fp16 (with a GradScaler); channels-last on
     CUDA; float32 on CPU. With `gpu_aug` the colour augmentations run here on the batch."""
-    from cityseg.data.device_augment import build_batch_augment
-    from cityseg.training.model import mixed_precision_dtype
-
     augment = build_batch_augment(config.aug, config.seed, rank) if config.gpu_aug else None
     if device.type != "cuda":
         return StepContext(device, augment=augment)
