@@ -115,8 +115,7 @@ def opencv_rounded_tail(width: int) -> int:
 
 
 def photometric_tables(draws: Sequence[PhotometricDraw]) -> Tensor:
-    """The draws of a batch as one host tensor (B, 4 * 256 + 2) uint8: tables before, saturation, hue,
-    after, then whether saturation and hue are applied (one copy to the device carries everything)."""
+    """The draws of a batch as one host tensor (B, 4 * 256 + 2) uint8: four tables, then the two HSV steps' flags."""
     identity = np.arange(256, dtype=np.uint8)
     rows = []
     for draw in draws:
@@ -199,8 +198,7 @@ class BatchAugment:
 
 
 def build_batch_augment(aug: Sequence[str], seed: int = 0, rank: int = 0) -> BatchAugment | None:
-    """The per-pixel ops of `aug` that `build_transform(pixel_ops=False)` leaves out (None: there are none).
-    Photometric distortion runs batched; color-jitter and gaussian-blur image by image."""
+    """The per-pixel ops of `aug` that `build_transform(pixel_ops=False)` leaves out (None: there are none)."""
     stages: list[Callable[[Tensor], Tensor]] = [
         BatchPhotometric(PHOTOMETRIC) if name == "photometric" else PerImage(pixel_transform(name))
         for name in PIXEL_AUGMENTATIONS

@@ -209,8 +209,7 @@ def find_annotations(root: Path, coarse: bool = False) -> list[Path]:
 
 
 def _worker_start() -> None:
-    """Ctrl-C is the parent's to handle, and a worker exits when its parent dies (a file in progress then stays
-    a hidden temp file, removed by the next run)."""
+    """Ctrl-C is the parent's to handle, and a worker exits when its parent dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
 

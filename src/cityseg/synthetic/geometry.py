@@ -12,10 +12,8 @@ Polygon = np.ndarray
 
 @dataclass(frozen=True)
 class Camera:
-    """Pinhole camera at height `cam_height` above flat ground, optical axis parallel to it.
-
-    World coordinates are metres: X to the right, Y up from the ground, Z forward.
-    """
+    """Pinhole camera at height `cam_height` above flat ground, optical axis parallel to it; world coordinates are
+    metres: X to the right, Y up from the ground, Z forward."""
 
     width: int
     height: int

@@ -73,8 +73,7 @@ class CompiledOrEager(nn.Module):
 
 
 def first_step(model: nn.Module, step: Callable[[], T]) -> T:
-    """Run one training step; until a `CompiledOrEager` has run a whole step compiled, a failure anywhere in it
-    switches to eager and redoes the step from the same state."""
+    """Run one training step; a compile failure anywhere in the first one switches to eager and redoes it."""
     if not isinstance(model, CompiledOrEager) or model.proven or model.failure is not None:
         return step()
     saved = model.buffers_snapshot()

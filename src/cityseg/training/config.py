@@ -203,8 +203,7 @@ def flag(name: str) -> str:
 
 
 def resolve_config(recipe: str | Path = "seed", **overrides: Any) -> TrainConfig:
-    """A recipe's config (a built-in name or a .toml path) with some fields changed; typos and bad values are
-    UserErrors, not silent defaults."""
+    """A recipe's config (a built-in name or a .toml path) with some fields changed; typos are UserErrors."""
     unknown = sorted(name for name in overrides if name not in _FIELD_TYPES or name == "recipe")
     if unknown:
         raise UserError(

@@ -208,20 +208,14 @@ def _skip_finished(run_dir: Path, config: TrainConfig) -> bool:
 
 
 def chosen_epochs(best_epochs: Sequence[int]) -> int:
-    """The median of best epochs, halves rounded up: the full fit's epochs (all folds) or a fold's scored epoch
-    (the other folds)."""
+    """The median of best epochs, halves rounded up (the full fit's epochs, or a fold's scored epoch)."""
     return int(math.floor(statistics.median(best_epochs) + 0.5))
 
 
 def summarize(runs_dir: Path) -> dict[str, Any]:
-    """Cross-validation summary from the run folders alone (what summary.json holds).
-
-    Headline (`miou_mean`, `miou_std`, `class_iou_mean`, `class_iou_std`): fold k scored at the median of the
-    other folds' best epochs (select "last": its last epoch); null until all folds are finished (a "last" fold:
-    once it is). `selected`: the same at each fold's own best epoch (optimistic). Mean and sample std (ddof=1)
-    over folds; a class absent from a fold's ground truth (null) is left out of its statistics. Per fold: its
-    `epoch` scored for the headline and the values there, and its best epoch's.
-    """
+    """Cross-validation summary from the run folders alone (what summary.json holds): the headline scores fold k at
+    the median of the other folds' best epochs (null until all are finished), `selected` at its own best epoch
+    (optimistic); mean and sample std over folds, a class absent from a fold's ground truth left out."""
     runs_dir = Path(runs_dir)
     folds = load_folds(runs_dir / FOLDS_FILE)
     runs = [

@@ -25,8 +25,7 @@ from cityseg.training.runtime import uses_cache
 def build_datasets(
     config: TrainConfig, split: ListedSplit | Path, train_ids: Sequence[str], val_ids: Sequence[str] | None = None
 ) -> tuple[Dataset, Dataset | None]:
-    """Training and validation datasets of the train split (`split`, or the ROOT to list it from): from PNGs, or
-    from the cache with --cache. Validation images stay at full resolution (`engine.validate` resizes them)."""
+    """Training and validation datasets of the train split, from PNGs or the cache; validation at full resolution."""
     split = listed_split(split, "train", config.labels)
     if not train_ids:
         raise UserError("no training images were given (an empty fold?); check the folds file or the dataset.")

@@ -229,8 +229,7 @@ def validate(
 def full_resolution_logits(
     model: nn.Module, image: Tensor, label_hw: tuple[int, int], size: tuple[int, int] | None = None
 ) -> Tensor:
-    """Logits (B, C, H, W) at the label's (H, W): the input resized to `size` (W, H) if given and padded to a
-    multiple of 32, the padding dropped and the logits upsampled bilinearly."""
+    """Logits (B, C, H, W) at the label's (H, W) of the input resized to `size` and padded to a multiple of 32."""
     if size is not None and tuple(image.shape[-2:]) != (size[1], size[0]):
         image = F.interpolate(image, size=(size[1], size[0]), mode="bilinear", align_corners=False, antialias=True)
     height, width = image.shape[-2:]

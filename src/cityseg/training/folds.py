@@ -144,8 +144,7 @@ def fold_ids(folds: dict[str, Any], fold: int) -> tuple[list[str], list[str]]:
 
 
 def fold_table(folds: dict[str, Any] | Path | str, frames: Sequence[Any] | None = None) -> list[dict[str, Any]]:
-    """One row per fold (fold, validation cities, n_train, n_val) of a folds dict or folds.json; with `frames`
-    (Frames or ids), ids missing from it are an error."""
+    """One row per fold (fold, validation cities, n_train, n_val); ids missing from `frames` are an error."""
     if not isinstance(folds, dict):
         folds = load_folds(Path(folds))
     if frames is not None:

@@ -56,8 +56,7 @@ def _create(arch: str, encoder: str, weights: str | None, num_classes: int) -> n
 
 
 def _load_local_encoder(model: nn.Module, path: Path, encoder: str) -> None:
-    """Load a plain {name: tensor} file (opened without running code) into the encoder, naming the first key or
-    shape that does not fit."""
+    """Load a local state dict into the encoder, naming the first key or shape that does not fit."""
     fix = f"save the {encoder} encoder's state dict with torch.save, or pass 'imagenet' or 'none'"
     if not path.is_file():
         raise UserError(f"encoder weights file {path} does not exist; {fix}.")
@@ -152,8 +151,7 @@ def load_into(model: nn.Module, weights: Any, path: Path, config: Any) -> nn.Mod
 
 
 def load_model(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """A checkpoint's network (the architecture its config names; no download) in eval mode on `device`, and its
-    state with the file's "sha256" (the file is read once)."""
+    """A checkpoint's network in eval mode on `device`, and its state with the file's "sha256" (read once)."""
     state, sha256 = read_checkpoint(Path(checkpoint), map_location="cpu")
     weights, config = state.get("model"), state.get("config") or {}
     if state.get("num_classes") != NUM_CLASSES or not isinstance(weights, dict):

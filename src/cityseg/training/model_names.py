@@ -68,8 +68,7 @@ def check_encoder(encoder: str, weights: str | None) -> None:
 
 @functools.cache
 def size_multiple(arch: str, encoder: str) -> int:
-    """The number every input side must divide by: the encoder's output stride, built on the meta device (else
-    the CPU); a name or pair smp cannot build is a UserError with smp's reason."""
+    """The number every input side must divide by: the encoder's output stride, built on the meta device."""
     if (arch, encoder) == (DEFAULT_ARCH, DEFAULT_ENCODER):
         return DEFAULT_SIZE_MULTIPLE
     import warnings

@@ -42,8 +42,7 @@ def fused_where_supported(groups: list[dict[str, Any]]) -> bool | None:
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The configured optimizer over `parameter_groups` (Adam's and SGD's decay is coupled L2, AdamW's decoupled),
-    fused where torch has the kernels."""
+    """The configured optimizer over `parameter_groups`, fused where torch has the kernels."""
     groups = parameter_groups(model, config)
     fused = fused_where_supported(groups)
     if config.optimizer in ("adam", "adamw"):
@@ -66,8 +65,7 @@ def lr_factor(
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
-    """A per-iteration LambdaLR over `config.schedule_length` epochs, which a shorter run stops partway through
-    (its state holds only the step count, so it resumes)."""
+    """A per-iteration LambdaLR over `config.schedule_length` epochs, which a shorter run stops partway through."""
     total = config.schedule_length * steps_per_epoch
     warmup = round(config.warmup_epochs * steps_per_epoch)
     min_ratio = config.min_lr / config.lr

@@ -62,8 +62,7 @@ def resolve_runtime(
     world_size: int = 1,
     device: torch.device | None = None,
 ) -> Resolution:
-    """Concrete values for the auto fields of `config`, for a run over `train_images` frames of the train split
-    (`split`, or the ROOT to list it from), on `device` (default: what config.device names)."""
+    """Concrete values for the auto fields of `config`, for a run over `train_images` frames of the train split."""
     device = device if device is not None else resolve_device(config.device)
     cuda = device.type == "cuda"
     if config.deterministic and config.compile:
@@ -114,8 +113,7 @@ def resolve_and_report(
     device: torch.device,
     always: bool = True,
 ) -> TrainConfig:
-    """`resolve_runtime`'s config, its lines printed by rank 0: always, or (`always` False: a run inside `cityseg
-    cv`, resolved already) only when something was still auto."""
+    """`resolve_runtime`'s config, its lines printed by rank 0 (`always` False: only if something was still auto)."""
     resolution = resolve_runtime(config, split, train_images, world_size, device)
     if is_main() and (always or resolution.resolved_any):
         print("\n".join(resolution.lines()), flush=True)
@@ -249,8 +247,8 @@ def note_compile_fallback(run_dir: Path, reason: str) -> None:
 
 
 def step_context(config: TrainConfig, device: torch.device, rank: int = 0) -> StepContext:
-    """With `amp`: bf16 autocast where the GPU has it natively, else fp16 (with a GradScaler); channels-last on
-    CUDA; float32 on CPU. With `gpu_aug` the colour augmentations run here on the batch."""
+    """Autocast with `amp` (bf16 where the GPU has it natively, else fp16) and channels-last on CUDA, float32 on CPU;
+    with `gpu_aug` the colour augmentations of the batch."""
     augment = build_batch_augment(config.aug, config.seed, rank) if config.gpu_aug else None
     if device.type != "cuda":
         return StepContext(device, augment=augment)

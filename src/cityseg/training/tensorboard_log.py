@@ -103,8 +103,7 @@ class TensorBoardLog:
 def frame_strip(
     model: nn.Module, image: torch.Tensor, truth: np.ndarray, context: StepContext, size: tuple[int, int] | None
 ) -> np.ndarray:
-    """(h, 3w + 8, 3) uint8: image | ground truth | the model's prediction (as validation scores it) in the
-    Cityscapes palette, downsized."""
+    """(h, 3w + 8, 3) uint8: image | ground truth | the model's prediction, in the Cityscapes palette, downsized."""
     was_training = model.training
     model.eval()
     try:

@@ -118,8 +118,7 @@ def _size_text(size: tuple[int, int] | None) -> str:
 
 
 class _Training:
-    """Everything one run holds while it trains: loaders, model (DDP/SyncBN/compile as configured), optimizer,
-    schedule, loss, TensorBoard; `run_epoch` is the body of the epoch loop."""
+    """Everything one run holds while it trains (loaders, model, optimizer, schedule, loss, TensorBoard)."""
 
     def __init__(self, run_dir: Path, run_name: str, config: TrainConfig, info: dist.DistInfo, datasets, state) -> None:
         self.run_dir, self.run_name, self.config, device = run_dir, run_name, config, info.device
