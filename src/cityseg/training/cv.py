@@ -72,7 +72,10 @@ def run_cv(
     train = listed_split(root, "train", config.labels)
     check_input_size(config, train)
     folds = make_folds(train.frames, k=k, split=split, seed=seed)
-    selected = _selected_folds(only_folds, k)
+    bad = [f for f in only_folds or () if not 0 <= f < k]
+    if bad:
+        raise UserError(f"--only-folds names fold(s) {bad}, but folds are numbered 0..{k - 1} (--folds {k}).")
+    selected = sorted(set(only_folds)) if only_folds is not None else list(range(k))
     if not resume:
         check_encoder_weights(config)
     _check_shared_files(runs_dir, folds)
@@ -182,15 +185,6 @@ def _check_shared_files(runs_dir: Path, folds: dict[str, Any]) -> None:
         f"{path} exists but was not written by `cityseg cv` (it lacks the {SUMMARY_FORMAT!r} format marker), and cv "
         "writes its summary there; it is left alone. Move that file away, or pass another --out folder."
     )
-
-
-def _selected_folds(only_folds: Sequence[int] | None, k: int) -> list[int]:
-    if only_folds is None:
-        return list(range(k))
-    bad = [f for f in only_folds if not 0 <= f < k]
-    if bad:
-        raise UserError(f"--only-folds names fold(s) {bad}, but folds are numbered 0..{k - 1} (--folds {k}).")
-    return sorted(set(only_folds))
 
 
 def _skip_finished(run_dir: Path, config: TrainConfig) -> bool:

@@ -47,10 +47,6 @@ def make_folds(frames: Sequence[Any], k: int = 5, split: str = "city", seed: int
         )
     if k > len(ids):
         raise UserError(f"--folds {k} is more than the {len(ids)} train images; use fewer folds.")
-    return {"k": k, "split": split, "seed": seed, "folds": _split(ids, k, split, seed)}
-
-
-def _split(ids: list[str], k: int, split: str, seed: int) -> list[dict[str, list[str]]]:
     from sklearn.model_selection import GroupKFold, KFold  # ~1 s of import: only where folds are made
 
     positions = np.arange(len(ids))
@@ -59,11 +55,11 @@ def _split(ids: list[str], k: int, split: str, seed: int) -> list[dict[str, list
     else:
         # GroupKFold's shuffle drops its balancing, so the seed permutes the city labels instead: it decides
         # how equally sized cities are spread.
-        cities = sorted({city_of(i) for i in ids})
         order = np.random.default_rng(seed).permutation(len(cities))
         label = {city: int(order[n]) for n, city in enumerate(cities)}
         splits = GroupKFold(n_splits=k).split(positions, groups=[label[city_of(i)] for i in ids])
-    return [{"train": [ids[i] for i in sorted(train)], "val": [ids[i] for i in sorted(val)]} for train, val in splits]
+    folds = [{"train": [ids[i] for i in sorted(train)], "val": [ids[i] for i in sorted(val)]} for train, val in splits]
+    return {"k": k, "split": split, "seed": seed, "folds": folds}
 
 
 def _is_id_list(value: Any) -> bool:
