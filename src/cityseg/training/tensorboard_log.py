@@ -37,7 +37,7 @@ class TensorBoardLog:
         val_set: Dataset | None = None,
         title: str = "",
     ) -> None:
-        """done_epochs: the epochs last.pt holds already; title: the run and its model, e.g. 'fold_0: U-Net / resnet34'."""
+        """done_epochs: the epochs last.pt holds already; title: the run and its model ('fold_0: U-Net / resnet34')."""
         self.steps_per_epoch, self.epochs, self.writer = steps_per_epoch, epochs, None
         if run_dir is None:
             return

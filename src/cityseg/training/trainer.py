@@ -93,12 +93,10 @@ def train_run(
         except KeyboardInterrupt:
             if dist.is_main():
                 saved = training.saved_epoch if training is not None else resumed_from
-                said = (
-                    f"{run_dir / runfolder.LAST_FILE} holds epoch {saved} of {run_name}; continue with --resume."
-                    if saved
-                    else f"{run_name} stopped before its first epoch ended, so no checkpoint was saved in {run_dir}; "
-                    "--resume starts it again from epoch 1."
-                )
+                said = f"{run_dir / runfolder.LAST_FILE} holds epoch {saved} of {run_name}; continue with --resume."
+                if not saved:
+                    said = f"{run_name} stopped before its first epoch ended, so no checkpoint was saved in {run_dir}; "
+                    said += "--resume starts it again from epoch 1."
                 tqdm.write(f"interrupted: {said}", file=sys.stderr)
             raise
         except torch.cuda.OutOfMemoryError:
@@ -179,10 +177,9 @@ class _Training:
             "peak_memory_gb": None if stats.peak_memory_bytes is None else round(stats.peak_memory_bytes / 2**30, 3),
             "seconds": round(time.perf_counter() - started, 3),
         }
-        metric = runfolder.selection_metric(row, self.config.select) if val is not None else None
-        improved = (
-            val is None or self.best_epoch is None or runfolder.is_better(metric, self.best_metric, self.config.select)
-        )
+        select = self.config.select
+        metric = runfolder.selection_metric(row, select) if val is not None else None
+        improved = val is None or self.best_epoch is None or runfolder.is_better(metric, self.best_metric, select)
         if improved:
             self.best_metric, self.best_epoch = (float("nan") if metric is None else float(metric)), epoch
         if dist.is_main():
@@ -194,7 +191,7 @@ class _Training:
                     runfolder.copy_atomic(self.run_dir / runfolder.LAST_FILE, self.run_dir / runfolder.BEST_FILE)
                 runfolder.append_log_row(self.run_dir, row)
             if progress:
-                marked = improved and val is not None and self.config.select != "last"
+                marked = improved and val is not None and select != "last"
                 tqdm.write(_summary_line(self.run_name, self.config.epochs, row, marked))
             if on_epoch is not None:
                 on_epoch(self.run_name, row)
@@ -222,9 +219,9 @@ class _Training:
             self.optimizer.load_state_dict(state["optimizer"])
         except ValueError:  # another number or size of parameter groups
             raise UserError(
-                f"{self.run_dir / runfolder.LAST_FILE} holds optimizer state for other parameter groups: the run was started "
-                "by an older cityseg (before norm weights and biases got their own groups without weight decay). "
-                "Finish it with that version, or start it again in a new --out folder."
+                f"{self.run_dir / runfolder.LAST_FILE} holds optimizer state for other parameter groups: the run was "
+                "started by an older cityseg (before norm weights and biases got their own groups without weight "
+                "decay). Finish it with that version, or start it again in a new --out folder."
             ) from None
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
