@@ -79,27 +79,12 @@ class FrameSpec:
         return root / "gtFine" / self.split / self.city / f"{self.stem}_gtFine_{suffix}"
 
 
-def plan_frames(size: tuple[int, int], cities: dict[str, int], per_city: int, seed: int) -> list[FrameSpec]:
-    """All frames of a dataset, in path order."""
-    return [
-        FrameSpec(split, city, seq, size, (seed, s, c, seq))
-        for s, split in enumerate(SPLITS)
-        for c, city in enumerate(city_names(split, cities[split]))
-        for seq in range(per_city)
-    ]
-
-
-def _annotation_json(objects: list[dict], size: tuple[int, int]) -> str:
-    """The official polygon JSON (imgHeight, imgWidth, objects with label and polygon)."""
-    return json.dumps({"imgHeight": size[1], "imgWidth": size[0], "objects": objects}, indent=4)
-
-
 def _labelled_scene(spec: FrameSpec, rng: np.random.Generator):
     """Draw scenes until every evaluation class is visible: each frame then holds all 19."""
     width, height = spec.size
     for _ in range(_MAX_SCENE_TRIES):
         scene = sample_scene(rng, width, height)
-        text = _annotation_json(scene_objects(scene), spec.size)
+        text = json.dumps({"imgHeight": height, "imgWidth": width, "objects": scene_objects(scene)}, indent=4)
         annotation = Annotation()
         annotation.fromJsonText(text)
         label_ids = np.asarray(createLabelImage(annotation, "ids"))  # (H, W) uint8
@@ -254,7 +239,12 @@ def write_dataset(
     parameters = {"version": GENERATOR_VERSION, "size": list(size)} | {f"{s}_cities": int(n) for s, n in counts.items()}
     parameters |= {"per_city": int(per_city), "seed": int(seed)}
     _check_output(out, parameters)
-    frames = plan_frames(size, counts, per_city, int(seed))
+    frames = [  # in path order
+        FrameSpec(split, city, seq, size, (int(seed), s, c, seq))
+        for s, split in enumerate(SPLITS)
+        for c, city in enumerate(city_names(split, counts[split]))
+        for seq in range(per_city)
+    ]
     images = {split: sum(f.split == split for f in frames) for split in SPLITS}
     cities = {split: city_names(split, counts[split]) for split in SPLITS}
     out.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,5 @@
-"""The training loop of one run: model, loss and optimizer set up, then train, validate and save each epoch.
-
-Its run folder's files and the repair after a kill are `runfolder`'s; the data it reads `datasets`'; its
-optimizer, schedule and random state `optim`'s.
-"""
+"""The training loop of one run: model, loss and optimizer set up (files: `runfolder`, data: `datasets`, optimizer
+and random state: `optim`), then train, validate and save each epoch."""
 
 from __future__ import annotations
 
