@@ -25,9 +25,8 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from cityseg.data.augmentations import DEFAULT_SCALE_RANGE
-from cityseg.data.frames import check_same_size, list_frames, read_image, read_train_ids
+from cityseg.data.frames import check_label_source, check_same_size, list_frames, read_image, read_train_ids
 from cityseg.data.labelpng import png_header
-from cityseg.data.layout import LABEL_SOURCES
 from cityseg.data.transforms import build_transform
 from cityseg.errors import UserError, format_paths
 from cityseg.fileio import atomic_write_text, claim_folder, folder_lock, source_fingerprint, sync_to_disk
@@ -107,8 +106,7 @@ def ensure_cache(
 ) -> CacheResult:
     """A fresh entry for `split` (its `frames` as listed, else listed here), built or repaired first if needed."""
     root = Path(root)
-    if label_source not in LABEL_SOURCES:
-        raise UserError(f"label source {label_source!r} is unknown; use one of {', '.join(LABEL_SOURCES)}.")
+    check_label_source(label_source)
     out = Path(out) if out is not None else default_cache_dir(root)
     _check_outside_dataset(out, root)
     frames = frames if frames is not None else list_frames(root, split, label_source)
