@@ -191,18 +191,13 @@ def _read_back(first_bad_step: Tensor, recent_losses: Tensor, epoch: int, steps:
 
 @torch.no_grad()
 def validate(
-    model: nn.Module,
-    loader: Iterable,
-    context: StepContext,
-    size: tuple[int, int] | None = None,
-    num_classes: int = NUM_CLASSES,
-    progress: bool = True,
+    model: nn.Module, loader: Iterable, context: StepContext, size: tuple[int, int] | None = None, progress: bool = True
 ) -> ValResult:
     """Loss and IoU on a held-out loader of full-resolution images and labels (summed over all ranks); with
     `size` (W, H) the model sees images resized to it, as in training, and logits return to the labels' size."""
     model.eval()
     device = context.device
-    confusion = torch.zeros((num_classes, num_classes), dtype=torch.long, device=device)
+    confusion = torch.zeros((NUM_CLASSES, NUM_CLASSES), dtype=torch.long, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     pixels = torch.zeros((), dtype=torch.long, device=device)
     start = time.perf_counter()
@@ -212,7 +207,7 @@ def validate(
             logits = full_resolution_logits(model, image, target.shape[-2:], size)  # (B, C, H, W) float32
         loss_sum += summed_cross_entropy(logits, target).double()
         pixels += (target != IGNORE_INDEX).sum()
-        confusion += confusion_matrix(logits.argmax(dim=1), target, num_classes)
+        confusion += confusion_matrix(logits.argmax(dim=1), target)
     all_reduce_sum(confusion)
     all_reduce_sum(loss_sum)
     all_reduce_sum(pixels)

@@ -27,14 +27,10 @@ def summed_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = IGN
 class CrossEntropy(nn.Module):
     """Mean cross-entropy over labelled pixels (255 = ignore), like nn.CrossEntropyLoss(ignore_index=255)."""
 
-    def __init__(self, ignore_index: int = IGNORE_INDEX) -> None:
-        super().__init__()
-        self.ignore_index = ignore_index
-
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         # logits (B, C, H, W) any float dtype; target (B, H, W) int64
-        total = summed_cross_entropy(logits.float(), target, self.ignore_index)
-        count = (target != self.ignore_index).sum().clamp_min(1)
+        total = summed_cross_entropy(logits.float(), target)
+        count = (target != IGNORE_INDEX).sum().clamp_min(1)
         return total / count
 
 
@@ -43,23 +39,21 @@ class OhemCrossEntropy(nn.Module):
     its true-class p < max(thresh, the sorted p at min(min_kept x batch, n_labelled - 1)); the kept pixels' summed
     cross-entropy is divided by ALL pixels of the batch (reduction "mean", avg_non_ignore False)."""
 
-    def __init__(self, thresh: float = 0.7, min_kept: int = 100_000, ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(self, thresh: float = 0.7, min_kept: int = 100_000) -> None:
         super().__init__()
-        self.thresh = thresh
-        self.min_kept = min_kept
-        self.ignore_index = ignore_index
+        self.thresh, self.min_kept = thresh, min_kept
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         # logits (B, C, H, W); target (B, H, W)
         logits = logits.float()
-        pixel_loss = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="none")  # (B, H, W)
+        pixel_loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")  # (B, H, W)
         with torch.no_grad():
             keep = self.kept_pixels(logits, target)
         return (pixel_loss * keep).sum() / target.numel()
 
     def kept_pixels(self, logits: Tensor, target: Tensor) -> Tensor:
         """The sampler's 0/1 weight per pixel (B, H, W), computed on the device without reading anything back."""
-        valid = target != self.ignore_index  # (B, H, W)
+        valid = target != IGNORE_INDEX  # (B, H, W)
         safe_target = torch.where(valid, target, torch.zeros_like(target))
         prob = logits.softmax(dim=1).gather(1, safe_target.unsqueeze(1)).squeeze(1)  # (B, H, W) true-class p
         # Unlabelled pixels sort after every labelled one (p <= 1 < 2), so the first n_valid sorted entries are

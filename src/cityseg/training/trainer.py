@@ -126,9 +126,8 @@ class _Training:
             core = nn.SyncBatchNorm.convert_sync_batchnorm(core)
         if state is not None:
             core.load_state_dict(state["model"])
-        self.core = core.to(
-            device, memory_format=torch.channels_last if self.context.channels_last else torch.preserve_format
-        )
+        memory_format = torch.channels_last if self.context.channels_last else torch.preserve_format
+        self.core = core.to(device, memory_format=memory_format)
         self.model: nn.Module = core  # what runs: the bare network (what checkpoints store), maybe wrapped
         if dist.is_distributed():  # also a one-process torchrun job: the multi-GPU path on one GPU
             cuda_ids = [device.index] if device.type == "cuda" else None
