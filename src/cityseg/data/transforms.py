@@ -65,7 +65,7 @@ def _dominant_class_ratio(mask: Tensor) -> float:
 
 class ScaleCrop(v2.Transform):
     """Random scale, then a random crop of up to `crop` (W, H): smaller where the scaled image is (`PadTo` pads it).
-    While one class covers more than `max_class_ratio` of the labelled pixels the window is re-drawn, up to `tries`
+    While one class covers more than `max_class_ratio` of the labelled pixels the window is re-drawn, up to CROP_TRIES
     draws, keeping the least dominated one (unlike mmsegmentation's cat_max_ratio, which keeps an 11th unchecked)."""
 
     def __init__(
@@ -74,14 +74,12 @@ class ScaleCrop(v2.Transform):
         scale_range: tuple[float, float] = (1.0, 1.0),
         base_size: tuple[int, int] | None = None,
         max_class_ratio: float = 1.0,
-        tries: int = CROP_TRIES,
     ) -> None:
         super().__init__()
         self.crop = crop
         self.scale_range = scale_range
         self.base_size = base_size
         self.max_class_ratio = max_class_ratio
-        self.tries = tries
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         height, width = next(x for x in flat_inputs if isinstance(x, (tv_tensors.Image, tv_tensors.Mask))).shape[-2:]
@@ -97,7 +95,7 @@ class ScaleCrop(v2.Transform):
         src_h = max(1, min(height, round(out_h * step_y)))
         src_w = max(1, min(width, round(out_w * step_x)))
         best: tuple[float, int, int] | None = None
-        tries = self.tries if (scaled_h > out_h or scaled_w > out_w) else 1
+        tries = CROP_TRIES if (scaled_h > out_h or scaled_w > out_w) else 1
         for _ in range(tries):
             top = int(torch.randint(0, scaled_h - out_h + 1, ()).item() * step_y)
             left = int(torch.randint(0, scaled_w - out_w + 1, ()).item() * step_x)
