@@ -179,3 +179,21 @@ def test_cv_ends_with_what_to_run_next(one_epoch_cv, tmp_path, capsys):
     assert hints[0].startswith(f"next: cityseg predict {runs / 'full' / 'best.pt'} {one_epoch_cv.root} ")
     assert [line.split()[1 if i else 2] for i, line in enumerate(hints)] == ["predict", "evaluate", "report"]
     assert all(command in _command_names() for command in ("predict", "evaluate", "report"))
+
+
+def test_output_into_a_closed_pipe_ends_quietly_with_141():
+    """`cityseg recipes | head -1`: the reader left; no BrokenPipeError traceback, the shell's SIGPIPE code."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # closed before anything is written, so the first write fails
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "cityseg", "recipes"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr

@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = getattr(args, "debug", False)
     try:
         result = args.func(args)
+    except BrokenPipeError:  # the reader went away (`cityseg recipes | head`): stop quietly, as `cat` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
     except KeyboardInterrupt:
         if not debug:
             # Ctrl-C can land inside a constructor (a tqdm bar being built); the half-built object's __del__
