@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from cityseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from cityseg.errors import UserError, describe_error
-from cityseg.fileio import atomic_write_text
+from cityseg.fileio import atomic_write_text, file_sha256
 from cityseg.prediction.card import build_card, card_json_text, card_markdown, read_evaluation
 from cityseg.prediction.deployed import (
     CARD_JSON,
@@ -44,7 +44,6 @@ from cityseg.prediction.deployed import (
 )
 from cityseg.prediction.image_files import read_user_image
 from cityseg.prediction.inference import forward_padded
-from cityseg.prediction.ledger import file_sha256
 from cityseg.training.config import SIDE_MULTIPLE
 from cityseg.training.model import load_model, onnx_refusal
 from cityseg.training.model_names import model_title_of

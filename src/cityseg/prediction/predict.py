@@ -1,8 +1,5 @@
-"""Predict a whole split into a folder of labelIds PNGs the official evaluation and server accept.
-
-The folder's safety rules (what may be overwritten, how a killed run resumes) are its ledger:
-`cityseg.prediction.ledger`.
-"""
+"""Predict a whole split into a folder of labelIds PNGs the official evaluation and server accept; the folder's
+safety rules (what may be overwritten, how a killed run resumes) are its ledger, `cityseg.prediction.ledger`."""
 
 from __future__ import annotations
 
@@ -22,7 +19,7 @@ from tqdm.auto import tqdm
 from cityseg.data.frames import Frame, list_frames, read_image
 from cityseg.data.transforms import normalize
 from cityseg.errors import UserError
-from cityseg.labels import ID_COLORS, train_ids_to_ids
+from cityseg.labels import train_ids_to_ids
 from cityseg.prediction.deployed import load_network
 from cityseg.prediction.inference import inference_dtype, precision_name, predict_logits, wants_amp
 from cityseg.prediction.ledger import (
@@ -33,7 +30,8 @@ from cityseg.prediction.ledger import (
     output_locks,
     prediction_name,
 )
-from cityseg.prediction.options import PredictOptions, as_size, check_options, check_window, default_stride
+from cityseg.prediction.options import PredictOptions, check_options, check_window
+from cityseg.prediction.overlay import blend, color_image
 from cityseg.training.model import resolve_device
 from cityseg.training.model_names import model_title_of
 
@@ -126,10 +124,10 @@ def load_for_prediction(
 
 def _write_colors(frame: Frame, label_ids: np.ndarray, image: np.ndarray, ledger: OutputLedger) -> dict[str, str]:
     """Cityscapes colours of a labelIds map, and a 50% blend over the photo for eyeballing."""
-    color = ID_COLORS[label_ids]  # (H, W, 3)
-    overlay = ((image.astype(np.uint16) + color) // 2).astype(np.uint8)
+    color = color_image(label_ids)  # (H, W, 3)
     color_name, overlay_name = color_names(frame.id)
-    return {color_name: ledger.write_png(color_name, color), overlay_name: ledger.write_png(overlay_name, overlay)}
+    pixels = {color_name: color, overlay_name: blend(image, color)}
+    return {name: ledger.write_png(name, array) for name, array in pixels.items()}
 
 
 def labels_for_batch(model, images: list[torch.Tensor], device: torch.device, **options) -> list[np.ndarray]:
@@ -166,13 +164,10 @@ def predict_split(
     """
     options = dataclasses.replace(options or PredictOptions(), **fields)
     mode, tta, color_out = options.mode, options.tta, options.color_out
-    crop, stride = as_size(options.crop), as_size(options.stride)
-    check_options(mode, tta, crop, stride)
+    crop, stride = check_options(mode, tta, options.crop, options.stride)
     check_window(crop, "--crop")
     if split not in DEFAULT_OUT:
         raise UserError(f"unknown split {split!r}; choose one of {', '.join(DEFAULT_OUT)}.")
-    if mode == "slide" and stride is None:
-        stride = default_stride(crop)
     out_dir = Path(out_dir) if out_dir is not None else DEFAULT_OUT[split]
     color_out = Path(color_out) if color_out is not None else None
     check_color_folder(out_dir, color_out)
@@ -238,7 +233,7 @@ def _predict_into(
     seconds = time.perf_counter() - start
     for frame in frames if scorer is not None else ():
         if frame.id in done:
-            scorer.add_file(frame.id, ledger.folder / prediction_name(frame.id))
+            scorer.add(frame.id, None, ledger.folder / prediction_name(frame.id))  # read back from its PNG
     return PredictResult(
         out_dir=ledger.folder,
         written=len(todo),

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from cityseg.errors import UserError, format_paths
-from cityseg.evaluation.checks import Problems, file_sha256, find_pngs, match_to_frames, single_matches
+from cityseg.evaluation.checks import Problems, find_pngs, match_to_frames, single_matches
+from cityseg.fileio import file_sha256
 from cityseg.report.plots import Example
 from cityseg.report.tables import percent
 

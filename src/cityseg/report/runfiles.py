@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cityseg.errors import UserError
+from cityseg.fileio import file_sha256
 from cityseg.training.runfolder import BEST_FILE, CONFIG_FILE, FOLDS_FILE, FULL_RUN, SUMMARY_FILE, load_log, run_names
 
 CV_COMMAND = "`cityseg cv DATA_ROOT --out RUNS`"
@@ -117,23 +118,19 @@ def load_evaluation(path: Path, split: str | None = "val") -> dict:
 
 
 def predictions_checkpoint_warning(runs_dir: Path, evaluation: dict) -> str | None:
-    """A warning when the evaluated predictions' manifest names another checkpoint than RUNS/full/best.pt
-    (the report credits its official numbers to the final model); None when they match or nothing says."""
-    from cityseg.prediction.ledger import MANIFEST_NAME, file_sha256
-
+    """A warning when the evaluated predictions were made (their manifest says, as the evaluation recorded it) by
+    another checkpoint than RUNS/full/best.pt, to which the report credits its official numbers; else None."""
     section = evaluation.get("cityseg")
-    pred_dir = section.get("pred_dir") if isinstance(section, dict) else None
-    if not pred_dir:
-        return None
+    predictions = section.get("predictions") if isinstance(section, dict) else None
     try:
-        settings = json.loads((Path(pred_dir) / MANIFEST_NAME).read_text())["settings"]
+        settings = predictions["settings"]
         used = settings["checkpoint_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return None
     final = Path(runs_dir) / FULL_RUN / BEST_FILE
     if final.is_file() and file_sha256(final) == used:
         return None
     return (
-        f"the evaluated predictions in {pred_dir} were made by {settings.get('checkpoint')} (epoch "
+        f"the evaluated predictions in {section.get('pred_dir')} were made by {settings.get('checkpoint')} (epoch "
         f"{settings.get('epoch')}), not by {final}; the report's official numbers are that checkpoint's."
     )
