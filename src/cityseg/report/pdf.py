@@ -1,9 +1,7 @@
-"""report.pdf, written like a paper's results section and built only from run files.
-
-Pages: results (headline and per-class figure), what was trained, cross-validation (per fold, full
-fit, curves), per-class and per-category tables, confusion matrix, and with --predictions the best
-and worst val frames. Beside it: the figures as PNGs and the tables as CSV and LaTeX. A report of
-synthetic data says so on every page and prints nothing machine, time or commit dependent.
+"""report.pdf, written like a paper's results section and built only from run files: results, what was trained,
+cross-validation, per-class and per-category tables, confusion matrix, and with --predictions the best and worst
+val frames; beside it the figures as PNGs and the tables as CSV and LaTeX. A report of synthetic data says so on
+every page and prints nothing machine, time or commit dependent.
 """
 
 from __future__ import annotations
@@ -51,8 +49,8 @@ def headline_table(cv: CvResult, evaluation: Mapping[str, Any], synthetic: bool)
 
 
 def headline_text(runs: RunFiles, evaluation: Mapping[str, Any], synthetic: bool) -> str:
-    """The headline as plain text (notebook, `make demo`): the CV numbers as `cityseg cv` prints them, the
-    official val scores, and on real Cityscapes the reference with its caveat."""
+    """The headline as plain text (notebook, `make demo`): CV numbers, official val scores, and on real Cityscapes
+    the reference with its caveat."""
     scores = [
         Score(evaluation[k]) for k in ("averageScoreClasses", "averageScoreInstClasses", "averageScoreCategories")
     ]

@@ -1,8 +1,6 @@
-"""The numbers and settings a report or a comparison states, read from the run files, in plain words.
-
-summary.json gives the headline cross-validation numbers with a `protocol` sentence and keeps the
-optimistic best-epoch numbers under `selected` (cityseg.training.cv.summarize); `cv_result` keeps the
-two apart. Imports no plotting: `cityseg cv` prints its summary through `summary_text`.
+"""The numbers and settings a report or a comparison states, read from the run files, in plain words: summary.json's
+headline CV numbers with their `protocol`, apart from the optimistic best-epoch ones under `selected`. Imports no
+plotting: `cityseg cv` prints its summary through `summary_text`.
 """
 
 from __future__ import annotations
@@ -31,11 +29,8 @@ REFERENCE_CAVEAT = (
 
 @dataclass(frozen=True)
 class CvResult:
-    """Cross-validation numbers as summary.json states them, with the protocol that produced them.
-
-    `selected`: the best-epoch statistics (miou_mean, miou_std, class_iou_mean, class_iou_std, note) or None;
-    `folds`: summary.json's per-fold records (fold, epoch, val_loss, val_miou, best_epoch, best_val_miou, ...).
-    """
+    """Cross-validation numbers as summary.json states them; `selected`: the best-epoch statistics or None; `folds`:
+    the per-fold records (fold, epoch, val_loss, val_miou, best_epoch, best_val_miou, ...)."""
 
     k: int
     split: str
@@ -115,8 +110,8 @@ def duration_text(seconds: float) -> str:
 
 
 def recipe_differences(runs: RunFiles) -> list[tuple[str, str, str]] | None:
-    """(field, recipe value, run value) for every config field the run changed from its recipe, as typed after
-    the flags; None when config.json is not a config of this cityseg version (the pages say so)."""
+    """(field, recipe value, run value) for every config field the run changed from its recipe; None when config.json
+    is not a config of this cityseg version."""
     from cityseg.errors import UserError
     from cityseg.training.config import TrainConfig, value_text
     from cityseg.training.config import recipe_differences as differences_of

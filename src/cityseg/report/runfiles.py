@@ -1,8 +1,6 @@
-"""Read the files a cross-validation run leaves behind, with errors that name each file and its fix.
-
-The run folder is the single source of truth: config.json, log.jsonl, folds.json, summary.json and
-the official evaluation JSON. Nothing here needs a model or a GPU, so a report can be rebuilt on any
-machine from copied run folders; a run folder that lost a fold or part of a log is refused, not skipped.
+"""Read the files a cross-validation run leaves behind (config.json, log.jsonl, folds.json, summary.json, the
+evaluation JSON), with errors that name each file and its fix; a run folder that lost a fold or part of a log is
+refused, not skipped. Nothing here needs a model or a GPU.
 """
 
 from __future__ import annotations
@@ -66,8 +64,8 @@ class RunFiles:
 
 
 def load_runs(runs_dir: Path, command: str = "cityseg report") -> RunFiles:
-    """Config, logs, folds and summary of a runs folder written by `run_cv`, checked against each other:
-    every run summary.json lists must be there with at least the epochs it records (`command` words the errors)."""
+    """Config, logs, folds and summary of a runs folder, checked against each other: every run summary.json lists
+    must be there with at least the epochs it records (`command` words the errors)."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise UserError(f"runs folder {runs_dir} does not exist; train with {CV_COMMAND} first.")
@@ -103,8 +101,7 @@ def load_runs(runs_dir: Path, command: str = "cityseg report") -> RunFiles:
 
 
 def load_evaluation(path: Path, split: str | None = "val") -> dict:
-    """The official evaluation JSON (cityscapesscripts export format plus cityseg's extras); an evaluation
-    cityseg records as being of another split than `split` is refused (None accepts any)."""
+    """The official evaluation JSON plus cityseg's section; one of another split than `split` is refused (None: any)."""
     data = read_json(Path(path), EVAL_COMMAND, EVAL_KEYS)
     section = data.get("cityseg")
     scored = section.get("split") if isinstance(section, dict) else None
