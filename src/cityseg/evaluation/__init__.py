@@ -9,12 +9,7 @@ Modules: checks (prediction files), official (the script, leashed), fast (the co
 
 from cityseg.evaluation.checks import EvaluationWarning, TrainIdsWarning
 from cityseg.evaluation.output import default_json_path, format_table, percent, write_outputs
-from cityseg.evaluation.runner import (
-    ENGINES,
-    EngineMismatchError,
-    compare_exports,
-    evaluate,
-)
+from cityseg.evaluation.runner import ENGINES, EngineMismatchError, compare_exports, evaluate
 
 __all__ = [
     "ENGINES",

@@ -152,42 +152,33 @@ def setup_table(runs: RunFiles, synthetic: bool) -> Table:
     scale = f", random scale {cfg['scale_range'][0]}–{cfg['scale_range'][1]}" if cfg.get("scale_range") else ""
     aug = ", ".join(AUG_WORDS.get(a, a.replace("-", " ")) for a in cfg.get("aug") or ()) or "none"
     decay = f"weight decay {cfg['weight_decay']:g}" if cfg.get("weight_decay") else "no weight decay"
-    momentum = f"momentum {cfg.get('momentum')}" if cfg.get("optimizer") == "sgd" else f"betas {_betas(cfg)}"
+    betas = ", ".join(map(str, cfg.get("betas") or (0.9, 0.999)))
+    momentum = f"momentum {cfg.get('momentum')}" if cfg.get("optimizer") == "sgd" else f"betas {betas}"
+    optimiser = f"{str(cfg.get('optimizer')).title()} ({momentum}), lr {cfg.get('lr'):g} (encoder × "
+    optimiser += f"{cfg.get('encoder_lr_mult', 1):g}), batch {cfg.get('batch_size')}, {decay}"
     schedule = {"constant": "constant lr", "cosine": f"cosine to {cfg.get('min_lr', 0):g}"}.get(
         cfg.get("schedule"), f"poly (power {cfg.get('poly_power')})"
     )
     warmup = f"linear warm-up over {cfg['warmup_epochs']:g} epochs" if cfg.get("warmup_epochs") else "no warm-up"
     select = {"last": "the last epoch (fixed budget)", "miou": "best val mIoU"}.get(cfg.get("select"), "best val loss")
     full = (runs.summary.get("full") or {}).get("epochs")
+    data = "synthetic street scenes (cityseg synth)" if synthetic else f"Cityscapes at {runs.config.get('data_root')}"
+    folds = f"{runs.folds['k']} folds of the train split by {runs.folds['split']} (seed {runs.folds.get('seed')})"
     rows = [
         ("model", f"{model_title_of(cfg)}; {weights}"),
         ("recipe", str(cfg.get("recipe"))),
         ("input", f"{size}, {crop}{scale}"),
         ("augmentation", aug),
-        (
-            "optimiser",
-            f"{str(cfg.get('optimizer')).title()} ({momentum}), lr {cfg.get('lr'):g} (encoder × "
-            f"{cfg.get('encoder_lr_mult', 1):g}), batch {cfg.get('batch_size')}, {decay}",
-        ),
+        ("optimiser", optimiser),
         ("schedule", f"{schedule}, {warmup}"),
         ("loss", loss_text(cfg)),
         ("precision", "mixed (bf16 or fp16 on CUDA)" if cfg.get("amp") else "fp32"),
         ("epochs", f"{cfg.get('epochs')} per fold; best.pt by {select}"),
         ("full fit", f"{full} epochs on all train images" if full is not None else "not trained yet"),
-        (
-            "data",
-            "synthetic street scenes (cityseg synth)" if synthetic else f"Cityscapes at {runs.config.get('data_root')}",
-        ),
-        (
-            "folds",
-            f"{runs.folds['k']} folds of the train split by {runs.folds['split']} (seed {runs.folds.get('seed')})",
-        ),
+        ("data", data),
+        ("folds", folds),
     ]
     return Table.build(("setting", "value"), rows)
-
-
-def _betas(cfg: Mapping[str, Any]) -> str:
-    return ", ".join(map(str, cfg.get("betas") or (0.9, 0.999)))
 
 
 def machine_table(runs: RunFiles) -> Table:
@@ -199,21 +190,17 @@ def machine_table(runs: RunFiles) -> Table:
     throughput = [f"{speed:.1f} img/s" if speed is not None else "not logged"]
     throughput += [f"{100 * wait:.0f}% of it waiting for data"] if wait is not None else []
     throughput += [f"peak GPU memory {peak:.1f} GiB"] if peak is not None else []
+    machine = f"{record.get('world_size') or 1} × {hardware.get('gpu') or hardware.get('device')}, "
+    machine += f"{hardware.get('cpu_count')} CPU cores"
+    library_versions = f"torch {versions.get('torch')}, smp {versions.get('segmentation-models-pytorch')}, "
+    library_versions += f"cityscapesscripts {versions.get('cityscapesscripts')}"
     rows = [
         ("run folder", str(runs.runs_dir.resolve())),
-        (
-            "hardware",
-            f"{record.get('world_size') or 1} × {hardware.get('gpu') or hardware.get('device')}, "
-            f"{hardware.get('cpu_count')} CPU cores",
-        ),
+        ("hardware", machine),
         ("training time", f"{duration_text(total_seconds(runs.histories))} (all folds and the full fit)"),
         ("throughput", ", ".join(throughput) + " (medians over all epochs)"),
         ("code", git_text(record)),
-        (
-            "versions",
-            f"torch {versions.get('torch')}, smp {versions.get('segmentation-models-pytorch')}, "
-            f"cityscapesscripts {versions.get('cityscapesscripts')}",
-        ),
+        ("versions", library_versions),
         ("started", str(record.get("started") or "unknown")),
     ]
     return Table.build(("item", "value"), rows)
