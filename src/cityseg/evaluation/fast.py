@@ -236,9 +236,8 @@ def _class_scores(conf: np.ndarray, totals: Totals) -> tuple[dict[str, float], d
         fn = int(conf[label_id].sum()) - tp
         fp = int(scored_column[label_id]) - tp
         iou[name] = _ratio(tp, fp, fn)
-        iiou[name] = (
-            _ratio(totals.class_tp[name], fp, totals.class_fn[name]) if name in totals.class_tp else float("nan")
-        )
+        in_totals = name in totals.class_tp
+        iiou[name] = _ratio(totals.class_tp[name], fp, totals.class_fn[name]) if in_totals else float("nan")
     return iou, iiou
 
 
@@ -246,6 +245,7 @@ def _category_scores(conf: np.ndarray, totals: Totals) -> tuple[dict[str, float]
     iou: dict[str, float] = {}
     iiou: dict[str, float] = {}
     for category, members in category2labels.items():
+        iou[category] = iiou[category] = float("nan")
         fp_rows = [i for i in EVAL_IDS if _SCORED[i] and id2label[i].category != category]
         ids = [lab.id for lab in members if not lab.ignoreInEval and lab.id in EVAL_IDS]
         if ids:
@@ -253,14 +253,10 @@ def _category_scores(conf: np.ndarray, totals: Totals) -> tuple[dict[str, float]
             fn = int(conf[ids].sum()) - tp
             fp = int(conf[np.ix_(fp_rows, ids)].sum())
             iou[category] = _ratio(tp, fp, fn)
-        else:
-            iou[category] = float("nan")
         if category in INSTANCE_CATEGORIES:
             inst_ids = list(INSTANCE_CATEGORIES[category])  # includes ignored members, as the script does
             fp = int(conf[np.ix_(fp_rows, inst_ids)].sum())
             iiou[category] = _ratio(totals.category_tp[category], fp, totals.category_fn[category])
-        else:
-            iiou[category] = float("nan")
     return iou, iiou
 
 
@@ -291,10 +287,8 @@ _TRAIN_COLUMN = np.minimum(ID_TO_TRAIN_ID, NUM_CLASSES)[None, :]  # (1, 256)
 
 
 def frame_score(joint: np.ndarray) -> tuple[float, float]:
-    """(mIoU over the classes in the frame's ground truth or prediction, pixel accuracy) on the 19 trainIds.
-
-    Pixels of ignored ground truth are left out; a prediction of an ignored id is wrong (a miss, no class).
-    """
+    """(mIoU over the classes in the frame's ground truth or prediction, pixel accuracy) on the 19 trainIds; ignored
+    ground truth is left out, a prediction of an ignored id is wrong."""
     conf = np.zeros((NUM_CLASSES + 1, NUM_CLASSES + 1), dtype=np.int64)  # (20, 20) rows = ground truth
     np.add.at(conf, (_TRAIN_ROW, _TRAIN_COLUMN), joint)
     conf = conf[:NUM_CLASSES].astype(np.float64)  # (19, 20) labelled ground truth only

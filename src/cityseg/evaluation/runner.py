@@ -173,23 +173,16 @@ def evaluate(
     else:
         timings["validate_s"] = time.perf_counter() - started
         started = time.perf_counter()
-        export, frame_scores = run_fast(
-            pairs, workers, average_class_sizes(), f"the predictions in {pred_dir} cannot be evaluated"
-        )
+        context = f"the predictions in {pred_dir} cannot be evaluated"
+        export, frame_scores = run_fast(pairs, workers, average_class_sizes(), context)
         exports["fast"] = plain(export)
         timings["fast_s"] = time.perf_counter() - started
         counts = np.zeros(256, dtype=np.int64)
         counts[:N_IDS] = np.asarray(export["confMatrix"], dtype=np.int64).sum(axis=0)  # predicted ids, all valid
-        frames = [
-            {
-                "id": pair.frame_id,
-                "prediction": pair.prediction.relative_to(pred_dir).as_posix(),
-                "sha256": file_sha256(pair.prediction),
-                "miou": miou,
-                "pixel_accuracy": accuracy,
-            }
-            for pair, (miou, accuracy) in zip(pairs, frame_scores, strict=True)
-        ]
+        frames = []
+        for pair, (miou, accuracy) in zip(pairs, frame_scores, strict=True):
+            row = {"id": pair.frame_id, "prediction": pair.prediction.relative_to(pred_dir).as_posix()}
+            frames.append(row | {"sha256": file_sha256(pair.prediction), "miou": miou, "pixel_accuracy": accuracy})
     notes = [text for text in (note, warn_if_train_ids(counts, pred_dir)) if text]
     if engine != "fast":  # every input check has passed: the script's sys.exit paths are out of reach
         started = time.perf_counter()

@@ -29,7 +29,7 @@ from cityseg.prediction.options import (
     default_stride,
 )
 from cityseg.prediction.overlay import color_image, overlay_image
-from cityseg.prediction.predict import PrintsSummary, batches, labels_for_batch, load_for_prediction
+from cityseg.prediction.predict import PredictResult, batches, labels_for_batch, load_for_prediction
 
 OUTPUT_KINDS = ("labelIds", "color", "overlay")
 CITYSCAPES_SIZE: Size = (2048, 1024)  # the frames a model's training size is relative to
@@ -43,17 +43,11 @@ def output_names(key: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class ImagePredictResult(PrintsSummary):
+class ImagePredictResult(PredictResult):
     """What an image run did; `failed` maps each image that could not be predicted to the reason."""
 
-    out_dir: Path
-    written: int
-    skipped: int
-    failed: dict[str, str]
-    outputs: list[dict[str, Path]] = field(repr=False)  # per finished image: image, labelIds, color, overlay
-    seconds: float = 0.0
-    images_per_s: float = 0.0
-    model: str = ""  # the architecture and encoder that ran, e.g. "U-Net / resnet34"
+    failed: dict[str, str] = field(default_factory=dict)
+    outputs: list[dict[str, Path]] = field(default_factory=list, repr=False)  # per image: image, labelIds, color, ...
 
     @property
     def overlays(self) -> list[Path]:
@@ -162,15 +156,9 @@ def predict_images(
         for item in inputs
         if str(item.path) not in run.failed
     ]
+    skipped = len(inputs) - len(todo)
     return ImagePredictResult(
-        out_dir=out_dir,
-        written=written,
-        skipped=len(inputs) - len(todo),
-        failed=run.failed,
-        outputs=outputs,
-        seconds=seconds,
-        images_per_s=written / seconds if seconds > 0 else 0.0,
-        model=settings["model"],
+        out_dir, written, skipped, seconds, model=settings["model"], failed=run.failed, outputs=outputs
     )
 
 

@@ -75,6 +75,7 @@ def storage_errors(folder: Path, what: str) -> Iterator[None]:
 
 
 def _storage_errors_named(method: Callable) -> Callable:
+    """The ledger method, its 'disk full' / 'read-only' errors naming the ledger's folder."""
 
     @functools.wraps(method)
     def wrapped(self: OutputLedger, *args: Any, **kwargs: Any) -> Any:
@@ -140,7 +141,8 @@ class OutputLedger:
         manifest = self._load()
         entries: dict[str, dict[str, Any]] = manifest["frames"] if manifest else {}
         recorded = {name for entry in entries.values() for name in entry["files"]}
-        foreign = sorted(self._present_pngs() - recorded)
+        present = {path.relative_to(self.folder).as_posix() for path in self.folder.rglob("*.png")}  # as the matcher
+        foreign = sorted(present - recorded)
         if foreign:
             raise UserError(
                 f"{self.folder} already holds {len(foreign)} PNG file(s) that cityseg predict did not write "
@@ -149,16 +151,12 @@ class OutputLedger:
             )
         reasons = self._stale_reasons(manifest)
         ours = sorted(name for name in recorded if (self.folder / name).exists())
-        edited = (
-            []
-            if reasons or overwrite
-            else sorted(
-                name
-                for key, entry in entries.items()
-                if key in self.names and entry["state"] == "done"  # finished files someone changed since
-                for name, sha in entry["files"].items()
-                if (self.folder / name).is_file() and not self._intact(name, sha)
-            )
+        edited = sorted(  # finished files someone changed since (none matter when all are replaced anyway)
+            name
+            for key, entry in entries.items()
+            if not (reasons or overwrite) and key in self.names and entry["state"] == "done"
+            for name, sha in entry["files"].items()
+            if (self.folder / name).is_file() and not self._intact(name, sha)
         )
         if edited:
             raise UserError(
@@ -194,11 +192,8 @@ class OutputLedger:
         self._write_manifest()  # names this run's token before any of its temp files exists
         self._journal = open(self.folder / JOURNAL_NAME, "wb")  # noqa: SIM115 - appended to until close()
         self._append({"token": self.token})
-        return {
-            key
-            for key, entry in self.entries.items()
-            if entry["state"] == "done" and all(self._intact(name, sha) for name, sha in entry["files"].items())
-        }
+        done = {key: entry["files"] for key, entry in self.entries.items() if entry["state"] == "done"}
+        return {key for key, files in done.items() if all(self._intact(name, sha) for name, sha in files.items())}
 
     @_storage_errors_named
     def mark_pending(self, frame_ids: Iterable[str]) -> None:
@@ -237,14 +232,9 @@ class OutputLedger:
         sync_to_disk(self._journal.fileno())
 
     def _write_manifest(self) -> None:
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "version": MANIFEST_VERSION,
-            "token": self.token,
-            "settings": self.settings,
-            "frames": self.entries,
-        }
-        data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "token": self.token}
+        data = json.dumps(manifest | {"settings": self.settings, "frames": self.entries}, indent=1, sort_keys=True)
+        data = data.encode()
         atomic_write_bytes(self.path, lambda handle: handle.write(data), tag=self.token)
 
     def _load(self) -> dict[str, Any] | None:
@@ -275,19 +265,15 @@ class OutputLedger:
         if not records or records[0] != {"token": manifest.get("token")}:
             return True  # a journal the manifest already holds (killed between the two writes)
         for record in records[1:]:
-            if isinstance(record.get("pending"), dict):
-                entries = {
-                    key: {"state": "pending", "files": dict.fromkeys(names)} for key, names in record["pending"].items()
-                }
+            claimed = record.get("pending")
+            if isinstance(claimed, dict):
+                entries = {key: {"state": "pending", "files": dict.fromkeys(names)} for key, names in claimed.items()}
             else:
                 entries = {record.get("done"): {"state": "done", "files": record.get("files")}}
             if not all(isinstance(key, str) and _valid_entry(entry) for key, entry in entries.items()):
                 return False
             manifest["frames"].update(entries)
         return True
-
-    def _present_pngs(self) -> set[str]:  # recursive, like the official matcher
-        return {path.relative_to(self.folder).as_posix() for path in self.folder.rglob("*.png")}
 
     def _stale_reasons(self, manifest: dict[str, Any] | None) -> list[str]:
         """Why files recorded in `manifest` must not be mixed with this run (empty list: they may)."""
@@ -346,18 +332,13 @@ def output_locks(folders: list[Path]) -> Iterator[None]:
 
     for folder in folders:  # every folder is checked before any is created
         check_output_folder(folder)
+    fix = "two predictions into one folder would mix their files and manifests. Wait for it to finish, or pass "
+    fix += "another output folder."
     with ExitStack() as stack:
         for folder in folders:
             with storage_errors(folder, "the lock file"):
                 folder.mkdir(parents=True, exist_ok=True)
-                stack.enter_context(
-                    hold_lock(
-                        folder / LOCK_NAME,
-                        f"output folder {folder}",
-                        "two predictions into one folder would mix their files and manifests. Wait for it to finish, or "
-                        "pass another output folder.",
-                    )
-                )
+                stack.enter_context(hold_lock(folder / LOCK_NAME, f"output folder {folder}", fix))
         yield
 
 

@@ -32,6 +32,7 @@ from cityseg.prediction.ledger import (
 )
 from cityseg.prediction.options import PredictOptions, check_options, check_window
 from cityseg.prediction.overlay import blend, color_image
+from cityseg.system import default_workers
 from cityseg.training.model import resolve_device
 from cityseg.training.model_names import model_title_of
 
@@ -59,9 +60,12 @@ class PredictResult(PrintsSummary):
     written: int
     skipped: int
     seconds: float
-    images_per_s: float
     scores: dict[str, Any] | None = field(default=None, repr=False)  # score=True: the fast engine's export
     model: str = ""  # the architecture and encoder that ran, e.g. "U-Net / resnet34"
+
+    @property
+    def images_per_s(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
         score = "" if self.scores is None else f"; mIoU {100 * self.scores['averageScoreClasses']:.2f}%"
@@ -172,7 +176,11 @@ def predict_split(
     color_out = Path(color_out) if color_out is not None else None
     check_color_folder(out_dir, color_out)
     frames = list_frames(Path(root), split, label_source=None)
-    scorer = _scorer(root, split, frames) if options.score else None  # ground-truth problems surface before any forward
+    scorer = None
+    if options.score:  # ground-truth problems surface before any forward
+        from cityseg.evaluation.runner import PredictionScorer
+
+        scorer = PredictionScorer(Path(root), split, [f.id for f in frames], workers=default_workers())
     try:
         model, device, settings = load_for_prediction(
             checkpoint, options.device, options.amp, split, mode, tta, crop, stride
@@ -234,22 +242,8 @@ def _predict_into(
     for frame in frames if scorer is not None else ():
         if frame.id in done:
             scorer.add(frame.id, None, ledger.folder / prediction_name(frame.id))  # read back from its PNG
-    return PredictResult(
-        out_dir=ledger.folder,
-        written=len(todo),
-        skipped=len(frames) - len(todo),
-        seconds=seconds,
-        images_per_s=len(todo) / seconds if seconds > 0 else 0.0,
-        scores=scorer.result() if scorer is not None else None,
-        model=ledger.settings["model"],
-    )
-
-
-def _scorer(root: Path, split: str, frames: list[Frame]):
-    from cityseg.evaluation.runner import PredictionScorer
-    from cityseg.system import default_workers
-
-    return PredictionScorer(Path(root), split, [f.id for f in frames], workers=default_workers())
+    scores = scorer.result() if scorer is not None else None
+    return PredictResult(ledger.folder, len(todo), len(frames) - len(todo), seconds, scores, ledger.settings["model"])
 
 
 def _color_from_saved(frames: list[Frame], out_dir: Path, color_ledger: OutputLedger, progress: bool) -> None:
