@@ -1,7 +1,5 @@
-"""What this machine offers a run: how many cores the workers may use, which libraries are installed.
-
-A leaf: the CLI reads it to print its defaults, so it must import nothing heavy.
-"""
+"""What this machine offers a run: cores for workers, installed libraries. The CLI reads it to print its defaults,
+so it imports nothing heavy."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""The official Cityscapes pixel-level evaluation, run in-process and kept on a short leash.
-
-evalPixelLevelSemanticLabeling was written as a script: it reads `CITYSCAPES_*` variables at import, prints,
-writes a JSON next to the package and calls `sys.exit` on any problem. We call only `evaluateImgLists` with
-arguments we build, capture its prints, turn SystemExit into UserError, and lend it `np.in1d` (removed in
-numpy 2.4, still called for iIoU) for the duration of the call.
+"""The official Cityscapes pixel-level evaluation, run in-process and kept on a short leash: the script reads
+`CITYSCAPES_*` variables, prints, writes files and calls `sys.exit`, so we call only `evaluateImgLists` with the
+arguments we build, capture its prints, turn SystemExit into UserError, and lend it `np.in1d` (gone in numpy 2.4).
 """
 
 from __future__ import annotations

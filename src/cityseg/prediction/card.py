@@ -150,10 +150,7 @@ def build_card(
             "recipe": config.get("recipe"),
             "run": run_info.get("run_name") or run_dir.name,
             "epochs": config.get("epochs"),
-            "data_root": run_info.get("data_root"),
-            "synthetic": run_info.get("synthetic"),
-            "n_train": run_info.get("n_train"),
-            "n_val": run_info.get("n_val"),
+            **{key: run_info.get(key) for key in ("data_root", "synthetic", "n_train", "n_val")},
             "config_json": str(run_dir / CONFIG_FILE) if run_info else None,
         },
         "source": {

@@ -67,15 +67,10 @@ def _select_predictions(
     chosen = single_matches(matches, problems)
     wanted = TEST_IMAGES if expect is None else expect
     if len(matches) != wanted:
-        problems.add(
-            "count",
-            f"{len(matches)} frame(s) found, {wanted} expected "
-            + (
-                "(the real test split; use --expect N or --root ROOT for another set)"
-                if expect is None
-                else "(--expect)"
-            ),
+        hint = (
+            "(the real test split; use --expect N or --root ROOT for another set)" if expect is None else "(--expect)"
         )
+        problems.add("count", f"{len(matches)} frame(s) found, {wanted} expected {hint}")
     fixed = tuple(size) if size is not None else IMAGE_SIZE
     return chosen, lambda _frame_id: fixed
 

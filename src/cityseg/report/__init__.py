@@ -1,8 +1,5 @@
 """Reports from run files: report.pdf (`build_report`), compare.pdf, and the tables and figures the notebooks show.
-
-Nothing here trains or needs a GPU. Names are imported from their submodule on first use (PEP 562), so `cityseg
-cv`, which prints a summary, does not load matplotlib.
-"""
+Names are imported from their submodule on first use (PEP 562), so `cityseg cv` does not load matplotlib."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""compare.pdf (A4 portrait): the runs, the paired per-fold test with its limits, per-class IoU, curves.
-
-Beside it the tables as CSV (fractions) and LaTeX (the PDF's text) in `<out stem>_tables/`.
-"""
+"""compare.pdf (A4 portrait): the runs, the paired per-fold test with its limits, per-class IoU, curves; beside it
+the tables as CSV and LaTeX in `<out stem>_tables/`."""
 
 from __future__ import annotations
 
