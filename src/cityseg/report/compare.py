@@ -9,6 +9,7 @@ var * (1/k + n_val/n_train); `TEST_CAVEATS` says what it cannot show.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -168,7 +169,7 @@ class Comparison:
         first = f"{self.labels[0]}: {protocols[self.labels[0]]}"
         if len(set(protocols.values())) == 1:
             return f"CV mIoU: mean ± std over folds, one protocol for all runs: {protocols[self.labels[0]]}"
-        if len({results.protocol_shape(p) for p in protocols.values()}) == 1:
+        if len({re.sub(r"\d+", "#", p) for p in protocols.values()}) == 1:  # the same but for their numbers
             epochs = "; ".join(f"{r.label} {', '.join(str(f.get('epoch')) for f in r.cv.folds)}" for r in self.runs)
             return f"CV mIoU: the same protocol, at different epochs (per fold: {epochs}). Protocol of {first}"
         return "CV mIoU follows different protocols: " + "; ".join(f"{k}: {v}" for k, v in protocols.items())

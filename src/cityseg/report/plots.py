@@ -267,13 +267,10 @@ class LiveCurves:
         rows[:] = [r for r in rows if r.get("epoch") != row.get("epoch")] + [dict(row)]
         self.show()
 
-    def figure(self) -> Figure:
-        return training_curves(self.histories)
-
     def show(self) -> None:
         from IPython.display import Image, display
 
-        image = Image(data=figure_png(self.figure()), format="png")
+        image = Image(data=figure_png(training_curves(self.histories)), format="png")
         if self._handle is None:
             self._handle = display(image, display_id=True)
         else:

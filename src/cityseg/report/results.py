@@ -6,7 +6,6 @@ plotting: `cityseg cv` prints its summary through `summary_text`.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -209,8 +208,3 @@ def machine_table(runs: RunFiles) -> Table:
 def git_text(record: Mapping[str, Any]) -> str:
     git = record.get("git") or {}
     return f"git {(git.get('sha') or 'unknown')[:12]}" + (" (uncommitted changes)" if git.get("dirty") else "")
-
-
-def protocol_shape(protocol: str) -> str:
-    """A protocol sentence with its numbers blanked: two runs with the same shape differ only in epochs."""
-    return re.sub(r"\d+", "#", protocol)
