@@ -39,22 +39,9 @@ from cityseg.training.model_names import model_title_of
 DEFAULT_OUT = {"val": Path("predictions"), "test": Path("test_predictions"), "train": Path("predictions_train")}
 
 
-class PrintsSummary:
-    """A result that prints as its `summary()`: in the CLI, with print(), and as a notebook cell's output."""
-
-    def summary(self) -> str:
-        raise NotImplementedError
-
-    def __str__(self) -> str:
-        return self.summary()
-
-    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython's display hook
-        printer.text(self.summary())
-
-
 @dataclass(frozen=True)
-class PredictResult(PrintsSummary):
-    """What a prediction run did, for the CLI summary and notebooks."""
+class PredictResult:
+    """What a prediction run did; prints as its `summary()` in the CLI, with print() and as a notebook cell's output."""
 
     out_dir: Path
     written: int
@@ -73,6 +60,12 @@ class PredictResult(PrintsSummary):
             f"{self.model}: wrote {self.written} and kept {self.skipped} finished prediction(s) in {self.out_dir} "
             f"({self.images_per_s:.2f} images/s over {self.seconds:.1f} s){score}"
         )
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython's display hook
+        printer.text(self.summary())
 
 
 class _Images(Dataset):
