@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scipy.stats import t as student_t
+
 from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES
 from cityseg.report import results
@@ -76,8 +78,6 @@ class PairedComparison:
     @property
     def p_value(self) -> float:
         """Two-sided p of the corrected resampled t-test (NaN with one fold; 0 when every fold agrees exactly)."""
-        from scipy.stats import t as student_t
-
         if len(self.differences) < 2:
             return math.nan
         if self.std == 0:
@@ -88,8 +88,6 @@ class PairedComparison:
     @property
     def smallest_significant_gain(self) -> float:
         """The mean gain (points) that would just reach p < SIGNIFICANCE with these folds' spread."""
-        from scipy.stats import t as student_t
-
         k = len(self.differences)
         return math.nan if k < 2 else float(student_t.ppf(1 - SIGNIFICANCE / 2, k - 1) * self.std * self._scale())
 
