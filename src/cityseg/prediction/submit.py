@@ -1,8 +1,6 @@
-"""A Cityscapes benchmark submission for pixel-level semantic labeling: one zip of labelIds PNGs.
-
-The server matches each test image to a file named `<city>_<seq>_<frame>*.png` anywhere in the archive (the
-rule of evalPixelLevelSemanticLabeling), holding official labelIds at full resolution, single channel. The
-PNGs go flat and uncompressed into the zip after every check the server would fail or silently mis-score.
+"""A Cityscapes benchmark submission for pixel-level semantic labeling: one zip of labelIds PNGs, each named
+`<city>_<seq>_<frame>*.png` (the official matcher's rule), single channel, full resolution. The PNGs go flat and
+uncompressed into the zip after every check the server would fail or silently mis-score.
 """
 
 from __future__ import annotations
@@ -70,15 +68,10 @@ def _select_predictions(
     chosen = single_matches(matches, problems)
     wanted = TEST_IMAGES if expect is None else expect
     if len(matches) != wanted:
-        problems.add(
-            "count",
-            f"{len(matches)} frame(s) found, {wanted} expected "
-            + (
-                "(the real test split; use --expect N or --root ROOT for another set)"
-                if expect is None
-                else "(--expect)"
-            ),
+        hint = (
+            "(the real test split; use --expect N or --root ROOT for another set)" if expect is None else "(--expect)"
         )
+        problems.add("count", f"{len(matches)} frame(s) found, {wanted} expected {hint}")
     fixed = tuple(size) if size is not None else IMAGE_SIZE
     return chosen, lambda _frame_id: fixed
 
@@ -103,12 +96,9 @@ def make_submission(
     overwrite: bool = False,
     workers: int | None = None,
 ) -> Path:
-    """Check test-split predictions the way the benchmark server would, then zip them flat, atomically.
-
-    Expects TEST_IMAGES (1525) frames of 2048x1024 unless `expect`/`size` say otherwise, or exactly the
-    test frames and image sizes found under `root`. Raises UserError listing every problem. An existing `out_zip`
-    is replaced only with `overwrite`, or when it already holds exactly these predictions (a rerun).
-    """
+    """Check test-split predictions the way the benchmark server would (TEST_IMAGES frames of IMAGE_SIZE unless
+    `expect`/`size` say otherwise, or the test frames and sizes under `root`), then zip them flat, atomically.
+    An existing `out_zip` is replaced only with `overwrite`, or when it holds exactly these predictions."""
     pred_dir, out_zip = Path(pred_dir), Path(out_zip)
     if out_zip.suffix.lower() != ".zip":
         raise UserError(f"submission file {out_zip} must end in .zip (the benchmark server takes a zip archive).")

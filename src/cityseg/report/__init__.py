@@ -1,9 +1,5 @@
 """Reports from run files: report.pdf (`build_report`), compare.pdf, and the tables and figures the notebooks show.
-
-Everything here reads the files a run leaves behind (config.json, log.jsonl, folds.json, summary.json,
-the evaluation JSON, prediction PNGs); nothing trains or needs a GPU. Names are imported from their
-submodule on first use (PEP 562), so `cityseg cv`, which prints a summary, does not load matplotlib.
-"""
+Names are imported from their submodule on first use (PEP 562), so `cityseg cv` does not load matplotlib."""
 
 from __future__ import annotations
 
