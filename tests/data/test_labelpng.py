@@ -153,6 +153,12 @@ def damaged_cases(clean: dict[str, bytes], seed: int = 0):
             f"{name}:bad-crc-text-after-idat",
             data[: position + 12 + length] + bad_text + data[position + 12 + length :],
         )
+        # issue 27's crafted files: a second IHDR, a pHYs shorter than its 9 bytes, a zTXt over PIL's text limit
+        second_ihdr = _chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 0, 0, 0, 0))
+        yield f"{name}:second-ihdr", data[:position] + second_ihdr + data[position:]
+        yield f"{name}:short-phys", data[:position] + _chunk(b"pHYs", b"\0\0\x0b\x13") + data[position:]
+        big_ztxt = _chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"x" * (2**20 + 1)))
+        yield f"{name}:oversized-ztxt", data[:position] + big_ztxt + data[position:]
         junk = rng.integers(0, 256, length, dtype=np.uint8).tobytes()
         yield f"{name}:junk-idat", _fix_crcs(data[: position + 8] + junk + data[position + 8 + length :])
     yield "random-bytes", rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
