@@ -20,20 +20,7 @@ from cityseg.prediction.deployed import CARD_JSON, CARD_MD, ONNX_FILE, WEIGHTS_F
 
 pytestmark = pytest.mark.slow  # two tiny cv runs (2 folds x 1 epoch and the full fit)
 
-TINY = (
-    "--folds",
-    "2",
-    "--epochs",
-    "1",
-    "--size",
-    "64x32",
-    "--workers",
-    "0",
-    "--device",
-    "cpu",
-    "--encoder-weights",
-    "none",
-)
+TINY = "--folds 2 --epochs 1 --size 64x32 --workers 0 --device cpu --encoder-weights none".split()
 
 
 def cli(*args: object) -> SimpleNamespace:
