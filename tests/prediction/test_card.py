@@ -85,11 +85,17 @@ def _card(lone) -> dict:
         (lambda card: card | {"source": "a string"}, "'source' is str"),
         (lambda card: card | {"source": {"epoch": "3"}}, "source.epoch"),
         (lambda card: card | {"files": {"weights": {"file": WEIGHTS_FILE}}}, "files.weights"),
+        (lambda card: card | {"files": card["files"] | {"onnx": {"refused": " "}}}, "files.onnx"),
+        (lambda card: card | {"files": card["files"] | {"onnx": {"refused": "r", "sha256": "b" * 64}}}, "files.onnx"),
+        (lambda card: card | {"files": {"weights": card["files"]["weights"]}}, "files.onnx"),
         (lambda card: card | {"config": 7}, "'config' is int"),
         (lambda card: card | {"format_version": 99}, "version is 99"),
         (lambda card: " " * (2 << 20) + "{}", "bytes"),
     ],
-    ids=["deep", "huge-size", "source-list", "source-str", "epoch-str", "no-hash", "config-int", "version", "huge"],
+    ids=[
+        *("deep", "huge-size", "source-list", "source-str", "epoch-str", "no-hash"),
+        *("no-reason", "reason-and-hash", "no-onnx-entry", "config-int", "version", "huge"),
+    ],
 )
 def test_a_crafted_card_is_a_user_error_naming_the_file(lone, tmp_path, change, message):
     changed = change(_card(lone))
@@ -102,3 +108,15 @@ def test_a_crafted_card_is_a_user_error_naming_the_file(lone, tmp_path, change, 
 def test_an_unchanged_card_reads_back(lone, tmp_path):
     (tmp_path / CARD_JSON).write_text(json.dumps(_card(lone)))
     assert read_card(tmp_path)["source"]["epoch"] == 3
+
+
+def test_a_card_without_onnx_says_why_and_reads_back(lone, tmp_path):
+    path, network, state = lone
+    files = {"weights": FILES["weights"], "onnx": {"refused": "U-Net / resnet18: a reason"}}
+    card = json.loads(card_json_text(build_card(path, state, network, files, None, None)))
+    assert card["onnx_io"] is None and card["parity"] is None
+    markdown = card_markdown(card)
+    assert "cannot export U-Net / resnet18: a reason." in " ".join(markdown.split())
+    assert ONNX_FILE in markdown and "opset" not in markdown and "parity" not in markdown and "<!--" not in markdown
+    (tmp_path / CARD_JSON).write_text(json.dumps(card))
+    assert read_card(tmp_path)["files"]["onnx"] == files["onnx"]

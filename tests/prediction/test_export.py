@@ -370,12 +370,26 @@ def _checkpoint_of(path: Path, arch: str, encoder: str) -> tuple[Path, torch.nn.
 
 
 @pytest.mark.parametrize(("arch", "encoder"), [("FPN", "resnet34"), ("DeepLabV3Plus", "resnet18")])
-def test_export_refuses_an_architecture_it_cannot_trace_by_name_with_the_reason(tmp_path, arch, encoder):
-    checkpoint, _ = _checkpoint_of(tmp_path / "best.pt", arch, encoder)
-    with pytest.raises(UserError, match=f"cannot be exported to ONNX: {arch.replace('Plus', '[+]')} / {encoder}"):
-        export_model(checkpoint, tmp_path / "out")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]  # nothing written
-    assert arch in ONNX_REFUSALS and "torch.export" in ONNX_REFUSALS[arch]
+def test_an_architecture_it_cannot_trace_exports_without_onnx_and_the_card_says_why(tmp_path, arch, encoder):
+    checkpoint, network = _checkpoint_of(tmp_path / "best.pt", arch, encoder)
+    lines = []
+    result = export_model(checkpoint, tmp_path / "out", log=lines.append)
+    title = f"{arch.replace('Plus', '+')} / {encoder}"
+    reason = f"{title}: {ONNX_REFUSALS[arch]}"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [CARD_JSON, CARD_MD, WEIGHTS_FILE]
+    assert result.parity is None and any(f"no {ONNX_FILE}" in line and reason in line for line in lines)
+    card = json.loads((tmp_path / "out" / CARD_JSON).read_text())
+    assert card["files"]["onnx"] == {"refused": reason} and card["parity"] is None and card["onnx_io"] is None
+    markdown = " ".join((tmp_path / "out" / CARD_MD).read_text().split())
+    assert f"No ONNX graph (`{ONNX_FILE}`) is included: `cityseg export` cannot export {reason}." in markdown
+    assert "ONNX parity" not in markdown and "opset" not in markdown and "{" + "onnx" not in markdown
+    loaded, state = load_network(tmp_path / "out")  # through safetensors, its hash checked
+    assert state["sha256"] == card["files"]["weights"]["sha256"] == file_sha256(tmp_path / "out" / WEIGHTS_FILE)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(torch.ones(1, 3, 64, 64)), network(torch.ones(1, 3, 64, 64)))
+    _flip_bytes(tmp_path / "out" / WEIGHTS_FILE)
+    with pytest.raises(UserError, match="sha256 differs"):
+        load_network(tmp_path / "out")
 
 
 def test_safetensors_weights_name_their_model_and_load_as_it(tmp_path):

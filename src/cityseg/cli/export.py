@@ -17,7 +17,8 @@ def register(subparsers) -> None:
         description="Write OUT/model.safetensors (the network's tensors), OUT/model.onnx (uint8 RGB (batch, height, "
         "width, 3) -> float32 logits (batch, 19, height, width), normalisation and padding inside) and OUT/card.json "
         "+ card.md (the model, how `cityseg predict` runs it step by step, its training and numbers, both files' "
-        "sha256). onnxruntime must match torch on a few images first, else nothing is written. `cityseg predict OUT` "
+        "sha256). onnxruntime must match torch on a few images first, else nothing is written. Architectures that "
+        "cannot be exported to ONNX (docs/models.md) get no model.onnx; their card says why. `cityseg predict OUT` "
         "takes the folder like a checkpoint. docs/export.md says more.",
     )
     add = parser.add_argument

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,7 @@ def build_card(
     state: dict[str, Any],
     network: nn.Module,
     files: dict[str, Any],
-    parity: dict[str, Any],
+    parity: dict[str, Any] | None,
     evaluation: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """card.json's content for a checkpoint of a run folder (RUNS/<run>/best.pt beside config.json); `state` is
@@ -138,7 +139,9 @@ def build_card(
             "size_multiple": size_multiple(model["arch"], model["encoder"]),
         },
         "files": files,
-        "onnx_io": {
+        "onnx_io": None  # no model.onnx: `files.onnx` says why
+        if "refused" in files["onnx"]
+        else {
             "input": {"name": "image", "dtype": "uint8", "shape": ["batch", "height", "width", 3], "layout": "RGB"},
             "output": {"name": "logits", "dtype": "float32", "shape": ["batch", NUM_CLASSES, "height", "width"]},
         },
@@ -213,7 +216,10 @@ def _resize_step(size: list[int] | None) -> str:
 def card_markdown(card: dict[str, Any]) -> str:
     """card.md (card_template.md filled in): card.json's facts for people, and the recipe `cityseg predict` follows."""
     recipe, git, config_json = card["inference"], card["git"], card["training"]["config_json"]
-    return TEMPLATE.read_text().format(
+    parity = card["parity"] or {"passed": False, "images": []}  # None: no model.onnx, its blocks are dropped
+    drop, keep = ("onnx", "no-onnx") if "refused" in card["files"]["onnx"] else ("no-onnx", "onnx")
+    template = re.sub(rf"<!--{drop}-->\n.*?<!--/{drop}-->\n", "", TEMPLATE.read_text(), flags=re.DOTALL)
+    return re.sub(rf"<!--/?{keep}-->\n", "", template).format(
         **card,
         weights=card["files"]["weights"],
         onnx=card["files"]["onnx"],
@@ -226,11 +232,11 @@ def card_markdown(card: dict[str, Any]) -> str:
         pad=recipe["pad"],
         config_source=f" (from {config_json})" if config_json else "",
         result_lines="\n".join(_results_lines(card)),
-        verdict="Passed" if card["parity"]["passed"] else "FAILED",
+        verdict="Passed" if parity["passed"] else "FAILED",
         parity_rows="\n".join(
             f"| {r['name']} | {r['size']} | {100 * r['agreement']:.4f} % | {r['max_abs_diff']:.2e} | "
             f"{r['tolerance']:.2e} |"
-            for r in card["parity"]["images"]
+            for r in parity["images"]
         ),
         class_rows="\n".join(
             f"| {c['train_id']} | {c['label_id']} | {c['name']} | {c['category']} | {tuple(c['color'])} |"

@@ -68,12 +68,20 @@ def _card_problem(card: Any) -> str | None:
             return f"'{key}' is {type(card.get(key)).__name__}, not an object"
     for kind, name in (("weights", WEIGHTS_FILE), ("onnx", ONNX_FILE)):
         entry = card["files"].get(kind)
+        if kind == "onnx" and _onnx_refused(card):
+            continue
         if not isinstance(entry, dict) or entry.get("file") != name or not _SHA256.fullmatch(str(entry.get("sha256"))):
             return f"files.{kind} does not record {name} with its sha256"
     epoch = (card.get("source") or {}).get("epoch")
     if epoch is not None and (type(epoch) is not int or not 0 <= epoch < 10**6):
         return f"source.epoch is {epoch!r}, not an epoch number"
     return None
+
+
+def _onnx_refused(card: dict[str, Any]) -> bool:
+    """Whether card.json says the export has no model.onnx, and why: `files.onnx` is {"refused": "<reason>"}."""
+    entry = card["files"].get("onnx")
+    return isinstance(entry, dict) and set(entry) == {"refused"} and bool(str(entry["refused"]).strip())
 
 
 def _read_checked(path: Path, sha256: str | None) -> bytes:
@@ -121,7 +129,8 @@ def load_network(model_path: Path, device: str | torch.device = "cpu") -> tuple[
     folder = Path(model_path)
     card = read_card(folder)
     files = card["files"]
-    _read_checked(folder / ONNX_FILE, files["onnx"]["sha256"])
+    if not _onnx_refused(card):
+        _read_checked(folder / ONNX_FILE, files["onnx"]["sha256"])
     model = load_weights(folder / WEIGHTS_FILE, files["weights"]["sha256"])
     epoch = (card.get("source") or {}).get("epoch")
     state = {"config": card.get("config") or {}, "epoch": epoch, "num_classes": NUM_CLASSES}

@@ -54,7 +54,6 @@ MIN_SIDE = SIDE_MULTIPLE // 2 + 1
 # Traced for sides above SIDE_MULTIPLE: torch.export specialises a size that pads to one 1x1 bottleneck cell.
 TRACE_MIN_SIDE = SIDE_MULTIPLE + 1
 MIN_AGREEMENT = 0.999  # share of pixels whose argmax must be identical, per image
-EXPORT_FILES = (("weights", WEIGHTS_FILE), ("onnx", ONNX_FILE))
 LOGIT_RTOL = 1e-3  # max |onnx - torch| allowed, relative to the image's max |logit| (float32 round-off is ~1e-6)
 PARITY_RULE = (
     f"per image: argmax identical on >= {100 * MIN_AGREEMENT:.1f}% of pixels and max |logit_onnx - logit_torch| <= "
@@ -99,7 +98,7 @@ class ExportResult:
     """Where the export went, the model it holds, its parity figures and how long it took."""
 
     out_dir: Path
-    parity: dict[str, Any]  # check_parity's report, as card.json holds it
+    parity: dict[str, Any] | None  # check_parity's report, as card.json holds it; None without model.onnx
     seconds: float
     model: str = ""
 
@@ -205,14 +204,42 @@ def _install(staging: Path, out_dir: Path, overwrite: bool) -> None:
     umask = os.umask(0)
     os.umask(umask)
     names = (WEIGHTS_FILE, ONNX_FILE, CARD_MD, CARD_JSON)  # the files an export writes
+    names = tuple(name for name in names if (staging / name).exists())  # model.onnx is missing for a refusal
     for name in names:  # mkdtemp and some writers make private files; an export is ordinary files
         (staging / name).chmod(0o666 & ~umask)
     if not out_dir.exists():
         staging.chmod(0o777 & ~umask)
         staging.rename(out_dir)
         return
+    if ONNX_FILE not in names:  # an earlier export's graph is another model's
+        (out_dir / ONNX_FILE).unlink(missing_ok=True)
     for name in names:
         os.replace(staging / name, out_dir / name)
+
+
+def _write_onnx(network: nn.Module, staging: Path, title: str, checkpoint: Path, check_images, log) -> tuple:
+    """model.onnx in `staging`, checked against the weights there with onnxruntime: its card.json `files` entry and
+    the parity report; a UserError when tracing fails or onnxruntime disagrees."""
+    log("ONNX: tracing the graph with torch.onnx.export(dynamo=True) (about a minute on a laptop CPU) ...")
+    try:
+        opset = export_onnx(network, staging / ONNX_FILE)
+    except Exception as exc:  # noqa: BLE001 - torch.export and onnxscript fail in many ways
+        raise UserError(
+            f"torch.onnx.export failed on {title} ({describe_error(exc)}), although this architecture is not "
+            "among those known to fail (cityseg.training.model.ONNX_REFUSALS); nothing was written. `cityseg "
+            "predict CHECKPOINT` works; report this with --debug's traceback."
+        ) from exc
+    log(f"ONNX: {ONNX_FILE} (opset {opset}); checking it against torch with onnxruntime ...")
+    parity = check_parity(staging, check_images if check_images is not None else default_check_images())
+    log(parity_text(parity))
+    if not parity["passed"]:
+        raise UserError(
+            f"the ONNX graph of {title} ({checkpoint}) does not reproduce the torch model within the stated "
+            "tolerance (figures above), so no export was written. Report this with the figures; `cityseg "
+            "predict CHECKPOINT` still works."
+        )
+    entry = {"file": ONNX_FILE, "sha256": file_sha256(staging / ONNX_FILE), "opset": opset, "min_side": MIN_SIDE}
+    return entry, parity
 
 
 def export_model(
@@ -237,8 +264,6 @@ def export_model(
     evaluation = read_evaluation(Path(eval_json)) if eval_json is not None else None  # fail before the slow part
     network, state = load_model(checkpoint, torch.device("cpu"))
     title = model_title_of(state.get("config"))
-    if (refusal := onnx_refusal(state.get("config"))) is not None:
-        raise UserError(f"{checkpoint} cannot be exported to ONNX: {refusal}. `cityseg predict CHECKPOINT` works.")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with _staging(out_dir, log) as staging:
         from safetensors.torch import save_file
@@ -247,26 +272,12 @@ def export_model(
         tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata=weights_metadata(network))
         log(f"weights: {WEIGHTS_FILE} ({(staging / WEIGHTS_FILE).stat().st_size / 2**20:.1f} MiB)")
-        log("ONNX: tracing the graph with torch.onnx.export(dynamo=True) (about a minute on a laptop CPU) ...")
-        try:
-            opset = export_onnx(network, staging / ONNX_FILE)
-        except Exception as exc:  # noqa: BLE001 - torch.export and onnxscript fail in many ways
-            raise UserError(
-                f"torch.onnx.export failed on {title} ({describe_error(exc)}), although this architecture is not "
-                "among those known to fail (cityseg.training.model.ONNX_REFUSALS); nothing was written. `cityseg "
-                "predict CHECKPOINT` works; report this with --debug's traceback."
-            ) from exc
-        log(f"ONNX: {ONNX_FILE} (opset {opset}); checking it against torch with onnxruntime ...")
-        parity = check_parity(staging, check_images if check_images is not None else default_check_images())
-        log(parity_text(parity))
-        if not parity["passed"]:
-            raise UserError(
-                f"the ONNX graph of {title} ({checkpoint}) does not reproduce the torch model within the stated "
-                "tolerance (figures above), so no export was written. Report this with the figures; `cityseg "
-                "predict CHECKPOINT` still works."
-            )
-        files = {kind: {"file": name, "sha256": file_sha256(staging / name)} for kind, name in EXPORT_FILES}
-        files["onnx"].update(opset=opset, min_side=MIN_SIDE)
+        files = {"weights": {"file": WEIGHTS_FILE, "sha256": file_sha256(staging / WEIGHTS_FILE)}}
+        if (refusal := onnx_refusal(state.get("config"))) is None:
+            files["onnx"], parity = _write_onnx(network, staging, title, checkpoint, check_images, log)
+        else:  # the card says why and how to load the weights; `cityseg predict OUT` takes the folder
+            files["onnx"], parity = {"refused": refusal}, None
+            log(f"ONNX: no {ONNX_FILE} (not exportable: {refusal})")
         card = build_card(checkpoint, state, network, files, parity, evaluation)
         if evaluation is not None and card["results"]["evaluation"]["same_checkpoint"] is False:
             log(
