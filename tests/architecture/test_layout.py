@@ -178,3 +178,25 @@ def test_the_code_is_ruff_formatted():
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_module_docstrings_are_at_most_8_lines_and_no_module_is_compiled():
+    """A module docstring says what and why (measurements live in BENCHMARKS.md); the package is pure Python."""
+    long = {}
+    for path in python_files():
+        docstring = ast.get_docstring(ast.parse(path.read_text()), clean=False) or ""
+        if len(docstring.strip().splitlines()) > 8:
+            long[str(path.relative_to(PACKAGE))] = len(docstring.strip().splitlines())
+    assert not long, f"shorten these module docstrings to 8 lines: {long}"
+    compiled = [p.name for p in PACKAGE.rglob("*") if p.suffix in {".c", ".cpp", ".pyx", ".so"}]
+    assert not compiled and not (PACKAGE.parents[1] / "setup.py").exists(), compiled
+
+
+def test_the_project_cites_only_files_it_holds():
+    """No text the project ships points at a notes file or folder outside the repository."""
+    root = PACKAGE.parents[1]
+    shipped = [root / "README.md", root / "Makefile", *(root / "docs").rglob("*.md")]
+    for folder in ("src", "scripts", "bench", "notebooks"):
+        shipped += [p for p in (root / folder).rglob("*") if p.suffix in {".py", ".sh", ".md", ".toml", ".ipynb"}]
+    outside = [str(p.relative_to(root)) for p in shipped if any(s in p.read_text() for s in ("NOTES.md", "../shared"))]
+    assert not outside, f"these cite files the repository does not hold: {outside}"
