@@ -101,6 +101,11 @@ def test_report_has_every_page_and_each_says_synthetic(tiny_run):
     # No reference beside synthetic numbers, and nothing about how the committed demo is kept.
     assert "no reference number is shown" in " ".join(texts[0].split())
     assert not any("66.79" in text or "reference (%)" in text or "byte" in text for text in texts)
+    sizes = {
+        (round(float(page.mediabox.width)), round(float(page.mediabox.height)))
+        for page in PdfReader(tiny_run.pdf).pages
+    }
+    assert sizes == {(595, 842)}, f"every page A4 portrait (595 x 842 pt), got {sizes}"
 
 
 def test_report_numbers_match_summary_and_evaluation_json(tiny_run):
