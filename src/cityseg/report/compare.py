@@ -196,7 +196,8 @@ class Comparison:
         configs = [run.runs.config.get("config") or {} for run in self.runs]
         names = [n for n in dict.fromkeys(k for c in configs for k in c) if len({repr(c.get(n)) for c in configs}) > 1]
         rows = [[name, *(_setting(c.get(name)) for c in configs)] for name in names]
-        return Table.build(["setting", *self.labels], rows, title="settings that differ between the runs")
+        none = "None: every setting is the same."
+        return Table.build(["setting", *self.labels], rows, title="settings that differ between the runs", empty=none)
 
     def class_table(self) -> tuple[Table, dict[tuple[int, int], CellStyle]]:
         """Per class: each run's CV IoU and val IoU, and each run's difference to the first, highlighted: green a

@@ -89,7 +89,7 @@ def comparison_pages(comparison: Comparison) -> list[Page]:
     )
     settings = comparison.settings_table()
     add(lambda page: page.heading("Settings that differ"))
-    add(lambda page: page.table(settings) if settings.rows else page.text("None: every setting is the same."))
+    add(lambda page: page.table(settings) if settings.rows else page.text(settings.empty))
     paired = comparison.paired()
     if len(comparison.runs) > 1:
         add(lambda page: page.heading("Paired per-fold comparison"))

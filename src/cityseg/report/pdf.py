@@ -17,7 +17,7 @@ from cityseg.report import frames, layout, plots, results
 from cityseg.report.notebook import folds_table, is_synthetic
 from cityseg.report.results import CvResult, cv_result, finite, val_class_iou, val_confusion
 from cityseg.report.runfiles import RunFiles, load_evaluation, load_runs
-from cityseg.report.tables import CellStyle, Score, Table
+from cityseg.report.tables import CellStyle, Score, Table, count
 from cityseg.training.model_names import model_title_of
 
 CREATOR = "cityseg report"
@@ -92,11 +92,13 @@ def full_fit_text(runs: RunFiles) -> str:
     summary, full = runs.summary, runs.summary.get("full")
     if not full:
         return "No full-data fit yet: `cityseg cv ... --resume` trains it once every fold is finished."
-    state = "finished" if full.get("finished") else f"{full.get('epochs_done')} of {full.get('epochs')} epochs done"
+    state = (
+        "finished" if full.get("finished") else f"{full.get('epochs_done')} of {count(full['epochs'], 'epoch')} done"
+    )
     fixed = summary["folds"] and all(f.get("select") == "last" for f in summary["folds"])
     rule = "the folds' epochs (fixed budget)" if fixed else "the median of the folds' best epochs"
     return (
-        f"{runs.configs.get('full', {}).get('n_train', 'all')} train images, {full['epochs']} epochs = {rule} "
+        f"{runs.configs.get('full', {}).get('n_train', 'all')} train images, {count(full['epochs'], 'epoch')} = {rule} "
         f"(chosen: {summary['chosen_epochs']}), on the folds' {full.get('schedule_epochs', full['epochs'])}-epoch lr "
         f"schedule stopped there; {state}. Its best.pt (RUNS/full/best.pt) is the final model, the one to predict "
         "val with."

@@ -14,7 +14,7 @@ import numpy as np
 
 from cityseg.labels import CLASS_NAMES
 from cityseg.report.runfiles import RunFiles
-from cityseg.report.tables import Table, mean_std_text
+from cityseg.report.tables import Table, count, mean_std_text
 from cityseg.training.model_names import model_title_of
 
 # The reference write-up's number (docs/reference.md): U-Net/ResNet-34, 10 epochs, batch 4, Adam 1e-4.
@@ -158,7 +158,7 @@ def setup_table(runs: RunFiles, synthetic: bool) -> Table:
     schedule = {"constant": "constant lr", "cosine": f"cosine to {cfg.get('min_lr', 0):g}"}.get(
         cfg.get("schedule"), f"poly (power {cfg.get('poly_power')})"
     )
-    warmup = f"linear warm-up over {cfg['warmup_epochs']:g} epochs" if cfg.get("warmup_epochs") else "no warm-up"
+    warmup = f"linear warm-up over {count(cfg['warmup_epochs'], 'epoch')}" if cfg.get("warmup_epochs") else "no warm-up"
     select = {"last": "the last epoch (fixed budget)", "miou": "best val mIoU"}.get(cfg.get("select"), "best val loss")
     full = (runs.summary.get("full") or {}).get("epochs")
     data = "synthetic street scenes (cityseg synth)" if synthetic else f"Cityscapes at {runs.config.get('data_root')}"
@@ -173,7 +173,7 @@ def setup_table(runs: RunFiles, synthetic: bool) -> Table:
         ("loss", loss_text(cfg)),
         ("precision", "mixed (bf16 or fp16 on CUDA)" if cfg.get("amp") else "fp32"),
         ("epochs", f"{cfg.get('epochs')} per fold; best.pt by {select}"),
-        ("full fit", f"{full} epochs on all train images" if full is not None else "not trained yet"),
+        ("full fit", f"{count(full, 'epoch')} on all train images" if full is not None else "not trained yet"),
         ("data", data),
         ("folds", folds),
     ]

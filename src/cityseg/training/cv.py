@@ -145,11 +145,7 @@ class _Bar:
         """The full fit's epoch count, once the folds have chosen it."""
         if name in self.planned:
             self.planned[name] = (self.planned[name][0], epochs)
-            if self.bar.disable:
-                return
-            started = self.bar.start_t
-            self.bar.reset(total=self.total())  # not `.total =`: a notebook widget keeps its own maximum
-            self.bar.start_t, self.bar.n = started, self.done()
+            self.bar.total, self.bar.n = self.total(), self.done()
             self.bar.refresh()
 
 
