@@ -1,8 +1,5 @@
-"""The `cityseg` command line: one subcommand per step of the pipeline, each a module with `register(subparsers)`.
-
-This module owns the exit codes: 0 success, 2 bad input or usage (one paragraph, no traceback unless `--debug`),
-1 internal error (with traceback, since that is a bug to report).
-"""
+"""The `cityseg` command line: one subcommand per pipeline step, each a module with `register(subparsers)`.
+Exit codes: 0 success, 2 bad input or usage (one paragraph; traceback with `--debug`), 1 internal error (a bug)."""
 
 from __future__ import annotations
 

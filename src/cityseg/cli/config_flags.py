@@ -1,9 +1,5 @@
-"""The training options of `cityseg cv` and `cityseg train`, generated from TrainConfig: one flag per field.
-
-A field's name gives the flag (`batch_size` -> `--batch-size`), its type the value syntax, its metadata the help
-text, option group and choices (cityseg.training.config), and the built-in recipes its defaults. So a new config
-field gets its flag without an edit here, and `--help` shows what each recipe sets.
-"""
+"""The training options of `cityseg cv` and `cityseg train`, generated from TrainConfig: one flag per field
+(`batch_size` -> `--batch-size`; type, help, group and choices from the field), so a new field needs no edit here."""
 
 from __future__ import annotations
 

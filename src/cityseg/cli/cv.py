@@ -1,11 +1,7 @@
 """`cityseg cv`: k-fold cross-validation on the train split, then the final model on all of it.
 
-Launch (see cityseg.training.cv for the run-folder layout):
-
-    cityseg cv ROOT --out RUNS                                  # one device
-    torchrun --nproc_per_node=4 -m cityseg cv ROOT --out RUNS   # DDP on 4 GPUs
-    cityseg cv ROOT --out RUNS --only-folds 0,1                 # some folds only (e.g. one process per GPU)
-    cityseg cv ROOT --out RUNS --resume                         # skip finished folds, finish the rest
+cityseg cv ROOT --out RUNS [--resume] [--only-folds 0,1]   # one device
+torchrun --nproc_per_node=4 -m cityseg cv ROOT --out RUNS   # DDP on 4 GPUs
 """
 
 from __future__ import annotations

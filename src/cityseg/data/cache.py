@@ -1,9 +1,7 @@
 """The training cache: each split decoded once into uint8 memmaps at the training resolution, read as a Dataset.
 
-DIR/CITYSEG_CACHE.json marks the folder as cityseg's; DIR/<split>_<W>x<H|full>_<labels>/ holds images.npy
-(N, H, W, 3), labels.npy (N, H, W) trainIds, index.json (per frame: id, source paths, sizes, mtimes) and
-COMPLETE, written last. An entry is built in `.tmp-<entry>/` and renamed into place; a changed source makes it
-stale and the rebuild decodes only the changed frames. Resizing is the evaluation transform's `v2.Resize`.
+DIR/<split>_<W>x<H|full>_<labels>/ holds images.npy, labels.npy, index.json and COMPLETE (written last); an entry is
+built in `.tmp-<entry>/` and renamed into place, and a rebuild decodes only the changed frames.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""Colour augmentations of a training batch on the device (`--gpu-aug`), instead of in the loader workers.
-
-`BatchPhotometric` is `photometric`'s PhotoMetricDistortion batched, each image with its own draw: the value tables
-looked up on the device and OpenCV's 8-bit HSV in tensor ops, the workers' result bit for bit where OpenCV fuses
-its multiply-adds (x86-64 wheels). Draws are made on the host, seeded by (seed, epoch, step, rank).
-"""
+"""Colour augmentations of a training batch on the device (`--gpu-aug`): `photometric`'s PhotoMetricDistortion
+batched, each image with its own draw (made on the host, seeded by seed, epoch, step and rank), OpenCV's 8-bit HSV
+in tensor ops, the workers' result bit for bit where OpenCV fuses its multiply-adds (x86-64 wheels)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Cityscapes on disk (`layout`): find image/label pairs, check the folder a user pointed at, read PNGs safely.
-
-An image id is `<city>_<seq>_<frame>`. Every way this layout commonly goes wrong (wrong folder level, a
-half-extracted zip, labels not prepared) is one `UserError` naming the path and the fix, before training.
-"""
+"""Cityscapes on disk (`layout`): find image/label pairs (id `<city>_<seq>_<frame>`), read PNGs safely, and turn
+each common layout mistake (wrong folder level, half-extracted zip, labels not prepared) into one UserError."""
 
 from __future__ import annotations
 

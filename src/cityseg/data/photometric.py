@@ -1,9 +1,6 @@
 """mmsegmentation's PhotoMetricDistortion (mmseg/datasets/transforms/transforms.py), exactly, for one uint8 crop.
-
-Each step (p 0.5: brightness, contrast second or last, saturation and hue each through OpenCV's 8-bit HSV) is
-computed in float32, clipped and truncated to uint8, so it maps a uint8 to a uint8: a 256-entry table applied with
-`cv2.LUT` (mmseg's pixels bit for bit, cheaper). `draw_photometric` makes draws any path can share.
-"""
+Each step maps uint8 to uint8 (float32, clipped, truncated), so it is a 256-entry `cv2.LUT` table: mmseg's pixels
+bit for bit. `draw_photometric` makes draws any path can share."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""`cityseg prepare`: write the `*_labelTrainIds.png` files training reads, from the polygon JSONs.
-
-Each file is rendered by the official converter's steps (`json2labelImg(json, png, "trainIds")`, with a size check),
-so it equals `csCreateTrainIdLabelImgs`' output pixel for pixel; on all cores, each PNG written atomically. A file is
-current when `cityseg-prepared.json` in its split folder records its JSON's sha256 and the PNG written from it
-(a line appended per file): content, not dates, and a killed run keeps its work.
-"""
+"""`cityseg prepare`: the `*_labelTrainIds.png` files training reads, rendered from the polygon JSONs by the
+official converter's steps (equal to `csCreateTrainIdLabelImgs`' output), on all cores, each written atomically.
+`cityseg-prepared.json` records each JSON's sha256 and its PNG: content, not dates, and a killed run keeps its work."""
 
 from __future__ import annotations
 

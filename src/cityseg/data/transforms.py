@@ -1,9 +1,6 @@
-"""Joint image/mask transforms on torchvision.transforms.v2 (image bilinear, mask nearest; colour ops on the image).
-
-Random scaling and cropping are fused into one resize of just the crop window. A crop larger than the scaled image
-is padded last, bottom and right, after the colour ops (as mmsegmentation): the label with `PAD_LABEL`, the image
-with the ImageNet mean, which the training step (`mark_padding`) makes exactly 0 after normalisation and ignored.
-"""
+"""Joint image/mask transforms on torchvision.transforms.v2 (image bilinear, mask nearest; colour on the image).
+Random scale and crop are one resize of the crop window; a crop past the image is padded last (as mmsegmentation):
+the label with `PAD_LABEL`, the image with the ImageNet mean, which `mark_padding` makes exactly 0 and ignored."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""The fast engine: the official pixel-level metrics from counts, frames decoded and counted in threads.
-
-Per frame: a (labelId, predicted value) histogram for the confusion matrix, and per ground-truth instance its
-class, size and pixels predicted as its class and category (iIoU); sums and formulas are the script's, in its
-order (docs/evaluation.md). Also each frame's own mIoU and accuracy.
-"""
+"""The fast engine: the official pixel-level metrics from per-frame counts, decoded and counted in threads: a
+(labelId, prediction) histogram for the confusion matrix and per instance its class, size and hits (iIoU); sums and
+formulas are the script's, in its order (docs/evaluation.md). Also each frame's own mIoU and accuracy."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""What an evaluation leaves behind: a printed table (percent), the official-format JSON (sorted keys, indent 4,
-NaN as `NaN`, plus our "cityseg" section) and a per-class CSV, both in fractions of 1 and written atomically,
-only over an earlier cityseg evaluation: `cityseg.written_by` holds the sha256 of the JSON text (taken with that
-field empty) and of the CSV beside it, so someone else's file, or ours edited since, is left alone.
-"""
+"""What an evaluation leaves behind: a printed table, the official-format JSON (plus our "cityseg" section) and a
+per-class CSV, written atomically and only over an earlier cityseg evaluation whose sha256s (`cityseg.written_by`)
+still match, so someone else's file, or ours edited since, is left alone."""
 
 from __future__ import annotations
 

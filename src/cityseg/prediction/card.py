@@ -1,9 +1,5 @@
-"""The model card of an export: what the model is, how to run it without cityseg, how it was trained and measured.
-
-Everything comes from files a run wrote (the checkpoint, its config.json and runs folder's summary.json, an
-evaluation JSON), read defensively: a missing or older file leaves its part empty, never a guessed number. card.md's
-recipe says how `cityseg predict --images` computes labels, so a stranger can do the same with onnxruntime or smp.
-"""
+"""The model card of an export: what the model is, how to run it without cityseg, how it was trained and measured,
+from the files a run wrote, read defensively (a missing or older file leaves its part empty, never a guess)."""
 
 from __future__ import annotations
 

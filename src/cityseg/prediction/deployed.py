@@ -1,9 +1,5 @@
-"""Models as `cityseg predict` takes them: a checkpoint file, or a folder written by `cityseg export`.
-
-An export folder holds `model.safetensors` (tensors only, nothing that can run code; its metadata names the
-architecture and encoder), `model.onnx` and `card.json` (the training `config`, both files' sha256). Loading a
-folder checks card.json's schema and both hashes: a damaged or edited file is refused.
-"""
+"""Models as `cityseg predict` takes them: a checkpoint file, or a folder written by `cityseg export`
+(`model.safetensors`, `model.onnx`, `card.json`); loading a folder checks card.json's schema and both files' sha256."""
 
 from __future__ import annotations
 

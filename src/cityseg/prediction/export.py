@@ -1,10 +1,6 @@
-"""`cityseg export`: a training checkpoint -> a folder a runtime without cityseg (or without Python) can use.
-
-model.safetensors (tensors only), model.onnx (uint8 RGB (N, H, W, 3) -> logits (N, 19, H, W), normalisation and
-padding inside) and card.json/md. onnxruntime's logits must agree with torch's on a few images (PARITY_RULE) or
-nothing is written. The files are made in a locked staging folder beside OUT (a later run removes those nobody
-holds: a killed export's), then moved into OUT one by one: other files in OUT are kept.
-"""
+"""`cityseg export`: a checkpoint -> model.safetensors, model.onnx (uint8 RGB (N, H, W, 3) -> logits
+(N, 19, H, W), normalisation and padding inside) and card.json/md, written only when onnxruntime agrees with torch
+(PARITY_RULE). Files are made in a locked staging folder beside OUT, then moved in one by one; others are kept."""
 
 from __future__ import annotations
 

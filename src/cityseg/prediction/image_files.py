@@ -1,9 +1,5 @@
-"""Any user's photos as prediction inputs: find them (files, folders, globs) and decode them upright.
-
-Output names mirror the inputs' folders below the deepest folder holding them all (`--images day1 day2` writes
-`OUT/day1/x_*.png`); inputs that would share a name (`x.jpg` beside `x.png`) are refused before any work. Folders
-are walked through links but never twice, so a link loop ends; each file is predicted once.
-"""
+"""Any user's photos as prediction inputs: find them (files, folders, globs, links followed once) and decode them
+upright. Output names mirror the inputs' folders below their deepest common folder; clashing names are refused."""
 
 from __future__ import annotations
 

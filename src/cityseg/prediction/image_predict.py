@@ -1,9 +1,6 @@
-"""`cityseg predict MODEL --images ...`: labelIds, colour and overlay PNGs for anyone's photos, with the split
-writer's guarantees through the same ledger. A photo that cannot be decoded or is over `max_pixels` is reported
-by name and the others go on. A photo is resized to the training width (aspect kept; its own size for a model
-trained at full resolution) unless `scale` is given; a network input over `whole_limit` (default: the training
-frame) is predicted with sliding windows of that size.
-"""
+"""`cityseg predict MODEL --images ...`: labelIds, colour and overlay PNGs for anyone's photos, through the split
+writer's ledger. An unreadable or oversized photo is reported by name and the others go on; photos are resized to
+the training width unless `scale` is given, and inputs over `whole_limit` use sliding windows."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""Turning a batch of normalised images into class probabilities: whole image, sliding window, TTA.
-
-Pure tensor logic; sizes given by callers are (width, height), like the CLI. As in the usual Cityscapes recipe:
-resize the input to the training size times the TTA scale, run the network on the whole image or overlapping
-windows (logits averaged), upsample the logits to the input's size, softmax, average over flips and scales.
-"""
+"""A batch of normalised images -> class probabilities (whole image, sliding window, TTA), pure tensor logic with
+sizes as (width, height). As in the usual Cityscapes recipe: resize, run whole or in overlapping windows (logits
+averaged), upsample to the input size, softmax, average over flips and scales."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
 """The ledger of a prediction output folder: which files `cityseg predict` wrote there, with what settings.
 
-The official matcher takes any `<city>_<seq>_<frame>*.png` in the folder, so only files the ledger lists are ever
-replaced or deleted (with `overwrite` when the settings changed); other PNGs stop the run. The manifest (settings,
-files, sha256s) is rewritten at a run's start and end; in between each claim ("pending") and each finished file is
-one fsynced journal line, so a kill at any moment resumes cleanly. Temp files carry the run's token.
+Only files the ledger lists are ever replaced or deleted; other PNGs stop the run. The manifest is rewritten at a
+run's start and end, and each claim and finished file is one fsynced journal line, so a kill resumes cleanly.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
-"""Runs side by side: what differs between them, their numbers, and whether a gain beats fold noise.
-
-Each run's evaluation JSON is given explicitly; runs on different datasets or fold splits are refused unless
-`allow_mismatch`. On the same folds each fold's mIoU difference is one sample of the gain, tested with Nadeau and
-Bengio's corrected resampled t-test (Machine Learning 52, 2003): the variance of the mean inflated from var/k to
-var * (1/k + n_val/n_train); `TEST_CAVEATS` says what it cannot show.
-"""
+"""Runs side by side: what differs between them, their numbers, and whether a gain beats fold noise. Runs on
+other datasets or fold splits are refused unless `allow_mismatch`; on the same folds the per-fold gains are tested
+with Nadeau and Bengio's corrected resampled t-test (Machine Learning 52, 2003); `TEST_CAVEATS` says its limits."""
 
 from __future__ import annotations
 
@@ -21,8 +17,7 @@ from scipy.stats import t as student_t
 from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES
 from cityseg.report import results
-from cityseg.report.results import CvResult, cv_result, finite
-from cityseg.report.runfiles import RunFiles, load_evaluation, load_runs
+from cityseg.report.results import CvResult, RunFiles, cv_result, finite, load_evaluation, load_runs
 from cityseg.report.tables import CellStyle, Score, Table
 from cityseg.training.model_names import model_title_of
 

@@ -1,8 +1,5 @@
-"""A4 portrait pages on matplotlib: wrapped text and `matplotlib.table` tables from the top, one plot area below.
-
-A page is a Figure filled downwards by a cursor (inches from the top); cityseg.report.plots draws into the space
-left. PdfPages writes TrueType text and no dates, so the same run files always give the same bytes.
-"""
+"""A4 portrait pages on matplotlib: wrapped text and `matplotlib.table` tables filled downwards by a cursor (inches
+from the top), one plot area below; PdfPages writes TrueType text and no dates, so reruns give the same bytes."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""Write a synthetic dataset in the exact Cityscapes layout, naming and file formats.
-
-Each frame's polygons are written as the official JSON, then rasterised by cityscapesscripts' `createLabelImage` /
-`createInstanceImage` (what `json2labelImg` and `json2instanceImg` call), so every PNG equals what the official
-scripts render from that JSON. The camera image is painted from those rasters afterwards.
-"""
+"""Write a synthetic dataset in the exact Cityscapes layout: polygons as the official JSON, rasterised by
+cityscapesscripts' `createLabelImage`/`createInstanceImage` (so each PNG equals the official scripts' rendering),
+then the camera image painted from those rasters."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Random street scenes: a camera looking down a street with buildings, traffic and people, placed in metres and
-projected. Each drawer module (road, roadside, furniture, vehicles, people) adds one kind of thing to a shared
-`Street` (layout.py); they all draw from one random generator, so the order in `sample_scene` is part of what a
-seed means: changing it changes every dataset.
-"""
+"""Random street scenes placed in metres and projected: each drawer module adds one kind of thing to a shared
+`Street`, all from one random generator, so the order in `sample_scene` is part of what a seed means."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""torch.compile with a way back: a run whose model fails to compile trains eagerly, after one warning line.
-
-torch.compile compiles lazily, so a missing Triton, an unsupported GPU or a compiler bug fails inside the first
-training step. `CompiledOrEager` (the forward) and `first_step` (the backward too) switch to eager for good and redo
-the step from the same state (BatchNorm buffers put back), so the run gives an eager run's numbers. Out of memory
-is not a compile failure and is re-raised.
-"""
+"""torch.compile with a way back: a model that fails to compile (lazily, inside the first step) trains eagerly after
+one warning line; `CompiledOrEager` and `first_step` redo that step from the same state, so the run gives an eager
+run's numbers. Out of memory is not a compile failure and is re-raised."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Training configuration: one typed dataclass whose values a recipe file (`recipes`) gives and flags override.
-
-Each field's metadata holds its help text and option group, from which `cityseg cv`/`train` generate one flag per
-field. The resolved config is saved in config.json and in every checkpoint, so a run can be rebuilt from its folder.
-"""
+"""Training configuration: one typed dataclass whose values a recipe file (`recipes`) gives and flags override; each
+field's metadata gives its flag's help and group. The resolved config is saved in config.json and every checkpoint."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
 """K-fold cross-validation on the train split, then one final model on all of it; the val split picks nothing.
-
-Each fold's held-out cities choose its best epoch; the full fit trains for the median of all folds' best epochs and
-fold k is scored at the median of the OTHER folds' (select "last": every fold at its last epoch). Folds of one RUNS
-may train in parallel (`--only-folds`, a shared lock; a later `cv --resume` runs the full fit).
-"""
+Each fold's held-out cities choose its best epoch; the full fit trains for the median of the folds' best epochs and
+fold k is scored at the median of the OTHER folds' ("last": the last epoch). `--only-folds` runs may share RUNS."""
 
 from __future__ import annotations
 

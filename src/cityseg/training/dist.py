@@ -1,9 +1,5 @@
-"""The same code as one process or as N under torchrun (RANK, WORLD_SIZE, LOCAL_RANK; nccl on CUDA, gloo on CPU):
-
-    torchrun --nproc_per_node=4 -m cityseg cv ROOT --out RUNS    # DistributedDataParallel on 4 GPUs
-
-Without torchrun every helper here is a no-op for a single process. Only rank 0 writes files and draws bars.
-"""
+"""The same code as one process or as N under torchrun (RANK, WORLD_SIZE, LOCAL_RANK; nccl on CUDA, gloo on CPU);
+without torchrun every helper is a no-op. Only rank 0 writes files and draws bars."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""The two loops: one training epoch, and validation on a held-out set.
-
-Both keep running sums on the device and read them back only at progress updates and at the end, so a CUDA step
-never waits for the host. Validation scores at the labels' resolution with one confusion matrix over the whole set.
-"""
+"""The two loops: one training epoch, and validation with one confusion matrix over the whole held-out set at the
+labels' resolution. Running sums stay on the device until a progress update, so a CUDA step never waits."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Pixel losses by name, ignoring label 255, combinable as weighted sums such as `ce+0.5*dice`.
-
-Every loss is 0, not NaN, on an all-ignored crop (NaN would stop the run); OHEM follows mmsegmentation; the others
-are smp's multiclass losses. Adding a loss is one entry in `LOSSES`.
-"""
+"""Pixel losses by name, ignoring label 255, combinable as weighted sums such as `ce+0.5*dice`; each is 0, not NaN,
+on an all-ignored crop. OHEM follows mmsegmentation, the others are smp's; adding one is an entry in `LOSSES`."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""The network: any segmentation_models_pytorch architecture and encoder a config names, 19 output classes.
-
-Encoder weights come from smp's Hugging Face hub copy ("imagenet"), a local state dict of that encoder (machines
-without internet), or nowhere (random init). `load_model` rebuilds a checkpoint's network.
-"""
+"""The network: any segmentation_models_pytorch architecture and encoder a config names, 19 classes; encoder weights
+from smp's hub copy ("imagenet"), a local state dict, or none. `load_model` rebuilds a checkpoint's network."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Recipes: TOML files of training config values with the source of each choice; `seed` and `strong` ship here.
-
-A file holds config field names at top level, an optional `extends` (a built-in name, or a path relative to
-the file), a `description`, `deviations` (where it knowingly departs from its sources) and a `[sources]` table
-(one text per group of FIELD_GROUPS). cityseg.training.config.resolve_config turns one into a TrainConfig.
-"""
+"""Recipes: TOML files of config values with the source of each choice (`seed` and `strong` ship here): fields at top
+level, optional `extends`, `description`, `deviations` and a `[sources]` table; `resolve_config` makes a TrainConfig."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""A run folder's files, owned here (every other module reads a run through this one): config.json, log.jsonl
-(one row per finished epoch), last.pt, best.pt, TensorBoard events, and the lock of the one process training it.
-
-Every epoch ends with last.pt written atomically, copied to best.pt if it is the best so far, then its log row
-appended with one write + fsync. A killed run resumes from last.pt: `repair_after_kill` makes the log agree with it.
-"""
+"""A run folder's files, owned here: config.json, log.jsonl (a row per finished epoch), last.pt, best.pt, TensorBoard
+events and the training lock. An epoch ends with last.pt written atomically, best.pt copied, then its log row
+appended and fsynced; `repair_after_kill` makes the log agree with last.pt on resume."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""The machine-dependent settings of a training run: resolved once at its start, printed, saved as resolved.
-
-Left at auto: device CUDA when visible; gpu_aug and the decoded-image cache (beside ROOT, else under
-$XDG_CACHE_HOME/cityseg, if the disk has room) on CUDA; compile for CUDA runs long enough to repay it (the saving
-per megapixel: BENCHMARKS.md, H200 train_loop rows of 2026-11-26 01:47 and 01:49). Rank 0 decides for all ranks.
-"""
+"""The machine-dependent settings of a run, resolved once at its start (rank 0 for all), printed and saved: at auto,
+CUDA when visible; gpu_aug and the decoded-image cache on CUDA; compile for CUDA runs long enough to repay it
+(BENCHMARKS.md, H200 train_loop rows of 2026-11-26 01:47 and 01:49)."""
 
 from __future__ import annotations
 
