@@ -33,8 +33,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 def name_the_file(exc: OSError, path) -> OSError:
-    """The same OS error naming `path` when it named no file (a full disk surfaces in `write()`) or only our hidden
-    temp file `.<name>.*` beside `path`: the user needs the file they asked for."""
+    """The same OS error naming `path` when it named no file or only our temp file beside it."""
     path = Path(path)
     if exc.filename is not None and not Path(exc.filename).name.startswith(f".{path.name}."):
         return exc

@@ -47,8 +47,7 @@ def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], object], tag: str
 
 
 def source_fingerprint(key: str, path: Path, root: Path) -> dict[str, object]:
-    """{key: path relative to ROOT, key_bytes, key_mtime_ns}: what the caches' indexes record to notice that
-    a source file changed, without decoding it (sizes and mtime None for a file that is gone)."""
+    """{key: relative path, key_bytes, key_mtime_ns}: how cache indexes notice a changed source."""
     fields: dict[str, object] = {key: os.path.relpath(path, root), f"{key}_bytes": None, f"{key}_mtime_ns": None}
     try:
         stat = Path(path).stat()

@@ -54,8 +54,7 @@ def _recipe_defaults(name: str, configs: dict[str, TrainConfig]) -> str:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The recipe and one option per TrainConfig field, in the fields' groups; an option's default is SUPPRESS, so
-    only what the user typed overrides the recipe."""
+    """The recipe and one option per TrainConfig field (default SUPPRESS: only typed ones override)."""
     parser.allow_abbrev = False  # `--encoder` must never be read as a prefix of `--encoder-lr-mult`, nor the reverse
     recipes = " | ".join(f"{name}: {read_recipe(name).description.split('. ')[0]}" for name in BUILTIN)
     groups = {

@@ -72,8 +72,7 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> t
 def training_cache_size(
     size: tuple[int, int] | None, aug: Sequence[str], scale_range: tuple[float, float] | None
 ) -> tuple[int, int] | None:
-    """`size`, or full resolution when random scaling can enlarge past it (a crop upsampled from a downsized
-    cache would be blurrier than one resampled once from the source, as training on PNGs does)."""
+    """`size`, or full resolution when random scaling can enlarge past it (as sharp as from PNGs)."""
     if size is not None and "scale-crop" in aug and (scale_range or DEFAULT_SCALE_RANGE)[1] > 1.0:
         return None
     return size
@@ -331,8 +330,7 @@ def _remove_entry(path: Path) -> None:
 
 
 def read_entry_index(entry: Path) -> dict[str, Any] | None:
-    """The entry's index if COMPLETE (written last) exists, the format matches and the arrays have the recorded
-    shape, else None: a truncated or hand-edited entry is rebuilt, never trusted."""
+    """The index of a COMPLETE entry whose format and array shapes match, else None (rebuilt)."""
     try:
         index = json.loads((entry / INDEX_FILE).read_text()) if (entry / COMPLETE_FILE).is_file() else None
         stamp = (index.get("format"), index.get("format_version")) if isinstance(index, dict) else None
@@ -361,8 +359,7 @@ def _crash_point(name: str) -> None:
 
 
 class CachedDataset(Dataset):
-    """`CityscapesDataset`'s items read from a cache entry (`ensure_cache` makes it fresh first); the memmaps open
-    lazily in each loader worker and are dropped when pickled."""
+    """`CityscapesDataset`'s items from a cache entry; memmaps open lazily in each loader worker."""
 
     def __init__(
         self,

@@ -24,8 +24,7 @@ def worker_init(worker_id: int) -> None:
 
 
 class CityscapesDataset(Dataset):
-    """(image uint8 (3, H, W), mask uint8 (H, W) trainIds, 255 = ignore) pairs read from the PNGs; frames without
-    labels (the test split) get an all-ignore mask, so one transform serves every split."""
+    """(image (3, H, W), mask (H, W) trainIds) uint8 pairs from the PNGs; no labels: all 255."""
 
     def __init__(self, frames: Iterable[Frame], transform=None, label_source: str = "trainIds") -> None:
         check_label_source(label_source)

@@ -142,8 +142,7 @@ def _check_root_location(root: Path) -> None:
 
 
 def _scan(split_dir: Path, name_of, pattern: str) -> dict:
-    """{key: (city, path)} of the files in split_dir/<city>/ that `name_of(city, file name)` gives a key; names off
-    the Cityscapes `pattern` and links to files that do not exist are refused."""
+    """{key: (city, path)} of split_dir/<city>/ files `name_of` keys; off-pattern names refused."""
     found: dict[str, tuple[str, Path]] = {}
     bad, dangling = [], []
     for city in (e for e in _visible_entries(split_dir) if e.is_dir()):

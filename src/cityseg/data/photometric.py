@@ -106,8 +106,7 @@ def distort_hwc(image: np.ndarray, draw: PhotometricDraw) -> np.ndarray:
 
 
 def distort_chw(image: Tensor, draw: PhotometricDraw) -> Tensor:
-    """The same for a (3, H, W) uint8 tensor: the HSV steps need (H, W, 3) pixels, a (3, H, W) view of them as is,
-    else OpenCV's merge and split (cheaper than a transposing copy)."""
+    """The same for a (3, H, W) uint8 tensor (OpenCV merge/split: cheaper than a transpose)."""
     hwc_view = image.permute(1, 2, 0).is_contiguous()  # (3, H, W) view of (H, W, 3) memory: how images arrive
     if draw.saturation is None and draw.hue is None:
         before, after = value_tables(draw)

@@ -64,8 +64,7 @@ def _output_stamp(out_path: Path) -> list | None:
 
 
 def _read_record(split_dir: Path) -> dict:
-    """{json path relative to the split folder: {"json": stamp, "png": stamp}} from the record's lines (a format
-    line, then one per converted file, the latest winning; a torn last line skipped); {} if absent."""
+    """{json path: {"json": stamp, "png": stamp}} from the record's lines (latest wins); {} if absent."""
     try:
         lines = (split_dir / RECORD_FILE).read_bytes().split(b"\n")
     except OSError:
@@ -224,8 +223,7 @@ def _children_ignore_sigint() -> Iterator[None]:
 
 
 def _run_parallel(todo: list[tuple[Path, Path]], workers: int, bar: tqdm, finished) -> None:
-    """Convert chunks in worker processes; the first failure or Ctrl-C cancels what has not started and is re-raised
-    (files in progress are finished first, so an interrupted run leaves only whole PNGs)."""
+    """Convert chunks in processes; the first failure or Ctrl-C cancels the rest (whole PNGs only)."""
     chunks = [todo[i : i + _CHUNK] for i in range(0, len(todo), _CHUNK)]
     # spawn: workers start clean (no inherited torch/OpenMP threads) and import only this light module.
     pool = ProcessPoolExecutor(

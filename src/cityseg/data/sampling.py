@@ -36,8 +36,7 @@ class EpochKeys(Sampler[tuple[int, int]]):
 
 
 class KeyedDataset(Dataset):
-    """`dataset[index]` loaded with torch's RNG seeded by (seed, epoch, index), for keys from `EpochKeys`; forked
-    around the sample, so loading in the main process (`--workers 0`) leaves its own stream untouched."""
+    """`dataset[index]` with torch's RNG seeded by (seed, epoch, index), forked around the sample."""
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset = dataset

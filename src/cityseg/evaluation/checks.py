@@ -183,8 +183,7 @@ def _read_and_count(path: Path) -> np.ndarray | PredictionProblem:
 
 
 def check_headers(predictions: Mapping[str, Path], sizes: Callable[[str], tuple[int, int]], problems: Problems) -> None:
-    """Format and size of every prediction from its header alone, before paying for a decode; `sizes(frame_id)`
-    gives the expected (W, H)."""
+    """Format and size of every prediction from its header alone; `sizes(id)` gives (W, H)."""
     for frame_id, path in predictions.items():
         try:
             mode, actual = png_header(path)
@@ -211,8 +210,7 @@ def scan_values(paths: Sequence[Path], workers: int, problems: Problems) -> np.n
 
 
 def warn_if_train_ids(counts: np.ndarray, where: Path) -> str | None:
-    """Warn (not fail) when predictions hold only values 0..18, which usually means trainIds were written where
-    labelIds (sky 23, car 26) belong; returns the message."""
+    """Warn (not fail) when predictions hold only 0..18: trainIds written for labelIds."""
     present = np.flatnonzero(counts)
     if present.size == 0 or present.max() >= NUM_CLASSES:
         return None

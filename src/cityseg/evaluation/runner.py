@@ -120,8 +120,7 @@ def _plain_setting(value: Any) -> bool:
 
 
 def prediction_provenance(pred_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(checkpoint sha256 and settings `cityseg predict` recorded in PRED_DIR's manifest, or None; a note when the
-    manifest cannot be read as cityseg's and is skipped)."""
+    """(checkpoint sha256 and settings from PRED_DIR's manifest or None, a note if unreadable)."""
     path = Path(pred_dir) / PREDICT_MANIFEST
     if not path.is_file():
         return None, None
@@ -243,8 +242,7 @@ class PredictionScorer:
         self.started = time.perf_counter()
 
     def add(self, frame_id: str, label_ids: np.ndarray | None, path: Path) -> None:
-        """Count one frame's (H, W) uint8 labelIds written to `path` (None: read them back from it); waits when too
-        many frames are queued."""
+        """Count one frame's labelIds (None: read back from `path`); waits when too many are queued."""
         while len(self.in_flight) >= 2 * self.workers:  # bound the label maps held in memory
             self.in_flight.popleft().result()
         future = self.pool.submit(self._count, replace(self.pairs[frame_id], prediction=Path(path)), label_ids)

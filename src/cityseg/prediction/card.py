@@ -110,8 +110,7 @@ def build_card(
     parity: dict[str, Any],
     evaluation: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """card.json's content for a checkpoint of a run folder (RUNS/<run>/best.pt beside config.json); `state` is
-    `load_model`'s (its "sha256" is the checkpoint's)."""
+    """card.json's content for a run's checkpoint; `state` is `load_model`'s (with its sha256)."""
     run_dir = Path(checkpoint).resolve().parent
     run_info = _read_json(run_dir / CONFIG_FILE) or {}
     config = state.get("config") or run_info.get("config") or {}

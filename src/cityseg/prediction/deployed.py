@@ -109,8 +109,7 @@ def load_weights(path: Path, sha256: str | None = None) -> nn.Module:
 
 
 def load_network(model_path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A checkpoint file or an export folder (model.onnx checked too: the folder is what gets deployed), in eval mode
-    on `device`; the state's "sha256" identifies the weights."""
+    """A checkpoint or an export folder (model.onnx checked too), in eval mode on `device`."""
     device = resolve_device(device) if isinstance(device, str) else device
     if not Path(model_path).is_dir():
         return load_model(Path(model_path), device)

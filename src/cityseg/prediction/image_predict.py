@@ -77,8 +77,7 @@ class _Photos(Dataset):
 
 
 def image_options(height: int, width: int, run: dict[str, Any]) -> dict[str, Any]:
-    """predict_logits options for one photo: its network size (resized as a split frame is, unless `scale` is given),
-    and sliding windows when it is over `whole_limit`."""
+    """predict_logits options for one photo: its network size, and windows over `whole_limit`."""
     factor = run["scale"] or (run["training_size"][0] / width if run["training_size"] else 1.0)
     net_w, net_h = max(1, round(width * factor)), max(1, round(height * factor))
     largest = max(MS_SCALES) if run["tta"] == "ms-flip" else 1.0  # the TTA's largest input, per side

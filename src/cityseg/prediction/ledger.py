@@ -110,8 +110,7 @@ def _valid_manifest(manifest: Any) -> bool:
 
 
 class OutputLedger:
-    """The manifest and journal of one output folder. `compared`: the settings that must match an earlier run's;
-    `keep_others`: outputs of frames not in this run stay (a folder of photos grows) instead of making it stale."""
+    """The manifest and journal of one output folder (`compared` settings must match)."""
 
     def __init__(
         self,

@@ -29,8 +29,7 @@ def memory_bound(max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
 
 
 def smallest_window() -> int:
-    """The smallest side of a sliding window: two of the model's size multiples. A smaller window sees too
-    little of the scene and turns one photo into thousands of forward passes."""
+    """Two of the model's size multiples: a smaller window sees too little of the scene."""
     return 2 * SIDE_MULTIPLE
 
 
@@ -71,8 +70,7 @@ def default_stride(crop: Size) -> Size:
 def check_options(
     mode: str, tta: str, crop: Size | int | None, stride: Size | int | None
 ) -> tuple[Size | None, Size | None]:
-    """Reject unknown modes/TTAs and window options that do not apply, before any work is done; return (crop, stride)
-    as (width, height), a slide's stride two thirds of its crop unless given."""
+    """Reject bad modes, TTAs and window options before any work; return (crop, stride)."""
     crop, stride = as_size(crop), as_size(stride)
     if mode not in MODES:
         raise UserError(f"unknown inference mode {mode!r}; choose one of {', '.join(MODES)}.")

@@ -253,8 +253,7 @@ def folds_key(runs: RunFiles) -> tuple:
 
 
 def _mismatches(runs: Sequence[ComparedRun]) -> list[str]:
-    """Why these runs' cross-validation numbers are not comparable (empty when they are): another dataset (real
-    or synthetic, other train images) or another fold split."""
+    """Why these runs' CV numbers are not comparable: another dataset or fold split."""
     base, found = runs[0], []
     ids = [frozenset(i for f in run.runs.folds["folds"] for i in (*f["train"], *f["val"])) for run in runs]
     for run, other in zip(runs[1:], ids[1:], strict=True):

@@ -31,8 +31,7 @@ def _per_epoch(histories: Mapping[str, Sequence[Mapping]], key: str) -> tuple[li
 
 
 def comparison_figure(comparison: Comparison, fig: Figure | None = None) -> Figure:
-    """CV IoU per class side by side, one colour per run, and the val mIoU and training loss curves overlaid (mean
-    over folds, range shaded, full fit dashed)."""
+    """Per-class CV IoU, one colour per run, and the val mIoU and loss curves overlaid."""
     fig = fig if fig is not None else Figure(figsize=(11.0, 6.0), layout="constrained")
     runs: Sequence[ComparedRun] = comparison.runs
     colours = run_colours(comparison.labels)

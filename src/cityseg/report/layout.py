@@ -177,8 +177,7 @@ def _width(text: str, size: float, bold: bool) -> float:
 
 
 def _column_chars(columns: Sequence[str], cells: Sequence[Sequence[str]], budget: int) -> list[int]:
-    """Characters per column: the longest cell, headers whole if the table fits, else wrapped at their words; if
-    still too wide, the widest text column wraps."""
+    """Characters per column: whole if the table fits, else headers then the widest column wrap."""
     body = [max([1, *(len(row[i]) for row in cells)]) for i in range(len(columns))]
     if sum(max(b, len(c)) + 3 for b, c in zip(body, columns, strict=True)) <= budget:
         return [max(b, len(c)) for b, c in zip(body, columns, strict=True)]
@@ -232,8 +231,7 @@ TABLE_MARK = "% written by cityseg"  # first line of each .tex; the CSVs are rec
 
 
 def _is_ours(path: Path, creator: str | None = None) -> bool:
-    """A file cityseg wrote: with `creator`, a PDF naming it in its (uncompressed) info dictionary; else a figure (PNG
-    marked Software=cityseg) or a table (its .tex twin starts with TABLE_MARK)."""
+    """A file cityseg wrote: a PDF naming `creator`, a PNG marked cityseg, or a TABLE_MARK table."""
     try:
         if creator is not None:
             data = path.read_bytes()

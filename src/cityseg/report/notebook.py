@@ -45,8 +45,7 @@ def parameter_name(option: str, notebook: str) -> str | None:
 
 
 def in_notebook_words(message: str, notebook: str) -> str:
-    """`message` with each CLI option named by the notebook's parameter ("pass --overwrite" -> "set OVERWRITE =
-    True"); commands quoted in backticks keep their options."""
+    """`message` with each CLI option named by the notebook's parameter (--overwrite -> OVERWRITE)."""
 
     def word(option: re.Match) -> str:
         name = parameter_name(option[2].replace("-", "_"), notebook)
@@ -56,8 +55,7 @@ def in_notebook_words(message: str, notebook: str) -> str:
 
 
 def notebook_errors(notebook: str) -> None:
-    """From here on a UserError shows as its one paragraph, as the CLI shows it (`%tb` shows the traceback), in
-    the words of `notebook`."""
+    """From here on a UserError shows as its one paragraph, in the words of `notebook`."""
     from IPython import get_ipython
 
     def show(shell, kind, error, traceback, tb_offset=None) -> None:
@@ -201,8 +199,7 @@ def train(root: Path, runs_dir: Path, config: TrainConfig, folds: int, split: st
 
 
 def engines_text(result: Mapping[str, Any]) -> str:
-    """How an evaluation ran, as `cityseg evaluate` and the notebook print it: frames, engines, their seconds and,
-    with both engines, how far apart their numbers are (at most 1e-9, or the evaluation failed)."""
+    """How an evaluation ran: frames, engines, their seconds and how far apart both engines are."""
     info, timings = result["cityseg"], result["cityseg"]["timings"]
     line = (
         f"{info['n_frames']} frames of {info['split']}, engine {info['engine']}: checks {timings['validate_s']:.2f} s"

@@ -29,8 +29,7 @@ DASH = "–"
 
 
 def headline_table(cv: CvResult, evaluation: Mapping[str, Any], synthetic: bool) -> Table:
-    """CV mIoU under its protocol (and at each fold's best epoch), the official val scores in percent, and the
-    reference beside real Cityscapes val numbers only."""
+    """CV mIoU (also at the best epochs), the official val scores and, on Cityscapes, the reference."""
     best, reference = cv.selected is not None, not synthetic
 
     def row(label: str, value: object, at_best: object = DASH, ref: str = DASH) -> list[object]:
@@ -48,8 +47,7 @@ def headline_table(cv: CvResult, evaluation: Mapping[str, Any], synthetic: bool)
 
 
 def headline_text(runs: RunFiles, evaluation: Mapping[str, Any], synthetic: bool) -> str:
-    """The headline as plain text (notebook, `make demo`): CV numbers, official val scores, and on real Cityscapes
-    the reference with its caveat."""
+    """The headline as plain text (notebook, `make demo`)."""
     keys = ("averageScoreClasses", "averageScoreInstClasses", "averageScoreCategories")
     miou, iiou, categories = (Score(evaluation[key]) for key in keys)
     official = f"Validation mIoU (official cityscapesscripts): {miou} %  (iIoU {iiou} %, categories {categories} %)"
@@ -348,8 +346,7 @@ def is_synthetic_run(runs: RunFiles, evaluation: Mapping[str, Any], root: Path |
 def build_report(
     runs_dir: Path, eval_json: Path, out_pdf: Path, pred_dir: Path | None = None, root: Path | None = None
 ) -> Path:
-    """Write the PDF report, its figures (`<out stem>_figures/*.png`) and tables (`<out stem>_tables/*.csv,
-    .tex`); returns the PDF path."""
+    """Write the PDF, its figures and its tables beside it; returns the PDF path."""
     out_pdf, runs, evaluation = Path(out_pdf), load_runs(Path(runs_dir)), load_evaluation(Path(eval_json))
     root = Path(root) if root is not None else Path(runs.config["data_root"]) if runs.config.get("data_root") else None
     figures, tables_dir = layout.figures_dir(out_pdf), layout.tables_dir(out_pdf)

@@ -103,8 +103,7 @@ class Bars:
 
 
 def draw_class_bars(ax, series: Sequence[Bars], legend: Sequence[Patch]) -> None:
-    """Horizontal per-class bars, the series side by side, road at the top; a zero IoU gets a stub bar and a "0.00"
-    label, so it does not read as an absent class (a gap)."""
+    """Horizontal per-class bars, series side by side, a zero IoU drawn as a stub (not a gap)."""
     y, height = np.arange(NUM_CLASSES), 0.8 / max(1, len(series))
     for i, bars in enumerate(series):
         where, widths = y + (i - (len(series) - 1) / 2) * height, 100.0 * _finite(bars.values)
@@ -162,8 +161,7 @@ def normalize_rows(confusion: np.ndarray) -> np.ndarray:
 
 
 def confusion_figure(confusion: np.ndarray, fig: Figure | None = None, min_percent: float = 1.0) -> Figure:
-    """Row-normalised confusion matrix in percent: cells of at least `min_percent` written in, the diagonal in bold,
-    palette swatches beside the class names, a colour bar."""
+    """Row-normalised confusion matrix in percent, cells >= `min_percent` written in."""
     fig = _figure(fig, (8.27, 7.6))
     ax = fig.subplots()
     norm = 100.0 * normalize_rows(confusion)  # (C, C) percent of each ground-truth row

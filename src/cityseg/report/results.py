@@ -150,8 +150,7 @@ REFERENCE_CAVEAT = (
 
 @dataclass(frozen=True)
 class CvResult:
-    """Cross-validation numbers as summary.json states them; `selected`: the best-epoch statistics or None; `folds`:
-    the per-fold records (fold, epoch, val_loss, val_miou, best_epoch, best_val_miou, ...)."""
+    """Cross-validation numbers as summary.json states them (`selected`: best-epoch ones or None)."""
 
     k: int
     split: str
@@ -231,8 +230,7 @@ def duration_text(seconds: float) -> str:
 
 
 def recipe_differences(runs: RunFiles) -> list[tuple[str, str, str]] | None:
-    """(field, recipe value, run value) for every config field the run changed from its recipe; None when config.json
-    is not a config of this cityseg version."""
+    """(field, recipe, run) for each field the run changed; None for another version's config."""
     from cityseg.training.config import TrainConfig, value_text
     from cityseg.training.config import recipe_differences as differences_of
 

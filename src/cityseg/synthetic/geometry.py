@@ -12,8 +12,7 @@ Polygon = np.ndarray
 
 @dataclass(frozen=True)
 class Camera:
-    """Pinhole camera at height `cam_height` above flat ground, optical axis parallel to it; world coordinates are
-    metres: X to the right, Y up from the ground, Z forward."""
+    """Pinhole camera `cam_height` m above flat ground, axis level; X right, Y up, Z forward."""
 
     width: int
     height: int

@@ -11,8 +11,7 @@ from cityseg.errors import UserError
 
 
 def parse_size(value: str | tuple[int, int] | list[int] | None, name: str = "size") -> tuple[int, int] | None:
-    """'WxH' (like the images' 2048x1024), a (W, H) pair, or None/'none'/'full' for the images' own resolution: the
-    one parser of sizes (the CLI's, the notebooks' and the recipe files')."""
+    """'WxH', a (W, H) pair, or None/'none'/'full' (the images' own size): the one size parser."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "full")):
         return None
     if isinstance(value, str):

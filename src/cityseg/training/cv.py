@@ -116,8 +116,7 @@ def run_cv(
 
 
 class _Bar:
-    """One bar over every planned epoch of the folds and the full fit, counted from the run folders (a resumed cv
-    starts from what is done); as `train_run`'s on_epoch it advances, then calls `then` (the notebook's curves)."""
+    """One bar over every planned epoch of folds and full fit; as on_epoch it advances, then `then`."""
 
     def __init__(self, planned: dict[str, tuple[Path, int]], enabled: bool, then: EpochCallback | None) -> None:
         self.planned, self.then = planned, then

@@ -82,8 +82,7 @@ def barrier() -> None:
 
 @contextlib.contextmanager
 def held_by_main(enter: Callable[[], AbstractContextManager]) -> Iterator[None]:
-    """Enter `enter()` (a lock) on rank 0 only; when it refuses there, every rank raises the same UserError
-    rather than waiting forever in the next collective."""
+    """Enter `enter()` on rank 0 only; a refusal there raises the same UserError on every rank."""
     with contextlib.ExitStack() as stack:
         refusal = None
         if is_main():

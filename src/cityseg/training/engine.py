@@ -170,8 +170,7 @@ def train_one_epoch(
 
 
 def _read_back(first_bad_step: Tensor, recent_losses: Tensor, epoch: int, steps: int) -> list[float]:
-    """The step loop's one host read (called rarely): raise on every rank together once any rank has seen a
-    NaN/inf loss, else return the recent per-step losses averaged over ranks, fetched in the same transfer."""
+    """The loop's rare host read: raise on all ranks on a NaN/inf loss, else the mean recent losses."""
     packed = torch.cat([(first_bad_step >= 0).to(recent_losses.dtype).view(1), recent_losses])  # (1 + n,)
     bad, *loss_sums = all_reduce_sum(packed).tolist()
     if bad == 0:

@@ -183,8 +183,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def mixed_precision_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype on `device`: bf16 where the GPU computes it natively (not emulated, as on V100 and T4,
-    where it is slow), else fp16; None (float32) off CUDA."""
+    """bf16 where the GPU computes it natively, else fp16; None (float32) off CUDA."""
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16

@@ -184,8 +184,7 @@ def write_config_json(run_dir: Path, record: dict, resumed: bool) -> None:
 
 
 def copy_atomic(source: Path, target: Path) -> None:
-    """Make `target` a copy of `source`, never half-written: a hard link renamed into place (last.pt is always
-    replaced, never rewritten, so the link keeps this epoch's bytes), else a real copy."""
+    """Make `target` a copy of `source`, never half-written (a hard link renamed, else a copy)."""
     if target.exists() and os.path.samefile(source, target):
         return  # already the same file; renaming a link onto it would do nothing and leave the link behind
     temporary = target.with_name(f".{target.name}.{os.getpid()}.link.tmp")

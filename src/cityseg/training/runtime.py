@@ -169,8 +169,7 @@ def auto_cache(config: TrainConfig, split: ListedSplit) -> tuple[str | None, str
 
 
 def default_cache_candidates(root: Path) -> tuple[Path, Path]:
-    """Where cache "auto" goes, in order: beside ROOT (`cityseg cache`'s default), then the user's cache folder, in
-    a subfolder per dataset (entries are named by split and size, so two datasets must not share one)."""
+    """Where cache "auto" goes: beside ROOT, then the user's cache folder, per dataset."""
     resolved = Path(root).resolve()
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:8]
@@ -244,8 +243,7 @@ def note_compile_fallback(run_dir: Path, reason: str) -> None:
 
 
 def step_context(config: TrainConfig, device: torch.device, rank: int = 0) -> StepContext:
-    """Autocast with `amp` (bf16 where the GPU has it natively, else fp16) and channels-last on CUDA, float32 on CPU;
-    with `gpu_aug` the colour augmentations of the batch."""
+    """Autocast and channels-last on CUDA (float32 on CPU); with `gpu_aug` the batch augmentations."""
     augment = build_batch_augment(config.aug, config.seed, rank) if config.gpu_aug else None
     if device.type != "cuda":
         return StepContext(device, augment=augment)
