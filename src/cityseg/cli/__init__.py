@@ -1,4 +1,4 @@
-"""The `cityseg` command line: one subcommand per pipeline step, each a module with `register(subparsers)`.
+"""The `cityseg` command line: one subcommand per pipeline step, each added by `register_<command>(subparsers)`.
 Exit codes: 0 success, 2 bad input or usage (one paragraph; traceback with `--debug`), 1 internal error (a bug)."""
 
 from __future__ import annotations
@@ -15,8 +15,12 @@ from pathlib import Path
 from cityseg import __version__
 from cityseg.errors import UserError
 
-# Order here is the order `cityseg --help` lists them: the pipeline's order.
-COMMAND_MODULES = "synth download prepare cache recipes cv train predict export evaluate submit report compare".split()
+# command -> module, in the order `cityseg --help` lists them: the pipeline's order.
+COMMANDS = {
+    **dict.fromkeys(("synth", "download", "prepare", "cache"), "data"),
+    **{"recipes": "recipes", "cv": "cv", "train": "train", "predict": "predict", "export": "predict"},
+    **dict.fromkeys(("evaluate", "submit", "report", "compare"), "results"),
+}
 
 # OS errors that mean "the place you pointed me at cannot take this", not a bug.
 _USER_OS_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOENT}
@@ -38,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cityseg {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:  # each imports only argparse helpers; the library loads when its command runs
-        importlib.import_module(f"cityseg.cli.{name}").register(subparsers)
+    for name, module in COMMANDS.items():  # argparse helpers only; the library loads when its command runs
+        getattr(importlib.import_module(f"cityseg.cli.{module}"), f"register_{name}")(subparsers)
     return parser
 
 

@@ -23,7 +23,7 @@ def fold_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a list of fold numbers; write e.g. 0,1") from None
 
 
-def register(subparsers) -> None:
+def register_cv(subparsers) -> None:
     parser = add_command(
         subparsers,
         "cv",
@@ -48,10 +48,10 @@ def register(subparsers) -> None:
     )
     add("--only-folds", type=fold_list, default=SUPPRESS, metavar="LIST", help=only)
     add_config_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run_cv)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_cv(args: argparse.Namespace) -> int:
     from cityseg.training import dist
     from cityseg.training.cv import run_cv
 

@@ -12,7 +12,7 @@ from cityseg.training.recipes import BUILTIN, FIELD_GROUPS, RUN_SETTING
 WIDTH = 100
 
 
-def register(subparsers) -> None:
+def register_recipes(subparsers) -> None:
     """Add `recipes` to the CLI."""
     parser = add_command(
         subparsers,
@@ -28,10 +28,10 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--diff", metavar="OTHER", help="compare NAME with recipe OTHER: the fields whose values differ"
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run_recipes)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_recipes(args: argparse.Namespace) -> int:
     from cityseg.errors import UserError
 
     if args.diff is not None and args.name is None:

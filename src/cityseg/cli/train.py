@@ -11,7 +11,7 @@ from cityseg.cli.common import add_command, non_negative_int
 from cityseg.cli.config_flags import add_config_arguments, config_from_args
 
 
-def register(subparsers) -> None:
+def register_train(subparsers) -> None:
     parser = add_command(
         subparsers,
         "train",
@@ -28,10 +28,10 @@ def register(subparsers) -> None:
     add("--folds-file", type=Path, default=SUPPRESS, metavar="FILE", help="folds.json written by `cityseg cv`")
     add("--full", action="store_true", help="train on every train image, without validation")
     add_config_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run_train)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_train(args: argparse.Namespace) -> int:
     from cityseg.errors import UserError
     from cityseg.training import dist
     from cityseg.training.folds import fold_ids, load_folds
