@@ -6,8 +6,7 @@ from pathlib import Path
 
 
 class UserError(Exception):
-    """A problem with the user's input that the user can fix: one paragraph naming the file or value and the fix.
-    Raised instead of `sys.exit` so a notebook kernel never dies; the CLI maps it to exit code 2."""
+    """A problem the user can fix: one paragraph naming the file or value and the fix (CLI exit 2)."""
 
     def __init__(self, message: str = "") -> None:
         # A DataLoader worker re-raises as UserError("Caught UserError in DataLoader worker ...

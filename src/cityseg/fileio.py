@@ -23,8 +23,7 @@ def sync_to_disk(fd: int) -> None:
 
 
 def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], object], tag: str = "") -> None:
-    """Call `write(file_object)` on a temp file beside `path` (`.<name>.<tag><random>.tmp`), fsync it, rename it over
-    `path`: a crash, kill or full disk leaves the old file or the new one; `tag` marks the caller's temp files."""
+    """`write(file)` to a temp file beside `path`, fsync, rename: a kill leaves the old or the new file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{tag}", suffix=".tmp", dir=path.parent)
@@ -79,8 +78,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def claim_folder(out: Path, marker: str, stamp: dict, what: str, fix: str) -> None:
-    """Make `out` ours (create it with a `marker` JSON holding `stamp`) or check that it already is: a folder the
-    user pointed at by mistake is refused (UserError naming `what` it is not and the `fix`), never emptied."""
+    """Make `out` ours (with a `marker` JSON) or check that it is; another folder is refused, never emptied."""
     from cityseg.errors import UserError
 
     out = Path(out)

@@ -53,8 +53,7 @@ def lookup(tables: Tensor, values: Tensor) -> Tensor:
 
 
 def rgb_to_hsv(images: Tensor) -> Tensor:
-    """OpenCV's 8-bit RGB -> HSV (H in 0..179, S and V in 0..255) in its integer arithmetic:
-    (B, 3, H, W) uint8 RGB -> (B, 3, H, W) uint8 HSV, equal to cv2.cvtColor(..., COLOR_RGB2HSV)."""
+    """OpenCV's 8-bit RGB -> HSV of (B, 3, H, W) uint8 in its integer arithmetic (cv2.cvtColor's values)."""
     saturation_div, hue_div, _ = _hsv_constants(images.device)
     red, green, blue = images.int().unbind(dim=1)  # each (B, H, W)
     value = torch.maximum(torch.maximum(red, green), blue)
@@ -172,8 +171,7 @@ class PerImage:
 
 @dataclass(eq=False)
 class BatchAugment:
-    """The per-pixel augmentations of a recipe, in the loader's order, for a uint8 batch on the device; each call
-    (a step) draws from torch's generator seeded by (seed, epoch, step, rank), so a resume draws the same."""
+    """A recipe's per-pixel augmentations of a uint8 batch on the device, seeded per step."""
 
     stages: list[Callable[[Tensor], Tensor]]
     seed: int = 0

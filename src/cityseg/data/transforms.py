@@ -181,8 +181,7 @@ def build_transform(
     crop_max_class_ratio: float = 0.75,
     pixel_ops: bool = True,
 ) -> PairTransformFn:
-    """Training: the fused scale-and-crop (`crop` or "scale-crop"), "flip", the colour ops (on the device instead
-    with `pixel_ops` False), then `PadTo`. Evaluation: a resize to `size` (W, H) only, so predictions map back 1:1."""
+    """Training: scale-and-crop, flip, colour ops, `PadTo`; evaluation: a resize to `size` only."""
     aug = tuple(aug)  # names and sizes checked by TrainConfig
     ops: list[v2.Transform] = []
     pad_to = None

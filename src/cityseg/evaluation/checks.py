@@ -104,8 +104,7 @@ def find_pngs(pred_dir: Path) -> list[Path]:
 
 
 def match_to_frames(pngs: Iterable[Path], frame_ids: Iterable[str]) -> tuple[dict[str, list[Path]], list[Path]]:
-    """Map each frame id to the PNGs named `<id>*.png` (the official rule); also return PNGs matching none.
-    Trying each distinct id length reproduces `fnmatch(name, id + "*.png")` without comparing every pair."""
+    """Map each frame id to the PNGs named `<id>*.png` (the official rule), and the PNGs matching none."""
     ids = set(frame_ids)
     lengths = sorted({len(i) for i in ids})
     matches: dict[str, list[Path]] = {i: [] for i in sorted(ids)}

@@ -82,9 +82,7 @@ _CALCHIST_MAX_PIXELS = 1 << 24
 
 
 def pair_histogram(rows: np.ndarray, values: np.ndarray, n_rows: int) -> np.ndarray:
-    """(n_rows, 256) int64 counts of (rows[i], values[i]) over two (H, W) arrays, in one OpenCV calcHist pass
-    (which releases the GIL). `rows`: uint8/uint16, all < n_rows (calcHist drops others silently: the caller
-    checks); `values`: uint8."""
+    """(n_rows, 256) int64 counts of (rows[i], values[i]) in one OpenCV calcHist pass (GIL released)."""
     if values.dtype != np.uint8 or rows.dtype not in (np.uint8, np.uint16) or rows.shape != values.shape:
         raise TypeError(
             f"pair_histogram needs uint8/uint16 rows and uint8 values of one shape, got "

@@ -101,8 +101,7 @@ def _sha256(data: bytes) -> str:
 
 
 def _stamped_text(result: Mapping[str, Any], csv_bytes: bytes, previous: str | None) -> str:
-    """The JSON text with `cityseg.written_by`: the sha256 of this very text (taken with that field empty), of
-    the CSV written beside it, and of the CSV that one replaces (still there if a kill came in between)."""
+    """The JSON text with `cityseg.written_by`: sha256s of this text, its CSV and the CSV it replaces."""
     stamp = {"command": WRITTEN_BY, "sha256": "", "csv_sha256": _sha256(csv_bytes), "previous_csv_sha256": previous}
     data = {**result, "cityseg": {**result.get("cityseg", {}), "written_by": stamp}}
     stamp["sha256"] = _sha256(_json_text(data).encode())

@@ -146,9 +146,8 @@ def evaluate(
     json_out: Path | None = None,
     workers: int | None = None,
 ) -> dict[str, Any]:
-    """The official export dict of labelIds predictions on a split plus a "cityseg" section (docs/evaluation.md),
-    also written with a per-class CSV beside it to `json_out`. Bad input raises UserError (never SystemExit);
-    engines that disagree raise EngineMismatchError."""
+    """The official export dict of labelIds predictions plus a "cityseg" section, written to `json_out`. Bad input
+    raises UserError (never SystemExit); engines that disagree raise EngineMismatchError."""
     if engine not in ENGINES:
         raise UserError(f"unknown evaluation engine {engine!r}; use one of {', '.join(ENGINES)}.")
     pred_dir, root = Path(pred_dir), Path(root)

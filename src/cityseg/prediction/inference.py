@@ -48,8 +48,7 @@ def _window_starts(length: int, window: int, stride: int) -> list[int]:
 def sliding_window(
     model: nn.Module, image: Tensor, crop: Size | int, stride: Size | int, window_batch: int = 4
 ) -> Tensor:
-    """(B, C, H, W) float logits of normalised images (B, 3, H, W), averaged over overlapping `crop` windows (width,
-    height), so a large image fits in memory at full detail; an image smaller than the crop is zero-padded."""
+    """(B, C, H, W) logits of (B, 3, H, W) images averaged over overlapping `crop` windows."""
     crop, stride = as_size(crop), as_size(stride)
     check_stride(crop, stride)
     crop_w, crop_h = crop

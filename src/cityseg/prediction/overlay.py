@@ -46,8 +46,7 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def draw_legend(canvas: Image.Image, entries: Sequence[tuple[int, float]]) -> Image.Image:
-    """The RGB `canvas` with a legend (swatch, class name, share) of the entries of at least 1% in its top-left
-    corner: text 1/24 of the image's shorter side (7..40 px), one column, the smallest classes dropped to fit."""
+    """The RGB `canvas` with a legend of the entries of at least 1 % in its top-left corner, scaled to fit."""
     width, height = canvas.size
     size = int(np.clip(round(min(width, height) / 24), 7, 40))
     font, pad, row = _font(size), max(1, size // 4), size + max(1, size // 4)

@@ -96,9 +96,8 @@ def make_submission(
     overwrite: bool = False,
     workers: int | None = None,
 ) -> Path:
-    """Check test-split predictions the way the benchmark server would (TEST_IMAGES frames of IMAGE_SIZE unless
-    `expect`/`size` say otherwise, or the test frames and sizes under `root`), then zip them flat, atomically.
-    An existing `out_zip` is replaced only with `overwrite`, or when it holds exactly these predictions."""
+    """Check test predictions as the benchmark server would, then zip them flat, atomically; an existing `out_zip`
+    is replaced only with `overwrite`, or when it holds exactly these predictions."""
     pred_dir, out_zip = Path(pred_dir), Path(out_zip)
     if out_zip.suffix.lower() != ".zip":
         raise UserError(f"submission file {out_zip} must end in .zip (the benchmark server takes a zip archive).")

@@ -195,8 +195,7 @@ class Comparison:
         return Table.build(["setting", *self.labels], rows, title="settings that differ between the runs", empty=none)
 
     def class_table(self) -> tuple[Table, dict[tuple[int, int], CellStyle]]:
-        """Per class: each run's CV IoU and val IoU, and each run's difference to the first, highlighted: green a
-        gain, red a loss, bold on a tint where larger than the larger fold-to-fold std of that class in the two."""
+        """Per class: each run's CV and val IoU and its difference to the first, highlighted."""
         base, others = self.runs[0], self.runs[1:]
         evaluated = [run for run in self.runs if run.evaluation is not None]
         compared_val = evaluated[1:] if base.evaluation is not None else []

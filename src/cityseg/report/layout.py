@@ -152,8 +152,7 @@ class Page:
         self.cursor += lines * line + after
 
     def plot_area(self, height: float | None = None, margins: Sequence[float] = (0.6, 0.1, 0.5, 0.3), space=0.3):
-        """The page's figure, its subplot area `height` inches below the cursor (default: the rest) less `margins`
-        (left, right, bottom, top, inches). Fixed margins: constrained layout varies in the last bits between runs."""
+        """The figure, its subplot area `height` inches below the cursor less fixed `margins` (l, r, b, t)."""
         height = HEIGHT - BOTTOM - self.cursor if height is None else height
         self._need(height, "plot")
         left, right, bottom, top = margins

@@ -144,8 +144,7 @@ def class_iou_table(mean: Sequence[float | None], std: Sequence[float | None] | 
 
 
 def training_config(recipe: str = "seed", overrides: Mapping[str, Any] | None = None, **parameters: Any) -> TrainConfig:
-    """The recipe with the notebook's parameters (epochs, size as "WxH", workers, device, encoder_weights, cache)
-    and its OVERRIDES applied; a parameter None keeps the recipe's (or the machine's) value, "none" is None."""
+    """The recipe with the notebook's parameters and OVERRIDES applied (None keeps, "none" is None)."""
     values = {name: None if str(v).lower() == "none" else v for name, v in parameters.items() if v is not None}
     if "size" in values:
         values["size"] = parse_size(values["size"])
@@ -153,8 +152,7 @@ def training_config(recipe: str = "seed", overrides: Mapping[str, Any] | None = 
 
 
 def config_table(config: TrainConfig) -> Table:
-    """The config by group, values as `cityseg recipes` writes them under the names OVERRIDES takes; a field set
-    apart from the recipe shows the recipe's value beside it, a machine field left to the machine shows auto."""
+    """The config by group as `cityseg recipes` writes it, recipe values beside changed ones."""
     from cityseg.training.model_names import model_title_of
 
     recipe = {name: field_text(name, value) for name, value, _ in configs.recipe_differences(config)}
@@ -179,8 +177,7 @@ def histories(runs_dir: Path, names: Sequence[str] | None = None) -> dict[str, l
 
 
 def train(root: Path, runs_dir: Path, config: TrainConfig, folds: int, split: str, full: bool) -> dict[str, Any]:
-    """A training cell of 01_train: the folds, or the full fit after them, with live curves; what is finished is
-    skipped, and a RUNS_DIR holding runs of other settings is refused naming the parameters that changed."""
+    """A training cell of 01_train: folds or full fit with live curves; other settings are refused."""
     from cityseg.report.plots import LiveCurves
     from cityseg.training.cv import run_cv
 

@@ -271,8 +271,7 @@ def _recorded_scores(pred_dir: Path, root: Path, split: str, evaluation: Mapping
 def score_frames(
     pred_dir: Path, root: Path, split: str = "val", evaluation: Mapping | Path | None = None
 ) -> list[FrameScore]:
-    """Every frame's own score, worst first: from `evaluation` (result dict or JSON path; None: PRED_DIR-eval/
-    SPLIT.json) when it scored these very files, else from the fast engine run again."""
+    """Every frame's own score, worst first: from `evaluation` when it scored these files, else again."""
     from cityseg.evaluation import evaluate
 
     scores = _recorded_scores(Path(pred_dir), root, split, evaluation) or [

@@ -252,8 +252,7 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
 
 
 class LiveCurves:
-    """Training curves redrawn in place in a notebook while `run_cv` trains (pass `live.update` as `on_epoch`): one
-    picture replaced through an IPython display id, so the cell holds one (also under papermill)."""
+    """Training curves redrawn in place in a notebook (`live.update` as `on_epoch`), one picture per cell."""
 
     def __init__(self, histories: Mapping[str, Sequence[Mapping]] | None = None):
         self.histories: dict[str, list[dict]] = {k: list(v) for k, v in (histories or {}).items()}

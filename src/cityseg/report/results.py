@@ -70,8 +70,7 @@ class RunFiles:
 
 
 def load_runs(runs_dir: Path, command: str = "cityseg report") -> RunFiles:
-    """Config, logs, folds and summary of a runs folder, checked against each other: every run summary.json lists
-    must be there with at least the epochs it records (`command` words the errors)."""
+    """Config, logs, folds and summary of a runs folder, checked against each other (`command` words the errors)."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise UserError(f"runs folder {runs_dir} does not exist; train with {CV_COMMAND} first.")
@@ -121,8 +120,7 @@ def load_evaluation(path: Path, split: str | None = "val") -> dict:
 
 
 def predictions_checkpoint_warning(runs_dir: Path, evaluation: dict) -> str | None:
-    """A warning when the evaluated predictions were made (their manifest says, as the evaluation recorded it) by
-    another checkpoint than RUNS/full/best.pt, to which the report credits its official numbers; else None."""
+    """A warning when the evaluated predictions came from another checkpoint than RUNS/full/best.pt."""
     section = evaluation.get("cityseg")
     predictions = section.get("predictions") if isinstance(section, dict) else None
     try:

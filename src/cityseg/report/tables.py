@@ -61,8 +61,7 @@ def looks_numeric(cell: object) -> bool:
 
 @dataclass(frozen=True)
 class Table:
-    """Column titles and rows of cells (text, numbers or `Score`s); `title` is a caption, not a cell; `empty` is
-    the sentence people read instead of a table without rows."""
+    """Column titles and rows of cells; `title` a caption, `empty` the sentence shown for no rows."""
 
     columns: tuple[str, ...]
     rows: tuple[tuple[object, ...], ...]

@@ -225,8 +225,7 @@ def write_dataset(
     workers: int = 1,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Write a synthetic Cityscapes-format dataset; returns the number of images per split. The output depends on the
-    parameters alone (not on `workers`): each frame's generator is seeded from (seed, split, city, index)."""
+    """Write a synthetic Cityscapes-format dataset (bytes depend on the parameters only); images per split."""
     out = Path(out)
     size = _check_size(size)
     counts = {"train": train_cities, "val": val_cities, "test": test_cities}

@@ -235,8 +235,7 @@ def config_differences(old: TrainConfig, new: TrainConfig, ignore: tuple[str, ..
 
 
 def recipe_differences(config: TrainConfig) -> list[tuple[str, Any, Any]]:
-    """(field, recipe value, run value) for every field the run set differently from its recipe (read again: a
-    recipe file that is gone is a UserError). Machine fields are left out: they say where a run happened."""
+    """(field, recipe value, run value) where the run departs from its recipe, machine fields left out."""
     return field_differences(resolve_config(config.recipe), config, MACHINE_FIELDS)
 
 
@@ -257,8 +256,7 @@ def field_text(name: str, value: Any) -> str:
 
 
 def with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
-    """The same config and lr schedule, stopped after `epochs` (the full fit after cross-validation): the schedule
-    keeps the folds' length, so at every epoch the lr is the one the folds had there."""
+    """The same config stopped after `epochs`, its lr schedule keeping the folds' length."""
     return dataclasses.replace(config, epochs=epochs, schedule_epochs=config.schedule_length)
 
 

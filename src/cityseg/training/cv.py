@@ -61,8 +61,7 @@ def run_cv(
     full: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Make/check the folds, train the selected folds, then (all folds done) the full model; returns the summary.
-    Everything is checked before anything is written; with `only_folds` the full fit is left to a later call."""
+    """Check everything, make the folds, train the selected folds, then the full model; the summary."""
     root, runs_dir = Path(root), Path(runs_dir)
     apply_determinism(config)  # before init_distributed's first CUDA call
     info = init_distributed(config.device)

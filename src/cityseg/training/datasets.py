@@ -89,8 +89,7 @@ def check_input_size(config: TrainConfig, split: ListedSplit) -> None:
 def build_loaders(
     config: TrainConfig, train_set: Dataset, val_set: Dataset | None, info: DistInfo
 ) -> tuple[DataLoader, DataLoader | None, EpochKeys]:
-    """Training loader (shuffled, sharded under DDP; order and augmentations depend only on (seed, epoch, index):
-    `EpochKeys`, set each epoch) and validation loader (each image once over all ranks)."""
+    """Training loader (sharded, keyed by (seed, epoch, index)) and validation loader (each image once)."""
     workers = config.workers
     if info.world_size > 1:  # N processes share the machine's cores
         workers = min(workers, max(1, default_workers() // info.world_size))

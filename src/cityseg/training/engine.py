@@ -81,8 +81,7 @@ class StepContext:
 
 
 def to_device_batch(images: Tensor, masks: Tensor, context: StepContext, train: bool = False) -> tuple[Tensor, Tensor]:
-    """Copy a loader batch to the device, then normalise and widen it there (the host moves uint8 only): uint8
-    images (B, 3, H, W) -> float32, masks -> int64; training adds `context.augment` and `mark_padding`."""
+    """Copy a uint8 batch to the device and normalise and widen it there (plus augment and padding)."""
     memory_format = torch.channels_last if context.channels_last else torch.contiguous_format
     images = images.to(context.device, non_blocking=True)  # non_blocking: the loader pins memory on CUDA
     masks = masks.to(context.device, non_blocking=True)
@@ -109,8 +108,7 @@ def train_one_epoch(
     progress: bool = True,
     on_steps: StepsCallback | None = None,
 ) -> TrainStats:
-    """One pass over the training loader, stepping the schedule every iteration; per-step losses stay on the
-    device until the host reads them anyway (every PROGRESS_EVERY steps and at the end) for `on_steps`."""
+    """One pass over the training loader, stepping the schedule every iteration; losses read back rarely."""
     model.train()
     device = context.device
     loss_sum = torch.zeros((), device=device)
@@ -189,8 +187,7 @@ def _read_back(first_bad_step: Tensor, recent_losses: Tensor, epoch: int, steps:
 def validate(
     model: nn.Module, loader: Iterable, context: StepContext, size: tuple[int, int] | None = None, progress: bool = True
 ) -> ValResult:
-    """Loss and IoU on a held-out loader of full-resolution images and labels (summed over all ranks); with
-    `size` (W, H) the model sees images resized to it, as in training, and logits return to the labels' size."""
+    """Loss and IoU on a held-out loader at the labels' resolution, summed over all ranks."""
     model.eval()
     device = context.device
     confusion = torch.zeros((NUM_CLASSES, NUM_CLASSES), dtype=torch.long, device=device)

@@ -15,8 +15,7 @@ from cityseg.labels import IGNORE_INDEX
 
 
 def summed_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """Cross-entropy summed over the labelled pixels; on CUDA the per-pixel losses are summed (its summed nll_loss
-    adds with atomics, which --deterministic refuses)."""
+    """Cross-entropy summed over the labelled pixels (deterministic on CUDA)."""
     reduction = "none" if logits.is_cuda else "sum"
     return F.cross_entropy(logits, target, ignore_index=ignore_index, reduction=reduction).sum()
 
@@ -64,8 +63,7 @@ class OhemCrossEntropy(nn.Module):
 
 
 class SmpLoss(nn.Module):
-    """smp's multiclass loss of that class name on float32 logits, ignoring 255, and 0 for a batch without labelled
-    pixels (smp's focal gives NaN there, its Lovasz an empty tensor)."""
+    """smp's multiclass loss of that name on float32 logits, ignoring 255; 0 without labelled pixels."""
 
     def __init__(self, name: str) -> None:
         super().__init__()

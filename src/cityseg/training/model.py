@@ -117,8 +117,7 @@ _CHECKED_WEIGHTS: set[tuple[str, str, str]] = set()
 
 
 def check_encoder_weights(config: Any) -> None:
-    """Fail before a run writes anything when its encoder weights cannot be had (hub offline, bad local file):
-    builds the model once (the hub download is cached for the real build); a success is remembered."""
+    """Fail before a run writes anything when its encoder weights cannot be had (remembered if fine)."""
     key = (config.arch, config.encoder, str(config.encoder_weights))
     if config.encoder_weights is None or key[2].lower() in ("none", "") or key in _CHECKED_WEIGHTS:
         return

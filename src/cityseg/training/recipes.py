@@ -65,8 +65,7 @@ class Recipe:
 
 
 def load_recipe(spec: str | Path, hints: Mapping[str, Any], _seen: tuple[Path, ...] = ()) -> Recipe:
-    """Read, check and resolve a recipe (its `extends` chain included); `hints` are the recipe fields' types. Every
-    problem (missing file, invalid TOML, unknown key, wrong type, extends cycle) is a UserError naming the file."""
+    """Read, check and resolve a recipe and its `extends` chain; every problem a UserError naming the file."""
     path = Path(spec).expanduser()  # a built-in name, or a path relative to the file that extends it
     if str(spec) in BUILTIN:
         path = BUILTIN_DIR / f"{spec}.toml"

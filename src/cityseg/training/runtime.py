@@ -118,8 +118,7 @@ def resolve_and_report(
 
 
 def apply_determinism(config: TrainConfig) -> None:
-    """Set torch's switches for `config.deterministic` (cuDNN, deterministic algorithms, cuBLAS's fixed workspace),
-    before the run's first CUDA call: cuBLAS reads CUBLAS_WORKSPACE_CONFIG once, when it starts."""
+    """Set torch's switches for `config.deterministic` before the run's first CUDA call."""
     if config.deterministic:
         if os.environ.get("CUBLAS_WORKSPACE_CONFIG") != CUBLAS_WORKSPACE:
             if torch.cuda.is_initialized():

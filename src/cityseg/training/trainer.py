@@ -45,8 +45,7 @@ def train_run(
     progress: bool = True,
     split: ListedSplit | None = None,
 ) -> runfolder.RunResult:
-    """Train one model on `train_ids`, validating on `val_ids` every epoch (none: best.pt = last epoch); `split`: the
-    train split as `cityseg cv` listed it. The run folder is locked: a second trainer of it stops, naming this one."""
+    """Train one model on `train_ids`, validating on `val_ids` each epoch; the run folder is locked."""
     root, run_dir = Path(root), Path(run_dir)
     run_name = run_name or run_dir.name
     runtime.apply_determinism(config)  # before init_distributed's first CUDA call
