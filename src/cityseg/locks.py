@@ -1,9 +1,7 @@
 """Locks that a kill never leaves held, and pool workers that die with the process that started them.
-
 Every lock is an flock on a hidden `.lock-<name>` file (the kernel drops it when the holder dies; a forked child
 drops inherited ones). `hold_lock` refuses at once, `wait_lock` waits at most CITYSEG_LOCK_TIMEOUT seconds; the
-holder writes `pid<TAB>started<TAB>command` into the file, so a refusal names the process in the way.
-"""
+holder writes `pid<TAB>started<TAB>command` into the file, so a refusal names the process in the way."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
 """The training cache: each split decoded once into uint8 memmaps at the training resolution, read as a Dataset.
-
 DIR/<split>_<W>x<H|full>_<labels>/ holds images.npy, labels.npy, index.json and COMPLETE (written last); an entry is
-built in `.tmp-<entry>/` and renamed into place, and a rebuild decodes only the changed frames.
-"""
+built in `.tmp-<entry>/` and renamed into place, and a rebuild decodes only the changed frames."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Random numbers that depend only on (seed, epoch, sample): the same run whatever the worker count, and after any
 kill. `EpochKeys` shuffles from (seed, epoch) (DistributedSampler's permutation) and yields (epoch, index) keys;
-`KeyedDataset` loads sample `index` with torch's generator seeded by (seed, epoch, index).
-"""
+`KeyedDataset` loads sample `index` with torch's generator seeded by (seed, epoch, index)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Checks on prediction PNGs before any scoring: every problem in one UserError, not the official script's
 `sys.exit` on the first bad file. A prediction is a single-channel PNG of labelIds (0..33), the size of its
-image, named `<city>_<seq>_<frame>*.png`; folders are searched recursively, as the official matcher does.
-"""
+image, named `<city>_<seq>_<frame>*.png`; folders are searched recursively, as the official matcher does."""
 
 from __future__ import annotations
 

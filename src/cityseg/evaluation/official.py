@@ -1,7 +1,6 @@
 """The official Cityscapes pixel-level evaluation, run in-process and kept on a short leash: the script reads
 `CITYSCAPES_*` variables, prints, writes files and calls `sys.exit`, so we call only `evaluateImgLists` with the
-arguments we build, capture its prints, turn SystemExit into UserError, and lend it `np.in1d` (gone in numpy 2.4).
-"""
+arguments we build, capture its prints, turn SystemExit into UserError, and lend it `np.in1d` (gone in numpy 2.4)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """The engines together. `evaluate`: check predictions (every check before the official script, so its `sys.exit`
 is never reached), score them with either engine or both (which must agree), return and optionally write the
-result. `PredictionScorer`: the fast engine on label maps in memory while `cityseg predict --score` writes them.
-"""
+result. `PredictionScorer`: the fast engine on label maps in memory while `cityseg predict --score` writes them."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
 """The ledger of a prediction output folder: which files `cityseg predict` wrote there, with what settings.
-
 Only files the ledger lists are ever replaced or deleted; other PNGs stop the run. The manifest is rewritten at a
-run's start and end, and each claim and finished file is one fsynced journal line, so a kill resumes cleanly.
-"""
+run's start and end, and each claim and finished file is one fsynced journal line, so a kill resumes cleanly."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """What a person looks at: a prediction in Cityscapes colours, blended over the photo, with a legend of the
-classes covering at least 1% of it, largest first, scaled to the image and never over a quarter of it.
-"""
+classes covering at least 1% of it, largest first, scaled to the image and never over a quarter of it."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """A Cityscapes benchmark submission for pixel-level semantic labeling: one zip of labelIds PNGs, each named
 `<city>_<seq>_<frame>*.png` (the official matcher's rule), single channel, full resolution. The PNGs go flat and
-uncompressed into the zip after every check the server would fail or silently mis-score.
-"""
+uncompressed into the zip after every check the server would fail or silently mis-score."""
 
 from __future__ import annotations
 

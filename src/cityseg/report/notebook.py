@@ -1,7 +1,6 @@
 """What the notebooks show and run, one call per cell: tables and figures of the machine, the dataset, the folds,
 the config and the scores (from the run files the PDF report reads), and steps that skip or refuse in the
-notebook's words: its parameters (papermill passes plain strings and numbers), not the CLI's options.
-"""
+notebook's words: its parameters (papermill passes plain strings and numbers), not the CLI's options."""
 
 from __future__ import annotations
 

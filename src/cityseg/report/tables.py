@@ -1,7 +1,6 @@
 """Tables of text and scores: one object a notebook shows as Markdown, the PDF typesets, and files keep. Scores
 stay numbers (`Score`, a 0..1 fraction) until shown: percent with two decimals for people, full-precision fractions
-in the CSV, exactly the PDF's text in the LaTeX.
-"""
+in the CSV, exactly the PDF's text in the LaTeX."""
 
 from __future__ import annotations
 
