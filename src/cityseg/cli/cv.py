@@ -1,7 +1,7 @@
 """`cityseg cv`: k-fold cross-validation on the train split, then the final model on all of it:
 
-    cityseg cv ROOT --out RUNS [--resume] [--only-folds 0,1]   # one device
-    torchrun --nproc_per_node=4 -m cityseg cv ROOT --out RUNS   # DDP on 4 GPUs
+cityseg cv ROOT --out RUNS [--resume] [--only-folds 0,1]   # one device
+torchrun --nproc_per_node=4 -m cityseg cv ROOT --out RUNS   # DDP on 4 GPUs
 """
 
 from __future__ import annotations
