@@ -65,7 +65,6 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def register_download(subparsers) -> None:
-    """Add the `download` subcommand."""
     parser = add_command(
         subparsers,
         "download",
@@ -102,7 +101,6 @@ def run_download(args) -> int:
 
 
 def register_prepare(subparsers) -> None:
-    """Add the `prepare` subcommand."""
     parser = add_command(
         subparsers,
         "prepare",
@@ -141,7 +139,6 @@ def split_list(text: str) -> tuple[str, ...]:
 
 
 def register_cache(subparsers) -> None:
-    """Add the `cache` subcommand."""
     parser = add_command(
         subparsers,
         "cache",

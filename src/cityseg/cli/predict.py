@@ -22,7 +22,6 @@ def size_or_int(text: str) -> tuple[int, int]:
 
 
 def register_predict(subparsers) -> None:
-    """Add the `predict` subcommand."""
     parser = add_command(
         subparsers,
         "predict",
@@ -128,7 +127,6 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def register_export(subparsers) -> None:
-    """Add the `export` subcommand."""
     parser = add_command(
         subparsers,
         "export",

@@ -14,7 +14,6 @@ from cityseg.errors import UserError
 
 
 def register_evaluate(subparsers) -> None:
-    """Add the `evaluate` subcommand."""
     parser = add_command(
         subparsers,
         "evaluate",
@@ -66,7 +65,6 @@ def run_evaluate(args) -> int:
 
 
 def register_submit(subparsers) -> None:
-    """Add the `submit` subcommand."""
     parser = add_command(
         subparsers,
         "submit",
@@ -114,7 +112,6 @@ def run_submit(args) -> int:
 
 
 def register_report(subparsers) -> None:
-    """Add the `report` subcommand."""
     parser = add_command(
         subparsers,
         "report",
@@ -152,7 +149,6 @@ def run_report(args) -> int:
 
 
 def register_compare(subparsers) -> None:
-    """Add the `compare` subcommand."""
     parser = add_command(
         subparsers,
         "compare",
