@@ -1,7 +1,5 @@
 """User-facing errors: the CLI turns these into one paragraph and exit code 2; notebooks see a plain exception."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 

@@ -1,7 +1,5 @@
 """Atomic file writes, kept free of heavy imports so worker processes start fast."""
 
-from __future__ import annotations
-
 import contextlib
 import hashlib
 import json

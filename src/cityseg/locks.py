@@ -3,8 +3,6 @@ Every lock is an flock on a hidden `.lock-<name>` file (the kernel drops it when
 drops inherited ones). `hold_lock` refuses at once, `wait_lock` waits at most CITYSEG_LOCK_TIMEOUT seconds; the
 holder writes `pid<TAB>started<TAB>command` into the file, so a refusal names the process in the way."""
 
-from __future__ import annotations
-
 import contextlib
 import datetime
 import fcntl

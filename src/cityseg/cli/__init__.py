@@ -1,8 +1,6 @@
 """The `cityseg` command line: one subcommand per pipeline step, each added by `register_<command>(subparsers)`.
 Exit codes: 0 success, 2 bad input or usage (one paragraph; traceback with `--debug`), 1 internal error (a bug)."""
 
-from __future__ import annotations
-
 import argparse
 import errno
 import importlib

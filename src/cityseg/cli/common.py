@@ -1,7 +1,5 @@
 """Argument types and option groups shared by several subcommands."""
 
-from __future__ import annotations
-
 import argparse
 from collections.abc import Callable
 

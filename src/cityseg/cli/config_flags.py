@@ -1,8 +1,6 @@
 """The training options of `cityseg cv` and `cityseg train`, generated from TrainConfig: one flag per field
 (`batch_size` -> `--batch-size`; type, help, group and choices from the field), so a new field needs no edit here."""
 
-from __future__ import annotations
-
 import argparse
 import dataclasses
 import functools

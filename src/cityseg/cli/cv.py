@@ -4,8 +4,6 @@ cityseg cv ROOT --out RUNS [--resume] [--only-folds 0,1]   # one device
 torchrun --nproc_per_node=4 -m cityseg cv ROOT --out RUNS   # DDP on 4 GPUs
 """
 
-from __future__ import annotations
-
 import argparse
 from argparse import SUPPRESS
 from pathlib import Path

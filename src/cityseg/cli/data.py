@@ -2,8 +2,6 @@
 zips with the user's account, password never stored), `prepare` (the trainIds label PNGs) and `cache` (each split
 decoded once into uint8 memmaps, so training reads crops, not PNGs)."""
 
-from __future__ import annotations
-
 import argparse
 from pathlib import Path
 

@@ -2,8 +2,6 @@
 labelIds, colour and overlay PNGs for any photos (`--images`); `cityseg export`: a checkpoint -> safetensors weights,
 an ONNX graph and a model card, checked."""
 
-from __future__ import annotations
-
 import argparse
 import sys
 from pathlib import Path

@@ -1,8 +1,6 @@
 """`cityseg recipes`: a recipe (built-in or a .toml file) as a card (each field, its value, its source, the
 deviations), or the fields where two recipes differ."""
 
-from __future__ import annotations
-
 import argparse
 import textwrap
 

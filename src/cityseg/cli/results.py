@@ -2,8 +2,6 @@
 predictions checked and zipped for the benchmark server), `report` (run files and evaluation JSON -> report.pdf,
 figures, tables) and `compare` (runs folders side by side in compare.pdf)."""
 
-from __future__ import annotations
-
 import sys
 import warnings
 from argparse import SUPPRESS

@@ -1,8 +1,6 @@
 """`cityseg train`: one run of the cross-validation (one fold, or the full fit); its training options
 (shared with `cityseg cv`) are generated from TrainConfig in cityseg.cli.config_flags."""
 
-from __future__ import annotations
-
 import argparse
 from argparse import SUPPRESS
 from pathlib import Path

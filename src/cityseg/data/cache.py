@@ -2,8 +2,6 @@
 DIR/<split>_<W>x<H|full>_<labels>/ holds images.npy, labels.npy, index.json and COMPLETE (written last); an entry is
 built in `.tmp-<entry>/` and renamed into place, and a rebuild decodes only the changed frames."""
 
-from __future__ import annotations
-
 import json
 import multiprocessing
 import os

@@ -1,7 +1,5 @@
 """The torch Dataset over Cityscapes frames read from their PNGs, and the loader workers' set-up."""
 
-from __future__ import annotations
-
 from collections.abc import Iterable
 
 import numpy as np

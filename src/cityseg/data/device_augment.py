@@ -2,8 +2,6 @@
 batched, each image with its own draw (made on the host, seeded by seed, epoch, step and rank), OpenCV's 8-bit HSV
 in tensor ops, the workers' result bit for bit where OpenCV fuses its multiply-adds (x86-64 wheels)."""
 
-from __future__ import annotations
-
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass

@@ -1,8 +1,6 @@
 """Fetch the Cityscapes packages with the user's account, never storing the password: we log in ourselves (from
 the environment or a prompt), then call cityscapesscripts' `download_packages` (resume, MD5 check)."""
 
-from __future__ import annotations
-
 import getpass
 import os
 import zipfile

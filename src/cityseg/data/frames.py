@@ -1,8 +1,6 @@
 """Cityscapes on disk (`layout`): find image/label pairs (id `<city>_<seq>_<frame>`), read PNGs safely, and turn
 each common layout mistake (wrong folder level, half-extracted zip, labels not prepared) into one UserError."""
 
-from __future__ import annotations
-
 import functools
 import os
 import re

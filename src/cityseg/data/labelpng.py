@@ -1,8 +1,6 @@
 """Label PNGs (labelIds, instanceIds, predictions): read through PIL exactly as the official script reads them
 (a refused file is one UnreadablePngError), written as 8-bit grayscale by OpenCV (BENCHMARKS.md, label-png)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import cv2

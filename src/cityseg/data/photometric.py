@@ -2,8 +2,6 @@
 Each step maps uint8 to uint8 (float32, clipped, truncated), so it is a 256-entry `cv2.LUT` table: mmseg's pixels
 bit for bit. `draw_photometric` makes draws any path can share."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import Any
 

@@ -2,8 +2,6 @@
 official converter's steps (equal to `csCreateTrainIdLabelImgs`' output), on all cores, each written atomically.
 `cityseg-prepared.json` records each JSON's sha256 and its PNG: content, not dates, and a killed run keeps its work."""
 
-from __future__ import annotations
-
 import contextlib
 import hashlib
 import io

@@ -2,8 +2,6 @@
 kill. `EpochKeys` shuffles from (seed, epoch) (DistributedSampler's permutation) and yields (epoch, index) keys;
 `KeyedDataset` loads sample `index` with torch's generator seeded by (seed, epoch, index)."""
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 
 import numpy as np

@@ -2,8 +2,6 @@
 Random scale and crop are one resize of the crop window; a crop past the image is padded last (as mmsegmentation):
 the label with `PAD_LABEL`, the image with the ImageNet mean, which `mark_padding` makes exactly 0 and ignored."""
 
-from __future__ import annotations
-
 import functools
 import math
 import warnings

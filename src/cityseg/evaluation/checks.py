@@ -2,8 +2,6 @@
 `sys.exit` on the first bad file. A prediction is a single-channel PNG of labelIds (0..33), the size of its
 image, named `<city>_<seq>_<frame>*.png`; folders are searched recursively, as the official matcher does."""
 
-from __future__ import annotations
-
 import os
 import re
 import warnings

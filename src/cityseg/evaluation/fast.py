@@ -2,8 +2,6 @@
 (labelId, prediction) histogram for the confusion matrix and per instance its class, size and hits (iIoU); sums and
 formulas are the script's, in its order (docs/evaluation.md). Also each frame's own mIoU and accuracy."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass

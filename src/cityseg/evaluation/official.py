@@ -2,8 +2,6 @@
 `CITYSCAPES_*` variables, prints, writes files and calls `sys.exit`, so we call only `evaluateImgLists` with the
 arguments we build, capture its prints, turn SystemExit into UserError, and lend it `np.in1d` (gone in numpy 2.4)."""
 
-from __future__ import annotations
-
 import contextlib
 import importlib
 import io

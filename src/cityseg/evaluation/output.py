@@ -2,8 +2,6 @@
 per-class CSV, written atomically and only over an earlier cityseg evaluation whose sha256s (`cityseg.written_by`)
 still match, so someone else's file, or ours edited since, is left alone."""
 
-from __future__ import annotations
-
 import hashlib
 import json
 import math

@@ -2,8 +2,6 @@
 is never reached), score them with either engine or both (which must agree), return and optionally write the
 result. `PredictionScorer`: the fast engine on label maps in memory while `cityseg predict --score` writes them."""
 
-from __future__ import annotations
-
 import json
 import math
 import re

@@ -1,8 +1,6 @@
 """The model card of an export: what the model is, how to run it without cityseg, how it was trained and measured,
 from the files a run wrote, read defensively (a missing or older file leaves its part empty, never a guess)."""
 
-from __future__ import annotations
-
 import datetime
 import json
 from pathlib import Path

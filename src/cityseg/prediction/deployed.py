@@ -1,8 +1,6 @@
 """Models as `cityseg predict` takes them: a checkpoint file, or a folder written by `cityseg export`
 (`model.safetensors`, `model.onnx`, `card.json`); loading a folder checks card.json's schema and both files' sha256."""
 
-from __future__ import annotations
-
 import hashlib
 import json
 import re

@@ -2,8 +2,6 @@
 (N, 19, H, W), normalisation and padding inside) and card.json/md, written only when onnxruntime agrees with torch
 (PARITY_RULE). Files are made in a locked staging folder beside OUT, then moved in one by one; others are kept."""
 
-from __future__ import annotations
-
 import contextlib
 import fcntl
 import glob

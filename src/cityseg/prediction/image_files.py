@@ -1,8 +1,6 @@
 """Any user's photos as prediction inputs: find them (files, folders, globs, links followed once) and decode them
 upright. Output names mirror the inputs' folders below their deepest common folder; clashing names are refused."""
 
-from __future__ import annotations
-
 import fnmatch
 import glob
 import os

@@ -2,8 +2,6 @@
 writer's ledger. An unreadable or oversized photo is reported by name and the others go on; photos are resized to
 the training width unless `scale` is given, and inputs over `whole_limit` use sliding windows."""
 
-from __future__ import annotations
-
 import math
 import time
 from dataclasses import dataclass, field

@@ -2,8 +2,6 @@
 sizes as (width, height). As in the usual Cityscapes recipe: resize, run whole or in overlapping windows (logits
 averaged), upsample to the input size, softmax, average over flips and scales."""
 
-from __future__ import annotations
-
 from collections.abc import Callable, Sequence
 
 import torch

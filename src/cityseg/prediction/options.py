@@ -1,8 +1,6 @@
 """How to predict, without torch: inference modes, test-time augmentations and window sizes, checked before any
 work is done, and `PredictOptions`, the settings of `predict_split` (the CLI lists them in --help)."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path

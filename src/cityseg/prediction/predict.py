@@ -1,8 +1,6 @@
 """Predict a whole split into a folder of labelIds PNGs the official evaluation and server accept; the folder's
 safety rules (what may be overwritten, how a killed run resumes) are its ledger, `cityseg.prediction.ledger`."""
 
-from __future__ import annotations
-
 import dataclasses
 import time
 from collections.abc import Iterator, Sequence

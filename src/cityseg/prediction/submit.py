@@ -2,8 +2,6 @@
 `<city>_<seq>_<frame>*.png` (the official matcher's rule), single channel, full resolution. The PNGs go flat and
 uncompressed into the zip after every check the server would fail or silently mis-score."""
 
-from __future__ import annotations
-
 import os
 import zipfile
 import zlib

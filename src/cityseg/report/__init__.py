@@ -1,8 +1,6 @@
 """Reports from run files: report.pdf (`build_report`), compare.pdf, and the tables and figures the notebooks show.
 Names are imported from their submodule on first use (PEP 562), so `cityseg cv` does not load matplotlib."""
 
-from __future__ import annotations
-
 import importlib
 from typing import Any
 

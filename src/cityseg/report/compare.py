@@ -2,8 +2,6 @@
 other datasets or fold splits are refused unless `allow_mismatch`; on the same folds the per-fold gains are tested
 with Nadeau and Bengio's corrected resampled t-test (Machine Learning 52, 2003); `TEST_CAVEATS` says its limits."""
 
-from __future__ import annotations
-
 import math
 import re
 import statistics

@@ -1,8 +1,6 @@
 """compare.pdf (A4 portrait): the runs, the paired per-fold test with its limits, per-class IoU, curves; beside it
 the tables as CSV and LaTeX in `<out stem>_tables/`."""
 
-from __future__ import annotations
-
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path

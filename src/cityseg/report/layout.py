@@ -1,8 +1,6 @@
 """A4 portrait pages on matplotlib: wrapped text and `matplotlib.table` tables filled downwards by a cursor (inches
 from the top), one plot area below; PdfPages writes TrueType text and no dates, so reruns give the same bytes."""
 
-from __future__ import annotations
-
 import contextlib
 import functools
 import io

@@ -2,8 +2,6 @@
 and category tables, confusion matrix and, with --predictions, the best and worst val frames (scored from the
 evaluation JSON's per-frame counts when they match the files, else again). Figures and tables are written beside."""
 
-from __future__ import annotations
-
 import json
 import math
 from collections.abc import Mapping, Sequence

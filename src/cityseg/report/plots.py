@@ -1,8 +1,6 @@
 """Matplotlib figures shared by the notebooks, the PDF pages and the report's PNGs: each builder draws into the
 figure it is given (a page's plot area) or a new one, made without pyplot so no state leaks between cells or pages."""
 
-from __future__ import annotations
-
 import io
 import math
 from collections.abc import Mapping, Sequence

@@ -2,8 +2,6 @@
 what they state in plain words: the headline CV numbers with their `protocol`, the optimistic `selected` ones apart.
 Imports no plotting: `cityseg cv` prints its summary through `summary_text`."""
 
-from __future__ import annotations
-
 import json
 import math
 from collections.abc import Mapping, Sequence

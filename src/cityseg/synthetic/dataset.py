@@ -2,8 +2,6 @@
 cityscapesscripts' `createLabelImage`/`createInstanceImage` (so each PNG equals the official scripts' rendering),
 then the camera image painted from those rasters."""
 
-from __future__ import annotations
-
 import io
 import json
 import multiprocessing

@@ -1,7 +1,5 @@
 """Camera projection and polygon helpers shared by the scene builder and the rasterisers."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
 import numpy as np

@@ -1,8 +1,6 @@
 """The camera image of a synthetic frame, painted from its labels: per class a base colour, a texture and surface
 details, then a colour cast and noise; the colours overlap, so a model must use texture and context."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
 import numpy as np

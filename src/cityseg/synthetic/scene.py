@@ -3,8 +3,6 @@ official rasteriser), each with decals (lane marks, windows, tyres, ...) that on
 occluded exactly like their owner's label; and the `Street` the drawers share (camera, road, sidewalks, facades),
 whose standing things are listed in the scene far to near once all are drawn."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from enum import IntEnum
 

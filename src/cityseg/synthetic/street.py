@@ -2,8 +2,6 @@
 hedges, grass, trees), furniture, traffic. All draw from one random generator, so the order in `sample_scene` is
 part of what a seed means."""
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 
 import numpy as np

@@ -1,8 +1,6 @@
 """Traffic: vehicles in the lanes, parked and crossing in the side street; pedestrians (sometimes in pairs), riders
 and parked two-wheelers, from silhouettes in metres (x centred, y up from the ground)."""
 
-from __future__ import annotations
-
 import numpy as np
 
 from cityseg.synthetic.geometry import Polygon, arc, band, box_corners, convex_hull, disc, rect

@@ -1,8 +1,6 @@
 """Checkpoints that are safe to open (tensors and plain types only: `torch.load(weights_only=True)`) and written
 atomically. Format 2 names its model in its config; format 1 files hold the default U-Net and still load."""
 
-from __future__ import annotations
-
 import collections
 import hashlib
 import io

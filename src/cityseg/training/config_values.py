@@ -1,8 +1,6 @@
 """Values of training config fields: the one size syntax, type checks against a field's hint (JSON and TOML give
 lists and ints where the config wants tuples and floats), and the text a value is typed as after its flag."""
 
-from __future__ import annotations
-
 import types
 import typing
 from typing import Any

@@ -2,8 +2,6 @@
 Each fold's held-out cities choose its best epoch; the full fit trains for the median of the folds' best epochs and
 fold k is scored at the median of the OTHER folds' ("last": the last epoch). `--only-folds` runs may share RUNS."""
 
-from __future__ import annotations
-
 import contextlib
 import json
 import math

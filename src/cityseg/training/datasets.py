@@ -1,7 +1,5 @@
 """The data one run reads: training and validation datasets (PNGs or the training cache) and their loaders."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any

@@ -1,8 +1,6 @@
 """The same code as one process or as N under torchrun (RANK, WORLD_SIZE, LOCAL_RANK; nccl on CUDA, gloo on CPU);
 without torchrun every helper is a no-op. Only rank 0 writes files and draws bars."""
 
-from __future__ import annotations
-
 import contextlib
 import os
 from collections.abc import Callable, Iterator

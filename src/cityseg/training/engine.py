@@ -1,8 +1,6 @@
 """The two loops: one training epoch, and validation with one confusion matrix over the whole held-out set at the
 labels' resolution. Running sums stay on the device until a progress update, so a CUDA step never waits."""
 
-from __future__ import annotations
-
 import contextlib
 import math
 import time

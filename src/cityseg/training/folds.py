@@ -1,8 +1,6 @@
 """Cross-validation folds over the train split (RUNS/folds.json): `city` keeps each city on one side of every fold
 (scikit-learn's GroupKFold: a city shares streets, weather and camera), `random` is the reference's shuffled KFold."""
 
-from __future__ import annotations
-
 import json
 from collections.abc import Sequence
 from pathlib import Path

@@ -1,8 +1,6 @@
 """Pixel losses by name, ignoring label 255, combinable as weighted sums such as `ce+0.5*dice`; each is 0, not NaN,
 on an all-ignored crop. OHEM follows mmsegmentation, the others are smp's; adding one is an entry in `LOSSES`."""
 
-from __future__ import annotations
-
 import math
 from collections.abc import Callable
 

@@ -1,8 +1,6 @@
 """The network: any segmentation_models_pytorch architecture and encoder a config names, 19 classes; encoder weights
 from smp's hub copy ("imagenet"), a local state dict, or none. `load_model` rebuilds a checkpoint's network."""
 
-from __future__ import annotations
-
 import os
 import warnings
 from collections.abc import Mapping

@@ -1,8 +1,6 @@
 """The optimizer over the network's parameter groups, the per-iteration lr schedule, and the random state a
 checkpoint carries (plain lists and tensors, so checkpoints load with weights_only=True)."""
 
-from __future__ import annotations
-
 import random
 from typing import Any
 

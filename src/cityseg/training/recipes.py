@@ -1,8 +1,6 @@
 """Recipes: TOML files of config values with the source of each choice (`seed` and `strong` ship here): fields at top
 level, optional `extends`, `description`, `deviations` and a `[sources]` table; `resolve_config` makes a TrainConfig."""
 
-from __future__ import annotations
-
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass

@@ -2,8 +2,6 @@
 events and the training lock. An epoch ends with last.pt written atomically, best.pt copied, then its log row
 appended and fsynced; `repair_after_kill` makes the log agree with last.pt on resume."""
 
-from __future__ import annotations
-
 import datetime
 import errno
 import json

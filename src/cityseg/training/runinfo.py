@@ -1,8 +1,6 @@
 """What produced a run (code version, library versions, hardware), stored in config.json so a report can say
 which code, data and machine made a number without guessing."""
 
-from __future__ import annotations
-
 import datetime
 import os
 import platform

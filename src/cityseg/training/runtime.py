@@ -2,8 +2,6 @@
 CUDA when visible; gpu_aug and the decoded-image cache on CUDA; compile for CUDA runs long enough to repay it
 (BENCHMARKS.md, H200 train_loop rows of 2026-11-26 01:47 and 01:49)."""
 
-from __future__ import annotations
-
 import dataclasses
 import hashlib
 import os

@@ -2,8 +2,6 @@
 iteration, epoch/<key> and val_class_iou/<class> per epoch, val_frames/<id> every IMAGES_EVERY-th epoch; flushed
 before last.pt, and a resumed run purges what lies past it (`purge_step`)."""
 
-from __future__ import annotations
-
 import math
 from pathlib import Path
 from typing import Any

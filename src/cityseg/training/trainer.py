@@ -1,8 +1,6 @@
 """The training loop of one run: model, loss and optimizer set up (files: `runfolder`, data: `datasets`, optimizer
 and random state: `optim`), then train, validate and save each epoch."""
 
-from __future__ import annotations
-
 import contextlib
 import errno
 import functools
