@@ -113,11 +113,9 @@ def predict_images(
     amp: bool | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> ImagePredictResult:
-    """Predict photos (files, folders searched recursively, globs) into OUT, mirroring their folders.
-
-    `checkpoint` is a run's best.pt/last.pt or a `cityseg export` folder. `crop`/`stride` are
-    (width, height) in the network's input, as for splits. `limit` predicts only the first N photos.
-    """
+    """Predict photos (files, folders searched recursively, globs) into OUT, mirroring their folders. `checkpoint`: a
+    run's best.pt/last.pt or a `cityseg export` folder; `crop`/`stride`: (width, height) in the network's input, as
+    for splits; `limit`: only the first N photos."""
     crop, stride = check_options(mode, tta, crop, stride)
     whole_limit = as_size(whole_limit)
     check_window(crop, "--crop")

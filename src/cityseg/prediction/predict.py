@@ -152,11 +152,8 @@ def predict_split(
     options: PredictOptions | None = None,
     **fields: Any,
 ) -> PredictResult:
-    """Write one full-size labelIds PNG per frame of `split`, resuming and refusing stale files safely.
-
-    How to predict is `options` (a `PredictOptions`), or its fields given as keywords
-    (`predict_split(ckpt, root, "val", mode="slide", crop=(1024, 512))`), which override `options`.
-    """
+    """Write one full-size labelIds PNG per frame of `split`, resuming and refusing stale files safely. How to predict
+    is `options` (a `PredictOptions`), its fields given as keywords overriding it (`mode="slide", crop=(1024, 512)`)."""
     options = dataclasses.replace(options or PredictOptions(), **fields)
     mode, tta, color_out = options.mode, options.tta, options.color_out
     crop, stride = check_options(mode, tta, options.crop, options.stride)
