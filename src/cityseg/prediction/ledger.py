@@ -2,8 +2,6 @@
 Only files the ledger lists are ever replaced or deleted; other PNGs stop the run. The manifest is rewritten at a
 run's start and end, and each claim and finished file is one fsynced journal line, so a kill resumes cleanly."""
 
-from __future__ import annotations
-
 import errno
 import functools
 import hashlib
@@ -74,7 +72,7 @@ def _storage_errors_named(method: Callable) -> Callable:
     """The ledger method, its 'disk full' / 'read-only' errors naming the ledger's folder."""
 
     @functools.wraps(method)
-    def wrapped(self: OutputLedger, *args: Any, **kwargs: Any) -> Any:
+    def wrapped(self: "OutputLedger", *args: Any, **kwargs: Any) -> Any:
         with storage_errors(self.folder, self.what):
             return method(self, *args, **kwargs)
 

@@ -1,8 +1,6 @@
 """What a person looks at: a prediction in Cityscapes colours, blended over the photo, with a legend of the
 classes covering at least 1% of it, largest first, scaled to the image and never over a quarter of it."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,7 +74,7 @@ def overlay_image(image: np.ndarray, label_ids: np.ndarray) -> np.ndarray:
     return np.asarray(draw_legend(blended, classes_present(label_ids)))
 
 
-def overlay_panel(paths: Sequence[Path], columns: int = 2, width: float = 11.0) -> Figure:
+def overlay_panel(paths: Sequence[Path], columns: int = 2, width: float = 11.0) -> "Figure":
     """A grid of overlay PNGs with their names as titles, for a notebook."""
     from matplotlib.figure import Figure
 

@@ -2,8 +2,6 @@
 the config and the scores (from the run files the PDF report reads), and steps that skip or refuse in the
 notebook's words: its parameters (papermill passes plain strings and numbers), not the CLI's options."""
 
-from __future__ import annotations
-
 import re
 import sys
 from collections import Counter
@@ -117,7 +115,7 @@ def dataset_counts(root: Path, splits: Sequence[str] = ("train", "val", "test"))
     return Table.build(("split", "city", "images"), rows, title=f"images per split and city in {root} [{source}]")
 
 
-def sample_figure(root: Path, split: str = "train", index: int = 0) -> Figure:
+def sample_figure(root: Path, split: str = "train", index: int = 0) -> "Figure":
     """One image of a split with its coloured trainIds mask, to check that images and labels match."""
     from cityseg.data.frames import list_frames, read_image, read_train_ids
     from cityseg.report.plots import dataset_sample

@@ -2,8 +2,6 @@
 stay numbers (`Score`, a 0..1 fraction) until shown: percent with two decimals for people, full-precision fractions
 in the CSV, exactly the PDF's text in the LaTeX."""
 
-from __future__ import annotations
-
 import csv
 import io
 import math
@@ -68,7 +66,9 @@ class Table:
     empty: str = ""
 
     @classmethod
-    def build(cls, columns: Sequence[str], rows: Sequence[Sequence[object]], title: str = "", empty: str = "") -> Table:
+    def build(
+        cls, columns: Sequence[str], rows: Sequence[Sequence[object]], title: str = "", empty: str = ""
+    ) -> "Table":
         """Cells are kept as given: `Score`s stay numbers for the CSV; anything else is shown with str."""
         cells = tuple(tuple(c if isinstance(c, Score) else str(c) for c in r) for r in rows)
         return cls(tuple(columns), cells, title, empty)

@@ -2,8 +2,6 @@
 one warning line; `CompiledOrEager` and `first_step` redo that step from the same state, so the run gives an eager
 run's numbers. Out of memory is not a compile failure and is re-raised."""
 
-from __future__ import annotations
-
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -41,7 +39,7 @@ class CompiledOrEager(nn.Module):
             self.fall_back(exc, saved)
         return self.eager(*args, **kwargs)
 
-    def train(self, mode: bool = True) -> CompiledOrEager:
+    def train(self, mode: bool = True) -> "CompiledOrEager":
         super().train(mode)
         self.compiled.train(mode)
         return self
