@@ -16,7 +16,8 @@ from cityseg.errors import UserError
 # command -> module, in the order `cityseg --help` lists them: the pipeline's order.
 COMMANDS = {
     **dict.fromkeys(("synth", "download", "prepare", "cache"), "data"),
-    **{"recipes": "recipes", "cv": "cv", "train": "train", "predict": "predict", "export": "predict"},
+    **dict.fromkeys(("recipes", "cv", "train"), "train"),
+    **dict.fromkeys(("predict", "export"), "predict"),
     **dict.fromkeys(("evaluate", "submit", "report", "compare"), "results"),
 }
 
