@@ -11,11 +11,10 @@ from typing import Any
 
 from cityseg.errors import UserError
 from cityseg.training.config import RECIPE_GROUP, TrainConfig, field_text, read_recipe, resolve_config
-from cityseg.training.config_values import from_text
-from cityseg.training.recipes import BUILTIN
+from cityseg.training.recipes import BUILTIN, from_text
 
 # The metavar of each field type in --help; a field of a new type fails loudly in `add_config_arguments` until it
-# has one (and config_values.from_text its syntax).
+# has one (and recipes.from_text its syntax).
 _METAVARS: dict[Any, str | None] = {
     int: "N",
     float: "X",
@@ -30,7 +29,7 @@ _METAVARS: dict[Any, str | None] = {
 
 
 def value_parser(hint: Any) -> Callable[[str], Any]:
-    """The argparse type of a field: its text syntax (config_values.from_text), malformed text a usage error."""
+    """The argparse type of a field: its text syntax (recipes.from_text), malformed text a usage error."""
 
     def parse(text: str) -> Any:
         try:

@@ -15,10 +15,9 @@ from cityseg.data.augmentations import AUGMENTATIONS
 from cityseg.data.layout import LABEL_SOURCES
 from cityseg.errors import UserError
 from cityseg.system import default_workers
-from cityseg.training.config_values import jsonable, match, type_name, value_text
-from cityseg.training.config_values import parse_size as parse_size  # the one size syntax, imported from here
 from cityseg.training.model_names import DEFAULT_ARCH, canonical_arch, check_encoder, model_title_of, size_multiple
-from cityseg.training.recipes import BUILTIN, Recipe, load_recipe
+from cityseg.training.recipes import BUILTIN, Recipe, jsonable, load_recipe, match, type_name, value_text
+from cityseg.training.recipes import parse_size as parse_size  # the one size syntax, imported from here
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "poly")
