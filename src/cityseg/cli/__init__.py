@@ -84,9 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
     except KeyboardInterrupt:
         if not debug:
-            # Ctrl-C can land inside a constructor (a tqdm bar being built); the half-built object's __del__
-            # then fails when it is collected and Python prints "Exception ignored in ... Traceback" at exit.
-            # The user asked to stop and needs only the line below (--debug keeps those reports).
+            # Ctrl-C inside a constructor (a tqdm bar) leaves an object whose __del__ fails at exit with an
+            # "Exception ignored in ..." traceback; the user asked to stop and needs only the line below.
             sys.unraisablehook = lambda unraisable: None
         print("interrupted", file=sys.stderr)
         return 130

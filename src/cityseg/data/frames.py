@@ -303,9 +303,8 @@ def _decode(path: Path, what: str, fix: str) -> Image.Image:
     return image
 
 
-# Camera image modes whose conversion to 8-bit RGB keeps what the camera saw. PIL's convert("RGB") of 16-bit
-# ("I;16"), 32-bit ("I", "F") or 1-bit images clips or thresholds instead of scaling (a 16-bit photo turns
-# almost all white), and CMYK/YCbCr/LAB need a colour profile it does not apply.
+# Camera image modes whose conversion to 8-bit RGB keeps what the camera saw: PIL clips 16/32-bit and thresholds
+# 1-bit images instead of scaling them, and CMYK/YCbCr/LAB need a colour profile it does not apply.
 CAMERA_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA")
 
 

@@ -12,9 +12,8 @@ MODES = ("whole", "slide")
 TTAS = ("none", "flip", "ms-flip")
 MS_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75)
 Size = tuple[int, int]  # (width, height)
-# Photos (and network inputs) with more pixels are refused: a photo's memory grows with its pixels (class scores,
-# 19 float32 per pixel, a few copies at once) on top of one batch of sliding windows. Both are bounds ~10% above
-# what bench/photo_memory.py measured on a CPU in float32 (BENCHMARKS.md); on CUDA they are device memory.
+# Photos (and network inputs) with more pixels are refused: memory grows with 19 float32 scores per pixel. Both are
+# ~10% above what bench/photo_memory.py measured on a CPU in float32 (BENCHMARKS.md); on CUDA, device memory.
 DEFAULT_MAX_PIXELS = 32_000_000
 BYTES_PER_PIXEL = {"none": 190, "flip": 290, "ms-flip": 375}
 WINDOW_BATCH_BYTES = 3.3e9  # four 2048x1024 windows (the default --whole-limit) in one forward pass

@@ -20,8 +20,7 @@ from cityseg.training.runfolder import load_log, read_run_config, run_names
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-# Each notebook's parameter for a CLI option (mostly the option in capitals); in 01_train any other training option
-# is a key of OVERRIDES.
+# Each notebook's parameter for a CLI option (mostly in capitals); in 01_train other training options go in OVERRIDES.
 _PARAMETERS = {
     "01_train": {"out": "RUNS_DIR", "resume": "running the cell again"}
     | {name: name.upper() for name in ("recipe", "epochs", "size", "workers", "device", "encoder_weights", "cache")}

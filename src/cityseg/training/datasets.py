@@ -100,8 +100,7 @@ def build_loaders(
         KeyedDataset(train_set, config.seed),
         sampler=keys,
         drop_last=len(keys) >= config.batch_size,  # a 1-image last batch would get a full step's weight
-        # The workers' base seed comes from this generator, not the global one, whose stream then does not
-        # depend on the worker count (each sample seeds itself).
+        # The workers' base seed from this generator: the global stream then does not depend on the worker count.
         generator=torch.Generator().manual_seed(config.seed),
         **common,
     )

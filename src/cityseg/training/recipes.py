@@ -113,8 +113,7 @@ def match(hint: Any, value: Any) -> tuple[bool, Any]:
 
 BUILTIN_DIR = Path(__file__).with_name("recipe_files")
 BUILTIN = ("seed", "strong")
-# Groups of fields a recipe cites a source for. Fields in no group (labels, seed, workers, device, compile, cache,
-# gpu_aug) are run settings, not part of a recipe.
+# Groups of fields a recipe cites a source for; fields in no group (seed, workers, device, ...) are run settings.
 FIELD_GROUPS: dict[str, tuple[str, ...]] = {
     group: tuple(names.split())
     for group, names in {
