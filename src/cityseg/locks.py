@@ -1,7 +1,6 @@
-"""Locks that a kill never leaves held, and pool workers that die with the process that started them.
-Every lock is an flock on a hidden `.lock-<name>` file (the kernel drops it when the holder dies; a forked child
-drops inherited ones). `hold_lock` refuses at once, `wait_lock` waits at most CITYSEG_LOCK_TIMEOUT seconds; the
-holder writes `pid<TAB>started<TAB>command` into the file, so a refusal names the process in the way."""
+"""Locks that a kill never leaves held (an flock on a hidden `.lock-<name>` file, dropped by forked children), and pool
+workers that die with their parent. `hold_lock` refuses at once, `wait_lock` waits at most CITYSEG_LOCK_TIMEOUT s;
+the holder writes `pid<TAB>started<TAB>command` into the file, so a refusal names the process in the way."""
 
 import contextlib
 import datetime

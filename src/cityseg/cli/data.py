@@ -1,6 +1,5 @@
-"""The data commands: `cityseg synth` (a synthetic dataset in the Cityscapes layout), `download` (the Cityscapes
-zips with the user's account, password never stored), `prepare` (the trainIds label PNGs) and `cache` (each split
-decoded once into uint8 memmaps, so training reads crops, not PNGs)."""
+"""The data commands: `cityseg synth` (synthetic Cityscapes), `download` (password never stored), `prepare` (the
+trainIds label PNGs) and `cache` (each split decoded once into uint8 memmaps, so training reads crops, not PNGs)."""
 
 import argparse
 from pathlib import Path

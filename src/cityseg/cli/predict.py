@@ -1,6 +1,5 @@
-"""`cityseg predict`: a trained model -> one labelIds PNG per frame of a split (for evaluation or the server), or
-labelIds, colour and overlay PNGs for any photos (`--images`); `cityseg export`: a checkpoint -> safetensors weights,
-an ONNX graph and a model card, checked."""
+"""`cityseg predict`: a model -> labelIds PNGs of a split (evaluation, server) or of any photos (`--images`, with
+colour and overlay); `cityseg export`: a checkpoint -> safetensors weights, an ONNX graph and a model card, checked."""
 
 import argparse
 import sys

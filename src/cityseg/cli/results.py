@@ -1,6 +1,5 @@
-"""The result commands: `cityseg evaluate` (official Cityscapes scores of labelIds predictions), `submit` (test
-predictions checked and zipped for the benchmark server), `report` (run files and evaluation JSON -> report.pdf,
-figures, tables) and `compare` (runs folders side by side in compare.pdf)."""
+"""The result commands: `cityseg evaluate` (official scores of labelIds predictions), `submit` (test predictions
+checked and zipped for the server), `report` (report.pdf, figures, tables) and `compare` (runs side by side)."""
 
 import sys
 import warnings

@@ -1,6 +1,5 @@
-"""Colour augmentations of a training batch on the device (`--gpu-aug`): `photometric`'s PhotoMetricDistortion
-batched, each image with its own draw (made on the host, seeded by seed, epoch, step and rank), OpenCV's 8-bit HSV
-in tensor ops, the workers' result bit for bit where OpenCV fuses its multiply-adds (x86-64 wheels)."""
+"""`photometric`'s colour augmentations of a training batch on the device (`--gpu-aug`), each image with its own
+draw: OpenCV's 8-bit HSV in tensor ops, the workers' result bit for bit where OpenCV fuses multiply-adds (x86-64)."""
 
 import functools
 from collections.abc import Callable, Sequence

@@ -1,6 +1,5 @@
-"""mmsegmentation's PhotoMetricDistortion (mmseg/datasets/transforms/transforms.py), exactly, for one uint8 crop.
-Each step maps uint8 to uint8 (float32, clipped, truncated), so it is a 256-entry `cv2.LUT` table: mmseg's pixels
-bit for bit. `draw_photometric` makes draws any path can share."""
+"""mmsegmentation's PhotoMetricDistortion (mmseg/datasets/transforms/transforms.py), exactly, for one uint8 crop:
+each step maps uint8 to uint8, so it is a 256-entry `cv2.LUT` table (mmseg's pixels bit for bit)."""
 
 from dataclasses import dataclass
 from typing import Any

@@ -1,6 +1,5 @@
-"""Random numbers that depend only on (seed, epoch, sample): the same run whatever the worker count, and after any
-kill. `EpochKeys` shuffles from (seed, epoch) (DistributedSampler's permutation) and yields (epoch, index) keys;
-`KeyedDataset` loads sample `index` with torch's generator seeded by (seed, epoch, index)."""
+"""Random numbers that depend only on (seed, epoch, sample), whatever the worker count and after any kill: `EpochKeys`
+shuffles as DistributedSampler does and `KeyedDataset` seeds torch's generator by (seed, epoch, index)."""
 
 from collections.abc import Iterator
 

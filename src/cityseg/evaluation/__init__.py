@@ -1,6 +1,5 @@
 """Official Cityscapes evaluation of labelIds predictions, safe from a notebook (docs/evaluation.md): `evaluate` runs
-cityscapesscripts' evalPixelLevelSemanticLabeling in-process and/or the fast engine (identical on frames in sorted
-order), every input problem one UserError first."""
+cityscapesscripts' script in-process and/or the identical fast engine, every input problem one UserError first."""
 
 from cityseg.evaluation.checks import EvaluationWarning, TrainIdsWarning
 from cityseg.evaluation.output import default_json_path, format_table, percent, write_outputs

@@ -1,6 +1,5 @@
-"""Checks on prediction PNGs before any scoring: every problem in one UserError, not the official script's
-`sys.exit` on the first bad file. A prediction is a single-channel PNG of labelIds (0..33), the size of its
-image, named `<city>_<seq>_<frame>*.png`; folders are searched recursively, as the official matcher does."""
+"""Checks on prediction PNGs before any scoring, every problem in one UserError (not the script's `sys.exit`): single
+channel labelIds (0..33), the image's size, named `<city>_<seq>_<frame>*.png`, searched recursively as officially."""
 
 import os
 import re

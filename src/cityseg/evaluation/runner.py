@@ -1,6 +1,5 @@
-"""The engines together. `evaluate`: check predictions (every check before the official script, so its `sys.exit`
-is never reached), score them with either engine or both (which must agree), return and optionally write the
-result. `PredictionScorer`: the fast engine on label maps in memory while `cityseg predict --score` writes them."""
+"""The engines together: `evaluate` checks predictions before the official script, scores them with either engine or
+both (which must agree) and writes the result; `PredictionScorer` scores label maps while `predict --score` writes."""
 
 import json
 import math

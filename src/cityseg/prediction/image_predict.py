@@ -1,6 +1,5 @@
-"""`cityseg predict MODEL --images ...`: labelIds, colour and overlay PNGs for anyone's photos, through the split
-writer's ledger. An unreadable or oversized photo is reported by name and the others go on; photos are resized to
-the training width unless `scale` is given, and inputs over `whole_limit` use sliding windows."""
+"""`cityseg predict MODEL --images ...`: labelIds, colour and overlay PNGs for anyone's photos through the split
+writer's ledger; a bad photo is reported by name and the others go on; big inputs use sliding windows."""
 
 import math
 import time

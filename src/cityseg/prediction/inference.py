@@ -1,6 +1,5 @@
-"""A batch of normalised images -> class probabilities (whole image, sliding window, TTA), pure tensor logic with
-sizes as (width, height). As in the usual Cityscapes recipe: resize, run whole or in overlapping windows (logits
-averaged), upsample to the input size, softmax, average over flips and scales."""
+"""A batch of normalised images -> class probabilities as in the usual Cityscapes recipe: resize, whole image or
+overlapping windows (logits averaged), upsample, softmax, average over TTA flips and scales; sizes are (W, H)."""
 
 from collections.abc import Callable, Sequence
 

@@ -1,6 +1,5 @@
-"""A Cityscapes benchmark submission for pixel-level semantic labeling: one zip of labelIds PNGs, each named
-`<city>_<seq>_<frame>*.png` (the official matcher's rule), single channel, full resolution. The PNGs go flat and
-uncompressed into the zip after every check the server would fail or silently mis-score."""
+"""A Cityscapes benchmark submission: one flat, uncompressed zip of full-resolution labelIds PNGs named by the official
+matcher's rule, written after every check the server would fail or silently mis-score."""
 
 import os
 import zipfile

@@ -1,6 +1,5 @@
-"""What the notebooks show and run, one call per cell: tables and figures of the machine, the dataset, the folds,
-the config and the scores (from the run files the PDF report reads), and steps that skip or refuse in the
-notebook's words: its parameters (papermill passes plain strings and numbers), not the CLI's options."""
+"""What the notebooks show and run, one call per cell: tables and figures of the machine, data, folds, config and
+scores, and steps that skip or refuse in the notebook's words (its parameters, not the CLI's options)."""
 
 import re
 import sys

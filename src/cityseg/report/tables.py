@@ -1,6 +1,5 @@
-"""Tables of text and scores: one object a notebook shows as Markdown, the PDF typesets, and files keep. Scores
-stay numbers (`Score`, a 0..1 fraction) until shown: percent with two decimals for people, full-precision fractions
-in the CSV, exactly the PDF's text in the LaTeX."""
+"""Tables of text and `Score`s (0..1 fractions until shown): one object a notebook shows as Markdown, the PDF typesets,
+and files keep as full-precision CSV and as LaTeX holding exactly the PDF's text."""
 
 import csv
 import io

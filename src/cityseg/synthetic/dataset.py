@@ -1,6 +1,5 @@
 """Write a synthetic dataset in the exact Cityscapes layout: polygons as the official JSON, rasterised by
-cityscapesscripts' `createLabelImage`/`createInstanceImage` (so each PNG equals the official scripts' rendering),
-then the camera image painted from those rasters."""
+cityscapesscripts (each PNG equals the official rendering), then the camera image painted from those rasters."""
 
 import io
 import json

@@ -1,7 +1,6 @@
-"""A scene: Cityscapes polygons in drawing order (far to near, so later objects occlude earlier ones, as in the
-official rasteriser), each with decals (lane marks, windows, tyres, ...) that only the photo shows and that are
-occluded exactly like their owner's label; and the `Street` the drawers share (camera, road, sidewalks, facades),
-whose standing things are listed in the scene far to near once all are drawn."""
+"""A scene: Cityscapes polygons in drawing order (far to near, occluding as the official rasteriser does), each with
+decals (lane marks, windows, tyres, ...) that only the photo shows, occluded like their owner; and the `Street` the
+drawers share (camera, road, sidewalks, facades), whose standing things are listed far to near once all are drawn."""
 
 from dataclasses import dataclass, field
 from enum import IntEnum

@@ -1,6 +1,5 @@
-"""Random street scenes placed in metres and projected: the ground, what lines the street (facades, walls, fences,
-hedges, grass, trees), furniture, traffic. All draw from one random generator, so the order in `sample_scene` is
-part of what a seed means."""
+"""Random street scenes placed in metres and projected (ground, roadside, furniture, traffic), all from one random
+generator, so the order in `sample_scene` is part of what a seed means."""
 
 from collections.abc import Iterator
 

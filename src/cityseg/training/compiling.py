@@ -1,6 +1,5 @@
-"""torch.compile with a way back: a model that fails to compile (lazily, inside the first step) trains eagerly after
-one warning line; `CompiledOrEager` and `first_step` redo that step from the same state, so the run gives an eager
-run's numbers. Out of memory is not a compile failure and is re-raised."""
+"""torch.compile with a way back: a model that fails to compile (inside the first step) trains eagerly after one
+warning, the step redone from the same state, so the run gives an eager run's numbers; out of memory is re-raised."""
 
 import sys
 from collections.abc import Callable

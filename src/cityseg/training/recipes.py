@@ -1,7 +1,6 @@
-"""Recipes: TOML files of config values with the source of each choice (`seed` and `strong` ship here): fields at top
-level, optional `extends`, `description`, `deviations` and a `[sources]` table; `resolve_config` makes a TrainConfig.
-Also the values of config fields: the one size syntax, checks against a field's type hint (JSON and TOML give lists
-and ints where the config wants tuples and floats), and the text a value is typed as after its flag."""
+"""Recipes: TOML files of config values with the source of each choice (`seed`, `strong` ship here; `extends`,
+`description`, `deviations`, `[sources]`), and the values of config fields: the one size syntax, checks against a
+field's type hint (JSON and TOML give lists and ints for tuples and floats), and the text a value is typed as."""
 
 import hashlib
 import types

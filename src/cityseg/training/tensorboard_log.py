@@ -1,6 +1,5 @@
-"""TensorBoard events beside log.jsonl (`tensorboard --logdir RUNS`), rank 0 only: train/loss and train/lr per
-iteration, epoch/<key> and val_class_iou/<class> per epoch, val_frames/<id> every IMAGES_EVERY-th epoch; flushed
-before last.pt, and a resumed run purges what lies past it (`purge_step`)."""
+"""TensorBoard events beside log.jsonl (`tensorboard --logdir RUNS`), rank 0 only: per-step loss and lr, per-epoch log
+keys, class IoU and every IMAGES_EVERY-th epoch val frames; flushed before last.pt, purged past it on resume."""
 
 import math
 from pathlib import Path
