@@ -99,8 +99,8 @@ _PROBE_HSV = (10, 100, 200)  # truncation gives RGB (200, 147, 121), rounding (2
 
 @functools.cache
 def opencv_rounded_tail(width: int) -> int:
-    """How many last columns of a `width`-wide row this machine's OpenCV converts HSV -> RGB in its rounding scalar
-    tail after its truncating vector loop (W mod 64 with AVX-512, ...), probed on one row of that width."""
+    """How many last columns of a `width`-wide row this machine's OpenCV rounds (scalar tail) instead of truncating
+    (vector loop) in HSV -> RGB, probed on one row of that width."""
     probe = np.full((1, width, 3), _PROBE_HSV, dtype=np.uint8)
     truncated = hsv_to_rgb(torch.from_numpy(probe).permute(2, 0, 1)[None], rounded_tail=0)[0, :, 0, 0].numpy()
     differs = (cv2.cvtColor(probe, cv2.COLOR_HSV2RGB)[0] != truncated).any(axis=-1)  # (W,)

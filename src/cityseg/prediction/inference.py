@@ -134,9 +134,8 @@ def predict_logits(
     window_batch: int = 4,
     amp: bool = False,
 ) -> Tensor:
-    """Softmax probabilities (B, C, H, W) for normalised images (B, 3, H, W) at their own resolution, the same kind
-    of tensor for every TTA. Inputs are resized to `scale_size` (the training size, width x height; times each TTA
-    scale), in which `crop`/`stride` are measured. `model` in eval mode; on CUDA `amp` runs it under autocast."""
+    """Softmax probabilities (B, C, H, W) of normalised images (B, 3, H, W) at their own resolution, resized to
+    `scale_size` (times each TTA scale; `crop`/`stride` measured there); `amp` autocasts on CUDA."""
     crop, stride = check_options(mode, tta, crop, stride)
     height, width = image.shape[-2:]
     reference_hw = (scale_size[1], scale_size[0]) if scale_size is not None else (height, width)

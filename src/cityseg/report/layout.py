@@ -105,9 +105,8 @@ class Page:
         rules_before: Sequence[int] = (),
         after: float = 0.15,
     ) -> None:
-        """A centred table with booktabs rules, numbers right-aligned, long text wrapped (a wrapped cell continues on
-        table rows of its own, so a row's lines share baselines). styles: (row, column) -> CellStyle; swatches: a
-        colour square before each row; rules_before: body rows with a thin rule above (e.g. a mean row)."""
+        """A centred booktabs table, numbers right-aligned, long text wrapped onto table rows of its own. styles:
+        (row, column) -> CellStyle; swatches: a colour square per row; rules_before: body rows with a rule above."""
         styles, numeric, line = styles or {}, table.numeric(), LINE * size / 72
         self.cursor += 0.05
         chars = _column_chars(table.columns, table.cells(), int(TEXT_WIDTH * 72 / (size * 0.55)))

@@ -196,9 +196,8 @@ def chosen_epochs(best_epochs: Sequence[int]) -> int:
 
 
 def summarize(runs_dir: Path) -> dict[str, Any]:
-    """Cross-validation summary from the run folders alone (what summary.json holds): the headline scores fold k at
-    the median of the other folds' best epochs (null until all are finished), `selected` at its own best epoch
-    (optimistic); mean and sample std over folds, a class absent from a fold's ground truth left out."""
+    """Cross-validation summary (summary.json) from the run folders: fold k scored at the median of the other folds'
+    best epochs (null until all finish), `selected` at its own (optimistic); mean and sample std over folds."""
     runs_dir = Path(runs_dir)
     folds = load_folds(runs_dir / FOLDS_FILE)
     runs = [

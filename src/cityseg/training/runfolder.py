@@ -51,9 +51,8 @@ def run_names(runs_dir: Path) -> list[str]:
 
 
 def load_log(run_dir: Path, producer: str | None = None) -> list[dict]:
-    """The epoch rows of log.jsonl (what follows the last newline is a torn write, skipped). Without `producer`
-    (the trainer) a missing log is empty; with it (readers of finished runs) a missing log, a line that is not an
-    epoch record and an epoch logged twice are errors naming the file and the command that writes it."""
+    """The epoch rows of log.jsonl (a torn last line skipped). Without `producer` a missing log is empty; with it, a
+    missing log, a non-epoch line or an epoch logged twice is an error naming the file and the command."""
     path = Path(run_dir) / LOG_FILE
     if not path.is_file():
         if producer is None:
