@@ -19,7 +19,6 @@ def _synth_size(text: str) -> tuple[int, int]:
 
 
 def register_synth(subparsers) -> None:
-    """Add `synth` to the CLI."""
     parser = add_command(
         subparsers,
         "synth",

@@ -20,7 +20,6 @@ WIDTH = 100
 
 
 def register_recipes(subparsers) -> None:
-    """Add `recipes` to the CLI."""
     parser = add_command(
         subparsers,
         "recipes",
