@@ -1,13 +1,10 @@
 """User-facing errors: the CLI turns these into one paragraph and exit code 2; notebooks see a plain exception."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 
 class UserError(Exception):
-    """A problem with the user's input that the user can fix: one paragraph naming the file or value and the fix.
-    Raised instead of `sys.exit` so a notebook kernel never dies; the CLI maps it to exit code 2."""
+    """A problem the user can fix: one paragraph naming the file or value and the fix (CLI exit 2)."""
 
     def __init__(self, message: str = "") -> None:
         # A DataLoader worker re-raises as UserError("Caught UserError in DataLoader worker ...
@@ -33,8 +30,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 def name_the_file(exc: OSError, path) -> OSError:
-    """The same OS error naming `path` when it named no file (a full disk surfaces in `write()`) or only our hidden
-    temp file `.<name>.*` beside `path`: the user needs the file they asked for."""
+    """The same OS error naming `path` when it named no file or only our temp file beside it."""
     path = Path(path)
     if exc.filename is not None and not Path(exc.filename).name.startswith(f".{path.name}."):
         return exc

@@ -1,7 +1,5 @@
 """Atomic file writes, kept free of heavy imports so worker processes start fast."""
 
-from __future__ import annotations
-
 import contextlib
 import hashlib
 import json
@@ -23,8 +21,7 @@ def sync_to_disk(fd: int) -> None:
 
 
 def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], object], tag: str = "") -> None:
-    """Call `write(file_object)` on a temp file beside `path` (`.<name>.<tag><random>.tmp`), fsync it, rename it over
-    `path`: a crash, kill or full disk leaves the old file or the new one; `tag` marks the caller's temp files."""
+    """`write(file)` to a temp file beside `path`, fsync, rename: a kill leaves the old or the new file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{tag}", suffix=".tmp", dir=path.parent)
@@ -47,8 +44,7 @@ def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], object], tag: str
 
 
 def source_fingerprint(key: str, path: Path, root: Path) -> dict[str, object]:
-    """{key: path relative to ROOT, key_bytes, key_mtime_ns}: what the caches' indexes record to notice that
-    a source file changed, without decoding it (sizes and mtime None for a file that is gone)."""
+    """{key: relative path, key_bytes, key_mtime_ns}: how cache indexes notice a changed source."""
     fields: dict[str, object] = {key: os.path.relpath(path, root), f"{key}_bytes": None, f"{key}_mtime_ns": None}
     try:
         stat = Path(path).stat()
@@ -80,8 +76,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def claim_folder(out: Path, marker: str, stamp: dict, what: str, fix: str) -> None:
-    """Make `out` ours (create it with a `marker` JSON holding `stamp`) or check that it already is: a folder the
-    user pointed at by mistake is refused (UserError naming `what` it is not and the `fix`), never emptied."""
+    """Make `out` ours (with a `marker` JSON) or check that it is; another folder is refused, never emptied."""
     from cityseg.errors import UserError
 
     out = Path(out)

@@ -1,8 +1,5 @@
 """Cityscapes label tables derived from `cityscapesscripts.helpers.labels` (never hand-typed): ids are the 34
-official label ids of `*_gtFine_labelIds.png`; trainIds are the 19 evaluation classes 0..18, 255 = ignore.
-"""
-
-from __future__ import annotations
+official label ids of `*_gtFine_labelIds.png`; trainIds are the 19 evaluation classes 0..18, 255 = ignore."""
 
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as _CS_LABELS

@@ -1,12 +1,6 @@
-"""Locks that a kill never leaves held, and pool workers that die with the process that started them.
-
-Every lock is an flock on a hidden `.lock-<name>` file: the kernel drops it when the holder dies, and a forked
-child drops the descriptors it inherited. `hold_lock` refuses at once (a second trainer must stop, not wait hours);
-`wait_lock` waits at most CITYSEG_LOCK_TIMEOUT seconds. The holder writes `pid<TAB>started<TAB>command` into the
-lock file, so a refusal names the process in the way.
-"""
-
-from __future__ import annotations
+"""Locks that a kill never leaves held (an flock on a hidden `.lock-<name>` file, dropped by forked children), and pool
+workers that die with their parent. `hold_lock` refuses at once, `wait_lock` waits at most CITYSEG_LOCK_TIMEOUT s;
+the holder writes `pid<TAB>started<TAB>command` into the file, so a refusal names the process in the way."""
 
 import contextlib
 import datetime
@@ -31,8 +25,7 @@ _HELD: set[int] = set()  # descriptors of the locks this process holds
 
 
 def _drop_in_child() -> None:
-    """After fork, point the inherited lock descriptors at /dev/null (dup2, not close: the child's copies of the
-    parent's objects still name these numbers)."""
+    """After fork, point inherited lock descriptors at /dev/null (dup2: their numbers stay named)."""
     if _HELD:
         null = os.open(os.devnull, os.O_RDONLY)
         for fd in _HELD:
@@ -45,8 +38,7 @@ os.register_at_fork(after_in_child=_drop_in_child)
 
 
 def lock_timeout() -> float:
-    """Seconds a blocked wait lasts (CITYSEG_LOCK_TIMEOUT, default one hour); anything but a finite number >= 0 is
-    refused."""
+    """Seconds a blocked wait lasts (CITYSEG_LOCK_TIMEOUT, default 3600; finite and >= 0)."""
     text = os.environ.get(TIMEOUT_ENV)
     if text is None:
         return DEFAULT_TIMEOUT_S
@@ -137,8 +129,7 @@ def hold_lock(path: Path, what: str, fix: str, shared: bool = False) -> contextl
 
 
 def wait_lock(path: Path, what: str, timeout: float | None = None) -> contextlib.AbstractContextManager[None]:
-    """Hold the exclusive lock at `path`, waiting (with one note on stderr) at most `timeout` seconds
-    (CITYSEG_LOCK_TIMEOUT) for a holder to finish, then giving up with a UserError naming the file and holder."""
+    """Hold the exclusive lock, waiting at most `timeout` s, then a UserError naming file and holder."""
     timeout = lock_timeout() if timeout is None else timeout
 
     def refusal() -> str:
@@ -152,8 +143,7 @@ def wait_lock(path: Path, what: str, timeout: float | None = None) -> contextlib
 
 
 def die_with_parent() -> None:
-    """Pool initializer: end this worker when the process that started it dies, even by SIGKILL (Linux's
-    PR_SET_PDEATHSIG; elsewhere a thread waits on the parent)."""
+    """Pool initializer: end this worker when its parent dies, even by SIGKILL."""
     parent = multiprocessing.parent_process()
     if parent is None:
         return

@@ -1,8 +1,6 @@
 """What this machine offers a run: cores for workers, installed libraries. The CLI reads it to print its defaults,
 so it imports nothing heavy."""
 
-from __future__ import annotations
-
 import importlib.metadata
 import os
 from collections.abc import Iterable

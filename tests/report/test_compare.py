@@ -154,8 +154,7 @@ def test_folds_that_print_as_zero_are_ties_and_the_needed_gain_is_stated():
 
 def test_protocols_that_differ_only_in_the_epoch_are_called_the_same_protocol(two_runs, tmp_path):
     from cityseg.report.compare import ComparedRun, Comparison
-    from cityseg.report.results import cv_result
-    from cityseg.report.runfiles import load_runs
+    from cityseg.report.results import cv_result, load_runs
 
     runs = {name: load_runs(folder) for name, folder in (("a", two_runs.a), ("b", two_runs.b))}
     summaries = {name: dict(run.summary) for name, run in runs.items()}

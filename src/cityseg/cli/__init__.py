@@ -1,10 +1,5 @@
-"""The `cityseg` command line: one subcommand per step of the pipeline, each a module with `register(subparsers)`.
-
-This module owns the exit codes: 0 success, 2 bad input or usage (one paragraph, no traceback unless `--debug`),
-1 internal error (with traceback, since that is a bug to report).
-"""
-
-from __future__ import annotations
+"""The `cityseg` command line: one subcommand per pipeline step, each added by `register_<command>(subparsers)`.
+Exit codes: 0 success, 2 bad input or usage (one paragraph; traceback with `--debug`), 1 internal error (a bug)."""
 
 import argparse
 import errno
@@ -18,8 +13,13 @@ from pathlib import Path
 from cityseg import __version__
 from cityseg.errors import UserError
 
-# Order here is the order `cityseg --help` lists them: the pipeline's order.
-COMMAND_MODULES = "synth download prepare cache recipes cv train predict export evaluate submit report compare".split()
+# command -> module, in the order `cityseg --help` lists them: the pipeline's order.
+COMMANDS = {
+    **dict.fromkeys(("synth", "download", "prepare", "cache"), "data"),
+    **dict.fromkeys(("recipes", "cv", "train"), "train"),
+    **dict.fromkeys(("predict", "export"), "predict"),
+    **dict.fromkeys(("evaluate", "submit", "report", "compare"), "results"),
+}
 
 # OS errors that mean "the place you pointed me at cannot take this", not a bug.
 _USER_OS_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOENT}
@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cityseg {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:  # each imports only argparse helpers; the library loads when its command runs
-        importlib.import_module(f"cityseg.cli.{name}").register(subparsers)
+    for name, module in COMMANDS.items():  # argparse helpers only; the library loads when its command runs
+        getattr(importlib.import_module(f"cityseg.cli.{module}"), f"register_{name}")(subparsers)
     return parser
 
 
@@ -84,9 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
     except KeyboardInterrupt:
         if not debug:
-            # Ctrl-C can land inside a constructor (a tqdm bar being built); the half-built object's __del__
-            # then fails when it is collected and Python prints "Exception ignored in ... Traceback" at exit.
-            # The user asked to stop and needs only the line below (--debug keeps those reports).
+            # Ctrl-C inside a constructor (a tqdm bar) leaves an object whose __del__ fails at exit with an
+            # "Exception ignored in ..." traceback; the user asked to stop and needs only the line below.
             sys.unraisablehook = lambda unraisable: None
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,7 +1,5 @@
 """Argument types and option groups shared by several subcommands."""
 
-from __future__ import annotations
-
 import argparse
 from collections.abc import Callable
 
@@ -9,8 +7,7 @@ from cityseg.system import default_workers
 
 
 def size_type(text: str) -> tuple[int, int]:
-    """Parse 'WxH' (width x height, like the images' 2048x1024) into (width, height): cityseg.training.config.parse_size,
-    with argparse's error type."""
+    """Parse 'WxH' into (width, height) with config's parse_size, raising argparse's error type."""
     from cityseg.errors import UserError
     from cityseg.training.config import parse_size
 
@@ -45,8 +42,7 @@ def non_negative_int(text: str) -> int:
 
 
 def add_workers(add: Callable, what: str, at_most: int | None = None) -> None:
-    """--workers N with its default in words: all cores this process may use, or at most `at_most` of them (then
-    0, in this process, is allowed too)."""
+    """--workers N, default all usable cores (at most `at_most`, which also allows 0: in process)."""
     if at_most is None:
         add("--workers", type=positive_int, default=default_workers(), metavar="N", help=f"{what} (default: all cores)")
     else:
@@ -55,8 +51,7 @@ def add_workers(add: Callable, what: str, at_most: int | None = None) -> None:
 
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """One default style for every command: ' (default: X)' added once, unless the help says it or there is none to
-    show (None, a switch's False)."""
+    """' (default: X)' once per option, unless the help says it or there is none (None, False)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         if action.default is None or action.default is False or "(default:" in (action.help or ""):

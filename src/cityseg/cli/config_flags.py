@@ -1,11 +1,5 @@
-"""The training options of `cityseg cv` and `cityseg train`, generated from TrainConfig: one flag per field.
-
-A field's name gives the flag (`batch_size` -> `--batch-size`), its type the value syntax, its metadata the help
-text, option group and choices (cityseg.training.config), and the built-in recipes its defaults. So a new config
-field gets its flag without an edit here, and `--help` shows what each recipe sets.
-"""
-
-from __future__ import annotations
+"""The training options of `cityseg cv` and `cityseg train`, generated from TrainConfig: one flag per field
+(`batch_size` -> `--batch-size`; type, help, group and choices from the field), so a new field needs no edit here."""
 
 import argparse
 import dataclasses
@@ -17,11 +11,10 @@ from typing import Any
 
 from cityseg.errors import UserError
 from cityseg.training.config import RECIPE_GROUP, TrainConfig, field_text, read_recipe, resolve_config
-from cityseg.training.config_values import from_text
-from cityseg.training.recipes import BUILTIN
+from cityseg.training.recipes import BUILTIN, from_text
 
 # The metavar of each field type in --help; a field of a new type fails loudly in `add_config_arguments` until it
-# has one (and config_values.from_text its syntax).
+# has one (and recipes.from_text its syntax).
 _METAVARS: dict[Any, str | None] = {
     int: "N",
     float: "X",
@@ -36,7 +29,7 @@ _METAVARS: dict[Any, str | None] = {
 
 
 def value_parser(hint: Any) -> Callable[[str], Any]:
-    """The argparse type of a field: its text syntax (config_values.from_text), malformed text a usage error."""
+    """The argparse type of a field: its text syntax (recipes.from_text), malformed text a usage error."""
 
     def parse(text: str) -> Any:
         try:
@@ -58,8 +51,7 @@ def _recipe_defaults(name: str, configs: dict[str, TrainConfig]) -> str:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The recipe and one option per TrainConfig field, in the fields' groups; an option's default is SUPPRESS, so
-    only what the user typed overrides the recipe."""
+    """The recipe and one option per TrainConfig field (default SUPPRESS: only typed ones override)."""
     parser.allow_abbrev = False  # `--encoder` must never be read as a prefix of `--encoder-lr-mult`, nor the reverse
     recipes = " | ".join(f"{name}: {read_recipe(name).description.split('. ')[0]}" for name in BUILTIN)
     groups = {

@@ -1,12 +1,6 @@
 """The training cache: each split decoded once into uint8 memmaps at the training resolution, read as a Dataset.
-
-DIR/CITYSEG_CACHE.json marks the folder as cityseg's; DIR/<split>_<W>x<H|full>_<labels>/ holds images.npy
-(N, H, W, 3), labels.npy (N, H, W) trainIds, index.json (per frame: id, source paths, sizes, mtimes) and
-COMPLETE, written last. An entry is built in `.tmp-<entry>/` and renamed into place; a changed source makes it
-stale and the rebuild decodes only the changed frames. Resizing is the evaluation transform's `v2.Resize`.
-"""
-
-from __future__ import annotations
+DIR/<split>_<W>x<H|full>_<labels>/ holds images.npy, labels.npy, index.json and COMPLETE (written last); an entry is
+built in `.tmp-<entry>/` and renamed into place, and a rebuild decodes only the changed frames."""
 
 import json
 import multiprocessing
@@ -74,8 +68,7 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> t
 def training_cache_size(
     size: tuple[int, int] | None, aug: Sequence[str], scale_range: tuple[float, float] | None
 ) -> tuple[int, int] | None:
-    """`size`, or full resolution when random scaling can enlarge past it (a crop upsampled from a downsized
-    cache would be blurrier than one resampled once from the source, as training on PNGs does)."""
+    """`size`, or full resolution when random scaling can enlarge past it (as sharp as from PNGs)."""
     if size is not None and "scale-crop" in aug and (scale_range or DEFAULT_SCALE_RANGE)[1] > 1.0:
         return None
     return size
@@ -333,8 +326,7 @@ def _remove_entry(path: Path) -> None:
 
 
 def read_entry_index(entry: Path) -> dict[str, Any] | None:
-    """The entry's index if COMPLETE (written last) exists, the format matches and the arrays have the recorded
-    shape, else None: a truncated or hand-edited entry is rebuilt, never trusted."""
+    """The index of a COMPLETE entry whose format and array shapes match, else None (rebuilt)."""
     try:
         index = json.loads((entry / INDEX_FILE).read_text()) if (entry / COMPLETE_FILE).is_file() else None
         stamp = (index.get("format"), index.get("format_version")) if isinstance(index, dict) else None
@@ -363,8 +355,7 @@ def _crash_point(name: str) -> None:
 
 
 class CachedDataset(Dataset):
-    """`CityscapesDataset`'s items read from a cache entry (`ensure_cache` makes it fresh first); the memmaps open
-    lazily in each loader worker and are dropped when pickled."""
+    """`CityscapesDataset`'s items from a cache entry; memmaps open lazily in each loader worker."""
 
     def __init__(
         self,

@@ -1,7 +1,5 @@
 """The torch Dataset over Cityscapes frames read from their PNGs, and the loader workers' set-up."""
 
-from __future__ import annotations
-
 from collections.abc import Iterable
 
 import numpy as np
@@ -24,8 +22,7 @@ def worker_init(worker_id: int) -> None:
 
 
 class CityscapesDataset(Dataset):
-    """(image uint8 (3, H, W), mask uint8 (H, W) trainIds, 255 = ignore) pairs read from the PNGs; frames without
-    labels (the test split) get an all-ignore mask, so one transform serves every split."""
+    """(image (3, H, W), mask (H, W) trainIds) uint8 pairs from the PNGs; no labels: all 255."""
 
     def __init__(self, frames: Iterable[Frame], transform=None, label_source: str = "trainIds") -> None:
         check_label_source(label_source)

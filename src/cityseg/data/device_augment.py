@@ -1,11 +1,5 @@
-"""Colour augmentations of a training batch on the device (`--gpu-aug`), instead of in the loader workers.
-
-`BatchPhotometric` is `photometric`'s PhotoMetricDistortion batched, each image with its own draw: the value tables
-looked up on the device and OpenCV's 8-bit HSV in tensor ops, the workers' result bit for bit where OpenCV fuses
-its multiply-adds (x86-64 wheels). Draws are made on the host, seeded by (seed, epoch, step, rank).
-"""
-
-from __future__ import annotations
+"""`photometric`'s colour augmentations of a training batch on the device (`--gpu-aug`), each image with its own
+draw: OpenCV's 8-bit HSV in tensor ops, the workers' result bit for bit where OpenCV fuses multiply-adds (x86-64)."""
 
 import functools
 from collections.abc import Callable, Sequence
@@ -56,8 +50,7 @@ def lookup(tables: Tensor, values: Tensor) -> Tensor:
 
 
 def rgb_to_hsv(images: Tensor) -> Tensor:
-    """OpenCV's 8-bit RGB -> HSV (H in 0..179, S and V in 0..255) in its integer arithmetic:
-    (B, 3, H, W) uint8 RGB -> (B, 3, H, W) uint8 HSV, equal to cv2.cvtColor(..., COLOR_RGB2HSV)."""
+    """OpenCV's 8-bit RGB -> HSV of (B, 3, H, W) uint8 in its integer arithmetic (cv2.cvtColor's values)."""
     saturation_div, hue_div, _ = _hsv_constants(images.device)
     red, green, blue = images.int().unbind(dim=1)  # each (B, H, W)
     value = torch.maximum(torch.maximum(red, green), blue)
@@ -106,8 +99,8 @@ _PROBE_HSV = (10, 100, 200)  # truncation gives RGB (200, 147, 121), rounding (2
 
 @functools.cache
 def opencv_rounded_tail(width: int) -> int:
-    """How many last columns of a `width`-wide row this machine's OpenCV converts HSV -> RGB in its rounding scalar
-    tail after its truncating vector loop (W mod 64 with AVX-512, ...), probed on one row of that width."""
+    """How many last columns of a `width`-wide row this machine's OpenCV rounds (scalar tail) instead of truncating
+    (vector loop) in HSV -> RGB, probed on one row of that width."""
     probe = np.full((1, width, 3), _PROBE_HSV, dtype=np.uint8)
     truncated = hsv_to_rgb(torch.from_numpy(probe).permute(2, 0, 1)[None], rounded_tail=0)[0, :, 0, 0].numpy()
     differs = (cv2.cvtColor(probe, cv2.COLOR_HSV2RGB)[0] != truncated).any(axis=-1)  # (W,)
@@ -175,8 +168,7 @@ class PerImage:
 
 @dataclass(eq=False)
 class BatchAugment:
-    """The per-pixel augmentations of a recipe, in the loader's order, for a uint8 batch on the device; each call
-    (a step) draws from torch's generator seeded by (seed, epoch, step, rank), so a resume draws the same."""
+    """A recipe's per-pixel augmentations of a uint8 batch on the device, seeded per step."""
 
     stages: list[Callable[[Tensor], Tensor]]
     seed: int = 0

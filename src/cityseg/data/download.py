@@ -1,10 +1,5 @@
-"""Fetch the Cityscapes packages with the user's account, without ever storing the password.
-
-cityscapesscripts' own `login()` offers to save the password in plain text; this module logs in itself (from the
-environment or a prompt, in memory only), then uses the package's `download_packages` (resume, MD5 check).
-"""
-
-from __future__ import annotations
+"""Fetch the Cityscapes packages with the user's account, never storing the password: we log in ourselves (from
+the environment or a prompt), then call cityscapesscripts' `download_packages` (resume, MD5 check)."""
 
 import getpass
 import os

@@ -1,10 +1,5 @@
-"""Cityscapes on disk (`layout`): find image/label pairs, check the folder a user pointed at, read PNGs safely.
-
-An image id is `<city>_<seq>_<frame>`. Every way this layout commonly goes wrong (wrong folder level, a
-half-extracted zip, labels not prepared) is one `UserError` naming the path and the fix, before training.
-"""
-
-from __future__ import annotations
+"""Cityscapes on disk (`layout`): find image/label pairs (id `<city>_<seq>_<frame>`), read PNGs safely, and turn
+each common layout mistake (wrong folder level, half-extracted zip, labels not prepared) into one UserError."""
 
 import functools
 import os
@@ -145,8 +140,7 @@ def _check_root_location(root: Path) -> None:
 
 
 def _scan(split_dir: Path, name_of, pattern: str) -> dict:
-    """{key: (city, path)} of the files in split_dir/<city>/ that `name_of(city, file name)` gives a key; names off
-    the Cityscapes `pattern` and links to files that do not exist are refused."""
+    """{key: (city, path)} of split_dir/<city>/ files `name_of` keys; off-pattern names refused."""
     found: dict[str, tuple[str, Path]] = {}
     bad, dangling = [], []
     for city in (e for e in _visible_entries(split_dir) if e.is_dir()):
@@ -309,9 +303,8 @@ def _decode(path: Path, what: str, fix: str) -> Image.Image:
     return image
 
 
-# Camera image modes whose conversion to 8-bit RGB keeps what the camera saw. PIL's convert("RGB") of 16-bit
-# ("I;16"), 32-bit ("I", "F") or 1-bit images clips or thresholds instead of scaling (a 16-bit photo turns
-# almost all white), and CMYK/YCbCr/LAB need a colour profile it does not apply.
+# Camera image modes whose conversion to 8-bit RGB keeps what the camera saw: PIL clips 16/32-bit and thresholds
+# 1-bit images instead of scaling them, and CMYK/YCbCr/LAB need a colour profile it does not apply.
 CAMERA_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA")
 
 

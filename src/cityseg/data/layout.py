@@ -1,8 +1,5 @@
-"""The Cityscapes layout on disk, as names only (no numpy: the CLI lists the splits in --help).
-
-ROOT/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
-ROOT/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_{polygons.json,labelIds.png,...}
-"""
+"""The Cityscapes layout on disk, as names only (no numpy: the CLI lists the splits in --help):
+ROOT/leftImg8bit/<split>/<city>/<id>_leftImg8bit.png and ROOT/gtFine/<split>/<city>/<id>_gtFine_*."""
 
 SPLITS = ("train", "val", "test")
 LABEL_SOURCES = ("trainIds", "ids")  # train from labelTrainIds PNGs (after `cityseg prepare`) or the shipped labelIds

@@ -1,11 +1,5 @@
-"""mmsegmentation's PhotoMetricDistortion (mmseg/datasets/transforms/transforms.py), exactly, for one uint8 crop.
-
-Each step (p 0.5: brightness, contrast second or last, saturation and hue each through OpenCV's 8-bit HSV) is
-computed in float32, clipped and truncated to uint8, so it maps a uint8 to a uint8: a 256-entry table applied with
-`cv2.LUT` (mmseg's pixels bit for bit, cheaper). `draw_photometric` makes draws any path can share.
-"""
-
-from __future__ import annotations
+"""mmsegmentation's PhotoMetricDistortion (mmseg/datasets/transforms/transforms.py), exactly, for one uint8 crop:
+each step maps uint8 to uint8, so it is a 256-entry `cv2.LUT` table (mmseg's pixels bit for bit)."""
 
 from dataclasses import dataclass
 from typing import Any
@@ -109,8 +103,7 @@ def distort_hwc(image: np.ndarray, draw: PhotometricDraw) -> np.ndarray:
 
 
 def distort_chw(image: Tensor, draw: PhotometricDraw) -> Tensor:
-    """The same for a (3, H, W) uint8 tensor: the HSV steps need (H, W, 3) pixels, a (3, H, W) view of them as is,
-    else OpenCV's merge and split (cheaper than a transposing copy)."""
+    """The same for a (3, H, W) uint8 tensor (OpenCV merge/split: cheaper than a transpose)."""
     hwc_view = image.permute(1, 2, 0).is_contiguous()  # (3, H, W) view of (H, W, 3) memory: how images arrive
     if draw.saturation is None and draw.hue is None:
         before, after = value_tables(draw)

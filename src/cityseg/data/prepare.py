@@ -1,12 +1,6 @@
-"""`cityseg prepare`: write the `*_labelTrainIds.png` files training reads, from the polygon JSONs.
-
-Each file is rendered by the official converter's steps (`json2labelImg(json, png, "trainIds")`, with a size check),
-so it equals `csCreateTrainIdLabelImgs`' output pixel for pixel; on all cores, each PNG written atomically. A file is
-current when `cityseg-prepared.json` in its split folder records its JSON's sha256 and the PNG written from it
-(a line appended per file): content, not dates, and a killed run keeps its work.
-"""
-
-from __future__ import annotations
+"""`cityseg prepare`: the `*_labelTrainIds.png` files training reads, rendered from the polygon JSONs by the
+official converter's steps (equal to `csCreateTrainIdLabelImgs`' output), on all cores, each written atomically.
+`cityseg-prepared.json` records each JSON's sha256 and its PNG: content, not dates, and a killed run keeps its work."""
 
 import contextlib
 import hashlib
@@ -68,8 +62,7 @@ def _output_stamp(out_path: Path) -> list | None:
 
 
 def _read_record(split_dir: Path) -> dict:
-    """{json path relative to the split folder: {"json": stamp, "png": stamp}} from the record's lines (a format
-    line, then one per converted file, the latest winning; a torn last line skipped); {} if absent."""
+    """{json path: {"json": stamp, "png": stamp}} from the record's lines (latest wins); {} if absent."""
     try:
         lines = (split_dir / RECORD_FILE).read_bytes().split(b"\n")
     except OSError:
@@ -228,8 +221,7 @@ def _children_ignore_sigint() -> Iterator[None]:
 
 
 def _run_parallel(todo: list[tuple[Path, Path]], workers: int, bar: tqdm, finished) -> None:
-    """Convert chunks in worker processes; the first failure or Ctrl-C cancels what has not started and is re-raised
-    (files in progress are finished first, so an interrupted run leaves only whole PNGs)."""
+    """Convert chunks in processes; the first failure or Ctrl-C cancels the rest (whole PNGs only)."""
     chunks = [todo[i : i + _CHUNK] for i in range(0, len(todo), _CHUNK)]
     # spawn: workers start clean (no inherited torch/OpenMP threads) and import only this light module.
     pool = ProcessPoolExecutor(

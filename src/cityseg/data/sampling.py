@@ -1,9 +1,5 @@
-"""Random numbers that depend only on (seed, epoch, sample): the same run whatever the worker count, and after any
-kill. `EpochKeys` shuffles from (seed, epoch) (DistributedSampler's permutation) and yields (epoch, index) keys;
-`KeyedDataset` loads sample `index` with torch's generator seeded by (seed, epoch, index).
-"""
-
-from __future__ import annotations
+"""Random numbers that depend only on (seed, epoch, sample), whatever the worker count and after any kill: `EpochKeys`
+shuffles as DistributedSampler does and `KeyedDataset` seeds torch's generator by (seed, epoch, index)."""
 
 from collections.abc import Iterator
 
@@ -36,8 +32,7 @@ class EpochKeys(Sampler[tuple[int, int]]):
 
 
 class KeyedDataset(Dataset):
-    """`dataset[index]` loaded with torch's RNG seeded by (seed, epoch, index), for keys from `EpochKeys`; forked
-    around the sample, so loading in the main process (`--workers 0`) leaves its own stream untouched."""
+    """`dataset[index]` with torch's RNG seeded by (seed, epoch, index), forked around the sample."""
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset = dataset

@@ -1,11 +1,6 @@
-"""Joint image/mask transforms on torchvision.transforms.v2 (image bilinear, mask nearest; colour ops on the image).
-
-Random scaling and cropping are fused into one resize of just the crop window. A crop larger than the scaled image
-is padded last, bottom and right, after the colour ops (as mmsegmentation): the label with `PAD_LABEL`, the image
-with the ImageNet mean, which the training step (`mark_padding`) makes exactly 0 after normalisation and ignored.
-"""
-
-from __future__ import annotations
+"""Joint image/mask transforms on torchvision.transforms.v2 (image bilinear, mask nearest; colour on the image).
+Random scale and crop are one resize of the crop window; a crop past the image is padded last (as mmsegmentation):
+the label with `PAD_LABEL`, the image with the ImageNet mean, which `mark_padding` makes exactly 0 and ignored."""
 
 import functools
 import math
@@ -53,8 +48,7 @@ def _normalize_constants(device: torch.device) -> tuple[Tensor, Tensor]:
 
 
 def _dominant_class_ratio(mask: Tensor) -> float:
-    """Share of the most frequent class among non-ignored pixels (1.0 when all are ignored); large windows counted
-    on every 2nd to 4th pixel (at least `RATIO_SAMPLES`)."""
+    """Share of the most frequent labelled class (1.0 if none), large windows subsampled."""
     height, width = mask.shape[-2:]
     stride = max(1, min(RATIO_MAX_STRIDE, math.isqrt(height * width // RATIO_SAMPLES)))
     sample = mask[..., ::stride, ::stride]
@@ -134,8 +128,7 @@ class PadTo(v2.Transform):
 
 
 def mark_padding(images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
-    """The crop padding of a normalised batch (B, 3, H, W) set to exactly 0 (the mean) in place, and its labels
-    (`PAD_LABEL` in masks (B, H, W)) to ignore in a new tensor; no host sync."""
+    """Set a batch's crop padding to exactly 0 in place and its labels to ignore (no host sync)."""
     padded = masks == PAD_LABEL  # (B, H, W)
     images.masked_fill_(padded.unsqueeze(1), 0.0)
     return images, masks.masked_fill(padded, IGNORE_INDEX)
@@ -160,8 +153,7 @@ def _as_tensor(array: np.ndarray | Tensor) -> Tensor:
 
 
 class PairTransform:
-    """(image (H, W, 3) uint8, mask (H, W) uint8) -> (image (3, H, W), mask (H, W)), still uint8 (4x less to move
-    between processes); `engine.to_device_batch` normalises and widens on the device."""
+    """(image (H, W, 3), mask (H, W)) uint8 -> (image (3, H, W), mask (H, W)) uint8."""
 
     def __init__(self, ops: list[v2.Transform]) -> None:
         self.ops = v2.Compose(ops) if ops else None
@@ -187,8 +179,7 @@ def build_transform(
     crop_max_class_ratio: float = 0.75,
     pixel_ops: bool = True,
 ) -> PairTransformFn:
-    """Training: the fused scale-and-crop (`crop` or "scale-crop"), "flip", the colour ops (on the device instead
-    with `pixel_ops` False), then `PadTo`. Evaluation: a resize to `size` (W, H) only, so predictions map back 1:1."""
+    """Training: scale-and-crop, flip, colour ops, `PadTo`; evaluation: a resize to `size` only."""
     aug = tuple(aug)  # names and sizes checked by TrainConfig
     ops: list[v2.Transform] = []
     pad_to = None

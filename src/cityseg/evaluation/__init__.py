@@ -1,9 +1,5 @@
-"""Official Cityscapes evaluation of labelIds predictions, safe to call from a notebook (docs/evaluation.md).
-
-`evaluate` scores predictions with cityscapesscripts' evalPixelLevelSemanticLabeling (in-process: no environment
-variables, no sys.exit) and/or the fast engine, identical to it on frames in sorted order; every input problem is
-one UserError first.
-"""
+"""Official Cityscapes evaluation of labelIds predictions, safe from a notebook (docs/evaluation.md): `evaluate` runs
+cityscapesscripts' script in-process and/or the identical fast engine, every input problem one UserError first."""
 
 from cityseg.evaluation.checks import EvaluationWarning, TrainIdsWarning
 from cityseg.evaluation.output import default_json_path, format_table, percent, write_outputs

@@ -1,9 +1,5 @@
-"""Checks on prediction PNGs before any scoring: every problem in one UserError, not the official script's
-`sys.exit` on the first bad file. A prediction is a single-channel PNG of labelIds (0..33), the size of its
-image, named `<city>_<seq>_<frame>*.png`; folders are searched recursively, as the official matcher does.
-"""
-
-from __future__ import annotations
+"""Checks on prediction PNGs before any scoring, every problem in one UserError (not the script's `sys.exit`): single
+channel labelIds (0..33), the image's size, named `<city>_<seq>_<frame>*.png`, searched recursively as officially."""
 
 import os
 import re
@@ -104,8 +100,7 @@ def find_pngs(pred_dir: Path) -> list[Path]:
 
 
 def match_to_frames(pngs: Iterable[Path], frame_ids: Iterable[str]) -> tuple[dict[str, list[Path]], list[Path]]:
-    """Map each frame id to the PNGs named `<id>*.png` (the official rule); also return PNGs matching none.
-    Trying each distinct id length reproduces `fnmatch(name, id + "*.png")` without comparing every pair."""
+    """Map each frame id to the PNGs named `<id>*.png` (the official rule), and the PNGs matching none."""
     ids = set(frame_ids)
     lengths = sorted({len(i) for i in ids})
     matches: dict[str, list[Path]] = {i: [] for i in sorted(ids)}
@@ -183,8 +178,7 @@ def _read_and_count(path: Path) -> np.ndarray | PredictionProblem:
 
 
 def check_headers(predictions: Mapping[str, Path], sizes: Callable[[str], tuple[int, int]], problems: Problems) -> None:
-    """Format and size of every prediction from its header alone, before paying for a decode; `sizes(frame_id)`
-    gives the expected (W, H)."""
+    """Format and size of every prediction from its header alone; `sizes(id)` gives (W, H)."""
     for frame_id, path in predictions.items():
         try:
             mode, actual = png_header(path)
@@ -211,8 +205,7 @@ def scan_values(paths: Sequence[Path], workers: int, problems: Problems) -> np.n
 
 
 def warn_if_train_ids(counts: np.ndarray, where: Path) -> str | None:
-    """Warn (not fail) when predictions hold only values 0..18, which usually means trainIds were written where
-    labelIds (sky 23, car 26) belong; returns the message."""
+    """Warn (not fail) when predictions hold only 0..18: trainIds written for labelIds."""
     present = np.flatnonzero(counts)
     if present.size == 0 or present.max() >= NUM_CLASSES:
         return None

@@ -1,11 +1,6 @@
-"""The fast engine: the official pixel-level metrics from counts, frames decoded and counted in threads.
-
-Per frame: a (labelId, predicted value) histogram for the confusion matrix, and per ground-truth instance its
-class, size and pixels predicted as its class and category (iIoU); sums and formulas are the script's, in its
-order (docs/evaluation.md). Also each frame's own mIoU and accuracy.
-"""
-
-from __future__ import annotations
+"""The fast engine: the official pixel-level metrics from per-frame counts, decoded and counted in threads: a
+(labelId, prediction) histogram for the confusion matrix and per instance its class, size and hits (iIoU); sums and
+formulas are the script's, in its order (docs/evaluation.md). Also each frame's own mIoU and accuracy."""
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -70,8 +65,7 @@ class FrameCounts:
 
 
 def _joint_counts(gt: np.ndarray, pred: np.ndarray, gt_path: Path) -> np.ndarray:
-    """(34, 256) counts of (ground-truth labelId, predicted value) pairs in one pass; ground truth outside
-    labelIds 0..33 is refused (the script would crash or miscount on it)."""
+    """(34, 256) counts of (labelId, prediction) pairs; ground truth past 33 is refused."""
     if gt.size and (gt.max() >= N_IDS or gt.min() < 0):
         bad = np.unique(gt[(gt >= N_IDS) | (gt < 0)])
         raise UserError(
@@ -86,9 +80,7 @@ _CALCHIST_MAX_PIXELS = 1 << 24
 
 
 def pair_histogram(rows: np.ndarray, values: np.ndarray, n_rows: int) -> np.ndarray:
-    """(n_rows, 256) int64 counts of (rows[i], values[i]) over two (H, W) arrays, in one OpenCV calcHist pass
-    (which releases the GIL). `rows`: uint8/uint16, all < n_rows (calcHist drops others silently: the caller
-    checks); `values`: uint8."""
+    """(n_rows, 256) int64 counts of (rows[i], values[i]) in one OpenCV calcHist pass (GIL released)."""
     if values.dtype != np.uint8 or rows.dtype not in (np.uint8, np.uint16) or rows.shape != values.shape:
         raise TypeError(
             f"pair_histogram needs uint8/uint16 rows and uint8 values of one shape, got "
@@ -106,8 +98,7 @@ def pair_histogram(rows: np.ndarray, values: np.ndarray, n_rows: int) -> np.ndar
 
 
 def _instance_counts(instances: np.ndarray, pred: np.ndarray, inst_path: Path) -> np.ndarray:
-    """(K, 4) per scored ground-truth instance, by ascending id: class id, size, pixels predicted as its class, as
-    its category; one histogram of (instance renumbered 0..K-1, predicted value). `pred` holds valid labelIds."""
+    """(K, 4) per instance: class id, size, pixels predicted as its class and its category."""
     if instances.dtype != np.uint16:  # PIL may give int32
         if instances.size and (instances.min() < 0 or instances.max() > _MAX_ID):
             _raise_bad_instances(instances[(instances < 0) | (instances > _MAX_ID)], inst_path)
@@ -138,8 +129,7 @@ def _raise_bad_instances(ids: np.ndarray, inst_path: Path) -> None:
 
 
 def count_prediction(pair: Pair, pred: np.ndarray) -> FrameCounts:
-    """Counts of one frame from its (H, W) uint8 prediction and the pair's gtFine PNGs; PredictionProblem if the
-    prediction is unusable, UserError for damaged ground truth."""
+    """Counts of one frame; PredictionProblem for a bad prediction, UserError for bad truth."""
     gt, instances = read_ground_truth_pair(pair)  # (H, W) each
     if pred.shape != gt.shape:
         raise PredictionProblem(
@@ -287,8 +277,7 @@ _TRAIN_COLUMN = np.minimum(ID_TO_TRAIN_ID, NUM_CLASSES)[None, :]  # (1, 256)
 
 
 def frame_score(joint: np.ndarray) -> tuple[float, float]:
-    """(mIoU over the classes in the frame's ground truth or prediction, pixel accuracy) on the 19 trainIds; ignored
-    ground truth is left out, a prediction of an ignored id is wrong."""
+    """(mIoU over the classes present in truth or prediction, pixel accuracy) of one frame."""
     conf = np.zeros((NUM_CLASSES + 1, NUM_CLASSES + 1), dtype=np.int64)  # (20, 20) rows = ground truth
     np.add.at(conf, (_TRAIN_ROW, _TRAIN_COLUMN), joint)
     conf = conf[:NUM_CLASSES].astype(np.float64)  # (19, 20) labelled ground truth only
@@ -304,8 +293,7 @@ def frame_score(joint: np.ndarray) -> tuple[float, float]:
 def run_fast(
     pairs: Sequence[Pair], workers: int, avg_class_size: dict[str, float], context: str
 ) -> tuple[dict[str, Any], list[tuple[float, float]]]:
-    """(official export dict, each frame's frame_score) of all pairs, counted in `workers` threads (the decoder
-    and calcHist release the GIL); one UserError (`context`: ...) lists every unusable prediction."""
+    """(export dict, each frame's frame_score) in `workers` threads; one UserError lists bad files."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         outcomes = list(pool.map(_count_frame, pairs))
     problems = Problems()

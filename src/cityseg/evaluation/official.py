@@ -1,9 +1,6 @@
 """The official Cityscapes pixel-level evaluation, run in-process and kept on a short leash: the script reads
 `CITYSCAPES_*` variables, prints, writes files and calls `sys.exit`, so we call only `evaluateImgLists` with the
-arguments we build, capture its prints, turn SystemExit into UserError, and lend it `np.in1d` (gone in numpy 2.4).
-"""
-
-from __future__ import annotations
+arguments we build, capture its prints, turn SystemExit into UserError, and lend it `np.in1d` (gone in numpy 2.4)."""
 
 import contextlib
 import importlib
@@ -42,8 +39,7 @@ def average_class_sizes() -> dict[str, float]:
 
 
 def official_args() -> types.SimpleNamespace:
-    """Every attribute `evaluateImgLists` reads, set explicitly: nothing from the environment or package paths, and
-    no file written (we write its export dict ourselves)."""
+    """Every attribute `evaluateImgLists` reads, set explicitly (no environment, no file written)."""
     module = official_module()
     return types.SimpleNamespace(
         evalInstLevelScore=True,  # iIoU needs *_gtFine_instanceIds.png beside each labelIds file
@@ -90,8 +86,7 @@ def _last_error_line(printed: str) -> str:
 
 
 def run_official(predictions: Sequence[Path], ground_truths: Sequence[Path]) -> tuple[dict[str, Any], str]:
-    """(export dict, captured output) of `evaluateImgLists` on validated lists; `predictions[i]` is the labelIds
-    PNG for `ground_truths[i]` (a *_gtFine_labelIds.png)."""
+    """(export dict, captured output) of `evaluateImgLists`; predictions[i] scores ground_truths[i]."""
     module = official_module()
     args = official_args()
     printed = io.StringIO()

@@ -1,10 +1,6 @@
-"""What an evaluation leaves behind: a printed table (percent), the official-format JSON (sorted keys, indent 4,
-NaN as `NaN`, plus our "cityseg" section) and a per-class CSV, both in fractions of 1 and written atomically,
-only over an earlier cityseg evaluation: `cityseg.written_by` holds the sha256 of the JSON text (taken with that
-field empty) and of the CSV beside it, so someone else's file, or ours edited since, is left alone.
-"""
-
-from __future__ import annotations
+"""What an evaluation leaves behind: a printed table, the official-format JSON (plus our "cityseg" section) and a
+per-class CSV, written atomically and only over an earlier cityseg evaluation whose sha256s (`cityseg.written_by`)
+still match, so someone else's file, or ours edited since, is left alone."""
 
 import hashlib
 import json
@@ -103,8 +99,7 @@ def _sha256(data: bytes) -> str:
 
 
 def _stamped_text(result: Mapping[str, Any], csv_bytes: bytes, previous: str | None) -> str:
-    """The JSON text with `cityseg.written_by`: the sha256 of this very text (taken with that field empty), of
-    the CSV written beside it, and of the CSV that one replaces (still there if a kill came in between)."""
+    """The JSON text with `cityseg.written_by`: sha256s of this text, its CSV and the CSV it replaces."""
     stamp = {"command": WRITTEN_BY, "sha256": "", "csv_sha256": _sha256(csv_bytes), "previous_csv_sha256": previous}
     data = {**result, "cityseg": {**result.get("cityseg", {}), "written_by": stamp}}
     stamp["sha256"] = _sha256(_json_text(data).encode())

@@ -1,9 +1,5 @@
-"""The engines together. `evaluate`: check predictions (every check before the official script, so its `sys.exit`
-is never reached), score them with either engine or both (which must agree), return and optionally write the
-result. `PredictionScorer`: the fast engine on label maps in memory while `cityseg predict --score` writes them.
-"""
-
-from __future__ import annotations
+"""The engines together: `evaluate` checks predictions before the official script, scores them with either engine or
+both (which must agree) and writes the result; `PredictionScorer` scores label maps while `predict --score` writes."""
 
 import json
 import math
@@ -120,8 +116,7 @@ def _plain_setting(value: Any) -> bool:
 
 
 def prediction_provenance(pred_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(checkpoint sha256 and settings `cityseg predict` recorded in PRED_DIR's manifest, or None; a note when the
-    manifest cannot be read as cityseg's and is skipped)."""
+    """(checkpoint sha256 and settings from PRED_DIR's manifest or None, a note if unreadable)."""
     path = Path(pred_dir) / PREDICT_MANIFEST
     if not path.is_file():
         return None, None
@@ -147,9 +142,8 @@ def evaluate(
     json_out: Path | None = None,
     workers: int | None = None,
 ) -> dict[str, Any]:
-    """The official export dict of labelIds predictions on a split plus a "cityseg" section (docs/evaluation.md),
-    also written with a per-class CSV beside it to `json_out`. Bad input raises UserError (never SystemExit);
-    engines that disagree raise EngineMismatchError."""
+    """The official export dict of labelIds predictions plus a "cityseg" section, written to `json_out`. Bad input
+    raises UserError (never SystemExit); engines that disagree raise EngineMismatchError."""
     if engine not in ENGINES:
         raise UserError(f"unknown evaluation engine {engine!r}; use one of {', '.join(ENGINES)}.")
     pred_dir, root = Path(pred_dir), Path(root)
@@ -243,8 +237,7 @@ class PredictionScorer:
         self.started = time.perf_counter()
 
     def add(self, frame_id: str, label_ids: np.ndarray | None, path: Path) -> None:
-        """Count one frame's (H, W) uint8 labelIds written to `path` (None: read them back from it); waits when too
-        many frames are queued."""
+        """Count one frame's labelIds (None: read back from `path`); waits when too many are queued."""
         while len(self.in_flight) >= 2 * self.workers:  # bound the label maps held in memory
             self.in_flight.popleft().result()
         future = self.pool.submit(self._count, replace(self.pairs[frame_id], prediction=Path(path)), label_ids)

@@ -1,11 +1,5 @@
-"""The model card of an export: what the model is, how to run it without cityseg, how it was trained and measured.
-
-Everything comes from files a run wrote (the checkpoint, its config.json and runs folder's summary.json, an
-evaluation JSON), read defensively: a missing or older file leaves its part empty, never a guessed number. card.md's
-recipe says how `cityseg predict --images` computes labels, so a stranger can do the same with onnxruntime or smp.
-"""
-
-from __future__ import annotations
+"""The model card of an export: what the model is, how to run it without cityseg, how it was trained and measured,
+from the files a run wrote, read defensively (a missing or older file leaves its part empty, never a guess)."""
 
 import datetime
 import json
@@ -115,8 +109,7 @@ def build_card(
     parity: dict[str, Any] | None,
     evaluation: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """card.json's content for a checkpoint of a run folder (RUNS/<run>/best.pt beside config.json); `state` is
-    `load_model`'s (its "sha256" is the checkpoint's)."""
+    """card.json's content for a run's checkpoint; `state` is `load_model`'s (with its sha256)."""
     run_dir = Path(checkpoint).resolve().parent
     run_info = _read_json(run_dir / CONFIG_FILE) or {}
     config = state.get("config") or run_info.get("config") or {}

@@ -1,11 +1,6 @@
-"""Models as `cityseg predict` takes them: a checkpoint file, or a folder written by `cityseg export`.
-
-An export folder holds `model.safetensors` (tensors only, nothing that can run code; its metadata names the
-architecture and encoder), `model.onnx` and `card.json` (the training `config`, both files' sha256). Loading a
-folder checks card.json's schema and both hashes: a damaged or edited file is refused.
-"""
-
-from __future__ import annotations
+"""Models as `cityseg predict` takes them: a checkpoint file, or a folder written by `cityseg export`
+(`model.safetensors`, `card.json`, `model.onnx` where the architecture allows); loading a folder checks card.json's
+schema and the sha256 of the files it lists."""
 
 import hashlib
 import json
@@ -121,8 +116,7 @@ def load_weights(path: Path, sha256: str | None = None) -> nn.Module:
 
 
 def load_network(model_path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A checkpoint file or an export folder (model.onnx checked too: the folder is what gets deployed), in eval mode
-    on `device`; the state's "sha256" identifies the weights."""
+    """A checkpoint or an export folder (model.onnx checked too), in eval mode on `device`."""
     device = resolve_device(device) if isinstance(device, str) else device
     if not Path(model_path).is_dir():
         return load_model(Path(model_path), device)

@@ -1,12 +1,7 @@
-"""`cityseg export`: a training checkpoint -> a folder a runtime without cityseg (or without Python) can use.
-
-model.safetensors (tensors only), model.onnx (uint8 RGB (N, H, W, 3) -> logits (N, 19, H, W), normalisation and
-padding inside) and card.json/md. onnxruntime's logits must agree with torch's on a few images (PARITY_RULE) or
-nothing is written. The files are made in a locked staging folder beside OUT (a later run removes those nobody
-holds: a killed export's), then moved into OUT one by one: other files in OUT are kept.
-"""
-
-from __future__ import annotations
+"""`cityseg export`: a checkpoint -> model.safetensors, model.onnx (uint8 RGB (N, H, W, 3) -> logits
+(N, 19, H, W), normalisation and padding inside) and card.json/md, written only when onnxruntime agrees with torch
+(PARITY_RULE); architectures in ONNX_REFUSALS get no model.onnx and a card saying why. Files are made in a
+locked staging folder beside OUT, then moved in one by one; others are kept."""
 
 import contextlib
 import fcntl
@@ -121,8 +116,7 @@ def default_check_images() -> list[tuple[str, np.ndarray]]:
 
 
 def check_parity(folder: Path, images: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
-    """Run the exported folder's ONNX graph and its safetensors weights in torch on `images` and compare: passed
-    when every image passes PARITY_RULE, and per image its name, WxH, agreement and differences."""
+    """ONNX against safetensors-in-torch on `images`: pass/fail by PARITY_RULE, per image numbers."""
     import onnxruntime
 
     network = load_weights(Path(folder) / WEIGHTS_FILE)  # what the folder ships, not the checkpoint in memory
@@ -198,8 +192,7 @@ def _check_out(out_dir: Path, overwrite: bool) -> None:
 
 
 def _install(staging: Path, out_dir: Path, overwrite: bool) -> None:
-    """Put the finished files in place: a new OUT is renamed in whole, in an existing one the export's files are
-    replaced, card.json last (a kill in between leaves hashes that `cityseg predict` refuses)."""
+    """Put the finished files in place, card.json last (a kill leaves hashes predict refuses)."""
     _check_out(out_dir, overwrite)  # again: something may have appeared during the export
     umask = os.umask(0)
     os.umask(umask)
@@ -303,8 +296,7 @@ def _locked(folder: Path) -> int | None:
 
 @contextlib.contextmanager
 def _staging(out_dir: Path, log) -> Iterator[Path]:
-    """A new folder beside OUT to build the export in, flock-ed while its export runs; the kernel drops a killed
-    process's lock, so a staging folder of OUT that nobody locks is a killed export's: removed."""
+    """A flock-ed folder beside OUT to build in; unlocked ones (a killed export's) are removed."""
     for folder in out_dir.parent.glob(glob.escape(f".{out_dir.name}.export-") + "*"):
         if (fd := _locked(folder)) is not None:
             shutil.rmtree(folder, ignore_errors=True)

@@ -1,11 +1,5 @@
-"""Any user's photos as prediction inputs: find them (files, folders, globs) and decode them upright.
-
-Output names mirror the inputs' folders below the deepest folder holding them all (`--images day1 day2` writes
-`OUT/day1/x_*.png`); inputs that would share a name (`x.jpg` beside `x.png`) are refused before any work. Folders
-are walked through links but never twice, so a link loop ends; each file is predicted once.
-"""
-
-from __future__ import annotations
+"""Any user's photos as prediction inputs: find them (files, folders, globs, links followed once) and decode them
+upright. Output names mirror the inputs' folders below their deepest common folder; clashing names are refused."""
 
 import fnmatch
 import glob
@@ -36,8 +30,7 @@ class ImageInput:
 
 
 def _walk(folder: Path) -> Iterator[tuple[tuple[str, ...], Path]]:
-    """(parts relative to `folder`, path) of everything below it, dot files (macOS `._x.jpg` forks) left out; links
-    are followed, but never into a folder already visited."""
+    """(parts, path) of everything below `folder`, dot files left out, no folder visited twice."""
     visited = {os.path.realpath(folder)}
     for top, folders, files in os.walk(folder, followlinks=True):
         relative = Path(top).relative_to(folder).parts
@@ -105,8 +98,7 @@ def _expand(argument: str | Path) -> tuple[Path, list[Path]]:
 
 
 def _check_apart(argument: str | Path, base: Path, files: list[Path], out_dir: Path) -> None:
-    """Outputs must not land where inputs are searched (the next run would take them for photos); real paths are
-    compared, so links are seen through."""
+    """Outputs must not land where inputs are searched (real paths compared)."""
     out = Path(os.path.realpath(out_dir))
     searched = not Path(argument).is_file()  # a folder or a glob is walked; a named file is not
     base = Path(os.path.realpath(base))
@@ -123,8 +115,7 @@ def _check_apart(argument: str | Path, base: Path, files: list[Path], out_dir: P
 def find_images(
     arguments: Sequence[str | Path], limit: int | None = None, out_dir: Path | None = None
 ) -> list[ImageInput]:
-    """The images named by files, folders and globs, in a stable order, each with a unique output stem; `limit`
-    keeps the first N, and `out_dir` is refused if it is inside an input folder or holds inputs."""
+    """The images of files, folders and globs in a stable order, each with a unique output stem."""
     if isinstance(arguments, (str, Path)):
         arguments = [arguments]
     if not arguments:
@@ -156,8 +147,7 @@ def find_images(
 
 
 def read_user_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB, turned upright by its EXIF orientation; unreadable files name themselves, and a photo
-    over `max_pixels` is refused from its header."""
+    """(H, W, 3) uint8 RGB upright by EXIF; unreadable or over `max_pixels` names the file."""
     path = Path(path)
     try:
         with warnings.catch_warnings():

@@ -1,11 +1,5 @@
-"""`cityseg predict MODEL --images ...`: labelIds, colour and overlay PNGs for anyone's photos, with the split
-writer's guarantees through the same ledger. A photo that cannot be decoded or is over `max_pixels` is reported
-by name and the others go on. A photo is resized to the training width (aspect kept; its own size for a model
-trained at full resolution) unless `scale` is given; a network input over `whole_limit` (default: the training
-frame) is predicted with sliding windows of that size.
-"""
-
-from __future__ import annotations
+"""`cityseg predict MODEL --images ...`: labelIds, colour and overlay PNGs for anyone's photos through the split
+writer's ledger; a bad photo is reported by name and the others go on; big inputs use sliding windows."""
 
 import math
 import time
@@ -80,8 +74,7 @@ class _Photos(Dataset):
 
 
 def image_options(height: int, width: int, run: dict[str, Any]) -> dict[str, Any]:
-    """predict_logits options for one photo: its network size (resized as a split frame is, unless `scale` is given),
-    and sliding windows when it is over `whole_limit`."""
+    """predict_logits options for one photo: its network size, and windows over `whole_limit`."""
     factor = run["scale"] or (run["training_size"][0] / width if run["training_size"] else 1.0)
     net_w, net_h = max(1, round(width * factor)), max(1, round(height * factor))
     largest = max(MS_SCALES) if run["tta"] == "ms-flip" else 1.0  # the TTA's largest input, per side
@@ -119,11 +112,9 @@ def predict_images(
     amp: bool | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> ImagePredictResult:
-    """Predict photos (files, folders searched recursively, globs) into OUT, mirroring their folders.
-
-    `checkpoint` is a run's best.pt/last.pt or a `cityseg export` folder. `crop`/`stride` are
-    (width, height) in the network's input, as for splits. `limit` predicts only the first N photos.
-    """
+    """Predict photos (files, folders searched recursively, globs) into OUT, mirroring their folders. `checkpoint`: a
+    run's best.pt/last.pt or a `cityseg export` folder; `crop`/`stride`: (width, height) in the network's input, as
+    for splits; `limit`: only the first N photos."""
     crop, stride = check_options(mode, tta, crop, stride)
     whole_limit = as_size(whole_limit)
     check_window(crop, "--crop")

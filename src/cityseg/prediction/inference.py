@@ -1,11 +1,5 @@
-"""Turning a batch of normalised images into class probabilities: whole image, sliding window, TTA.
-
-Pure tensor logic; sizes given by callers are (width, height), like the CLI. As in the usual Cityscapes recipe:
-resize the input to the training size times the TTA scale, run the network on the whole image or overlapping
-windows (logits averaged), upsample the logits to the input's size, softmax, average over flips and scales.
-"""
-
-from __future__ import annotations
+"""A batch of normalised images -> class probabilities as in the usual Cityscapes recipe: resize, whole image or
+overlapping windows (logits averaged), upsample, softmax, average over TTA flips and scales; sizes are (W, H)."""
 
 from collections.abc import Callable, Sequence
 
@@ -51,8 +45,7 @@ def _window_starts(length: int, window: int, stride: int) -> list[int]:
 def sliding_window(
     model: nn.Module, image: Tensor, crop: Size | int, stride: Size | int, window_batch: int = 4
 ) -> Tensor:
-    """(B, C, H, W) float logits of normalised images (B, 3, H, W), averaged over overlapping `crop` windows (width,
-    height), so a large image fits in memory at full detail; an image smaller than the crop is zero-padded."""
+    """(B, C, H, W) logits of (B, 3, H, W) images averaged over overlapping `crop` windows."""
     crop, stride = as_size(crop), as_size(stride)
     check_stride(crop, stride)
     crop_w, crop_h = crop
@@ -141,9 +134,8 @@ def predict_logits(
     window_batch: int = 4,
     amp: bool = False,
 ) -> Tensor:
-    """Softmax probabilities (B, C, H, W) for normalised images (B, 3, H, W) at their own resolution, the same kind
-    of tensor for every TTA. Inputs are resized to `scale_size` (the training size, width x height; times each TTA
-    scale), in which `crop`/`stride` are measured. `model` in eval mode; on CUDA `amp` runs it under autocast."""
+    """Softmax probabilities (B, C, H, W) of normalised images (B, 3, H, W) at their own resolution, resized to
+    `scale_size` (times each TTA scale; `crop`/`stride` measured there); `amp` autocasts on CUDA."""
     crop, stride = check_options(mode, tta, crop, stride)
     height, width = image.shape[-2:]
     reference_hw = (scale_size[1], scale_size[0]) if scale_size is not None else (height, width)

@@ -1,12 +1,6 @@
 """The ledger of a prediction output folder: which files `cityseg predict` wrote there, with what settings.
-
-The official matcher takes any `<city>_<seq>_<frame>*.png` in the folder, so only files the ledger lists are ever
-replaced or deleted (with `overwrite` when the settings changed); other PNGs stop the run. The manifest (settings,
-files, sha256s) is rewritten at a run's start and end; in between each claim ("pending") and each finished file is
-one fsynced journal line, so a kill at any moment resumes cleanly. Temp files carry the run's token.
-"""
-
-from __future__ import annotations
+Only files the ledger lists are ever replaced or deleted; other PNGs stop the run. The manifest is rewritten at a
+run's start and end, and each claim and finished file is one fsynced journal line, so a kill resumes cleanly."""
 
 import errno
 import functools
@@ -78,7 +72,7 @@ def _storage_errors_named(method: Callable) -> Callable:
     """The ledger method, its 'disk full' / 'read-only' errors naming the ledger's folder."""
 
     @functools.wraps(method)
-    def wrapped(self: OutputLedger, *args: Any, **kwargs: Any) -> Any:
+    def wrapped(self: "OutputLedger", *args: Any, **kwargs: Any) -> Any:
         with storage_errors(self.folder, self.what):
             return method(self, *args, **kwargs)
 
@@ -112,8 +106,7 @@ def _valid_manifest(manifest: Any) -> bool:
 
 
 class OutputLedger:
-    """The manifest and journal of one output folder. `compared`: the settings that must match an earlier run's;
-    `keep_others`: outputs of frames not in this run stay (a folder of photos grows) instead of making it stale."""
+    """The manifest and journal of one output folder (`compared` settings must match)."""
 
     def __init__(
         self,

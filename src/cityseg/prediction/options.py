@@ -1,8 +1,6 @@
 """How to predict, without torch: inference modes, test-time augmentations and window sizes, checked before any
 work is done, and `PredictOptions`, the settings of `predict_split` (the CLI lists them in --help)."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +12,8 @@ MODES = ("whole", "slide")
 TTAS = ("none", "flip", "ms-flip")
 MS_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75)
 Size = tuple[int, int]  # (width, height)
-# Photos (and network inputs) with more pixels are refused: a photo's memory grows with its pixels (class scores,
-# 19 float32 per pixel, a few copies at once) on top of one batch of sliding windows. Both are bounds ~10% above
-# what bench/photo_memory.py measured on a CPU in float32 (BENCHMARKS.md); on CUDA they are device memory.
+# Photos (and network inputs) with more pixels are refused: memory grows with 19 float32 scores per pixel. Both are
+# ~10% above what bench/photo_memory.py measured on a CPU in float32 (BENCHMARKS.md); on CUDA, device memory.
 DEFAULT_MAX_PIXELS = 32_000_000
 BYTES_PER_PIXEL = {"none": 190, "flip": 290, "ms-flip": 375}
 WINDOW_BATCH_BYTES = 3.3e9  # four 2048x1024 windows (the default --whole-limit) in one forward pass
@@ -29,8 +26,7 @@ def memory_bound(max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
 
 
 def smallest_window() -> int:
-    """The smallest side of a sliding window: two of the model's size multiples. A smaller window sees too
-    little of the scene and turns one photo into thousands of forward passes."""
+    """Two of the model's size multiples: a smaller window sees too little of the scene."""
     return 2 * SIDE_MULTIPLE
 
 
@@ -71,8 +67,7 @@ def default_stride(crop: Size) -> Size:
 def check_options(
     mode: str, tta: str, crop: Size | int | None, stride: Size | int | None
 ) -> tuple[Size | None, Size | None]:
-    """Reject unknown modes/TTAs and window options that do not apply, before any work is done; return (crop, stride)
-    as (width, height), a slide's stride two thirds of its crop unless given."""
+    """Reject bad modes, TTAs and window options before any work; return (crop, stride)."""
     crop, stride = as_size(crop), as_size(stride)
     if mode not in MODES:
         raise UserError(f"unknown inference mode {mode!r}; choose one of {', '.join(MODES)}.")

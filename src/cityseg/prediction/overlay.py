@@ -1,8 +1,5 @@
 """What a person looks at: a prediction in Cityscapes colours, blended over the photo, with a legend of the
-classes covering at least 1% of it, largest first, scaled to the image and never over a quarter of it.
-"""
-
-from __future__ import annotations
+classes covering at least 1% of it, largest first, scaled to the image and never over a quarter of it."""
 
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,8 +43,7 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def draw_legend(canvas: Image.Image, entries: Sequence[tuple[int, float]]) -> Image.Image:
-    """The RGB `canvas` with a legend (swatch, class name, share) of the entries of at least 1% in its top-left
-    corner: text 1/24 of the image's shorter side (7..40 px), one column, the smallest classes dropped to fit."""
+    """The RGB `canvas` with a legend of the entries of at least 1 % in its top-left corner, scaled to fit."""
     width, height = canvas.size
     size = int(np.clip(round(min(width, height) / 24), 7, 40))
     font, pad, row = _font(size), max(1, size // 4), size + max(1, size // 4)
@@ -78,7 +74,7 @@ def overlay_image(image: np.ndarray, label_ids: np.ndarray) -> np.ndarray:
     return np.asarray(draw_legend(blended, classes_present(label_ids)))
 
 
-def overlay_panel(paths: Sequence[Path], columns: int = 2, width: float = 11.0) -> Figure:
+def overlay_panel(paths: Sequence[Path], columns: int = 2, width: float = 11.0) -> "Figure":
     """A grid of overlay PNGs with their names as titles, for a notebook."""
     from matplotlib.figure import Figure
 

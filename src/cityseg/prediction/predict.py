@@ -1,8 +1,6 @@
 """Predict a whole split into a folder of labelIds PNGs the official evaluation and server accept; the folder's
 safety rules (what may be overwritten, how a killed run resumes) are its ledger, `cityseg.prediction.ledger`."""
 
-from __future__ import annotations
-
 import dataclasses
 import time
 from collections.abc import Iterator, Sequence
@@ -154,11 +152,8 @@ def predict_split(
     options: PredictOptions | None = None,
     **fields: Any,
 ) -> PredictResult:
-    """Write one full-size labelIds PNG per frame of `split`, resuming and refusing stale files safely.
-
-    How to predict is `options` (a `PredictOptions`), or its fields given as keywords
-    (`predict_split(ckpt, root, "val", mode="slide", crop=(1024, 512))`), which override `options`.
-    """
+    """Write one full-size labelIds PNG per frame of `split`, resuming and refusing stale files safely. How to predict
+    is `options` (a `PredictOptions`), its fields given as keywords overriding it (`mode="slide", crop=(1024, 512)`)."""
     options = dataclasses.replace(options or PredictOptions(), **fields)
     mode, tta, color_out = options.mode, options.tta, options.color_out
     crop, stride = check_options(mode, tta, options.crop, options.stride)

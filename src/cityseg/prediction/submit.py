@@ -1,9 +1,5 @@
-"""A Cityscapes benchmark submission for pixel-level semantic labeling: one zip of labelIds PNGs, each named
-`<city>_<seq>_<frame>*.png` (the official matcher's rule), single channel, full resolution. The PNGs go flat and
-uncompressed into the zip after every check the server would fail or silently mis-score.
-"""
-
-from __future__ import annotations
+"""A Cityscapes benchmark submission: one flat, uncompressed zip of full-resolution labelIds PNGs named by the official
+matcher's rule, written after every check the server would fail or silently mis-score."""
 
 import os
 import zipfile
@@ -96,9 +92,8 @@ def make_submission(
     overwrite: bool = False,
     workers: int | None = None,
 ) -> Path:
-    """Check test-split predictions the way the benchmark server would (TEST_IMAGES frames of IMAGE_SIZE unless
-    `expect`/`size` say otherwise, or the test frames and sizes under `root`), then zip them flat, atomically.
-    An existing `out_zip` is replaced only with `overwrite`, or when it holds exactly these predictions."""
+    """Check test predictions as the benchmark server would, then zip them flat, atomically; an existing `out_zip`
+    is replaced only with `overwrite`, or when it holds exactly these predictions."""
     pred_dir, out_zip = Path(pred_dir), Path(out_zip)
     if out_zip.suffix.lower() != ".zip":
         raise UserError(f"submission file {out_zip} must end in .zip (the benchmark server takes a zip archive).")

@@ -1,15 +1,12 @@
 """Reports from run files: report.pdf (`build_report`), compare.pdf, and the tables and figures the notebooks show.
 Names are imported from their submodule on first use (PEP 562), so `cityseg cv` does not load matplotlib."""
 
-from __future__ import annotations
-
 import importlib
 from typing import Any
 
 _EXPORTS = {
     "compare": ("compare_runs", "Comparison", "PairedComparison"),
     "compare_pdf": ("build_comparison", "comparison_figure"),
-    "frames": ("best_and_worst", "FrameScore", "load_examples", "prediction_paths", "score_frames"),
     "layout": ("figures_dir", "tables_dir"),
     "notebook": (
         *("class_iou_table", "config_table", "dataset_counts", "engines_text", "environment_table", "folds_table"),
@@ -19,9 +16,12 @@ _EXPORTS = {
     "pdf": (
         *("build_report", "class_results_table", "cv_table", "full_fit_text", "headline_table", "headline_text"),
         *("is_synthetic_run", "official_tables"),
+        *("best_and_worst", "FrameScore", "load_examples", "prediction_paths", "score_frames"),
     ),
-    "results": ("cv_result", "CvResult", "REFERENCE_MIOU", "summary_text", "val_class_iou", "val_confusion"),
-    "runfiles": ("load_evaluation", "load_runs", "predictions_checkpoint_warning", "RunFiles"),
+    "results": (
+        *("cv_result", "CvResult", "REFERENCE_MIOU", "summary_text", "val_class_iou", "val_confusion"),
+        *("load_evaluation", "load_runs", "predictions_checkpoint_warning", "RunFiles"),
+    ),
     "tables": ("Score", "Table"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -1,12 +1,6 @@
-"""Runs side by side: what differs between them, their numbers, and whether a gain beats fold noise.
-
-Each run's evaluation JSON is given explicitly; runs on different datasets or fold splits are refused unless
-`allow_mismatch`. On the same folds each fold's mIoU difference is one sample of the gain, tested with Nadeau and
-Bengio's corrected resampled t-test (Machine Learning 52, 2003): the variance of the mean inflated from var/k to
-var * (1/k + n_val/n_train); `TEST_CAVEATS` says what it cannot show.
-"""
-
-from __future__ import annotations
+"""Runs side by side: what differs between them, their numbers, and whether a gain beats fold noise. Runs on
+other datasets or fold splits are refused unless `allow_mismatch`; on the same folds the per-fold gains are tested
+with Nadeau and Bengio's corrected resampled t-test (Machine Learning 52, 2003); `TEST_CAVEATS` says its limits."""
 
 import math
 import re
@@ -21,8 +15,7 @@ from scipy.stats import t as student_t
 from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES
 from cityseg.report import results
-from cityseg.report.results import CvResult, cv_result, finite
-from cityseg.report.runfiles import RunFiles, load_evaluation, load_runs
+from cityseg.report.results import CvResult, RunFiles, cv_result, finite, load_evaluation, load_runs
 from cityseg.report.tables import CellStyle, Score, Table
 from cityseg.training.model_names import model_title_of
 
@@ -196,11 +189,11 @@ class Comparison:
         configs = [run.runs.config.get("config") or {} for run in self.runs]
         names = [n for n in dict.fromkeys(k for c in configs for k in c) if len({repr(c.get(n)) for c in configs}) > 1]
         rows = [[name, *(_setting(c.get(name)) for c in configs)] for name in names]
-        return Table.build(["setting", *self.labels], rows, title="settings that differ between the runs")
+        none = "None: every setting is the same."
+        return Table.build(["setting", *self.labels], rows, title="settings that differ between the runs", empty=none)
 
     def class_table(self) -> tuple[Table, dict[tuple[int, int], CellStyle]]:
-        """Per class: each run's CV IoU and val IoU, and each run's difference to the first, highlighted: green a
-        gain, red a loss, bold on a tint where larger than the larger fold-to-fold std of that class in the two."""
+        """Per class: each run's CV and val IoU and its difference to the first, highlighted."""
         base, others = self.runs[0], self.runs[1:]
         evaluated = [run for run in self.runs if run.evaluation is not None]
         compared_val = evaluated[1:] if base.evaluation is not None else []
@@ -257,8 +250,7 @@ def folds_key(runs: RunFiles) -> tuple:
 
 
 def _mismatches(runs: Sequence[ComparedRun]) -> list[str]:
-    """Why these runs' cross-validation numbers are not comparable (empty when they are): another dataset (real
-    or synthetic, other train images) or another fold split."""
+    """Why these runs' CV numbers are not comparable: another dataset or fold split."""
     base, found = runs[0], []
     ids = [frozenset(i for f in run.runs.folds["folds"] for i in (*f["train"], *f["val"])) for run in runs]
     for run, other in zip(runs[1:], ids[1:], strict=True):

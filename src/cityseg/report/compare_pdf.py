@@ -1,8 +1,6 @@
 """compare.pdf (A4 portrait): the runs, the paired per-fold test with its limits, per-class IoU, curves; beside it
 the tables as CSV and LaTeX in `<out stem>_tables/`."""
 
-from __future__ import annotations
-
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -31,8 +29,7 @@ def _per_epoch(histories: Mapping[str, Sequence[Mapping]], key: str) -> tuple[li
 
 
 def comparison_figure(comparison: Comparison, fig: Figure | None = None) -> Figure:
-    """CV IoU per class side by side, one colour per run, and the val mIoU and training loss curves overlaid (mean
-    over folds, range shaded, full fit dashed)."""
+    """Per-class CV IoU, one colour per run, and the val mIoU and loss curves overlaid."""
     fig = fig if fig is not None else Figure(figsize=(11.0, 6.0), layout="constrained")
     runs: Sequence[ComparedRun] = comparison.runs
     colours = run_colours(comparison.labels)
@@ -89,7 +86,7 @@ def comparison_pages(comparison: Comparison) -> list[Page]:
     )
     settings = comparison.settings_table()
     add(lambda page: page.heading("Settings that differ"))
-    add(lambda page: page.table(settings) if settings.rows else page.text("None: every setting is the same."))
+    add(lambda page: page.table(settings) if settings.rows else page.text(settings.empty))
     paired = comparison.paired()
     if len(comparison.runs) > 1:
         add(lambda page: page.heading("Paired per-fold comparison"))

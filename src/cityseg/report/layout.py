@@ -1,10 +1,5 @@
-"""A4 portrait pages on matplotlib: wrapped text and `matplotlib.table` tables from the top, one plot area below.
-
-A page is a Figure filled downwards by a cursor (inches from the top); cityseg.report.plots draws into the space
-left. PdfPages writes TrueType text and no dates, so the same run files always give the same bytes.
-"""
-
-from __future__ import annotations
+"""A4 portrait pages on matplotlib: wrapped text and `matplotlib.table` tables filled downwards by a cursor (inches
+from the top), one plot area below; PdfPages writes TrueType text and no dates, so reruns give the same bytes."""
 
 import contextlib
 import functools
@@ -110,9 +105,8 @@ class Page:
         rules_before: Sequence[int] = (),
         after: float = 0.15,
     ) -> None:
-        """A centred table with booktabs rules, numbers right-aligned, long text wrapped (a wrapped cell continues on
-        table rows of its own, so a row's lines share baselines). styles: (row, column) -> CellStyle; swatches: a
-        colour square before each row; rules_before: body rows with a thin rule above (e.g. a mean row)."""
+        """A centred booktabs table, numbers right-aligned, long text wrapped onto table rows of its own. styles:
+        (row, column) -> CellStyle; swatches: a colour square per row; rules_before: body rows with a rule above."""
         styles, numeric, line = styles or {}, table.numeric(), LINE * size / 72
         self.cursor += 0.05
         chars = _column_chars(table.columns, table.cells(), int(TEXT_WIDTH * 72 / (size * 0.55)))
@@ -155,8 +149,7 @@ class Page:
         self.cursor += lines * line + after
 
     def plot_area(self, height: float | None = None, margins: Sequence[float] = (0.6, 0.1, 0.5, 0.3), space=0.3):
-        """The page's figure, its subplot area `height` inches below the cursor (default: the rest) less `margins`
-        (left, right, bottom, top, inches). Fixed margins: constrained layout varies in the last bits between runs."""
+        """The figure, its subplot area `height` inches below the cursor less fixed `margins` (l, r, b, t)."""
         height = HEIGHT - BOTTOM - self.cursor if height is None else height
         self._need(height, "plot")
         left, right, bottom, top = margins
@@ -180,8 +173,7 @@ def _width(text: str, size: float, bold: bool) -> float:
 
 
 def _column_chars(columns: Sequence[str], cells: Sequence[Sequence[str]], budget: int) -> list[int]:
-    """Characters per column: the longest cell, headers whole if the table fits, else wrapped at their words; if
-    still too wide, the widest text column wraps."""
+    """Characters per column: whole if the table fits, else headers then the widest column wrap."""
     body = [max([1, *(len(row[i]) for row in cells)]) for i in range(len(columns))]
     if sum(max(b, len(c)) + 3 for b, c in zip(body, columns, strict=True)) <= budget:
         return [max(b, len(c)) for b, c in zip(body, columns, strict=True)]
@@ -235,8 +227,7 @@ TABLE_MARK = "% written by cityseg"  # first line of each .tex; the CSVs are rec
 
 
 def _is_ours(path: Path, creator: str | None = None) -> bool:
-    """A file cityseg wrote: with `creator`, a PDF naming it in its (uncompressed) info dictionary; else a figure (PNG
-    marked Software=cityseg) or a table (its .tex twin starts with TABLE_MARK)."""
+    """A file cityseg wrote: a PDF naming `creator`, a PNG marked cityseg, or a TABLE_MARK table."""
     try:
         if creator is not None:
             data = path.read_bytes()

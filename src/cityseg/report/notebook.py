@@ -1,9 +1,5 @@
-"""What the notebooks show and run, one call per cell: tables and figures of the machine, the dataset, the folds,
-the config and the scores (from the run files the PDF report reads), and steps that skip or refuse in the
-notebook's words: its parameters (papermill passes plain strings and numbers), not the CLI's options.
-"""
-
-from __future__ import annotations
+"""What the notebooks show and run, one call per cell: tables and figures of the machine, data, folds, config and
+scores, and steps that skip or refuse in the notebook's words (its parameters, not the CLI's options)."""
 
 import re
 import sys
@@ -23,8 +19,7 @@ from cityseg.training.runfolder import load_log, read_run_config, run_names
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-# Each notebook's parameter for a CLI option (mostly the option in capitals); in 01_train any other training option
-# is a key of OVERRIDES.
+# Each notebook's parameter for a CLI option (mostly in capitals); in 01_train other training options go in OVERRIDES.
 _PARAMETERS = {
     "01_train": {"out": "RUNS_DIR", "resume": "running the cell again"}
     | {name: name.upper() for name in ("recipe", "epochs", "size", "workers", "device", "encoder_weights", "cache")}
@@ -45,8 +40,7 @@ def parameter_name(option: str, notebook: str) -> str | None:
 
 
 def in_notebook_words(message: str, notebook: str) -> str:
-    """`message` with each CLI option named by the notebook's parameter ("pass --overwrite" -> "set OVERWRITE =
-    True"); commands quoted in backticks keep their options."""
+    """`message` with each CLI option named by the notebook's parameter (--overwrite -> OVERWRITE)."""
 
     def word(option: re.Match) -> str:
         name = parameter_name(option[2].replace("-", "_"), notebook)
@@ -56,8 +50,7 @@ def in_notebook_words(message: str, notebook: str) -> str:
 
 
 def notebook_errors(notebook: str) -> None:
-    """From here on a UserError shows as its one paragraph, as the CLI shows it (`%tb` shows the traceback), in
-    the words of `notebook`."""
+    """From here on a UserError shows as its one paragraph, in the words of `notebook`."""
     from IPython import get_ipython
 
     def show(shell, kind, error, traceback, tb_offset=None) -> None:
@@ -120,7 +113,7 @@ def dataset_counts(root: Path, splits: Sequence[str] = ("train", "val", "test"))
     return Table.build(("split", "city", "images"), rows, title=f"images per split and city in {root} [{source}]")
 
 
-def sample_figure(root: Path, split: str = "train", index: int = 0) -> Figure:
+def sample_figure(root: Path, split: str = "train", index: int = 0) -> "Figure":
     """One image of a split with its coloured trainIds mask, to check that images and labels match."""
     from cityseg.data.frames import list_frames, read_image, read_train_ids
     from cityseg.report.plots import dataset_sample
@@ -146,8 +139,7 @@ def class_iou_table(mean: Sequence[float | None], std: Sequence[float | None] | 
 
 
 def training_config(recipe: str = "seed", overrides: Mapping[str, Any] | None = None, **parameters: Any) -> TrainConfig:
-    """The recipe with the notebook's parameters (epochs, size as "WxH", workers, device, encoder_weights, cache)
-    and its OVERRIDES applied; a parameter None keeps the recipe's (or the machine's) value, "none" is None."""
+    """The recipe with the notebook's parameters and OVERRIDES applied (None keeps, "none" is None)."""
     values = {name: None if str(v).lower() == "none" else v for name, v in parameters.items() if v is not None}
     if "size" in values:
         values["size"] = parse_size(values["size"])
@@ -155,8 +147,7 @@ def training_config(recipe: str = "seed", overrides: Mapping[str, Any] | None = 
 
 
 def config_table(config: TrainConfig) -> Table:
-    """The config by group, values as `cityseg recipes` writes them under the names OVERRIDES takes; a field set
-    apart from the recipe shows the recipe's value beside it, a machine field left to the machine shows auto."""
+    """The config by group as `cityseg recipes` writes it, recipe values beside changed ones."""
     from cityseg.training.model_names import model_title_of
 
     recipe = {name: field_text(name, value) for name, value, _ in configs.recipe_differences(config)}
@@ -181,8 +172,7 @@ def histories(runs_dir: Path, names: Sequence[str] | None = None) -> dict[str, l
 
 
 def train(root: Path, runs_dir: Path, config: TrainConfig, folds: int, split: str, full: bool) -> dict[str, Any]:
-    """A training cell of 01_train: the folds, or the full fit after them, with live curves; what is finished is
-    skipped, and a RUNS_DIR holding runs of other settings is refused naming the parameters that changed."""
+    """A training cell of 01_train: folds or full fit with live curves; other settings are refused."""
     from cityseg.report.plots import LiveCurves
     from cityseg.training.cv import run_cv
 
@@ -201,8 +191,7 @@ def train(root: Path, runs_dir: Path, config: TrainConfig, folds: int, split: st
 
 
 def engines_text(result: Mapping[str, Any]) -> str:
-    """How an evaluation ran, as `cityseg evaluate` and the notebook print it: frames, engines, their seconds and,
-    with both engines, how far apart their numbers are (at most 1e-9, or the evaluation failed)."""
+    """How an evaluation ran: frames, engines, their seconds and how far apart both engines are."""
     info, timings = result["cityseg"], result["cityseg"]["timings"]
     line = (
         f"{info['n_frames']} frames of {info['split']}, engine {info['engine']}: checks {timings['validate_s']:.2f} s"

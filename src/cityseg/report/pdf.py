@@ -1,23 +1,23 @@
-"""report.pdf, written like a paper's results section and built only from run files: results, what was trained,
-cross-validation, per-class and per-category tables, confusion matrix, and with --predictions the best and worst
-val frames; beside it the figures as PNGs and the tables as CSV and LaTeX. A report of synthetic data says so on
-every page and prints nothing machine, time or commit dependent.
-"""
+"""report.pdf, like a paper's results section, built only from run files: results, setup, cross-validation, class
+and category tables, confusion matrix and, with --predictions, the best and worst val frames (scored from the
+evaluation JSON's per-frame counts when they match the files, else again). Figures and tables are written beside."""
 
-from __future__ import annotations
-
-from collections.abc import Mapping
-from dataclasses import replace
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cityseg.errors import UserError
+from cityseg.errors import UserError, format_paths
+from cityseg.evaluation.checks import Problems, find_pngs, match_to_frames, single_matches
+from cityseg.fileio import file_sha256
 from cityseg.labels import CATEGORY_NAMES, CLASS_NAMES, NUM_CLASSES
-from cityseg.report import frames, layout, plots, results
+from cityseg.report import layout, plots, results
 from cityseg.report.notebook import folds_table, is_synthetic
-from cityseg.report.results import CvResult, cv_result, finite, val_class_iou, val_confusion
-from cityseg.report.runfiles import RunFiles, load_evaluation, load_runs
-from cityseg.report.tables import CellStyle, Score, Table
+from cityseg.report.plots import Example
+from cityseg.report.results import CvResult, RunFiles, cv_result, finite, load_evaluation, load_runs
+from cityseg.report.tables import CellStyle, Score, Table, count, percent
 from cityseg.training.model_names import model_title_of
 
 CREATOR = "cityseg report"
@@ -27,8 +27,7 @@ DASH = "–"
 
 
 def headline_table(cv: CvResult, evaluation: Mapping[str, Any], synthetic: bool) -> Table:
-    """CV mIoU under its protocol (and at each fold's best epoch), the official val scores in percent, and the
-    reference beside real Cityscapes val numbers only."""
+    """CV mIoU (also at the best epochs), the official val scores and, on Cityscapes, the reference."""
     best, reference = cv.selected is not None, not synthetic
 
     def row(label: str, value: object, at_best: object = DASH, ref: str = DASH) -> list[object]:
@@ -46,8 +45,7 @@ def headline_table(cv: CvResult, evaluation: Mapping[str, Any], synthetic: bool)
 
 
 def headline_text(runs: RunFiles, evaluation: Mapping[str, Any], synthetic: bool) -> str:
-    """The headline as plain text (notebook, `make demo`): CV numbers, official val scores, and on real Cityscapes
-    the reference with its caveat."""
+    """The headline as plain text (notebook, `make demo`)."""
     keys = ("averageScoreClasses", "averageScoreInstClasses", "averageScoreCategories")
     miou, iiou, categories = (Score(evaluation[key]) for key in keys)
     official = f"Validation mIoU (official cityscapesscripts): {miou} %  (iIoU {iiou} %, categories {categories} %)"
@@ -92,11 +90,13 @@ def full_fit_text(runs: RunFiles) -> str:
     summary, full = runs.summary, runs.summary.get("full")
     if not full:
         return "No full-data fit yet: `cityseg cv ... --resume` trains it once every fold is finished."
-    state = "finished" if full.get("finished") else f"{full.get('epochs_done')} of {full.get('epochs')} epochs done"
+    state = (
+        "finished" if full.get("finished") else f"{full.get('epochs_done')} of {count(full['epochs'], 'epoch')} done"
+    )
     fixed = summary["folds"] and all(f.get("select") == "last" for f in summary["folds"])
     rule = "the folds' epochs (fixed budget)" if fixed else "the median of the folds' best epochs"
     return (
-        f"{runs.configs.get('full', {}).get('n_train', 'all')} train images, {full['epochs']} epochs = {rule} "
+        f"{runs.configs.get('full', {}).get('n_train', 'all')} train images, {count(full['epochs'], 'epoch')} = {rule} "
         f"(chosen: {summary['chosen_epochs']}), on the folds' {full.get('schedule_epochs', full['epochs'])}-epoch lr "
         f"schedule stopped there; {state}. Its best.pt (RUNS/full/best.pt) is the final model, the one to predict "
         "val with."
@@ -153,7 +153,7 @@ def _results_page(runs: RunFiles, evaluation: dict, cv: CvResult, headline: Tabl
     page.heading("IoU per class: cross-validation against val")
     labels = (f"cross-validation, {cv.k} folds: mean ± std", "val, official metric")
     area = page.plot_area(None, (0.9, 0.1, 0.45, 0.05))
-    plots.class_iou_bars(cv.class_iou_mean, cv.class_iou_std, val_class_iou(evaluation), area, labels)
+    plots.class_iou_bars(cv.class_iou_mean, cv.class_iou_std, results.val_class_iou(evaluation), area, labels)
     return page
 
 
@@ -208,22 +208,119 @@ def _class_pages(evaluation: dict, classes: Table, categories: Table, synthetic:
         "Each row is a ground-truth class, normalised to 100: where that class's pixels went. Cells of at least "
         "1 % are written in, the diagonal (per-class recall) in bold."
     )
-    plots.confusion_figure(val_confusion(evaluation), confusion.plot_area(6.9, (1.25, 0.75, 1.3, 0.1)))
+    plots.confusion_figure(results.val_confusion(evaluation), confusion.plot_area(6.9, (1.25, 0.75, 1.3, 0.1)))
     return [page, confusion]
+
+
+@dataclass(frozen=True)
+class FrameScore:
+    """How well one frame was segmented; mIoU over the classes present in its ground truth or prediction."""
+
+    id: str
+    miou: float
+    accuracy: float
+
+
+def _matched_frames(pred_dir: Path, root: Path, split: str) -> list[tuple[Any, Path]]:
+    """(frame, its one prediction) for the frames of `split` that have one; none at all is a user error."""
+    from cityseg.data.frames import list_frames
+
+    frames = list_frames(Path(root), split, label_source="ids")
+    matches, _extra = match_to_frames(find_pngs(pred_dir), [f.id for f in frames])
+    problems = Problems()
+    chosen = single_matches({i: paths for i, paths in matches.items() if paths}, problems)
+    problems.raise_if_any(f"the predictions in {pred_dir} cannot be shown")
+    if not chosen:
+        raise UserError(
+            f"none of the PNGs in {pred_dir} matches a {split} frame of {root}; predict that split with "
+            f"`cityseg predict CHECKPOINT {root} --split {split} --out {pred_dir}`."
+        )
+    return [(frame, chosen[frame.id]) for frame in frames if frame.id in chosen]
+
+
+def prediction_paths(pred_dir: Path, root: Path, split: str = "val") -> dict[str, Path]:
+    """Frame id -> its prediction PNG under `pred_dir` (searched recursively, matched by the official rule)."""
+    return {frame.id: path for frame, path in _matched_frames(Path(pred_dir), root, split)}
+
+
+def _recorded_scores(pred_dir: Path, root: Path, split: str, evaluation: Mapping | Path | None) -> list | None:
+    """The evaluation's per-frame rows when they describe exactly the PNGs now in `pred_dir`, else None."""
+    if not isinstance(evaluation, Mapping):
+        from cityseg.evaluation import default_json_path
+
+        try:
+            evaluation = json.loads(Path(evaluation or default_json_path(pred_dir, split)).read_text())
+        except (OSError, ValueError, RecursionError):
+            return None
+    try:
+        section = evaluation["cityseg"]
+        rows = section["frames"]
+        if section["split"] != split or Path(section["root"]) != Path(root).resolve() or not rows:
+            return None
+        matches, extra = match_to_frames(find_pngs(pred_dir), [row["id"] for row in rows])
+        current = {i: file_sha256(paths[0]) if len(paths) == 1 else None for i, paths in matches.items()}
+        if extra or any(current[row["id"]] != row["sha256"] for row in rows):
+            return None
+        return [FrameScore(row["id"], float(row["miou"]), float(row["pixel_accuracy"])) for row in rows]
+    except (KeyError, TypeError, ValueError, OSError):  # an older or foreign JSON: score again
+        return None
+
+
+def score_frames(
+    pred_dir: Path, root: Path, split: str = "val", evaluation: Mapping | Path | None = None
+) -> list[FrameScore]:
+    """Every frame's own score, worst first: from `evaluation` when it scored these files, else again."""
+    from cityseg.evaluation import evaluate
+
+    scores = _recorded_scores(Path(pred_dir), root, split, evaluation) or [
+        FrameScore(row["id"], row["miou"], row["pixel_accuracy"])
+        for row in evaluate(pred_dir, root, split, engine="fast")["cityseg"]["frames"]
+    ]
+    return sorted(scores, key=lambda s: (s.miou if math.isfinite(s.miou) else -1.0, s.id))
+
+
+def load_examples(
+    frame_ids: Sequence[str], pred_dir: Path, root: Path, split: str = "val", scores: Sequence[FrameScore] = ()
+) -> list[Example]:
+    """Image, ground truth and prediction (trainIds) of the given frames, titled with their id (and score)."""
+    from cityseg.data.frames import check_same_size, read_image, read_train_ids
+
+    by_id = {frame.id: (frame, path) for frame, path in _matched_frames(Path(pred_dir), root, split)}
+    score_of = {s.id: s for s in scores}
+    missing = [i for i in frame_ids if i not in by_id]
+    if missing:
+        raise UserError(f"no prediction in {pred_dir} for {format_paths(missing)}; predict the {split} split first.")
+    examples = []
+    for fid in frame_ids:
+        frame, pred_path = by_id[fid]
+        image, truth = read_image(frame.image), read_train_ids(frame.label_ids, label_source="ids")
+        prediction = read_train_ids(pred_path, label_source="ids")
+        check_same_size(image, prediction, frame.image, pred_path)  # the evaluation refuses other sizes too
+        title = fid if fid not in score_of else f"{fid}\nmIoU {percent(score_of[fid].miou)} %"
+        examples.append(Example(title, image, truth, prediction))
+    return examples
+
+
+def best_and_worst(scores: Sequence[FrameScore], count: int = 2) -> list[FrameScore]:
+    """The `count` best and `count` worst frames (scores sorted worst first), best first, no duplicates."""
+    finite = [s for s in scores if math.isfinite(s.miou)]
+    best = list(reversed(finite[-count:]))
+    worst = [s for s in finite[:count] if s not in best]
+    return best + worst
 
 
 def _examples_page(
     pred_dir: Path, root: Path | None, evaluation: Mapping[str, Any], synthetic: bool
-) -> tuple[layout.Page, list[plots.Example]]:
+) -> tuple[layout.Page, list[Example]]:
     """The best and the worst two val frames by their own mIoU (the evaluation's per-frame scores), titled so."""
     if root is None or not root.is_dir():
         raise UserError(
             f"the dataset folder for the qualitative examples ({root or 'unknown'}) does not exist; pass --root "
             "with the Cityscapes folder the predictions were made from, or leave out --predictions."
         )
-    scores = frames.score_frames(pred_dir, root, "val", evaluation)
-    picked = frames.best_and_worst(scores, count=2)  # the best ones first
-    examples = frames.load_examples([s.id for s in picked], pred_dir, root, "val", scores=picked)
+    scores = score_frames(pred_dir, root, "val", evaluation)
+    picked = best_and_worst(scores, count=2)  # the best ones first
+    examples = load_examples([s.id for s in picked], pred_dir, root, "val", scores=picked)
     titles = [f"{'best' if n < 2 else 'worst'}\n{s.id}\nmIoU {Score(s.miou)} %" for n, s in enumerate(picked)]
     examples = [replace(e, title=t) for e, t in zip(examples, titles, strict=True)]
     page = layout.Page("qualitative results", synthetic)
@@ -246,8 +343,7 @@ def is_synthetic_run(runs: RunFiles, evaluation: Mapping[str, Any], root: Path |
 def build_report(
     runs_dir: Path, eval_json: Path, out_pdf: Path, pred_dir: Path | None = None, root: Path | None = None
 ) -> Path:
-    """Write the PDF report, its figures (`<out stem>_figures/*.png`) and tables (`<out stem>_tables/*.csv,
-    .tex`); returns the PDF path."""
+    """Write the PDF, its figures and its tables beside it; returns the PDF path."""
     out_pdf, runs, evaluation = Path(out_pdf), load_runs(Path(runs_dir)), load_evaluation(Path(eval_json))
     root = Path(root) if root is not None else Path(runs.config["data_root"]) if runs.config.get("data_root") else None
     figures, tables_dir = layout.figures_dir(out_pdf), layout.tables_dir(out_pdf)
@@ -266,7 +362,7 @@ def build_report(
             _cv_page(runs, tables["cv_folds"], synthetic),
             *_class_pages(evaluation, tables["classes"], tables["categories"], synthetic),
         ]
-        examples: list[plots.Example] = []
+        examples: list[Example] = []
         if pred_dir is not None:
             page, examples = _examples_page(Path(pred_dir), root, evaluation, synthetic)
             pages.append(page)
@@ -275,9 +371,9 @@ def build_report(
         footer = "built from config.json, log.jsonl, folds.json, summary.json and the evaluation JSON"
         layout.write_pdf(pages, out_pdf, f"cityseg report - {data}", CREATOR, subject, footer)
         for name, figure in {
-            "class_iou": plots.class_iou_bars(cv.class_iou_mean, cv.class_iou_std, val_class_iou(evaluation)),
+            "class_iou": plots.class_iou_bars(cv.class_iou_mean, cv.class_iou_std, results.val_class_iou(evaluation)),
             "curves": plots.training_curves(runs.histories),
-            "confusion": plots.confusion_figure(val_confusion(evaluation)),
+            "confusion": plots.confusion_figure(results.val_confusion(evaluation)),
             **({"examples": plots.qualitative_panel(examples)} if examples else {}),
         }.items():
             layout.write_bytes(figures / f"{name}.png", plots.figure_png(figure))

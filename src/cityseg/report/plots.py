@@ -1,8 +1,5 @@
 """Matplotlib figures shared by the notebooks, the PDF pages and the report's PNGs: each builder draws into the
-figure it is given (a page's plot area) or a new one, made without pyplot so no state leaks between cells or pages.
-"""
-
-from __future__ import annotations
+figure it is given (a page's plot area) or a new one, made without pyplot so no state leaks between cells or pages."""
 
 import io
 import math
@@ -103,8 +100,7 @@ class Bars:
 
 
 def draw_class_bars(ax, series: Sequence[Bars], legend: Sequence[Patch]) -> None:
-    """Horizontal per-class bars, the series side by side, road at the top; a zero IoU gets a stub bar and a "0.00"
-    label, so it does not read as an absent class (a gap)."""
+    """Horizontal per-class bars, series side by side, a zero IoU drawn as a stub (not a gap)."""
     y, height = np.arange(NUM_CLASSES), 0.8 / max(1, len(series))
     for i, bars in enumerate(series):
         where, widths = y + (i - (len(series) - 1) / 2) * height, 100.0 * _finite(bars.values)
@@ -162,8 +158,7 @@ def normalize_rows(confusion: np.ndarray) -> np.ndarray:
 
 
 def confusion_figure(confusion: np.ndarray, fig: Figure | None = None, min_percent: float = 1.0) -> Figure:
-    """Row-normalised confusion matrix in percent: cells of at least `min_percent` written in, the diagonal in bold,
-    palette swatches beside the class names, a colour bar."""
+    """Row-normalised confusion matrix in percent, cells >= `min_percent` written in."""
     fig = _figure(fig, (8.27, 7.6))
     ax = fig.subplots()
     norm = 100.0 * normalize_rows(confusion)  # (C, C) percent of each ground-truth row
@@ -254,8 +249,7 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
 
 
 class LiveCurves:
-    """Training curves redrawn in place in a notebook while `run_cv` trains (pass `live.update` as `on_epoch`): one
-    picture replaced through an IPython display id, so the cell holds one (also under papermill)."""
+    """Training curves redrawn in place in a notebook (`live.update` as `on_epoch`), one picture per cell."""
 
     def __init__(self, histories: Mapping[str, Sequence[Mapping]] | None = None):
         self.histories: dict[str, list[dict]] = {k: list(v) for k, v in (histories or {}).items()}

@@ -1,9 +1,5 @@
-"""Tables of text and scores: one object a notebook shows as Markdown, the PDF typesets, and files keep. Scores
-stay numbers (`Score`, a 0..1 fraction) until shown: percent with two decimals for people, full-precision fractions
-in the CSV, exactly the PDF's text in the LaTeX.
-"""
-
-from __future__ import annotations
+"""Tables of text and `Score`s (0..1 fractions until shown): one object a notebook shows as Markdown, the PDF typesets,
+and files keep as full-precision CSV and as LaTeX holding exactly the PDF's text."""
 
 import csv
 import io
@@ -61,16 +57,20 @@ def looks_numeric(cell: object) -> bool:
 
 @dataclass(frozen=True)
 class Table:
-    """Column titles and rows of cells (text, numbers or `Score`s); `title` is a caption, not a cell."""
+    """Column titles and rows of cells; `title` a caption, `empty` the sentence shown for no rows."""
 
     columns: tuple[str, ...]
     rows: tuple[tuple[object, ...], ...]
     title: str = ""
+    empty: str = ""
 
     @classmethod
-    def build(cls, columns: Sequence[str], rows: Sequence[Sequence[object]], title: str = "") -> Table:
+    def build(
+        cls, columns: Sequence[str], rows: Sequence[Sequence[object]], title: str = "", empty: str = ""
+    ) -> "Table":
         """Cells are kept as given: `Score`s stay numbers for the CSV; anything else is shown with str."""
-        return cls(tuple(columns), tuple(tuple(c if isinstance(c, Score) else str(c) for c in r) for r in rows), title)
+        cells = tuple(tuple(c if isinstance(c, Score) else str(c) for c in r) for r in rows)
+        return cls(tuple(columns), cells, title, empty)
 
     def cells(self) -> list[list[str]]:
         """Every row as the text people read."""
@@ -81,6 +81,8 @@ class Table:
 
     def text(self, header: bool = True) -> str:
         """Aligned monospace text: text columns left-aligned, numeric columns right-aligned."""
+        if self.empty and not self.rows:
+            return self.empty
         body = self.cells()
         widths = [max([len(c), *(len(r[i]) for r in body)]) for i, c in enumerate(self.columns)]
         numeric = self.numeric()
@@ -94,6 +96,8 @@ class Table:
 
     def markdown(self) -> str:
         """GitHub-flavoured Markdown, how Jupyter displays the table."""
+        if self.empty and not self.rows:
+            return f"**{self.title}**: {self.empty}" if self.title else self.empty
         align = "|" + "|".join("---:" if n else ":---" for n in self.numeric()) + "|"
         body = ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in self.cells()]
         caption = [f"**{self.title}**", ""] if self.title else []
@@ -135,6 +139,11 @@ class Table:
 
     def __str__(self) -> str:
         return (self.title + "\n" if self.title else "") + self.text()
+
+
+def count(number: float, noun: str) -> str:
+    """'1 epoch', '2 epochs', '0.5 epochs'."""
+    return f"{number:g} {noun}{'' if number == 1 else 's'}"
 
 
 def _number(value: object) -> object:

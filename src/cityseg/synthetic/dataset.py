@@ -1,11 +1,5 @@
-"""Write a synthetic dataset in the exact Cityscapes layout, naming and file formats.
-
-Each frame's polygons are written as the official JSON, then rasterised by cityscapesscripts' `createLabelImage` /
-`createInstanceImage` (what `json2labelImg` and `json2instanceImg` call), so every PNG equals what the official
-scripts render from that JSON. The camera image is painted from those rasters afterwards.
-"""
-
-from __future__ import annotations
+"""Write a synthetic dataset in the exact Cityscapes layout: polygons as the official JSON, rasterised by
+cityscapesscripts (each PNG equals the official rendering), then the camera image painted from those rasters."""
 
 import io
 import json
@@ -228,8 +222,7 @@ def write_dataset(
     workers: int = 1,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Write a synthetic Cityscapes-format dataset; returns the number of images per split. The output depends on the
-    parameters alone (not on `workers`): each frame's generator is seeded from (seed, split, city, index)."""
+    """Write a synthetic Cityscapes-format dataset (bytes depend on the parameters only); images per split."""
     out = Path(out)
     size = _check_size(size)
     counts = {"train": train_cities, "val": val_cities, "test": test_cities}

@@ -1,7 +1,5 @@
 """Camera projection and polygon helpers shared by the scene builder and the rasterisers."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,8 +10,7 @@ Polygon = np.ndarray
 
 @dataclass(frozen=True)
 class Camera:
-    """Pinhole camera at height `cam_height` above flat ground, optical axis parallel to it; world coordinates are
-    metres: X to the right, Y up from the ground, Z forward."""
+    """Pinhole camera `cam_height` m above flat ground, axis level; X right, Y up, Z forward."""
 
     width: int
     height: int

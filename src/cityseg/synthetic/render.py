@@ -1,11 +1,5 @@
-"""The camera image of a synthetic frame, painted from its rasterised labels.
-
-Each class gets a base colour drawn per image (per instance for things), a texture, then surface details (windows,
-tyres, lamps, faces, lane marks) blended over their owners, and the frame a colour cast and noise. The colour
-distributions overlap, so a model must use texture and context, yet a small network learns them in a few epochs.
-"""
-
-from __future__ import annotations
+"""The camera image of a synthetic frame, painted from its labels: per class a base colour, a texture and surface
+details, then a colour cast and noise; the colours overlap, so a model must use texture and context."""
 
 from dataclasses import dataclass
 

@@ -1,11 +1,5 @@
-"""Checkpoints that are safe to open and never half-written.
-
-A checkpoint is a dict of tensors and plain Python types only, so it loads with `torch.load(weights_only=True)`:
-opening a file someone shared cannot run code. Writes are atomic (`fileio`). Format 2 names its model in its
-config (arch, encoder); format 1 files (stamped "unet-resnet34") hold the default U-Net and still load.
-"""
-
-from __future__ import annotations
+"""Checkpoints that are safe to open (tensors and plain types only: `torch.load(weights_only=True)`) and written
+atomically. Format 2 names its model in its config; format 1 files hold the default U-Net and still load."""
 
 import collections
 import hashlib

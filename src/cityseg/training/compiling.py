@@ -1,12 +1,5 @@
-"""torch.compile with a way back: a run whose model fails to compile trains eagerly, after one warning line.
-
-torch.compile compiles lazily, so a missing Triton, an unsupported GPU or a compiler bug fails inside the first
-training step. `CompiledOrEager` (the forward) and `first_step` (the backward too) switch to eager for good and redo
-the step from the same state (BatchNorm buffers put back), so the run gives an eager run's numbers. Out of memory
-is not a compile failure and is re-raised.
-"""
-
-from __future__ import annotations
+"""torch.compile with a way back: a model that fails to compile (inside the first step) trains eagerly after one
+warning, the step redone from the same state, so the run gives an eager run's numbers; out of memory is re-raised."""
 
 import sys
 from collections.abc import Callable
@@ -45,7 +38,7 @@ class CompiledOrEager(nn.Module):
             self.fall_back(exc, saved)
         return self.eager(*args, **kwargs)
 
-    def train(self, mode: bool = True) -> CompiledOrEager:
+    def train(self, mode: bool = True) -> "CompiledOrEager":
         super().train(mode)
         self.compiled.train(mode)
         return self

@@ -1,8 +1,5 @@
-"""Training configuration: one typed dataclass whose values a recipe file (`recipes`) gives and flags override.
-
-Each field's metadata holds its help text and option group, from which `cityseg cv`/`train` generate one flag per
-field. The resolved config is saved in config.json and in every checkpoint, so a run can be rebuilt from its folder.
-"""
+"""Training configuration: one typed dataclass whose values a recipe file (`recipes`) gives and flags override; each
+field's metadata gives its flag's help and group. The resolved config is saved in config.json and every checkpoint."""
 
 from __future__ import annotations
 
@@ -18,10 +15,9 @@ from cityseg.data.augmentations import AUGMENTATIONS
 from cityseg.data.layout import LABEL_SOURCES
 from cityseg.errors import UserError
 from cityseg.system import default_workers
-from cityseg.training.config_values import jsonable, match, type_name, value_text
-from cityseg.training.config_values import parse_size as parse_size  # the one size syntax, imported from here
 from cityseg.training.model_names import DEFAULT_ARCH, canonical_arch, check_encoder, model_title_of, size_multiple
-from cityseg.training.recipes import BUILTIN, Recipe, load_recipe
+from cityseg.training.recipes import BUILTIN, Recipe, jsonable, load_recipe, match, type_name, value_text
+from cityseg.training.recipes import parse_size as parse_size  # the one size syntax, imported from here
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "poly")
@@ -238,8 +234,7 @@ def config_differences(old: TrainConfig, new: TrainConfig, ignore: tuple[str, ..
 
 
 def recipe_differences(config: TrainConfig) -> list[tuple[str, Any, Any]]:
-    """(field, recipe value, run value) for every field the run set differently from its recipe (read again: a
-    recipe file that is gone is a UserError). Machine fields are left out: they say where a run happened."""
+    """(field, recipe value, run value) where the run departs from its recipe, machine fields left out."""
     return field_differences(resolve_config(config.recipe), config, MACHINE_FIELDS)
 
 
@@ -260,8 +255,7 @@ def field_text(name: str, value: Any) -> str:
 
 
 def with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
-    """The same config and lr schedule, stopped after `epochs` (the full fit after cross-validation): the schedule
-    keeps the folds' length, so at every epoch the lr is the one the folds had there."""
+    """The same config stopped after `epochs`, its lr schedule keeping the folds' length."""
     return dataclasses.replace(config, epochs=epochs, schedule_epochs=config.schedule_length)
 
 

@@ -1,11 +1,6 @@
 """K-fold cross-validation on the train split, then one final model on all of it; the val split picks nothing.
-
-Each fold's held-out cities choose its best epoch; the full fit trains for the median of all folds' best epochs and
-fold k is scored at the median of the OTHER folds' (select "last": every fold at its last epoch). Folds of one RUNS
-may train in parallel (`--only-folds`, a shared lock; a later `cv --resume` runs the full fit).
-"""
-
-from __future__ import annotations
+Each fold's held-out cities choose its best epoch; the full fit trains for the median of the folds' best epochs and
+fold k is scored at the median of the OTHER folds' ("last": the last epoch). `--only-folds` runs may share RUNS."""
 
 import contextlib
 import json
@@ -64,8 +59,7 @@ def run_cv(
     full: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Make/check the folds, train the selected folds, then (all folds done) the full model; returns the summary.
-    Everything is checked before anything is written; with `only_folds` the full fit is left to a later call."""
+    """Check everything, make the folds, train the selected folds, then the full model; the summary."""
     root, runs_dir = Path(root), Path(runs_dir)
     apply_determinism(config)  # before init_distributed's first CUDA call
     info = init_distributed(config.device)
@@ -119,8 +113,7 @@ def run_cv(
 
 
 class _Bar:
-    """One bar over every planned epoch of the folds and the full fit, counted from the run folders (a resumed cv
-    starts from what is done); as `train_run`'s on_epoch it advances, then calls `then` (the notebook's curves)."""
+    """One bar over every planned epoch of folds and full fit; as on_epoch it advances, then `then`."""
 
     def __init__(self, planned: dict[str, tuple[Path, int]], enabled: bool, then: EpochCallback | None) -> None:
         self.planned, self.then = planned, then
@@ -145,11 +138,7 @@ class _Bar:
         """The full fit's epoch count, once the folds have chosen it."""
         if name in self.planned:
             self.planned[name] = (self.planned[name][0], epochs)
-            if self.bar.disable:
-                return
-            started = self.bar.start_t
-            self.bar.reset(total=self.total())  # not `.total =`: a notebook widget keeps its own maximum
-            self.bar.start_t, self.bar.n = started, self.done()
+            self.bar.total, self.bar.n = self.total(), self.done()
             self.bar.refresh()
 
 
@@ -207,9 +196,8 @@ def chosen_epochs(best_epochs: Sequence[int]) -> int:
 
 
 def summarize(runs_dir: Path) -> dict[str, Any]:
-    """Cross-validation summary from the run folders alone (what summary.json holds): the headline scores fold k at
-    the median of the other folds' best epochs (null until all are finished), `selected` at its own best epoch
-    (optimistic); mean and sample std over folds, a class absent from a fold's ground truth left out."""
+    """Cross-validation summary (summary.json) from the run folders: fold k scored at the median of the other folds'
+    best epochs (null until all finish), `selected` at its own (optimistic); mean and sample std over folds."""
     runs_dir = Path(runs_dir)
     folds = load_folds(runs_dir / FOLDS_FILE)
     runs = [

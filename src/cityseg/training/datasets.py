@@ -1,7 +1,5 @@
 """The data one run reads: training and validation datasets (PNGs or the training cache) and their loaders."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -89,8 +87,7 @@ def check_input_size(config: TrainConfig, split: ListedSplit) -> None:
 def build_loaders(
     config: TrainConfig, train_set: Dataset, val_set: Dataset | None, info: DistInfo
 ) -> tuple[DataLoader, DataLoader | None, EpochKeys]:
-    """Training loader (shuffled, sharded under DDP; order and augmentations depend only on (seed, epoch, index):
-    `EpochKeys`, set each epoch) and validation loader (each image once over all ranks)."""
+    """Training loader (sharded, keyed by (seed, epoch, index)) and validation loader (each image once)."""
     workers = config.workers
     if info.world_size > 1:  # N processes share the machine's cores
         workers = min(workers, max(1, default_workers() // info.world_size))
@@ -103,8 +100,7 @@ def build_loaders(
         KeyedDataset(train_set, config.seed),
         sampler=keys,
         drop_last=len(keys) >= config.batch_size,  # a 1-image last batch would get a full step's weight
-        # The workers' base seed comes from this generator, not the global one, whose stream then does not
-        # depend on the worker count (each sample seeds itself).
+        # The workers' base seed from this generator: the global stream then does not depend on the worker count.
         generator=torch.Generator().manual_seed(config.seed),
         **common,
     )

@@ -1,11 +1,5 @@
-"""The same code as one process or as N under torchrun (RANK, WORLD_SIZE, LOCAL_RANK; nccl on CUDA, gloo on CPU):
-
-    torchrun --nproc_per_node=4 -m cityseg cv ROOT --out RUNS    # DistributedDataParallel on 4 GPUs
-
-Without torchrun every helper here is a no-op for a single process. Only rank 0 writes files and draws bars.
-"""
-
-from __future__ import annotations
+"""The same code as one process or as N under torchrun (RANK, WORLD_SIZE, LOCAL_RANK; nccl on CUDA, gloo on CPU);
+without torchrun every helper is a no-op. Only rank 0 writes files and draws bars."""
 
 import contextlib
 import os
@@ -86,8 +80,7 @@ def barrier() -> None:
 
 @contextlib.contextmanager
 def held_by_main(enter: Callable[[], AbstractContextManager]) -> Iterator[None]:
-    """Enter `enter()` (a lock) on rank 0 only; when it refuses there, every rank raises the same UserError
-    rather than waiting forever in the next collective."""
+    """Enter `enter()` on rank 0 only; a refusal there raises the same UserError on every rank."""
     with contextlib.ExitStack() as stack:
         refusal = None
         if is_main():

@@ -1,10 +1,5 @@
-"""The two loops: one training epoch, and validation on a held-out set.
-
-Both keep running sums on the device and read them back only at progress updates and at the end, so a CUDA step
-never waits for the host. Validation scores at the labels' resolution with one confusion matrix over the whole set.
-"""
-
-from __future__ import annotations
+"""The two loops: one training epoch, and validation with one confusion matrix over the whole held-out set at the
+labels' resolution. Running sums stay on the device until a progress update, so a CUDA step never waits."""
 
 import contextlib
 import math
@@ -84,8 +79,7 @@ class StepContext:
 
 
 def to_device_batch(images: Tensor, masks: Tensor, context: StepContext, train: bool = False) -> tuple[Tensor, Tensor]:
-    """Copy a loader batch to the device, then normalise and widen it there (the host moves uint8 only): uint8
-    images (B, 3, H, W) -> float32, masks -> int64; training adds `context.augment` and `mark_padding`."""
+    """Copy a uint8 batch to the device and normalise and widen it there (plus augment and padding)."""
     memory_format = torch.channels_last if context.channels_last else torch.contiguous_format
     images = images.to(context.device, non_blocking=True)  # non_blocking: the loader pins memory on CUDA
     masks = masks.to(context.device, non_blocking=True)
@@ -112,8 +106,7 @@ def train_one_epoch(
     progress: bool = True,
     on_steps: StepsCallback | None = None,
 ) -> TrainStats:
-    """One pass over the training loader, stepping the schedule every iteration; per-step losses stay on the
-    device until the host reads them anyway (every PROGRESS_EVERY steps and at the end) for `on_steps`."""
+    """One pass over the training loader, stepping the schedule every iteration; losses read back rarely."""
     model.train()
     device = context.device
     loss_sum = torch.zeros((), device=device)
@@ -173,8 +166,7 @@ def train_one_epoch(
 
 
 def _read_back(first_bad_step: Tensor, recent_losses: Tensor, epoch: int, steps: int) -> list[float]:
-    """The step loop's one host read (called rarely): raise on every rank together once any rank has seen a
-    NaN/inf loss, else return the recent per-step losses averaged over ranks, fetched in the same transfer."""
+    """The loop's rare host read: raise on all ranks on a NaN/inf loss, else the mean recent losses."""
     packed = torch.cat([(first_bad_step >= 0).to(recent_losses.dtype).view(1), recent_losses])  # (1 + n,)
     bad, *loss_sums = all_reduce_sum(packed).tolist()
     if bad == 0:
@@ -193,8 +185,7 @@ def _read_back(first_bad_step: Tensor, recent_losses: Tensor, epoch: int, steps:
 def validate(
     model: nn.Module, loader: Iterable, context: StepContext, size: tuple[int, int] | None = None, progress: bool = True
 ) -> ValResult:
-    """Loss and IoU on a held-out loader of full-resolution images and labels (summed over all ranks); with
-    `size` (W, H) the model sees images resized to it, as in training, and logits return to the labels' size."""
+    """Loss and IoU on a held-out loader at the labels' resolution, summed over all ranks."""
     model.eval()
     device = context.device
     confusion = torch.zeros((NUM_CLASSES, NUM_CLASSES), dtype=torch.long, device=device)

@@ -1,10 +1,5 @@
-"""Cross-validation folds over the official train split, saved as RUNS/folds.json.
-
-Frames of one city share streets, weather and camera, so the default `city` split keeps every city on one side of
-each fold (scikit-learn's GroupKFold); `random` is the plain shuffled KFold of the reference.
-"""
-
-from __future__ import annotations
+"""Cross-validation folds over the train split (RUNS/folds.json): `city` keeps each city on one side of every fold
+(scikit-learn's GroupKFold: a city shares streets, weather and camera), `random` is the reference's shuffled KFold."""
 
 import json
 from collections.abc import Sequence

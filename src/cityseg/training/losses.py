@@ -1,10 +1,5 @@
-"""Pixel losses by name, ignoring label 255, combinable as weighted sums such as `ce+0.5*dice`.
-
-Every loss is 0, not NaN, on an all-ignored crop (NaN would stop the run); OHEM follows mmsegmentation; the others
-are smp's multiclass losses. Adding a loss is one entry in `LOSSES`.
-"""
-
-from __future__ import annotations
+"""Pixel losses by name, ignoring label 255, combinable as weighted sums such as `ce+0.5*dice`; each is 0, not NaN,
+on an all-ignored crop. OHEM follows mmsegmentation, the others are smp's; adding one is an entry in `LOSSES`."""
 
 import math
 from collections.abc import Callable
@@ -18,8 +13,7 @@ from cityseg.labels import IGNORE_INDEX
 
 
 def summed_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """Cross-entropy summed over the labelled pixels; on CUDA the per-pixel losses are summed (its summed nll_loss
-    adds with atomics, which --deterministic refuses)."""
+    """Cross-entropy summed over the labelled pixels (deterministic on CUDA)."""
     reduction = "none" if logits.is_cuda else "sum"
     return F.cross_entropy(logits, target, ignore_index=ignore_index, reduction=reduction).sum()
 
@@ -67,8 +61,7 @@ class OhemCrossEntropy(nn.Module):
 
 
 class SmpLoss(nn.Module):
-    """smp's multiclass loss of that class name on float32 logits, ignoring 255, and 0 for a batch without labelled
-    pixels (smp's focal gives NaN there, its Lovasz an empty tensor)."""
+    """smp's multiclass loss of that name on float32 logits, ignoring 255; 0 without labelled pixels."""
 
     def __init__(self, name: str) -> None:
         super().__init__()

@@ -1,8 +1,6 @@
 """Segmentation metrics from a confusion matrix of pixel counts: summed over the whole set (and ranks), then IoU per
 class, then the mean over classes present; never an average of per-batch or per-image IoUs."""
 
-from __future__ import annotations
-
 import numpy as np
 import torch
 

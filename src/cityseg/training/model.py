@@ -1,10 +1,5 @@
-"""The network: any segmentation_models_pytorch architecture and encoder a config names, 19 output classes.
-
-Encoder weights come from smp's Hugging Face hub copy ("imagenet"), a local state dict of that encoder (machines
-without internet), or nowhere (random init). `load_model` rebuilds a checkpoint's network.
-"""
-
-from __future__ import annotations
+"""The network: any segmentation_models_pytorch architecture and encoder a config names, 19 classes; encoder weights
+from smp's hub copy ("imagenet"), a local state dict, or none. `load_model` rebuilds a checkpoint's network."""
 
 import os
 import warnings
@@ -120,8 +115,7 @@ _CHECKED_WEIGHTS: set[tuple[str, str, str]] = set()
 
 
 def check_encoder_weights(config: Any) -> None:
-    """Fail before a run writes anything when its encoder weights cannot be had (hub offline, bad local file):
-    builds the model once (the hub download is cached for the real build); a success is remembered."""
+    """Fail before a run writes anything when its encoder weights cannot be had (remembered if fine)."""
     key = (config.arch, config.encoder, str(config.encoder_weights))
     if config.encoder_weights is None or key[2].lower() in ("none", "") or key in _CHECKED_WEIGHTS:
         return
@@ -186,8 +180,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def mixed_precision_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype on `device`: bf16 where the GPU computes it natively (not emulated, as on V100 and T4,
-    where it is slow), else fp16; None (float32) off CUDA."""
+    """bf16 where the GPU computes it natively, else fp16; None (float32) off CUDA."""
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16

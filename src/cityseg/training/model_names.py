@@ -1,8 +1,5 @@
 """The network a config names: smp's architecture and encoder names checked against smp's registries, and titles
-like "U-Net / resnet34". Imports neither torch nor smp for the default model, so `cityseg --help` stays light.
-"""
-
-from __future__ import annotations
+like "U-Net / resnet34". Imports neither torch nor smp for the default model, so `cityseg --help` stays light."""
 
 import functools
 from collections.abc import Mapping

@@ -1,8 +1,6 @@
 """The optimizer over the network's parameter groups, the per-iteration lr schedule, and the random state a
 checkpoint carries (plain lists and tensors, so checkpoints load with weights_only=True)."""
 
-from __future__ import annotations
-
 import random
 from typing import Any
 
@@ -14,9 +12,8 @@ from cityseg.training.config import TrainConfig
 
 
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
-    """Decoder (group 0, at `lr`: the lr the log reports) and encoder (lr * encoder_lr_mult, weight_decay *
-    encoder_weight_decay_mult: SwiftNet's split), each with its 1-D parameters (norm weights, biases) in a group
-    without decay, as timm does (mmsegmentation's CNN schedules decay everything; its AdamW configs exempt norms)."""
+    """Decoder (group 0, at `lr`) and encoder (lr * encoder_lr_mult, decay * encoder_weight_decay_mult: SwiftNet's
+    split), each with its 1-D parameters (norms, biases) in a group without decay, as timm does."""
     encoder_ids = {id(p) for p in model.encoder.parameters()}
     decoder = [p for p in model.parameters() if id(p) not in encoder_ids]
     encoder = [p for p in model.parameters() if id(p) in encoder_ids]

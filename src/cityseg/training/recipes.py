@@ -1,13 +1,10 @@
-"""Recipes: TOML files of training config values with the source of each choice; `seed` and `strong` ship here.
-
-A file holds config field names at top level, an optional `extends` (a built-in name, or a path relative to
-the file), a `description`, `deviations` (where it knowingly departs from its sources) and a `[sources]` table
-(one text per group of FIELD_GROUPS). cityseg.training.config.resolve_config turns one into a TrainConfig.
-"""
-
-from __future__ import annotations
+"""Recipes: TOML files of config values with the source of each choice (`seed`, `strong` ship here; `extends`,
+`description`, `deviations`, `[sources]`), and the values of config fields: the one size syntax, checks against a
+field's type hint (JSON and TOML give lists and ints for tuples and floats), and the text a value is typed as."""
 
 import hashlib
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +16,103 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from cityseg.errors import UserError, describe_error
-from cityseg.training.config_values import from_text, jsonable, match, type_name
+
+
+def parse_size(value: str | tuple[int, int] | list[int] | None, name: str = "size") -> tuple[int, int] | None:
+    """'WxH', a (W, H) pair, or None/'none'/'full' (the images' own size): the one size parser."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "full")):
+        return None
+    if isinstance(value, str):
+        parts = value.lower().split("x")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise UserError(f"{name} {value!r} is not WIDTHxHEIGHT; write e.g. 1024x512, or none for full resolution.")
+        width, height = int(parts[0]), int(parts[1])
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        width, height = int(value[0]), int(value[1])
+    else:
+        raise UserError(f"{name} {value!r} must be a (width, height) pair, a 'WxH' string, or None.")
+    if width <= 0 or height <= 0:
+        raise UserError(f"{name} {value!r}: width and height must be positive.")
+    return width, height
+
+
+def jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "").replace("NoneType", "None")
+
+
+def value_text(value: Any) -> str:
+    """A config value as typed after its flag (1024x512, 0.5,2.0, flip,photometric, none); booleans on/off."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        if not value:
+            return "none"
+        return "x".join(map(str, value)) if all(isinstance(v, int) for v in value) else ",".join(map(str, value))
+    return str(value)
+
+
+def from_text(hint: Any, value: Any) -> Any:
+    """A value as typed after a flag or in a recipe file, in the field's type: "none" for None, sizes as WxH, pairs
+    and lists comma-separated ('0.5,2.0', 'flip,photometric'); malformed text raises ValueError or UserError."""
+    if not isinstance(value, str):
+        return value
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    kind = next(option for option in options if option is not type(None))
+    if value.strip().lower() == "none" and (type(None) in options or kind == tuple[str, ...]):
+        return None if type(None) in options else ()
+    if kind == tuple[int, int]:
+        return parse_size(value)
+    if kind == tuple[str, ...]:
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if typing.get_origin(kind) is tuple:
+        parts = value.split(",")
+        if len(parts) != len(typing.get_args(kind)):
+            raise ValueError(f"{value!r} is not {len(typing.get_args(kind))} comma-separated numbers")
+        return tuple(float(part) for part in parts)
+    return kind(value) if kind in (int, float) else value
+
+
+def match(hint: Any, value: Any) -> tuple[bool, Any]:
+    """(whether `value` fits the type `hint`, the value converted: lists to tuples, ints to floats)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            ok, converted = match(option, value)
+            if ok:
+                return True, converted
+        return False, None
+    if hint is type(None):
+        return value is None, None
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else None
+    if hint is str:
+        return isinstance(value, str), value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False, None
+        args = typing.get_args(hint)
+        item_types = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        if len(item_types) != len(value):
+            return False, None
+        items = [match(t, v) for t, v in zip(item_types, value, strict=True)]
+        return all(ok for ok, _ in items), tuple(v for _, v in items)
+    raise TypeError(f"unsupported config type {hint}")  # a new field type needs a branch here
+
 
 BUILTIN_DIR = Path(__file__).with_name("recipe_files")
 BUILTIN = ("seed", "strong")
-# Groups of fields a recipe cites a source for. Fields in no group (labels, seed, workers, device, compile, cache,
-# gpu_aug) are run settings, not part of a recipe.
+# Groups of fields a recipe cites a source for; fields in no group (seed, workers, device, ...) are run settings.
 FIELD_GROUPS: dict[str, tuple[str, ...]] = {
     group: tuple(names.split())
     for group, names in {
@@ -69,8 +157,7 @@ class Recipe:
 
 
 def load_recipe(spec: str | Path, hints: Mapping[str, Any], _seen: tuple[Path, ...] = ()) -> Recipe:
-    """Read, check and resolve a recipe (its `extends` chain included); `hints` are the recipe fields' types. Every
-    problem (missing file, invalid TOML, unknown key, wrong type, extends cycle) is a UserError naming the file."""
+    """Read, check and resolve a recipe and its `extends` chain; every problem a UserError naming the file."""
     path = Path(spec).expanduser()  # a built-in name, or a path relative to the file that extends it
     if str(spec) in BUILTIN:
         path = BUILTIN_DIR / f"{spec}.toml"

@@ -1,11 +1,6 @@
-"""A run folder's files, owned here (every other module reads a run through this one): config.json, log.jsonl
-(one row per finished epoch), last.pt, best.pt, TensorBoard events, and the lock of the one process training it.
-
-Every epoch ends with last.pt written atomically, copied to best.pt if it is the best so far, then its log row
-appended with one write + fsync. A killed run resumes from last.pt: `repair_after_kill` makes the log agree with it.
-"""
-
-from __future__ import annotations
+"""A run folder's files, owned here: config.json, log.jsonl (a row per finished epoch), last.pt, best.pt, TensorBoard
+events and the training lock. An epoch ends with last.pt written atomically, best.pt copied, then its log row
+appended and fsynced; `repair_after_kill` makes the log agree with last.pt on resume."""
 
 import datetime
 import errno
@@ -56,9 +51,8 @@ def run_names(runs_dir: Path) -> list[str]:
 
 
 def load_log(run_dir: Path, producer: str | None = None) -> list[dict]:
-    """The epoch rows of log.jsonl (what follows the last newline is a torn write, skipped). Without `producer`
-    (the trainer) a missing log is empty; with it (readers of finished runs) a missing log, a line that is not an
-    epoch record and an epoch logged twice are errors naming the file and the command that writes it."""
+    """The epoch rows of log.jsonl (a torn last line skipped). Without `producer` a missing log is empty; with it, a
+    missing log, a non-epoch line or an epoch logged twice is an error naming the file and the command."""
     path = Path(run_dir) / LOG_FILE
     if not path.is_file():
         if producer is None:
@@ -187,8 +181,7 @@ def write_config_json(run_dir: Path, record: dict, resumed: bool) -> None:
 
 
 def copy_atomic(source: Path, target: Path) -> None:
-    """Make `target` a copy of `source`, never half-written: a hard link renamed into place (last.pt is always
-    replaced, never rewritten, so the link keeps this epoch's bytes), else a real copy."""
+    """Make `target` a copy of `source`, never half-written (a hard link renamed, else a copy)."""
     if target.exists() and os.path.samefile(source, target):
         return  # already the same file; renaming a link onto it would do nothing and leave the link behind
     temporary = target.with_name(f".{target.name}.{os.getpid()}.link.tmp")

@@ -1,10 +1,7 @@
 """What produced a run (code version, library versions, hardware), stored in config.json so a report can say
 which code, data and machine made a number without guessing."""
 
-from __future__ import annotations
-
 import datetime
-import importlib.metadata
 import os
 import platform
 import socket
@@ -15,6 +12,7 @@ from typing import Any
 import torch
 
 import cityseg
+from cityseg.system import package_versions
 
 _PACKAGES = ("torch", "torchvision", "segmentation-models-pytorch", "cityscapesscripts", "numpy", "scikit-learn")
 
@@ -37,12 +35,7 @@ def _git(path: Path, *args: str) -> str:
 
 def versions() -> dict[str, str | None]:
     """Versions of Python, cityseg and the libraries whose behaviour the numbers depend on."""
-    found: dict[str, str | None] = {"python": platform.python_version(), "cityseg": cityseg.__version__}
-    for package in _PACKAGES:
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            found[package] = None
+    found = {"python": platform.python_version(), "cityseg": cityseg.__version__, **package_versions(_PACKAGES)}
     found["cuda"] = torch.version.cuda
     found["cudnn"] = str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None
     return found

@@ -1,11 +1,6 @@
-"""The machine-dependent settings of a training run: resolved once at its start, printed, saved as resolved.
-
-Left at auto: device CUDA when visible; gpu_aug and the decoded-image cache (beside ROOT, else under
-$XDG_CACHE_HOME/cityseg, if the disk has room) on CUDA; compile for CUDA runs long enough to repay it (the saving
-per megapixel: BENCHMARKS.md, H200 train_loop rows of 2026-11-26 01:47 and 01:49). Rank 0 decides for all ranks.
-"""
-
-from __future__ import annotations
+"""The machine-dependent settings of a run, resolved once at its start (rank 0 for all), printed and saved: at auto,
+CUDA when visible; gpu_aug and the decoded-image cache on CUDA; compile for CUDA runs long enough to repay it
+(BENCHMARKS.md, H200 train_loop rows of 2026-11-26 01:47 and 01:49)."""
 
 import dataclasses
 import hashlib
@@ -121,8 +116,7 @@ def resolve_and_report(
 
 
 def apply_determinism(config: TrainConfig) -> None:
-    """Set torch's switches for `config.deterministic` (cuDNN, deterministic algorithms, cuBLAS's fixed workspace),
-    before the run's first CUDA call: cuBLAS reads CUBLAS_WORKSPACE_CONFIG once, when it starts."""
+    """Set torch's switches for `config.deterministic` before the run's first CUDA call."""
     if config.deterministic:
         if os.environ.get("CUBLAS_WORKSPACE_CONFIG") != CUBLAS_WORKSPACE:
             if torch.cuda.is_initialized():
@@ -172,8 +166,7 @@ def auto_cache(config: TrainConfig, split: ListedSplit) -> tuple[str | None, str
 
 
 def default_cache_candidates(root: Path) -> tuple[Path, Path]:
-    """Where cache "auto" goes, in order: beside ROOT (`cityseg cache`'s default), then the user's cache folder, in
-    a subfolder per dataset (entries are named by split and size, so two datasets must not share one)."""
+    """Where cache "auto" goes: beside ROOT, then the user's cache folder, per dataset."""
     resolved = Path(root).resolve()
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:8]
@@ -247,8 +240,7 @@ def note_compile_fallback(run_dir: Path, reason: str) -> None:
 
 
 def step_context(config: TrainConfig, device: torch.device, rank: int = 0) -> StepContext:
-    """Autocast with `amp` (bf16 where the GPU has it natively, else fp16) and channels-last on CUDA, float32 on CPU;
-    with `gpu_aug` the colour augmentations of the batch."""
+    """Autocast and channels-last on CUDA (float32 on CPU); with `gpu_aug` the batch augmentations."""
     augment = build_batch_augment(config.aug, config.seed, rank) if config.gpu_aug else None
     if device.type != "cuda":
         return StepContext(device, augment=augment)

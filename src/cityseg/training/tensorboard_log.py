@@ -1,11 +1,5 @@
-"""TensorBoard events beside log.jsonl, a live view of a run (`tensorboard --logdir RUNS`); only rank 0 writes.
-
-x axis: the training iteration. train/loss and train/lr every iteration; epoch/<log key> and val_class_iou/<class>
-at each epoch's end; val_frames/<id> (image | truth | prediction) every IMAGES_EVERY-th epoch. An epoch's events
-are flushed before its last.pt, and a resumed run purges what was written past last.pt (`purge_step`).
-"""
-
-from __future__ import annotations
+"""TensorBoard events beside log.jsonl (`tensorboard --logdir RUNS`), rank 0 only: per-step loss and lr, per-epoch log
+keys, class IoU and every IMAGES_EVERY-th epoch val frames; flushed before last.pt, purged past it on resume."""
 
 import math
 from pathlib import Path

@@ -1,8 +1,6 @@
 """The training loop of one run: model, loss and optimizer set up (files: `runfolder`, data: `datasets`, optimizer
 and random state: `optim`), then train, validate and save each epoch."""
 
-from __future__ import annotations
-
 import contextlib
 import errno
 import functools
@@ -45,8 +43,7 @@ def train_run(
     progress: bool = True,
     split: ListedSplit | None = None,
 ) -> runfolder.RunResult:
-    """Train one model on `train_ids`, validating on `val_ids` every epoch (none: best.pt = last epoch); `split`: the
-    train split as `cityseg cv` listed it. The run folder is locked: a second trainer of it stops, naming this one."""
+    """Train one model on `train_ids`, validating on `val_ids` each epoch; the run folder is locked."""
     root, run_dir = Path(root), Path(run_dir)
     run_name = run_name or run_dir.name
     runtime.apply_determinism(config)  # before init_distributed's first CUDA call

@@ -1,12 +1,60 @@
-"""Vehicles: traffic in the lanes, a row of parked cars, a vehicle crossing in the side street."""
-
-from __future__ import annotations
+"""Traffic: vehicles in the lanes, parked and crossing in the side street; pedestrians (sometimes in pairs), riders
+and parked two-wheelers, from silhouettes in metres (x centred, y up from the ground)."""
 
 import numpy as np
 
-from cityseg.synthetic.geometry import Polygon, box_corners, convex_hull, disc, rect
-from cityseg.synthetic.layout import Street
-from cityseg.synthetic.scene import Decal, DecalList
+from cityseg.synthetic.geometry import Polygon, arc, band, box_corners, convex_hull, disc, rect
+from cityseg.synthetic.scene import Decal, DecalList, Part, Street
+
+# fmt: off
+PERSON = np.array([
+    (-0.13, 0.0), (-0.05, 0.0), (0.0, 0.40), (0.05, 0.0), (0.13, 0.0), (0.10, 0.48),
+    (0.15, 0.52), (0.17, 0.78), (0.11, 0.82), (0.05, 0.85), (0.06, 0.93), (0.0, 0.99),
+    (-0.06, 0.93), (-0.05, 0.85), (-0.11, 0.82), (-0.17, 0.78), (-0.15, 0.52), (-0.10, 0.48),
+])  # fractions of body height
+PERSON_NECK, PERSON_HIP = 0.85, 0.47  # fractions of body height
+
+RIDER_SIDE = np.array([
+    (-0.30, 0.90), (0.05, 0.90), (0.15, 0.35), (0.27, 0.35), (0.20, 1.00), (0.30, 1.25),
+    (0.42, 1.20), (0.20, 1.36), (0.02, 1.45), (0.05, 1.58), (-0.03, 1.68), (-0.13, 1.62),
+    (-0.12, 1.48), (-0.28, 1.30),
+])
+RIDER_BACK = np.array([
+    (-0.22, 0.35), (-0.12, 0.35), (-0.10, 0.85), (0.10, 0.85), (0.12, 0.35), (0.22, 0.35),
+    (0.20, 0.95), (0.24, 1.35), (0.10, 1.45), (0.07, 1.55), (0.0, 1.66), (-0.07, 1.55),
+    (-0.10, 1.45), (-0.24, 1.35), (-0.20, 0.95),
+])
+RIDER_NECK, RIDER_HIP = 1.45, 0.95  # metres above the ground, before scaling
+
+BICYCLE_BACK = np.array([
+    (-0.32, 1.0), (0.32, 1.0), (0.32, 0.92), (0.05, 0.88), (0.04, 0.0), (-0.04, 0.0), (-0.05, 0.88), (-0.32, 0.92),
+])
+MOTORCYCLE_BACK = np.array([(-0.42, 1.1), (0.42, 1.1), (0.30, 0.75), (0.14, 0.0), (-0.14, 0.0), (-0.30, 0.75)])
+# fmt: on
+
+
+def _two_wheeler_side(length: float, radius: float, top: list, bottom: list) -> tuple[np.ndarray, list]:
+    """Side silhouette (rear wheel, top line, front wheel, raised bottom) and its wheel centres."""
+    half = length / 2 - radius
+    rear = arc(-half, radius, radius, 270, 90, 7)  # back half, bottom to top through the rear
+    front = arc(half, radius, radius, 90, -90, 7)  # front half, top to bottom through the front
+    return np.concatenate([rear, np.array(top), front, np.array(bottom)]), [(-half, radius), (half, radius)]
+
+
+BICYCLE_SIDE, BICYCLE_WHEELS = _two_wheeler_side(
+    1.75,
+    0.34,
+    top=[(-0.25, 0.95), (-0.08, 0.95), (0.0, 0.78), (0.38, 1.02), (0.50, 1.02)],
+    bottom=[(0.25, 0.22), (0.0, 0.30), (-0.25, 0.22)],
+)
+MOTORCYCLE_SIDE, MOTORCYCLE_WHEELS = _two_wheeler_side(
+    2.1,
+    0.32,
+    top=[(-0.85, 0.85), (-0.3, 0.88), (0.05, 1.05), (0.5, 1.05), (0.62, 1.25), (0.75, 0.75)],
+    bottom=[(0.35, 0.18), (-0.35, 0.18)],
+)
+WHEEL_RADIUS = {"bicycle": 0.34, "motorcycle": 0.32}
+
 
 # (count range, nearest front, farthest front) of the vehicles driving in the lanes
 _TRAFFIC = {
@@ -120,3 +168,68 @@ def add_parked_cars(street: Street) -> None:
     for _ in range(rng.integers(1, 5)):
         add_vehicle(street, "car", x, z, yaw=rng.normal(0, 0.06))
         z += rng.uniform(3.5, 6.0)  # closer than a car length: neighbours overlap on screen
+
+
+# (neck height, hip height) of each body outline at scale 1, metres: skin above, trousers below
+_BODY_BANDS = {"person": (PERSON_NECK, PERSON_HIP), "rider": (RIDER_NECK, RIDER_HIP)}
+
+
+def human(
+    street: Street, label: str, shape: np.ndarray, scale: float, x: float, z: float, mirror: bool = False
+) -> Part:
+    """A person or rider (outline already scaled) whose face and legs get other colours than their top."""
+    neck, hip = (height * scale for height in _BODY_BANDS[label])
+    decals = []
+    for kind, lo, hi in ((Decal.SKIN, neck, 99.0), (Decal.TROUSERS, -1.0, hip)):
+        part = band(shape, lo, hi)
+        if part is not None:
+            decals.append((kind, street.board(part, x, z, mirror)))
+    return (label, street.board(shape, x, z, mirror), decals)
+
+
+def add_pedestrians(street: Street) -> None:
+    """Persons mostly on the sidewalks, a few crossing the road."""
+    rng = street.rng
+    for _ in range(rng.integers(2, 9)):
+        side = street.side()
+        x = rng.uniform(*street.road) if rng.random() < 0.15 else street.on_sidewalk(side)
+        z = street.depth(x, 5, 45)
+        parts = []
+        if rng.random() < 0.3:  # a companion half a step behind: overlapping persons
+            size = rng.uniform(1.5, 1.95)
+            parts.append(human(street, "person", PERSON * size, size, x + rng.uniform(-0.5, 0.5), z + 0.3))
+        size = rng.uniform(1.5, 1.95)
+        shape = PERSON * size + rng.normal(0, 0.015, size=PERSON.shape) * np.array([1.0, 0.0])
+        parts.append(human(street, "person", shape, size, x, z))
+        street.thing(z, parts)
+
+
+def add_two_wheelers(street: Street) -> None:
+    """Riders on bicycles and motorcycles, plus parked ones; at least one of each kind, ridden."""
+    rng = street.rng
+    kinds = ["bicycle", "motorcycle"] + [str(k) for k in rng.choice(["bicycle", "motorcycle"], size=rng.integers(0, 3))]
+    for i, kind in enumerate(kinds):
+        ridden = i < 2 or rng.random() < 0.6
+        x = rng.uniform(street.road[0] + 0.5, street.road[1] - 0.5) if ridden else street.on_sidewalk(street.side())
+        z = street.depth(x, 6, 35)
+        side_view, mirror = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+        parts = [two_wheeler(street, kind, side_view, x, z, mirror)]
+        if ridden:
+            scale = rng.uniform(0.95, 1.1)
+            rider = (RIDER_SIDE if side_view else RIDER_BACK) * scale
+            parts.append(human(street, "rider", rider, scale, x, z - 0.05, mirror))
+        street.thing(z, parts)
+
+
+def two_wheeler(street: Street, kind: str, side_view: bool, x: float, z: float, mirror: bool) -> Part:
+    """A bicycle or motorcycle seen from the side or from behind, with its tyres as decals."""
+    radius = WHEEL_RADIUS[kind]
+    if side_view:
+        body = BICYCLE_SIDE if kind == "bicycle" else MOTORCYCLE_SIDE
+        wheels = BICYCLE_WHEELS if kind == "bicycle" else MOTORCYCLE_WHEELS
+        tyres = [disc(cx, cy, radius) for cx, cy in wheels]
+    else:
+        body = BICYCLE_BACK if kind == "bicycle" else MOTORCYCLE_BACK
+        half = 0.035 if kind == "bicycle" else 0.12
+        tyres = [rect(-half, half, 0.0, 2 * radius)]
+    return (kind, street.board(body, x, z, mirror), [(Decal.TYRE, street.board(t, x, z, mirror)) for t in tyres])
