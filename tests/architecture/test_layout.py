@@ -200,3 +200,16 @@ def test_the_project_cites_only_files_it_holds():
         shipped += [p for p in (root / folder).rglob("*") if p.suffix in {".py", ".sh", ".md", ".toml", ".ipynb"}]
     outside = [str(p.relative_to(root)) for p in shipped if any(s in p.read_text() for s in ("NOTES.md", "../shared"))]
     assert not outside, f"these cite files the repository does not hold: {outside}"
+
+
+def test_commit_subjects_are_at_most_72_characters():
+    """Commit subjects fit one `git log --oneline` line; details go in the body (checked from df55d71 on)."""
+    root = PACKAGE.parents[1]
+    known = subprocess.run(["git", "cat-file", "-e", "df55d71^{commit}"], cwd=root, capture_output=True)
+    if known.returncode != 0:
+        pytest.skip("not a git clone of this repository's history")
+    log = subprocess.run(
+        ["git", "log", "--no-merges", "--format=%s", "df55d71..HEAD"], cwd=root, capture_output=True, text=True
+    )
+    too_long = [subject for subject in log.stdout.splitlines() if len(subject) > 72]
+    assert not too_long, f"shorten these commit subjects (git commit --amend / rebase before pushing): {too_long}"
