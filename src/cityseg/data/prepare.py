@@ -133,10 +133,7 @@ def convert_one(json_path: Path, out_path: Path) -> None:
             "re-extract it from the Cityscapes zip."
         ) from None
     except OSError as exc:  # a full disk fails inside write(), whose error names no file
-        named = name_the_file(exc, out_path)
-        if named is exc:
-            raise
-        raise named from exc
+        raise name_the_file(exc, out_path) from exc
     except (ValueError, KeyError, TypeError, IndexError, AttributeError, ArithmeticError, RecursionError) as exc:
         raise UserError(
             f"cannot convert {json_path}: it is corrupt or not a Cityscapes polygon annotation "
