@@ -63,6 +63,15 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_json_dict(path: Path) -> dict | None:
+    """A JSON file's top-level object, or None when it is missing, unreadable, not JSON or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: too deep
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def is_name_inside(name: str) -> bool:
     """A recorded file name that stays inside its folder (relative, posix, no '..'): deleting it cannot reach out."""
     path = Path(name)
@@ -82,11 +91,8 @@ def claim_folder(out: Path, marker: str, stamp: dict, what: str, fix: str) -> No
     out = Path(out)
     marker_path = out / marker
     if marker_path.is_file():
-        try:
-            if json.loads(marker_path.read_text()).get("format") == stamp["format"]:
-                return
-        except (OSError, ValueError):
-            pass
+        if (read_json_dict(marker_path) or {}).get("format") == stamp["format"]:
+            return
     elif out.exists() and not out.is_dir():
         raise UserError(f"{what} path {out} is a file; {fix}")
     # temp files of a claim another process is making right now (DDP ranks) do not count as content

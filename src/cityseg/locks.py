@@ -63,7 +63,8 @@ def _command() -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _is_running(pid: int) -> bool:
+def is_running(pid: int) -> bool:
+    """Whether process `pid` exists on this host (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -82,7 +83,7 @@ def describe_holders(path: Path) -> str:
     live, dead = [], []
     for parts in (line.split("\t", 2) for line in lines):
         if len(parts) == 3 and parts[0].isdigit():
-            (live if _is_running(int(parts[0])) else dead).append(f"pid {parts[0]} (`{parts[2]}`, since {parts[1]})")
+            (live if is_running(int(parts[0])) else dead).append(f"pid {parts[0]} (`{parts[2]}`, since {parts[1]})")
     if live:
         return ", ".join(dict.fromkeys(live))
     if dead:

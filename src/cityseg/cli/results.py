@@ -89,7 +89,6 @@ def register_submit(subparsers) -> None:
 
 def run_submit(args) -> int:
     """Check, zip, and say where the zip is."""
-    from cityseg.errors import UserError
     from cityseg.evaluation import TrainIdsWarning
     from cityseg.prediction.submit import make_submission
 
@@ -131,8 +130,6 @@ def register_report(subparsers) -> None:
 
 def run_report(args) -> int:
     """Build the report and say where it, its figures and its tables are."""
-    import sys
-
     from cityseg.report import build_report, figures_dir, load_evaluation, predictions_checkpoint_warning, tables_dir
 
     # Checked before any drawing: an evaluation of another split is refused, another checkpoint's is flagged.
@@ -173,7 +170,7 @@ def register_compare(subparsers) -> None:
 
 def run_compare(args) -> int:
     """Check the runs, write the PDF and its tables, print the headline and where they are."""
-    from cityseg.report.compare_pdf import build_comparison
+    from cityseg.report.compare import build_comparison
     from cityseg.report.layout import tables_dir
     from cityseg.report.tables import Score
 

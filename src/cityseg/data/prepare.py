@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from cityseg.errors import UserError, describe_error, name_the_file
 from cityseg.fileio import sync_to_disk
-from cityseg.locks import die_with_parent
+from cityseg.locks import die_with_parent, is_running
 
 # Worker processes import this module, so it stays free of torch: cityseg.data.frames is imported lazily.
 COARSE_DIR = "gtCoarse"
@@ -133,10 +133,7 @@ def convert_one(json_path: Path, out_path: Path) -> None:
             "re-extract it from the Cityscapes zip."
         ) from None
     except OSError as exc:  # a full disk fails inside write(), whose error names no file
-        named = name_the_file(exc, out_path)
-        if named is exc:
-            raise
-        raise named from exc
+        raise name_the_file(exc, out_path) from exc
     except (ValueError, KeyError, TypeError, IndexError, AttributeError, ArithmeticError, RecursionError) as exc:
         raise UserError(
             f"cannot convert {json_path}: it is corrupt or not a Cityscapes polygon annotation "
@@ -150,12 +147,8 @@ def _writer_is_gone(host: str, pid: int) -> bool:
     """True when the process that wrote a temp file no longer runs (only decidable on this host)."""
     if host != socket.gethostname() or pid == os.getpid():
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not is_running(pid):
         return True
-    except OSError:  # EPERM: alive, another user's
-        return False
     # A killed worker can linger as a zombie until its new parent reaps it: it writes nothing any more.
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -11,6 +11,7 @@ from torch import nn
 
 from cityseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cityseg.errors import UserError
+from cityseg.fileio import read_json_dict
 from cityseg.labels import CLASS_NAMES, NUM_CLASSES, TRAIN_ID_COLORS, TRAIN_ID_TO_ID
 from cityseg.prediction.deployed import EXPORT_FORMAT, EXPORT_VERSION, weights_metadata
 from cityseg.prediction.image_predict import CITYSCAPES_SIZE
@@ -21,14 +22,6 @@ from cityseg.training.model_names import model_title_of, size_multiple
 from cityseg.training.runfolder import CONFIG_FILE, SUMMARY_FILE
 
 TEMPLATE = Path(__file__).with_name("card_template.md")  # card.md's text, with card.json's values to fill in
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError, RecursionError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _classes() -> list[dict[str, Any]]:
@@ -48,7 +41,7 @@ def _classes() -> list[dict[str, Any]]:
 
 def read_evaluation(path: Path) -> dict[str, Any]:
     """The headline of a `cityseg evaluate --json` file, with the protocol it was measured under."""
-    data = _read_json(path)
+    data = read_json_dict(path)
     if data is None or "averageScoreClasses" not in data:
         raise UserError(
             f"{path} is not an evaluation JSON written by `cityseg evaluate --json` (missing or not JSON, or no "
@@ -76,7 +69,7 @@ def read_evaluation(path: Path) -> dict[str, Any]:
 
 def _cross_validation(runs_dir: Path) -> dict[str, Any] | None:
     summary_path = runs_dir / SUMMARY_FILE
-    summary = _read_json(summary_path)
+    summary = read_json_dict(summary_path)
     if summary is None:
         return None
     keys = ("k", "split", "seed", "complete", "miou_mean", "miou_std", "chosen_epochs", "std")
@@ -111,7 +104,7 @@ def build_card(
 ) -> dict[str, Any]:
     """card.json's content for a run's checkpoint; `state` is `load_model`'s (with its sha256)."""
     run_dir = Path(checkpoint).resolve().parent
-    run_info = _read_json(run_dir / CONFIG_FILE) or {}
+    run_info = read_json_dict(run_dir / CONFIG_FILE) or {}
     config = state.get("config") or run_info.get("config") or {}
     cv = _cross_validation(run_dir) or _cross_validation(run_dir.parent)
     if evaluation is not None:

@@ -5,8 +5,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "compare": ("compare_runs", "Comparison", "PairedComparison"),
-    "compare_pdf": ("build_comparison", "comparison_figure"),
+    "compare": ("build_comparison", "compare_runs", "Comparison", "comparison_figure", "PairedComparison"),
     "layout": ("figures_dir", "tables_dir"),
     "notebook": (
         *("class_iou_table", "config_table", "dataset_counts", "engines_text", "environment_table", "folds_table"),

@@ -209,8 +209,7 @@ def show_comparison(runs_dir: Path, eval_json: Path | None, others: Sequence[Pat
     """Section 8 of 02_evaluate: this run beside `others` (`options`: compare_runs's) in tables, verdicts, curves."""
     from IPython.display import display
 
-    from cityseg.report.compare import compare_runs
-    from cityseg.report.compare_pdf import comparison_figure
+    from cityseg.report.compare import compare_runs, comparison_figure
 
     if not others:
         return print("no other runs to compare (set COMPARE_RUNS)")

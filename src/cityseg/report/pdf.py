@@ -2,7 +2,6 @@
 and category tables, confusion matrix and, with --predictions, the best and worst val frames (scored from the
 evaluation JSON's per-frame counts when they match the files, else again). Figures and tables are written beside."""
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -11,7 +10,7 @@ from typing import Any
 
 from cityseg.errors import UserError, format_paths
 from cityseg.evaluation.checks import Problems, find_pngs, match_to_frames, single_matches
-from cityseg.fileio import file_sha256
+from cityseg.fileio import file_sha256, read_json_dict
 from cityseg.labels import CATEGORY_NAMES, CLASS_NAMES, NUM_CLASSES
 from cityseg.report import layout, plots, results
 from cityseg.report.notebook import folds_table, is_synthetic
@@ -248,12 +247,9 @@ def _recorded_scores(pred_dir: Path, root: Path, split: str, evaluation: Mapping
     if not isinstance(evaluation, Mapping):
         from cityseg.evaluation import default_json_path
 
-        try:
-            evaluation = json.loads(Path(evaluation or default_json_path(pred_dir, split)).read_text())
-        except (OSError, ValueError, RecursionError):
-            return None
+        evaluation = read_json_dict(Path(evaluation or default_json_path(pred_dir, split)))
     try:
-        section = evaluation["cityseg"]
+        section = evaluation["cityseg"]  # TypeError when the JSON could not be read
         rows = section["frames"]
         if section["split"] != split or Path(section["root"]) != Path(root).resolve() or not rows:
             return None

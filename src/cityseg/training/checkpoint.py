@@ -60,10 +60,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     try:
         atomic_write_bytes(Path(path), lambda handle: _save_reporting_os_errors(payload, handle))
     except OSError as exc:  # a full disk fails inside write(), whose error names no file
-        named = name_the_file(exc, path)
-        if named is exc:
-            raise
-        raise named from exc
+        raise name_the_file(exc, path) from exc
 
 
 def _check_plain(value: Any, where: str) -> None:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from cityseg.data.frames import listed_split
 from cityseg.errors import UserError
-from cityseg.fileio import atomic_write_text
+from cityseg.fileio import atomic_write_text, read_json_dict
 from cityseg.labels import CLASS_NAMES
 from cityseg.locks import hold_lock, wait_lock
 from cityseg.training.config import TrainConfig, config_differences, with_epochs
@@ -164,11 +164,7 @@ def _check_shared_files(runs_dir: Path, folds: dict[str, Any]) -> None:
     path = runs_dir / SUMMARY_FILE
     if not path.exists() and not path.is_symlink():
         return
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):
-        data = None
-    if isinstance(data, dict) and data.get("format") == SUMMARY_FORMAT:
+    if (read_json_dict(path) or {}).get("format") == SUMMARY_FORMAT:
         return
     raise UserError(
         f"{path} exists but was not written by `cityseg cv` (it lacks the {SUMMARY_FORMAT!r} format marker), and cv "

@@ -94,10 +94,7 @@ def append_log_row(run_dir: Path, row: dict) -> None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         sync_to_disk(fd)
     except OSError as exc:  # os.write's error names no file
-        named = name_the_file(exc, path)
-        if named is exc:
-            raise
-        raise named from exc
+        raise name_the_file(exc, path) from exc
     finally:
         os.close(fd)
 
