@@ -296,6 +296,7 @@ def _one_city_root(mutable_root: Path) -> Path:
     return mutable_root / "leftImg8bit" / "train" / cities[0]
 
 
+@pytest.mark.trains
 @pytest.mark.parametrize("damage", ["truncated-image", "truncated-label", "labelIds-as-trainIds"])
 def test_damaged_frame_via_cli_train_exits_2_naming_the_file(mutable_root, tmp_path, capsys, damage):
     pytest.importorskip("cityseg.cli.train")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import io
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cityscapesscripts.helpers.labels import trainId2label
+from helpers_training import cli_in_process
 from PIL import Image
 from safetensors import safe_open
 
@@ -71,9 +71,7 @@ def exported(one_epoch_cv, tmp_path_factory) -> SimpleNamespace:
     base = tmp_path_factory.mktemp("export")
     checkpoint = one_epoch_cv.runs / "full" / "best.pt"
     model = base / "model"
-    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()) as err:
-        code = main(["export", str(checkpoint), "--out", str(model), "--eval", str(one_epoch_cv.eval_json)])
-    result = SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+    result = cli_in_process("export", checkpoint, "--out", model, "--eval", one_epoch_cv.eval_json)
     return SimpleNamespace(
         base=base,
         root=one_epoch_cv.root,
@@ -378,6 +376,7 @@ def test_safetensors_weights_name_their_model_and_load_as_it(tmp_path):
         torch.testing.assert_close(loaded(torch.ones(1, 3, 64, 64)), network(torch.ones(1, 3, 64, 64)))
 
 
+@pytest.mark.slow  # a second ONNX export
 def test_a_non_default_model_exports_and_says_what_it_is(tmp_path, monkeypatch):
     """DeepLabV3 / resnet18 (not in ONNX_REFUSALS, the cheapest such export measured): card, summary, predict."""
     checkpoint, _ = _checkpoint_of(tmp_path / "best.pt", "DeepLabV3", "resnet18")

@@ -11,7 +11,6 @@ hide a resume that loses state), for log rows, summary.json and every checkpoint
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
@@ -24,7 +23,7 @@ import pytest
 import torch
 from helpers_shared import built_once
 from helpers_tensorboard import assert_matches_log
-from helpers_training import CLI_ENV, cityseg_command, running, signal_when
+from helpers_training import CLI_ENV, cityseg_command, cli_in_process, running, signal_when
 
 from cityseg.cli import main
 from cityseg.training.checkpoint import load_checkpoint
@@ -147,13 +146,6 @@ def stopped_when(process: subprocess.Popen, ready: Callable[[], bool]) -> Iterat
         os.kill(process.pid, signal.SIGCONT)
 
 
-def cli_stderr(args: list[str]) -> tuple[int, str]:
-    """`cityseg ARGS` in this process: exit code and stderr without whitespace (the CLI wraps long paths)."""
-    with contextlib.redirect_stderr(io.StringIO()) as err:
-        code = main(args)
-    return code, "".join(err.getvalue().split())
-
-
 def test_no_workers_gives_the_numbers_of_two_workers(synth_root, reference, tmp_path):
     torch.set_num_threads(1)  # as the children (CLI_ENV)
     runs = tmp_path / "runs"
@@ -180,8 +172,9 @@ def test_kills_a_ctrl_c_and_a_second_cv_then_resume_equal_an_uninterrupted_run(s
         with stopped_when(process, (fold_1 / "config.json").exists):
             before = snapshot(runs)
             for extra in ((), ("--resume",)):
-                code, said = cli_stderr(cv_args(synth_root, runs, *extra))
-                assert code == 2 and f"pid{process.pid}" in said and "Traceback" not in said, said
+                second = cli_in_process(*cv_args(synth_root, runs, *extra))
+                said = "".join(second.stderr.split())  # the CLI wraps its paragraph, possibly inside a path
+                assert second.returncode == 2 and f"pid{process.pid}" in said and "Traceback" not in said, said
             assert snapshot(runs) == before
             process.kill()
         process.wait()
