@@ -24,6 +24,8 @@ import os
 import platform
 import shlex
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -124,12 +126,21 @@ def load_average() -> float | None:
         return None
 
 
-def timed(fn: Callable[[], Any], warmup: int, iters: int, sync: Callable[[], None] | None = None) -> float:
-    """Seconds per call of `fn` after `warmup` untimed calls; `sync` waits for queued GPU work."""
+def timed(
+    fn: Callable[[], Any],
+    warmup: int,
+    iters: int,
+    sync: Callable[[], None] | None = None,
+    after_warmup: Callable[[], None] | None = None,
+) -> float:
+    """Seconds per call of `fn` after `warmup` untimed calls; `sync` waits for queued GPU work; `after_warmup`
+    runs between the two (e.g. resetting CUDA's peak-memory counter past cuDNN's algorithm search)."""
     for _ in range(warmup):
         fn()
     if sync:
         sync()
+    if after_warmup:
+        after_warmup()
     start = time.perf_counter()
     for _ in range(iters):
         fn()
@@ -148,6 +159,34 @@ def seconds_per_item(function: Callable[[Any], Any], items: list, repeats: int =
             function(item)
         best = min(best, (time.perf_counter() - started) / len(items))
     return best
+
+
+def run_until_logged(command: list[str], log: Path, rows: int, output: Path, timeout: float) -> int | None:
+    """Run `command` (stdout and stderr into `output`) until `log` holds `rows` lines, then SIGKILL its process
+    group (its loader workers too). Returns its exit status when it ended first, None when it was stopped; past
+    `timeout` seconds, or when this process gets SIGTERM (a step's time limit), the group is killed too."""
+    with open(output, "w", encoding="utf-8") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal)  # its own session: a time limit must reach it here
+    try:
+        while process.poll() is None:
+            if log.is_file() and log.read_text().count("\n") >= rows:
+                return None
+            if time.monotonic() > deadline:
+                tail = output.read_text(errors="replace")[-2000:]
+                raise SystemExit(f"{shlex.join(command)} ran past {timeout:.0f} s, killed; its output ended:\n{tail}")
+            time.sleep(0.05)
+        return process.returncode
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 class Recorder:
@@ -225,7 +264,7 @@ def append_row(path: Path, record: dict[str, Any]) -> None:
         handle.write(row)
 
 
-def add_data_args(parser: argparse.ArgumentParser, frames: int | None) -> None:
+def add_data_args(parser: argparse.ArgumentParser, frames: int | None, per_city: int = 4) -> None:
     """Where the synthetic 2048x1024 data lives (generated on first use, then reused) and how much of it.
 
     `frames` None leaves the default to the script (e.g. one per device), which fills in `args.frames`.
@@ -241,18 +280,26 @@ def add_data_args(parser: argparse.ArgumentParser, frames: int | None) -> None:
         "--frames",
         type=int,
         default=frames,
-        help="train frames to generate (per_city=4)"
-        + ("" if frames is not None else "; default depends on the device"),
+        help="train frames to generate" + ("" if frames is not None else "; default depends on the device"),
     )
+    group.add_argument("--per-city", type=int, default=per_city, help="train frames per city")
 
 
-def synthetic_root(base: Path, frames: int, size: tuple[int, int] = (2048, 1024), prepared: bool = False) -> Path:
+def synthetic_root(
+    base: Path,
+    frames: int,
+    size: tuple[int, int] = (2048, 1024),
+    prepared: bool = False,
+    per_city: int = 4,
+    copies: int = 1,
+) -> Path:
     """A synthetic Cityscapes tree with about `frames` train images, built once under `base` and reused.
 
     Built in a `.partial` folder and renamed when whole, so an interrupted build is redone, never reused.
-    `prepared` gives a copy with the labelTrainIds PNGs that `cityseg prepare` writes.
+    `copies` > 1 adds that many hard-linked copies of every train frame under new frame ids (many frames,
+    rendered once). `prepared` gives a tree with the labelTrainIds PNGs that `cityseg prepare` writes, alone in
+    its own folder (`<name>_prepared/cityscapes`), so its default cache (ROOT/../cityseg-cache) is its own.
     """
-    per_city = 4
     cities = max(1, -(-frames // per_city))
     raw = base / f"synth_{size[0]}x{size[1]}_{cities}x{per_city}"
     if not raw.is_dir():
@@ -275,17 +322,35 @@ def synthetic_root(base: Path, frames: int, size: tuple[int, int] = (2048, 1024)
             progress=True,
         )
         os.rename(partial, raw)
+    if copies > 1:
+        raw = _tiled(raw, copies, per_city)
     if not prepared:
         return raw
-    done = raw.with_name(raw.name + "_prepared")
+    done = base / f"{raw.name}_prepared" / "cityscapes"
     if not done.is_dir():
         from cityseg.data.prepare import prepare_dataset
 
         partial = _fresh_partial(done)
-        shutil.copytree(raw, partial)
+        shutil.copytree(raw, partial, copy_function=os.link)  # prepare adds files; it changes none in place
         prepare_dataset(partial, workers=usable_cores(), progress=False)
         os.rename(partial, done)
     return done
+
+
+def _tiled(raw: Path, copies: int, per_city: int) -> Path:
+    """`raw` with its train frames hard-linked `copies` times, copy k under sequence numbers shifted by k x
+    `per_city` (`aachen_000000_000019` -> `aachen_000016_000019`); val, test and the marker linked once."""
+    tiled = raw.with_name(f"{raw.name}_x{copies}")
+    if tiled.is_dir():
+        return tiled
+    partial = _fresh_partial(tiled)
+    shutil.copytree(raw, partial, copy_function=os.link)
+    for path in sorted(partial.glob("*/train/*/*")):
+        city, sequence, rest = path.name.split("_", 2)
+        for copy in range(1, copies):
+            os.link(path, path.with_name(f"{city}_{int(sequence) + copy * per_city:06d}_{rest}"))
+    os.rename(partial, tiled)
+    return tiled
 
 
 def _fresh_partial(final: Path) -> Path:

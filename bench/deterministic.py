@@ -8,7 +8,7 @@ scaler, random streams) and their log rows must match without the timings, which
 the files differ in those bytes). The slowdown is A's training images/s against D's, epochs after the first.
 Exits 1 when a comparison fails (after writing the row).
 
-    python bench/deterministic.py --data /tmp/bench-data            # CUDA: 1024x512 crops, batch 8, 3 epochs
+    python bench/deterministic.py --data /tmp/bench-data     # CUDA: 128 2048x1024 frames, 768x768 crops, batch 8
     python bench/deterministic.py --device cpu --size 128x64 --crop 64x32 --frames 8 --batch 2 --no-record
 """
 
@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from common import Recorder, add_common_args, add_data_args, synthetic_root
+from common import Recorder, add_common_args, add_data_args, run_until_logged, synthetic_root
 
 from cityseg.cli.common import size_type
 
@@ -44,19 +42,6 @@ def run(command: list[str]) -> None:
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-
-
-def killed_after_first_epoch(command: list[str], log: Path) -> None:
-    """Start `command`, SIGKILL it as soon as its first epoch is logged (its second is under way)."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while not (log.is_file() and log.read_text().count("\n") >= 1):
-            if process.poll() is not None:
-                raise SystemExit(f"{' '.join(command)} ended ({process.returncode}) before it could be killed")
-            time.sleep(0.01)
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.wait()
 
 
 def tensors(value, prefix: str = "") -> dict:
@@ -98,21 +83,24 @@ def images_per_s(run_dir: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", help="cuda or cpu (a dry run)")
-    parser.add_argument("--size", type=size_type, default=(1024, 512), help="synthetic frame size WxH")
-    parser.add_argument("--crop", type=size_type, default=(512, 256), help="training crop WxH")
+    parser.add_argument("--size", type=size_type, default=(2048, 1024), help="synthetic frame size WxH")
+    parser.add_argument("--crop", type=size_type, default=(768, 768), help="training crop WxH (the strong recipe's)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3)
-    add_data_args(parser, frames=64)
+    add_data_args(parser, frames=128, per_city=16)
     add_common_args(parser)
     args = parser.parse_args()
 
-    root = synthetic_root(args.data, args.frames, size=args.size, prepared=True)
+    root = synthetic_root(args.data, args.frames, size=args.size, prepared=True, per_city=args.per_city)
     rec = Recorder("deterministic", args)
     work = args.data / f"deterministic-{os.getpid()}"
     a, b, c, d = (work / name for name in ("a", "b", "c", "d"))
     run(train_command(root, a, args, deterministic=True))
     run(train_command(root, b, args, deterministic=True))
-    killed_after_first_epoch(train_command(root, c, args, deterministic=True), c / "log.jsonl")
+    work.mkdir(parents=True, exist_ok=True)
+    ended = run_until_logged(train_command(root, c, args, deterministic=True), c / "log.jsonl", 1, work / "c.out", 600)
+    if ended is not None:
+        raise SystemExit(f"run c ended ({ended}) before it could be killed after its first epoch: see {work / 'c.out'}")
     run(train_command(root, c, args, deterministic=True, resume=True))
     run(train_command(root, d, args, deterministic=False))
     repeat, resumed = differences(b, a), differences(c, a)

@@ -94,7 +94,7 @@ def train_rate(base, device, batch, size, variant, args) -> float:
         loss.backward()
         optimizer.step()
 
-    seconds = timed(step, args.warmup, args.iters, sync=_sync(device))
+    seconds = timed(step, args.warmup, args.iters, sync=_sync(device), after_warmup=_reset_peak(device))
     return batch / seconds
 
 
@@ -116,22 +116,44 @@ def infer_rate(base, device, batch, size, variant, args) -> float:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             model(x)
 
-    return batch / timed(run, args.warmup, args.iters, sync=_sync(device))
+    return batch / timed(run, args.warmup, args.iters, sync=_sync(device), after_warmup=_reset_peak(device))
 
 
-def with_peak_memory(device: torch.device, measure: Callable[[], float]) -> tuple[float, float | None]:
-    """`measure()` and the CUDA memory allocated at its peak in GiB (None on CPU): what a batch size costs."""
+def with_peak_memory(device: torch.device, measure: Callable[[], float]) -> tuple[float | None, float | None]:
+    """`measure()` (None when it ran out of GPU memory) and the CUDA memory allocated at the peak of its timed calls,
+    past cuDNN's algorithm search, in GiB (None on CPU): what a batch size costs."""
     if device.type != "cuda":
         return measure(), None
     gc.collect()  # the previous variant's model (compiled ones hold cycles) must not count here
     torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
-    result = measure()
+    try:
+        result = measure()
+    except torch.cuda.OutOfMemoryError:
+        return None, None
+    finally:
+        gc.collect()
+        torch.cuda.empty_cache()
     return result, torch.cuda.max_memory_allocated(device) / 2**30
 
 
 def _sync(device: torch.device):
     return torch.cuda.synchronize if device.type == "cuda" else None
+
+
+def _reset_peak(device: torch.device):
+    return (lambda: torch.cuda.reset_peak_memory_stats(device)) if device.type == "cuda" else None
+
+
+def predict_batch(results: dict[str, dict], tolerance: float = 0.95) -> dict[str, int]:
+    """Per variant, the smallest inference batch within `tolerance` of its best images/s: `predict`'s default
+    should be the largest of these (more only costs memory)."""
+    chosen = {}
+    for name in next(iter(results.values()))["variants"]:
+        rates = {res["batch"]: res["variants"][name]["images_per_s"] for res in results.values() if not res["train"]}
+        rates = {batch: rate for batch, rate in rates.items() if rate is not None}
+        if rates:
+            chosen[name] = min(batch for batch, rate in rates.items() if rate >= tolerance * max(rates.values()))
+    return chosen
 
 
 def _extras(rate: dict) -> str:
@@ -209,33 +231,55 @@ def main() -> None:
             rate_fn = train_rate if train else infer_rate
             rate, memory = with_peak_memory(device, functools.partial(rate_fn, base, device, n, size, variant, args))
             rates[variant[0]] = {
-                "images_per_s": round(rate, 3),
-                "tflops_per_s": round(rate / n * flops / 1e12, 3),
-                "mfu": round(rate / n * flops / peak, 4) if peak else None,
+                "images_per_s": None if rate is None else round(rate, 3),
+                "tflops_per_s": None if rate is None else round(rate / n * flops / 1e12, 3),
+                "mfu": round(rate / n * flops / peak, 4) if peak and rate else None,
                 "peak_memory_gib": None if memory is None else round(memory, 2),
                 "ratio": None,
             }
         baseline = rates[baseline_name]["images_per_s"]
         for r in rates.values():
-            r["ratio"] = round(r["images_per_s"] / baseline, 2)
-        results[label] = {"gflop_per_step": round(flops / 1e9, 1), "variants": rates}
+            r["ratio"] = round(r["images_per_s"] / baseline, 2) if baseline and r["images_per_s"] else None
+        results[label] = {"gflop_per_step": round(flops / 1e9, 1), "variants": rates, "batch": n, "train": train}
         print(label, rates, flush=True)
     figure = "; ".join(
         f"{label}: "
-        + ", ".join(f"{name} {r['images_per_s']:.3g} img/s" + _extras(r) for name, r in res["variants"].items())
+        + ", ".join(
+            f"{name} "
+            + ("out of memory" if r["images_per_s"] is None else f"{r['images_per_s']:.3g} img/s" + _extras(r))
+            for name, r in res["variants"].items()
+        )
         for label, res in results.items()
     )
     ratio = "; ".join(
         f"{label}: "
-        + ", ".join(f"{name} {r['ratio']:.2f}x" for name, r in res["variants"].items() if name != baseline_name)
+        + ", ".join(
+            f"{name} {'n/a' if r['ratio'] is None else format(r['ratio'], '.2f')}x"
+            for name, r in res["variants"].items()
+            if name != baseline_name
+        )
         + f" vs {baseline_name} (wall time, {torch.get_num_threads()} threads each)"
         for label, res in results.items()
     )
+    batches = predict_batch(results) if len([r for r in results.values() if not r["train"]]) > 1 else {}
+    if batches:
+        figure += (
+            "; smallest batch within 5% of the best img/s: "
+            + ", ".join(f"{name} {batch}" for name, batch in batches.items())
+            + f" -> predict's default batch {max(batches.values())}"
+        )
     rec.finish(
-        results={"device": str(device), "threads": torch.get_num_threads(), "peak_bf16_flops": peak, **results},
+        results={
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "peak_bf16_flops": peak,
+            "predict_batch": batches,
+            **results,
+        },
         figure=figure,
         ratio=ratio,
         notes=f"{device.type}, {torch.get_num_threads()} threads, warmup {args.warmup}, iters {args.iters}; "
+        + ("peak memory of the timed calls (past cuDNN's algorithm search); " if cuda else "")
         + ("bf16 on CPU: no cityseg run uses it (float32 there); " if not cuda and any(v[2] for v in settings) else "")
         + "FLOPs from FlopCounterMode: "
         + ", ".join(f"{k} {v['gflop_per_step']} GFLOP/step" for k, v in results.items()),

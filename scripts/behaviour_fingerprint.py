@@ -35,6 +35,7 @@ VOLATILE = (
     "version",
     "eta",
     "started",
+    "checkpoint_sha256",  # the checkpoint file stores its last log row, timings included
     "written_by",
 )  # written_by: the sha256 of the JSON file itself, which holds its timings
 

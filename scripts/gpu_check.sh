@@ -1,142 +1,158 @@
 #!/usr/bin/env bash
-# The GPU measurements and checks of the "fast by default" work and of --deterministic: about 9 minutes on one
-# H100, and at most 12 (the steps' time limits add up to 720 s, plus a few seconds of set-up).
-# Nothing here runs in `make test` (CI has no GPU); run it on a CUDA machine with the requirements installed:
+# The GPU check (issue 28): what the notebook's plain settings do on one GPU, every figure in one call of at most
+# 8 minutes on one H100. docs/gpu.md says what each figure means, its goal, and which docs it fills.
 #
 #   bash scripts/gpu_check.sh OUT_DIR
 #
-#   1. train_loop (limit 180 s, ~130 s expected): bench/train_loop.py --variants memory,defaults,best. The
-#      trainer's own dataset and loader building feeds the real training step: 1024x512 crops, batch 16,
-#      strong recipe, bf16. defaults = the plain settings a notebook user gets (machine fields left at auto,
-#      resolved as for a Cityscapes fold); best = --cache DIR --gpu-aug --compile with cores-2 workers;
-#      memory = the same compiled step fed from memory. Images/s, data wait, MFU, the compile time (first
-#      compiled step), defaults/best (target >= 0.9) and defaults vs 300 img/s
-#   2. profile (limit 90 s, ~40 s with step 1's graphs in inductor's on-disk cache): bench/profile_step.py:
-#      torch.profiler over 10 compiled training steps (the defaults' step: gpu-aug, bf16, channels-last);
-#      OUT_DIR/profile_top_kernels.md (top 20 CUDA kernels) and OUT_DIR/profile_summary.md (where the time
-#      goes: GPU busy share, MFU, kernel time by kind)
-#   3. cli_cv (limit 120 s, ~90 s): `cityseg cv` through the CLI on CUDA with --compile and otherwise the plain
-#      defaults (tiny synthetic 1024x512 set, 2 folds x 2 epochs + full fit), checks that config.json holds
-#      the resolved defaults (compile, gpu_aug, cache on), then predict -> evaluate (both engines agree)
-#   4. torchrun (limit 60 s, ~40 s): `torchrun --nproc_per_node=1 -m cityseg cv` on the same set: the DDP path
-#      with NCCL on one GPU (a one-process torchrun job joins the process group); checks "nccl" in config.json
-#   5. inference (limit 60 s, ~30 s): bench/train_step.py --infer-path predict: whole 2048x1024 images through
-#      cityseg.prediction.inference.predict_logits + argmax (what `cityseg predict` runs per batch), bf16 eager, at
-#      batch 1 (predict's default), 4 and 8 (target >= 200 img/s)
-#   6. optimizer (limit 30 s, ~10 s): bench/optimizer.py: one Adam/AdamW/SGD step over the U-Net's parameters,
-#      torch's default (foreach on CUDA) against the fused kernel training uses
-#   7. deterministic (limit 180 s, ~120 s): bench/deterministic.py: `cityseg train --full --deterministic` twice and
-#      once SIGKILLed after its first epoch then resumed, on 64 synthetic 1024x512 frames (strong recipe, 512x256
-#      crops, batch 8, 3 epochs): last.pt and best.pt equal tensor for tensor (their log rows carry timings), and
-#      the slowdown against the same run without --deterministic
+# Steps in order, each with its time limit and the time expected on one H100 (from the H200 rows of BENCHMARKS.md
+# scaled to these sizes; the cold compile, ~90 s, is the guess the check measures):
+#   data           60 s /  20 s  bench/cli_cv.py --prepare-only: 128 synthetic 2048x1024 frames in 8 cities, and the
+#                                same hard-linked 8 times (1024 frames), labelTrainIds written
+#   cli_cv        270 s / 195 s  bench/cli_cv.py: `cityseg cv --recipe strong --folds 8 --only-folds 0` as the
+#                                notebook calls it (machine fields at auto), then --no-compile, then --cache DIR
+#                                --gpu-aug --compile --workers cores-2; each stopped after 3 epochs of 112 steps:
+#                                img/s, data wait, peak memory, what runtime: chose, compile time and the rule
+#   recipes        60 s /  35 s  bench/recipe_cost.py: peak memory and img/s of seed (2048x1024, batch 4, fp32) and
+#                                strong (768x768, batch 8, bf16), capped as a 24 GB card; smaller variants of one
+#                                that does not fit (half batch, --amp, 1024x512 crop)
+#   inference      50 s /  30 s  bench/train_step.py --infer-path predict: 2048x1024 through predict_logits + argmax
+#                                at batch 1, 2, 4, 8, fp32 and bf16; the batch predict's default should be
+#   model_zoo      50 s /  35 s  bench/model_zoo.py --gpu-columns: the zoo's 5 models, training img/s at 1024x512
+#                                bf16 batch 8 and inference img/s at 2048x1024
+#   deterministic 100 s /  65 s  bench/deterministic.py: `cityseg train --full --deterministic` twice and once
+#                                SIGKILLed after epoch 1 then resumed (128 frames, 768x768, batch 8, 3 epochs): equal
+#                                checkpoint tensors; the slowdown against the same run without the flag
+#   profile        90 s /  35 s  bench/profile_step.py: the compiled strong step (768x768, batch 8; inductor's cache
+#                                warm from cli_cv) under torch.profiler: top CUDA kernels, where the time goes
+# About 7 minutes expected in all. BUDGET (540 s) caps the script: a step gets at most what is left of it, and one
+# with under 15 s left is skipped (status.txt says so), so a call with timeout_s 600 always brings the files back.
+# Opt-in steps, run only when ONLY names them: torchrun (`cityseg train --full` for one epoch under a one-process
+# torchrun: DDP over NCCL; 60 s; ONLY=data,torchrun) and optimizer (bench/optimizer.py; 30 s).
 #
-# The limits add up to 720 s, more than one 10-minute call allows: run it in two, e.g.
-#   ONLY=train_loop,profile,cli_cv bash scripts/gpu_check.sh OUT; ONLY=torchrun,inference,optimizer,deterministic ...
+# Every step writes its row into OUT_DIR/BENCHMARKS.gpu.md (machine, command, ratio against a baseline of the same
+# run); append them to BENCHMARKS.md after reading them: grep '^| 20' OUT_DIR/BENCHMARKS.gpu.md >> BENCHMARKS.md.
+# Everything printed goes to OUT_DIR/gpu_check.log, exit status and seconds of each step to OUT_DIR/status.txt,
+# the profile's tables to OUT_DIR/profile_*.md. Environment:
+#   ONLY=cli_cv,profile    these steps only (reruns; cli_cv and deterministic build their data when data did not run)
+#   WORK=DIR               keep the synthetic data and inductor's cache in DIR between calls (default: a new
+#                          temporary folder, removed at the end)
+#   BUDGET=540             seconds for the whole script;  LIMIT_SCALE=1 multiplies every limit and the budget
+#   PYTHON=python3         the interpreter (the device image's holds torch)
+#   REV=abc1234            the commit the rows name (default: git's, "unknown" without .git)
+# Packages the device image lacks (segmentation-models-pytorch, cityscapesscripts, pyquaternion) are installed
+# from .whl/ when it exists: `bash scripts/gpu_check.sh --fetch-wheels` fills it here (docs/gpu.md).
 #
-# Each step has its own time limit, so one hang cannot eat the others. Benchmark rows go to
-# OUT_DIR/BENCHMARKS.gpu.md (append them to BENCHMARKS.md by hand after reading them), every step's output
-# to OUT_DIR/gpu_check.log, and the exit status and seconds of each step to OUT_DIR/status.txt.
-#
-# Dry run on a CPU (tiny sizes, nothing compiled; checks the commands, not the figures):
+# Dry run on a CPU (tiny sizes, nothing compiled; it checks the commands, not the figures, and its rows go to
+# OUT_DIR/BENCHMARKS.dry-run.md, marked DRY RUN, never to be appended to BENCHMARKS.md):
 #   DEVICE=cpu LIMIT_SCALE=10 bash scripts/gpu_check.sh /tmp/gpu-check-dry
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-[[ $# -eq 1 ]] || { echo "usage: bash scripts/gpu_check.sh OUT_DIR (a folder for the logs and benchmark rows)" >&2; exit 2; }
-OUT=$1
 PYTHON=${PYTHON:-python3}
-DEVICE=${DEVICE:-cuda}
-ONLY=${ONLY:-}  # only these steps, by name: ONLY=cli_cv or ONLY=cli_cv,deterministic
-LIMIT_SCALE=${LIMIT_SCALE:-1}  # multiplies every step's time limit (a dry run on a slow CPU)
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-if [[ $DEVICE == cuda ]]; then
-    CROP=1024x512 BATCH=16 FRAMES=32 STEPS=100 WARMUP=10 PROFILE_STEPS=10 INFER_SIZE=2048x1024 INFER_BATCHES=1,4,8
-    CLI_SIZE=1024x512 CLI_PER_CITY=8 COMPILE=--compile BEST=best
-    DETERMINISTIC="--size 1024x512 --crop 512x256 --frames 64 --batch 8 --epochs 3"
-else  # the dry run: every command with tiny sizes; compiling on a CPU takes minutes, so nothing is compiled
-    CROP=128x64 BATCH=2 FRAMES=4 STEPS=2 WARMUP=1 PROFILE_STEPS=2 INFER_SIZE=256x128 INFER_BATCHES=1,2
-    CLI_SIZE=256x128 CLI_PER_CITY=4 COMPILE=--no-compile BEST=cache+gpu-aug
-    DETERMINISTIC="--size 128x64 --crop 64x32 --frames 8 --batch 2 --epochs 2"
+WHEELS="segmentation-models-pytorch==0.6.0 cityscapesscripts==2.3.0 pyquaternion==0.9.9"
+if [[ ${1:-} == --fetch-wheels ]]; then  # here, where pip reaches PyPI: the packages the device image lacks
+    exec "$PYTHON" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any -d .whl $WHEELS
 fi
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/cityseg-gpu-check.XXXXXX")
-mkdir -p "$OUT"
+if [[ $# -ne 1 ]]; then
+    echo "usage: bash scripts/gpu_check.sh OUT_DIR (a folder for the logs and benchmark rows)" >&2
+    exit 2
+fi
+OUT=$(mkdir -p "$1" && cd "$1" && pwd)
+DEVICE=${DEVICE:-cuda}
+ONLY=${ONLY:-}
+LIMIT_SCALE=${LIMIT_SCALE:-1}
+BUDGET=$((${BUDGET:-540} * LIMIT_SCALE))
+DEFAULT_STEPS=data,cli_cv,recipes,inference,model_zoo,deterministic,profile
+KEEP_WORK=${WORK:+1}
+WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/cityseg-gpu-check.XXXXXX")}
+mkdir -p "$WORK"
 LOG="$OUT/gpu_check.log"
-MD="$OUT/BENCHMARKS.gpu.md"
-cityseg() { "$PYTHON" -m cityseg "$@"; }
+if [[ -z ${REV:-} ]]; then  # the commit the rows name, "+changes" when the tree differs from it
+    REV=$(git rev-parse --short HEAD 2>/dev/null) || REV=unknown
+    [[ $REV == unknown ]] || git diff --quiet HEAD 2>/dev/null || REV+=+changes
+fi
+NOTE="run by scripts/gpu_check.sh at $REV"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" TORCHINDUCTOR_CACHE_DIR="$WORK/inductor"
+if [[ $DEVICE == cuda ]]; then
+    MD="$OUT/BENCHMARKS.gpu.md"
+    DATA="--size 2048x1024 --frames 128 --per-city 16"
+    CLI_CV="--copies 8 --epochs-logged 3 --run-timeout 180 --budget 250"
+    RECIPES="--device cuda"
+    INFER="--device cuda --infer-size 2048x1024 --infer-batch 1,2,4,8 --warmup 3 --iters 10"
+    ZOO="--device cuda"
+    DETERMINISTIC="--device cuda --crop 768x768 --batch 8 --epochs 3"
+    PROFILE="--device cuda --crop 768x768 --batch 8 --warmup 3 --steps 10"
+    TORCHRUN=""
+else  # the dry run: every command at tiny sizes; compiling on a CPU takes minutes, so nothing is compiled
+    MD="$OUT/BENCHMARKS.dry-run.md"
+    NOTE="DRY RUN (DEVICE=cpu, tiny sizes: checks the commands, not the figures; never append to BENCHMARKS.md); $NOTE"
+    DATA="--size 256x128 --frames 8 --per-city 1"
+    CLI_CV="--copies 2 --epochs-logged 2 --run-timeout 900 --budget 2500 --crop 64x32 --batch 1"
+    RECIPES="--device cpu --shrink 16 --max-batch 2 --fallbacks always --warmup 1 --steps 1"
+    INFER="--device cpu --infer-size 128x64 --infer-batch 1,2 --warmup 1 --iters 1"
+    ZOO="--device cpu --train-size 64x32 --batch 2 --infer-size 128x64 --warmup 1 --iters 1"
+    DETERMINISTIC="--device cpu --crop 64x32 --batch 2 --epochs 2"
+    PROFILE="--device cpu --no-compile --crop 64x32 --batch 1 --warmup 1 --steps 1"
+    TORCHRUN="--crop 64x32 --batch-size 2"
+fi
+RECORD=(--md "$MD" --note "$NOTE")
 
-step() {  # step NAME SECONDS COMMAND...: run with a time limit, log everything, record the exit status
-    local name=$1 limit=$(($2 * LIMIT_SCALE)) start=$SECONDS status
+wanted() { [[ ",${ONLY:-$DEFAULT_STEPS}," == *",$1,"* ]]; }
+
+step() {  # step NAME SECONDS COMMAND...: run with a time limit (within the budget), log it, record its exit status
+    local name=$1 limit=$(($2 * LIMIT_SCALE)) start=$SECONDS left status
     shift 2
-    [[ -z $ONLY || ",$ONLY," == *",$name,"* ]] || return 0
-    echo "== $name (limit ${limit}s)" | tee -a "$LOG" >&2
+    wanted "$name" || return 0
+    left=$((BUDGET - SECONDS))
+    if ((left < 15)); then
+        echo "$name skipped: ${left} s of the ${BUDGET} s budget left" | tee -a "$OUT/status.txt" "$LOG" >&2
+        return 0
+    fi
+    ((limit > left)) && limit=$left
+    echo "== $name (limit ${limit} s, $((SECONDS)) s into the check)" | tee -a "$LOG" >&2
     timeout --kill-after=5 "$limit" "$@" >>"$LOG" 2>&1
     status=$?
     echo "$name exit $status after $((SECONDS - start)) s (limit $limit)" | tee -a "$OUT/status.txt" "$LOG" >&2
-    return 0
-}
-
-runtime_of() {  # runtime_of RUN_DIR KEY EXPECTED: fail unless config.json's runtime record has KEY == EXPECTED
-    "$PYTHON" - "$@" <<'EOF'
-import json, sys
-run_dir, key, expected = sys.argv[1:]
-runtime = json.load(open(f"{run_dir}/config.json"))["runtime"]
-print(f"{run_dir}: runtime {runtime}")
-value = runtime[key]
-ok = str(value).lower() == expected if expected != "set" else value is not None
-sys.exit(0 if ok else f"{run_dir}: runtime {key} is {value!r}, expected {expected}")
-EOF
-}
-
-cli_data() {  # a tiny synthetic set: 4 train cities of CLI_PER_CITY frames (2 folds by city), 1 val city
-    [[ -d $WORK/data ]] && return 0
-    cityseg synth "$WORK/data.partial" --size "$CLI_SIZE" --train-cities 4 --val-cities 1 --test-cities 1 \
-        --per-city "$CLI_PER_CITY" --no-progress && cityseg prepare "$WORK/data.partial" && mv "$WORK/data.partial" "$WORK/data"
-}
-
-cli_cv() {  # the CLI on CUDA end to end with compile and the plain defaults otherwise
-    set -e
-    cli_data
-    cityseg cv "$WORK/data" --out "$WORK/runs" --folds 2 --recipe strong --epochs 2 --batch-size "$BATCH" \
-        --crop "$CROP" --encoder-weights none $COMPILE
-    cat "$WORK/runs/fold_0/log.jsonl"
-    if [[ $DEVICE == cuda ]]; then
-        runtime_of "$WORK/runs/fold_0" compile true && runtime_of "$WORK/runs/full" gpu_aug true
-        runtime_of "$WORK/runs/full" cache set && runtime_of "$WORK/runs/full" amp_dtype bfloat16
-    fi
-    cityseg predict "$WORK/runs/full/best.pt" "$WORK/data" --split val --out "$WORK/pred" --no-progress
-    cityseg evaluate "$WORK/pred" "$WORK/data" --split val --json "$WORK/val.json"
 }
 
 torchrun_cv() {  # one process under torchrun: DDP with NCCL (gloo on a CPU) on one device
-    set -e
-    cli_data
-    "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node=1 -m cityseg cv "$WORK/data" \
-        --out "$WORK/runs-ddp" --folds 2 --recipe strong --epochs 2 --batch-size "$BATCH" --crop "$CROP" \
-        --encoder-weights none --no-compile
-    runtime_of "$WORK/runs-ddp/full" process_group "$([[ $DEVICE == cuda ]] && echo nccl || echo gloo)"
+    local root out="$WORK/torchrun"
+    root=$(ls -d "$WORK"/data/synth_*_x*_prepared/cityscapes | head -1)
+    "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node=1 -m cityseg train "$root" --out "$out" --full \
+        --recipe strong --epochs 1 --warmup-epochs 0 --encoder-weights none --no-compile $TORCHRUN || return
+    "$PYTHON" -c "import json, sys; r = json.load(open(sys.argv[1]))['runtime']; print(r); \
+sys.exit(r['process_group'] not in ('nccl', 'gloo'))" "$out/config.json"
 }
 
 {
     date -u
-    git log -1 --format='working tree at %h %s' 2>/dev/null || true
+    echo "working tree at $REV; device $DEVICE; work folder $WORK"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
-    "$PYTHON" -c "import torch, segmentation_models_pytorch as smp, cityscapesscripts; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'smp', smp.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
 } >>"$LOG" 2>&1
+if [[ -d .whl ]] && compgen -G ".whl/*.whl" >/dev/null; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" \
+        .whl/*.whl >>"$LOG" 2>&1 && export PYTHONPATH="$PYTHONPATH:$WORK/site"
+fi
+if ! "$PYTHON" -c "import torch, segmentation_models_pytorch as smp, cityscapesscripts.helpers.annotation, cv2; \
+print('torch', torch.__version__, 'smp', smp.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() \
+else 'no GPU')" >>"$LOG" 2>&1; then
+    echo "setup: a package is missing (see $LOG); fetch the wheels with bash scripts/gpu_check.sh --fetch-wheels" \
+        | tee -a "$OUT/status.txt" >&2
+    exit 2
+fi
+export -f torchrun_cv
+export WORK PYTHON TORCHRUN
 
-export -f cityseg cli_data cli_cv torchrun_cv runtime_of
-export WORK PYTHON DEVICE CROP BATCH COMPILE CLI_SIZE CLI_PER_CITY
-step train_loop 180 "$PYTHON" bench/train_loop.py --device "$DEVICE" --variants "memory,defaults,$BEST" \
-    --crop "$CROP" --batch "$BATCH" --frames "$FRAMES" --steps "$STEPS" --warmup "$WARMUP" \
-    --data "$WORK/bench-data" --md "$MD"
-step profile 90 "$PYTHON" bench/profile_step.py --device "$DEVICE" --crop "$CROP" --batch "$BATCH" \
-    --steps "$PROFILE_STEPS" --warmup "$WARMUP" --out "$OUT" --md "$MD" \
-    $([[ $DEVICE == cuda ]] || echo --no-compile)
-step cli_cv 120 bash -c cli_cv
+step data 60 "$PYTHON" bench/cli_cv.py --prepare-only --data "$WORK/data" $DATA $CLI_CV
+step cli_cv 270 "$PYTHON" bench/cli_cv.py --data "$WORK/data" $DATA $CLI_CV "${RECORD[@]}"
+step recipes 60 "$PYTHON" bench/recipe_cost.py $RECIPES "${RECORD[@]}"
+step inference 50 "$PYTHON" bench/train_step.py --no-train --infer-path predict \
+    --variants channels_last,channels_last+bf16 $INFER "${RECORD[@]}"
+step model_zoo 50 "$PYTHON" bench/model_zoo.py --gpu-columns $ZOO "${RECORD[@]}"
+step deterministic 100 "$PYTHON" bench/deterministic.py --data "$WORK/data" $DATA $DETERMINISTIC "${RECORD[@]}"
+step profile 90 "$PYTHON" bench/profile_step.py $PROFILE --out "$OUT" "${RECORD[@]}"
 step torchrun 60 bash -c torchrun_cv
-step inference 60 "$PYTHON" bench/train_step.py --device "$DEVICE" --no-train --infer-path predict \
-    --infer-size "$INFER_SIZE" --infer-batch "$INFER_BATCHES" --variants channels_last+bf16 --warmup 3 --iters 20 \
-    --md "$MD"
-step optimizer 30 "$PYTHON" bench/optimizer.py --device "$DEVICE" --md "$MD"
-step deterministic 180 "$PYTHON" bench/deterministic.py --device "$DEVICE" $DETERMINISTIC --data "$WORK/bench-data" \
-    --md "$MD"
-rm -rf "$WORK"
+step optimizer 30 "$PYTHON" bench/optimizer.py --device "$DEVICE" "${RECORD[@]}"
+[[ -n $KEEP_WORK ]] || rm -rf "$WORK"
+echo "rows: $MD; $SECONDS s in all" | tee -a "$LOG"
 cat "$OUT/status.txt"

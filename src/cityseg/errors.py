@@ -6,11 +6,8 @@ from pathlib import Path
 
 
 class UserError(Exception):
-    """A problem with the user's input (a path, a file, an option) that the user can fix.
-
-    The message is one paragraph naming the file or value and the fix. Raised instead of
-    `sys.exit` so a notebook kernel never dies; the CLI maps it to exit code 2.
-    """
+    """A problem with the user's input that the user can fix: one paragraph naming the file or value and the fix.
+    Raised instead of `sys.exit` so a notebook kernel never dies; the CLI maps it to exit code 2."""
 
     def __init__(self, message: str = "") -> None:
         # A DataLoader worker re-raises as UserError("Caught UserError in DataLoader worker ...
@@ -36,11 +33,8 @@ def describe_error(exc: BaseException) -> str:
 
 
 def name_the_file(exc: OSError, path) -> OSError:
-    """The same OS error naming `path` when it named no file or only our hidden temp file beside `path`.
-
-    A full disk surfaces in `write()`, whose OSError carries no file name; the user needs the file
-    they asked for (the CLI prints it), not a temp file. Temp files are named `.<name>.*`.
-    """
+    """The same OS error naming `path` when it named no file (a full disk surfaces in `write()`) or only our hidden
+    temp file `.<name>.*` beside `path`: the user needs the file they asked for."""
     path = Path(path)
     if exc.filename is not None and not Path(exc.filename).name.startswith(f".{path.name}."):
         return exc

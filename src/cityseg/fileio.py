@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -16,17 +17,14 @@ FSYNC_ENV = "CITYSEG_FSYNC"
 
 
 def sync_to_disk(fd: int) -> None:
-    """os.fsync(fd), so a finished file survives a power cut, not only a kill (the kernel keeps written pages);
-    CITYSEG_FSYNC=0 skips it for throwaway runs (the test suite sets it)."""
+    """os.fsync(fd), so a finished file survives a power cut, not only a kill; CITYSEG_FSYNC=0 skips it."""
     if os.environ.get(FSYNC_ENV, "1") != "0":
         os.fsync(fd)
 
 
 def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], object], tag: str = "") -> None:
-    """Call `write(file_object)` on a temp file beside `path` (`.<name>.<tag><random>.tmp`), fsync it, then rename
-    it over `path`. A crash, a kill or a full disk leaves either the old file or the new one, never half of one;
-    a caller that records its `tag` can later tell its own leftover temp files from anyone else's.
-    """
+    """Call `write(file_object)` on a temp file beside `path` (`.<name>.<tag><random>.tmp`), fsync it, rename it over
+    `path`: a crash, kill or full disk leaves the old file or the new one; `tag` marks the caller's temp files."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{tag}", suffix=".tmp", dir=path.parent)
@@ -58,6 +56,15 @@ def source_fingerprint(key: str, path: Path, root: Path) -> dict[str, object]:
         return fields
     fields[f"{key}_bytes"], fields[f"{key}_mtime_ns"] = stat.st_size, stat.st_mtime_ns
     return fields
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks so large checkpoints stay cheap on memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def is_name_inside(name: str) -> bool:

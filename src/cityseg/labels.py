@@ -1,7 +1,5 @@
-"""Cityscapes label tables derived from `cityscapesscripts.helpers.labels` (never hand-typed).
-
-Ids are the 34 official label ids written in `*_gtFine_labelIds.png` and expected by the
-official evaluation; trainIds are the 19 evaluation classes 0..18 with 255 = ignore.
+"""Cityscapes label tables derived from `cityscapesscripts.helpers.labels` (never hand-typed): ids are the 34
+official label ids of `*_gtFine_labelIds.png`; trainIds are the 19 evaluation classes 0..18, 255 = ignore.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """Locks that a kill never leaves held, and pool workers that die with the process that started them.
 
-Every lock is an flock on a hidden `.lock-<name>` file: the kernel drops it when the holder dies, and a
-forked child (a pool or DataLoader worker) drops the descriptors it inherited, so no orphan keeps a dead
-parent's lock. `hold_lock` refuses at once (a second trainer must stop, not wait hours); `wait_lock`
-waits for a short-lived holder, at most CITYSEG_LOCK_TIMEOUT seconds. The holder writes
-`pid<TAB>started<TAB>command` into the lock file, so a refusal names the process in the way.
+Every lock is an flock on a hidden `.lock-<name>` file: the kernel drops it when the holder dies, and a forked
+child drops the descriptors it inherited. `hold_lock` refuses at once (a second trainer must stop, not wait hours);
+`wait_lock` waits at most CITYSEG_LOCK_TIMEOUT seconds. The holder writes `pid<TAB>started<TAB>command` into the
+lock file, so a refusal names the process in the way.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from cityseg.errors import UserError
@@ -32,8 +31,8 @@ _HELD: set[int] = set()  # descriptors of the locks this process holds
 
 
 def _drop_in_child() -> None:
-    """After fork, point the inherited lock descriptors at /dev/null (dup2, not close: the child's copies of
-    the parent's objects still name these numbers, and a reused number could be closed by mistake)."""
+    """After fork, point the inherited lock descriptors at /dev/null (dup2, not close: the child's copies of the
+    parent's objects still name these numbers)."""
     if _HELD:
         null = os.open(os.devnull, os.O_RDONLY)
         for fd in _HELD:
@@ -46,8 +45,8 @@ os.register_at_fork(after_in_child=_drop_in_child)
 
 
 def lock_timeout() -> float:
-    """Seconds a blocked wait lasts (CITYSEG_LOCK_TIMEOUT, default one hour); anything but a finite number
-    of seconds >= 0 is refused, naming the value."""
+    """Seconds a blocked wait lasts (CITYSEG_LOCK_TIMEOUT, default one hour); anything but a finite number >= 0 is
+    refused."""
     text = os.environ.get(TIMEOUT_ENV)
     if text is None:
         return DEFAULT_TIMEOUT_S
@@ -103,8 +102,8 @@ def describe_holders(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: Path, shared: bool, give_up: float | None, what: str) -> Iterator[None]:
-    """flock `path`; None `give_up`: refuse at once (BlockingIOError), else wait until that monotonic time."""
+def _locked(path: Path, shared: bool, give_up: float | None, what: str, refusal: Callable[[], str]) -> Iterator[None]:
+    """flock `path`, waiting until the monotonic time `give_up` (None: not at all), then UserError(refusal())."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
     told = False
@@ -115,7 +114,7 @@ def _locked(path: Path, shared: bool, give_up: float | None, what: str) -> Itera
                 break
             except BlockingIOError:
                 if give_up is None or time.monotonic() >= give_up:
-                    raise
+                    raise UserError(refusal()) from None
                 if not told:
                     print(f"waiting for {what} (lock file {path}, held by {describe_holders(path)})", file=sys.stderr)
                     told = True
@@ -132,39 +131,29 @@ def _locked(path: Path, shared: bool, give_up: float | None, what: str) -> Itera
         os.close(fd)  # closing the last descriptor releases the flock
 
 
-@contextlib.contextmanager
-def hold_lock(path: Path, what: str, fix: str, shared: bool = False) -> Iterator[None]:
-    """Hold the lock at `path` (shared ones coexist), or refuse at once: UserError '`what` is in use by
-    <holders>; `fix`'."""
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(_locked(Path(path), shared, None, what))
-        except BlockingIOError:
-            raise UserError(f"{what} is in use by {describe_holders(path)}; {fix}") from None
-        yield
+def hold_lock(path: Path, what: str, fix: str, shared: bool = False) -> contextlib.AbstractContextManager[None]:
+    """Hold the lock at `path` (shared ones coexist), or refuse at once: '`what` is in use by <holders>; `fix`'."""
+    return _locked(Path(path), shared, None, what, lambda: f"{what} is in use by {describe_holders(path)}; {fix}")
 
 
-@contextlib.contextmanager
-def wait_lock(path: Path, what: str, timeout: float | None = None) -> Iterator[None]:
-    """Hold the exclusive lock at `path`, waiting (with one note on stderr) for a holder to finish first;
-    after `timeout` seconds (CITYSEG_LOCK_TIMEOUT) give up with a UserError naming the file and holder."""
+def wait_lock(path: Path, what: str, timeout: float | None = None) -> contextlib.AbstractContextManager[None]:
+    """Hold the exclusive lock at `path`, waiting (with one note on stderr) at most `timeout` seconds
+    (CITYSEG_LOCK_TIMEOUT) for a holder to finish, then giving up with a UserError naming the file and holder."""
     timeout = lock_timeout() if timeout is None else timeout
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(_locked(Path(path), False, time.monotonic() + timeout, what))
-        except BlockingIOError:
-            raise UserError(
-                f"gave up after {timeout:.0f} s waiting for {what} (lock file {path}), held by "
-                f"{describe_holders(path)}. If that process is still working, wait for it to finish or allow a longer "
-                f"wait with {TIMEOUT_ENV}=SECONDS; if it hangs or was left behind by a killed command, stop it and "
-                "run this command again."
-            ) from None
-        yield
+
+    def refusal() -> str:
+        return (
+            f"gave up after {timeout:.0f} s waiting for {what} (lock file {path}), held by {describe_holders(path)}. "
+            f"If that process is still working, wait for it to finish or allow a longer wait with {TIMEOUT_ENV}="
+            "SECONDS; if it hangs or was left behind by a killed command, stop it and run this command again."
+        )
+
+    return _locked(Path(path), False, time.monotonic() + timeout, what, refusal)
 
 
 def die_with_parent() -> None:
     """Pool initializer: end this worker when the process that started it dies, even by SIGKILL (Linux's
-    PR_SET_PDEATHSIG, which fires when the forking thread ends; elsewhere a thread waits on the parent)."""
+    PR_SET_PDEATHSIG; elsewhere a thread waits on the parent)."""
     parent = multiprocessing.parent_process()
     if parent is None:
         return

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -130,3 +132,68 @@ def test_ctrl_c_in_a_constructor_exits_130_without_a_traceback(debug):
         assert "Exception ignored" in done.stderr
     else:
         assert done.stderr.strip() == "interrupted", done.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Help texts and next: hints
+# ----------------------------------------------------------------------------------------------------------
+
+# The metavars of the whole CLI: numbers N (counts), X (reals), K (a fold), FACTOR; sizes WxH; files and folders by
+# what they hold; names by what they name. A new option's metavar joins this list or uses one of it.
+METAVARS = {"N", "X", "K", "FACTOR", "WxH", "LO,HI", "A,B", "LIST", "DIR", "FILE", "PATH", "PDF", "ROOT", "RUNS"}
+METAVARS |= {"OUT", "CHECKPOINT", "PRED_DIR", "EVAL_JSON", "NAME", "NAME|FILE", "OTHER", "DEVICE", "ARCH", "ENCODER"}
+METAVARS |= {"LOSS", "COMMAND"}
+
+
+def _subparsers() -> dict:
+    parser = build_parser()
+    return next(a for a in parser._actions if a.dest == "command").choices
+
+
+@pytest.mark.parametrize("name", _command_names())
+def test_help_has_one_default_style_no_python_words_and_the_cli_metavars(name):
+    parser = _subparsers()[name]
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if not action.help:
+            continue
+        text = formatter._expand_help(action)  # the help line as --help prints it, default added
+        where = f"{name} {'/'.join(action.option_strings) or action.dest}: {text}"
+        assert text.count("(default:") <= 1 and "[default" not in text and "[seed:" not in text, where
+        assert not re.search(r"\b(None|True|False)\b|\bmeans\b", text), where
+        takes_value = action.nargs != 0 and not isinstance(action, argparse.BooleanOptionalAction)
+        if takes_value and not action.choices and action.dest not in ("help", "debug"):
+            assert action.metavar in METAVARS, where  # never argparse's own DEST-in-capitals
+    description = parser.description or ""
+    assert not re.search(r"\b(None|True|False)\b", description), name
+
+
+def test_cv_ends_with_what_to_run_next(one_epoch_cv, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    shutil.copytree(one_epoch_cv.runs, runs, copy_function=os.link)  # finished: --resume trains nothing
+    options = ["--folds", "2", "--epochs", "1", "--size", "128x64", "--workers", "0", "--device", "cpu"]
+    options += ["--encoder-weights", "none", "--lr", "1e-3", "--resume"]
+    assert main(["cv", str(one_epoch_cv.root), "--out", str(runs), *options]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    hints = lines[lines.index(next(line for line in lines if line.startswith("next: "))) :]
+    assert hints[0].startswith(f"next: cityseg predict {runs / 'full' / 'best.pt'} {one_epoch_cv.root} ")
+    assert [line.split()[1 if i else 2] for i, line in enumerate(hints)] == ["predict", "evaluate", "report"]
+    assert all(command in _command_names() for command in ("predict", "evaluate", "report"))
+
+
+def test_output_into_a_closed_pipe_ends_quietly_with_141():
+    """`cityseg recipes | head -1`: the reader left; no BrokenPipeError traceback, the shell's SIGPIPE code."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # closed before anything is written, so the first write fails
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "cityseg", "recipes"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr

@@ -132,10 +132,10 @@ def test_bad_flag_values_are_usage_errors(words, capsys):
 
 def test_help_shows_each_recipes_value():
     text = " ".join(training_parser().format_help().split())
-    assert "[seed: 0.0001; strong: 0.0004]" in text and "[seed: loss; strong: last]" in text
-    assert "[default: 0.7]" in text  # --ohem-thresh: no recipe changes it
+    assert "(default: seed 0.0001, strong 0.0004)" in text and "(default: seed loss, strong last)" in text
+    assert "(default: 0.7)" in text  # --ohem-thresh: no recipe changes it
     assert "--compile, --no-compile" in text and "--gpu-aug, --no-gpu-aug" in text
-    assert text.count("[default: auto]") == 4  # --cache, --gpu-aug, --device, --compile: the machine decides
+    assert text.count("(default: auto)") == 4  # --cache, --gpu-aug, --device, --compile: the machine decides
 
 
 def test_machine_switches_stay_auto_unless_given():
@@ -173,7 +173,8 @@ def test_recipes_diff_lists_exactly_the_differing_fields():
     lines = result.stdout.splitlines()
     expected = field_differences(resolve_config("strong"), resolve_config("seed"), ("recipe",))
     assert lines[0] == f"{len(expected)} fields differ between strong and seed:"
-    assert [line.split()[:3] for line in lines[2:]] == [[n, value_text(a), value_text(b)] for n, a, b in expected]
+    assert lines[1].split() == ["field", "strong", "seed"] and set(lines[2]) == {"-", " "}
+    assert [line.split()[:3] for line in lines[3:]] == [[n, value_text(a), value_text(b)] for n, a, b in expected]
     assert main(["recipes", "--diff", "seed"]) == 2  # which recipe to compare is missing
 
 
@@ -198,7 +199,7 @@ def test_a_recipe_file_extends_a_built_in_and_runs_through_the_flags(tmp_path, c
     assert main(["recipes", str(mine), "--diff", "seed"]) == 0
     diff = capsys.readouterr().out.splitlines()
     assert diff[0] == f"3 fields differ between {mine} and seed:"
-    assert [line.split()[:3] for line in diff[2:]] == [
+    assert [line.split()[:3] for line in diff[3:]] == [
         ["loss", "ce+0.5*dice", "ce"],
         ["arch", "FPN", "Unet"],
         ["encoder", "resnet18", "resnet34"],
@@ -278,7 +279,8 @@ def test_the_notebook_takes_a_recipe_file_and_model_overrides_and_config_json_re
     from cityseg.training.config import recipe_record
 
     mine = _recipe(tmp_path, "my.toml", 'extends = "seed"\nloss = "ce+0.5*dice"\n')
-    config = training_config(str(mine), 1, "128x64", 0, "cpu", "none", {"arch": "fpn", "encoder": "resnet18"})
+    overrides = {"arch": "fpn", "encoder": "resnet18"}
+    config = training_config(str(mine), overrides, epochs=1, size="128x64", workers=0, encoder_weights="none")
     assert (config.arch, config.encoder, config.loss, config.size) == ("FPN", "resnet18", "ce+0.5*dice", (128, 64))
     record = recipe_record(config)  # what training/trainer.py writes into config.json
     assert record["sha256"] == hashlib.sha256(mine.read_bytes()).hexdigest() and record["file"] == str(mine.resolve())

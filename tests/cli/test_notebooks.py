@@ -1,13 +1,17 @@
-"""The two notebooks: parameters, no logic in cells, lint-clean, and both run top to bottom with papermill.
+"""The two notebooks: parameters, no logic in cells, lint-clean, texts that match their sections, and "Run All"
+twice with papermill: 01_train again on a finished runs folder (nothing retrained), with a changed parameter on it
+(refused naming RUNS_DIR) and on a new RUNS_DIR (trained); 02_evaluate twice on the same outputs.
 
-The execution test runs them on the tiny synthetic dataset (2 folds x 1 epoch, workers 0) with
-the kernel of this very virtual environment, and fails on any cell error.
+The executions share the session's tiny trained run (`one_epoch_cv`) and use this virtual environment's kernel.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -40,6 +44,8 @@ EVALUATE_DEFAULTS = {
     "DATA_ROOT": "../cityscapes",
     "RUNS_DIR": "../runs",
     "CHECKPOINT": "../runs/full/best.pt",
+    "AMP": None,
+    "OVERWRITE": False,
     "TTA": "none",
     "MODE": "whole",
     "PRED_DIR": "../predictions",
@@ -98,13 +104,36 @@ def test_notebooks_are_ruff_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_introductions_list_one_step_per_section():
+    for path in (TRAIN, EVALUATE):
+        cells = [cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "markdown"]
+        steps = re.findall(r"^(\d+)\. ", cells[0], flags=re.MULTILINE)
+        sections = [m[1] for text in cells for m in re.finditer(r"^## (\d+)\. ", text, flags=re.MULTILINE)]
+        assert steps == sections == [str(n) for n in range(1, len(sections) + 1)], path.name
+
+
+def test_library_errors_name_the_notebook_parameters():
+    from cityseg.report.notebook import in_notebook_words
+
+    cv = "x is finished but was trained with other settings; use another --out folder, or pass --crop WxH"
+    assert in_notebook_words(cv, "01_train") == (
+        'x is finished but was trained with other settings; use another RUNS_DIR, or set OVERRIDES["crop"] WxH'
+    )
+    submit = "x.zip already exists; pass --overwrite to replace it. Pass --allow-mismatch (allow_mismatch=True)"
+    assert in_notebook_words(submit, "02_evaluate") == (
+        "x.zip already exists; set OVERWRITE = True to replace it. Set COMPARE_ALLOW_MISMATCH = True"
+    )
+    quoted = "train it again with `cityseg cv ROOT --out RUNS --epochs 2`"  # a command to run keeps its options
+    assert in_notebook_words(quoted, "01_train") == quoted
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Execution
 # ----------------------------------------------------------------------------------------------------------
 
 
 def execute(path: Path, out: Path, parameters: dict) -> nbformat.NotebookNode:
-    """Run a notebook with papermill in this venv's python3 kernel; any cell error raises."""
+    """Run a notebook with papermill in this venv's python3 kernel; a cell error raises PapermillExecutionError."""
     import papermill
 
     papermill.execute_notebook(
@@ -128,91 +157,151 @@ def outputs_text(book: nbformat.NotebookNode) -> str:
     return "\n".join(parts)
 
 
+def assert_text_progress_only(book: nbformat.NotebookNode) -> None:
+    """Progress bars are saved as text (tqdm's plain bars), never as widget state that shows as frozen bars."""
+    kinds = {kind for cell in book.cells for output in cell.get("outputs", []) for kind in output.get("data", {})}
+    assert not any("widget" in kind for kind in kinds) and "widgets" not in book.metadata
+
+
 @pytest.fixture(scope="module")
-def executed(synth_root, tmp_path_factory) -> SimpleNamespace:
-    """Both notebooks run in order on the tiny synthetic dataset; 02 uses what 01 trained."""
-    base = tmp_path_factory.mktemp("notebooks")
-    runs = base / "runs"
+def kernel():
     with pytest.MonkeyPatch.context() as patch:
         # Kernel specs in JUPYTER_PATH win over per-user ones, so "python3" is this venv's interpreter.
         patch.setenv("JUPYTER_PATH", str(Path(sys.prefix) / "share" / "jupyter"))
-        train = execute(
-            TRAIN,
-            base / "01_train.out.ipynb",
-            {
-                "DATA_ROOT": str(synth_root),
-                "RUNS_DIR": str(runs),
-                "FOLDS": 2,
-                "EPOCHS": 1,
-                "SIZE": "128x64",
-                "WORKERS": 0,
-                "DEVICE": "cpu",
-                "ENCODER_WEIGHTS": "none",
-                "OVERRIDES": {"lr": 1e-3},
-            },
-        )
-        evaluate = execute(
-            EVALUATE,
-            base / "02_evaluate.out.ipynb",
-            {
-                "DATA_ROOT": str(synth_root),
-                "RUNS_DIR": str(runs),
-                "CHECKPOINT": str(runs / "full" / "best.pt"),
-                "DEVICE": "cpu",
-                "PRED_DIR": str(base / "predictions"),
-                "TEST_PRED_DIR": str(base / "test_predictions"),
-                "REPORT": str(base / "report.pdf"),
-                "SUBMISSION": str(base / "submission.zip"),
-                # the run beside itself under a second label: same folds, so the paired comparison runs too
-                "COMPARE_RUNS": [str(runs)],
-                "COMPARE_EVALS": [None],
-                "COMPARE_LABELS": "this,again",
-                "IMAGES_DIR": str(synth_root / "leftImg8bit" / "val"),
-                "IMAGES_OUT": str(base / "photos"),
-                "IMAGES_COUNT": 3,
-            },
-        )
-    return SimpleNamespace(base=base, runs=runs, train=train, evaluate=evaluate, root=synth_root)
+        yield
+
+
+# The parameters `one_epoch_cv` was trained with, as 01_train takes them.
+TRAINED = {"FOLDS": 2, "EPOCHS": 1, "SIZE": "128x64", "WORKERS": 0, "DEVICE": "cpu", "ENCODER_WEIGHTS": "none"}
+TRAINED["OVERRIDES"] = {"lr": 1e-3}
+
+
+@pytest.fixture(scope="module")
+def train_runs(kernel, one_epoch_cv, tmp_path_factory) -> SimpleNamespace:
+    """01_train three times: again on (a copy of) the finished tiny run, then with EPOCHS changed on that folder,
+    then with SIZE changed on a new RUNS_DIR."""
+    import papermill
+
+    base = tmp_path_factory.mktemp("train-notebook")
+    runs = base / "runs"
+    shutil.copytree(one_epoch_cv.runs, runs, copy_function=os.link)  # nothing in it is rewritten in place
+    before = {p.relative_to(runs): p.stat().st_mtime_ns for p in runs.rglob("*") if p.suffix in (".pt", ".jsonl")}
+    common = {"DATA_ROOT": str(one_epoch_cv.root), **TRAINED}
+    again = execute(TRAIN, base / "again.ipynb", {**common, "RUNS_DIR": str(runs)})
+    after = {p.relative_to(runs): p.stat().st_mtime_ns for p in runs.rglob("*") if p.suffix in (".pt", ".jsonl")}
+    with pytest.raises(papermill.PapermillExecutionError) as refused:
+        execute(TRAIN, base / "refused.ipynb", {**common, "RUNS_DIR": str(runs), "EPOCHS": 2})
+    new = base / "runs-64x32"
+    changed = execute(TRAIN, base / "changed.ipynb", {**common, "RUNS_DIR": str(new), "SIZE": "64x32"})
+    return SimpleNamespace(
+        runs=runs, new=new, again=again, changed=changed, refused=refused.value, kept=before == after
+    )
 
 
 @pytest.mark.slow
-def test_train_notebook_runs_cv_and_the_full_fit_in_this_venv(executed):
-    text = outputs_text(executed.train)
+def test_train_notebook_run_again_retrains_nothing(train_runs):
+    assert train_runs.kept  # no checkpoint or log of the finished run was written again
+    text = outputs_text(train_runs.again)
     assert f"| python environment | {sys.prefix} |" in text  # the kernel is this venv's python
-    summary = json.loads((executed.runs / "summary.json").read_text())
-    assert summary["k"] == 2 and summary["complete"] and summary["full"]["finished"]
-    assert (executed.runs / "full" / "best.pt").is_file()
-    live = [
-        o
-        for c in executed.train.cells
-        for o in c.get("outputs", [])
-        if o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
-    ]
-    assert live, "the live training curve was not drawn"
+    assert "training config: U-Net / resnet34, recipe seed" in text and "epochs 1 (recipe: 10)" in text
+    assert "CV mIoU (2 folds, mean ± std, no selection on the scored fold): " in text  # a summary, in percent
+    assert_text_progress_only(train_runs.again)
 
 
 @pytest.mark.slow
-def test_evaluate_notebook_predicts_scores_zips_and_reports(executed):
+def test_train_notebook_refuses_a_changed_setting_on_the_same_runs_dir_in_its_words(train_runs):
+    error = " ".join(train_runs.refused.evalue.split())
+    assert f"{train_runs.runs} holds runs trained with other settings (epochs: 1 -> 2)" in error
+    assert "Set RUNS_DIR to a new folder (or put EPOCHS back)." in error and "--" not in error
+    assert train_runs.refused.ename == "UserError"
+
+
+@pytest.mark.slow
+def test_train_notebook_trains_a_changed_setting_in_a_new_runs_dir(train_runs):
+    summary = json.loads((train_runs.new / "summary.json").read_text())
+    assert summary["k"] == 2 and summary["complete"] and summary["full"]["finished"]
+    config = json.loads((train_runs.new / "full" / "config.json").read_text())["config"]
+    assert config["size"] == [64, 32]
+    book = train_runs.changed
+    images = [o for c in book.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert images, "the live training curves were not drawn"
+    bars = "".join(o.get("text", "") for c in book.cells for o in c.get("outputs", []) if o.get("name") == "stderr")
+    assert re.search(r"cv: 100%\|[^|]*\| 2/2 epochs", bars) and re.search(r"cv: 100%\|[^|]*\| 3/3 epochs", bars)
+    assert_text_progress_only(book)
+
+
+@pytest.fixture(scope="module")
+def evaluate_runs(kernel, one_epoch_cv, tmp_path_factory) -> SimpleNamespace:
+    """02_evaluate twice in a row on the tiny run: with a comparison and photos, then with the default (empty)
+    COMPARE_RUNS and IMAGES_DIR; outputs in a temporary folder."""
+    base = tmp_path_factory.mktemp("evaluate-notebook")
+    parameters = {
+        "DATA_ROOT": str(one_epoch_cv.root),
+        "RUNS_DIR": str(one_epoch_cv.runs),
+        "CHECKPOINT": str(one_epoch_cv.runs / "full" / "best.pt"),
+        "DEVICE": "cpu",
+        "PRED_DIR": str(base / "predictions"),
+        "TEST_PRED_DIR": str(base / "test_predictions"),
+        "REPORT": str(base / "report.pdf"),
+        "SUBMISSION": str(base / "submission.zip"),
+        # the run beside itself under a second label: same folds, so the paired comparison runs too
+        "COMPARE_RUNS": [str(one_epoch_cv.runs)],
+        "COMPARE_EVALS": [None],
+        "COMPARE_LABELS": "this,again",
+        "IMAGES_DIR": str(one_epoch_cv.root / "leftImg8bit" / "val"),
+        "IMAGES_OUT": str(base / "photos"),
+        "IMAGES_COUNT": 3,
+    }
+    first = execute(EVALUATE, base / "first.ipynb", parameters)
+    zipped = (base / "submission.zip").read_bytes()
+    defaults = {"COMPARE_RUNS": [], "COMPARE_EVALS": [], "COMPARE_LABELS": None, "IMAGES_DIR": None}
+    second = execute(EVALUATE, base / "second.ipynb", parameters | defaults)  # as Run All again with the defaults
+    return SimpleNamespace(base=base, root=one_epoch_cv.root, first=first, second=second, zipped=zipped)
+
+
+@pytest.mark.slow
+def test_evaluate_notebook_predicts_scores_zips_and_reports(evaluate_runs):
     from cityseg.data.frames import list_frames
 
-    n_val = len(list_frames(executed.root, "val", label_source=None))
-    n_test = len(list_frames(executed.root, "test", label_source=None))
-    assert len(list((executed.base / "predictions").rglob("*.png"))) == n_val
-    with zipfile.ZipFile(executed.base / "submission.zip") as archive:
+    base = evaluate_runs.base
+    n_val = len(list_frames(evaluate_runs.root, "val", label_source=None))
+    n_test = len(list_frames(evaluate_runs.root, "test", label_source=None))
+    assert len(list((base / "predictions").rglob("*.png"))) == n_val
+    with zipfile.ZipFile(base / "submission.zip") as archive:
         assert len(archive.namelist()) == n_test
-    evaluation = json.loads((executed.base / "predictions-eval" / "val.json").read_text())
+    evaluation = json.loads((base / "predictions-eval" / "val.json").read_text())
     assert evaluation["cityseg"]["engine"] == "both" and evaluation["cityseg"]["n_frames"] == n_val
-    reader = PdfReader(executed.base / "report.pdf")
+    reader = PdfReader(base / "report.pdf")
     assert len(reader.pages) == 6 and all("SYNTHETIC" in page.extract_text() for page in reader.pages)
-    text = outputs_text(executed.evaluate)
-    assert "official (cityscapesscripts)" in text and "fast (bincount)" in text
+    text = outputs_text(evaluate_runs.first)
+    miou = 100 * evaluation["averageScoreClasses"]
+    assert f"Validation mIoU (official cityscapesscripts): {miou:.2f} %" in text and "engine both" in text
+    assert f"wrote {n_val} and kept 0 finished prediction(s)" in text and f"mIoU {miou:.2f}%" in text
     assert "**runs compared**" in text and "again − this: +0.00 ± 0.00 points over 2 folds" in text
+    assert "PredictResult(" not in text and "Result(" not in text
+    assert_text_progress_only(evaluate_runs.first)
 
 
-def test_evaluate_notebook_shows_overlays_of_the_photos_it_is_pointed_at(executed):
-    overlays = sorted((executed.base / "photos").rglob("*_overlay.png"))
+@pytest.mark.slow
+def test_evaluate_notebook_run_again_keeps_what_is_current(evaluate_runs):
+    text = outputs_text(evaluate_runs.second)
+    assert text.count("wrote 0 and kept 4 finished prediction(s)") == 2  # val and test
+    assert (evaluate_runs.base / "submission.zip").read_bytes() == evaluate_runs.zipped  # the same zip, refreshed
+    assert "submission: " in text and "report: " in text
+    # the sections without input say so in one line each
+    last_two = [cell for cell in evaluate_runs.second.cells if cell.cell_type == "code"][-2:]
+    assert [outputs_text(nbformat.v4.new_notebook(cells=[cell])).strip() for cell in last_two] == [
+        "no other runs to compare (set COMPARE_RUNS)",
+        "no photos of your own to predict (set IMAGES_DIR to a folder of them)",
+    ]
+    assert_text_progress_only(evaluate_runs.second)
+
+
+@pytest.mark.slow
+def test_evaluate_notebook_shows_overlays_of_the_photos_it_is_pointed_at(evaluate_runs):
+    overlays = sorted((evaluate_runs.base / "photos").rglob("*_overlay.png"))
     assert len(overlays) == 3  # IMAGES_COUNT of the folder's four photos
-    last = [cell for cell in executed.evaluate.cells if cell.cell_type == "code"][-1]
-    assert "predict_images" in last.source
+    last = [cell for cell in evaluate_runs.first.cells if cell.cell_type == "code"][-1]
+    assert "show_photos" in last.source
     assert any("image/png" in output.get("data", {}) for output in last.get("outputs", []))
-    assert "wrote 3" in outputs_text(executed.evaluate)
+    assert "wrote 3" in outputs_text(evaluate_runs.first)

@@ -44,7 +44,7 @@ def test_writes_table_json_and_csv(pred, synth_raw_root, tmp_path, capsys):
         == 0
     )
     printed = capsys.readouterr().out
-    assert "mIoU (19 classes)" in printed.splitlines()[-3] and "fast is" in printed
+    assert "mIoU (19 classes)" in printed.splitlines()[-4] and "fast is" in printed
 
     result = json.loads(out.read_text())
     assert OFFICIAL_KEYS <= set(result)

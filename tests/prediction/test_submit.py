@@ -131,8 +131,12 @@ def test_cli(synth_raw_root, test_pred, tmp_path, capsys):
     out = tmp_path / "submission.zip"
     assert main(["submit", str(pred), "--out", str(out), "--root", str(synth_raw_root)]) == 0
     assert len(zipfile.ZipFile(out).namelist()) == len(written) and str(out) in capsys.readouterr().out
+    first = out.read_bytes()
+    assert main(["submit", str(pred), "--out", str(out), "--root", str(synth_raw_root)]) == 0  # a rerun: same zip
+    assert out.read_bytes() == first
+    Image.fromarray(np.full((64, 128), 7, dtype=np.uint8)).save(written[0])  # other predictions: refused
     assert main(["submit", str(pred), "--out", str(out), "--root", str(synth_raw_root)]) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == first
     assert (
         main(["submit", str(pred), "--out", str(out), "--expect", str(len(written)), "--size", "128x64", "--overwrite"])
         == 0

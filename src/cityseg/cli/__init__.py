@@ -19,21 +19,7 @@ from cityseg import __version__
 from cityseg.errors import UserError
 
 # Order here is the order `cityseg --help` lists them: the pipeline's order.
-COMMAND_MODULES = (
-    "synth",
-    "download",
-    "prepare",
-    "cache",
-    "recipes",
-    "cv",
-    "train",
-    "predict",
-    "export",
-    "evaluate",
-    "submit",
-    "report",
-    "compare",
-)
+COMMAND_MODULES = "synth download prepare cache recipes cv train predict export evaluate submit report compare".split()
 
 # OS errors that mean "the place you pointed me at cannot take this", not a bug.
 _USER_OS_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOENT}
@@ -45,8 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
         prog="cityseg",
-        description="U-Net/ResNet-34 semantic segmentation on Cityscapes: synthetic data, label "
-        "preparation, 5-fold cross-validation, prediction, official evaluation and a PDF report.",
+        description="Semantic segmentation on Cityscapes with any segmentation_models_pytorch model (U-Net / "
+        "ResNet-34 by default): synthetic data, label preparation, 5-fold cross-validation, prediction, official "
+        "evaluation and a PDF report.",
         epilog="Run `cityseg COMMAND --help` for the options of one step. Environment: CITYSEG_LOCK_TIMEOUT "
         "(seconds a wait for another process's lock lasts, default 3600); CITYSEG_FSYNC=0 (do not fsync finished "
         "files: for throwaway runs on slow disks; a kill never needs the fsync, a power cut does).",
@@ -59,16 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_error(kind: str, message: str) -> None:
-    width = 100
-    paragraph = textwrap.fill(
-        " ".join(str(message).split()),
-        width=width,
-        subsequent_indent="  ",
-        break_long_words=False,
-        break_on_hyphens=False,  # keep paths copyable
-    )
-    print(f"{kind}: {paragraph}", file=sys.stderr)
+def _print_error(message: str) -> None:
+    """`error: ` and the message as one wrapped paragraph, paths kept whole so they can be copied."""
+    wrap = {"subsequent_indent": "  ", "break_long_words": False, "break_on_hyphens": False}
+    print(f"error: {textwrap.fill(' '.join(message.split()), 100, **wrap)}", file=sys.stderr)
 
 
 def _os_error_message(exc: OSError) -> str | None:
@@ -98,11 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = getattr(args, "debug", False)
     try:
         result = args.func(args)
-    except UserError as exc:
-        if debug:
-            traceback.print_exc()
-        _print_error("error", str(exc))
-        return 2
+    except BrokenPipeError:  # the reader went away (`cityseg recipes | head`): stop quietly, as `cat` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
     except KeyboardInterrupt:
         if not debug:
             # Ctrl-C can land inside a constructor (a tqdm bar being built); the half-built object's __del__
@@ -111,13 +90,13 @@ def main(argv: list[str] | None = None) -> int:
             sys.unraisablehook = lambda unraisable: None
         print("interrupted", file=sys.stderr)
         return 130
-    except OSError as exc:
-        message = _os_error_message(exc)
-        if message is None:
+    except (UserError, OSError) as exc:
+        message = str(exc) if isinstance(exc, UserError) else _os_error_message(exc)
+        if message is None:  # an OS error that is not the user's to fix: a bug, with its traceback
             raise
         if debug:
             traceback.print_exc()
-        _print_error("error", message)
+        _print_error(message)
         return 2
     except Exception:  # noqa: BLE001 - anything else is a bug: show it
         traceback.print_exc()

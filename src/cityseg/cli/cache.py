@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cityseg.cli.common import add_command, positive_int, size_type
+from cityseg.cli.common import add_command, add_workers, size_type
 from cityseg.data.layout import SPLITS
-from cityseg.system import default_workers
 
 
 def split_list(text: str) -> tuple[str, ...]:
@@ -34,35 +33,20 @@ def register(subparsers) -> None:
         "CITYSEG_LOCK_TIMEOUT seconds, default 3600, then it stops naming the process in its way).",
     )
     parser.add_argument("root", type=Path, metavar="ROOT", help="Cityscapes folder (holds leftImg8bit/ and gtFine/)")
-    data = parser.add_argument_group("What to cache")
-    data.add_argument(
-        "--size",
-        type=size_type,
-        default=None,
-        metavar="WxH",
-        help="training resolution WIDTHxHEIGHT, e.g. 1024x512 (images bilinear+antialias, labels nearest); "
-        "default: the images' own size. Training uses an entry at its --size, or a full-resolution one when "
-        "random scaling can enlarge crops (see `cityseg.data.cache.training_cache_size`)",
+    add = parser.add_argument_group("What to cache").add_argument
+    size = (
+        "training resolution, e.g. 1024x512 (images bilinear+antialias, labels nearest). Training uses an entry at its "
+        "--size, or a full-resolution one when random scaling can enlarge crops (default: the images' size)"
     )
-    data.add_argument("--splits", type=split_list, default="train,val", help="comma-separated splits")
-    data.add_argument(
-        "--labels",
-        choices=("trainIds", "ids"),
-        default="trainIds",
-        help="read trainIds from the *_labelTrainIds.png files written by `cityseg prepare` (trainIds) or "
-        "map the shipped *_labelIds.png (ids)",
-    )
-    where = parser.add_argument_group("Where and how")
-    where.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="cache folder (default: ROOT/../cityseg-cache, outside the dataset tree); must be new, empty or "
-        "an earlier cache",
-    )
-    where.add_argument("--workers", type=positive_int, default=default_workers(), help="decoding processes")
-    where.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add("--size", type=size_type, metavar="WxH", help=size)
+    add("--splits", type=split_list, default="train,val", metavar="LIST", help="comma-separated splits")
+    labels = "trainIds: the *_labelTrainIds.png of `cityseg prepare`; ids: map the shipped *_labelIds.png"
+    add("--labels", choices=("trainIds", "ids"), default="trainIds", help=labels)
+    add = parser.add_argument_group("Where and how").add_argument
+    out = "cache folder; must be new, empty or an earlier cache (default: ROOT/../cityseg-cache, outside the dataset)"
+    add("--out", type=Path, metavar="DIR", help=out)
+    add_workers(add, "decoding processes")
+    add("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+
+from cityseg.system import default_workers
 
 
 def size_type(text: str) -> tuple[int, int]:
@@ -41,8 +44,19 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def add_workers(add: Callable, what: str, at_most: int | None = None) -> None:
+    """--workers N with its default in words: all cores this process may use, or at most `at_most` of them (then
+    0, in this process, is allowed too)."""
+    if at_most is None:
+        add("--workers", type=positive_int, default=default_workers(), metavar="N", help=f"{what} (default: all cores)")
+    else:
+        limit = f"; 0: in this process (default: all cores, at most {at_most})"
+        add("--workers", type=non_negative_int, default=min(at_most, default_workers()), metavar="N", help=what + limit)
+
+
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a default only where there is one to show: not for None (the help says what happens) or a flag's False."""
+    """One default style for every command: ' (default: X)' added once, unless the help says it or there is none to
+    show (None, a switch's False)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         if action.default is None or action.default is False or "(default:" in (action.help or ""):

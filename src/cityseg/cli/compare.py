@@ -19,36 +19,19 @@ def register(subparsers) -> None:
         "tables also as CSV and LaTeX in <OUT stem>_tables/. Runs on different datasets or fold splits are refused "
         "unless --allow-mismatch. docs/report.md describes the test and its limits.",
     )
-    parser.add_argument(
-        "runs",
-        type=Path,
-        nargs="+",
-        metavar="RUNS",
-        help="finished runs folders written by `cityseg cv`; the first is the baseline of the differences",
+    add = parser.add_argument
+    runs = "finished runs folders written by `cityseg cv`; the first is the baseline of the differences"
+    add("runs", type=Path, nargs="+", metavar="RUNS", help=runs)
+    add("--labels", metavar="A,B", help="comma-separated names for the runs, in order (default: the folders' names)")
+    evals = (
+        "evaluation JSON of one run (`cityseg evaluate`), once per run in the order of RUNS; `none` for a run without "
+        "one. Without --eval no val numbers are shown (a runs folder does not record where its predictions were "
+        "evaluated)"
     )
-    parser.add_argument(
-        "--labels",
-        default=None,
-        metavar="A,B",
-        help="comma-separated names for the runs, in order; without it, the folders' names",
-    )
-    parser.add_argument(
-        "--eval",
-        dest="evals",
-        action="append",
-        default=None,
-        metavar="EVAL_JSON",
-        help="evaluation JSON of one run (`cityseg evaluate --json`), once per run in the order of RUNS; `none` for "
-        "a run without one. Without --eval no val numbers are shown (a runs folder does not record where its "
-        "predictions were evaluated).",
-    )
-    parser.add_argument("--out", type=Path, default=Path("compare.pdf"), metavar="PDF", help="PDF to write")
-    parser.add_argument(
-        "--allow-mismatch",
-        action="store_true",
-        help="compare runs trained on different datasets or fold splits anyway (their CV numbers measure "
-        "different things; no paired comparison for them)",
-    )
+    add("--eval", dest="evals", action="append", metavar="EVAL_JSON", help=evals)
+    add("--out", type=Path, default=Path("compare.pdf"), metavar="PDF", help="PDF to write")
+    mismatch = "compare runs on different datasets or fold splits anyway (no paired comparison for them)"
+    add("--allow-mismatch", action="store_true", help=mismatch)
     parser.set_defaults(func=run)
 
 

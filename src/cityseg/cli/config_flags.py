@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import typing
+from argparse import SUPPRESS
 from collections.abc import Callable
 from typing import Any
 
@@ -18,16 +20,12 @@ from cityseg.training.config import RECIPE_GROUP, TrainConfig, field_text, read_
 from cityseg.training.config_values import from_text
 from cityseg.training.recipes import BUILTIN
 
-# Options that change the recipe use SUPPRESS as default, so only what the user typed overrides it.
-_UNSET = argparse.SUPPRESS
-
-
 # The metavar of each field type in --help; a field of a new type fails loudly in `add_config_arguments` until it
 # has one (and config_values.from_text its syntax).
 _METAVARS: dict[Any, str | None] = {
     int: "N",
     float: "X",
-    str: None,
+    str: None,  # the field's name in capitals: ARCH, ENCODER, LOSS, DEVICE
     int | None: "N",
     str | None: "PATH",
     tuple[int, int] | None: "WxH",
@@ -50,17 +48,18 @@ def value_parser(hint: Any) -> Callable[[str], Any]:
 
 
 def _recipe_defaults(name: str, configs: dict[str, TrainConfig]) -> str:
-    """What each recipe sets a field to, for its --help line."""
+    """What each recipe sets a field to, for its --help line: (default: X), or (default: seed X, strong Y)."""
     if name == "workers":
-        return "default: one per core, at most 8"
+        return "(default: one per core, at most 8)"
     values = {recipe: field_text(name, getattr(config, name)) for recipe, config in configs.items()}
     if len(set(values.values())) == 1:
-        return f"default: {next(iter(values.values()))}"
-    return "; ".join(f"{recipe}: {value}" for recipe, value in values.items())
+        return f"(default: {next(iter(values.values()))})"
+    return f"(default: {', '.join(f'{recipe} {value}' for recipe, value in values.items())})"
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The recipe and one option per TrainConfig field, in the fields' groups; unset options keep the recipe's value."""
+    """The recipe and one option per TrainConfig field, in the fields' groups; an option's default is SUPPRESS, so
+    only what the user typed overrides the recipe."""
     parser.allow_abbrev = False  # `--encoder` must never be read as a prefix of `--encoder-lr-mult`, nor the reverse
     recipes = " | ".join(f"{name}: {read_recipe(name).description.split('. ')[0]}" for name in BUILTIN)
     groups = {
@@ -75,27 +74,19 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
     hints = typing.get_type_hints(TrainConfig)
     configs = {recipe: resolve_config(recipe, workers=0) for recipe in BUILTIN}
-    for config_field in dataclasses.fields(TrainConfig):
-        if config_field.name == "recipe":
-            continue
-        meta = config_field.metadata
-        group_name = meta["group"]
-        if group_name not in groups:
-            groups[group_name] = parser.add_argument_group(group_name)
-        option = "--" + config_field.name.replace("_", "-")
-        help_text = f"{meta['help']} [{_recipe_defaults(config_field.name, configs)}]"
-        hint = hints[config_field.name]
-        if hint in (bool, bool | None):  # bool | None: a switch whose default (None) leaves it to the machine
-            groups[group_name].add_argument(
-                option, action=argparse.BooleanOptionalAction, default=_UNSET, help=help_text
-            )
-            continue
-        if hint not in _METAVARS:
-            raise TypeError(f"config field {config_field.name} has type {hint}, which has no CLI syntax in {__name__}")
-        value_type, metavar = (str, None) if meta.get("choices") else (value_parser(hint), _METAVARS[hint])
-        groups[group_name].add_argument(
-            option, type=value_type, choices=meta.get("choices"), default=_UNSET, metavar=metavar, help=help_text
-        )
+    for name, meta in ((f.name, f.metadata) for f in dataclasses.fields(TrainConfig) if f.name != "recipe"):
+        if meta["group"] not in groups:
+            groups[meta["group"]] = parser.add_argument_group(meta["group"])
+        help_text = f"{meta['help']} {_recipe_defaults(name, configs)}"
+        add = functools.partial(groups[meta["group"]].add_argument, "--" + name.replace("_", "-"), help=help_text)
+        if hints[name] in (bool, bool | None):  # bool | None: a switch whose default (None) leaves it to the machine
+            add(action=argparse.BooleanOptionalAction, default=SUPPRESS)
+        elif meta.get("choices"):
+            add(choices=meta["choices"], default=SUPPRESS)
+        elif hints[name] in _METAVARS:
+            add(type=value_parser(hints[name]), default=SUPPRESS, metavar=_METAVARS[hints[name]] or name.upper())
+        else:
+            raise TypeError(f"config field {name} has type {hints[name]}, which has no CLI syntax in {__name__}")
     run_group = list(groups.values())[-1]
     run_group.add_argument("--resume", action="store_true", help="continue an interrupted run from its last.pt")
 

@@ -16,25 +16,15 @@ def register(subparsers) -> None:
         description="Download gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip with your Cityscapes "
         "account. The username comes from --username or CITYSCAPES_USERNAME, the password from "
         "CITYSCAPES_PASSWORD or a prompt (without a terminal, set both variables); neither is ever written to "
-        "disk. A partial download is resumed "
-        "by running the same command again; each package's MD5 sum is checked.",
+        "disk. A partial download is resumed by running the same command again; each package's MD5 sum is checked.",
     )
-    parser.add_argument("--dest", type=Path, default=Path("downloads"), help="folder for the zip files")
-    parser.add_argument("--username", default=None, help="Cityscapes username or email")
-    parser.add_argument(
-        "--packages",
-        nargs="+",
-        default=None,
-        metavar="NAME",
-        help="package names to fetch (default: gtFine_trainvaltest.zip leftImg8bit_trainvaltest.zip)",
-    )
-    parser.add_argument(
-        "--extract",
-        type=Path,
-        default=None,
-        metavar="ROOT",
-        help="unpack the zips into ROOT afterwards (e.g. cityscapes); existing files are never overwritten",
-    )
+    add = parser.add_argument
+    add("--dest", type=Path, default=Path("downloads"), metavar="DIR", help="folder for the zip files")
+    add("--username", metavar="NAME", help="Cityscapes username or email (default: CITYSCAPES_USERNAME)")
+    packages = "package names to fetch (default: gtFine_trainvaltest.zip leftImg8bit_trainvaltest.zip)"
+    add("--packages", nargs="+", metavar="NAME", help=packages)
+    unpack = "unpack the zips into ROOT afterwards (e.g. cityscapes); existing files are never overwritten"
+    add("--extract", type=Path, metavar="ROOT", help=unpack)
     parser.set_defaults(func=run)
 
 
@@ -45,9 +35,10 @@ def run(args) -> int:
     paths = download(args.dest, tuple(args.packages or DEFAULT_PACKAGES), username=args.username)
     if args.extract:
         extract(paths, args.extract)
-        print(f"unpacked into {args.extract}; next: cityseg prepare {args.extract}")
+        print(f"unpacked into {args.extract}\nnext: cityseg prepare {args.extract}")
     else:
         print(
-            f"downloaded {len(paths)} packages into {args.dest}; unzip them into one folder, then run cityseg prepare"
+            f"downloaded {len(paths)} packages into {args.dest}\nnext: unzip them into one folder ROOT, then run "
+            "cityseg prepare ROOT"
         )
     return 0

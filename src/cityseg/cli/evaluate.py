@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
+from argparse import SUPPRESS
 from pathlib import Path
 
-from cityseg.cli.common import add_command, positive_int
-from cityseg.system import default_workers
+from cityseg.cli.common import add_command, add_workers
 
 
 def register(subparsers) -> None:
@@ -23,42 +22,29 @@ def register(subparsers) -> None:
         "'cityseg' section with per-frame scores and how the predictions were made) and a per-class CSV beside it. "
         "See docs/evaluation.md.",
     )
-    parser.add_argument(
-        "pred_dir", type=Path, metavar="PRED_DIR", help="folder of prediction PNGs (searched recursively)"
+    add = parser.add_argument
+    add("pred_dir", type=Path, metavar="PRED_DIR", help="folder of prediction PNGs (searched recursively)")
+    add("root", type=Path, metavar="ROOT", help="Cityscapes folder holding gtFine/ and leftImg8bit/")
+    add("--split", choices=("val", "test", "train"), default="val", help="which ground truth to score against")
+    engines = (
+        "fast: the metrics from confusion counts, identical to the official script on frames in sorted order and "
+        "several times faster; official: cityscapesscripts itself (in-process, no CITYSCAPES_* variables); both: run "
+        "both, fail if any number differs by 1e-9 or more"
     )
-    parser.add_argument("root", type=Path, metavar="ROOT", help="Cityscapes folder holding gtFine/ and leftImg8bit/")
-    parser.add_argument(
-        "--split", choices=("val", "test", "train"), default="val", help="which ground truth to score against"
+    add("--engine", choices=("both", "official", "fast"), default="fast", help=engines)
+    json = (
+        "where to write the JSON (and FILE with .csv: class, IoU, iIoU); an existing file is replaced only if cityseg "
+        "wrote it (default: PRED_DIR-eval/SPLIT.json, in a folder beside PRED_DIR, never inside it)"
     )
-    parser.add_argument(
-        "--engine",
-        choices=("both", "official", "fast"),
-        default="fast",
-        help="fast: the metrics from confusion counts, identical to the official script on frames in sorted order "
-        "and several times faster; official: cityscapesscripts itself (in-process, no CITYSCAPES_* variables); "
-        "both: run both, fail if any number differs by 1e-9 or more",
-    )
-    parser.add_argument(
-        "--json",
-        type=Path,
-        default=argparse.SUPPRESS,
-        metavar="OUT",
-        help="where to write the JSON (and OUT with .csv: class, IoU, iIoU) (default: PRED_DIR-eval/SPLIT.json, "
-        "in a folder beside PRED_DIR, never inside it). An existing file is replaced only if cityseg wrote it",
-    )
-    parser.add_argument(
-        "--workers",
-        type=positive_int,
-        default=default_workers(),
-        metavar="N",
-        help="threads decoding and counting PNGs (default: %(default)s, all cores)",
-    )
+    add("--json", type=Path, default=SUPPRESS, metavar="FILE", help=json)
+    add_workers(add, "threads decoding and counting PNGs")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     """Evaluate, print the table and timings, and write the JSON and CSV."""
     from cityseg.evaluation import EngineMismatchError, EvaluationWarning, default_json_path, evaluate, format_table
+    from cityseg.report.notebook import engines_text
 
     json_out = getattr(args, "json", None) or default_json_path(args.pred_dir, args.split)
     with warnings.catch_warnings(record=True) as caught:
@@ -70,18 +56,7 @@ def run(args) -> int:
             return 1
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    info = result["cityseg"]
     print(format_table(result, bold=sys.stdout.isatty()))
-    timings = info["timings"]
-    line = (
-        f"{info['n_frames']} frames of {info['split']}, engine {info['engine']}: checks {timings['validate_s']:.2f} s"
-    )
-    if "official_s" in timings:
-        line += f", official {timings['official_s']:.2f} s"
-    if "fast_s" in timings:
-        line += f", fast {timings['fast_s']:.2f} s ({info['workers']} workers)"
-    if info["engine"] == "both":
-        line += f"; fast is {info['speedup']:.1f}x faster, max |difference| {info['max_abs_diff']:.1e}"
-    print(line)
-    print(f"wrote {json_out} and {Path(json_out).with_suffix('.csv')}")
+    print(f"{engines_text(result)}\nwrote {json_out} and {Path(json_out).with_suffix('.csv')}")
+    print(f"next: cityseg report RUNS --eval {json_out} --predictions {args.pred_dir}   (RUNS: its runs folder)")
     return 0

@@ -20,29 +20,21 @@ def register(subparsers) -> None:
         "sha256). onnxruntime must match torch on a few images first, else nothing is written. `cityseg predict OUT` "
         "takes the folder like a checkpoint. docs/export.md says more.",
     )
-    parser.add_argument(
-        "checkpoint", type=Path, help="best.pt or last.pt of a run (RUNS/full/best.pt for the final model)"
+    add = parser.add_argument
+    model = "best.pt or last.pt of a run (RUNS/full/best.pt: the final model)"
+    add("checkpoint", type=Path, metavar="CHECKPOINT", help=model)
+    add("--out", type=Path, required=True, metavar="DIR", help="folder to create (e.g. model/)")
+    card = (
+        "the `cityseg evaluate` JSON of this model's predictions, for the card's numbers; CV numbers come from "
+        "summary.json of the checkpoint's runs folder when it is there"
     )
-    parser.add_argument("--out", type=Path, required=True, help="folder to create (e.g. model/)")
-    parser.add_argument(
-        "--eval",
-        type=Path,
-        default=None,
-        metavar="EVAL_JSON",
-        help="the `cityseg evaluate --json` file of this model's predictions, for the card's numbers; CV numbers "
-        "come from summary.json of the checkpoint's runs folder when it is there",
+    add("--eval", type=Path, metavar="EVAL_JSON", help=card)
+    check = (
+        "photos (files, folders, globs) for the ONNX-vs-torch check; large photos make it slow (it runs on the CPU) "
+        "(default: four cuts of a synthetic street scene)"
     )
-    parser.add_argument(
-        "--check-images",
-        nargs="+",
-        default=None,
-        metavar="PATH",
-        help="photos (files, folders, globs) for the ONNX-vs-torch check; None means four cuts of a synthetic "
-        "street scene. Large photos make the check slow (it runs on the CPU)",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace the files of an earlier export in OUT (others are kept)"
-    )
+    add("--check-images", nargs="+", metavar="PATH", help=check)
+    add("--overwrite", action="store_true", help="replace the files of an earlier export in OUT (others are kept)")
     parser.set_defaults(func=run)
 
 
@@ -62,8 +54,6 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         log=lambda line: print(line, flush=True),
     )
-    print(
-        f"exported {result.model} to {result.out_dir} in {result.seconds:.0f} s; use it with: cityseg predict "
-        f"{result.out_dir} --images PHOTOS --out DIR"
-    )
+    print(f"exported {result.model} to {result.out_dir} in {result.seconds:.0f} s")
+    print(f"next: cityseg predict {result.out_dir} --images PHOTOS --out DIR   (or read {result.out_dir}/card.md)")
     return 0

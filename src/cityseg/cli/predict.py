@@ -7,10 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from cityseg.cli.common import add_command, non_negative_int, positive_int, size_type
+from cityseg.cli.common import add_command, add_workers, positive_int, size_type
 from cityseg.errors import UserError
 from cityseg.prediction.options import DEFAULT_MAX_PIXELS, MODES, MS_SCALES, TTAS, memory_bound, smallest_window
-from cityseg.system import default_workers
 
 
 def size_or_int(text: str) -> tuple[int, int]:
@@ -36,8 +35,9 @@ def register(subparsers) -> None:
         "PNGs stop the run, and outputs of other settings are refused unless --overwrite is given.",
     )
     add = parser.add_argument
-    add("checkpoint", type=Path, help="best.pt or last.pt of a training run, or a folder written by `cityseg export`")
-    add("root", type=Path, nargs="?", help="Cityscapes folder holding leftImg8bit/ (not with --images)")
+    model = "best.pt or last.pt of a training run, or a folder written by `cityseg export`"
+    add("checkpoint", type=Path, metavar="CHECKPOINT", help=model)
+    add("root", type=Path, nargs="?", metavar="ROOT", help="Cityscapes folder holding leftImg8bit/ (not with --images)")
     add("--split", choices=("val", "test", "train"), help="which images to predict (default: val)")
     add("--images", nargs="+", metavar="PATH", help="photos instead of a split: files, folders or quoted globs")
     default_out = "predictions/, test_predictions/ or predictions_train/ by --split"
@@ -54,13 +54,10 @@ def register(subparsers) -> None:
 
     add = parser.add_argument_group("Runtime").add_argument
     add("--batch-size", type=positive_int, default=1, metavar="N", help="images per forward pass")
-    add("--device", default="auto", help="auto, cpu, cuda or cuda:N; auto uses CUDA when available")
-    add(
-        "--amp",
-        action=argparse.BooleanOptionalAction,
-        help="autocast on CUDA or float32 (default: as trained; recorded)",
-    )
-    add("--workers", type=non_negative_int, default=min(4, default_workers()), metavar="N", help="decoding processes")
+    add("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N; auto uses CUDA when available")
+    amp = "autocast on CUDA, or float32; recorded with the predictions (default: as the checkpoint trained)"
+    add("--amp", action=argparse.BooleanOptionalAction, help=amp)
+    add_workers(add, "decoding processes", at_most=4)
     add("--no-progress", action="store_true", help="hide the progress bar")
     add("--score", action="store_true", help="also score val/train predictions in memory, as `cityseg evaluate`")
 

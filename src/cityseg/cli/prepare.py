@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cityseg.cli.common import add_command, positive_int
-from cityseg.system import default_workers
+from cityseg.cli.common import add_command, add_workers
 
 
 def register(subparsers) -> None:
@@ -22,17 +21,9 @@ def register(subparsers) -> None:
         "PNG is written atomically.",
     )
     parser.add_argument("root", type=Path, metavar="ROOT", help="dataset folder holding leftImg8bit/ and gtFine/")
-    parser.add_argument(
-        "--workers",
-        type=positive_int,
-        default=default_workers(),
-        help="parallel processes (default: all cores)",
-    )
-    parser.add_argument(
-        "--coarse",
-        action="store_true",
-        help="also convert gtCoarse/*/*/*_gtCoarse_polygons.json to *_gtCoarse_labelTrainIds.png",
-    )
+    add_workers(parser.add_argument, "parallel processes")
+    coarse = "also convert gtCoarse/*/*/*_gtCoarse_polygons.json to *_gtCoarse_labelTrainIds.png"
+    parser.add_argument("--coarse", action="store_true", help=coarse)
     parser.set_defaults(func=run)
 
 
@@ -42,4 +33,5 @@ def run(args) -> int:
 
     result = prepare_dataset(args.root, workers=args.workers, coarse=args.coarse)
     print(f"prepared {args.root}: {result.converted} converted, {result.skipped} skipped (up to date)")
+    print(f"next: cityseg cv {args.root} --out runs   (or the notebook notebooks/01_train.ipynb)")
     return 0

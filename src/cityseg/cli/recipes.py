@@ -23,15 +23,10 @@ def register(subparsers) -> None:
         "from its sources. A recipe is a built-in name or a .toml file (copy a built-in's file to start one). "
         "With --diff, list only the fields where two recipes differ.",
     )
+    which = f"{', '.join(BUILTIN)} or a .toml file (default: all built-ins)"
+    parser.add_argument("name", nargs="?", metavar="NAME|FILE", help=which)
     parser.add_argument(
-        "name",
-        nargs="?",
-        default=None,
-        metavar="NAME|FILE",
-        help=f"{', '.join(BUILTIN)} or a .toml file (default: all built-ins)",
-    )
-    parser.add_argument(
-        "--diff", default=None, metavar="OTHER", help="compare NAME with recipe OTHER: the fields whose values differ"
+        "--diff", metavar="OTHER", help="compare NAME with recipe OTHER: the fields whose values differ"
     )
     parser.set_defaults(func=run)
 
@@ -86,17 +81,11 @@ def recipe_card(name: str) -> str:
 
 def recipe_diff(name: str, other: str) -> str:
     """The fields where two recipes differ, one per line: field, NAME's value, OTHER's value."""
+    from cityseg.report.tables import Table
     from cityseg.training.config import field_differences, resolve_config, value_text
 
     changed = field_differences(resolve_config(name), resolve_config(other), ("recipe",))  # same machine: same workers
     if not changed:
         return f"recipes {name} and {other} set every field alike."
-    width = max(len("field"), *(len(field) for field, _, _ in changed))
-    values = [(field, value_text(a), value_text(b)) for field, a, b in changed]
-    first = max(len(name), *(len(a) for _, a, _ in values))
-    lines = [
-        f"{len(changed)} fields differ between {name} and {other}:",
-        f"{'field'.ljust(width)}  {name.ljust(first)}  {other}",
-    ]
-    lines += [f"{field.ljust(width)}  {a.ljust(first)}  {b}" for field, a, b in values]
-    return "\n".join(lines)
+    table = Table.build(("field", name, other), [(field, value_text(a), value_text(b)) for field, a, b in changed])
+    return f"{len(changed)} fields differ between {name} and {other}:\n{table.text()}"

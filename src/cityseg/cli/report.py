@@ -18,33 +18,14 @@ def register(subparsers) -> None:
         "files a run leaves behind; no model or GPU needed. Figures go to <OUT stem>_figures/ (PNG), tables to "
         "<OUT stem>_tables/ (CSV and LaTeX). docs/report.md describes every page.",
     )
-    parser.add_argument(
-        "runs", type=Path, metavar="RUNS", help="runs folder written by `cityseg cv` (holds folds.json, summary.json)"
-    )
-    parser.add_argument(
-        "--eval",
-        dest="eval_json",
-        type=Path,
-        required=True,
-        metavar="EVAL_JSON",
-        help="evaluation JSON written by `cityseg evaluate`",
-    )
-    parser.add_argument("--out", type=Path, default=Path("report.pdf"), metavar="PDF", help="PDF to write")
-    examples = parser.add_argument_group("Qualitative examples (optional)")
-    examples.add_argument(
-        "--predictions",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="val predictions folder written by `cityseg predict`; adds image | truth | prediction | error panels",
-    )
-    examples.add_argument(
-        "--root",
-        type=Path,
-        default=None,
-        metavar="ROOT",
-        help="dataset folder for those panels; without it, the data_root recorded in config.json",
-    )
+    add = parser.add_argument
+    add("runs", type=Path, metavar="RUNS", help="runs folder written by `cityseg cv` (holds folds.json, summary.json)")
+    add("--eval", dest="eval_json", type=Path, required=True, metavar="EVAL_JSON", help="JSON of `cityseg evaluate`")
+    add("--out", type=Path, default=Path("report.pdf"), metavar="PDF", help="PDF to write")
+    add = parser.add_argument_group("Qualitative examples (optional)").add_argument
+    panels = "val predictions folder written by `cityseg predict`; adds image | truth | prediction | error panels"
+    add("--predictions", type=Path, metavar="DIR", help=panels)
+    add("--root", type=Path, metavar="ROOT", help="dataset for those panels (default: the data_root in config.json)")
     parser.set_defaults(func=run)
 
 
@@ -60,4 +41,5 @@ def run(args) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     out = build_report(args.runs, args.eval_json, args.out, pred_dir=args.predictions, root=args.root)
     print(f"report: {out}\nfigures: {figures_dir(out)}\ntables: {tables_dir(out)} (CSV in fractions, LaTeX in percent)")
+    print(f"next: open {out}; another run beside this one: cityseg compare {args.runs} OTHER_RUNS")
     return 0

@@ -6,8 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from cityseg.cli.common import add_command, positive_int, size_type
-from cityseg.system import default_workers
+from cityseg.cli.common import add_command, add_workers, positive_int, size_type
 
 
 def register(subparsers) -> None:
@@ -23,17 +22,17 @@ def register(subparsers) -> None:
     )
     add = parser.add_argument
     add("pred_dir", type=Path, metavar="PRED_DIR", help="folder of test prediction PNGs (searched recursively)")
-    add("--out", type=Path, default=Path("submission.zip"), help="zip file to write")
-    expected = "What to expect (default: the real test split, 1525 images of 2048x1024)"
-    add = parser.add_argument_group(expected).add_argument
+    add("--out", type=Path, default=Path("submission.zip"), metavar="FILE", help="zip file to write")
+    add("--overwrite", action="store_true", help="replace an existing zip with other contents")
+    add_workers(add, "threads decoding PNGs")
+    add = parser.add_argument_group(
+        "What to expect (default: the real test split, 1525 images of 2048x1024)"
+    ).add_argument
     add(
         "--expect", type=positive_int, metavar="N", help="frames expected (default: 1525, or the test frames of --root)"
     )
-    add("--root", type=Path, help="expect exactly the test frames (and their image sizes) of this Cityscapes folder")
+    add("--root", type=Path, metavar="ROOT", help="expect exactly the test frames and image sizes of this dataset")
     add("--size", type=size_type, metavar="WxH", help="prediction size without --root (default: 2048x1024)")
-    add = parser.add_argument
-    add("--overwrite", action="store_true", help="replace an existing zip")
-    add("--workers", type=positive_int, default=default_workers(), metavar="N", help="threads decoding PNGs")
     parser.set_defaults(func=run)
 
 
@@ -49,15 +48,8 @@ def run(args) -> int:
         )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TrainIdsWarning)
-        out = make_submission(
-            args.pred_dir,
-            args.out,
-            args.expect,
-            root=args.root,
-            size=args.size,
-            overwrite=args.overwrite,
-            workers=args.workers,
-        )
+        options = {"root": args.root, "size": args.size, "overwrite": args.overwrite, "workers": args.workers}
+        out = make_submission(args.pred_dir, args.out, args.expect, **options)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cityseg.cli.common import add_command, non_negative_int, positive_int, size_type
-from cityseg.system import default_workers
+from cityseg.cli.common import add_command, add_workers, non_negative_int, positive_int, size_type
 
 
 def _synth_size(text: str) -> tuple[int, int]:
@@ -40,7 +39,7 @@ def register(subparsers) -> None:
     add("--per-city", metavar="N", type=positive_int, default=3, help="images per city")
     add("--seed", metavar="N", type=non_negative_int, default=0, help="random seed; same seed, same files")
     add = parser.add_argument_group("Execution").add_argument
-    add("--workers", metavar="N", type=positive_int, default=default_workers(), help="worker processes (all cores)")
+    add_workers(add, "worker processes")
     add("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -49,20 +48,12 @@ def run(args: argparse.Namespace) -> int:
     """Write the dataset and say what went where."""
     from cityseg.synthetic import write_dataset
 
-    images = write_dataset(
-        args.out,
-        size=args.size,
-        train_cities=args.train_cities,
-        val_cities=args.val_cities,
-        test_cities=args.test_cities,
-        per_city=args.per_city,
-        seed=args.seed,
-        workers=args.workers,
-        progress=not args.no_progress,
-    )
     cities = {"train": args.train_cities, "val": args.val_cities, "test": args.test_cities}
-    width, height = args.size
-    print(f"wrote {sum(images.values())} synthetic {width}x{height} frames to {args.out}")
+    shape = {f"{split}_cities": count for split, count in cities.items()} | {"per_city": args.per_city}
+    images = write_dataset(
+        args.out, size=args.size, **shape, seed=args.seed, workers=args.workers, progress=not args.no_progress
+    )
+    print(f"wrote {sum(images.values())} synthetic {args.size[0]}x{args.size[1]} frames to {args.out}")
     for split, count in images.items():
         if count:
             print(f"  {split:5s} {count:4d} images in {cities[split]} cities")

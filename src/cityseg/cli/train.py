@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import argparse
+from argparse import SUPPRESS
 from pathlib import Path
 
-from cityseg.cli.common import add_command
+from cityseg.cli.common import add_command, non_negative_int
 from cityseg.cli.config_flags import add_config_arguments, config_from_args
-
-_UNSET = argparse.SUPPRESS
 
 
 def register(subparsers) -> None:
@@ -21,21 +20,13 @@ def register(subparsers) -> None:
         "that fold's held-out cities every epoch), or --full on every train image without validation. "
         "`cityseg cv` runs all folds and the full fit for you. Under torchrun it uses DDP.",
     )
-    parser.add_argument("root", type=Path, help="Cityscapes folder (holds leftImg8bit/ and gtFine/)")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        required=True,
-        default=_UNSET,
-        metavar="DIR",
-        help="run folder to create (or continue with --resume)",
-    )
-    which = parser.add_argument_group("What to train (one of)")
-    which.add_argument("--fold", type=int, default=_UNSET, metavar="K", help="fold number in --folds-file")
-    which.add_argument(
-        "--folds-file", type=Path, default=_UNSET, metavar="F", help="folds.json written by `cityseg cv`"
-    )
-    which.add_argument("--full", action="store_true", help="train on every train image, without validation")
+    add = parser.add_argument
+    add("root", type=Path, metavar="ROOT", help="Cityscapes folder (holds leftImg8bit/ and gtFine/)")
+    add("--out", type=Path, required=True, metavar="DIR", help="run folder to create (or continue with --resume)")
+    add = parser.add_argument_group("What to train (one of)").add_argument
+    add("--fold", type=non_negative_int, default=SUPPRESS, metavar="K", help="fold number in --folds-file")
+    add("--folds-file", type=Path, default=SUPPRESS, metavar="FILE", help="folds.json written by `cityseg cv`")
+    add("--full", action="store_true", help="train on every train image, without validation")
     add_config_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -67,4 +58,11 @@ def run(args: argparse.Namespace) -> int:
     if main:
         best = f"best epoch {result.best_epoch}" if val_ids else f"{len(result.rows)} epochs"
         print(f"done: {args.out} ({best}); checkpoints best.pt and last.pt, log log.jsonl")
+        if val_ids:
+            runs = Path(folds_file).parent
+            print(
+                f"next: the other folds the same way, or: cityseg cv {args.root} --out {runs} --resume (the same options)"
+            )
+        else:
+            print(f"next: cityseg predict {args.out / 'best.pt'} {args.root} --out predictions   (val predictions)")
     return 0

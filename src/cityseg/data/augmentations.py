@@ -1,8 +1,5 @@
-"""The named augmentations a training config may ask for, without torch: the CLI lists them in --help.
-
-What each one does is `cityseg.data.transforms` (in the loader workers) and `cityseg.data.device_augment`
-(batched on the training device).
-"""
+"""The named augmentations a training config may ask for, without torch (the CLI lists them in --help); what each
+does is `transforms` (in the loader workers) and `device_augment` (batched on the training device)."""
 
 AUGMENTATIONS = ("flip", "color-jitter", "gaussian-blur", "scale-crop", "photometric")
 # Per-pixel image-only augmentations, in the order they run (after cropping).

@@ -2,9 +2,8 @@
 
 DIR/CITYSEG_CACHE.json marks the folder as cityseg's; DIR/<split>_<W>x<H|full>_<labels>/ holds images.npy
 (N, H, W, 3), labels.npy (N, H, W) trainIds, index.json (per frame: id, source paths, sizes, mtimes) and
-COMPLETE, written last. An entry is built in `.tmp-<entry>/` and renamed into place, so a kill leaves at most
-a temp folder; a changed source makes the entry stale and the rebuild decodes only the changed frames.
-Resizing is the evaluation transform's `v2.Resize`, so a cache at `--size` gives its exact inputs.
+COMPLETE, written last. An entry is built in `.tmp-<entry>/` and renamed into place; a changed source makes it
+stale and the rebuild decodes only the changed frames. Resizing is the evaluation transform's `v2.Resize`.
 """
 
 from __future__ import annotations
@@ -23,9 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
-from cityseg.data.layout import LABEL_SOURCES
+from cityseg.data.augmentations import DEFAULT_SCALE_RANGE
+from cityseg.data.frames import check_label_source, check_same_size, list_frames, read_image, read_train_ids
+from cityseg.data.labelpng import png_header
+from cityseg.data.transforms import build_transform
 from cityseg.errors import UserError, format_paths
 from cityseg.fileio import atomic_write_text, claim_folder, folder_lock, source_fingerprint, sync_to_disk
 from cityseg.locks import die_with_parent
@@ -74,8 +76,6 @@ def training_cache_size(
 ) -> tuple[int, int] | None:
     """`size`, or full resolution when random scaling can enlarge past it (a crop upsampled from a downsized
     cache would be blurrier than one resampled once from the source, as training on PNGs does)."""
-    from cityseg.data.augmentations import DEFAULT_SCALE_RANGE
-
     if size is not None and "scale-crop" in aug and (scale_range or DEFAULT_SCALE_RANGE)[1] > 1.0:
         return None
     return size
@@ -106,21 +106,16 @@ def ensure_cache(
 ) -> CacheResult:
     """A fresh entry for `split` (its `frames` as listed, else listed here), built or repaired first if needed."""
     root = Path(root)
-    if label_source not in LABEL_SOURCES:
-        raise UserError(f"label source {label_source!r} is unknown; use one of {', '.join(LABEL_SOURCES)}.")
+    check_label_source(label_source)
     out = Path(out) if out is not None else default_cache_dir(root)
     _check_outside_dataset(out, root)
-    frames = _frames(root, split, label_source, frames)
+    frames = frames if frames is not None else list_frames(root, split, label_source)
     if not frames:
         raise UserError(f"split {split!r} of {root} has no frames to cache; check ROOT and --splits.")
     records = [_frame_record(frame, root) for frame in frames]
-    claim_folder(
-        out,
-        MARKER,
-        {"format": FORMAT, "format_version": FORMAT_VERSION, "note": "written by `cityseg cache`; safe to delete"},
-        "cityseg cache",
-        "pass an empty or new folder with --out/--cache, or leave it out to use the default beside ROOT.",
-    )
+    stamp = {"format": FORMAT, "format_version": FORMAT_VERSION, "note": "written by `cityseg cache`; safe to delete"}
+    fix = "pass an empty or new folder with --out/--cache, or leave it out to use the default beside ROOT."
+    claim_folder(out, MARKER, stamp, "cityseg cache", fix)
     name = entry_name(split, size, label_source)
     final = out / name
     with folder_lock(out, name):
@@ -154,22 +149,10 @@ def cache_state(
     index = read_entry_index(final)
     if index is None:
         return "partial"
-    records = [_frame_record(f, Path(root)) for f in _frames(root, split, label_source, frames)]
+    frames = frames if frames is not None else list_frames(root, split, label_source)
+    records = [_frame_record(f, Path(root)) for f in frames]
     reason = _stale_reason(index, records, size)
     return "fresh" if reason is None else f"stale: {reason}"
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as image:  # the header only
-        return image.size
-
-
-def _frames(root: Path, split: str, label_source: str, frames: Sequence | None) -> Sequence:
-    from cityseg.data.frames import list_frames
-
-    return frames if frames is not None else list_frames(root, split, label_source=label_source)
 
 
 def _frame_record(frame, root: Path) -> dict[str, Any]:
@@ -202,7 +185,7 @@ def _build_entry(final: Path, old, split, frames, records, size, label_source, w
         _remove_entry(tmp)  # left by a killed build: never used, start again
     tmp.mkdir()
     try:
-        width, height = size or _image_size(frames[0].image)
+        width, height = size or png_header(frames[0].image)[1]
         n = len(records)
         needed, free = n * height * width * 4, shutil.disk_usage(tmp).free
         if free < needed:  # fail now rather than at the last frame
@@ -262,19 +245,12 @@ def _init_decoder(folder: str, size, shape_hw, label_source: str) -> None:
     if multiprocessing.parent_process() is not None:  # a pool worker, not the one-worker path in this process
         die_with_parent()
     torch.set_num_threads(1)
-    _WORKER.update(
-        images=np.load(Path(folder) / IMAGES_FILE, mmap_mode="r+"),
-        labels=np.load(Path(folder) / LABELS_FILE, mmap_mode="r+"),
-        size=size,
-        shape_hw=tuple(shape_hw),
-        label_source=label_source,
-    )
+    images, labels = (np.load(Path(folder) / name, mmap_mode="r+") for name in (IMAGES_FILE, LABELS_FILE))
+    _WORKER.update(images=images, labels=labels, size=size, shape_hw=tuple(shape_hw), label_source=label_source)
 
 
 def _decode_one(task: tuple[int, str, str]) -> int:
     """Decode, check and resize one frame into its row; returns the row."""
-    from cityseg.data.frames import check_same_size, read_image, read_train_ids
-
     row, image_path, label_path = task
     image = read_image(Path(image_path))  # (H, W, 3) uint8
     mask = read_train_ids(Path(label_path), label_source=_WORKER["label_source"])  # (H, W) uint8
@@ -361,10 +337,8 @@ def read_entry_index(entry: Path) -> dict[str, Any] | None:
     shape, else None: a truncated or hand-edited entry is rebuilt, never trusted."""
     try:
         index = json.loads((entry / INDEX_FILE).read_text()) if (entry / COMPLETE_FILE).is_file() else None
-        if not isinstance(index, dict) or (index.get("format"), index.get("format_version")) != (
-            FORMAT,
-            FORMAT_VERSION,
-        ):
+        stamp = (index.get("format"), index.get("format_version")) if isinstance(index, dict) else None
+        if stamp != (FORMAT, FORMAT_VERSION):
             return None
         n, h, w = index["shape"]
         images = np.load(entry / IMAGES_FILE, mmap_mode="r")
@@ -401,8 +375,6 @@ class CachedDataset(Dataset):
         size: tuple[int, int] | None = None,
         label_source: str = "trainIds",
     ) -> None:
-        from cityseg.data.transforms import build_transform
-
         self.entry = Path(cache_dir) / entry_name(split, size, label_source)
         index = read_entry_index(self.entry)
         if index is None:

@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from cityseg.data.frames import Frame, check_label_source, check_same_size, read_image, read_train_ids
+from cityseg.data.transforms import build_transform
 from cityseg.labels import IGNORE_INDEX
 
 
@@ -27,8 +28,6 @@ class CityscapesDataset(Dataset):
     labels (the test split) get an all-ignore mask, so one transform serves every split."""
 
     def __init__(self, frames: Iterable[Frame], transform=None, label_source: str = "trainIds") -> None:
-        from cityseg.data.transforms import build_transform
-
         check_label_source(label_source)
         self.frames: list[Frame] = list(frames)
         self.transform = transform if transform is not None else build_transform(train=False)
@@ -38,7 +37,7 @@ class CityscapesDataset(Dataset):
         return len(self.frames)
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw (H, W, 3) uint8 image and (H, W) uint8 trainIds of one frame, checked to be the same size."""
+        """Raw (H, W, 3) uint8 image and (H, W) uint8 trainIds of one frame."""
         frame = self.frames[index]
         image = read_image(frame.image)
         if frame.label is None:

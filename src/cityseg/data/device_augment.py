@@ -1,16 +1,15 @@
 """Colour augmentations of a training batch on the device (`--gpu-aug`), instead of in the loader workers.
 
-`BatchPhotometric` is `cityseg.data.photometric`'s mmsegmentation PhotoMetricDistortion batched, each image with
-its own draw: the brightness and contrast tables looked up on the device, and OpenCV's 8-bit HSV in tensor ops
-(RGB -> HSV in its integer arithmetic; HSV -> RGB in its float formula, truncating like its vector loop and
-rounding like its scalar tail in the last columns of a row): the workers' result bit for bit where OpenCV
-fuses its multiply-adds (x86-64 wheels). Draws are made on the host, seeded by (seed, epoch, step, rank).
+`BatchPhotometric` is `photometric`'s PhotoMetricDistortion batched, each image with its own draw: the value tables
+looked up on the device and OpenCV's 8-bit HSV in tensor ops, the workers' result bit for bit where OpenCV fuses
+its multiply-adds (x86-64 wheels). Draws are made on the host, seeded by (seed, epoch, step, rank).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -74,12 +73,8 @@ def rgb_to_hsv(images: Tensor) -> Tensor:
 
 
 def hsv_to_rgb(hsv: Tensor, rounded_tail: int | None = None) -> Tensor:
-    """OpenCV's 8-bit HSV -> RGB: (B, 3, H, W) uint8 HSV -> (B, 3, H, W) uint8 RGB.
-
-    OpenCV's float formula with its fused multiply-adds (1 - s*f in float64, rounded once), truncated to uint8
-    as its vector loop does; the last `rounded_tail` columns of each row (default: `opencv_rounded_tail(W)`)
-    rounded as its scalar tail does. Equal to cv2.cvtColor for every input on builds that fuse (x86-64 wheels).
-    """
+    """OpenCV's 8-bit HSV -> RGB of (B, 3, H, W) uint8: its float formula with fused multiply-adds, truncated as its
+    vector loop does, the last `rounded_tail` columns of each row (`opencv_rounded_tail`) rounded as its scalar tail."""
     _, _, sectors = _hsv_constants(hsv.device)
     hue = hsv[:, 0].float() * np.float32(6.0 / 180.0)  # (B, H, W), in sixths of the circle
     saturation = hsv[:, 1].float() * np.float32(1.0 / 255.0)
@@ -111,9 +106,8 @@ _PROBE_HSV = (10, 100, 200)  # truncation gives RGB (200, 147, 121), rounding (2
 
 @functools.cache
 def opencv_rounded_tail(width: int) -> int:
-    """How many last columns of a `width`-wide row this machine's OpenCV converts HSV -> RGB in its scalar tail
-    (which rounds) after its vector loop (which truncates): W mod 64 with AVX-512, W mod 32 with AVX2, ...;
-    probed on one row of that width rather than guessed from the CPU."""
+    """How many last columns of a `width`-wide row this machine's OpenCV converts HSV -> RGB in its rounding scalar
+    tail after its truncating vector loop (W mod 64 with AVX-512, ...), probed on one row of that width."""
     probe = np.full((1, width, 3), _PROBE_HSV, dtype=np.uint8)
     truncated = hsv_to_rgb(torch.from_numpy(probe).permute(2, 0, 1)[None], rounded_tail=0)[0, :, 0, 0].numpy()
     differs = (cv2.cvtColor(probe, cv2.COLOR_HSV2RGB)[0] != truncated).any(axis=-1)  # (W,)
@@ -121,8 +115,7 @@ def opencv_rounded_tail(width: int) -> int:
 
 
 def photometric_tables(draws: Sequence[PhotometricDraw]) -> Tensor:
-    """The draws of a batch as one host tensor (B, 4 * 256 + 2) uint8: tables before, saturation, hue,
-    after, then whether saturation and hue are applied (one copy to the device carries everything)."""
+    """The draws of a batch as one host tensor (B, 4 * 256 + 2) uint8: four tables, then the two HSV steps' flags."""
     identity = np.arange(256, dtype=np.uint8)
     rows = []
     for draw in draws:
@@ -134,12 +127,11 @@ def photometric_tables(draws: Sequence[PhotometricDraw]) -> Tensor:
     return torch.from_numpy(np.stack(rows))
 
 
+@dataclass(eq=False)
 class BatchPhotometric:
-    """mmsegmentation's PhotoMetricDistortion of a whole uint8 batch on its device, each image with its own
-    draw (`cityseg.data.photometric.draw_photometric`); the worker path's tables, looked up on the device."""
+    """mmsegmentation's PhotoMetricDistortion of a whole uint8 batch on its device, each image with its own draw."""
 
-    def __init__(self, spec: PhotometricSpec = PHOTOMETRIC) -> None:
-        self.spec = spec
+    spec: PhotometricSpec = PHOTOMETRIC
 
     def draw(self, batch: int, generator: torch.Generator | None = None) -> list[PhotometricDraw]:
         """One draw per image, from torch's (global or given) generator."""
@@ -169,34 +161,28 @@ class BatchPhotometric:
             x = torch.where(applied[:, step - 1].view(batch, 1, 1, 1), hsv_to_rgb(hsv), x)
         return lookup(tables[:, 3], x)
 
-    def __repr__(self) -> str:
-        return f"BatchPhotometric({self.spec})"
 
-
+@dataclass(eq=False)
 class PerImage:
     """A torchvision transform applied to each image of the batch with its own random draw."""
 
-    def __init__(self, transform: Callable[[Tensor], Tensor]) -> None:
-        self.transform = transform
+    transform: Callable[[Tensor], Tensor]
 
     def __call__(self, images: Tensor) -> Tensor:
         # images (B, 3, H, W) uint8 -> (B, 3, H, W) uint8
         return torch.stack([self.transform(image) for image in images])
 
-    def __repr__(self) -> str:
-        return f"PerImage({self.transform!r})"
 
-
+@dataclass(eq=False)
 class BatchAugment:
     """The per-pixel augmentations of a recipe, in the loader's order, for a uint8 batch on the device; each call
     (a step) draws from torch's generator seeded by (seed, epoch, step, rank), so a resume draws the same."""
 
-    def __init__(self, stages: list[Callable[[Tensor], Tensor]], seed: int = 0, rank: int = 0) -> None:
-        self.stages = stages
-        self.seed = seed
-        self.rank = rank
-        self.epoch = 0
-        self.step = 0
+    stages: list[Callable[[Tensor], Tensor]]
+    seed: int = 0
+    rank: int = 0
+    epoch: int = 0
+    step: int = 0
 
     def start_epoch(self, epoch: int) -> None:
         """Steps are counted from 0 in every epoch."""
@@ -210,13 +196,9 @@ class BatchAugment:
                 images = stage(images)
         return images
 
-    def __repr__(self) -> str:
-        return f"BatchAugment({self.stages!r})"
-
 
 def build_batch_augment(aug: Sequence[str], seed: int = 0, rank: int = 0) -> BatchAugment | None:
-    """The per-pixel ops of `aug` that `build_transform(pixel_ops=False)` leaves out (None: there are none).
-    Photometric distortion runs batched; color-jitter and gaussian-blur image by image."""
+    """The per-pixel ops of `aug` that `build_transform(pixel_ops=False)` leaves out (None: there are none)."""
     stages: list[Callable[[Tensor], Tensor]] = [
         BatchPhotometric(PHOTOMETRIC) if name == "photometric" else PerImage(pixel_transform(name))
         for name in PIXEL_AUGMENTATIONS

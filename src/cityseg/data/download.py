@@ -1,9 +1,7 @@
 """Fetch the Cityscapes packages with the user's account, without ever storing the password.
 
-cityscapesscripts' own `login()` offers to save the password in plain text; this module
-logs in itself (username and password from the environment or a prompt, kept in memory
-only) and then uses the package's `download_packages`, which resumes partial files and
-checks each package's MD5 sum.
+cityscapesscripts' own `login()` offers to save the password in plain text; this module logs in itself (from the
+environment or a prompt, in memory only), then uses the package's `download_packages` (resume, MD5 check).
 """
 
 from __future__ import annotations
@@ -23,10 +21,7 @@ PASSWORD_ENV = "CITYSCAPES_PASSWORD"
 
 
 def read_credentials(username: str | None = None, prompt=input, secret_prompt=getpass.getpass) -> dict[str, str]:
-    """Username and password from arguments, `CITYSCAPES_USERNAME`/`CITYSCAPES_PASSWORD`, or a prompt.
-
-    With no one to answer the prompt (input closed: a script, a job, `< /dev/null`) the variables are the way.
-    """
+    """Username and password from arguments, `CITYSCAPES_USERNAME`/`CITYSCAPES_PASSWORD`, or a prompt."""
     try:
         username = username or os.environ.get(USER_ENV) or prompt("Cityscapes username or email: ").strip()
         password = os.environ.get(PASSWORD_ENV) or secret_prompt("Cityscapes password (not stored): ")
@@ -57,8 +52,7 @@ def login(credentials: dict[str, str], session=None):
             f"could not reach {LOGIN_URL} ({exc}); check the network, or download the two zips in a browser "
             "and unpack them into the dataset folder."
         ) from None
-    # The site answers a successful login with a redirect.
-    if response.status_code != 302:
+    if response.status_code != 302:  # the site answers a successful login with a redirect
         raise UserError(
             f"the Cityscapes site refused the login for {credentials['username']!r}; check the username and "
             f"password ({USER_ENV}/{PASSWORD_ENV} or the prompt)."

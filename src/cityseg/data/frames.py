@@ -1,7 +1,4 @@
-"""Cityscapes on disk: find image/label pairs, check the folder a user pointed at, read PNGs safely.
-
-    ROOT/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
-    ROOT/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_{polygons.json,labelIds.png,...}
+"""Cityscapes on disk (`layout`): find image/label pairs, check the folder a user pointed at, read PNGs safely.
 
 An image id is `<city>_<seq>_<frame>`. Every way this layout commonly goes wrong (wrong folder level, a
 half-extracted zip, labels not prepared) is one `UserError` naming the path and the fix, before training.
@@ -40,12 +37,9 @@ _DATASET_DIRS = (IMAGE_DIR, FINE_DIR, "gtCoarse")
 _FRAME_PART = r"\d{6}_\d{6}"
 _GT_NAME = re.compile(r"^(?P<stem>.+_" + _FRAME_PART + r")_gtFine_[A-Za-z]+\.(png|json)$")
 
-# trainIds a label PNG may hold: the 19 classes and ignore.
-_VALID_TRAIN_IDS = np.zeros(256, dtype=bool)
-_VALID_TRAIN_IDS[:NUM_CLASSES] = True
-_VALID_TRAIN_IDS[IGNORE_INDEX] = True
-_VALID_IDS = np.zeros(256, dtype=bool)
-_VALID_IDS[sorted(VALID_LABEL_IDS)] = True
+# The values a label PNG may hold, as (256,) tables: trainIds (the 19 classes and ignore), or labelIds.
+_VALID_TRAIN_IDS = np.isin(np.arange(256), [*range(NUM_CLASSES), IGNORE_INDEX])
+_VALID_IDS = np.isin(np.arange(256), sorted(VALID_LABEL_IDS))
 
 
 @dataclass(frozen=True)
@@ -92,10 +86,6 @@ def _visible_entries(folder: Path) -> list[os.DirEntry]:
         return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
 
 
-def _holds_dataset(folder: Path) -> bool:
-    return (folder / IMAGE_DIR).is_dir() or (folder / FINE_DIR).is_dir()
-
-
 def _check_root_location(root: Path) -> None:
     """Fail with the path the user probably meant when ROOT is missing, empty or one level off."""
     if not root.exists():
@@ -118,7 +108,8 @@ def _check_root_location(root: Path) -> None:
         return
     # One or two levels too deep: ROOT is leftImg8bit/, gtFine/ or one of their split folders.
     for ancestor in list(root.resolve().parents)[:3]:
-        if _holds_dataset(ancestor) and ancestor.name not in _DATASET_DIRS:
+        holds_dataset = (ancestor / IMAGE_DIR).is_dir() or (ancestor / FINE_DIR).is_dir()
+        if holds_dataset and ancestor.name not in _DATASET_DIRS:
             raise UserError(
                 f"{root} is a folder inside the dataset, not its root; you probably meant {ancestor} "
                 "(the folder that holds leftImg8bit/ and gtFine/)."
@@ -184,38 +175,9 @@ def _image_id(city: str, name: str) -> str | None:
     return match[0] if match and name.endswith(IMAGE_SUFFIX) else None
 
 
-def _scan_images(root: Path, split: str) -> dict[str, tuple[str, Path]]:
-    """Map image id -> (city, path) for one split."""
-    split_dir = root / IMAGE_DIR / split
-    if not split_dir.is_dir():
-        raise UserError(
-            f"split folder {split_dir} is missing; the Cityscapes download has train, val and test folders "
-            f"under {root / IMAGE_DIR}. Re-extract leftImg8bit_trainvaltest.zip into {root}."
-        )
-    images = _scan(split_dir, _image_id, f"<city>/<city>_<seq:6 digits>_<frame:6 digits>{IMAGE_SUFFIX}")
-    if not images:
-        raise UserError(
-            f"split '{split}' has no images: {split_dir} holds no <city>/*{IMAGE_SUFFIX} files. "
-            "Re-extract leftImg8bit_trainvaltest.zip into the dataset folder."
-        )
-    return images
-
-
 def _gt_name(city: str, name: str) -> tuple[str, str] | None:
     match = _GT_NAME.match(name)
     return (match["stem"], name[len(match["stem"]) :]) if match and match["stem"].startswith(city + "_") else None
-
-
-def _scan_ground_truth(root: Path, split: str) -> dict[str, dict[str, Path]]:
-    """Map gtFine file suffix -> {image id -> path} for one split (empty when gtFine/<split> is missing)."""
-    split_dir = root / FINE_DIR / split
-    if not split_dir.is_dir():
-        return {}
-    found: dict[str, dict[str, Path]] = {}
-    pattern = "<city>/<city>_<seq>_<frame>_gtFine_<kind>.png|json"
-    for (stem, suffix), (_, path) in _scan(split_dir, _gt_name, pattern).items():
-        found.setdefault(suffix, {})[stem] = path
-    return found
 
 
 def _check_labels(
@@ -239,23 +201,18 @@ def _check_labels(
     label_cities = {images[i][0] for i in labels if i in images}
     for city in sorted({c for c, _ in images.values()} - label_cities):
         n_images = sum(1 for c, _ in images.values() if c == city)
-        has_polygons = any(i.startswith(city + "_") for i in polygons)
-        fix = (
-            prepare_hint
-            if kind == "trainIds" and has_polygons
-            else "unzip gtFine_trainvaltest.zip into the dataset folder"
-        )
+        fix = "unzip gtFine_trainvaltest.zip into the dataset folder"
+        if kind == "trainIds" and any(i.startswith(city + "_") for i in polygons):
+            fix = prepare_hint
         raise UserError(
             f"city '{city}' has {n_images} images in {root / IMAGE_DIR / split / city} but no *{_LABEL_SUFFIX[kind]} "
             f"labels in {gt_split / city}; {fix}."
         )
     unlabeled = sorted(set(images) - set(labels))
     if unlabeled:
-        fix = (
-            prepare_hint
-            if kind == "trainIds" and set(unlabeled) <= set(polygons)
-            else ("restore their label files from gtFine_trainvaltest.zip or remove those images")
-        )
+        fix = "restore their label files from gtFine_trainvaltest.zip or remove those images"
+        if kind == "trainIds" and set(unlabeled) <= set(polygons):
+            fix = prepare_hint
         raise UserError(
             f"{len(unlabeled)} image(s) of split '{split}' have no *{_LABEL_SUFFIX[kind]} label, e.g. "
             f"{format_paths([images[i][1] for i in unlabeled], limit=3)}; {fix}."
@@ -279,8 +236,22 @@ def _scan_split(root: Path, split: str, kind: str | None) -> list[Frame]:
     """Scan and check one split; `kind` is a label source, "polygons", or None for images only."""
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; Cityscapes has {', '.join(SPLITS)}.")
-    images = _scan_images(root, split)
-    gt = _scan_ground_truth(root, split)
+    image_dir, gt_dir = root / IMAGE_DIR / split, root / FINE_DIR / split
+    if not image_dir.is_dir():
+        raise UserError(
+            f"split folder {image_dir} is missing; the Cityscapes download has train, val and test folders "
+            f"under {root / IMAGE_DIR}. Re-extract leftImg8bit_trainvaltest.zip into {root}."
+        )
+    images = _scan(image_dir, _image_id, f"<city>/<city>_<seq:6 digits>_<frame:6 digits>{IMAGE_SUFFIX}")
+    if not images:
+        raise UserError(
+            f"split '{split}' has no images: {image_dir} holds no <city>/*{IMAGE_SUFFIX} files. "
+            "Re-extract leftImg8bit_trainvaltest.zip into the dataset folder."
+        )
+    gt_files = _scan(gt_dir, _gt_name, "<city>/<city>_<seq>_<frame>_gtFine_<kind>.png|json") if gt_dir.is_dir() else {}
+    gt: dict[str, dict[str, Path]] = {}  # gtFine file suffix -> {image id -> path}
+    for (stem, suffix), (_, path) in gt_files.items():
+        gt.setdefault(suffix, {})[stem] = path
     labels = _check_labels(root, split, images, gt, kind) if kind else {}
     label_ids = gt.get(LABEL_IDS_SUFFIX, {})
     instance_ids = gt.get(INSTANCE_IDS_SUFFIX, {})
@@ -364,7 +335,10 @@ _MODE_NAMES |= {"F": "32-bit float", "1": "1-bit black and white", "CMYK": "CMYK
 _MODE_NAMES |= {"LAB": "Lab colour", "HSV": "HSV colour"}
 
 
-def _label_array(path: Path, label_source: str) -> np.ndarray:
+def read_train_ids(path: Path, label_source: str = "trainIds") -> np.ndarray:
+    """(H, W) uint8 trainIds (255 = ignore) from a labelTrainIds PNG, or from a labelIds PNG via the official LUT."""
+    check_label_source(label_source)
+    path = Path(path)
     fix = (
         f"If it is a *{TRAIN_IDS_SUFFIX} file, delete it and run `cityseg prepare ROOT` to rewrite it; "
         "otherwise re-extract it from gtFine_trainvaltest.zip."
@@ -380,35 +354,27 @@ def _label_array(path: Path, label_source: str) -> np.ndarray:
         if array.size and (array.min() < 0 or array.max() > 255):
             _raise_bad_values(path, array, label_source)
         array = array.astype(np.uint8)
-    return array
-
-
-def _raise_bad_values(path: Path, array: np.ndarray, label_source: str) -> None:
-    if label_source == "ids":
-        bad = [int(v) for v in np.unique(array) if not (0 <= v < 256 and _VALID_IDS[v])]
-        raise UserError(
-            f"label {path} holds values {bad[:10]} that are not Cityscapes labelIds (0..33). If it holds "
-            "trainIds (0..18, 255), use label_source 'trainIds'."
-        )
-    bad = [int(v) for v in np.unique(array) if not (0 <= v < 256 and _VALID_TRAIN_IDS[v])]
-    raise UserError(
-        f"label {path} holds values {bad[:10]} outside the trainIds 0..18 and 255 (ignore); it is probably a "
-        f"labelIds image. Read shipped labelIds with label_source 'ids' (--labels ids), or run "
-        f"`cityseg prepare ROOT` to write proper *{TRAIN_IDS_SUFFIX} files."
-    )
-
-
-def read_train_ids(path: Path, label_source: str = "trainIds") -> np.ndarray:
-    """(H, W) uint8 trainIds (255 = ignore) from a labelTrainIds PNG, or from a labelIds PNG via the official LUT."""
-    check_label_source(label_source)
-    path = Path(path)
-    array = _label_array(path, label_source)
     valid = _VALID_IDS if label_source == "ids" else _VALID_TRAIN_IDS
     # max() is far cheaper than a table lookup and settles the common all-valid case.
     limit = max(VALID_LABEL_IDS) if label_source == "ids" else NUM_CLASSES - 1
     if array.size and array.max() > limit and not valid[array].all():
         _raise_bad_values(path, array, label_source)
     return ids_to_train_ids(array) if label_source == "ids" else array
+
+
+def _raise_bad_values(path: Path, array: np.ndarray, label_source: str) -> None:
+    valid = _VALID_IDS if label_source == "ids" else _VALID_TRAIN_IDS
+    bad = [int(v) for v in np.unique(array) if not (0 <= v < 256 and valid[v])]
+    if label_source == "ids":
+        raise UserError(
+            f"label {path} holds values {bad[:10]} that are not Cityscapes labelIds (0..33). If it holds "
+            "trainIds (0..18, 255), use label_source 'trainIds'."
+        )
+    raise UserError(
+        f"label {path} holds values {bad[:10]} outside the trainIds 0..18 and 255 (ignore); it is probably a "
+        f"labelIds image. Read shipped labelIds with label_source 'ids' (--labels ids), or run "
+        f"`cityseg prepare ROOT` to write proper *{TRAIN_IDS_SUFFIX} files."
+    )
 
 
 def check_same_size(image: np.ndarray, mask: np.ndarray, image_path: Path, label_path: Path) -> None:

@@ -1,9 +1,8 @@
 """Label PNGs (labelIds, instanceIds, predictions): read as the official script reads them, written fast.
 
-Reading goes through PIL, the official script's own reader, so a file is read exactly when that script can
-read it, with the same values; whatever PIL refuses becomes one UnreadablePngError naming the file. Label
-maps cityseg writes are 8-bit grayscale PNGs from OpenCV's libpng encoder, Up filter at zlib level 1: quick
-to write and to read back (BENCHMARKS.md, label-png).
+Reading goes through PIL, the official script's own reader, so a file is read exactly when that script can read
+it; whatever PIL refuses becomes one UnreadablePngError naming the file. Label maps cityseg writes are 8-bit
+grayscale PNGs from OpenCV's libpng encoder, Up filter at zlib level 1 (BENCHMARKS.md, label-png).
 """
 
 from __future__ import annotations

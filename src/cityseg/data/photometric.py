@@ -1,10 +1,8 @@
-"""mmsegmentation's PhotoMetricDistortion, exactly, for one uint8 RGB crop in a loader worker.
+"""mmsegmentation's PhotoMetricDistortion (mmseg/datasets/transforms/transforms.py), exactly, for one uint8 crop.
 
-Its definition (mmseg/datasets/transforms/transforms.py, defaults), each step with p 0.5: brightness x + U(-32, 32);
-contrast x * U(0.5, 1.5), second or last (50/50); saturation S * U(0.5, 1.5) and hue (H + k) % 180, k an integer in
-[-18, 18), each its own round trip through OpenCV's 8-bit HSV; every step computed in float32, clipped to 0..255 and
-truncated to uint8. So each step maps a uint8 to a uint8: a 256-entry table computed with that float32 expression,
-applied with `cv2.LUT` (mmseg's pixels bit for bit, cheaper); `draw_photometric` makes draws any path can share.
+Each step (p 0.5: brightness, contrast second or last, saturation and hue each through OpenCV's 8-bit HSV) is
+computed in float32, clipped and truncated to uint8, so it maps a uint8 to a uint8: a 256-entry table applied with
+`cv2.LUT` (mmseg's pixels bit for bit, cheaper). `draw_photometric` makes draws any path can share.
 """
 
 from __future__ import annotations
@@ -111,8 +109,8 @@ def distort_hwc(image: np.ndarray, draw: PhotometricDraw) -> np.ndarray:
 
 
 def distort_chw(image: Tensor, draw: PhotometricDraw) -> Tensor:
-    """The same for a (3, H, W) uint8 tensor. The tables apply to memory in any layout; the HSV steps need (H, W, 3)
-    pixels: a (3, H, W) view of them as is, else OpenCV's merge and split (cheaper than a transposing copy)."""
+    """The same for a (3, H, W) uint8 tensor: the HSV steps need (H, W, 3) pixels, a (3, H, W) view of them as is,
+    else OpenCV's merge and split (cheaper than a transposing copy)."""
     hwc_view = image.permute(1, 2, 0).is_contiguous()  # (3, H, W) view of (H, W, 3) memory: how images arrive
     if draw.saturation is None and draw.hue is None:
         before, after = value_tables(draw)

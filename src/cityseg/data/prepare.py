@@ -1,10 +1,9 @@
 """`cityseg prepare`: write the `*_labelTrainIds.png` files training reads, from the polygon JSONs.
 
-Each file is rendered by the official converter's steps (`json2labelImg(json, png, "trainIds")`: its Annotation
-reader and createLabelImage, with a size check between), so it equals `csCreateTrainIdLabelImgs`' output pixel for
-pixel; on all cores, each PNG written atomically. A file is current when `cityseg-prepared.json` in its split
-folder records its JSON's size and sha256 and the PNG written from it (a line appended per file converted):
-content, not dates, so annotations unpacked with old dates are converted again, and a killed run keeps its work.
+Each file is rendered by the official converter's steps (`json2labelImg(json, png, "trainIds")`, with a size check),
+so it equals `csCreateTrainIdLabelImgs`' output pixel for pixel; on all cores, each PNG written atomically. A file is
+current when `cityseg-prepared.json` in its split folder records its JSON's sha256 and the PNG written from it
+(a line appended per file): content, not dates, and a killed run keeps its work.
 """
 
 from __future__ import annotations
@@ -21,11 +20,11 @@ import signal
 import socket
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cityseg.errors import UserError, describe_error, name_the_file
 from cityseg.fileio import sync_to_disk
@@ -38,30 +37,24 @@ RECORD_FILE = "cityseg-prepared.json"  # per split folder: what each PNG was con
 RECORD_FORMAT = "cityseg-prepared"
 _CHUNK = 16  # files per worker task: enough to hide the inter-process round trip
 # Temp files: ".<output name>.<host>-<pid>-<random>.tmp.png"; host and pid tell a dead writer's leftovers.
-_TEMP_NAME = re.compile(
-    r"^\.(?P<output>.+_labelTrainIds\.png|"
-    + re.escape(RECORD_FILE)
-    + r")\.(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}\.tmp\.png$"
-)
+_OUTPUT_NAME = rf".+_labelTrainIds\.png|{re.escape(RECORD_FILE)}"
+_TEMP_NAME = re.compile(rf"^\.(?P<output>{_OUTPUT_NAME})\.(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{{8}}\.tmp\.png$")
 
 
 @dataclass
 class PrepareResult:
-    """How many label images were written and how many were already up to date."""
-
-    converted: int
-    skipped: int
+    converted: int  # label images written
+    skipped: int  # already up to date
 
 
 def output_path(json_path: Path) -> Path:
-    """`..._gtFine_polygons.json` -> `..._gtFine_labelTrainIds.png` (same for gtCoarse), as the official script names it."""
+    """`..._gtFine_polygons.json` -> `..._gtFine_labelTrainIds.png` (same for gtCoarse), as the official script."""
     return json_path.with_name(json_path.name.replace("_polygons.json", "_labelTrainIds.png"))
 
 
 def _source_stamp(json_path: Path) -> list:
     """[bytes, sha256] of a polygon JSON: what its PNG is converted from."""
-    with open(json_path, "rb") as handle:
-        data = handle.read()
+    data = json_path.read_bytes()
     return [len(data), hashlib.sha256(data).hexdigest()]
 
 
@@ -75,8 +68,8 @@ def _output_stamp(out_path: Path) -> list | None:
 
 
 def _read_record(split_dir: Path) -> dict:
-    """{json path relative to the split folder: {"json": stamp, "png": stamp}} from the record's JSON lines (a
-    format line, then one line per converted file, the latest winning; a torn last line skipped); {} if absent."""
+    """{json path relative to the split folder: {"json": stamp, "png": stamp}} from the record's lines (a format
+    line, then one per converted file, the latest winning; a torn last line skipped); {} if absent."""
     try:
         lines = (split_dir / RECORD_FILE).read_bytes().split(b"\n")
     except OSError:
@@ -91,16 +84,12 @@ def _read_record(split_dir: Path) -> dict:
     return files
 
 
-def _record_lines(files: dict) -> str:
-    lines = [{"format": RECORD_FORMAT}, *({"file": key, **value} for key, value in sorted(files.items()))]
-    return "".join(json.dumps(line) + "\n" for line in lines)
-
-
 def _write_record(split_dir: Path, files: dict) -> None:
+    lines = [{"format": RECORD_FORMAT}, *({"file": key, **value} for key, value in sorted(files.items()))]
     tmp = _temp_path(split_dir / RECORD_FILE)  # named like the PNGs' temp files: a killed writer's are removed
     try:
         with open(tmp, "w") as handle:
-            handle.write(_record_lines(files))
+            handle.write("".join(json.dumps(line) + "\n" for line in lines))
             handle.flush()
             sync_to_disk(handle.fileno())
         os.replace(tmp, split_dir / RECORD_FILE)
@@ -199,8 +188,8 @@ def remove_stale_temp_files(folders: Iterable[Path]) -> int:
 
 
 def _convert_chunk(pairs: list[tuple[Path, Path]]) -> int:
-    for json_path, out_path in pairs:
-        convert_one(json_path, out_path)
+    for pair in pairs:
+        convert_one(*pair)
     return len(pairs)
 
 
@@ -220,8 +209,7 @@ def find_annotations(root: Path, coarse: bool = False) -> list[Path]:
 
 
 def _worker_start() -> None:
-    """Pool worker set-up: Ctrl-C is the parent's to handle, and a worker exits when its parent dies (kill -9);
-    a file in progress then stays a hidden temp file, removed by the next run."""
+    """Ctrl-C is the parent's to handle, and a worker exits when its parent dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
 
@@ -240,10 +228,8 @@ def _children_ignore_sigint() -> Iterator[None]:
 
 
 def _run_parallel(todo: list[tuple[Path, Path]], workers: int, bar: tqdm, finished) -> None:
-    """Convert chunks in worker processes; the first failure or Ctrl-C cancels what has not started and is re-raised.
-
-    Files in progress are finished first (each takes milliseconds), so an interrupted run leaves only whole PNGs.
-    """
+    """Convert chunks in worker processes; the first failure or Ctrl-C cancels what has not started and is re-raised
+    (files in progress are finished first, so an interrupted run leaves only whole PNGs)."""
     chunks = [todo[i : i + _CHUNK] for i in range(0, len(todo), _CHUNK)]
     # spawn: workers start clean (no inherited torch/OpenMP threads) and import only this light module.
     pool = ProcessPoolExecutor(
@@ -254,12 +240,9 @@ def _run_parallel(todo: list[tuple[Path, Path]], workers: int, bar: tqdm, finish
     try:
         with _children_ignore_sigint():  # the pool starts its processes during submit()
             chunk_of = {pool.submit(_convert_chunk, chunk): chunk for chunk in chunks}
-        pending = set(chunk_of)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                bar.update(future.result())  # re-raises a worker's UserError here
-                finished(chunk_of[future])
+        for future in as_completed(chunk_of):
+            bar.update(future.result())  # re-raises a worker's UserError here
+            finished(chunk_of[future])
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -267,7 +250,7 @@ def _run_parallel(todo: list[tuple[Path, Path]], workers: int, bar: tqdm, finish
 def prepare_dataset(
     root: Path, workers: int | None = None, coarse: bool = False, progress: bool = True
 ) -> PrepareResult:
-    """Write every missing or outdated `*_labelTrainIds.png` under ROOT in parallel; returns converted/skipped counts."""
+    """Write every missing or outdated `*_labelTrainIds.png` under ROOT in parallel."""
     from cityseg.data.frames import check_polygons
     from cityseg.system import default_workers
 

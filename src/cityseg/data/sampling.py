@@ -1,7 +1,6 @@
 """Random numbers that depend only on (seed, epoch, sample): the same run whatever the worker count, and after any
-kill. `EpochKeys` shuffles from (seed, epoch) (DistributedSampler's permutation, sharded under DDP) and yields
-(epoch, index) keys; `KeyedDataset` loads sample `index` with torch's generator seeded by (seed, epoch, index),
-which every random op of the transforms draws from; `device_augment.BatchAugment` seeds each step likewise.
+kill. `EpochKeys` shuffles from (seed, epoch) (DistributedSampler's permutation) and yields (epoch, index) keys;
+`KeyedDataset` loads sample `index` with torch's generator seeded by (seed, epoch, index).
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ class EpochKeys(Sampler[tuple[int, int]]):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Shuffle for `epoch` (the same permutation on every rank, as DistributedSampler does)."""
         self.epoch = epoch
         self.order.set_epoch(epoch)
 

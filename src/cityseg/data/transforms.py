@@ -1,10 +1,8 @@
-"""Joint image/mask transforms built on torchvision.transforms.v2 (image bilinear, mask nearest; colour ops on the
-image only). Random scaling and cropping are fused into one resize of just the crop window, so per-pixel work
-runs on the crop, never on the full frame. A crop larger than the scaled image is padded last, at the bottom and
-right, after the colour ops (as mmsegmentation pads after its PhotoMetricDistortion): the label with
-`PAD_LABEL`, the image with the ImageNet mean; the training step (`mark_padding`) then makes those pixels exactly
-0 after normalisation and their labels ignore. They add no loss, but BatchNorm's batch statistics still count
-them (as mmsegmentation's, whose padding is 0 after normalisation too).
+"""Joint image/mask transforms on torchvision.transforms.v2 (image bilinear, mask nearest; colour ops on the image).
+
+Random scaling and cropping are fused into one resize of just the crop window. A crop larger than the scaled image
+is padded last, bottom and right, after the colour ops (as mmsegmentation): the label with `PAD_LABEL`, the image
+with the ImageNet mean, which the training step (`mark_padding`) makes exactly 0 after normalisation and ignored.
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from cityseg.data.augmentations import DEFAULT_SCALE_RANGE, PIXEL_AUGMENTATIONS
+from cityseg.data.photometric import PhotoMetricDistortion
 from cityseg.labels import IGNORE_INDEX
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,8 +37,7 @@ PairTransformFn = Callable[[np.ndarray, np.ndarray], tuple[Tensor, Tensor]]
 
 
 def normalize(image: Tensor, memory_format: torch.memory_format = torch.contiguous_format) -> Tensor:
-    """uint8 (..., 3, H, W) -> float32 with ImageNet statistics, where the model runs (loaders move uint8, 4x fewer
-    bytes); the float copy is laid out in `memory_format` in the same pass."""
+    """uint8 (..., 3, H, W) -> float32 with ImageNet statistics, laid out in `memory_format` in the same pass."""
     image = image.as_subclass(Tensor) if isinstance(image, tv_tensors.TVTensor) else image
     scale, shift = _normalize_constants(image.device)
     return image.to(torch.float32, memory_format=memory_format).mul_(scale).sub_(shift)
@@ -47,8 +45,7 @@ def normalize(image: Tensor, memory_format: torch.memory_format = torch.contiguo
 
 @functools.cache
 def _normalize_constants(device: torch.device) -> tuple[Tensor, Tensor]:
-    """(scale, shift), each (3, 1, 1), made once per device (a host-to-device copy each step would sync):
-    x/255 - mean over std == x * (1 / (255 std)) - mean / std, one multiply-add in place."""
+    """(scale, shift), each (3, 1, 1), made once per device: x/255 - mean over std == x * scale - shift."""
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     scale = 1.0 / (255.0 * std)
     shift = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) / std
@@ -57,7 +54,7 @@ def _normalize_constants(device: torch.device) -> tuple[Tensor, Tensor]:
 
 def _dominant_class_ratio(mask: Tensor) -> float:
     """Share of the most frequent class among non-ignored pixels (1.0 when all are ignored); large windows counted
-    on every 2nd to 4th pixel (at least `RATIO_SAMPLES`), an estimate enough against a 0.75 threshold."""
+    on every 2nd to 4th pixel (at least `RATIO_SAMPLES`)."""
     height, width = mask.shape[-2:]
     stride = max(1, min(RATIO_MAX_STRIDE, math.isqrt(height * width // RATIO_SAMPLES)))
     sample = mask[..., ::stride, ::stride]
@@ -68,12 +65,8 @@ def _dominant_class_ratio(mask: Tensor) -> float:
 
 class ScaleCrop(v2.Transform):
     """Random scale, then a random crop of up to `crop` (W, H): smaller where the scaled image is (`PadTo` pads it).
-
-    While one class covers more than `max_class_ratio` of the labelled pixels the window is re-drawn, up to `tries`
-    draws, keeping the least dominated one. mmsegmentation's RandomCrop (cat_max_ratio) differs: a window passes
-    with `<` and at least two classes, and after 10 failures an 11th random window is kept unchecked; its shares
-    are counted on the rescaled label, ours on the source window (every 2nd-4th pixel of large ones).
-    """
+    While one class covers more than `max_class_ratio` of the labelled pixels the window is re-drawn, up to CROP_TRIES
+    draws, keeping the least dominated one (unlike mmsegmentation's cat_max_ratio, which keeps an 11th unchecked)."""
 
     def __init__(
         self,
@@ -81,25 +74,20 @@ class ScaleCrop(v2.Transform):
         scale_range: tuple[float, float] = (1.0, 1.0),
         base_size: tuple[int, int] | None = None,
         max_class_ratio: float = 1.0,
-        tries: int = CROP_TRIES,
     ) -> None:
         super().__init__()
         self.crop = crop
         self.scale_range = scale_range
         self.base_size = base_size
         self.max_class_ratio = max_class_ratio
-        self.tries = tries
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         height, width = next(x for x in flat_inputs if isinstance(x, (tv_tensors.Image, tv_tensors.Mask))).shape[-2:]
         mask = next((x for x in flat_inputs if isinstance(x, tv_tensors.Mask)), None)
         base_w, base_h = self.base_size or (width, height)
         crop_w, crop_h = self.crop or (base_w, base_h)
-        scale = (
-            float(torch.empty(1).uniform_(*self.scale_range))
-            if self.scale_range[0] != self.scale_range[1]
-            else self.scale_range[0]
-        )
+        low, high = self.scale_range
+        scale = float(torch.empty(1).uniform_(low, high)) if low != high else low
         scaled_h, scaled_w = max(1, round(base_h * scale)), max(1, round(base_w * scale))
         out_h, out_w = min(crop_h, scaled_h), min(crop_w, scaled_w)
         # Source pixels per output pixel; the crop window is mapped back through these.
@@ -107,7 +95,7 @@ class ScaleCrop(v2.Transform):
         src_h = max(1, min(height, round(out_h * step_y)))
         src_w = max(1, min(width, round(out_w * step_x)))
         best: tuple[float, int, int] | None = None
-        tries = self.tries if (scaled_h > out_h or scaled_w > out_w) else 1
+        tries = CROP_TRIES if (scaled_h > out_h or scaled_w > out_w) else 1
         for _ in range(tries):
             top = int(torch.randint(0, scaled_h - out_h + 1, ()).item() * step_y)
             left = int(torch.randint(0, scaled_w - out_w + 1, ()).item() * step_x)
@@ -158,8 +146,6 @@ def pixel_transform(name: str) -> v2.Transform:
     if name == "color-jitter":
         return v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1)
     if name == "photometric":
-        from cityseg.data.photometric import PhotoMetricDistortion
-
         return PhotoMetricDistortion()
     if name == "gaussian-blur":
         return v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 2.0))], p=0.5)
@@ -174,8 +160,8 @@ def _as_tensor(array: np.ndarray | Tensor) -> Tensor:
 
 
 class PairTransform:
-    """(image (H, W, 3) uint8, mask (H, W) uint8) -> (image (3, H, W), mask (H, W)), still uint8: 4x less to move
-    between loader processes than float32/int64; `engine.to_device_batch` normalises and widens on the device."""
+    """(image (H, W, 3) uint8, mask (H, W) uint8) -> (image (3, H, W), mask (H, W)), still uint8 (4x less to move
+    between processes); `engine.to_device_batch` normalises and widens on the device."""
 
     def __init__(self, ops: list[v2.Transform]) -> None:
         self.ops = v2.Compose(ops) if ops else None
@@ -201,12 +187,8 @@ def build_transform(
     crop_max_class_ratio: float = 0.75,
     pixel_ops: bool = True,
 ) -> PairTransformFn:
-    """Training or evaluation transform: optional resize to `size` (W, H), then augmentations; uint8 out.
-
-    Training: `crop` or "scale-crop" runs the fused scale-and-crop (`scale_range`, default 0.5-2.0; the crop
-    defaults to `size`), then "flip", then the colour ops (on the device instead with `pixel_ops` False), then
-    `PadTo`. Evaluation ignores `aug`/`crop`: resize only, so predictions map back 1:1.
-    """
+    """Training: the fused scale-and-crop (`crop` or "scale-crop"), "flip", the colour ops (on the device instead
+    with `pixel_ops` False), then `PadTo`. Evaluation: a resize to `size` (W, H) only, so predictions map back 1:1."""
     aug = tuple(aug)  # names and sizes checked by TrainConfig
     ops: list[v2.Transform] = []
     pad_to = None

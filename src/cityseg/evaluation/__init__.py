@@ -1,20 +1,13 @@
-"""Official Cityscapes evaluation of labelIds predictions, safe to call from a notebook.
+"""Official Cityscapes evaluation of labelIds predictions, safe to call from a notebook (docs/evaluation.md).
 
-`evaluate(pred_dir, root, split, engine, json_out, workers)` scores predictions with cityscapesscripts'
-evalPixelLevelSemanticLabeling (in-process: no environment variables, no sys.exit) and/or the fast engine,
-identical to the official script on frames in sorted order; every input problem is one UserError first.
-Modules: checks (prediction files), official (the script, leashed), fast (the counting engine), output
-(table, JSON, CSV), runner (the engines together; `predict --score` in memory). docs/evaluation.md.
+`evaluate` scores predictions with cityscapesscripts' evalPixelLevelSemanticLabeling (in-process: no environment
+variables, no sys.exit) and/or the fast engine, identical to it on frames in sorted order; every input problem is
+one UserError first.
 """
 
 from cityseg.evaluation.checks import EvaluationWarning, TrainIdsWarning
 from cityseg.evaluation.output import default_json_path, format_table, percent, write_outputs
-from cityseg.evaluation.runner import (
-    ENGINES,
-    EngineMismatchError,
-    compare_exports,
-    evaluate,
-)
+from cityseg.evaluation.runner import ENGINES, EngineMismatchError, compare_exports, evaluate
 
 __all__ = [
     "ENGINES",

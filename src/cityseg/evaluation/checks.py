@@ -1,14 +1,10 @@
-"""Checks on prediction PNGs, run before any scoring so that problems surface as one readable UserError
-instead of the official script's `sys.exit` on the first bad file.
-
-A prediction is a single-channel PNG of official labelIds (0..33), the size of its image, named
-`<city>_<seq>_<frame>*.png`. Like the official matcher (and the benchmark server), a prediction
-folder is searched recursively, so a second match in a subfolder is a duplicate.
+"""Checks on prediction PNGs before any scoring: every problem in one UserError, not the official script's
+`sys.exit` on the first bad file. A prediction is a single-channel PNG of labelIds (0..33), the size of its
+image, named `<city>_<seq>_<frame>*.png`; folders are searched recursively, as the official matcher does.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import warnings
@@ -75,11 +71,9 @@ class Problems:
     items: dict[str, list[str]] = field(default_factory=dict)
 
     def add(self, kind: str, text: str) -> None:
-        """Record one example of a problem of `kind`."""
         self.items.setdefault(kind, []).append(text)
 
     def add_problem(self, problem: PredictionProblem) -> None:
-        """Record a problem raised while reading one file."""
         self.add(problem.kind, str(problem))
 
     def raise_if_any(self, context: str) -> None:
@@ -111,10 +105,7 @@ def find_pngs(pred_dir: Path) -> list[Path]:
 
 def match_to_frames(pngs: Iterable[Path], frame_ids: Iterable[str]) -> tuple[dict[str, list[Path]], list[Path]]:
     """Map each frame id to the PNGs named `<id>*.png` (the official rule); also return PNGs matching none.
-
-    A name can only start with one frame id of a given length, so trying each distinct id length
-    reproduces `fnmatch(name, id + "*.png")` over all ids without comparing every pair.
-    """
+    Trying each distinct id length reproduces `fnmatch(name, id + "*.png")` without comparing every pair."""
     ids = set(frame_ids)
     lengths = sorted({len(i) for i in ids})
     matches: dict[str, list[Path]] = {i: [] for i in sorted(ids)}
@@ -169,11 +160,6 @@ def read_prediction(path: Path) -> np.ndarray:
     return array
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a (small) file: which prediction a per-frame score belongs to."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def invalid_values(values: Iterable[int]) -> list[int]:
     """The values among `values` that are not labelIds, for an error message (at most 10)."""
     bad = [int(v) for v in values if not 0 <= v < 256 or _INVALID_ID[int(v)]]
@@ -225,8 +211,8 @@ def scan_values(paths: Sequence[Path], workers: int, problems: Problems) -> np.n
 
 
 def warn_if_train_ids(counts: np.ndarray, where: Path) -> str | None:
-    """Warn (not fail) when predictions hold only values 0..18: labelIds almost always hold ids above 18 (sky 23,
-    car 26), so all-small values usually mean `train_ids_to_ids` was forgotten; returns the message."""
+    """Warn (not fail) when predictions hold only values 0..18, which usually means trainIds were written where
+    labelIds (sky 23, car 26) belong; returns the message."""
     present = np.flatnonzero(counts)
     if present.size == 0 or present.max() >= NUM_CLASSES:
         return None

@@ -1,9 +1,8 @@
-"""The fast engine: the official pixel-level metrics from counts, one joint histogram per frame instead of
-the script's per-label and per-instance passes over every pixel, frames decoded and counted in threads.
+"""The fast engine: the official pixel-level metrics from counts, frames decoded and counted in threads.
 
-Per frame: a (labelId, predicted value) pixel histogram for the confusion matrix, and per ground-truth
-instance its class, size and pixels predicted as its class and its category (for iIoU); the sums over frames
-and the formulas are the script's, in its order (docs/evaluation.md). Also each frame's own mIoU and accuracy.
+Per frame: a (labelId, predicted value) histogram for the confusion matrix, and per ground-truth instance its
+class, size and pixels predicted as its class and category (iIoU); sums and formulas are the script's, in its
+order (docs/evaluation.md). Also each frame's own mIoU and accuracy.
 """
 
 from __future__ import annotations
@@ -17,8 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-# Per-id fields the official script reads (ignoreInEval, hasInstances, category) are not in
-# cityseg.labels, so the table comes from the same source it is derived from.
+# The per-id fields the script reads (ignoreInEval, hasInstances, category) are not in cityseg.labels.
 from cityscapesscripts.helpers.labels import category2labels, id2label, labels
 
 from cityseg.data.labelpng import UnreadablePngError, read_png
@@ -88,11 +86,9 @@ _CALCHIST_MAX_PIXELS = 1 << 24
 
 
 def pair_histogram(rows: np.ndarray, values: np.ndarray, n_rows: int) -> np.ndarray:
-    """(n_rows, 256) int64 counts of (rows[i], values[i]) over two (H, W) arrays.
-
-    `rows`: uint8 or uint16, every value < n_rows (checked by the caller: calcHist drops values outside
-    its range silently); `values`: uint8 predictions. One OpenCV calcHist pass, which releases the GIL.
-    """
+    """(n_rows, 256) int64 counts of (rows[i], values[i]) over two (H, W) arrays, in one OpenCV calcHist pass
+    (which releases the GIL). `rows`: uint8/uint16, all < n_rows (calcHist drops others silently: the caller
+    checks); `values`: uint8."""
     if values.dtype != np.uint8 or rows.dtype not in (np.uint8, np.uint16) or rows.shape != values.shape:
         raise TypeError(
             f"pair_histogram needs uint8/uint16 rows and uint8 values of one shape, got "
@@ -110,9 +106,8 @@ def pair_histogram(rows: np.ndarray, values: np.ndarray, n_rows: int) -> np.ndar
 
 
 def _instance_counts(instances: np.ndarray, pred: np.ndarray, inst_path: Path) -> np.ndarray:
-    """(K, 4) per scored ground-truth instance, by ascending id: class id, size, pixels predicted as its class,
-    as its category. Instance ids are renumbered 0..K-1 (like the script's np.unique), then one histogram of
-    (instance, predicted value) holds all counts; `pred` holds valid labelIds only (checked before)."""
+    """(K, 4) per scored ground-truth instance, by ascending id: class id, size, pixels predicted as its class, as
+    its category; one histogram of (instance renumbered 0..K-1, predicted value). `pred` holds valid labelIds."""
     if instances.dtype != np.uint16:  # PIL may give int32
         if instances.size and (instances.min() < 0 or instances.max() > _MAX_ID):
             _raise_bad_instances(instances[(instances < 0) | (instances > _MAX_ID)], inst_path)
@@ -143,8 +138,8 @@ def _raise_bad_instances(ids: np.ndarray, inst_path: Path) -> None:
 
 
 def count_prediction(pair: Pair, pred: np.ndarray) -> FrameCounts:
-    """Counts of one frame from its decoded (or in-memory) (H, W) uint8 prediction and the pair's gtFine PNGs;
-    PredictionProblem if the prediction is unusable, UserError for damaged ground truth."""
+    """Counts of one frame from its (H, W) uint8 prediction and the pair's gtFine PNGs; PredictionProblem if the
+    prediction is unusable, UserError for damaged ground truth."""
     gt, instances = read_ground_truth_pair(pair)  # (H, W) each
     if pred.shape != gt.shape:
         raise PredictionProblem(
@@ -180,12 +175,6 @@ def _count_frame(pair: Pair) -> FrameCounts | PredictionProblem:
         return count_prediction(pair, read_prediction(pair.prediction))
     except PredictionProblem as problem:  # returned, so that one bad file hides no other
         return problem
-
-
-def count_frames(pairs: Sequence[Pair], workers: int) -> list[FrameCounts | PredictionProblem]:
-    """Every frame decoded and counted in `workers` threads (PIL's decoder and calcHist release the GIL)."""
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(_count_frame, pairs))
 
 
 @dataclass
@@ -247,9 +236,8 @@ def _class_scores(conf: np.ndarray, totals: Totals) -> tuple[dict[str, float], d
         fn = int(conf[label_id].sum()) - tp
         fp = int(scored_column[label_id]) - tp
         iou[name] = _ratio(tp, fp, fn)
-        iiou[name] = (
-            _ratio(totals.class_tp[name], fp, totals.class_fn[name]) if name in totals.class_tp else float("nan")
-        )
+        in_totals = name in totals.class_tp
+        iiou[name] = _ratio(totals.class_tp[name], fp, totals.class_fn[name]) if in_totals else float("nan")
     return iou, iiou
 
 
@@ -257,6 +245,7 @@ def _category_scores(conf: np.ndarray, totals: Totals) -> tuple[dict[str, float]
     iou: dict[str, float] = {}
     iiou: dict[str, float] = {}
     for category, members in category2labels.items():
+        iou[category] = iiou[category] = float("nan")
         fp_rows = [i for i in EVAL_IDS if _SCORED[i] and id2label[i].category != category]
         ids = [lab.id for lab in members if not lab.ignoreInEval and lab.id in EVAL_IDS]
         if ids:
@@ -264,14 +253,10 @@ def _category_scores(conf: np.ndarray, totals: Totals) -> tuple[dict[str, float]
             fn = int(conf[ids].sum()) - tp
             fp = int(conf[np.ix_(fp_rows, ids)].sum())
             iou[category] = _ratio(tp, fp, fn)
-        else:
-            iou[category] = float("nan")
         if category in INSTANCE_CATEGORIES:
             inst_ids = list(INSTANCE_CATEGORIES[category])  # includes ignored members, as the script does
             fp = int(conf[np.ix_(fp_rows, inst_ids)].sum())
             iiou[category] = _ratio(totals.category_tp[category], fp, totals.category_fn[category])
-        else:
-            iiou[category] = float("nan")
     return iou, iiou
 
 
@@ -302,10 +287,8 @@ _TRAIN_COLUMN = np.minimum(ID_TO_TRAIN_ID, NUM_CLASSES)[None, :]  # (1, 256)
 
 
 def frame_score(joint: np.ndarray) -> tuple[float, float]:
-    """(mIoU over the classes in the frame's ground truth or prediction, pixel accuracy) on the 19 trainIds.
-
-    Pixels of ignored ground truth are left out; a prediction of an ignored id is wrong (a miss, no class).
-    """
+    """(mIoU over the classes in the frame's ground truth or prediction, pixel accuracy) on the 19 trainIds; ignored
+    ground truth is left out, a prediction of an ignored id is wrong."""
     conf = np.zeros((NUM_CLASSES + 1, NUM_CLASSES + 1), dtype=np.int64)  # (20, 20) rows = ground truth
     np.add.at(conf, (_TRAIN_ROW, _TRAIN_COLUMN), joint)
     conf = conf[:NUM_CLASSES].astype(np.float64)  # (19, 20) labelled ground truth only
@@ -321,9 +304,10 @@ def frame_score(joint: np.ndarray) -> tuple[float, float]:
 def run_fast(
     pairs: Sequence[Pair], workers: int, avg_class_size: dict[str, float], context: str
 ) -> tuple[dict[str, Any], list[tuple[float, float]]]:
-    """(official export dict, each frame's frame_score) of all pairs; one UserError (`context`: ...) lists
-    every unusable prediction."""
-    outcomes = count_frames(pairs, workers)
+    """(official export dict, each frame's frame_score) of all pairs, counted in `workers` threads (the decoder
+    and calcHist release the GIL); one UserError (`context`: ...) lists every unusable prediction."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        outcomes = list(pool.map(_count_frame, pairs))
     problems = Problems()
     for outcome in outcomes:
         if isinstance(outcome, PredictionProblem):

@@ -1,9 +1,6 @@
-"""The official Cityscapes pixel-level evaluation, run in-process and kept on a short leash.
-
-evalPixelLevelSemanticLabeling was written as a script: it reads `CITYSCAPES_*` variables at import, prints,
-writes a JSON next to the package and calls `sys.exit` on any problem. We call only `evaluateImgLists` with
-arguments we build, capture its prints, turn SystemExit into UserError, and lend it `np.in1d` (removed in
-numpy 2.4, still called for iIoU) for the duration of the call.
+"""The official Cityscapes pixel-level evaluation, run in-process and kept on a short leash: the script reads
+`CITYSCAPES_*` variables, prints, writes files and calls `sys.exit`, so we call only `evaluateImgLists` with the
+arguments we build, capture its prints, turn SystemExit into UserError, and lend it `np.in1d` (gone in numpy 2.4).
 """
 
 from __future__ import annotations
@@ -24,8 +21,7 @@ from cityseg.errors import UserError
 
 _MODULE_NAME = "cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling"
 
-# The script keeps state in module globals (its `np`, stdout while we capture it), so two
-# evaluations in threads of one process must not overlap.
+# The script keeps state in module globals (its `np`, stdout while captured): evaluations must not overlap.
 _LOCK = threading.RLock()
 
 
@@ -46,8 +42,8 @@ def average_class_sizes() -> dict[str, float]:
 
 
 def official_args() -> types.SimpleNamespace:
-    """Every attribute `evaluateImgLists` and the functions it calls read, set explicitly: nothing from the
-    environment or package paths, and no file written (JSONOutput off; we write its export dict ourselves)."""
+    """Every attribute `evaluateImgLists` reads, set explicitly: nothing from the environment or package paths, and
+    no file written (we write its export dict ourselves)."""
     module = official_module()
     return types.SimpleNamespace(
         evalInstLevelScore=True,  # iIoU needs *_gtFine_instanceIds.png beside each labelIds file
@@ -60,10 +56,9 @@ def official_args() -> types.SimpleNamespace:
         nocol="",
         quiet=True,
         JSONOutput=False,
-        exportFile=os.devnull,  # never used with JSONOutput off; a harmless target if it ever were
+        exportFile=os.devnull,  # never used with JSONOutput off
         avgClassSize=dict(module.args.avgClassSize),
-        # only read by the script's own file discovery (getPrediction), which we never call
-        predictionPath=None,
+        predictionPath=None,  # these four only feed the script's own file discovery, never called
         predictionWalk=None,
         groundTruthSearch="",
         cityscapesPath="",
@@ -72,11 +67,8 @@ def official_args() -> types.SimpleNamespace:
 
 @contextlib.contextmanager
 def numpy_in1d_for(module: types.ModuleType) -> Iterator[None]:
-    """Give `module` (only it) an `np.in1d` while the block runs, when the installed numpy lacks it.
-
-    A proxy for the script's own `np` global, not `numpy.in1d = ...`, which would change numpy for every
-    thread and library in the process; `isin(ravel(a), b)` is exactly what `in1d(a, b)` computed.
-    """
+    """Give `module` (only it: a proxy for its `np` global, numpy itself is left alone) an `np.in1d` while the block
+    runs, when the installed numpy lacks it; `isin(ravel(a), b)` is exactly what `in1d(a, b)` computed."""
     if hasattr(module.np, "in1d"):
         yield
         return
@@ -106,9 +98,7 @@ def run_official(predictions: Sequence[Path], ground_truths: Sequence[Path]) -> 
     with _LOCK, numpy_in1d_for(module), contextlib.redirect_stdout(printed):
         try:
             result = module.evaluateImgLists([str(p) for p in predictions], [str(p) for p in ground_truths], args)
-        except SystemExit:
-            # Validation runs first, so this means a problem we do not check for (e.g. a ground
-            # truth file with an unknown label id); never let it end the process or a notebook.
+        except SystemExit:  # a problem our checks do not cover: it must not end the process or a notebook
             message = _last_error_line(printed.getvalue())
             raise UserError(
                 f"the official Cityscapes evaluation stopped with: {message}. Check the files it names; "

@@ -1,10 +1,7 @@
-"""What an evaluation leaves behind: a printed table (percent), the official-format JSON and a per-class CSV
-(both fractions of 1, as the official export).
-
-The JSON is written as the official script writes its export (sorted keys, indent 4, NaN as the bare token
-`NaN`), plus our "cityseg" section; both files are written atomically, and only over an earlier cityseg
-evaluation: `cityseg.written_by` holds the sha256 of the JSON text itself (taken with that field empty) and
-of the CSV beside it, so a file that does not match (someone else's, or ours edited since) is left alone.
+"""What an evaluation leaves behind: a printed table (percent), the official-format JSON (sorted keys, indent 4,
+NaN as `NaN`, plus our "cityseg" section) and a per-class CSV, both in fractions of 1 and written atomically,
+only over an earlier cityseg evaluation: `cityseg.written_by` holds the sha256 of the JSON text (taken with that
+field empty) and of the CSV beside it, so someone else's file, or ours edited since, is left alone.
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from cityseg.errors import UserError
-from cityseg.fileio import atomic_write_bytes
+from cityseg.fileio import atomic_write_bytes, file_sha256
 from cityseg.labels import CATEGORY_NAMES, CLASS_NAMES, NUM_CLASSES
 
 UNITS = "scores are fractions of 1 (0.6342 is printed as 63.42 %)"
@@ -30,7 +27,7 @@ VALUE_WIDTH = 9  # fits "100.00 %"
 
 
 def default_json_path(pred_dir: Path, split: str) -> Path:
-    """`<PRED_DIR>-eval/<split>.json`: beside the predictions it scores, never inside PRED_DIR (which is walked for PNGs)."""
+    """`<PRED_DIR>-eval/<split>.json`: beside the predictions, never inside PRED_DIR (which is walked for PNGs)."""
     pred_dir = Path(pred_dir).resolve()
     return pred_dir.with_name(pred_dir.name + "-eval") / f"{split}.json"
 
@@ -137,7 +134,7 @@ def _refuse(path: Path) -> None:
 
 def _file_sha256(path: Path) -> str | None:
     try:
-        return _sha256(path.read_bytes())
+        return file_sha256(path)
     except OSError:  # missing, a folder, unreadable
         return None
 

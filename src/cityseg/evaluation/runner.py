@@ -1,8 +1,6 @@
-"""The engines together. `evaluate`: check predictions against a split, score them with the official script
-and/or the fast engine, make sure both agree, and return (and optionally write) the official-format result
-plus a "cityseg" section; every check that can fail on user input runs before the official script, so its
-`sys.exit` is never reached. `PredictionScorer`: the fast engine on label maps in memory, while `cityseg
-predict --score` writes them (frames an earlier run wrote are read back from their PNGs).
+"""The engines together. `evaluate`: check predictions (every check before the official script, so its `sys.exit`
+is never reached), score them with either engine or both (which must agree), return and optionally write the
+result. `PredictionScorer`: the fast engine on label maps in memory while `cityseg predict --score` writes them.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +28,6 @@ from cityseg.evaluation.checks import (
     PredictionProblem,
     Problems,
     check_headers,
-    file_sha256,
     find_pngs,
     match_to_frames,
     read_prediction,
@@ -42,7 +38,8 @@ from cityseg.evaluation.checks import (
 from cityseg.evaluation.fast import N_IDS, FrameCounts, Pair, accumulate, count_prediction, export_dict, run_fast
 from cityseg.evaluation.official import average_class_sizes, run_official
 from cityseg.evaluation.output import UNITS, check_output_paths, plain, summary, write_outputs
-from cityseg.system import default_workers
+from cityseg.fileio import file_sha256
+from cityseg.system import default_workers, package_versions
 
 ENGINES = ("both", "official", "fast")
 TOLERANCE = 1e-9  # largest |official - fast| accepted for any score
@@ -123,8 +120,8 @@ def _plain_setting(value: Any) -> bool:
 
 
 def prediction_provenance(pred_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(checkpoint sha256 and settings that `cityseg predict` recorded in PRED_DIR's manifest, or None; a note
-    when the manifest, a user-side file, cannot be read as cityseg's and is skipped)."""
+    """(checkpoint sha256 and settings `cityseg predict` recorded in PRED_DIR's manifest, or None; a note when the
+    manifest cannot be read as cityseg's and is skipped)."""
     path = Path(pred_dir) / PREDICT_MANIFEST
     if not path.is_file():
         return None, None
@@ -142,13 +139,6 @@ def prediction_provenance(pred_dir: Path) -> tuple[dict[str, Any] | None, str | 
     return {"manifest": str(path.resolve()), "checkpoint_sha256": sha256, "settings": kept}, None
 
 
-def _version(name: str) -> str | None:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
-
-
 def evaluate(
     pred_dir: Path,
     root: Path,
@@ -157,8 +147,8 @@ def evaluate(
     json_out: Path | None = None,
     workers: int | None = None,
 ) -> dict[str, Any]:
-    """The official export dict of labelIds predictions on a split, plus a "cityseg" section (docs/evaluation.md);
-    with `json_out`, also written with a per-class CSV beside it. Bad input raises UserError (never SystemExit);
+    """The official export dict of labelIds predictions on a split plus a "cityseg" section (docs/evaluation.md),
+    also written with a per-class CSV beside it to `json_out`. Bad input raises UserError (never SystemExit);
     engines that disagree raise EngineMismatchError."""
     if engine not in ENGINES:
         raise UserError(f"unknown evaluation engine {engine!r}; use one of {', '.join(ENGINES)}.")
@@ -182,23 +172,16 @@ def evaluate(
     else:
         timings["validate_s"] = time.perf_counter() - started
         started = time.perf_counter()
-        export, frame_scores = run_fast(
-            pairs, workers, average_class_sizes(), f"the predictions in {pred_dir} cannot be evaluated"
-        )
+        context = f"the predictions in {pred_dir} cannot be evaluated"
+        export, frame_scores = run_fast(pairs, workers, average_class_sizes(), context)
         exports["fast"] = plain(export)
         timings["fast_s"] = time.perf_counter() - started
         counts = np.zeros(256, dtype=np.int64)
         counts[:N_IDS] = np.asarray(export["confMatrix"], dtype=np.int64).sum(axis=0)  # predicted ids, all valid
-        frames = [
-            {
-                "id": pair.frame_id,
-                "prediction": pair.prediction.relative_to(pred_dir).as_posix(),
-                "sha256": file_sha256(pair.prediction),
-                "miou": miou,
-                "pixel_accuracy": accuracy,
-            }
-            for pair, (miou, accuracy) in zip(pairs, frame_scores, strict=True)
-        ]
+        frames = []
+        for pair, (miou, accuracy) in zip(pairs, frame_scores, strict=True):
+            row = {"id": pair.frame_id, "prediction": pair.prediction.relative_to(pred_dir).as_posix()}
+            frames.append(row | {"sha256": file_sha256(pair.prediction), "miou": miou, "pixel_accuracy": accuracy})
     notes = [text for text in (note, warn_if_train_ids(counts, pred_dir)) if text]
     if engine != "fast":  # every input check has passed: the script's sys.exit paths are out of reach
         started = time.perf_counter()
@@ -218,8 +201,7 @@ def evaluate(
         "predictions": provenance,
         "timings": timings,
         "warnings": notes,
-        "versions": {"cityseg": __version__}
-        | {name: _version(name) for name in ("cityscapesscripts", "numpy", "pillow")},
+        "versions": {"cityseg": __version__} | package_versions(("cityscapesscripts", "numpy", "pillow")),
     }
     if engine == "both":
         diffs, section["max_abs_diff"] = compare_exports(exports["official"], exports["fast"])
@@ -260,17 +242,14 @@ class PredictionScorer:
         self.in_flight: deque[Future] = deque()
         self.started = time.perf_counter()
 
-    def add(self, frame_id: str, label_ids: np.ndarray, path: Path) -> None:
-        """Count one frame's (H, W) uint8 labelIds (written to `path`); waits when too many frames are queued."""
+    def add(self, frame_id: str, label_ids: np.ndarray | None, path: Path) -> None:
+        """Count one frame's (H, W) uint8 labelIds written to `path` (None: read them back from it); waits when too
+        many frames are queued."""
         while len(self.in_flight) >= 2 * self.workers:  # bound the label maps held in memory
             self.in_flight.popleft().result()
         future = self.pool.submit(self._count, replace(self.pairs[frame_id], prediction=Path(path)), label_ids)
         self.counts[frame_id] = future
         self.in_flight.append(future)
-
-    def add_file(self, frame_id: str, path: Path) -> None:
-        """Count a frame predicted by an earlier run, from its PNG."""
-        self.add(frame_id, None, path)
 
     def _count(self, pair: Pair, label_ids: np.ndarray | None) -> FrameCounts:
         try:

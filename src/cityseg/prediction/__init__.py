@@ -1,4 +1,1 @@
-"""Stage 3 of the pipeline: a trained model's label maps for a split or for photos, exports and submissions.
-
-Imports training (to load models), data, evaluation (to score while predicting) and the shared leaves.
-"""
+"""Stage 3 of the pipeline: a trained model's label maps for a split or for photos, exports and submissions."""

@@ -1,18 +1,14 @@
 """The model card of an export: what the model is, how to run it without cityseg, how it was trained and measured.
 
-Everything comes from files a run wrote (the checkpoint, config.json beside it, summary.json of its runs folder, an
-evaluation JSON from `cityseg evaluate`), read defensively: a missing or older file leaves its part of the card
-empty with a note, never a guessed number. card.json is strict JSON (a non-finite number becomes null). Its
-`inference` section and card.md's recipe say how `cityseg predict --images` computes labels, step by step, so a
-stranger can do the same with onnxruntime or with plain segmentation_models_pytorch.
+Everything comes from files a run wrote (the checkpoint, its config.json and runs folder's summary.json, an
+evaluation JSON), read defensively: a missing or older file leaves its part empty, never a guessed number. card.md's
+recipe says how `cityseg predict --images` computes labels, so a stranger can do the same with onnxruntime or smp.
 """
 
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +19,7 @@ from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES, NUM_CLASSES, TRAIN_ID_COLORS, TRAIN_ID_TO_ID
 from cityseg.prediction.deployed import EXPORT_FORMAT, EXPORT_VERSION, weights_metadata
 from cityseg.prediction.image_predict import CITYSCAPES_SIZE
-from cityseg.prediction.ledger import MANIFEST_NAME
+from cityseg.system import package_versions
 from cityseg.training import runinfo
 from cityseg.training.config import SIDE_MULTIPLE
 from cityseg.training.model_names import model_title_of, size_multiple
@@ -64,9 +60,8 @@ def read_evaluation(path: Path) -> dict[str, Any]:
             "averageScoreClasses); pass the file `cityseg evaluate PRED_DIR ROOT --json FILE` wrote."
         )
     section = data.get("cityseg") if isinstance(data.get("cityseg"), dict) else {}
-    pred_dir = section.get("pred_dir")
-    manifest = _read_json(Path(pred_dir) / MANIFEST_NAME) if isinstance(pred_dir, str) else None
-    settings = (manifest or {}).get("settings")
+    predictions = section.get("predictions")  # what the predictions' manifest recorded
+    settings = predictions.get("settings") if isinstance(predictions, dict) else None
     settings = settings if isinstance(settings, dict) else {}
     split = section.get("split") or "unknown split"
     return {
@@ -97,16 +92,6 @@ def _cross_validation(runs_dir: Path) -> dict[str, Any] | None:
         "protocol": summary.get("protocol") or "not recorded (summary.json of an older cityseg)",
         "class_iou_mean": dict(zip(CLASS_NAMES, class_iou, strict=False)) if isinstance(class_iou, list) else None,
     }
-
-
-def _versions() -> dict[str, Any]:
-    found = dict(runinfo.versions())
-    for package in ("onnx", "onnxruntime", "onnxscript", "safetensors"):
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            found[package] = None
-    return found
 
 
 def _inference(size: list[int] | None) -> dict[str, Any]:
@@ -165,10 +150,7 @@ def build_card(
             "recipe": config.get("recipe"),
             "run": run_info.get("run_name") or run_dir.name,
             "epochs": config.get("epochs"),
-            "data_root": run_info.get("data_root"),
-            "synthetic": run_info.get("synthetic"),
-            "n_train": run_info.get("n_train"),
-            "n_val": run_info.get("n_val"),
+            **{key: run_info.get(key) for key in ("data_root", "synthetic", "n_train", "n_val")},
             "config_json": str(run_dir / CONFIG_FILE) if run_info else None,
         },
         "source": {
@@ -180,24 +162,14 @@ def build_card(
         "git": run_info.get("git") or {"sha": None, "dirty": None},
         "results": {"cross_validation": cv, "evaluation": evaluation},
         "parity": parity,
-        "versions": _versions(),
+        "versions": runinfo.versions() | package_versions(("onnx", "onnxruntime", "onnxscript", "safetensors")),
     }
 
 
-def _finite(value: Any) -> Any:
-    """`value` with every NaN or infinity (an evaluation's absent class, a one-fold std) replaced by None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
 def card_json_text(card: dict[str, Any]) -> str:
-    """card.json's text: strict JSON that any parser reads (no NaN or Infinity tokens)."""
-    return json.dumps(_finite(card), indent=1, allow_nan=False) + "\n"
+    """card.json's text: strict JSON that any parser reads (a NaN or infinity, e.g. a one-fold std, becomes null)."""
+    strict = json.loads(json.dumps(card), parse_constant=lambda _token: None)
+    return json.dumps(strict, indent=1, allow_nan=False) + "\n"
 
 
 def _percent(value: Any) -> str:

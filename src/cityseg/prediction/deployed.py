@@ -1,9 +1,8 @@
 """Models as `cityseg predict` takes them: a checkpoint file, or a folder written by `cityseg export`.
 
-An export folder holds `model.safetensors` (the network's tensors only: nothing that can run code; its metadata
-names the architecture and encoder), `model.onnx` and `card.json`, whose `config` is the training config the
-prediction settings come from and whose `files` record both files' sha256. Loading a folder checks card.json's
-schema and both hashes (the weights from the one read that loads them): a damaged or edited file is refused.
+An export folder holds `model.safetensors` (tensors only, nothing that can run code; its metadata names the
+architecture and encoder), `model.onnx` and `card.json` (the training `config`, both files' sha256). Loading a
+folder checks card.json's schema and both hashes: a damaged or edited file is refused.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ _FIX = "export the model again (`cityseg export CHECKPOINT --out FOLDER --overwr
 
 
 def read_card(folder: Path) -> dict[str, Any]:
-    """card.json of an export folder, its schema checked; a folder that is not one is a UserError saying what to pass."""
+    """card.json of an export folder, its schema checked; any other folder is a UserError saying what to pass."""
     folder = Path(folder)
     path = folder / CARD_JSON
     if not path.is_file():
@@ -59,7 +58,7 @@ def read_card(folder: Path) -> dict[str, Any]:
 
 
 def _card_problem(card: Any) -> str | None:
-    """What breaks the fields of a parsed card.json that cityseg reads, or None."""
+    """What is wrong with the fields of a parsed card.json that cityseg reads, or None."""
     if not isinstance(card, dict) or card.get("format") != EXPORT_FORMAT:
         return f"it has no '{EXPORT_FORMAT}' format"
     if card.get("format_version") != EXPORT_VERSION:
@@ -105,8 +104,7 @@ def load_weights(path: Path, sha256: str | None = None) -> nn.Module:
     data = _read_checked(Path(path), sha256)
     try:
         weights = load(data)
-        # The header safetensors just checked: 8 bytes of length, then JSON (exports before arch and encoder were
-        # recorded in its metadata hold the default U-Net).
+        # The header safetensors just checked: 8 bytes of length, then JSON (no arch: an older export's U-Net).
         metadata = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
         network = model_of(metadata)
     except (SafetensorError, ValueError, KeyError, RuntimeError) as exc:  # KeyError: smp's unknown encoder
@@ -115,8 +113,8 @@ def load_weights(path: Path, sha256: str | None = None) -> nn.Module:
 
 
 def load_network(model_path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A checkpoint file (cityseg.training.model.load_model) or an export folder, in eval mode on `device`; the
-    state's "sha256" identifies the weights. A folder's model.onnx is checked too: the folder is what gets deployed."""
+    """A checkpoint file or an export folder (model.onnx checked too: the folder is what gets deployed), in eval mode
+    on `device`; the state's "sha256" identifies the weights."""
     device = resolve_device(device) if isinstance(device, str) else device
     if not Path(model_path).is_dir():
         return load_model(Path(model_path), device)

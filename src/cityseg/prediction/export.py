@@ -1,10 +1,9 @@
 """`cityseg export`: a training checkpoint -> a folder a runtime without cityseg (or without Python) can use.
 
-model.safetensors (the network's tensors: loading it cannot run code), model.onnx (uint8 RGB (N, H, W, 3) -> logits
-(N, 19, H, W) in trainId order, normalisation and padding inside; torch.onnx.export(dynamo=True)) and card.json/md
-(prediction.card). Before OUT is touched, onnxruntime's logits must agree with torch's on a few images (PARITY_RULE)
-or nothing is written. The files are made in a staging folder beside OUT that its export holds a lock on (a later run
-removes those nobody holds: a killed export's), then moved into OUT one by one: other files in OUT are kept.
+model.safetensors (tensors only), model.onnx (uint8 RGB (N, H, W, 3) -> logits (N, 19, H, W), normalisation and
+padding inside) and card.json/md. onnxruntime's logits must agree with torch's on a few images (PARITY_RULE) or
+nothing is written. The files are made in a locked staging folder beside OUT (a later run removes those nobody
+holds: a killed export's), then moved into OUT one by one: other files in OUT are kept.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from torch import Tensor, nn
 
 from cityseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from cityseg.errors import UserError, describe_error
-from cityseg.fileio import atomic_write_text
+from cityseg.fileio import atomic_write_text, file_sha256
 from cityseg.prediction.card import build_card, card_json_text, card_markdown, read_evaluation
 from cityseg.prediction.deployed import (
     CARD_JSON,
@@ -44,7 +43,6 @@ from cityseg.prediction.deployed import (
 )
 from cityseg.prediction.image_files import read_user_image
 from cityseg.prediction.inference import forward_padded
-from cityseg.prediction.ledger import file_sha256
 from cityseg.training.config import SIDE_MULTIPLE
 from cityseg.training.model import load_model, onnx_refusal
 from cityseg.training.model_names import model_title_of
@@ -107,8 +105,7 @@ class ExportResult:
 
 
 def default_check_images() -> list[tuple[str, np.ndarray]]:
-    """A synthetic street scene as four inputs: a multiple of 32, an odd size (padding), a portrait cut and one
-    whose height is the graph's smallest side."""
+    """A synthetic street scene as four inputs: a multiple of 32, an odd size, a portrait cut, the smallest side."""
     from cityseg.synthetic.dataset import FrameSpec, city_names, write_frame
 
     with tempfile.TemporaryDirectory(prefix="cityseg-export-check-") as folder:
@@ -125,8 +122,8 @@ def default_check_images() -> list[tuple[str, np.ndarray]]:
 
 
 def check_parity(folder: Path, images: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
-    """Run the exported folder's ONNX graph and its safetensors weights in torch on `images`; compare. The report
-    passes when every image does, by PARITY_RULE; it holds per image its name, WxH, agreement and differences."""
+    """Run the exported folder's ONNX graph and its safetensors weights in torch on `images` and compare: passed
+    when every image passes PARITY_RULE, and per image its name, WxH, agreement and differences."""
     import onnxruntime
 
     network = load_weights(Path(folder) / WEIGHTS_FILE)  # what the folder ships, not the checkpoint in memory
@@ -142,15 +139,10 @@ def check_parity(folder: Path, images: list[tuple[str, np.ndarray]]) -> dict[str
         with torch.inference_mode():
             expected = forward_padded(network, normalize(pixels.permute(0, 3, 1, 2))).numpy()  # (1, C, H, W)
         actual = session.run([ONNX_OUTPUT], {ONNX_INPUT: pixels.numpy()})[0]
-        rows.append(
-            {
-                "name": name,
-                "size": f"{width}x{height}",
-                "agreement": float(np.mean(actual.argmax(1) == expected.argmax(1))),
-                "max_abs_diff": float(np.abs(actual - expected).max()),
-                "tolerance": LOGIT_RTOL * float(np.abs(expected).max()),
-            }
-        )
+        agreement = float(np.mean(actual.argmax(1) == expected.argmax(1)))
+        difference, tolerance = float(np.abs(actual - expected).max()), LOGIT_RTOL * float(np.abs(expected).max())
+        row = {"name": name, "size": f"{width}x{height}", "agreement": agreement}
+        rows.append(row | {"max_abs_diff": difference, "tolerance": tolerance})
     passed = all(row["agreement"] >= MIN_AGREEMENT and row["max_abs_diff"] <= row["tolerance"] for row in rows)
     return {"passed": passed, "rule": PARITY_RULE, "runtime": PARITY_RUNTIME, "images": rows}
 
@@ -207,8 +199,8 @@ def _check_out(out_dir: Path, overwrite: bool) -> None:
 
 
 def _install(staging: Path, out_dir: Path, overwrite: bool) -> None:
-    """Put the finished files in place: a new OUT is renamed in whole; in an existing one only the export's files
-    are replaced, card.json last, so a kill in between leaves hashes that `cityseg predict` refuses."""
+    """Put the finished files in place: a new OUT is renamed in whole, in an existing one the export's files are
+    replaced, card.json last (a kill in between leaves hashes that `cityseg predict` refuses)."""
     _check_out(out_dir, overwrite)  # again: something may have appeared during the export
     umask = os.umask(0)
     os.umask(umask)
@@ -232,9 +224,8 @@ def export_model(
     log=print,
 ) -> ExportResult:
     """Write the export folder for `checkpoint` (see the module docstring); `log` gets one line per step."""
-    missing = [
-        name for name in ("onnx", "onnxscript", "onnxruntime", "safetensors") if not importlib.util.find_spec(name)
-    ]
+    needed = ("onnx", "onnxscript", "onnxruntime", "safetensors")
+    missing = [name for name in needed if not importlib.util.find_spec(name)]
     if missing:
         raise UserError(
             f"`cityseg export` needs the package(s) {', '.join(missing)}; install the requirements "
@@ -301,8 +292,8 @@ def _locked(folder: Path) -> int | None:
 
 @contextlib.contextmanager
 def _staging(out_dir: Path, log) -> Iterator[Path]:
-    """A new folder beside OUT to build the export in, flock-ed while its export runs. The kernel drops a lock when
-    its process dies, even by SIGKILL, so a staging folder of OUT that nobody locks is a killed export's: removed."""
+    """A new folder beside OUT to build the export in, flock-ed while its export runs; the kernel drops a killed
+    process's lock, so a staging folder of OUT that nobody locks is a killed export's: removed."""
     for folder in out_dir.parent.glob(glob.escape(f".{out_dir.name}.export-") + "*"):
         if (fd := _locked(folder)) is not None:
             shutil.rmtree(folder, ignore_errors=True)

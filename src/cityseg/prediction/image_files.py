@@ -1,9 +1,8 @@
 """Any user's photos as prediction inputs: find them (files, folders, globs) and decode them upright.
 
-Output names mirror the inputs' folders below the deepest folder that holds them all (`--images day1 day2`
-writes `OUT/day1/x_*.png` and `OUT/day2/x_*.png`; `--images day1` writes `OUT/x_*.png`); inputs that would
-still share a name (`x.jpg` and `x.png` side by side) are refused before any work, naming both. Folders are
-walked through links but never twice, so a link loop ends; each file is predicted once.
+Output names mirror the inputs' folders below the deepest folder holding them all (`--images day1 day2` writes
+`OUT/day1/x_*.png`); inputs that would share a name (`x.jpg` beside `x.png`) are refused before any work. Folders
+are walked through links but never twice, so a link loop ends; each file is predicted once.
 """
 
 from __future__ import annotations
@@ -37,8 +36,8 @@ class ImageInput:
 
 
 def _walk(folder: Path) -> Iterator[tuple[tuple[str, ...], Path]]:
-    """(parts relative to `folder`, path) of everything below it, dot files left out (macOS `._x.jpg` forks look
-    like JPEGs). Links to folders are followed, but never into a folder already visited: a link loop ends."""
+    """(parts relative to `folder`, path) of everything below it, dot files (macOS `._x.jpg` forks) left out; links
+    are followed, but never into a folder already visited."""
     visited = {os.path.realpath(folder)}
     for top, folders, files in os.walk(folder, followlinks=True):
         relative = Path(top).relative_to(folder).parts
@@ -106,8 +105,8 @@ def _expand(argument: str | Path) -> tuple[Path, list[Path]]:
 
 
 def _check_apart(argument: str | Path, base: Path, files: list[Path], out_dir: Path) -> None:
-    """Outputs must not land where inputs are searched: the next run would take them for photos. Real paths are
-    compared, so a link to (or from) an input folder is seen through."""
+    """Outputs must not land where inputs are searched (the next run would take them for photos); real paths are
+    compared, so links are seen through."""
     out = Path(os.path.realpath(out_dir))
     searched = not Path(argument).is_file()  # a folder or a glob is walked; a named file is not
     base = Path(os.path.realpath(base))
@@ -124,11 +123,8 @@ def _check_apart(argument: str | Path, base: Path, files: list[Path], out_dir: P
 def find_images(
     arguments: Sequence[str | Path], limit: int | None = None, out_dir: Path | None = None
 ) -> list[ImageInput]:
-    """The images named by files, folders and globs, in a stable order, each with a unique output stem.
-
-    `limit` keeps the first N (in that order), e.g. for a preview in a notebook; `out_dir`, when
-    given, is refused if it is inside an input folder or holds inputs.
-    """
+    """The images named by files, folders and globs, in a stable order, each with a unique output stem; `limit`
+    keeps the first N, and `out_dir` is refused if it is inside an input folder or holds inputs."""
     if isinstance(arguments, (str, Path)):
         arguments = [arguments]
     if not arguments:
@@ -160,8 +156,8 @@ def find_images(
 
 
 def read_user_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB, turned upright by its EXIF orientation; unreadable files name themselves. A photo of
-    more than `max_pixels` pixels is refused from its header, before anything is decoded."""
+    """(H, W, 3) uint8 RGB, turned upright by its EXIF orientation; unreadable files name themselves, and a photo
+    over `max_pixels` is refused from its header."""
     path = Path(path)
     try:
         with warnings.catch_warnings():

@@ -1,10 +1,8 @@
-"""`cityseg predict MODEL --images ...`: labelIds, colour and overlay PNGs for anyone's photos.
-
-The split writer's guarantees, through the same ledger (claimed, atomic, resumable, foreign or edited files
-refused). A photo that cannot be decoded, or is larger than `max_pixels`, is reported by name and the
-others go on. Scale as for split frames: a photo's own size for a model trained at full resolution, else
-resized to the training width (aspect ratio kept); `scale` overrides both. A network input larger than
-`whole_limit` (default: the training frame) is predicted with sliding windows of that size.
+"""`cityseg predict MODEL --images ...`: labelIds, colour and overlay PNGs for anyone's photos, with the split
+writer's guarantees through the same ledger. A photo that cannot be decoded or is over `max_pixels` is reported
+by name and the others go on. A photo is resized to the training width (aspect kept; its own size for a model
+trained at full resolution) unless `scale` is given; a network input over `whole_limit` (default: the training
+frame) is predicted with sliding windows of that size.
 """
 
 from __future__ import annotations
@@ -31,20 +29,12 @@ from cityseg.prediction.options import (
     default_stride,
 )
 from cityseg.prediction.overlay import color_image, overlay_image
-from cityseg.prediction.predict import PrintsSummary, batches, labels_for_batch, load_for_prediction
+from cityseg.prediction.predict import PredictResult, batches, labels_for_batch, load_for_prediction
 
 OUTPUT_KINDS = ("labelIds", "color", "overlay")
 CITYSCAPES_SIZE: Size = (2048, 1024)  # the frames a model's training size is relative to
 # Image settings that change the pixels, compared on top of the split writer's (mode, tta, checkpoint, ...).
 _IMAGE_COMPARED = (*COMPARED, "scale", "whole_limit")
-
-
-def photo_scale(width: int, training_size: Size | None, scale: float | None = None) -> float:
-    """Photo -> network resize factor: `scale` if given, else the photo's width to the training width
-    (the resize a split frame gets), else 1 for a model trained at full resolution."""
-    if scale is not None:
-        return scale
-    return training_size[0] / width if training_size else 1.0
 
 
 def output_names(key: str) -> dict[str, str]:
@@ -53,17 +43,11 @@ def output_names(key: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class ImagePredictResult(PrintsSummary):
+class ImagePredictResult(PredictResult):
     """What an image run did; `failed` maps each image that could not be predicted to the reason."""
 
-    out_dir: Path
-    written: int
-    skipped: int
-    failed: dict[str, str]
-    outputs: list[dict[str, Path]] = field(repr=False)  # per finished image: image, labelIds, color, overlay
-    seconds: float = 0.0
-    images_per_s: float = 0.0
-    model: str = ""  # the architecture and encoder that ran, e.g. "U-Net / resnet34"
+    failed: dict[str, str] = field(default_factory=dict)
+    outputs: list[dict[str, Path]] = field(default_factory=list, repr=False)  # per image: image, labelIds, color, ...
 
     @property
     def overlays(self) -> list[Path]:
@@ -96,8 +80,9 @@ class _Photos(Dataset):
 
 
 def image_options(height: int, width: int, run: dict[str, Any]) -> dict[str, Any]:
-    """predict_logits options for one photo: its network size, and sliding windows when it is over `whole_limit`."""
-    factor = photo_scale(width, run["training_size"], run["scale"])
+    """predict_logits options for one photo: its network size (resized as a split frame is, unless `scale` is given),
+    and sliding windows when it is over `whole_limit`."""
+    factor = run["scale"] or (run["training_size"][0] / width if run["training_size"] else 1.0)
     net_w, net_h = max(1, round(width * factor)), max(1, round(height * factor))
     largest = max(MS_SCALES) if run["tta"] == "ms-flip" else 1.0  # the TTA's largest input, per side
     if net_w * net_h * largest**2 > run["max_pixels"]:
@@ -139,12 +124,10 @@ def predict_images(
     `checkpoint` is a run's best.pt/last.pt or a `cityseg export` folder. `crop`/`stride` are
     (width, height) in the network's input, as for splits. `limit` predicts only the first N photos.
     """
-    crop, stride, whole_limit = as_size(crop), as_size(stride), as_size(whole_limit)
-    check_options(mode, tta, crop, stride)
+    crop, stride = check_options(mode, tta, crop, stride)
+    whole_limit = as_size(whole_limit)
     check_window(crop, "--crop")
     check_window(whole_limit, "--whole-limit")
-    if mode == "slide" and stride is None:
-        stride = default_stride(crop)
     if scale is not None and not (scale > 0 and math.isfinite(scale)):
         raise UserError(f"--scale must be a positive finite factor (1 = the photo's own size), got {scale}.")
     if not max_pixels >= 1:
@@ -173,15 +156,9 @@ def predict_images(
         for item in inputs
         if str(item.path) not in run.failed
     ]
+    skipped = len(inputs) - len(todo)
     return ImagePredictResult(
-        out_dir=out_dir,
-        written=written,
-        skipped=len(inputs) - len(todo),
-        failed=run.failed,
-        outputs=outputs,
-        seconds=seconds,
-        images_per_s=written / seconds if seconds > 0 else 0.0,
-        model=settings["model"],
+        out_dir, written, skipped, seconds, model=settings["model"], failed=run.failed, outputs=outputs
     )
 
 

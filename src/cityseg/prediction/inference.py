@@ -1,10 +1,8 @@
 """Turning a batch of normalised images into class probabilities: whole image, sliding window, TTA.
 
-Pure tensor logic (no files) testable with any `nn.Module` mapping (B, 3, H, W) to (B, C, H, W) logits.
-Sizes given by callers are (width, height), like the CLI; tensors are (H, W). As in the usual Cityscapes
-evaluation recipe: resize the input to the training `size` times the TTA scale, run the network on the
-whole image or on overlapping windows (logits averaged), upsample the logits to the input's resolution,
-softmax there, and average the probabilities over flips and scales.
+Pure tensor logic; sizes given by callers are (width, height), like the CLI. As in the usual Cityscapes recipe:
+resize the input to the training size times the TTA scale, run the network on the whole image or overlapping
+windows (logits averaged), upsample the logits to the input's size, softmax, average over flips and scales.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cityseg.prediction.options import MS_SCALES, Size, as_size, check_options, check_stride, default_stride
+from cityseg.prediction.options import MS_SCALES, Size, as_size, check_options, check_stride
 from cityseg.training.config import SIDE_MULTIPLE
 
 
@@ -25,8 +23,7 @@ def pad_to_multiple(image: Tensor, multiple: int = SIDE_MULTIPLE) -> Tensor:
     pad_h, pad_w = -height % multiple, -width % multiple
     if pad_h == 0 and pad_w == 0:
         return image
-    # Reflection needs the pad to be shorter than the side; tiny inputs fall back to zeros
-    # (zero is the ImageNet mean colour after normalisation).
+    # Reflection needs a pad shorter than the side; tiny inputs get zeros (the mean colour after normalisation).
     mode = "reflect" if pad_h < height and pad_w < width else "constant"
     return F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
 
@@ -54,9 +51,8 @@ def _window_starts(length: int, window: int, stride: int) -> list[int]:
 def sliding_window(
     model: nn.Module, image: Tensor, crop: Size | int, stride: Size | int, window_batch: int = 4
 ) -> Tensor:
-    """(B, C, H, W) float logits of normalised images (B, 3, H, W), averaged over overlapping `crop` windows
-    ((width, height), as `stride`), so a large image fits in memory at full detail. An image smaller than the
-    crop is zero-padded (the mean colour) and the logits cropped back."""
+    """(B, C, H, W) float logits of normalised images (B, 3, H, W), averaged over overlapping `crop` windows (width,
+    height), so a large image fits in memory at full detail; an image smaller than the crop is zero-padded."""
     crop, stride = as_size(crop), as_size(stride)
     check_stride(crop, stride)
     crop_w, crop_h = crop
@@ -86,8 +82,7 @@ def sliding_window(
 
 
 def flip_tta(predict: Callable[[Tensor], Tensor], image: Tensor) -> Tensor:
-    """Average `predict` ((B, 3, H, W) -> (B, C, H, W) probabilities) over the image and its mirror, so the
-    result is exactly mirror-symmetric. Sums in place: one full-size tensor fewer, the same values."""
+    """Average `predict` ((B, 3, H, W) -> (B, C, H, W) probabilities) over the image and its mirror (in place)."""
     plain = predict(image)
     return plain.add_(predict(image.flip(-1)).flip(-1)).div_(2)
 
@@ -146,18 +141,10 @@ def predict_logits(
     window_batch: int = 4,
     amp: bool = False,
 ) -> Tensor:
-    """Class probabilities (B, C, H, W) for normalised images (B, 3, H, W) at their own resolution.
-
-    Always softmax probabilities (their argmax equals the logits' argmax), so every TTA
-    setting returns the same kind of tensor. `scale_size` (width, height) is the size the
-    model was trained at: inputs are resized to it (times each TTA scale) before the
-    network, and `crop`/`stride` are measured in that resized image. `model` must be in
-    eval mode; on CUDA with `amp` the forward runs under autocast (native bf16, else fp16).
-    """
-    crop, stride = as_size(crop), as_size(stride)
-    check_options(mode, tta, crop, stride)
-    if mode == "slide" and stride is None:
-        stride = default_stride(crop)
+    """Softmax probabilities (B, C, H, W) for normalised images (B, 3, H, W) at their own resolution, the same kind
+    of tensor for every TTA. Inputs are resized to `scale_size` (the training size, width x height; times each TTA
+    scale), in which `crop`/`stride` are measured. `model` in eval mode; on CUDA `amp` runs it under autocast."""
+    crop, stride = check_options(mode, tta, crop, stride)
     height, width = image.shape[-2:]
     reference_hw = (scale_size[1], scale_size[0]) if scale_size is not None else (height, width)
     tta_scales = tuple(scales) if tta == "ms-flip" else (1.0,)

@@ -1,11 +1,9 @@
 """The ledger of a prediction output folder: which files `cityseg predict` wrote there, with what settings.
 
-The official matcher walks the folder and takes any `<city>_<seq>_<frame>*.png`, so only files the ledger
-lists are ever replaced or deleted (and only with `overwrite` when the settings changed); other PNGs stop
-the run. The manifest `.cityseg-predict.json` (settings, files and sha256s) is rewritten at the start and
-the end of a run; in between each claim ("pending", before a file is written) and each finished file is one
-fsynced line appended to `.cityseg-predict.jsonl`, so a kill at any moment resumes cleanly and the ledger
-costs O(N) bytes. Temp files carry the run's token, so a rerun deletes only temp files it wrote itself.
+The official matcher takes any `<city>_<seq>_<frame>*.png` in the folder, so only files the ledger lists are ever
+replaced or deleted (with `overwrite` when the settings changed); other PNGs stop the run. The manifest (settings,
+files, sha256s) is rewritten at a run's start and end; in between each claim ("pending") and each finished file is
+one fsynced journal line, so a kill at any moment resumes cleanly. Temp files carry the run's token.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ from PIL import Image
 
 from cityseg.data.labelpng import encode_label_png
 from cityseg.errors import UserError, format_paths
-from cityseg.fileio import atomic_write_bytes, is_name_inside, sync_to_disk
+from cityseg.fileio import atomic_write_bytes, file_sha256, is_name_inside, sync_to_disk
 
 MANIFEST_NAME = ".cityseg-predict.json"
 JOURNAL_NAME = ".cityseg-predict.jsonl"
@@ -52,17 +50,8 @@ def color_names(frame_id: str) -> tuple[str, str]:
     return f"{frame_id}_color.png", f"{frame_id}_overlay.png"
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks so multi-hundred-MB checkpoints stay cheap on memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _png_bytes(array: np.ndarray) -> bytes:
-    """Label maps in the fast-to-decode encoding every evaluation reads them in; colour images by PIL."""
+    """Label maps in the encoding every evaluation reads them in; colour images by PIL."""
     if array.ndim == 2:
         return encode_label_png(array)
     buffer = io.BytesIO()
@@ -86,7 +75,7 @@ def storage_errors(folder: Path, what: str) -> Iterator[None]:
 
 
 def _storage_errors_named(method: Callable) -> Callable:
-    """A ledger method whose 'disk full' / 'read-only' errors name the ledger's folder (`storage_errors`)."""
+    """The ledger method, its 'disk full' / 'read-only' errors naming the ledger's folder."""
 
     @functools.wraps(method)
     def wrapped(self: OutputLedger, *args: Any, **kwargs: Any) -> Any:
@@ -123,11 +112,8 @@ def _valid_manifest(manifest: Any) -> bool:
 
 
 class OutputLedger:
-    """The manifest and journal of one output folder: which files this command wrote there, with what settings.
-
-    `compared`: the settings that must match an earlier run's; `keep_others`: outputs of frames not in this run
-    stay (a folder of photos grows) instead of making the run stale (a split's folder holds that split only).
-    """
+    """The manifest and journal of one output folder. `compared`: the settings that must match an earlier run's;
+    `keep_others`: outputs of frames not in this run stay (a folder of photos grows) instead of making it stale."""
 
     def __init__(
         self,
@@ -155,7 +141,8 @@ class OutputLedger:
         manifest = self._load()
         entries: dict[str, dict[str, Any]] = manifest["frames"] if manifest else {}
         recorded = {name for entry in entries.values() for name in entry["files"]}
-        foreign = sorted(self._present_pngs() - recorded)
+        present = {path.relative_to(self.folder).as_posix() for path in self.folder.rglob("*.png")}  # as the matcher
+        foreign = sorted(present - recorded)
         if foreign:
             raise UserError(
                 f"{self.folder} already holds {len(foreign)} PNG file(s) that cityseg predict did not write "
@@ -164,16 +151,12 @@ class OutputLedger:
             )
         reasons = self._stale_reasons(manifest)
         ours = sorted(name for name in recorded if (self.folder / name).exists())
-        edited = (
-            []
-            if reasons or overwrite
-            else sorted(
-                name
-                for key, entry in entries.items()
-                if key in self.names and entry["state"] == "done"  # finished files someone changed since
-                for name, sha in entry["files"].items()
-                if (self.folder / name).is_file() and not self._intact(name, sha)
-            )
+        edited = sorted(  # finished files someone changed since (none matter when all are replaced anyway)
+            name
+            for key, entry in entries.items()
+            if not (reasons or overwrite) and key in self.names and entry["state"] == "done"
+            for name, sha in entry["files"].items()
+            if (self.folder / name).is_file() and not self._intact(name, sha)
         )
         if edited:
             raise UserError(
@@ -209,11 +192,8 @@ class OutputLedger:
         self._write_manifest()  # names this run's token before any of its temp files exists
         self._journal = open(self.folder / JOURNAL_NAME, "wb")  # noqa: SIM115 - appended to until close()
         self._append({"token": self.token})
-        return {
-            key
-            for key, entry in self.entries.items()
-            if entry["state"] == "done" and all(self._intact(name, sha) for name, sha in entry["files"].items())
-        }
+        done = {key: entry["files"] for key, entry in self.entries.items() if entry["state"] == "done"}
+        return {key for key, files in done.items() if all(self._intact(name, sha) for name, sha in files.items())}
 
     @_storage_errors_named
     def mark_pending(self, frame_ids: Iterable[str]) -> None:
@@ -231,7 +211,7 @@ class OutputLedger:
 
     @_storage_errors_named
     def write_png(self, name: str, array: np.ndarray) -> str:
-        """Write (H, W) or (H, W, 3) uint8 as `name`, atomically under a temp name with this run's token; its sha256."""
+        """Write (H, W) or (H, W, 3) uint8 as `name` atomically (temp name with this run's token); its sha256."""
         data = _png_bytes(array)
         atomic_write_bytes(self.folder / name, lambda handle: handle.write(data), tag=self.token)
         return hashlib.sha256(data).hexdigest()
@@ -252,15 +232,9 @@ class OutputLedger:
         sync_to_disk(self._journal.fileno())
 
     def _write_manifest(self) -> None:
-        """A kill leaves either the old or the new manifest; the journal's token says which lines are newer."""
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "version": MANIFEST_VERSION,
-            "token": self.token,
-            "settings": self.settings,
-            "frames": self.entries,
-        }
-        data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "token": self.token}
+        data = json.dumps(manifest | {"settings": self.settings, "frames": self.entries}, indent=1, sort_keys=True)
+        data = data.encode()
         atomic_write_bytes(self.path, lambda handle: handle.write(data), tag=self.token)
 
     def _load(self) -> dict[str, Any] | None:
@@ -291,20 +265,15 @@ class OutputLedger:
         if not records or records[0] != {"token": manifest.get("token")}:
             return True  # a journal the manifest already holds (killed between the two writes)
         for record in records[1:]:
-            if isinstance(record.get("pending"), dict):
-                entries = {
-                    key: {"state": "pending", "files": dict.fromkeys(names)} for key, names in record["pending"].items()
-                }
+            claimed = record.get("pending")
+            if isinstance(claimed, dict):
+                entries = {key: {"state": "pending", "files": dict.fromkeys(names)} for key, names in claimed.items()}
             else:
                 entries = {record.get("done"): {"state": "done", "files": record.get("files")}}
             if not all(isinstance(key, str) and _valid_entry(entry) for key, entry in entries.items()):
                 return False
             manifest["frames"].update(entries)
         return True
-
-    def _present_pngs(self) -> set[str]:
-        # Recursive, like the official matcher: a PNG in a subfolder would be matched just the same.
-        return {path.relative_to(self.folder).as_posix() for path in self.folder.rglob("*.png")}
 
     def _stale_reasons(self, manifest: dict[str, Any] | None) -> list[str]:
         """Why files recorded in `manifest` must not be mixed with this run (empty list: they may)."""
@@ -358,23 +327,18 @@ def check_output_folder(folder: Path) -> None:
 
 @contextmanager
 def output_locks(folders: list[Path]) -> Iterator[None]:
-    """One `predict` per output folder: a second one would write the ledger under the first (see cityseg.locks)."""
+    """One `predict` per output folder: a second one would write the ledger under the first."""
     from cityseg.locks import hold_lock
 
     for folder in folders:  # every folder is checked before any is created
         check_output_folder(folder)
+    fix = "two predictions into one folder would mix their files and manifests. Wait for it to finish, or pass "
+    fix += "another output folder."
     with ExitStack() as stack:
         for folder in folders:
             with storage_errors(folder, "the lock file"):
                 folder.mkdir(parents=True, exist_ok=True)
-                stack.enter_context(
-                    hold_lock(
-                        folder / LOCK_NAME,
-                        f"output folder {folder}",
-                        "two predictions into one folder would mix their files and manifests. Wait for it to finish, or "
-                        "pass another output folder.",
-                    )
-                )
+                stack.enter_context(hold_lock(folder / LOCK_NAME, f"output folder {folder}", fix))
         yield
 
 

@@ -1,5 +1,5 @@
-"""How to predict, without torch: inference modes, test-time augmentations and window sizes, checked
-before any work is done, and `PredictOptions`, the settings of `predict_split` (the CLI lists them in --help)."""
+"""How to predict, without torch: inference modes, test-time augmentations and window sizes, checked before any
+work is done, and `PredictOptions`, the settings of `predict_split` (the CLI lists them in --help)."""
 
 from __future__ import annotations
 
@@ -68,8 +68,12 @@ def default_stride(crop: Size) -> Size:
     return max(1, (crop[0] * 2 + 2) // 3), max(1, (crop[1] * 2 + 2) // 3)
 
 
-def check_options(mode: str, tta: str, crop: Size | None, stride: Size | None) -> None:
-    """Reject unknown modes/TTAs and window options that do not apply, before any work is done."""
+def check_options(
+    mode: str, tta: str, crop: Size | int | None, stride: Size | int | None
+) -> tuple[Size | None, Size | None]:
+    """Reject unknown modes/TTAs and window options that do not apply, before any work is done; return (crop, stride)
+    as (width, height), a slide's stride two thirds of its crop unless given."""
+    crop, stride = as_size(crop), as_size(stride)
     if mode not in MODES:
         raise UserError(f"unknown inference mode {mode!r}; choose one of {', '.join(MODES)}.")
     if tta not in TTAS:
@@ -80,6 +84,9 @@ def check_options(mode: str, tta: str, crop: Size | None, stride: Size | None) -
         raise UserError("sliding-window inference needs a window size; pass --crop WxH (e.g. 1024x512).")
     if crop is not None and stride is not None:
         check_stride(crop, stride)
+    if mode == "slide" and stride is None:
+        stride = default_stride(crop)
+    return crop, stride
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,20 @@
-"""What a person looks at: a prediction in Cityscapes colours, blended over the photo, with a legend.
-
-Colours come from `cityscapesscripts.helpers.labels` (through `cityseg.labels`). The legend lists
-the classes covering at least 1% of the image, largest first, in type and swatches scaled to the
-image, and never covers more than a quarter of it (the smallest classes are left out first).
+"""What a person looks at: a prediction in Cityscapes colours, blended over the photo, with a legend of the
+classes covering at least 1% of it, largest first, scaled to the image and never over a quarter of it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from cityseg.labels import CLASS_NAMES, ID_COLORS, NUM_CLASSES, TRAIN_ID_COLORS, ids_to_train_ids
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 LEGEND_MIN_SHARE = 0.01  # classes under 1% of the image are not listed
 LEGEND_MAX_COVER = 0.25  # share of the image the legend may cover at most
@@ -47,7 +47,7 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 def draw_legend(canvas: Image.Image, entries: Sequence[tuple[int, float]]) -> Image.Image:
     """The RGB `canvas` with a legend (swatch, class name, share) of the entries of at least 1% in its top-left
-    corner: text 1/24 of the image's shorter side (7..40 px), one column, at most a quarter of the image."""
+    corner: text 1/24 of the image's shorter side (7..40 px), one column, the smallest classes dropped to fit."""
     width, height = canvas.size
     size = int(np.clip(round(min(width, height) / 24), 7, 40))
     font, pad, row = _font(size), max(1, size // 4), size + max(1, size // 4)
@@ -80,6 +80,8 @@ def overlay_image(image: np.ndarray, label_ids: np.ndarray) -> np.ndarray:
 
 def overlay_panel(paths: Sequence[Path], columns: int = 2, width: float = 11.0) -> Figure:
     """A grid of overlay PNGs with their names as titles, for a notebook."""
+    from matplotlib.figure import Figure
+
     paths = list(paths)
     if not paths:
         figure = Figure(figsize=(width, 1.0))

@@ -1,8 +1,5 @@
-"""Predict a whole split into a folder of labelIds PNGs the official evaluation and server accept.
-
-The folder's safety rules (what may be overwritten, how a killed run resumes) are its ledger:
-`cityseg.prediction.ledger`.
-"""
+"""Predict a whole split into a folder of labelIds PNGs the official evaluation and server accept; the folder's
+safety rules (what may be overwritten, how a killed run resumes) are its ledger, `cityseg.prediction.ledger`."""
 
 from __future__ import annotations
 
@@ -17,12 +14,12 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cityseg.data.frames import Frame, list_frames, read_image
 from cityseg.data.transforms import normalize
 from cityseg.errors import UserError
-from cityseg.labels import ID_COLORS, train_ids_to_ids
+from cityseg.labels import train_ids_to_ids
 from cityseg.prediction.deployed import load_network
 from cityseg.prediction.inference import inference_dtype, precision_name, predict_logits, wants_amp
 from cityseg.prediction.ledger import (
@@ -33,37 +30,29 @@ from cityseg.prediction.ledger import (
     output_locks,
     prediction_name,
 )
-from cityseg.prediction.options import PredictOptions, as_size, check_options, check_window, default_stride
+from cityseg.prediction.options import PredictOptions, check_options, check_window
+from cityseg.prediction.overlay import blend, color_image
+from cityseg.system import default_workers
 from cityseg.training.model import resolve_device
 from cityseg.training.model_names import model_title_of
 
 DEFAULT_OUT = {"val": Path("predictions"), "test": Path("test_predictions"), "train": Path("predictions_train")}
 
 
-class PrintsSummary:
-    """A result that prints as its `summary()`: in the CLI, with print(), and as a notebook cell's output."""
-
-    def summary(self) -> str:
-        raise NotImplementedError
-
-    def __str__(self) -> str:
-        return self.summary()
-
-    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython's display hook
-        printer.text(self.summary())
-
-
 @dataclass(frozen=True)
-class PredictResult(PrintsSummary):
-    """What a prediction run did, for the CLI summary and notebooks."""
+class PredictResult:
+    """What a prediction run did; prints as its `summary()` in the CLI, with print() and as a notebook cell's output."""
 
     out_dir: Path
     written: int
     skipped: int
     seconds: float
-    images_per_s: float
     scores: dict[str, Any] | None = field(default=None, repr=False)  # score=True: the fast engine's export
     model: str = ""  # the architecture and encoder that ran, e.g. "U-Net / resnet34"
+
+    @property
+    def images_per_s(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
         score = "" if self.scores is None else f"; mIoU {100 * self.scores['averageScoreClasses']:.2f}%"
@@ -71,6 +60,12 @@ class PredictResult(PrintsSummary):
             f"{self.model}: wrote {self.written} and kept {self.skipped} finished prediction(s) in {self.out_dir} "
             f"({self.images_per_s:.2f} images/s over {self.seconds:.1f} s){score}"
         )
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython's display hook
+        printer.text(self.summary())
 
 
 class _Images(Dataset):
@@ -126,10 +121,10 @@ def load_for_prediction(
 
 def _write_colors(frame: Frame, label_ids: np.ndarray, image: np.ndarray, ledger: OutputLedger) -> dict[str, str]:
     """Cityscapes colours of a labelIds map, and a 50% blend over the photo for eyeballing."""
-    color = ID_COLORS[label_ids]  # (H, W, 3)
-    overlay = ((image.astype(np.uint16) + color) // 2).astype(np.uint8)
+    color = color_image(label_ids)  # (H, W, 3)
     color_name, overlay_name = color_names(frame.id)
-    return {color_name: ledger.write_png(color_name, color), overlay_name: ledger.write_png(overlay_name, overlay)}
+    pixels = {color_name: color, overlay_name: blend(image, color)}
+    return {name: ledger.write_png(name, array) for name, array in pixels.items()}
 
 
 def labels_for_batch(model, images: list[torch.Tensor], device: torch.device, **options) -> list[np.ndarray]:
@@ -166,18 +161,19 @@ def predict_split(
     """
     options = dataclasses.replace(options or PredictOptions(), **fields)
     mode, tta, color_out = options.mode, options.tta, options.color_out
-    crop, stride = as_size(options.crop), as_size(options.stride)
-    check_options(mode, tta, crop, stride)
+    crop, stride = check_options(mode, tta, options.crop, options.stride)
     check_window(crop, "--crop")
     if split not in DEFAULT_OUT:
         raise UserError(f"unknown split {split!r}; choose one of {', '.join(DEFAULT_OUT)}.")
-    if mode == "slide" and stride is None:
-        stride = default_stride(crop)
     out_dir = Path(out_dir) if out_dir is not None else DEFAULT_OUT[split]
     color_out = Path(color_out) if color_out is not None else None
     check_color_folder(out_dir, color_out)
     frames = list_frames(Path(root), split, label_source=None)
-    scorer = _scorer(root, split, frames) if options.score else None  # ground-truth problems surface before any forward
+    scorer = None
+    if options.score:  # ground-truth problems surface before any forward
+        from cityseg.evaluation.runner import PredictionScorer
+
+        scorer = PredictionScorer(Path(root), split, [f.id for f in frames], workers=default_workers())
     try:
         model, device, settings = load_for_prediction(
             checkpoint, options.device, options.amp, split, mode, tta, crop, stride
@@ -238,23 +234,9 @@ def _predict_into(
     seconds = time.perf_counter() - start
     for frame in frames if scorer is not None else ():
         if frame.id in done:
-            scorer.add_file(frame.id, ledger.folder / prediction_name(frame.id))
-    return PredictResult(
-        out_dir=ledger.folder,
-        written=len(todo),
-        skipped=len(frames) - len(todo),
-        seconds=seconds,
-        images_per_s=len(todo) / seconds if seconds > 0 else 0.0,
-        scores=scorer.result() if scorer is not None else None,
-        model=ledger.settings["model"],
-    )
-
-
-def _scorer(root: Path, split: str, frames: list[Frame]):
-    from cityseg.evaluation.runner import PredictionScorer
-    from cityseg.system import default_workers
-
-    return PredictionScorer(Path(root), split, [f.id for f in frames], workers=default_workers())
+            scorer.add(frame.id, None, ledger.folder / prediction_name(frame.id))  # read back from its PNG
+    scores = scorer.result() if scorer is not None else None
+    return PredictResult(ledger.folder, len(todo), len(frames) - len(todo), seconds, scores, ledger.settings["model"])
 
 
 def _color_from_saved(frames: list[Frame], out_dir: Path, color_ledger: OutputLedger, progress: bool) -> None:

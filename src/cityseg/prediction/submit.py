@@ -1,14 +1,13 @@
-"""A Cityscapes benchmark submission for pixel-level semantic labeling: one zip of labelIds PNGs.
-
-The server matches each test image to a file named `<city>_<seq>_<frame>*.png` anywhere in the archive (the
-rule of evalPixelLevelSemanticLabeling), holding official labelIds at full resolution, single channel. The
-PNGs go flat and uncompressed into the zip after every check the server would fail or silently mis-score.
+"""A Cityscapes benchmark submission for pixel-level semantic labeling: one zip of labelIds PNGs, each named
+`<city>_<seq>_<frame>*.png` (the official matcher's rule), single channel, full resolution. The PNGs go flat and
+uncompressed into the zip after every check the server would fail or silently mis-score.
 """
 
 from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,17 +68,22 @@ def _select_predictions(
     chosen = single_matches(matches, problems)
     wanted = TEST_IMAGES if expect is None else expect
     if len(matches) != wanted:
-        problems.add(
-            "count",
-            f"{len(matches)} frame(s) found, {wanted} expected "
-            + (
-                "(the real test split; use --expect N or --root ROOT for another set)"
-                if expect is None
-                else "(--expect)"
-            ),
+        hint = (
+            "(the real test split; use --expect N or --root ROOT for another set)" if expect is None else "(--expect)"
         )
+        problems.add("count", f"{len(matches)} frame(s) found, {wanted} expected {hint}")
     fixed = tuple(size) if size is not None else IMAGE_SIZE
     return chosen, lambda _frame_id: fixed
+
+
+def _holds_exactly(out_zip: Path, chosen: dict[str, Path]) -> bool:
+    """Whether a zip holds exactly these PNGs (names, sizes, CRC-32): an earlier run of the same submission."""
+    try:
+        with zipfile.ZipFile(out_zip) as archive:
+            held = {info.filename: (info.file_size, info.CRC) for info in archive.infolist()}
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return held == {path.name: (path.stat().st_size, zlib.crc32(path.read_bytes())) for path in chosen.values()}
 
 
 def make_submission(
@@ -92,22 +96,21 @@ def make_submission(
     overwrite: bool = False,
     workers: int | None = None,
 ) -> Path:
-    """Check test-split predictions the way the benchmark server would, then zip them flat, atomically.
-
-    Expects TEST_IMAGES (1525) frames of 2048x1024 unless `expect`/`size` say otherwise, or exactly the
-    test frames and image sizes found under `root`. Raises UserError listing every problem.
-    """
+    """Check test-split predictions the way the benchmark server would (TEST_IMAGES frames of IMAGE_SIZE unless
+    `expect`/`size` say otherwise, or the test frames and sizes under `root`), then zip them flat, atomically.
+    An existing `out_zip` is replaced only with `overwrite`, or when it holds exactly these predictions."""
     pred_dir, out_zip = Path(pred_dir), Path(out_zip)
     if out_zip.suffix.lower() != ".zip":
         raise UserError(f"submission file {out_zip} must end in .zip (the benchmark server takes a zip archive).")
     if out_zip.is_dir():
         raise UserError(f"{out_zip} is a folder; pass a file name such as submission.zip.")
-    if out_zip.exists() and not overwrite:
-        raise UserError(
-            f"{out_zip} already exists and was left untouched; pass --overwrite to replace it, or another name."
-        )
     problems = Problems()
     chosen, sizes = _select_predictions(pred_dir, expect, root, size, problems)
+    if out_zip.exists() and not overwrite and not _holds_exactly(out_zip, chosen):
+        raise UserError(
+            f"{out_zip} already exists with other contents and was left untouched; pass --overwrite to replace it, "
+            "or another name."
+        )
     check_headers(chosen, sizes, problems)
     problems.raise_if_any(f"the predictions in {pred_dir} are not a valid submission")
     counts = scan_values(list(chosen.values()), workers or default_workers(), problems)

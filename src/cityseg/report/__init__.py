@@ -1,9 +1,5 @@
 """Reports from run files: report.pdf (`build_report`), compare.pdf, and the tables and figures the notebooks show.
-
-Everything here reads the files a run leaves behind (config.json, log.jsonl, folds.json, summary.json,
-the evaluation JSON, prediction PNGs); nothing trains or needs a GPU. Names are imported from their
-submodule on first use (PEP 562), so `cityseg cv`, which prints a summary, does not load matplotlib.
-"""
+Names are imported from their submodule on first use (PEP 562), so `cityseg cv` does not load matplotlib."""
 
 from __future__ import annotations
 
@@ -16,8 +12,9 @@ _EXPORTS = {
     "frames": ("best_and_worst", "FrameScore", "load_examples", "prediction_paths", "score_frames"),
     "layout": ("figures_dir", "tables_dir"),
     "notebook": (
-        *("class_iou_table", "config_table", "dataset_counts", "engines_table", "environment_table", "folds_table"),
+        *("class_iou_table", "config_table", "dataset_counts", "engines_text", "environment_table", "folds_table"),
         *("histories", "is_synthetic", "parse_size", "require_dataset", "sample_figure", "training_config"),
+        *("notebook_errors", "show_comparison", "show_photos", "train"),
     ),
     "pdf": (
         *("build_report", "class_results_table", "cv_table", "full_fit_text", "headline_table", "headline_text"),

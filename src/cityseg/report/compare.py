@@ -1,20 +1,22 @@
 """Runs side by side: what differs between them, their numbers, and whether a gain beats fold noise.
 
-Each run's evaluation JSON is given explicitly (a runs folder does not know where its predictions
-were evaluated). Runs on different datasets or fold splits are refused unless `allow_mismatch`. On
-the same folds each fold's mIoU difference is one sample of the gain, tested with Nadeau and
-Bengio's corrected resampled t-test (Machine Learning 52, 2003): the variance of the mean inflated
-from var/k to var * (1/k + n_val/n_train); `TEST_CAVEATS` says what it cannot show.
+Each run's evaluation JSON is given explicitly; runs on different datasets or fold splits are refused unless
+`allow_mismatch`. On the same folds each fold's mIoU difference is one sample of the gain, tested with Nadeau and
+Bengio's corrected resampled t-test (Machine Learning 52, 2003): the variance of the mean inflated from var/k to
+var * (1/k + n_val/n_train); `TEST_CAVEATS` says what it cannot show.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from scipy.stats import t as student_t
 
 from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES
@@ -59,8 +61,7 @@ class PairedComparison:
     val_train_ratio: float  # n_val / n_train averaged over the folds, for the corrected variance
 
     @property
-    def differences(self) -> list[float]:
-        """other − baseline per fold, in points."""
+    def differences(self) -> list[float]:  # other − baseline per fold, in points
         return [100 * (b - a) for a, b in zip(self.baseline_miou, self.other_miou, strict=True)]
 
     @property
@@ -71,15 +72,12 @@ class PairedComparison:
     def std(self) -> float:
         return statistics.stdev(self.differences) if len(self.differences) > 1 else math.nan
 
-    def _scale(self) -> float:
-        """sqrt(1/k + n_val/n_train): the corrected standard error of the mean per unit of std."""
+    def _scale(self) -> float:  # the corrected standard error of the mean per unit of std
         return math.sqrt(1 / len(self.differences) + self.val_train_ratio)
 
     @property
     def p_value(self) -> float:
         """Two-sided p of the corrected resampled t-test (NaN with one fold; 0 when every fold agrees exactly)."""
-        from scipy.stats import t as student_t
-
         if len(self.differences) < 2:
             return math.nan
         if self.std == 0:
@@ -89,10 +87,7 @@ class PairedComparison:
 
     @property
     def smallest_significant_gain(self) -> float:
-        """The mean gain (points) that would just reach p < SIGNIFICANCE with these folds' spread: the
-        t quantile at k − 1 degrees of freedom times the corrected standard error."""
-        from scipy.stats import t as student_t
-
+        """The mean gain (points) that would just reach p < SIGNIFICANCE with these folds' spread."""
         k = len(self.differences)
         return math.nan if k < 2 else float(student_t.ppf(1 - SIGNIFICANCE / 2, k - 1) * self.std * self._scale())
 
@@ -154,7 +149,7 @@ class Comparison:
         return [pair for run in self.runs[1:] if (pair := paired_comparison(self.runs[0], run)) is not None]
 
     def tables(self) -> list[Table]:
-        """Everything a notebook shows as tables: runs, differing settings, paired folds, per-class IoU."""
+        """Everything a notebook shows as tables."""
         return [self.runs_table(), self.settings_table(), *(p.table() for p in self.paired()), self.class_table()[0]]
 
     def verdicts(self) -> str:
@@ -167,12 +162,12 @@ class Comparison:
         )
 
     def protocol_text(self) -> str:
-        """Which protocol the CV column follows: once when the runs agree, what differs when they do not."""
+        """Which protocol the CV column follows: once when the runs agree, else what differs."""
         protocols = {run.label: run.cv.protocol for run in self.runs}
         first = f"{self.labels[0]}: {protocols[self.labels[0]]}"
         if len(set(protocols.values())) == 1:
             return f"CV mIoU: mean ± std over folds, one protocol for all runs: {protocols[self.labels[0]]}"
-        if len({results.protocol_shape(p) for p in protocols.values()}) == 1:
+        if len({re.sub(r"\d+", "#", p) for p in protocols.values()}) == 1:  # the same but for their numbers
             epochs = "; ".join(f"{r.label} {', '.join(str(f.get('epoch')) for f in r.cv.folds)}" for r in self.runs)
             return f"CV mIoU: the same protocol, at different epochs (per fold: {epochs}). Protocol of {first}"
         return "CV mIoU follows different protocols: " + "; ".join(f"{k}: {v}" for k, v in protocols.items())
@@ -183,24 +178,16 @@ class Comparison:
         for run in self.runs:
             differences, evaluation = results.recipe_differences(run.runs), run.evaluation or {}
             changes = ", ".join(f"{name} {value}" for name, _, value in differences or []) or "none"
+            changes = "n/a (config.json of another cityseg version)" if differences is None else changes
+            keys = ("averageScoreClasses", "averageScoreInstClasses")
+            val = [Score(evaluation[k]) for k in keys] if evaluation else ["–", "–"]
             speed = results.median_logged(run.runs.histories, "images_per_s")
             time = results.duration_text(results.total_seconds(run.runs.histories))
+            time += "" if "full" in run.runs.histories else " (folds only)"
             config = run.runs.config.get("config") or {}
-            rows.append(
-                [
-                    run.label,
-                    model_title_of(config),
-                    str(config.get("recipe")),
-                    "n/a (config.json of another cityseg version)" if differences is None else changes,
-                    Score(run.cv.miou_mean, run.cv.miou_std),
-                    *(
-                        Score(evaluation[k]) if evaluation else "–"
-                        for k in ("averageScoreClasses", "averageScoreInstClasses")
-                    ),
-                    time + ("" if "full" in run.runs.histories else " (folds only)"),
-                    "–" if speed is None else f"{speed:.1f}",
-                ]
-            )
+            cv = Score(run.cv.miou_mean, run.cv.miou_std)
+            rows.append([run.label, model_title_of(config), str(config.get("recipe")), changes, cv, *val, time])
+            rows[-1].append("–" if speed is None else f"{speed:.1f}")
         columns = ["run", "model", "recipe", "changes from the recipe", "CV mIoU (%)", "val mIoU (%)", "val iIoU (%)"]
         return Table.build([*columns, "training time", "images/s"], rows, title="runs compared")
 
@@ -221,16 +208,13 @@ class Comparison:
         columns += [*(f"{r.label} val" for r in evaluated), *(f"Δ {r.label} val" for r in compared_val)]
         rows, styles = [], {}
         for i, name in enumerate(CLASS_NAMES):
-            row: list[object] = [name, *(Score(r.cv.class_iou_mean[i]) for r in self.runs)]
-            pairs = [(base.cv.class_iou_mean[i], r.cv.class_iou_mean[i], r) for r in others]
-            row += [
-                _difference(a, b, _noise(base, r, i), styles, (i, len(row) + n)) for n, (a, b, r) in enumerate(pairs)
-            ]
-            row += [Score(r.evaluation["classScores"][name]) for r in evaluated]
-            pairs = [(base.evaluation["classScores"][name], r.evaluation["classScores"][name], r) for r in compared_val]
-            row += [
-                _difference(a, b, _noise(base, r, i), styles, (i, len(row) + n)) for n, (a, b, r) in enumerate(pairs)
-            ]
+            row: list[object] = [name]
+            cv = [r.cv.class_iou_mean[i] for r in self.runs]
+            val = [r.evaluation["classScores"][name] for r in evaluated]
+            for values, compared in ((cv, others), (val, compared_val)):
+                row += map(Score, values)
+                for n, run in enumerate(compared, start=1):  # the difference to the first run, highlighted
+                    row.append(_difference(values[0], values[n], _noise(base, run, i), styles, (i, len(row))))
             rows.append(row)
         return Table.build(columns, rows, title="IoU per class (%), differences to the first run in points"), styles
 

@@ -1,7 +1,5 @@
-"""compare.pdf (A4 portrait): the runs, the paired per-fold test with its limits, per-class IoU, curves.
-
-Beside it the tables as CSV (fractions) and LaTeX (the PDF's text) in `<out stem>_tables/`.
-"""
+"""compare.pdf (A4 portrait): the runs, the paired per-fold test with its limits, per-class IoU, curves; beside it
+the tables as CSV and LaTeX in `<out stem>_tables/`."""
 
 from __future__ import annotations
 
@@ -17,7 +15,6 @@ from cityseg.labels import NUM_CLASSES
 from cityseg.report.compare import TEST_CAVEATS, ComparedRun, Comparison, compare_runs
 from cityseg.report.layout import WARNING_RED, Page, check_output, tables_dir, typesetting, write_pdf, write_tables
 from cityseg.report.plots import Bars, class_colour, class_swatches, draw_class_bars, run_colours
-from cityseg.report.tables import Table
 
 CREATOR = "cityseg compare"
 
@@ -34,8 +31,8 @@ def _per_epoch(histories: Mapping[str, Sequence[Mapping]], key: str) -> tuple[li
 
 
 def comparison_figure(comparison: Comparison, fig: Figure | None = None) -> Figure:
-    """CV IoU per class side by side (one colour per run) and the val mIoU and training loss curves overlaid
-    (mean over folds, their range shaded; the full fit dashed)."""
+    """CV IoU per class side by side, one colour per run, and the val mIoU and training loss curves overlaid (mean
+    over folds, range shaded, full fit dashed)."""
     fig = fig if fig is not None else Figure(figsize=(11.0, 6.0), layout="constrained")
     runs: Sequence[ComparedRun] = comparison.runs
     colours = run_colours(comparison.labels)
@@ -63,17 +60,19 @@ def comparison_figure(comparison: Comparison, fig: Figure | None = None) -> Figu
 
 def comparison_pages(comparison: Comparison) -> list[Page]:
     """The pages of compare.pdf; blocks that do not fit continue on a new page."""
-    synthetic, title = comparison.synthetic, " vs ".join(comparison.labels)
-    pages = [Page(f"comparison: {title}", synthetic, source=CREATOR)]
+    synthetic, title, pages = comparison.synthetic, " vs ".join(comparison.labels), []
+
+    def new_page() -> Page:
+        pages.append(Page(f"comparison: {title}", synthetic, source=CREATOR))
+        return pages[-1]
 
     def add(draw: Callable[[Page], None]) -> None:
         try:
             draw(pages[-1])
         except ValueError:  # a block checks that it fits before it draws anything
-            pages.append(Page(f"comparison: {title}", synthetic, source=CREATOR))
-            draw(pages[-1])
+            draw(new_page())
 
-    pages[0].title(f"Runs compared: {title}")
+    new_page().title(f"Runs compared: {title}")
     if synthetic:
         pages[0].banner(
             "SYNTHETIC DATA in at least one run (cityseg synth): differences only show that the pipeline reacts to "
@@ -102,23 +101,17 @@ def comparison_pages(comparison: Comparison) -> list[Page]:
         if paired:
             add(lambda page: page.note(TEST_CAVEATS))
     table, styles = comparison.class_table()
-    pages.append(Page(f"comparison: {title}", synthetic, source=CREATOR))
-    pages[-1].title("IoU per class")
-    pages[-1].note(
+    page = new_page()
+    page.title("IoU per class")
+    page.note(
         "IoU in percent; Δ columns: difference to the first run in points, green a gain and red a loss, bold on a "
         "tinted cell where it exceeds the larger of the two runs' fold-to-fold std for that class."
     )
-    pages[-1].table(table, size=7.5, styles=styles, swatches=[class_colour(i) for i in range(NUM_CLASSES)])
-    pages.append(Page(f"comparison: {title}", synthetic, source=CREATOR))
-    pages[-1].title("Per-class IoU and training curves")
-    comparison_figure(comparison, pages[-1].plot_area(margins=(1.25, 0.1, 0.5, 0.3), space=0.35))
+    page.table(table, size=7.5, styles=styles, swatches=[class_colour(i) for i in range(NUM_CLASSES)])
+    page = new_page()
+    page.title("Per-class IoU and training curves")
+    comparison_figure(comparison, page.plot_area(margins=(1.25, 0.1, 0.5, 0.3), space=0.35))
     return pages
-
-
-def comparison_tables(comparison: Comparison) -> dict[str, Table]:
-    """The tables written beside compare.pdf, by file stem."""
-    paired = {"paired_" + re.sub(r"[^\w.-]", "_", pair.other): pair.table() for pair in comparison.paired()}
-    return {"runs": comparison.runs_table(), **paired, "classes": comparison.class_table()[0]}
 
 
 def build_comparison(
@@ -130,7 +123,8 @@ def build_comparison(
 ) -> Comparison:
     """`cityseg compare`: load and check the runs, write compare.pdf and its tables; returns the comparison."""
     comparison, out_pdf = compare_runs(runs_dirs, labels, evaluations, allow_mismatch), Path(out_pdf)
-    tables = comparison_tables(comparison)
+    paired = {"paired_" + re.sub(r"[^\w.-]", "_", pair.other): pair.table() for pair in comparison.paired()}
+    tables = {"runs": comparison.runs_table(), **paired, "classes": comparison.class_table()[0]}
     files = [f"{name}{ext}" for name in tables for ext in (".csv", ".tex")]
     check_output(out_pdf, CREATOR, "cityseg compare", {tables_dir(out_pdf): files})
     with typesetting():

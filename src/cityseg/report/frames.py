@@ -1,8 +1,6 @@
-"""Per-frame scores and qualitative examples of a split's predictions, for the report and the notebook.
-
-Scores come from the evaluation's own per-frame section (`cityseg.frames` of its JSON) when it describes the
-very files now in the prediction folder (same sha256); otherwise the fast engine scores the folder again.
-Predictions are matched to frames by the official rule (evaluation.checks.match_to_frames).
+"""Per-frame scores and qualitative examples of a split's predictions, for the report and the notebook. Scores come
+from the evaluation JSON's per-frame section when it describes the very files now in the folder (same sha256),
+else the fast engine scores it again; predictions match frames by the official rule.
 """
 
 from __future__ import annotations
@@ -15,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from cityseg.errors import UserError, format_paths
-from cityseg.evaluation.checks import Problems, file_sha256, find_pngs, match_to_frames, single_matches
+from cityseg.evaluation.checks import Problems, find_pngs, match_to_frames, single_matches
+from cityseg.fileio import file_sha256
 from cityseg.report.plots import Example
 from cityseg.report.tables import percent
 
@@ -47,7 +46,7 @@ def _matched_frames(pred_dir: Path, root: Path, split: str) -> list[tuple[Any, P
 
 
 def prediction_paths(pred_dir: Path, root: Path, split: str = "val") -> dict[str, Path]:
-    """Frame id -> its prediction PNG under `pred_dir` (searched recursively and matched as the official script does)."""
+    """Frame id -> its prediction PNG under `pred_dir` (searched recursively, matched by the official rule)."""
     return {frame.id: path for frame, path in _matched_frames(Path(pred_dir), root, split)}
 
 
@@ -78,7 +77,7 @@ def score_frames(
     pred_dir: Path, root: Path, split: str = "val", evaluation: Mapping | Path | None = None
 ) -> list[FrameScore]:
     """Every frame's own score, worst first: from `evaluation` (result dict or JSON path; None: PRED_DIR-eval/
-    SPLIT.json) when its per-frame scores are of these very files, else from the fast engine run again."""
+    SPLIT.json) when it scored these very files, else from the fast engine run again."""
     from cityseg.evaluation import evaluate
 
     scores = _recorded_scores(Path(pred_dir), root, split, evaluation) or [

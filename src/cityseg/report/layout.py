@@ -1,8 +1,7 @@
-"""A4 portrait pages on matplotlib: wrapped text and `ax.table` tables from the top, one plot area below.
+"""A4 portrait pages on matplotlib: wrapped text and `matplotlib.table` tables from the top, one plot area below.
 
-A page is a Figure filled downwards by a cursor (inches from the top edge); the figure builders of
-cityseg.report.plots then draw their subplots into the space left. PdfPages writes TrueType text
-(extractable) and no dates, so the same run files always give the same bytes.
+A page is a Figure filled downwards by a cursor (inches from the top); cityseg.report.plots draws into the space
+left. PdfPages writes TrueType text and no dates, so the same run files always give the same bytes.
 """
 
 from __future__ import annotations
@@ -95,7 +94,6 @@ class Page:
         self.text(text, size=11.0, weight="bold", after=0.04)
 
     def note(self, text: str) -> None:
-        """Small grey explanatory text."""
         self.text(text, size=8.0, color="0.25", after=0.05)
 
     def banner(self, text: str) -> None:
@@ -112,12 +110,9 @@ class Page:
         rules_before: Sequence[int] = (),
         after: float = 0.15,
     ) -> None:
-        """A centred matplotlib table with booktabs rules; numbers right-aligned, long text wrapped to fit.
-
-        styles: (row, column) -> CellStyle; swatches: a colour square before each row (None: none); rules_before:
-        body rows that get a thin rule above them (e.g. a mean row). A wrapped cell continues on rows of its own
-        (one line per table row), so every line of a row shares its baseline.
-        """
+        """A centred table with booktabs rules, numbers right-aligned, long text wrapped (a wrapped cell continues on
+        table rows of its own, so a row's lines share baselines). styles: (row, column) -> CellStyle; swatches: a
+        colour square before each row; rules_before: body rows with a thin rule above (e.g. a mean row)."""
         styles, numeric, line = styles or {}, table.numeric(), LINE * size / 72
         self.cursor += 0.05
         chars = _column_chars(table.columns, table.cells(), int(TEXT_WIDTH * 72 / (size * 0.55)))
@@ -160,11 +155,8 @@ class Page:
         self.cursor += lines * line + after
 
     def plot_area(self, height: float | None = None, margins: Sequence[float] = (0.6, 0.1, 0.5, 0.3), space=0.3):
-        """The page's figure with its subplot area set to `height` inches below the cursor (default: all the space
-        left) less `margins` (left, right, bottom, top, inches) for labels: give it to a cityseg.report.plots builder.
-
-        Fixed margins, not constrained layout: its solver's results vary in the last bits from run to run.
-        """
+        """The page's figure, its subplot area `height` inches below the cursor (default: the rest) less `margins`
+        (left, right, bottom, top, inches). Fixed margins: constrained layout varies in the last bits between runs."""
         height = HEIGHT - BOTTOM - self.cursor if height is None else height
         self._need(height, "plot")
         left, right, bottom, top = margins
@@ -188,8 +180,8 @@ def _width(text: str, size: float, bold: bool) -> float:
 
 
 def _column_chars(columns: Sequence[str], cells: Sequence[Sequence[str]], budget: int) -> list[int]:
-    """Characters per column: the longest cell, headers whole if the table fits, else wrapped at their words;
-    if that is still too wide, the widest text column wraps."""
+    """Characters per column: the longest cell, headers whole if the table fits, else wrapped at their words; if
+    still too wide, the widest text column wraps."""
     body = [max([1, *(len(row[i]) for row in cells)]) for i in range(len(columns))]
     if sum(max(b, len(c)) + 3 for b, c in zip(body, columns, strict=True)) <= budget:
         return [max(b, len(c)) for b, c in zip(body, columns, strict=True)]
@@ -217,7 +209,7 @@ def check_output(out_pdf: Path, creator: str, command: str, side_folders: Mappin
     """Refuse, before drawing, to replace a PDF or a side file (figure, table) that `command` did not write."""
     if out_pdf.is_dir():
         raise UserError(f"--out {out_pdf} is a folder; pass a file name ending in .pdf.")
-    foreign = [out_pdf] if out_pdf.exists() and not is_our_pdf(out_pdf, creator) else []
+    foreign = [out_pdf] if out_pdf.exists() and not _is_ours(out_pdf, creator) else []
     for folder, names in side_folders.items():
         if folder.exists() and not folder.is_dir():
             raise UserError(f"{folder} is a file, but `{command}` writes into a folder of that name; move it away.")
@@ -242,25 +234,17 @@ def tables_dir(out_pdf: Path) -> Path:
 TABLE_MARK = "% written by cityseg"  # first line of each .tex; the CSVs are recognised by their .tex twin
 
 
-def is_our_pdf(path: Path, creator: str) -> bool:
-    """A PDF cityseg wrote carries its Creator string in the (uncompressed) info dictionary."""
+def _is_ours(path: Path, creator: str | None = None) -> bool:
+    """A file cityseg wrote: with `creator`, a PDF naming it in its (uncompressed) info dictionary; else a figure (PNG
+    marked Software=cityseg) or a table (its .tex twin starts with TABLE_MARK)."""
     try:
-        data = path.read_bytes()
-    except OSError:
-        return False
-    return data.startswith(b"%PDF") and f"/Creator ({creator})".encode() in data
-
-
-def _is_ours(path: Path) -> bool:
-    if path.suffix == ".png":
-        try:
+        if creator is not None:
+            data = path.read_bytes()
+            return data.startswith(b"%PDF") and f"/Creator ({creator})".encode() in data
+        if path.suffix == ".png":
             with Image.open(path) as image:
                 return image.info.get("Software") == "cityseg"
-        except OSError:
-            return False
-    tex = path.with_suffix(".tex")
-    try:
-        return tex.read_text(encoding="utf-8").startswith(TABLE_MARK)
+        return path.with_suffix(".tex").read_text(encoding="utf-8").startswith(TABLE_MARK)
     except (OSError, UnicodeDecodeError):
         return False
 

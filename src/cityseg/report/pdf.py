@@ -1,9 +1,7 @@
-"""report.pdf, written like a paper's results section and built only from run files.
-
-Pages: results (headline and per-class figure), what was trained, cross-validation (per fold, full
-fit, curves), per-class and per-category tables, confusion matrix, and with --predictions the best
-and worst val frames. Beside it: the figures as PNGs and the tables as CSV and LaTeX. A report of
-synthetic data says so on every page and prints nothing machine, time or commit dependent.
+"""report.pdf, written like a paper's results section and built only from run files: results, what was trained,
+cross-validation, per-class and per-category tables, confusion matrix, and with --predictions the best and worst
+val frames; beside it the figures as PNGs and the tables as CSV and LaTeX. A report of synthetic data says so on
+every page and prints nothing machine, time or commit dependent.
 """
 
 from __future__ import annotations
@@ -37,13 +35,10 @@ def headline_table(cv: CvResult, evaluation: Mapping[str, Any], synthetic: bool)
         return [label, value, *[at_best] * best, *[ref] * reference]
 
     selected = Score(cv.selected.get("miou_mean"), cv.selected.get("miou_std")) if best else DASH
+    val_miou, reference_miou = Score(evaluation["averageScoreClasses"]), f"{results.REFERENCE_MIOU:.2f}"
     rows = [
         row(f"cross-validation mIoU, {cv.k} folds (mean ± std)", Score(cv.miou_mean, cv.miou_std), selected),
-        row(
-            "val mIoU, official Cityscapes metric",
-            Score(evaluation["averageScoreClasses"]),
-            ref=f"{results.REFERENCE_MIOU:.2f}",
-        ),
+        row("val mIoU, official Cityscapes metric", val_miou, ref=reference_miou),
         row("val iIoU, official Cityscapes metric", Score(evaluation["averageScoreInstClasses"])),
         row("val mIoU over the 7 categories", Score(evaluation["averageScoreCategories"])),
     ]
@@ -51,21 +46,15 @@ def headline_table(cv: CvResult, evaluation: Mapping[str, Any], synthetic: bool)
 
 
 def headline_text(runs: RunFiles, evaluation: Mapping[str, Any], synthetic: bool) -> str:
-    """The headline as plain text (notebook, `make demo`): the CV numbers as `cityseg cv` prints them, the
-    official val scores, and on real Cityscapes the reference with its caveat."""
-    scores = [
-        Score(evaluation[k]) for k in ("averageScoreClasses", "averageScoreInstClasses", "averageScoreCategories")
-    ]
-    return "\n".join(
-        [
-            results.summary_text(runs.summary),
-            f"Validation mIoU (official cityscapesscripts): {scores[0]} %  (iIoU {scores[1]} %, categories "
-            f"{scores[2]} %)",
-            "Synthetic data: these numbers only show that the pipeline runs end to end."
-            if synthetic
-            else f"Reference, {results.REFERENCE_TEXT}: {results.REFERENCE_MIOU:.2f} %. {results.REFERENCE_CAVEAT}",
-        ]
-    )
+    """The headline as plain text (notebook, `make demo`): CV numbers, official val scores, and on real Cityscapes
+    the reference with its caveat."""
+    keys = ("averageScoreClasses", "averageScoreInstClasses", "averageScoreCategories")
+    miou, iiou, categories = (Score(evaluation[key]) for key in keys)
+    official = f"Validation mIoU (official cityscapesscripts): {miou} %  (iIoU {iiou} %, categories {categories} %)"
+    reference = f"Reference, {results.REFERENCE_TEXT}: {results.REFERENCE_MIOU:.2f} %. {results.REFERENCE_CAVEAT}"
+    if synthetic:
+        reference = "Synthetic data: these numbers only show that the pipeline runs end to end."
+    return "\n".join([results.summary_text(runs.summary), official, reference])
 
 
 def engine_sentence(evaluation: Mapping[str, Any]) -> str:
@@ -226,33 +215,27 @@ def _class_pages(evaluation: dict, classes: Table, categories: Table, synthetic:
 def _examples_page(
     pred_dir: Path, root: Path | None, evaluation: Mapping[str, Any], synthetic: bool
 ) -> tuple[layout.Page, list[plots.Example]]:
-    examples, scored = best_and_worst_examples(pred_dir, root, evaluation)
+    """The best and the worst two val frames by their own mIoU (the evaluation's per-frame scores), titled so."""
+    if root is None or not root.is_dir():
+        raise UserError(
+            f"the dataset folder for the qualitative examples ({root or 'unknown'}) does not exist; pass --root "
+            "with the Cityscapes folder the predictions were made from, or leave out --predictions."
+        )
+    scores = frames.score_frames(pred_dir, root, "val", evaluation)
+    picked = frames.best_and_worst(scores, count=2)  # the best ones first
+    examples = frames.load_examples([s.id for s in picked], pred_dir, root, "val", scores=picked)
+    titles = [f"{'best' if n < 2 else 'worst'}\n{s.id}\nmIoU {Score(s.miou)} %" for n, s in enumerate(picked)]
+    examples = [replace(e, title=t) for e, t in zip(examples, titles, strict=True)]
     page = layout.Page("qualitative results", synthetic)
     page.title("Best and worst val frames")
     page.note(
-        f"Each of the {scored} val frames in {pred_dir.name}/ scored on its own (mIoU over the classes in its "
+        f"Each of the {len(scores)} val frames in {pred_dir.name}/ scored on its own (mIoU over the classes in its "
         "ground truth or prediction); shown are the best and the worst two. Error map: red wrong, black right, "
         "white ignored."
     )
     aspect = examples[0].image.shape[0] / examples[0].image.shape[1]
     plots.qualitative_panel(examples, page.plot_area(4 * (1.7 * aspect + 0.3) + 1.2, (0.5, 0, 0, 0.3), 0.1))
     return page, examples
-
-
-def best_and_worst_examples(
-    pred_dir: Path, root: Path | None, evaluation: Mapping[str, Any] | None = None
-) -> tuple[list[plots.Example], int]:
-    """The best and the worst two val frames by their own mIoU, titled so, and how many frames were scored."""
-    if root is None or not root.is_dir():
-        raise UserError(
-            f"the dataset folder for the qualitative examples ({root or 'unknown'}) does not exist; pass --root "
-            "with the Cityscapes folder the predictions were made from, or leave out --predictions."
-        )
-    scores = frames.score_frames(pred_dir, root, "val", evaluation)  # the evaluation's own per-frame scores
-    picked = frames.best_and_worst(scores, count=2)  # the best ones first
-    examples = frames.load_examples([s.id for s in picked], pred_dir, root, "val", scores=picked)
-    titles = [f"{'best' if n < 2 else 'worst'}\n{s.id}\nmIoU {Score(s.miou)} %" for n, s in enumerate(picked)]
-    return [replace(e, title=t) for e, t in zip(examples, titles, strict=True)], len(scores)
 
 
 def is_synthetic_run(runs: RunFiles, evaluation: Mapping[str, Any], root: Path | None) -> bool:

@@ -1,8 +1,5 @@
-"""Matplotlib figures shared by the notebooks, the PDF pages and the report's PNGs.
-
-Each builder draws into the figure it is given (a report page's plot area) or into a new one, made
-without pyplot so no global state leaks between cells or pages. Inputs are what the run files hold
-(log rows, IoU lists, confusion counts), never live models.
+"""Matplotlib figures shared by the notebooks, the PDF pages and the report's PNGs: each builder draws into the
+figure it is given (a page's plot area) or a new one, made without pyplot so no state leaks between cells or pages.
 """
 
 from __future__ import annotations
@@ -57,8 +54,7 @@ def run_colours(names: Sequence[str]) -> dict[str, tuple]:
 
 
 def training_curves(histories: Mapping[str, Sequence[Mapping]], fig: Figure | None = None) -> Figure:
-    """Loss (and validation mIoU, when any run has it) per epoch of every run, one colour each, one legend
-    below the plots."""
+    """Loss (and validation mIoU, when any run has it) per epoch of every run, one colour each, legend below."""
     fig = _figure(fig, (11.0, 4.4))
     has_miou = any(r.get("val_miou") is not None for rows in histories.values() for r in rows)
     grid = fig.add_gridspec(2, 2 if has_miou else 1, height_ratios=[1, 0.01])
@@ -107,8 +103,8 @@ class Bars:
 
 
 def draw_class_bars(ax, series: Sequence[Bars], legend: Sequence[Patch]) -> None:
-    """Horizontal per-class bars, the series side by side, road at the top. A zero IoU gets a stub bar and a
-    "0.00" label, so it does not read as an absent class (a gap)."""
+    """Horizontal per-class bars, the series side by side, road at the top; a zero IoU gets a stub bar and a "0.00"
+    label, so it does not read as an absent class (a gap)."""
     y, height = np.arange(NUM_CLASSES), 0.8 / max(1, len(series))
     for i, bars in enumerate(series):
         where, widths = y + (i - (len(series) - 1) / 2) * height, 100.0 * _finite(bars.values)
@@ -166,8 +162,8 @@ def normalize_rows(confusion: np.ndarray) -> np.ndarray:
 
 
 def confusion_figure(confusion: np.ndarray, fig: Figure | None = None, min_percent: float = 1.0) -> Figure:
-    """Row-normalised confusion matrix in percent: cells of at least `min_percent` written in, the diagonal
-    (per-class recall) in bold, palette swatches beside the class names, a colour bar."""
+    """Row-normalised confusion matrix in percent: cells of at least `min_percent` written in, the diagonal in bold,
+    palette swatches beside the class names, a colour bar."""
     fig = _figure(fig, (8.27, 7.6))
     ax = fig.subplots()
     norm = 100.0 * normalize_rows(confusion)  # (C, C) percent of each ground-truth row
@@ -258,11 +254,8 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
 
 
 class LiveCurves:
-    """Training curves redrawn in place in a notebook while `run_cv` trains: pass `live.update` as `on_epoch`.
-
-    Each epoch replaces the one displayed picture through an IPython display id, so the cell holds one
-    picture (also under papermill, which stores the last).
-    """
+    """Training curves redrawn in place in a notebook while `run_cv` trains (pass `live.update` as `on_epoch`): one
+    picture replaced through an IPython display id, so the cell holds one (also under papermill)."""
 
     def __init__(self, histories: Mapping[str, Sequence[Mapping]] | None = None):
         self.histories: dict[str, list[dict]] = {k: list(v) for k, v in (histories or {}).items()}
@@ -274,14 +267,10 @@ class LiveCurves:
         rows[:] = [r for r in rows if r.get("epoch") != row.get("epoch")] + [dict(row)]
         self.show()
 
-    def figure(self) -> Figure:
-        return training_curves(self.histories)
-
     def show(self) -> None:
-        """Draw the current curves, replacing the previous drawing when there is one."""
         from IPython.display import Image, display
 
-        image = Image(data=figure_png(self.figure()), format="png")
+        image = Image(data=figure_png(training_curves(self.histories)), format="png")
         if self._handle is None:
             self._handle = display(image, display_id=True)
         else:

@@ -1,14 +1,11 @@
-"""The numbers and settings a report or a comparison states, read from the run files, in plain words.
-
-summary.json gives the headline cross-validation numbers with a `protocol` sentence and keeps the
-optimistic best-epoch numbers under `selected` (cityseg.training.cv.summarize); `cv_result` keeps the
-two apart. Imports no plotting: `cityseg cv` prints its summary through `summary_text`.
+"""The numbers and settings a report or a comparison states, read from the run files, in plain words: summary.json's
+headline CV numbers with their `protocol`, apart from the optimistic best-epoch ones under `selected`. Imports no
+plotting: `cityseg cv` prints its summary through `summary_text`.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +28,8 @@ REFERENCE_CAVEAT = (
 
 @dataclass(frozen=True)
 class CvResult:
-    """Cross-validation numbers as summary.json states them, with the protocol that produced them.
-
-    `selected`: the best-epoch statistics (miou_mean, miou_std, class_iou_mean, class_iou_std, note) or None;
-    `folds`: summary.json's per-fold records (fold, epoch, val_loss, val_miou, best_epoch, best_val_miou, ...).
-    """
+    """Cross-validation numbers as summary.json states them; `selected`: the best-epoch statistics or None; `folds`:
+    the per-fold records (fold, epoch, val_loss, val_miou, best_epoch, best_val_miou, ...)."""
 
     k: int
     split: str
@@ -115,8 +109,8 @@ def duration_text(seconds: float) -> str:
 
 
 def recipe_differences(runs: RunFiles) -> list[tuple[str, str, str]] | None:
-    """(field, recipe value, run value) for every config field the run changed from its recipe, as typed after
-    the flags; None when config.json is not a config of this cityseg version (the pages say so)."""
+    """(field, recipe value, run value) for every config field the run changed from its recipe; None when config.json
+    is not a config of this cityseg version."""
     from cityseg.errors import UserError
     from cityseg.training.config import TrainConfig, value_text
     from cityseg.training.config import recipe_differences as differences_of
@@ -157,42 +151,33 @@ def setup_table(runs: RunFiles, synthetic: bool) -> Table:
     scale = f", random scale {cfg['scale_range'][0]}–{cfg['scale_range'][1]}" if cfg.get("scale_range") else ""
     aug = ", ".join(AUG_WORDS.get(a, a.replace("-", " ")) for a in cfg.get("aug") or ()) or "none"
     decay = f"weight decay {cfg['weight_decay']:g}" if cfg.get("weight_decay") else "no weight decay"
-    momentum = f"momentum {cfg.get('momentum')}" if cfg.get("optimizer") == "sgd" else f"betas {_betas(cfg)}"
+    betas = ", ".join(map(str, cfg.get("betas") or (0.9, 0.999)))
+    momentum = f"momentum {cfg.get('momentum')}" if cfg.get("optimizer") == "sgd" else f"betas {betas}"
+    optimiser = f"{str(cfg.get('optimizer')).title()} ({momentum}), lr {cfg.get('lr'):g} (encoder × "
+    optimiser += f"{cfg.get('encoder_lr_mult', 1):g}), batch {cfg.get('batch_size')}, {decay}"
     schedule = {"constant": "constant lr", "cosine": f"cosine to {cfg.get('min_lr', 0):g}"}.get(
         cfg.get("schedule"), f"poly (power {cfg.get('poly_power')})"
     )
     warmup = f"linear warm-up over {cfg['warmup_epochs']:g} epochs" if cfg.get("warmup_epochs") else "no warm-up"
     select = {"last": "the last epoch (fixed budget)", "miou": "best val mIoU"}.get(cfg.get("select"), "best val loss")
     full = (runs.summary.get("full") or {}).get("epochs")
+    data = "synthetic street scenes (cityseg synth)" if synthetic else f"Cityscapes at {runs.config.get('data_root')}"
+    folds = f"{runs.folds['k']} folds of the train split by {runs.folds['split']} (seed {runs.folds.get('seed')})"
     rows = [
         ("model", f"{model_title_of(cfg)}; {weights}"),
         ("recipe", str(cfg.get("recipe"))),
         ("input", f"{size}, {crop}{scale}"),
         ("augmentation", aug),
-        (
-            "optimiser",
-            f"{str(cfg.get('optimizer')).title()} ({momentum}), lr {cfg.get('lr'):g} (encoder × "
-            f"{cfg.get('encoder_lr_mult', 1):g}), batch {cfg.get('batch_size')}, {decay}",
-        ),
+        ("optimiser", optimiser),
         ("schedule", f"{schedule}, {warmup}"),
         ("loss", loss_text(cfg)),
         ("precision", "mixed (bf16 or fp16 on CUDA)" if cfg.get("amp") else "fp32"),
         ("epochs", f"{cfg.get('epochs')} per fold; best.pt by {select}"),
         ("full fit", f"{full} epochs on all train images" if full is not None else "not trained yet"),
-        (
-            "data",
-            "synthetic street scenes (cityseg synth)" if synthetic else f"Cityscapes at {runs.config.get('data_root')}",
-        ),
-        (
-            "folds",
-            f"{runs.folds['k']} folds of the train split by {runs.folds['split']} (seed {runs.folds.get('seed')})",
-        ),
+        ("data", data),
+        ("folds", folds),
     ]
     return Table.build(("setting", "value"), rows)
-
-
-def _betas(cfg: Mapping[str, Any]) -> str:
-    return ", ".join(map(str, cfg.get("betas") or (0.9, 0.999)))
 
 
 def machine_table(runs: RunFiles) -> Table:
@@ -204,21 +189,17 @@ def machine_table(runs: RunFiles) -> Table:
     throughput = [f"{speed:.1f} img/s" if speed is not None else "not logged"]
     throughput += [f"{100 * wait:.0f}% of it waiting for data"] if wait is not None else []
     throughput += [f"peak GPU memory {peak:.1f} GiB"] if peak is not None else []
+    machine = f"{record.get('world_size') or 1} × {hardware.get('gpu') or hardware.get('device')}, "
+    machine += f"{hardware.get('cpu_count')} CPU cores"
+    library_versions = f"torch {versions.get('torch')}, smp {versions.get('segmentation-models-pytorch')}, "
+    library_versions += f"cityscapesscripts {versions.get('cityscapesscripts')}"
     rows = [
         ("run folder", str(runs.runs_dir.resolve())),
-        (
-            "hardware",
-            f"{record.get('world_size') or 1} × {hardware.get('gpu') or hardware.get('device')}, "
-            f"{hardware.get('cpu_count')} CPU cores",
-        ),
+        ("hardware", machine),
         ("training time", f"{duration_text(total_seconds(runs.histories))} (all folds and the full fit)"),
         ("throughput", ", ".join(throughput) + " (medians over all epochs)"),
         ("code", git_text(record)),
-        (
-            "versions",
-            f"torch {versions.get('torch')}, smp {versions.get('segmentation-models-pytorch')}, "
-            f"cityscapesscripts {versions.get('cityscapesscripts')}",
-        ),
+        ("versions", library_versions),
         ("started", str(record.get("started") or "unknown")),
     ]
     return Table.build(("item", "value"), rows)
@@ -227,8 +208,3 @@ def machine_table(runs: RunFiles) -> Table:
 def git_text(record: Mapping[str, Any]) -> str:
     git = record.get("git") or {}
     return f"git {(git.get('sha') or 'unknown')[:12]}" + (" (uncommitted changes)" if git.get("dirty") else "")
-
-
-def protocol_shape(protocol: str) -> str:
-    """A protocol sentence with its numbers blanked: two runs with the same shape differ only in epochs."""
-    return re.sub(r"\d+", "#", protocol)

@@ -1,8 +1,6 @@
-"""Read the files a cross-validation run leaves behind, with errors that name each file and its fix.
-
-The run folder is the single source of truth: config.json, log.jsonl, folds.json, summary.json and
-the official evaluation JSON. Nothing here needs a model or a GPU, so a report can be rebuilt on any
-machine from copied run folders; a run folder that lost a fold or part of a log is refused, not skipped.
+"""Read the files a cross-validation run leaves behind (config.json, log.jsonl, folds.json, summary.json, the
+evaluation JSON), with errors that name each file and its fix; a run folder that lost a fold or part of a log is
+refused, not skipped. Nothing here needs a model or a GPU.
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cityseg.errors import UserError
+from cityseg.fileio import file_sha256
 from cityseg.training.runfolder import BEST_FILE, CONFIG_FILE, FOLDS_FILE, FULL_RUN, SUMMARY_FILE, load_log, run_names
 
 CV_COMMAND = "`cityseg cv DATA_ROOT --out RUNS`"
@@ -65,8 +64,8 @@ class RunFiles:
 
 
 def load_runs(runs_dir: Path, command: str = "cityseg report") -> RunFiles:
-    """Config, logs, folds and summary of a runs folder written by `run_cv`, checked against each other:
-    every run summary.json lists must be there with at least the epochs it records (`command` words the errors)."""
+    """Config, logs, folds and summary of a runs folder, checked against each other: every run summary.json lists
+    must be there with at least the epochs it records (`command` words the errors)."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise UserError(f"runs folder {runs_dir} does not exist; train with {CV_COMMAND} first.")
@@ -102,8 +101,7 @@ def load_runs(runs_dir: Path, command: str = "cityseg report") -> RunFiles:
 
 
 def load_evaluation(path: Path, split: str | None = "val") -> dict:
-    """The official evaluation JSON (cityscapesscripts export format plus cityseg's extras); an evaluation
-    cityseg records as being of another split than `split` is refused (None accepts any)."""
+    """The official evaluation JSON plus cityseg's section; one of another split than `split` is refused (None: any)."""
     data = read_json(Path(path), EVAL_COMMAND, EVAL_KEYS)
     section = data.get("cityseg")
     scored = section.get("split") if isinstance(section, dict) else None
@@ -117,23 +115,19 @@ def load_evaluation(path: Path, split: str | None = "val") -> dict:
 
 
 def predictions_checkpoint_warning(runs_dir: Path, evaluation: dict) -> str | None:
-    """A warning when the evaluated predictions' manifest names another checkpoint than RUNS/full/best.pt
-    (the report credits its official numbers to the final model); None when they match or nothing says."""
-    from cityseg.prediction.ledger import MANIFEST_NAME, file_sha256
-
+    """A warning when the evaluated predictions were made (their manifest says, as the evaluation recorded it) by
+    another checkpoint than RUNS/full/best.pt, to which the report credits its official numbers; else None."""
     section = evaluation.get("cityseg")
-    pred_dir = section.get("pred_dir") if isinstance(section, dict) else None
-    if not pred_dir:
-        return None
+    predictions = section.get("predictions") if isinstance(section, dict) else None
     try:
-        settings = json.loads((Path(pred_dir) / MANIFEST_NAME).read_text())["settings"]
+        settings = predictions["settings"]
         used = settings["checkpoint_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return None
     final = Path(runs_dir) / FULL_RUN / BEST_FILE
     if final.is_file() and file_sha256(final) == used:
         return None
     return (
-        f"the evaluated predictions in {pred_dir} were made by {settings.get('checkpoint')} (epoch "
+        f"the evaluated predictions in {section.get('pred_dir')} were made by {settings.get('checkpoint')} (epoch "
         f"{settings.get('epoch')}), not by {final}; the report's official numbers are that checkpoint's."
     )

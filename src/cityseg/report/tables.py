@@ -1,8 +1,6 @@
-"""Tables of text and scores: one object a notebook shows as Markdown, the PDF typesets, and files keep.
-
-Scores stay numbers (`Score`, a 0..1 fraction) until shown: people read percent with two decimals,
-the CSV beside the PDF keeps the fractions at full precision (columns say so) and the LaTeX holds
-exactly the PDF's text.
+"""Tables of text and scores: one object a notebook shows as Markdown, the PDF typesets, and files keep. Scores
+stay numbers (`Score`, a 0..1 fraction) until shown: percent with two decimals for people, full-precision fractions
+in the CSV, exactly the PDF's text in the LaTeX.
 """
 
 from __future__ import annotations
@@ -102,8 +100,7 @@ class Table:
         return "\n".join([*caption, "| " + " | ".join(self.columns) + " |", align, *body])
 
     def csv(self) -> str:
-        """Machine-readable: a score column becomes `<title> (fraction)` (and `<title> std (fraction)`) at full
-        precision; text cells as shown."""
+        """Score columns as `<title> (fraction)` (and `<title> std (fraction)`) at full precision, text as shown."""
         scored = [any(isinstance(r[i], Score) for r in self.rows) for i in range(len(self.columns))]
         spread = [any(isinstance(r[i], Score) and r[i].std is not None for r in self.rows) for i in range(len(scored))]
         header: list[str] = []

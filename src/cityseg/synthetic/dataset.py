@@ -1,9 +1,8 @@
 """Write a synthetic dataset in the exact Cityscapes layout, naming and file formats.
 
-Labels come from the official tools: each frame's polygons are written as the official JSON,
-then rasterised by cityscapesscripts' `createLabelImage` / `createInstanceImage` (what
-`json2labelImg` and `json2instanceImg` call), so every PNG equals what the official scripts
-would render from that JSON. The camera image is painted from those rasters afterwards.
+Each frame's polygons are written as the official JSON, then rasterised by cityscapesscripts' `createLabelImage` /
+`createInstanceImage` (what `json2labelImg` and `json2instanceImg` call), so every PNG equals what the official
+scripts render from that JSON. The camera image is painted from those rasters afterwards.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from cityscapesscripts.helpers.annotation import Annotation
 from cityscapesscripts.preparation.json2instanceImg import createInstanceImage
 from cityscapesscripts.preparation.json2labelImg import createLabelImage
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cityseg import __version__
 from cityseg.data.layout import SPLITS
@@ -80,31 +79,12 @@ class FrameSpec:
         return root / "gtFine" / self.split / self.city / f"{self.stem}_gtFine_{suffix}"
 
 
-def plan_frames(size: tuple[int, int], cities: dict[str, int], per_city: int, seed: int) -> list[FrameSpec]:
-    """All frames of a dataset, in path order."""
-    return [
-        FrameSpec(split, city, seq, size, (seed, s, c, seq))
-        for s, split in enumerate(SPLITS)
-        for c, city in enumerate(city_names(split, cities[split]))
-        for seq in range(per_city)
-    ]
-
-
-# ---------------------------------------------------------------------------------------------
-# One frame
-
-
-def _annotation_json(objects: list[dict], size: tuple[int, int]) -> str:
-    """The official polygon JSON (imgHeight, imgWidth, objects with label and polygon)."""
-    return json.dumps({"imgHeight": size[1], "imgWidth": size[0], "objects": objects}, indent=4)
-
-
 def _labelled_scene(spec: FrameSpec, rng: np.random.Generator):
     """Draw scenes until every evaluation class is visible: each frame then holds all 19."""
     width, height = spec.size
     for _ in range(_MAX_SCENE_TRIES):
         scene = sample_scene(rng, width, height)
-        text = _annotation_json(scene_objects(scene), spec.size)
+        text = json.dumps({"imgHeight": height, "imgWidth": width, "objects": scene_objects(scene)}, indent=4)
         annotation = Annotation()
         annotation.fromJsonText(text)
         label_ids = np.asarray(createLabelImage(annotation, "ids"))  # (H, W) uint8
@@ -149,10 +129,6 @@ def _write_frame_task(args: tuple[Path, FrameSpec]) -> str:
     return args[1].split
 
 
-# ---------------------------------------------------------------------------------------------
-# The dataset
-
-
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in size)
@@ -168,11 +144,8 @@ def _check_size(size: tuple[int, int]) -> tuple[int, int]:
 
 
 def _check_counts(cities: dict[str, int], per_city: int, workers: int) -> None:
-    for name, value in {
-        **{f"{s}_cities": n for s, n in cities.items()},
-        "per_city": per_city,
-        "workers": workers,
-    }.items():
+    named = {**{f"{s}_cities": n for s, n in cities.items()}, "per_city": per_city, "workers": workers}
+    for name, value in named.items():
         if not isinstance(value, (int, np.integer)) or value < 0:
             raise UserError(f"{name}={value!r} must be a whole number of 0 or more.")
     if per_city < 1 or sum(cities.values()) < 1:
@@ -255,28 +228,23 @@ def write_dataset(
     workers: int = 1,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Write a synthetic Cityscapes-format dataset so tests, demos and benchmarks run without the real one.
-
-    Output is determined by the parameters alone (not by `workers`): each frame's generator is
-    seeded from (seed, split, city, index). Returns the number of images per split.
-    """
+    """Write a synthetic Cityscapes-format dataset; returns the number of images per split. The output depends on the
+    parameters alone (not on `workers`): each frame's generator is seeded from (seed, split, city, index)."""
     out = Path(out)
     size = _check_size(size)
     counts = {"train": train_cities, "val": val_cities, "test": test_cities}
     _check_counts(counts, per_city, workers)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UserError(f"seed={seed!r} must be a whole number of 0 or more.")
-    parameters = {
-        "version": GENERATOR_VERSION,
-        "size": list(size),
-        "train_cities": int(train_cities),
-        "val_cities": int(val_cities),
-        "test_cities": int(test_cities),
-        "per_city": int(per_city),
-        "seed": int(seed),
-    }
+    parameters = {"version": GENERATOR_VERSION, "size": list(size)} | {f"{s}_cities": int(n) for s, n in counts.items()}
+    parameters |= {"per_city": int(per_city), "seed": int(seed)}
     _check_output(out, parameters)
-    frames = plan_frames(size, counts, per_city, int(seed))
+    frames = [  # in path order
+        FrameSpec(split, city, seq, size, (int(seed), s, c, seq))
+        for s, split in enumerate(SPLITS)
+        for c, city in enumerate(city_names(split, counts[split]))
+        for seq in range(per_city)
+    ]
     images = {split: sum(f.split == split for f in frames) for split in SPLITS}
     cities = {split: city_names(split, counts[split]) for split in SPLITS}
     out.mkdir(parents=True, exist_ok=True)

@@ -12,10 +12,8 @@ Polygon = np.ndarray
 
 @dataclass(frozen=True)
 class Camera:
-    """Pinhole camera at height `cam_height` above flat ground, optical axis parallel to it.
-
-    World coordinates are metres: X to the right, Y up from the ground, Z forward.
-    """
+    """Pinhole camera at height `cam_height` above flat ground, optical axis parallel to it; world coordinates are
+    metres: X to the right, Y up from the ground, Z forward."""
 
     width: int
     height: int
@@ -123,12 +121,7 @@ def clip_polygon(polygon: Polygon, width: int, height: int) -> list[list[int]] |
         pts = polygon  # inside already: skip the per-vertex Python loop
     else:
         clipped = [tuple(p) for p in polygon.tolist()]
-        for axis, limit, below in (
-            (0, 0.0, False),
-            (0, width - 1.0, True),
-            (1, 0.0, False),
-            (1, height - 1.0, True),
-        ):
+        for axis, limit, below in ((0, 0.0, False), (0, width - 1.0, True), (1, 0.0, False), (1, height - 1.0, True)):
             clipped = clip_half_plane(clipped, axis, limit, below)
         if len(clipped) < 3:
             return None

@@ -1,8 +1,5 @@
-"""The street the drawers share: where road, sidewalks and facades lie, and how to place things on them.
-
-Every drawer (road, roadside, street furniture, vehicles, people) draws from the same random
-generator, camera and layout, so they all take one `Street`. Things standing in the street are
-collected with their depth here and only listed in the scene once all are drawn, far to near.
+"""The street the drawers share: camera, where road, sidewalks and facades lie, and how to place things on them.
+Things standing in the street are collected with their depth and listed in the scene once all are drawn, far to near.
 """
 
 from __future__ import annotations

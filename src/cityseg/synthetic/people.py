@@ -10,10 +10,7 @@ from cityseg.synthetic.layout import Part, Street
 from cityseg.synthetic.scene import Decal
 
 # (neck height, hip height) of each body outline at scale 1, metres: skin above, trousers below
-_BODY_BANDS = {
-    "person": (shapes.PERSON_NECK, shapes.PERSON_HIP),
-    "rider": (shapes.RIDER_NECK, shapes.RIDER_HIP),
-}
+_BODY_BANDS = {"person": (shapes.PERSON_NECK, shapes.PERSON_HIP), "rider": (shapes.RIDER_NECK, shapes.RIDER_HIP)}
 
 
 def human(
@@ -74,8 +71,4 @@ def two_wheeler(street: Street, kind: str, side_view: bool, x: float, z: float, 
         body = shapes.BICYCLE_BACK if kind == "bicycle" else shapes.MOTORCYCLE_BACK
         half = 0.035 if kind == "bicycle" else 0.12
         tyres = [rect(-half, half, 0.0, 2 * radius)]
-    return (
-        kind,
-        street.board(body, x, z, mirror),
-        [(Decal.TYRE, street.board(t, x, z, mirror)) for t in tyres],
-    )
+    return (kind, street.board(body, x, z, mirror), [(Decal.TYRE, street.board(t, x, z, mirror)) for t in tyres])

@@ -1,11 +1,8 @@
 """The camera image of a synthetic frame, painted from its rasterised labels.
 
-Each class gets a base colour drawn per image from its own distribution (per instance for
-things), a texture (paving, slats, bricks, foliage blotches, sky gradient), then surface
-details (windows, tyres, lamps, faces, lane marks) are blended over their owners, and the whole
-frame gets a colour cast, a brightness change and pixel noise. The distributions overlap, so a
-pixel's colour alone is a weak cue and a model must use texture and context, yet they differ
-enough that a small network learns them in a few epochs. All work is whole-array numpy.
+Each class gets a base colour drawn per image (per instance for things), a texture, then surface details (windows,
+tyres, lamps, faces, lane marks) blended over their owners, and the frame a colour cast and noise. The colour
+distributions overlap, so a model must use texture and context, yet a small network learns them in a few epochs.
 """
 
 from __future__ import annotations
@@ -188,11 +185,7 @@ class _Painter:
 
 
 def render_image(
-    label_ids: np.ndarray,
-    instance_ids: np.ndarray,
-    decals: np.ndarray,
-    horizon: float,
-    rng: np.random.Generator,
+    label_ids: np.ndarray, instance_ids: np.ndarray, decals: np.ndarray, horizon: float, rng: np.random.Generator
 ) -> np.ndarray:
     """(H, W) labelIds, instanceIds and decals -> (H, W, 3) uint8 RGB camera image."""
     width = label_ids.shape[1]

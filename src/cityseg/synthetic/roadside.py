@@ -134,6 +134,5 @@ def add_trees(street: Street) -> None:
         trunk = rect(-0.15, 0.15, 0, trunk_h + r * 0.5)
         outline = crown(rng, r, cy=trunk_h + r * 0.8)
         street.thing(
-            z,
-            [("vegetation", street.board(trunk, x, z), []), ("vegetation", street.board(outline, x, z), [])],
+            z, [("vegetation", street.board(trunk, x, z), []), ("vegetation", street.board(outline, x, z), [])]
         )

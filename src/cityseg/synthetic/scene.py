@@ -1,9 +1,6 @@
-"""A scene: Cityscapes polygons in drawing order, each with decals that only the photo shows.
-
-Polygons are listed far to near, which is how the official rasteriser resolves overlaps, so
-later objects occlude earlier ones. Decals (lane marks, windows, tyres, lamps, faces) belong
-to one object and keep its label; they are rasterised in the same order, so an object in
-front hides the decals behind it exactly as it hides their owner's label.
+"""A scene: Cityscapes polygons in drawing order (far to near, so later objects occlude earlier ones, as in the
+official rasteriser), each with decals (lane marks, windows, tyres, ...) that only the photo shows and that are
+occluded exactly like their owner's label.
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
-"""Random street scenes: a camera looking down a street with buildings, traffic and people.
-
-Everything is placed in metres and projected, so sizes shrink towards the horizon, the road
-is a trapezoid ending at the vanishing point and facades converge on it. Objects standing in
-the street are sorted far to near before they are listed, so nearer ones occlude farther ones.
-
-Each drawer module adds one kind of thing to a shared `Street` (layout.py): road.py the ground,
-roadside.py buildings and greenery, furniture.py poles, signs, lights and clutter, vehicles.py
-traffic, people.py pedestrians and riders. They all draw from one random generator, so the order
-in `sample_scene` is part of what a seed means: changing it changes every dataset.
+"""Random street scenes: a camera looking down a street with buildings, traffic and people, placed in metres and
+projected. Each drawer module (road, roadside, furniture, vehicles, people) adds one kind of thing to a shared
+`Street` (layout.py); they all draw from one random generator, so the order in `sample_scene` is part of what a
+seed means: changing it changes every dataset.
 """
 
 from __future__ import annotations

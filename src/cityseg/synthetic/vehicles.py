@@ -70,19 +70,11 @@ def decals_along(street: Street, label: str, x: float, z: float, dims: Dimension
     rear, decals = z - length / 2, []
     if label == "car":
         cab = length * 0.25  # half the glass house's length
-        decals.append(
-            (
-                Decal.GLASS,
-                street.board(rect(-0.35 * width, 0.35 * width, belt + 0.05, height - 0.07), x, z - cab),
-            )
-        )
+        window = rect(-0.35 * width, 0.35 * width, belt + 0.05, height - 0.07)
+        decals.append((Decal.GLASS, street.board(window, x, z - cab)))
     elif label in ("bus", "train"):
-        decals.append(
-            (
-                Decal.GLASS,
-                street.board(rect(-0.42 * width, 0.42 * width, belt + 0.5, height - 0.35), x, rear),
-            )
-        )
+        window = rect(-0.42 * width, 0.42 * width, belt + 0.5, height - 0.35)
+        decals.append((Decal.GLASS, street.board(window, x, rear)))
     if label != "train":
         for s in (-1, 1):
             x0, x1 = sorted((s * (width / 2 - 0.35), s * (width / 2 - 0.08)))
@@ -92,26 +84,12 @@ def decals_along(street: Street, label: str, x: float, z: float, dims: Dimension
     if abs(x) > width / 2:  # one long side is in view
         side_x = x - np.sign(x) * width / 2
         if label == "car":
-            cab_x = x - np.sign(x) * width * 0.425
-            decals.append(
-                (
-                    Decal.GLASS,
-                    street.side_plane(
-                        cab_x,
-                        z - length * 0.25 + 0.15,
-                        z + length * 0.25 - 0.15,
-                        belt + 0.05,
-                        height - 0.07,
-                    ),
-                )
-            )
+            cab_x, cab = x - np.sign(x) * width * 0.425, length * 0.25
+            window = street.side_plane(cab_x, z - cab + 0.15, z + cab - 0.15, belt + 0.05, height - 0.07)
+            decals.append((Decal.GLASS, window))
         elif label in ("bus", "train"):
-            decals.append(
-                (
-                    Decal.GLASS,
-                    street.side_plane(side_x, rear + 0.6, rear + length - 0.6, belt + 0.3, height - 0.4),
-                )
-            )
+            window = street.side_plane(side_x, rear + 0.6, rear + length - 0.6, belt + 0.3, height - 0.4)
+            decals.append((Decal.GLASS, window))
         if label != "train":
             for wz in (rear + 0.6, rear + length - 1.4):
                 decals.append((Decal.TYRE, street.side_plane(side_x, wz, wz + 0.8, 0, 0.6)))
@@ -123,23 +101,11 @@ def decals_crossing(street: Street, label: str, x: float, z: float, dims: Dimens
     length, width, height, belt = dims
     face, decals = z - width / 2, []
     if label == "car":
-        decals.append(
-            (
-                Decal.GLASS,
-                street.board(
-                    rect(-length * 0.25 + 0.15, length * 0.25 - 0.15, belt + 0.05, height - 0.07),
-                    x,
-                    z - width * 0.425,
-                ),
-            )
-        )
+        window = rect(-length * 0.25 + 0.15, length * 0.25 - 0.15, belt + 0.05, height - 0.07)
+        decals.append((Decal.GLASS, street.board(window, x, z - width * 0.425)))
     elif label in ("bus", "train"):
-        decals.append(
-            (
-                Decal.GLASS,
-                street.board(rect(-length / 2 + 0.6, length / 2 - 0.6, belt + 0.3, height - 0.4), x, face),
-            )
-        )
+        window = rect(-length / 2 + 0.6, length / 2 - 0.6, belt + 0.3, height - 0.4)
+        decals.append((Decal.GLASS, street.board(window, x, face)))
     for wx in (-length / 2 + 0.9, length / 2 - 0.9):
         decals.append((Decal.TYRE, street.board(disc(wx, 0.34, 0.34), x, face)))
     return decals

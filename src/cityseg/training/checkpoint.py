@@ -1,8 +1,7 @@
 """Checkpoints that are safe to open and never half-written.
 
 A checkpoint is a dict of tensors and plain Python types only, so it loads with `torch.load(weights_only=True)`:
-opening a file someone shared cannot run code. Writes go to a temporary file in the same folder and are renamed
-into place, so a crash or a full disk leaves the previous checkpoint intact. Format 2 names its model in its
+opening a file someone shared cannot run code. Writes are atomic (`fileio`). Format 2 names its model in its
 config (arch, encoder); format 1 files (stamped "unet-resnet34") hold the default U-Net and still load.
 """
 
@@ -20,13 +19,13 @@ import torch
 
 from cityseg.errors import UserError, describe_error, name_the_file
 from cityseg.fileio import atomic_write_bytes
+from cityseg.training.config import TrainConfig
 
 __all__ = ["check_stored_config", "load_checkpoint", "read_checkpoint", "save_checkpoint"]
 
 FORMAT = "cityseg-checkpoint"
 FORMAT_VERSION = 2
-# Format 1 stamped every checkpoint with its one architecture; its configs name no model (the default U-Net).
-FORMAT_1_ARCHITECTURE = "unet-resnet34"
+FORMAT_1_ARCHITECTURE = "unet-resnet34"  # format 1's stamp; its configs name no model (the default U-Net)
 # torch.load(weights_only=True) is a safe loader only from this torch on: older ones can be made to run
 # code by a crafted file (CVE-2025-32434 below 2.6, CVE-2026-24747 / GHSA-63cw-57p8-fm3p below 2.10).
 SAFE_TORCH = "2.10"
@@ -48,8 +47,7 @@ def require_safe_torch(path: Path) -> None:
 
 
 def _save_reporting_os_errors(payload: dict[str, Any], handle) -> None:
-    """torch.save that lets a failed write() surface as the OSError it was (a full disk), not torch's
-    RuntimeError 'unexpected pos ...', so callers can say which file and why."""
+    """torch.save whose failed write() surfaces as the OSError it was (a full disk), not a RuntimeError."""
     try:
         torch.save(payload, handle)
     except RuntimeError as exc:
@@ -75,7 +73,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def _check_plain(value: Any, where: str) -> None:
-    """Refuse, at save time, what a weights_only load would refuse, so a run never writes an unloadable file."""
+    """Refuse at save time what a weights_only load would refuse, so a run never writes an unloadable file."""
     kind = type(value)
     if kind in _PLAIN_LEAVES or isinstance(value, torch.Tensor):
         return
@@ -95,12 +93,12 @@ def _check_plain(value: Any, where: str) -> None:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a cityseg checkpoint with `weights_only=True`; anything else is a clear `UserError`."""
+    """A cityseg checkpoint loaded with `weights_only=True`; anything else is a clear `UserError`."""
     return read_checkpoint(path, map_location)[0]
 
 
 def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], str]:
-    """`load_checkpoint` and the file's sha256, from one read of the file (hash, CRC check and load share it)."""
+    """`load_checkpoint` and the file's sha256, from one read (hash, CRC check and load share it)."""
     path = Path(path)
     if path.is_dir():
         inside = [name for name in ("best.pt", "last.pt") if (path / name).is_file()]
@@ -134,7 +132,7 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> tup
         raise UserError(f"{path} is not a cityseg checkpoint (no '{FORMAT}' marker); pass a run's best.pt or last.pt.")
     version = state.get("format_version")
     if version not in (1, FORMAT_VERSION):
-        newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
+        newer = type(version) is int and version > FORMAT_VERSION
         fix = (
             "written by a newer cityseg: upgrade cityseg to use it" if newer else "damaged or edited: use another copy"
         )
@@ -154,8 +152,6 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> tup
 
 def check_stored_config(config: Any, path: Path) -> None:
     """Every load path sees a valid training config (predict reads its size, resume its settings)."""
-    from cityseg.training.config import TrainConfig
-
     try:
         TrainConfig.from_dict(config)
     except UserError as exc:
@@ -166,7 +162,7 @@ def check_stored_config(config: Any, path: Path) -> None:
 
 
 def _unpickler_reason(exc: pickle.UnpicklingError) -> str:
-    """What torch's refusal says was refused (e.g. 'Unsupported global: GLOBAL os.system'), minus its unsafe advice."""
+    """What torch's refusal names (e.g. 'Unsupported global: GLOBAL os.system'), minus its unsafe advice."""
     text = str(exc)
     if "WeightsUnpickler error:" not in text:
         return "it is not a weights-only pickle"

@@ -1,10 +1,9 @@
 """torch.compile with a way back: a run whose model fails to compile trains eagerly, after one warning line.
 
-torch.compile compiles lazily (the forward at the first call, the backward at the first backward), so a missing
-Triton, an unsupported GPU or a compiler bug fails inside the first training step. `CompiledOrEager` switches to
-eager for good at the first failure and `first_step` catches one in the backward too; the failed step is redone
-eagerly from the same state (BatchNorm buffers put back), so a run that fell back gives an eager run's numbers.
-Out of memory is not a compile failure and is re-raised.
+torch.compile compiles lazily, so a missing Triton, an unsupported GPU or a compiler bug fails inside the first
+training step. `CompiledOrEager` (the forward) and `first_step` (the backward too) switch to eager for good and redo
+the step from the same state (BatchNorm buffers put back), so the run gives an eager run's numbers. Out of memory
+is not a compile failure and is re-raised.
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ class CompiledOrEager(nn.Module):
         self.proven = False  # a whole step (forward and backward) ran compiled
 
     def forward(self, *args, **kwargs):
-        """The compiled module's output; on its first failure, the eager module's (same state, same numbers)."""
         if self.failure is not None:
             return self.eager(*args, **kwargs)
         saved = None if self.proven else self.buffers_snapshot()
@@ -75,8 +73,7 @@ class CompiledOrEager(nn.Module):
 
 
 def first_step(model: nn.Module, step: Callable[[], T]) -> T:
-    """Run one training step (forward and backward); until a `CompiledOrEager` has run a whole step compiled, a
-    failure anywhere in it switches to eager and redoes the step from the same state."""
+    """Run one training step; a compile failure anywhere in the first one switches to eager and redoes it."""
     if not isinstance(model, CompiledOrEager) or model.proven or model.failure is not None:
         return step()
     saved = model.buffers_snapshot()

@@ -1,21 +1,23 @@
-"""Training configuration: one typed dataclass whose values a recipe file gives and flags override.
+"""Training configuration: one typed dataclass whose values a recipe file (`recipes`) gives and flags override.
 
 Each field's metadata holds its help text and option group, from which `cityseg cv`/`train` generate one flag per
-field. The resolved config is saved as `config.json` in each run folder and inside every checkpoint, so a run can
-be rebuilt from its folder alone. Recipes are TOML files (cityseg.training.recipes); `cityseg recipes` prints them.
+field. The resolved config is saved in config.json and in every checkpoint, so a run can be rebuilt from its folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cityseg.data.augmentations import AUGMENTATIONS
 from cityseg.data.layout import LABEL_SOURCES
 from cityseg.errors import UserError
+from cityseg.system import default_workers
 from cityseg.training.config_values import jsonable, match, type_name, value_text
 from cityseg.training.config_values import parse_size as parse_size  # the one size syntax, imported from here
 from cityseg.training.model_names import DEFAULT_ARCH, canonical_arch, check_encoder, model_title_of, size_multiple
@@ -32,14 +34,11 @@ SIDE_MULTIPLE = 32
 MAX_SIDE = 16384
 MAX_SEED = 2**32 - 1  # scikit-learn's KFold (the folds) and NumPy's global seed take 32-bit seeds
 
-# Fields that describe the machine rather than the experiment: a resumed run may change them. Mixed
-# precision is among them so that a run that diverged in fp16 can continue in fp32 (--resume --no-amp).
+# Fields a resumed run may change: the machine's, and amp (a run that diverged in fp16 continues with --no-amp).
 RUNTIME_FIELDS = ("workers", "device", "amp", "compile", "cache", "gpu_aug")
-# Fields that say where and how fast a run happens, resolved per machine when left at auto (cityseg.training.runtime;
-# config.json's "runtime" record says what ran): never listed as a change from the recipe, never set by one.
+# Where and how fast a run happens, resolved per machine when left at auto (`runtime`); never set by a recipe.
 MACHINE_FIELDS = ("workers", "device", "cache", "compile", "gpu_aug")
-# The value of `cache` that lets the machine decide (the boolean machine fields use None for auto).
-AUTO = "auto"
+AUTO = "auto"  # the `cache` that lets the machine decide (the boolean machine fields use None)
 
 # Option groups of the generated CLI flags (`cityseg cv --help` lists them in this order).
 RECIPE_GROUP = "Recipe"
@@ -50,141 +49,115 @@ RUN = "Run"
 
 
 def _default_workers() -> int:
-    from cityseg.system import default_workers
-
     return min(8, default_workers())
 
 
-def _option(
-    default: Any = dataclasses.MISSING,
-    group: str = RUN,
-    help: str = "",
-    *,
-    factory: Any = dataclasses.MISSING,
-    choices: tuple[str, ...] | None = None,
-) -> Any:
-    """A config field whose metadata is the single source of its CLI flag: option group, help text, choices."""
+def _option(default: Any, help: str, *, group: str, factory: Any = dataclasses.MISSING, choices: Any = None) -> Any:
+    """A config field whose metadata is the one source of its CLI flag: option group, help text, choices."""
     metadata = {"help": help, "group": group, "choices": choices}
     return field(default=default, default_factory=factory, metadata=metadata)
+
+
+# One field maker per option group: `_optim(10, "training epochs")`.
+_recipe, _optim, _data, _model, _run = (
+    functools.partial(_option, group=group) for group in (RECIPE_GROUP, OPTIMIZATION, DATA, LOSS_MODEL, RUN)
+)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Every knob of one training run; sizes are (width, height) like the images' 2048x1024."""
 
-    recipe: str = _option(
-        "seed", RECIPE_GROUP, "a built-in recipe or a recipe .toml file; the other fields override it"
-    )
-    # Optimisation
-    epochs: int = _option(10, OPTIMIZATION, "training epochs")
-    batch_size: int = _option(4, OPTIMIZATION, "images per step per process")
-    optimizer: str = _option(
-        "adam", OPTIMIZATION, "adam and adamw use --betas, sgd uses --momentum", choices=OPTIMIZERS
-    )
-    lr: float = _option(1e-4, OPTIMIZATION, "base learning rate of the decoder and head (the logged lr)")
-    encoder_lr_mult: float = _option(1.0, OPTIMIZATION, "the pretrained encoder's lr is lr times this")
-    weight_decay: float = _option(
+    recipe: str = _recipe("seed", "a built-in recipe or a recipe .toml file; the other fields override it")
+    epochs: int = _optim(10, "training epochs")
+    batch_size: int = _optim(4, "images per step per process")
+    optimizer: str = _optim("adam", "adam and adamw use --betas, sgd uses --momentum", choices=OPTIMIZERS)
+    lr: float = _optim(1e-4, "base learning rate of the decoder and head (the logged lr)")
+    encoder_lr_mult: float = _optim(1.0, "the pretrained encoder's lr is lr times this")
+    weight_decay: float = _optim(
         0.0,
-        OPTIMIZATION,
         "weight decay of the decoder's weights: coupled L2 for adam and sgd, decoupled for adamw; norm weights and "
         "biases never decay",
     )
-    encoder_weight_decay_mult: float = _option(
-        1.0, OPTIMIZATION, "the encoder's weight decay is weight_decay times this"
-    )
-    betas: tuple[float, float] = _option((0.9, 0.999), OPTIMIZATION, "Adam/AdamW moment decay rates B1,B2")
-    momentum: float = _option(0.9, OPTIMIZATION, "SGD momentum (sgd only)")
-    schedule: str = _option("constant", OPTIMIZATION, "lr schedule, stepped every iteration", choices=SCHEDULES)
-    warmup_epochs: float = _option(0.0, OPTIMIZATION, "linear lr warm-up length in epochs")
-    min_lr: float = _option(0.0, OPTIMIZATION, "final lr of the cosine schedule")
-    poly_power: float = _option(0.9, OPTIMIZATION, "exponent of the poly schedule")
-    schedule_epochs: int | None = _option(
+    encoder_weight_decay_mult: float = _optim(1.0, "the encoder's weight decay is weight_decay times this")
+    betas: tuple[float, float] = _optim((0.9, 0.999), "Adam/AdamW moment decay rates B1,B2")
+    momentum: float = _optim(0.9, "SGD momentum (sgd only)")
+    schedule: str = _optim("constant", "lr schedule, stepped every iteration", choices=SCHEDULES)
+    warmup_epochs: float = _optim(0.0, "linear lr warm-up length in epochs")
+    min_lr: float = _optim(0.0, "final lr of the cosine schedule")
+    poly_power: float = _optim(0.9, "exponent of the poly schedule")
+    schedule_epochs: int | None = _optim(
         None,
-        OPTIMIZATION,
         "epochs the lr schedule spans when training stops earlier ('none' = --epochs); the full fit of `cityseg cv` "
         "runs the folds' schedule cut at the chosen epoch this way",
     )
-    # Data and augmentation
-    size: tuple[int, int] | None = _option(
-        None, DATA, "resize every image before anything else, e.g. 1024x512; 'none' = full resolution"
+    size: tuple[int, int] | None = _data(
+        None, "resize every image before anything else, e.g. 1024x512; 'none' = full resolution"
     )
-    crop: tuple[int, int] | None = _option(None, DATA, "training crop, e.g. 768x768; 'none'")
-    scale_range: tuple[float, float] | None = _option(None, DATA, "random scale LO,HI, e.g. 0.5,2.0; 'none'")
-    crop_max_class_ratio: float = _option(0.75, DATA, "re-draw crops where one class covers more than this share")
-    aug: tuple[str, ...] = _option(
+    crop: tuple[int, int] | None = _data(None, "training crop, e.g. 768x768; 'none'")
+    scale_range: tuple[float, float] | None = _data(None, "random scale LO,HI, e.g. 0.5,2.0; 'none'")
+    crop_max_class_ratio: float = _data(0.75, "re-draw crops where one class covers more than this share")
+    aug: tuple[str, ...] = _data(
         ("flip",),
-        DATA,
         "comma list of named augmentations, e.g. flip,scale-crop,photometric ('none' for none; an unknown name lists "
         "the valid ones)",
     )
-    labels: str = _option(
+    labels: str = _data(
         "trainIds",
-        DATA,
         "train from labelTrainIds PNGs (after `cityseg prepare`) or the shipped labelIds",
         choices=LABEL_SOURCES,
     )
-    workers: int = _option(group=DATA, help="data-loading processes per training process", factory=_default_workers)
-    cache: str | None = _option(
+    workers: int = _data(dataclasses.MISSING, "data-loading processes per training process", factory=_default_workers)
+    cache: str | None = _data(
         AUTO,
-        DATA,
         "decoded-image cache folder (see `cityseg cache`), built on first use and shared by every fold and the full "
         "fit; 'auto': on CUDA, in ROOT/../cityseg-cache (else $XDG_CACHE_HOME/cityseg) when the disk has room, else "
         "the PNGs; 'none': always the PNGs",
     )
-    gpu_aug: bool | None = _option(
+    gpu_aug: bool | None = _data(
         None,
-        DATA,
         "run the colour augmentations (photometric, color-jitter, gaussian-blur) on the training device instead of in "
         "the loader workers (photometric batched, the same mmsegmentation ops and draws; ~5 ms of a CPU core per "
         "768x768 crop otherwise); auto: on CUDA when the recipe has one",
     )
-    # Loss and model
-    loss: str = _option(
+    loss: str = _model(
         "ce",
-        LOSS_MODEL,
         "a loss name (ce, ohem, or smp's dice, focal, lovasz, ...: an unknown name lists them all) or a weighted sum "
         "such as ce+0.5*dice",
     )
-    ohem_thresh: float = _option(0.7, LOSS_MODEL, "OHEM keeps pixels whose true-class probability is below this")
-    ohem_min_kept: int = _option(100_000, LOSS_MODEL, "OHEM keeps at least this many pixels per image")
-    arch: str = _option(
+    ohem_thresh: float = _model(0.7, "OHEM keeps pixels whose true-class probability is below this")
+    ohem_min_kept: int = _model(100_000, "OHEM keeps at least this many pixels per image")
+    arch: str = _model(
         "Unet",
-        LOSS_MODEL,
         "segmentation architecture, any smp.create_model takes (any case): Unet, FPN, DeepLabV3Plus, Segformer, ... "
         "(an unknown name lists them)",
     )
-    encoder: str = _option(
-        "resnet34", LOSS_MODEL, "an smp encoder name, e.g. resnet18, resnet50, mit_b0, tu-<timm model>"
+    encoder: str = _model("resnet34", "an smp encoder name, e.g. resnet18, resnet50, mit_b0, tu-<timm model>")
+    encoder_weights: str | None = _model(
+        "imagenet", "'imagenet' (download), a local state dict of the encoder, or 'none'"
     )
-    encoder_weights: str | None = _option(
-        "imagenet", LOSS_MODEL, "'imagenet' (download), a local state dict of the encoder, or 'none'"
-    )
-    sync_bn: bool = _option(False, LOSS_MODEL, "SyncBatchNorm across GPUs under torchrun")
-    select: str = _option(
+    sync_bn: bool = _model(False, "SyncBatchNorm across GPUs under torchrun")
+    select: str = _model(
         "loss",
-        LOSS_MODEL,
         "best.pt and the full fit's epoch count: the fold's best epoch by val loss or mIoU, or 'last' (a fixed "
         "budget: nothing is selected)",
         choices=SELECT,
     )
-    # Reproducibility and machine
-    seed: int = _option(0, RUN, f"seed of the folds and of training, 0 to {MAX_SEED}")
-    device: str = _option("auto", RUN, "auto, cpu, cuda or cuda:N")
-    amp: bool = _option(
-        False, RUN, "mixed precision on CUDA: bf16 where the GPU has it natively, else fp16 with a gradient scaler"
+    seed: int = _run(0, f"seed of the folds and of training, 0 to {MAX_SEED}")
+    device: str = _run("auto", "auto, cpu, cuda or cuda:N")
+    amp: bool = _run(
+        False, "mixed precision on CUDA: bf16 where the GPU has it natively, else fp16 with a gradient scaler"
     )
-    compile: bool | None = _option(
+    compile: bool | None = _run(
         None,
-        RUN,
         "torch.compile the training step (eager again, with one warning, if compiling fails); auto: on CUDA for runs "
         "long enough to repay the compile time (cityseg.training.runtime)",
     )
     # Not a RUNTIME_FIELDS member: a run is reproducible only if every resume of it ran deterministic too.
-    deterministic: bool = _option(
+    deterministic: bool = _run(
         False,
-        help="deterministic cuDNN/cuBLAS/torch kernels and no compile, so CUDA runs repeat bit for bit "
-        "(slower; CPU runs repeat without it)",
-        group=RUN,
+        "deterministic cuDNN/cuBLAS/torch kernels and no compile, so CUDA runs repeat bit for bit (slower; CPU runs "
+        "repeat without it)",
     )
 
     def __post_init__(self) -> None:
@@ -230,8 +203,7 @@ def flag(name: str) -> str:
 
 
 def resolve_config(recipe: str | Path = "seed", **overrides: Any) -> TrainConfig:
-    """A recipe's config (a built-in name or a .toml path) with some fields changed; typos and bad values are
-    UserErrors, not silent defaults."""
+    """A recipe's config (a built-in name or a .toml path) with some fields changed; typos are UserErrors."""
     unknown = sorted(name for name in overrides if name not in _FIELD_TYPES or name == "recipe")
     if unknown:
         raise UserError(
@@ -308,11 +280,6 @@ def _coerce(name: str, value: Any) -> Any:
     return converted
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Ranges
-# ----------------------------------------------------------------------------------------------------------
-
-
 def _fail(config: TrainConfig, name: str, requirement: str, fix: str = "") -> None:
     value = jsonable(getattr(config, name))
     raise UserError(
@@ -328,35 +295,16 @@ def _check_side_pair(config: TrainConfig, name: str, multiple: int) -> None:
         _fail(config, name, f"must be a WIDTHxHEIGHT pair of sides from 1 to {MAX_SIDE}")
     if any(side % multiple for side in value):
         rounded = "x".join(str(max(multiple, round(s / multiple) * multiple)) for s in value)
-        _fail(
-            config,
-            name,
-            f"must have sides divisible by {multiple} (what {model_title_of(config)} needs)",
-            f"Use e.g. {rounded}.",
-        )
-
-
-def _check_model(config: TrainConfig) -> int:
-    """The encoder name and its weights against smp's registry; returns the model's size multiple."""
-    check_encoder(config.encoder, config.encoder_weights)
-    multiple = size_multiple(config.arch, config.encoder)
-    if SIDE_MULTIPLE % multiple:
-        raise UserError(
-            f"{config.arch} with encoder {config.encoder} needs input sides divisible by {multiple}, but cityseg pads "
-            f"images to multiples of {SIDE_MULTIPLE} to validate and predict; choose another --encoder or --arch."
-        )
-    return multiple
+        needs = f"must have sides divisible by {multiple} (what {model_title_of(config)} needs)"
+        _fail(config, name, needs, f"Use e.g. {rounded}.")
 
 
 def _validate(config: TrainConfig) -> None:
     """Reject values that would crash later or silently train something else."""
-    from cityseg.data.augmentations import AUGMENTATIONS
-
     for name in _FIELD_TYPES:  # nan and inf pass every range check below, and JSON cannot store them
         value = getattr(config, name)
-        if any(
-            isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, tuple) else (value,))
-        ):
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
             _fail(config, name, "must be a finite number")
     for name in ("epochs", "batch_size", "ohem_min_kept"):
         if getattr(config, name) < 1:
@@ -394,21 +342,20 @@ def _validate(config: TrainConfig) -> None:
     unknown_aug = [name for name in config.aug if name not in AUGMENTATIONS]
     if unknown_aug:
         _fail(config, "aug", f"may only name {', '.join(AUGMENTATIONS)}", f"Unknown: {', '.join(unknown_aug)}.")
-    multiple = _check_model(config)
+    check_encoder(config.encoder, config.encoder_weights)
+    multiple = size_multiple(config.arch, config.encoder)
+    if SIDE_MULTIPLE % multiple:
+        raise UserError(
+            f"{config.arch} with encoder {config.encoder} needs input sides divisible by {multiple}, but cityseg pads "
+            f"images to multiples of {SIDE_MULTIPLE} to validate and predict; choose another --encoder or --arch."
+        )
     _check_side_pair(config, "size", multiple)
     _check_side_pair(config, "crop", multiple)
     if config.scale_range is not None and not 0 < config.scale_range[0] <= config.scale_range[1]:
         _fail(config, "scale_range", "must be LO,HI with 0 < LO <= HI")
     if "scale-crop" in config.aug and (config.crop is None or config.scale_range is None):
         _fail(config, "aug", "includes scale-crop, which needs both crop (--crop) and scale_range (--scale-range)")
-    if (
-        config.crop is not None
-        and config.size is not None
-        and (config.crop[0] > config.size[0] or config.crop[1] > config.size[1])
-    ):
-        _fail(
-            config,
-            "crop",
-            f"must fit inside the resized image {config.size[0]}x{config.size[1]} (--size)",
-            "Use a smaller --crop or a larger --size.",
-        )
+    crop, size = config.crop, config.size
+    if crop is not None and size is not None and (crop[0] > size[0] or crop[1] > size[1]):
+        fix = "Use a smaller --crop or a larger --size."
+        _fail(config, "crop", f"must fit inside the resized image {size[0]}x{size[1]} (--size)", fix)

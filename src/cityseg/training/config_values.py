@@ -11,8 +11,8 @@ from cityseg.errors import UserError
 
 
 def parse_size(value: str | tuple[int, int] | list[int] | None, name: str = "size") -> tuple[int, int] | None:
-    """'WxH' (as typed on the CLI, like the images' 2048x1024), a (W, H) pair, or None/'none'/'full' for the
-    images' own resolution; the one parser of sizes (the CLI's, the notebooks' and the recipe files')."""
+    """'WxH' (like the images' 2048x1024), a (W, H) pair, or None/'none'/'full' for the images' own resolution: the
+    one parser of sizes (the CLI's, the notebooks' and the recipe files')."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "full")):
         return None
     if isinstance(value, str):
@@ -51,9 +51,8 @@ def value_text(value: Any) -> str:
 
 
 def from_text(hint: Any, value: Any) -> Any:
-    """A value as typed after a flag or written in a recipe file, in the field's type: "none" for None, sizes as
-    WxH, pairs and lists comma-separated ('0.5,2.0', 'flip,photometric'); non-text values pass unchanged.
-    A malformed text raises ValueError or UserError."""
+    """A value as typed after a flag or in a recipe file, in the field's type: "none" for None, sizes as WxH, pairs
+    and lists comma-separated ('0.5,2.0', 'flip,photometric'); malformed text raises ValueError or UserError."""
     if not isinstance(value, str):
         return value
     options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)

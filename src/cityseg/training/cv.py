@@ -1,14 +1,13 @@
-"""K-fold cross-validation on the train split, then one final model on all of it; the official val split picks nothing.
+"""K-fold cross-validation on the train split, then one final model on all of it; the val split picks nothing.
 
-With select "loss" or "miou" each fold's held-out cities choose that fold's best epoch; the full fit trains the
-folds' schedule for the median of all folds' best epochs (`chosen_epochs`), and the headline scores fold k at
-the median of the OTHER folds' best epochs, so no fold is scored at an epoch its own cities chose. With "last"
-(a fixed budget) every fold is scored at its last epoch. Folds of one RUNS may train in parallel (`--only-folds`,
-a shared lock on RUNS; a later `cv --resume` runs the full fit); a second process is refused naming the first.
+Each fold's held-out cities choose its best epoch; the full fit trains for the median of all folds' best epochs and
+fold k is scored at the median of the OTHER folds' (select "last": every fold at its last epoch). Folds of one RUNS
+may train in parallel (`--only-folds`, a shared lock; a later `cv --resume` runs the full fit).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
@@ -17,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
+from cityseg.data.frames import listed_split
 from cityseg.errors import UserError
 from cityseg.fileio import atomic_write_text
 from cityseg.labels import CLASS_NAMES
@@ -27,7 +27,7 @@ from cityseg.training.config import TrainConfig, config_differences, with_epochs
 from cityseg.training.datasets import check_input_size
 from cityseg.training.dist import barrier, held_by_main, init_distributed, is_main
 from cityseg.training.engine import json_float
-from cityseg.training.folds import check_folds_match, fold_ids, fold_table, load_folds, make_folds, write_folds
+from cityseg.training.folds import check_folds_match, fold_ids, load_folds, make_folds, write_folds
 from cityseg.training.model import check_encoder_weights
 from cityseg.training.runfolder import (
     FOLDS_FILE,
@@ -48,8 +48,7 @@ SUMMARY_FORMAT = "cityseg-cv-summary"  # the marker that makes a summary.json ou
 RUNS_LOCK = ".lock-cv"  # held for a whole `cv` (shared by --only-folds processes)
 SHARED_FILES_LOCK = ".lock-cv-files"  # held while folds.json or summary.json is checked and written
 SELECTED_NOTE = "best epoch chosen on the same fold that scores it (optimistic)"
-
-__all__ = ["fold_table", "load_log", "make_folds", "run_cv", "summarize", "chosen_epochs", "fold_dir"]
+_EMPTY_ROW = {"epoch": None, "val_miou": None, "val_loss": None, "class_iou": [None] * len(CLASS_NAMES)}
 
 
 def run_cv(
@@ -66,19 +65,17 @@ def run_cv(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Make/check the folds, train the selected folds, then (all folds done) the full model; returns the summary.
-
-    Every option and the files already in RUNS are checked before anything is written. The train split is
-    listed once and handed to every step. With `only_folds` the full fit is left to a later call without it.
-    """
-    from cityseg.data.frames import listed_split
-
+    Everything is checked before anything is written; with `only_folds` the full fit is left to a later call."""
     root, runs_dir = Path(root), Path(runs_dir)
     apply_determinism(config)  # before init_distributed's first CUDA call
     info = init_distributed(config.device)
     train = listed_split(root, "train", config.labels)
     check_input_size(config, train)
     folds = make_folds(train.frames, k=k, split=split, seed=seed)
-    selected = _selected_folds(only_folds, k)
+    bad = [f for f in only_folds or () if not 0 <= f < k]
+    if bad:
+        raise UserError(f"--only-folds names fold(s) {bad}, but folds are numbered 0..{k - 1} (--folds {k}).")
+    selected = sorted(set(only_folds)) if only_folds is not None else list(range(k))
     if not resume:
         check_encoder_weights(config)
     _check_shared_files(runs_dir, folds)
@@ -98,13 +95,12 @@ def run_cv(
                 _check_shared_files(runs_dir, folds)
                 write_folds(runs_dir / FOLDS_FILE, folds)
         barrier()
-        with _Bar(planned, enabled=progress and is_main()) as overall:
-            callback = overall.callback(on_epoch)
+        with contextlib.closing(_Bar(planned, progress and is_main(), on_epoch)) as overall:
             for fold in selected:
                 run_dir = fold_dir(runs_dir, fold)
                 if not (resume and _skip_finished(run_dir, config)):
                     train_run(
-                        root, run_dir, config, *fold_ids(folds, fold), resume, callback, progress=progress, split=train
+                        root, run_dir, config, *fold_ids(folds, fold), resume, overall, progress=progress, split=train
                     )
             summary = summarize(runs_dir)
             if full and summary["complete"]:
@@ -113,7 +109,7 @@ def run_cv(
                 run_dir = runs_dir / FULL_RUN
                 if not (resume and _skip_finished(run_dir, full_config)):
                     ids = [f.id for f in train.frames]
-                    train_run(root, run_dir, full_config, ids, None, resume, callback, progress=progress, split=train)
+                    train_run(root, run_dir, full_config, ids, None, resume, overall, progress=progress, split=train)
         if is_main():
             with _shared_files_lock(runs_dir):  # another --only-folds process may have finished a fold meanwhile
                 summary = summarize(runs_dir)
@@ -124,17 +120,19 @@ def run_cv(
 
 class _Bar:
     """One bar over every planned epoch of the folds and the full fit, counted from the run folders (a resumed cv
-    and the notebook's two run_cv calls start from what is done); its ETA is tqdm's, from this process's epochs."""
+    starts from what is done); as `train_run`'s on_epoch it advances, then calls `then` (the notebook's curves)."""
 
-    def __init__(self, planned: dict[str, tuple[Path, int]], enabled: bool) -> None:
-        self.planned = planned
+    def __init__(self, planned: dict[str, tuple[Path, int]], enabled: bool, then: EpochCallback | None) -> None:
+        self.planned, self.then = planned, then
         bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} epochs [{elapsed}<{remaining}]"
         self.bar = tqdm(total=self.total(), initial=self.done(), desc="cv", bar_format=bar_format, disable=not enabled)
 
-    def __enter__(self) -> _Bar:
-        return self
+    def __call__(self, run_name: str, row: dict) -> None:
+        self.bar.update(run_name in self.planned)
+        if self.then is not None:
+            self.then(run_name, row)
 
-    def __exit__(self, *exc_info) -> None:
+    def close(self) -> None:
         self.bar.close()
 
     def total(self) -> int:
@@ -153,16 +151,6 @@ class _Bar:
             self.bar.reset(total=self.total())  # not `.total =`: a notebook widget keeps its own maximum
             self.bar.start_t, self.bar.n = started, self.done()
             self.bar.refresh()
-
-    def callback(self, then: EpochCallback | None) -> EpochCallback:
-        """An on_epoch for `train_run` that advances the bar, then calls `then` (e.g. the notebook's live curves)."""
-
-        def on_epoch(run_name: str, row: dict) -> None:
-            self.bar.update(run_name in self.planned)
-            if then is not None:
-                then(run_name, row)
-
-        return on_epoch
 
 
 def _lock_runs(runs_dir: Path, shared: bool):
@@ -199,15 +187,6 @@ def _check_shared_files(runs_dir: Path, folds: dict[str, Any]) -> None:
     )
 
 
-def _selected_folds(only_folds: Sequence[int] | None, k: int) -> list[int]:
-    if only_folds is None:
-        return list(range(k))
-    bad = [f for f in only_folds if not 0 <= f < k]
-    if bad:
-        raise UserError(f"--only-folds names fold(s) {bad}, but folds are numbered 0..{k - 1} (--folds {k}).")
-    return sorted(set(only_folds))
-
-
 def _skip_finished(run_dir: Path, config: TrainConfig) -> bool:
     """True for a finished run trained with this config; a finished run with other settings is an error."""
     if not is_finished(run_dir, config.epochs):
@@ -223,20 +202,14 @@ def _skip_finished(run_dir: Path, config: TrainConfig) -> bool:
 
 
 def chosen_epochs(best_epochs: Sequence[int]) -> int:
-    """The median of best epochs, halves rounded up: the full fit's epochs (all folds) or a fold's scored epoch
-    (the other folds)."""
+    """The median of best epochs, halves rounded up (the full fit's epochs, or a fold's scored epoch)."""
     return int(math.floor(statistics.median(best_epochs) + 0.5))
 
 
 def summarize(runs_dir: Path) -> dict[str, Any]:
-    """Cross-validation summary from the run folders alone (what summary.json holds).
-
-    Headline (`miou_mean`, `miou_std`, `class_iou_mean`, `class_iou_std`): fold k scored at the median of the
-    other folds' best epochs (select "last": its last epoch); null until all folds are finished (a "last" fold:
-    once it is). `selected`: the same at each fold's own best epoch (optimistic). Mean and sample std (ddof=1)
-    over folds; a class absent from a fold's ground truth (null) is left out of its statistics. Per fold: its
-    `epoch` scored for the headline and the values there, and its best epoch's.
-    """
+    """Cross-validation summary from the run folders alone (what summary.json holds): the headline scores fold k at
+    the median of the other folds' best epochs (null until all are finished), `selected` at its own best epoch
+    (optimistic); mean and sample std over folds, a class absent from a fold's ground truth left out."""
     runs_dir = Path(runs_dir)
     folds = load_folds(runs_dir / FOLDS_FILE)
     runs = [
@@ -255,7 +228,11 @@ def summarize(runs_dir: Path) -> dict[str, Any]:
             scored_at = config.epochs if finished[n] else None
         else:
             scored_at = chosen_epochs([e for m, e in best_epochs.items() if m != n]) if complete else None
-        per_fold.append(_fold_summary(n, run, config, rows, best[n], finished[n], scored_at))
+        at = {**_EMPTY_ROW, **next((row for row in rows if scored_at and row.get("epoch") == scored_at), {})}
+        top = {**_EMPTY_ROW, **(best[n] or {})}
+        fold = {"fold": n, "run_dir": run.name, "finished": finished[n], "epochs": config.epochs}
+        fold |= {"epochs_done": len(rows), "select": config.select}
+        per_fold.append(fold | {key: at[key] for key in _EMPTY_ROW} | {f"best_{key}": top[key] for key in _EMPTY_ROW})
     scored = [row for row in per_fold if row["epoch"] is not None]
     selected = [row for row in per_fold if row["finished"]]
     return {
@@ -286,24 +263,6 @@ def _statistics(rows: list[dict], miou_key: str, class_key: str) -> dict[str, An
         "class_iou_mean": [_mean(column) for column in columns] if columns else None,
         "class_iou_std": [_std(column) for column in columns] if columns else None,
     }
-
-
-def _fold_summary(
-    fold: int,
-    run_dir: Path,
-    config: TrainConfig,
-    rows: list[dict],
-    best: dict | None,
-    finished: bool,
-    epoch: int | None,
-) -> dict[str, Any]:
-    """One fold: the row scored for the headline (at `epoch`) and its best row."""
-    scored = next((row for row in rows if row.get("epoch") == epoch), None) if epoch is not None else None
-    empty = {"epoch": None, "val_miou": None, "val_loss": None, "class_iou": [None] * len(CLASS_NAMES)}
-    at, best = {**empty, **(scored or {})}, {**empty, **(best or {})}
-    summary = {"fold": fold, "run_dir": run_dir.name, "finished": finished, "epochs": config.epochs}
-    summary |= {"epochs_done": len(rows), "select": config.select}
-    return summary | {key: at[key] for key in empty} | {f"best_{key}": best[key] for key in empty}
 
 
 def _protocol(per_fold: list[dict], k: int, chosen: int | None) -> str:

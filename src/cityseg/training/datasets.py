@@ -9,9 +9,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from cityseg.data.cache import CachedDataset, ensure_cache, training_cache_size
+from cityseg.data.dataset import CityscapesDataset, worker_init
 from cityseg.data.frames import Frame, ListedSplit, listed_split
 from cityseg.data.sampling import EpochKeys, KeyedDataset
+from cityseg.data.transforms import build_transform
 from cityseg.errors import UserError
+from cityseg.system import default_workers
 from cityseg.training.config import TrainConfig
 from cityseg.training.dist import DistInfo, ShardSampler, is_main
 from cityseg.training.model_names import model_title_of, size_multiple
@@ -19,17 +23,9 @@ from cityseg.training.runtime import uses_cache
 
 
 def build_datasets(
-    config: TrainConfig,
-    split: ListedSplit | Path,
-    train_ids: Sequence[str],
-    val_ids: Sequence[str] | None = None,
+    config: TrainConfig, split: ListedSplit | Path, train_ids: Sequence[str], val_ids: Sequence[str] | None = None
 ) -> tuple[Dataset, Dataset | None]:
-    """Training and validation datasets of the train split (`split`, or the ROOT to list it from): from PNGs,
-    or from the cache with --cache. Validation images stay at full resolution: `engine.validate` resizes
-    them on the device to `config.size` and scores at the labels' resolution."""
-    from cityseg.data.dataset import CityscapesDataset
-    from cityseg.data.transforms import build_transform
-
+    """Training and validation datasets of the train split, from PNGs or the cache; validation at full resolution."""
     split = listed_split(split, "train", config.labels)
     if not train_ids:
         raise UserError("no training images were given (an empty fold?); check the folds file or the dataset.")
@@ -44,29 +40,18 @@ def build_datasets(
         crop_max_class_ratio=config.crop_max_class_ratio,
         pixel_ops=not config.gpu_aug,  # with --gpu-aug, step_context's augment runs them on the device
     )
-    if uses_cache(config):
-        return _cached_datasets(config, split, train_frames, val_frames, train_transform)
-    train_set = CityscapesDataset(train_frames, transform=train_transform, label_source=config.labels)
-    return train_set, CityscapesDataset(val_frames, label_source=config.labels) if val_frames else None
-
-
-def _cached_datasets(
-    config: TrainConfig, split: ListedSplit, train_frames: list[Frame], val_frames: list[Frame], train_transform
-) -> tuple[Dataset, Dataset | None]:
-    """Datasets over the cache's memmaps (built or refreshed first; DDP ranks wait on its lock). Validation reads
-    the cache only when it holds full-resolution frames, the labels' resolution it scores at; else the PNGs."""
-    from cityseg.data.cache import CachedDataset, ensure_cache, training_cache_size
-    from cityseg.data.dataset import CityscapesDataset
-
+    val_set = CityscapesDataset(val_frames, label_source=config.labels) if val_frames else None
+    if not uses_cache(config):
+        return CityscapesDataset(train_frames, transform=train_transform, label_source=config.labels), val_set
+    # The cache's memmaps, made fresh first (DDP ranks wait on its lock); validation reads it only when it holds
+    # full-resolution frames, the labels' resolution it scores at.
     size = training_cache_size(config.size, config.aug, config.scale_range)
     folder = Path(config.cache)
     ensure_cache(split.root, "train", size, folder, config.labels, config.workers or None, is_main(), split.frames)
     train_set = CachedDataset(folder, "train", [f.id for f in train_frames], train_transform, size, config.labels)
-    if not val_frames:
-        return train_set, None
-    if size is None:
-        return train_set, CachedDataset(folder, "train", [f.id for f in val_frames], None, None, config.labels)
-    return train_set, CityscapesDataset(val_frames, label_source=config.labels)
+    if val_frames and size is None:
+        val_set = CachedDataset(folder, "train", [f.id for f in val_frames], None, None, config.labels)
+    return train_set, val_set
 
 
 def _frames_for(split: ListedSplit, ids: Sequence[str]) -> list[Frame]:
@@ -104,21 +89,18 @@ def check_input_size(config: TrainConfig, split: ListedSplit) -> None:
 def build_loaders(
     config: TrainConfig, train_set: Dataset, val_set: Dataset | None, info: DistInfo
 ) -> tuple[DataLoader, DataLoader | None, EpochKeys]:
-    """Training loader (shuffled, sharded under DDP; its order and augmentations depend only on (seed, epoch,
-    index): `EpochKeys`, whose `set_epoch` runs each epoch) and validation loader (each image once over all ranks)."""
-    from cityseg.data.dataset import worker_init
-    from cityseg.system import default_workers
-
+    """Training loader (shuffled, sharded under DDP; order and augmentations depend only on (seed, epoch, index):
+    `EpochKeys`, set each epoch) and validation loader (each image once over all ranks)."""
     workers = config.workers
     if info.world_size > 1:  # N processes share the machine's cores
         workers = min(workers, max(1, default_workers() // info.world_size))
-    common: dict[str, Any] = {"num_workers": workers, "pin_memory": info.device.type == "cuda"}
+    common: dict[str, Any] = {"batch_size": config.batch_size, "num_workers": workers}
+    common["pin_memory"] = info.device.type == "cuda"
     if workers > 0:
         common.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=worker_init)
     keys = EpochKeys(len(train_set), config.seed, rank=info.rank, world_size=info.world_size)
     train_loader = DataLoader(
         KeyedDataset(train_set, config.seed),
-        batch_size=config.batch_size,
         sampler=keys,
         drop_last=len(keys) >= config.batch_size,  # a 1-image last batch would get a full step's weight
         # The workers' base seed comes from this generator, not the global one, whose stream then does not
@@ -128,11 +110,6 @@ def build_loaders(
     )
     val_loader = None
     if val_set is not None:
-        val_loader = DataLoader(
-            val_set,
-            batch_size=config.batch_size,
-            sampler=ShardSampler(len(val_set)),
-            generator=torch.Generator().manual_seed(config.seed),
-            **common,
-        )
+        generator = torch.Generator().manual_seed(config.seed)
+        val_loader = DataLoader(val_set, sampler=ShardSampler(len(val_set)), generator=generator, **common)
     return train_loader, val_loader, keys

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from cityseg.errors import UserError
+from cityseg.training.model import resolve_device
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,6 @@ class DistInfo:
 
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the torchrun process group if there is one (idempotent) and pick this rank's device."""
-    from cityseg.training.model import resolve_device
-
     rank, size, local_rank = (int(os.environ.get(name, 0)) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     size = max(size, 1)
     chosen = resolve_device(device)
@@ -73,8 +72,7 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def broadcast_buffers(module: torch.nn.Module) -> None:
-    """Rank 0's buffers (BatchNorm running statistics) on every rank, so all ranks validate the model rank 0 saves
-    (each rank updated them with its own last batch)."""
+    """Rank 0's buffers (BatchNorm running statistics) on every rank, so all ranks validate the model rank 0 saves."""
     if is_distributed():
         for buffer in module.buffers():
             dist.broadcast(buffer, src=0)
@@ -114,8 +112,7 @@ def cleanup() -> None:
 
 
 class ShardSampler(Sampler[int]):
-    """Indices rank::world_size without DistributedSampler's padding: evaluation must see each image exactly once
-    (a padded duplicate would count twice in the all-reduced confusion matrix)."""
+    """Indices rank::world_size without DistributedSampler's padding, which would count an image twice."""
 
     def __init__(self, length: int, shard: int | None = None, shards: int | None = None) -> None:
         self.indices = range(rank() if shard is None else shard, length, world_size() if shards is None else shards)

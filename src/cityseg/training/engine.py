@@ -1,8 +1,7 @@
 """The two loops: one training epoch, and validation on a held-out set.
 
 Both keep running sums on the device and read them back only at progress updates and at the end, so a CUDA step
-never waits for the host. Validation scores at the labels' own resolution and sums one confusion matrix over the
-whole set (and all ranks) before computing IoU, as the official evaluation does.
+never waits for the host. Validation scores at the labels' resolution with one confusion matrix over the whole set.
 """
 
 from __future__ import annotations
@@ -10,14 +9,14 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cityseg.data.transforms import mark_padding, normalize
 from cityseg.errors import UserError
@@ -29,10 +28,7 @@ from cityseg.training.losses import summed_cross_entropy
 from cityseg.training.metrics import confusion_matrix, iou_per_class, mean_iou
 
 PROGRESS_EVERY = 20  # steps between host reads of the running loss (each read is a device sync)
-
-
-# At each host read: the epoch's step number (1-based) of the first value, the per-step losses (mean over ranks)
-# and the learning rates of those steps (TensorBoard's per-iteration scalars).
+# At each host read: the epoch's step (1-based) of the first value, the per-step losses (mean over ranks), their lrs.
 StepsCallback = Callable[[int, list[float], list[float]], None]
 
 
@@ -53,13 +49,11 @@ class TrainStats:
 
     @property
     def images_per_s(self) -> float:
-        """Training throughput over all ranks, data loading included."""
         return self.images / self.seconds if self.seconds > 0 else float("nan")
 
     @property
     def data_wait_share(self) -> float:
-        """Share of the epoch the host waited for the loader (the step never syncs, so the host runs ahead of the
-        GPU): near 0 when the loader keeps up, else an upper estimate of the GPU's idle share."""
+        """Share of the epoch the host waited for the loader: an upper estimate of the GPU's idle share."""
         return self.data_seconds / self.seconds if self.seconds > 0 else float("nan")
 
 
@@ -81,22 +75,17 @@ class StepContext:
     device: torch.device
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
-    # Training-only colour augmentation of the uint8 batch on the device (device_augment.build_batch_augment)
-    augment: Callable[[Tensor], Tensor] | None = None
+    augment: Callable[[Tensor], Tensor] | None = None  # training-only colour ops on the uint8 batch (device_augment)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """Mixed precision where configured; a no-op context in float32."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
 
 def to_device_batch(images: Tensor, masks: Tensor, context: StepContext, train: bool = False) -> tuple[Tensor, Tensor]:
-    """Copy a loader batch to the device, then normalise and widen it there (the host moves uint8 only).
-
-    uint8 images (B, 3, H, W) -> ImageNet-normalised float32, masks (B, H, W) -> int64; a training batch gets
-    `context.augment` first and `transforms.mark_padding` last. Float images are taken as model-ready.
-    """
+    """Copy a loader batch to the device, then normalise and widen it there (the host moves uint8 only): uint8
+    images (B, 3, H, W) -> float32, masks -> int64; training adds `context.augment` and `mark_padding`."""
     memory_format = torch.channels_last if context.channels_last else torch.contiguous_format
     images = images.to(context.device, non_blocking=True)  # non_blocking: the loader pins memory on CUDA
     masks = masks.to(context.device, non_blocking=True)
@@ -136,8 +125,9 @@ def train_one_epoch(
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not (progress and is_main()))
-    waited = [0.0]
-    for steps, (image, target) in enumerate(_timed(bar, waited), start=1):
+    waited, fetch_start = 0.0, time.perf_counter()
+    for steps, (image, target) in enumerate(bar, start=1):
+        waited += time.perf_counter() - fetch_start  # the host waiting for the loader
         image, target = to_device_batch(image, target, context, train=True)  # (B, 3, H, W) float, (B, H, W) int64
 
         def forward_backward(image: Tensor = image, target: Tensor = target) -> Tensor:  # loss; its gradients set
@@ -169,6 +159,8 @@ def train_one_epoch(
                 bar.set_postfix(
                     loss=f"{loss_sum.item() / steps:.4f}", img_s=f"{images / (time.perf_counter() - start):.1f}"
                 )
+        fetch_start = time.perf_counter()
+    waited += time.perf_counter() - fetch_start  # the loader's last, empty fetch
     losses = _read_back(first_bad_step, recent_losses[: len(recent_lrs)], epoch, steps)
     if on_steps is not None and recent_lrs:
         on_steps(steps - len(recent_lrs) + 1, losses, recent_lrs)
@@ -177,21 +169,7 @@ def train_one_epoch(
     total_loss, total_steps, total_images = all_reduce_sum(torch.cat([loss_sum.double().view(1), counts])).tolist()
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return TrainStats(total_loss / max(total_steps, 1), lr, int(total_images), seconds, waited[0], peak)
-
-
-def _timed(iterable: Iterable, waited: list[float]) -> Iterator:
-    """The items of `iterable`, adding the seconds spent fetching each (the host waiting for data) to waited[0]."""
-    iterator = iter(iterable)
-    while True:
-        start = time.perf_counter()
-        try:
-            item = next(iterator)
-        except StopIteration:
-            return
-        finally:
-            waited[0] += time.perf_counter() - start
-        yield item
+    return TrainStats(total_loss / max(total_steps, 1), lr, int(total_images), seconds, waited, peak)
 
 
 def _read_back(first_bad_step: Tensor, recent_losses: Tensor, epoch: int, steps: int) -> list[float]:
@@ -213,18 +191,13 @@ def _read_back(first_bad_step: Tensor, recent_losses: Tensor, epoch: int, steps:
 
 @torch.no_grad()
 def validate(
-    model: nn.Module,
-    loader: Iterable,
-    context: StepContext,
-    size: tuple[int, int] | None = None,
-    num_classes: int = NUM_CLASSES,
-    progress: bool = True,
+    model: nn.Module, loader: Iterable, context: StepContext, size: tuple[int, int] | None = None, progress: bool = True
 ) -> ValResult:
     """Loss and IoU on a held-out loader of full-resolution images and labels (summed over all ranks); with
     `size` (W, H) the model sees images resized to it, as in training, and logits return to the labels' size."""
     model.eval()
     device = context.device
-    confusion = torch.zeros((num_classes, num_classes), dtype=torch.long, device=device)
+    confusion = torch.zeros((NUM_CLASSES, NUM_CLASSES), dtype=torch.long, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     pixels = torch.zeros((), dtype=torch.long, device=device)
     start = time.perf_counter()
@@ -234,7 +207,7 @@ def validate(
             logits = full_resolution_logits(model, image, target.shape[-2:], size)  # (B, C, H, W) float32
         loss_sum += summed_cross_entropy(logits, target).double()
         pixels += (target != IGNORE_INDEX).sum()
-        confusion += confusion_matrix(logits.argmax(dim=1), target, num_classes)
+        confusion += confusion_matrix(logits.argmax(dim=1), target)
     all_reduce_sum(confusion)
     all_reduce_sum(loss_sum)
     all_reduce_sum(pixels)
@@ -251,8 +224,7 @@ def validate(
 def full_resolution_logits(
     model: nn.Module, image: Tensor, label_hw: tuple[int, int], size: tuple[int, int] | None = None
 ) -> Tensor:
-    """Logits (B, C, H, W) at the label's (H, W): resize the input to `size` (W, H) if given, pad to a
-    multiple of 32 for the U-Net, run the model, drop the padding and upsample bilinearly."""
+    """Logits (B, C, H, W) at the label's (H, W) of the input resized to `size` and padded to a multiple of 32."""
     if size is not None and tuple(image.shape[-2:]) != (size[1], size[0]):
         image = F.interpolate(image, size=(size[1], size[0]), mode="bilinear", align_corners=False, antialias=True)
     height, width = image.shape[-2:]

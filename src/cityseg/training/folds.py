@@ -1,8 +1,7 @@
 """Cross-validation folds over the official train split, saved as RUNS/folds.json.
 
-Frames of one city share streets, weather and camera, so the default `city` split keeps every city on
-one side of each fold (scikit-learn's GroupKFold, which balances image counts); `random` is the plain
-shuffled KFold of the reference.
+Frames of one city share streets, weather and camera, so the default `city` split keeps every city on one side of
+each fold (scikit-learn's GroupKFold); `random` is the plain shuffled KFold of the reference.
 """
 
 from __future__ import annotations
@@ -48,10 +47,6 @@ def make_folds(frames: Sequence[Any], k: int = 5, split: str = "city", seed: int
         )
     if k > len(ids):
         raise UserError(f"--folds {k} is more than the {len(ids)} train images; use fewer folds.")
-    return {"k": k, "split": split, "seed": seed, "folds": _split(ids, k, split, seed)}
-
-
-def _split(ids: list[str], k: int, split: str, seed: int) -> list[dict[str, list[str]]]:
     from sklearn.model_selection import GroupKFold, KFold  # ~1 s of import: only where folds are made
 
     positions = np.arange(len(ids))
@@ -60,11 +55,11 @@ def _split(ids: list[str], k: int, split: str, seed: int) -> list[dict[str, list
     else:
         # GroupKFold's shuffle drops its balancing, so the seed permutes the city labels instead: it decides
         # how equally sized cities are spread.
-        cities = sorted({city_of(i) for i in ids})
         order = np.random.default_rng(seed).permutation(len(cities))
         label = {city: int(order[n]) for n, city in enumerate(cities)}
         splits = GroupKFold(n_splits=k).split(positions, groups=[label[city_of(i)] for i in ids])
-    return [{"train": [ids[i] for i in sorted(train)], "val": [ids[i] for i in sorted(val)]} for train, val in splits]
+    folds = [{"train": [ids[i] for i in sorted(train)], "val": [ids[i] for i in sorted(val)]} for train, val in splits]
+    return {"k": k, "split": split, "seed": seed, "folds": folds}
 
 
 def _is_id_list(value: Any) -> bool:
@@ -145,10 +140,7 @@ def fold_ids(folds: dict[str, Any], fold: int) -> tuple[list[str], list[str]]:
 
 
 def fold_table(folds: dict[str, Any] | Path | str, frames: Sequence[Any] | None = None) -> list[dict[str, Any]]:
-    """One row per fold (fold, validation cities, n_train, n_val) for the notebook and the report.
-
-    `folds`: a folds dict or a folds.json path. With `frames` (Frames or ids), ids missing from it are an error.
-    """
+    """One row per fold (fold, validation cities, n_train, n_val); ids missing from `frames` are an error."""
     if not isinstance(folds, dict):
         folds = load_folds(Path(folds))
     if frames is not None:
@@ -158,12 +150,8 @@ def fold_table(folds: dict[str, Any] | Path | str, frames: Sequence[Any] | None 
                 f"{len(missing)} image id(s) in the folds are not in the dataset, e.g. {missing[0]}; the folds "
                 "were made for other data. Use the matching dataset or a new --out folder."
             )
-    return [
-        {
-            "fold": n,
-            "cities": sorted({city_of(i) for i in fold["val"]}),
-            "n_train": len(fold["train"]),
-            "n_val": len(fold["val"]),
-        }
-        for n, fold in enumerate(folds["folds"])
-    ]
+    rows = []
+    for n, fold in enumerate(folds["folds"]):
+        cities = sorted({city_of(i) for i in fold["val"]})
+        rows.append({"fold": n, "cities": cities, "n_train": len(fold["train"]), "n_val": len(fold["val"])})
+    return rows

@@ -1,8 +1,7 @@
 """Pixel losses by name, ignoring label 255, combinable as weighted sums such as `ce+0.5*dice`.
 
-Cross-entropy averages over the labelled pixels with a count clamped to at least one, so an all-ignored crop gives
-0, not NaN (NaN would stop the run); OHEM follows mmsegmentation; the others are smp's multiclass losses, also 0 on
-an all-ignored crop. Adding a loss is one entry in `LOSSES`.
+Every loss is 0, not NaN, on an all-ignored crop (NaN would stop the run); OHEM follows mmsegmentation; the others
+are smp's multiclass losses. Adding a loss is one entry in `LOSSES`.
 """
 
 from __future__ import annotations
@@ -19,8 +18,8 @@ from cityseg.labels import IGNORE_INDEX
 
 
 def summed_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """Cross-entropy summed over the labelled pixels. CUDA's summed nll_loss adds with atomics (not deterministic,
-    refused under --deterministic), so there the per-pixel losses are summed instead; the CPU keeps torch's sum."""
+    """Cross-entropy summed over the labelled pixels; on CUDA the per-pixel losses are summed (its summed nll_loss
+    adds with atomics, which --deterministic refuses)."""
     reduction = "none" if logits.is_cuda else "sum"
     return F.cross_entropy(logits, target, ignore_index=ignore_index, reduction=reduction).sum()
 
@@ -28,43 +27,33 @@ def summed_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = IGN
 class CrossEntropy(nn.Module):
     """Mean cross-entropy over labelled pixels (255 = ignore), like nn.CrossEntropyLoss(ignore_index=255)."""
 
-    def __init__(self, ignore_index: int = IGNORE_INDEX) -> None:
-        super().__init__()
-        self.ignore_index = ignore_index
-
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         # logits (B, C, H, W) any float dtype; target (B, H, W) int64
-        total = summed_cross_entropy(logits.float(), target, self.ignore_index)
-        count = (target != self.ignore_index).sum().clamp_min(1)
+        total = summed_cross_entropy(logits.float(), target)
+        count = (target != IGNORE_INDEX).sum().clamp_min(1)
         return total / count
 
 
 class OhemCrossEntropy(nn.Module):
-    """mmsegmentation's OHEMPixelSampler (with `thresh`) followed by its CrossEntropyLoss, exactly.
+    """mmsegmentation's OHEMPixelSampler (with `thresh`) and CrossEntropyLoss, exactly: a labelled pixel is kept when
+    its true-class p < max(thresh, the sorted p at min(min_kept x batch, n_labelled - 1)); the kept pixels' summed
+    cross-entropy is divided by ALL pixels of the batch (reduction "mean", avg_non_ignore False)."""
 
-    Sampler: p = softmax probability of the true class; threshold = max(thresh, p sorted over the labelled pixels
-    at index min(min_kept x batch size, n_labelled - 1)) (thresh alone when none is labelled); a labelled pixel is
-    kept when p < threshold, strictly. Loss (reduction "mean", avg_non_ignore False: mmsegmentation's defaults):
-    the kept pixels' summed cross-entropy divided by the number of ALL pixels of the batch.
-    """
-
-    def __init__(self, thresh: float = 0.7, min_kept: int = 100_000, ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(self, thresh: float = 0.7, min_kept: int = 100_000) -> None:
         super().__init__()
-        self.thresh = thresh
-        self.min_kept = min_kept
-        self.ignore_index = ignore_index
+        self.thresh, self.min_kept = thresh, min_kept
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         # logits (B, C, H, W); target (B, H, W)
         logits = logits.float()
-        pixel_loss = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="none")  # (B, H, W)
+        pixel_loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")  # (B, H, W)
         with torch.no_grad():
             keep = self.kept_pixels(logits, target)
         return (pixel_loss * keep).sum() / target.numel()
 
     def kept_pixels(self, logits: Tensor, target: Tensor) -> Tensor:
         """The sampler's 0/1 weight per pixel (B, H, W), computed on the device without reading anything back."""
-        valid = target != self.ignore_index  # (B, H, W)
+        valid = target != IGNORE_INDEX  # (B, H, W)
         safe_target = torch.where(valid, target, torch.zeros_like(target))
         prob = logits.softmax(dim=1).gather(1, safe_target.unsqueeze(1)).squeeze(1)  # (B, H, W) true-class p
         # Unlabelled pixels sort after every labelled one (p <= 1 < 2), so the first n_valid sorted entries are

@@ -19,8 +19,7 @@ def confusion_matrix(
 
 
 def iou_per_class(confusion: np.ndarray | torch.Tensor) -> np.ndarray:
-    """IoU per class; NaN for a class absent from both ground truth and prediction (a class only predicted: 0, as
-    in the official script)."""
+    """IoU per class; NaN for a class absent from both ground truth and prediction (as the official script)."""
     conf = np.asarray(confusion.cpu() if isinstance(confusion, torch.Tensor) else confusion, dtype=np.float64)
     tp = np.diag(conf)
     fp = conf.sum(axis=0) - tp

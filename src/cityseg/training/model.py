@@ -1,8 +1,7 @@
 """The network: any segmentation_models_pytorch architecture and encoder a config names, 19 output classes.
 
-Encoder weights come from smp's Hugging Face hub copy ("imagenet"), from a local state dict of that encoder (for
-machines without internet), or nowhere (random init, e.g. before loading a checkpoint). `load_model` rebuilds
-a checkpoint's network; an export folder is read by cityseg.prediction.deployed.
+Encoder weights come from smp's Hugging Face hub copy ("imagenet"), a local state dict of that encoder (machines
+without internet), or nowhere (random init). `load_model` rebuilds a checkpoint's network.
 """
 
 from __future__ import annotations
@@ -18,10 +17,10 @@ from torch import nn
 
 from cityseg.errors import UserError, describe_error
 from cityseg.labels import NUM_CLASSES
+from cityseg.training.checkpoint import read_checkpoint, require_safe_torch
 from cityseg.training.model_names import DEFAULT_ARCH, DEFAULT_ENCODER, canonical_arch, model_title
 
-# Architectures whose ONNX export (dynamic height and width, cityseg.prediction.export) fails, and how; every
-# other architecture is exported and checked against torch. bench/model_zoo.py measures it (docs/models.md).
+# Architectures whose ONNX export (dynamic height and width) fails, and how (bench/model_zoo.py, docs/models.md).
 ONNX_REFUSALS = {
     arch: "torch.export cannot trace it for every input size (its shape guards hold for one size only)"
     for arch in ("FPN", "DeepLabV3Plus", "Linknet", "MAnet", "UnetPlusPlus", "PAN")
@@ -56,27 +55,11 @@ def _create(arch: str, encoder: str, weights: str | None, num_classes: int) -> n
         return smp.create_model(arch, encoder, encoder_weights=weights, classes=num_classes, **extra)
 
 
-def _build_imagenet(arch: str, encoder: str, num_classes: int) -> nn.Module:
-    try:
-        return _create(arch, encoder, "imagenet", num_classes)
-    except _hub_errors() as exc:
-        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        raise UserError(
-            f"could not get the ImageNet {encoder} encoder weights from the Hugging Face hub{offline}: "
-            f"{describe_error(exc)}. Without internet, either train from scratch with `--encoder-weights none`, "
-            f"or pass `--encoder-weights PATH` with a local state dict of the {encoder} encoder saved with "
-            "torch.save (for resnets, torchvision's resnet state dict), or pre-fill the Hugging Face cache on a "
-            "connected machine (build the model once there) and set HF_HUB_OFFLINE=1."
-        ) from None
-
-
-def _read_state_dict(path: Path, encoder: str) -> dict[str, torch.Tensor]:
-    """A plain {name: tensor} dict from a local file, opened without running code."""
+def _load_local_encoder(model: nn.Module, path: Path, encoder: str) -> None:
+    """Load a local state dict into the encoder, naming the first key or shape that does not fit."""
     fix = f"save the {encoder} encoder's state dict with torch.save, or pass 'imagenet' or 'none'"
     if not path.is_file():
         raise UserError(f"encoder weights file {path} does not exist; {fix}.")
-    from cityseg.training.checkpoint import require_safe_torch
-
     require_safe_torch(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -86,27 +69,20 @@ def _read_state_dict(path: Path, encoder: str) -> dict[str, torch.Tensor]:
         ) from None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{path} is not a state dict (a dict of tensors); {fix}.")
-    return state
-
-
-def _load_local_encoder(model: nn.Module, path: Path, encoder: str) -> None:
-    """Load a state dict into the encoder, naming the first key or shape that does not fit."""
-    state, own = dict(_read_state_dict(path, encoder)), model.encoder.state_dict()
+    own = model.encoder.state_dict()
     try:
         model.encoder.load_state_dict(state, strict=True)  # smp's encoders pop their classifier keys from `state`
-        return
     except RuntimeError:
-        pass
-    wrong = [
-        f"missing key {k}" if k not in state else f"{k} has shape {list(state[k].shape)}, not {list(own[k].shape)}"
-        for k in own
-        if k not in state or state[k].shape != own[k].shape
-    ] + [f"unexpected key {k}" for k in state if k not in own]
-    if wrong:
-        raise UserError(
-            f"{path} does not fit the {encoder} encoder: first mismatch: {wrong[0]} ({len(wrong)} in all). Pass "
-            f"weights of the {encoder} encoder (e.g. not of another depth or family), 'imagenet', or 'none'."
-        )
+        wrong = [
+            f"missing key {k}" if k not in state else f"{k} has shape {list(state[k].shape)}, not {list(own[k].shape)}"
+            for k in own
+            if k not in state or state[k].shape != own[k].shape
+        ] + [f"unexpected key {k}" for k in state if k not in own]
+        if wrong:
+            raise UserError(
+                f"{path} does not fit the {encoder} encoder: first mismatch: {wrong[0]} ({len(wrong)} in all). Pass "
+                f"weights of the {encoder} encoder (e.g. not of another depth or family), 'imagenet', or 'none'."
+            ) from None
 
 
 def build_model(
@@ -117,7 +93,17 @@ def build_model(
 ) -> nn.Module:
     """smp's `arch` on `encoder`, encoder weights from the hub ("imagenet"), a local state dict, or none."""
     if isinstance(encoder_weights, str) and encoder_weights == "imagenet":
-        return _build_imagenet(arch, encoder, num_classes)
+        try:
+            return _create(arch, encoder, "imagenet", num_classes)
+        except _hub_errors() as exc:
+            offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+            raise UserError(
+                f"could not get the ImageNet {encoder} encoder weights from the Hugging Face hub{offline}: "
+                f"{describe_error(exc)}. Without internet, either train from scratch with `--encoder-weights none`, "
+                f"or pass `--encoder-weights PATH` with a local state dict of the {encoder} encoder saved with "
+                "torch.save (for resnets, torchvision's resnet state dict), or pre-fill the Hugging Face cache on a "
+                "connected machine (build the model once there) and set HF_HUB_OFFLINE=1."
+            ) from None
     model = _create(arch, encoder, None, num_classes)
     if encoder_weights is not None and str(encoder_weights).lower() not in ("none", ""):
         _load_local_encoder(model, Path(encoder_weights), encoder)
@@ -134,10 +120,8 @@ _CHECKED_WEIGHTS: set[tuple[str, str, str]] = set()
 
 
 def check_encoder_weights(config: Any) -> None:
-    """Fail before a run writes anything when its encoder weights cannot be had (hub offline, bad local file).
-
-    Builds the model once (the hub download is cached for the real build); a success is remembered.
-    """
+    """Fail before a run writes anything when its encoder weights cannot be had (hub offline, bad local file):
+    builds the model once (the hub download is cached for the real build); a success is remembered."""
     key = (config.arch, config.encoder, str(config.encoder_weights))
     if config.encoder_weights is None or key[2].lower() in ("none", "") or key in _CHECKED_WEIGHTS:
         return
@@ -167,10 +151,7 @@ def load_into(model: nn.Module, weights: Any, path: Path, config: Any) -> nn.Mod
 
 
 def load_model(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild a checkpoint's network (the architecture its config names; no download) in eval mode on `device`;
-    the state it returns holds the file's "sha256" too (the file is read once)."""
-    from cityseg.training.checkpoint import read_checkpoint
-
+    """A checkpoint's network in eval mode on `device`, and its state with the file's "sha256" (read once)."""
     state, sha256 = read_checkpoint(Path(checkpoint), map_location="cpu")
     weights, config = state.get("model"), state.get("config") or {}
     if state.get("num_classes") != NUM_CLASSES or not isinstance(weights, dict):
@@ -205,11 +186,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def mixed_precision_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype on `device`: bf16 where the GPU computes it natively, else fp16; None (float32) off CUDA.
-
-    `including_emulation=False` asks for native bf16 (compute capability 8.0+, or ROCm): the default also answers
-    True on GPUs that only emulate it (V100, T4), where it is slow. fp16 training needs a GradScaler.
-    """
+    """The autocast dtype on `device`: bf16 where the GPU computes it natively (not emulated, as on V100 and T4,
+    where it is slow), else fp16; None (float32) off CUDA."""
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16

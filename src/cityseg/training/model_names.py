@@ -1,8 +1,5 @@
-"""The network a config names: smp's architecture and encoder names, checked against smp's registries, and titles
-like "U-Net / resnet34" for people.
-
-Importing this module does not import torch or smp: the default model (the reference's U-Net/ResNet-34) is known
-valid, so `cityseg --help` and the default config never load them; any other name is checked against smp.
+"""The network a config names: smp's architecture and encoder names checked against smp's registries, and titles
+like "U-Net / resnet34". Imports neither torch nor smp for the default model, so `cityseg --help` stays light.
 """
 
 from __future__ import annotations
@@ -13,10 +10,8 @@ from typing import Any
 
 from cityseg.errors import UserError
 
-DEFAULT_ARCH = "Unet"  # the reference's network: smp.Unet with a ResNet-34 encoder
-DEFAULT_ENCODER = "resnet34"
-# smp.Unet("resnet34").encoder.output_stride, known here without importing smp (tests/training/test_model.py checks it)
-DEFAULT_SIZE_MULTIPLE = 32
+DEFAULT_ARCH, DEFAULT_ENCODER = "Unet", "resnet34"  # the reference's network
+DEFAULT_SIZE_MULTIPLE = 32  # smp.Unet("resnet34").encoder.output_stride, known without importing smp
 
 # smp's class names as papers write them; an architecture not listed is shown under its smp name.
 ARCH_TITLES = {
@@ -36,8 +31,7 @@ def model_title(arch: str | None = None, encoder: str | None = None) -> str:
 
 
 def model_title_of(config: Any) -> str:
-    """The title of a TrainConfig or a config dict (config.json, a checkpoint, card.json); older files name no
-    model and trained the default one."""
+    """The title of a TrainConfig or a config dict (older files name no model: the default one)."""
     if isinstance(config, Mapping):
         return model_title(config.get("arch"), config.get("encoder"))
     return model_title(getattr(config, "arch", None), getattr(config, "encoder", None))
@@ -74,11 +68,7 @@ def check_encoder(encoder: str, weights: str | None) -> None:
 
 @functools.cache
 def size_multiple(arch: str, encoder: str) -> int:
-    """The number every input side must divide by: the built encoder's output stride (smp's own input check).
-
-    Built on the meta device (no memory, no weights), or on the CPU for encoders that cannot be built there; a
-    name smp does not know, or a pair it cannot build, is a UserError with smp's reason (which lists the names).
-    """
+    """The number every input side must divide by: the encoder's output stride, built on the meta device."""
     if (arch, encoder) == (DEFAULT_ARCH, DEFAULT_ENCODER):
         return DEFAULT_SIZE_MULTIPLE
     import warnings

@@ -20,24 +20,18 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, An
     encoder_ids = {id(p) for p in model.encoder.parameters()}
     decoder = [p for p in model.parameters() if id(p) not in encoder_ids]
     encoder = [p for p in model.parameters() if id(p) in encoder_ids]
-    encoder_lr, encoder_decay = (
-        config.lr * config.encoder_lr_mult,
-        config.weight_decay * config.encoder_weight_decay_mult,
-    )
+    encoder_lr = config.lr * config.encoder_lr_mult
+    encoder_decay = config.weight_decay * config.encoder_weight_decay_mult
+    parts = (("decoder", decoder, config.lr, config.weight_decay), ("encoder", encoder, encoder_lr, encoder_decay))
     groups = []
-    for name, params, lr, decay in (
-        ("decoder", decoder, config.lr, config.weight_decay),
-        ("encoder", encoder, encoder_lr, encoder_decay),
-    ):
+    for name, params, lr, decay in parts:
         groups.append({"params": [p for p in params if p.ndim > 1], "lr": lr, "weight_decay": decay, "name": name})
-        groups.append(
-            {"params": [p for p in params if p.ndim <= 1], "lr": lr, "weight_decay": 0.0, "name": f"{name}_no_decay"}
-        )
+        flat = [p for p in params if p.ndim <= 1]
+        groups.append({"params": flat, "lr": lr, "weight_decay": 0.0, "name": f"{name}_no_decay"})
     return [group for group in groups if group["params"]]
 
 
-# Devices with fused optimizer kernels (one pass over all tensors): faster than torch's default on both
-# (BENCHMARKS.md, optimizer rows of 2026-11-28 15:56).
+# Devices with fused optimizer kernels: faster than torch's default (BENCHMARKS.md, optimizer rows of 2026-11-28 15:56).
 _FUSED_DEVICES = {"cpu", "cuda"}
 
 
@@ -48,10 +42,7 @@ def fused_where_supported(groups: list[dict[str, Any]]) -> bool | None:
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The configured optimizer over `parameter_groups` (Adam's and SGD's decay is coupled L2, AdamW's decoupled).
-
-    Each runs fused where torch has the kernels: the same update, computed in one pass over all tensors.
-    """
+    """The configured optimizer over `parameter_groups`, fused where torch has the kernels."""
     groups = parameter_groups(model, config)
     fused = fused_where_supported(groups)
     if config.optimizer in ("adam", "adamw"):
@@ -74,8 +65,7 @@ def lr_factor(
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
-    """A per-iteration LambdaLR over `config.schedule_length` epochs, which a shorter run stops partway through
-    (its state holds only the step count, so it resumes)."""
+    """A per-iteration LambdaLR over `config.schedule_length` epochs, which a shorter run stops partway through."""
     total = config.schedule_length * steps_per_epoch
     warmup = round(config.warmup_epochs * steps_per_epoch)
     min_ratio = config.min_lr / config.lr

@@ -19,7 +19,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from cityseg.errors import UserError, describe_error
-from cityseg.training.config_values import from_text, match, type_name
+from cityseg.training.config_values import from_text, jsonable, match, type_name
 
 BUILTIN_DIR = Path(__file__).with_name("recipe_files")
 BUILTIN = ("seed", "strong")
@@ -63,31 +63,21 @@ class Recipe:
 
     def record(self) -> dict[str, Any]:
         """What config.json says about the recipe: its file and sha256, what it extends, its resolved values."""
-        values = {name: list(v) if isinstance(v, tuple) else v for name, v in self.values.items()}
-        return {
-            "name": self.name,
-            "file": str(self.path),
-            "sha256": self.sha256,
-            "extends": list(self.parents),
-            "values": values,
-        }
-
-
-def recipe_path(spec: str | Path, relative_to: Path | None = None) -> Path:
-    """The file of a built-in name, or a path (relative to `relative_to`'s folder, else to the working folder)."""
-    if str(spec) in BUILTIN:
-        return BUILTIN_DIR / f"{spec}.toml"
-    path = Path(spec).expanduser()
-    return (relative_to.parent / path if relative_to is not None and not path.is_absolute() else path).resolve()
+        values = {name: jsonable(value) for name, value in self.values.items()}
+        record = {"name": self.name, "file": str(self.path), "sha256": self.sha256}
+        return record | {"extends": list(self.parents), "values": values}
 
 
 def load_recipe(spec: str | Path, hints: Mapping[str, Any], _seen: tuple[Path, ...] = ()) -> Recipe:
-    """Read, check and resolve a recipe (its `extends` chain included); `hints` are the recipe fields' types.
-
-    Every problem (missing file, invalid TOML, unknown key, wrong type, extends cycle) is a UserError naming the
-    file, the key and the valid choices.
-    """
-    path = recipe_path(spec, _seen[-1] if _seen else None)
+    """Read, check and resolve a recipe (its `extends` chain included); `hints` are the recipe fields' types. Every
+    problem (missing file, invalid TOML, unknown key, wrong type, extends cycle) is a UserError naming the file."""
+    path = Path(spec).expanduser()  # a built-in name, or a path relative to the file that extends it
+    if str(spec) in BUILTIN:
+        path = BUILTIN_DIR / f"{spec}.toml"
+    elif _seen and not path.is_absolute():
+        path = (_seen[-1].parent / path).resolve()
+    else:
+        path = path.resolve()
     where = f"recipe file {path}"
     if path in _seen:
         raise UserError(f"{where}: `extends` makes a cycle ({' -> '.join(map(str, (*_seen, path)))}); break it.")

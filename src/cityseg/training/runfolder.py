@@ -1,10 +1,8 @@
-"""A run folder's files, owned here (every other module reads a run through this one): config.json (the
-resolved TrainConfig, the "runtime" record of what ran, versions, hardware), log.jsonl (one row per finished
-epoch), last.pt, best.pt, TensorBoard events, and the lock of the one process training it.
+"""A run folder's files, owned here (every other module reads a run through this one): config.json, log.jsonl
+(one row per finished epoch), last.pt, best.pt, TensorBoard events, and the lock of the one process training it.
 
 Every epoch ends with last.pt written atomically, copied to best.pt if it is the best so far, then its log row
-appended with one write + fsync. A run killed at any moment resumes from last.pt: `repair_after_kill` cuts the
-log back to its epoch (a torn last line dropped) and re-adds its row if the kill came before the append.
+appended with one write + fsync. A killed run resumes from last.pt: `repair_after_kill` makes the log agree with it.
 """
 
 from __future__ import annotations
@@ -58,10 +56,9 @@ def run_names(runs_dir: Path) -> list[str]:
 
 
 def load_log(run_dir: Path, producer: str | None = None) -> list[dict]:
-    """The epoch rows of a run folder: the one reader of log.jsonl. What follows the last newline is a write a
-    kill cut short and is skipped. Without `producer` (the trainer reading its own folder) a missing log is empty;
-    with it (a reader of finished runs) a missing log, a line that is not an epoch record and an epoch logged
-    twice (two processes trained one run at once) are errors naming the file and the command that writes it."""
+    """The epoch rows of log.jsonl (what follows the last newline is a torn write, skipped). Without `producer`
+    (the trainer) a missing log is empty; with it (readers of finished runs) a missing log, a line that is not an
+    epoch record and an epoch logged twice are errors naming the file and the command that writes it."""
     path = Path(run_dir) / LOG_FILE
     if not path.is_file():
         if producer is None:
@@ -112,13 +109,12 @@ def append_log_row(run_dir: Path, row: dict) -> None:
 
 
 def selection_metric(row: dict, select: str) -> float | None:
-    """The number a run is selected by: val loss (lower is better) or val mIoU (also what "last" records)."""
+    """Val loss (lower is better) or val mIoU (also what "last" records)."""
     return row.get("val_loss") if select == "loss" else row.get("val_miou")
 
 
 def is_better(value: float | None, best: float | None, select: str) -> bool:
-    """Strict improvement (ties keep the earlier epoch); a missing value never beats a real one; with "last"
-    every new epoch wins."""
+    """Strict improvement (ties keep the earlier epoch); a missing value never beats a real one; "last": always."""
     if select == "last":
         return True
     if value is None or not np.isfinite(value):
@@ -129,7 +125,7 @@ def is_better(value: float | None, best: float | None, select: str) -> bool:
 
 
 def best_row(rows: Sequence[dict], select: str) -> dict | None:
-    """The row the trainer saved as best.pt: first strict best by `select`, else (no validation, "last") the last."""
+    """The row the trainer saved as best.pt: the first strict best by `select`, else the last."""
     best = None
     for row in rows:
         if is_better(selection_metric(row, select), None if best is None else selection_metric(best, select), select):
@@ -192,7 +188,7 @@ def write_config_json(run_dir: Path, record: dict, resumed: bool) -> None:
 
 def copy_atomic(source: Path, target: Path) -> None:
     """Make `target` a copy of `source`, never half-written: a hard link renamed into place (last.pt is always
-    replaced by a new file, never rewritten, so the link keeps this epoch's bytes), else a real copy."""
+    replaced, never rewritten, so the link keeps this epoch's bytes), else a real copy."""
     if target.exists() and os.path.samefile(source, target):
         return  # already the same file; renaming a link onto it would do nothing and leave the link behind
     temporary = target.with_name(f".{target.name}.{os.getpid()}.link.tmp")

@@ -19,9 +19,9 @@ import cityseg
 _PACKAGES = ("torch", "torchvision", "segmentation-models-pytorch", "cityscapesscripts", "numpy", "scikit-learn")
 
 
-def git_info(path: Path | None = None) -> dict[str, Any]:
-    """Commit sha and whether the working tree had uncommitted changes; None values outside a git checkout."""
-    path = Path(path) if path is not None else Path(cityseg.__file__).resolve().parent
+def git_info() -> dict[str, Any]:
+    """Commit sha of cityseg's checkout and whether it had uncommitted changes; None values outside a checkout."""
+    path = Path(cityseg.__file__).resolve().parent
     try:
         sha = _git(path, "rev-parse", "HEAD")
         dirty = bool(_git(path, "status", "--porcelain"))
@@ -66,7 +66,7 @@ def hardware(device: torch.device | str) -> dict[str, Any]:
     return info
 
 
-def collect(device: torch.device | str, data_root: Path, world_size: int = 1, **extra: Any) -> dict[str, Any]:
+def collect(device: torch.device | str, data_root: Path, world_size: int = 1) -> dict[str, Any]:
     """Everything config.json records besides the config itself."""
     data_root = Path(data_root)
     return {
@@ -77,5 +77,4 @@ def collect(device: torch.device | str, data_root: Path, world_size: int = 1, **
         "data_root": str(data_root.resolve()),
         "synthetic": (data_root / "SYNTHETIC.json").is_file(),
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        **extra,
     }

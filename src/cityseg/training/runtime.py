@@ -1,10 +1,8 @@
 """The machine-dependent settings of a training run: resolved once at its start, printed, saved as resolved.
 
 Left at auto: device CUDA when visible; gpu_aug and the decoded-image cache (beside ROOT, else under
-$XDG_CACHE_HOME/cityseg, if the disk has room) on CUDA; compile for CUDA runs long enough to repay it
-(`COMPILE_MIN_MEGAPIXELS`: the saving per megapixel from the eager and compiled H200 train_loop rows of
-BENCHMARKS.md, 2026-11-26 01:47 and 01:49; the compile time a guess scripts/gpu_check.sh measures).
-`--deterministic` pins deterministic kernels and never compiles. Under torchrun rank 0 decides for all ranks.
+$XDG_CACHE_HOME/cityseg, if the disk has room) on CUDA; compile for CUDA runs long enough to repay it (the saving
+per megapixel: BENCHMARKS.md, H200 train_loop rows of 2026-11-26 01:47 and 01:49). Rank 0 decides for all ranks.
 """
 
 from __future__ import annotations
@@ -19,10 +17,16 @@ from typing import Any
 
 import torch
 
+from cityseg.data.augmentations import PIXEL_AUGMENTATIONS
+from cityseg.data.cache import MARKER, cache_state, default_cache_dir, training_cache_size
+from cityseg.data.device_augment import build_batch_augment
 from cityseg.data.frames import ListedSplit, listed_split
 from cityseg.errors import UserError
 from cityseg.training.config import AUTO, TrainConfig
+from cityseg.training.dist import is_distributed, is_main
 from cityseg.training.engine import StepContext
+from cityseg.training.model import mixed_precision_dtype, resolve_device
+from cityseg.training.runfolder import CONFIG_FILE, read_config_json, write_json
 
 COMPILE_SECONDS = 90.0
 _CROP_MEGAPIXELS = 1024 * 512 / 1e6  # the benchmarked crops
@@ -44,7 +48,6 @@ class Resolution:
 
     @property
     def resolved_any(self) -> bool:
-        """True when at least one field was left at auto (a run that set everything prints nothing)."""
         return bool(self.reasons)
 
     def lines(self) -> list[str]:
@@ -59,11 +62,7 @@ def resolve_runtime(
     world_size: int = 1,
     device: torch.device | None = None,
 ) -> Resolution:
-    """Concrete values for the auto fields of `config`, for a run over `train_images` frames of the train split
-    (`split`, or the ROOT to list it from), on `device` (default: what config.device names)."""
-    from cityseg.data.augmentations import PIXEL_AUGMENTATIONS
-    from cityseg.training.model import resolve_device
-
+    """Concrete values for the auto fields of `config`, for a run over `train_images` frames of the train split."""
     device = device if device is not None else resolve_device(config.device)
     cuda = device.type == "cuda"
     if config.deterministic and config.compile:
@@ -88,21 +87,21 @@ def resolve_runtime(
     if config.compile is None:
         megapixels = training_megapixels(config, train_images, world_size, split.image_size)
         changes["compile"] = cuda and not config.deterministic and megapixels >= COMPILE_MIN_MEGAPIXELS
-        reasons["compile"] = (
-            "auto: CPU run"
-            if not cuda
-            else "auto: --deterministic"
-            if config.deterministic
-            else f"auto: {megapixels:,.0f} training megapixels per process "
-            f"{'>=' if changes['compile'] else '<'} {COMPILE_MIN_MEGAPIXELS:,.0f}, where compiling "
-            f"repays its ~{COMPILE_SECONDS:.0f} s"
-        )
+        if not cuda or config.deterministic:
+            reasons["compile"] = "auto: CPU run" if not cuda else "auto: --deterministic"
+        else:
+            reasons["compile"] = (
+                f"auto: {megapixels:,.0f} training megapixels per process {'>=' if changes['compile'] else '<'} "
+                f"{COMPILE_MIN_MEGAPIXELS:,.0f}, where compiling repays its ~{COMPILE_SECONDS:.0f} s"
+            )
     if config.cache == AUTO:
-        changes["cache"], reasons["cache"], warning = (
-            auto_cache(config, split) if cuda else (None, "auto: CPU run", None)
-        )
+        cached = auto_cache(config, split) if cuda else (None, "auto: CPU run", None)
+        changes["cache"], reasons["cache"], warning = cached
         warnings += [warning] if warning else []
-    changes = _agreed(changes)
+    if is_distributed():  # rank 0's choices on every rank (free disk space may change between two ranks' checks)
+        box = [changes]
+        torch.distributed.broadcast_object_list(box, src=0)
+        changes = box[0]
     return Resolution(dataclasses.replace(config, **changes), device, reasons, tuple(warnings))
 
 
@@ -114,10 +113,7 @@ def resolve_and_report(
     device: torch.device,
     always: bool = True,
 ) -> TrainConfig:
-    """`resolve_runtime`'s config, its lines printed once by rank 0: always, or (`always` False, a run inside
-    `cityseg cv`, whose config is resolved already) only when something was still auto."""
-    from cityseg.training.dist import is_main
-
+    """`resolve_runtime`'s config, its lines printed by rank 0 (`always` False: only if something was still auto)."""
     resolution = resolve_runtime(config, split, train_images, world_size, device)
     if is_main() and (always or resolution.resolved_any):
         print("\n".join(resolution.lines()), flush=True)
@@ -125,10 +121,8 @@ def resolve_and_report(
 
 
 def apply_determinism(config: TrainConfig) -> None:
-    """Set torch's switches for `config.deterministic`: cuDNN deterministic without its benchmark search,
-    torch's deterministic algorithms, and cuBLAS's fixed workspace. Called before the run's first CUDA call:
-    cuBLAS reads CUBLAS_WORKSPACE_CONFIG when it starts, so a process whose CUDA already runs without it
-    (a notebook that trained before) is refused. CPU runs are bit-identical with or without it."""
+    """Set torch's switches for `config.deterministic` (cuDNN, deterministic algorithms, cuBLAS's fixed workspace),
+    before the run's first CUDA call: cuBLAS reads CUBLAS_WORKSPACE_CONFIG once, when it starts."""
     if config.deterministic:
         if os.environ.get("CUBLAS_WORKSPACE_CONFIG") != CUBLAS_WORKSPACE:
             if torch.cuda.is_initialized():
@@ -154,17 +148,11 @@ def training_megapixels(
 
 def auto_cache(config: TrainConfig, split: ListedSplit) -> tuple[str | None, str, str | None]:
     """(folder or None, reason, warning line or None) for cache "auto" on a CUDA machine."""
-    from cityseg.data.cache import cache_state, training_cache_size
-
     folder = default_cache_location(split.root)
     if folder is None:
         first, second = default_cache_candidates(split.root)
-        return (
-            None,
-            "auto: no writable folder",
-            f"decoded-image cache: off, training reads the PNGs: neither {first} nor {second} is writable; "
-            "pass --cache DIR (a writable folder) to use it.",
-        )
+        warning = f"decoded-image cache: off, training reads the PNGs: neither {first} nor {second} is writable; "
+        return None, "auto: no writable folder", warning + "pass --cache DIR (a writable folder) to use it."
     size = training_cache_size(config.size, config.aug, config.scale_range)
     if folder.is_dir() and cache_state(split.root, "train", size, folder, config.labels, split.frames) == "fresh":
         return str(folder), "auto: reused", None
@@ -174,21 +162,18 @@ def auto_cache(config: TrainConfig, split: ListedSplit) -> tuple[str | None, str
     needed = entry + max(CACHE_MARGIN_BYTES, int(CACHE_MARGIN_SHARE * entry))
     free = shutil.disk_usage(_existing_ancestor(folder)).free
     if free < needed:
-        return (
-            None,
-            "auto: no room",
+        warning = (
             f"decoded-image cache: off, training reads the PNGs (slower): the cache of {frames} train frames at "
             f"{width}x{height} needs {needed / 1e9:.1f} GB with a margin in {folder}, which has {free / 1e9:.1f} GB "
-            "free; free some space there or pass --cache DIR on a disk with room (--cache none hides this line).",
+            "free; free some space there or pass --cache DIR on a disk with room (--cache none hides this line)."
         )
+        return None, "auto: no room", warning
     return str(folder), f"auto: {entry / 1e9:.1f} GB, built on first use", None
 
 
 def default_cache_candidates(root: Path) -> tuple[Path, Path]:
-    """Where cache "auto" goes, in order: beside ROOT (`cityseg cache`'s default), then the user's cache folder,
-    in a subfolder per dataset (entries are named by split and size, so two datasets must not share one)."""
-    from cityseg.data.cache import default_cache_dir
-
+    """Where cache "auto" goes, in order: beside ROOT (`cityseg cache`'s default), then the user's cache folder, in
+    a subfolder per dataset (entries are named by split and size, so two datasets must not share one)."""
     resolved = Path(root).resolve()
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:8]
@@ -197,8 +182,6 @@ def default_cache_candidates(root: Path) -> tuple[Path, Path]:
 
 def default_cache_location(root: Path) -> Path | None:
     """The first candidate cityseg may write a cache into: writable, and new, empty or already a cityseg cache."""
-    from cityseg.data.cache import MARKER
-
     for folder in default_cache_candidates(root):
         if folder.exists():
             ours = (folder / MARKER).is_file() or (folder.is_dir() and not any(folder.iterdir()))
@@ -216,49 +199,30 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
-def _agreed(changes: dict[str, Any]) -> dict[str, Any]:
-    """Rank 0's choices on every rank (free disk space may change between two ranks' checks)."""
-    from cityseg.training.dist import is_distributed
-
-    if not is_distributed():
-        return changes
-    box = [changes]
-    torch.distributed.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def amp_text(config: TrainConfig, device: torch.device) -> str:
-    """The precision a run trains in, as the step context will set it up."""
-    from cityseg.training.model import mixed_precision_dtype
-
-    dtype = mixed_precision_dtype(device) if config.amp else None
-    if dtype is None:
-        return "float32" + (" (amp is CUDA only)" if config.amp else "")
-    return "bf16 autocast" if dtype == torch.bfloat16 else "fp16 autocast with a gradient scaler"
-
-
 def summary_line(config: TrainConfig, device: torch.device, reasons: dict[str, str]) -> str:
     """One line: every machine-dependent setting of the run, and why, for the fields the machine chose."""
 
     def on(name: str) -> str:
         return ("on" if getattr(config, name) else "off") + (f" ({reasons[name]})" if name in reasons else "")
 
+    dtype = mixed_precision_dtype(device) if config.amp else None
+    if dtype is None:
+        amp = "float32" + (" (amp is CUDA only)" if config.amp else "")
+    else:
+        amp = "bf16 autocast" if dtype == torch.bfloat16 else "fp16 autocast with a gradient scaler"
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     cache = config.cache if config.cache not in (None, AUTO) else "off (PNGs)"
     cache += f" ({reasons['cache']})" if "cache" in reasons else ""
     device_why = f" ({reasons['device']})" if "device" in reasons else ""
     return (
         f"runtime: device {device}{gpu}{device_why}, {config.workers} loader workers per process, "
-        f"{amp_text(config, device)}, compile {on('compile')}, gpu-aug {on('gpu_aug')}, cache {cache}, "
+        f"{amp}, compile {on('compile')}, gpu-aug {on('gpu_aug')}, cache {cache}, "
         f"deterministic {on('deterministic')}; config.json records these"
     )
 
 
 def runtime_record(config: TrainConfig, device: torch.device, world_size: int = 1) -> dict[str, Any]:
     """What config.json's "runtime" holds: the machine-dependent settings as they ran."""
-    from cityseg.training.dist import is_distributed
-    from cityseg.training.model import mixed_precision_dtype
-
     dtype = mixed_precision_dtype(device) if config.amp else None
     return {
         "device": str(device),
@@ -276,8 +240,6 @@ def runtime_record(config: TrainConfig, device: torch.device, world_size: int = 
 
 def note_compile_fallback(run_dir: Path, reason: str) -> None:
     """Record in the run's config.json that compiling failed and the run trained eagerly (rank 0 only)."""
-    from cityseg.training.runfolder import CONFIG_FILE, read_config_json, write_json
-
     record = read_config_json(Path(run_dir))
     if record:
         record.setdefault("runtime", {}).update(compile=False, compile_failed=reason)
@@ -285,12 +247,8 @@ def note_compile_fallback(run_dir: Path, reason: str) -> None:
 
 
 def step_context(config: TrainConfig, device: torch.device, rank: int = 0) -> StepContext:
-    """With `amp`: bf16 autocast where the GPU has it natively, else fp16 (with a GradScaler); channels-last on
-    CUDA; float32 on CPU. With `gpu_aug` the colour augmentations run here on the batch, with draws seeded by
-    (config.seed, epoch, step, rank)."""
-    from cityseg.data.device_augment import build_batch_augment
-    from cityseg.training.model import mixed_precision_dtype
-
+    """Autocast with `amp` (bf16 where the GPU has it natively, else fp16) and channels-last on CUDA, float32 on CPU;
+    with `gpu_aug` the colour augmentations of the batch."""
     augment = build_batch_augment(config.aug, config.seed, rank) if config.gpu_aug else None
     if device.type != "cuda":
         return StepContext(device, augment=augment)
@@ -299,7 +257,7 @@ def step_context(config: TrainConfig, device: torch.device, rank: int = 0) -> St
 
 
 def needs_grad_scaler(context: StepContext) -> bool:
-    """fp16 gradients underflow without loss scaling; bf16 has float32's range and float32 needs none."""
+    """fp16 gradients underflow without loss scaling; bf16 has float32's range."""
     return context.amp_dtype == torch.float16
 
 

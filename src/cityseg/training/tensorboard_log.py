@@ -1,10 +1,8 @@
 """TensorBoard events beside log.jsonl, a live view of a run (`tensorboard --logdir RUNS`); only rank 0 writes.
 
-x axis: the training iteration over the whole run. train/loss and train/lr every iteration; epoch/<log key>
-and val_class_iou/<class> at each epoch's last iteration; val_frames/<id> (image | truth | prediction) in the
-first, every IMAGES_EVERY-th and the last epoch; the model's title as the text `run`. log.jsonl stays the
-truth: an epoch's events are flushed before its last.pt, and a resumed run purges what an interrupted attempt
-wrote past last.pt (`purge_step`), so TensorBoard shows one stream.
+x axis: the training iteration. train/loss and train/lr every iteration; epoch/<log key> and val_class_iou/<class>
+at each epoch's end; val_frames/<id> (image | truth | prediction) every IMAGES_EVERY-th epoch. An epoch's events
+are flushed before its last.pt, and a resumed run purges what was written past last.pt (`purge_step`).
 """
 
 from __future__ import annotations
@@ -39,13 +37,21 @@ class TensorBoardLog:
         val_set: Dataset | None = None,
         title: str = "",
     ) -> None:
-        """done_epochs: the epochs last.pt holds already; title: the run and its model, e.g. 'fold_0: U-Net / resnet34'."""
+        """done_epochs: the epochs last.pt holds already; title: the run and its model ('fold_0: U-Net / resnet34')."""
         self.steps_per_epoch, self.epochs, self.writer = steps_per_epoch, epochs, None
         if run_dir is None:
             return
         from torch.utils.tensorboard import SummaryWriter
 
-        self.frames = _image_frames(val_set)
+        # (frame id, (3, H, W) uint8 image, (H, W) trainIds) of IMAGE_FRAMES val frames spread over the set
+        self.frames: list[tuple[str, torch.Tensor, np.ndarray]] = []
+        n = len(val_set) if val_set is not None else 0
+        count = min(n, IMAGE_FRAMES)
+        # CityscapesDataset has `frames`, CachedDataset `ids`
+        ids = [f.id for f in val_set.frames] if hasattr(val_set, "frames") else getattr(val_set, "ids", None)
+        for index in sorted({round(i * (n - 1) / max(1, count - 1)) for i in range(count)}):
+            image, mask = val_set[index]
+            self.frames.append((ids[index] if ids else f"frame_{index}", torch.as_tensor(image), np.asarray(mask)))
         earlier = any(Path(run_dir).glob("events.out.tfevents.*"))
         purge_step = done_epochs * steps_per_epoch + 1 if earlier else None
         self.writer = SummaryWriter(str(run_dir), purge_step=purge_step, flush_secs=10)
@@ -53,7 +59,7 @@ class TensorBoardLog:
             self.writer.add_text("run", title, 0)
 
     def global_step(self, epoch: int, step: int) -> int:
-        """Iteration number over the whole run of `step` (1-based) in `epoch` (1-based)."""
+        """The iteration over the whole run of `step` in `epoch` (both 1-based)."""
         return (epoch - 1) * self.steps_per_epoch + step
 
     def step_writer(self, epoch: int) -> StepsCallback | None:
@@ -83,55 +89,30 @@ class TensorBoardLog:
                 self.writer.add_scalar(tag, value, step)
         if self.frames and (epoch == 1 or epoch % IMAGES_EVERY == 0 or epoch == self.epochs):
             for frame_id, image, truth in self.frames:
-                prediction = predict_frame(model, image, truth.shape, context, size)
-                strip = frame_strip(image, truth, prediction)
+                strip = frame_strip(model, image, truth, context, size)
                 self.writer.add_image(f"val_frames/{frame_id}", strip, step, dataformats="HWC")
         self.writer.flush()
 
     def close(self) -> None:
-        """Flush and close the event file (safe to call twice)."""
         if self.writer is not None:
             self.writer.close()
             self.writer = None
 
 
-def _image_frames(val_set: Dataset | None) -> list[tuple[str, torch.Tensor, np.ndarray]]:
-    """(frame id, (3, H, W) uint8 image, (H, W) uint8 trainIds) of IMAGE_FRAMES val frames spread over the set."""
-    if val_set is None or len(val_set) == 0:
-        return []
-    n = len(val_set)
-    count = min(n, IMAGE_FRAMES)
-    # CityscapesDataset has `frames`, CachedDataset `ids`
-    ids = [f.id for f in val_set.frames] if hasattr(val_set, "frames") else getattr(val_set, "ids", None)
-    frames = []
-    for index in sorted({round(i * (n - 1) / max(1, count - 1)) for i in range(count)}):
-        image, mask = val_set[index]
-        frames.append((ids[index] if ids else f"frame_{index}", torch.as_tensor(image), np.asarray(mask)))
-    return frames
-
-
 @torch.no_grad()
-def predict_frame(
-    model: nn.Module,
-    image: torch.Tensor,
-    label_shape: tuple[int, int],
-    context: StepContext,
-    size: tuple[int, int] | None,
+def frame_strip(
+    model: nn.Module, image: torch.Tensor, truth: np.ndarray, context: StepContext, size: tuple[int, int] | None
 ) -> np.ndarray:
-    """(H, W) uint8 trainIds the model predicts for one (3, H, W) uint8 image, as validation scores it."""
+    """(h, 3w + 8, 3) uint8: image | ground truth | the model's prediction, in the Cityscapes palette, downsized."""
     was_training = model.training
     model.eval()
     try:
-        batch, _ = to_device_batch(image[None], torch.zeros(1, *label_shape, dtype=torch.uint8), context)
+        batch, _ = to_device_batch(image[None], torch.zeros(1, *truth.shape, dtype=torch.uint8), context)
         with context.autocast():
-            logits = full_resolution_logits(model, batch, label_shape, size)  # (1, C, H, W)
-        return logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+            logits = full_resolution_logits(model, batch, truth.shape, size)  # (1, C, H, W)
+        prediction = logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
     finally:
         model.train(was_training)
-
-
-def frame_strip(image: torch.Tensor, truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
-    """(h, 3w + 8, 3) uint8: image | ground truth | prediction in the Cityscapes palette, downsized."""
     rgb = torch.as_tensor(image).permute(1, 2, 0).numpy()  # (H, W, 3)
     step = max(1, math.ceil(rgb.shape[1] / IMAGE_MAX_WIDTH))  # nearest subsampling keeps label ids valid
     panels = [rgb, colorize_train_ids(truth), colorize_train_ids(prediction)]

@@ -1,13 +1,11 @@
-"""The training loop of one run: model, loss and optimizer set up, then train, validate and save each epoch.
-
-Its run folder's files and the repair after a kill are `runfolder`'s; the data it reads `datasets`'; its
-optimizer, schedule and random state `optim`'s.
-"""
+"""The training loop of one run: model, loss and optimizer set up (files: `runfolder`, data: `datasets`, optimizer
+and random state: `optim`), then train, validate and save each epoch."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -16,54 +14,22 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cityseg.data.device_augment import BatchAugment
 from cityseg.data.frames import ListedSplit, listed_split
 from cityseg.errors import UserError
 from cityseg.labels import NUM_CLASSES
-from cityseg.training import runinfo
+from cityseg.training import dist, runfolder, runinfo, runtime
 from cityseg.training.checkpoint import save_checkpoint
+from cityseg.training.compiling import CompiledOrEager
 from cityseg.training.config import TrainConfig, recipe_record
 from cityseg.training.datasets import build_datasets, build_loaders
-from cityseg.training.dist import (
-    DistInfo,
-    barrier,
-    broadcast_buffers,
-    held_by_main,
-    init_distributed,
-    is_distributed,
-    is_main,
-)
 from cityseg.training.engine import json_float, train_one_epoch, validate
 from cityseg.training.losses import build_loss
-from cityseg.training.model import check_encoder_weights
+from cityseg.training.model import check_encoder_weights, model_of
 from cityseg.training.model_names import model_title_of
 from cityseg.training.optim import build_optimizer, build_scheduler, rng_state, seed_everything, set_rng_state
-from cityseg.training.runfolder import (
-    BEST_FILE,
-    LAST_FILE,
-    EpochCallback,
-    RunResult,
-    append_log_row,
-    check_run_dir,
-    copy_atomic,
-    is_better,
-    is_finished,
-    load_log,
-    lock_run_folder,
-    make_run_folder,
-    repair_after_kill,
-    selection_metric,
-    write_config_json,
-)
-from cityseg.training.runtime import (
-    apply_determinism,
-    needs_grad_scaler,
-    resolve_and_report,
-    runtime_record,
-    step_context,
-)
 from cityseg.training.tensorboard_log import TensorBoardLog
 
 
@@ -74,63 +40,60 @@ def train_run(
     train_ids: Sequence[str],
     val_ids: Sequence[str] | None = None,
     resume: bool = False,
-    on_epoch: EpochCallback | None = None,
+    on_epoch: runfolder.EpochCallback | None = None,
     run_name: str | None = None,
     progress: bool = True,
     split: ListedSplit | None = None,
-) -> RunResult:
-    """Train one model on `train_ids`, validating on `val_ids` every epoch (none: best.pt = last epoch).
-
-    `split`: the train split as `cityseg cv` listed it (listed here when None). The run folder is locked while
-    this runs: a second process training it stops at once, naming this one.
-    """
+) -> runfolder.RunResult:
+    """Train one model on `train_ids`, validating on `val_ids` every epoch (none: best.pt = last epoch); `split`: the
+    train split as `cityseg cv` listed it. The run folder is locked: a second trainer of it stops, naming this one."""
     root, run_dir = Path(root), Path(run_dir)
     run_name = run_name or run_dir.name
-    apply_determinism(config)  # before init_distributed's first CUDA call
-    info = init_distributed(config.device)
+    runtime.apply_determinism(config)  # before init_distributed's first CUDA call
+    info = dist.init_distributed(config.device)
     split = listed_split(split if split is not None else root, "train", config.labels)
-    config = resolve_and_report(config, split, len(train_ids), info.world_size, info.device, always=False)
-    if not (resume and (run_dir / LAST_FILE).is_file()):
+    config = runtime.resolve_and_report(config, split, len(train_ids), info.world_size, info.device, always=False)
+    if not (resume and (run_dir / runfolder.LAST_FILE).is_file()):
         check_encoder_weights(config)  # a missing download or file fails before anything is written
-    if is_main():
-        make_run_folder(run_dir)
-    barrier()
-    with held_by_main(lambda: lock_run_folder(run_dir)):
-        state = check_run_dir(run_dir, config, resume)  # every rank checks before rank 0 writes anything
-        barrier()
-        if is_main() and resume:
-            repair_after_kill(run_dir, state)
-        barrier()
-        if state is not None and state["epoch"] >= config.epochs and is_finished(run_dir, config.epochs):
-            return RunResult(run_dir, load_log(run_dir), state.get("best_epoch"), float(state["best_metric"]))
+    if dist.is_main():
+        runfolder.make_run_folder(run_dir)
+    dist.barrier()
+    with dist.held_by_main(lambda: runfolder.lock_run_folder(run_dir)):
+        state = runfolder.check_run_dir(run_dir, config, resume)  # every rank checks before rank 0 writes anything
+        dist.barrier()
+        if dist.is_main() and resume:
+            runfolder.repair_after_kill(run_dir, state)
+        dist.barrier()
+        if state is not None and state["epoch"] >= config.epochs and runfolder.is_finished(run_dir, config.epochs):
+            return runfolder.RunResult(
+                run_dir, runfolder.load_log(run_dir), state.get("best_epoch"), float(state["best_metric"])
+            )
         train_set, val_set = build_datasets(config, split, train_ids, val_ids)
-        if is_main():
+        if dist.is_main():
             record = {
                 "config": config.to_dict(),
                 "recipe_file": recipe_record(config),
-                "runtime": runtime_record(config, info.device, info.world_size),
+                "runtime": runtime.runtime_record(config, info.device, info.world_size),
                 "run_name": run_name,
                 **runinfo.collect(info.device, root, world_size=info.world_size),
                 "device": str(info.device),
                 "n_train": len(train_set),
                 "n_val": len(val_set or []),
             }
-            write_config_json(run_dir, record, resumed=state is not None)
+            runfolder.write_config_json(run_dir, record, resumed=state is not None)
         resumed_from, training = (state["epoch"] if state is not None else 0), None  # _Training empties `state`
         try:
             training = _Training(run_dir, run_name, config, info, (train_set, val_set), state)
             for epoch in range(training.saved_epoch + 1, config.epochs + 1):
                 training.run_epoch(epoch, progress, on_epoch)
-            return RunResult(run_dir, load_log(run_dir), training.best_epoch, training.best_metric)
+            return runfolder.RunResult(run_dir, runfolder.load_log(run_dir), training.best_epoch, training.best_metric)
         except KeyboardInterrupt:
-            if is_main():
+            if dist.is_main():
                 saved = training.saved_epoch if training is not None else resumed_from
-                said = (
-                    f"{run_dir / LAST_FILE} holds epoch {saved} of {run_name}; continue with --resume."
-                    if saved
-                    else f"{run_name} stopped before its first epoch ended, so no checkpoint was saved in {run_dir}; "
-                    "--resume starts it again from epoch 1."
-                )
+                said = f"{run_dir / runfolder.LAST_FILE} holds epoch {saved} of {run_name}; continue with --resume."
+                if not saved:
+                    said = f"{run_name} stopped before its first epoch ended, so no checkpoint was saved in {run_dir}; "
+                    said += "--resume starts it again from epoch 1."
                 tqdm.write(f"interrupted: {said}", file=sys.stderr)
             raise
         except torch.cuda.OutOfMemoryError:
@@ -150,48 +113,42 @@ def _size_text(size: tuple[int, int] | None) -> str:
 
 
 class _Training:
-    """Everything one run holds while it trains: loaders, model (DDP/SyncBN/compile as configured), optimizer,
-    schedule, loss, TensorBoard; `run_epoch` is the body of the epoch loop."""
+    """Everything one run holds while it trains (loaders, model, optimizer, schedule, loss, TensorBoard)."""
 
-    def __init__(self, run_dir: Path, run_name: str, config: TrainConfig, info: DistInfo, datasets, state) -> None:
-        from cityseg.training.compiling import CompiledOrEager
-        from cityseg.training.model import model_of
-        from cityseg.training.runtime import note_compile_fallback
-
+    def __init__(self, run_dir: Path, run_name: str, config: TrainConfig, info: dist.DistInfo, datasets, state) -> None:
         self.run_dir, self.run_name, self.config, device = run_dir, run_name, config, info.device
         seed_everything(config.seed + info.rank)
         self.train_loader, self.val_loader, self.sampler = build_loaders(config, *datasets, info)
-        self.context = step_context(config, device, info.rank)
+        self.context = runtime.step_context(config, device, info.rank)
         # A resumed run loads its weights below, so it needs no download.
         core = model_of(config, None if state is not None else config.encoder_weights)
         if config.sync_bn and info.world_size > 1 and device.type == "cuda":
             core = nn.SyncBatchNorm.convert_sync_batchnorm(core)
         if state is not None:
             core.load_state_dict(state["model"])
-        self.core = core.to(
-            device, memory_format=torch.channels_last if self.context.channels_last else torch.preserve_format
-        )
+        memory_format = torch.channels_last if self.context.channels_last else torch.preserve_format
+        self.core = core.to(device, memory_format=memory_format)
         self.model: nn.Module = core  # what runs: the bare network (what checkpoints store), maybe wrapped
-        if is_distributed():  # also a one-process torchrun job: the multi-GPU path on one GPU
+        if dist.is_distributed():  # also a one-process torchrun job: the multi-GPU path on one GPU
             cuda_ids = [device.index] if device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(core, device_ids=cuda_ids)
         if config.compile:
-            on_fallback = lambda why: note_compile_fallback(run_dir, why) if is_main() else None  # noqa: E731
+            on_fallback = functools.partial(runtime.note_compile_fallback, run_dir) if dist.is_main() else None
             self.model = CompiledOrEager(self.model, on_fallback)
         self.optimizer = build_optimizer(core, config)
         self.scheduler = build_scheduler(self.optimizer, config, len(self.train_loader))
-        self.scaler = torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(self.context))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=runtime.needs_grad_scaler(self.context))
         self.criterion = build_loss(config.loss, config.ohem_thresh, config.ohem_min_kept)
         self.best_metric, self.best_epoch, self.saved_epoch = float("nan"), None, 0
         done = state["epoch"] if state is not None else 0
         title = f"{run_name}: {model_title_of(config)}"
-        board_dir = run_dir if is_main() else None
+        board_dir = run_dir if dist.is_main() else None
         self.board = TensorBoardLog(board_dir, len(self.train_loader), config.epochs, done, datasets[1], title)
         if state is not None:
             self.restore(state, info.rank)
             state.clear()  # the loaded tensors (hundreds of MB) now live in the model and optimizer
 
-    def run_epoch(self, epoch: int, progress: bool, on_epoch: EpochCallback | None) -> None:
+    def run_epoch(self, epoch: int, progress: bool, on_epoch: runfolder.EpochCallback | None) -> None:
         """Train, validate, then save last.pt, best.pt (if improved) and the log row, in that order."""
         self.sampler.set_epoch(epoch)  # the shuffle and every sample's draws follow (seed, epoch)
         if isinstance(self.context.augment, BatchAugment):
@@ -201,7 +158,7 @@ class _Training:
         stats = train_one_epoch(*parts, self.context, epoch, progress, self.board.step_writer(epoch))
         val = None
         if self.val_loader is not None:
-            broadcast_buffers(self.core)  # validate exactly the model rank 0 saves
+            dist.broadcast_buffers(self.core)  # validate exactly the model rank 0 saves
             # The bare network: compiling would build a second graph (eval mode, full-resolution shapes) per run.
             val = validate(self.core, self.val_loader, self.context, size=self.config.size, progress=progress)
         row = {
@@ -216,24 +173,25 @@ class _Training:
             "peak_memory_gb": None if stats.peak_memory_bytes is None else round(stats.peak_memory_bytes / 2**30, 3),
             "seconds": round(time.perf_counter() - started, 3),
         }
-        metric = selection_metric(row, self.config.select) if val is not None else None
-        improved = val is None or self.best_epoch is None or is_better(metric, self.best_metric, self.config.select)
+        select = self.config.select
+        metric = runfolder.selection_metric(row, select) if val is not None else None
+        improved = val is None or self.best_epoch is None or runfolder.is_better(metric, self.best_metric, select)
         if improved:
             self.best_metric, self.best_epoch = (float("nan") if metric is None else float(metric)), epoch
-        if is_main():
+        if dist.is_main():
             self.board.log_epoch(epoch, row, self.core, self.context, self.config.size)  # flushed before last.pt
             with _disk_full_is_a_user_error(self.run_dir, epoch, self.saved_epoch):
-                save_checkpoint(self.run_dir / LAST_FILE, self.checkpoint(epoch, row))
+                save_checkpoint(self.run_dir / runfolder.LAST_FILE, self.checkpoint(epoch, row))
                 self.saved_epoch = epoch
                 if improved:
-                    copy_atomic(self.run_dir / LAST_FILE, self.run_dir / BEST_FILE)
-                append_log_row(self.run_dir, row)
+                    runfolder.copy_atomic(self.run_dir / runfolder.LAST_FILE, self.run_dir / runfolder.BEST_FILE)
+                runfolder.append_log_row(self.run_dir, row)
             if progress:
-                marked = improved and val is not None and self.config.select != "last"
+                marked = improved and val is not None and select != "last"
                 tqdm.write(_summary_line(self.run_name, self.config.epochs, row, marked))
             if on_epoch is not None:
                 on_epoch(self.run_name, row)
-        barrier()
+        dist.barrier()
 
     def checkpoint(self, epoch: int, row: dict) -> dict[str, Any]:
         """The state a run resumes from; tensors and plain types only."""
@@ -257,9 +215,9 @@ class _Training:
             self.optimizer.load_state_dict(state["optimizer"])
         except ValueError:  # another number or size of parameter groups
             raise UserError(
-                f"{self.run_dir / LAST_FILE} holds optimizer state for other parameter groups: the run was started "
-                "by an older cityseg (before norm weights and biases got their own groups without weight decay). "
-                "Finish it with that version, or start it again in a new --out folder."
+                f"{self.run_dir / runfolder.LAST_FILE} holds optimizer state for other parameter groups: the run was "
+                "started by an older cityseg (before norm weights and biases got their own groups without weight "
+                "decay). Finish it with that version, or start it again in a new --out folder."
             ) from None
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -296,10 +254,7 @@ def _summary_line(run_name: str, epochs: int, row: dict, improved: bool) -> str:
 
     return (
         f"{run_name} epoch {row['epoch']}/{epochs}  lr {row['lr']:.2e}  train_loss {show(row['train_loss'], '.4f')}  "
-        f"val_loss {show(row['val_loss'], '.4f')}  mIoU {show(row['val_miou'], '.2f', 100)}  "
+        f"val_loss {show(row['val_loss'], '.4f')}  mIoU {show(row['val_miou'], '.2%')}  "
         f"{show(row['images_per_s'], '.1f')} img/s  data wait {show(row.get('data_wait_share'), '.0f', 100)}%  "
         f"{row['seconds']:.0f}s" + ("  *best" if improved else "")
     )
-
-
-__all__ = ["EpochCallback", "train_run"]
