@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,16 +31,51 @@ TINY_SIZE = (128, 64)  # width x height; U-Net needs sides divisible by 32
 # every test that uses one of the shared trained runs below. The guard makes a missing marker an error: outside
 # `trains` tests, train_run and training commands fail the test (so `make check` can never train by accident).
 
-TRAINING_FIXTURES = {"one_epoch_cv", "reference_cv", "learned_run", "executed"}  # executed: tests/cli/test_notebooks.py
+TRAINING_FIXTURES = {"one_epoch_cv", "learned_run"}
 TRAINING_COMMANDS = {"train", "cv"}
 UNMARKED = "this test trains (or runs a notebook, which does) but is not marked: add @pytest.mark.trains"
 
 
+# ------------------------------------------------------------------------------------------- the file order
+# pytest-xdist hands out whole files in collection order (`--dist loadfile --no-loadscope-reorder`, pyproject.toml).
+# The longest files go first, so that the workers end together on short files rather than one waiting for the other's
+# long file. A file's length is its seconds in the last run that timed it (kept in pytest's cache, .pytest_cache/),
+# else its count of `trains` and `slow` tests: nothing to keep up by hand.
+SECONDS_KEY = "cityseg/file_seconds"
+
+
+def file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Mark `trains` every test that uses a shared trained run."""
+    """Mark `trains` every test that uses a shared trained run; then order the files, longest first (above)."""
     for item in items:
         if TRAINING_FIXTURES.intersection(item.fixturenames):
             item.add_marker(pytest.mark.trains)
+    cache = getattr(config, "cache", None)  # None under -p no:cacheprovider
+    seconds = cache.get(SECONDS_KEY, {}) if cache else {}
+    heavy = Counter(
+        file_of(item.nodeid) for item in items for mark in ("trains", "slow") if item.get_closest_marker(mark)
+    )
+    # files timed before by their seconds, then the others by their heavy tests; the sort is stable within a file
+    items.sort(key=lambda item: (-seconds.get(file_of(item.nodeid), 0.0), -heavy[file_of(item.nodeid)]))
+
+
+FILE_SECONDS: Counter[str] = Counter()
+
+
+def pytest_runtest_logreport(report) -> None:
+    """Sum each file's seconds (setup, call and teardown) in the process that reports the run (xdist's controller)."""
+    FILE_SECONDS[file_of(report.nodeid)] += report.duration
+
+
+def pytest_sessionfinish(session) -> None:
+    """Keep this run's file seconds for the next run's order (files this run did not time keep their old ones)."""
+    cache = getattr(session.config, "cache", None)
+    if cache is None or hasattr(session.config, "workerinput"):  # xdist workers leave it to the controller
+        return
+    cache.set(SECONDS_KEY, cache.get(SECONDS_KEY, {}) | {name: round(s, 1) for name, s in FILE_SECONDS.items()})
 
 
 def trains_a_model(argv) -> bool:
