@@ -21,7 +21,7 @@ from helpers_training import cityseg_command, running
 
 from cityseg.cli import main
 
-# Batch 10: one step per fold and two in the full fit; the locks are the point here.
+# Batch 10 and resnet18: one small step per fold and two in the full fit; the locks are the point here.
 OPTIONS = (
     "--folds",
     "2",
@@ -33,6 +33,8 @@ OPTIONS = (
     "10",
     "--workers",
     "0",
+    "--encoder",
+    "resnet18",
     "--encoder-weights",
     "none",
     "--device",
@@ -99,6 +101,7 @@ def test_only_folds_train_in_parallel_then_resume_runs_the_full_fit(synth_root, 
     assert json.loads((runs / "summary.json").read_text())["full"]["finished"]
 
 
+@pytest.mark.slow  # a child process, paused
 def test_a_second_predict_into_one_folder_is_refused(synth_raw_root, tmp_path, capsys):
     import torch
 

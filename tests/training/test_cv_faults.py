@@ -49,6 +49,8 @@ OPTIONS = (
     "0.25,1.0",
     "--batch-size",
     str(BATCH_SIZE),
+    "--encoder",
+    "resnet18",  # the smallest of the default's family: what is checked holds for any model
     "--encoder-weights",
     "none",
     "--device",

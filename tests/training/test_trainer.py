@@ -232,12 +232,20 @@ def test_gpu_aug_moves_the_colour_ops_from_the_loader_to_the_step(tiny_config, s
 # ----------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
-def test_norm_weights_and_biases_never_decay_and_the_encoder_gets_its_share(optimizer):
+@pytest.fixture(scope="module")
+def unet() -> torch.nn.Module:
+    """The default model, built once: each test changes a deep copy."""
     from cityseg.training.model import build_model
+
+    torch.manual_seed(0)
+    return build_model(encoder_weights=None)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_norm_weights_and_biases_never_decay_and_the_encoder_gets_its_share(unet, optimizer):
     from cityseg.training.optim import build_optimizer
 
-    model = build_model(encoder_weights=None)
+    model = copy.deepcopy(unet)
     config = resolve_config("strong", optimizer=optimizer, workers=0)  # wd 1e-4, encoder x 0.25 for lr and wd
     built = build_optimizer(model, config)
     assert [g["name"] for g in built.param_groups] == ["decoder", "decoder_no_decay", "encoder", "encoder_no_decay"]
@@ -258,14 +266,12 @@ def test_norm_weights_and_biases_never_decay_and_the_encoder_gets_its_share(opti
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
-def test_a_step_with_zero_gradient_changes_each_parameter_by_its_decay_alone(optimizer):
-    from cityseg.training.model import build_model
+def test_a_step_with_zero_gradient_changes_each_parameter_by_its_decay_alone(unet, optimizer):
     from cityseg.training.optim import build_optimizer
 
-    torch.manual_seed(0)
     # float64, so the check is the optimizer's formula and not float32 rounding (in float32, AdamW's factor
     # 1 - 4e-8 rounds to 1 - 6e-8, and the encoder's 1 - 2.5e-9 to exactly 1)
-    model = build_model(encoder_weights=None).double()
+    model = copy.deepcopy(unet).double()
     config = resolve_config("strong", optimizer=optimizer, workers=0)
     built = build_optimizer(model, config)
     before = {id(p): p.detach().clone() for p in model.parameters()}
@@ -291,12 +297,11 @@ def test_a_step_with_zero_gradient_changes_each_parameter_by_its_decay_alone(opt
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
-def test_the_optimizer_runs_fused_and_updates_like_torchs_per_tensor_loop(optimizer):
-    from cityseg.training.model import build_model
+def test_the_optimizer_runs_fused_and_updates_like_torchs_per_tensor_loop(unet, optimizer):
     from cityseg.training.optim import build_optimizer, parameter_groups
 
     torch.manual_seed(0)
-    model = build_model(encoder_weights=None)
+    model = copy.deepcopy(unet)
     reference_model = copy.deepcopy(model)
     config = resolve_config("strong", optimizer=optimizer, workers=0)
     built = build_optimizer(model, config)
@@ -315,7 +320,7 @@ def test_the_optimizer_runs_fused_and_updates_like_torchs_per_tensor_loop(optimi
         loop.step()
     for param, twin in zip(model.parameters(), reference_model.parameters(), strict=True):
         torch.testing.assert_close(param, twin, rtol=1e-6, atol=1e-8)  # one update, rounded in another order
-    assert not torch.equal(next(model.parameters()), next(build_model(encoder_weights=None).parameters()))
+    assert not torch.equal(next(model.parameters()), next(unet.parameters()))  # it did update
 
 
 def test_fused_only_where_torch_has_the_kernels():
