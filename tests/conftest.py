@@ -131,20 +131,21 @@ def training_forbidden():
         replace(refused_run, real_run)
 
 
+def guarded(item):
+    """The guard for a test without the `trains` marker; none for one with it."""
+    return contextlib.nullcontext() if item.get_closest_marker("trains") else training_forbidden()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item):
     """Fixtures too: a trained fixture first built for an unmarked test fails it."""
-    if item.get_closest_marker("trains"):
-        return (yield)
-    with training_forbidden():
+    with guarded(item):
         return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    if item.get_closest_marker("trains"):
-        return (yield)
-    with training_forbidden():
+    with guarded(item):
         return (yield)
 
 

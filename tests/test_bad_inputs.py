@@ -204,22 +204,8 @@ def test_download_without_credentials_or_terminal_says_which_variables_to_set(tm
 def test_a_bad_flag_fails_before_cv_writes_anything(synth_root, tmp_path, capsys):
     runs = tmp_path / "runs"
     weights = tmp_path / "nonexist.pth"
-    assert (
-        main(
-            [
-                "cv",
-                str(synth_root),
-                "--out",
-                str(runs),
-                "--folds",
-                "2",
-                *TRAIN_OPTIONS,
-                "--encoder-weights",
-                str(weights),
-            ]
-        )
-        == 2
-    )
+    argv = ["cv", synth_root, "--out", runs, "--folds", "2", *TRAIN_OPTIONS, "--encoder-weights", weights]
+    assert main([str(arg) for arg in argv]) == 2
     assert str(weights) in error_of(capsys)
     assert not runs.exists()  # so the corrected command, or --resume, finds nothing in its way
 
