@@ -1,10 +1,10 @@
-# Two commands do all the set-up: `make test` and `make demo`. Both create .venv when missing.
+# Two commands do all the set-up: `make test` (its quick tier: `make check`) and `make demo`; both create .venv.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test demo bench lint clean-demo
+.PHONY: install test check demo bench lint clean-demo
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,12 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
+# the whole suite (CI runs it); `check` is the edit loop's quick tier: the tests that train nothing
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+check: $(STAMP)
+	$(BIN)/python -m pytest -m "not trains and not slow"
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh

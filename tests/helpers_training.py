@@ -1,8 +1,9 @@
-"""Helpers shared by the training fault tests: run a CLI command in a child process, signal it at a chosen moment."""
+"""Run a CLI command in a child process (and signal it at a chosen moment) or in this one, capturing its output."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 # One thread per child: the CI machine has two cores, and the runs compared must use the same thread count.
 CLI_ENV = os.environ | {"OMP_NUM_THREADS": "1"}
@@ -56,3 +58,15 @@ def signal_when(
         time.sleep(0.01)
     assert process.poll() is None, "the command ended before it could be signalled"
     os.kill(process.pid, signum)
+
+
+def cli_in_process(*args: object) -> SimpleNamespace:
+    """`cityseg ARGS` in this process (no start-up of torch): returncode, stdout and stderr, as a child's would be."""
+    from cityseg.cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()) as err:
+        try:
+            code = main([os.fspath(arg) if isinstance(arg, Path) else str(arg) for arg in args])
+        except SystemExit as exit_:  # argparse's refusals
+            code = exit_.code
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())

@@ -9,14 +9,13 @@ import errno
 import json
 import os
 import re
-import signal
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers_training import CLI_ENV, cityseg_command, running, signal_when
+from helpers_training import CLI_ENV, cityseg_command
 from packaging.requirements import Requirement
 from PIL import Image
 
@@ -202,32 +201,16 @@ def test_download_without_credentials_or_terminal_says_which_variables_to_set(tm
     assert "CITYSCAPES_PASSWORD" in done.stderr and not (tmp_path / "dl").exists()
 
 
-@pytest.mark.slow
-def test_a_bad_flag_fails_before_cv_writes_anything(synth_root, tmp_path):
+def test_a_bad_flag_fails_before_cv_writes_anything(synth_root, tmp_path, capsys):
     runs = tmp_path / "runs"
-    done = subprocess.run(
-        cityseg_command(
-            "cv",
-            synth_root,
-            "--out",
-            runs,
-            "--folds",
-            "2",
-            *TRAIN_OPTIONS,
-            "--encoder-weights",
-            tmp_path / "nonexist.pth",
-        ),
-        env=CLI_ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-    assert _flat(str(tmp_path / "nonexist.pth")) in _flat(done.stderr)
+    weights = tmp_path / "nonexist.pth"
+    argv = ["cv", synth_root, "--out", runs, "--folds", "2", *TRAIN_OPTIONS, "--encoder-weights", weights]
+    assert main([str(arg) for arg in argv]) == 2
+    assert str(weights) in error_of(capsys)
     assert not runs.exists()  # so the corrected command, or --resume, finds nothing in its way
 
 
-@pytest.mark.parametrize("command", ["train", "cv"])
+@pytest.mark.parametrize("command", [pytest.param("train", marks=pytest.mark.trains), "cv"])  # train_run refuses it
 def test_an_out_folder_that_is_a_file_is_refused(synth_root, tmp_path, command, capsys):
     taken = tmp_path / "notes.txt"
     taken.write_text("mine")
@@ -236,6 +219,7 @@ def test_an_out_folder_that_is_a_file_is_refused(synth_root, tmp_path, command, 
     assert str(taken) in error_of(capsys) and taken.read_text() == "mine"
 
 
+@pytest.mark.trains
 def test_a_full_disk_while_saving_a_checkpoint_names_the_file_and_the_disk(synth_root, tmp_path, monkeypatch, capsys):
     """Simulated as torch 2.14 fails on a full disk: RuntimeError 'unexpected pos', the OSError only its context."""
     real_save = torch.save
@@ -258,8 +242,8 @@ def test_a_full_disk_while_saving_a_checkpoint_names_the_file_and_the_disk(synth
     assert kept == ["config.json"]
 
 
-@pytest.mark.slow
-def test_a_full_tmpfs_while_saving_a_checkpoint_exits_2(synth_root, tmp_path):
+@pytest.mark.trains
+def test_a_full_tmpfs_while_saving_a_checkpoint_exits_2(synth_root, tmp_path, capsys):
     disk = tmp_path / "disk"
     disk.mkdir()
     if (
@@ -269,27 +253,34 @@ def test_a_full_tmpfs_while_saving_a_checkpoint_exits_2(synth_root, tmp_path):
     ):
         pytest.skip("mounting a 5 MB tmpfs needs root; the simulated full disk above covers this case")
     try:
-        done = subprocess.run(
-            cityseg_command("cv", synth_root, "--out", disk / "runs", "--folds", "2", *TRAIN_OPTIONS),
-            env=CLI_ENV,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        code = main(["cv", str(synth_root), "--out", str(disk / "runs"), "--folds", "2", *TRAIN_OPTIONS])
     finally:
         subprocess.run(["umount", str(disk)], check=True)
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
-    assert "last.pt" in done.stderr and "No space left on device" in done.stderr
+    assert code == 2
+    message = error_of(capsys)
+    assert "last.pt" in message and "No space left on device" in message
 
 
-@pytest.mark.slow
-def test_ctrl_c_before_the_first_checkpoint_does_not_claim_one(synth_root, tmp_path):
+@pytest.mark.trains
+def test_ctrl_c_before_the_first_checkpoint_does_not_claim_one(synth_root, tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the first step (a real SIGINT at other moments: tests/training/test_cv_faults.py)."""
+    import cityseg.training.model
+
+    real_build = cityseg.training.model.build_model
+
+    def interrupted_in_the_first_step(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+
+        def forward(image):
+            raise KeyboardInterrupt  # what Python raises for SIGINT
+
+        model.forward = forward
+        return model
+
+    monkeypatch.setattr(cityseg.training.model, "build_model", interrupted_in_the_first_step)
     runs = tmp_path / "runs"
-    err = tmp_path / "stderr.txt"
-    with running(cityseg_command("cv", synth_root, "--out", runs, "--folds", "2", *TRAIN_OPTIONS), err) as process:
-        signal_when(process, (runs / "fold_0" / "config.json").exists, signal.SIGINT)
-        assert process.wait(timeout=120) == 130
-    said = " ".join(err.read_text().split())
+    assert main(["cv", str(synth_root), "--out", str(runs), "--folds", "2", *TRAIN_OPTIONS]) == 130
+    said = " ".join(capsys.readouterr().err.split())
     assert not (runs / "fold_0" / "last.pt").exists()
     assert "holds epoch 0" not in said and "no checkpoint was saved" in said and "--resume" in said
     assert json.loads((runs / "fold_0" / "config.json").read_text())["run_name"] == "fold_0"

@@ -17,7 +17,7 @@ from cityseg.data.cache import build_cache, entry_name
 from cityseg.locks import hold_lock, wait_lock
 
 LINUX = Path("/proc/self/environ").exists()
-pytestmark = pytest.mark.skipif(not LINUX, reason="finds processes through /proc")
+pytestmark = [pytest.mark.skipif(not LINUX, reason="finds processes through /proc"), pytest.mark.slow]  # kills children
 
 
 def _flat(text: str) -> str:

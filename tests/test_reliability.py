@@ -203,6 +203,7 @@ def test_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run(big, t
     assert not _hidden_files(root), "temp files of the killed runs were not cleaned up"
 
 
+@pytest.mark.slow  # a child process, interrupted, on 2048x1024 labels
 @pytest.mark.skipif(not LINUX, reason="reads /proc to check for orphaned workers")
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ctrl_c_stops_cleanly_with_exit_130_and_no_partial_file(big, tmp_path, workers):
@@ -296,6 +297,7 @@ def _one_city_root(mutable_root: Path) -> Path:
     return mutable_root / "leftImg8bit" / "train" / cities[0]
 
 
+@pytest.mark.trains
 @pytest.mark.parametrize("damage", ["truncated-image", "truncated-label", "labelIds-as-trainIds"])
 def test_damaged_frame_via_cli_train_exits_2_naming_the_file(mutable_root, tmp_path, capsys, damage):
     pytest.importorskip("cityseg.cli.train")

@@ -1,16 +1,14 @@
 """Nothing the user wrote is replaced: a foreign summary.json, an edited prediction PNG, a JSON or CSV at the
-evaluation's output path that `cityseg evaluate` cannot prove it wrote (real `cityseg` processes)."""
+evaluation's output path that `cityseg evaluate` cannot prove it wrote (the CLI's commands, in this process)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 from helpers_noisy import write_noisy_predictions
-from helpers_training import CLI_ENV, cityseg_command
 
 from cityseg.cli import main
 from cityseg.data.frames import list_frames
@@ -40,23 +38,20 @@ def _flat(text: str) -> str:
     return "".join(text.split())
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(cityseg_command(*args), env=CLI_ENV, capture_output=True, text=True, timeout=300)
-
-
-def assert_refused(done: subprocess.CompletedProcess, *named: Path) -> None:
-    """Exit 2, one paragraph, no traceback, naming each of `named`."""
-    assert done.returncode == 2, done.stderr[-3000:]
-    assert "Traceback" not in done.stderr and done.stderr.count("error:") == 1, done.stderr
+def assert_refused(args, capsys, *named: Path) -> None:
+    """`cityseg ARGS` exits 2 with one paragraph, no traceback, naming each of `named`."""
+    code, err = main([str(arg) for arg in args]), capsys.readouterr().err
+    assert code == 2, err[-3000:]
+    assert "Traceback" not in err and err.count("error:") == 1, err
     for path in named:
-        assert _flat(str(path)) in _flat(done.stderr), done.stderr
+        assert _flat(str(path)) in _flat(err), err
 
 
-def test_cv_refuses_a_summary_json_it_did_not_write(synth_root, tmp_path):
+def test_cv_refuses_a_summary_json_it_did_not_write(synth_root, tmp_path, capsys):
     runs = tmp_path / "runs"
     runs.mkdir()
     (runs / "summary.json").write_text('{"mine": 1}\n')
-    assert_refused(cli("cv", synth_root, "--out", runs, *CV_OPTIONS), runs / "summary.json")
+    assert_refused(["cv", synth_root, "--out", runs, *CV_OPTIONS], capsys, runs / "summary.json")
     assert [p.name for p in runs.iterdir()] == ["summary.json"]  # refused before writing anything
     assert (runs / "summary.json").read_text() == '{"mine": 1}\n'
 
@@ -78,7 +73,9 @@ def checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-def test_predict_refuses_to_replace_a_prediction_edited_after_it_was_written(checkpoint, synth_raw_root, tmp_path):
+def test_predict_refuses_to_replace_a_prediction_edited_after_it_was_written(
+    checkpoint, synth_raw_root, tmp_path, capsys
+):
     out = tmp_path / "predictions"
     command = ("predict", checkpoint, synth_raw_root, "--split", "val", "--out", out, "--device", "cpu")
     assert main([str(part) for part in command]) == 0
@@ -86,7 +83,7 @@ def test_predict_refuses_to_replace_a_prediction_edited_after_it_was_written(che
     edited.write_bytes(edited.read_bytes() + b"the user's own bytes")  # e.g. a hand-corrected label map
     kept = edited.read_bytes()
 
-    assert_refused(cli(*command), edited)
+    assert_refused(command, capsys, edited)
     assert edited.read_bytes() == kept
     assert main([str(part) for part in command] + ["--overwrite"]) == 0  # asked for: predicted again
     assert edited.read_bytes() != kept
@@ -104,7 +101,7 @@ def test_evaluate_owns_only_files_it_can_prove_it_wrote(pred, synth_raw_root, tm
     user_json = tmp_path / "mine.json"
     user_json.write_text('{"cityseg": "my notes"}')
     assert_refused(
-        cli("evaluate", pred, synth_raw_root, "--json", user_json, "--engine", "fast", "--workers", "1"), user_json
+        ["evaluate", pred, synth_raw_root, "--json", user_json, "--engine", "fast", "--workers", "1"], capsys, user_json
     )
     assert user_json.read_text() == '{"cityseg": "my notes"}'
 

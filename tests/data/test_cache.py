@@ -162,6 +162,7 @@ def test_partial_entry_is_never_used_and_rebuilt(synth_root, tmp_path, damage):
     assert _entry_bytes(out) == good
 
 
+@pytest.mark.slow  # kills a child process at a chosen moment
 @pytest.mark.parametrize("moment", ["mid-decode", "mid-swap"])
 def test_sigkill_then_rerun_gives_identical_bytes(synth_root, tmp_path, moment):
     reference, out = tmp_path / "reference", tmp_path / "killed"

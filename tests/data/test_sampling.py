@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -105,3 +110,24 @@ def test_loader_batches_are_identical_with_zero_and_two_workers():
     assert len(without) == len(with_workers) == 6
     assert all(torch.equal(a, b) for a, b in zip(without, with_workers, strict=True))
     assert not torch.equal(without[0], without[3])  # epoch 2 is another shuffle with other draws
+
+
+@pytest.mark.slow  # a child python
+def test_loader_workers_start_after_parallel_opencv_work_in_the_parent():
+    """OpenCV's thread pool does not survive a fork: workers forked after a parallel OpenCV call in the parent (a
+    cache build, an evaluation in the same notebook kernel) hung in worker_init. In a child python, so that a hang
+    fails this test (by its timeout) instead of stopping the suite."""
+    code = (
+        "import cv2, numpy as np\n"
+        "from torch.utils.data import DataLoader\n"
+        "from cityseg.data.dataset import worker_init\n"
+        "big = np.random.default_rng(0).integers(0, 255, (1024, 2048, 3), dtype=np.uint8)\n"
+        "for _ in range(8):\n"
+        "    cv2.GaussianBlur(big, (31, 31), 0)\n"  # parallel unless cityseg set OpenCV to one thread
+        "    loader = DataLoader(list(range(4)), batch_size=2, num_workers=2, worker_init_fn=worker_init)\n"
+        "    assert sum(len(batch) for batch in loader) == 4\n"
+        "print('done')\n"
+    )
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-3000:]

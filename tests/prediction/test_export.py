@@ -27,10 +27,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cityscapesscripts.helpers.labels import trainId2label
-from helpers_training import CLI_ENV, cityseg_command
+from helpers_training import cli_in_process
 from PIL import Image
 from safetensors import safe_open
 
+from cityseg.cli import main
 from cityseg.data.frames import read_image
 from cityseg.data.transforms import normalize
 from cityseg.errors import UserError
@@ -61,24 +62,16 @@ from cityseg.training.checkpoint import save_checkpoint
 from cityseg.training.config import resolve_config
 from cityseg.training.model import ONNX_REFUSALS, build_model, load_model
 
-pytestmark = pytest.mark.slow  # a tiny cv, then an ONNX export and its onnxruntime check
-
 
 @pytest.fixture(scope="module")
 def exported(one_epoch_cv, tmp_path_factory) -> SimpleNamespace:
     """A tiny real run and its val evaluation (`one_epoch_cv`), and `cityseg export runs/full/best.pt --out model
-    --eval val.json`."""
+    --eval val.json` (in this process: the CLI's own tests start it as a command)."""
     torch.set_num_threads(1)
     base = tmp_path_factory.mktemp("export")
     checkpoint = one_epoch_cv.runs / "full" / "best.pt"
     model = base / "model"
-    result = subprocess.run(
-        cityseg_command("export", checkpoint, "--out", model, "--eval", one_epoch_cv.eval_json),
-        env=CLI_ENV,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = cli_in_process("export", checkpoint, "--out", model, "--eval", one_epoch_cv.eval_json)
     return SimpleNamespace(
         base=base,
         root=one_epoch_cv.root,
@@ -161,7 +154,7 @@ def test_card_reads_its_numbers_from_the_run_files(exported):
     assert card["git"]["sha"] in markdown
 
 
-def test_predict_takes_the_exported_folder_and_gives_the_checkpoints_labels(exported, tmp_path):
+def test_predict_takes_the_exported_folder_and_gives_the_checkpoints_labels(exported, tmp_path, capsys):
     def pngs(folder: Path) -> dict[str, bytes]:
         return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.png"))}
 
@@ -173,16 +166,9 @@ def test_predict_takes_the_exported_folder_and_gives_the_checkpoints_labels(expo
     ).out_dir
     assert pngs(from_checkpoint) == pngs(from_export) and pngs(from_export)
     photos = exported.root / "leftImg8bit" / "val"
-    result = subprocess.run(
-        cityseg_command(
-            "predict", exported.model, "--images", photos, "--out", tmp_path / "d", "--device", "cpu", "--no-progress"
-        ),
-        env=CLI_ENV,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "U-Net / resnet34: wrote" in result.stdout  # the summary names the model that ran
+    args = ["predict", exported.model, "--images", photos, "--out", tmp_path / "d", "--device", "cpu", "--no-progress"]
+    assert main([str(arg) for arg in args]) == 0
+    assert "U-Net / resnet34: wrote" in capsys.readouterr().out  # the summary names the model that ran
     predict_images(exported.checkpoint, [photos], tmp_path / "c", device="cpu", progress=False)
     labels = {name: data for name, data in pngs(tmp_path / "c").items() if name.endswith("_labelIds.png")}
     assert labels and labels == {n: d for n, d in pngs(tmp_path / "d").items() if n.endswith("_labelIds.png")}
@@ -404,6 +390,7 @@ def test_safetensors_weights_name_their_model_and_load_as_it(tmp_path):
         torch.testing.assert_close(loaded(torch.ones(1, 3, 64, 64)), network(torch.ones(1, 3, 64, 64)))
 
 
+@pytest.mark.slow  # a second ONNX export
 def test_a_non_default_model_exports_and_says_what_it_is(tmp_path, monkeypatch):
     """DeepLabV3 / resnet18 (not in ONNX_REFUSALS, the cheapest such export measured): card, summary, predict."""
     checkpoint, _ = _checkpoint_of(tmp_path / "best.pt", "DeepLabV3", "resnet18")

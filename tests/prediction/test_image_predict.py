@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers_training import CLI_ENV, cityseg_command, running, signal_when
+from helpers_training import CLI_ENV, cityseg_command, cli_in_process, running, signal_when
 from PIL import Image
 
 from cityseg.cli import main
@@ -105,28 +105,22 @@ def outputs_of(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def cli_run(checkpoint, photos, tmp_path_factory):
-    """`cityseg predict CKPT --images photos --out OUT` in a real process, loader workers on (the default)."""
+    """`cityseg predict CKPT --images photos --out OUT`, loader workers on (the default)."""
     out = tmp_path_factory.mktemp("cli") / "out"
-    result = subprocess.run(
-        cityseg_command(
-            "predict",
-            checkpoint,
-            "--images",
-            photos,
-            "--out",
-            out,
-            "--device",
-            "cpu",
-            "--workers",
-            "2",
-            "--no-progress",
-        ),
-        env=CLI_ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    return result, out
+    args = [
+        "predict",
+        checkpoint,
+        "--images",
+        photos,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--workers",
+        "2",
+        "--no-progress",
+    ]
+    return cli_in_process(*args), out
 
 
 def test_folder_of_mixed_photos_gets_three_outputs_each_and_the_damaged_one_is_named(cli_run, photos):

@@ -7,13 +7,12 @@ import json
 import math
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers_training import CLI_ENV, cityseg_command
+from helpers_training import cli_in_process
 from pypdf import PdfReader
 
 from cityseg.errors import UserError
@@ -21,8 +20,6 @@ from cityseg.labels import CLASS_NAMES
 from cityseg.report import training_config
 from cityseg.report.compare import PairedComparison, compare_runs
 from cityseg.report.tables import mean_std_text, percent
-
-pytestmark = pytest.mark.slow  # two tiny cv runs, then `cityseg compare` in child processes
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +37,9 @@ def two_runs(one_epoch_cv, tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(base=base, a=one_epoch_cv.runs, b=base / "runs_b", eval_a=one_epoch_cv.eval_json)
 
 
-def compare(*args: str | Path) -> subprocess.CompletedProcess:
-    """`cityseg compare ...` as a user runs it."""
-    return subprocess.run(cityseg_command("compare", *args), env=CLI_ENV, capture_output=True, text=True, timeout=300)
+def compare(*args: str | Path) -> SimpleNamespace:
+    """`cityseg compare ...`, in this process (tests/cli/ start the commands as processes)."""
+    return cli_in_process("compare", *args)
 
 
 def page_texts(pdf: Path) -> list[str]:

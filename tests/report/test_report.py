@@ -33,14 +33,13 @@ from cityseg.report import (
     folds_table,
     histories,
     load_examples,
+    load_runs,
     parse_size,
     require_dataset,
     score_frames,
     training_config,
 )
 from cityseg.report.tables import mean_std_text, percent
-
-pytestmark = pytest.mark.slow  # a tiny cv and its evaluation, then several reports
 
 FIGURES = ("curves", "class_iou", "confusion", "examples")
 
@@ -184,14 +183,11 @@ def test_report_reads_the_selection_free_summary_and_shows_the_selected_numbers_
 
 
 def test_two_renders_of_one_run_are_byte_identical_and_undated(tiny_run, tmp_path):
-    first = build_report(
-        tiny_run.runs, tiny_run.eval_json, tmp_path / "a" / "report.pdf", pred_dir=tiny_run.pred, root=tiny_run.root
-    )
-    second = build_report(
-        tiny_run.runs, tiny_run.eval_json, tmp_path / "b.pdf", pred_dir=tiny_run.pred, root=tiny_run.root
-    )
-    assert first.read_bytes() == second.read_bytes() == tiny_run.pdf.read_bytes()
-    assert b"/CreationDate" not in first.read_bytes() and b"/ModDate" not in first.read_bytes()
+    again = build_report(
+        tiny_run.runs, tiny_run.eval_json, tmp_path / "a" / "b.pdf", pred_dir=tiny_run.pred, root=tiny_run.root
+    )  # another name in another folder: neither may show in the bytes
+    assert again.read_bytes() == tiny_run.pdf.read_bytes()
+    assert b"/CreationDate" not in again.read_bytes() and b"/ModDate" not in again.read_bytes()
 
 
 def test_demo_report_prints_nothing_that_depends_on_machine_time_or_commit(tiny_run):
@@ -391,6 +387,16 @@ def test_missing_or_corrupt_run_files_name_the_file_and_the_command(tiny_run, tm
         build_report(runs, eval_json, tmp_path / "report.pdf")
     assert named in str(caught.value) and command in str(caught.value)
     assert not (tmp_path / "report.pdf").exists()
+
+
+def test_a_log_with_an_epoch_twice_is_refused_naming_it(tiny_run, tmp_path):
+    """What two trainers of one run folder would leave, were it not locked (tests/training/test_cv_faults.py)."""
+    runs = copy_runs(tiny_run, tmp_path)
+    log = runs / "fold_0" / "log.jsonl"
+    log.write_text(log.read_text() * 2)
+    with pytest.raises(UserError, match="twice") as refused:
+        load_runs(runs)
+    assert str(log) in str(refused.value)
 
 
 def test_cli_report_writes_pdf_and_maps_bad_input_to_exit_2(tiny_run, tmp_path, capsys):

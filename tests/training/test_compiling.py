@@ -49,10 +49,16 @@ class FailsInBackward(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def eager_run(tiny_config, synth_root, fold0, tmp_path_factory):
+def fold(fold0):
+    """8 train images (two steps of 4) and 2 val images of fold 0: the failure comes in the first step."""
+    return fold0[0][:8], fold0[1][:2]
+
+
+@pytest.fixture(scope="module")
+def eager_run(tiny_config, synth_root, fold, tmp_path_factory):
     torch.set_num_threads(1)
     run_dir = tmp_path_factory.mktemp("eager") / "run"
-    train_run(synth_root, run_dir, tiny_config(compile=False), *fold0, progress=False)
+    train_run(synth_root, run_dir, tiny_config(epochs=1, compile=False), *fold, progress=False)
     return run_dir
 
 
@@ -65,9 +71,10 @@ def numbers(run_dir):
     return rows, load_checkpoint(run_dir / "last.pt")["model"]
 
 
+@pytest.mark.trains
 @pytest.mark.parametrize("compiled", [FailsInForward, FailsInBackward], ids=["forward", "backward"])
 def test_a_failed_compile_trains_on_eagerly_with_one_warning(
-    tiny_config, compiled, synth_root, fold0, eager_run, tmp_path, monkeypatch, capsys
+    tiny_config, compiled, synth_root, fold, eager_run, tmp_path, monkeypatch, capsys
 ):
     calls = []
 
@@ -78,7 +85,7 @@ def test_a_failed_compile_trains_on_eagerly_with_one_warning(
     monkeypatch.setattr(torch, "compile", fake_compile)
     torch.set_num_threads(1)
     run_dir = tmp_path / "run"
-    train_run(synth_root, run_dir, tiny_config(compile=True), *fold0, progress=False)
+    train_run(synth_root, run_dir, tiny_config(epochs=1, compile=True), *fold, progress=False)
     assert len(calls) == 1  # compiled once; the failure surfaced in the first training step
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith(WARNING_PREFIX)]
     assert len(warnings) == 1 and "training continues eagerly" in warnings[0]

@@ -1,5 +1,6 @@
-"""Two commands on one runs folder: the second is refused before it writes anything, naming the first; folds
-of one RUNS still train in parallel `--only-folds` processes; a log with an epoch twice is refused by the report.
+"""Two commands on one folder: folds of one RUNS train in parallel `--only-folds` processes while a third command is
+refused, naming them; a second `predict` into one folder is refused before it writes anything. (A second `cv` on a
+running one: tests/training/test_cv_faults.py; under torchrun: tests/training/test_dist.py.)
 
 The first process is paused (SIGSTOP) while it holds its locks, so the overlap is certain, not a race.
 """
@@ -16,15 +17,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers_training import CLI_ENV, cityseg_command, running
+from helpers_training import cityseg_command, running
 
 from cityseg.cli import main
-from cityseg.errors import UserError
-from cityseg.report import load_runs
 
-pytestmark = pytest.mark.slow  # concurrent cv and predict processes on one folder
-
-# Batch 4: the fewest steps that still train every run (2 per fold, 5 in the full fit); the locks are the point here.
+# Batch 10 and resnet18: one small step per fold and two in the full fit; the locks are the point here.
 OPTIONS = (
     "--folds",
     "2",
@@ -33,9 +30,11 @@ OPTIONS = (
     "--size",
     "64x32",
     "--batch-size",
-    "4",
+    "10",
     "--workers",
     "0",
+    "--encoder",
+    "resnet18",
     "--encoder-weights",
     "none",
     "--device",
@@ -76,35 +75,7 @@ def epochs_logged(run_dir: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
-def test_a_second_cv_on_one_runs_folder_is_refused_before_writing(synth_root, tmp_path, capsys):
-    runs = tmp_path / "runs"
-    with running(cv(synth_root, runs), stderr=tmp_path / "first.err") as first:
-        with paused_when(first, (runs / "fold_0" / "config.json").exists):
-            before = snapshot(runs)
-            second = subprocess.run(cv(synth_root, runs), env=CLI_ENV, capture_output=True, text=True, timeout=300)
-            assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
-            message = _flat(second.stderr)
-            assert _flat(str(runs)) in message and f"pid{first.pid}" in message, second.stderr
-            assert snapshot(runs) == before  # not a byte written
-            # the same for a concurrent --resume (in this process, to spare a start-up of torch)
-            assert main(["cv", str(synth_root), "--out", str(runs), *OPTIONS, "--resume"]) == 2
-            assert f"pid{first.pid}" in _flat(capsys.readouterr().err)
-            assert snapshot(runs) == before
-        assert first.wait(timeout=300) == 0, (tmp_path / "first.err").read_text()[-3000:]
-
-    for name in ("fold_0", "fold_1", "full"):
-        assert epochs_logged(runs / name) == [1], name
-    summary = json.loads((runs / "summary.json").read_text())
-    assert [fold["epochs_done"] for fold in summary["folds"]] == [1, 1] and summary["full"]["finished"]
-
-    # A log holding an epoch twice (what two unlocked trainers left) is refused by the report, naming it.
-    log = runs / "fold_0" / "log.jsonl"
-    log.write_text(log.read_text() * 2)
-    with pytest.raises(UserError, match="twice") as refused:
-        load_runs(runs)
-    assert str(log) in str(refused.value)
-
-
+@pytest.mark.trains
 def test_only_folds_train_in_parallel_then_resume_runs_the_full_fit(synth_root, tmp_path, capsys):
     runs = tmp_path / "runs"
     with running(cv(synth_root, runs, "--only-folds", "0"), stderr=tmp_path / "a.err") as fold_0:
@@ -124,13 +95,13 @@ def test_only_folds_train_in_parallel_then_resume_runs_the_full_fit(synth_root, 
     summary = json.loads((runs / "summary.json").read_text())
     assert summary["complete"] and [fold["epochs_done"] for fold in summary["folds"]] == [1, 1]
 
-    done = subprocess.run(cv(synth_root, runs, "--resume"), env=CLI_ENV, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert main(["cv", str(synth_root), "--out", str(runs), *OPTIONS, "--resume"]) == 0
     for name in ("fold_0", "fold_1", "full"):
         assert epochs_logged(runs / name) == [1], name
     assert json.loads((runs / "summary.json").read_text())["full"]["finished"]
 
 
+@pytest.mark.slow  # a child process, paused
 def test_a_second_predict_into_one_folder_is_refused(synth_raw_root, tmp_path, capsys):
     import torch
 
@@ -158,38 +129,3 @@ def test_a_second_predict_into_one_folder_is_refused(synth_raw_root, tmp_path, c
             assert snapshot(out) == before
         assert first.wait(timeout=300) == 0, (tmp_path / "first.err").read_text()[-3000:]
     assert main(command) == 0 and "kept 4" in capsys.readouterr().out  # the first one's files are whole and ours
-
-
-def test_under_torchrun_a_refused_run_folder_stops_every_rank(synth_root, tmp_path):
-    import sys
-
-    from cityseg.data.frames import list_frames
-    from cityseg.locks import hold_lock
-    from cityseg.training.folds import make_folds, write_folds
-
-    write_folds(tmp_path / "folds.json", make_folds(list_frames(synth_root, "train"), k=2, seed=0))
-    run_dir = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "cityseg",
-        "train",
-        str(synth_root),
-        "--out",
-        str(run_dir),
-        "--fold",
-        "0",
-        "--folds-file",
-        str(tmp_path / "folds.json"),
-        *OPTIONS[2:],
-    ]
-    with hold_lock(run_dir / ".lock-run", "the test's hold", "-"):  # another trainer of this folder
-        done = subprocess.run(command, env=CLI_ENV, capture_output=True, text=True, timeout=300)
-    assert done.returncode != 0, done.stderr[-3000:]
-    # both ranks stop with rank 0's refusal (none waits forever in a collective)
-    assert _flat(done.stderr).count(f"isinusebypid{os.getpid()}") == 2, done.stderr[-3000:]
-    assert sorted(p.name for p in run_dir.iterdir()) == [".lock-run"]

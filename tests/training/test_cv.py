@@ -21,11 +21,11 @@ from cityseg.training.optim import build_scheduler
 from cityseg.training.runfolder import load_log
 
 
-@pytest.mark.slow
+@pytest.mark.trains
 def test_cv_only_folds_then_resume_then_summary(tiny_config, synth_root, tmp_path):
     torch.set_num_threads(1)
     runs = tmp_path / "runs"
-    config = tiny_config(lr=1e-3, batch_size=5)
+    config = tiny_config(lr=1e-3, batch_size=10)  # one step an epoch: the summary is the point
     seen = []
     first = run_cv(
         synth_root,
@@ -97,6 +97,7 @@ def test_cv_only_folds_then_resume_then_summary(tiny_config, synth_root, tmp_pat
         run_cv(synth_root, runs, config, k=2, progress=False)
 
 
+@pytest.mark.trains
 @pytest.mark.parametrize("cache", [False, True])
 def test_cv_lists_the_train_folder_at_most_twice(tiny_config, synth_root, tmp_path, monkeypatch, cache):
     """One pass over the data: the folds, the runtime choices, every run's datasets and the cache share one listing."""
@@ -116,7 +117,7 @@ def test_cv_lists_the_train_folder_at_most_twice(tiny_config, synth_root, tmp_pa
 
     for name in ("scandir", "listdir"):
         monkeypatch.setattr(os, name, counting(getattr(os, name)))
-    config = tiny_config(epochs=1, batch_size=5, cache=str(tmp_path / "cache") if cache else None)
+    config = tiny_config(epochs=1, batch_size=10, cache=str(tmp_path / "cache") if cache else None)
     summary = run_cv(synth_root, tmp_path / "runs", config, k=2, progress=False)
     assert summary["complete"] and (tmp_path / "runs" / "full" / "best.pt").is_file()
     assert (tmp_path / "cache").is_dir() == cache
@@ -263,11 +264,12 @@ def bar_counts(err: str) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in re.findall(r"cv:\s+\d+%\|[^|]*\| (\d+)/(\d+) epochs", err)]
 
 
-def test_the_notebooks_two_calls_each_get_one_bar_counted_from_the_run_folders(synth_root, tmp_path, capsys):
+@pytest.mark.trains
+def test_the_notebooks_two_calls_each_get_one_bar_counted_from_the_run_folders(
+    tiny_config, synth_root, tmp_path, capsys
+):
     torch.set_num_threads(1)
-    config = resolve_config(
-        "seed", size=(64, 32), encoder_weights=None, workers=0, device="cpu", epochs=1, lr=1e-3, batch_size=5
-    )
+    config = tiny_config(epochs=1, lr=1e-3, batch_size=10)
     runs = tmp_path / "runs"
     run_cv(synth_root, runs, config, k=2, resume=True, full=False)  # the notebook's cross-validation cell
     first = capsys.readouterr()

@@ -1,22 +1,26 @@
-"""Multi-process: torchrun with gloo trains, and its all-reduced validation equals one process on the same inputs."""
+"""Multi-process: torchrun with gloo trains, its all-reduced validation equals one process on the same inputs, and a
+refused run folder stops every rank."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
 import pytest
 import torch
+import torch.distributed as dist
+from helpers_training import CLI_ENV
 from torch.utils.data import DataLoader
 
-from cityseg.data.frames import list_frames
+from cityseg.locks import hold_lock
 from cityseg.training.config import TrainConfig
 from cityseg.training.datasets import build_datasets
-from cityseg.training.dist import ShardSampler, all_reduce_sum, is_distributed, is_main
+from cityseg.training.dist import ShardSampler, all_reduce_sum, cleanup, init_distributed, is_distributed, is_main
 from cityseg.training.engine import StepContext, json_float, validate
-from cityseg.training.folds import fold_ids, make_folds, write_folds
+from cityseg.training.folds import fold_ids
 from cityseg.training.runfolder import load_log
 
 
@@ -33,26 +37,48 @@ def test_single_process_helpers_are_no_ops():
     assert all_reduce_sum(tensor) is tensor and tensor.tolist() == [1, 2, 3]
 
 
-def torchrun_train(synth_root, tmp_path, processes: int) -> subprocess.CompletedProcess:
-    """`torchrun -m cityseg train` of fold 0 for one epoch on the CPU (gloo) into tmp_path/run."""
-    folds = make_folds(list_frames(synth_root, "train"), k=5, seed=0)
-    write_folds(tmp_path / "folds.json", folds)
+def test_under_torchrun_one_process_joins_a_gloo_group_too(monkeypatch):
+    """torchrun's environment with one process: the DDP path, as for N (its collectives run all the same)."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    for name, value in {
+        "RANK": 0,
+        "WORLD_SIZE": 1,
+        "LOCAL_RANK": 0,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": port,
+    }.items():
+        monkeypatch.setenv(name, str(value))
+    info = init_distributed("cpu")
+    try:
+        assert (info.rank, info.world_size, info.device) == (0, 1, torch.device("cpu"))
+        assert is_distributed() and dist.get_backend() == "gloo" and is_main()
+    finally:
+        cleanup()
+    assert not is_distributed()
+
+
+@pytest.mark.trains
+def test_torchrun_two_cpu_processes_train_and_a_refused_run_folder_stops_every_rank(synth_root, tmp_path):
+    """`torchrun --nproc_per_node=2 -m cityseg cv` (gloo) trains fold 0; fold 1's folder is held by another
+    trainer, so both ranks stop there with rank 0's refusal (none waits forever in a collective)."""
+    torch.set_num_threads(1)
+    runs = tmp_path / "runs"
     command = [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--standalone",
-        f"--nproc_per_node={processes}",
+        "--nproc_per_node=2",
         "-m",
         "cityseg",
-        "train",
+        "cv",
         str(synth_root),
         "--out",
-        str(tmp_path / "run"),
-        "--fold",
-        "0",
-        "--folds-file",
-        str(tmp_path / "folds.json"),
+        str(runs),
+        "--folds",
+        "2",
         "--epochs",
         "1",
         "--size",
@@ -64,34 +90,20 @@ def torchrun_train(synth_root, tmp_path, processes: int) -> subprocess.Completed
         "--device",
         "cpu",
         "--batch-size",
-        "4",
+        "2",
         "--lr",
         "1e-3",
     ]
-    done = subprocess.run(
-        command, env=os.environ | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("done:") == 1  # only rank 0 reports
-    return done
+    with hold_lock(runs / "fold_1" / ".lock-run", "the test's hold", "-"):
+        done = subprocess.run(command, env=CLI_ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0, done.stderr[-3000:]
+    assert "".join(done.stderr.split()).count(f"isinusebypid{os.getpid()}") == 2, done.stderr[-3000:]
+    assert done.stdout.count("fold_0 epoch 1/1") == 1  # only rank 0 reports
+    assert sorted(p.name for p in (runs / "fold_1").iterdir()) == [".lock-run"] and not (runs / "full").exists()
 
-
-@pytest.mark.slow
-def test_torchrun_one_process_takes_the_ddp_path(synth_root, tmp_path):
-    torchrun_train(synth_root, tmp_path, 1)
-    info = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert info["world_size"] == 1 and info["runtime"]["process_group"] == "gloo"  # joined the group: DDP ran
-    assert len(load_log(tmp_path / "run")) == 1
-
-
-@pytest.mark.slow
-def test_torchrun_two_cpu_processes(synth_root, tmp_path):
-    torch.set_num_threads(1)
-    torchrun_train(synth_root, tmp_path, 2)
-    folds = make_folds(list_frames(synth_root, "train"), k=5, seed=0)
-    run_dir = tmp_path / "run"
+    run_dir = runs / "fold_0"
     info = json.loads((run_dir / "config.json").read_text())
-    assert info["world_size"] == 2 and info["n_train"] == 16 and info["n_val"] == 4
+    assert info["world_size"] == 2 and info["n_train"] == 10 and info["n_val"] == 10
     assert info["runtime"]["process_group"] == "gloo"
     (row,) = load_log(run_dir)
 
@@ -103,7 +115,7 @@ def test_torchrun_two_cpu_processes(synth_root, tmp_path):
     board = EventAccumulator(str(run_dir))
     board.Reload()
     losses = [event.value for event in board.Scalars("train/loss")]
-    assert len(losses) == 2 and sum(losses) / 2 == pytest.approx(row["train_loss"], rel=1e-5)  # 8 images a rank
+    assert len(losses) == 2 and sum(losses) / 2 == pytest.approx(row["train_loss"], rel=1e-5)  # 5 images a rank
 
     # The same model and val images in one process, one rank's shard at a time, summed by hand:
     # the all-reduced confusion matrix of the 2-process run must give the same IoUs.
@@ -111,6 +123,7 @@ def test_torchrun_two_cpu_processes(synth_root, tmp_path):
 
     model, state = load_model(run_dir / "last.pt")
     config = TrainConfig.from_dict(state["config"])
+    folds = json.loads((runs / "folds.json").read_text())
     _, val_set = build_datasets(config, synth_root, *fold_ids(folds, 0))
     context = StepContext(torch.device("cpu"))
     results = [

@@ -77,6 +77,7 @@ def test_missing_or_non_state_dict_weights_are_user_errors(tmp_path):
             build_model(encoder_weights=garbage)
 
 
+@pytest.mark.slow  # a child python that imports torch
 def test_imagenet_offline_names_the_alternatives(tmp_path):
     # A subprocess, because huggingface_hub reads HF_HUB_OFFLINE once at import.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1"}

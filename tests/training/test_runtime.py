@@ -225,6 +225,7 @@ def test_deterministic_never_compiles(cuda_machine, roomy_disk, mutable_root):
         resolve_runtime(strong(deterministic=True, compile=True), mutable_root, FOLD_IMAGES)
 
 
+@pytest.mark.trains
 def test_a_deterministic_run_trains_and_config_json_records_it(tiny_config, synth_root, tmp_path, torch_switches):
     from cityseg.training.trainer import train_run
 

@@ -2,8 +2,7 @@
 
 The scalars must be the numbers log.jsonl holds (per epoch) and every iteration's loss and lr, once
 each: also after a crash between the events and last.pt. After real SIGKILLs + `--resume`:
-tests/training/test_cv_faults.py::test_sigkill_then_resume_gives_every_run_one_complete_stream, on the
-folder those tests kill three times (one cv killed and resumed serves both checks).
+tests/training/test_cv_faults.py::test_kills_a_ctrl_c_and_a_second_cv_then_resume_equal_an_uninterrupted_run.
 """
 
 from __future__ import annotations
@@ -24,7 +23,9 @@ from cityseg.training.folds import fold_ids, make_folds
 from cityseg.training.optim import lr_factor
 from cityseg.training.trainer import train_run
 
-EPOCHS, STEPS = 2, 8  # 8 train images at batch 1
+pytestmark = pytest.mark.trains
+EPOCHS, STEPS = 2, 5  # 5 train images at batch 1
+PROGRESS_EVERY = 2  # the host reads the losses every 2 steps: two mid-epoch reads and a remainder
 
 
 # cosine with warm-up, so the logged lr changes every step
@@ -39,10 +40,10 @@ def fold(synth_root):
 
 @pytest.fixture(scope="module")
 def straight_run(tiny_config, synth_root, fold, tmp_path_factory):
-    """One uninterrupted run, host reads every 3 steps (so an epoch has two mid-epoch reads and a remainder)."""
+    """One uninterrupted run."""
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cityseg.training.engine, "PROGRESS_EVERY", 3)
+        patch.setattr(cityseg.training.engine, "PROGRESS_EVERY", PROGRESS_EVERY)
         run_dir = tmp_path_factory.mktemp("board") / "fold_0"
         train_run(synth_root, run_dir, tiny_config(**COSINE), *fold, progress=False)
     return run_dir
@@ -53,7 +54,7 @@ def test_every_iteration_and_every_log_row_reach_tensorboard(tiny_config, straig
     config = tiny_config(**COSINE)
     lrs = [value for _, value in scalars(board, "train/lr")]
     expected = [
-        config.lr * lr_factor(s, EPOCHS * STEPS, STEPS // 2, "cosine", config.min_lr / config.lr)
+        config.lr * lr_factor(s, EPOCHS * STEPS, round(0.5 * STEPS), "cosine", config.min_lr / config.lr)
         for s in range(EPOCHS * STEPS)
     ]
     assert lrs == pytest.approx(expected, rel=1e-6)  # the lr each step used, stored as float32
@@ -82,7 +83,7 @@ def test_crash_between_events_and_checkpoint_then_resume_keeps_one_stream(
     tiny_config, synth_root, fold, straight_run, tmp_path, monkeypatch
 ):
     torch.set_num_threads(1)
-    monkeypatch.setattr(cityseg.training.engine, "PROGRESS_EVERY", 3)
+    monkeypatch.setattr(cityseg.training.engine, "PROGRESS_EVERY", PROGRESS_EVERY)
     real_save = cityseg.training.trainer.save_checkpoint
 
     def save_then_die_in_epoch_2(path, state):

@@ -1,16 +1,17 @@
-"""One training run: it learns, writes the run-folder format, resumes after Ctrl-C or SIGKILL, fails clearly."""
+"""One training run: it learns, writes the run-folder format, repairs its log on resume, fails clearly."""
 
 from __future__ import annotations
 
 import copy
 import json
-import subprocess
+import os
+import shutil
 
 import numpy as np
 import pytest
 import torch
-from helpers_training import CLI_ENV, cityseg_command, running, signal_when
 
+from cityseg.cli import main
 from cityseg.data.frames import list_frames, read_train_ids
 from cityseg.errors import UserError
 from cityseg.training.checkpoint import load_checkpoint
@@ -66,6 +67,7 @@ def constant_predictor_miou(synth_root, train_ids, val_ids):
     return mean_iou(confusion)
 
 
+@pytest.mark.trains
 def test_short_run_beats_the_constant_predictor(learned_run, synth_root, fold0):
     _, _, result, _ = learned_run
     baseline = constant_predictor_miou(synth_root, *fold0)
@@ -77,6 +79,7 @@ def test_short_run_beats_the_constant_predictor(learned_run, synth_root, fold0):
     assert result.rows[-1]["train_loss"] < result.rows[0]["train_loss"]
 
 
+@pytest.mark.trains
 def test_run_folder_format(learned_run, synth_root):
     config, run_dir, result, rows_seen = learned_run
     names = sorted(p.name for p in run_dir.iterdir())
@@ -127,6 +130,7 @@ def test_run_folder_format(learned_run, synth_root):
     assert model(torch.zeros(1, 3, 32, 64)).shape == (1, 19, 32, 64)
 
 
+@pytest.mark.trains
 def test_existing_run_is_never_overwritten(tiny_config, learned_run, synth_root, fold0):
     config, run_dir, _, _ = learned_run
 
@@ -141,83 +145,27 @@ def test_existing_run_is_never_overwritten(tiny_config, learned_run, synth_root,
     assert files() == before
 
 
-def stop_after_first_epoch(name, row):
-    if row["epoch"] == 1:
-        raise KeyboardInterrupt
-
-
-@pytest.mark.slow
-def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tiny_config, synth_root, fold0, tmp_path, capsys):
-    torch.set_num_threads(1)
-    train_ids, val_ids = fold0[0][:8], fold0[1][:2]
-    # cosine schedule and random flips, so a resume that lost the schedule step or RNG would differ
-    config = tiny_config(epochs=2, lr=1e-3, schedule="cosine", warmup_epochs=0.5, batch_size=4)
-    straight = train_run(synth_root, tmp_path / "a", config, train_ids, val_ids, progress=False)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(
-            synth_root, tmp_path / "b", config, train_ids, val_ids, progress=False, on_epoch=stop_after_first_epoch
-        )
-    assert "last.pt holds epoch 1" in capsys.readouterr().err
-    assert [r["epoch"] for r in load_log(tmp_path / "b")] == [1]
-    resumed = train_run(synth_root, tmp_path / "b", config, train_ids, val_ids, resume=True, progress=False)
-    for key in ("lr", "train_loss", "val_loss", "val_miou"):
-        assert resumed.rows[1][key] == pytest.approx(straight.rows[1][key], rel=1e-5), key
-    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
-    for name, tensor in a["model"].items():
-        torch.testing.assert_close(b["model"][name], tensor, rtol=1e-5, atol=1e-6)
-
-    # A kill after last.pt was saved but before the row was appended, with a torn line left behind:
-    log = tmp_path / "b" / "log.jsonl"
-    lines = log.read_text().splitlines(keepends=True)
-    log.write_text(lines[0] + '{"epoch": 2, "lr": 0.0')
-    repaired = train_run(synth_root, tmp_path / "b", config, train_ids, val_ids, resume=True, progress=False)
-    assert repaired.rows == resumed.rows  # the missing row comes back from last.pt; nothing retrained
-
-
-@pytest.mark.slow
-def test_sigkill_mid_run_then_resume(synth_root, fold0, tmp_path):
+@pytest.mark.trains
+def test_a_log_row_lost_to_a_kill_comes_back_from_last_pt_without_retraining(learned_run, synth_root, tmp_path):
+    """A kill after last.pt was saved but before its row was appended, leaving a torn line; `cityseg train
+    --resume` repairs the log. (Kills at other moments: tests/training/test_cv_faults.py.)"""
+    config, run_dir, result, _ = learned_run
+    killed = tmp_path / "fold_0"
+    shutil.copytree(run_dir, killed, ignore=shutil.ignore_patterns("*.pt"))
+    for checkpoint in ("last.pt", "best.pt"):
+        os.link(run_dir / checkpoint, killed / checkpoint)  # a resume that retrained would replace them
+    lines = (killed / "log.jsonl").read_text().splitlines(keepends=True)
+    (killed / "log.jsonl").write_text("".join(lines[:-1]) + lines[-1][:20])
     folds_file = tmp_path / "folds.json"
-    write_folds(folds_file, make_folds(list_frames(synth_root, "train"), k=5, seed=0))
-    run_dir = tmp_path / "run"
-    command = cityseg_command(
-        "train",
-        synth_root,
-        "--out",
-        run_dir,
-        "--fold",
-        "0",
-        "--folds-file",
-        folds_file,
-        "--epochs",
-        "3",
-        "--size",
-        "64x32",
-        "--encoder-weights",
-        "none",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
-        "--batch-size",
-        "8",
-    )
-    with running(command) as process:
-        signal_when(process, lambda: load_log(run_dir))  # mid-epoch 2, or while saving
-        process.wait()
-    killed_rows = load_log(run_dir)
-    assert 1 <= len(killed_rows) < 3
-
-    done = subprocess.run(command + ["--resume"], env=CLI_ENV, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = load_log(run_dir)
-    assert [r["epoch"] for r in rows] == [1, 2, 3]
-    assert rows[0] == killed_rows[0]
-    best = load_checkpoint(run_dir / "best.pt")
-    assert best["epoch"] == min(rows, key=lambda r: r["val_loss"])["epoch"]
-    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 3
-    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]  # no half-written files left
+    write_folds(folds_file, make_folds(list_frames(synth_root, "train"), k=5, seed=0))  # fold 0: `fold0`
+    flags = ["--epochs", "8", "--lr", "2e-3", "--size", "64x32", "--encoder-weights", "none", "--workers", "0"]
+    argv = ["train", synth_root, "--out", killed, "--fold", "0", "--folds-file", folds_file, *flags, "--resume"]
+    assert main([str(arg) for arg in argv + ["--device", "cpu"]]) == 0
+    assert load_log(killed) == result.rows == load_log(run_dir)
+    assert (killed / "last.pt").stat().st_ino == (run_dir / "last.pt").stat().st_ino  # nothing retrained
 
 
+@pytest.mark.trains
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_config, synth_root, fold0, tmp_path, monkeypatch):
     import cityseg.training.losses
     import cityseg.training.trainer
@@ -243,6 +191,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_config, synth
     assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 1
 
 
+@pytest.mark.trains
 def test_out_of_memory_becomes_a_user_error(tiny_config, synth_root, fold0, tmp_path, monkeypatch):
     import cityseg.training.model
 
@@ -283,12 +232,20 @@ def test_gpu_aug_moves_the_colour_ops_from_the_loader_to_the_step(tiny_config, s
 # ----------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
-def test_norm_weights_and_biases_never_decay_and_the_encoder_gets_its_share(optimizer):
+@pytest.fixture(scope="module")
+def unet() -> torch.nn.Module:
+    """The default model, built once: each test changes a deep copy."""
     from cityseg.training.model import build_model
+
+    torch.manual_seed(0)
+    return build_model(encoder_weights=None)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_norm_weights_and_biases_never_decay_and_the_encoder_gets_its_share(unet, optimizer):
     from cityseg.training.optim import build_optimizer
 
-    model = build_model(encoder_weights=None)
+    model = copy.deepcopy(unet)
     config = resolve_config("strong", optimizer=optimizer, workers=0)  # wd 1e-4, encoder x 0.25 for lr and wd
     built = build_optimizer(model, config)
     assert [g["name"] for g in built.param_groups] == ["decoder", "decoder_no_decay", "encoder", "encoder_no_decay"]
@@ -309,14 +266,12 @@ def test_norm_weights_and_biases_never_decay_and_the_encoder_gets_its_share(opti
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
-def test_a_step_with_zero_gradient_changes_each_parameter_by_its_decay_alone(optimizer):
-    from cityseg.training.model import build_model
+def test_a_step_with_zero_gradient_changes_each_parameter_by_its_decay_alone(unet, optimizer):
     from cityseg.training.optim import build_optimizer
 
-    torch.manual_seed(0)
     # float64, so the check is the optimizer's formula and not float32 rounding (in float32, AdamW's factor
     # 1 - 4e-8 rounds to 1 - 6e-8, and the encoder's 1 - 2.5e-9 to exactly 1)
-    model = build_model(encoder_weights=None).double()
+    model = copy.deepcopy(unet).double()
     config = resolve_config("strong", optimizer=optimizer, workers=0)
     built = build_optimizer(model, config)
     before = {id(p): p.detach().clone() for p in model.parameters()}
@@ -342,12 +297,11 @@ def test_a_step_with_zero_gradient_changes_each_parameter_by_its_decay_alone(opt
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
-def test_the_optimizer_runs_fused_and_updates_like_torchs_per_tensor_loop(optimizer):
-    from cityseg.training.model import build_model
+def test_the_optimizer_runs_fused_and_updates_like_torchs_per_tensor_loop(unet, optimizer):
     from cityseg.training.optim import build_optimizer, parameter_groups
 
     torch.manual_seed(0)
-    model = build_model(encoder_weights=None)
+    model = copy.deepcopy(unet)
     reference_model = copy.deepcopy(model)
     config = resolve_config("strong", optimizer=optimizer, workers=0)
     built = build_optimizer(model, config)
@@ -366,7 +320,7 @@ def test_the_optimizer_runs_fused_and_updates_like_torchs_per_tensor_loop(optimi
         loop.step()
     for param, twin in zip(model.parameters(), reference_model.parameters(), strict=True):
         torch.testing.assert_close(param, twin, rtol=1e-6, atol=1e-8)  # one update, rounded in another order
-    assert not torch.equal(next(model.parameters()), next(build_model(encoder_weights=None).parameters()))
+    assert not torch.equal(next(model.parameters()), next(unet.parameters()))  # it did update
 
 
 def test_fused_only_where_torch_has_the_kernels():

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterable
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -11,11 +12,14 @@ from cityseg.data.frames import Frame, check_label_source, check_same_size, read
 from cityseg.data.transforms import build_transform
 from cityseg.labels import IGNORE_INDEX
 
+# OpenCV's thread pool does not survive a fork: a loader worker forked while the pool's threads exist (after any
+# parallel OpenCV call here: a cache build, an evaluation in the same notebook kernel) hangs in its first OpenCV call.
+# cityseg runs its own processes and threads, so every process that builds a loader runs OpenCV on one thread.
+cv2.setNumThreads(1)
+
 
 def worker_init(worker_id: int) -> None:
     """DataLoader worker set-up: one torch and one OpenCV thread each, so N workers do not fight over the cores."""
-    import cv2
-
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     np.random.seed(torch.initial_seed() % 2**32)  # torch seeds each worker differently; numpy follows suit
