@@ -3,32 +3,29 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
-import os
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers_training import cli_in_process
 from pypdf import PdfReader
 
-from cityseg.cli import main
 from cityseg.prediction.deployed import CARD_JSON, CARD_MD, ONNX_FILE, WEIGHTS_FILE
 
-pytestmark = pytest.mark.slow  # two tiny cv runs (2 folds x 1 epoch and the full fit)
+pytestmark = pytest.mark.trains  # two tiny cv runs (2 folds x 1 epoch and the full fit)
 
 TINY = "--folds 2 --epochs 1 --size 64x32 --workers 0 --device cpu --encoder-weights none".split()
 
 
 def cli(*args: object) -> SimpleNamespace:
-    """`cityseg ARGS` in this process (no torch start-up): its exit code and what it printed."""
-    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()) as err:
-        code = main([os.fspath(arg) if isinstance(arg, Path) else str(arg) for arg in args])
-    assert code == 0, f"cityseg {' '.join(map(str, args))}: exit {code}\n{out.getvalue()}\n{err.getvalue()}"
-    return SimpleNamespace(stdout=out.getvalue(), stderr=err.getvalue())
+    """`cityseg ARGS` in this process; fails the test unless it exits 0."""
+    done = cli_in_process(*args)
+    assert done.returncode == 0, (
+        f"cityseg {' '.join(map(str, args))}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    )
+    return done
 
 
 def test_deeplabv3plus_resnet18_runs_cv_predict_evaluate_export_and_report_under_its_own_name(mutable_root, tmp_path):
