@@ -34,4 +34,4 @@ lint: $(STAMP)
 
 # report.pdf stays: the demo's report is committed (rebuilding it gives the same bytes).
 clean-demo:
-	rm -rf demo report_figures submission.zip
+	rm -rf demo report_figures report_tables submission.zip

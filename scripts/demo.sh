@@ -12,7 +12,7 @@
 #   demo/predictions/, demo/test_predictions/, demo/predictions-eval/val.json
 #   demo/01_train.out.ipynb, demo/02_evaluate.out.ipynb   executed notebooks
 #   demo/submission.zip         test predictions zipped for the server
-#   report.pdf, report_figures/ at the repository root. report.pdf is committed: it holds nothing that
+#   report.pdf, report_figures/, report_tables/ at the repository root. report.pdf is committed: it holds nothing that
 #   depends on the machine, the time or the commit and is written with fixed metadata, so a rebuild from an
 #   unchanged tree gives the same bytes and leaves `git status` clean.
 #
