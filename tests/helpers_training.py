@@ -12,6 +12,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # One thread per child: the CI machine has two cores, and the runs compared must use the same thread count.
 CLI_ENV = os.environ | {"OMP_NUM_THREADS": "1"}
@@ -70,3 +74,22 @@ def cli_in_process(*args: object) -> SimpleNamespace:
         except SystemExit as exit_:  # argparse's refusals
             code = exit_.code
     return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def format_1_checkpoint(path: Path, network: nn.Module) -> Path:
+    """A checkpoint as cityseg wrote it before models were named: format 1, stamped "unet-resnet34", its config
+    without arch or encoder fields."""
+    import torch
+
+    from cityseg.training.config import resolve_config
+
+    config = resolve_config("seed", encoder_weights=None, size=(128, 64)).to_dict()
+    del config["arch"], config["encoder"]
+    payload = {
+        "format": "cityseg-checkpoint",
+        "format_version": 1,
+        "arch": "unet-resnet34",
+        "model": network.state_dict(),
+    }
+    torch.save({**payload, "num_classes": 19, "epoch": 3, "config": config, "best_metric": 0.5}, path)
+    return path

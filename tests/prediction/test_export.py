@@ -27,7 +27,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cityscapesscripts.helpers.labels import trainId2label
-from helpers_training import cli_in_process
+from helpers_training import cli_in_process, format_1_checkpoint
 from PIL import Image
 from safetensors import safe_open
 
@@ -414,6 +414,22 @@ def test_a_non_default_model_exports_and_says_what_it_is(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"failed on DeepLabV3 / resnet18 \(RuntimeError: Could not guard"):
         export_model(checkpoint, tmp_path / "again", log=lambda line: None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "in", "model", "out"]
+
+
+def test_a_format_1_checkpoint_exports_as_the_default_unet(tmp_path):
+    """Checkpoints written before models were named (format 1, "unet-resnet34") export, and the card and predict's
+    summary name the U-Net / resnet34 they hold."""
+    torch.manual_seed(6)
+    network = build_model(None).eval()
+    checkpoint = format_1_checkpoint(tmp_path / "best.pt", network)
+    result = export_model(checkpoint, tmp_path / "model", log=lambda line: None)
+    card = json.loads((tmp_path / "model" / CARD_JSON).read_text())
+    assert result.model == card["model"]["title"] == "U-Net / resnet34" and result.parity["passed"]
+    assert (card["model"]["architecture"], card["model"]["encoder"]) == ("Unet", "resnet34")
+    predicted = predict_images(
+        tmp_path / "model", [_photos(tmp_path / "in")], tmp_path / "out", device="cpu", progress=False
+    )
+    assert predicted.summary().startswith("U-Net / resnet34: wrote 1")
 
 
 def _window_starts(length: int, window: int, stride: int) -> list[int]:

@@ -308,6 +308,18 @@ def test_setup_page_reads_in_words_and_names_the_model_that_ran(tiny_run, tmp_pa
     assert "DeepLabV3+ / resnet18" in PdfReader(pdf).metadata.subject
 
 
+def test_run_folders_written_before_models_were_named_report_the_default_unet(tiny_run, tmp_path):
+    runs = copy_runs(tiny_run, tmp_path)  # config.json as cityseg wrote it at checkpoint format 1: no arch, encoder
+    for path in runs.glob("*/config.json"):
+        record = json.loads(path.read_text())
+        del record["config"]["arch"], record["config"]["encoder"]
+        path.write_text(json.dumps(record))
+    texts = [
+        " ".join(text.split()) for text in page_texts(build_report(runs, tiny_run.eval_json, tmp_path / "old.pdf"))
+    ]
+    assert "U-Net / resnet34 semantic segmentation: results" in texts[0] and "model U-Net / resnet34" in texts[1]
+
+
 def test_tables_beside_the_pdf_parse_and_hold_the_pdf_numbers(tiny_run):
     folder = tiny_run.pdf.with_name("report_tables")
     summary = json.loads((tiny_run.runs / "summary.json").read_text())

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers_training import format_1_checkpoint
 from torch import nn
 
 from cityseg.errors import UserError
@@ -197,23 +198,6 @@ def test_load_model_builds_the_architecture_the_stored_config_names(tmp_path):
         torch.testing.assert_close(loaded(torch.ones(1, 3, 64, 64)), network.eval()(torch.ones(1, 3, 64, 64)))
 
 
-def _format_1_checkpoint(path: Path, network: nn.Module) -> Path:
-    """A checkpoint as cityseg wrote it before models were named: format 1, stamped "unet-resnet34", its config
-    without arch or encoder fields."""
-    from cityseg.training.config import resolve_config
-
-    config = resolve_config("seed", encoder_weights=None, size=(128, 64)).to_dict()
-    del config["arch"], config["encoder"]
-    payload = {
-        "format": "cityseg-checkpoint",
-        "format_version": 1,
-        "arch": "unet-resnet34",
-        "model": network.state_dict(),
-    }
-    torch.save({**payload, "num_classes": 19, "epoch": 3, "config": config, "best_metric": 0.5}, path)
-    return path
-
-
 def test_a_format_1_checkpoint_still_loads_predicts_and_resumes_as_the_default_unet(tmp_path):
     from cityseg.prediction.deployed import load_network
     from cityseg.prediction.inference import forward_padded
@@ -221,7 +205,7 @@ def test_a_format_1_checkpoint_still_loads_predicts_and_resumes_as_the_default_u
 
     torch.manual_seed(4)
     network = build_model(None).eval()
-    path = _format_1_checkpoint(tmp_path / "best.pt", network)
+    path = format_1_checkpoint(tmp_path / "best.pt", network)
     loaded, state = load_network(path)
     assert type(loaded).__name__ == "Unet" and state["epoch"] == 3
     image = torch.randn(1, 3, 70, 90)
