@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cityseg.data.augmentations import AUGMENTATIONS
+from cityseg.data.layout import AUGMENTATIONS
 from cityseg.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -18,9 +18,9 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from cityseg.data.augmentations import DEFAULT_SCALE_RANGE
 from cityseg.data.frames import check_label_source, check_same_size, list_frames, read_image, read_train_ids
 from cityseg.data.labelpng import png_header
+from cityseg.data.layout import DEFAULT_SCALE_RANGE
 from cityseg.data.transforms import build_transform
 from cityseg.errors import UserError, format_paths
 from cityseg.fileio import atomic_write_text, claim_folder, folder_lock, source_fingerprint, sync_to_disk

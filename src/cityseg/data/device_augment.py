@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cityseg.data.augmentations import PIXEL_AUGMENTATIONS
+from cityseg.data.layout import PIXEL_AUGMENTATIONS
 from cityseg.data.photometric import (
     PHOTOMETRIC,
     PhotometricDraw,

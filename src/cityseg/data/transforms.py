@@ -15,7 +15,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from cityseg.data.augmentations import DEFAULT_SCALE_RANGE, PIXEL_AUGMENTATIONS
+from cityseg.data.layout import DEFAULT_SCALE_RANGE, PIXEL_AUGMENTATIONS
 from cityseg.data.photometric import PhotoMetricDistortion
 from cityseg.labels import IGNORE_INDEX
 

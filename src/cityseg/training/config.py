@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cityseg.data.augmentations import AUGMENTATIONS
-from cityseg.data.layout import LABEL_SOURCES
+from cityseg.data.layout import AUGMENTATIONS, LABEL_SOURCES
 from cityseg.errors import UserError
 from cityseg.system import default_workers
 from cityseg.training.model_names import DEFAULT_ARCH, canonical_arch, check_encoder, model_title_of, size_multiple
@@ -42,10 +41,6 @@ OPTIMIZATION = "Optimization"
 DATA = "Data and augmentation (sizes are WIDTHxHEIGHT)"
 LOSS_MODEL = "Loss, model and selection"
 RUN = "Run"
-
-
-def _default_workers() -> int:
-    return min(8, default_workers())
 
 
 def _option(default: Any, help: str, *, group: str, factory: Any = dataclasses.MISSING, choices: Any = None) -> Any:
@@ -103,7 +98,9 @@ class TrainConfig:
         "train from labelTrainIds PNGs (after `cityseg prepare`) or the shipped labelIds",
         choices=LABEL_SOURCES,
     )
-    workers: int = _data(dataclasses.MISSING, "data-loading processes per training process", factory=_default_workers)
+    workers: int = _data(
+        dataclasses.MISSING, "data-loading processes per training process", factory=lambda: min(8, default_workers())
+    )
     cache: str | None = _data(
         AUTO,
         "decoded-image cache folder (see `cityseg cache`), built on first use and shared by every fold and the full "

@@ -21,7 +21,6 @@ class DistInfo:
 
     rank: int
     world_size: int
-    local_rank: int
     device: torch.device
 
 
@@ -37,7 +36,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if (size > 1 or {"RANK", "WORLD_SIZE"} <= os.environ.keys()) and not dist.is_initialized():
         cuda = chosen.type == "cuda"
         dist.init_process_group("nccl" if cuda else "gloo", init_method="env://", device_id=chosen if cuda else None)
-    return DistInfo(rank=rank, world_size=size, local_rank=local_rank, device=chosen)
+    return DistInfo(rank=rank, world_size=size, device=chosen)
 
 
 def is_distributed() -> bool:

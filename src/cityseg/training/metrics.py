@@ -7,13 +7,11 @@ import torch
 from cityseg.labels import IGNORE_INDEX, NUM_CLASSES
 
 
-def confusion_matrix(
-    pred: torch.Tensor, target: torch.Tensor, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX
-) -> torch.Tensor:
-    """(N, N) int64 counts, rows = ground truth, columns = prediction, of integer (B, H, W) tensors; ignore dropped."""
-    valid = target != ignore_index
-    index = target[valid].long() * num_classes + pred[valid].long()
-    return torch.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(19, 19) int64 counts, rows = ground truth, columns = prediction, of (B, H, W) trainId tensors; 255 dropped."""
+    valid = target != IGNORE_INDEX
+    index = target[valid].long() * NUM_CLASSES + pred[valid].long()
+    return torch.bincount(index, minlength=NUM_CLASSES * NUM_CLASSES).reshape(NUM_CLASSES, NUM_CLASSES)
 
 
 def iou_per_class(confusion: np.ndarray | torch.Tensor) -> np.ndarray:

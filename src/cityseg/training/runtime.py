@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from cityseg.data.augmentations import PIXEL_AUGMENTATIONS
 from cityseg.data.cache import MARKER, cache_state, default_cache_dir, training_cache_size
 from cityseg.data.device_augment import build_batch_augment
 from cityseg.data.frames import ListedSplit, listed_split
+from cityseg.data.layout import PIXEL_AUGMENTATIONS
 from cityseg.errors import UserError
 from cityseg.training.config import AUTO, TrainConfig
 from cityseg.training.dist import is_distributed, is_main
