@@ -59,6 +59,8 @@ def test_every_iteration_and_every_log_row_reach_tensorboard(tiny_config, straig
     ]
     assert lrs == pytest.approx(expected, rel=1e-6)  # the lr each step used, stored as float32
     assert len(list(straight_run.glob("events.out.tfevents.*"))) == 1
+    (title,) = board.Tensors("run/text_summary")  # the run's name and the model that ran, as TensorBoard lists it
+    assert title.tensor_proto.string_val[0].decode() == "fold_0: U-Net / resnet34"
 
 
 def test_val_frames_show_image_truth_and_prediction_in_the_palette(straight_run, synth_root, fold):
