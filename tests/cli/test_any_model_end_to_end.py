@@ -34,9 +34,18 @@ def test_deeplabv3plus_resnet18_runs_cv_predict_evaluate_export_and_report_under
     cv = cli("cv", mutable_root, "--out", runs, "--arch", "DeepLabV3Plus", "--encoder", "resnet18", *TINY)
     checkpoint = runs / "full" / "best.pt"
     predicted = cli("predict", checkpoint, mutable_root, "--out", pred, "--device", "cpu", "--no-progress")
-    cli("evaluate", pred, mutable_root, "--json", tmp_path / "val.json", "--workers", "1")
+    evaluated = cli("evaluate", pred, mutable_root, "--json", tmp_path / "val.json", "--workers", "1")
     exported = cli("export", checkpoint, "--out", model, "--eval", tmp_path / "val.json")
-    cli("report", runs, "--eval", tmp_path / "val.json", "--out", tmp_path / "report.pdf", "--predictions", pred)
+    reported = cli(
+        "report", runs, "--eval", tmp_path / "val.json", "--out", tmp_path / "report.pdf", "--predictions", pred
+    )
+    hints = [
+        [line for line in done.stdout.splitlines() if line.startswith("next: ")][-1]
+        for done in (cv, predicted, evaluated, exported, reported)
+    ]
+    expected = ["next: cityseg predict ", "next: cityseg evaluate ", "next: cityseg report ", "next: cityseg predict "]
+    for start, hint in zip([*expected, "next: open "], hints, strict=True):  # each command says what to run next
+        assert hint.startswith(start), hint
 
     config = json.loads((runs / "full" / "config.json").read_text())["config"]
     assert (config["arch"], config["encoder"], config["encoder_weights"]) == ("DeepLabV3Plus", "resnet18", None)
