@@ -1,15 +1,14 @@
 """Atomic file writes, kept free of heavy imports so worker processes start fast."""
 
-import contextlib
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from cityseg.errors import name_the_file
+from cityseg.errors import UserError, name_the_file
 
 FSYNC_ENV = "CITYSEG_FSYNC"
 
@@ -86,8 +85,6 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def claim_folder(out: Path, marker: str, stamp: dict, what: str, fix: str) -> None:
     """Make `out` ours (with a `marker` JSON) or check that it is; another folder is refused, never emptied."""
-    from cityseg.errors import UserError
-
     out = Path(out)
     marker_path = out / marker
     if marker_path.is_file():
@@ -104,12 +101,3 @@ def claim_folder(out: Path, marker: str, stamp: dict, what: str, fix: str) -> No
         f"{out} is not empty and has no valid {marker}, so it is not a {what}; cityseg will not write or delete "
         f"anything there. {fix}"
     )
-
-
-@contextlib.contextmanager
-def folder_lock(folder: Path, name: str) -> Iterator[None]:
-    """Serialise writers of one entry in `folder` (DDP ranks, two notebooks); see cityseg.locks.wait_lock."""
-    from cityseg.locks import wait_lock
-
-    with wait_lock(Path(folder) / f".lock-{name}", f"{Path(folder) / name}, which another process is writing"):
-        yield

@@ -23,8 +23,8 @@ from cityseg.data.labelpng import png_header
 from cityseg.data.layout import DEFAULT_SCALE_RANGE
 from cityseg.data.transforms import build_transform
 from cityseg.errors import UserError, format_paths
-from cityseg.fileio import atomic_write_text, claim_folder, folder_lock, source_fingerprint, sync_to_disk
-from cityseg.locks import die_with_parent
+from cityseg.fileio import atomic_write_text, claim_folder, source_fingerprint, sync_to_disk
+from cityseg.locks import die_with_parent, wait_lock
 
 MARKER, FORMAT, FORMAT_VERSION = "CITYSEG_CACHE.json", "cityseg-cache", 1
 IMAGES_FILE, LABELS_FILE, INDEX_FILE, COMPLETE_FILE = "images.npy", "labels.npy", "index.json", "COMPLETE"
@@ -52,17 +52,6 @@ def default_cache_dir(root: Path) -> Path:
 def entry_name(split: str, size: tuple[int, int] | None, label_source: str = "trainIds") -> str:
     """Folder name of one entry: `train_1024x512_trainIds`, or `val_full_trainIds` at source size."""
     return f"{split}_{'full' if size is None else f'{size[0]}x{size[1]}'}_{label_source}"
-
-
-def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W, 3) and (H, W) uint8 arrays resized to (W, H) exactly as `build_transform(train=False, size=size)`."""
-    from torchvision import tv_tensors
-    from torchvision.transforms import v2
-
-    resize = v2.Resize((size[1], size[0]), antialias=True)
-    image_t = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))  # (3, H, W) uint8
-    image_t, mask_t = resize(image_t, tv_tensors.Mask(torch.from_numpy(mask)))
-    return image_t.permute(1, 2, 0).numpy(), mask_t.numpy()
 
 
 def training_cache_size(
@@ -111,7 +100,7 @@ def ensure_cache(
     claim_folder(out, MARKER, stamp, "cityseg cache", fix)
     name = entry_name(split, size, label_source)
     final = out / name
-    with folder_lock(out, name):
+    with wait_lock(out / f".lock-{name}", f"{final}, which another process is writing"):  # DDP ranks, two notebooks
         previous = out / f".old-{name}"  # a kill between the two renames of a swap: put the complete one back
         if previous.exists() and final.exists():
             _remove_entry(previous)
@@ -239,7 +228,8 @@ def _init_decoder(folder: str, size, shape_hw, label_source: str) -> None:
         die_with_parent()
     torch.set_num_threads(1)
     images, labels = (np.load(Path(folder) / name, mmap_mode="r+") for name in (IMAGES_FILE, LABELS_FILE))
-    _WORKER.update(images=images, labels=labels, size=size, shape_hw=tuple(shape_hw), label_source=label_source)
+    resize = build_transform(train=False, size=size) if size is not None else None  # as the PNG datasets resize
+    _WORKER.update(images=images, labels=labels, resize=resize, shape_hw=tuple(shape_hw), label_source=label_source)
 
 
 def _decode_one(task: tuple[int, str, str]) -> int:
@@ -248,8 +238,9 @@ def _decode_one(task: tuple[int, str, str]) -> int:
     image = read_image(Path(image_path))  # (H, W, 3) uint8
     mask = read_train_ids(Path(label_path), label_source=_WORKER["label_source"])  # (H, W) uint8
     check_same_size(image, mask, image_path, label_path)  # before a resize would make any pair agree
-    if _WORKER["size"] is not None:
-        image, mask = resize_pair(image, mask, _WORKER["size"])
+    if _WORKER["resize"] is not None:
+        image_t, mask_t = _WORKER["resize"](image, mask)  # (3, H', W'), (H', W')
+        image, mask = image_t.permute(1, 2, 0).numpy(), mask_t.numpy()
     if image.shape[:2] != _WORKER["shape_hw"]:
         h, w = _WORKER["shape_hw"]
         raise UserError(
