@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,9 +69,6 @@ class Problems:
 
     def add(self, kind: str, text: str) -> None:
         self.items.setdefault(kind, []).append(text)
-
-    def add_problem(self, problem: PredictionProblem) -> None:
-        self.add(problem.kind, str(problem))
 
     def raise_if_any(self, context: str) -> None:
         """Raise one UserError naming every kind of problem, its count and the first few files."""
@@ -167,14 +165,11 @@ def check_values(path: Path, counts: np.ndarray) -> None:
         raise PredictionProblem("invalid ids", path, f"values {invalid_values(np.flatnonzero(counts))}")
 
 
-def _read_and_count(path: Path) -> np.ndarray | PredictionProblem:
-    """(256,) value counts of one prediction, checked; its problem is returned, so one bad file hides no other."""
-    try:
-        counts = np.bincount(read_prediction(path).ravel(), minlength=256)
-        check_values(path, counts)
-        return counts
-    except PredictionProblem as problem:
-        return problem
+def _value_counts(path: Path) -> np.ndarray:
+    """(256,) value counts of one prediction, checked."""
+    counts = np.bincount(read_prediction(path).ravel(), minlength=256)
+    check_values(path, counts)
+    return counts
 
 
 def check_headers(predictions: Mapping[str, Path], sizes: Callable[[str], tuple[int, int]], problems: Problems) -> None:
@@ -192,16 +187,26 @@ def check_headers(predictions: Mapping[str, Path], sizes: Callable[[str], tuple[
             problems.add("wrong size", f"{path} ({actual[0]}x{actual[1]}, expected {size[0]}x{size[1]})")
 
 
-def scan_values(paths: Sequence[Path], workers: int, problems: Problems) -> np.ndarray:
-    """Decode every prediction in parallel (PIL decodes outside the GIL); return summed (256,) value counts."""
-    total = np.zeros(256, dtype=np.int64)
+def map_checked(function: Callable[[Any], Any], items: Iterable[Any], workers: int, problems: Problems) -> list[Any]:
+    """`function` over `items` in threads (PIL decodes outside the GIL), results in order; each PredictionProblem it
+    raises is recorded in `problems` instead, so one bad file hides no other."""
+
+    def attempt(item: Any) -> Any:
+        try:
+            return function(item)
+        except PredictionProblem as problem:
+            return problem
+
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for outcome in pool.map(_read_and_count, paths):
-            if isinstance(outcome, PredictionProblem):
-                problems.add_problem(outcome)
-            else:
-                total += outcome
-    return total
+        outcomes = list(pool.map(attempt, items))
+    for problem in (o for o in outcomes if isinstance(o, PredictionProblem)):
+        problems.add(problem.kind, str(problem))
+    return [o for o in outcomes if not isinstance(o, PredictionProblem)]
+
+
+def scan_values(paths: Sequence[Path], workers: int, problems: Problems) -> np.ndarray:
+    """Decode every prediction in parallel; return summed (256,) value counts."""
+    return sum(map_checked(_value_counts, paths, workers, problems), np.zeros(256, dtype=np.int64))
 
 
 def warn_if_train_ids(counts: np.ndarray, where: Path) -> str | None:

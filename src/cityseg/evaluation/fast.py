@@ -3,7 +3,6 @@
 formulas are the script's, in its order (docs/evaluation.md). Also each frame's own mIoU and accuracy."""
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from cityscapesscripts.helpers.labels import category2labels, id2label, labels
 
 from cityseg.data.labelpng import UnreadablePngError, read_png
 from cityseg.errors import UserError
-from cityseg.evaluation.checks import PredictionProblem, Problems, check_values, read_prediction
+from cityseg.evaluation.checks import PredictionProblem, Problems, check_values, map_checked, read_prediction
 from cityseg.labels import ID_TO_TRAIN_ID, NUM_CLASSES
 
 INSTANCE_THRESHOLD = 1000  # instanceIds above this are instances (labelId * 1000 + k)
@@ -128,8 +127,10 @@ def _raise_bad_instances(ids: np.ndarray, inst_path: Path) -> None:
     )
 
 
-def count_prediction(pair: Pair, pred: np.ndarray) -> FrameCounts:
-    """Counts of one frame; PredictionProblem for a bad prediction, UserError for bad truth."""
+def count_prediction(pair: Pair, pred: np.ndarray | None = None) -> FrameCounts:
+    """Counts of one frame (`pred`: its labelIds, else read from the pair's PNG); PredictionProblem for a bad
+    prediction, UserError for bad truth."""
+    pred = read_prediction(pair.prediction) if pred is None else pred  # before the truth, whose errors are UserErrors
     gt, instances = read_ground_truth_pair(pair)  # (H, W) each
     if pred.shape != gt.shape:
         raise PredictionProblem(
@@ -158,13 +159,6 @@ def read_ground_truth_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
             f"ground truth {pair.label_ids} and {pair.instance_ids} differ in size; restore both from gtFine."
         )
     return arrays[0], arrays[1]
-
-
-def _count_frame(pair: Pair) -> FrameCounts | PredictionProblem:
-    try:
-        return count_prediction(pair, read_prediction(pair.prediction))
-    except PredictionProblem as problem:  # returned, so that one bad file hides no other
-        return problem
 
 
 @dataclass
@@ -294,11 +288,7 @@ def run_fast(
     pairs: Sequence[Pair], workers: int, avg_class_size: dict[str, float], context: str
 ) -> tuple[dict[str, Any], list[tuple[float, float]]]:
     """(export dict, each frame's frame_score) in `workers` threads; one UserError lists bad files."""
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        outcomes = list(pool.map(_count_frame, pairs))
     problems = Problems()
-    for outcome in outcomes:
-        if isinstance(outcome, PredictionProblem):
-            problems.add_problem(outcome)
+    frames = map_checked(count_prediction, pairs, workers, problems)
     problems.raise_if_any(context)
-    return export_dict(accumulate(outcomes, avg_class_size)), [frame_score(o.joint) for o in outcomes]
+    return export_dict(accumulate(frames, avg_class_size)), [frame_score(frame.joint) for frame in frames]

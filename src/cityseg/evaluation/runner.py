@@ -26,7 +26,6 @@ from cityseg.evaluation.checks import (
     check_headers,
     find_pngs,
     match_to_frames,
-    read_prediction,
     scan_values,
     single_matches,
     warn_if_train_ids,
@@ -246,8 +245,7 @@ class PredictionScorer:
 
     def _count(self, pair: Pair, label_ids: np.ndarray | None) -> FrameCounts:
         try:
-            pred = read_prediction(pair.prediction) if label_ids is None else label_ids
-            return count_prediction(pair, pred)
+            return count_prediction(pair, label_ids)
         except PredictionProblem as problem:
             raise UserError(f"cannot score prediction {problem}; rerun `cityseg predict` with --overwrite.") from None
 
