@@ -8,6 +8,7 @@ IGNORE_INDEX = 255
 
 _EVAL_LABELS = sorted((lab for lab in _CS_LABELS if 0 <= lab.trainId < IGNORE_INDEX), key=lambda lab: lab.trainId)
 NUM_CLASSES = len(_EVAL_LABELS)  # 19
+_EVAL_IDS = [lab.id for lab in _EVAL_LABELS]  # the labelId of each trainId 0..18
 
 CLASS_NAMES: tuple[str, ...] = tuple(lab.name for lab in _EVAL_LABELS)
 CATEGORY_NAMES: tuple[str, ...] = tuple(dict.fromkeys(lab.category for lab in _EVAL_LABELS))
@@ -17,18 +18,15 @@ TRAIN_ID_COLORS = np.array([lab.color for lab in _EVAL_LABELS], dtype=np.uint8)
 
 # trainId -> labelId for prediction PNGs; 255 (ignore) maps to 0 ("unlabeled").
 TRAIN_ID_TO_ID = np.zeros(256, dtype=np.uint8)
-for _lab in _EVAL_LABELS:
-    TRAIN_ID_TO_ID[_lab.trainId] = _lab.id
+TRAIN_ID_TO_ID[:NUM_CLASSES] = _EVAL_IDS
 
 # labelId -> trainId for reading shipped labelIds PNGs; ids without a trainId map to 255.
 ID_TO_TRAIN_ID = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-for _lab in _CS_LABELS:
-    if 0 <= _lab.id < 256 and 0 <= _lab.trainId < IGNORE_INDEX:
-        ID_TO_TRAIN_ID[_lab.id] = _lab.trainId
+ID_TO_TRAIN_ID[_EVAL_IDS] = np.arange(NUM_CLASSES)
 
 # Every labelId a valid labelIds PNG may hold (0..33; license plate's -1 is never written).
 VALID_LABEL_IDS = frozenset(lab.id for lab in _CS_LABELS if lab.id >= 0)
-EVAL_LABEL_IDS = frozenset(lab.id for lab in _EVAL_LABELS)
+EVAL_LABEL_IDS = frozenset(_EVAL_IDS)
 
 # (256, 3) colour of every labelId, for colouring predictions stored as labelIds.
 ID_COLORS = np.zeros((256, 3), dtype=np.uint8)
