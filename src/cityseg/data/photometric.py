@@ -75,16 +75,6 @@ def value_tables(draw: PhotometricDraw) -> tuple[np.ndarray, np.ndarray]:
     return before, contrast
 
 
-def hsv_channel_tables(draw: PhotometricDraw) -> list[np.ndarray]:
-    """One (256, 1, 3) table per HSV round trip, in order: saturation scales S, hue shifts H."""
-    tables = []
-    if draw.saturation is not None:
-        tables.append(np.stack([_IDENTITY, convert_table(alpha=draw.saturation), _IDENTITY], axis=-1))
-    if draw.hue is not None:
-        tables.append(np.stack([hue_table(draw.hue), _IDENTITY, _IDENTITY], axis=-1))
-    return [table.reshape(256, 1, 3) for table in tables]
-
-
 def _lookup(array: np.ndarray, table: np.ndarray) -> np.ndarray:
     """cv2.LUT of a contiguous uint8 array of any layout, as one channel (cv2 reads a 3-D array as H, W, C)."""
     if table is _IDENTITY:
@@ -96,8 +86,13 @@ def distort_hwc(image: np.ndarray, draw: PhotometricDraw) -> np.ndarray:
     """mmseg's PhotoMetricDistortion of a contiguous (H, W, 3) uint8 RGB image with the given draw."""
     before, after = value_tables(draw)
     out = _lookup(image, before)
-    for table in hsv_channel_tables(draw):
-        hsv = cv2.LUT(cv2.cvtColor(out, cv2.COLOR_RGB2HSV), table)
+    round_trips = []  # the (H, S, V) tables of each HSV round trip, in order: saturation scales S, hue shifts H
+    if draw.saturation is not None:
+        round_trips.append([_IDENTITY, convert_table(alpha=draw.saturation), _IDENTITY])
+    if draw.hue is not None:
+        round_trips.append([hue_table(draw.hue), _IDENTITY, _IDENTITY])
+    for tables in round_trips:
+        hsv = cv2.LUT(cv2.cvtColor(out, cv2.COLOR_RGB2HSV), np.stack(tables, axis=-1).reshape(256, 1, 3))
         out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
     return _lookup(out, after)
 
