@@ -30,7 +30,7 @@ from cityseg.evaluation.checks import (
     single_matches,
     warn_if_train_ids,
 )
-from cityseg.evaluation.fast import N_IDS, FrameCounts, Pair, accumulate, count_prediction, export_dict, run_fast
+from cityseg.evaluation.fast import FrameCounts, Pair, accumulate, count_prediction, export_dict, run_fast
 from cityseg.evaluation.official import average_class_sizes, run_official
 from cityseg.evaluation.output import UNITS, check_output_paths, plain, summary, write_outputs
 from cityseg.fileio import file_sha256
@@ -169,8 +169,7 @@ def evaluate(
         export, frame_scores = run_fast(pairs, workers, average_class_sizes(), context)
         exports["fast"] = plain(export)
         timings["fast_s"] = time.perf_counter() - started
-        counts = np.zeros(256, dtype=np.int64)
-        counts[:N_IDS] = np.asarray(export["confMatrix"], dtype=np.int64).sum(axis=0)  # predicted ids, all valid
+        counts = np.asarray(export["confMatrix"], dtype=np.int64).sum(axis=0)  # (34,) of each predicted labelId
         frames = []
         for pair, (miou, accuracy) in zip(pairs, frame_scores, strict=True):
             row = {"id": pair.frame_id, "prediction": pair.prediction.relative_to(pred_dir).as_posix()}
