@@ -19,14 +19,18 @@ def sync_to_disk(fd: int) -> None:
         os.fsync(fd)
 
 
-def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], object], tag: str = "") -> None:
-    """`write(file)` to a temp file beside `path`, fsync, rename: a kill leaves the old or the new file."""
+def atomic_write_bytes(path: Path, data: bytes | Callable[[BinaryIO], object], tag: str = "") -> None:
+    """`data`, or what `data(file)` writes, to a temp file beside `path`, fsync, rename: a kill leaves the old or
+    the new file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{tag}", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            write(handle)
+            if callable(data):
+                data(handle)
+            else:
+                handle.write(data)
             handle.flush()
             sync_to_disk(handle.fileno())
         # mkstemp creates 0600 files; give the result the permissions a plain open() would.
@@ -79,8 +83,7 @@ def is_name_inside(name: str) -> bool:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write UTF-8 text atomically (JSON, CSV, logs that must never be half-written)."""
-    data = text.encode("utf-8")
-    atomic_write_bytes(path, lambda handle: handle.write(data))
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def claim_folder(out: Path, marker: str, stamp: dict, what: str, fix: str) -> None:

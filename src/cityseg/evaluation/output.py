@@ -167,6 +167,6 @@ def write_outputs(result: Mapping[str, Any], json_path: Path) -> tuple[Path, Pat
     csv_path = json_path.with_suffix(".csv")
     previous = _file_sha256(csv_path)  # checked to be ours above
     text = _stamped_text(result, csv_bytes, previous)
-    atomic_write_bytes(json_path, lambda handle: handle.write(text.encode()))
-    atomic_write_bytes(csv_path, lambda handle: handle.write(csv_bytes))
+    atomic_write_bytes(json_path, text.encode())
+    atomic_write_bytes(csv_path, csv_bytes)
     return json_path, csv_path
