@@ -227,7 +227,8 @@ def check_label_source(label_source: str | None) -> None:
 
 
 def _scan_split(root: Path, split: str, kind: str | None) -> list[Frame]:
-    """Scan and check one split; `kind` is a label source, "polygons", or None for images only."""
+    """Check ROOT, then scan and check one split; `kind` is a label source, "polygons", or None for images only."""
+    _check_root_location(root)
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; Cityscapes has {', '.join(SPLITS)}.")
     image_dir, gt_dir = root / IMAGE_DIR / split, root / FINE_DIR / split
@@ -266,9 +267,7 @@ def _scan_split(root: Path, split: str, kind: str | None) -> list[Frame]:
 def list_frames(root: Path, split: str, label_source: str | None = "trainIds") -> list[Frame]:
     """All frames of a split sorted by id, after checking the layout so training never starts on a broken tree."""
     check_label_source(label_source)
-    root = Path(root)
-    _check_root_location(root)
-    return _scan_split(root, split, label_source)
+    return _scan_split(Path(root), split, label_source)
 
 
 def validate_root(root: Path, splits: Sequence[str] = ("train", "val"), label_source: str | None = "trainIds") -> None:
@@ -280,7 +279,6 @@ def validate_root(root: Path, splits: Sequence[str] = ("train", "val"), label_so
 def check_polygons(root: Path, splits: Sequence[str] = ("train", "val")) -> None:
     """Check the layout `prepare` needs: images paired with gtFine polygon JSON files."""
     for split in splits:
-        _check_root_location(Path(root))
         _scan_split(Path(root), split, "polygons")
 
 
