@@ -20,8 +20,7 @@ def sync_to_disk(fd: int) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes | Callable[[BinaryIO], object], tag: str = "") -> None:
-    """`data`, or what `data(file)` writes, to a temp file beside `path`, fsync, rename: a kill leaves the old or
-    the new file."""
+    """Write `data` (or call `data(file)`) to a temp file beside `path`, fsync, rename: a kill leaves old or new."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{tag}", suffix=".tmp", dir=path.parent)

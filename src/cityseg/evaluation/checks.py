@@ -188,13 +188,12 @@ def check_headers(predictions: Mapping[str, Path], sizes: Callable[[str], tuple[
 
 
 def map_checked(function: Callable[[Any], Any], items: Iterable[Any], workers: int, problems: Problems) -> list[Any]:
-    """`function` over `items` in threads (PIL decodes outside the GIL), results in order; each PredictionProblem it
-    raises is recorded in `problems` instead, so one bad file hides no other."""
+    """`function` over `items` in threads (PIL decodes outside the GIL); its PredictionProblems go to `problems`."""
 
     def attempt(item: Any) -> Any:
         try:
             return function(item)
-        except PredictionProblem as problem:
+        except PredictionProblem as problem:  # kept, so that one bad file hides no other
             return problem
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

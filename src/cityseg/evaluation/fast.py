@@ -128,8 +128,7 @@ def _raise_bad_instances(ids: np.ndarray, inst_path: Path) -> None:
 
 
 def count_prediction(pair: Pair, pred: np.ndarray | None = None) -> FrameCounts:
-    """Counts of one frame (`pred`: its labelIds, else read from the pair's PNG); PredictionProblem for a bad
-    prediction, UserError for bad truth."""
+    """Counts of one frame (`pred`, else its PNG); PredictionProblem for a bad prediction, UserError for bad truth."""
     pred = read_prediction(pair.prediction) if pred is None else pred  # before the truth, whose errors are UserErrors
     gt, instances = read_ground_truth_pair(pair)  # (H, W) each
     if pred.shape != gt.shape:
