@@ -37,16 +37,12 @@ class CityscapesDataset(Dataset):
     def __len__(self) -> int:
         return len(self.frames)
 
-    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw (H, W, 3) uint8 image and (H, W) uint8 trainIds of one frame."""
-        frame = self.frames[index]
-        image = read_image(frame.image)
-        if frame.label is None:
-            return image, np.full(image.shape[:2], IGNORE_INDEX, dtype=np.uint8)
-        mask = read_train_ids(frame.label, self.label_source)
-        check_same_size(image, mask, frame.image, frame.label)
-        return image, mask
-
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        image, mask = self.read(index)
+        frame = self.frames[index]
+        image = read_image(frame.image)  # (H, W, 3) uint8
+        if frame.label is None:
+            mask = np.full(image.shape[:2], IGNORE_INDEX, dtype=np.uint8)
+        else:
+            mask = read_train_ids(frame.label, self.label_source)  # (H, W) uint8
+            check_same_size(image, mask, frame.image, frame.label)
         return self.transform(image, mask)

@@ -122,9 +122,8 @@ class PadTo(v2.Transform):
         missing_w, missing_h = max(0, self.size[0] - width), max(0, self.size[1] - height)
         if not (missing_w or missing_h):
             return inpt
-        if isinstance(inpt, tv_tensors.Mask):
-            return F.pad(inpt, [0, 0, missing_w, missing_h], fill=PAD_LABEL)
-        return F.pad(inpt, [0, 0, missing_w, missing_h], fill=list(PAD_COLOR))
+        fill = PAD_LABEL if isinstance(inpt, tv_tensors.Mask) else list(PAD_COLOR)
+        return F.pad(inpt, [0, 0, missing_w, missing_h], fill=fill)
 
 
 def mark_padding(images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
