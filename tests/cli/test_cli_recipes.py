@@ -276,15 +276,15 @@ def test_the_notebook_takes_a_recipe_file_and_model_overrides_and_config_json_re
     import hashlib
 
     from cityseg.report.notebook import training_config
-    from cityseg.training.config import recipe_record
+    from cityseg.training.config import read_recipe
 
     mine = _recipe(tmp_path, "my.toml", 'extends = "seed"\nloss = "ce+0.5*dice"\n')
     overrides = {"arch": "fpn", "encoder": "resnet18"}
     config = training_config(str(mine), overrides, epochs=1, size="128x64", workers=0, encoder_weights="none")
     assert (config.arch, config.encoder, config.loss, config.size) == ("FPN", "resnet18", "ce+0.5*dice", (128, 64))
-    record = recipe_record(config)  # what training/trainer.py writes into config.json
+    record = read_recipe(config.recipe).record()  # what training/trainer.py writes into config.json
     assert record["sha256"] == hashlib.sha256(mine.read_bytes()).hexdigest() and record["file"] == str(mine.resolve())
     assert (
         record["extends"] == ["seed"] and record["values"]["loss"] == "ce+0.5*dice" and record["values"]["lr"] == 1e-4
     )
-    assert recipe_record(resolve_config("strong"))["values"]["crop"] == [768, 768]
+    assert read_recipe(resolve_config("strong").recipe).record()["values"]["crop"] == [768, 768]

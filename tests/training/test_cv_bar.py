@@ -21,4 +21,4 @@ def test_the_bar_total_follows_the_chosen_full_fit_epochs_and_keeps_its_start(tm
     assert (bar.bar.total, bar.bar.n) == (5, 3) and getattr(bar.bar, "start_t", None) == started
     bar("full", {"epoch": 0})
     assert bar.bar.n == (4 if enabled else 3)  # a hidden bar counts nothing
-    bar.close()
+    bar.bar.close()

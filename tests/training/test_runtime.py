@@ -68,10 +68,10 @@ def test_auto_keeps_the_cpu_path_on_a_cpu_machine(monkeypatch, roomy_disk, mutab
 def test_what_the_user_set_is_kept_and_a_resolved_config_resolves_to_itself(cuda_machine, roomy_disk, mutable_root):
     forced = strong(device="cuda", gpu_aug=False, compile=False, cache=None)
     resolution = resolve_runtime(forced, mutable_root, FOLD_IMAGES)
-    assert resolution.config == forced and not resolution.resolved_any
+    assert resolution.config == forced and not resolution.reasons
     first = resolve_runtime(strong(), mutable_root, FOLD_IMAGES)
     again = resolve_runtime(first.config, mutable_root, FOLD_IMAGES)
-    assert again.config == first.config and not again.resolved_any  # train_run under cv prints nothing more
+    assert again.config == first.config and not again.reasons  # train_run under cv prints nothing more
 
 
 def test_a_saved_resolved_config_resumes_with_the_fields_back_at_auto(cuda_machine, roomy_disk, mutable_root):

@@ -20,25 +20,22 @@ def size_type(text: str) -> tuple[int, int]:
     return size
 
 
-def _int_at_least(text: str, minimum: int) -> int:
-    """Parse a whole number and check its lower bound, with argparse's error type."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum}")
-    return value
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """The argparse type of a whole number >= `minimum`, with argparse's error type."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum}")
+        return value
+
+    return parse
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (batch sizes, epochs, counts)."""
-    return _int_at_least(text, 1)
-
-
-def non_negative_int(text: str) -> int:
-    """An integer >= 0 (worker counts, seeds)."""
-    return _int_at_least(text, 0)
+positive_int, non_negative_int = int_at_least(1), int_at_least(0)  # batch sizes and counts; workers and seeds
 
 
 def add_workers(add: Callable, what: str, at_most: int | None = None) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cityseg.errors import UserError
-from cityseg.training.config import RECIPE_GROUP, TrainConfig, field_text, read_recipe, resolve_config
+from cityseg.training.config import RECIPE_GROUP, TrainConfig, field_text, flag, read_recipe, resolve_config
 from cityseg.training.recipes import BUILTIN, from_text
 
 # The metavar of each field type in --help; a field of a new type fails loudly in `add_config_arguments` until it
@@ -54,23 +54,20 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The recipe and one option per TrainConfig field (default SUPPRESS: only typed ones override)."""
     parser.allow_abbrev = False  # `--encoder` must never be read as a prefix of `--encoder-lr-mult`, nor the reverse
     recipes = " | ".join(f"{name}: {read_recipe(name).description.split('. ')[0]}" for name in BUILTIN)
-    groups = {
-        RECIPE_GROUP: parser.add_argument_group(
-            RECIPE_GROUP,
-            "a built-in recipe or a recipe .toml file (`cityseg recipes` prints each with its sources); the options "
-            "below override single fields",
-        )
-    }
-    groups[RECIPE_GROUP].add_argument(
-        "--recipe", default="seed", metavar="NAME|FILE", help=f"{recipes} | or a .toml file"
+    recipe_group = parser.add_argument_group(
+        RECIPE_GROUP,
+        "a built-in recipe or a recipe .toml file (`cityseg recipes` prints each with its sources); the options "
+        "below override single fields",
     )
+    recipe_group.add_argument("--recipe", default="seed", metavar="NAME|FILE", help=f"{recipes} | or a .toml file")
+    groups = {RECIPE_GROUP: recipe_group}
     hints = typing.get_type_hints(TrainConfig)
     configs = {recipe: resolve_config(recipe, workers=0) for recipe in BUILTIN}
     for name, meta in ((f.name, f.metadata) for f in dataclasses.fields(TrainConfig) if f.name != "recipe"):
         if meta["group"] not in groups:
             groups[meta["group"]] = parser.add_argument_group(meta["group"])
         help_text = f"{meta['help']} {_recipe_defaults(name, configs)}"
-        add = functools.partial(groups[meta["group"]].add_argument, "--" + name.replace("_", "-"), help=help_text)
+        add = functools.partial(groups[meta["group"]].add_argument, flag(name), help=help_text)
         if hints[name] in (bool, bool | None):  # bool | None: a switch whose default (None) leaves it to the machine
             add(action=argparse.BooleanOptionalAction, default=SUPPRESS)
         elif meta.get("choices"):

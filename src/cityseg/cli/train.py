@@ -29,11 +29,9 @@ def register_recipes(subparsers) -> None:
         "from its sources. A recipe is a built-in name or a .toml file (copy a built-in's file to start one). "
         "With --diff, list only the fields where two recipes differ.",
     )
-    which = f"{', '.join(BUILTIN)} or a .toml file (default: all built-ins)"
-    parser.add_argument("name", nargs="?", metavar="NAME|FILE", help=which)
-    parser.add_argument(
-        "--diff", metavar="OTHER", help="compare NAME with recipe OTHER: the fields whose values differ"
-    )
+    add = parser.add_argument
+    add("name", nargs="?", metavar="NAME|FILE", help=f"{', '.join(BUILTIN)} or a .toml file (default: all built-ins)")
+    add("--diff", metavar="OTHER", help="compare NAME with recipe OTHER: the fields whose values differ")
     parser.set_defaults(func=run_recipes)
 
 

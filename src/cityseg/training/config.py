@@ -213,13 +213,8 @@ def resolve_config(recipe: str | Path = "seed", **overrides: Any) -> TrainConfig
 
 
 def read_recipe(name: str | Path) -> Recipe:
-    """A recipe (a built-in name or a .toml path) read and checked, for `cityseg recipes`."""
+    """A recipe (a built-in name or a .toml path) read and checked, for `cityseg recipes` and config.json."""
     return load_recipe(name, _RECIPE_HINTS)
-
-
-def recipe_record(config: TrainConfig) -> dict[str, Any]:
-    """config.json's record of the run's recipe: its file, the file's sha256, its parents and resolved values."""
-    return load_recipe(config.recipe, _RECIPE_HINTS).record()
 
 
 def config_differences(old: TrainConfig, new: TrainConfig, ignore: tuple[str, ...] = RUNTIME_FIELDS) -> list[str]:
@@ -271,6 +266,16 @@ def _coerce(name: str, value: Any) -> Any:
     return converted
 
 
+# The range of each numeric field: what its error says it must be, the test, the fields.
+_RANGES = (
+    ("must be at least 1", lambda v: v >= 1, "epochs batch_size ohem_min_kept"),
+    ("must be 0 or more", lambda v: v >= 0, "workers weight_decay encoder_weight_decay_mult warmup_epochs min_lr"),
+    ("must be greater than 0", lambda v: v > 0, "lr encoder_lr_mult poly_power"),
+    ("must be in [0, 1)", lambda v: 0 <= v < 1, "momentum"),
+    ("must be in (0, 1]", lambda v: 0 < v <= 1, "ohem_thresh crop_max_class_ratio"),
+)
+
+
 def _fail(config: TrainConfig, name: str, requirement: str, fix: str = "") -> None:
     value = jsonable(getattr(config, name))
     raise UserError(
@@ -292,24 +297,20 @@ def _check_side_pair(config: TrainConfig, name: str, multiple: int) -> None:
 
 def _validate(config: TrainConfig) -> None:
     """Reject values that would crash later or silently train something else."""
-    for name in _FIELD_TYPES:  # nan and inf pass every range check below, and JSON cannot store them
-        value = getattr(config, name)
+    for field_ in dataclasses.fields(config):
+        value, choices = getattr(config, field_.name), field_.metadata["choices"]
         values = value if isinstance(value, tuple) else (value,)
+        # nan and inf pass every range check below, and JSON cannot store them
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
-            _fail(config, name, "must be a finite number")
-    for name in ("epochs", "batch_size", "ohem_min_kept"):
-        if getattr(config, name) < 1:
-            _fail(config, name, "must be at least 1")
-    if config.workers < 0:
-        _fail(config, "workers", "must be 0 or more")
+            _fail(config, field_.name, "must be a finite number")
+        if choices and value not in choices:  # optimizer, schedule, labels, select: their flags' choices
+            _fail(config, field_.name, f"must be one of {', '.join(choices)}")
+    for requirement, test, names in _RANGES:
+        for name in names.split():
+            if not test(getattr(config, name)):
+                _fail(config, name, requirement)
     if not 0 <= config.seed <= MAX_SEED:
         _fail(config, "seed", f"must be from 0 to {MAX_SEED} (2**32 - 1: the folds' KFold takes 32-bit seeds)")
-    for name in ("lr", "encoder_lr_mult", "poly_power"):
-        if not getattr(config, name) > 0:
-            _fail(config, name, "must be greater than 0")
-    for name in ("weight_decay", "encoder_weight_decay_mult", "warmup_epochs", "min_lr"):
-        if not getattr(config, name) >= 0:
-            _fail(config, name, "must be 0 or more")
     if config.min_lr > config.lr:
         _fail(config, "min_lr", f"must not exceed lr ({config.lr})")
     if config.schedule_epochs is not None and config.schedule_epochs < config.epochs:
@@ -318,16 +319,6 @@ def _validate(config: TrainConfig) -> None:
         _fail(config, "warmup_epochs", f"must not exceed the schedule's length ({config.schedule_length} epochs)")
     if not all(0 <= beta < 1 for beta in config.betas):
         _fail(config, "betas", "must be two numbers in [0, 1), e.g. 0.9,0.999")
-    if not 0 <= config.momentum < 1:
-        _fail(config, "momentum", "must be in [0, 1)")
-    for name in ("ohem_thresh", "crop_max_class_ratio"):
-        if not 0 < getattr(config, name) <= 1:
-            _fail(config, name, "must be in (0, 1]")
-    for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("select", SELECT)):
-        if getattr(config, name) not in choices:
-            _fail(config, name, f"must be one of {', '.join(choices)}")
-    if config.labels not in LABEL_SOURCES:
-        _fail(config, "labels", f"must be one of {', '.join(LABEL_SOURCES)}")
     if config.device not in DEVICES and not config.device.startswith("cuda:"):
         _fail(config, "device", f"must be one of {', '.join(DEVICES)} (or cuda:N)")
     unknown_aug = [name for name in config.aug if name not in AUGMENTATIONS]

@@ -2,8 +2,6 @@
 Each fold's held-out cities choose its best epoch; the full fit trains for the median of the folds' best epochs and
 fold k is scored at the median of the OTHER folds' ("last": the last epoch). `--only-folds` runs may share RUNS."""
 
-import contextlib
-import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -15,7 +13,7 @@ from tqdm import tqdm
 
 from cityseg.data.frames import listed_split
 from cityseg.errors import UserError
-from cityseg.fileio import atomic_write_text, read_json_dict
+from cityseg.fileio import read_json_dict
 from cityseg.labels import CLASS_NAMES
 from cityseg.locks import hold_lock, wait_lock
 from cityseg.training.config import TrainConfig, config_differences, with_epochs
@@ -35,6 +33,7 @@ from cityseg.training.runfolder import (
     load_log,
     make_run_folder,
     read_run_config,
+    write_json,
 )
 from cityseg.training.runtime import apply_determinism, resolve_and_report
 from cityseg.training.trainer import train_run
@@ -89,7 +88,8 @@ def run_cv(
                 _check_shared_files(runs_dir, folds)
                 write_folds(runs_dir / FOLDS_FILE, folds)
         barrier()
-        with contextlib.closing(_Bar(planned, progress and is_main(), on_epoch)) as overall:
+        overall = _Bar(planned, progress and is_main(), on_epoch)
+        with overall.bar:  # closed at the end, also on an error
             for fold in selected:
                 run_dir = fold_dir(runs_dir, fold)
                 if not (resume and _skip_finished(run_dir, config)):
@@ -107,7 +107,7 @@ def run_cv(
         if is_main():
             with _shared_files_lock(runs_dir):  # another --only-folds process may have finished a fold meanwhile
                 summary = summarize(runs_dir)
-                atomic_write_text(runs_dir / SUMMARY_FILE, json.dumps(summary, indent=1) + "\n")
+                write_json(runs_dir / SUMMARY_FILE, summary)
         barrier()
     return summary
 
@@ -124,9 +124,6 @@ class _Bar:
         self.bar.update(run_name in self.planned)
         if self.then is not None:
             self.then(run_name, row)
-
-    def close(self) -> None:
-        self.bar.close()
 
     def total(self) -> int:
         return sum(epochs for _, epochs in self.planned.values())
@@ -237,15 +234,14 @@ def summarize(runs_dir: Path) -> dict[str, Any]:
 
 
 def _statistics(rows: list[dict], miou_key: str, class_key: str) -> dict[str, Any]:
-    """miou_mean/std and class_iou_mean/std over `rows` (null class IoUs left out)."""
-    miou = np.array([np.nan if row[miou_key] is None else row[miou_key] for row in rows], dtype=float)
-    class_iou = np.array([[np.nan if v is None else v for v in row[class_key]] for row in rows], dtype=float)
-    columns = [class_iou[:, c] for c in range(len(CLASS_NAMES))] if rows else None
+    """miou_mean/std and class_iou_mean/std over `rows` (null values left out)."""
+    miou_mean, miou_std = _mean_std(np.array([row[miou_key] for row in rows], dtype=float))  # None -> NaN
+    per_class = [_mean_std(column) for column in np.array([row[class_key] for row in rows], dtype=float).T]
     return {
-        "miou_mean": _mean(miou),
-        "miou_std": _std(miou),
-        "class_iou_mean": [_mean(column) for column in columns] if columns else None,
-        "class_iou_std": [_std(column) for column in columns] if columns else None,
+        "miou_mean": miou_mean,
+        "miou_std": miou_std,
+        "class_iou_mean": [mean for mean, _ in per_class] if rows else None,
+        "class_iou_std": [std for _, std in per_class] if rows else None,
     }
 
 
@@ -284,11 +280,8 @@ def _full_summary(run_dir: Path) -> dict[str, Any] | None:
     }
 
 
-def _mean(values: np.ndarray) -> float | None:
+def _mean_std(values: np.ndarray) -> tuple[float | None, float | None]:
+    """Mean and sample std of the finite values; None with fewer than 1 (mean) or 2 (std) of them."""
     values = values[np.isfinite(values)]
-    return json_float(float(values.mean())) if len(values) else None
-
-
-def _std(values: np.ndarray) -> float | None:
-    values = values[np.isfinite(values)]
-    return json_float(float(values.std(ddof=1))) if len(values) >= 2 else None
+    mean = json_float(float(values.mean())) if len(values) else None
+    return mean, json_float(float(values.std(ddof=1))) if len(values) >= 2 else None

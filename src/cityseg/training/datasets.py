@@ -14,10 +14,9 @@ from cityseg.data.sampling import EpochKeys, KeyedDataset
 from cityseg.data.transforms import build_transform
 from cityseg.errors import UserError
 from cityseg.system import default_workers
-from cityseg.training.config import TrainConfig
+from cityseg.training.config import AUTO, TrainConfig
 from cityseg.training.dist import DistInfo, ShardSampler, is_main
 from cityseg.training.model_names import model_title_of, size_multiple
-from cityseg.training.runtime import uses_cache
 
 
 def build_datasets(
@@ -39,7 +38,7 @@ def build_datasets(
         pixel_ops=not config.gpu_aug,  # with --gpu-aug, step_context's augment runs them on the device
     )
     val_set = CityscapesDataset(val_frames, label_source=config.labels) if val_frames else None
-    if not uses_cache(config):
+    if config.cache in (None, AUTO):  # no cache folder, or "auto" that no cv or train run resolved
         return CityscapesDataset(train_frames, transform=train_transform, label_source=config.labels), val_set
     # The cache's memmaps, made fresh first (DDP ranks wait on its lock); validation reads it only when it holds
     # full-resolution frames, the labels' resolution it scores at.
@@ -63,24 +62,21 @@ def _frames_for(split: ListedSplit, ids: Sequence[str]) -> list[Frame]:
 
 
 def check_input_size(config: TrainConfig, split: ListedSplit) -> None:
-    """Fail before training if the crop exceeds the (resized) image or the model would see a bad size."""
+    """Fail before training if the crop exceeds the images or the model would see a bad size."""
     width, height = split.image_size
-    base_w, base_h = config.size or (width, height)
-    where = (
-        f"the resized image ({base_w}x{base_h}, --size)"
-        if config.size
-        else f"the images ({width}x{height}, e.g. {split.frames[0].image})"
-    )
-    if config.crop is not None and (config.crop[0] > base_w or config.crop[1] > base_h):
+    if config.size is not None:  # TrainConfig checked --size against --crop and the model
+        return
+    where = f"the images ({width}x{height}, e.g. {split.frames[0].image})"
+    if config.crop is not None and (config.crop[0] > width or config.crop[1] > height):
         raise UserError(
             f"crop {config.crop[0]}x{config.crop[1]} (--crop) is larger than {where}; use a crop that fits, "
-            "e.g. --crop " + f"{min(config.crop[0], base_w)}x{min(config.crop[1], base_h)}, or a larger --size."
+            "e.g. --crop " + f"{min(config.crop[0], width)}x{min(config.crop[1], height)}, or a larger --size."
         )
     multiple = size_multiple(config.arch, config.encoder)
-    if config.crop is None and (base_w % multiple or base_h % multiple):
+    if config.crop is None and (width % multiple or height % multiple):
         raise UserError(
             f"{model_title_of(config)} needs input sides divisible by {multiple}, but {where} is not; pass --size or "
-            f"--crop with such sides, e.g. --size {base_w // multiple * multiple}x{base_h // multiple * multiple}."
+            f"--crop with such sides, e.g. --size {width // multiple * multiple}x{height // multiple * multiple}."
         )
 
 

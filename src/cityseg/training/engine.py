@@ -60,7 +60,6 @@ class ValResult:
     miou: float
     class_iou: np.ndarray  # (19,), NaN for classes absent from ground truth and prediction
     confusion: Tensor  # (19, 19) int64 counts, rows = ground truth, on the CPU
-    seconds: float
 
 
 @dataclass(frozen=True)
@@ -191,7 +190,6 @@ def validate(
     confusion = torch.zeros((NUM_CLASSES, NUM_CLASSES), dtype=torch.long, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     pixels = torch.zeros((), dtype=torch.long, device=device)
-    start = time.perf_counter()
     for image, target in tqdm(loader, desc="validate", unit="batch", leave=False, disable=not (progress and is_main())):
         image, target = to_device_batch(image, target, context)  # (B, 3, H, W) float, (B, H, W) int64
         with context.autocast():
@@ -199,16 +197,14 @@ def validate(
         loss_sum += summed_cross_entropy(logits, target).double()
         pixels += (target != IGNORE_INDEX).sum()
         confusion += confusion_matrix(logits.argmax(dim=1), target)
-    all_reduce_sum(confusion)
-    all_reduce_sum(loss_sum)
-    all_reduce_sum(pixels)
+    for total in (confusion, loss_sum, pixels):
+        all_reduce_sum(total)
     n_pixels = int(pixels.item())
     return ValResult(
         loss=float(loss_sum.item()) / n_pixels if n_pixels else float("nan"),
         miou=mean_iou(confusion),
         class_iou=iou_per_class(confusion),
         confusion=confusion.cpu(),
-        seconds=time.perf_counter() - start,
     )
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from cityseg.errors import UserError
-from cityseg.fileio import atomic_write_text
 from cityseg.training.config import FOLD_SPLITS
+from cityseg.training.runfolder import write_json
 
 MAX_FOLDS_BYTES = 64 * 2**20  # folds.json of the real train split is ~300 KB
 
@@ -123,7 +123,7 @@ def check_folds_match(path: Path, folds: dict[str, Any]) -> bool:
 def write_folds(path: Path, folds: dict[str, Any]) -> None:
     """Write folds.json, or accept an identical existing one; a different one is never overwritten."""
     if not check_folds_match(path, folds):
-        atomic_write_text(Path(path), json.dumps(folds, indent=1) + "\n")
+        write_json(Path(path), folds)
 
 
 def fold_ids(folds: dict[str, Any], fold: int) -> tuple[list[str], list[str]]:

@@ -89,15 +89,11 @@ def match(hint: Any, value: Any) -> tuple[bool, Any]:
         return False, None
     if hint is type(None):
         return value is None, None
-    if hint is bool:
-        return isinstance(value, bool), value
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint in (bool, int, str):  # a bool is an int, but not a number here
+        return isinstance(value, hint) and not (hint is int and isinstance(value, bool)), value
     if hint is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         return ok, float(value) if ok else None
-    if hint is str:
-        return isinstance(value, str), value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             return False, None
@@ -158,13 +154,10 @@ class Recipe:
 
 def load_recipe(spec: str | Path, hints: Mapping[str, Any], _seen: tuple[Path, ...] = ()) -> Recipe:
     """Read, check and resolve a recipe and its `extends` chain; every problem a UserError naming the file."""
-    path = Path(spec).expanduser()  # a built-in name, or a path relative to the file that extends it
     if str(spec) in BUILTIN:
         path = BUILTIN_DIR / f"{spec}.toml"
-    elif _seen and not path.is_absolute():
-        path = (_seen[-1].parent / path).resolve()
-    else:
-        path = path.resolve()
+    else:  # a path, relative to the file that extends it (or to the working folder)
+        path = ((_seen[-1].parent if _seen else Path()) / Path(spec).expanduser()).resolve()
     where = f"recipe file {path}"
     if path in _seen:
         raise UserError(f"{where}: `extends` makes a cycle ({' -> '.join(map(str, (*_seen, path)))}); break it.")

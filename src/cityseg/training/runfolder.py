@@ -34,7 +34,6 @@ class RunResult:
     run_dir: Path
     rows: list[dict]
     best_epoch: int | None
-    best_metric: float
 
 
 def fold_dir(runs_dir: Path, fold: int) -> Path:

@@ -41,13 +41,29 @@ class Resolution:
     reasons: dict[str, str] = field(default_factory=dict)  # field -> why the machine chose its value
     warnings: tuple[str, ...] = ()
 
-    @property
-    def resolved_any(self) -> bool:
-        return bool(self.reasons)
-
     def lines(self) -> list[str]:
-        """The summary line, then the warnings: printed once at the start of a run."""
-        return [summary_line(self.config, self.device, self.reasons), *self.warnings]
+        """One line with every machine-dependent setting of the run, and why for those the machine chose, then the
+        warnings: printed once at the start of a run."""
+        config, device, reasons = self.config, self.device, self.reasons
+
+        def on(name: str) -> str:
+            return ("on" if getattr(config, name) else "off") + (f" ({reasons[name]})" if name in reasons else "")
+
+        dtype = mixed_precision_dtype(device) if config.amp else None
+        if dtype is None:
+            amp = "float32" + (" (amp is CUDA only)" if config.amp else "")
+        else:
+            amp = "bf16 autocast" if dtype == torch.bfloat16 else "fp16 autocast with a gradient scaler"
+        gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+        cache = config.cache if config.cache not in (None, AUTO) else "off (PNGs)"
+        cache += f" ({reasons['cache']})" if "cache" in reasons else ""
+        device_why = f" ({reasons['device']})" if "device" in reasons else ""
+        summary = (
+            f"runtime: device {device}{gpu}{device_why}, {config.workers} loader workers per process, "
+            f"{amp}, compile {on('compile')}, gpu-aug {on('gpu_aug')}, cache {cache}, "
+            f"deterministic {on('deterministic')}; config.json records these"
+        )
+        return [summary, *self.warnings]
 
 
 def resolve_runtime(
@@ -110,7 +126,7 @@ def resolve_and_report(
 ) -> TrainConfig:
     """`resolve_runtime`'s config, its lines printed by rank 0 (`always` False: only if something was still auto)."""
     resolution = resolve_runtime(config, split, train_images, world_size, device)
-    if is_main() and (always or resolution.resolved_any):
+    if is_main() and (always or resolution.reasons):
         print("\n".join(resolution.lines()), flush=True)
     return resolution.config
 
@@ -192,28 +208,6 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
-def summary_line(config: TrainConfig, device: torch.device, reasons: dict[str, str]) -> str:
-    """One line: every machine-dependent setting of the run, and why, for the fields the machine chose."""
-
-    def on(name: str) -> str:
-        return ("on" if getattr(config, name) else "off") + (f" ({reasons[name]})" if name in reasons else "")
-
-    dtype = mixed_precision_dtype(device) if config.amp else None
-    if dtype is None:
-        amp = "float32" + (" (amp is CUDA only)" if config.amp else "")
-    else:
-        amp = "bf16 autocast" if dtype == torch.bfloat16 else "fp16 autocast with a gradient scaler"
-    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
-    cache = config.cache if config.cache not in (None, AUTO) else "off (PNGs)"
-    cache += f" ({reasons['cache']})" if "cache" in reasons else ""
-    device_why = f" ({reasons['device']})" if "device" in reasons else ""
-    return (
-        f"runtime: device {device}{gpu}{device_why}, {config.workers} loader workers per process, "
-        f"{amp}, compile {on('compile')}, gpu-aug {on('gpu_aug')}, cache {cache}, "
-        f"deterministic {on('deterministic')}; config.json records these"
-    )
-
-
 def runtime_record(config: TrainConfig, device: torch.device, world_size: int = 1) -> dict[str, Any]:
     """What config.json's "runtime" holds: the machine-dependent settings as they ran."""
     dtype = mixed_precision_dtype(device) if config.amp else None
@@ -242,17 +236,10 @@ def note_compile_fallback(run_dir: Path, reason: str) -> None:
 def step_context(config: TrainConfig, device: torch.device, rank: int = 0) -> StepContext:
     """Autocast and channels-last on CUDA (float32 on CPU); with `gpu_aug` the batch augmentations."""
     augment = build_batch_augment(config.aug, config.seed, rank) if config.gpu_aug else None
-    if device.type != "cuda":
-        return StepContext(device, augment=augment)
-    dtype = mixed_precision_dtype(device) if config.amp else None
-    return StepContext(device, amp_dtype=dtype, channels_last=True, augment=augment)
+    dtype = mixed_precision_dtype(device) if config.amp else None  # None off CUDA
+    return StepContext(device, amp_dtype=dtype, channels_last=device.type == "cuda", augment=augment)
 
 
 def needs_grad_scaler(context: StepContext) -> bool:
     """fp16 gradients underflow without loss scaling; bf16 has float32's range."""
     return context.amp_dtype == torch.float16
-
-
-def uses_cache(config: TrainConfig) -> bool:
-    """True when datasets read a cache folder: an explicit one, or "auto" once resolved to one."""
-    return config.cache not in (None, AUTO)

@@ -21,7 +21,7 @@ from cityseg.labels import NUM_CLASSES
 from cityseg.training import dist, runfolder, runinfo, runtime
 from cityseg.training.checkpoint import save_checkpoint
 from cityseg.training.compiling import CompiledOrEager
-from cityseg.training.config import TrainConfig, recipe_record
+from cityseg.training.config import TrainConfig, read_recipe
 from cityseg.training.datasets import build_datasets, build_loaders
 from cityseg.training.engine import json_float, train_one_epoch, validate
 from cityseg.training.losses import build_loss
@@ -62,14 +62,12 @@ def train_run(
             runfolder.repair_after_kill(run_dir, state)
         dist.barrier()
         if state is not None and state["epoch"] >= config.epochs and runfolder.is_finished(run_dir, config.epochs):
-            return runfolder.RunResult(
-                run_dir, runfolder.load_log(run_dir), state.get("best_epoch"), float(state["best_metric"])
-            )
+            return runfolder.RunResult(run_dir, runfolder.load_log(run_dir), state.get("best_epoch"))
         train_set, val_set = build_datasets(config, split, train_ids, val_ids)
         if dist.is_main():
             record = {
                 "config": config.to_dict(),
-                "recipe_file": recipe_record(config),
+                "recipe_file": read_recipe(config.recipe).record(),
                 "runtime": runtime.runtime_record(config, info.device, info.world_size),
                 "run_name": run_name,
                 **runinfo.collect(info.device, root, world_size=info.world_size),
@@ -83,7 +81,7 @@ def train_run(
             training = _Training(run_dir, run_name, config, info, (train_set, val_set), state)
             for epoch in range(training.saved_epoch + 1, config.epochs + 1):
                 training.run_epoch(epoch, progress, on_epoch)
-            return runfolder.RunResult(run_dir, runfolder.load_log(run_dir), training.best_epoch, training.best_metric)
+            return runfolder.RunResult(run_dir, runfolder.load_log(run_dir), training.best_epoch)
         except KeyboardInterrupt:
             if dist.is_main():
                 saved = training.saved_epoch if training is not None else resumed_from
@@ -136,11 +134,13 @@ class _Training:
         self.scheduler = build_scheduler(self.optimizer, config, len(self.train_loader))
         self.scaler = torch.amp.GradScaler(device.type, enabled=runtime.needs_grad_scaler(self.context))
         self.criterion = build_loss(config.loss, config.ohem_thresh, config.ohem_min_kept)
-        self.best_metric, self.best_epoch, self.saved_epoch = float("nan"), None, 0
-        done = state["epoch"] if state is not None else 0
+        self.best_metric, self.best_epoch = float("nan"), None
+        self.saved_epoch = state["epoch"] if state is not None else 0  # the epoch last.pt holds
         title = f"{run_name}: {model_title_of(config)}"
         board_dir = run_dir if dist.is_main() else None
-        self.board = TensorBoardLog(board_dir, len(self.train_loader), config.epochs, done, datasets[1], title)
+        self.board = TensorBoardLog(
+            board_dir, len(self.train_loader), config.epochs, self.saved_epoch, datasets[1], title
+        )
         if state is not None:
             self.restore(state, info.rank)
             state.clear()  # the loaded tensors (hundreds of MB) now live in the model and optimizer
@@ -219,7 +219,6 @@ class _Training:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.best_metric, self.best_epoch = float(state["best_metric"]), state.get("best_epoch")
-        self.saved_epoch = state["epoch"]
         if rank == 0:
             set_rng_state(state["rng"])
         else:
