@@ -5,7 +5,7 @@ import contextlib
 import functools
 import io
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +19,7 @@ from PIL import Image
 
 from cityseg.errors import UserError
 from cityseg.fileio import atomic_write_bytes
+from cityseg.report.plots import figure_png
 from cityseg.report.tables import CellStyle, Table
 
 WIDTH, HEIGHT = 8.27, 11.69  # A4 portrait, inches
@@ -51,15 +52,17 @@ def wrap(text: str, width: float, size: float, bold: bool = False) -> list[str]:
 
 
 class Page:
-    """One A4 portrait page; `synthetic` puts the SYNTHETIC mark into the running header."""
+    """One A4 portrait page, under its `title` if given; `synthetic` puts the SYNTHETIC mark into the running header."""
 
-    def __init__(self, running_title: str, synthetic: bool, source: str = "cityseg report"):
-        self.figure = Figure(figsize=(WIDTH, HEIGHT))
-        self.cursor = TOP
+    def __init__(self, running_title: str, synthetic: bool, source: str, title: str = ""):
+        self.figure, self.cursor = Figure(figsize=(WIDTH, HEIGHT)), TOP
+        self.running_title = running_title
         mark = ("SYNTHETIC DATA (cityseg synth), not Cityscapes", WARNING_RED) if synthetic else ("Cityscapes", "0.35")
         self.figure.text(MARGIN / WIDTH, self._y(0.42), f"{source}  ·  {running_title}", fontsize=7.5, color="0.35")
         self.figure.text(1 - MARGIN / WIDTH, self._y(0.42), mark[0], fontsize=7.5, color=mark[1], ha="right")
         self.figure.add_artist(Line2D([MARGIN / WIDTH, 1 - MARGIN / WIDTH], [self._y(0.5)] * 2, lw=0.4, color="0.6"))
+        if title:
+            self.text(title, size=15.0, weight="bold", after=0.1)
 
     @staticmethod
     def _y(inches_from_top: float) -> float:
@@ -80,9 +83,6 @@ class Page:
         self.cursor += pad
         self.figure.text((MARGIN + pad) / WIDTH, self._y(self.cursor), "\n".join(lines), **style)
         self.cursor += len(lines) * LINE * size / 72 + pad + after
-
-    def title(self, text: str) -> None:
-        self.text(text, size=15.0, weight="bold", after=0.1)
 
     def heading(self, text: str) -> None:
         self.cursor += 0.08
@@ -184,33 +184,69 @@ def _column_chars(columns: Sequence[str], cells: Sequence[Sequence[str]], budget
     return [max(16, budget - sum(natural) + natural[i] - 3) if i == widest else b for i, b in enumerate(body)]
 
 
-def write_pdf(pages: Sequence[Page], out_pdf: Path, title: str, creator: str, subject: str, footer: str) -> None:
-    """Number the pages and write them atomically with fixed metadata: no dates, so reruns give the same bytes."""
-    for number, page in enumerate(pages, start=1):
-        page.figure.text(MARGIN / WIDTH, 0.35 / HEIGHT, footer, fontsize=6.5, color="0.45")
-        page.figure.text(1 - MARGIN / WIDTH, 0.35 / HEIGHT, f"{number} / {len(pages)}", fontsize=7.5, ha="right")
-    metadata = {"Title": title, "Creator": creator, "Subject": subject, "CreationDate": None, "ModDate": None}
-    buffer = io.BytesIO()  # PdfPages seeks: render in memory, write the file in one go
-    with typesetting(), PdfPages(buffer, metadata=metadata) as pdf:
-        for page in pages:
-            pdf.savefig(page.figure)
-    write_bytes(out_pdf, buffer.getvalue())
+class Document:
+    """The pages of one PDF and the figures and tables beside it, by `creator`: the command named in every page's
+    header and in the PDF's metadata, and the only one whose files `check` lets this document replace."""
 
+    def __init__(self, out_pdf: Path, creator: str, synthetic: bool):
+        self.out_pdf, self.creator, self.synthetic, self.pages = Path(out_pdf), creator, synthetic, []
 
-def check_output(out_pdf: Path, creator: str, command: str, side_folders: Mapping[Path, Sequence[str]]) -> None:
-    """Refuse, before drawing, to replace a PDF or a side file (figure, table) that `command` did not write."""
-    if out_pdf.is_dir():
-        raise UserError(f"--out {out_pdf} is a folder; pass a file name ending in .pdf.")
-    foreign = [out_pdf] if out_pdf.exists() and not _is_ours(out_pdf, creator) else []
-    for folder, names in side_folders.items():
-        if folder.exists() and not folder.is_dir():
-            raise UserError(f"{folder} is a file, but `{command}` writes into a folder of that name; move it away.")
-        foreign += [folder / name for name in names if (folder / name).exists() and not _is_ours(folder / name)]
-    if foreign:
-        raise UserError(
-            f"{foreign[0]} exists and was not written by `{command}`; it is left alone. Pass another --out or "
-            "move that file away."
-        )
+    def check(self, tables: Sequence[str], figures: Sequence[str] = ()) -> None:
+        """Refuse, before drawing, to replace the PDF or a figure or table beside it that `creator` did not write."""
+        if self.out_pdf.is_dir():
+            raise UserError(f"--out {self.out_pdf} is a folder; pass a file name ending in .pdf.")
+        side = [figures_dir(self.out_pdf) / f"{name}.png" for name in figures]
+        side += [tables_dir(self.out_pdf) / f"{name}{ext}" for name in tables for ext in (".csv", ".tex")]
+        for folder in dict.fromkeys(path.parent for path in side):
+            if folder.exists() and not folder.is_dir():
+                raise UserError(
+                    f"{folder} is a file, but `{self.creator}` writes into a folder of that name; move it away."
+                )
+        foreign = [self.out_pdf] if self.out_pdf.exists() and not _is_ours(self.out_pdf, self.creator) else []
+        foreign += [path for path in side if path.exists() and not _is_ours(path)]
+        if foreign:
+            raise UserError(
+                f"{foreign[0]} exists and was not written by `{self.creator}`; it is left alone. Pass another --out or "
+                "move that file away."
+            )
+
+    def page(self, running_title: str, title: str = "") -> Page:
+        """A new last page."""
+        self.pages.append(Page(running_title, self.synthetic, self.creator, title))
+        return self.pages[-1]
+
+    def add(self, draw: Callable[[Page], object]) -> None:
+        """Draw a block on the last page, or on a new page under the same running title when it does not fit."""
+        try:
+            draw(self.pages[-1])
+        except ValueError:  # a block checks that it fits before it draws anything
+            draw(self.page(self.pages[-1].running_title))
+
+    def write(
+        self, title: str, subject: str, footer: str, tables: Mapping[str, Table], figures: Mapping[str, Figure] = {}
+    ) -> None:
+        """The numbered pages as a PDF with fixed metadata (no dates: reruns give the same bytes), the figures as PNGs
+        and the tables as CSV (fractions at full precision) and LaTeX (the PDF's text), each file written atomically."""
+        for number, page in enumerate(self.pages, start=1):
+            page.figure.text(MARGIN / WIDTH, 0.35 / HEIGHT, footer, fontsize=6.5, color="0.45")
+            page.figure.text(
+                1 - MARGIN / WIDTH, 0.35 / HEIGHT, f"{number} / {len(self.pages)}", fontsize=7.5, ha="right"
+            )
+        metadata = {"Title": title, "Creator": self.creator, "Subject": subject, "CreationDate": None, "ModDate": None}
+        pdf = io.BytesIO()
+        with typesetting():
+            with PdfPages(pdf, metadata=metadata) as pages:
+                for page in self.pages:
+                    pages.savefig(page.figure)
+            files = {self.out_pdf: pdf.getvalue()}
+            files |= {figures_dir(self.out_pdf) / f"{name}.png": figure_png(fig) for name, fig in figures.items()}
+        for name, table in tables.items():
+            files[tables_dir(self.out_pdf) / f"{name}.tex"] = (
+                f"{TABLE_MARK}: {table.title or name}\n{table.latex()}".encode()
+            )
+            files[tables_dir(self.out_pdf) / f"{name}.csv"] = table.csv().encode()
+        for path, data in files.items():  # a kill leaves the old file or the new one
+            atomic_write_bytes(path, lambda handle, data=data: handle.write(data))
 
 
 def figures_dir(out_pdf: Path) -> Path:
@@ -238,15 +274,3 @@ def _is_ours(path: Path, creator: str | None = None) -> bool:
         return path.with_suffix(".tex").read_text(encoding="utf-8").startswith(TABLE_MARK)
     except (OSError, UnicodeDecodeError):
         return False
-
-
-def write_tables(folder: Path, tables: Mapping[str, Table]) -> None:
-    """Each table as `<name>.csv` (fractions at full precision) and `<name>.tex` (the PDF's text)."""
-    for name, table in tables.items():
-        write_bytes(folder / f"{name}.tex", f"{TABLE_MARK}: {table.title or name}\n{table.latex()}".encode())
-        write_bytes(folder / f"{name}.csv", table.csv().encode())
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    """Atomically, so a kill leaves the old file or the new one."""
-    atomic_write_bytes(path, lambda handle: handle.write(data))

@@ -15,9 +15,7 @@ def percent(value: float | None, digits: int = 2) -> str:
 
 def mean_std_text(mean: float | None, std: float | None, digits: int = 2) -> str:
     """`mean ± std` in percent (just the mean when there is no spread)."""
-    if std is None or not math.isfinite(std):
-        return percent(mean, digits)
-    return f"{percent(mean, digits)} ± {percent(std, digits)}"
+    return percent(mean, digits) + (f" ± {percent(std, digits)}" if std is not None and math.isfinite(std) else "")
 
 
 @dataclass(frozen=True)
