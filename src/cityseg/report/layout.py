@@ -4,6 +4,7 @@ from the top), one plot area below; PdfPages writes TrueType text and no dates, 
 import contextlib
 import functools
 import io
+import itertools
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -126,13 +127,10 @@ class Page:
         grid, y = MplTable(ax, bbox=(0, 0, 1, 1)), 0
         for r, row in enumerate(rows):
             count = max(map(len, row))
-            for n in range(count):
+            for n, texts in enumerate(itertools.zip_longest(*row, fillvalue="")):  # the row's n-th line of text
                 top, bottom = n == 0 and (r < 2 or r - 1 in rules_before), r == len(rows) - 1 and n == count - 1
                 rule = 0.8 if bottom or r == n == 0 else 0.5 if r == 1 else 0.3
-                cells = [
-                    (t[n] if n < len(t) else "", widths[c], numeric[c], styles.get((r - 1, c), CellStyle()))
-                    for c, t in enumerate(row)
-                ]
+                cells = [(t, widths[c], numeric[c], styles.get((r - 1, c), CellStyle())) for c, t in enumerate(texts)]
                 if swatch:
                     cells.insert(0, ("", swatch, False, CellStyle(fill=swatches[r - 1] if r and n == 0 else None)))
                 for x, (text, width, right, style) in enumerate(cells):
@@ -227,24 +225,20 @@ class Document:
     ) -> None:
         """The numbered pages as a PDF with fixed metadata (no dates: reruns give the same bytes), the figures as PNGs
         and the tables as CSV (fractions at full precision) and LaTeX (the PDF's text), each file written atomically."""
-        for number, page in enumerate(self.pages, start=1):
+        pages, pdf, tables_folder = self.pages, io.BytesIO(), tables_dir(self.out_pdf)
+        for number, page in enumerate(pages, start=1):
             page.figure.text(MARGIN / WIDTH, 0.35 / HEIGHT, footer, fontsize=6.5, color="0.45")
-            page.figure.text(
-                1 - MARGIN / WIDTH, 0.35 / HEIGHT, f"{number} / {len(self.pages)}", fontsize=7.5, ha="right"
-            )
+            page.figure.text(1 - MARGIN / WIDTH, 0.35 / HEIGHT, f"{number} / {len(pages)}", fontsize=7.5, ha="right")
         metadata = {"Title": title, "Creator": self.creator, "Subject": subject, "CreationDate": None, "ModDate": None}
-        pdf = io.BytesIO()
         with typesetting():
-            with PdfPages(pdf, metadata=metadata) as pages:
-                for page in self.pages:
-                    pages.savefig(page.figure)
+            with PdfPages(pdf, metadata=metadata) as document:
+                for page in pages:
+                    document.savefig(page.figure)
             files = {self.out_pdf: pdf.getvalue()}
             files |= {figures_dir(self.out_pdf) / f"{name}.png": figure_png(fig) for name, fig in figures.items()}
-        for name, table in tables.items():
-            files[tables_dir(self.out_pdf) / f"{name}.tex"] = (
-                f"{TABLE_MARK}: {table.title or name}\n{table.latex()}".encode()
-            )
-            files[tables_dir(self.out_pdf) / f"{name}.csv"] = table.csv().encode()
+        for name, table in tables.items():  # the CSV is known as ours by its .tex twin
+            files[tables_folder / f"{name}.tex"] = f"{TABLE_MARK}: {table.title or name}\n{table.latex()}".encode()
+            files[tables_folder / f"{name}.csv"] = table.csv().encode()
         for path, data in files.items():  # a kill leaves the old file or the new one
             atomic_write_bytes(path, lambda handle, data=data: handle.write(data))
 

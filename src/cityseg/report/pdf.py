@@ -212,8 +212,8 @@ class FrameScore:
     accuracy: float
 
 
-def _matched_frames(pred_dir: Path, root: Path, split: str) -> list[tuple[Any, Path]]:
-    """(frame, its one prediction) for the frames of `split` that have one; none at all is a user error."""
+def _matched_frames(pred_dir: Path, root: Path, split: str) -> dict[str, tuple[Any, Path]]:
+    """Frame id -> (frame, its one prediction) for the frames of `split` that have one; none at all is a user error."""
     from cityseg.data.frames import list_frames
 
     frames = list_frames(Path(root), split, label_source="ids")
@@ -226,12 +226,7 @@ def _matched_frames(pred_dir: Path, root: Path, split: str) -> list[tuple[Any, P
             f"none of the PNGs in {pred_dir} matches a {split} frame of {root}; predict that split with "
             f"`cityseg predict CHECKPOINT {root} --split {split} --out {pred_dir}`."
         )
-    return [(frame, chosen[frame.id]) for frame in frames if frame.id in chosen]
-
-
-def prediction_paths(pred_dir: Path, root: Path, split: str = "val") -> dict[str, Path]:
-    """Frame id -> its prediction PNG under `pred_dir` (searched recursively, matched by the official rule)."""
-    return {frame.id: path for frame, path in _matched_frames(Path(pred_dir), root, split)}
+    return {frame.id: (frame, chosen[frame.id]) for frame in frames if frame.id in chosen}
 
 
 def _recorded_scores(pred_dir: Path, root: Path, split: str, evaluation: Mapping | Path | None) -> list | None:
@@ -273,7 +268,7 @@ def load_examples(
     """Image, ground truth and prediction (trainIds) of the given frames, titled with their id (and score)."""
     from cityseg.data.frames import check_same_size, read_image, read_train_ids
 
-    by_id = {frame.id: (frame, path) for frame, path in _matched_frames(Path(pred_dir), root, split)}
+    by_id = _matched_frames(Path(pred_dir), root, split)
     score_of = {s.id: s for s in scores}
     missing = [i for i in frame_ids if i not in by_id]
     if missing:
