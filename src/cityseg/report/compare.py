@@ -371,12 +371,11 @@ def comparison_pages(comparison: Comparison, doc: Document) -> None:
     for mismatch in comparison.mismatches:
         first.text(f"Not strictly comparable (compared because it was asked for): {mismatch}.", color=WARNING_RED)
     doc.add(lambda page: page.table(comparison.runs_table(), size=7.5))
-    doc.add(
-        lambda page: page.note(
-            f"{comparison.protocol_text()} Val: the official Cityscapes metrics of each run's --eval JSON (– where "
-            "none was given). Training time: all folds and the full fit; images/s: median over epochs."
-        )
+    note = (
+        f"{comparison.protocol_text()} Val: the official Cityscapes metrics of each run's --eval JSON (– where none "
+        "was given). Training time: all folds and the full fit; images/s: median over epochs."
     )
+    doc.add(lambda page: page.note(note))
     settings = comparison.settings_table()
     doc.add(lambda page: page.heading("Settings that differ"))
     doc.add(lambda page: page.table(settings) if settings.rows else page.text(settings.empty))

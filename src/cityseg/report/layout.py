@@ -46,12 +46,6 @@ def typesetting() -> contextlib.AbstractContextManager:
     return matplotlib.rc_context(PAGE_RC)
 
 
-def wrap(text: str, width: float, size: float, bold: bool = False) -> list[str]:
-    """Lines of at most the characters that fit `width` inches at `size` points (DejaVu Sans averages)."""
-    chars = max(8, int(width * 72 / (size * (0.6 if bold else 0.53))))
-    return [line for part in text.split("\n") for line in (textwrap.wrap(part, chars) or [""])]
-
-
 class Page:
     """One A4 portrait page, under its `title` if given; `synthetic` puts the SYNTHETIC mark into the running header."""
 
@@ -76,9 +70,11 @@ class Page:
     def text(
         self, text: str, size: float = 9.0, weight: str = "normal", color: str = "black", after: float = 0.08, box=None
     ):
-        """A paragraph over the text width (inside a framed `box` of matplotlib bbox properties, if given)."""
+        """A paragraph over the text width, wrapped by DejaVu Sans's average character width (inside a framed `box` of
+        matplotlib bbox properties, if given)."""
         pad = 0.1 if box else 0.0
-        lines = wrap(text, TEXT_WIDTH - 2 * pad, size, weight == "bold")
+        chars = max(8, int((TEXT_WIDTH - 2 * pad) * 72 / (size * (0.6 if weight == "bold" else 0.53))))
+        lines = [line for part in text.split("\n") for line in (textwrap.wrap(part, chars) or [""])]
         style = {"fontsize": size, "weight": weight, "color": color, "va": "top", "linespacing": LINE, "bbox": box}
         self._need(len(lines) * LINE * size / 72 + 2 * pad, f"text {text[:40]!r}")
         self.cursor += pad
@@ -151,14 +147,9 @@ class Page:
         height = HEIGHT - BOTTOM - self.cursor if height is None else height
         self._need(height, "plot")
         left, right, bottom, top = margins
-        self.figure.subplots_adjust(
-            (MARGIN + left) / WIDTH,
-            self._y(self.cursor + height - bottom),
-            1 - (MARGIN + right) / WIDTH,
-            self._y(self.cursor + top),
-            space,
-            space,
-        )
+        x0, x1 = (MARGIN + left) / WIDTH, 1 - (MARGIN + right) / WIDTH
+        y0, y1 = self._y(self.cursor + height - bottom), self._y(self.cursor + top)
+        self.figure.subplots_adjust(x0, y0, x1, y1, space, space)
         self.cursor += height
         return self.figure
 
@@ -209,7 +200,6 @@ class Document:
             )
 
     def page(self, running_title: str, title: str = "") -> Page:
-        """A new last page."""
         self.pages.append(Page(running_title, self.synthetic, self.creator, title))
         return self.pages[-1]
 

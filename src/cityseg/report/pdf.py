@@ -325,9 +325,9 @@ def build_report(
     """Write the PDF, its figures and its tables beside it; returns the PDF path."""
     out_pdf, runs, evaluation = Path(out_pdf), load_runs(Path(runs_dir)), load_evaluation(Path(eval_json))
     root = Path(root) if root is not None else Path(runs.config["data_root"]) if runs.config.get("data_root") else None
-    doc = layout.Document(out_pdf, CREATOR, synthetic := is_synthetic_run(runs, evaluation, root))
+    synthetic, cv = is_synthetic_run(runs, evaluation, root), cv_result(runs.summary)
+    doc = layout.Document(out_pdf, CREATOR, synthetic)
     doc.check(TABLES, FIGURES)
-    cv = cv_result(runs.summary)
     tables = [headline_table(cv, evaluation, synthetic), cv_table(runs), class_results_table(cv, evaluation)]
     tables = dict(zip(TABLES, [*tables, official_tables(evaluation)[1]], strict=True))
     with layout.typesetting():
