@@ -12,10 +12,10 @@ from helpers_noisy import write_noisy_predictions
 from PIL import Image
 
 from cityseg import evaluation
-from cityseg.data.frames import list_frames
+from cityseg.data.frames import list_frames, read_train_ids
 from cityseg.errors import UserError
 from cityseg.evaluation import default_json_path, evaluate
-from cityseg.report import load_examples, prediction_paths, score_frames
+from cityseg.report import load_examples, score_frames
 
 
 @pytest.fixture
@@ -61,12 +61,14 @@ def test_an_older_json_or_changed_files_are_scored_again(evaluated, synth_raw_ro
 
 def test_predictions_are_matched_by_the_official_rule(evaluated, synth_raw_root):
     pred, _result = evaluated
-    paths = prediction_paths(pred, synth_raw_root, "val")
-    assert sorted(paths.values()) == sorted(pred.rglob("*.png"))
-    first = sorted(paths)[0]
-    shutil.copy(paths[first], pred / f"{first}_copy.png")  # a second match: the official script refuses it too
+    frames = list_frames(synth_raw_root, "val", label_source="ids")
+    examples = load_examples([f.id for f in frames], pred, synth_raw_root, "val")  # found in the nested folder
+    for frame, example in zip(frames, examples, strict=True):
+        (path,) = pred.rglob(f"{frame.id}*.png")
+        assert np.array_equal(example.prediction, read_train_ids(path, label_source="ids"))
+    shutil.copy(path, pred / f"{frame.id}_copy.png")  # a second match: the official script refuses it too
     with pytest.raises(UserError, match="more than one prediction"):
-        load_examples([first], pred, synth_raw_root, "val")
+        load_examples([frame.id], pred, synth_raw_root, "val")
 
 
 def test_examples_show_the_score_in_percent(evaluated, synth_raw_root):
@@ -74,6 +76,5 @@ def test_examples_show_the_score_in_percent(evaluated, synth_raw_root):
     scores = score_frames(pred, synth_raw_root, "val")
     example = load_examples([scores[0].id], pred, synth_raw_root, "val", scores=scores[:1])[0]
     assert example.title == f"{scores[0].id}\nmIoU {100 * scores[0].miou:.2f} %"
-    assert (
-        example.prediction.shape == np.asarray(Image.open(prediction_paths(pred, synth_raw_root)[scores[0].id])).shape
-    )
+    (path,) = pred.rglob(f"{scores[0].id}*.png")
+    assert example.prediction.shape == np.asarray(Image.open(path)).shape

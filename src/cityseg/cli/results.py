@@ -170,9 +170,7 @@ def register_compare(subparsers) -> None:
 
 def run_compare(args) -> int:
     """Check the runs, write the PDF and its tables, print the headline and where they are."""
-    from cityseg.report.compare import build_comparison
-    from cityseg.report.layout import tables_dir
-    from cityseg.report.tables import Score
+    from cityseg.report import Score, build_comparison, tables_dir
 
     if len(args.runs) < 2:
         raise UserError("cityseg compare needs at least two runs folders (RUNS_A RUNS_B ...).")

@@ -15,7 +15,7 @@ _EXPORTS = {
     "pdf": (
         *("build_report", "class_results_table", "cv_table", "full_fit_text", "headline_table", "headline_text"),
         *("is_synthetic_run", "official_tables"),
-        *("best_and_worst", "FrameScore", "load_examples", "prediction_paths", "score_frames"),
+        *("best_and_worst", "FrameScore", "load_examples", "score_frames"),
     ),
     "results": (
         *("cv_result", "CvResult", "REFERENCE_MIOU", "summary_text", "val_class_iou", "val_confusion"),

@@ -6,7 +6,7 @@ folds the per-fold gains are tested with Nadeau and Bengio's corrected resampled
 import math
 import re
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from scipy.stats import t as student_t
 from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES, NUM_CLASSES
 from cityseg.report import results
-from cityseg.report.layout import WARNING_RED, Page, check_output, tables_dir, typesetting, write_pdf, write_tables
+from cityseg.report.layout import WARNING_RED, Document, typesetting
 from cityseg.report.plots import Bars, class_colour, class_swatches, draw_class_bars, run_colours
 from cityseg.report.results import CvResult, RunFiles, cv_result, finite, load_evaluation, load_runs
 from cityseg.report.tables import CellStyle, Score, Table
@@ -242,8 +242,7 @@ def paired_comparison(baseline: ComparedRun, other: ComparedRun) -> PairedCompar
     """Per-fold headline mIoU of two runs with identical folds (None when the folds differ or a fold is missing)."""
     if folds_key(baseline.runs) != folds_key(other.runs):
         return None
-    a = {f["fold"]: f["val_miou"] for f in baseline.cv.folds if finite(f.get("val_miou"))}
-    b = {f["fold"]: f["val_miou"] for f in other.cv.folds if finite(f.get("val_miou"))}
+    a, b = ({f["fold"]: f["val_miou"] for f in run.cv.folds if finite(f.get("val_miou"))} for run in (baseline, other))
     folds = sorted(set(a) & set(b))
     if len(folds) < baseline.cv.k:
         return None
@@ -360,60 +359,45 @@ def comparison_figure(comparison: Comparison, fig: Figure | None = None) -> Figu
     return fig
 
 
-def comparison_pages(comparison: Comparison) -> list[Page]:
+def comparison_pages(comparison: Comparison, doc: Document) -> None:
     """The pages of compare.pdf; blocks that do not fit continue on a new page."""
-    synthetic, title, pages = comparison.synthetic, " vs ".join(comparison.labels), []
-
-    def new_page() -> Page:
-        pages.append(Page(f"comparison: {title}", synthetic, source=CREATOR))
-        return pages[-1]
-
-    def add(draw: Callable[[Page], None]) -> None:
-        try:
-            draw(pages[-1])
-        except ValueError:  # a block checks that it fits before it draws anything
-            draw(new_page())
-
-    new_page().title(f"Runs compared: {title}")
-    if synthetic:
-        pages[0].banner(
+    title = " vs ".join(comparison.labels)
+    first = doc.page(f"comparison: {title}", f"Runs compared: {title}")
+    if comparison.synthetic:
+        first.banner(
             "SYNTHETIC DATA in at least one run (cityseg synth): differences only show that the pipeline reacts to "
             "the settings; they say nothing about Cityscapes."
         )
     for mismatch in comparison.mismatches:
-        pages[0].text(f"Not strictly comparable (compared because it was asked for): {mismatch}.", color=WARNING_RED)
-    add(lambda page: page.table(comparison.runs_table(), size=7.5))
-    add(
-        lambda page: page.note(
-            f"{comparison.protocol_text()} Val: the official Cityscapes metrics of each run's --eval JSON (– where "
-            "none was given). Training time: all folds and the full fit; images/s: median over epochs."
-        )
+        first.text(f"Not strictly comparable (compared because it was asked for): {mismatch}.", color=WARNING_RED)
+    doc.add(lambda page: page.table(comparison.runs_table(), size=7.5))
+    note = (
+        f"{comparison.protocol_text()} Val: the official Cityscapes metrics of each run's --eval JSON (– where none "
+        "was given). Training time: all folds and the full fit; images/s: median over epochs."
     )
+    doc.add(lambda page: page.note(note))
     settings = comparison.settings_table()
-    add(lambda page: page.heading("Settings that differ"))
-    add(lambda page: page.table(settings) if settings.rows else page.text(settings.empty))
+    doc.add(lambda page: page.heading("Settings that differ"))
+    doc.add(lambda page: page.table(settings) if settings.rows else page.text(settings.empty))
     paired = comparison.paired()
     if len(comparison.runs) > 1:
-        add(lambda page: page.heading("Paired per-fold comparison"))
+        doc.add(lambda page: page.heading("Paired per-fold comparison"))
         if not paired:
-            add(lambda page: page.text("None: no other run shares the first run's folds with every fold finished."))
+            doc.add(lambda page: page.text("None: no other run shares the first run's folds with every fold finished."))
         for pair in paired:
-            add(lambda page, pair=pair: page.table(pair.table(), rules_before=[len(pair.folds)], after=0.06))
-            add(lambda page, pair=pair: page.text(pair.verdict(), weight="bold"))
+            doc.add(lambda page, pair=pair: page.table(pair.table(), rules_before=[len(pair.folds)], after=0.06))
+            doc.add(lambda page, pair=pair: page.text(pair.verdict(), weight="bold"))
         if paired:
-            add(lambda page: page.note(TEST_CAVEATS))
+            doc.add(lambda page: page.note(TEST_CAVEATS))
     table, styles = comparison.class_table()
-    page = new_page()
-    page.title("IoU per class")
+    page = doc.page(f"comparison: {title}", "IoU per class")
     page.note(
         "IoU in percent; Δ columns: difference to the first run in points, green a gain and red a loss, bold on a "
         "tinted cell where it exceeds the larger of the two runs' fold-to-fold std for that class."
     )
     page.table(table, size=7.5, styles=styles, swatches=[class_colour(i) for i in range(NUM_CLASSES)])
-    page = new_page()
-    page.title("Per-class IoU and training curves")
+    page = doc.page(f"comparison: {title}", "Per-class IoU and training curves")
     comparison_figure(comparison, page.plot_area(margins=(1.25, 0.1, 0.5, 0.3), space=0.35))
-    return pages
 
 
 def build_comparison(
@@ -424,16 +408,15 @@ def build_comparison(
     allow_mismatch: bool = False,
 ) -> Comparison:
     """`cityseg compare`: load and check the runs, write compare.pdf and its tables; returns the comparison."""
-    comparison, out_pdf = compare_runs(runs_dirs, labels, evaluations, allow_mismatch), Path(out_pdf)
+    comparison = compare_runs(runs_dirs, labels, evaluations, allow_mismatch)
     paired = {"paired_" + re.sub(r"[^\w.-]", "_", pair.other): pair.table() for pair in comparison.paired()}
     tables = {"runs": comparison.runs_table(), **paired, "classes": comparison.class_table()[0]}
-    files = [f"{name}{ext}" for name in tables for ext in (".csv", ".tex")]
-    check_output(out_pdf, CREATOR, "cityseg compare", {tables_dir(out_pdf): files})
+    doc = Document(out_pdf, CREATOR, comparison.synthetic)
+    doc.check(list(tables))
     with typesetting():
-        pages = comparison_pages(comparison)
-        data = "SYNTHETIC data" if comparison.synthetic else "Cityscapes data"
-        footer = "built from each runs folder's config.json, log.jsonl, folds.json, summary.json and the --eval JSONs"
-        title = f"cityseg compare - {data} - {', '.join(comparison.labels)}"
-        write_pdf(pages, out_pdf, title, CREATOR, "semantic segmentation runs compared", footer)
-    write_tables(tables_dir(out_pdf), tables)
+        comparison_pages(comparison, doc)
+    data = "SYNTHETIC data" if comparison.synthetic else "Cityscapes data"
+    footer = "built from each runs folder's config.json, log.jsonl, folds.json, summary.json and the --eval JSONs"
+    title = f"cityseg compare - {data} - {', '.join(comparison.labels)}"
+    doc.write(title, "semantic segmentation runs compared", footer, tables)
     return comparison

@@ -4,8 +4,9 @@ from the top), one plot area below; PdfPages writes TrueType text and no dates, 
 import contextlib
 import functools
 import io
+import itertools
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +20,7 @@ from PIL import Image
 
 from cityseg.errors import UserError
 from cityseg.fileio import atomic_write_bytes
+from cityseg.report.plots import figure_png
 from cityseg.report.tables import CellStyle, Table
 
 WIDTH, HEIGHT = 8.27, 11.69  # A4 portrait, inches
@@ -44,22 +46,18 @@ def typesetting() -> contextlib.AbstractContextManager:
     return matplotlib.rc_context(PAGE_RC)
 
 
-def wrap(text: str, width: float, size: float, bold: bool = False) -> list[str]:
-    """Lines of at most the characters that fit `width` inches at `size` points (DejaVu Sans averages)."""
-    chars = max(8, int(width * 72 / (size * (0.6 if bold else 0.53))))
-    return [line for part in text.split("\n") for line in (textwrap.wrap(part, chars) or [""])]
-
-
 class Page:
-    """One A4 portrait page; `synthetic` puts the SYNTHETIC mark into the running header."""
+    """One A4 portrait page, under its `title` if given; `synthetic` puts the SYNTHETIC mark into the running header."""
 
-    def __init__(self, running_title: str, synthetic: bool, source: str = "cityseg report"):
-        self.figure = Figure(figsize=(WIDTH, HEIGHT))
-        self.cursor = TOP
+    def __init__(self, running_title: str, synthetic: bool, source: str, title: str = ""):
+        self.figure, self.cursor = Figure(figsize=(WIDTH, HEIGHT)), TOP
+        self.running_title = running_title
         mark = ("SYNTHETIC DATA (cityseg synth), not Cityscapes", WARNING_RED) if synthetic else ("Cityscapes", "0.35")
         self.figure.text(MARGIN / WIDTH, self._y(0.42), f"{source}  ·  {running_title}", fontsize=7.5, color="0.35")
         self.figure.text(1 - MARGIN / WIDTH, self._y(0.42), mark[0], fontsize=7.5, color=mark[1], ha="right")
         self.figure.add_artist(Line2D([MARGIN / WIDTH, 1 - MARGIN / WIDTH], [self._y(0.5)] * 2, lw=0.4, color="0.6"))
+        if title:
+            self.text(title, size=15.0, weight="bold", after=0.1)
 
     @staticmethod
     def _y(inches_from_top: float) -> float:
@@ -72,17 +70,16 @@ class Page:
     def text(
         self, text: str, size: float = 9.0, weight: str = "normal", color: str = "black", after: float = 0.08, box=None
     ):
-        """A paragraph over the text width (inside a framed `box` of matplotlib bbox properties, if given)."""
+        """A paragraph over the text width, wrapped by DejaVu Sans's average character width (inside a framed `box` of
+        matplotlib bbox properties, if given)."""
         pad = 0.1 if box else 0.0
-        lines = wrap(text, TEXT_WIDTH - 2 * pad, size, weight == "bold")
+        chars = max(8, int((TEXT_WIDTH - 2 * pad) * 72 / (size * (0.6 if weight == "bold" else 0.53))))
+        lines = [line for part in text.split("\n") for line in (textwrap.wrap(part, chars) or [""])]
         style = {"fontsize": size, "weight": weight, "color": color, "va": "top", "linespacing": LINE, "bbox": box}
         self._need(len(lines) * LINE * size / 72 + 2 * pad, f"text {text[:40]!r}")
         self.cursor += pad
         self.figure.text((MARGIN + pad) / WIDTH, self._y(self.cursor), "\n".join(lines), **style)
         self.cursor += len(lines) * LINE * size / 72 + pad + after
-
-    def title(self, text: str) -> None:
-        self.text(text, size=15.0, weight="bold", after=0.1)
 
     def heading(self, text: str) -> None:
         self.cursor += 0.08
@@ -126,13 +123,10 @@ class Page:
         grid, y = MplTable(ax, bbox=(0, 0, 1, 1)), 0
         for r, row in enumerate(rows):
             count = max(map(len, row))
-            for n in range(count):
+            for n, texts in enumerate(itertools.zip_longest(*row, fillvalue="")):  # the row's n-th line of text
                 top, bottom = n == 0 and (r < 2 or r - 1 in rules_before), r == len(rows) - 1 and n == count - 1
                 rule = 0.8 if bottom or r == n == 0 else 0.5 if r == 1 else 0.3
-                cells = [
-                    (t[n] if n < len(t) else "", widths[c], numeric[c], styles.get((r - 1, c), CellStyle()))
-                    for c, t in enumerate(row)
-                ]
+                cells = [(t, widths[c], numeric[c], styles.get((r - 1, c), CellStyle())) for c, t in enumerate(texts)]
                 if swatch:
                     cells.insert(0, ("", swatch, False, CellStyle(fill=swatches[r - 1] if r and n == 0 else None)))
                 for x, (text, width, right, style) in enumerate(cells):
@@ -153,14 +147,9 @@ class Page:
         height = HEIGHT - BOTTOM - self.cursor if height is None else height
         self._need(height, "plot")
         left, right, bottom, top = margins
-        self.figure.subplots_adjust(
-            (MARGIN + left) / WIDTH,
-            self._y(self.cursor + height - bottom),
-            1 - (MARGIN + right) / WIDTH,
-            self._y(self.cursor + top),
-            space,
-            space,
-        )
+        x0, x1 = (MARGIN + left) / WIDTH, 1 - (MARGIN + right) / WIDTH
+        y0, y1 = self._y(self.cursor + height - bottom), self._y(self.cursor + top)
+        self.figure.subplots_adjust(x0, y0, x1, y1, space, space)
         self.cursor += height
         return self.figure
 
@@ -184,33 +173,64 @@ def _column_chars(columns: Sequence[str], cells: Sequence[Sequence[str]], budget
     return [max(16, budget - sum(natural) + natural[i] - 3) if i == widest else b for i, b in enumerate(body)]
 
 
-def write_pdf(pages: Sequence[Page], out_pdf: Path, title: str, creator: str, subject: str, footer: str) -> None:
-    """Number the pages and write them atomically with fixed metadata: no dates, so reruns give the same bytes."""
-    for number, page in enumerate(pages, start=1):
-        page.figure.text(MARGIN / WIDTH, 0.35 / HEIGHT, footer, fontsize=6.5, color="0.45")
-        page.figure.text(1 - MARGIN / WIDTH, 0.35 / HEIGHT, f"{number} / {len(pages)}", fontsize=7.5, ha="right")
-    metadata = {"Title": title, "Creator": creator, "Subject": subject, "CreationDate": None, "ModDate": None}
-    buffer = io.BytesIO()  # PdfPages seeks: render in memory, write the file in one go
-    with typesetting(), PdfPages(buffer, metadata=metadata) as pdf:
-        for page in pages:
-            pdf.savefig(page.figure)
-    write_bytes(out_pdf, buffer.getvalue())
+class Document:
+    """The pages of one PDF and the figures and tables beside it, by `creator`: the command named in every page's
+    header and in the PDF's metadata, and the only one whose files `check` lets this document replace."""
 
+    def __init__(self, out_pdf: Path, creator: str, synthetic: bool):
+        self.out_pdf, self.creator, self.synthetic, self.pages = Path(out_pdf), creator, synthetic, []
 
-def check_output(out_pdf: Path, creator: str, command: str, side_folders: Mapping[Path, Sequence[str]]) -> None:
-    """Refuse, before drawing, to replace a PDF or a side file (figure, table) that `command` did not write."""
-    if out_pdf.is_dir():
-        raise UserError(f"--out {out_pdf} is a folder; pass a file name ending in .pdf.")
-    foreign = [out_pdf] if out_pdf.exists() and not _is_ours(out_pdf, creator) else []
-    for folder, names in side_folders.items():
-        if folder.exists() and not folder.is_dir():
-            raise UserError(f"{folder} is a file, but `{command}` writes into a folder of that name; move it away.")
-        foreign += [folder / name for name in names if (folder / name).exists() and not _is_ours(folder / name)]
-    if foreign:
-        raise UserError(
-            f"{foreign[0]} exists and was not written by `{command}`; it is left alone. Pass another --out or "
-            "move that file away."
-        )
+    def check(self, tables: Sequence[str], figures: Sequence[str] = ()) -> None:
+        """Refuse, before drawing, to replace the PDF or a figure or table beside it that `creator` did not write."""
+        if self.out_pdf.is_dir():
+            raise UserError(f"--out {self.out_pdf} is a folder; pass a file name ending in .pdf.")
+        side = [figures_dir(self.out_pdf) / f"{name}.png" for name in figures]
+        side += [tables_dir(self.out_pdf) / f"{name}{ext}" for name in tables for ext in (".csv", ".tex")]
+        for folder in dict.fromkeys(path.parent for path in side):
+            if folder.exists() and not folder.is_dir():
+                raise UserError(
+                    f"{folder} is a file, but `{self.creator}` writes into a folder of that name; move it away."
+                )
+        foreign = [self.out_pdf] if self.out_pdf.exists() and not _is_ours(self.out_pdf, self.creator) else []
+        foreign += [path for path in side if path.exists() and not _is_ours(path)]
+        if foreign:
+            raise UserError(
+                f"{foreign[0]} exists and was not written by `{self.creator}`; it is left alone. Pass another --out or "
+                "move that file away."
+            )
+
+    def page(self, running_title: str, title: str = "") -> Page:
+        self.pages.append(Page(running_title, self.synthetic, self.creator, title))
+        return self.pages[-1]
+
+    def add(self, draw: Callable[[Page], object]) -> None:
+        """Draw a block on the last page, or on a new page under the same running title when it does not fit."""
+        try:
+            draw(self.pages[-1])
+        except ValueError:  # a block checks that it fits before it draws anything
+            draw(self.page(self.pages[-1].running_title))
+
+    def write(
+        self, title: str, subject: str, footer: str, tables: Mapping[str, Table], figures: Mapping[str, Figure] = {}
+    ) -> None:
+        """The numbered pages as a PDF with fixed metadata (no dates: reruns give the same bytes), the figures as PNGs
+        and the tables as CSV (fractions at full precision) and LaTeX (the PDF's text), each file written atomically."""
+        pages, pdf, tables_folder = self.pages, io.BytesIO(), tables_dir(self.out_pdf)
+        for number, page in enumerate(pages, start=1):
+            page.figure.text(MARGIN / WIDTH, 0.35 / HEIGHT, footer, fontsize=6.5, color="0.45")
+            page.figure.text(1 - MARGIN / WIDTH, 0.35 / HEIGHT, f"{number} / {len(pages)}", fontsize=7.5, ha="right")
+        metadata = {"Title": title, "Creator": self.creator, "Subject": subject, "CreationDate": None, "ModDate": None}
+        with typesetting():
+            with PdfPages(pdf, metadata=metadata) as document:
+                for page in pages:
+                    document.savefig(page.figure)
+            files = {self.out_pdf: pdf.getvalue()}
+            files |= {figures_dir(self.out_pdf) / f"{name}.png": figure_png(fig) for name, fig in figures.items()}
+        for name, table in tables.items():  # the CSV is known as ours by its .tex twin
+            files[tables_folder / f"{name}.tex"] = f"{TABLE_MARK}: {table.title or name}\n{table.latex()}".encode()
+            files[tables_folder / f"{name}.csv"] = table.csv().encode()
+        for path, data in files.items():  # a kill leaves the old file or the new one
+            atomic_write_bytes(path, lambda handle, data=data: handle.write(data))
 
 
 def figures_dir(out_pdf: Path) -> Path:
@@ -238,15 +258,3 @@ def _is_ours(path: Path, creator: str | None = None) -> bool:
         return path.with_suffix(".tex").read_text(encoding="utf-8").startswith(TABLE_MARK)
     except (OSError, UnicodeDecodeError):
         return False
-
-
-def write_tables(folder: Path, tables: Mapping[str, Table]) -> None:
-    """Each table as `<name>.csv` (fractions at full precision) and `<name>.tex` (the PDF's text)."""
-    for name, table in tables.items():
-        write_bytes(folder / f"{name}.tex", f"{TABLE_MARK}: {table.title or name}\n{table.latex()}".encode())
-        write_bytes(folder / f"{name}.csv", table.csv().encode())
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    """Atomically, so a kill leaves the old file or the new one."""
-    atomic_write_bytes(path, lambda handle: handle.write(data))

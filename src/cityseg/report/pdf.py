@@ -130,9 +130,9 @@ def class_results_table(cv: CvResult, evaluation: Mapping[str, Any]) -> Table:
     return Table.build(columns, rows)
 
 
-def _results_page(runs: RunFiles, evaluation: dict, cv: CvResult, headline: Table, synthetic: bool) -> layout.Page:
-    page, config = layout.Page("results", synthetic), runs.config.get("config") or {}
-    page.title(f"{model_title_of(config)} semantic segmentation: results")
+def _results_page(doc: layout.Document, runs: RunFiles, evaluation: dict, cv: CvResult, headline: Table) -> None:
+    config, synthetic = runs.config.get("config") or {}, doc.synthetic
+    page = doc.page("results", f"{model_title_of(config)} semantic segmentation: results")
     where = "Demo run on synthetic street scenes" if synthetic else f"Cityscapes  ·  {results.git_text(runs.config)}"
     page.text(f"{where}  ·  recipe {config.get('recipe')}  ·  {cv.k}-fold cross-validation by {cv.split}", color="0.3")
     if synthetic:
@@ -153,13 +153,11 @@ def _results_page(runs: RunFiles, evaluation: dict, cv: CvResult, headline: Tabl
     labels = (f"cross-validation, {cv.k} folds: mean ± std", "val, official metric")
     area = page.plot_area(None, (0.9, 0.1, 0.45, 0.05))
     plots.class_iou_bars(cv.class_iou_mean, cv.class_iou_std, results.val_class_iou(evaluation), area, labels)
-    return page
 
 
-def _setup_page(runs: RunFiles, synthetic: bool) -> layout.Page:
-    page = layout.Page("what was trained", synthetic)
-    page.title("What was trained")
-    page.table(results.setup_table(runs, synthetic))
+def _setup_page(doc: layout.Document, runs: RunFiles) -> None:
+    page = doc.page("what was trained", "What was trained")
+    page.table(results.setup_table(runs, doc.synthetic))
     page.heading("Changes from the recipe")
     differences = results.recipe_differences(runs)
     if differences is None:
@@ -170,15 +168,13 @@ def _setup_page(runs: RunFiles, synthetic: bool) -> layout.Page:
         page.text("None: the run used its recipe as defined.")
     page.heading("Folds")
     page.table(folds_table(runs.folds))
-    if not synthetic:
+    if not doc.synthetic:
         page.heading("Machine, time and code")
         page.table(results.machine_table(runs))
-    return page
 
 
-def _cv_page(runs: RunFiles, folds: Table, synthetic: bool) -> layout.Page:
-    page = layout.Page("cross-validation", synthetic)
-    page.title("Cross-validation")
+def _cv_page(doc: layout.Document, runs: RunFiles, folds: Table) -> None:
+    page = doc.page("cross-validation", "Cross-validation")
     page.table(folds, rules_before=[len(folds.rows) - 1])
     page.note("The epoch each fold is scored at follows the protocol stated under the headline on page 1.")
     page.heading("Full-data fit")
@@ -186,12 +182,10 @@ def _cv_page(runs: RunFiles, folds: Table, synthetic: bool) -> layout.Page:
     page.heading("Training curves")
     room = min(4.6, layout.HEIGHT - layout.BOTTOM - page.cursor)
     plots.training_curves(runs.histories, page.plot_area(room, (0.6, 0.1, 0.1, 0.3), 0.35))
-    return page
 
 
-def _class_pages(evaluation: dict, classes: Table, categories: Table, synthetic: bool) -> list[layout.Page]:
-    page = layout.Page("per-class results", synthetic)
-    page.title("Per-class results")
+def _class_pages(doc: layout.Document, evaluation: dict, classes: Table, categories: Table) -> None:
+    page = doc.page("per-class results", "Per-class results")
     page.note(
         "IoU per class in percent. Cross-validation: mean ± sample std over the folds (a class absent from a fold "
         "is left out of its statistics). Val: the official Cityscapes evaluation; iIoU weighs each instance by its "
@@ -201,14 +195,12 @@ def _class_pages(evaluation: dict, classes: Table, categories: Table, synthetic:
     page.table(classes, swatches=swatches, rules_before=[NUM_CLASSES])
     page.heading("Categories (official)")
     page.table(categories, rules_before=[len(CATEGORY_NAMES)])
-    confusion = layout.Page("confusion matrix", synthetic)
-    confusion.title("Confusion matrix on val")
-    confusion.note(
+    page = doc.page("confusion matrix", "Confusion matrix on val")
+    page.note(
         "Each row is a ground-truth class, normalised to 100: where that class's pixels went. Cells of at least "
         "1 % are written in, the diagonal (per-class recall) in bold."
     )
-    plots.confusion_figure(results.val_confusion(evaluation), confusion.plot_area(6.9, (1.25, 0.75, 1.3, 0.1)))
-    return [page, confusion]
+    plots.confusion_figure(results.val_confusion(evaluation), page.plot_area(6.9, (1.25, 0.75, 1.3, 0.1)))
 
 
 @dataclass(frozen=True)
@@ -220,8 +212,8 @@ class FrameScore:
     accuracy: float
 
 
-def _matched_frames(pred_dir: Path, root: Path, split: str) -> list[tuple[Any, Path]]:
-    """(frame, its one prediction) for the frames of `split` that have one; none at all is a user error."""
+def _matched_frames(pred_dir: Path, root: Path, split: str) -> dict[str, tuple[Any, Path]]:
+    """Frame id -> (frame, its one prediction) for the frames of `split` that have one; none at all is a user error."""
     from cityseg.data.frames import list_frames
 
     frames = list_frames(Path(root), split, label_source="ids")
@@ -234,12 +226,7 @@ def _matched_frames(pred_dir: Path, root: Path, split: str) -> list[tuple[Any, P
             f"none of the PNGs in {pred_dir} matches a {split} frame of {root}; predict that split with "
             f"`cityseg predict CHECKPOINT {root} --split {split} --out {pred_dir}`."
         )
-    return [(frame, chosen[frame.id]) for frame in frames if frame.id in chosen]
-
-
-def prediction_paths(pred_dir: Path, root: Path, split: str = "val") -> dict[str, Path]:
-    """Frame id -> its prediction PNG under `pred_dir` (searched recursively, matched by the official rule)."""
-    return {frame.id: path for frame, path in _matched_frames(Path(pred_dir), root, split)}
+    return {frame.id: (frame, chosen[frame.id]) for frame in frames if frame.id in chosen}
 
 
 def _recorded_scores(pred_dir: Path, root: Path, split: str, evaluation: Mapping | Path | None) -> list | None:
@@ -281,7 +268,7 @@ def load_examples(
     """Image, ground truth and prediction (trainIds) of the given frames, titled with their id (and score)."""
     from cityseg.data.frames import check_same_size, read_image, read_train_ids
 
-    by_id = {frame.id: (frame, path) for frame, path in _matched_frames(Path(pred_dir), root, split)}
+    by_id = _matched_frames(Path(pred_dir), root, split)
     score_of = {s.id: s for s in scores}
     missing = [i for i in frame_ids if i not in by_id]
     if missing:
@@ -305,9 +292,7 @@ def best_and_worst(scores: Sequence[FrameScore], count: int = 2) -> list[FrameSc
     return best + worst
 
 
-def _examples_page(
-    pred_dir: Path, root: Path | None, evaluation: Mapping[str, Any], synthetic: bool
-) -> tuple[layout.Page, list[Example]]:
+def _examples_page(doc: layout.Document, pred_dir: Path, root: Path | None, evaluation: Mapping) -> list[Example]:
     """The best and the worst two val frames by their own mIoU (the evaluation's per-frame scores), titled so."""
     if root is None or not root.is_dir():
         raise UserError(
@@ -317,10 +302,8 @@ def _examples_page(
     scores = score_frames(pred_dir, root, "val", evaluation)
     picked = best_and_worst(scores, count=2)  # the best ones first
     examples = load_examples([s.id for s in picked], pred_dir, root, "val", scores=picked)
-    titles = [f"{'best' if n < 2 else 'worst'}\n{s.id}\nmIoU {Score(s.miou)} %" for n, s in enumerate(picked)]
-    examples = [replace(e, title=t) for e, t in zip(examples, titles, strict=True)]
-    page = layout.Page("qualitative results", synthetic)
-    page.title("Best and worst val frames")
+    examples = [replace(e, title=f"{'best' if n < 2 else 'worst'}\n{e.title}") for n, e in enumerate(examples)]
+    page = doc.page("qualitative results", "Best and worst val frames")
     page.note(
         f"Each of the {len(scores)} val frames in {pred_dir.name}/ scored on its own (mIoU over the classes in its "
         "ground truth or prediction); shown are the best and the worst two. Error map: red wrong, black right, "
@@ -328,7 +311,7 @@ def _examples_page(
     )
     aspect = examples[0].image.shape[0] / examples[0].image.shape[1]
     plots.qualitative_panel(examples, page.plot_area(4 * (1.7 * aspect + 0.3) + 1.2, (0.5, 0, 0, 0.3), 0.1))
-    return page, examples
+    return examples
 
 
 def is_synthetic_run(runs: RunFiles, evaluation: Mapping[str, Any], root: Path | None) -> bool:
@@ -342,36 +325,25 @@ def build_report(
     """Write the PDF, its figures and its tables beside it; returns the PDF path."""
     out_pdf, runs, evaluation = Path(out_pdf), load_runs(Path(runs_dir)), load_evaluation(Path(eval_json))
     root = Path(root) if root is not None else Path(runs.config["data_root"]) if runs.config.get("data_root") else None
-    figures, tables_dir = layout.figures_dir(out_pdf), layout.tables_dir(out_pdf)
-    side_files = {
-        figures: [f"{n}.png" for n in FIGURES],
-        tables_dir: [f"{n}{e}" for n in TABLES for e in (".csv", ".tex")],
-    }
-    layout.check_output(out_pdf, CREATOR, "cityseg report", side_files)
     synthetic, cv = is_synthetic_run(runs, evaluation, root), cv_result(runs.summary)
+    doc = layout.Document(out_pdf, CREATOR, synthetic)
+    doc.check(TABLES, FIGURES)
     tables = [headline_table(cv, evaluation, synthetic), cv_table(runs), class_results_table(cv, evaluation)]
     tables = dict(zip(TABLES, [*tables, official_tables(evaluation)[1]], strict=True))
     with layout.typesetting():
-        pages = [
-            _results_page(runs, evaluation, cv, tables["headline"], synthetic),
-            _setup_page(runs, synthetic),
-            _cv_page(runs, tables["cv_folds"], synthetic),
-            *_class_pages(evaluation, tables["classes"], tables["categories"], synthetic),
-        ]
-        examples: list[Example] = []
-        if pred_dir is not None:
-            page, examples = _examples_page(Path(pred_dir), root, evaluation, synthetic)
-            pages.append(page)
-        data = "SYNTHETIC data (cityseg synth), not Cityscapes" if synthetic else "Cityscapes data"
-        subject = f"{model_title_of(runs.config.get('config') or {})} semantic segmentation"
-        footer = "built from config.json, log.jsonl, folds.json, summary.json and the evaluation JSON"
-        layout.write_pdf(pages, out_pdf, f"cityseg report - {data}", CREATOR, subject, footer)
-        for name, figure in {
+        _results_page(doc, runs, evaluation, cv, tables["headline"])
+        _setup_page(doc, runs)
+        _cv_page(doc, runs, tables["cv_folds"])
+        _class_pages(doc, evaluation, tables["classes"], tables["categories"])
+        examples = _examples_page(doc, Path(pred_dir), root, evaluation) if pred_dir is not None else []
+        figures = {
             "class_iou": plots.class_iou_bars(cv.class_iou_mean, cv.class_iou_std, results.val_class_iou(evaluation)),
             "curves": plots.training_curves(runs.histories),
             "confusion": plots.confusion_figure(results.val_confusion(evaluation)),
             **({"examples": plots.qualitative_panel(examples)} if examples else {}),
-        }.items():
-            layout.write_bytes(figures / f"{name}.png", plots.figure_png(figure))
-    layout.write_tables(tables_dir, tables)
+        }
+    data = "SYNTHETIC data (cityseg synth), not Cityscapes" if synthetic else "Cityscapes data"
+    subject = f"{model_title_of(runs.config.get('config') or {})} semantic segmentation"
+    footer = "built from config.json, log.jsonl, folds.json, summary.json and the evaluation JSON"
+    doc.write(f"cityseg report - {data}", subject, footer, tables, figures)
     return out_pdf

@@ -34,11 +34,6 @@ def _figure(fig: Figure | None, size: tuple[float, float]) -> Figure:
     return fig if fig is not None else Figure(figsize=size, layout="constrained")
 
 
-def _finite(values: Sequence[float | None]) -> np.ndarray:
-    """JSON nulls (a class that never occurred) become NaN, which matplotlib leaves as a gap."""
-    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
-
-
 def class_colour(train_id: int) -> tuple[float, ...]:
     """The class's colour in the official Cityscapes palette, as matplotlib RGB."""
     return tuple(float(c) / 255.0 for c in TRAIN_ID_COLORS[train_id])
@@ -64,7 +59,7 @@ def training_curves(histories: Mapping[str, Sequence[Mapping]], fig: Figure | No
             (axes[0], "val_loss", "--s"),
             (axes[-1], "val_miou", "-o"),
         ):
-            values = _finite([r.get(key) for r in rows]) * (100.0 if key == "val_miou" else 1.0)
+            values = np.array([r.get(key) for r in rows], dtype=float) * (100.0 if key == "val_miou" else 1.0)
             if np.isfinite(values).any() and (has_miou or key != "val_miou"):
                 ax.plot(epochs, values, style, color=colours[name], ms=3, label=f"{name} {key}")
     # Log scale: a from-scratch model's first validation losses are orders of magnitude above the rest.
@@ -102,8 +97,8 @@ class Bars:
 def draw_class_bars(ax, series: Sequence[Bars], legend: Sequence[Patch]) -> None:
     """Horizontal per-class bars, series side by side, a zero IoU drawn as a stub (not a gap)."""
     y, height = np.arange(NUM_CLASSES), 0.8 / max(1, len(series))
-    for i, bars in enumerate(series):
-        where, widths = y + (i - (len(series) - 1) / 2) * height, 100.0 * _finite(bars.values)
+    for i, bars in enumerate(series):  # dtype float turns JSON nulls (absent classes) into NaN: a gap
+        where, widths = y + (i - (len(series) - 1) / 2) * height, 100.0 * np.array(bars.values, dtype=float)
         edges = [bars.colour or class_colour(c) for c in range(NUM_CLASSES)]
         ax.barh(
             where,
@@ -113,7 +108,7 @@ def draw_class_bars(ax, series: Sequence[Bars], legend: Sequence[Patch]) -> None
             edgecolor=edges,
             hatch=bars.hatch,
             linewidth=0.6,
-            xerr=None if bars.std is None else 100.0 * _finite(bars.std),
+            xerr=None if bars.std is None else 100.0 * np.array(bars.std, dtype=float),
             error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "0.15"},
         )
         for row in np.flatnonzero(widths == 0):

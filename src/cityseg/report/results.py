@@ -120,9 +120,8 @@ def load_evaluation(path: Path, split: str | None = "val") -> dict:
 def predictions_checkpoint_warning(runs_dir: Path, evaluation: dict) -> str | None:
     """A warning when the evaluated predictions came from another checkpoint than RUNS/full/best.pt."""
     section = evaluation.get("cityseg")
-    predictions = section.get("predictions") if isinstance(section, dict) else None
     try:
-        settings = predictions["settings"]
+        settings = section["predictions"]["settings"]
         used = settings["checkpoint_sha256"]
     except (KeyError, TypeError):
         return None

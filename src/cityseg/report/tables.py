@@ -15,9 +15,7 @@ def percent(value: float | None, digits: int = 2) -> str:
 
 def mean_std_text(mean: float | None, std: float | None, digits: int = 2) -> str:
     """`mean ± std` in percent (just the mean when there is no spread)."""
-    if std is None or not math.isfinite(std):
-        return percent(mean, digits)
-    return f"{percent(mean, digits)} ± {percent(std, digits)}"
+    return percent(mean, digits) + (f" ± {percent(std, digits)}" if std is not None and math.isfinite(std) else "")
 
 
 @dataclass(frozen=True)
@@ -125,11 +123,9 @@ class Table:
     def latex(self) -> str:
         """A booktabs tabular holding exactly the PDF's text (needs \\usepackage{booktabs})."""
         spec = "".join("r" if n else "l" for n in self.numeric())
-        lines = [" & ".join(_tex(c) for c in row) + r" \\" for row in self.cells()]
-        head = " & ".join(_tex(c) for c in self.columns) + r" \\"
-        return "\n".join([rf"\begin{{tabular}}{{{spec}}}", r"\toprule", head, r"\midrule", *lines, r"\bottomrule"]) + (
-            "\n\\end{tabular}\n"
-        )
+        head, *body = [" & ".join(map(_tex, row)) + r" \\" for row in [self.columns, *self.cells()]]
+        lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", head, r"\midrule", *body, r"\bottomrule"]
+        return "\n".join(lines) + "\n\\end{tabular}\n"
 
     def _repr_markdown_(self) -> str:
         return self.markdown()
@@ -151,8 +147,8 @@ def _number(value: object) -> object:
 
 
 _TEX = {c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", "^": r"\^{}", "\\": r"\textbackslash{}"}
+_TEX |= {"±": r"$\pm$", "−": "$-$", "Δ": r"$\Delta$", "–": "--"}
 
 
 def _tex(text: str) -> str:
-    escaped = "".join(_TEX.get(c, c) for c in text)
-    return escaped.replace("±", r"$\pm$").replace("−", "$-$").replace("Δ", r"$\Delta$").replace("–", "--")
+    return "".join(_TEX.get(c, c) for c in text)
