@@ -335,11 +335,22 @@ def output_locks(folders: list[Path]) -> Iterator[None]:
         yield
 
 
-def close_all(ledgers: list[OutputLedger], after_error: bool) -> None:
-    """Fold every journal into its manifest; after another error a failure here is left for the rerun."""
-    for ledger in ledgers:
+@contextmanager
+def open_ledgers(ledgers: list[OutputLedger], overwrite: bool) -> Iterator[list[set[str]]]:
+    """Lock the ledgers' folders, check every one before any is changed, start them and yield each one's finished
+    ids; at the end fold every journal into its manifest (after another error, a failure here is left for the rerun)."""
+    with output_locks([ledger.folder for ledger in ledgers]):
+        for ledger in ledgers:
+            ledger.check(overwrite)
+        done = [ledger.commit() for ledger in ledgers]
+        failed = True
         try:
-            ledger.close()
-        except UserError:
-            if not after_error:
-                raise  # the journal stays and is replayed by the rerun
+            yield done
+            failed = False
+        finally:
+            for ledger in ledgers:
+                try:
+                    ledger.close()
+                except UserError:
+                    if not failed:
+                        raise  # the journal stays and is replayed by the rerun
