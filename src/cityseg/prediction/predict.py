@@ -20,13 +20,7 @@ from cityseg.errors import UserError
 from cityseg.labels import train_ids_to_ids
 from cityseg.prediction.deployed import load_network
 from cityseg.prediction.inference import inference_dtype, precision_name, predict_logits, wants_amp
-from cityseg.prediction.ledger import (
-    OutputLedger,
-    check_color_folder,
-    color_names,
-    open_ledgers,
-    prediction_name,
-)
+from cityseg.prediction.ledger import OutputLedger, check_color_folder, color_names, open_ledgers, prediction_name
 from cityseg.prediction.options import PredictOptions
 from cityseg.prediction.overlay import blend, color_image
 from cityseg.system import default_workers
@@ -182,47 +176,33 @@ def predict_split(
         color_ledger = color_out and OutputLedger(
             color_out, {**settings, "kind": "color"}, {f.id: color_names(f.id) for f in frames}, "colour images"
         )
-        return _predict_into(model, frames, ledger, color_ledger, inference, device, options, scorer)
+        ledgers = [each for each in (ledger, color_ledger) if each is not None]
+        with open_ledgers(ledgers, options.overwrite) as (done, *color_done):
+            todo = [f for f in frames if f.id not in done]
+            start = time.perf_counter()
+            if color_ledger is not None:
+                saved = [f for f in frames if f.id in done and f.id not in color_done[0]]
+                _color_from_saved(saved, ledger.folder, color_ledger, options.progress)
+            images = Decoded([f.image for f in todo], read_image)
+            for batch in claimed_batches(images, [f.id for f in todo], ledgers, device, options):
+                label_maps = labels_for_batch(model, [image for _, image, _ in batch], device, **inference)
+                for (index, image, _), label_ids in zip(batch, label_maps, strict=True):
+                    frame, name = todo[index], prediction_name(todo[index].id)
+                    ledger.mark_done(frame.id, {name: ledger.write_png(name, label_ids)})
+                    if color_ledger is not None:
+                        color_ledger.mark_done(frame.id, _write_colors(frame, label_ids, image.numpy(), color_ledger))
+                    if scorer is not None:
+                        scorer.add(frame.id, label_ids, ledger.folder / name)
+        seconds = time.perf_counter() - start
+        for frame in frames if scorer is not None else ():
+            if frame.id in done:
+                scorer.add(frame.id, None, ledger.folder / prediction_name(frame.id))  # read back from its PNG
+        scores = scorer.result() if scorer is not None else None
     except BaseException:
         if scorer is not None:
             scorer.close()
         raise
-
-
-def _predict_into(
-    model,
-    frames: list[Frame],
-    ledger: OutputLedger,
-    color_ledger: OutputLedger | None,
-    inference: dict[str, Any],
-    device: torch.device,
-    options: PredictOptions,
-    scorer,
-) -> PredictResult:
-    """Check, lock and claim the output folders, then predict every frame not yet done."""
-    ledgers = [each for each in (ledger, color_ledger) if each is not None]
-    with open_ledgers(ledgers, options.overwrite) as (done, *color_done):
-        todo = [f for f in frames if f.id not in done]
-        start = time.perf_counter()
-        if color_ledger is not None:
-            saved = [f for f in frames if f.id in done and f.id not in color_done[0]]
-            _color_from_saved(saved, ledger.folder, color_ledger, options.progress)
-        images = Decoded([f.image for f in todo], read_image)
-        for batch in claimed_batches(images, [f.id for f in todo], ledgers, device, options):
-            label_maps = labels_for_batch(model, [image for _, image, _ in batch], device, **inference)
-            for (index, image, _), label_ids in zip(batch, label_maps, strict=True):
-                frame, name = todo[index], prediction_name(todo[index].id)
-                ledger.mark_done(frame.id, {name: ledger.write_png(name, label_ids)})
-                if color_ledger is not None:
-                    color_ledger.mark_done(frame.id, _write_colors(frame, label_ids, image.numpy(), color_ledger))
-                if scorer is not None:
-                    scorer.add(frame.id, label_ids, ledger.folder / name)
-    seconds = time.perf_counter() - start
-    for frame in frames if scorer is not None else ():
-        if frame.id in done:
-            scorer.add(frame.id, None, ledger.folder / prediction_name(frame.id))  # read back from its PNG
-    scores = scorer.result() if scorer is not None else None
-    return PredictResult(ledger.folder, len(todo), len(frames) - len(todo), seconds, scores, ledger.settings["model"])
+    return PredictResult(out_dir, len(todo), len(frames) - len(todo), seconds, scores, settings["model"])
 
 
 def _color_from_saved(frames: list[Frame], out_dir: Path, color_ledger: OutputLedger, progress: bool) -> None:
