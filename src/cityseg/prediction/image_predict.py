@@ -120,10 +120,11 @@ def predict_images(
     with open_ledgers([ledger], overwrite) as (done,):
         todo = [item for item in inputs if item.key not in done]
         start = time.perf_counter()
-        photos = Decoded([item.path for item in todo], functools.partial(read_user_image, max_pixels=max_pixels), True)
+        read = functools.partial(read_user_image, max_pixels=max_pixels)
+        photos = Decoded([item.path for item in todo], read, keep_going=True)
         for batch in claimed_batches(photos, [item.key for item in todo], [ledger], torch_device, options):
-            batch = [(todo[position], image, error) for position, image, error in batch]
-            _predict_photos(model, torch_device, ledger, inference, batch, failed)
+            decoded = [(todo[position], image, error) for position, image, error in batch]
+            _predict_photos(model, torch_device, ledger, inference, decoded, failed)
     seconds = time.perf_counter() - start
     outputs = [
         {"image": item.path, **{kind: out_dir / name for kind, name in output_names(item.key).items()}}

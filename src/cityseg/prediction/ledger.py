@@ -272,11 +272,8 @@ class OutputLedger:
         reasons = [f"{key} was {before.get(key)!r}, now {self.settings.get(key)!r}" for key in changed]
         if "checkpoint_sha256" in changed:
             reasons.append(f"the earlier checkpoint was {before.get('checkpoint')} (epoch {before.get('epoch')})")
-        extra = (
-            []
-            if self.keep_others
-            else sorted(frame_id for frame_id in manifest["frames"] if frame_id not in self.names)
-        )
+        entries = manifest["frames"]
+        extra = [] if self.keep_others else sorted(frame_id for frame_id in entries if frame_id not in self.names)
         if extra:
             reasons.append(f"{len(extra)} frame(s) are not in this run ({format_paths(extra)})")
         return reasons
