@@ -335,13 +335,14 @@ def test_manifest_naming_a_file_outside_the_folder_is_refused(checkpoint, photos
 
 
 def test_a_second_predict_into_a_held_output_folder_is_refused_before_writing(checkpoint, photos, tmp_path, capsys):
-    """Another predict holds OUT (its lock is taken here as that one takes it): refused at once, naming it."""
+    """Another predict holds OUT (its lock file is taken here): refused at once, naming it."""
     import os
 
-    from cityseg.prediction.ledger import output_locks
+    from cityseg.locks import hold_lock
+    from cityseg.prediction.ledger import LOCK_NAME
 
     out = tmp_path / "out"
-    with output_locks([out]):
+    with hold_lock(out / LOCK_NAME, "another predict", "wait for it"):
         before = sorted(p.name for p in out.iterdir())
         command = ["predict", str(checkpoint), "--images", str(photos), "--out", str(out), "--device", "cpu"]
         assert main(command) == 2

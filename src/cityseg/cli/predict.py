@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cityseg.cli.common import add_command, add_workers, positive_int, size_type
 from cityseg.errors import UserError
-from cityseg.prediction.options import DEFAULT_MAX_PIXELS, MODES, MS_SCALES, TTAS, memory_bound, smallest_window
+from cityseg.prediction.options import DEFAULT_MAX_PIXELS, MODES, MS_SCALES, SMALLEST_WINDOW, TTAS, memory_bound
 
 
 def size_or_int(text: str) -> tuple[int, int]:
@@ -43,7 +43,7 @@ def register_predict(subparsers) -> None:
 
     add = parser.add_argument_group("Inference").add_argument
     add("--mode", choices=MODES, default="whole", help="whole image, or overlapping --crop windows (logits averaged)")
-    side = smallest_window()
+    side = SMALLEST_WINDOW
     add("--crop", type=size_or_int, metavar="WxH", help=f"slide window in the network's input, >= {side}x{side}")
     add("--stride", type=size_or_int, metavar="WxH", help="step between windows (default: two thirds of --crop)")
     scales = ", ".join(map(str, MS_SCALES))

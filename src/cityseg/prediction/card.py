@@ -201,21 +201,16 @@ def _resize_step(size: list[int] | None) -> str:
 
 def card_markdown(card: dict[str, Any]) -> str:
     """card.md (card_template.md filled in): card.json's facts for people, and the recipe `cityseg predict` follows."""
-    recipe, git, config_json = card["inference"], card["git"], card["training"]["config_json"]
+    git, config_json = card["git"], card["training"]["config_json"]
     parity = card["parity"] or {"passed": False, "images": []}  # None: no model.onnx, its blocks are dropped
     drop, keep = ("onnx", "no-onnx") if "refused" in card["files"]["onnx"] else ("no-onnx", "onnx")
     template = re.sub(rf"<!--{drop}-->\n.*?<!--/{drop}-->\n", "", TEMPLATE.read_text(), flags=re.DOTALL)
     return re.sub(rf"<!--/?{keep}-->\n", "", template).format(
         **card,
-        weights=card["files"]["weights"],
-        onnx=card["files"]["onnx"],
         source_sha=card["source"]["sha256"][:16],
         git_sha=git.get("sha"),
         dirty=" (uncommitted changes)" if git.get("dirty") else "",
-        resize=_resize_step(recipe["training_size"]),
-        limit=recipe["whole_limit"],
-        stride=recipe["stride_of_window"],
-        pad=recipe["pad"],
+        resize=_resize_step(card["inference"]["training_size"]),
         config_source=f" (from {config_json})" if config_json else "",
         result_lines="\n".join(_results_lines(card)),
         verdict="Passed" if parity["passed"] else "FAILED",

@@ -1,6 +1,7 @@
 """`cityseg predict MODEL --images ...`: labelIds, colour and overlay PNGs for anyone's photos through the split
 writer's ledger; a bad photo is reported by name and the others go on; big inputs use sliding windows."""
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -8,22 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 
 from cityseg.errors import UserError
 from cityseg.prediction.image_files import ImageInput, find_images, read_user_image
-from cityseg.prediction.ledger import COMPARED, OutputLedger, close_all, output_locks
+from cityseg.prediction.ledger import COMPARED, OutputLedger, open_ledgers
 from cityseg.prediction.options import (
     DEFAULT_MAX_PIXELS,
     MS_SCALES,
+    PredictOptions,
     Size,
     as_size,
-    check_options,
     check_window,
     default_stride,
 )
 from cityseg.prediction.overlay import color_image, overlay_image
-from cityseg.prediction.predict import PredictResult, batches, labels_for_batch, load_for_prediction
+from cityseg.prediction.predict import Decoded, PredictResult, claimed_batches, labels_for_batch, load_for_prediction
 
 OUTPUT_KINDS = ("labelIds", "color", "overlay")
 CITYSCAPES_SIZE: Size = (2048, 1024)  # the frames a model's training size is relative to
@@ -55,22 +55,6 @@ class ImagePredictResult(PredictResult):
             f"{len(self.failed)} failed ({self.images_per_s:.2f} images/s over {self.seconds:.1f} s)"
         ]
         return "\n".join(lines + [f"  failed: {reason}" for reason in self.failed.values()])
-
-
-class _Photos(Dataset):
-    """(position, uint8 (H, W, 3) tensor or None, error message or None): a bad file never stops the loader."""
-
-    def __init__(self, inputs: list[ImageInput], max_pixels: int) -> None:
-        self.inputs, self.max_pixels = inputs, max_pixels
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
-        try:
-            return index, torch.from_numpy(read_user_image(self.inputs[index].path, self.max_pixels)), None
-        except UserError as exc:
-            return index, None, str(exc)
 
 
 def image_options(height: int, width: int, run: dict[str, Any]) -> dict[str, Any]:
@@ -115,9 +99,9 @@ def predict_images(
     """Predict photos (files, folders searched recursively, globs) into OUT, mirroring their folders. `checkpoint`: a
     run's best.pt/last.pt or a `cityseg export` folder; `crop`/`stride`: (width, height) in the network's input, as
     for splits; `limit`: only the first N photos."""
-    crop, stride = check_options(mode, tta, crop, stride)
+    runtime = {"batch_size": batch_size, "device": device, "amp": amp, "workers": workers, "progress": progress}
+    options = PredictOptions(mode=mode, tta=tta, crop=crop, stride=stride, overwrite=overwrite, **runtime).checked()
     whole_limit = as_size(whole_limit)
-    check_window(crop, "--crop")
     check_window(whole_limit, "--whole-limit")
     if scale is not None and not (scale > 0 and math.isfinite(scale)):
         raise UserError(f"--scale must be a positive finite factor (1 = the photo's own size), got {scale}.")
@@ -125,88 +109,78 @@ def predict_images(
         raise UserError(f"--max-pixels must be a positive number of pixels, got {max_pixels}.")
     out_dir = Path(out_dir)
     inputs = find_images(images, limit=limit, out_dir=out_dir)
-    model, torch_device, settings = load_for_prediction(checkpoint, device, amp, "images", mode, tta, crop, stride)
+    model, torch_device, settings, inference = load_for_prediction(checkpoint, options, "images")
     training_size = as_size(settings["scale_size"])
     whole_limit = whole_limit or training_size or CITYSCAPES_SIZE
     settings.update(kind="images", scale=scale, whole_limit=list(whole_limit))
-    options = {"mode": mode, "tta": tta, "crop": crop, "stride": stride, "scale": scale, "amp": settings["amp"]}
-    options.update(training_size=training_size, whole_limit=whole_limit, max_pixels=max_pixels)
+    inference.update(scale=scale, training_size=training_size, whole_limit=whole_limit, max_pixels=max_pixels)
     names = {item.key: list(output_names(item.key).values()) for item in inputs}
-    with output_locks([out_dir]):  # one predict per folder, as for splits
-        ledger = OutputLedger(out_dir, settings, names, "image predictions", _IMAGE_COMPARED, keep_others=True)
-        ledger.check(overwrite)
-        done = ledger.commit()
+    ledger = OutputLedger(out_dir, settings, names, "image predictions", _IMAGE_COMPARED, keep_others=True)
+    failed: dict[str, str] = {}
+    with open_ledgers([ledger], overwrite) as (done,):
         todo = [item for item in inputs if item.key not in done]
         start = time.perf_counter()
-        run = _PhotoRun(model, torch_device, ledger, options, {})
-        run.predict(todo, batch_size, workers, progress)
-        seconds = time.perf_counter() - start
-    written = len(todo) - len(run.failed)
+        read = functools.partial(read_user_image, max_pixels=max_pixels)
+        photos = Decoded([item.path for item in todo], read, keep_going=True)
+        for batch in claimed_batches(photos, [item.key for item in todo], [ledger], torch_device, options):
+            decoded = [(todo[position], image, error) for position, image, error in batch]
+            _predict_photos(model, torch_device, ledger, inference, decoded, failed)
+    seconds = time.perf_counter() - start
     outputs = [
         {"image": item.path, **{kind: out_dir / name for kind, name in output_names(item.key).items()}}
         for item in inputs
-        if str(item.path) not in run.failed
+        if str(item.path) not in failed
     ]
-    skipped = len(inputs) - len(todo)
+    written, skipped = len(todo) - len(failed), len(inputs) - len(todo)
     return ImagePredictResult(
-        out_dir, written, skipped, seconds, model=settings["model"], failed=run.failed, outputs=outputs
+        out_dir, written, skipped, seconds, model=settings["model"], failed=failed, outputs=outputs
     )
 
 
-@dataclass
-class _PhotoRun:
-    """The prediction loop over photos: claim a batch in the ledger, decode, predict, write, record."""
+def _predict_photos(
+    model: torch.nn.Module,
+    device: torch.device,
+    ledger: OutputLedger,
+    run: dict[str, Any],
+    batch: list[tuple[ImageInput, torch.Tensor | None, str | None]],
+    failed: dict[str, str],
+) -> None:
+    """Write the outputs of a batch of decoded photos (equal settings share forwards, and at equal size a batch);
+    each photo that cannot be predicted goes into `failed` (path -> reason) instead."""
 
-    model: torch.nn.Module
-    device: torch.device
-    ledger: OutputLedger
-    options: dict[str, Any]
-    failed: dict[str, str]
+    def fail(item: ImageInput, reason: str) -> None:
+        failed[str(item.path)] = reason
+        ledger.entries.pop(item.key, None)  # nothing was written for it
 
-    def predict(self, todo: list[ImageInput], batch_size: int, workers: int, progress: bool) -> None:
-        finished = False
+    for item, _, error in batch:
+        if error is not None:
+            fail(item, error)
+    groups: dict[tuple, list[tuple[ImageInput, torch.Tensor]]] = {}
+    for item, image, error in batch:
+        if error is not None:
+            continue
         try:
-            photos = _Photos(todo, self.options["max_pixels"])
-            for batch in batches(photos, batch_size, workers, self.device, progress):
-                self.ledger.mark_pending(todo[position].key for position, _, _ in batch)
-                for position, _, error in batch:
-                    if error is not None:
-                        self._fail(todo[position], error)
-                self._predict_batch([(todo[p], image) for p, image, error in batch if error is None])
-            finished = True
-        finally:
-            close_all([self.ledger], after_error=not finished)
-
-    def _fail(self, item: ImageInput, reason: str) -> None:
-        self.failed[str(item.path)] = reason
-        self.ledger.entries.pop(item.key, None)  # nothing was written for it
-
-    def _predict_batch(self, decoded: list[tuple[ImageInput, torch.Tensor]]) -> None:
-        """Photos with equal settings share forwards (and, at equal size, a batch)."""
-        groups: dict[tuple, list[tuple[ImageInput, torch.Tensor]]] = {}
-        for item, image in decoded:
-            try:
-                options = image_options(*image.shape[:2], self.options)
-            except UserError as exc:
-                self._fail(item, f"{item.path}: {exc}")
-                continue
-            groups.setdefault(tuple(sorted(options.items())), []).append((item, image))
-        for key, members in groups.items():
-            try:
-                label_maps = labels_for_batch(self.model, [image for _, image in members], self.device, **dict(key))
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                for item, image in members:
-                    height, width = image.shape[:2]
-                    self._fail(
-                        item,
-                        f"{item.path} ({width}x{height}) ran out of GPU memory; predict it with a smaller "
-                        "--scale, --whole-limit or --max-pixels, or with --device cpu.",
-                    )
-                continue
-            for (item, image), label_ids in zip(members, label_maps, strict=True):
-                names = output_names(item.key)
-                pixels = {"labelIds": label_ids, "color": color_image(label_ids)}
-                pixels["overlay"] = overlay_image(image.numpy(), label_ids)
-                files = {names[kind]: self.ledger.write_png(names[kind], pixels[kind]) for kind in OUTPUT_KINDS}
-                self.ledger.mark_done(item.key, files)
+            options = image_options(*image.shape[:2], run)
+        except UserError as exc:
+            fail(item, f"{item.path}: {exc}")
+            continue
+        groups.setdefault(tuple(sorted(options.items())), []).append((item, image))
+    for key, members in groups.items():
+        try:
+            label_maps = labels_for_batch(model, [image for _, image in members], device, **dict(key))
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            for item, image in members:
+                height, width = image.shape[:2]
+                fail(
+                    item,
+                    f"{item.path} ({width}x{height}) ran out of GPU memory; predict it with a smaller --scale, "
+                    "--whole-limit or --max-pixels, or with --device cpu.",
+                )
+            continue
+        for (item, image), label_ids in zip(members, label_maps, strict=True):
+            names = output_names(item.key)
+            pixels = {"labelIds": label_ids, "color": color_image(label_ids)}
+            pixels["overlay"] = overlay_image(image.numpy(), label_ids)
+            files = {names[kind]: ledger.write_png(names[kind], pixels[kind]) for kind in OUTPUT_KINDS}
+            ledger.mark_done(item.key, files)

@@ -126,7 +126,6 @@ class OutputLedger:
         self._old_token = ""
         self._journal = None
         self._discard: list[str] = []
-        self._reset = False
 
     @_storage_errors_named
     def check(self, overwrite: bool) -> None:
@@ -143,11 +142,12 @@ class OutputLedger:
                 "and they are never deleted automatically: move them away or choose another output folder."
             )
         reasons = self._stale_reasons(manifest)
+        reset = bool(reasons or overwrite)  # every file listed is deleted and predicted again
         ours = sorted(name for name in recorded if (self.folder / name).exists())
         edited = sorted(  # finished files someone changed since (none matter when all are replaced anyway)
             name
             for key, entry in entries.items()
-            if not (reasons or overwrite) and key in self.names and entry["state"] == "done"
+            if not reset and key in self.names and entry["state"] == "done"
             for name, sha in entry["files"].items()
             if (self.folder / name).is_file() and not self._intact(name, sha)
         )
@@ -164,10 +164,9 @@ class OutputLedger:
                 f"mixed with this run: {'; '.join(reasons)}. Pass --overwrite (overwrite=True) to delete "
                 "exactly those files and predict again, or choose another output folder."
             )
-        self.entries = entries
         self._old_token = manifest.get("token", "") if manifest else ""
-        self._reset = bool(reasons or overwrite)
-        self._discard = ours if self._reset else []
+        self.entries = {} if reset else entries
+        self._discard = ours if reset else []  # deleted by commit
 
     @_storage_errors_named
     def commit(self) -> set[str]:
@@ -175,8 +174,6 @@ class OutputLedger:
         self.folder.mkdir(parents=True, exist_ok=True)
         for name in self._discard:
             (self.folder / name).unlink(missing_ok=True)
-        if self._reset:
-            self.entries = {}
         # Temp files a killed run of this ledger left: only names with that run's recorded token.
         leftover = re.compile(rf"^\..+\.{self._old_token}[a-z0-9_]+\.tmp$")
         for path in self.folder.rglob(f".*.{self._old_token}*.tmp") if self._old_token else ():
@@ -236,9 +233,7 @@ class OutputLedger:
             return None
         try:
             manifest = json.loads(self.path.read_text())
-            valid = _valid_manifest(manifest)
-            if valid:
-                valid = self._replay(manifest)
+            valid = _valid_manifest(manifest) and self._replay(manifest)
         except (ValueError, TypeError, AttributeError, RecursionError):  # a journal line of the wrong shape
             valid = False
         if not valid:
@@ -272,12 +267,12 @@ class OutputLedger:
         """Why files recorded in `manifest` must not be mixed with this run (empty list: they may)."""
         if manifest is None:
             return []
-        entries = manifest["frames"]
         before = manifest["settings"]
         changed = [key for key in self.compared if before.get(key) != self.settings.get(key)]
         reasons = [f"{key} was {before.get(key)!r}, now {self.settings.get(key)!r}" for key in changed]
         if "checkpoint_sha256" in changed:
             reasons.append(f"the earlier checkpoint was {before.get('checkpoint')} (epoch {before.get('epoch')})")
+        entries = manifest["frames"]
         extra = [] if self.keep_others else sorted(frame_id for frame_id in entries if frame_id not in self.names)
         if extra:
             reasons.append(f"{len(extra)} frame(s) are not in this run ({format_paths(extra)})")
@@ -319,27 +314,32 @@ def check_output_folder(folder: Path) -> None:
 
 
 @contextmanager
-def output_locks(folders: list[Path]) -> Iterator[None]:
-    """One `predict` per output folder: a second one would write the ledger under the first."""
+def open_ledgers(ledgers: list[OutputLedger], overwrite: bool) -> Iterator[list[set[str]]]:
+    """Lock the ledgers' folders (one `predict` per folder: a second would write the ledger under the first), check
+    every one before any is changed, start them and yield each one's finished ids; at the end fold every journal into
+    its manifest (after another error, a failure here is left for the rerun)."""
     from cityseg.locks import hold_lock
 
-    for folder in folders:  # every folder is checked before any is created
-        check_output_folder(folder)
+    for ledger in ledgers:  # every folder is checked before any is created
+        check_output_folder(ledger.folder)
     fix = "two predictions into one folder would mix their files and manifests. Wait for it to finish, or pass "
     fix += "another output folder."
     with ExitStack() as stack:
-        for folder in folders:
+        for folder in (ledger.folder for ledger in ledgers):
             with storage_errors(folder, "the lock file"):
                 folder.mkdir(parents=True, exist_ok=True)
                 stack.enter_context(hold_lock(folder / LOCK_NAME, f"output folder {folder}", fix))
-        yield
-
-
-def close_all(ledgers: list[OutputLedger], after_error: bool) -> None:
-    """Fold every journal into its manifest; after another error a failure here is left for the rerun."""
-    for ledger in ledgers:
+        for ledger in ledgers:
+            ledger.check(overwrite)
+        done = [ledger.commit() for ledger in ledgers]
+        failed = True
         try:
-            ledger.close()
-        except UserError:
-            if not after_error:
-                raise  # the journal stays and is replayed by the rerun
+            yield done
+            failed = False
+        finally:
+            for ledger in ledgers:
+                try:
+                    ledger.close()
+                except UserError:
+                    if not failed:
+                        raise  # the journal stays and is replayed by the rerun

@@ -1,6 +1,7 @@
 """How to predict, without torch: inference modes, test-time augmentations and window sizes, checked before any
 work is done, and `PredictOptions`, the settings of `predict_split` (the CLI lists them in --help)."""
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ Size = tuple[int, int]  # (width, height)
 DEFAULT_MAX_PIXELS = 32_000_000
 BYTES_PER_PIXEL = {"none": 190, "flip": 290, "ms-flip": 375}
 WINDOW_BATCH_BYTES = 3.3e9  # four 2048x1024 windows (the default --whole-limit) in one forward pass
+SMALLEST_WINDOW = 2 * SIDE_MULTIPLE  # a side of a sliding window: a smaller window sees too little of the scene
 
 
 def memory_bound(max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
@@ -25,14 +27,9 @@ def memory_bound(max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
     return ", ".join(f"~{value:.0f} GB with --tta {tta}" for tta, value in gigabytes.items())
 
 
-def smallest_window() -> int:
-    """Two of the model's size multiples: a smaller window sees too little of the scene."""
-    return 2 * SIDE_MULTIPLE
-
-
 def check_window(window: Size | None, flag: str) -> None:
-    """Refuse a sliding window (--crop, --whole-limit) with a side below `smallest_window()`."""
-    least = smallest_window()
+    """Refuse a sliding window (--crop, --whole-limit) with a side below SMALLEST_WINDOW."""
+    least = SMALLEST_WINDOW
     if window is not None and min(window) < least:
         raise UserError(
             f"{flag} {window[0]}x{window[1]} is smaller than the smallest window, {least}x{least} (twice the model's "
@@ -100,3 +97,9 @@ class PredictOptions:
     overwrite: bool = False  # delete what an earlier prediction wrote with other settings (only its own files)
     progress: bool = True  # show a progress bar
     score: bool = False  # also score the label maps in memory as they are written (evaluation.runner.PredictionScorer)
+
+    def checked(self) -> "PredictOptions":
+        """These options, mode, TTA and windows checked before any work; crop and stride as (width, height)."""
+        crop, stride = check_options(self.mode, self.tta, self.crop, self.stride)
+        check_window(crop, "--crop")
+        return dataclasses.replace(self, crop=crop, stride=stride)

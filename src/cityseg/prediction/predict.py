@@ -3,7 +3,7 @@ safety rules (what may be overwritten, how a killed run resumes) are its ledger,
 
 import dataclasses
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,15 +20,8 @@ from cityseg.errors import UserError
 from cityseg.labels import train_ids_to_ids
 from cityseg.prediction.deployed import load_network
 from cityseg.prediction.inference import inference_dtype, precision_name, predict_logits, wants_amp
-from cityseg.prediction.ledger import (
-    OutputLedger,
-    check_color_folder,
-    close_all,
-    color_names,
-    output_locks,
-    prediction_name,
-)
-from cityseg.prediction.options import PredictOptions, check_options, check_window
+from cityseg.prediction.ledger import OutputLedger, check_color_folder, color_names, open_ledgers, prediction_name
+from cityseg.prediction.options import PredictOptions
 from cityseg.prediction.overlay import blend, color_image
 from cityseg.system import default_workers
 from cityseg.training.model import resolve_device
@@ -66,55 +59,63 @@ class PredictResult:
         printer.text(self.summary())
 
 
-class _Images(Dataset):
-    """uint8 images (H, W, 3) by index; normalising happens on the device, where it is cheaper."""
+class Decoded(Dataset):
+    """(index, uint8 (H, W, 3) tensor or None, error message or None) of `read(paths[index])`; with `keep_going`, a
+    file `read` refuses (a UserError) is returned as the message, so a bad file never stops the loader."""
 
-    def __init__(self, frames: Sequence[Frame]) -> None:
-        self.frames = frames
+    def __init__(self, paths: Sequence[Path], read: Callable[[Path], np.ndarray], keep_going: bool = False) -> None:
+        self.paths, self.read, self.keep_going = paths, read, keep_going
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
-        return index, torch.from_numpy(read_image(self.frames[index].image))
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+        try:
+            return index, torch.from_numpy(self.read(self.paths[index])), None
+        except UserError as exc:
+            if not self.keep_going:
+                raise
+            return index, None, str(exc)
 
 
-def batches(dataset: Dataset, batch_size: int, workers: int, device: torch.device, progress: bool) -> Iterator[list]:
-    """Lists of `dataset` items (images may differ in size: stacked later, per shape), with a progress bar."""
-    loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers, collate_fn=list, pin_memory=device.type == "cuda"
-    )
-    with tqdm(total=len(dataset), unit="img", desc="predict", disable=not progress, dynamic_ncols=True) as bar:
+def claimed_batches(
+    dataset: Dataset, keys: Sequence[str], ledgers: list[OutputLedger], device: torch.device, options: PredictOptions
+) -> Iterator[list]:
+    """Lists of `dataset` items (images may differ in size: stacked later, per shape), each claimed in every ledger
+    before it is handed out (item i is `keys[i]`), with a progress bar."""
+    pin = device.type == "cuda"
+    loader = DataLoader(dataset, options.batch_size, num_workers=options.workers, collate_fn=list, pin_memory=pin)
+    with tqdm(total=len(dataset), unit="img", desc="predict", disable=not options.progress, dynamic_ncols=True) as bar:
         for batch in loader:
+            for ledger in ledgers:
+                ledger.mark_pending(keys[item[0]] for item in batch)
             yield batch
             bar.update(len(batch))
 
 
 def load_for_prediction(
-    checkpoint: Path, device: str, amp: bool | None, split: str, mode: str, tta: str, crop, stride
-) -> tuple[torch.nn.Module, torch.device, dict[str, Any]]:
-    """The model on its device, and the settings its outputs are recorded with (precision included)."""
-    torch_device = resolve_device(device)
+    checkpoint: Path, options: PredictOptions, split: str
+) -> tuple[torch.nn.Module, torch.device, dict[str, Any], dict[str, Any]]:
+    """The model on its device, the settings its outputs are recorded with (precision included), and the
+    `predict_logits` options of `options` (checked)."""
+    torch_device = resolve_device(options.device)
     model, state = load_network(Path(checkpoint), torch_device)
     if torch_device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    amp = wants_amp(state, amp)
+    amp = wants_amp(state, options.amp)
     size = (state.get("config") or {}).get("size")
+    inference = {"mode": options.mode, "tta": options.tta, "crop": options.crop, "stride": options.stride}
+    inference.update(scale_size=list(size) if size else None, amp=amp)
     settings = {
         "checkpoint": str(Path(checkpoint).resolve()),
         "checkpoint_sha256": state["sha256"],  # from the one read that loaded it
         "model": model_title_of(state.get("config") or {}),
         "epoch": state.get("epoch"),
         "split": split,
-        "mode": mode,
-        "tta": tta,
-        "crop": list(crop) if crop else None,
-        "stride": list(stride) if stride else None,
-        "scale_size": list(size) if size else None,
-        "amp": amp,
+        **{key: list(value) if isinstance(value, tuple) else value for key, value in inference.items()},  # as JSON
         "precision": precision_name(inference_dtype(torch_device, amp)),
     }
-    return model, torch_device, settings
+    return model, torch_device, settings, inference
 
 
 def _write_colors(frame: Frame, label_ids: np.ndarray, image: np.ndarray, ledger: OutputLedger) -> dict[str, str]:
@@ -154,14 +155,11 @@ def predict_split(
 ) -> PredictResult:
     """Write one full-size labelIds PNG per frame of `split`, resuming and refusing stale files safely. How to predict
     is `options` (a `PredictOptions`), its fields given as keywords overriding it (`mode="slide", crop=(1024, 512)`)."""
-    options = dataclasses.replace(options or PredictOptions(), **fields)
-    mode, tta, color_out = options.mode, options.tta, options.color_out
-    crop, stride = check_options(mode, tta, options.crop, options.stride)
-    check_window(crop, "--crop")
+    options = dataclasses.replace(options or PredictOptions(), **fields).checked()
     if split not in DEFAULT_OUT:
         raise UserError(f"unknown split {split!r}; choose one of {', '.join(DEFAULT_OUT)}.")
     out_dir = Path(out_dir) if out_dir is not None else DEFAULT_OUT[split]
-    color_out = Path(color_out) if color_out is not None else None
+    color_out = Path(options.color_out) if options.color_out is not None else None
     check_color_folder(out_dir, color_out)
     frames = list_frames(Path(root), split, label_source=None)
     scorer = None
@@ -170,68 +168,41 @@ def predict_split(
 
         scorer = PredictionScorer(Path(root), split, [f.id for f in frames], workers=default_workers())
     try:
-        model, device, settings = load_for_prediction(
-            checkpoint, options.device, options.amp, split, mode, tta, crop, stride
-        )
+        model, device, settings, inference = load_for_prediction(checkpoint, options, split)
         settings["root"] = str(Path(root).resolve())  # recorded for people; not compared (datasets move)
-        inference = {"mode": mode, "tta": tta, "crop": crop, "stride": stride}
-        inference.update(scale_size=settings["scale_size"], amp=settings["amp"])
         ledger = OutputLedger(
             out_dir, {**settings, "kind": "labelIds"}, {f.id: [prediction_name(f.id)] for f in frames}
         )
         color_ledger = color_out and OutputLedger(
             color_out, {**settings, "kind": "color"}, {f.id: color_names(f.id) for f in frames}, "colour images"
         )
-        with output_locks([out_dir] if color_out is None else [out_dir, color_out]):
-            return _predict_into(model, frames, ledger, color_ledger, inference, device, options, scorer)
+        ledgers = [each for each in (ledger, color_ledger) if each is not None]
+        with open_ledgers(ledgers, options.overwrite) as (done, *color_done):
+            todo = [f for f in frames if f.id not in done]
+            start = time.perf_counter()
+            if color_ledger is not None:
+                saved = [f for f in frames if f.id in done and f.id not in color_done[0]]
+                _color_from_saved(saved, ledger.folder, color_ledger, options.progress)
+            images = Decoded([f.image for f in todo], read_image)
+            for batch in claimed_batches(images, [f.id for f in todo], ledgers, device, options):
+                label_maps = labels_for_batch(model, [image for _, image, _ in batch], device, **inference)
+                for (index, image, _), label_ids in zip(batch, label_maps, strict=True):
+                    frame, name = todo[index], prediction_name(todo[index].id)
+                    ledger.mark_done(frame.id, {name: ledger.write_png(name, label_ids)})
+                    if color_ledger is not None:
+                        color_ledger.mark_done(frame.id, _write_colors(frame, label_ids, image.numpy(), color_ledger))
+                    if scorer is not None:
+                        scorer.add(frame.id, label_ids, ledger.folder / name)
+        seconds = time.perf_counter() - start
+        for frame in frames if scorer is not None else ():
+            if frame.id in done:
+                scorer.add(frame.id, None, ledger.folder / prediction_name(frame.id))  # read back from its PNG
+        scores = scorer.result() if scorer is not None else None
     except BaseException:
         if scorer is not None:
             scorer.close()
         raise
-
-
-def _predict_into(
-    model,
-    frames: list[Frame],
-    ledger: OutputLedger,
-    color_ledger: OutputLedger | None,
-    inference: dict[str, Any],
-    device: torch.device,
-    options: PredictOptions,
-    scorer,
-) -> PredictResult:
-    """Check and claim the output folders, then predict every frame not yet done (folders locked by the caller)."""
-    ledgers = [each for each in (ledger, color_ledger) if each is not None]
-    for each in ledgers:  # every folder is checked before any is changed
-        each.check(options.overwrite)
-    done, *color_done = [each.commit() for each in ledgers]
-    todo = [f for f in frames if f.id not in done]
-    failed = True
-    start = time.perf_counter()
-    try:
-        if color_ledger is not None:
-            saved = [f for f in frames if f.id in done and f.id not in color_done[0]]
-            _color_from_saved(saved, ledger.folder, color_ledger, options.progress)
-        for batch in batches(_Images(todo), options.batch_size, options.workers, device, options.progress):
-            for each in ledgers:
-                each.mark_pending(todo[index].id for index, _ in batch)
-            label_maps = labels_for_batch(model, [image for _, image in batch], device, **inference)
-            for (index, image), label_ids in zip(batch, label_maps, strict=True):
-                frame, name = todo[index], prediction_name(todo[index].id)
-                ledger.mark_done(frame.id, {name: ledger.write_png(name, label_ids)})
-                if color_ledger is not None:
-                    color_ledger.mark_done(frame.id, _write_colors(frame, label_ids, image.numpy(), color_ledger))
-                if scorer is not None:
-                    scorer.add(frame.id, label_ids, ledger.folder / name)
-        failed = False
-    finally:
-        close_all(ledgers, after_error=failed)
-    seconds = time.perf_counter() - start
-    for frame in frames if scorer is not None else ():
-        if frame.id in done:
-            scorer.add(frame.id, None, ledger.folder / prediction_name(frame.id))  # read back from its PNG
-    scores = scorer.result() if scorer is not None else None
-    return PredictResult(ledger.folder, len(todo), len(frames) - len(todo), seconds, scores, ledger.settings["model"])
+    return PredictResult(out_dir, len(todo), len(frames) - len(todo), seconds, scores, settings["model"])
 
 
 def _color_from_saved(frames: list[Frame], out_dir: Path, color_ledger: OutputLedger, progress: bool) -> None:
