@@ -203,7 +203,7 @@ class OutputLedger:
     def write_png(self, name: str, array: np.ndarray) -> str:
         """Write (H, W) or (H, W, 3) uint8 as `name` atomically (temp name with this run's token); its sha256."""
         data = _png_bytes(array)
-        atomic_write_bytes(self.folder / name, lambda handle: handle.write(data), tag=self.token)
+        atomic_write_bytes(self.folder / name, data, tag=self.token)
         return hashlib.sha256(data).hexdigest()
 
     @_storage_errors_named
@@ -225,7 +225,7 @@ class OutputLedger:
         manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "token": self.token}
         data = json.dumps(manifest | {"settings": self.settings, "frames": self.entries}, indent=1, sort_keys=True)
         data = data.encode()
-        atomic_write_bytes(self.path, lambda handle: handle.write(data), tag=self.token)
+        atomic_write_bytes(self.path, data, tag=self.token)
 
     def _load(self) -> dict[str, Any] | None:
         """The manifest with the journal of its run replayed (a torn last line, cut by a kill, is skipped)."""

@@ -230,7 +230,7 @@ class Document:
             files[tables_folder / f"{name}.tex"] = f"{TABLE_MARK}: {table.title or name}\n{table.latex()}".encode()
             files[tables_folder / f"{name}.csv"] = table.csv().encode()
         for path, data in files.items():  # a kill leaves the old file or the new one
-            atomic_write_bytes(path, lambda handle, data=data: handle.write(data))
+            atomic_write_bytes(path, data)
 
 
 def figures_dir(out_pdf: Path) -> Path:

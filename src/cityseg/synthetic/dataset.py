@@ -279,11 +279,6 @@ def _png_bytes(image: Image.Image, **options) -> bytes:
     return buffer.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file + rename, so an interrupted run never leaves a truncated PNG behind."""
-    atomic_write_bytes(path, lambda handle: handle.write(data))
-
-
 def write_frame(root: Path, spec: FrameSpec) -> None:
     """Render and write the image and the four gtFine files of one frame."""
     scene_rng, render_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(spec.key).spawn(2))
@@ -292,13 +287,13 @@ def write_frame(root: Path, spec: FrameSpec) -> None:
     color = createLabelImage(annotation, "color")
     rgb = render_image(label_ids, instance_ids, decal_mask(scene), scene.camera.horizon, render_rng)
 
-    _write_atomic(spec.gt_path(root, "polygons.json"), text.encode())
+    atomic_write_bytes(spec.gt_path(root, "polygons.json"), text.encode())
     # default PNG options: byte-identical to what json2labelImg / json2instanceImg save
-    _write_atomic(spec.gt_path(root, "labelIds.png"), _png_bytes(Image.fromarray(label_ids)))
-    _write_atomic(spec.gt_path(root, "instanceIds.png"), _png_bytes(Image.fromarray(instance_ids)))
-    _write_atomic(spec.gt_path(root, "color.png"), _png_bytes(color))
+    atomic_write_bytes(spec.gt_path(root, "labelIds.png"), _png_bytes(Image.fromarray(label_ids)))
+    atomic_write_bytes(spec.gt_path(root, "instanceIds.png"), _png_bytes(Image.fromarray(instance_ids)))
+    atomic_write_bytes(spec.gt_path(root, "color.png"), _png_bytes(color))
     # noisy photos barely compress; a fast level keeps 2048x1024 generation quick
-    _write_atomic(spec.image_path(root), _png_bytes(Image.fromarray(rgb), compress_level=1))
+    atomic_write_bytes(spec.image_path(root), _png_bytes(Image.fromarray(rgb), compress_level=1))
 
 
 def _write_frame_task(args: tuple[Path, FrameSpec]) -> str:
@@ -378,7 +373,7 @@ def _write_marker(
         "images": images,
         "cities": cities,
     }
-    _write_atomic(out / MARKER, (json.dumps(record, indent=2) + "\n").encode())
+    atomic_write_bytes(out / MARKER, (json.dumps(record, indent=2) + "\n").encode())
 
 
 def _run(root: Path, frames: list[FrameSpec], workers: int) -> Iterator[str]:
