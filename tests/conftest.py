@@ -40,7 +40,10 @@ UNMARKED = "this test trains (or runs a notebook, which does) but is not marked:
 # pytest-xdist hands out whole files in collection order (`--dist loadfile --no-loadscope-reorder`, pyproject.toml).
 # The longest files go first, so that the workers end together on short files rather than one waiting for the other's
 # long file. A file's length is its seconds in the last run that timed it (kept in pytest's cache, .pytest_cache/),
-# else its count of `trains` and `slow` tests: nothing to keep up by hand.
+# else its count of `trains` and `slow` tests: nothing to keep up by hand. The second worker starts on the longest
+# file that does not need the session's trained run (`one_epoch_cv`), so it works while the first worker builds it
+# instead of waiting on the build's lock.
+SHARED_BUILD = "one_epoch_cv"
 SECONDS_KEY = "cityseg/file_seconds"
 
 
@@ -60,6 +63,11 @@ def pytest_collection_modifyitems(config, items) -> None:
     )
     # files timed before by their seconds, then the others by their heavy tests; the sort is stable within a file
     items.sort(key=lambda item: (-seconds.get(file_of(item.nodeid), 0.0), -heavy[file_of(item.nodeid)]))
+    files = list(dict.fromkeys(file_of(item.nodeid) for item in items))
+    waits = {file_of(item.nodeid) for item in items if SHARED_BUILD in item.fixturenames}
+    if files and files[0] in waits and (free := [name for name in files if name not in waits]):
+        position = {name: index for index, name in enumerate(files)} | {free[0]: 0.5}  # just after the first file
+        items.sort(key=lambda item: position[file_of(item.nodeid)])
 
 
 FILE_SECONDS: Counter[str] = Counter()
