@@ -17,11 +17,14 @@ import sys
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
-import nbformat
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 from pypdf import PdfReader
+
+if TYPE_CHECKING:
+    import nbformat
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 TRAIN = NOTEBOOKS / "01_train.ipynb"
@@ -60,18 +63,21 @@ EVALUATE_DEFAULTS = {
 }
 
 
-def code_cells(path: Path) -> list:
-    return [cell for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"]
+def stored_cells(path: Path, cell_type: str = "code") -> list[dict]:
+    """The notebook's cells of one type as stored, each source one string (read as JSON: importing nbformat takes
+    seconds, which every test worker would pay at collection)."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    return [cell | {"source": "".join(cell["source"])} for cell in cells if cell["cell_type"] == cell_type]
 
 
 def python_source(cell) -> str:
     """Cell source with IPython magics (`%matplotlib inline`) turned into plain Python calls."""
-    return TransformerManager().transform_cell(cell.source)
+    return TransformerManager().transform_cell(cell["source"])
 
 
 def parameter_values(path: Path) -> dict:
     """Execute only the tagged parameters cell and return what it defines."""
-    cells = [cell for cell in code_cells(path) if "parameters" in cell.metadata.get("tags", [])]
+    cells = [cell for cell in stored_cells(path) if "parameters" in cell["metadata"].get("tags", [])]
     assert len(cells) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
     namespace: dict = {}
     exec(python_source(cells[0]), namespace)  # noqa: S102 - our own notebook's constants
@@ -86,7 +92,7 @@ def test_parameters_cell_has_the_documented_defaults(path, expected):
 
 @pytest.mark.parametrize("path", [TRAIN, EVALUATE], ids=lambda p: p.name)
 def test_cells_hold_no_definitions_and_are_stored_without_outputs(path):
-    for number, cell in enumerate(code_cells(path)):
+    for number, cell in enumerate(stored_cells(path)):
         tree = ast.parse(python_source(cell))
         defined = [
             type(node).__name__
@@ -106,7 +112,7 @@ def test_notebooks_are_ruff_clean():
 
 def test_introductions_list_one_step_per_section():
     for path in (TRAIN, EVALUATE):
-        cells = [cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "markdown"]
+        cells = [cell["source"] for cell in stored_cells(path, "markdown")]
         steps = re.findall(r"^(\d+)\. ", cells[0], flags=re.MULTILINE)
         sections = [m[1] for text in cells for m in re.finditer(r"^## (\d+)\. ", text, flags=re.MULTILINE)]
         assert steps == sections == [str(n) for n in range(1, len(sections) + 1)], path.name
@@ -134,6 +140,7 @@ def test_library_errors_name_the_notebook_parameters():
 
 def execute(path: Path, out: Path, parameters: dict) -> nbformat.NotebookNode:
     """Run a notebook with papermill in this venv's python3 kernel; a cell error raises PapermillExecutionError."""
+    import nbformat
     import papermill
 
     papermill.execute_notebook(
@@ -290,7 +297,7 @@ def test_evaluate_notebook_run_again_keeps_what_is_current(evaluate_runs):
     assert "submission: " in text and "report: " in text
     # the sections without input say so in one line each
     last_two = [cell for cell in evaluate_runs.second.cells if cell.cell_type == "code"][-2:]
-    assert [outputs_text(nbformat.v4.new_notebook(cells=[cell])).strip() for cell in last_two] == [
+    assert [outputs_text(SimpleNamespace(cells=[cell])).strip() for cell in last_two] == [
         "no other runs to compare (set COMPARE_RUNS)",
         "no photos of your own to predict (set IMAGES_DIR to a folder of them)",
     ]

@@ -39,12 +39,13 @@ ROTATED_90_CW = 6  # "the camera was turned: rotate 90 degrees clockwise to disp
 
 
 def make_checkpoint(path: Path, size: tuple[int, int] | None = None) -> Path:
-    """An untrained U-Net in the trainer's checkpoint format, trained (as far as its config says) at `size`."""
+    """An untrained U-Net / resnet18 (the smallest of the default's family: prediction is the same code for any
+    encoder) in the trainer's checkpoint format, trained (as far as its config says) at `size`."""
     torch.manual_seed(0)
     state = {
-        "model": build_model(encoder_weights=None).state_dict(),
+        "model": build_model(encoder_weights=None, encoder="resnet18").state_dict(),
         "epoch": 1,
-        "config": {"size": list(size) if size else None},
+        "config": {"size": list(size) if size else None, "arch": "Unet", "encoder": "resnet18"},
         "num_classes": 19,
     }
     save_checkpoint(path, state)

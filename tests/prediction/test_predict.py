@@ -39,11 +39,15 @@ from cityseg.training.model import build_model, load_model
 WIDTH, HEIGHT = 128, 64
 
 
+# ResNet-18, the smallest of the default's family: prediction is the same code for any encoder, at half the cost.
+MODEL = {"arch": "Unet", "encoder": "resnet18"}
+
+
 def _untrained_checkpoint(path: Path, seed: int, num_classes: int = NUM_CLASSES, model=None) -> Path:
-    """A real (untrained) model in the checkpoint format the trainer writes."""
+    """A real (untrained) model in the checkpoint format the trainer writes; its config names MODEL."""
     torch.manual_seed(seed)
-    model = model if model is not None else build_model(encoder_weights=None, num_classes=num_classes)
-    state = {"model": model.state_dict(), "epoch": 1, "config": {"size": None}, "num_classes": num_classes}
+    model = model if model is not None else build_model(encoder_weights=None, num_classes=num_classes, **MODEL)
+    state = {"model": model.state_dict(), "epoch": 1, "config": {"size": None, **MODEL}, "num_classes": num_classes}
     save_checkpoint(path, state)
     return path
 
@@ -371,8 +375,8 @@ def test_cli_rejects_checkpoints_that_do_not_fit(tmp_path, synth_raw_root, capsy
     not_a_checkpoint = tmp_path / "notes.pt"
     not_a_checkpoint.write_text("these are my notes")
     five_classes = _untrained_checkpoint(tmp_path / "five.pt", seed=0, num_classes=5)
-    other_arch = _untrained_checkpoint(
-        tmp_path / "r18.pt", seed=0, model=smp.Unet("resnet18", encoder_weights=None, classes=NUM_CLASSES)
+    other_arch = _untrained_checkpoint(  # weights of another encoder than its config names
+        tmp_path / "r34.pt", seed=0, model=smp.Unet("resnet34", encoder_weights=None, classes=NUM_CLASSES)
     )
     for checkpoint in (not_a_checkpoint, five_classes, other_arch):
         out = tmp_path / f"pred_{checkpoint.stem}"

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from scipy.stats import t as student_t
 
 from cityseg.errors import UserError
 from cityseg.labels import CLASS_NAMES, NUM_CLASSES
@@ -47,6 +46,14 @@ class ComparedRun:
     runs: RunFiles
     cv: CvResult
     evaluation: dict[str, Any] | None = None
+
+
+def _student_t():
+    """scipy's Student t distribution, imported when a comparison needs it: scipy.stats is slow to import, and the
+    report, the notebooks and the CLI import this module."""
+    from scipy.stats import t
+
+    return t
 
 
 @dataclass(frozen=True)
@@ -83,13 +90,13 @@ class PairedComparison:
         if self.std == 0:
             return 0.0 if self.mean != 0 else 1.0
         statistic = self.mean / (self.std * self._scale())
-        return float(2 * student_t.sf(abs(statistic), df=len(self.differences) - 1))
+        return float(2 * _student_t().sf(abs(statistic), df=len(self.differences) - 1))
 
     @property
     def smallest_significant_gain(self) -> float:
         """The mean gain (points) that would just reach p < SIGNIFICANCE with these folds' spread."""
         k = len(self.differences)
-        return math.nan if k < 2 else float(student_t.ppf(1 - SIGNIFICANCE / 2, k - 1) * self.std * self._scale())
+        return math.nan if k < 2 else float(_student_t().ppf(1 - SIGNIFICANCE / 2, k - 1) * self.std * self._scale())
 
     def verdict(self) -> str:
         """The result in plain sentences, with ties counted at the printed precision."""
