@@ -40,7 +40,7 @@ ROW_KEYS = {
 def learned_run(tiny_config, synth_root, fold0, tmp_path_factory):
     torch.set_num_threads(1)
     # lr 2e-3 (20x the reference's 1e-4) because the net starts from random weights and gets only 32
-    # steps; on this data it passes 0.1 mIoU by epoch 5, against ~0.017 for the constant predictor. ResNet-18, the
+    # steps; on this data it passes 0.1 mIoU by epoch 4, against ~0.017 for the constant predictor. ResNet-18, the
     # smallest of the default's family: the loop under test is the same for any encoder, at half the cost.
     config = tiny_config(epochs=8, lr=2e-3, encoder="resnet18")
     run_dir = tmp_path_factory.mktemp("learn") / "fold_0"
