@@ -1,8 +1,9 @@
 """cityseg.data.labelpng: exactly what the official script reads (np.array of PIL), refusals as one named error.
 
-The fuzz test decodes each damaged file in a child process (a segfault in PIL's C decoder would otherwise
-kill pytest rather than fail a test) and checks the contract on every case: read_png gives exactly what
-`np.array(Image.open(path))` gives, or UnreadablePngError exactly when that raises; nothing else escapes.
+The fuzz test decodes each damaged file in a child process (a segfault in PIL's or libpng's C decoder would
+otherwise kill pytest rather than fail a test) and checks the contract on every case: read_png gives exactly what
+`np.array(Image.open(path))` gives, or UnreadablePngError exactly when that raises; nothing else escapes; and
+libpng's pixels are used on enough of them that the fast path is what was checked.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import subprocess
 import sys
 import zlib
 
+import imagecodecs
 import numpy as np
 import pytest
 from PIL import Image
 
+from cityseg.data import labelpng
 from cityseg.data.labelpng import UnreadablePngError, encode_label_png, png_header, read_png
 from cityseg.errors import UserError
 
@@ -167,14 +170,24 @@ def damaged_cases(clean: dict[str, bytes], seed: int = 0):
 # The child: one JSON line before (so a crash names its case) and one after each file.
 _CHILD = r"""
 import json, sys
+import imagecodecs
 import numpy as np
 from PIL import Image
 from cityseg.data.labelpng import UnreadablePngError, png_header, read_png
+libpng_reads = []
+libpng_decode = imagecodecs.png_decode
+def counted_decode(data):
+    pixels = libpng_decode(data)
+    libpng_reads.append(pixels)
+    return pixels
+imagecodecs.png_decode = counted_decode
 for path in sys.argv[1:]:
     print(json.dumps({"start": path}), flush=True)
+    libpng_reads.clear()
     try:
         array, mode = read_png(path)
         ours = {"ok": True, "mode": mode, "header": png_header(path)[0] == mode}
+        ours["libpng"] = any(pixels is array for pixels in libpng_reads)
     except UnreadablePngError as exc:
         ours = {"ok": False, "error": "UnreadablePngError", "named": path in str(exc)}
     except BaseException as exc:
@@ -214,6 +227,8 @@ def test_damaged_pngs_read_as_the_official_script_reads_or_raise_unreadable_neve
         assert pil["same"] and ours["header"] if ours["ok"] else ours["named"], f"{name}: {ours}, {pil}"
     outcomes = [r["ours"]["ok"] for r in done]
     assert sum(outcomes) >= 20 and outcomes.count(False) >= 300, (sum(outcomes), len(outcomes))  # both sides exercised
+    by_libpng = sum(r["ours"].get("libpng", False) for r in done)
+    assert 20 <= by_libpng < sum(outcomes), (by_libpng, sum(outcomes))  # libpng's pixels checked, PIL's too
 
 
 def test_clean_label_pngs_give_pils_values_and_mode(tmp_path):
@@ -226,6 +241,23 @@ def test_clean_label_pngs_give_pils_values_and_mode(tmp_path):
             reference = np.array(image)
         np.testing.assert_array_equal(array, reference, err_msg=name)
         assert array.dtype == reference.dtype, name
+
+
+def test_plain_grayscale_pixels_come_from_libpng_and_every_other_kind_from_pil(tmp_path, monkeypatch):
+    decoded = []
+    libpng_decode = imagecodecs.png_decode
+    monkeypatch.setattr(labelpng.imagecodecs, "png_decode", lambda data: decoded.append(1) or libpng_decode(data))
+    clean = _clean_files()
+    transparent = io.BytesIO()
+    Image.fromarray(_label_like((16, 24), [3, 4], np.uint8, 7)).save(transparent, format="PNG", transparency=3)
+    expected = {"labelIds": 1, "instanceIds16": 1, "prediction": 1, "palette": 0, "rgba32": 0, "interlaced": 0}
+    for name, data in [*((n, clean[n]) for n in expected), ("transparency", transparent.getvalue())]:
+        path = tmp_path / f"{name}.png"
+        path.write_bytes(data)
+        decoded.clear()
+        array, _mode = read_png(path)
+        assert len(decoded) == expected.get(name, 0), name
+        np.testing.assert_array_equal(array, np.array(Image.open(path)), err_msg=name)
 
 
 def test_unreadable_png_is_a_named_user_error(tmp_path):

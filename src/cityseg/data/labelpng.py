@@ -1,9 +1,12 @@
-"""Label PNGs (labelIds, instanceIds, predictions): read through PIL exactly as the official script reads them
-(a refused file is one UnreadablePngError), written as 8-bit grayscale by OpenCV (BENCHMARKS.md, label-png)."""
+"""Label PNGs (labelIds, instanceIds, predictions): read exactly as the official script reads them (PIL), a refused
+file one UnreadablePngError; written as 8-bit grayscale by OpenCV (BENCHMARKS.md, label-png). Plain 8/16-bit
+grayscale pixels are decoded by imagecodecs' libpng (faster, GIL released), anything else or any libpng refusal by
+PIL itself, so PIL decides every file it would read differently (tests/data/test_labelpng.py fuzzes both)."""
 
 from pathlib import Path
 
 import cv2
+import imagecodecs
 import numpy as np
 from PIL import Image
 
@@ -31,10 +34,31 @@ def png_header(path: Path) -> tuple[str, tuple[int, int]]:
         raise UnreadablePngError(path, describe_error(exc)) from None
 
 
+# PIL's raw modes whose pixels libpng returns unchanged: 8-bit grayscale (mode L) and 16-bit big-endian (I;16)
+_LIBPNG_RAW_MODES = {"L": np.uint8, "I;16B": np.uint16}
+
+
+def _libpng_pixels(image: Image.Image, path: Path) -> np.ndarray | None:
+    """The pixels by libpng where PIL would read them unchanged (one non-interlaced grayscale tile, no tRNS)."""
+    if image.format != "PNG" or len(image.tile) != 1 or {"interlace", "transparency"} & image.info.keys():
+        return None
+    dtype = _LIBPNG_RAW_MODES.get(image.tile[0].args)
+    if dtype is None:
+        return None
+    try:
+        array = imagecodecs.png_decode(Path(path).read_bytes())
+    except Exception:  # noqa: BLE001 - PngError, or e.g. UnicodeDecodeError from libpng's message; PIL decides
+        return None
+    return array if array.shape == image.size[::-1] and array.dtype == dtype else None
+
+
 def read_png(path: Path) -> tuple[np.ndarray, str]:
     """(pixels, PIL mode): the array the official script reads (`np.array(Image.open(path))`), decoded now."""
     try:
         with Image.open(path) as image:
+            fast = _libpng_pixels(image, path)
+            if fast is not None:
+                return fast, image.mode
             image.load()
             return np.asarray(image), image.mode
     except Exception as exc:  # noqa: BLE001 - a damaged file can make PIL or zlib raise almost anything
