@@ -65,11 +65,21 @@ def weights() -> dict:
     return build_model(encoder_weights=None).state_dict()
 
 
-def test_requirements_exclude_torches_whose_weights_only_load_is_unsafe():
+def _runtime_requirements() -> tuple[list[str], list[str]]:
+    """(requirements.txt lines, pyproject.toml dependencies): `make install` reads the first, pip the second."""
     block = re.search(r"^dependencies = \[(.*?)^\]", (REPO / "pyproject.toml").read_text(), re.S | re.M)[1]
     project = re.findall(r'^\s*"([^"]+)",', block, re.M)
     lines = [line.split(" #")[0].strip() for line in (REPO / "requirements.txt").read_text().splitlines()]
-    listed = [line for line in lines if line and line[0].isalnum()]
+    return [line for line in lines if line and line[0].isalnum()], project
+
+
+def test_requirements_txt_installs_every_dependency_of_the_package():
+    listed, project = _runtime_requirements()
+    assert {str(Requirement(r)) for r in project} <= {str(Requirement(r)) for r in listed}
+
+
+def test_requirements_exclude_torches_whose_weights_only_load_is_unsafe():
+    listed, project = _runtime_requirements()
     for source, lines in (("requirements.txt", listed), ("pyproject.toml", project)):
         requirements = {r.name: r.specifier for r in map(Requirement, lines)}
         for unsafe in ("2.4.1", "2.5.1", "2.9.1"):  # CVE-2025-32434 below 2.6, CVE-2026-24747 below 2.10
