@@ -1,8 +1,9 @@
 """Label PNGs: which maintained library reads and writes them, on Cityscapes-like 2048x1024 files.
 
 Read: PIL (the official script's reader), OpenCV (imread IMREAD_UNCHANGED), libpng via imagecodecs, and cityseg's
-read_png (PIL's header, libpng's pixels where they agree), on labelIds (8-bit), instanceIds (16-bit) and predictions as cityseg writes them: ms per file
-on one thread, and two threads' speed-up (above 1 only if the GIL is released); values checked against PIL's.
+read_png (PIL's header, libpng's pixels where they agree), on labelIds (8-bit), instanceIds (16-bit) and
+predictions as cityseg writes them: ms per file on one thread, and two threads' speed-up (above 1 only if the GIL
+is released); values checked against PIL's.
 Write: PIL's defaults, PIL at zlib level 1, OpenCV Up filter level 1 (encode_label_png): ms, KB, PIL's read ms.
 
     python bench/label_png.py       # 16 maps of each kind: ~30 s once the data exists;  --frames 4 --no-record

@@ -250,8 +250,11 @@ def test_plain_grayscale_pixels_come_from_libpng_and_every_other_kind_from_pil(t
     clean = _clean_files()
     transparent = io.BytesIO()
     Image.fromarray(_label_like((16, 24), [3, 4], np.uint8, 7)).save(transparent, format="PNG", transparency=3)
+    one_bit = io.BytesIO()
+    Image.fromarray(_label_like((16, 24), [0, 1], np.uint8, 8) > 0).save(one_bit, format="PNG")
     expected = {"labelIds": 1, "instanceIds16": 1, "prediction": 1, "palette": 0, "rgba32": 0, "interlaced": 0}
-    for name, data in [*((n, clean[n]) for n in expected), ("transparency", transparent.getvalue())]:
+    others = [("transparency", transparent.getvalue()), ("one-bit", one_bit.getvalue())]
+    for name, data in [*((n, clean[n]) for n in expected), *others]:
         path = tmp_path / f"{name}.png"
         path.write_bytes(data)
         decoded.clear()

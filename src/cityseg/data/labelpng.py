@@ -1,7 +1,7 @@
 """Label PNGs (labelIds, instanceIds, predictions): read exactly as the official script reads them (PIL), a refused
-file one UnreadablePngError; written as 8-bit grayscale by OpenCV (BENCHMARKS.md, label-png). Plain 8/16-bit
-grayscale pixels are decoded by imagecodecs' libpng (faster, GIL released), anything else or any libpng refusal by
-PIL itself, so PIL decides every file it would read differently (tests/data/test_labelpng.py fuzzes both)."""
+file one UnreadablePngError; written as 8-bit grayscale by OpenCV (BENCHMARKS.md, label-png). PIL opens every file,
+so it decides what is readable; plain 8/16-bit grayscale pixels then come from imagecodecs' libpng (faster, GIL
+released), any other kind or any file libpng refuses from PIL (tests/data/test_labelpng.py fuzzes both paths)."""
 
 from pathlib import Path
 

@@ -188,7 +188,7 @@ def check_headers(predictions: Mapping[str, Path], sizes: Callable[[str], tuple[
 
 
 def map_checked(function: Callable[[Any], Any], items: Iterable[Any], workers: int, problems: Problems) -> list[Any]:
-    """`function` over `items` in threads (libpng, PIL and OpenCV release the GIL); its PredictionProblems go to `problems`."""
+    """`function` over `items` in threads (libpng, PIL, OpenCV release the GIL); PredictionProblems go to `problems`."""
 
     def attempt(item: Any) -> Any:
         try:
